@@ -1,0 +1,50 @@
+from django.conf import settings
+from django.db import models
+from django_countries.fields import CountryField
+
+
+class Developer(models.Model):
+    """A developer account on the platform, as the platform knows it."""
+
+    class EmailStatus(models.TextChoices):
+        OK = "ok", "ok"
+        BOUNCED = "bounced", "bounced"
+        COMPLAINED = "complained", "complained"
+
+    external_id = models.CharField(
+        max_length=100, unique=True, help_text="The platform's own account id."
+    )
+    email = models.EmailField()
+    name = models.CharField(max_length=200, blank=True)
+    organization = models.CharField(max_length=200, blank=True)
+    country = CountryField(db_index=True)
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
+    is_active = models.BooleanField(default=True)
+    last_active_at = models.DateTimeField(null=True, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    email_status = models.CharField(
+        max_length=12, choices=EmailStatus.choices, default=EmailStatus.OK
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.country.code})"
+
+
+class Region(models.Model):
+    """A named set of countries, e.g. "Unsupported regions", with where the list came from."""
+
+    name = models.CharField(max_length=100, unique=True)
+    countries = CountryField(multiple=True, blank=True)
+    source = models.TextField(
+        help_text="Where this list of countries comes from (policy, URL, date).",
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from memo_service.memos import rendering, sandbox
+from memo_service.memos.audience import audience_counts
+from memo_service.memos.dispatch import DispatchRefused, memo_send_start
+from memo_service.memos.models import Acknowledgement, Delivery, DeliveryEvent, Memo, MemoTranslation
+from memo_service.memos.reports import memo_funnel
+from memo_service.memos.tasks import dispatch_memo
+
+VARIABLES_HELP = format_html(
+    "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
+    "Each is checked at save by a trial render for a sample developer. Variables:<ul>{}</ul>",
+    format_html_join("", "<li><code>{{{{ {} }}}}</code> — {}</li>", rendering.TEMPLATE_VARIABLES.items()),
+)
+
+
+def _add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> None:
+    sources = {f: form.cleaned_data[f] for f in sandbox.TEMPLATE_FIELDS if f in form.cleaned_data}
+    if not sources:
+        return
+    for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
+        form.add_error(field, error)
+
+
+class MemoForm(forms.ModelForm):
+    class Meta:
+        model = Memo
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        context_memo = Memo(
+            title=cleaned.get("title", ""),
+            effective_date=cleaned.get("effective_date"),
+            ack_deadline=cleaned.get("ack_deadline"),
+        )
+        _add_template_errors(self, context_memo, rendering.FALLBACK_LANGUAGE)
+        return cleaned
+
+
+class TranslationForm(forms.ModelForm):
+    class Meta:
+        model = MemoTranslation
+        fields = ["language", "subject", "html_body", "text_body"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        language = cleaned.get("language")
+        if language == rendering.FALLBACK_LANGUAGE:
+            self.add_error("language", "English is the memo's own text; add other languages here.")
+        elif language:
+            _add_template_errors(self, self.instance.memo, language)
+        return cleaned
+
+
+class TranslationInline(admin.StackedInline):
+    model = MemoTranslation
+    form = TranslationForm
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
+
+
+def _send(request: HttpRequest, memo: Memo) -> bool:
+    """Start a send and queue its dispatch; tells the admin what happened."""
+    try:
+        with transaction.atomic():
+            memo_send_start(memo=memo)
+            dispatch_memo.delay_on_commit(memo.pk)
+    except DispatchRefused as exc:
+        messages.error(request, str(exc))
+        return False
+    messages.success(request, f"Sending “{memo.title}”: its deliveries are being queued.")
+    return True
+
+
+@admin.register(Memo)
+class MemoAdmin(admin.ModelAdmin):
+    form = MemoForm
+    inlines = [TranslationInline]
+    list_display = ["title", "slug", "status", "effective_date", "ack_deadline", "updated_at"]
+    list_filter = ["status"]
+    search_fields = ["title", "slug"]
+    prepopulated_fields = {"slug": ["title"]}
+    filter_horizontal = ["include_regions"]
+    actions = ["send_selected"]
+    change_form_template = "admin/memos/memo/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["title", "slug", "status"]}),
+        ("Content (English, the fallback for languages without a translation)",
+         {"fields": ["subject", "html_body", "text_body"], "description": VARIABLES_HELP}),
+        ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
+        ("Audience", {"fields": ["include_countries", "include_regions", "exclude_countries",
+                                 "active_only", "audience_summary"]}),
+        ("Results", {"fields": ["funnel_table", "content_hash", "dispatched_at"]}),
+    ]
+    computed = ["status", "audience_summary", "funnel_table", "content_hash", "dispatched_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Memo | None = None) -> list[str]:
+        if obj is not None and not obj.is_editable:
+            # A memo that has started sending is evidence: its content no longer changes.
+            return [f for _, opts in self.fieldsets for f in opts["fields"]]
+        return self.computed
+
+    def save_model(self, request: HttpRequest, obj: Memo, form: Any, change: bool) -> None:
+        if not change:
+            obj.author = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="audience now")
+    def audience_summary(self, memo: Memo) -> str:
+        if memo.pk is None:
+            return "Save the memo to see how many developers its audience holds."
+        total, by_country = audience_counts(memo)
+        rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td></tr>", by_country)
+        return format_html(
+            "<strong>{} developers</strong><table><tr><th>country</th><th>developers</th></tr>{}</table>",
+            total, rows,
+        )
+
+    @admin.display(description="funnel")
+    def funnel_table(self, memo: Memo) -> str:
+        if memo.pk is None or memo.status == Memo.Status.DRAFT:
+            return "Not sent yet."
+        funnel = memo_funnel(memo)
+        columns = ["targeted", "sent", "delivered", "bounced", "failed", "acknowledged"]
+        head = format_html_join("", "<th>{}</th>", ((c,) for c in columns))
+        total = format_html_join("", "<td><strong>{}</strong></td>", ((funnel[c],) for c in columns))
+        rows = format_html_join(
+            "", "<tr><td>{}</td>{}</tr>",
+            ((code, format_html_join("", "<td>{}</td>", ((row[c],) for c in columns)))
+             for code, row in funnel["by_country"].items()),
+        )
+        return format_html(
+            "<table><tr><th>country</th>{}</tr><tr><td><strong>all</strong></td>{}</tr>{}</table>",
+            head, total, rows,
+        )
+
+    @admin.action(description="Send selected memos")
+    def send_selected(self, request: HttpRequest, queryset: QuerySet[Memo]) -> None:
+        for memo in queryset:
+            _send(request, memo)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("<path:object_id>/send/", self.admin_site.admin_view(self.send_view), name="memos_memo_send"),
+            *super().get_urls(),
+        ]
+
+    def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = get_object_or_404(Memo, pk=object_id)
+        if not self.has_change_permission(request, memo):
+            return HttpResponse(status=403)
+        change_url = reverse("admin:memos_memo_change", args=[memo.pk])
+        if request.method == "POST":
+            _send(request, memo)
+            return HttpResponseRedirect(change_url)
+        total, by_country = audience_counts(memo)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "memo": memo,
+            "total": total,
+            "by_country": by_country,
+            "change_url": change_url,
+            "title": f"Send “{memo.title}”?",
+        }
+        return TemplateResponse(request, "admin/memos/memo/send_confirm.html", context)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Evidence and provider records: visible to admins, written only by the flow."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "memo", "developer", "kind", "status", "sent_at", "last_error"]
+    list_filter = ["status", "kind", "memo"]
+    list_select_related = ["memo", "developer"]
+    search_fields = ["=developer__external_id", "=provider_message_id"]
+
+
+@admin.register(DeliveryEvent)
+class DeliveryEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "provider", "event_type", "delivery_id", "occurred_at", "received_at"]
+    list_filter = ["provider", "event_type"]
+
+
+@admin.register(Acknowledgement)
+class AcknowledgementAdmin(ReadOnlyAdmin):
+    list_display = ["id", "memo", "developer", "response", "created_at", "ip_address"]
+    list_filter = ["response", "memo"]
+    list_select_related = ["memo", "developer"]

@@ -1,0 +1,191 @@
+"""Render a memo for one developer: the admin's sandboxed templates inside our layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from django.conf import settings
+from markupsafe import Markup
+
+from memo_service.memos import sandbox
+from memo_service.memos.models import Memo
+
+# What a trial render may use. A real memo renders in well under a millisecond; two
+# seconds only trips on a runaway loop. The memory limit covers the interpreter
+# (~30 MB) plus a generous margin for honest templates.
+TRIAL_SECONDS = 2.0
+TRIAL_MEMORY_BYTES = 512 * 1024 * 1024
+FALLBACK_LANGUAGE = "en"
+
+# The variables a template may use, shown beside the fields in the admin.
+TEMPLATE_VARIABLES = {
+    "developer.name": "the developer's name",
+    "developer.organization": "their organization",
+    "developer.email": "their email address",
+    "developer.external_id": "their account id on the platform",
+    "developer.country": "ISO country code, e.g. CN",
+    "developer.country_name": "country name, e.g. China",
+    "developer.language": "language code, e.g. zh-hans",
+    "memo.title": "the memo's title",
+    "memo.effective_date": "effective date (a date: memo.effective_date.strftime('%d %B %Y'))",
+    "memo.ack_deadline": "acknowledgement deadline (a datetime, UTC)",
+    "ack_url": "the developer's own acknowledgement link (the layout adds it too)",
+}
+
+SAMPLE_DEVELOPER = {
+    "name": "Ada Lovelace",
+    "organization": "Analytical Engines Ltd",
+    "email": "ada@example.com",
+    "external_id": "sample-1",
+    "country": "CN",
+    "country_name": "China",
+    "language": "en",
+}
+
+# Our own layout (trusted, from templates/email/), around the admin's body.
+layout_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(settings.BASE_DIR) / "templates" / "email"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+def memo_sources(memo: Memo, language: str) -> tuple[str, dict[str, str]]:
+    """The templates for a language, falling back to English; returns the language used."""
+    if language != FALLBACK_LANGUAGE:
+        for translation in memo.translations.all():
+            if translation.language == language:
+                return language, _sources(translation)
+    return FALLBACK_LANGUAGE, _sources(memo)
+
+
+def _sources(obj: Any) -> dict[str, str]:
+    return {field: getattr(obj, field) for field in sandbox.TEMPLATE_FIELDS}
+
+
+def memo_context(memo: Memo, developer: dict[str, Any], ack_url: str) -> dict[str, Any]:
+    return {
+        "developer": developer,
+        "memo": {
+            "title": memo.title,
+            "effective_date": memo.effective_date,
+            "ack_deadline": memo.ack_deadline,
+        },
+        "ack_url": ack_url,
+    }
+
+
+def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> dict[str, str]:
+    """Trial-render templates for a sample developer; returns {field: error} (empty if fine).
+
+    Runs in a child process with a memory limit and a deadline, so a runaway template
+    is reported instead of hanging the admin.
+    """
+    context = memo_context(
+        memo, {**SAMPLE_DEVELOPER, "language": language}, f"{settings.SITE_URL}/ack/sample/"
+    )
+    request = {
+        "sources": sources,
+        "context": json.loads(json.dumps(context, default=str)),
+        "seconds": TRIAL_SECONDS,
+        "memory_bytes": TRIAL_MEMORY_BYTES,
+    }
+    try:
+        child = subprocess.run(
+            [sys.executable, "-I", sandbox.__file__],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=TRIAL_SECONDS * len(sources) + 10,
+        )
+        lines = child.stdout.splitlines()
+    except subprocess.TimeoutExpired as exc:
+        lines = (exc.stdout or b"").decode().splitlines() if isinstance(exc.stdout, bytes) else (exc.stdout or "").splitlines()
+    results = {r["field"]: r for r in map(json.loads, lines)}
+    errors = {}
+    for field in sources:
+        result = results.get(field)
+        if result is None:
+            errors[field] = "the template could not be rendered (too slow or too big)"
+        elif not result["ok"]:
+            where = f"line {result['line']}: " if result.get("line") else ""
+            errors[field] = f"{where}{result['error']}"
+    return errors
+
+
+def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
+    """Trial-render every language of a saved memo; {language: {field: error}}."""
+    problems = {}
+    languages = [FALLBACK_LANGUAGE] + [t.language for t in memo.translations.all()]
+    for language in languages:
+        used, sources = memo_sources(memo, language)
+        errors = templates_check(memo=memo, sources=sources, language=used)
+        if errors:
+            problems[used] = errors
+    return problems
+
+
+class MemoRenderer:
+    """Compiles a memo's templates once, then renders them for many developers."""
+
+    def __init__(self, memo: Memo) -> None:
+        self.memo = memo
+        self._compiled: dict[str, tuple[str, dict[str, jinja2.Template]]] = {}
+        self._layout_html = layout_env.get_template("layout.html")
+        self._layout_text = layout_env.get_template("layout.txt")
+
+    def _templates(self, language: str) -> tuple[str, dict[str, jinja2.Template]]:
+        if language not in self._compiled:
+            used, sources = memo_sources(self.memo, language)
+            self._compiled[language] = used, {
+                field: sandbox.environment_for(field).from_string(source)
+                for field, source in sources.items()
+            }
+        return self._compiled[language]
+
+    def render_parts(self, developer: dict[str, Any], ack_url: str) -> tuple[str, str, str, str]:
+        """(language used, subject, html body, text body), without our layout."""
+        language, templates = self._templates(developer["language"])
+        context = memo_context(self.memo, developer, ack_url)
+        subject, html, text = (
+            sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS
+        )
+        return language, " ".join(subject.split()), html, text  # a header is one line
+
+    def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
+        """Returns (language used, email in our layout). Raises on a template error."""
+        language, subject, html, text = self.render_parts(developer, ack_url)
+        layout = {"subject": subject, "ack_url": ack_url, "language": language}
+        return language, RenderedEmail(
+            subject=subject,
+            html=self._layout_html.render(body=Markup(html), **layout),
+            text=self._layout_text.render(body=text, **layout),
+        )
+
+
+def memo_content_hash(memo: Memo) -> str:
+    """SHA-256 of everything a recipient reads: every language's templates and the dates."""
+    content = {
+        "title": memo.title,
+        "effective_date": str(memo.effective_date),
+        "ack_deadline": str(memo.ack_deadline),
+        "languages": {
+            t.language: _sources(t) for t in memo.translations.all()
+        } | {FALLBACK_LANGUAGE: _sources(memo)},
+    }
+    encoded = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(encoded).hexdigest()

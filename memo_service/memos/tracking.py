@@ -1,0 +1,108 @@
+"""Provider tracking events (through anymail's webhooks) onto our Delivery rows.
+
+anymail validates the webhook (basic auth with ANYMAIL_WEBHOOK_SECRET, plus the
+provider's signature where it has one), normalizes the payload and sends the `tracking`
+signal; this module stores each event once and moves the Delivery forward. An exception
+here makes anymail answer 500 and the provider retry, so only real faults raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from anymail.signals import AnymailTrackingEvent, tracking
+from django.db import IntegrityError, transaction
+from django.dispatch import receiver
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.models import Delivery, DeliveryEvent
+
+log = logging.getLogger(__name__)
+
+S = Delivery.Status
+# How far along a delivery is; an event only ever moves it to a higher rank, so a late
+# or replayed "delivered" cannot undo a "bounced".
+RANK = {
+    S.QUEUED: 0, S.SENDING: 1, S.OUTCOME_UNKNOWN: 1, S.SENT: 2, S.FAILED: 3,
+    S.DELIVERED: 4, S.BOUNCED: 5, S.COMPLAINED: 6,
+}
+STATUS_FOR_EVENT = {
+    "queued": S.SENT,
+    "sent": S.SENT,
+    "rejected": S.FAILED,
+    "failed": S.FAILED,
+    "delivered": S.DELIVERED,
+    "bounced": S.BOUNCED,
+    "complained": S.COMPLAINED,
+}
+EMAIL_STATUS_FOR = {
+    S.BOUNCED: Developer.EmailStatus.BOUNCED,
+    S.COMPLAINED: Developer.EmailStatus.COMPLAINED,
+}
+
+
+def _payload(event: AnymailTrackingEvent) -> Any:
+    raw = event.esp_event
+    try:
+        return json.loads(json.dumps(raw, default=str))
+    except (TypeError, ValueError):
+        return {"raw": str(raw)}
+
+
+def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
+    delivery_id = (event.metadata or {}).get("delivery_id")
+    if delivery_id and str(delivery_id).isdigit():
+        return Delivery.objects.filter(pk=int(delivery_id)).first()
+    if event.message_id:
+        return Delivery.objects.filter(provider_message_id=event.message_id).first()
+    return None
+
+
+def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> DeliveryEvent | None:
+    """Store a tracking event once and apply it; returns None for a replayed event."""
+    payload = _payload(event)
+    event_id = event.event_id or hashlib.sha256(
+        json.dumps(payload, sort_keys=True).encode()
+    ).hexdigest()
+    delivery = _find_delivery(event)
+    try:
+        with transaction.atomic():
+            stored = DeliveryEvent.objects.create(
+                provider=provider[:30],
+                event_id=str(event_id)[:255],
+                event_type=event.event_type or "unknown",
+                delivery=delivery,
+                message_id=str(event.message_id or "")[:255],
+                description=str(event.description or event.reject_reason or "")[:2000],
+                occurred_at=event.timestamp,
+                payload=payload,
+            )
+            new_status = STATUS_FOR_EVENT.get(event.event_type or "")
+            if delivery is not None and new_status is not None:
+                _advance(delivery, new_status, event)
+    except IntegrityError:
+        return None  # seen before: the provider retried or replayed it
+    return stored
+
+
+def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> None:
+    lower = [status for status, rank in RANK.items() if rank < RANK[new_status]]
+    changes: dict[str, Any] = {"status": new_status, "status_changed_at": timezone.now()}
+    if new_status == S.FAILED and (event.description or event.reject_reason):
+        changes["last_error"] = str(event.description or event.reject_reason)[:2000]
+    if event.message_id and not delivery.provider_message_id:
+        changes["provider_message_id"] = str(event.message_id)[:255]
+    moved = Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**changes)
+    if moved and new_status in EMAIL_STATUS_FOR:
+        Developer.objects.filter(pk=delivery.developer_id).update(
+            email_status=EMAIL_STATUS_FOR[new_status]
+        )
+
+
+@receiver(tracking)
+def handle_tracking(sender: Any, event: AnymailTrackingEvent, esp_name: str, **kwargs: Any) -> None:
+    delivery_record_event(event=event, provider=esp_name)

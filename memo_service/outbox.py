@@ -1,0 +1,91 @@
+"""The embedded default email backend: a local outbox a person can open in the browser.
+
+Each message is written to OUTBOX_DIR as an .eml file; /outbox/ lists them for staff.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from email.message import EmailMessage as ParsedMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.mail.message import EmailMessage
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+NAME_RE = re.compile(r"^[0-9T]{15}-[0-9a-f]{32}\.eml$")
+# Newest first; a page this long still loads quickly with the headers parsed per file.
+LIST_LIMIT = 200
+
+
+class OutboxEmailBackend(BaseEmailBackend):
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        outbox = Path(settings.OUTBOX_DIR)
+        outbox.mkdir(parents=True, exist_ok=True)
+        for message in email_messages:
+            message.extra_headers.setdefault("Message-ID", make_msgid(domain="outbox.local"))
+            name = f"{timezone.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex}.eml"
+            tmp = outbox / f".{name}.tmp"
+            tmp.write_bytes(message.message().as_bytes(linesep="\n"))
+            os.replace(tmp, outbox / name)  # a reader never sees half a message
+        return len(email_messages)
+
+
+def _read(name: str) -> ParsedMessage:
+    if not NAME_RE.match(name):
+        raise Http404("no such message")
+    path = Path(settings.OUTBOX_DIR) / name
+    if not path.is_file():
+        raise Http404("no such message")
+    with path.open("rb") as f:
+        return email.message_from_binary_file(f, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@staff_member_required
+def outbox_list(request: HttpRequest) -> HttpResponse:
+    outbox = Path(settings.OUTBOX_DIR)
+    names = sorted((p.name for p in outbox.glob("*.eml")), reverse=True) if outbox.is_dir() else []
+    messages = []
+    for name in names[:LIST_LIMIT]:
+        msg = _read(name)
+        messages.append({"name": name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]})
+    return render(request, "outbox/list.html", {"messages": messages, "total": len(names)})
+
+
+@staff_member_required
+def outbox_message(request: HttpRequest, name: str) -> HttpResponse:
+    msg = _read(name)
+    html = msg.get_body(preferencelist=("html",))
+    text = msg.get_body(preferencelist=("plain",))
+    return render(
+        request,
+        "outbox/message.html",
+        {
+            "name": name,
+            "headers": [(k, msg[k]) for k in ("From", "To", "Subject", "Date", "Message-ID")],
+            # Links in the HTML open in the top window, so the acknowledgement page
+            # is not trapped in the sandboxed frame.
+            "html": html.get_content().replace("<head>", '<head><base target="_top">', 1) if html else "",
+            "text": text.get_content() if text else "",
+        },
+    )
+
+
+@staff_member_required
+def outbox_raw(request: HttpRequest, name: str) -> HttpResponse:
+    _read(name)  # validates the name
+    response = HttpResponse(
+        (Path(settings.OUTBOX_DIR) / name).read_bytes(), content_type="message/rfc822"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

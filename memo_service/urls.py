@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from memo_service import health, outbox
+from memo_service.memos import views
+
+admin.site.site_header = "memo-service"
+admin.site.site_title = "memo-service"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("ack/<str:token>/", views.ack, name="ack"),
+    # anymail's webhooks: /anymail/<esp>/tracking/ (basic auth: ANYMAIL_WEBHOOK_SECRET)
+    path("anymail/", include("anymail.urls")),
+    path("healthz", health.healthz, name="healthz"),
+    path("outbox/", outbox.outbox_list, name="outbox"),
+    path("outbox/<str:name>", outbox.outbox_message, name="outbox-message"),
+    path("outbox/<str:name>/raw", outbox.outbox_raw, name="outbox-raw"),
+]
