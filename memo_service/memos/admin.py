@@ -51,6 +51,8 @@ class MemoForm(forms.ModelForm):
 
 
 class TranslationForm(forms.ModelForm):
+    parent_memo: Memo  # set by TranslationFormSet: the memo as the main form cleaned it
+
     class Meta:
         model = MemoTranslation
         fields = ["language", "subject", "html_body", "text_body"]
@@ -61,13 +63,21 @@ class TranslationForm(forms.ModelForm):
         if language == rendering.FALLBACK_LANGUAGE:
             self.add_error("language", "English is the memo's own text; add other languages here.")
         elif language:
-            _add_template_errors(self, self.instance.memo, language)
+            _add_template_errors(self, self.parent_memo, language)
         return cleaned
+
+
+class TranslationFormSet(forms.BaseInlineFormSet):
+    def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
+        form = super()._construct_form(i, **kwargs)
+        form.parent_memo = self.instance
+        return form
 
 
 class TranslationInline(admin.StackedInline):
     model = MemoTranslation
     form = TranslationForm
+    formset = TranslationFormSet
     extra = 0
 
     def has_add_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
@@ -120,6 +130,9 @@ class MemoAdmin(admin.ModelAdmin):
             # A memo that has started sending is evidence: its content no longer changes.
             return [f for _, opts in self.fieldsets for f in opts["fields"]]
         return self.computed
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Memo | None = None) -> dict[str, Any]:
+        return self.prepopulated_fields if obj is None or obj.is_editable else {}
 
     def save_model(self, request: HttpRequest, obj: Memo, form: Any, change: bool) -> None:
         if not change:

@@ -1,0 +1,102 @@
+"""Personas and builders shared by the tests.
+
+Personas: `admin` (a platform admin), developers in CN (zh-hans), RU and US (en), and the
+demo-style memo `memo` addressed to CN and RU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from memo_service.developers.models import Developer, Region
+from memo_service.memos.models import Memo, MemoTranslation
+from tests.loopback_provider import API_KEY, Provider, mailgun_server
+
+WEBHOOK_SIGNING_KEY = "whsec-loopback"
+WEBHOOK_SECRET = "hook:secret"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_outbox(settings: Any, tmp_path: Any) -> None:
+    settings.OUTBOX_DIR = tmp_path / "outbox"
+    settings.SITE_URL = "http://testserver"
+
+
+@pytest.fixture
+def admin_user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser("alice", "alice@example.com", "pw-alice-123")
+
+
+@pytest.fixture
+def admin_client(client: Any, admin_user: Any) -> Any:
+    client.force_login(admin_user)
+    return client
+
+
+def make_developer(external_id: str, country: str, language: str = "en", **extra: Any) -> Developer:
+    return Developer.objects.create(
+        external_id=external_id,
+        email=f"{external_id}@example.com",
+        name=extra.pop("name", f"Dev {external_id}"),
+        organization=extra.pop("organization", "Acme"),
+        country=country,
+        language=language,
+        **extra,
+    )
+
+
+@pytest.fixture
+def developers(db: None) -> dict[str, Developer]:
+    return {
+        "cn": make_developer("cn-1", "CN", "zh-hans", name="Wang Wei"),
+        "ru": make_developer("ru-1", "RU", name="Olga Petrova"),
+        "us": make_developer("us-1", "US", name="John Smith"),
+    }
+
+
+def make_memo(**extra: Any) -> Memo:
+    region = Region.objects.get_or_create(
+        name="Unsupported regions", defaults={"countries": ["CN", "RU"], "source": "policy v1"}
+    )[0]
+    memo = Memo.objects.create(
+        title=extra.pop("title", "Regions blocked"),
+        slug=extra.pop("slug", "regions-blocked"),
+        subject=extra.pop("subject", "Access from {{ developer.country_name }} ends {{ memo.effective_date }}"),
+        html_body=extra.pop("html_body", "<p>Dear {{ developer.name }},</p><p>Traffic from {{ developer.country_name }} will be blocked.</p>"),
+        text_body=extra.pop("text_body", "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} will be blocked."),
+        effective_date=dt.date(2027, 7, 9),
+        ack_deadline=extra.pop("ack_deadline", timezone.now() + dt.timedelta(days=30)),
+        **extra,
+    )
+    memo.include_regions.add(region)
+    MemoTranslation.objects.create(
+        memo=memo, language="zh-hans",
+        subject="来自{{ developer.country_name }}的访问将被阻止",
+        html_body="<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的流量将被阻止。</p>",
+        text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。",
+    )
+    return memo
+
+
+@pytest.fixture
+def memo(developers: dict[str, Developer]) -> Memo:
+    return make_memo()
+
+
+@pytest.fixture
+def mailgun(settings: Any) -> Iterator[Provider]:
+    """anymail's real Mailgun backend, talking HTTP to a loopback Mailgun."""
+    with mailgun_server() as provider:
+        settings.EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+        settings.ANYMAIL = {
+            "MAILGUN_API_KEY": API_KEY,
+            "MAILGUN_API_URL": provider.url,
+            "MAILGUN_WEBHOOK_SIGNING_KEY": WEBHOOK_SIGNING_KEY,
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+        yield provider

@@ -1,0 +1,110 @@
+"""A loopback HTTP server speaking Mailgun's sending API, as anymail's real Mailgun
+backend calls it (POST /v3/<domain>/messages, multipart form). Test tooling, not product
+code: point anymail at it with ANYMAIL MAILGUN_API_URL and it records every accepted
+message, or answers with the status a test asks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import itertools
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+API_KEY = "key-loopback"
+
+
+@dataclass
+class Accepted:
+    domain: str
+    fields: dict[str, list[str]]
+    message_id: str
+
+    def first(self, name: str) -> str:
+        return self.fields.get(name, [""])[0]
+
+
+@dataclass
+class Provider:
+    url: str
+    accepted: list[Accepted] = field(default_factory=list)
+    # Answers to give before accepting normally: (status, json body) popped in order.
+    failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
+    parsed = email.message_from_bytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP
+    )
+    fields: dict[str, list[str]] = {}
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        fields.setdefault(str(name), []).append(payload.decode("utf-8", "replace"))
+    return fields
+
+
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 makes concurrent clients retry for a second (DESIGN.md).
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+@contextmanager
+def mailgun_server() -> Iterator[Provider]:
+    counter = itertools.count(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+            with provider.lock:
+                provider.requests += 1
+                failure = provider.failures.pop(0) if provider.failures else None
+            if self.headers.get("Authorization") != expected:
+                return self._answer(401, {"message": "Invalid private key"})
+            parts = self.path.strip("/").split("/")
+            if len(parts) != 3 or parts[0] != "v3" or parts[2] != "messages":
+                return self._answer(404, {"message": "not found"})
+            if failure:
+                return self._answer(*failure)
+            fields = _form_fields(self.headers["Content-Type"], body)
+            message_id = f"<{next(counter)}.loopback@{parts[1]}>"
+            with provider.lock:
+                provider.accepted.append(Accepted(parts[1], fields, message_id))
+            self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    provider = Provider(url=f"http://127.0.0.1:{server.server_address[1]}/v3")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield provider
+    finally:
+        server.shutdown()
+        server.server_close()

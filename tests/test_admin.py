@@ -1,0 +1,105 @@
+"""What a platform admin does in Django admin: compose, see the audience, send, watch."""
+
+import pytest
+from django.urls import reverse
+
+from memo_service.memos.models import Delivery, Memo
+
+pytestmark = pytest.mark.django_db
+
+
+def memo_form(**overrides):
+    data = {
+        "title": "Blocked regions", "slug": "blocked-regions",
+        "subject": "Notice for {{ developer.name }}",
+        "html_body": "<p>Hello {{ developer.name }}</p>",
+        "text_body": "Hello {{ developer.name }}",
+        "effective_date": "2027-07-09", "ack_deadline_0": "2027-06-30", "ack_deadline_1": "23:59:00",
+        "include_countries": ["CN"], "active_only": "on",
+        "translations-TOTAL_FORMS": "0", "translations-INITIAL_FORMS": "0",
+        "translations-MIN_NUM_FORMS": "0", "translations-MAX_NUM_FORMS": "1000",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_it_saves_a_memo_whose_templates_render(admin_client, admin_user):
+    response = admin_client.post(reverse("admin:memos_memo_add"), memo_form())
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    memo = Memo.objects.get(slug="blocked-regions")
+    assert memo.status == "draft" and memo.author == admin_user
+
+
+def test_a_template_error_is_shown_on_its_field_with_the_line(admin_client):
+    response = admin_client.post(
+        reverse("admin:memos_memo_add"),
+        memo_form(html_body="<p>Hello</p>\n<p>{{ developer.nmae }}</p>", text_body="{% for x in %}"),
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["html_body"][0].startswith("line 2:")
+    assert "syntax error" in errors["text_body"][0]
+    assert not Memo.objects.exists()
+
+
+def test_a_broken_translation_is_a_form_error_too(admin_client):
+    response = admin_client.post(
+        reverse("admin:memos_memo_add"),
+        memo_form(**{
+            "translations-TOTAL_FORMS": "1", "translations-0-language": "zh-hans",
+            "translations-0-subject": "{{ developer.name", "translations-0-html_body": "<p>好</p>",
+            "translations-0-text_body": "好",
+        }),
+    )
+    assert response.status_code == 200
+    assert "syntax error" in str(response.context["inline_admin_formsets"][0].formset.errors)
+    assert not Memo.objects.exists()
+
+
+def test_the_change_page_lists_template_variables_and_the_audience(admin_client, memo):
+    page = admin_client.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert "developer.country_name" in page and "ack_url" in page
+    assert "2 developers" in page  # CN and RU; the US developer is outside the region
+    assert "CN China" in page and "RU Russia" in page
+
+
+def test_the_send_button_confirms_then_queues_every_developer_in_the_audience(
+    admin_client, memo, django_capture_on_commit_callbacks, settings
+):
+    url = reverse("admin:memos_memo_send", args=[memo.pk])
+    confirm = admin_client.get(url).content.decode()
+    assert "2 developers" in confirm and Delivery.objects.count() == 0
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    from memo_service.celery import app
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = admin_client.post(url, follow=True)
+    finally:
+        app.conf.task_always_eager = False
+    assert "being queued" in response.content.decode()
+    memo.refresh_from_db()
+    assert memo.status == "sent" and len(memo.content_hash) == 64
+    assert set(Delivery.objects.values_list("developer__external_id", "status")) == {
+        ("cn-1", "sent"), ("ru-1", "sent")
+    }
+
+
+def test_the_send_action_refuses_a_memo_already_sent(admin_client, memo):
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    response = admin_client.post(
+        reverse("admin:memos_memo_changelist"),
+        {"action": "send_selected", "_selected_action": [memo.pk]},
+        follow=True,
+    )
+    assert "only a draft or approved memo can be sent" in response.content.decode()
+    assert not Delivery.objects.exists()
+
+
+def test_a_sent_memo_cannot_be_edited(admin_client, memo):
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    url = reverse("admin:memos_memo_change", args=[memo.pk])
+    admin_client.post(url, memo_form(subject="changed"))
+    memo.refresh_from_db()
+    assert memo.subject != "changed"
+    assert b"Send\xe2\x80\xa6" not in admin_client.get(url).content

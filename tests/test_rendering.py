@@ -1,0 +1,105 @@
+"""Templates: what an admin sees when a template is wrong, and what a developer receives."""
+
+import pytest
+
+from memo_service.memos import rendering
+from memo_service.memos.models import Memo
+from memo_service.memos.rendering import MemoRenderer
+
+pytestmark = pytest.mark.django_db
+
+
+def check(source: str, field: str = "text_body") -> str:
+    errors = rendering.templates_check(memo=Memo(title="t"), sources={field: source}, language="en")
+    return errors.get(field, "")
+
+
+def test_it_accepts_a_template_using_the_listed_variables():
+    source = " ".join("{{ %s }}" % name for name in rendering.TEMPLATE_VARIABLES)
+    assert check(source) == ""
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("Hello\n{{ developer.name }\n", "line 2: syntax error"),
+        ("a\nb\n{{ developer.nmae }}", "line 3: "),
+        ("{{ colour }}", "'colour' is undefined"),
+    ],
+)
+def test_it_names_the_line_of_a_broken_template(source, expected):
+    assert expected in check(source)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ ''|attr('__class__')|attr('__mro__') }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        "{{ namespace.__init__.__globals__ }}",
+        "{{ developer.__class__ }}",
+    ],
+)
+def test_it_rejects_template_injection_payloads(payload):
+    error = check(payload)
+    assert error.startswith("line 1:"), error
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "{{ range(10**9)|list }}",
+        "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}",
+        "{{ 'a' * 10**9 }}",
+        "{{ '%999999999s' % 1 }}",
+        "{{ 'a'.ljust(999999999) }}",
+        "{{ 'a'|center(999999999) }}",
+        "{% set s = 'x' * 100000 %}{{ s.replace('', s) }}",
+        "{% set ns = namespace(s='xxxxxxxxxx') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{% for i in range(10000) %}{{ 'x' * 100 }}{% endfor %}",
+    ],
+)
+def test_it_rejects_runaway_templates_at_save(bomb):
+    assert check(bomb) != ""
+
+
+def test_a_runaway_loop_is_reported_on_its_line():
+    error = check("ok\n{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}")
+    assert error.startswith("line 2:") and "too long" in error
+
+
+def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
+    memo.subject = "{{ developer.organization }}"
+    memo.html_body = "<p>{{ developer.organization }}</p>"
+    memo.text_body = "{{ developer.organization }}"
+    developer = {
+        "name": "X", "organization": "Tom & <Jerry>", "email": "x@example.com", "external_id": "x",
+        "country": "US", "country_name": "United States", "language": "en",
+    }
+    language, email = MemoRenderer(memo).render(developer, "http://testserver/ack/t/")
+    assert email.subject == "Tom & <Jerry>"
+    assert "<p>Tom &amp; &lt;Jerry&gt;</p>" in email.html
+    assert email.text.startswith("Tom & <Jerry>")
+    assert "http://testserver/ack/t/" in email.text and 'href="http://testserver/ack/t/"' in email.html
+
+
+def test_the_developers_language_picks_the_translation_and_english_is_the_fallback(memo):
+    renderer = MemoRenderer(memo)
+    base = {"name": "W", "organization": "O", "email": "w@example.com", "external_id": "w",
+            "country": "CN", "country_name": "中国"}
+    zh, email_zh = renderer.render({**base, "language": "zh-hans"}, "http://testserver/ack/t/")
+    fr, email_fr = renderer.render({**base, "language": "fr"}, "http://testserver/ack/t/")
+    assert (zh, email_zh.subject) == ("zh-hans", "来自中国的访问将被阻止")
+    assert fr == "en" and email_fr.subject.startswith("Access from 中国 ends 2027-07-09")
+
+
+def test_the_content_hash_changes_with_any_language_of_the_text(memo):
+    before = rendering.memo_content_hash(memo)
+    translation = memo.translations.get()
+    translation.text_body += " "
+    translation.save()
+    memo = Memo.objects.get(pk=memo.pk)
+    assert rendering.memo_content_hash(memo) != before
