@@ -13,6 +13,7 @@ import itertools
 import json
 import socket
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class Provider:
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
     parsed = email.message_from_bytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP
     )

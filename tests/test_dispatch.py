@@ -1,0 +1,93 @@
+"""Dispatch: the audience as it is now, snapshotted in pages, ids enqueued after commit."""
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+
+from memo_service.developers.models import Developer
+from memo_service.memos import dispatch
+from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.tasks import send_batch
+from tests.conftest import make_developer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The argument lists of send_batch tasks that reached the broker."""
+    calls = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, *a, **kw: calls.append(args[0]))
+    return calls
+
+
+def test_send_memo_snapshots_the_audience_in_pages_and_enqueues_ids_after_commit(
+    memo, monkeypatch, enqueued, django_capture_on_commit_callbacks
+):
+    for i in range(7):
+        make_developer(f"cn-extra-{i}", "CN")
+    make_developer("cn-inactive", "CN", is_active=False)
+    monkeypatch.setattr(dispatch, "PAGE_SIZE", 3)
+    monkeypatch.setattr(dispatch, "BATCH_SIZE", 2)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        call_command("send_memo", memo.slug)
+    deliveries = Delivery.objects.filter(memo=memo)
+    assert deliveries.count() == 9  # 8 active in CN + 1 in RU, none in US, not the inactive one
+    assert not deliveries.filter(developer__external_id__in=["us-1", "cn-inactive"]).exists()
+    assert sorted(i for batch in enqueued for i in batch) == sorted(deliveries.values_list("id", flat=True))
+    assert all(len(batch) <= 2 and all(isinstance(i, int) for i in batch) for batch in enqueued)
+    assert len(callbacks) == len(enqueued)
+    assert set(deliveries.values_list("reason", flat=True)) == {
+        "CN is in region Unsupported regions", "RU is in region Unsupported regions"
+    }
+    memo.refresh_from_db()
+    assert memo.status == "sending" and memo.dispatched_at is not None
+
+
+def test_nothing_is_enqueued_when_the_transaction_rolls_back(memo, enqueued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():
+                dispatch.memo_send_start(memo=memo)
+                dispatch.memo_dispatch(memo_id=memo.pk)
+                raise RuntimeError("admin changed their mind")
+    assert enqueued == [] and not Delivery.objects.exists()
+    assert Memo.objects.get(pk=memo.pk).status == "draft"
+
+
+def test_a_rerun_resumes_an_interrupted_dispatch_without_duplicates(memo, enqueued):
+    dispatch.memo_send_start(memo=memo)
+    Delivery.objects.create(memo=memo, developer=Developer.objects.get(external_id="cn-1"))
+    call_command("send_memo", memo.slug)  # dispatched_at was never set: it resumes
+    assert Delivery.objects.filter(memo=memo).count() == 2
+
+
+def test_a_memo_already_sent_is_refused(memo):
+    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at="2026-01-01T00:00Z")
+    with pytest.raises(CommandError, match="is sent"):
+        call_command("send_memo", str(memo.pk))
+
+
+def test_a_memo_that_does_not_render_is_refused(memo):
+    Memo.objects.filter(pk=memo.pk).update(text_body="{{ nope }}")
+    with pytest.raises(CommandError, match="does not render: en text_body: line 1"):
+        call_command("send_memo", memo.slug)
+    assert Memo.objects.get(pk=memo.pk).status == "draft" and not Delivery.objects.exists()
+
+
+def test_an_unknown_memo_gets_a_clear_error(db):
+    with pytest.raises(CommandError, match="no memo with id or slug 'nope'"):
+        call_command("send_memo", "nope")
+
+
+def test_an_empty_audience_finishes_at_once(memo, enqueued):
+    memo.include_regions.clear()
+    call_command("send_memo", memo.slug)
+    assert Memo.objects.get(pk=memo.pk).status == "sent" and enqueued == []
+
+
+def test_excluded_countries_win_over_regions(memo):
+    memo.exclude_countries = ["RU"]
+    memo.save()
+    from memo_service.memos.audience import audience_counts
+    assert audience_counts(memo) == (1, [("CN", "China", 1)])
