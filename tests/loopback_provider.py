@@ -104,7 +104,7 @@ def mailgun_server() -> Iterator[Provider]:
 
     server = _Server(("127.0.0.1", 0), Handler)
     provider = Provider(url=f"http://127.0.0.1:{server.server_address[1]}/v3")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield provider

@@ -1,0 +1,123 @@
+"""End to end with a real Celery worker process: the admin sends, the worker renders and
+hands the emails to the outbox, the developer opens the link and acknowledges, and the
+funnel counts it. Runs against whatever DATABASE_URL / CELERY_BROKER_URL the suite runs
+against (SQLite + filesystem broker by default; PostgreSQL, Redis, RabbitMQ in CI)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.urls import reverse
+
+from memo_service.celery import app
+from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from tests.conftest import make_developer, make_memo
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Path]:
+    """A real `celery worker` (prefork, 2 processes) on the suite's database and broker."""
+    outbox = Path(settings.VAR_DIR) / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    app.control.purge()
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "VAR_DIR": str(settings.VAR_DIR),
+        "SITE_URL": "http://testserver",
+        "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend",
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2",
+             "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        )
+    try:
+        yield outbox
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text()[-4000:])
+
+
+def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+def ack_link(outbox: Path, address: str) -> str:
+    for path in outbox.glob("*.eml"):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        if address in str(message["To"]):
+            text = message.get_body(preferencelist=("plain",)).get_content()
+            return re.search(r"http://testserver(/ack/\S+/)", text).group(1)
+    raise AssertionError(f"no email to {address}")
+
+
+def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_model, worker, capsys):
+    admin = django_user_model.objects.create_superuser("alice", "alice@example.com", "pw-alice-123")
+    client.force_login(admin)
+    make_developer("cn-1", "CN", "zh-hans", name="Wang Wei")
+    make_developer("ru-1", "RU", name="Olga Petrova")
+    make_developer("us-1", "US", name="John Smith")
+    memo = make_memo()
+
+    response = client.post(
+        reverse("admin:memos_memo_changelist"),
+        {"action": "send_selected", "_selected_action": [memo.pk]}, follow=True,
+    )
+    assert "being queued" in response.content.decode()
+    wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", what="the memo to be sent")
+    assert len(list(worker.glob("*.eml"))) == 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+    link = ack_link(worker, "cn-1@example.com")
+    page = client.get(link)
+    assert page.status_code == 200 and "来自中国的流量将被阻止" in page.content.decode()
+    assert client.head(link).status_code == 200
+    assert not Acknowledgement.objects.exists()
+
+    client.post(link, HTTP_USER_AGENT="e2e-phone")
+    ack = Acknowledgement.objects.get()
+    assert ack.developer.external_id == "cn-1" and ack.content_hash == Memo.objects.get().content_hash
+
+    capsys.readouterr()
+    call_command("memo_status", memo.slug, "--json")
+    funnel = json.loads(capsys.readouterr().out)
+    assert (funnel["targeted"], funnel["sent"], funnel["failed"], funnel["acknowledged"]) == (2, 2, 0, 1)
+    assert funnel["by_country"]["CN"]["acknowledged"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0

@@ -1,0 +1,49 @@
+"""The local outbox: every email the embedded default sends, readable in the browser."""
+
+import pytest
+from django.core.mail import EmailMultiAlternatives
+
+from memo_service.outbox import OutboxEmailBackend
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent_email(settings):
+    message = EmailMultiAlternatives(
+        subject="Access ends", body="Read it: http://testserver/ack/abc:def/",
+        to=["Wang Wei <cn-1@example.com>"], connection=OutboxEmailBackend(),
+    )
+    message.attach_alternative('<html><head></head><body><a href="http://testserver/ack/abc:def/">Ack</a></body></html>', "text/html")
+    message.send()
+    [path] = settings.OUTBOX_DIR.glob("*.eml")
+    return path
+
+
+def test_each_message_is_an_eml_file_with_a_message_id(sent_email):
+    text = sent_email.read_text()
+    assert "Subject: Access ends" in text and "Message-ID: <" in text
+
+
+def test_an_admin_can_list_and_open_messages_with_a_clickable_link(admin_client, sent_email):
+    listing = admin_client.get("/outbox/").content.decode()
+    assert "Access ends" in listing and sent_email.name in listing
+    page = admin_client.get(f"/outbox/{sent_email.name}").content.decode()
+    assert '<a href="http://testserver/ack/abc:def/"' in page  # the text part, linkified
+    assert "sandbox=" in page and "&lt;base target=&quot;_top&quot;&gt;" in page
+    raw = admin_client.get(f"/outbox/{sent_email.name}/raw")
+    assert raw["Content-Type"] == "message/rfc822" and b"Access ends" in raw.content
+
+
+def test_the_outbox_is_linked_from_the_admin(admin_client):
+    assert 'href="/outbox/"' in admin_client.get("/admin/").content.decode()
+
+
+def test_the_outbox_is_for_staff_only(client, sent_email):
+    assert client.get("/outbox/").status_code == 302
+    assert client.get(f"/outbox/{sent_email.name}").status_code == 302
+
+
+@pytest.mark.parametrize("name", ["..%2F..%2Fsettings.py", "20260101T000000-zz.eml", "x.eml"])
+def test_a_made_up_message_name_is_not_found(admin_client, sent_email, name):
+    assert admin_client.get(f"/outbox/{name}").status_code == 404

@@ -1,0 +1,126 @@
+"""The provider's tracking webhook, as Mailgun posts it to /anymail/mailgun/tracking/."""
+
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+
+import pytest
+
+from memo_service.developers.models import Developer
+from memo_service.memos.models import Delivery, DeliveryEvent
+from tests.conftest import WEBHOOK_SECRET, WEBHOOK_SIGNING_KEY
+
+pytestmark = pytest.mark.django_db
+URL = "/anymail/mailgun/tracking/"
+AUTH = "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()
+
+
+def mailgun_event(event, delivery=None, message_id="<1.loopback@example.com>", token=None, **data):
+    token = token or uuid.uuid4().hex
+    timestamp = "1783000000"
+    signature = hmac.new(WEBHOOK_SIGNING_KEY.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    event_data = {
+        "event": event,
+        "id": uuid.uuid4().hex[:22],
+        "timestamp": 1783000000.5,
+        "recipient": "cn-1@example.com",
+        "message": {"headers": {"message-id": message_id.strip("<>")}},
+        "user-variables": {"delivery_id": str(delivery.pk)} if delivery else {},
+        **data,
+    }
+    return {"signature": {"timestamp": timestamp, "token": token, "signature": signature}, "event-data": event_data}
+
+
+def post(client, payload, auth=AUTH):
+    return client.post(URL, json.dumps(payload), content_type="application/json", HTTP_AUTHORIZATION=auth)
+
+
+BOUNCE = {"severity": "permanent", "reason": "bounce",
+          "delivery-status": {"code": 550, "message": "5.1.1 mailbox does not exist", "description": ""}}
+
+
+@pytest.fixture
+def delivery(memo, developers, mailgun):
+    return Delivery.objects.create(
+        memo=memo, developer=developers["cn"], status="sent", provider_message_id="<1.loopback@example.com>"
+    )
+
+
+def status(delivery):
+    delivery.refresh_from_db()
+    return delivery.status
+
+
+def test_a_delivered_event_marks_the_delivery_delivered(client, delivery):
+    assert post(client, mailgun_event("delivered", delivery)).status_code == 200
+    assert status(delivery) == "delivered"
+    event = DeliveryEvent.objects.get()
+    assert (event.provider, event.event_type, event.delivery) == ("Mailgun", "delivered", delivery)
+
+
+def test_a_hard_bounce_marks_the_delivery_and_the_developers_address(client, delivery):
+    post(client, mailgun_event("failed", delivery, **BOUNCE))
+    assert status(delivery) == "bounced"
+    assert Developer.objects.get(pk=delivery.developer_id).email_status == "bounced"
+
+
+def test_a_temporary_failure_changes_nothing_yet(client, delivery):
+    post(client, mailgun_event("failed", delivery, severity="temporary", reason="generic"))
+    assert status(delivery) == "sent"
+    assert DeliveryEvent.objects.get().event_type == "deferred"
+
+
+def test_a_complaint_marks_the_developers_address(client, delivery):
+    post(client, mailgun_event("complained", delivery))
+    assert status(delivery) == "complained"
+    assert Developer.objects.get(pk=delivery.developer_id).email_status == "complained"
+
+
+def test_an_event_without_our_metadata_is_matched_by_message_id(client, delivery):
+    post(client, mailgun_event("delivered", None, message_id=delivery.provider_message_id))
+    assert status(delivery) == "delivered"
+
+
+def test_a_replayed_event_is_stored_and_applied_once(client, delivery):
+    payload = mailgun_event("failed", delivery, **BOUNCE)
+    for _ in range(3):
+        assert post(client, payload).status_code == 200
+    assert DeliveryEvent.objects.count() == 1 and status(delivery) == "bounced"
+
+
+def test_a_late_event_never_moves_a_status_backwards(client, delivery):
+    post(client, mailgun_event("failed", delivery, **BOUNCE))
+    post(client, mailgun_event("delivered", delivery))
+    assert status(delivery) == "bounced"
+    post(client, mailgun_event("complained", delivery))
+    post(client, mailgun_event("delivered", delivery))
+    assert status(delivery) == "complained"
+    assert DeliveryEvent.objects.count() == 4
+
+
+def test_events_for_unknown_messages_and_types_are_accepted_and_kept(client, delivery):
+    assert post(client, mailgun_event("delivered", None, message_id="<elsewhere@example.com>")).status_code == 200
+    assert post(client, mailgun_event("opened", delivery)).status_code == 200
+    assert status(delivery) == "sent"
+    assert DeliveryEvent.objects.filter(delivery=None).count() == 1
+
+
+@pytest.mark.parametrize("auth", ["", "Basic " + base64.b64encode(b"hook:wrong").decode()])
+def test_a_post_without_the_webhook_secret_is_refused_and_changes_nothing(client, delivery, auth):
+    assert post(client, mailgun_event("delivered", delivery), auth=auth).status_code == 400
+    assert status(delivery) == "sent" and not DeliveryEvent.objects.exists()
+
+
+def test_a_post_with_a_forged_signature_is_refused(client, delivery):
+    payload = mailgun_event("delivered", delivery)
+    payload["signature"]["signature"] = "0" * 64
+    assert post(client, payload).status_code == 400
+    assert status(delivery) == "sent" and not DeliveryEvent.objects.exists()
+
+
+def test_a_malformed_body_is_refused_and_changes_nothing(client, delivery):
+    response = client.post(URL, "{not json", content_type="application/json", HTTP_AUTHORIZATION=AUTH)
+    assert response.status_code == 400
+    assert not DeliveryEvent.objects.exists()
