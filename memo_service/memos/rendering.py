@@ -105,17 +105,16 @@ def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> di
         "memory_bytes": TRIAL_MEMORY_BYTES,
     }
     try:
-        child = subprocess.run(
+        output = subprocess.run(
             [sys.executable, "-I", sandbox.__file__],
             input=json.dumps(request),
             capture_output=True,
             text=True,
             timeout=TRIAL_SECONDS * len(sources) + 10,
-        )
-        lines = child.stdout.splitlines()
-    except subprocess.TimeoutExpired as exc:
-        lines = (exc.stdout or b"").decode().splitlines() if isinstance(exc.stdout, bytes) else (exc.stdout or "").splitlines()
-    results = {r["field"]: r for r in map(json.loads, lines)}
+        ).stdout
+    except subprocess.TimeoutExpired as exc:  # results printed before the hang still count
+        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    results = {r["field"]: r for r in map(json.loads, output.splitlines())}
     errors = {}
     for field in sources:
         result = results.get(field)
