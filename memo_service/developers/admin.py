@@ -1,6 +1,28 @@
-from django.contrib import admin
+from __future__ import annotations
 
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from memo_service.developers.erasure import developer_erase
+from memo_service.developers.exporting import developers_csv
+from memo_service.developers.importing import COLUMNS, ImportFileError, developers_import
 from memo_service.developers.models import Developer, Region
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="UTF-8 CSV (with or without BOM), comma or semicolon separated.")
+    skip_invalid = forms.BooleanField(
+        required=False, help_text="Import the good rows even if some are bad (they are listed)."
+    )
+    dry_run = forms.BooleanField(required=False, help_text="Only report what would change.")
 
 
 @admin.register(Developer)
@@ -8,8 +30,51 @@ class DeveloperAdmin(admin.ModelAdmin):
     list_display = ["external_id", "name", "organization", "country", "language", "is_active", "email_status"]
     list_filter = ["is_active", "email_status", "language", "country"]
     search_fields = ["=external_id", "email", "name", "organization"]
+    readonly_fields = ["erased_at", "created_at"]
     show_full_result_count = False
     list_per_page = 100
+    actions = ["erase_selected"]
+    change_list_template = "admin/developers/developer/change_list.html"
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("import/", self.admin_site.admin_view(self.import_view), name="developers_developer_import"),
+            path("export/", self.admin_site.admin_view(self.export_view), name="developers_developer_export"),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+            raise PermissionDenied
+        report = None
+        form = ImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                report = developers_import(
+                    stream=form.cleaned_data["file"].file,
+                    skip_invalid=form.cleaned_data["skip_invalid"],
+                    dry_run=form.cleaned_data["dry_run"],
+                )
+            except ImportFileError as exc:
+                form.add_error("file", str(exc))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta, "title": "Import developers", "form": form,
+            "report": report, "columns": COLUMNS,
+        }
+        return TemplateResponse(request, "admin/developers/developer/import.html", context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        response = StreamingHttpResponse(developers_csv(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="developers-{timezone.now():%Y%m%d-%H%M}.csv"'
+        return response
+
+    @admin.action(description="Erase personal data of selected developers", permissions=["change"])
+    def erase_selected(self, request: HttpRequest, queryset: QuerySet[Developer]) -> None:
+        erased = [developer_erase(developer=d).external_id for d in queryset if d.erased_at is None]
+        messages.success(request, f"Erased the personal data of {len(erased)} developers; evidence kept.")
 
 
 @admin.register(Region)

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.db import models
 from django_countries.fields import CountryField
 
@@ -18,7 +17,8 @@ class Developer(models.Model):
     name = models.CharField(max_length=200, blank=True)
     organization = models.CharField(max_length=200, blank=True)
     country = CountryField(db_index=True)
-    language = models.CharField(max_length=10, choices=settings.LANGUAGES, default="en")
+    # Any language code: those without a translation of a memo get its English text.
+    language = models.CharField(max_length=20, default="en")
     is_active = models.BooleanField(default=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
@@ -26,6 +26,8 @@ class Developer(models.Model):
         max_length=12, choices=EmailStatus.choices, default=EmailStatus.OK
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by erase_developer: the personal fields above were replaced by placeholders.
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["id"]

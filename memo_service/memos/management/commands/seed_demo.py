@@ -10,11 +10,12 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from memo_service.developers.models import Developer, Region
+from memo_service.developers.regions import PRESETS
 from memo_service.memos.models import Memo, MemoTranslation
 
 DEMO_ADMIN = ("admin", "admin")
 DEVELOPERS = 500
-UNSUPPORTED = ["CN", "HK", "MO", "RU", "IR", "KP", "SY", "CU"]
+UNSUPPORTED, REGION_SOURCE = PRESETS["Unsupported regions"]
 SUPPORTED = [
     "US", "GB", "DE", "FR", "JP", "KR", "IN", "BR", "CA", "AU", "SG", "NL", "SE", "ES", "IT",
     "MX", "ID", "VN", "TH", "PH", "NG", "KE", "ZA", "PL", "TR", "AR", "CL", "CO", "EG", "AE",
@@ -26,12 +27,6 @@ LAST = ["Wang", "Zhang", "Liu", "Chen", "Petrov", "Ivanova", "Hosseini", "Kim", 
         "Patel", "Sato", "Rossi", "Haddad", "Novak", "Silva", "Nguyen", "Okafor", "Jensen", "Lopez"]
 ORGS = ["Acme Analytics", "Blue Lantern AI", "Northwind Apps", "Pixel Forge", "Quanta Labs",
         "River Stack", "Summit Data", "Tiny Robots", "Vertex Studio", "Zephyr Cloud"]
-
-REGION_SOURCE = (
-    "The platform's list of supported countries and territories (policy revision of "
-    "June 2026, section 2): API access is not supported from these countries and "
-    "territories. Reviewed by Legal & Compliance; update this list when the policy changes."
-)
 
 SUBJECT_EN = "Action required: API access from {{ developer.country_name }} ends on {{ memo.effective_date.strftime('%-d %B %Y') }}"
 HTML_EN = """<p>Dear {{ developer.name }},</p>

@@ -1,0 +1,311 @@
+"""Developer accounts in: clean one row, upsert many, read a CSV file.
+
+The CSV import and the sync API share `developer_clean` and `developers_upsert`, so a
+row means the same thing whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone, translation
+from django.utils.dateparse import parse_date, parse_datetime
+from django_countries import countries
+
+from memo_service.developers.models import Developer
+
+REQUIRED = ("external_id", "email", "country")
+OPTIONAL = ("name", "organization", "language", "is_active", "last_active_at", "attributes")
+COLUMNS = REQUIRED + OPTIONAL
+MAX_EMAIL = 254  # RFC 5321's limit on a forward path
+MAX_TEXT = {"external_id": 100, "name": 200, "organization": 200}
+# Rows per upsert: one SELECT and one INSERT … ON CONFLICT per chunk; 2,000 rows keep
+# each statement well under every backend's parameter limit.
+CHUNK = 2_000
+TRUE = {"true", "1", "yes", "y", "t"}
+FALSE = {"false", "0", "no", "n", "f"}
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+# export_developers prefixes cells like these with ' (formula-injection guard); undo it.
+ESCAPED_FORMULA = re.compile(r"^'[=+\-@\t\r]")
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be read (encoding, header)."""
+
+
+@dataclass
+class RowError:
+    line: int  # line number in the file, or item index in an API request
+    external_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        who = f" ({self.external_id})" if self.external_id else ""
+        return f"line {self.line}{who}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    applied: bool = False
+
+
+def _text(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    return text[1:] if ESCAPED_FORMULA.match(text) else text
+
+
+def _country(value: str) -> str:
+    code = countries.alpha2(value) if len(value) <= 3 else ""
+    if not code:
+        with translation.override("en"):
+            code = countries.by_name(value) or ""
+    if not code:
+        raise ValueError(f"unknown country {value!r} (use alpha-2, alpha-3 or the English name)")
+    return code
+
+
+def _email(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("invalid email: contains a line break")
+    if len(value) > MAX_EMAIL:
+        raise ValueError(f"invalid email: longer than {MAX_EMAIL} characters")
+    try:
+        validate_email(value)
+    except ValidationError:
+        raise ValueError(f"invalid email {value!r}") from None
+    return value
+
+
+def _language(value: str) -> str:
+    code = value.lower().replace("_", "-")
+    if not code:
+        return "en"
+    try:
+        return translation.get_supported_language_variant(code)
+    except LookupError:
+        if LANGUAGE_RE.match(code):
+            return code  # kept; they get the English text until there is a translation
+        raise ValueError(f"invalid language code {value!r}") from None
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).lower()
+    if text in TRUE or text == "":
+        return True
+    if text in FALSE:
+        return False
+    raise ValueError(f"is_active must be true or false, not {value!r}")
+
+
+def _datetime(value: Any) -> dt.datetime | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        parsed = parse_datetime(text)
+        if parsed is None and (day := parse_date(text)) is not None:
+            parsed = dt.datetime.combine(day, dt.time())
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ValueError(f"last_active_at {text!r} is not an ISO 8601 date or time")
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    text = _text(value)
+    if not text:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ValueError("attributes must be a JSON object")
+    return parsed
+
+
+def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Validate one incoming account. Returns (model values, reasons it is invalid).
+
+    Only the keys present in `raw` are returned, so a missing column is left as it is;
+    keys that are not columns go to `attributes`.
+    """
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    for name in REQUIRED:
+        if not _text(raw.get(name)):
+            errors.append(f"{name} is required")
+    extra = {k: _text(v) for k, v in raw.items() if k not in COLUMNS and k}
+    converters: dict[str, Callable[[Any], Any]] = {
+        "external_id": _text, "email": lambda v: _email(_text(v)),
+        "country": lambda v: _country(_text(v)), "name": _text, "organization": _text,
+        "language": lambda v: _language(_text(v)), "is_active": _bool,
+        "last_active_at": _datetime, "attributes": _attributes,
+    }
+    for name, convert in converters.items():
+        if name not in raw or (name in REQUIRED and not _text(raw.get(name))):
+            continue
+        try:
+            values[name] = convert(raw[name])
+        except ValueError as exc:
+            errors.append(str(exc))
+            continue
+        limit = MAX_TEXT.get(name)
+        if limit and len(values[name]) > limit:
+            errors.append(f"{name} is longer than {limit} characters")
+    if extra:
+        values["attributes"] = {**values.get("attributes", {}), **extra}
+    return values, errors
+
+
+def developers_upsert(rows: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """Insert new accounts and update changed ones, by external_id; skips identical rows.
+
+    All rows must carry the same keys. Returns (created, updated, unchanged).
+    """
+    if not rows:
+        return 0, 0, 0
+    fields = [f for f in rows[0] if f != "external_id"]
+    existing = {
+        row[0]: row[1:]
+        for row in Developer.objects.filter(external_id__in=[r["external_id"] for r in rows])
+        .values_list("external_id", *fields)
+    }
+    changed = [
+        r for r in rows
+        if existing.get(r["external_id"]) != tuple(r[f] for f in fields)
+    ]
+    if changed:
+        Developer.objects.bulk_create(
+            [Developer(**r) for r in changed],
+            update_conflicts=True,
+            unique_fields=["external_id"],
+            update_fields=fields or ["external_id"],
+        )
+    created = sum(1 for r in changed if r["external_id"] not in existing)
+    return created, len(changed) - created, len(rows) - len(changed)
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    return ";" if header_line.count(";") > header_line.count(",") else ","
+
+
+def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header and an iterator of (line number, row) from a UTF-8 CSV (BOM optional,
+    comma or semicolon). Rows with the wrong number of cells come with a '__error__' key."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    try:
+        header_line = text.readline()
+    except UnicodeDecodeError:
+        raise ImportFileError("the file is not UTF-8 text") from None
+    delimiter = _sniff_delimiter(header_line)
+    header = [h.strip().lower() for h in next(csv.reader([header_line], delimiter=delimiter), [])]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ImportFileError(
+            f"the header must name the columns {', '.join(REQUIRED)}; missing: {', '.join(missing)}"
+        )
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise ImportFileError(f"the header repeats the columns {', '.join(duplicated)}")
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        reader = csv.reader(text, delimiter=delimiter)
+        line = 2
+        try:
+            for cells in reader:
+                if cells:
+                    if len(cells) != len(header):
+                        yield line, {
+                            "__error__": f"expected {len(header)} cells, found {len(cells)}",
+                            "external_id": dict(zip(header, cells)).get("external_id", ""),
+                        }
+                    else:
+                        yield line, dict(zip(header, cells))
+                line = reader.line_num + 2
+        except UnicodeDecodeError:
+            raise ImportFileError(f"the file is not UTF-8 text (near line {line})") from None
+        except csv.Error as exc:
+            raise ImportFileError(f"line {line}: {exc}") from None
+
+    return header, rows()
+
+
+def developers_import(
+    *,
+    stream: IO[bytes],
+    skip_invalid: bool = False,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Upsert the accounts in a CSV file, in one transaction.
+
+    By default a file with any bad row changes nothing; with skip_invalid the good rows
+    are applied and the bad ones reported. dry_run reports what would change.
+    """
+    report = ImportReport()
+    _, rows = read_csv(stream)
+    seen: set[str] = set()
+    with transaction.atomic():
+        for chunk in _chunks(_clean_rows(rows, seen, report, progress), CHUNK):
+            created, updated, unchanged = developers_upsert(chunk)
+            report.created += created
+            report.updated += updated
+            report.unchanged += unchanged
+        report.applied = not dry_run and (skip_invalid or not report.errors)
+        if not report.applied:
+            transaction.set_rollback(True)
+    return report
+
+
+def _clean_rows(
+    rows: Iterable[tuple[int, dict[str, str]]], seen: set[str], report: ImportReport,
+    progress: Callable[[int], None] | None,
+) -> Iterator[dict[str, Any]]:
+    for line, raw in rows:
+        report.rows += 1
+        if progress:
+            progress(report.rows)
+        external_id = _text(raw.get("external_id"))
+        if "__error__" in raw:
+            report.errors.append(RowError(line, external_id, raw["__error__"]))
+            continue
+        values, errors = developer_clean(raw)
+        if external_id in seen:
+            errors.append("duplicate external_id: it appears earlier in the file")
+        if errors:
+            report.errors.append(RowError(line, external_id, "; ".join(errors)))
+            continue
+        seen.add(external_id)
+        yield values
+
+
+def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

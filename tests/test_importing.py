@@ -1,0 +1,128 @@
+"""Developer accounts in: CSV import from the command line and the admin."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from memo_service.developers.models import Developer
+
+pytestmark = pytest.mark.django_db
+
+GOOD = (
+    "external_id,email,name,organization,country,language,is_active,last_active_at,plan\n"
+    "p-1,ann@example.com,Ann,Acme,China,zh-CN,yes,2026-05-01T10:00:00+08:00,pro\n"
+    "p-2,bob@example.com,Bob,,RUS,en,no,2026-05-02,free\n"
+    "p-3,cy@example.com,Cy,\"Quote, Inc\",us,fr,,,free\n"
+)
+
+
+def run(tmp_path, content, *args, encoding="utf-8"):
+    path = tmp_path / "devs.csv"
+    path.write_bytes(content.encode(encoding))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_developers", str(path), *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_it_imports_accounts_and_normalizes_country_language_and_dates(tmp_path):
+    out, _ = run(tmp_path, GOOD)
+    assert "3 rows: 3 created, 0 updated, 0 unchanged, 0 invalid" in out
+    ann = Developer.objects.get(external_id="p-1")
+    assert (ann.country.code, ann.language, ann.is_active, ann.attributes) == ("CN", "zh-hans", True, {"plan": "pro"})
+    assert ann.last_active_at.isoformat() == "2026-05-01T02:00:00+00:00"
+    bob = Developer.objects.get(external_id="p-2")
+    assert (bob.country.code, bob.is_active, bob.last_active_at.isoformat()) == ("RU", False, "2026-05-02T00:00:00+00:00")
+    cy = Developer.objects.get(external_id="p-3")
+    assert (cy.country.code, cy.language, cy.organization) == ("US", "fr", "Quote, Inc")
+
+
+def test_importing_the_same_file_twice_changes_nothing_the_second_time(tmp_path):
+    run(tmp_path, GOOD)
+    before = list(Developer.objects.values())
+    out, _ = run(tmp_path, GOOD)
+    assert "0 created, 0 updated, 3 unchanged" in out
+    assert list(Developer.objects.values()) == before
+
+
+def test_a_changed_row_updates_only_that_account_and_absent_columns_stay(tmp_path):
+    run(tmp_path, GOOD)
+    out, _ = run(tmp_path, "external_id,email,country\np-1,ann@new.example.com,CN\np-2,bob@example.com,RU\n")
+    assert "0 created, 1 updated, 1 unchanged" in out
+    ann = Developer.objects.get(external_id="p-1")
+    assert (ann.email, ann.name, ann.language, ann.attributes) == ("ann@new.example.com", "Ann", "zh-hans", {"plan": "pro"})
+
+
+BAD = (
+    "external_id;email;country\n"
+    "b-1;ok@example.com;DE\n"
+    "b-2;not-an-email;DE\n"
+    "b-3;x@example.com;Atlantis\n"
+    "b-1;again@example.com;DE\n"
+    "b-4;\"line\nbreak@example.com\";DE\n"
+    f"b-5;{'a' * 250}@example.com;DE\n"
+    ";nobody@example.com;DE\n"
+    "b-6;too@example.com\n"
+    "b-7;fine@example.com;FRA\n"
+)
+
+
+def test_a_file_with_bad_rows_changes_nothing_and_lists_every_bad_row(tmp_path):
+    with pytest.raises(CommandError, match="Nothing imported: 7 invalid rows"):
+        run(tmp_path, BAD)
+    assert not Developer.objects.exists()
+
+
+def test_each_bad_row_is_reported_with_its_line_and_reason(tmp_path):
+    out, err = run(tmp_path, BAD, "--skip-invalid")
+    lines = err.splitlines()
+    assert any("line 3 (b-2): invalid email 'not-an-email'" in l for l in lines)
+    assert any("line 4 (b-3): unknown country 'Atlantis'" in l for l in lines)
+    assert any("line 5 (b-1): duplicate external_id" in l for l in lines)
+    assert any("line 6 (b-4): invalid email: contains a line break" in l for l in lines)
+    assert any("line 8 (b-5): invalid email: longer than 254 characters" in l for l in lines)
+    assert any("line 9: external_id is required" in l for l in lines)
+    assert any("line 10 (b-6): expected 3 cells, found 2" in l for l in lines)
+    assert "9 rows: 2 created" in out
+    assert set(Developer.objects.values_list("external_id", "country")) == {("b-1", "DE"), ("b-7", "FR")}
+
+
+def test_a_dry_run_reports_and_changes_nothing(tmp_path):
+    out, _ = run(tmp_path, GOOD, "--dry-run")
+    assert "Dry run, nothing changed. 3 rows: 3 created" in out
+    assert not Developer.objects.exists()
+
+
+def test_utf8_with_bom_and_semicolons_is_read(tmp_path):
+    out, _ = run(tmp_path, "\ufeffexternal_id;email;name;country\nz-1;z@example.com;王伟;Hong Kong\n")
+    assert "1 created" in out
+    assert Developer.objects.get().name == "王伟" and Developer.objects.get().country.code == "HK"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("id,email\n1,a@example.com\n", "missing: external_id, country"),
+    ("external_id,email,country,email\n", "repeats the columns email"),
+])
+def test_a_file_with_a_bad_header_is_refused(tmp_path, content, message):
+    with pytest.raises(CommandError, match=message):
+        run(tmp_path, content)
+
+
+def test_a_file_that_is_not_utf8_is_refused_and_changes_nothing(tmp_path):
+    with pytest.raises(CommandError, match="not UTF-8"):
+        run(tmp_path, "external_id,email,country\nq-1,q@example.com,DE\nq-2,é@example.com,DE\n", encoding="latin-1")
+    assert not Developer.objects.exists()
+
+
+def test_an_admin_uploads_a_file_and_sees_the_report(admin_client):
+    url = reverse("admin:developers_developer_import")
+    upload = io.BytesIO(BAD.encode())
+    upload.name = "devs.csv"
+    page = admin_client.post(url, {"file": upload}).content.decode()
+    assert "Nothing imported" in page and "line 4 (b-3): unknown country" in page
+    assert not Developer.objects.exists()
+    upload = io.BytesIO(BAD.encode())
+    upload.name = "devs.csv"
+    page = admin_client.post(url, {"file": upload, "skip_invalid": "on"}).content.decode()
+    assert "Imported" in page and Developer.objects.count() == 2
