@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_countries",
     "memo_service.developers",
     "memo_service.memos",
+    "memo_service.api",
 ]
 
 MIDDLEWARE = [

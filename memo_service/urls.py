@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from memo_service import health, outbox
+from memo_service.api.views import api
 from memo_service.memos import views
 
 admin.site.site_header = "memo-service"
@@ -12,6 +13,7 @@ urlpatterns = [
     path("ack/<str:token>/", views.ack, name="ack"),
     # anymail's webhooks: /anymail/<esp>/tracking/ (basic auth: ANYMAIL_WEBHOOK_SECRET)
     path("anymail/", include("anymail.urls")),
+    path("api/v1/", api.urls),
     path("healthz", health.healthz, name="healthz"),
     path("outbox/", outbox.outbox_list, name="outbox"),
     path("outbox/<str:name>", outbox.outbox_message, name="outbox-message"),

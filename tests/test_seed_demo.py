@@ -36,4 +36,4 @@ def test_running_seed_demo_again_changes_nothing():
     after = list(Developer.objects.values_list("external_id", "email", "country", "language").order_by("id"))
     assert before == after
     assert Memo.objects.get().subject == "edited by an admin"
-    assert Region.objects.count() == 1 and get_user_model().objects.count() == 1
+    assert Region.objects.count() == 3 and get_user_model().objects.count() == 1  # the presets

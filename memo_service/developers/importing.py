@@ -37,6 +37,7 @@ FALSE = {"false", "0", "no", "n", "f"}
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 # export_developers prefixes cells like these with ' (formula-injection guard); undo it.
 ESCAPED_FORMULA = re.compile(r"^'[=+\-@\t\r]")
+EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
 
 
 class ImportFileError(Exception):
@@ -115,6 +116,8 @@ def _bool(value: Any) -> bool:
 
 
 def _datetime(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
     text = _text(value)
     if not text:
         return None
@@ -126,6 +129,8 @@ def _datetime(value: Any) -> dt.datetime | None:
         parsed = None
     if parsed is None:
         raise ValueError(f"last_active_at {text!r} is not an ISO 8601 date or time")
+    if not (EARLIEST <= parsed.replace(tzinfo=None) <= LATEST):
+        raise ValueError(f"last_active_at {text!r} is not between {EARLIEST.year} and {LATEST.year}")
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.timezone.utc)
 
 
@@ -152,6 +157,9 @@ def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """
     values: dict[str, Any] = {}
     errors: list[str] = []
+    # PostgreSQL cannot store NUL in text or JSON; nobody means to send one.
+    if "\x00" in str(raw) or "\\u0000" in json.dumps(raw, default=str):
+        return {}, ["contains a NUL character"]
     for name in REQUIRED:
         if not _text(raw.get(name)):
             errors.append(f"{name} is required")
@@ -309,3 +317,33 @@ def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[st
             chunk = []
     if chunk:
         yield chunk
+
+
+def developers_sync(items: list[dict[str, Any]]) -> ImportReport:
+    """Upsert accounts sent by the sync API; bad items are reported by index, good ones applied."""
+    report = ImportReport(rows=len(items))
+    seen: set[str] = set()
+    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for index, raw in enumerate(items):
+        values, errors = developer_clean({k: v for k, v in raw.items() if v is not None})
+        external_id = _text(raw.get("external_id"))
+        if external_id in seen:
+            errors.append("duplicate external_id: it appears earlier in the request")
+        if errors:
+            report.errors.append(RowError(index, external_id, "; ".join(errors)))
+            continue
+        seen.add(external_id)
+        by_keys.setdefault(tuple(sorted(values)), []).append(values)
+    with transaction.atomic():
+        for rows in by_keys.values():  # one upsert per set of fields sent
+            created, updated, unchanged = developers_upsert(rows)
+            report.created += created
+            report.updated += updated
+            report.unchanged += unchanged
+    report.applied = True
+    return report
+
+
+def developer_deactivate(*, developer: Developer) -> bool:
+    """Mark an account inactive (it leaves active-only audiences); False if it already was."""
+    return bool(Developer.objects.filter(pk=developer.pk, is_active=True).update(is_active=False))

@@ -1,0 +1,27 @@
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from memo_service.api.models import ApiClient
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ["name", "token_prefix", "is_active", "created_at", "last_used_at"]
+    readonly_fields = ["token_prefix", "created_at", "last_used_at"]
+    actions = ["rotate_tokens"]
+
+    def save_model(self, request: HttpRequest, obj: ApiClient, form: Any, change: bool) -> None:
+        token = obj.token_rotate() if not change else None
+        super().save_model(request, obj, form, change)
+        if token:
+            messages.warning(request, f"Token for {obj.name}: {token} — copy it now, it is not shown again.")
+
+    @admin.action(description="Issue new tokens (the old ones stop working)")
+    def rotate_tokens(self, request: HttpRequest, queryset: QuerySet[ApiClient]) -> None:
+        for client in queryset:
+            token = client.token_rotate()
+            client.save(update_fields=["token_digest", "token_prefix"])
+            messages.warning(request, f"New token for {client.name}: {token} — copy it now, it is not shown again.")

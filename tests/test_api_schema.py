@@ -1,0 +1,34 @@
+"""Schemathesis drives the sync API from its own OpenAPI schema: no 5xx, and every
+response matches the schema."""
+
+import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from hypothesis import HealthCheck, settings
+
+from memo_service.api.models import ApiClient
+from memo_service.wsgi import application
+
+schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
+
+
+@pytest.fixture
+def token(db):
+    # Called through WSGI directly, Django would close the test's database connection at
+    # the end of each request; its own test client switches that off the same way.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    client = ApiClient(name="fuzzer")
+    token = client.token_rotate()
+    client.save()
+    yield token
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.mark.django_db
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_api_keeps_its_schema_and_never_fails(case, token):
+    case.call_and_validate(headers={"Authorization": f"Bearer {token}"})

@@ -1,0 +1,42 @@
+"""erase_developer: personal data goes, the evidence of what was sent and acknowledged stays."""
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from memo_service.developers.models import Developer
+from memo_service.memos.models import Acknowledgement, Delivery, DeliveryEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers):
+    cn = developers["cn"]
+    delivery = Delivery.objects.create(memo=memo, developer=cn, status="delivered")
+    DeliveryEvent.objects.create(
+        provider="Mailgun", event_id="e1", event_type="delivered", delivery=delivery,
+        payload={"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}},
+    )
+    Acknowledgement.objects.create(memo=memo, developer=cn, content_hash="h" * 64)
+    out = io.StringIO()
+    call_command("erase_developer", "cn-1", stdout=out)
+
+    cn = Developer.objects.get(external_id="cn-1")
+    assert cn.email == f"erased-{cn.pk}@erased.invalid"
+    assert (cn.name, cn.organization, cn.attributes, cn.is_active) == ("", "", {}, False)
+    assert cn.erased_at is not None
+    payload = json.dumps(DeliveryEvent.objects.get().payload)
+    assert "cn-1@example.com" not in payload and "Wang Wei" not in payload
+    assert DeliveryEvent.objects.get().payload["event-data"]["event"] == "delivered"
+    assert Acknowledgement.objects.get().content_hash == "h" * 64
+    assert Delivery.objects.get().status == "delivered"
+
+    call_command("erase_developer", "cn-1", stdout=out)
+    assert "already erased" in out.getvalue()
+
+
+def test_an_unknown_id_gets_a_clear_error(db):
+    with pytest.raises(CommandError, match="no developer with external_id 'ghost'"):
+        call_command("erase_developer", "ghost")
