@@ -7,6 +7,8 @@ row means the same thing whichever way it arrives.
 from __future__ import annotations
 
 import csv
+import functools
+import itertools
 import datetime as dt
 import io
 import json
@@ -17,7 +19,7 @@ from typing import IO, Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_date, parse_datetime
 from django_countries import countries
@@ -29,8 +31,8 @@ OPTIONAL = ("name", "organization", "language", "is_active", "last_active_at", "
 COLUMNS = REQUIRED + OPTIONAL
 MAX_EMAIL = 254  # RFC 5321's limit on a forward path
 MAX_TEXT = {"external_id": 100, "name": 200, "organization": 200}
-# Rows per upsert: one SELECT and one INSERT … ON CONFLICT per chunk; 2,000 rows keep
-# each statement well under every backend's parameter limit.
+# Rows per ORM upsert (SQLite): one SELECT and one INSERT … ON CONFLICT per chunk;
+# 2,000 rows keep each statement well under SQLite's parameter limit.
 CHUNK = 2_000
 TRUE = {"true", "1", "yes", "y", "t"}
 FALSE = {"false", "0", "no", "n", "f"}
@@ -70,11 +72,17 @@ def _text(value: Any) -> str:
     return text[1:] if ESCAPED_FORMULA.match(text) else text
 
 
-def _country(value: str) -> str:
+@functools.lru_cache(maxsize=4096)  # a million rows name a few hundred countries
+def _country_code(value: str) -> str:
     code = countries.alpha2(value) if len(value) <= 3 else ""
     if not code:
         with translation.override("en"):
             code = countries.by_name(value) or ""
+    return code
+
+
+def _country(value: str) -> str:
+    code = _country_code(value)
     if not code:
         raise ValueError(f"unknown country {value!r} (use alpha-2, alpha-3 or the English name)")
     return code
@@ -136,6 +144,8 @@ def _datetime(value: Any) -> dt.datetime | None:
 
 def _attributes(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
+        if "\\u0000" in json.dumps(value):
+            raise ValueError("attributes contain a NUL character")
         return value
     text = _text(value)
     if not text:
@@ -149,69 +159,131 @@ def _attributes(value: Any) -> dict[str, Any]:
     return parsed
 
 
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "external_id": _text,
+    "email": lambda v: _email(_text(v)),
+    "country": lambda v: _country(_text(v)),
+    "name": _text,
+    "organization": _text,
+    "language": lambda v: _language(_text(v)),
+    "is_active": _bool,
+    "last_active_at": _datetime,
+    "attributes": _attributes,
+}
+
+
 def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Validate one incoming account. Returns (model values, reasons it is invalid).
 
     Only the keys present in `raw` are returned, so a missing column is left as it is;
     keys that are not columns go to `attributes`.
     """
-    values: dict[str, Any] = {}
-    errors: list[str] = []
     # PostgreSQL cannot store NUL in text or JSON; nobody means to send one.
-    if "\x00" in str(raw) or "\\u0000" in json.dumps(raw, default=str):
+    if any(isinstance(v, str) and "\x00" in v for v in raw.values()) or "\x00" in "".join(raw):
         return {}, ["contains a NUL character"]
-    for name in REQUIRED:
-        if not _text(raw.get(name)):
-            errors.append(f"{name} is required")
-    extra = {k: _text(v) for k, v in raw.items() if k not in COLUMNS and k}
-    converters: dict[str, Callable[[Any], Any]] = {
-        "external_id": _text, "email": lambda v: _email(_text(v)),
-        "country": lambda v: _country(_text(v)), "name": _text, "organization": _text,
-        "language": lambda v: _language(_text(v)), "is_active": _bool,
-        "last_active_at": _datetime, "attributes": _attributes,
-    }
-    for name, convert in converters.items():
-        if name not in raw or (name in REQUIRED and not _text(raw.get(name))):
+    values: dict[str, Any] = {}
+    errors = [f"{name} is required" for name in REQUIRED if not _text(raw.get(name))]
+    for name, value in raw.items():
+        convert = CONVERTERS.get(name)
+        if convert is None or (name in REQUIRED and not _text(value)):
             continue
         try:
-            values[name] = convert(raw[name])
+            values[name] = convert(value)
         except ValueError as exc:
             errors.append(str(exc))
             continue
         limit = MAX_TEXT.get(name)
         if limit and len(values[name]) > limit:
             errors.append(f"{name} is longer than {limit} characters")
+    extra = {k: _text(v) for k, v in raw.items() if k not in CONVERTERS and k}
     if extra:
         values["attributes"] = {**values.get("attributes", {}), **extra}
     return values, errors
 
 
-def developers_upsert(rows: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """Insert new accounts and update changed ones, by external_id; skips identical rows.
+def developers_upsert(rows: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
+    """Insert new accounts and update changed ones, by external_id; identical rows are
+    left alone. All rows must carry the same keys. Returns (created, updated, unchanged).
 
-    All rows must carry the same keys. Returns (created, updated, unchanged).
+    Rows are streamed: on PostgreSQL through COPY into a temporary table and one
+    INSERT … ON CONFLICT (a million rows in seconds, memory flat); elsewhere in chunks
+    through the ORM.
     """
-    if not rows:
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
         return 0, 0, 0
-    fields = [f for f in rows[0] if f != "external_id"]
+    fields = [f for f in first if f != "external_id"]
+    stream = itertools.chain([first], iterator)
+    if connection.vendor == "postgresql":
+        return _upsert_copy(stream, fields)
+    totals = (0, 0, 0)
+    for chunk in _chunks(stream, CHUNK):
+        totals = tuple(a + b for a, b in zip(totals, _upsert_orm(chunk, fields)))  # type: ignore[assignment]
+    return totals
+
+
+def _upsert_orm(rows: list[dict[str, Any]], fields: list[str]) -> tuple[int, int, int]:
     existing = {
         row[0]: row[1:]
         for row in Developer.objects.filter(external_id__in=[r["external_id"] for r in rows])
         .values_list("external_id", *fields)
     }
-    changed = [
-        r for r in rows
-        if existing.get(r["external_id"]) != tuple(r[f] for f in fields)
-    ]
+    changed = [r for r in rows if existing.get(r["external_id"]) != tuple(r[f] for f in fields)]
     if changed:
         Developer.objects.bulk_create(
             [Developer(**r) for r in changed],
             update_conflicts=True,
             unique_fields=["external_id"],
-            update_fields=fields or ["external_id"],
+            update_fields=fields,
         )
     created = sum(1 for r in changed if r["external_id"] not in existing)
     return created, len(changed) - created, len(rows) - len(changed)
+
+
+# What a new account gets for a column the file does not have (Django sets these
+# defaults in Python, not in the schema, so the SQL path states them).
+SQL_DEFAULTS = {
+    "name": "''", "organization": "''", "language": "'en'", "is_active": "true",
+    "attributes": "'{}'::jsonb", "email_status": "'ok'", "created_at": "now()",
+}
+
+
+def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int, int, int]:
+    q = connection.ops.quote_name
+    table = q(Developer._meta.db_table)
+    columns = ["external_id", *fields]
+    types = {c: Developer._meta.get_field(c).db_type(connection) for c in columns}
+    defaults = {c: sql for c, sql in SQL_DEFAULTS.items() if c not in columns}
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.developer_import")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE developer_import ("
+            + ", ".join(f"{q(c)} {types[c]}" for c in columns)
+            + ") ON COMMIT DROP"
+        )
+        copy_sql = f"COPY developer_import ({', '.join(map(q, columns))}) FROM STDIN"
+        with cursor.cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row([json.dumps(row[c]) if c == "attributes" else row[c] for c in columns])
+        cursor.execute(
+            f"""
+            WITH written AS (
+                INSERT INTO {table} ({", ".join(map(q, [*columns, *defaults]))})
+                SELECT {", ".join([*map(q, columns), *defaults.values()])} FROM developer_import
+                ON CONFLICT (external_id) DO UPDATE
+                SET {", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in fields)}
+                WHERE {" OR ".join(f"{table}.{q(c)} IS DISTINCT FROM EXCLUDED.{q(c)}" for c in fields)}
+                RETURNING (xmax = 0) AS created
+            )
+            SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created),
+                   (SELECT count(*) FROM developer_import)
+            FROM written
+            """
+        )
+        created, updated, total = cursor.fetchone()
+        cursor.execute("DROP TABLE developer_import")
+    return created, updated, total - created - updated
 
 
 def _sniff_delimiter(header_line: str) -> str:
@@ -275,11 +347,9 @@ def developers_import(
     _, rows = read_csv(stream)
     seen: set[str] = set()
     with transaction.atomic():
-        for chunk in _chunks(_clean_rows(rows, seen, report, progress), CHUNK):
-            created, updated, unchanged = developers_upsert(chunk)
-            report.created += created
-            report.updated += updated
-            report.unchanged += unchanged
+        report.created, report.updated, report.unchanged = developers_upsert(
+            _clean_rows(rows, seen, report, progress)
+        )
         report.applied = not dry_run and (skip_invalid or not report.errors)
         if not report.applied:
             transaction.set_rollback(True)
