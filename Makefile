@@ -38,8 +38,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# N rows (default 1,000,000) into the PostgreSQL at BENCH_DATABASE_URL.
 bench: $(VENV)/.installed-dev
-	@echo "No benchmarks yet: the sending benchmark arrives with the scaling issue." 
+	$(BIN)/python bench/import_developers.py
 
 clean:
 	rm -rf $(VENV) var

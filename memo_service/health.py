@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.views.decorators.cache import never_cache
 
 from memo_service.celery import app as celery_app
 
+log = logging.getLogger(__name__)
 # A probe that waits longer than this is itself a sign of trouble.
 BROKER_TIMEOUT_S = 3
 
@@ -36,7 +38,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         try:
             check()
         except Exception as exc:  # any failure is the answer, not a crash
-            problems[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("healthz: %s unreachable: %s", name, exc)
+            # The exception's text can name hosts and users: only DEBUG shows it.
+            problems[name] = f"{type(exc).__name__}: {exc}" if settings.DEBUG else f"{type(exc).__name__} (see the log)"
     if problems:
         return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
     return JsonResponse({"status": "ok"})

@@ -126,8 +126,14 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 OUTBOX_DIR = VAR_DIR / "outbox"
 # Every ANYMAIL_<NAME> variable becomes ANYMAIL["<NAME>"] (anymail's own settings:
 # ANYMAIL_WEBHOOK_SECRET, ANYMAIL_MAILGUN_API_KEY, ANYMAIL_MAILGUN_API_URL, ...).
+def _anymail_value(value: str) -> str | bool:
+    # anymail's boolean settings (DEBUG_API_REQUESTS, IGNORE_UNSUPPORTED_FEATURES, ...)
+    # would take any non-empty string, "false" included, as true.
+    return {"true": True, "false": False}.get(value.strip().lower(), value)
+
+
 ANYMAIL = {
-    key.removeprefix("ANYMAIL_"): value
+    key.removeprefix("ANYMAIL_"): _anymail_value(value)
     for key, value in env.ENVIRON.items()
     if key.startswith("ANYMAIL_")
 }
@@ -142,6 +148,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(BROKER_DIR),
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
+        # kombu's default is ./control, wherever the worker happens to start.
+        "control_folder": str(BROKER_DIR / "control"),
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -161,10 +169,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # slow provider can take minutes, so the soft limit leaves room before it is cut.
 CELERY_TASK_SOFT_TIME_LIMIT = 900
 CELERY_TASK_TIME_LIMIT = 960
+CELERY_BEAT_SCHEDULE = {
+    # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
+    "sweep": {"task": "memos.sweep", "schedule": 60.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- memos ---------------------------------------------------------------------------
+# How many reverse proxies append to X-Forwarded-For in front of the web server; the
+# acknowledgement's recorded IP is the address the outermost of them saw. 0: REMOTE_ADDR.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # An acknowledgement link stays valid until the memo's deadline plus this grace period
 # (or this long after sending when a memo has no deadline).
 ACK_GRACE_DAYS = env.int("ACK_GRACE_DAYS", default=30)

@@ -13,6 +13,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ class Provider:
     # Answers to give before accepting normally: (status, json body) popped in order.
     failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     requests: int = 0
+    delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -85,6 +87,8 @@ def mailgun_server() -> Iterator[Provider]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if provider.delay:
+                time.sleep(provider.delay)
             expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
             with provider.lock:
                 provider.requests += 1

@@ -58,13 +58,36 @@ def test_pressing_acknowledge_records_the_evidence_once(client, sent):
     assert Acknowledgement.objects.get().user_agent == "Phone/1.0"
 
 
-def test_the_post_needs_the_pages_csrf_token(sent):
+def test_the_button_works_when_the_browser_posts_origin_null(sent):
+    """With Referrer-Policy: no-referrer a browser's form POST carries Origin: null."""
     from django.test import Client
 
     memo, developer = sent
-    response = Client(enforce_csrf_checks=True).post(path(memo, developer))
-    assert response.status_code == 403
-    assert not Acknowledgement.objects.exists()
+    browser = Client(enforce_csrf_checks=True)
+    browser.get(path(memo, developer))
+    response = browser.post(path(memo, developer), HTTP_ORIGIN="null")
+    assert response.status_code == 302
+    assert Acknowledgement.objects.count() == 1
+
+
+def test_the_memo_page_may_not_run_scripts(client, sent):
+    memo, developer = sent
+    csp = client.get(path(memo, developer))["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+
+
+@pytest.mark.parametrize("proxies, forwarded, expected", [
+    (0, "198.51.100.1", "203.0.113.9"),
+    (1, "198.51.100.1", "198.51.100.1"),
+    (1, "10.9.9.9, 198.51.100.1", "198.51.100.1"),
+    (2, "198.51.100.7, 10.0.0.1", "198.51.100.7"),
+    (1, "not-an-ip", None),
+])
+def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, settings, proxies, forwarded, expected):
+    memo, developer = sent
+    settings.TRUSTED_PROXY_COUNT = proxies
+    client.post(path(memo, developer), REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=forwarded)
+    assert Acknowledgement.objects.get().ip_address == expected
 
 
 @pytest.mark.parametrize("mangle", [

@@ -103,3 +103,13 @@ def test_a_sent_memo_cannot_be_edited(admin_client, memo):
     memo.refresh_from_db()
     assert memo.subject != "changed"
     assert b"Send\xe2\x80\xa6" not in admin_client.get(url).content
+
+
+def test_an_edit_saved_after_the_send_started_is_refused(admin_client, memo):
+    url = reverse("admin:memos_memo_change", args=[memo.pk])
+    admin_client.get(url)
+    Memo.objects.filter(pk=memo.pk).update(status="sending")  # another admin pressed Send
+    response = admin_client.post(url, memo_form(title=memo.title, slug=memo.slug, subject="changed"))
+    assert "it can no longer change" in response.content.decode()
+    memo.refresh_from_db()
+    assert memo.status == "sending" and memo.subject != "changed"

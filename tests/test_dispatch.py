@@ -91,3 +91,12 @@ def test_excluded_countries_win_over_regions(memo):
     memo.save()
     from memo_service.memos.audience import audience_counts
     assert audience_counts(memo) == (1, [("CN", "China", 1)])
+
+
+def test_a_template_that_fails_for_one_developers_data_is_refused_before_sending(memo, developers):
+    Memo.objects.filter(pk=memo.pk).update(
+        text_body="{% if developer.external_id == 'ru-1' %}{{ developer.nope }}{% endif %}ok"
+    )
+    with pytest.raises(CommandError, match="does not render for developer ru-1: line 1"):
+        call_command("send_memo", memo.slug)
+    assert Memo.objects.get(pk=memo.pk).status == "draft" and not Delivery.objects.exists()

@@ -126,3 +126,23 @@ def test_an_admin_uploads_a_file_and_sees_the_report(admin_client):
     upload.name = "devs.csv"
     page = admin_client.post(url, {"file": upload, "skip_invalid": "on"}).content.decode()
     assert "Imported" in page and Developer.objects.count() == 2
+
+
+def test_a_file_with_only_the_required_columns_creates_accounts_with_defaults(tmp_path):
+    out, _ = run(tmp_path, "external_id,email,country\nn-1,n@example.com,JP\n")
+    assert "1 created" in out
+    dev = Developer.objects.get()
+    assert (dev.name, dev.organization, dev.language, dev.is_active, dev.attributes, dev.email_status) == (
+        "", "", "en", True, {}, "ok"
+    )
+    assert dev.created_at is not None and dev.last_active_at is None
+
+
+def test_cells_escaped_against_formulas_are_read_back_as_written(tmp_path):
+    run(tmp_path, "external_id,email,country,name\ne-1,e@example.com,JP,'=1+1\n")
+    assert Developer.objects.get().name == "=1+1"
+
+
+def test_a_nul_character_is_a_bad_row_not_a_crash(tmp_path):
+    with pytest.raises(CommandError, match="Nothing imported: 1 invalid"):
+        run(tmp_path, "external_id,email,country,name\nz-1,z@example.com,JP,a\x00b\n")

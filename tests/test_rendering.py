@@ -103,3 +103,27 @@ def test_the_content_hash_changes_with_any_language_of_the_text(memo):
     translation.save()
     memo = Memo.objects.get(pk=memo.pk)
     assert rendering.memo_content_hash(memo) != before
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        "{{ ((((9**128)**128)**128)**5) > 0 }}",
+        "{{ (['x' * 500000] * 1000)|join|length }}",
+    ],
+)
+def test_templates_that_burn_cpu_or_memory_in_c_code_are_rejected_quickly(bomb):
+    import time
+
+    start = time.monotonic()
+    assert check(bomb) != ""
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("payload", [
+    "{{ developer.update(email='attacker@example.net') or '' }}",
+    "{% set _ = developer.__setitem__('email', 'x') %}",
+    "{{ memo.clear() }}",
+])
+def test_a_template_cannot_change_the_values_it_is_given(payload):
+    assert check(payload).startswith("line 1:")

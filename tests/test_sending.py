@@ -82,3 +82,47 @@ def test_the_local_outbox_is_the_default(memo, settings):
     delivery = Delivery.objects.first()
     assert delivery.provider_message_id.endswith("@outbox.local>")
     assert any(delivery.provider_message_id in f.read_text() for f in files)
+
+
+def test_a_read_timeout_is_outcome_unknown_not_failed(memo, mailgun, settings):
+    """The provider may have accepted it: sending again could duplicate it."""
+    settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.3}
+    mailgun.delay = 1.0
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"outcome_unknown"}
+    assert "ReadTimeout" in Delivery.objects.first().last_error or "timed out" in Delivery.objects.first().last_error
+
+
+def test_a_provider_that_cannot_be_reached_fails_the_delivery(memo, mailgun, settings):
+    settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_URL": "http://127.0.0.1:9/v3"}
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
+
+
+def test_a_template_cannot_redirect_the_email(memo, mailgun):
+    ids = queued(memo)
+    # Bypasses the save-time check on purpose: even then the address comes from the database.
+    Memo.objects.filter(pk=memo.pk).update(text_body="{{ developer.update(email='x@evil.example') }}")
+    delivery_send_batch(delivery_ids=ids)
+    assert {m.first("to") for m in mailgun.accepted} <= {"Wang Wei <cn-1@example.com>", "Olga Petrova <ru-1@example.com>"}
+
+
+def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(memo, developers, mailgun):
+    developers["ru"].email_status = "bounced"
+    developers["ru"].save()
+    delivery_send_batch(delivery_ids=queued(memo))
+    ru = Delivery.objects.get(developer=developers["ru"])
+    assert ru.status == "failed" and ru.last_error.startswith("suppressed: the address bounced")
+    assert [m.first("to") for m in mailgun.accepted] == ["Wang Wei <cn-1@example.com>"]
+
+
+def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers):
+    from memo_service.memos.sending import delivery_claim, delivery_record_sent
+
+    ids = queued(memo)
+    delivery_claim(delivery_id=ids[0])
+    Delivery.objects.filter(pk=ids[0]).update(status="delivered")  # the webhook was faster
+    delivery_record_sent(delivery_id=ids[0], message_id="<m@x>", language="en")
+    delivery = Delivery.objects.get(pk=ids[0])
+    assert (delivery.status, delivery.provider_message_id) == ("delivered", "<m@x>")
+    assert delivery.sent_at is not None

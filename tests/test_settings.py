@@ -13,6 +13,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "memos.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+    "ANYMAIL_WEBHOOK_SECRET": "hook:long-random-secret",
 }
 
 
@@ -34,6 +35,19 @@ def test_check_deploy_is_clean_with_the_production_variables():
     result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_without_a_webhook_secret():
+    result = manage("check", "--deploy", **{**PRODUCTION, "ANYMAIL_WEBHOOK_SECRET": ""})
+    assert result.returncode != 0 and "ANYMAIL_WEBHOOK_SECRET is not set" in result.stderr
+
+
+def test_anymail_booleans_are_booleans():
+    result = manage(
+        "shell", "-v", "0", "-c", "from django.conf import settings as s; print(repr(s.ANYMAIL['DEBUG_API_REQUESTS']))",
+        ANYMAIL_DEBUG_API_REQUESTS="false",
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_unset_variables_fall_back_to_the_embedded_default():

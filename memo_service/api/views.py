@@ -131,8 +131,10 @@ def _no_nul(value: str) -> str:
 
 
 def _memo(ref: str) -> Memo:
-    _no_nul(ref)
-    return get_object_or_404(Memo, **({"pk": int(ref)} if ref.isdigit() else {"slug": ref}))
+    try:
+        return Memo.objects.by_ref(_no_nul(ref))
+    except Memo.DoesNotExist:
+        raise Http404 from None
 
 
 @api.post("/developers/bulk", response={200: BulkOut, 400: Problem, 401: Problem, 422: ValidationProblem}, summary="Upsert up to 1,000 developers by external_id")

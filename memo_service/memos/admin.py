@@ -4,7 +4,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -41,6 +40,14 @@ class MemoForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        if self.instance.pk is not None:
+            # The admin saves in one transaction: this lock holds until the memo and its
+            # translations are written, so a send cannot start in between.
+            status = Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
+            if status != Memo.Status.DRAFT:
+                raise forms.ValidationError(
+                    f"This memo is {status} now (it started while you were editing): it can no longer change."
+                )
         context_memo = Memo(
             title=cleaned.get("title", ""),
             effective_date=cleaned.get("effective_date"),
@@ -93,12 +100,11 @@ class TranslationInline(admin.StackedInline):
 def _send(request: HttpRequest, memo: Memo) -> bool:
     """Start a send and queue its dispatch; tells the admin what happened."""
     try:
-        with transaction.atomic():
-            memo_send_start(memo=memo)
-            dispatch_memo.delay_on_commit(memo.pk)
+        memo_send_start(memo=memo)
     except DispatchRefused as exc:
         messages.error(request, str(exc))
         return False
+    dispatch_memo.delay_on_commit(memo.pk)
     messages.success(request, f"Sending “{memo.title}”: its deliveries are being queued.")
     return True
 

@@ -7,4 +7,5 @@ class MemosConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the receiver for anymail's tracking signal.
+        from memo_service import checks  # noqa: F401
         from memo_service.memos import tracking  # noqa: F401

@@ -5,7 +5,16 @@ from django_countries.fields import CountryField
 from memo_service.developers.models import Developer, Region
 
 
+class MemoQuerySet(models.QuerySet["Memo"]):
+    def by_ref(self, ref: str) -> "Memo":
+        """A memo by id or slug, as commands and the API take it; raises DoesNotExist."""
+        lookup = {"pk": int(ref)} if ref.isascii() and ref.isdigit() else {"slug": ref}
+        return self.get(**lookup)
+
+
 class Memo(models.Model):
+    objects = MemoQuerySet.as_manager()
+
     class Status(models.TextChoices):
         DRAFT = "draft", "draft"
         APPROVED = "approved", "approved"
@@ -42,6 +51,7 @@ class Memo(models.Model):
         related_name="+",
     )
     content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    send_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Set once every Delivery row exists; until then a rerun of send_memo resumes paging.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

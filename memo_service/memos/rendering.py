@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -12,16 +13,19 @@ from typing import Any
 
 import jinja2
 from django.conf import settings
+from django.utils import translation
+from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.memos import sandbox
+from memo_service.developers.models import Developer
 from memo_service.memos.models import Memo
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
-# seconds only trips on a runaway loop. The memory limit covers the interpreter
-# (~30 MB) plus a generous margin for honest templates.
+# seconds only trips on a runaway loop. An honest template needs a few MB on top of
+# the interpreter; 64 MB more stops a render that builds a huge value in C code.
 TRIAL_SECONDS = 2.0
-TRIAL_MEMORY_BYTES = 512 * 1024 * 1024
+TRIAL_MEMORY_BYTES = 64 * 1024 * 1024
 FALLBACK_LANGUAGE = "en"
 
 # The variables a template may use, shown beside the fields in the admin.
@@ -77,6 +81,26 @@ def _sources(obj: Any) -> dict[str, str]:
     return {field: getattr(obj, field) for field in sandbox.TEMPLATE_FIELDS}
 
 
+@functools.lru_cache(maxsize=1024)
+def country_name(code: str, language: str) -> str:
+    """The country's name in the developer's language (django-countries' translations)."""
+    with translation.override(language):
+        return str(countries.name(code))
+
+
+def developer_context(developer: Developer) -> dict[str, Any]:
+    """What a template sees of a developer: plain values, a copy, nothing to call."""
+    return {
+        "name": developer.name,
+        "organization": developer.organization,
+        "email": developer.email,
+        "external_id": developer.external_id,
+        "country": developer.country.code,
+        "country_name": country_name(developer.country.code, developer.language),
+        "language": developer.language,
+    }
+
+
 def memo_context(memo: Memo, developer: dict[str, Any], ack_url: str) -> dict[str, Any]:
     return {
         "developer": developer,
@@ -110,6 +134,7 @@ def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> di
             input=json.dumps(request),
             capture_output=True,
             text=True,
+            env={},
             timeout=TRIAL_SECONDS * len(sources) + 10,
         ).stdout
     except subprocess.TimeoutExpired as exc:  # results printed before the hang still count

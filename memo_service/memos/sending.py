@@ -1,105 +1,100 @@
-"""Send a batch of deliveries: claim, render, hand to the provider, record."""
+"""Send a batch of deliveries: claim each, render, hand to the provider, record."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from email.utils import formataddr
-from typing import Any
 
+import requests
+from anymail.exceptions import AnymailRequestsAPIError
 from anymail.message import AnymailMessage
+from celery.exceptions import SoftTimeLimitExceeded
 from django.core.mail import get_connection
-from django.db import transaction
-from django.db.models import F
-from django.utils import timezone, translation
-from django_countries import countries
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from urllib3.exceptions import NewConnectionError
 
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
 from memo_service.memos.models import Delivery
-from memo_service.memos.rendering import MemoRenderer
+from memo_service.memos.rendering import MemoRenderer, developer_context
 
 log = logging.getLogger(__name__)
+S = Delivery.Status
 
 
-def deliveries_claim(*, delivery_ids: list[int]) -> list[Delivery]:
-    """Move still-queued deliveries to sending; returns only those this call claimed.
+def delivery_claim(*, delivery_id: int) -> bool:
+    """Move one queued delivery to sending; False if someone else already has it.
 
-    On PostgreSQL rows another worker holds are skipped (FOR UPDATE SKIP LOCKED); on
-    SQLite the IMMEDIATE transaction serializes claims. Either way a delivery is sent by
-    at most one claim.
+    Claiming one row just before its send means a crash leaves at most one delivery in
+    `sending` (the sweeper settles it), never a whole batch.
     """
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(id__in=delivery_ids, status=Delivery.Status.QUEUED)
-            .values_list("id", flat=True)
+    return bool(
+        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED).update(
+            status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
         )
-        Delivery.objects.filter(id__in=ids).update(
-            status=Delivery.Status.SENDING,
-            attempts=F("attempts") + 1,
-            status_changed_at=timezone.now(),
-        )
-    return list(
-        Delivery.objects.filter(id__in=ids).select_related("developer", "memo").order_by("id")
     )
 
 
 def delivery_record_sent(*, delivery_id: int, message_id: str, language: str) -> None:
+    """Record the provider's acceptance. A tracking event may have moved the status on
+    already; the send time and message id are recorded all the same."""
     now = timezone.now()
-    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.SENT, provider_message_id=message_id[:255], language=language,
-        sent_at=now, status_changed_at=now, last_error="",
+    Delivery.objects.filter(pk=delivery_id).update(
+        status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
+        provider_message_id=message_id[:255],
+        language=language,
+        sent_at=Coalesce(F("sent_at"), Value(now)),
+        status_changed_at=now,
+        last_error="",
     )
 
 
-def delivery_record_failure(*, delivery_id: int, error: str) -> None:
-    Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.SENDING).update(
-        status=Delivery.Status.FAILED, last_error=error[:2000], status_changed_at=timezone.now()
+def delivery_record_failure(*, delivery_id: int, error: str, outcome_unknown: bool = False) -> None:
+    """A send that failed (the provider refused or never got it), or whose outcome is
+    unknown (it may have been accepted: tracking events will tell)."""
+    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
+        status=S.OUTCOME_UNKNOWN if outcome_unknown else S.FAILED,
+        last_error=error[:2000],
+        status_changed_at=timezone.now(),
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def country_name(code: str, language: str) -> str:
-    """The country's name in the developer's language (django-countries' translations)."""
-    with translation.override(language):
-        return str(countries.name(code))
-
-
-def developer_context(delivery: Delivery) -> dict[str, Any]:
-    developer = delivery.developer
-    return {
-        "name": developer.name,
-        "organization": developer.organization,
-        "email": developer.email,
-        "external_id": developer.external_id,
-        "country": developer.country.code,
-        "country_name": country_name(developer.country.code, developer.language),
-        "language": developer.language,
-    }
-
-
-def _message_id(message: AnymailMessage) -> str:
-    status = getattr(message, "anymail_status", None)
-    if status is not None and status.message_id:
-        return str(status.message_id)
-    return str(message.extra_headers.get("Message-ID", ""))
+def _may_have_been_accepted(exc: BaseException) -> bool:
+    """True when the provider may have accepted the message despite the error: the
+    request went out but no answer came back (read timeout, dropped connection, time
+    limit). An HTTP answer, or a connection never made, is a definite outcome."""
+    if isinstance(exc, (SoftTimeLimitExceeded, TimeoutError)):
+        return True
+    if not isinstance(exc, AnymailRequestsAPIError) or exc.status_code is not None:
+        return False
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, requests.ConnectTimeout):
+        return False
+    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
+    return not isinstance(reason, NewConnectionError)
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
-    deliveries = deliveries_claim(delivery_ids=delivery_ids)
-    if not deliveries:
-        return
+    deliveries = (
+        Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
+        .select_related("developer", "memo")
+        .order_by("id")
+    )
     renderers: dict[int, MemoRenderer] = {}
     # One connection for the batch: anymail reuses its HTTP session, SMTP its socket.
     with get_connection() as connection:
         for delivery in deliveries:
-            renderer = renderers.setdefault(delivery.memo_id, MemoRenderer(delivery.memo))
-            developer = developer_context(delivery)
+            if not delivery_claim(delivery_id=delivery.pk):
+                continue
+            if delivery.memo_id not in renderers:
+                renderers[delivery.memo_id] = MemoRenderer(delivery.memo)
+            developer = delivery.developer
             try:
-                language, email = renderer.render(
-                    developer, ack_url(delivery.memo_id, delivery.developer_id)
+                language, email = renderers[delivery.memo_id].render(
+                    developer_context(developer), ack_url(delivery.memo_id, developer.pk)
                 )
             except Exception as exc:  # the admin's template: recorded, never raised
                 delivery_record_failure(
@@ -109,7 +104,8 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
             message = AnymailMessage(
                 subject=email.subject,
                 body=email.text,
-                to=[formataddr((developer["name"], developer["email"]))],
+                # From the database, never from what the template saw.
+                to=[formataddr((developer.name, developer.email))],
                 connection=connection,
                 # Our id, never personal data: tracking events carry it back to us.
                 metadata={"delivery_id": str(delivery.pk)},
@@ -118,11 +114,25 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
             try:
                 message.send()
             except Exception as exc:
-                log.warning("delivery %s failed: %s", delivery.pk, type(exc).__name__)
-                delivery_record_failure(delivery_id=delivery.pk, error=f"{type(exc).__name__}: {exc}")
+                unknown = _may_have_been_accepted(exc)
+                log.warning("delivery %s: %s (outcome unknown: %s)", delivery.pk, type(exc).__name__, unknown)
+                delivery_record_failure(
+                    delivery_id=delivery.pk, error=f"{type(exc).__name__}: {exc}", outcome_unknown=unknown
+                )
+                if isinstance(exc, SoftTimeLimitExceeded):
+                    raise  # the rest stay queued; the sweeper re-enqueues them
                 continue
             delivery_record_sent(
-                delivery_id=delivery.pk, message_id=_message_id(message), language=language
+                delivery_id=delivery.pk,
+                message_id=_message_id(message),
+                language=language,
             )
     for memo_id in renderers:
         memo_finish_if_done(memo_id=memo_id)
+
+
+def _message_id(message: AnymailMessage) -> str:
+    status = getattr(message, "anymail_status", None)
+    if status is not None and status.message_id:
+        return str(status.message_id)
+    return str(message.extra_headers.get("Message-ID", ""))

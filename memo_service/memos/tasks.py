@@ -1,15 +1,24 @@
-"""Celery tasks: ids in, one call out. Retry and acknowledgement policy is in settings."""
+"""Celery tasks: ids in, one call out. Acknowledgement policy is in settings; a locked or
+briefly unreachable database is retried here (every step is safe to repeat)."""
 
 from celery import shared_task
+from django.db import OperationalError
 
-from memo_service.memos import dispatch, sending
+from memo_service.memos import dispatch, sending, sweeper
+
+RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
 
-@shared_task(name="memos.send_batch")
+@shared_task(name="memos.send_batch", **RETRY)
 def send_batch(delivery_ids: list[int]) -> None:
     sending.delivery_send_batch(delivery_ids=delivery_ids)
 
 
-@shared_task(name="memos.dispatch_memo")
+@shared_task(name="memos.dispatch_memo", **RETRY)
 def dispatch_memo(memo_id: int) -> None:
     dispatch.memo_dispatch(memo_id=memo_id)
+
+
+@shared_task(name="memos.sweep")
+def sweep() -> None:
+    sweeper.deliveries_sweep()

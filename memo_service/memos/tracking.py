@@ -55,7 +55,7 @@ def _payload(event: AnymailTrackingEvent) -> Any:
 
 def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
     delivery_id = (event.metadata or {}).get("delivery_id")
-    if delivery_id and str(delivery_id).isdigit():
+    if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
         return Delivery.objects.filter(pk=int(delivery_id)).first()
     if event.message_id:
         return Delivery.objects.filter(provider_message_id=event.message_id).first()

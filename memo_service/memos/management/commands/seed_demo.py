@@ -36,8 +36,8 @@ requests from <strong>{{ developer.country_name }}</strong>, which is not on our
 countries and territories.</p>
 <p><strong>Starting {{ memo.effective_date.strftime('%-d %B %Y') }}, API traffic from unsupported
 regions will be blocked.</strong> Requests made after that date will fail.</p>
-<p>If you believe your region is recorded incorrectly, or you need help moving your traffic, say so
-on the acknowledgement page.</p>
+<p>If you believe your region is recorded incorrectly, or you need help moving your traffic,
+contact developer support.</p>
 <p>Please confirm that you have read this notice by pressing <em>Acknowledge</em> on the page linked
 below{% if memo.ack_deadline %} before {{ memo.ack_deadline.strftime('%-d %B %Y') }}{% endif %}.</p>
 <p>— The Platform Trust &amp; Safety team</p>"""
@@ -50,8 +50,8 @@ our services. Our records show that {{ developer.organization }} has made API re
 Starting {{ memo.effective_date.strftime('%-d %B %Y') }}, API traffic from unsupported regions will be blocked.
 Requests made after that date will fail.
 
-If you believe your region is recorded incorrectly, or you need help moving your traffic, say so on
-the acknowledgement page.
+If you believe your region is recorded incorrectly, or you need help moving your traffic, contact
+developer support.
 
 Please confirm that you have read this notice by pressing Acknowledge on the page linked below{% if memo.ack_deadline %} before {{ memo.ack_deadline.strftime('%-d %B %Y') }}{% endif %}.
 
@@ -63,7 +63,7 @@ HTML_ZH = """<p>{{ developer.name }}，您好：</p>
 <strong>{{ developer.organization }}</strong> 曾从 <strong>{{ developer.country_name }}</strong>
 发出 API 请求，而该地区不在我们支持的国家和地区列表中。</p>
 <p><strong>自 {{ memo.effective_date.strftime('%Y年%-m月%-d日') }} 起，来自不受支持地区的 API 流量将被阻止。</strong>此后发出的请求将会失败。</p>
-<p>如果您认为我们记录的地区有误，或需要帮助迁移流量，请在确认页面上告诉我们。</p>
+<p>如果您认为我们记录的地区有误，或需要帮助迁移流量，请联系开发者支持团队。</p>
 <p>请在下方链接的页面上点击“确认”{% if memo.ack_deadline %}（截止日期：{{ memo.ack_deadline.strftime('%Y年%-m月%-d日') }}）{% endif %}，以确认您已阅读本通知。</p>
 <p>— 平台信任与安全团队</p>"""
 TEXT_ZH = """{{ developer.name }}，您好：
@@ -72,7 +72,7 @@ TEXT_ZH = """{{ developer.name }}，您好：
 
 自 {{ memo.effective_date.strftime('%Y年%-m月%-d日') }} 起，来自不受支持地区的 API 流量将被阻止。此后发出的请求将会失败。
 
-如果您认为我们记录的地区有误，或需要帮助迁移流量，请在确认页面上告诉我们。
+如果您认为我们记录的地区有误，或需要帮助迁移流量，请联系开发者支持团队。
 
 请在下方链接的页面上点击“确认”{% if memo.ack_deadline %}（截止日期：{{ memo.ack_deadline.strftime('%Y年%-m月%-d日') }}）{% endif %}，以确认您已阅读本通知。
 

@@ -1,0 +1,55 @@
+"""Settle what a lost task or a dead worker left behind (run by beat every minute).
+
+- A delivery still queued long after its batch was enqueued lost its task (a broker
+  flushed, a message dropped): it is enqueued again. Claims are guarded, so a late
+  original task and the new one cannot both send it.
+- A delivery left in `sending` by a worker that died mid-send may or may not have
+  reached the provider: it becomes `outcome_unknown`, to be reconciled from tracking
+  events, never sent again.
+- A memo whose dispatch was interrupted is dispatched again (it resumes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.utils import timezone
+
+from memo_service.memos.dispatch import BATCH_SIZE, memo_finish_if_done
+from memo_service.memos.models import Delivery, Memo
+
+S = Delivery.Status
+# A batch normally starts within seconds; ten minutes means its task is gone.
+QUEUED_GRACE = dt.timedelta(minutes=10)
+# Past the hard time limit no worker can still be sending it.
+SENDING_GRACE = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+# A dispatch task pages through even a million developers in a few minutes.
+DISPATCH_GRACE = dt.timedelta(minutes=30)
+
+
+def deliveries_sweep() -> dict[str, int]:
+    from memo_service.memos.tasks import dispatch_memo, send_batch
+
+    now = timezone.now()
+    stuck_sending = Delivery.objects.filter(status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE)
+    memo_ids = set(stuck_sending.values_list("memo_id", flat=True).distinct())
+    abandoned = stuck_sending.update(
+        status=S.OUTCOME_UNKNOWN, status_changed_at=now,
+        last_error="the worker sending it stopped; the provider may or may not have it",
+    )
+    requeued = 0
+    last_id = 0
+    lost = Delivery.objects.filter(status=S.QUEUED, created_at__lt=now - QUEUED_GRACE).order_by("id")
+    while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:BATCH_SIZE]):
+        send_batch.delay(ids)
+        requeued += len(ids)
+        last_id = ids[-1]
+    interrupted = Memo.objects.filter(
+        status=Memo.Status.SENDING, dispatched_at__isnull=True, send_started_at__lt=now - DISPATCH_GRACE
+    ).values_list("id", flat=True)
+    for memo_id in interrupted:
+        dispatch_memo.delay(memo_id)
+    for memo_id in memo_ids:
+        memo_finish_if_done(memo_id=memo_id)
+    return {"abandoned": abandoned, "requeued": requeued, "redispatched": len(interrupted)}
