@@ -89,6 +89,9 @@ else:
     # Reusing connections roughly triples acknowledgement POSTs per second (DESIGN.md).
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Counts invalid acknowledgement links per address (rate limiting). The default is per
+# process; with several web processes point it at Redis: CACHE_URL=redis://host:6379/1
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -98,6 +101,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+LOCALE_PATHS = [BASE_DIR / "locale"]
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -172,6 +176,10 @@ CELERY_TASK_TIME_LIMIT = 960
 CELERY_BEAT_SCHEDULE = {
     # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
     "sweep": {"task": "memos.sweep", "schedule": 60.0},
+    # Reminders before deadlines (memos/reminders.py).
+    "remind": {"task": "memos.remind", "schedule": 60.0},
+    # Outbound webhook retries and deadline_passed events (memos/notify.py).
+    "webhooks": {"task": "memos.webhooks_due", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -10,6 +10,7 @@ admin.site.site_title = "memo-service"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
     path("ack/<str:token>/", views.ack, name="ack"),
     # anymail's webhooks: /anymail/<esp>/tracking/ (basic auth: ANYMAIL_WEBHOOK_SECRET)
     path("anymail/", include("anymail.urls")),

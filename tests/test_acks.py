@@ -1,9 +1,11 @@
-"""The link a developer opens: GET shows, only the button's POST records."""
+"""The link a developer opens: GET shows, only a button's POST records."""
 
 import datetime as dt
 
 import pytest
 from django.core import signing
+from django.core.cache import cache
+from django.test import Client
 from django.utils import timezone
 
 from memo_service.memos.acks import ACK_SALT, ack_token, ack_url
@@ -11,83 +13,95 @@ from memo_service.memos.models import Acknowledgement, Delivery, Memo
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db
+HUMAN = {"interacted": "1"}
+PHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Mobile/15E148 Safari/604.1"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit():
+    cache.clear()
 
 
 @pytest.fixture
 def sent(memo, developers):
-    """The memo as sent to the CN developer."""
+    """The memo as sent to the CN developer five minutes ago."""
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
     Delivery.objects.create(
-        memo=memo, developer=developers["cn"], status="sent", sent_at=timezone.now() - dt.timedelta(minutes=5)
+        memo=memo, developer=developers["cn"], status="sent", country="CN",
+        sent_at=timezone.now() - dt.timedelta(minutes=5),
     )
     memo.refresh_from_db()
     return memo, developers["cn"]
 
 
-def path(memo, developer):
+def link(memo, developer):
     return ack_url(memo.pk, developer.pk).removeprefix("http://testserver")
 
 
-def test_opening_the_link_shows_the_memo_in_their_language_and_records_nothing(client, sent):
+def page(memo):
+    return f"/ack/memo/{memo.pk}/"
+
+
+def test_the_link_moves_the_token_out_of_the_address_bar_and_shows_the_memo(client, sent):
     memo, developer = sent
-    response = client.get(path(memo, developer))
-    page = response.content.decode()
-    assert response.status_code == 200
-    assert "来自中国的流量将被阻止" in page and "Wang Wei" in page
-    assert 'method="post"' in page
-    assert response["Cache-Control"].count("no-store") and response["Referrer-Policy"] == "no-referrer"
-    assert client.head(path(memo, developer)).status_code == 200
+    response = client.get(link(memo, developer))
+    assert response.status_code == 303 and response["Location"] == page(memo)
+    cookie = response.cookies[f"memo_ack_{memo.pk}"]
+    assert cookie["httponly"] and cookie["path"] == "/ack/" and cookie["samesite"] == "Lax"
+    shown = client.get(page(memo))
+    html = shown.content.decode()
+    assert shown.status_code == 200
+    assert "来自中国的流量将被阻止" in html and "Wang Wei" in html
+    assert "确认" in html  # the page speaks the developer's language
+    assert "no-store" in shown["Cache-Control"] and shown["Referrer-Policy"] == "no-referrer"
+    assert client.head(link(memo, developer)).status_code == 303
     assert not Acknowledgement.objects.exists()
+
+
+def test_the_page_without_the_cookie_asks_to_open_the_email_link_again(sent):
+    memo, _ = sent
+    response = Client().get(page(memo))
+    assert response.status_code == 400 and "Open the link from your email again" in response.content.decode()
 
 
 def test_pressing_acknowledge_records_the_evidence_once(client, sent):
     memo, developer = sent
-    url = path(memo, developer)
-    client.get(url)
-    response = client.post(url, HTTP_USER_AGENT="Phone/1.0", REMOTE_ADDR="203.0.113.7", follow=True)
+    client.get(link(memo, developer))
+    response = client.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE,
+                           REMOTE_ADDR="203.0.113.7", follow=True)
     ack = Acknowledgement.objects.get()
     assert (ack.memo, ack.developer, ack.response) == (memo, developer, "acknowledged")
     assert ack.content_hash == "c" * 64
-    assert (ack.ip_address, ack.user_agent) == ("203.0.113.7", "Phone/1.0")
+    assert (ack.ip_address, ack.user_agent) == ("203.0.113.7", PHONE)
     assert 290 < ack.seconds_since_delivery < 400
-    assert "Already acknowledged on" in response.content.decode()
-    assert response.redirect_chain[0][1] == 302
+    assert (ack.suspected_automation, ack.automation_reasons) == (False, [])
+    assert "2026" in response.content.decode() or "Already acknowledged" in response.content.decode()
 
-    again = client.post(url, HTTP_USER_AGENT="Other/2.0", follow=True)
-    assert "Already acknowledged on" in again.content.decode()
-    assert Acknowledgement.objects.get().user_agent == "Phone/1.0"
+    again = client.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT="Other/2.0", follow=True)
+    assert again.status_code == 200
+    assert Acknowledgement.objects.get().user_agent == PHONE
+
+
+def test_posting_to_the_email_link_itself_also_works(client, sent):
+    memo, developer = sent
+    response = client.post(link(memo, developer), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE)
+    assert response.status_code == 303 and Acknowledgement.objects.count() == 1
 
 
 def test_the_button_works_when_the_browser_posts_origin_null(sent):
     """With Referrer-Policy: no-referrer a browser's form POST carries Origin: null."""
-    from django.test import Client
-
     memo, developer = sent
     browser = Client(enforce_csrf_checks=True)
-    browser.get(path(memo, developer))
-    response = browser.post(path(memo, developer), HTTP_ORIGIN="null")
-    assert response.status_code == 302
+    browser.get(link(memo, developer))
+    response = browser.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_ORIGIN="null")
+    assert response.status_code == 303
     assert Acknowledgement.objects.count() == 1
 
 
-def test_the_memo_page_may_not_run_scripts(client, sent):
+def test_the_memo_page_may_run_only_our_own_script(client, sent):
     memo, developer = sent
-    csp = client.get(path(memo, developer))["Content-Security-Policy"]
-    assert "default-src 'none'" in csp and "script-src" not in csp
-
-
-@pytest.mark.parametrize("proxies, forwarded, expected", [
-    (0, "198.51.100.1", "203.0.113.9"),
-    (1, "198.51.100.1", "198.51.100.1"),
-    (1, "10.9.9.9, 198.51.100.1", "198.51.100.1"),
-    (2, "198.51.100.7, 10.0.0.1", "198.51.100.7"),
-    (1, "not-an-ip", None),
-])
-def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, settings, proxies, forwarded, expected):
-    memo, developer = sent
-    settings.TRUSTED_PROXY_COUNT = proxies
-    client.post(path(memo, developer), REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=forwarded)
-    assert Acknowledgement.objects.get().ip_address == expected
+    csp = client.get(link(memo, developer), follow=True)["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
 
 
 @pytest.mark.parametrize("mangle", [
@@ -100,19 +114,31 @@ def test_a_tampered_link_gets_a_clear_page_and_writes_nothing(client, sent, mang
     memo, developer = sent
     token = ack_token(memo.pk, developer.pk)
     for method in (client.get, client.post):
-        response = method(f"/ack/{mangle(token)}/")
+        response = method(f"/ack/{mangle(token)}/", {"response": "acknowledged"} if method == client.post else None)
         assert response.status_code == 400
         assert "This link is not valid" in response.content.decode()
     assert not Acknowledgement.objects.exists()
+
+
+def test_invalid_links_from_one_address_are_rate_limited(client, sent):
+    memo, developer = sent
+    for _ in range(30):
+        assert client.get("/ack/forged:token/", REMOTE_ADDR="198.51.100.4").status_code == 400
+    assert client.get("/ack/forged:token/", REMOTE_ADDR="198.51.100.4").status_code == 429
+    # Even a valid link from that address waits; another address is not affected.
+    assert client.get(link(memo, developer), REMOTE_ADDR="198.51.100.4").status_code == 429
+    assert client.get(link(memo, developer), REMOTE_ADDR="198.51.100.5").status_code == 303
 
 
 def test_a_token_for_a_memo_the_developer_never_got_is_refused(client, sent, developers):
     memo, developer = sent
     other = make_memo(slug="other-memo")
     assert client.post(f"/ack/{ack_token(other.pk, developer.pk)}/").status_code == 400
-    # Signed with another purpose's salt: not an acknowledgement token.
     foreign = signing.TimestampSigner(salt="something-else").sign_object([memo.pk, developer.pk])
     assert client.post(f"/ack/{foreign}/").status_code == 400
+    # A cookie for one memo does not open another memo's page.
+    client.get(link(memo, developer))
+    assert client.get(page(other)).status_code == 400
     assert not Acknowledgement.objects.exists()
 
 
@@ -121,7 +147,7 @@ def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, set
     Memo.objects.filter(pk=memo.pk).update(
         ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1)
     )
-    response = client.post(path(memo, developer))
+    response = client.post(link(memo, developer), {"response": "acknowledged"})
     assert response.status_code == 410 and "expired" in response.content.decode()
     assert not Acknowledgement.objects.exists()
 
@@ -129,8 +155,8 @@ def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, set
 def test_without_a_deadline_a_link_expires_after_the_maximum_age(client, sent, settings):
     memo, developer = sent
     Memo.objects.filter(pk=memo.pk).update(ack_deadline=None)
-    url = path(memo, developer)
-    assert client.get(url).status_code == 200
+    url = link(memo, developer)
+    assert client.get(url).status_code == 303
     settings.ACK_TOKEN_MAX_AGE_DAYS = -1
     assert client.get(url).status_code == 410
 
@@ -145,9 +171,24 @@ def test_the_token_carries_no_personal_data(sent):
 
 def test_links_signed_before_a_key_rotation_still_work(client, sent, settings):
     memo, developer = sent
-    url = path(memo, developer)
+    url = link(memo, developer)
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "a-brand-new-secret-key-after-rotation-0123456789"
-    assert client.get(url).status_code == 200
+    assert client.get(url).status_code == 303
     settings.SECRET_KEY_FALLBACKS = []
     assert client.get(url).status_code == 400
+
+
+@pytest.mark.parametrize("proxies, forwarded, expected", [
+    (0, "198.51.100.1", "203.0.113.9"),
+    (1, "198.51.100.1", "198.51.100.1"),
+    (1, "10.9.9.9, 198.51.100.1", "198.51.100.1"),
+    (2, "198.51.100.7, 10.0.0.1", "198.51.100.7"),
+    (1, "not-an-ip", None),
+])
+def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, settings, proxies, forwarded, expected):
+    memo, developer = sent
+    settings.TRUSTED_PROXY_COUNT = proxies
+    client.post(link(memo, developer), {"response": "acknowledged", **HUMAN},
+                REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=forwarded)
+    assert Acknowledgement.objects.get().ip_address == expected

@@ -107,12 +107,13 @@ def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_mo
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
 
     link = ack_link(worker, "cn-1@example.com")
-    page = client.get(link)
+    page = client.get(link, follow=True)
     assert page.status_code == 200 and "来自中国的流量将被阻止" in page.content.decode()
-    assert client.head(link).status_code == 200
+    assert client.head(link).status_code == 303
     assert not Acknowledgement.objects.exists()
 
-    client.post(link, HTTP_USER_AGENT="e2e-phone")
+    page_url = page.redirect_chain[-1][0]
+    client.post(page_url, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT="Mozilla/5.0 (e2e phone)")
     ack = Acknowledgement.objects.get()
     assert ack.developer.external_id == "cn-1" and ack.content_hash == Memo.objects.get().content_hash
 

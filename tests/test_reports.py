@@ -18,10 +18,10 @@ def funnel_memo(memo, developers):
     Memo.objects.filter(pk=memo.pk).update(status="sending", content_hash="h" * 64)
     cn2 = make_developer("cn-2", "CN")
     ru2 = make_developer("ru-2", "RU")
-    Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered")
-    Delivery.objects.create(memo=memo, developer=cn2, status="bounced")
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent")
-    Delivery.objects.create(memo=memo, developer=ru2, status="failed", last_error="400")
+    Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
+    Delivery.objects.create(memo=memo, developer=cn2, status="bounced", country="CN")
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU")
+    Delivery.objects.create(memo=memo, developer=ru2, status="failed", last_error="400", country="RU")
     Acknowledgement.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
     return memo
 
@@ -35,6 +35,7 @@ def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo
     assert funnel["by_country"]["CN"] | {} == {
         "targeted": 2, "sent": 2, "delivered": 1, "bounced": 1, "failed": 0,
         "outcome_unknown": 0, "pending": 0, "acknowledged": 1,
+        "acknowledged_suspected": 0, "disputed": 0, "needs_help": 0, "exempt": 0,
     }
     assert funnel["by_country"]["RU"]["failed"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0
 
@@ -43,10 +44,10 @@ def test_memo_status_prints_a_table_by_id(funnel_memo, capsys):
     call_command("memo_status", str(funnel_memo.pk))
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "regions-blocked (sending)"
-    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "1"]
+    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "1", "0", "0", "0", "0"]
 
 
 def test_the_memo_page_shows_the_funnel(admin_client, funnel_memo):
     page = admin_client.get(reverse("admin:memos_memo_change", args=[funnel_memo.pk])).content.decode()
     assert "<th>acknowledged</th>" in page
-    assert "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td></tr>" in page
+    assert "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>" in page

@@ -102,6 +102,10 @@ class CountryFunnel(Schema):
     outcome_unknown: int
     pending: int
     acknowledged: int
+    acknowledged_suspected: int
+    disputed: int
+    needs_help: int
+    exempt: int
 
 
 class FunnelOut(CountryFunnel):

@@ -16,6 +16,9 @@ class Developer(models.Model):
     email = models.EmailField()
     name = models.CharField(max_length=200, blank=True)
     organization = models.CharField(max_length=200, blank=True)
+    org_contact_email = models.EmailField(
+        blank=True, help_text="The organisation's contact; the last reminder goes to it as well."
+    )
     country = CountryField(db_index=True)
     # Any language code: those without a translation of a memo get its English text.
     language = models.CharField(max_length=20, default="en")

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django_countries import countries
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.evidence import answer_payload, evidence_append
+from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo
+from memo_service.memos.notify import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
 
@@ -77,29 +81,113 @@ def ack_token_read(token: str) -> AckTarget:
     return AckTarget(memo=memo, developer=delivery.developer, delivery=delivery)
 
 
-def acknowledgement_record(
+class AnswerInvalid(Exception):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+# A person opens the email, reads the memo and presses a button: under this many seconds
+# after the send, a scanner following the link is the likelier explanation.
+FAST_ANSWER_SECONDS = 15
+SCANNER_AGENTS = (
+    "safelinks", "microsoft office", "ms-office", "bingpreview", "barracuda", "mimecast",
+    "proofpoint", "fireeye", "trendmicro", "symantec", "zscaler", "urldefense",
+    "python-requests", "python-urllib", "curl/", "wget/", "go-http-client", "okhttp",
+    "headlesschrome", "phantomjs", "bot", "spider", "crawler", "preview",
+)
+MAX_COMMENT = 2_000
+
+
+def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str, interacted: bool) -> list[str]:
+    """Why an answer may have come from a machine rather than the developer."""
+    reasons = []
+    if seconds_since_delivery is not None and seconds_since_delivery < FAST_ANSWER_SECONDS:
+        reasons.append(f"answered {seconds_since_delivery:.0f} s after the email was sent")
+    agent = user_agent.lower()
+    if not agent:
+        reasons.append("no user agent")
+    elif match := next((s for s in SCANNER_AGENTS if s in agent), None):
+        reasons.append(f"user agent looks like a link scanner ({match.strip('/')})")
+    if not interacted:
+        reasons.append("no pointer, touch or key input on the page before the answer")
+    return reasons
+
+
+def answers_of(target: AckTarget) -> dict[str, Acknowledgement]:
+    """The developer's answers to the memo so far, by response."""
+    return {
+        a.response: a
+        for a in Acknowledgement.objects.filter(memo=target.memo, developer=target.developer)
+        .select_related("resolution")
+    }
+
+
+def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
+    R = Acknowledgement.Response
+    errors = {}
+    if response not in R.values:
+        errors["response"] = "Choose one of the answers."
+    if len(comment) > MAX_COMMENT:
+        errors["comment"] = f"Please keep the comment under {MAX_COMMENT} characters."
+    if "\x00" in comment:
+        errors["comment"] = "The comment contains a character that cannot be stored."
+    if response == R.DISPUTES_REGION and country not in dict(countries):
+        errors["country"] = "Choose the country you are in."
+    if response == R.NEEDS_HELP and not comment.strip():
+        errors["comment"] = "Tell us what you need help with."
+    return errors
+
+
+def answer_record(
     *,
     target: AckTarget,
-    response: str = Acknowledgement.Response.ACKNOWLEDGED,
+    response: str,
     ip_address: str | None,
     user_agent: str,
+    interacted: bool,
     comment: str = "",
+    country: str = "",
 ) -> tuple[Acknowledgement, bool]:
-    """Record the developer's press of the button; a second press changes nothing.
-
-    Returns (acknowledgement, created).
-    """
+    """Record the developer's answer, once per kind; after an acknowledgement nothing
+    more is recorded. Returns (the answer, whether it was recorded now). Raises
+    AnswerInvalid for a form that is not filled in correctly, recording nothing."""
+    R = Acknowledgement.Response
+    comment = comment.strip()
+    errors = _clean_answer(response, comment, country)
+    if errors:
+        raise AnswerInvalid(errors)
+    existing = answers_of(target)
+    if R.ACKNOWLEDGED in existing:
+        return existing[R.ACKNOWLEDGED], False
+    if response in existing:
+        return existing[response], False
     now = timezone.now()
     sent_at = target.delivery.sent_at
-    return Acknowledgement.objects.get_or_create(
-        memo=target.memo,
-        developer=target.developer,
-        defaults={
-            "response": response,
-            "comment": comment,
-            "content_hash": target.memo.content_hash,
-            "ip_address": ip_address,
-            "user_agent": user_agent[:1000],
-            "seconds_since_delivery": (now - sent_at).total_seconds() if sent_at else None,
-        },
-    )
+    seconds = (now - sent_at).total_seconds() if sent_at else None
+    user_agent = user_agent[:1000]
+    reasons = automation_reasons(seconds_since_delivery=seconds, user_agent=user_agent, interacted=interacted)
+    try:
+        with transaction.atomic():
+            answer = Acknowledgement.objects.create(
+                memo=target.memo,
+                developer=target.developer,
+                response=response,
+                comment=comment,
+                country_claimed=country if response == R.DISPUTES_REGION else "",
+                content_hash=target.memo.content_hash,
+                ip_address=ip_address,
+                user_agent=user_agent,
+                seconds_since_delivery=seconds,
+                suspected_automation=bool(reasons),
+                automation_reasons=reasons,
+            )
+            answer.refresh_from_db()  # the stored time, as the chain must see it
+            evidence_append(
+                memo_id=target.memo.pk, kind=EvidenceRecord.Kind.ANSWER,
+                object_id=answer.pk, payload=answer_payload(answer),
+            )
+            notify_answer(answer)
+    except IntegrityError:  # the same answer, posted twice at once
+        return Acknowledgement.objects.get(memo=target.memo, developer=target.developer, response=response), False
+    return answer, True

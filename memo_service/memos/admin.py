@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -14,8 +14,13 @@ from django.utils.html import format_html, format_html_join
 from memo_service.memos import rendering, sandbox
 from memo_service.memos.audience import audience_counts
 from memo_service.memos.dispatch import DispatchRefused, memo_send_start
-from memo_service.memos.models import Acknowledgement, Delivery, DeliveryEvent, Memo, MemoTranslation
-from memo_service.memos.reports import memo_funnel
+from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
+from memo_service.memos.models import (
+    Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo, MemoTranslation,
+    WebhookAttempt, WebhookEndpoint, WebhookMessage,
+)
+from memo_service.memos.evidence import evidence_verify
+from memo_service.memos.reports import evidence_csv, evidence_json, memo_funnel
 from memo_service.memos.tasks import dispatch_memo
 
 VARIABLES_HELP = format_html(
@@ -26,7 +31,8 @@ VARIABLES_HELP = format_html(
 
 
 def _add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> None:
-    sources = {f: form.cleaned_data[f] for f in sandbox.TEMPLATE_FIELDS if f in form.cleaned_data}
+    fields = sandbox.TEMPLATE_FIELDS + sandbox.REMINDER_FIELDS
+    sources = {f: form.cleaned_data[f] for f in fields if form.cleaned_data.get(f)}
     if not sources:
         return
     for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
@@ -37,6 +43,14 @@ class MemoForm(forms.ModelForm):
     class Meta:
         model = Memo
         fields = "__all__"
+
+    def clean_reminder_days(self) -> list[int]:
+        days = self.cleaned_data.get("reminder_days") or []
+        if not isinstance(days, list) or not all(isinstance(d, int) and 0 < d <= 365 for d in days):
+            raise forms.ValidationError("A list of whole days before the deadline, each 1 to 365, e.g. [7, 1].")
+        if len(set(days)) != len(days):
+            raise forms.ValidationError("Each day may appear once.")
+        return sorted(days, reverse=True)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -62,7 +76,7 @@ class TranslationForm(forms.ModelForm):
 
     class Meta:
         model = MemoTranslation
-        fields = ["language", "subject", "html_body", "text_body"]
+        fields = ["language", "subject", "html_body", "text_body", "reminder_subject", "reminder_html", "reminder_text"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -127,6 +141,10 @@ class MemoAdmin(admin.ModelAdmin):
         ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
         ("Audience", {"fields": ["include_countries", "include_regions", "exclude_countries",
                                  "active_only", "audience_summary"]}),
+        ("Reminders (to those who have not answered)",
+         {"fields": ["reminder_days", "reminder_subject", "reminder_html", "reminder_text"],
+          "description": "Leave the templates blank for the built-in reminder: “Reminder: ” before the "
+                         "subject and a short note above the memo's own text, in the developer's language."}),
         ("Results", {"fields": ["funnel_table", "content_hash", "dispatched_at"]}),
     ]
     computed = ["status", "audience_summary", "funnel_table", "content_hash", "dispatched_at"]
@@ -161,7 +179,8 @@ class MemoAdmin(admin.ModelAdmin):
         if memo.pk is None or memo.status == Memo.Status.DRAFT:
             return "Not sent yet."
         funnel = memo_funnel(memo)
-        columns = ["targeted", "sent", "delivered", "bounced", "failed", "acknowledged"]
+        columns = ["targeted", "sent", "delivered", "bounced", "failed", "acknowledged",
+                   "acknowledged_suspected", "disputed", "needs_help"]
         head = format_html_join("", "<th>{}</th>", ((c,) for c in columns))
         total = format_html_join("", "<td><strong>{}</strong></td>", ((funnel[c],) for c in columns))
         rows = format_html_join(
@@ -182,8 +201,28 @@ class MemoAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         return [
             path("<path:object_id>/send/", self.admin_site.admin_view(self.send_view), name="memos_memo_send"),
+            path("<path:object_id>/evidence.<str:fmt>", self.admin_site.admin_view(self.evidence_view),
+                 name="memos_memo_evidence"),
+            path("<path:object_id>/verify/", self.admin_site.admin_view(self.verify_view), name="memos_memo_verify"),
             *super().get_urls(),
         ]
+
+    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
+        memo = get_object_or_404(Memo, pk=object_id)
+        if not self.has_view_permission(request, memo):
+            return HttpResponse(status=403)
+        return _evidence_response(memo, fmt)
+
+    def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = get_object_or_404(Memo, pk=object_id)
+        if not self.has_view_permission(request, memo):
+            return HttpResponse(status=403)
+        result = evidence_verify(memo)
+        if result.ok:
+            messages.success(request, f"Evidence verifies: {result.records} records, chain intact.")
+        else:
+            messages.error(request, f"Evidence does NOT verify: {result.problem}")
+        return HttpResponseRedirect(reverse("admin:memos_memo_change", args=[memo.pk]))
 
     def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = get_object_or_404(Memo, pk=object_id)
@@ -204,6 +243,17 @@ class MemoAdmin(admin.ModelAdmin):
             "title": f"Send “{memo.title}”?",
         }
         return TemplateResponse(request, "admin/memos/memo/send_confirm.html", context)
+
+
+def _evidence_response(memo: Memo, fmt: str) -> HttpResponse:
+    if fmt not in ("csv", "json"):
+        raise Http404("evidence comes as .csv or .json")
+    lines = evidence_csv(memo) if fmt == "csv" else evidence_json(memo)
+    response = StreamingHttpResponse(
+        lines, content_type="text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+    )
+    response["Content-Disposition"] = f'attachment; filename="evidence-{memo.slug}.{fmt}"'
+    return response
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -237,6 +287,107 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Acknowledgement)
 class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "memo", "developer", "response", "created_at", "ip_address"]
-    list_filter = ["response", "memo"]
+    list_display = ["id", "memo", "developer", "response", "created_at", "suspected_automation", "ip_address"]
+    list_filter = ["response", "suspected_automation", "memo"]
     list_select_related = ["memo", "developer"]
+    search_fields = ["=developer__external_id"]
+
+
+class DisputeStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "open"), ("resolved", "resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value():
+            return queryset.filter(resolution__isnull=self.value() == "open")
+        return queryset
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    """The queue of "my region is wrong" answers; resolve them with the actions."""
+
+    list_display = ["developer", "memo", "recorded_country", "country_claimed", "comment", "created_at", "outcome"]
+    list_filter = [DisputeStateFilter, "memo"]
+    list_select_related = ["memo", "developer", "resolution"]
+    actions = ["correct_region", "confirm_region"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).filter(response=Acknowledgement.Response.DISPUTES_REGION)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Resolving is a change to the developer; the answer itself stays as it was.
+        return request.user.has_perm("developers.change_developer")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in Acknowledgement._meta.fields]
+
+    @admin.display(description="recorded country")
+    def recorded_country(self, answer: Acknowledgement) -> str:
+        return answer.developer.country.code
+
+    @admin.display(description="outcome")
+    def outcome(self, answer: Acknowledgement) -> str:
+        resolution = getattr(answer, "resolution", None)
+        if resolution is None:
+            return "open"
+        return resolution.get_outcome_display() + (" (exempt from the memo)" if resolution.exempt else "")
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[Any], outcome: str) -> None:
+        done = 0
+        for answer in queryset:
+            try:
+                dispute_resolve(answer=answer, outcome=outcome, by=request.user)
+                done += 1
+            except DisputeInvalid as exc:
+                messages.warning(request, str(exc))
+        if done:
+            messages.success(request, f"Resolved {done} disputes.")
+
+    @admin.action(description="Correct the region to the claimed country", permissions=["change"])
+    def correct_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._resolve(request, queryset, DisputeResolution.Outcome.CORRECTED)
+
+    @admin.action(description="Confirm the recorded region", permissions=["change"])
+    def confirm_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor", "action", "object_type", "object_id", "detail"]
+    list_filter = ["action"]
+
+
+class WebhookEndpointForm(forms.ModelForm):
+    events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["url", "events", "secret", "is_active"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    form = WebhookEndpointForm
+    list_display = ["url", "events", "is_active", "created_at"]
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ["at", "status_code", "error", "duration_ms"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookMessage)
+class WebhookMessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "event", "endpoint", "status", "attempts", "next_attempt_at", "created_at", "delivered_at"]
+    list_filter = ["status", "event"]
+    inlines = [WebhookAttemptInline]

@@ -107,7 +107,7 @@ def memo_dispatch(
             Delivery.objects.bulk_create(
                 [
                     Delivery(
-                        memo_id=memo.pk, developer_id=dev_id, language=language,
+                        memo_id=memo.pk, developer_id=dev_id, language=language, country=country,
                         reason=reasons[country], **_suppressed(email_status),
                     )
                     for dev_id, country, language, email_status in page

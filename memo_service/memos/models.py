@@ -1,8 +1,14 @@
+import secrets
+
 from django.conf import settings
 from django.db import models
 from django_countries.fields import CountryField
 
 from memo_service.developers.models import Developer, Region
+
+
+def default_reminder_days() -> list[int]:
+    return [7, 1]
 
 
 class MemoQuerySet(models.QuerySet["Memo"]):
@@ -40,6 +46,16 @@ class Memo(models.Model):
     active_only = models.BooleanField(
         default=True, help_text="Only developers whose account is active."
     )
+    reminder_days = models.JSONField(
+        default=default_reminder_days, blank=True,
+        help_text="Days before the deadline to remind those who have not answered, e.g. [7, 1].",
+    )
+    # Optional: blank uses the built-in reminder around the memo's own text.
+    reminder_subject = models.TextField(blank=True, help_text="Jinja2 template; blank: “Reminder: ” + the memo's subject.")
+    reminder_html = models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo.")
+    reminder_text = models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo.")
+    deadline_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reminders_sent = models.PositiveSmallIntegerField(default=0, editable=False)
 
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     author = models.ForeignKey(
@@ -74,6 +90,9 @@ class MemoTranslation(models.Model):
     subject = models.TextField()
     html_body = models.TextField()
     text_body = models.TextField()
+    reminder_subject = models.TextField(blank=True)
+    reminder_html = models.TextField(blank=True)
+    reminder_text = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -100,12 +119,16 @@ class Delivery(models.Model):
         COMPLAINED = "complained", "complained"
         FAILED = "failed", "failed"
         OUTCOME_UNKNOWN = "outcome_unknown", "outcome unknown"
+        SKIPPED = "skipped", "skipped"  # a reminder not sent: the developer answered first
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="deliveries")
     developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="deliveries")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.INITIAL)
+    # 0 for the initial email; n for the memo's n-th reminder.
+    sequence = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     language = models.CharField(max_length=10, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="The developer's country when the memo was sent.")
     reason = models.CharField(
         max_length=200, blank=True, help_text="Why this developer is in the cohort."
     )
@@ -120,7 +143,7 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [
             models.UniqueConstraint(
-                fields=["memo", "developer", "kind"], name="one_delivery_per_memo_developer_kind"
+                fields=["memo", "developer", "kind", "sequence"], name="one_delivery_per_memo_developer_kind"
             )
         ]
         indexes = [models.Index(fields=["memo", "status"])]
@@ -166,14 +189,129 @@ class Acknowledgement(models.Model):
         max_length=20, choices=Response.choices, default=Response.ACKNOWLEDGED
     )
     comment = models.TextField(blank=True)
+    country_claimed = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     seconds_since_delivery = models.FloatField(null=True, blank=True)
     suspected_automation = models.BooleanField(default=False)
+    automation_reasons = models.JSONField(default=list, blank=True)
 
     class Meta:
+        # Answers are appended, never changed: a dispute later followed by an
+        # acknowledgement leaves both. Each kind of answer is recorded once.
         constraints = [
-            models.UniqueConstraint(fields=["memo", "developer"], name="one_ack_per_memo_developer")
+            models.UniqueConstraint(fields=["memo", "developer", "response"], name="one_answer_per_kind")
         ]
+
+
+class DisputeResolution(models.Model):
+    """An admin's decision on a "my region is wrong" answer."""
+
+    class Outcome(models.TextChoices):
+        CORRECTED = "corrected", "region corrected"
+        CONFIRMED = "confirmed", "region confirmed as recorded"
+
+    answer = models.OneToOneField(Acknowledgement, on_delete=models.PROTECT, related_name="resolution")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    new_country = CountryField(blank=True)
+    # True when, with the corrected country, the developer is outside the memo's audience.
+    exempt = models.BooleanField(default=False)
+    note = models.TextField(blank=True, help_text="Shown to the developer.")
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    resolved_at = models.DateTimeField(auto_now_add=True)
+
+
+class AuditEvent(models.Model):
+    """Who changed what, for changes made by people rather than the flow."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=50)
+    object_type = models.CharField(max_length=50)
+    object_id = models.CharField(max_length=50)
+    detail = models.JSONField(default=dict)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+
+class EvidenceRecord(models.Model):
+    """The memo's append-only evidence chain: each answer and each provider event, in the
+    order recorded, with a hash that covers the record and the one before it."""
+
+    class Kind(models.TextChoices):
+        ANSWER = "answer", "answer"
+        EVENT = "event", "delivery event"
+
+    memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="evidence")
+    seq = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    object_id = models.BigIntegerField()
+    payload = models.JSONField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["memo", "seq"], name="one_record_per_seq")]
+
+
+def webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class WebhookEndpoint(models.Model):
+    """A URL of the platform's that is told about answers and passed deadlines."""
+
+    class Event(models.TextChoices):
+        ACKNOWLEDGED = "memo.acknowledged", "memo.acknowledged"
+        DISPUTED = "memo.disputed", "memo.disputed"
+        DEADLINE_PASSED = "memo.deadline_passed", "memo.deadline_passed"
+
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=100, default=webhook_secret,
+        help_text="Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">.",
+    )
+    events = models.JSONField(default=list, help_text="Any of memo.acknowledged, memo.disputed, memo.deadline_passed.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookMessage(models.Model):
+    """One event for one endpoint, retried until it is answered with 2xx or gives up."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="messages")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+
+class WebhookAttempt(models.Model):
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="attempt_log")
+    at = models.DateTimeField(auto_now_add=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+
+class Dispute(Acknowledgement):
+    """The "my region is wrong" answers, as the admin's queue."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "region dispute"

@@ -68,17 +68,35 @@ class RenderedEmail:
     text: str
 
 
-def memo_sources(memo: Memo, language: str) -> tuple[str, dict[str, str]]:
-    """The templates for a language, falling back to English; returns the language used."""
+def memo_sources(memo: Memo, language: str, reminder: bool = False) -> tuple[str, dict[str, str]]:
+    """The templates for a language, falling back to English; returns the language used.
+
+    For a reminder, each reminder template that is filled in replaces the memo's own;
+    blank ones keep the memo's (the layout then adds the reminder's opening lines).
+    """
+    obj: Any = memo
     if language != FALLBACK_LANGUAGE:
-        for translation in memo.translations.all():
-            if translation.language == language:
-                return language, _sources(translation)
-    return FALLBACK_LANGUAGE, _sources(memo)
+        obj = next((t for t in memo.translations.all() if t.language == language), memo)
+    used = language if obj is not memo else FALLBACK_LANGUAGE
+    sources = _sources(obj)
+    if reminder:
+        for field, reminder_field in zip(sandbox.TEMPLATE_FIELDS, sandbox.REMINDER_FIELDS):
+            if getattr(obj, reminder_field):
+                sources[field] = getattr(obj, reminder_field)
+    return used, sources
 
 
 def _sources(obj: Any) -> dict[str, str]:
     return {field: getattr(obj, field) for field in sandbox.TEMPLATE_FIELDS}
+
+
+def reminder_sources(obj: Any) -> dict[str, str]:
+    """The reminder templates an admin filled in, under the field they replace."""
+    return {
+        reminder_field: getattr(obj, reminder_field)
+        for reminder_field in sandbox.REMINDER_FIELDS
+        if getattr(obj, reminder_field)
+    }
 
 
 @functools.lru_cache(maxsize=1024)
@@ -152,34 +170,39 @@ def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> di
 
 
 def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
-    """Trial-render every language of a saved memo; {language: {field: error}}."""
+    """Trial-render every language of a saved memo, reminders too; {language: {field: error}}."""
     problems = {}
-    languages = [FALLBACK_LANGUAGE] + [t.language for t in memo.translations.all()]
-    for language in languages:
-        used, sources = memo_sources(memo, language)
-        errors = templates_check(memo=memo, sources=sources, language=used)
+    for obj in [memo, *memo.translations.all()]:
+        language = getattr(obj, "language", FALLBACK_LANGUAGE)
+        sources = {**_sources(obj), **reminder_sources(obj)}
+        errors = templates_check(memo=memo, sources=sources, language=language)
         if errors:
-            problems[used] = errors
+            problems[language] = errors
     return problems
 
 
 class MemoRenderer:
     """Compiles a memo's templates once, then renders them for many developers."""
 
-    def __init__(self, memo: Memo) -> None:
+    def __init__(self, memo: Memo, reminder: bool = False) -> None:
         self.memo = memo
+        self.reminder = reminder
         self._compiled: dict[str, tuple[str, dict[str, jinja2.Template]]] = {}
         self._layout_html = layout_env.get_template("layout.html")
         self._layout_text = layout_env.get_template("layout.txt")
 
     def _templates(self, language: str) -> tuple[str, dict[str, jinja2.Template]]:
         if language not in self._compiled:
-            used, sources = memo_sources(self.memo, language)
+            used, sources = memo_sources(self.memo, language, self.reminder)
             self._compiled[language] = used, {
                 field: sandbox.environment_for(field).from_string(source)
                 for field, source in sources.items()
             }
         return self._compiled[language]
+
+    def _custom_reminder(self, language: str) -> bool:
+        obj = next((t for t in self.memo.translations.all() if t.language == language), self.memo)
+        return bool(reminder_sources(obj))
 
     def render_parts(self, developer: dict[str, Any], ack_url: str) -> tuple[str, str, str, str]:
         """(language used, subject, html body, text body), without our layout."""
@@ -193,7 +216,14 @@ class MemoRenderer:
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
         language, subject, html, text = self.render_parts(developer, ack_url)
-        layout = {"subject": subject, "ack_url": ack_url, "language": language}
+        # The built-in reminder: our opening lines and prefix around the memo's own text.
+        built_in_reminder = self.reminder and not self._custom_reminder(language)
+        if built_in_reminder:
+            subject = ("提醒：" if language == "zh-hans" else "Reminder: ") + subject
+        layout = {
+            "subject": subject, "ack_url": ack_url, "language": language,
+            "reminder": built_in_reminder, "deadline": self.memo.ack_deadline,
+        }
         return language, RenderedEmail(
             subject=subject,
             html=self._layout_html.render(body=Markup(html), **layout),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 
+from django.utils import timezone
+
+from memo_service.csv_export import csv_lines
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
 
 S = Delivery.Status
@@ -21,26 +26,51 @@ FUNNEL_COUNTS = {
     "outcome_unknown": Q(status=S.OUTCOME_UNKNOWN),
     "pending": Q(status__in=[S.QUEUED, S.SENDING]),
 }
-FIELDS = [*FUNNEL_COUNTS, "acknowledged"]
+R = Acknowledgement.Response
+ANSWER_COUNTS = [
+    "acknowledged", "acknowledged_suspected", "disputed", "needs_help", "exempt",
+]
+FIELDS = [*FUNNEL_COUNTS, *ANSWER_COUNTS]
+
+
+def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
+    """Per country: developers who acknowledged (and of them, suspected automated ones),
+    who disputed their region or asked for help without acknowledging, and who were
+    exempted after a dispute. One row per developer, whatever they answered."""
+    acked = Acknowledgement.objects.filter(memo=memo, developer=OuterRef("developer"), response=R.ACKNOWLEDGED)
+    country_at_send = Delivery.objects.filter(
+        memo=memo, developer=OuterRef("developer"), kind=Delivery.Kind.INITIAL
+    ).values("country")[:1]
+    rows = (
+        Acknowledgement.objects.filter(memo=memo)
+        .annotate(has_ack=Exists(acked), country_at_send=Subquery(country_at_send))
+        .values("country_at_send")
+        .annotate(
+            acknowledged=Count("id", filter=Q(response=R.ACKNOWLEDGED)),
+            acknowledged_suspected=Count("id", filter=Q(response=R.ACKNOWLEDGED, suspected_automation=True)),
+            disputed=Count("id", filter=Q(response=R.DISPUTES_REGION, has_ack=False)),
+            needs_help=Count("id", filter=Q(response=R.NEEDS_HELP, has_ack=False)),
+            exempt=Count("id", filter=Q(resolution__exempt=True)),
+        )
+    )
+    return {row.pop("country_at_send") or "": row for row in rows}
 
 
 def memo_funnel(memo: Memo) -> dict[str, Any]:
-    """Totals and per-country counts of the memo's initial deliveries and acknowledgements."""
+    """Totals and per-country (the country at send) counts of the memo's initial
+    deliveries and of its answers."""
     rows = (
         Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-        .values("developer__country")
+        .values("country")
         .annotate(**{name: Count("id", filter=q) for name, q in FUNNEL_COUNTS.items()})
-    )
-    acks = dict(
-        Acknowledgement.objects.filter(memo=memo)
-        .values("developer__country")
-        .annotate(n=Count("id"))
-        .values_list("developer__country", "n")
     )
     by_country: dict[str, dict[str, int]] = {}
     for row in rows:
-        country = row.pop("developer__country")
-        by_country[country] = {**row, "acknowledged": acks.get(country, 0)}
+        country = row.pop("country")
+        by_country[country] = {**row, **dict.fromkeys(ANSWER_COUNTS, 0)}
+    for country, counts in _answer_counts(memo).items():
+        by_country.setdefault(country, {**dict.fromkeys(FUNNEL_COUNTS, 0), **dict.fromkeys(ANSWER_COUNTS, 0)})
+        by_country[country].update(counts)
     totals = {name: sum(c[name] for c in by_country.values()) for name in FIELDS}
     return {
         "memo": memo.slug,
@@ -49,3 +79,93 @@ def memo_funnel(memo: Memo) -> dict[str, Any]:
         **totals,
         "by_country": dict(sorted(by_country.items(), key=lambda kv: (-kv[1]["targeted"], kv[0]))),
     }
+
+
+# --- evidence export -----------------------------------------------------------------
+
+EVIDENCE_COLUMNS = [
+    "developer", "email", "country_at_send", "reason", "delivery_status", "sent_at",
+    "provider_message_id", "delivery_error", "reminders", "answer", "answered_at",
+    "content_hash", "ip_address", "user_agent", "seconds_since_delivery",
+    "suspected_automation", "automation_reasons", "earlier_answers",
+]
+EVIDENCE_PAGE = 2_000  # recipients per query: memory stays flat at any size
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _answer_row(answer: Acknowledgement) -> dict[str, Any]:
+    return {
+        "response": answer.response, "at": _iso(answer.created_at), "content_hash": answer.content_hash,
+        "ip_address": answer.ip_address, "user_agent": answer.user_agent,
+        "seconds_since_delivery": answer.seconds_since_delivery,
+        "suspected_automation": answer.suspected_automation, "automation_reasons": answer.automation_reasons,
+        "comment": answer.comment, "country_claimed": str(answer.country_claimed or ""),
+    }
+
+
+def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
+    """One record per recipient: who, why, every email and what became of it, every answer."""
+    initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).select_related("developer").order_by("id")
+    last_id = 0
+    while page := list(initial.filter(id__gt=last_id)[:EVIDENCE_PAGE]):
+        last_id = page[-1].id
+        developer_ids = [d.developer_id for d in page]
+        reminders: dict[int, list[Delivery]] = {}
+        for reminder in Delivery.objects.filter(
+            memo=memo, kind=Delivery.Kind.REMINDER, developer_id__in=developer_ids
+        ).order_by("sequence"):
+            reminders.setdefault(reminder.developer_id, []).append(reminder)
+        answers: dict[int, list[Acknowledgement]] = {}
+        for answer in Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids).order_by("created_at", "id"):
+            answers.setdefault(answer.developer_id, []).append(answer)
+        for delivery in page:
+            yield {
+                "developer": delivery.developer.external_id,
+                "email": delivery.developer.email,
+                "country_at_send": delivery.country,
+                "reason": delivery.reason,
+                "deliveries": [
+                    {"kind": d.kind, "sequence": d.sequence, "status": d.status, "sent_at": _iso(d.sent_at),
+                     "status_changed_at": _iso(d.status_changed_at), "provider_message_id": d.provider_message_id,
+                     "error": d.last_error}
+                    for d in [delivery, *reminders.get(delivery.developer_id, [])]
+                ],
+                "answers": [_answer_row(a) for a in answers.get(delivery.developer_id, [])],
+            }
+
+
+def _csv_row(record: dict[str, Any]) -> list[Any]:
+    first, *reminders = record["deliveries"]
+    answers = record["answers"]
+    # The answer that counts: the acknowledgement if there is one, else the latest.
+    final = next((a for a in answers if a["response"] == R.ACKNOWLEDGED), answers[-1] if answers else None)
+    earlier = [a for a in answers if a is not final]
+    final = final or {}
+    return [
+        record["developer"], record["email"], record["country_at_send"], record["reason"],
+        first["status"], first["sent_at"], first["provider_message_id"], first["error"],
+        "; ".join(f"{r['sequence']}: {r['status']} {r['sent_at'] or ''}".strip() for r in reminders),
+        final.get("response", ""), final.get("at"), final.get("content_hash", ""), final.get("ip_address"),
+        final.get("user_agent", ""), final.get("seconds_since_delivery"),
+        {True: "yes", False: "no"}.get(final.get("suspected_automation"), ""),
+        "; ".join(final.get("automation_reasons", [])),
+        "; ".join(f"{a['response']} {a['at']}" for a in earlier),
+    ]
+
+
+def evidence_csv(memo: Memo) -> Iterator[str]:
+    return csv_lines(EVIDENCE_COLUMNS, (_csv_row(r) for r in evidence_records(memo)))
+
+
+def evidence_json(memo: Memo) -> Iterator[str]:
+    """A JSON document streamed in pieces: the memo, then one record per recipient."""
+    head = {"memo": memo.slug, "title": memo.title, "content_hash": memo.content_hash,
+            "effective_date": _iso(memo.effective_date), "ack_deadline": _iso(memo.ack_deadline),
+            "exported_at": _iso(timezone.now())}
+    yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
+    for n, record in enumerate(evidence_records(memo)):
+        yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
+    yield "\n]}\n"

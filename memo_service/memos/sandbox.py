@@ -28,6 +28,7 @@ MAX_RANGE = 10_000
 # A power's result may have at most this many bits (a 1,000-digit number is plenty).
 MAX_POWER_BITS = 4096
 TEMPLATE_FIELDS = ("subject", "html_body", "text_body")
+REMINDER_FIELDS = ("reminder_subject", "reminder_html", "reminder_text")
 
 
 class TemplateTooBig(SecurityError):
@@ -88,7 +89,7 @@ text_env = MemoSandbox(autoescape=False)
 
 
 def environment_for(field: str) -> MemoSandbox:
-    return html_env if field == "html_body" else text_env
+    return html_env if field in ("html_body", "reminder_html") else text_env
 
 
 def render_limited(template: Any, context: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from urllib3.exceptions import NewConnectionError
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
-from memo_service.memos.models import Delivery
+from memo_service.memos.models import Acknowledgement, Delivery
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,12 @@ def delivery_record_failure(*, delivery_id: int, error: str, outcome_unknown: bo
     )
 
 
+def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
+    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
+        status=S.SKIPPED, last_error=reason, status_changed_at=timezone.now()
+    )
+
+
 def _may_have_been_accepted(exc: BaseException) -> bool:
     """True when the provider may have accepted the message despite the error: the
     request went out but no answer came back (read timeout, dropped connection, time
@@ -83,17 +89,22 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
         .select_related("developer", "memo")
         .order_by("id")
     )
-    renderers: dict[int, MemoRenderer] = {}
+    renderers: dict[tuple[int, bool], MemoRenderer] = {}
     # One connection for the batch: anymail reuses its HTTP session, SMTP its socket.
     with get_connection() as connection:
         for delivery in deliveries:
             if not delivery_claim(delivery_id=delivery.pk):
                 continue
-            if delivery.memo_id not in renderers:
-                renderers[delivery.memo_id] = MemoRenderer(delivery.memo)
+            reminder = delivery.kind == Delivery.Kind.REMINDER
+            key = (delivery.memo_id, reminder)
+            if key not in renderers:
+                renderers[key] = MemoRenderer(delivery.memo, reminder=reminder)
             developer = delivery.developer
+            if reminder and Acknowledgement.objects.filter(memo_id=delivery.memo_id, developer=developer).exists():
+                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer answered first")
+                continue
             try:
-                language, email = renderers[delivery.memo_id].render(
+                language, email = renderers[key].render(
                     developer_context(developer), ack_url(delivery.memo_id, developer.pk)
                 )
             except Exception as exc:  # the admin's template: recorded, never raised
@@ -106,6 +117,7 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
                 body=email.text,
                 # From the database, never from what the template saw.
                 to=[formataddr((developer.name, developer.email))],
+                cc=_org_contact(delivery),
                 connection=connection,
                 # Our id, never personal data: tracking events carry it back to us.
                 metadata={"delivery_id": str(delivery.pk)},
@@ -127,8 +139,17 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
                 message_id=_message_id(message),
                 language=language,
             )
-    for memo_id in renderers:
+    for memo_id in {memo_id for memo_id, _ in renderers}:
         memo_finish_if_done(memo_id=memo_id)
+
+
+def _org_contact(delivery: Delivery) -> list[str]:
+    """The organisation's contact, on the memo's last reminder only."""
+    last = len(delivery.memo.reminder_days or [])
+    contact = delivery.developer.org_contact_email
+    if delivery.kind == Delivery.Kind.REMINDER and delivery.sequence == last and contact:
+        return [contact]
+    return []
 
 
 def _message_id(message: AnymailMessage) -> str:

@@ -4,7 +4,7 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import dispatch, sending, sweeper
+from memo_service.memos import dispatch, notify, reminders, sending, sweeper
 
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
@@ -22,3 +22,20 @@ def dispatch_memo(memo_id: int) -> None:
 @shared_task(name="memos.sweep")
 def sweep() -> None:
     sweeper.deliveries_sweep()
+
+
+@shared_task(name="memos.remind")
+def remind() -> None:
+    reminders.reminders_send_due()
+
+
+@shared_task(name="memos.webhook_deliver", **RETRY)
+def webhook_deliver(message_id: int) -> None:
+    notify.webhook_deliver(message_id=message_id)
+
+
+@shared_task(name="memos.webhooks_due")
+def webhooks_due() -> None:
+    """Retries that are due, and each passed deadline, once."""
+    notify.webhooks_retry_due()
+    notify.memos_deadline_notify()

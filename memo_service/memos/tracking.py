@@ -19,7 +19,8 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Delivery, DeliveryEvent
+from memo_service.memos.evidence import event_payload, evidence_append
+from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,12 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
                 occurred_at=event.timestamp,
                 payload=payload,
             )
+            if delivery is not None:
+                stored.refresh_from_db()  # the stored values, as verification will read them
+                evidence_append(
+                    memo_id=delivery.memo_id, kind=EvidenceRecord.Kind.EVENT,
+                    object_id=stored.pk, payload=event_payload(stored),
+                )
             new_status = STATUS_FOR_EVENT.get(event.event_type or "")
             if delivery is not None and new_status is not None:
                 _advance(delivery, new_status, event)

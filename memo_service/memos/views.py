@@ -1,11 +1,14 @@
 """The page a developer opens from the email.
 
 Some mail scanners open every link in a message to check it, so GET and HEAD only show
-the memo and a form; only the POST from the form's button records an acknowledgement.
+the memo and its forms; only a POST from the page's buttons records an answer.
 
-The form has no CSRF token: the signed token in the URL already is the secret a forged
-request would need, and with `Referrer-Policy: no-referrer` browsers post
-`Origin: null`, which Django's CSRF check would refuse.
+The first GET of /ack/<token>/ moves the token into a cookie (path /ack/, HttpOnly) and
+redirects to /ack/memo/<id>/, so the token leaves the address bar, the history and any
+screenshot, as Django's password reset does. The forms have no CSRF token: the signed
+token already is the secret a forged request would need, and with
+`Referrer-Policy: no-referrer` browsers post `Origin: null`, which Django's CSRF check
+would refuse.
 """
 
 from __future__ import annotations
@@ -13,27 +16,32 @@ from __future__ import annotations
 import ipaddress
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import translation
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+from django_countries import countries
 
 from memo_service.memos.acks import (
-    AckTarget, TokenExpired, TokenInvalid, ack_token_read, ack_url, acknowledgement_record,
+    AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
 )
-from memo_service.memos.models import Acknowledgement
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
-
-# The memo's HTML is written by admins; on this page it may not run scripts or load
-# anything from elsewhere (it shares an origin with the admin).
+# The memo's HTML is written by admins; on this page it may not run scripts other than
+# our own, nor load anything from elsewhere (it shares an origin with the admin).
 CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+COOKIE_AGE_S = 24 * 3600  # long enough to read and come back; the email link works again after
+# Invalid links from one address: 30 in 10 minutes is far more than a person mistyping.
+FAILURES_ALLOWED = 30
+FAILURE_WINDOW_S = 600
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -56,38 +64,116 @@ def client_ip(request: HttpRequest) -> str | None:
         return None
 
 
-def _memo_page(request: HttpRequest, target: AckTarget, status: int = 200) -> HttpResponse:
-    ack = Acknowledgement.objects.filter(memo=target.memo, developer=target.developer).first()
+def _failures_key(request: HttpRequest) -> str:
+    return f"ack-failures:{client_ip(request)}"
+
+
+def _rate_limited(request: HttpRequest) -> bool:
+    return int(cache.get(_failures_key(request), 0)) >= FAILURES_ALLOWED
+
+
+def _count_failure(request: HttpRequest) -> None:
+    key = _failures_key(request)
+    if not cache.add(key, 1, FAILURE_WINDOW_S):
+        try:
+            cache.incr(key)
+        except ValueError:  # expired in between
+            cache.add(key, 1, FAILURE_WINDOW_S)
+
+
+def _error_page(request: HttpRequest, template: str, status: int) -> HttpResponse:
+    return _private(render(request, template, status=status))
+
+
+def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
+    if _rate_limited(request):
+        return _error_page(request, "ack/too_many.html", 429)
+    if not token:
+        return _error_page(request, "ack/reopen.html", 400)
+    try:
+        return ack_token_read(token)
+    except TokenInvalid:
+        _count_failure(request)
+        return _error_page(request, "ack/invalid.html", 400)
+    except TokenExpired:
+        return _error_page(request, "ack/expired.html", 410)
+
+
+def _cookie(memo_id: int) -> str:
+    return f"memo_ack_{memo_id}"
+
+
+def _to_page(target: AckTarget, token: str) -> HttpResponse:
+    response = redirect(reverse("ack-page", args=[target.memo.pk]))
+    response.status_code = 303
+    response.set_cookie(
+        _cookie(target.memo.pk), token, max_age=COOKIE_AGE_S, path="/ack/",
+        httponly=True, samesite="Lax", secure=not settings.DEBUG,
+    )
+    return _private(response)
+
+
+def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
+    answers = answers_of(target)
     developer = developer_context(target.developer)
     language, subject, html, _ = MemoRenderer(target.memo).render_parts(
         developer, ack_url(target.memo.pk, target.developer.pk)
     )
     with translation.override(language):
-        return render(
+        return _private(render(
             request,
             "ack/memo.html",
-            {"memo": target.memo, "subject": subject, "body": mark_safe(html), "ack": ack,
-             "language": language},
+            {
+                "memo": target.memo, "subject": subject, "body": mark_safe(html), "language": language,
+                "acknowledged": answers.get("acknowledged"), "dispute": answers.get("disputes_region"),
+                "help": answers.get("needs_help"), "errors": errors or {}, "posted": request.POST,
+                "countries": list(countries), "country": target.developer.country,
+            },
             status=status,
+        ))
+
+
+def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse:
+    try:
+        answer_record(
+            target=target,
+            response=request.POST.get("response", ""),
+            comment=request.POST.get("comment", ""),
+            country=request.POST.get("country", ""),
+            interacted=request.POST.get("interacted") == "1",
+            ip_address=client_ip(request),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
+    except AnswerInvalid as exc:
+        return _memo_page(request, target, errors=exc.errors, status=400)
+    # Post/redirect/get: a reload shows the recorded answer, it does not post again.
+    return _to_page(target, token)
 
 
 @csrf_exempt
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def ack(request: HttpRequest, token: str) -> HttpResponse:
-    try:
-        target = ack_token_read(token)
-    except TokenInvalid:
-        return _private(render(request, "ack/invalid.html", status=400))
-    except TokenExpired:
-        return _private(render(request, "ack/expired.html", status=410))
+    """/ack/<token>/, the link in the email."""
+    target = _read(request, token)
+    if isinstance(target, HttpResponse):
+        return target
     if request.method == "POST":
-        acknowledgement_record(
-            target=target,
-            ip_address=client_ip(request),
-            user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        )
-        # Post/redirect/get: a reload shows the recorded acknowledgement, it does not re-post.
-        return _private(redirect(request.path, permanent=False))
-    return _private(_memo_page(request, target))
+        return _answer(request, target, token)
+    return _to_page(target, token)
+
+
+@csrf_exempt
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def ack_page(request: HttpRequest, memo_id: int) -> HttpResponse:
+    """/ack/memo/<id>/, the same page with the token in a cookie instead of the URL."""
+    token = request.COOKIES.get(_cookie(memo_id))
+    target = _read(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    if target.memo.pk != memo_id:
+        return _error_page(request, "ack/reopen.html", 400)
+    if request.method == "POST":
+        return _answer(request, target, token or "")
+    return _memo_page(request, target)

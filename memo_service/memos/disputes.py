@@ -1,0 +1,52 @@
+"""Resolving "my region is wrong" answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from memo_service.developers.models import Developer
+from memo_service.memos.audience import audience_reasons
+from memo_service.memos.models import Acknowledgement, AuditEvent, DisputeResolution
+
+Outcome = DisputeResolution.Outcome
+
+
+class DisputeInvalid(Exception):
+    pass
+
+
+def audit_record(*, actor: Any, action: str, obj: Any, **detail: Any) -> AuditEvent:
+    return AuditEvent.objects.create(
+        actor=actor if getattr(actor, "pk", None) else None, action=action,
+        object_type=obj._meta.label_lower, object_id=str(obj.pk), detail=detail,
+    )
+
+
+def dispute_resolve(*, answer: Acknowledgement, outcome: str, by: Any, note: str = "") -> DisputeResolution:
+    """Decide a dispute. "corrected" moves the developer to the country they claimed
+    (audited) and, if that country is outside the memo's audience, exempts them from
+    the memo; "confirmed" keeps the recorded country. The developer's page shows it."""
+    if answer.response != Acknowledgement.Response.DISPUTES_REGION:
+        raise DisputeInvalid("only a 'my region is wrong' answer can be resolved")
+    with transaction.atomic():
+        if DisputeResolution.objects.filter(answer=answer).exists():
+            raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")
+        exempt = False
+        new_country = ""
+        if outcome == Outcome.CORRECTED:
+            new_country = answer.country_claimed.code
+            developer = Developer.objects.select_for_update().get(pk=answer.developer_id)
+            old_country = developer.country.code
+            Developer.objects.filter(pk=developer.pk).update(country=new_country)
+            audit_record(actor=by, action="developer.country_changed", obj=developer,
+                         old=old_country, new=new_country, memo=answer.memo.slug, dispute=answer.pk)
+            exempt = new_country not in audience_reasons(answer.memo)
+        elif outcome != Outcome.CONFIRMED:
+            raise DisputeInvalid(f"unknown outcome {outcome!r}")
+        resolution = DisputeResolution.objects.create(
+            answer=answer, outcome=outcome, new_country=new_country, exempt=exempt, note=note, resolved_by=by,
+        )
+        audit_record(actor=by, action="dispute.resolved", obj=answer, outcome=outcome, exempt=exempt)
+    return resolution

@@ -1,0 +1,20 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from memo_service.memos.management.commands._memo_ref import memo_by_ref
+from memo_service.memos.reports import evidence_csv, evidence_json
+
+
+class Command(BaseCommand):
+    help = "Write a memo's evidence to standard output, one record per recipient (CSV or JSON)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("memo", help="memo id or slug")
+        parser.add_argument("--format", choices=["csv", "json"], default="csv")
+
+    def handle(self, *args: Any, memo: str, **options: Any) -> None:
+        target = memo_by_ref(memo)
+        lines = evidence_csv(target) if options["format"] == "csv" else evidence_json(target)
+        for line in lines:
+            self.stdout.write(line, ending="")

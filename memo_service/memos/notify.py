@@ -1,0 +1,165 @@
+"""Telling the platform: signed outbound webhooks for answers and passed deadlines.
+
+Each event becomes a WebhookMessage per subscribed endpoint, sent by a task after the
+transaction commits. Failures are retried by beat (`webhooks_retry_due`) with
+exponential backoff and jitter, not by Celery countdowns, which would outlive a
+Redis visibility timeout; every attempt is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from memo_service.memos.models import (
+    Acknowledgement, Delivery, DisputeResolution, Memo, WebhookAttempt, WebhookEndpoint, WebhookMessage,
+)
+
+E = WebhookEndpoint.Event
+TIMEOUT_S = 10  # the platform's receiver should answer at once and work later
+MAX_ATTEMPTS = 8  # with doubling from a minute: the last try about four hours after the first
+FIRST_RETRY = timedelta(minutes=1)
+PAGE = 1_000  # developer ids per deadline_passed message
+LOST_AFTER = timedelta(minutes=10)  # a first attempt not made by then lost its task
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
+    from memo_service.memos.tasks import webhook_deliver
+
+    for endpoint in WebhookEndpoint.objects.filter(is_active=True):
+        if event not in endpoint.events:
+            continue
+        for data in payloads:
+            message = WebhookMessage.objects.create(
+                endpoint=endpoint, event=event,
+                payload={"id": str(uuid.uuid4()), "event": event, "created_at": timezone.now().isoformat(), "data": data},
+                next_attempt_at=timezone.now(),
+            )
+            webhook_deliver.delay_on_commit(message.pk)
+
+
+def notify_answer(answer: Acknowledgement) -> None:
+    event = {
+        Acknowledgement.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
+        Acknowledgement.Response.DISPUTES_REGION: E.DISPUTED,
+    }.get(answer.response)
+    if event is None:
+        return
+    _enqueue(event, [{
+        "memo": answer.memo.slug,
+        "memo_id": answer.memo_id,
+        "developer": answer.developer.external_id,
+        "response": answer.response,
+        "answered_at": answer.created_at.isoformat(),
+        "content_hash": answer.content_hash,
+        "suspected_automation": answer.suspected_automation,
+        "country_claimed": str(answer.country_claimed or ""),
+    }])
+
+
+def memos_deadline_notify() -> int:
+    """Tell the platform, once per memo, which developers had not acknowledged by the
+    deadline (exempted ones excepted), in pages of PAGE ids. Returns memos notified."""
+    notified = 0
+    due = Memo.objects.filter(
+        status__in=[Memo.Status.SENDING, Memo.Status.SENT],
+        ack_deadline__lt=timezone.now(), deadline_notified_at__isnull=True,
+    )
+    for memo in due:
+        with transaction.atomic():
+            if not Memo.objects.filter(pk=memo.pk, deadline_notified_at__isnull=True).update(
+                deadline_notified_at=timezone.now()
+            ):
+                continue  # another beat got there first
+            missing = list(
+                Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
+                .exclude(Exists(Acknowledgement.objects.filter(
+                    memo=memo, developer=OuterRef("developer"), response=Acknowledgement.Response.ACKNOWLEDGED)))
+                .exclude(Exists(DisputeResolution.objects.filter(
+                    answer__memo=memo, answer__developer=OuterRef("developer"), exempt=True)))
+                .order_by("developer_id")
+                .values_list("developer__external_id", flat=True)
+            )
+            pages = max(1, -(-len(missing) // PAGE))
+            _enqueue(E.DEADLINE_PASSED, [
+                {"memo": memo.slug, "memo_id": memo.pk, "deadline": memo.ack_deadline.isoformat(),
+                 "page": n + 1, "pages": pages, "not_acknowledged": missing[n * PAGE:(n + 1) * PAGE]}
+                for n in range(pages)
+            ])
+        notified += 1
+    return notified
+
+
+def webhook_deliver(*, message_id: int) -> None:
+    """One attempt at one message; schedules the next on failure."""
+    message = WebhookMessage.objects.select_related("endpoint").filter(
+        pk=message_id, status=WebhookMessage.Status.PENDING
+    ).first()
+    if message is None:
+        return
+    body = json.dumps(message.payload, separators=(",", ":")).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "memo-service-webhooks",
+        "X-Memo-Event": message.event,
+        "X-Memo-Delivery": message.payload["id"],
+        "X-Memo-Signature": sign(message.endpoint.secret, int(time.time()), body),
+    }
+    started = time.monotonic()
+    status_code, error = None, ""
+    try:
+        response = requests.post(message.endpoint.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = response.text[:500]
+    except requests.RequestException as exc:
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    webhook_attempt_record(
+        message=message, status_code=status_code, error=error,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def webhook_attempt_record(*, message: WebhookMessage, status_code: int | None, error: str, duration_ms: int) -> None:
+    now = timezone.now()
+    WebhookAttempt.objects.create(message=message, status_code=status_code, error=error, duration_ms=duration_ms)
+    attempts = message.attempts + 1
+    if status_code is not None and 200 <= status_code < 300:
+        changes = {"status": WebhookMessage.Status.DELIVERED, "delivered_at": now, "next_attempt_at": None}
+    elif attempts >= MAX_ATTEMPTS:
+        changes = {"status": WebhookMessage.Status.FAILED, "next_attempt_at": None}
+    else:
+        backoff = FIRST_RETRY * 2 ** (attempts - 1)
+        changes = {"next_attempt_at": now + backoff * random.uniform(0.8, 1.2)}
+    WebhookMessage.objects.filter(pk=message.pk, status=WebhookMessage.Status.PENDING).update(attempts=attempts, **changes)
+
+
+def webhooks_retry_due() -> int:
+    from memo_service.memos.tasks import webhook_deliver as task
+
+    now = timezone.now()
+    # Retries that are due, and first attempts whose task was lost.
+    due = list(
+        WebhookMessage.objects.filter(status=WebhookMessage.Status.PENDING, next_attempt_at__lte=now)
+        .filter(Q(attempts__gt=0) | Q(created_at__lt=now - LOST_AFTER))
+        .values_list("pk", flat=True)[:1000]
+    )
+    for message_id in due:
+        task.delay(message_id)
+    return len(due)

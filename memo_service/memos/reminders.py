@@ -1,0 +1,90 @@
+"""Reminders: before the deadline, to those who have not answered (beat, every minute).
+
+A memo's reminder_days, e.g. [7, 1], are days before its deadline. Reminder n goes out
+once its time has come, only if that time is after the memo was sent (a memo sent two
+days before its deadline does not get its seven-day reminder at once), to each
+developer of the memo who has given no answer, whose address has not bounced or
+complained, and who was not exempted. Each is a Delivery of kind reminder, sequence n,
+sent, tracked and exported like the first email. The last reminder is copied to the
+developer's organisation contact when one is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.dispatch import BATCH_SIZE, PAGE_SIZE
+from memo_service.memos.models import Acknowledgement, Delivery, Memo
+
+
+def reminder_due(memo: Memo, now: dt.datetime) -> int:
+    """The number of the latest reminder whose time has come (0: none yet)."""
+    if memo.ack_deadline is None or memo.dispatched_at is None or now >= memo.ack_deadline:
+        return 0
+    due = 0
+    for n, days in enumerate(sorted((int(d) for d in memo.reminder_days or []), reverse=True), start=1):
+        at = memo.ack_deadline - dt.timedelta(days=days)
+        if memo.dispatched_at <= at <= now:
+            due = n
+    return due
+
+
+def reminders_send_due() -> int:
+    """Dispatch every reminder that is due; returns how many reminders were queued."""
+    now = timezone.now()
+    queued = 0
+    for memo in Memo.objects.filter(status__in=[Memo.Status.SENDING, Memo.Status.SENT], ack_deadline__gt=now):
+        n = reminder_due(memo, now)
+        if n > memo.reminders_sent and Memo.objects.filter(
+            pk=memo.pk, reminders_sent=memo.reminders_sent
+        ).update(reminders_sent=n):
+            queued += memo_remind(memo=memo, sequence=n)
+    return queued
+
+
+def _unanswered(memo: Memo):  # type: ignore[no-untyped-def]
+    answered = Acknowledgement.objects.filter(memo=memo, developer=OuterRef("developer"))
+    return (
+        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
+        .exclude(Exists(answered))
+        .filter(developer__email_status=Developer.EmailStatus.OK)
+        .order_by("developer_id")
+    )
+
+
+def memo_remind(*, memo: Memo, sequence: int) -> int:
+    """Create reminder `sequence`'s deliveries page by page and enqueue them after commit."""
+    from memo_service.memos.tasks import send_batch
+
+    total = 0
+    last_developer = 0
+    unanswered = _unanswered(memo)
+    reason = f"reminder {sequence}: no answer yet"
+    while page := list(
+        unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[:PAGE_SIZE]
+    ):
+        last_developer = page[-1][0]
+        with transaction.atomic():
+            Delivery.objects.bulk_create(
+                [
+                    Delivery(memo=memo, developer_id=dev, kind=Delivery.Kind.REMINDER, sequence=sequence,
+                             language=language, country=country, reason=reason)
+                    for dev, language, country in page
+                ],
+                ignore_conflicts=True,
+            )
+            ids = list(
+                Delivery.objects.filter(
+                    memo=memo, kind=Delivery.Kind.REMINDER, sequence=sequence, status=Delivery.Status.QUEUED,
+                    developer_id__gte=page[0][0], developer_id__lte=last_developer,
+                ).order_by("id").values_list("id", flat=True)
+            )
+            for start in range(0, len(ids), BATCH_SIZE):
+                send_batch.delay_on_commit(ids[start : start + BATCH_SIZE])
+        total += len(ids)
+    return total
