@@ -100,3 +100,15 @@ def mailgun(settings: Any) -> Iterator[Provider]:
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
         yield provider
+
+
+@pytest.fixture
+def eager(settings: Any) -> Iterator[None]:
+    """Tasks run in-process when enqueued (for tests about what they do, not how they travel)."""
+    from memo_service.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = False

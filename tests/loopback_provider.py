@@ -115,3 +115,39 @@ def mailgun_server() -> Iterator[Provider]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Receiver:
+    url: str
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    # Status codes to answer with, popped in order; then 200.
+    answers: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    """A loopback HTTP server standing in for the platform's webhook endpoint."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            receiver.requests.append((dict(self.headers), body))
+            status = receiver.answers.pop(0) if receiver.answers else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks/memo")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -53,6 +53,7 @@ class DeveloperIn(Schema):
     country: str = Field(..., description="ISO alpha-2, alpha-3, or English name", max_length=100)
     name: str | None = Field(None, max_length=200)
     organization: str | None = Field(None, max_length=200)
+    org_contact_email: str | None = Field(None, max_length=254)
     language: str | None = Field(None, max_length=20)
     is_active: bool | None = None
     last_active_at: dt.datetime | None = None

@@ -27,7 +27,7 @@ from django_countries import countries
 from memo_service.developers.models import Developer
 
 REQUIRED = ("external_id", "email", "country")
-OPTIONAL = ("name", "organization", "language", "is_active", "last_active_at", "attributes")
+OPTIONAL = ("name", "organization", "org_contact_email", "language", "is_active", "last_active_at", "attributes")
 COLUMNS = REQUIRED + OPTIONAL
 MAX_EMAIL = 254  # RFC 5321's limit on a forward path
 MAX_TEXT = {"external_id": 100, "name": 200, "organization": 200}
@@ -165,6 +165,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "country": lambda v: _country(_text(v)),
     "name": _text,
     "organization": _text,
+    "org_contact_email": lambda v: _email(_text(v)) if _text(v) else "",
     "language": lambda v: _language(_text(v)),
     "is_active": _bool,
     "last_active_at": _datetime,
@@ -241,12 +242,21 @@ def _upsert_orm(rows: list[dict[str, Any]], fields: list[str]) -> tuple[int, int
     return created, len(changed) - created, len(rows) - len(changed)
 
 
-# What a new account gets for a column the file does not have (Django sets these
-# defaults in Python, not in the schema, so the SQL path states them).
-SQL_DEFAULTS = {
-    "name": "''", "organization": "''", "language": "'en'", "is_active": "true",
-    "attributes": "'{}'::jsonb", "email_status": "'ok'", "created_at": "now()",
-}
+def _defaults_sql(columns: list[str]) -> tuple[list[str], list[str], list[Any]]:
+    """For the columns a file does not have: (column names, SQL expressions, parameters)
+    giving a new account the model's defaults (Django applies them in Python, so the
+    schema has none)."""
+    names, sql, params = [], [], []
+    for field in Developer._meta.concrete_fields:
+        if field.primary_key or field.column in columns:
+            continue
+        names.append(field.column)
+        if getattr(field, "auto_now_add", False):
+            sql.append("now()")
+        else:
+            sql.append(f"%s::{field.db_type(connection)}")
+            params.append(field.get_db_prep_save(field.get_default(), connection))
+    return names, sql, params
 
 
 def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int, int, int]:
@@ -254,7 +264,7 @@ def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int
     table = q(Developer._meta.db_table)
     columns = ["external_id", *fields]
     types = {c: Developer._meta.get_field(c).db_type(connection) for c in columns}
-    defaults = {c: sql for c, sql in SQL_DEFAULTS.items() if c not in columns}
+    default_columns, default_sql, default_params = _defaults_sql(columns)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS pg_temp.developer_import")
         cursor.execute(
@@ -269,8 +279,8 @@ def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int
         cursor.execute(
             f"""
             WITH written AS (
-                INSERT INTO {table} ({", ".join(map(q, [*columns, *defaults]))})
-                SELECT {", ".join([*map(q, columns), *defaults.values()])} FROM developer_import
+                INSERT INTO {table} ({", ".join(map(q, [*columns, *default_columns]))})
+                SELECT {", ".join([*map(q, columns), *default_sql])} FROM developer_import
                 ON CONFLICT (external_id) DO UPDATE
                 SET {", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in fields)}
                 WHERE {" OR ".join(f"{table}.{q(c)} IS DISTINCT FROM EXCLUDED.{q(c)}" for c in fields)}
@@ -279,7 +289,8 @@ def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int
             SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created),
                    (SELECT count(*) FROM developer_import)
             FROM written
-            """
+            """,
+            default_params,
         )
         created, updated, total = cursor.fetchone()
         cursor.execute("DROP TABLE developer_import")

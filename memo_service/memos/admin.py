@@ -363,6 +363,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
     events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple)
 
     class Meta:

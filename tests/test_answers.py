@@ -1,0 +1,103 @@
+"""The three answers on the developer's page, their history and the automation flags."""
+
+import datetime as dt
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from memo_service.memos.acks import ack_url
+from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.reports import memo_funnel
+
+pytestmark = pytest.mark.django_db
+PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limit():
+    cache.clear()
+
+
+@pytest.fixture
+def opened(client, memo, developers):
+    """The RU developer has the memo's page open, an hour after it was sent."""
+    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU",
+                            sent_at=timezone.now() - dt.timedelta(hours=1))
+    client.get(ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver"))
+    return f"/ack/memo/{memo.pk}/"
+
+
+def answer(client, page, **data):
+    return client.post(page, {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE, follow=True)
+
+
+def test_a_developer_can_say_their_region_is_wrong_and_acknowledge_later(client, opened, memo):
+    shown = answer(client, opened, response="disputes_region", country="KZ", comment="We moved to Almaty")
+    assert "you told us your region is wrong: you are in Kazakhstan" in shown.content.decode()
+    assert 'value="acknowledged"' in shown.content.decode()  # they can still acknowledge
+    dispute = Acknowledgement.objects.get()
+    assert (dispute.response, dispute.country_claimed.code, dispute.comment) == ("disputes_region", "KZ", "We moved to Almaty")
+
+    answer(client, opened, response="acknowledged")
+    assert list(Acknowledgement.objects.order_by("id").values_list("response", flat=True)) == [
+        "disputes_region", "acknowledged"
+    ]
+    funnel = memo_funnel(memo)
+    assert (funnel["acknowledged"], funnel["disputed"]) == (1, 0)
+
+
+def test_each_answer_is_recorded_once_and_nothing_after_an_acknowledgement(client, opened):
+    answer(client, opened, response="needs_help", comment="Which regions exactly?")
+    answer(client, opened, response="needs_help", comment="again")
+    answer(client, opened, response="acknowledged")
+    answer(client, opened, response="disputes_region", country="KZ")
+    assert sorted(Acknowledgement.objects.values_list("response", "comment")) == [
+        ("acknowledged", ""), ("needs_help", "Which regions exactly?")
+    ]
+
+
+@pytest.mark.parametrize("data, field, message", [
+    ({"response": "disputes_region", "country": ""}, "country", "Choose the country you are in."),
+    ({"response": "disputes_region", "country": "XX"}, "country", "Choose the country you are in."),
+    ({"response": "needs_help", "comment": "   "}, "comment", "Tell us what you need help with."),
+    ({"response": "needs_help", "comment": "x" * 2001}, "comment", "under 2000 characters"),
+    ({"response": "delete_everything"}, "response", "Choose one of the answers."),
+])
+def test_a_form_filled_in_wrongly_gets_a_clear_error_and_records_nothing(client, opened, data, field, message):
+    response = client.post(opened, {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
+    assert response.status_code == 400 and message in response.content.decode()
+    assert not Acknowledgement.objects.exists()
+
+
+@pytest.mark.parametrize("user_agent, interacted, sent_ago, reason", [
+    ("Mozilla/5.0 (compatible; Microsoft Office SafeLinks)", "1", 3600, "link scanner (safelinks)"),
+    ("python-requests/2.32", "1", 3600, "link scanner (python-requests)"),
+    (PHONE, "0", 3600, "no pointer, touch or key input"),
+    (PHONE, "1", 4, "answered 4 s after the email was sent"),
+    ("", "1", 3600, "no user agent"),
+])
+def test_answers_that_look_automated_are_flagged_with_the_reason(client, memo, developers, user_agent, interacted, sent_ago, reason):
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    Delivery.objects.create(memo=memo, developer=developers["cn"], status="sent", country="CN",
+                            sent_at=timezone.now() - dt.timedelta(seconds=sent_ago))
+    link = ack_url(memo.pk, developers["cn"].pk).removeprefix("http://testserver")
+    client.post(link, {"response": "acknowledged", "interacted": interacted}, HTTP_USER_AGENT=user_agent)
+    ack = Acknowledgement.objects.get()
+    assert ack.suspected_automation and any(reason in r for r in ack.automation_reasons), ack.automation_reasons
+    funnel = memo_funnel(memo)
+    assert (funnel["acknowledged"], funnel["acknowledged_suspected"]) == (1, 1)
+
+
+def test_a_person_on_a_phone_is_not_flagged(client, opened):
+    answer(client, opened, response="acknowledged")
+    assert Acknowledgement.objects.get().automation_reasons == []
+
+
+def test_the_funnel_counts_disputes_and_help_requests_without_an_acknowledgement(client, opened, memo):
+    answer(client, opened, response="needs_help", comment="help")
+    answer(client, opened, response="disputes_region", country="KZ")
+    funnel = memo_funnel(memo)
+    assert (funnel["acknowledged"], funnel["disputed"], funnel["needs_help"]) == (0, 1, 1)
+    assert funnel["by_country"]["RU"]["disputed"] == 1

@@ -1,0 +1,116 @@
+"""Outbound webhooks: the platform is told about answers and passed deadlines, signed."""
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from memo_service.memos import notify
+from memo_service.memos.acks import ack_url
+from memo_service.memos.models import Delivery, Memo, WebhookEndpoint, WebhookMessage
+from tests.loopback_provider import webhook_receiver
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def platform(db):
+    cache.clear()
+    with webhook_receiver() as receiver:
+        endpoint = WebhookEndpoint.objects.create(url=receiver.url, events=[e.value for e in WebhookEndpoint.Event])
+        receiver.endpoint = endpoint
+        yield receiver
+
+
+@pytest.fixture
+def sent(memo, developers):
+    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64, dispatched_at=timezone.now())
+    for key in ("cn", "ru"):
+        Delivery.objects.create(memo=memo, developer=developers[key], status="delivered",
+                                sent_at=timezone.now() - dt.timedelta(hours=1))
+    return memo
+
+
+def verify_signature(headers, body, secret):
+    parts = dict(p.split("=", 1) for p in headers["X-Memo-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(parts["v1"], expected)
+
+
+def test_an_acknowledgement_is_posted_to_the_platform_signed(client, sent, developers, platform, eager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(ack_url(sent.pk, developers["cn"].pk).removeprefix("http://testserver"),
+                    {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT="Mozilla/5.0 phone")
+    [(headers, body)] = platform.requests
+    assert headers["X-Memo-Event"] == "memo.acknowledged"
+    assert verify_signature(headers, body, platform.endpoint.secret)
+    data = json.loads(body)["data"]
+    assert (data["memo"], data["developer"], data["response"], data["content_hash"]) == (
+        sent.slug, "cn-1", "acknowledged", "c" * 64)
+    message = WebhookMessage.objects.get()
+    assert (message.status, message.attempts) == ("delivered", 1)
+    assert message.attempt_log.get().status_code == 200
+
+
+def test_a_failed_delivery_is_retried_with_backoff_and_each_attempt_is_logged(sent, platform):
+    platform.answers = [500, 503]
+    notify._enqueue("memo.disputed", [{"memo": sent.slug}])
+    message = WebhookMessage.objects.get()
+    notify.webhook_deliver(message_id=message.pk)
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)
+    first_wait = (message.next_attempt_at - timezone.now()).total_seconds()
+    assert 40 < first_wait < 80
+    assert notify.webhooks_retry_due() == 0  # not due yet
+    notify.webhook_deliver(message_id=message.pk)
+    message.refresh_from_db()
+    assert (message.next_attempt_at - timezone.now()).total_seconds() > first_wait
+    notify.webhook_deliver(message_id=message.pk)
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("delivered", 3)
+    assert list(message.attempt_log.order_by("id").values_list("status_code", flat=True)) == [500, 503, 200]
+
+
+def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
+    monkeypatch.setattr(notify, "MAX_ATTEMPTS", 2)
+    platform.answers = [500, 500]
+    notify._enqueue("memo.disputed", [{"memo": sent.slug}])
+    message = WebhookMessage.objects.get()
+    notify.webhook_deliver(message_id=message.pk)
+    notify.webhook_deliver(message_id=message.pk)
+    message.refresh_from_db()
+    assert (message.status, message.next_attempt_at) == ("failed", None)
+
+
+def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
+    platform.endpoint.url = "http://127.0.0.1:9/hooks"
+    platform.endpoint.save()
+    notify._enqueue("memo.disputed", [{"memo": sent.slug}])
+    message = WebhookMessage.objects.get()
+    notify.webhook_deliver(message_id=message.pk)
+    assert "ConnectionError" in message.attempt_log.get().error
+
+
+def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowledge(sent, developers, platform, monkeypatch, eager, django_capture_on_commit_callbacks):
+    from memo_service.memos.models import Acknowledgement
+
+    monkeypatch.setattr(notify, "PAGE", 1)
+    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="acknowledged", content_hash="c")
+    Memo.objects.filter(pk=sent.pk).update(ack_deadline=timezone.now() - dt.timedelta(minutes=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notify.memos_deadline_notify() == 1
+        assert notify.memos_deadline_notify() == 0  # once per memo
+    bodies = [json.loads(b) for _, b in platform.requests]
+    assert [b["event"] for b in bodies] == ["memo.deadline_passed"]
+    assert bodies[0]["data"]["not_acknowledged"] == ["ru-1"] and bodies[0]["data"]["pages"] == 1
+
+
+def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
+    platform.endpoint.events = ["memo.deadline_passed"]
+    platform.endpoint.save()
+    notify._enqueue("memo.acknowledged", [{}])
+    assert not WebhookMessage.objects.exists()

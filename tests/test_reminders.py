@@ -1,0 +1,92 @@
+"""Reminders go, before the deadline, only to those who have not answered."""
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from memo_service.memos import reminders
+from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.sending import delivery_send_batch
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sent(memo, developers):
+    """Sent 10 days ago with the default reminders (7 and 1 days before a deadline 8 days out)."""
+    Memo.objects.filter(pk=memo.pk).update(
+        status="sent", dispatched_at=timezone.now() - dt.timedelta(days=10),
+        ack_deadline=timezone.now() + dt.timedelta(days=8),
+    )
+    for key in ("cn", "ru", "us"):
+        Delivery.objects.create(memo=memo, developer=developers[key], status="delivered", country=developers[key].country.code,
+                                language=developers[key].language)
+    memo.refresh_from_db()
+    return memo
+
+
+def move_deadline(memo, days_from_now):
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=days_from_now))
+
+
+def reminder_ids(memo, sequence):
+    return list(Delivery.objects.filter(memo=memo, kind="reminder", sequence=sequence).values_list("id", flat=True))
+
+
+def test_nothing_is_due_before_the_first_reminder(sent):
+    assert reminders.reminders_send_due() == 0
+
+
+def test_the_first_reminder_goes_to_those_without_an_answer(sent, developers, mailgun):
+    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
+    developers["us"].email_status = "bounced"
+    developers["us"].save()
+    move_deadline(sent, 6)
+    assert reminders.reminders_send_due() == 1
+    assert reminders.reminders_send_due() == 0  # once
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
+    [message] = mailgun.accepted
+    assert message.first("to") == "Olga Petrova <ru-1@example.com>"
+    assert message.first("subject").startswith("Reminder: Access from Russia")
+    assert "You have not answered this memo yet" in message.first("text")
+    assert Delivery.objects.get(kind="reminder").status == "sent"
+
+
+def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mailgun):
+    move_deadline(sent, 6)
+    reminders.reminders_send_due()
+    Acknowledgement.objects.create(memo=sent, developer=developers["ru"], response="acknowledged", content_hash="c")
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
+    ru = Delivery.objects.get(kind="reminder", developer=developers["ru"])
+    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer answered first")
+    assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "John Smith <us-1@example.com>"}
+
+
+def test_the_last_reminder_is_in_their_language_and_copies_the_organisation_contact(sent, developers, mailgun):
+    developers["cn"].org_contact_email = "compliance@acme.example"
+    developers["cn"].save()
+    Memo.objects.filter(pk=sent.pk).update(reminders_sent=1)
+    move_deadline(sent, 0.5)
+    assert reminders.reminders_send_due() == 3
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 2))
+    cn = next(m for m in mailgun.accepted if "cn-1" in m.first("to"))
+    assert cn.first("cc") == "compliance@acme.example"
+    assert cn.first("subject").startswith("提醒：")
+    assert all(not m.first("cc") for m in mailgun.accepted if m is not cn)
+
+
+def test_a_reminder_whose_time_passed_before_the_memo_was_sent_is_not_sent(sent):
+    Memo.objects.filter(pk=sent.pk).update(dispatched_at=timezone.now() - dt.timedelta(hours=1))
+    move_deadline(sent, 3)  # the 7-day reminder was due before the memo went out
+    assert reminders.reminders_send_due() == 0
+
+
+def test_custom_reminder_templates_replace_the_built_in_one(sent, mailgun):
+    Memo.objects.filter(pk=sent.pk).update(reminder_subject="Last call, {{ developer.name }}", reminder_text="Answer please: {{ ack_url }}")
+    move_deadline(sent, 6)
+    reminders.reminders_send_due()
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
+    us = next(m for m in mailgun.accepted if "us-1" in m.first("to"))
+    assert us.first("subject") == "Last call, John Smith"
+    assert us.first("text").startswith("Answer please: http://testserver/ack/")
