@@ -29,7 +29,7 @@ run: $(VENV)/.installed
 	$(BIN)/python manage.py seed_demo
 	@echo
 	@echo "  memo-service is starting on $(SITE_URL)"
-	@echo "  admin:  $(SITE_URL)/admin/   (login admin / admin)"
+	@echo "  admin:  $(SITE_URL)/admin/   (login admin / admin; a second admin: approver / approver)"
 	@echo "  outbox: $(SITE_URL)/outbox/"
 	@echo "  Ctrl-C stops the web server, the worker and beat."
 	@echo

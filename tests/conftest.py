@@ -112,3 +112,23 @@ def eager(settings: Any) -> Iterator[None]:
         yield
     finally:
         app.conf.task_always_eager = False
+
+
+def approve(memo: Memo) -> Memo:
+    """Have the memo approved the way the admin does: its author asks, a second person approves."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from memo_service.memos.approval import memo_approve, memo_request_approval
+
+    User = get_user_model()
+    author = User.objects.filter(username="composer").first() or User.objects.create_user("composer", "composer@example.com", "pw-composer-1")
+    approver = User.objects.filter(username="approver").first()
+    if approver is None:
+        approver = User.objects.create_user("approver", "approver@example.com", "pw-approver-1", is_staff=True)
+        approver.groups.add(Group.objects.get(name="Approver"))
+    Memo.objects.filter(pk=memo.pk).update(author=author)
+    memo_request_approval(memo=memo, by=author)
+    memo_approve(memo=memo, by=approver)
+    memo.refresh_from_db()
+    return memo

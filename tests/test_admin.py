@@ -3,7 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.models import AuditEvent, Delivery, Memo
+from tests.conftest import approve, make_developer
 
 pytestmark = pytest.mark.django_db
 
@@ -64,25 +65,33 @@ def test_the_change_page_lists_template_variables_and_the_audience(admin_client,
 
 
 def test_the_send_button_confirms_then_queues_every_developer_in_the_audience(
-    admin_client, memo, django_capture_on_commit_callbacks, settings
+    admin_client, memo, django_capture_on_commit_callbacks, eager
 ):
+    approve(memo)
     url = reverse("admin:memos_memo_send", args=[memo.pk])
     confirm = admin_client.get(url).content.decode()
-    assert "2 developers" in confirm and Delivery.objects.count() == 0
-    settings.CELERY_TASK_ALWAYS_EAGER = True
-    from memo_service.celery import app
-    app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = admin_client.post(url, follow=True)
-    finally:
-        app.conf.task_always_eager = False
+    assert "2 developers" in confirm and "the audience is the one approved by approver" in confirm.lower()
+    assert Delivery.objects.count() == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, follow=True)
     assert "being queued" in response.content.decode()
     memo.refresh_from_db()
     assert memo.status == "sent" and len(memo.content_hash) == 64
     assert set(Delivery.objects.values_list("developer__external_id", "status")) == {
         ("cn-1", "sent"), ("ru-1", "sent")
     }
+    assert AuditEvent.objects.filter(action="memo.sent", object_id=str(memo.pk)).exists()
+
+
+def test_the_send_page_shows_audience_changes_and_needs_them_confirmed(admin_client, memo):
+    approve(memo)
+    make_developer("cn-2", "CN")
+    url = reverse("admin:memos_memo_send", args=[memo.pk])
+    page = admin_client.get(url).content.decode()
+    assert "The audience changed since" in page and "+1" in page
+    response = admin_client.post(url, follow=True)
+    assert "confirm to send" in response.content.decode()
+    assert not Delivery.objects.exists()
 
 
 def test_the_send_action_refuses_a_memo_already_sent(admin_client, memo):
@@ -92,7 +101,7 @@ def test_the_send_action_refuses_a_memo_already_sent(admin_client, memo):
         {"action": "send_selected", "_selected_action": [memo.pk]},
         follow=True,
     )
-    assert "only a draft or approved memo can be sent" in response.content.decode()
+    assert "only an approved memo can be sent" in response.content.decode()
     assert not Delivery.objects.exists()
 
 

@@ -8,7 +8,7 @@ from memo_service.developers.models import Developer
 from memo_service.memos import dispatch
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.tasks import send_batch
-from tests.conftest import make_developer
+from tests.conftest import approve, make_developer
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,7 @@ def test_send_memo_snapshots_the_audience_in_pages_and_enqueues_ids_after_commit
     make_developer("cn-inactive", "CN", is_active=False)
     monkeypatch.setattr(dispatch, "PAGE_SIZE", 3)
     monkeypatch.setattr(dispatch, "BATCH_SIZE", 2)
+    approve(memo)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         call_command("send_memo", memo.slug)
     deliveries = Delivery.objects.filter(memo=memo)
@@ -45,6 +46,7 @@ def test_send_memo_snapshots_the_audience_in_pages_and_enqueues_ids_after_commit
 
 
 def test_nothing_is_enqueued_when_the_transaction_rolls_back(memo, enqueued, django_capture_on_commit_callbacks):
+    approve(memo)
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(RuntimeError):
             with transaction.atomic():
@@ -52,10 +54,11 @@ def test_nothing_is_enqueued_when_the_transaction_rolls_back(memo, enqueued, dja
                 dispatch.memo_dispatch(memo_id=memo.pk)
                 raise RuntimeError("admin changed their mind")
     assert enqueued == [] and not Delivery.objects.exists()
-    assert Memo.objects.get(pk=memo.pk).status == "draft"
+    assert Memo.objects.get(pk=memo.pk).status == "approved"
 
 
 def test_a_rerun_resumes_an_interrupted_dispatch_without_duplicates(memo, enqueued):
+    approve(memo)
     dispatch.memo_send_start(memo=memo)
     Delivery.objects.create(memo=memo, developer=Developer.objects.get(external_id="cn-1"))
     call_command("send_memo", memo.slug)  # dispatched_at was never set: it resumes
@@ -68,11 +71,28 @@ def test_a_memo_already_sent_is_refused(memo):
         call_command("send_memo", str(memo.pk))
 
 
-def test_a_memo_that_does_not_render_is_refused(memo):
+def test_a_memo_changed_behind_the_admins_back_after_approval_is_refused(memo):
+    approve(memo)
     Memo.objects.filter(pk=memo.pk).update(text_body="{{ nope }}")
-    with pytest.raises(CommandError, match="does not render: en text_body: line 1"):
+    with pytest.raises(CommandError, match="changed after it was approved"):
         call_command("send_memo", memo.slug)
-    assert Memo.objects.get(pk=memo.pk).status == "draft" and not Delivery.objects.exists()
+    assert Memo.objects.get(pk=memo.pk).status == "approved" and not Delivery.objects.exists()
+
+
+def test_a_draft_is_refused(memo):
+    with pytest.raises(CommandError, match="only an approved memo can be sent"):
+        call_command("send_memo", memo.slug)
+
+
+def test_an_audience_that_changed_since_approval_needs_confirming(memo, enqueued):
+    approve(memo)
+    make_developer("cn-new", "CN")
+    Developer.objects.filter(external_id="ru-1").update(is_active=False)
+    with pytest.raises(CommandError, match=r"audience changed since approval \(added: CN \+1; removed: RU -1\)"):
+        call_command("send_memo", memo.slug)
+    assert not Delivery.objects.exists()
+    call_command("send_memo", memo.slug, "--accept-audience-changes")
+    assert set(Delivery.objects.values_list("developer__external_id", flat=True)) == {"cn-1", "cn-new"}
 
 
 def test_an_unknown_memo_gets_a_clear_error(db):
@@ -82,6 +102,7 @@ def test_an_unknown_memo_gets_a_clear_error(db):
 
 def test_an_empty_audience_finishes_at_once(memo, enqueued):
     memo.include_regions.clear()
+    approve(memo)
     call_command("send_memo", memo.slug)
     assert Memo.objects.get(pk=memo.pk).status == "sent" and enqueued == []
 
@@ -97,6 +118,7 @@ def test_a_template_that_fails_for_one_developers_data_is_refused_before_sending
     Memo.objects.filter(pk=memo.pk).update(
         text_body="{% if developer.external_id == 'ru-1' %}{{ developer.nope }}{% endif %}ok"
     )
+    approve(memo)
     with pytest.raises(CommandError, match="does not render for developer ru-1: line 1"):
         call_command("send_memo", memo.slug)
-    assert Memo.objects.get(pk=memo.pk).status == "draft" and not Delivery.objects.exists()
+    assert Memo.objects.get(pk=memo.pk).status == "approved" and not Delivery.objects.exists()

@@ -26,7 +26,7 @@ from django.urls import reverse
 
 from memo_service.celery import app
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
-from tests.conftest import make_developer, make_memo
+from tests.conftest import approve, make_developer, make_memo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -95,7 +95,7 @@ def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_mo
     make_developer("cn-1", "CN", "zh-hans", name="Wang Wei")
     make_developer("ru-1", "RU", name="Olga Petrova")
     make_developer("us-1", "US", name="John Smith")
-    memo = make_memo()
+    memo = approve(make_memo())
 
     response = client.post(
         reverse("admin:memos_memo_changelist"),

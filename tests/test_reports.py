@@ -47,7 +47,13 @@ def test_memo_status_prints_a_table_by_id(funnel_memo, capsys):
     assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "1", "0", "0", "0", "0"]
 
 
-def test_the_memo_page_shows_the_funnel(admin_client, funnel_memo):
-    page = admin_client.get(reverse("admin:memos_memo_change", args=[funnel_memo.pk])).content.decode()
-    assert "<th>acknowledged</th>" in page
+def test_the_dashboard_shows_the_funnel_per_country_and_a_chart(admin_client, funnel_memo):
+    page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])).content.decode()
+    assert "<th>acknowledged_suspected</th>" in page
     assert "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>" in page
+    assert "<svg" in page and "1 acknowledged of 4" in page and "deadline" in page
+
+
+def test_the_progress_endpoint_reports_the_send(admin_client, funnel_memo):
+    progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
+    assert (progress["total"], progress["queued"], progress["sent"], progress["failed"]) == (4, 0, 3, 1)

@@ -19,11 +19,13 @@ def test_seed_demo_loads_a_demo_that_shows_the_whole_flow():
     region = Region.objects.get(name="Unsupported regions")
     assert region.source and {c.code for c in region.countries} == {"CN", "HK", "MO", "RU", "IR", "KP", "SY", "CU"}
     memo = Memo.objects.get(slug="demo-restriction-notice")
-    assert memo.status == "draft" and memo.translations.get().language == "zh-hans"
+    assert memo.status == "approved" and memo.translations.get().language == "zh-hans"
+    assert memo.approver.username == "approver" and memo.author.username == "admin"
     assert rendering.memo_check(memo) == {}
     total, _ = audience_counts(memo)
     assert total > 100
     assert get_user_model().objects.get(username="admin").check_password("admin")
+    assert get_user_model().objects.get(username="approver").groups.get().name == "Approver"
 
 
 def test_running_seed_demo_again_changes_nothing():
@@ -36,4 +38,4 @@ def test_running_seed_demo_again_changes_nothing():
     after = list(Developer.objects.values_list("external_id", "email", "country", "language").order_by("id"))
     assert before == after
     assert Memo.objects.get().subject == "edited by an admin"
-    assert Region.objects.count() == 3 and get_user_model().objects.count() == 1  # the presets
+    assert Region.objects.count() == 3 and get_user_model().objects.count() == 2  # the presets

@@ -5,11 +5,13 @@ import pytest
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.sending import delivery_send_batch
+from tests.conftest import approve
 
 pytestmark = pytest.mark.django_db
 
 
 def queued(memo):
+    approve(memo)
     memo_send_start(memo=memo)
     memo_dispatch(memo_id=memo.pk)
     return list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))

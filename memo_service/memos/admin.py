@@ -3,24 +3,36 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.mail import EmailMultiAlternatives
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from memo_service.memos import rendering, sandbox
-from memo_service.memos.audience import audience_counts
-from memo_service.memos.dispatch import DispatchRefused, memo_send_start
-from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
+from memo_service.developers.models import Developer
+from memo_service.memos.approval import (
+    ApprovalRefused, audience_changes, memo_approve, memo_edited, memo_request_approval, memo_schedule,
+    memo_unschedule,
+)
+from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
+from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
+from memo_service.memos.disputes import DisputeInvalid, audit_record, dispute_resolve
 from memo_service.memos.models import (
-    Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo, MemoTranslation,
+    EDITABLE_STATUSES, Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo,
+    MemoTranslation,
     WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
 from memo_service.memos.evidence import evidence_verify
-from memo_service.memos.reports import evidence_csv, evidence_json, memo_funnel
+from memo_service.memos.reports import (
+    DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
+)
 from memo_service.memos.tasks import dispatch_memo
 
 VARIABLES_HELP = format_html(
@@ -58,7 +70,7 @@ class MemoForm(forms.ModelForm):
             # The admin saves in one transaction: this lock holds until the memo and its
             # translations are written, so a send cannot start in between.
             status = Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
-            if status != Memo.Status.DRAFT:
+            if status not in EDITABLE_STATUSES:
                 raise forms.ValidationError(
                     f"This memo is {status} now (it started while you were editing): it can no longer change."
                 )
@@ -111,10 +123,17 @@ class TranslationInline(admin.StackedInline):
         return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
 
 
-def _send(request: HttpRequest, memo: Memo) -> bool:
+def _memo_url(memo: Memo) -> str:
+    return reverse("admin:memos_memo_change", args=[memo.pk])
+
+
+def _start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool = False) -> bool:
     """Start a send and queue its dispatch; tells the admin what happened."""
     try:
-        memo_send_start(memo=memo)
+        memo_send_start(memo=memo, by=request.user, accept_audience_changes=accept_audience_changes)
+    except AudienceChanged as exc:
+        messages.error(request, f"{memo.title}: {exc} on its Send page.")
+        return False
     except DispatchRefused as exc:
         messages.error(request, str(exc))
         return False
@@ -123,11 +142,18 @@ def _send(request: HttpRequest, memo: Memo) -> bool:
     return True
 
 
+class ScheduleForm(forms.Form):
+    send_at = forms.SplitDateTimeField(
+        widget=admin.widgets.AdminSplitDateTime,
+        help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
+    )
+
+
 @admin.register(Memo)
 class MemoAdmin(admin.ModelAdmin):
     form = MemoForm
     inlines = [TranslationInline]
-    list_display = ["title", "slug", "status", "effective_date", "ack_deadline", "updated_at"]
+    list_display = ["title", "slug", "status", "effective_date", "ack_deadline", "scheduled_at", "updated_at"]
     list_filter = ["status"]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
@@ -135,19 +161,23 @@ class MemoAdmin(admin.ModelAdmin):
     actions = ["send_selected"]
     change_form_template = "admin/memos/memo/change_form.html"
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status"]}),
+        (None, {"fields": ["title", "slug", "status", "author", "approver", "approved_at", "scheduled_at"]}),
         ("Content (English, the fallback for languages without a translation)",
          {"fields": ["subject", "html_body", "text_body"], "description": VARIABLES_HELP}),
         ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
         ("Audience", {"fields": ["include_countries", "include_regions", "exclude_countries",
-                                 "active_only", "audience_summary"]}),
+                                 "active_only", "active_since", "attribute_filters", "audience_summary"]}),
         ("Reminders (to those who have not answered)",
          {"fields": ["reminder_days", "reminder_subject", "reminder_html", "reminder_text"],
           "description": "Leave the templates blank for the built-in reminder: “Reminder: ” before the "
                          "subject and a short note above the memo's own text, in the developer's language."}),
-        ("Results", {"fields": ["funnel_table", "content_hash", "dispatched_at"]}),
+        ("Results", {"fields": ["progress", "funnel_table", "content_hash", "dispatched_at"]}),
     ]
-    computed = ["status", "audience_summary", "funnel_table", "content_hash", "dispatched_at"]
+    computed = ["status", "author", "approver", "approved_at", "scheduled_at", "audience_summary", "progress",
+                "funnel_table", "content_hash", "dispatched_at"]
+
+    class Media:
+        js = ["memos/memo_page.js"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Memo | None = None) -> list[str]:
         if obj is not None and not obj.is_editable:
@@ -162,6 +192,16 @@ class MemoAdmin(admin.ModelAdmin):
         if not change:
             obj.author = request.user
         super().save_model(request, obj, form, change)
+        if not change:
+            audit_record(actor=request.user, action="memo.created", obj=obj)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        changed = list(form.changed_data) + [
+            f"{fs.prefix}" for fs in formsets if fs.has_changed()
+        ]
+        if change and changed:
+            memo_edited(memo=form.instance, by=request.user, fields=changed)
 
     @admin.display(description="audience now")
     def audience_summary(self, memo: Memo) -> str:
@@ -169,80 +209,190 @@ class MemoAdmin(admin.ModelAdmin):
             return "Save the memo to see how many developers its audience holds."
         total, by_country = audience_counts(memo)
         rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td></tr>", by_country)
+        explain = reverse("admin:memos_memo_explain", args=[memo.pk])
         return format_html(
-            "<strong>{} developers</strong><table><tr><th>country</th><th>developers</th></tr>{}</table>",
-            total, rows,
+            '<div id="audience-summary" data-url="{}"><strong>{} developers</strong>'
+            "<table><tr><th>country</th><th>developers</th></tr>{}</table></div>"
+            '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
+            ' <span id="explain-result"></span></p>',
+            reverse("admin:memos_memo_audience", args=[memo.pk]), total, rows, explain,
+        )
+
+    @admin.display(description="progress")
+    def progress(self, memo: Memo) -> str:
+        if memo.pk is None or memo.status in [Memo.Status.DRAFT, Memo.Status.AWAITING_APPROVAL,
+                                              Memo.Status.APPROVED, Memo.Status.SCHEDULED]:
+            return "Not sent yet."
+        return format_html(
+            '<div id="send-progress" data-url="{}"><progress max="100" value="0" style="width: 24em"></progress> '
+            '<span class="percent">…</span><div class="counts"></div></div>',
+            reverse("admin:memos_memo_progress", args=[memo.pk]),
         )
 
     @admin.display(description="funnel")
     def funnel_table(self, memo: Memo) -> str:
-        if memo.pk is None or memo.status == Memo.Status.DRAFT:
+        if memo.pk is None or memo.dispatched_at is None and memo.status != Memo.Status.SENDING:
             return "Not sent yet."
-        funnel = memo_funnel(memo)
-        columns = ["targeted", "sent", "delivered", "bounced", "failed", "acknowledged",
-                   "acknowledged_suspected", "disputed", "needs_help"]
-        head = format_html_join("", "<th>{}</th>", ((c,) for c in columns))
-        total = format_html_join("", "<td><strong>{}</strong></td>", ((funnel[c],) for c in columns))
-        rows = format_html_join(
-            "", "<tr><td>{}</td>{}</tr>",
-            ((code, format_html_join("", "<td>{}</td>", ((row[c],) for c in columns)))
-             for code, row in funnel["by_country"].items()),
-        )
-        return format_html(
-            "<table><tr><th>country</th>{}</tr><tr><td><strong>all</strong></td>{}</tr>{}</table>",
-            head, total, rows,
-        )
+        return format_html('<a href="{}">Dashboard: funnel per country and acknowledgements over time</a>',
+                           reverse("admin:memos_memo_dashboard", args=[memo.pk]))
 
-    @admin.action(description="Send selected memos")
+    @admin.action(description="Send selected memos", permissions=["send"])
     def send_selected(self, request: HttpRequest, queryset: QuerySet[Memo]) -> None:
         for memo in queryset:
-            _send(request, memo)
+            _start_send(request, memo)
+
+    def has_send_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return request.user.has_perm("memos.send_memo")
+
+    def has_approve_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return request.user.has_perm("memos.approve_memo")
 
     def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        routes = {
+            "send": self.send_view, "approve": self.approve_view, "request-approval": self.request_approval_view,
+            "schedule": self.schedule_view, "unschedule": self.unschedule_view, "preview": self.preview_view,
+            "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
+            "explain": self.explain_view, "verify": self.verify_view,
+        }
         return [
-            path("<path:object_id>/send/", self.admin_site.admin_view(self.send_view), name="memos_memo_send"),
-            path("<path:object_id>/evidence.<str:fmt>", self.admin_site.admin_view(self.evidence_view),
-                 name="memos_memo_evidence"),
-            path("<path:object_id>/verify/", self.admin_site.admin_view(self.verify_view), name="memos_memo_verify"),
+            *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
+              for name, fn in routes.items()),
+            path("<path:object_id>/evidence.<str:fmt>", view(self.evidence_view), name="memos_memo_evidence"),
             *super().get_urls(),
         ]
 
-    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
+    def _memo(self, request: HttpRequest, object_id: str, permission: str = "view") -> Memo:
         memo = get_object_or_404(Memo, pk=object_id)
-        if not self.has_view_permission(request, memo):
-            return HttpResponse(status=403)
-        return _evidence_response(memo, fmt)
+        if not getattr(self, f"has_{permission}_permission")(request, memo):
+            raise PermissionDenied
+        return memo
+
+    def _page(self, request: HttpRequest, memo: Memo, template: str, title: str, **context: Any) -> TemplateResponse:
+        return TemplateResponse(request, template, {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "memo": memo,
+            "original": memo, "change_url": _memo_url(memo), "title": title, **context,
+        })
+
+    def request_approval_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "change")
+        if request.method == "POST":
+            try:
+                memo_request_approval(memo=memo, by=request.user)
+                messages.success(request, f"“{memo.title}” now awaits a second person's approval.")
+            except ApprovalRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(_memo_url(memo))
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "approve")
+        if request.method == "POST":
+            try:
+                memo_approve(memo=memo, by=request.user)
+                messages.success(request, f"Approved “{memo.title}”: its content and audience are frozen.")
+            except ApprovalRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(_memo_url(memo))
+
+    def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "send")
+        if request.method == "POST":
+            _start_send(request, memo, accept_audience_changes=request.POST.get("accept_audience_changes") == "on")
+            return HttpResponseRedirect(_memo_url(memo))
+        total, by_country = audience_counts(memo)
+        changes = audience_changes(memo) if memo.status in [Memo.Status.APPROVED, Memo.Status.SCHEDULED] else None
+        return self._page(request, memo, "admin/memos/memo/send_confirm.html", f"Send “{memo.title}”?",
+                          total=total, by_country=by_country, changes=changes)
+
+    def schedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "send")
+        form = ScheduleForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                memo_schedule(memo=memo, at=form.cleaned_data["send_at"], by=request.user)
+                messages.success(request, f"“{memo.title}” will be sent at {form.cleaned_data['send_at']:%Y-%m-%d %H:%M %Z}.")
+                return HttpResponseRedirect(_memo_url(memo))
+            except ApprovalRefused as exc:
+                form.add_error("send_at", str(exc))
+        return self._page(request, memo, "admin/memos/memo/schedule.html", f"Schedule “{memo.title}”", form=form)
+
+    def unschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "send")
+        if request.method == "POST":
+            try:
+                memo_unschedule(memo=memo, by=request.user)
+                messages.success(request, f"The scheduled send of “{memo.title}” is cancelled; it stays approved.")
+            except ApprovalRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(_memo_url(memo))
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id)
+        languages = [rendering.FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
+        params = request.POST if request.method == "POST" else request.GET
+        language = params.get("language") if params.get("language") in languages else None
+        sample = list(memo_audience(memo).order_by("id")[:50])
+        developer = next((d for d in sample if d.external_id == params.get("developer")), None)
+        if developer is None and params.get("developer"):
+            developer = Developer.objects.filter(external_id=params["developer"]).first()
+        developer = developer or (sample[0] if sample else None)
+        email = error = None
+        if developer is not None:
+            context = rendering.developer_context(developer)
+            if language:
+                context["language"] = language
+            try:
+                # A dead link: a preview must not let anyone answer for the developer.
+                used, email = rendering.MemoRenderer(memo).render(context, f"{settings.SITE_URL}/ack/preview/")
+                language = used
+            except Exception as exc:  # shown to the admin, with its line
+                error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
+        if request.method == "POST" and email is not None:
+            if not request.user.email:
+                messages.error(request, "Your account has no email address to send the test to.")
+            else:
+                EmailMultiAlternatives(
+                    subject=f"[TEST] {email.subject}", body=email.text, to=[request.user.email],
+                    alternatives=[(email.html, "text/html")],
+                ).send()
+                audit_record(actor=request.user, action="memo.test_sent", obj=memo,
+                             developer=developer.external_id if developer else None, language=language)
+                messages.success(request, f"Test sent to {request.user.email}.")
+        return self._page(request, memo, "admin/memos/memo/preview.html", f"Preview “{memo.title}”",
+                          sample=sample, developer=developer, languages=languages, language=language,
+                          email=email, error=error)
+
+    def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        memo = self._memo(request, object_id)
+        return self._page(request, memo, "admin/memos/memo/dashboard.html", f"Dashboard: {memo.title}",
+                          funnel=memo_funnel(memo), chart=mark_safe(ack_chart_svg(memo)),
+                          columns=DASHBOARD_COLUMNS)
+
+    def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        return JsonResponse(memo_progress(self._memo(request, object_id)))
+
+    def audience_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        total, by_country = audience_counts(self._memo(request, object_id))
+        return JsonResponse({"total": total, "by_country": [[c, n, k] for c, n, k in by_country]})
+
+    def explain_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        memo = self._memo(request, object_id)
+        developer = Developer.objects.filter(external_id=request.GET.get("developer", "")[:100]).first()
+        if developer is None:
+            return JsonResponse({"explanation": "No developer with that external id."})
+        return JsonResponse({"explanation": audience_explain(memo, developer)})
+
+    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
+        return _evidence_response(self._memo(request, object_id), fmt)
 
     def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        memo = get_object_or_404(Memo, pk=object_id)
-        if not self.has_view_permission(request, memo):
-            return HttpResponse(status=403)
+        memo = self._memo(request, object_id)
         result = evidence_verify(memo)
         if result.ok:
             messages.success(request, f"Evidence verifies: {result.records} records, chain intact.")
         else:
             messages.error(request, f"Evidence does NOT verify: {result.problem}")
-        return HttpResponseRedirect(reverse("admin:memos_memo_change", args=[memo.pk]))
-
-    def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        memo = get_object_or_404(Memo, pk=object_id)
-        if not self.has_change_permission(request, memo):
-            return HttpResponse(status=403)
-        change_url = reverse("admin:memos_memo_change", args=[memo.pk])
-        if request.method == "POST":
-            _send(request, memo)
-            return HttpResponseRedirect(change_url)
-        total, by_country = audience_counts(memo)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "memo": memo,
-            "total": total,
-            "by_country": by_country,
-            "change_url": change_url,
-            "title": f"Send “{memo.title}”?",
-        }
-        return TemplateResponse(request, "admin/memos/memo/send_confirm.html", context)
+        return HttpResponseRedirect(_memo_url(memo))
 
 
 def _evidence_response(memo: Memo, fmt: str) -> HttpResponse:

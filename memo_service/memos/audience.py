@@ -26,7 +26,33 @@ def memo_audience(memo: Memo) -> QuerySet[Developer]:
     developers = Developer.objects.filter(country__in=list(audience_reasons(memo)))
     if memo.active_only:
         developers = developers.filter(is_active=True)
+    if memo.active_since:
+        developers = developers.filter(last_active_at__date__gte=memo.active_since)
+    for key, value in (memo.attribute_filters or {}).items():
+        developers = developers.filter(**{f"attributes__{key}": value})
     return developers
+
+
+def audience_explain(memo: Memo, developer: Developer) -> str:
+    """One line: why this developer is, or is not, in the memo's audience."""
+    reasons = audience_reasons(memo)
+    code = developer.country.code
+    if code not in reasons:
+        excluded = code in {c.code for c in memo.exclude_countries}
+        return f"{developer.external_id} is not included: {code} is " + (
+            "an excluded country" if excluded else "in no included country or region"
+        )
+    if memo.active_only and not developer.is_active:
+        return f"{developer.external_id} is not included: the account is inactive"
+    if memo.active_since and (developer.last_active_at is None or developer.last_active_at.date() < memo.active_since):
+        return f"{developer.external_id} is not included: not active since {memo.active_since}"
+    for key, value in (memo.attribute_filters or {}).items():
+        if (developer.attributes or {}).get(key) != value:
+            return f"{developer.external_id} is not included: attribute {key} is not {value!r}"
+    extra = [*(["active"] if memo.active_only else []),
+             *([f"active since {memo.active_since}"] if memo.active_since else []),
+             *(f"{k} = {v!r}" for k, v in (memo.attribute_filters or {}).items())]
+    return f"{developer.external_id} is included: {reasons[code]}" + (f"; {', '.join(extra)}" if extra else "")
 
 
 def audience_counts(memo: Memo) -> tuple[int, list[tuple[str, str, int]]]:

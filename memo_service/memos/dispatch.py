@@ -9,6 +9,7 @@ only once its rows are committed. Every step can be rerun: Delivery rows are uni
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -31,11 +32,21 @@ BATCH_SIZE = 100
 # About a second of rendering: every recipient of all but the very largest memos.
 AUDIENCE_CHECK_LIMIT = 20_000
 
-STARTABLE = [Memo.Status.DRAFT, Memo.Status.APPROVED, Memo.Status.SCHEDULED]
+STARTABLE = [Memo.Status.APPROVED, Memo.Status.SCHEDULED]
 
 
 class DispatchRefused(Exception):
     pass
+
+
+class AudienceChanged(DispatchRefused):
+    """The audience changed since approval and the sender has not confirmed it."""
+
+    def __init__(self, changes: dict[str, object]) -> None:
+        added = ", ".join(f"{c} +{n}" for c, n in changes["added"].items()) or "none"  # type: ignore[attr-defined]
+        removed = ", ".join(f"{c} -{n}" for c, n in changes["removed"].items()) or "none"  # type: ignore[attr-defined]
+        super().__init__(f"the audience changed since approval (added: {added}; removed: {removed}); confirm to send")
+        self.changes = changes
 
 
 @dataclass
@@ -44,16 +55,25 @@ class DispatchResult:
     enqueued: int
 
 
-def memo_send_start(*, memo: Memo) -> None:
-    """Check the memo renders for its whole audience, freeze its content hash and mark it
-    sending. Rerunning it on a memo whose dispatch was interrupted is allowed (it resumes).
+def memo_send_start(*, memo: Memo, by: Any = None, accept_audience_changes: bool = False) -> None:
+    """Check the approved memo renders for its whole audience and that its audience is
+    what was approved (or the sender accepts the changes), then mark it sending.
+    Rerunning it on a memo whose dispatch was interrupted is allowed (it resumes).
     """
+    from memo_service.memos.approval import audience_changes
+    from memo_service.memos.disputes import audit_record
+
     memo = Memo.objects.get(pk=memo.pk)
     if memo.status == Memo.Status.SENDING and memo.dispatched_at is None:
         return
     if memo.status not in STARTABLE:
-        raise DispatchRefused(f"memo {memo.slug} is {memo.status}; only a draft or approved memo can be sent")
+        raise DispatchRefused(f"memo {memo.slug} is {memo.status}; only an approved memo can be sent")
     checked_hash = rendering.memo_content_hash(memo)
+    if checked_hash != memo.content_hash:
+        raise DispatchRefused(f"memo {memo.slug} changed after it was approved; it needs a new approval")
+    changes = audience_changes(memo)
+    if changes["any"] and not accept_audience_changes:
+        raise AudienceChanged(changes)
     problems = rendering.memo_check(memo)
     if problems:
         detail = "; ".join(
@@ -67,9 +87,8 @@ def memo_send_start(*, memo: Memo) -> None:
             raise DispatchRefused(f"memo {memo.slug} was started by someone else")
         if rendering.memo_content_hash(locked) != checked_hash:
             raise DispatchRefused(f"memo {memo.slug} was edited while it was being checked; send it again")
-        Memo.objects.filter(pk=memo.pk).update(
-            status=Memo.Status.SENDING, content_hash=checked_hash, send_started_at=timezone.now()
-        )
+        Memo.objects.filter(pk=memo.pk).update(status=Memo.Status.SENDING, send_started_at=timezone.now())
+        audit_record(actor=by, action="memo.sent", obj=memo, audience_changes=changes)
 
 
 def _render_for_audience(memo: Memo) -> None:

@@ -23,6 +23,7 @@ class Memo(models.Model):
 
     class Status(models.TextChoices):
         DRAFT = "draft", "draft"
+        AWAITING_APPROVAL = "awaiting_approval", "awaiting approval"
         APPROVED = "approved", "approved"
         SCHEDULED = "scheduled", "scheduled"
         SENDING = "sending", "sending"
@@ -46,6 +47,13 @@ class Memo(models.Model):
     active_only = models.BooleanField(
         default=True, help_text="Only developers whose account is active."
     )
+    active_since = models.DateField(
+        null=True, blank=True, help_text="Only developers active on the platform since this day."
+    )
+    attribute_filters = models.JSONField(
+        default=dict, blank=True,
+        help_text='Only developers whose attributes have these values, e.g. {"plan": "pro"}.',
+    )
     reminder_days = models.JSONField(
         default=default_reminder_days, blank=True,
         help_text="Days before the deadline to remind those who have not answered, e.g. [7, 1].",
@@ -57,7 +65,7 @@ class Memo(models.Model):
     deadline_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     reminders_sent = models.PositiveSmallIntegerField(default=0, editable=False)
 
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="+",
@@ -67,6 +75,10 @@ class Memo(models.Model):
         related_name="+",
     )
     content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    approved_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The audience rules as approved (the countries of each region at that moment too).
+    approved_rules = models.JSONField(default=dict, blank=True, editable=False)
+    scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
     send_started_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Set once every Delivery row exists; until then a rerun of send_memo resumes paging.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -75,13 +87,29 @@ class Memo(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("approve_memo", "Can approve memos"), ("send_memo", "Can send and schedule memos")]
 
     def __str__(self) -> str:
         return self.title
 
     @property
     def is_editable(self) -> bool:
-        return self.status == self.Status.DRAFT
+        """Until it starts sending; editing an approved memo returns it to draft."""
+        return self.status in EDITABLE_STATUSES
+
+
+EDITABLE_STATUSES = [Memo.Status.DRAFT, Memo.Status.AWAITING_APPROVAL, Memo.Status.APPROVED, Memo.Status.SCHEDULED]
+
+
+class AudienceSnapshot(models.Model):
+    """Who the audience held when the memo was approved, to show what changed by send time."""
+
+    memo = models.ForeignKey(Memo, on_delete=models.CASCADE, related_name="+")
+    developer_id = models.BigIntegerField()
+    country = models.CharField(max_length=2)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["memo", "developer_id"], name="one_snapshot_row")]
 
 
 class MemoTranslation(models.Model):

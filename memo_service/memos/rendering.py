@@ -132,20 +132,26 @@ def memo_context(memo: Memo, developer: dict[str, Any], ack_url: str) -> dict[st
 
 
 def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> dict[str, str]:
-    """Trial-render templates for a sample developer; returns {field: error} (empty if fine).
+    """Trial-render templates for a sample developer; returns {field: error} (empty if fine)."""
+    return templates_check_languages(memo=memo, sources_by_language={language: sources}).get(language, {})
 
-    Runs in a child process with a memory limit and a deadline, so a runaway template
+
+def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Trial-render each language's templates for a sample developer speaking it;
+    returns {language: {field: error}} for those that fail.
+
+    Runs in one child process with a memory limit and a deadline, so a runaway template
     is reported instead of hanging the admin.
     """
-    context = memo_context(
-        memo, {**SAMPLE_DEVELOPER, "language": language}, f"{settings.SITE_URL}/ack/sample/"
-    )
-    request = {
-        "sources": sources,
-        "context": json.loads(json.dumps(context, default=str)),
-        "seconds": TRIAL_SECONDS,
-        "memory_bytes": TRIAL_MEMORY_BYTES,
-    }
+    jobs = []
+    for language, sources in sources_by_language.items():
+        context = memo_context(
+            memo, {**SAMPLE_DEVELOPER, "language": language}, f"{settings.SITE_URL}/ack/sample/"
+        )
+        context = json.loads(json.dumps(context, default=str))
+        jobs += [{"key": f"{language}/{field}", "field": field, "source": source, "context": context}
+                 for field, source in sources.items()]
+    request = {"jobs": jobs, "seconds": TRIAL_SECONDS, "memory_bytes": TRIAL_MEMORY_BYTES}
     try:
         output = subprocess.run(
             [sys.executable, "-I", sandbox.__file__],
@@ -153,32 +159,29 @@ def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> di
             capture_output=True,
             text=True,
             env={},
-            timeout=TRIAL_SECONDS * len(sources) + 10,
+            timeout=TRIAL_SECONDS * len(jobs) + 10,
         ).stdout
     except subprocess.TimeoutExpired as exc:  # results printed before the hang still count
         output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    results = {r["field"]: r for r in map(json.loads, output.splitlines())}
-    errors = {}
-    for field in sources:
-        result = results.get(field)
+    results = {r["key"]: r for r in map(json.loads, output.splitlines())}
+    problems: dict[str, dict[str, str]] = {}
+    for job in jobs:
+        language, field = job["key"].split("/", 1)
+        result = results.get(job["key"])
         if result is None:
-            errors[field] = "the template could not be rendered (too slow or too big)"
+            problems.setdefault(language, {})[field] = "the template could not be rendered (too slow or too big)"
         elif not result["ok"]:
             where = f"line {result['line']}: " if result.get("line") else ""
-            errors[field] = f"{where}{result['error']}"
-    return errors
+            problems.setdefault(language, {})[field] = f"{where}{result['error']}"
+    return problems
 
 
 def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
     """Trial-render every language of a saved memo, reminders too; {language: {field: error}}."""
-    problems = {}
-    for obj in [memo, *memo.translations.all()]:
-        language = getattr(obj, "language", FALLBACK_LANGUAGE)
-        sources = {**_sources(obj), **reminder_sources(obj)}
-        errors = templates_check(memo=memo, sources=sources, language=language)
-        if errors:
-            problems[language] = errors
-    return problems
+    return templates_check_languages(memo=memo, sources_by_language={
+        getattr(obj, "language", FALLBACK_LANGUAGE): {**_sources(obj), **reminder_sources(obj)}
+        for obj in [memo, *memo.translations.all()]
+    })
 
 
 class MemoRenderer:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models.functions import TruncHour
 
 from django.utils import timezone
 
@@ -169,3 +170,70 @@ def evidence_json(memo: Memo) -> Iterator[str]:
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
     yield "\n]}\n"
+
+
+# --- live progress and the dashboard ----------------------------------------------------
+
+DASHBOARD_COLUMNS = [
+    "targeted", "sent", "delivered", "bounced", "failed", "acknowledged", "acknowledged_suspected",
+    "disputed", "needs_help",
+]
+
+
+def memo_progress(memo: Memo) -> dict[str, Any]:
+    """How far the send is: queued (not yet handed over), sent, failed, delivered."""
+    counts = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).aggregate(
+        total=Count("id"),
+        queued=Count("id", filter=Q(status__in=[S.QUEUED, S.SENDING])),
+        sent=Count("id", filter=Q(status__in=SENT)),
+        delivered=Count("id", filter=Q(status__in=[S.DELIVERED, S.COMPLAINED])),
+        failed=Count("id", filter=Q(status__in=[S.FAILED, S.OUTCOME_UNKNOWN])),
+    )
+    total = counts["total"]
+    done = total - counts["queued"]
+    counts["percent"] = 100 if total and done == total and memo.dispatched_at else (done * 100 // total if total else 0)
+    counts["status"] = memo.status
+    return counts
+
+
+def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
+    """Acknowledgements over time against the deadline, as inline SVG (no external assets)."""
+    start = memo.send_started_at or memo.approved_at or memo.created_at
+    end = max(filter(None, [timezone.now(), memo.ack_deadline]))
+    hours = (
+        Acknowledgement.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
+        .annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
+    )
+    targeted = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).count() or 1
+    pad, span = 40, max((end - start).total_seconds(), 1)
+
+    def x(t: Any) -> float:
+        return pad + (width - 2 * pad) * max(0.0, (t - start).total_seconds()) / span
+
+    def y(n: int) -> float:
+        return height - pad - (height - 2 * pad) * n / targeted
+
+    points, total = [f"{x(start):.1f},{y(0):.1f}"], 0
+    for row in hours:
+        points.append(f"{x(row['hour']):.1f},{y(total):.1f}")
+        total += row["n"]
+        points.append(f"{x(row['hour']):.1f},{y(total):.1f}")
+    points.append(f"{x(min(timezone.now(), end)):.1f},{y(total):.1f}")
+    deadline = ""
+    if memo.ack_deadline:
+        dx = x(memo.ack_deadline)
+        deadline = (f'<line x1="{dx:.1f}" y1="{pad}" x2="{dx:.1f}" y2="{height - pad}" stroke="#cf222e" stroke-dasharray="4 3"/>'
+                    f'<text x="{dx - 4:.1f}" y="{pad - 6}" text-anchor="end" font-size="12" fill="#cf222e">deadline {memo.ack_deadline:%Y-%m-%d}</text>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="acknowledgements over time" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" style="background:#fff;border:1px solid #ddd">'
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
+        f'<text x="{pad}" y="{height - 12}" font-size="12">{start:%Y-%m-%d}</text>'
+        f'<text x="{width - pad}" y="{height - 12}" font-size="12" text-anchor="end">{end:%Y-%m-%d}</text>'
+        f'<text x="{pad - 6}" y="{pad + 4}" font-size="12" text-anchor="end">{targeted}</text>'
+        f'<text x="{pad - 6}" y="{height - pad}" font-size="12" text-anchor="end">0</text>'
+        f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{" ".join(points)}"/>'
+        f'{deadline}<text x="{width - pad}" y="{pad - 6}" font-size="12" text-anchor="end">{total} acknowledged of {targeted}</text>'
+        "</svg>"
+    )

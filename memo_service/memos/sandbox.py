@@ -167,22 +167,23 @@ def _context(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "memo": memo}
 
 
-def trial_render(sources: dict[str, str], context: dict[str, Any], seconds: float) -> Iterator[dict[str, Any]]:
-    """Compile and render each field; yields one result per field."""
-    for field, source in sources.items():
+def trial_render(jobs: list[dict[str, Any]], seconds: float) -> Iterator[dict[str, Any]]:
+    """Compile and render each job ({key, field, source, context}); yields one result each."""
+    for job in jobs:
+        key, field, source = job["key"], job["field"], job["source"]
         template = None
         try:
             template = environment_for(field).from_string(source)
             sys.settrace(_budget_tracer(time.monotonic() + seconds, template))
             try:
-                output = render_limited(template, context)
+                output = render_limited(template, _context(job["context"]))
             finally:
                 sys.settrace(None)
-            yield {"field": field, "ok": True, "output_chars": len(output)}
+            yield {"key": key, "ok": True, "output_chars": len(output)}
         except TooSlow as exc:
-            yield {"field": field, "ok": False, "error": str(exc), "line": exc.line}
+            yield {"key": key, "ok": False, "error": str(exc), "line": exc.line}
         except Exception as exc:  # every failure is reported to the admin, with its line
-            yield {"field": field, "ok": False, "error": describe(exc), "line": template_line(exc)}
+            yield {"key": key, "ok": False, "error": describe(exc), "line": template_line(exc)}
 
 
 def main() -> None:
@@ -197,8 +198,7 @@ def main() -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    context = _context(request["context"])
-    for result in trial_render(request["sources"], context, request["seconds"]):
+    for result in trial_render(request["jobs"], request["seconds"]):
         print(json.dumps(result), flush=True)
 
 

@@ -6,14 +6,17 @@ import random
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from memo_service.developers.models import Developer, Region
 from memo_service.developers.regions import PRESETS
+from memo_service.memos.approval import memo_approve, memo_request_approval
 from memo_service.memos.models import Memo, MemoTranslation
 
 DEMO_ADMIN = ("admin", "admin")
+DEMO_APPROVER = ("approver", "approver")
 DEVELOPERS = 500
 UNSUPPORTED, REGION_SOURCE = PRESETS["Unsupported regions"]
 SUPPORTED = [
@@ -105,7 +108,10 @@ def demo_developers() -> list[Developer]:
 
 
 class Command(BaseCommand):
-    help = "Load demo developers, the 'Unsupported regions' region, a draft memo and an admin login (idempotent)."
+    help = (
+        "Load demo developers, the 'Unsupported regions' region, a memo approved by a demo "
+        "approver, and the admin and approver logins (idempotent)."
+    )
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -125,16 +131,28 @@ class Command(BaseCommand):
                 "active_only": True,
             },
         )
+        User = get_user_model()
+        username, password = DEMO_ADMIN
+        admin = User.objects.filter(username=username).first() or User.objects.create_superuser(
+            username, "admin@example.com", password
+        )
+        approver = User.objects.filter(username=DEMO_APPROVER[0]).first()
+        if approver is None:
+            approver = User.objects.create_user(*DEMO_APPROVER[:1], email="approver@example.com",
+                                                password=DEMO_APPROVER[1], is_staff=True)
+            approver.groups.add(Group.objects.get(name="Approver"))
         if memo_created:
             memo.include_regions.add(region)
             MemoTranslation.objects.create(
                 memo=memo, language="zh-hans", subject=SUBJECT_ZH, html_body=HTML_ZH, text_body=TEXT_ZH
             )
-        User = get_user_model()
-        username, password = DEMO_ADMIN
-        if not User.objects.filter(username=username).exists():
-            User.objects.create_superuser(username, "admin@example.com", password)
+            # Approved by a second person, so `make run` shows the whole flow at once.
+            Memo.objects.filter(pk=memo.pk).update(author=admin)
+            memo_request_approval(memo=memo, by=admin)
+            memo_approve(memo=memo, by=approver)
+            memo.refresh_from_db()
         self.stdout.write(
             f"Demo data: {Developer.objects.count()} developers, region {region.name!r}, "
-            f"memo {memo.slug!r} ({memo.status}); admin login {username} / {password}."
+            f"memo {memo.slug!r} ({memo.status}); logins {username} / {password} (admin), "
+            f"{DEMO_APPROVER[0]} / {DEMO_APPROVER[1]} (approver)."
         )

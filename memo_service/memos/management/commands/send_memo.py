@@ -1,24 +1,32 @@
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
 
 from memo_service.memos.dispatch import DispatchRefused, memo_dispatch, memo_send_start
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
+from memo_service.memos.models import Delivery, Memo
+
+POLL_S = 1.0
 
 
 class Command(BaseCommand):
     help = (
-        "Send a memo: snapshot its audience as deliveries and queue them for the workers. "
-        "Rerunning it resumes an interrupted dispatch and never sends anyone twice."
+        "Send an approved memo: snapshot its audience as deliveries and queue them for the "
+        "workers. Rerunning it resumes an interrupted dispatch and never sends anyone twice."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("memo", help="memo id or slug")
+        parser.add_argument("--accept-audience-changes", action="store_true",
+                            help="send even if the audience changed since approval")
+        parser.add_argument("--wait", action="store_true", help="show a progress bar until every delivery is settled")
 
     def handle(self, *args: Any, memo: str, **options: Any) -> None:
         target = memo_by_ref(memo)
         try:
-            memo_send_start(memo=target)
+            memo_send_start(memo=target, accept_audience_changes=options["accept_audience_changes"])
             result = memo_dispatch(
                 memo_id=target.pk,
                 progress=lambda n: self.stderr.write(f"\rqueued {n} deliveries", ending=""),
@@ -30,3 +38,18 @@ class Command(BaseCommand):
             f"{target.slug}: {result.targeted} developers targeted, "
             f"{result.enqueued} deliveries queued for the workers."
         )
+        if options["wait"]:
+            self._wait(target, result.targeted)
+
+    def _wait(self, memo: Memo, total: int) -> None:
+        initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
+        pending = [Delivery.Status.QUEUED, Delivery.Status.SENDING]
+        with tqdm(total=total, unit=" emails", file=self.stderr._out) as bar:
+            while True:
+                done = initial.exclude(status__in=pending).count()
+                bar.update(done - bar.n)
+                if done >= total:
+                    break
+                time.sleep(POLL_S)
+        failed = initial.filter(status=Delivery.Status.FAILED).count()
+        self.stdout.write(f"{memo.slug}: all {total} settled, {failed} failed.")

@@ -1,0 +1,150 @@
+"""Two-person approval and scheduling.
+
+draft ─request─► awaiting_approval ─approve (not the author)─► approved ─schedule─► scheduled
+  ▲                                                                │                   │
+  └──────────── any edit voids the approval ◄──────────────────────┴───────────────────┘
+approved or scheduled ─► sending (dispatch.memo_send_start) ─► sent
+
+Approval freezes the content (its hash) and the audience rules, and snapshots who the
+audience held, so the sender sees what changed since.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef
+from django.utils import timezone
+
+from memo_service.memos import rendering
+from memo_service.memos.audience import audience_reasons, memo_audience
+from memo_service.memos.disputes import audit_record
+from memo_service.memos.models import AudienceSnapshot, Memo
+
+S = Memo.Status
+SNAPSHOT_PAGE = 5_000  # rows per insert while snapshotting the audience
+
+
+class ApprovalRefused(Exception):
+    pass
+
+
+def _transition(memo: Memo, allowed: list[str], **changes: Any) -> None:
+    """Change status (and fields) only if the memo is still in an allowed status."""
+    if not Memo.objects.filter(pk=memo.pk, status__in=allowed).update(**changes):
+        current = Memo.objects.values_list("status", flat=True).get(pk=memo.pk)
+        raise ApprovalRefused(f"memo {memo.slug} is {current}")
+
+
+def _renders(memo: Memo) -> None:
+    problems = rendering.memo_check(memo)
+    if problems:
+        detail = "; ".join(f"{lang} {f}: {e}" for lang, errs in problems.items() for f, e in errs.items())
+        raise ApprovalRefused(f"memo {memo.slug} does not render: {detail}")
+
+
+def audience_rules(memo: Memo) -> dict[str, Any]:
+    return {
+        "countries": sorted(audience_reasons(memo)),
+        "active_only": memo.active_only,
+        "active_since": str(memo.active_since or ""),
+        "attribute_filters": memo.attribute_filters or {},
+    }
+
+
+def memo_request_approval(*, memo: Memo, by: Any) -> None:
+    _renders(memo)
+    _transition(memo, [S.DRAFT], status=S.AWAITING_APPROVAL)
+    audit_record(actor=by, action="memo.approval_requested", obj=memo)
+
+
+def memo_approve(*, memo: Memo, by: Any) -> None:
+    memo = Memo.objects.get(pk=memo.pk)
+    if not by.has_perm("memos.approve_memo"):
+        raise ApprovalRefused("you may not approve memos")
+    if memo.author_id == by.pk:
+        raise ApprovalRefused("the author of a memo cannot approve it: a second person must")
+    if memo.status != S.AWAITING_APPROVAL:
+        raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
+    _renders(memo)
+    with transaction.atomic():
+        _transition(
+            memo, [S.AWAITING_APPROVAL], status=S.APPROVED, approver=by, approved_at=timezone.now(),
+            content_hash=rendering.memo_content_hash(memo), approved_rules=audience_rules(memo),
+        )
+        _snapshot(memo)
+        audit_record(actor=by, action="memo.approved", obj=memo, content_hash=rendering.memo_content_hash(memo))
+
+
+def _snapshot(memo: Memo) -> None:
+    AudienceSnapshot.objects.filter(memo=memo).delete()
+    last_id = 0
+    audience = memo_audience(memo).order_by("id").values_list("id", "country")
+    while page := list(audience.filter(id__gt=last_id)[:SNAPSHOT_PAGE]):
+        AudienceSnapshot.objects.bulk_create(
+            [AudienceSnapshot(memo=memo, developer_id=dev, country=country) for dev, country in page]
+        )
+        last_id = page[-1][0]
+
+
+def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
+    """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
+    if Memo.objects.filter(pk=memo.pk, status__in=[S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED]).update(
+        status=S.DRAFT, approver=None, approved_at=None, content_hash="", approved_rules={}, scheduled_at=None,
+    ):
+        AudienceSnapshot.objects.filter(memo=memo).delete()
+        audit_record(actor=by, action="memo.approval_voided", obj=memo, fields=fields)
+    audit_record(actor=by, action="memo.edited", obj=memo, fields=fields)
+
+
+def audience_changes(memo: Memo) -> dict[str, Any]:
+    """Who joined or left the audience since approval, per country."""
+    snapshot = AudienceSnapshot.objects.filter(memo=memo)
+    added = (
+        memo_audience(memo).exclude(Exists(snapshot.filter(developer_id=OuterRef("pk"))))
+        .values("country").annotate(n=Count("id")).order_by("country")
+    )
+    removed = (
+        snapshot.exclude(Exists(memo_audience(memo).filter(pk=OuterRef("developer_id"))))
+        .values("country").annotate(n=Count("id")).order_by("country")
+    )
+    changes = {
+        "added": {r["country"]: r["n"] for r in added},
+        "removed": {r["country"]: r["n"] for r in removed},
+    }
+    changes["any"] = bool(changes["added"] or changes["removed"])
+    return changes
+
+
+def memo_schedule(*, memo: Memo, at: dt.datetime, by: Any) -> None:
+    if at <= timezone.now():
+        raise ApprovalRefused("the time to send must be in the future")
+    _transition(memo, [S.APPROVED, S.SCHEDULED], status=S.SCHEDULED, scheduled_at=at)
+    audit_record(actor=by, action="memo.scheduled", obj=memo, at=at.isoformat())
+
+
+def memo_unschedule(*, memo: Memo, by: Any) -> None:
+    _transition(memo, [S.SCHEDULED], status=S.APPROVED, scheduled_at=None)
+    audit_record(actor=by, action="memo.schedule_cancelled", obj=memo)
+
+
+def memos_send_scheduled() -> list[int]:
+    """Start every scheduled memo whose time has come (beat, every minute). The schedule
+    lives in the database, so it survives restarts of every process."""
+    from memo_service.memos.dispatch import DispatchRefused, memo_send_start
+    from memo_service.memos.tasks import dispatch_memo
+
+    started = []
+    for memo in Memo.objects.filter(status=S.SCHEDULED, scheduled_at__lte=timezone.now()):
+        try:
+            # Scheduling was the sender's go-ahead; audience changes are recorded.
+            memo_send_start(memo=memo, by=None, accept_audience_changes=True)
+        except DispatchRefused as exc:
+            audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=str(exc))
+            Memo.objects.filter(pk=memo.pk, status=S.SCHEDULED).update(status=S.APPROVED, scheduled_at=None)
+            continue
+        dispatch_memo.delay_on_commit(memo.pk)
+        started.append(memo.pk)
+    return started

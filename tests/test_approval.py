@@ -1,0 +1,121 @@
+"""Two people: a composer writes and sends, an approver approves; a viewer only looks."""
+
+import datetime as dt
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from memo_service.memos import approval
+from memo_service.memos.models import AuditEvent, Delivery, Memo
+
+pytestmark = pytest.mark.django_db
+
+
+def login(django_user_model, name, group):
+    user = django_user_model.objects.create_user(name, f"{name}@example.com", f"pw-{name}-123", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    client = Client()
+    client.force_login(user)
+    return user, client
+
+
+@pytest.fixture
+def people(django_user_model, memo):
+    composer, composer_client = login(django_user_model, "carol", "Composer")
+    approver, approver_client = login(django_user_model, "anna", "Approver")
+    viewer, viewer_client = login(django_user_model, "victor", "Viewer")
+    Memo.objects.filter(pk=memo.pk).update(author=composer)
+    return {"composer": composer_client, "approver": approver_client, "viewer": viewer_client,
+            "users": {"composer": composer, "approver": approver}}
+
+
+def post(client, name, memo):
+    return client.post(reverse(f"admin:memos_memo_{name}", args=[memo.pk]), follow=True)
+
+
+def status(memo):
+    return Memo.objects.get(pk=memo.pk).status
+
+
+def test_a_composer_asks_an_approver_approves_and_the_composer_sends(people, memo):
+    post(people["composer"], "request_approval", memo)
+    assert status(memo) == "awaiting_approval"
+    page = people["approver"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'id="approve"' in page
+    post(people["approver"], "approve", memo)
+    memo.refresh_from_db()
+    assert (memo.status, memo.approver, len(memo.content_hash)) == ("approved", people["users"]["approver"], 64)
+    assert memo.approved_rules["countries"]
+    assert post(people["composer"], "send", memo).status_code == 200
+    assert status(memo) in ("sending", "sent")
+    actions = list(AuditEvent.objects.filter(object_id=str(memo.pk)).order_by("at", "id").values_list("action", flat=True))
+    assert actions == ["memo.approval_requested", "memo.approved", "memo.sent"]
+
+
+def test_the_author_cannot_approve_their_own_memo(people, memo, django_user_model):
+    composer = people["users"]["composer"]
+    composer.groups.add(Group.objects.get(name="Approver"))
+    post(people["composer"], "request_approval", memo)
+    response = post(people["composer"], "approve", memo)
+    assert "the author of a memo cannot approve it" in response.content.decode().lower()
+    assert status(memo) == "awaiting_approval"
+
+
+def test_a_viewer_can_look_but_not_edit_approve_or_send(people, memo):
+    viewer = people["viewer"]
+    assert viewer.get(reverse("admin:memos_memo_change", args=[memo.pk])).status_code == 200
+    viewer.post(reverse("admin:memos_memo_change", args=[memo.pk]), {"title": "hacked"})
+    assert Memo.objects.get(pk=memo.pk).title != "hacked"
+    post(people["composer"], "request_approval", memo)
+    assert post(viewer, "approve", memo).status_code == 403
+    post(people["approver"], "approve", memo)
+    assert post(viewer, "send", memo).status_code == 403
+    assert status(memo) == "approved" and not Delivery.objects.exists()
+
+
+def test_an_approver_cannot_send(people, memo):
+    post(people["composer"], "request_approval", memo)
+    post(people["approver"], "approve", memo)
+    assert post(people["approver"], "send", memo).status_code == 403
+
+
+def test_editing_an_approved_memo_returns_it_to_draft(people, memo):
+    post(people["composer"], "request_approval", memo)
+    post(people["approver"], "approve", memo)
+    approval.memo_edited(memo=memo, by=people["users"]["composer"], fields=["subject"])
+    memo.refresh_from_db()
+    assert (memo.status, memo.approver, memo.content_hash) == ("draft", None, "")
+    assert AuditEvent.objects.filter(action="memo.approval_voided").exists()
+    with pytest.raises(Exception, match="only an approved memo can be sent"):
+        call_command("send_memo", memo.slug)
+
+
+def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(people, memo, eager, django_capture_on_commit_callbacks):
+    post(people["composer"], "request_approval", memo)
+    post(people["approver"], "approve", memo)
+    at = timezone.now() + dt.timedelta(hours=2)
+    local = timezone.localtime(at)
+    people["composer"].post(reverse("admin:memos_memo_schedule", args=[memo.pk]),
+                            {"send_at_0": local.strftime("%Y-%m-%d"), "send_at_1": local.strftime("%H:%M:%S")})
+    memo.refresh_from_db()
+    assert memo.status == "scheduled" and abs((memo.scheduled_at - at).total_seconds()) < 1
+    assert approval.memos_send_scheduled() == []  # not yet
+    post(people["composer"], "unschedule", memo)
+    assert status(memo) == "approved"
+
+    approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
+    Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert approval.memos_send_scheduled() == [memo.pk]
+    assert status(memo) == "sent" and Delivery.objects.count() == 2
+
+
+def test_a_time_in_the_past_cannot_be_scheduled(people, memo):
+    post(people["composer"], "request_approval", memo)
+    post(people["approver"], "approve", memo)
+    with pytest.raises(approval.ApprovalRefused, match="in the future"):
+        approval.memo_schedule(memo=memo, at=timezone.now() - dt.timedelta(minutes=1), by=None)
