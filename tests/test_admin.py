@@ -122,3 +122,58 @@ def test_an_edit_saved_after_the_send_started_is_refused(admin_client, memo):
     assert "it can no longer change" in response.content.decode()
     memo.refresh_from_db()
     assert memo.status == "sending" and memo.subject != "changed"
+
+
+def test_the_audience_count_follows_rules_not_saved_yet(admin_client, memo, developers):
+    url = reverse("admin:memos_memo_audience", args=[memo.pk])
+    saved = admin_client.get(url).json()
+    assert saved["total"] == 2
+    live = admin_client.get(url, {"rules": "1", "include_countries": ["US", "CN"], "active_only": "on"}).json()
+    assert live["total"] == 2 and {c for c, _, _ in live["by_country"]} == {"US", "CN"}
+    bad = admin_client.get(url, {"rules": "1", "attribute_filters": '{"plan__contains": "x"}'})
+    assert bad.status_code == 400
+
+
+def test_why_a_developer_is_or_is_not_included_in_one_line(admin_client, memo, developers):
+    url = reverse("admin:memos_memo_explain", args=[memo.pk])
+    assert admin_client.get(url, {"developer": "cn-1"}).json()["explanation"] == (
+        "cn-1 is included: CN is in region Unsupported regions; active")
+    assert admin_client.get(url, {"developer": "us-1"}).json()["explanation"] == (
+        "us-1 is not included: US is in no included country or region")
+    assert "No developer" in admin_client.get(url, {"developer": "ghost"}).json()["explanation"]
+
+
+def test_attribute_filters_and_active_since_narrow_the_audience(admin_client, memo, developers):
+    from memo_service.developers.models import Developer
+
+    Developer.objects.filter(external_id="cn-1").update(attributes={"plan": "pro"})
+    memo.attribute_filters = {"plan": "pro"}
+    memo.save()
+    url = reverse("admin:memos_memo_explain", args=[memo.pk])
+    assert admin_client.get(url, {"developer": "ru-1"}).json()["explanation"] == (
+        "ru-1 is not included: attribute plan is not 'pro'")
+    assert admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk])).json()["total"] == 1
+
+
+def test_the_preview_shows_each_language_for_a_chosen_developer_and_sends_a_test(admin_client, memo, mailoutbox):
+    url = reverse("admin:memos_memo_preview", args=[memo.pk])
+    page = admin_client.get(url, {"developer": "cn-1"}).content.decode()
+    assert "来自中国的访问将被阻止" in page and 'sandbox srcdoc="' in page
+    english = admin_client.get(url, {"developer": "cn-1", "language": "en"}).content.decode()
+    assert "Access from" in english
+    admin_client.post(url, {"developer": "cn-1", "language": "en"})
+    [test] = mailoutbox
+    assert test.to == ["alice@example.com"] and test.subject.startswith("[TEST] Access from")
+    assert "/ack/preview/" in test.body  # a dead link: nobody can answer for the developer
+    assert not Delivery.objects.exists()
+
+
+def test_every_change_is_in_the_read_only_audit_log(admin_client, memo):
+    admin_client.post(reverse("admin:memos_memo_add"), memo_form(slug="audited"))
+    assert AuditEvent.objects.filter(action="memo.created").exists()
+    page = admin_client.get(reverse("admin:memos_auditevent_changelist")).content.decode()
+    assert "memo.created" in page
+    event = AuditEvent.objects.first()
+    admin_client.post(reverse("admin:memos_auditevent_change", args=[event.pk]), {"action": "forged"})
+    event.refresh_from_db()
+    assert event.action == "memo.created"

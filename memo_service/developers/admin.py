@@ -11,6 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from memo_service.admin_paging import CappedCountPaginator
 from memo_service.developers.erasure import developer_erase
 from memo_service.developers.exporting import developers_csv
 from memo_service.developers.importing import COLUMNS, ImportFileError, developers_import
@@ -32,9 +33,13 @@ class DeveloperAdmin(admin.ModelAdmin):
     search_fields = ["=external_id", "email", "name", "organization"]
     readonly_fields = ["erased_at", "created_at"]
     show_full_result_count = False
+    paginator = CappedCountPaginator
     list_per_page = 100
     actions = ["erase_selected"]
     change_list_template = "admin/developers/developer/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).defer("attributes")
 
     def get_urls(self) -> list[Any]:
         return [

@@ -16,7 +16,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from memo_service.memos import rendering, sandbox
-from memo_service.developers.models import Developer
+from django_countries import countries
+
+from memo_service.admin_paging import CappedCountPaginator
+from memo_service.developers.models import Developer, Region
 from memo_service.memos.approval import (
     ApprovalRefused, audience_changes, memo_approve, memo_edited, memo_request_approval, memo_schedule,
     memo_unschedule,
@@ -51,10 +54,25 @@ def _add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> No
         form.add_error(field, error)
 
 
+def _attribute_filters(value: Any) -> dict[str, Any]:
+    """A JSON object of attribute names and plain values; names are used in a database
+    lookup, so they are plain words (no "__" that would turn into a lookup of its own)."""
+    value = value or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.isidentifier() and "__" not in k and isinstance(v, (str, int, float, bool))
+        for k, v in value.items()
+    ):
+        raise forms.ValidationError('A JSON object of attribute names and values, e.g. {"plan": "pro"}.')
+    return value
+
+
 class MemoForm(forms.ModelForm):
     class Meta:
         model = Memo
         fields = "__all__"
+
+    def clean_attribute_filters(self) -> dict[str, Any]:
+        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
 
     def clean_reminder_days(self) -> list[int]:
         days = self.cleaned_data.get("reminder_days") or []
@@ -140,6 +158,20 @@ def _start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool 
     dispatch_memo.delay_on_commit(memo.pk)
     messages.success(request, f"Sending “{memo.title}”: its deliveries are being queued.")
     return True
+
+
+class AudienceRulesForm(forms.Form):
+    """The audience fields of the memo form, read while the admin edits them."""
+
+    include_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
+    include_regions = forms.ModelMultipleChoiceField(queryset=Region.objects.all(), required=False)
+    exclude_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
+    active_only = forms.BooleanField(required=False)
+    active_since = forms.DateField(required=False)
+    attribute_filters = forms.JSONField(required=False)
+
+    def clean_attribute_filters(self) -> dict[str, Any]:
+        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
 
 
 class ScheduleForm(forms.Form):
@@ -372,7 +404,21 @@ class MemoAdmin(admin.ModelAdmin):
         return JsonResponse(memo_progress(self._memo(request, object_id)))
 
     def audience_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
-        total, by_country = audience_counts(self._memo(request, object_id))
+        """The audience count for the rules as they stand in the form, saved or not."""
+        memo = self._memo(request, object_id)
+        regions = None
+        if "rules" in request.GET:
+            form = AudienceRulesForm(request.GET)
+            if not form.is_valid():
+                return JsonResponse({"errors": form.errors}, status=400)
+            data = form.cleaned_data
+            memo = Memo(
+                include_countries=data["include_countries"], exclude_countries=data["exclude_countries"],
+                active_only=data["active_only"], active_since=data["active_since"],
+                attribute_filters=data["attribute_filters"] or {},
+            )
+            regions = list(data["include_regions"])
+        total, by_country = audience_counts(memo, regions)
         return JsonResponse({"total": total, "by_country": [[c, n, k] for c, n, k in by_country]})
 
     def explain_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
@@ -410,6 +456,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     """Evidence and provider records: visible to admins, written only by the flow."""
 
     show_full_result_count = False
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -423,16 +470,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "memo", "developer", "kind", "status", "sent_at", "last_error"]
+    list_display = ["id", "memo", "developer", "kind", "sequence", "status", "country", "sent_at"]
     list_filter = ["status", "kind", "memo"]
     list_select_related = ["memo", "developer"]
     search_fields = ["=developer__external_id", "=provider_message_id"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The list shows none of the long text; the detail page loads it.
+        return super().get_queryset(request).defer(
+            "last_error", "reason", "memo__html_body", "memo__text_body", "memo__subject",
+            "developer__attributes",
+        )
 
 
 @admin.register(DeliveryEvent)
 class DeliveryEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "provider", "event_type", "delivery_id", "occurred_at", "received_at"]
     list_filter = ["provider", "event_type"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).defer("payload", "description")
 
 
 @admin.register(Acknowledgement)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Count, QuerySet
 from django_countries import countries
 
-from memo_service.developers.models import Developer
+from memo_service.developers.models import Developer, Region
 from memo_service.memos.models import Memo
 
 
-def audience_reasons(memo: Memo) -> dict[str, str]:
-    """{country code: why developers there are in the cohort} for the memo's rules."""
+def audience_reasons(memo: Memo, regions: Iterable[Region] | None = None) -> dict[str, str]:
+    """{country code: why developers there are in the cohort} for the memo's rules
+    (`regions` stands in for the memo's included regions, for rules not saved yet)."""
     reasons: dict[str, str] = {}
-    for region in memo.include_regions.all():
+    for region in memo.include_regions.all() if regions is None else regions:
         for country in region.countries:
             reasons.setdefault(country.code, f"{country.code} is in region {region.name}")
     for country in memo.include_countries:
@@ -22,8 +25,8 @@ def audience_reasons(memo: Memo) -> dict[str, str]:
     return reasons
 
 
-def memo_audience(memo: Memo) -> QuerySet[Developer]:
-    developers = Developer.objects.filter(country__in=list(audience_reasons(memo)))
+def memo_audience(memo: Memo, regions: Iterable[Region] | None = None) -> QuerySet[Developer]:
+    developers = Developer.objects.filter(country__in=list(audience_reasons(memo, regions)))
     if memo.active_only:
         developers = developers.filter(is_active=True)
     if memo.active_since:
@@ -55,10 +58,10 @@ def audience_explain(memo: Memo, developer: Developer) -> str:
     return f"{developer.external_id} is included: {reasons[code]}" + (f"; {', '.join(extra)}" if extra else "")
 
 
-def audience_counts(memo: Memo) -> tuple[int, list[tuple[str, str, int]]]:
+def audience_counts(memo: Memo, regions: Iterable[Region] | None = None) -> tuple[int, list[tuple[str, str, int]]]:
     """(total, [(code, country name, developers), ...] largest first)."""
     rows = (
-        memo_audience(memo).values("country").annotate(n=Count("id")).order_by("-n", "country")
+        memo_audience(memo, regions).values("country").annotate(n=Count("id")).order_by("-n", "country")
     )
     by_country = [(r["country"], countries.name(r["country"]), r["n"]) for r in rows]
     return sum(n for _, _, n in by_country), by_country

@@ -1,11 +1,13 @@
-// The memo's admin page: live send progress, and "why is this developer included".
+// The memo's admin page: live audience count while the rules are edited, live send
+// progress, and "why is this developer included".
 (function () {
   function ready(fn) { document.readyState !== "loading" ? fn() : document.addEventListener("DOMContentLoaded", fn); }
+  function getJSON(url) { return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }); }
 
   function pollProgress(box) {
     var bar = box.querySelector("progress"), percent = box.querySelector(".percent"), counts = box.querySelector(".counts");
     function tick() {
-      fetch(box.dataset.url, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (p) {
+      getJSON(box.dataset.url).then(function (p) {
         bar.value = p.percent;
         percent.textContent = p.percent + " %";
         counts.textContent = "queued " + p.queued + " · sent " + p.sent + " · delivered " + p.delivered + " · failed " + p.failed + " · of " + p.total;
@@ -16,17 +18,54 @@
     tick();
   }
 
+  function values(id) {
+    var el = document.getElementById(id);
+    if (!el) { return []; }
+    var to = document.getElementById(id + "_to");  // filter_horizontal keeps the choice here
+    return Array.prototype.map.call((to || el).options, function (o) { return (to || o.selected) ? o.value : null; })
+      .filter(function (v) { return v !== null; });
+  }
+
+  function rules() {
+    var params = new URLSearchParams({ rules: "1" });
+    ["include_countries", "include_regions", "exclude_countries"].forEach(function (name) {
+      values("id_" + name).forEach(function (v) { params.append(name, v); });
+    });
+    var active = document.getElementById("id_active_only");
+    if (active && active.checked) { params.append("active_only", "on"); }
+    ["active_since", "attribute_filters"].forEach(function (name) {
+      var el = document.getElementById("id_" + name);
+      if (el && el.value) { params.append(name, el.value); }
+    });
+    return params.toString();
+  }
+
+  function liveAudience(box) {
+    var last = rules();
+    setInterval(function () {
+      var now = rules();
+      if (now === last) { return; }
+      last = now;
+      fetch(box.dataset.url + "?" + now, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (j) {
+        if (j.errors) { box.querySelector("strong").textContent = "(the rules are not valid yet)"; return; }
+        var rows = j.by_country.map(function (c) { return "<tr><td>" + c[0] + " " + c[1] + "</td><td>" + c[2] + "</td></tr>"; }).join("");
+        box.innerHTML = "<strong>" + j.total + " developers</strong> (not saved yet)<table><tr><th>country</th><th>developers</th></tr>" + rows + "</table>";
+      });
+    }, 1500);
+  }
+
   function explain(input) {
     var out = document.getElementById("explain-result");
     input.addEventListener("change", function () {
-      fetch(input.dataset.url + "?developer=" + encodeURIComponent(input.value), { credentials: "same-origin" })
-        .then(function (r) { return r.json(); }).then(function (j) { out.textContent = j.explanation; });
+      getJSON(input.dataset.url + "?developer=" + encodeURIComponent(input.value)).then(function (j) { out.textContent = j.explanation; });
     });
   }
 
   ready(function () {
     var box = document.getElementById("send-progress");
     if (box) { pollProgress(box); }
+    var audience = document.getElementById("audience-summary");
+    if (audience && document.getElementById("id_include_countries")) { liveAudience(audience); }
     var input = document.getElementById("explain-id");
     if (input) { explain(input); }
   });
