@@ -7,12 +7,22 @@ demo-style memo `memo` addressed to CN and RU.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
+from memo_service.celery import app
 from memo_service.developers.models import Developer, Region
 from memo_service.memos.models import Memo, MemoTranslation
 from tests.loopback_provider import API_KEY, Provider, mailgun_server
@@ -105,8 +115,6 @@ def mailgun(settings: Any) -> Iterator[Provider]:
 @pytest.fixture
 def eager(settings: Any) -> Iterator[None]:
     """Tasks run in-process when enqueued (for tests about what they do, not how they travel)."""
-    from memo_service.celery import app
-
     app.conf.task_always_eager = True
     try:
         yield
@@ -132,3 +140,55 @@ def approve(memo: Memo) -> Memo:
     memo_approve(memo=memo, by=approver)
     memo.refresh_from_db()
     return memo
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Path]:
+    """A real `celery worker` (prefork, 2 processes) on the suite's database and broker;
+    yields the outbox folder it writes emails to. Its links use the test's SITE_URL."""
+    outbox = Path(settings.VAR_DIR) / "outbox"
+    shutil.rmtree(outbox, ignore_errors=True)
+    app.control.purge()
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "VAR_DIR": str(settings.VAR_DIR),
+        "SITE_URL": settings.SITE_URL,
+        "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend",
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2",
+             "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        )
+    try:
+        yield outbox
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text()[-4000:])
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+

@@ -8,76 +8,17 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 
-from memo_service.celery import app
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
-from tests.conftest import approve, make_developer, make_memo
+from tests.conftest import approve, make_developer, make_memo, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Path]:
-    """A real `celery worker` (prefork, 2 processes) on the suite's database and broker."""
-    outbox = Path(settings.VAR_DIR) / "outbox"
-    shutil.rmtree(outbox, ignore_errors=True)
-    app.control.purge()
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "VAR_DIR": str(settings.VAR_DIR),
-        "SITE_URL": "http://testserver",
-        "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend",
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2",
-             "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
-        )
-    try:
-        yield outbox
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(log.read_text()[-4000:])
-
-
-def wait_for(predicate, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def ack_link(outbox: Path, address: str) -> str:

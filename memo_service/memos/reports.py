@@ -234,6 +234,6 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
         f'<text x="{pad - 6}" y="{pad + 4}" font-size="12" text-anchor="end">{targeted}</text>'
         f'<text x="{pad - 6}" y="{height - pad}" font-size="12" text-anchor="end">0</text>'
         f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{" ".join(points)}"/>'
-        f'{deadline}<text x="{width - pad}" y="{pad - 6}" font-size="12" text-anchor="end">{total} acknowledged of {targeted}</text>'
+        f'{deadline}<text x="{pad + 6}" y="{pad - 6}" font-size="12">{total} acknowledged of {targeted}</text>'
         "</svg>"
     )

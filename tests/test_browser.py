@@ -1,0 +1,188 @@
+"""The whole flow in a real browser (Debian's chromium, driven by Playwright), with a real
+Celery worker: a composer writes a memo, hits a template error and fixes it, previews it
+for a developer in CN in Chinese and asks for approval; an approver approves; the
+composer sends and watches the progress bar reach 100 %; the developer opens the link
+from the outbox on a phone and acknowledges; the dashboard counts it.
+
+Every page is saved as a screenshot under test-artifacts/browser/, and any browser
+console error fails the test. Skipped when chromium or Playwright is missing (`.ci/run`
+installs both).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+from memo_service.developers.models import Region
+from memo_service.memos.models import Acknowledgement, Memo
+from tests.conftest import make_developer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed"),
+]
+IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 Version/18.0 Mobile/15E148 Safari/604.1"
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"
+# Flags from the machine notes: without them chromium tries the (closed) network.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture
+def site(live_server: Any, settings: Any) -> str:
+    settings.SITE_URL = live_server.url
+    return live_server.url
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test
+    # makes between browser steps are still synchronous.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+class Person:
+    """One person's browser window; records console errors and screenshots each step."""
+
+    shots = 0
+
+    def __init__(self, browser: Any, site: str, name: str, errors: list[str], **context: Any) -> None:
+        self.page = browser.new_context(**context).new_page()
+        self.site, self.name, self.errors = site, name, errors
+        self.page.on("console", lambda m: m.type == "error" and errors.append(f"{name}: {m.text}"))
+        self.page.on("pageerror", lambda e: errors.append(f"{name}: {e}"))
+        # The console names no URL for a failed load; this does.
+        self.page.on("response", lambda r: r.status >= 400 and errors.append(f"{name}: {r.status} {r.url}"))
+
+    def shot(self, step: str) -> None:
+        Person.shots += 1
+        self.page.screenshot(path=str(ARTIFACTS / f"{Person.shots:02d}-{self.name}-{step}.png"), full_page=True)
+
+    def login(self, username: str, password: str) -> None:
+        self.page.goto(f"{self.site}/admin/login/")
+        self.page.fill("#id_username", username)
+        self.page.fill("#id_password", password)
+        self.page.click("input[type=submit]")
+        self.page.wait_for_selector("#user-tools")
+        self.shot("logged-in")
+
+
+def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
+    browser: Any, site: str, worker: Path, django_user_model: Any
+) -> None:
+    errors: list[str] = []
+    composer = django_user_model.objects.create_user("carol", "carol@example.com", "pw-carol-123", is_staff=True)
+    composer.groups.add(Group.objects.get(name="Composer"))
+    approver = django_user_model.objects.create_user("anna", "anna@example.com", "pw-anna-123", is_staff=True)
+    approver.groups.add(Group.objects.get(name="Approver"))
+    make_developer("cn-1", "CN", "zh-hans", name="Wang Wei")
+    make_developer("ru-1", "RU", name="Olga Petrova")
+    region = Region.objects.get(name="Unsupported regions")
+
+    # The composer writes the memo, with a mistake in the HTML.
+    carol = Person(browser, site, "composer", errors)
+    carol.login("carol", "pw-carol-123")
+    page = carol.page
+    page.goto(f"{site}/admin/memos/memo/add/")
+    page.fill("#id_title", "Access from unsupported regions ends")
+    page.fill("#id_subject", "Access from {{ developer.country_name }} ends")
+    page.fill("#id_html_body", "<p>Dear {{ developer.name }},</p>\n<p>{{ developer.nmae }}</p>")
+    page.fill("#id_text_body", "Dear {{ developer.name }}, access from {{ developer.country_name }} ends.")
+    page.fill("#id_effective_date", "2027-07-09")
+    page.fill("#id_ack_deadline_0", "2027-06-30")
+    page.fill("#id_ack_deadline_1", "23:59:00")
+    page.select_option("#id_include_regions_from", str(region.pk))
+    page.click("#id_include_regions_add")
+    page.click("text=Add another Memo translation")
+    page.select_option("#id_translations-0-language", "zh-hans")
+    page.fill("#id_translations-0-subject", "来自{{ developer.country_name }}的访问将终止")
+    page.fill("#id_translations-0-html_body", "<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的访问将终止。</p>")
+    page.fill("#id_translations-0-text_body", "{{ developer.name }}，您好：来自{{ developer.country_name }}的访问将终止。")
+    page.click("input[name=_continue]")
+    error = page.locator(".field-html_body .errorlist")
+    assert "line 2" in error.inner_text()
+    carol.shot("template-error")
+
+    # ...fixes it and saves.
+    page.fill("#id_html_body", "<p>Dear {{ developer.name }},</p>\n<p>Access from {{ developer.country_name }} ends.</p>")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    carol.shot("saved")
+    memo = Memo.objects.get(title="Access from unsupported regions ends")
+
+    # Preview for the developer in CN, in Chinese.
+    page.click("text=Preview")
+    page.select_option("select[name=developer]", "cn-1")
+    page.select_option("select[name=language]", "zh-hans")
+    page.click("#preview-form input[type=submit]")
+    assert page.inner_text("#preview-subject") == "来自中国的访问将终止"
+    carol.shot("preview-zh")
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/change/")
+    page.click("#request-approval")
+    page.wait_for_selector(".messagelist .success")
+    carol.shot("approval-requested")
+
+    # The approver approves.
+    anna = Person(browser, site, "approver", errors)
+    anna.login("anna", "pw-anna-123")
+    anna.page.goto(f"{site}/admin/memos/memo/{memo.pk}/change/")
+    anna.page.click("#approve")
+    anna.page.wait_for_selector(".messagelist .success")
+    anna.shot("approved")
+
+    # The composer sends and watches the progress bar.
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/send/")
+    carol.shot("send-confirm")
+    page.click("#confirm-send")
+    page.wait_for_selector('#send-progress[data-percent="100"]', timeout=90_000)
+    carol.shot("progress-100")
+
+    # The developer opens the link from the outbox, on a phone, and acknowledges.
+    link = next(
+        re.search(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content()).group(1)
+        for m in (email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in worker.glob("*.eml"))
+        if "cn-1@example.com" in str(m["To"])
+    )
+    wang = Person(browser, site, "developer", errors, viewport={"width": 390, "height": 844}, is_mobile=True,
+                  has_touch=True, user_agent=IPHONE)
+    wang.page.goto(link)
+    assert "/ack/memo/" in wang.page.url  # the token left the address bar
+    assert "来自中国的访问将终止" in wang.page.inner_text("h1")
+    wang.shot("memo-page")
+    assert not Acknowledgement.objects.exists()
+    wang.page.tap("button[value=acknowledged]")
+    wang.page.wait_for_selector(".done")
+    wang.shot("acknowledged")
+    ack = Acknowledgement.objects.get()
+    assert ack.developer.external_id == "cn-1"
+    # The tap counted as a person on the page; only the speed (seconds after the send) is flagged.
+    assert [r.split(" s ")[1] for r in ack.automation_reasons] == ["after the email was sent"], ack.automation_reasons
+
+    # The dashboard counts it.
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/dashboard/")
+    assert "1 acknowledged of 2" in page.inner_text("#ack-chart")
+    carol.shot("dashboard")
+    assert errors == []
