@@ -33,8 +33,11 @@ WEBHOOK_SECRET = "hook:secret"
 
 @pytest.fixture(autouse=True)
 def _isolated_outbox(settings: Any, tmp_path: Any) -> None:
+    from django.core.cache import cache
+
     settings.OUTBOX_DIR = tmp_path / "outbox"
     settings.SITE_URL = "http://testserver"
+    cache.clear()  # rate-limit and credential-error counters start at zero
 
 
 @pytest.fixture

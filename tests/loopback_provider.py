@@ -38,8 +38,8 @@ class Accepted:
 class Provider:
     url: str
     accepted: list[Accepted] = field(default_factory=list)
-    # Answers to give before accepting normally: (status, json body) popped in order.
-    failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Answers to give before accepting normally: (status, json body[, headers]) popped in order.
+    failures: list[tuple[Any, ...]] = field(default_factory=list)
     requests: int = 0
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -77,9 +77,11 @@ def mailgun_server() -> Iterator[Provider]:
             super().setup()
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
+        def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

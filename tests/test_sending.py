@@ -5,7 +5,10 @@ import pytest
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.sending import delivery_send_batch
-from tests.conftest import approve
+from django.utils import timezone
+
+from memo_service.memos.tasks import send_batch
+from tests.conftest import approve, make_developer
 
 pytestmark = pytest.mark.django_db
 
@@ -42,25 +45,68 @@ def test_a_batch_run_twice_sends_nobody_twice(memo, mailgun):
     assert len(mailgun.accepted) == 2
 
 
-@pytest.mark.parametrize("status, body, reason", [
-    (400, {"message": "'to' parameter is not a valid address"}, "not a valid address"),
-    (500, {"message": "Internal error"}, "Internal error"),
-])
-def test_a_provider_error_is_recorded_on_the_delivery_with_its_reason(memo, mailgun, status, body, reason):
+@pytest.fixture
+def later(monkeypatch):
+    """Batches the sender put off for later: (ids, countdown)."""
+    calls = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
+    return calls
+
+
+def test_a_permanent_provider_error_fails_the_delivery_with_its_reason(memo, mailgun, later):
     ids = queued(memo)
-    mailgun.failures.append((status, body))
+    mailgun.failures.append((400, {"message": "'to' parameter is not a valid address"}))
     delivery_send_batch(delivery_ids=ids)
     failed = Delivery.objects.get(status="failed")
-    assert reason in failed.last_error and str(status) in failed.last_error
+    assert "not a valid address" in failed.last_error and "400" in failed.last_error
     assert Delivery.objects.filter(status="sent").count() == 1
-    assert len(mailgun.accepted) == 1
+    assert len(mailgun.accepted) == 1 and later == []
 
 
-def test_wrong_credentials_fail_the_deliveries_with_the_providers_answer(memo, mailgun, settings):
+def test_a_provider_fault_is_retried_later_with_backoff(memo, mailgun, later):
+    ids = queued(memo)
+    mailgun.failures.append((503, {"message": "Service unavailable"}))
+    delivery_send_batch(delivery_ids=ids)
+    retried = Delivery.objects.get(status="queued")
+    assert "503" in retried.last_error and retried.not_before > timezone.now()
+    [(retry_ids, countdown)] = later
+    assert retry_ids == [retried.pk] and 4 <= countdown <= 16
+    Delivery.objects.filter(pk=retried.pk).update(not_before=timezone.now())
+    delivery_send_batch(delivery_ids=retry_ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert len(mailgun.accepted) == 2  # nobody twice
+
+
+def test_a_throttled_batch_waits_for_retry_after_before_anything_more(memo, mailgun, later):
+    ids = queued(memo)
+    mailgun.failures.append((429, {"message": "Too many requests"}, {"Retry-After": "30"}))
+    delivery_send_batch(delivery_ids=ids)
+    assert mailgun.requests == 1  # the second recipient was not tried while throttled
+    [(retry_ids, countdown)] = later
+    assert sorted(retry_ids) == sorted(ids) and countdown >= 30
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, mailgun, later):
+    from memo_service.memos.sending import MAX_ATTEMPTS
+
+    ids = queued(memo)
+    Delivery.objects.filter(pk=ids[0]).update(attempts=MAX_ATTEMPTS - 1)
+    mailgun.failures.append((500, {"message": "Internal error"}))
+    delivery_send_batch(delivery_ids=ids)
+    failed = Delivery.objects.get(pk=ids[0])
+    assert failed.status == "failed" and "Internal error" in failed.last_error
+
+
+def test_repeated_credential_errors_pause_the_memo_and_say_why(memo, developers, mailgun, settings, later):
+    make_developer("cn-2", "CN")
+    make_developer("cn-3", "CN")
     settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_KEY": "wrong"}
     delivery_send_batch(delivery_ids=queued(memo))
-    assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
-    assert "Invalid private key" in Delivery.objects.first().last_error
+    memo.refresh_from_db()
+    assert memo.status == "paused" and "refused our credentials (HTTP 401)" in memo.pause_reason
+    # Nobody failed for it: they wait, queued, for the fixed credentials and a resume.
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
     assert mailgun.accepted == []
 
 
@@ -95,10 +141,11 @@ def test_a_read_timeout_is_outcome_unknown_not_failed(memo, mailgun, settings):
     assert "ReadTimeout" in Delivery.objects.first().last_error or "timed out" in Delivery.objects.first().last_error
 
 
-def test_a_provider_that_cannot_be_reached_fails_the_delivery(memo, mailgun, settings):
+def test_a_provider_that_cannot_be_reached_is_tried_again_later(memo, mailgun, settings, later):
     settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_URL": "http://127.0.0.1:9/v3"}
     delivery_send_batch(delivery_ids=queued(memo))
-    assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+    assert later and "ConnectionError" in Delivery.objects.first().last_error
 
 
 def test_a_template_cannot_redirect_the_email(memo, mailgun):

@@ -33,11 +33,15 @@ def test_a_delivery_left_sending_by_a_dead_worker_becomes_outcome_unknown(memo, 
 
 
 def test_queued_deliveries_whose_task_was_lost_are_enqueued_again(memo, developers, enqueued):
+    Memo.objects.filter(pk=memo.pk).update(status="sending")
     old = Delivery.objects.create(memo=memo, developer=developers["cn"])
     Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - sweeper.QUEUED_GRACE - dt.timedelta(seconds=1))
     Delivery.objects.create(memo=memo, developer=developers["ru"])  # just enqueued: left alone
     assert sweeper.deliveries_sweep()["requeued"] == 1
     assert enqueued == [("send", [old.pk])]
+    Memo.objects.filter(pk=memo.pk).update(status="paused")  # a paused memo's queue stays put
+    enqueued.clear()
+    assert sweeper.deliveries_sweep()["requeued"] == 0
 
 
 def test_an_interrupted_dispatch_is_resumed(memo, enqueued):

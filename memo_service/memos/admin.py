@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -25,6 +26,7 @@ from memo_service.memos.approval import (
     memo_unschedule,
 )
 from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
+from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.disputes import DisputeInvalid, audit_record, dispute_resolve
 from memo_service.memos.models import (
@@ -193,7 +195,8 @@ class MemoAdmin(admin.ModelAdmin):
     actions = ["send_selected"]
     change_form_template = "admin/memos/memo/change_form.html"
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "author", "approver", "approved_at", "scheduled_at"]}),
+        (None, {"fields": ["title", "slug", "status", "pause_reason", "author", "approver", "approved_at",
+                           "scheduled_at"]}),
         ("Content (English, the fallback for languages without a translation)",
          {"fields": ["subject", "html_body", "text_body"], "description": VARIABLES_HELP}),
         ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
@@ -205,7 +208,7 @@ class MemoAdmin(admin.ModelAdmin):
                          "subject and a short note above the memo's own text, in the developer's language."}),
         ("Results", {"fields": ["progress", "funnel_table", "content_hash", "dispatched_at"]}),
     ]
-    computed = ["status", "author", "approver", "approved_at", "scheduled_at", "audience_summary", "progress",
+    computed = ["status", "pause_reason", "author", "approver", "approved_at", "scheduled_at", "audience_summary", "progress",
                 "funnel_table", "content_hash", "dispatched_at"]
 
     class Media:
@@ -286,6 +289,7 @@ class MemoAdmin(admin.ModelAdmin):
             "schedule": self.schedule_view, "unschedule": self.unschedule_view, "preview": self.preview_view,
             "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
             "explain": self.explain_view, "verify": self.verify_view,
+            "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
         }
         return [
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
@@ -357,6 +361,25 @@ class MemoAdmin(admin.ModelAdmin):
             except ApprovalRefused as exc:
                 messages.error(request, str(exc))
         return HttpResponseRedirect(_memo_url(memo))
+
+    def _control(self, request: HttpRequest, object_id: str, action: Callable[..., Any], done: str) -> HttpResponse:
+        memo = self._memo(request, object_id, "send")
+        if request.method == "POST":
+            try:
+                result = action(memo=memo, by=request.user)
+                messages.success(request, done.format(memo=memo, n=result))
+            except ControlRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(_memo_url(memo))
+
+    def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._control(request, object_id, memo_pause, "Paused “{memo.title}”: nothing more goes out until you resume.")
+
+    def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._control(request, object_id, memo_resume, "Resumed “{memo.title}”: {n} queued emails go out again.")
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._control(request, object_id, memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)

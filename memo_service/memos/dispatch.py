@@ -121,6 +121,8 @@ def memo_dispatch(
     enqueued = targeted = 0
     last_id = 0
     while page := list(audience.filter(id__gt=last_id)[:PAGE_SIZE]):
+        if not Memo.objects.filter(pk=memo.pk, status=Memo.Status.SENDING).exists():
+            return DispatchResult(targeted=targeted, enqueued=enqueued)  # paused or cancelled: resume redoes it
         first_id, last_id = page[0][0], page[-1][0]
         with transaction.atomic():
             Delivery.objects.bulk_create(

@@ -27,6 +27,7 @@ class Memo(models.Model):
         APPROVED = "approved", "approved"
         SCHEDULED = "scheduled", "scheduled"
         SENDING = "sending", "sending"
+        PAUSED = "paused", "paused"
         SENT = "sent", "sent"
         CANCELLED = "cancelled", "cancelled"
 
@@ -80,6 +81,7 @@ class Memo(models.Model):
     approved_rules = models.JSONField(default=dict, blank=True, editable=False)
     scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
     send_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    pause_reason = models.CharField(max_length=300, blank=True, editable=False)
     # Set once every Delivery row exists; until then a rerun of send_memo resumes paging.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -148,6 +150,7 @@ class Delivery(models.Model):
         FAILED = "failed", "failed"
         OUTCOME_UNKNOWN = "outcome_unknown", "outcome unknown"
         SKIPPED = "skipped", "skipped"  # a reminder not sent: the developer answered first
+        CANCELLED = "cancelled", "cancelled"  # not sent: the memo's send was cancelled
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="deliveries")
     developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="deliveries")
@@ -162,6 +165,8 @@ class Delivery(models.Model):
     )
     provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # After a transient provider error: not to be tried again before this time.
+    not_before = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import random
 from email.utils import formataddr
 
 import requests
 from anymail.exceptions import AnymailRequestsAPIError
 from anymail.message import AnymailMessage
 from celery.exceptions import SoftTimeLimitExceeded
+from django.core.cache import cache
 from django.core.mail import get_connection
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
@@ -18,23 +21,46 @@ from urllib3.exceptions import NewConnectionError
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
-from memo_service.memos.models import Acknowledgement, Delivery
+from memo_service.memos.models import Acknowledgement, Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
 log = logging.getLogger(__name__)
 S = Delivery.Status
 
 
+# Memo statuses whose deliveries may go out: sending, and sent (its reminders).
+CLAIMABLE_MEMO = [Memo.Status.SENDING, Memo.Status.SENT]
+# Provider answers worth trying again later: throttling and the provider's own faults.
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+AUTH_STATUS = {401, 403}
+# Five tries over roughly five minutes ride out a provider's bad patch; past that the
+# delivery fails with the provider's reason rather than waiting forever.
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_S = 10
+MAX_DELAY_S = 600  # well under Redis's visibility timeout (settings), so no redelivery
+# Consecutive credential errors before the memo pauses itself (and says why).
+AUTH_ERRORS_BEFORE_PAUSE = 3
+
+
 def delivery_claim(*, delivery_id: int) -> bool:
-    """Move one queued delivery to sending; False if someone else already has it.
+    """Move one queued delivery to sending; False if someone else already has it, its
+    memo is paused or cancelled, or it waits out a retry delay.
 
     Claiming one row just before its send means a crash leaves at most one delivery in
     `sending` (the sweeper settles it), never a whole batch.
     """
+    now = timezone.now()
     return bool(
-        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED).update(
-            status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
-        )
+        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED, memo__status__in=CLAIMABLE_MEMO)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .update(status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
+    )
+
+
+def delivery_record_retry(*, delivery_id: int, error: str, not_before: dt.datetime) -> None:
+    """A transient failure: back to queued, not to be tried before `not_before`."""
+    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
+        status=S.QUEUED, last_error=error[:2000], not_before=not_before, status_changed_at=timezone.now()
     )
 
 
@@ -68,6 +94,41 @@ def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
     )
 
 
+def _backoff_s(attempts: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter, never sooner than the provider's Retry-After."""
+    delay = BACKOFF_BASE_S * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
+    return min(max(delay, retry_after or 0), MAX_DELAY_S)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _connect_failed(exc: BaseException) -> bool:
+    """The request never reached the provider: safe to send again."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+def _auth_errors(provider: str, failed: bool) -> int:
+    """Consecutive credential errors for this provider, across all workers."""
+    key = f"auth-errors:{provider}"
+    if not failed:
+        cache.delete(key)
+        return 0
+    if cache.add(key, 1, 3600):
+        return 1
+    return cache.incr(key)
+
+
 def _may_have_been_accepted(exc: BaseException) -> bool:
     """True when the provider may have accepted the message despite the error: the
     request went out but no answer came back (read timeout, dropped connection, time
@@ -76,23 +137,26 @@ def _may_have_been_accepted(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, AnymailRequestsAPIError) or exc.status_code is not None:
         return False
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, requests.ConnectTimeout):
-        return False
-    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
-    return not isinstance(reason, NewConnectionError)
+    return not _connect_failed(exc)
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
-    deliveries = (
+    deliveries = list(
         Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
         .select_related("developer", "memo")
         .order_by("id")
     )
     renderers: dict[tuple[int, bool], MemoRenderer] = {}
+    later: list[int] = []  # to try again after `delay` seconds
+    delay = 0.0
     # One connection for the batch: anymail reuses its HTTP session, SMTP its socket.
     with get_connection() as connection:
-        for delivery in deliveries:
+        provider = type(connection).__module__
+        for index, delivery in enumerate(deliveries):
+            if delivery.not_before and delivery.not_before > timezone.now():
+                later.append(delivery.pk)
+                delay = max(delay, (delivery.not_before - timezone.now()).total_seconds())
+                continue
             if not delivery_claim(delivery_id=delivery.pk):
                 continue
             reminder = delivery.kind == Delivery.Kind.REMINDER
@@ -126,21 +190,59 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
             try:
                 message.send()
             except Exception as exc:
-                unknown = _may_have_been_accepted(exc)
-                log.warning("delivery %s: %s (outcome unknown: %s)", delivery.pk, type(exc).__name__, unknown)
+                error = f"{type(exc).__name__}: {exc}"
+                status = getattr(exc, "status_code", None)
+                log.warning("delivery %s: %s (HTTP %s)", delivery.pk, type(exc).__name__, status)
+                if status in AUTH_STATUS:
+                    # Our credentials, not the recipient: keep it queued for after the fix.
+                    delivery_record_retry(delivery_id=delivery.pk, error=error, not_before=timezone.now())
+                    if _auth_errors(provider, True) >= AUTH_ERRORS_BEFORE_PAUSE:
+                        _pause_for_auth(delivery.memo, status, error)
+                        return
+                    continue
+                transient = status in TRANSIENT_STATUS or (
+                    isinstance(exc, AnymailRequestsAPIError) and status is None and _connect_failed(exc)
+                )
+                if transient and delivery.attempts + 1 < MAX_ATTEMPTS:
+                    wait = _backoff_s(delivery.attempts + 1, _retry_after(exc))
+                    delivery_record_retry(delivery_id=delivery.pk, error=error,
+                                          not_before=timezone.now() + dt.timedelta(seconds=wait))
+                    later.append(delivery.pk)
+                    delay = max(delay, wait)
+                    if status == 429:  # throttled: the rest of the batch waits too
+                        later += [d.pk for d in deliveries[index + 1:]]
+                        break
+                    continue
                 delivery_record_failure(
-                    delivery_id=delivery.pk, error=f"{type(exc).__name__}: {exc}", outcome_unknown=unknown
+                    delivery_id=delivery.pk, error=error, outcome_unknown=_may_have_been_accepted(exc)
                 )
                 if isinstance(exc, SoftTimeLimitExceeded):
                     raise  # the rest stay queued; the sweeper re-enqueues them
                 continue
+            _auth_errors(provider, False)
             delivery_record_sent(
                 delivery_id=delivery.pk,
                 message_id=_message_id(message),
                 language=language,
             )
+    if later:
+        from memo_service.memos.tasks import send_batch
+
+        send_batch.apply_async(args=[later], countdown=delay)
     for memo_id in {memo_id for memo_id, _ in renderers}:
         memo_finish_if_done(memo_id=memo_id)
+
+
+def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
+    from memo_service.memos.control import ControlRefused, memo_pause
+
+    try:
+        memo_pause(memo=memo, by=None, reason=(
+            f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
+            f"check the ANYMAIL_* settings, then resume. Last answer: {error}"
+        ))
+    except ControlRefused:
+        pass  # already paused
 
 
 def _org_contact(delivery: Delivery) -> list[str]:

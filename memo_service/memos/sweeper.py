@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from memo_service.memos.dispatch import BATCH_SIZE, memo_finish_if_done
@@ -40,7 +41,10 @@ def deliveries_sweep() -> dict[str, int]:
     )
     requeued = 0
     last_id = 0
-    lost = Delivery.objects.filter(status=S.QUEUED, created_at__lt=now - QUEUED_GRACE).order_by("id")
+    lost = Delivery.objects.filter(
+        status=S.QUEUED, created_at__lt=now - QUEUED_GRACE,
+        memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
+    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).order_by("id")
     while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:BATCH_SIZE]):
         send_batch.delay(ids)
         requeued += len(ids)

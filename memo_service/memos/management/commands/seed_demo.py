@@ -1,4 +1,4 @@
-"""Demo data for `make run`: developers, the "Unsupported regions" region, a draft memo
+"""Demo data for `make run`: developers, the "Unsupported regions" region, an approved memo
 and an admin login. Running it again adds nothing and changes nothing."""
 
 import datetime as dt

@@ -4,6 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.dispatch import DispatchRefused, memo_dispatch, memo_send_start
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.models import Delivery, Memo
@@ -22,9 +23,15 @@ class Command(BaseCommand):
         parser.add_argument("--accept-audience-changes", action="store_true",
                             help="send even if the audience changed since approval")
         parser.add_argument("--wait", action="store_true", help="show a progress bar until every delivery is settled")
+        control = parser.add_mutually_exclusive_group()
+        control.add_argument("--pause", action="store_true", help="pause a memo that is sending")
+        control.add_argument("--resume", action="store_true", help="resume a paused memo where it stopped")
+        control.add_argument("--cancel", action="store_true", help="cancel the memo: queued emails are not sent")
 
     def handle(self, *args: Any, memo: str, **options: Any) -> None:
         target = memo_by_ref(memo)
+        if options["pause"] or options["resume"] or options["cancel"]:
+            return self._control(target, options)
         try:
             memo_send_start(memo=target, accept_audience_changes=options["accept_audience_changes"])
             result = memo_dispatch(
@@ -40,6 +47,20 @@ class Command(BaseCommand):
         )
         if options["wait"]:
             self._wait(target, result.targeted)
+
+    def _control(self, memo: Memo, options: dict[str, Any]) -> None:
+        try:
+            if options["pause"]:
+                memo_pause(memo=memo, by=None, reason="paused from the command line")
+                self.stdout.write(f"{memo.slug}: paused. Resume with send_memo {memo.slug} --resume.")
+            elif options["resume"]:
+                n = memo_resume(memo=memo, by=None)
+                self.stdout.write(f"{memo.slug}: resumed, {n} queued deliveries enqueued again.")
+            else:
+                n = memo_cancel(memo=memo, by=None)
+                self.stdout.write(f"{memo.slug}: cancelled, {n} queued deliveries will not be sent.")
+        except ControlRefused as exc:
+            raise CommandError(str(exc)) from None
 
     def _wait(self, memo: Memo, total: int) -> None:
         initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)

@@ -1,0 +1,63 @@
+"""Pause, resume and cancel a memo that is sending.
+
+A paused or cancelled memo's deliveries cannot be claimed (the claim checks the memo's
+status in the same UPDATE), so workers stop within the delivery they are on. Resume
+re-enqueues what is still queued; cancel gives every queued delivery its final status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from memo_service.memos.disputes import audit_record
+from memo_service.memos.models import Delivery, Memo
+
+S = Memo.Status
+CANCELLABLE = [S.DRAFT, S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED, S.SENDING, S.PAUSED]
+
+
+class ControlRefused(Exception):
+    pass
+
+
+def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> None:
+    if not Memo.objects.filter(pk=memo.pk, status=S.SENDING).update(status=S.PAUSED, pause_reason=reason[:300]):
+        raise ControlRefused(f"memo {memo.slug} is not sending")
+    audit_record(actor=by, action="memo.paused", obj=memo, reason=reason)
+
+
+def memo_resume(*, memo: Memo, by: Any) -> int:
+    """Continue where it stopped; returns how many queued deliveries were enqueued again."""
+    from memo_service.memos.dispatch import BATCH_SIZE
+    from memo_service.memos.tasks import dispatch_memo, send_batch
+
+    with transaction.atomic():
+        if not Memo.objects.filter(pk=memo.pk, status=S.PAUSED).update(status=S.SENDING, pause_reason=""):
+            raise ControlRefused(f"memo {memo.slug} is not paused")
+        audit_record(actor=by, action="memo.resumed", obj=memo)
+        memo.refresh_from_db()
+        if memo.dispatched_at is None:
+            dispatch_memo.delay_on_commit(memo.pk)
+        queued = list(
+            Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).order_by("id").values_list("id", flat=True)
+        )
+        for start in range(0, len(queued), BATCH_SIZE):
+            send_batch.delay_on_commit(queued[start : start + BATCH_SIZE])
+    return len(queued)
+
+
+def memo_cancel(*, memo: Memo, by: Any) -> int:
+    """Stop for good: queued deliveries end as cancelled (those already handed to the
+    provider keep their status). Returns how many deliveries were cancelled."""
+    with transaction.atomic():
+        if not Memo.objects.filter(pk=memo.pk, status__in=CANCELLABLE).update(status=S.CANCELLED, scheduled_at=None):
+            raise ControlRefused(f"memo {memo.slug} can no longer be cancelled")
+        cancelled = Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.CANCELLED, last_error="not sent: the memo was cancelled",
+            status_changed_at=timezone.now(),
+        )
+        audit_record(actor=by, action="memo.cancelled", obj=memo, deliveries_cancelled=cancelled)
+    return cancelled
