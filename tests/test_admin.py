@@ -177,3 +177,15 @@ def test_every_change_is_in_the_read_only_audit_log(admin_client, memo):
     admin_client.post(reverse("admin:memos_auditevent_change", args=[event.pk]), {"action": "forged"})
     event.refresh_from_db()
     assert event.action == "memo.created"
+
+
+def test_an_attribute_named_like_a_lookup_is_still_an_attribute(admin_client, memo, developers):
+    from memo_service.developers.models import Developer
+
+    Developer.objects.filter(external_id="cn-1").update(attributes={"isnull": "yes"})
+    memo.attribute_filters = {"isnull": "yes"}
+    memo.save()
+    assert admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk])).json()["total"] == 1
+    live = admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk]),
+                            {"rules": "1", "include_countries": ["CN", "RU"], "attribute_filters": '{"contains": "x"}'})
+    assert live.status_code == 200 and live.json()["total"] == 0

@@ -119,3 +119,34 @@ def test_a_time_in_the_past_cannot_be_scheduled(people, memo):
     post(people["approver"], "approve", memo)
     with pytest.raises(approval.ApprovalRefused, match="in the future"):
         approval.memo_schedule(memo=memo, at=timezone.now() - dt.timedelta(minutes=1), by=None)
+
+
+def test_someone_who_edited_or_submitted_the_memo_cannot_approve_it(people, memo, django_user_model):
+    approver = people["users"]["approver"]
+    approval.memo_edited(memo=memo, by=approver, fields=["subject"])  # the approver edited it
+    post(people["composer"], "request_approval", memo)
+    response = post(people["approver"], "approve", memo)
+    assert "cannot approve it" in response.content.decode().lower()
+    assert status(memo) == "awaiting_approval"
+
+
+def test_a_viewer_cannot_export_evidence_or_send_tests(people, memo):
+    assert people["viewer"].get(reverse("admin:memos_memo_evidence", args=[memo.pk, "csv"])).status_code == 403
+    preview = reverse("admin:memos_memo_preview", args=[memo.pk])
+    assert people["viewer"].get(preview).status_code == 200
+    assert people["viewer"].post(preview, {"developer": "cn-1"}).status_code == 403
+    assert people["viewer"].get("/admin/developers/developer/export/").status_code == 403
+
+
+def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
+    from tests.conftest import make_developer
+
+    post(people["composer"], "request_approval", memo)
+    post(people["approver"], "approve", memo)
+    approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
+    Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
+    make_developer("cn-late", "CN")
+    assert approval.memos_send_scheduled() == []
+    memo.refresh_from_db()
+    assert memo.status == "approved" and "audience changed since approval" in memo.pause_reason
+    assert not Delivery.objects.exists()

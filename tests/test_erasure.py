@@ -40,3 +40,12 @@ def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers)
 def test_an_unknown_id_gets_a_clear_error(db):
     with pytest.raises(CommandError, match="no developer with external_id 'ghost'"):
         call_command("erase_developer", "ghost")
+
+
+def test_an_erased_developer_is_in_no_audience_and_their_contact_is_gone(memo, developers):
+    from memo_service.memos.audience import memo_audience
+
+    Developer.objects.filter(external_id="cn-1").update(org_contact_email="boss@acme.example")
+    call_command("erase_developer", "cn-1", stdout=io.StringIO())
+    assert Developer.objects.get(external_id="cn-1").org_contact_email == ""
+    assert not memo_audience(memo).filter(external_id="cn-1").exists()

@@ -146,3 +146,18 @@ def test_cells_escaped_against_formulas_are_read_back_as_written(tmp_path):
 def test_a_nul_character_is_a_bad_row_not_a_crash(tmp_path):
     with pytest.raises(CommandError, match="Nothing imported: 1 invalid"):
         run(tmp_path, "external_id,email,country,name\nz-1,z@example.com,JP,a\x00b\n")
+
+
+def test_new_attribute_columns_join_the_stored_attributes(tmp_path):
+    run(tmp_path, "external_id,email,country,plan\na-1,a@example.com,DE,pro\n")
+    out, _ = run(tmp_path, "external_id,email,country,team\na-1,a@example.com,DE,core\n")
+    assert "1 updated" in out
+    assert Developer.objects.get().attributes == {"plan": "pro", "team": "core"}
+
+
+def test_an_import_never_brings_an_erased_developers_data_back(tmp_path):
+    run(tmp_path, "external_id,email,country,name\ne-1,e@example.com,DE,Eve\n")
+    call_command("erase_developer", "e-1", stdout=io.StringIO())
+    out, _ = run(tmp_path, "external_id,email,country,name\ne-1,e@example.com,DE,Eve\n")
+    assert "1 unchanged" in out
+    assert Developer.objects.get().name == "" and Developer.objects.get().email.endswith("@erased.invalid")

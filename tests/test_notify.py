@@ -35,6 +35,10 @@ def sent(memo, developers):
     return memo
 
 
+def due_now(message):
+    WebhookMessage.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now())
+
+
 def verify_signature(headers, body, secret):
     parts = dict(p.split("=", 1) for p in headers["X-Memo-Signature"].split(","))
     expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
@@ -66,9 +70,13 @@ def test_a_failed_delivery_is_retried_with_backoff_and_each_attempt_is_logged(se
     first_wait = (message.next_attempt_at - timezone.now()).total_seconds()
     assert 40 < first_wait < 80
     assert notify.webhooks_retry_due() == 0  # not due yet
+    notify.webhook_deliver(message_id=message.pk)  # not due: nothing is sent
+    assert len(platform.requests) == 1
+    due_now(message)
     notify.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.next_attempt_at - timezone.now()).total_seconds() > first_wait
+    due_now(message)
     notify.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("delivered", 3)
@@ -81,6 +89,7 @@ def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
     notify._enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
     notify.webhook_deliver(message_id=message.pk)
+    due_now(message)
     notify.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.status, message.next_attempt_at) == ("failed", None)

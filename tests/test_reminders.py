@@ -38,19 +38,41 @@ def test_nothing_is_due_before_the_first_reminder(sent):
     assert reminders.reminders_send_due() == 0
 
 
-def test_the_first_reminder_goes_to_those_without_an_answer(sent, developers, mailgun):
+def test_the_first_reminder_goes_to_those_who_have_not_acknowledged(sent, developers, mailgun):
+    # A question is no acknowledgement: still reminded. An acknowledgement ends it.
     Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
-    developers["us"].email_status = "bounced"
-    developers["us"].save()
+    Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
+    developers["ru"].email_status = "bounced"
+    developers["ru"].save()
     move_deadline(sent, 6)
     assert reminders.reminders_send_due() == 1
     assert reminders.reminders_send_due() == 0  # once
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
     [message] = mailgun.accepted
-    assert message.first("to") == "Olga Petrova <ru-1@example.com>"
-    assert message.first("subject").startswith("Reminder: Access from Russia")
-    assert "You have not answered this memo yet" in message.first("text")
+    assert message.first("to") == "Wang Wei <cn-1@example.com>"
+    assert message.first("subject").startswith("提醒：")
+    assert "您还没有回复这份通知" in message.first("text")
     assert Delivery.objects.get(kind="reminder").status == "sent"
+
+
+def test_the_built_in_reminder_in_english(sent, developers, mailgun):
+    move_deadline(sent, 6)
+    reminders.reminders_send_due()
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
+    ru = next(m for m in mailgun.accepted if "ru-1" in m.first("to"))
+    assert ru.first("subject").startswith("Reminder: Access from Russia")
+    assert "You have not answered this memo yet" in ru.first("text")
+
+
+def test_an_interrupted_reminder_is_finished_by_the_next_run(sent, developers, monkeypatch):
+    move_deadline(sent, 6)
+    real = reminders.memo_remind
+    monkeypatch.setattr(reminders, "memo_remind", lambda **kw: (_ for _ in ()).throw(RuntimeError("worker died")))
+    with pytest.raises(RuntimeError):
+        reminders.reminders_send_due()
+    monkeypatch.setattr(reminders, "memo_remind", real)
+    assert reminders.reminders_send_due() == 3
+    assert len(reminder_ids(sent, 1)) == 3
 
 
 def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mailgun):
@@ -59,7 +81,7 @@ def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mail
     Acknowledgement.objects.create(memo=sent, developer=developers["ru"], response="acknowledged", content_hash="c")
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
     ru = Delivery.objects.get(kind="reminder", developer=developers["ru"])
-    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer answered first")
+    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer acknowledged first")
     assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "John Smith <us-1@example.com>"}
 
 

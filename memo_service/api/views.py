@@ -29,8 +29,15 @@ class ClientToken(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> ApiClient | None:
         client = ApiClient.objects.filter(token_digest=token_digest(token), is_active=True).first()
         if client is not None:
-            ApiClient.objects.filter(pk=client.pk).update(last_used_at=timezone.now())
+            api_client_touch(client=client)
         return client
+
+
+def api_client_touch(*, client: ApiClient) -> None:
+    """Note when a client was last seen, at most once an hour (not a write per request)."""
+    now = timezone.now()
+    if client.last_used_at is None or now - client.last_used_at > dt.timedelta(hours=1):
+        ApiClient.objects.filter(pk=client.pk).update(last_used_at=now)
 
 
 # No docs page: Swagger UI would load its assets from a CDN.

@@ -70,7 +70,8 @@ class DeveloperAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/developers/developer/import.html", context)
 
     def export_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
+        # Every developer's personal data: for those who may change developers, not viewers.
+        if not self.has_change_permission(request):
             raise PermissionDenied
         response = StreamingHttpResponse(developers_csv(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="developers-{timezone.now():%Y%m%d-%H%M}.csv"'

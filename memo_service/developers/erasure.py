@@ -2,7 +2,10 @@
 
 Deliveries, acknowledgements and the memo's content hash stay, tied to the developer's
 row and external_id, so what was sent and acknowledged can still be proven; the email,
-name, organisation and attributes go, also from the provider events stored for them.
+name, organisation, its contact and attributes go, also from the provider events and
+error texts stored for them. An erased developer is in no audience and gets no
+reminder, and an import never brings their data back. The evidence chain keeps what an
+answer recorded (time, IP, user agent, comment): that is the evidence itself.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import DeliveryEvent
+from memo_service.memos.models import Delivery, DeliveryEvent
 
 ERASED_DOMAIN = "erased.invalid"  # .invalid never resolves: nothing can be sent there
 
@@ -34,17 +37,25 @@ def developer_erase(*, developer: Developer) -> Developer:
     with transaction.atomic():
         developer = Developer.objects.select_for_update().get(pk=developer.pk)
         # Two-letter names would blank out unrelated text; emails are always specific.
-        old = [developer.email] + [v for v in (developer.name, developer.organization) if len(v) >= 3]
+        old = [v for v in (developer.email, developer.org_contact_email) if v] + [
+            v for v in (developer.name, developer.organization) if len(v) >= 3
+        ]
         developer.email = f"erased-{developer.pk}@{ERASED_DOMAIN}"
         developer.name = ""
         developer.organization = ""
+        developer.org_contact_email = ""
         developer.attributes = {}
         developer.is_active = False
         developer.erased_at = timezone.now()
         developer.save(
-            update_fields=["email", "name", "organization", "attributes", "is_active", "erased_at"]
+            update_fields=["email", "name", "organization", "org_contact_email", "attributes", "is_active", "erased_at"]
         )
         for event in DeliveryEvent.objects.filter(delivery__developer=developer):
             event.payload = _scrub(event.payload, old)
-            event.save(update_fields=["payload"])
+            event.description = _scrub(event.description, old)
+            event.save(update_fields=["payload", "description"])
+        # Providers' error texts often quote the address.
+        for delivery in Delivery.objects.filter(developer=developer).exclude(last_error=""):
+            delivery.last_error = _scrub(delivery.last_error, old)
+            delivery.save(update_fields=["last_error"])
     return developer

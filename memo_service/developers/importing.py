@@ -204,7 +204,9 @@ def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 def developers_upsert(rows: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
     """Insert new accounts and update changed ones, by external_id; identical rows are
-    left alone. All rows must carry the same keys. Returns (created, updated, unchanged).
+    left alone, and so are erased accounts (an import never brings their data back);
+    attributes are merged into those stored. All rows must carry the same keys.
+    Returns (created, updated, unchanged).
 
     Rows are streamed: on PostgreSQL through COPY into a temporary table and one
     INSERT … ON CONFLICT (a million rows in seconds, memory flat); elsewhere in chunks
@@ -230,7 +232,19 @@ def _upsert_orm(rows: list[dict[str, Any]], fields: list[str]) -> tuple[int, int
         for row in Developer.objects.filter(external_id__in=[r["external_id"] for r in rows])
         .values_list("external_id", *fields)
     }
-    changed = [r for r in rows if existing.get(r["external_id"]) != tuple(r[f] for f in fields)]
+    erased = set(
+        Developer.objects.filter(external_id__in=[r["external_id"] for r in rows], erased_at__isnull=False)
+        .values_list("external_id", flat=True)
+    )
+    if "attributes" in fields:  # new attributes join those already stored
+        at = fields.index("attributes")
+        for r in rows:
+            if r["external_id"] in existing:
+                r["attributes"] = {**existing[r["external_id"]][at], **r["attributes"]}
+    changed = [
+        r for r in rows
+        if r["external_id"] not in erased and existing.get(r["external_id"]) != tuple(r[f] for f in fields)
+    ]
     if changed:
         Developer.objects.bulk_create(
             [Developer(**r) for r in changed],
@@ -259,6 +273,13 @@ def _defaults_sql(columns: list[str]) -> tuple[list[str], list[str], list[Any]]:
     return names, sql, params
 
 
+def _new_value(table: str, column: str) -> str:
+    """An update's new value: the file's, except attributes, which join those stored."""
+    if column == "attributes":
+        return f"{table}.attributes || EXCLUDED.attributes"
+    return f"EXCLUDED.{connection.ops.quote_name(column)}"
+
+
 def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int, int, int]:
     q = connection.ops.quote_name
     table = q(Developer._meta.db_table)
@@ -282,8 +303,9 @@ def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int
                 INSERT INTO {table} ({", ".join(map(q, [*columns, *default_columns]))})
                 SELECT {", ".join([*map(q, columns), *default_sql])} FROM developer_import
                 ON CONFLICT (external_id) DO UPDATE
-                SET {", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in fields)}
-                WHERE {" OR ".join(f"{table}.{q(c)} IS DISTINCT FROM EXCLUDED.{q(c)}" for c in fields)}
+                SET {", ".join(f"{q(c)} = {_new_value(table, c)}" for c in fields)}
+                WHERE {table}.erased_at IS NULL AND (
+                    {" OR ".join(f"{table}.{q(c)} IS DISTINCT FROM {_new_value(table, c)}" for c in fields)})
                 RETURNING (xmax = 0) AS created
             )
             SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django_countries import countries
@@ -61,10 +62,11 @@ def ack_token_read(token: str) -> AckTarget:
         memo_id, developer_id = int(memo_id), int(developer_id)
     except (signing.BadSignature, ValueError, TypeError) as exc:
         raise TokenInvalid from exc
+    # The latest email that went out (a reminder, say): "seconds since delivery" counts from it.
     delivery = (
         Delivery.objects.select_related("memo", "developer")
         .filter(memo_id=memo_id, developer_id=developer_id)
-        .order_by("id")
+        .order_by(F("sent_at").desc(nulls_last=True), "-id")
         .first()
     )
     if delivery is None:

@@ -225,7 +225,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Memo, form: Any, change: bool) -> None:
         if not change:
-            obj.author = request.user
+            obj.author = obj.last_edited_by = request.user
         super().save_model(request, obj, form, change)
         if not change:
             audit_record(actor=request.user, action="memo.created", obj=obj)
@@ -403,6 +403,8 @@ class MemoAdmin(admin.ModelAdmin):
             except Exception as exc:  # shown to the admin, with its line
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
         if request.method == "POST" and email is not None:
+            if not self.has_send_permission(request, memo):
+                raise PermissionDenied
             if not request.user.email:
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
@@ -451,8 +453,12 @@ class MemoAdmin(admin.ModelAdmin):
             return JsonResponse({"explanation": "No developer with that external id."})
         return JsonResponse({"explanation": audience_explain(memo, developer)})
 
+    def has_export_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        # The evidence holds addresses, IPs and user agents: not for the Viewer role.
+        return request.user.has_perm("memos.change_memo") or request.user.has_perm("memos.approve_memo")
+
     def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
-        return _evidence_response(self._memo(request, object_id), fmt)
+        return _evidence_response(self._memo(request, object_id, "export"), fmt)
 
     def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)

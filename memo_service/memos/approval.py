@@ -56,7 +56,7 @@ def audience_rules(memo: Memo) -> dict[str, Any]:
 
 def memo_request_approval(*, memo: Memo, by: Any) -> None:
     _renders(memo)
-    _transition(memo, [S.DRAFT], status=S.AWAITING_APPROVAL)
+    _transition(memo, [S.DRAFT], status=S.AWAITING_APPROVAL, requested_by=by if getattr(by, "pk", None) else None)
     audit_record(actor=by, action="memo.approval_requested", obj=memo)
 
 
@@ -64,8 +64,10 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
     memo = Memo.objects.get(pk=memo.pk)
     if not by.has_perm("memos.approve_memo"):
         raise ApprovalRefused("you may not approve memos")
-    if memo.author_id == by.pk:
-        raise ApprovalRefused("the author of a memo cannot approve it: a second person must")
+    writers = {memo.author_id, memo.requested_by_id, memo.last_edited_by_id}
+    if memo.author_id is None or by.pk in writers:
+        raise ApprovalRefused("the author of a memo cannot approve it: a second person must "
+                              "(one who neither wrote, edited nor submitted it)")
     if memo.status != S.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     _renders(memo)
@@ -91,6 +93,7 @@ def _snapshot(memo: Memo) -> None:
 
 def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
     """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
+    Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if getattr(by, "pk", None) else None)
     if Memo.objects.filter(pk=memo.pk, status__in=[S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED]).update(
         status=S.DRAFT, approver=None, approved_at=None, content_hash="", approved_rules={}, scheduled_at=None,
     ):
@@ -130,6 +133,14 @@ def memo_unschedule(*, memo: Memo, by: Any) -> None:
     audit_record(actor=by, action="memo.schedule_cancelled", obj=memo)
 
 
+def memo_schedule_failed(*, memo: Memo, reason: str) -> None:
+    """A scheduled send that could not start goes back to approved, saying why."""
+    Memo.objects.filter(pk=memo.pk, status=S.SCHEDULED).update(
+        status=S.APPROVED, scheduled_at=None, pause_reason=f"the scheduled send did not start: {reason}"[:300]
+    )
+    audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=reason)
+
+
 def memos_send_scheduled() -> list[int]:
     """Start every scheduled memo whose time has come (beat, every minute). The schedule
     lives in the database, so it survives restarts of every process."""
@@ -139,11 +150,10 @@ def memos_send_scheduled() -> list[int]:
     started = []
     for memo in Memo.objects.filter(status=S.SCHEDULED, scheduled_at__lte=timezone.now()):
         try:
-            # Scheduling was the sender's go-ahead; audience changes are recorded.
-            memo_send_start(memo=memo, by=None, accept_audience_changes=True)
+            # Nobody is there to confirm a changed audience: it is refused, not sent.
+            memo_send_start(memo=memo, by=None)
         except DispatchRefused as exc:
-            audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=str(exc))
-            Memo.objects.filter(pk=memo.pk, status=S.SCHEDULED).update(status=S.APPROVED, scheduled_at=None)
+            memo_schedule_failed(memo=memo, reason=str(exc))
             continue
         dispatch_memo.delay_on_commit(memo.pk)
         started.append(memo.pk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db.models import Count, QuerySet
+from django.db.models.fields.json import KeyTransform
 from django_countries import countries
 
 from memo_service.developers.models import Developer, Region
@@ -31,9 +32,11 @@ def memo_audience(memo: Memo, regions: Iterable[Region] | None = None) -> QueryS
         developers = developers.filter(is_active=True)
     if memo.active_since:
         developers = developers.filter(last_active_at__date__gte=memo.active_since)
-    for key, value in (memo.attribute_filters or {}).items():
-        developers = developers.filter(**{f"attributes__{key}": value})
-    return developers
+    for n, (key, value) in enumerate((memo.attribute_filters or {}).items()):
+        # A key transform, not "attributes__<key>": a key named like a lookup
+        # ("isnull", "contains") must stay a key.
+        developers = developers.alias(**{f"_attr{n}": KeyTransform(key, "attributes")}).filter(**{f"_attr{n}": value})
+    return developers.filter(erased_at__isnull=True)
 
 
 def audience_explain(memo: Memo, developer: Developer) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audience import audience_reasons
@@ -30,6 +30,13 @@ def dispute_resolve(*, answer: Acknowledgement, outcome: str, by: Any, note: str
     the memo; "confirmed" keeps the recorded country. The developer's page shows it."""
     if answer.response != Acknowledgement.Response.DISPUTES_REGION:
         raise DisputeInvalid("only a 'my region is wrong' answer can be resolved")
+    try:
+        return _resolve(answer, outcome, by, note)
+    except IntegrityError:  # another admin resolved it at the same moment
+        raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved") from None
+
+
+def _resolve(answer: Acknowledgement, outcome: str, by: Any, note: str) -> DisputeResolution:
     with transaction.atomic():
         if DisputeResolution.objects.filter(answer=answer).exists():
             raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")

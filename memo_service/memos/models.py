@@ -65,6 +65,8 @@ class Memo(models.Model):
     reminder_text = models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo.")
     deadline_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     reminders_sent = models.PositiveSmallIntegerField(default=0, editable=False)
+    # The last reminder whose deliveries were all created; behind reminders_sent after a crash.
+    reminders_dispatched = models.PositiveSmallIntegerField(default=0, editable=False)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     author = models.ForeignKey(
@@ -76,6 +78,13 @@ class Memo(models.Model):
         related_name="+",
     )
     content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    # Whoever asked for approval or edited since: none of them may approve it.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    last_edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
     approved_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The audience rules as approved (the countries of each region at that moment too).
     approved_rules = models.JSONField(default=dict, blank=True, editable=False)

@@ -32,6 +32,7 @@ MAX_ATTEMPTS = 8  # with doubling from a minute: the last try about four hours a
 FIRST_RETRY = timedelta(minutes=1)
 PAGE = 1_000  # developer ids per deadline_passed message
 LOST_AFTER = timedelta(minutes=10)  # a first attempt not made by then lost its task
+LEASE = timedelta(seconds=TIMEOUT_S * 3)  # longer than one attempt can take
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -81,6 +82,8 @@ def memos_deadline_notify() -> int:
         status__in=[Memo.Status.SENDING, Memo.Status.SENT],
         ack_deadline__lt=timezone.now(), deadline_notified_at__isnull=True,
     )
+    if not any(E.DEADLINE_PASSED in e.events for e in WebhookEndpoint.objects.filter(is_active=True)):
+        return 0  # nobody to tell yet: an endpoint added later still hears of these
     for memo in due:
         with transaction.atomic():
             if not Memo.objects.filter(pk=memo.pk, deadline_notified_at__isnull=True).update(
@@ -106,13 +109,20 @@ def memos_deadline_notify() -> int:
     return notified
 
 
+def webhook_claim(*, message_id: int) -> bool:
+    """Take a due message for one attempt: pushes its next attempt a lease ahead, so a
+    second worker handed the same id (a retry job running twice) leaves it alone."""
+    now = timezone.now()
+    return bool(WebhookMessage.objects.filter(
+        pk=message_id, status=WebhookMessage.Status.PENDING, next_attempt_at__lte=now,
+    ).update(next_attempt_at=now + LEASE))
+
+
 def webhook_deliver(*, message_id: int) -> None:
     """One attempt at one message; schedules the next on failure."""
-    message = WebhookMessage.objects.select_related("endpoint").filter(
-        pk=message_id, status=WebhookMessage.Status.PENDING
-    ).first()
-    if message is None:
+    if not webhook_claim(message_id=message_id):
         return
+    message = WebhookMessage.objects.select_related("endpoint").get(pk=message_id)
     body = json.dumps(message.payload, separators=(",", ":")).encode()
     headers = {
         "Content-Type": "application/json",
@@ -139,7 +149,7 @@ def webhook_deliver(*, message_id: int) -> None:
 def webhook_attempt_record(*, message: WebhookMessage, status_code: int | None, error: str, duration_ms: int) -> None:
     now = timezone.now()
     WebhookAttempt.objects.create(message=message, status_code=status_code, error=error, duration_ms=duration_ms)
-    attempts = message.attempts + 1
+    attempts = message.attempts + 1  # the claim makes this worker the only one on it
     if status_code is not None and 200 <= status_code < 300:
         changes = {"status": WebhookMessage.Status.DELIVERED, "delivered_at": now, "next_attempt_at": None}
     elif attempts >= MAX_ATTEMPTS:

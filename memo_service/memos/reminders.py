@@ -3,8 +3,9 @@
 A memo's reminder_days, e.g. [7, 1], are days before its deadline. Reminder n goes out
 once its time has come, only if that time is after the memo was sent (a memo sent two
 days before its deadline does not get its seven-day reminder at once), to each
-developer of the memo who has given no answer, whose address has not bounced or
-complained, and who was not exempted. Each is a Delivery of kind reminder, sequence n,
+developer of the memo who has not acknowledged (a question or a dispute still waiting
+is no acknowledgement), whose address has not bounced or complained, who was not
+exempted after a dispute and not erased. Each is a Delivery of kind reminder, sequence n,
 sent, tracked and exported like the first email. The last reminder is copied to the
 developer's organisation contact when one is recorded.
 """
@@ -12,6 +13,7 @@ developer's organisation contact when one is recorded.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -19,7 +21,7 @@ from django.utils import timezone
 
 from memo_service.developers.models import Developer
 from memo_service.memos.dispatch import BATCH_SIZE, PAGE_SIZE
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo
 
 
 def reminder_due(memo: Memo, now: dt.datetime) -> int:
@@ -35,7 +37,8 @@ def reminder_due(memo: Memo, now: dt.datetime) -> int:
 
 
 def reminders_send_due() -> int:
-    """Dispatch every reminder that is due; returns how many reminders were queued."""
+    """Dispatch every reminder that is due, and finish one a crash interrupted; returns
+    how many reminder emails were queued."""
     now = timezone.now()
     queued = 0
     for memo in Memo.objects.filter(status__in=[Memo.Status.SENDING, Memo.Status.SENT], ack_deadline__gt=now):
@@ -43,16 +46,28 @@ def reminders_send_due() -> int:
         if n > memo.reminders_sent and Memo.objects.filter(
             pk=memo.pk, reminders_sent=memo.reminders_sent
         ).update(reminders_sent=n):
-            queued += memo_remind(memo=memo, sequence=n)
+            memo.reminders_sent = n
+        if memo.reminders_sent > memo.reminders_dispatched:
+            # Creating the deliveries is idempotent: a rerun resumes where it stopped.
+            queued += memo_remind(memo=memo, sequence=memo.reminders_sent)
+            Memo.objects.filter(pk=memo.pk).update(reminders_dispatched=memo.reminders_sent)
     return queued
 
 
-def _unanswered(memo: Memo):  # type: ignore[no-untyped-def]
-    answered = Acknowledgement.objects.filter(memo=memo, developer=OuterRef("developer"))
+def still_to_acknowledge(memo: Memo, developer: OuterRef | int) -> Any:
+    """Has this developer not acknowledged the memo, nor been exempted from it?"""
+    acknowledged = Acknowledgement.objects.filter(
+        memo=memo, developer=developer, response=Acknowledgement.Response.ACKNOWLEDGED
+    )
+    exempt = DisputeResolution.objects.filter(answer__memo=memo, answer__developer=developer, exempt=True)
+    return ~Exists(acknowledged) & ~Exists(exempt)
+
+
+def _unanswered(memo: Memo) -> Any:
     return (
         Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-        .exclude(Exists(answered))
-        .filter(developer__email_status=Developer.EmailStatus.OK)
+        .filter(still_to_acknowledge(memo, OuterRef("developer")))
+        .filter(developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True)
         .order_by("developer_id")
     )
 
@@ -64,7 +79,7 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
     total = 0
     last_developer = 0
     unanswered = _unanswered(memo)
-    reason = f"reminder {sequence}: no answer yet"
+    reason = f"reminder {sequence}: not acknowledged yet"
     while page := list(
         unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[:PAGE_SIZE]
     ):

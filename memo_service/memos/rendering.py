@@ -235,14 +235,16 @@ class MemoRenderer:
 
 
 def memo_content_hash(memo: Memo) -> str:
-    """SHA-256 of everything a recipient reads: every language's templates and the dates."""
+    """SHA-256 of everything a recipient reads: every language's templates, reminders
+    included, and the dates."""
     content = {
         "title": memo.title,
         "effective_date": str(memo.effective_date),
         "ack_deadline": str(memo.ack_deadline),
         "languages": {
-            t.language: _sources(t) for t in memo.translations.all()
-        } | {FALLBACK_LANGUAGE: _sources(memo)},
+            getattr(obj, "language", FALLBACK_LANGUAGE): {**_sources(obj), **reminder_sources(obj)}
+            for obj in [memo, *memo.translations.all()]
+        },
     }
     encoded = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()

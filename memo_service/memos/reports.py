@@ -88,7 +88,7 @@ EVIDENCE_COLUMNS = [
     "developer", "email", "country_at_send", "reason", "delivery_status", "sent_at",
     "provider_message_id", "delivery_error", "reminders", "answer", "answered_at",
     "content_hash", "ip_address", "user_agent", "seconds_since_delivery",
-    "suspected_automation", "automation_reasons", "earlier_answers",
+    "suspected_automation", "automation_reasons", "country_claimed", "comment", "earlier_answers",
 ]
 EVIDENCE_PAGE = 2_000  # recipients per query: memory stays flat at any size
 
@@ -153,6 +153,7 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
         final.get("user_agent", ""), final.get("seconds_since_delivery"),
         {True: "yes", False: "no"}.get(final.get("suspected_automation"), ""),
         "; ".join(final.get("automation_reasons", [])),
+        final.get("country_claimed", ""), final.get("comment", ""),
         "; ".join(f"{a['response']} {a['at']}" for a in earlier),
     ]
 

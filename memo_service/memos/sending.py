@@ -21,8 +21,9 @@ from urllib3.exceptions import NewConnectionError
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context
+from memo_service.memos.reminders import still_to_acknowledge
 
 log = logging.getLogger(__name__)
 S = Delivery.Status
@@ -164,8 +165,10 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
             if key not in renderers:
                 renderers[key] = MemoRenderer(delivery.memo, reminder=reminder)
             developer = delivery.developer
-            if reminder and Acknowledgement.objects.filter(memo_id=delivery.memo_id, developer=developer).exists():
-                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer answered first")
+            if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
+                still_to_acknowledge(delivery.memo, developer.pk)
+            ).exists():
+                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
                 continue
             try:
                 language, email = renderers[key].render(

@@ -48,8 +48,15 @@
       last = now;
       fetch(box.dataset.url + "?" + now, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (j) {
         if (j.errors) { box.querySelector("strong").textContent = "(the rules are not valid yet)"; return; }
-        var rows = j.by_country.map(function (c) { return "<tr><td>" + c[0] + " " + c[1] + "</td><td>" + c[2] + "</td></tr>"; }).join("");
-        box.innerHTML = "<strong>" + j.total + " developers</strong> (not saved yet)<table><tr><th>country</th><th>developers</th></tr>" + rows + "</table>";
+        var table = document.createElement("table");
+        [["country", "developers"]].concat(j.by_country.map(function (c) { return [c[0] + " " + c[1], String(c[2])]; }))
+          .forEach(function (cells, i) {
+            var tr = table.insertRow();
+            cells.forEach(function (text) { var td = document.createElement(i ? "td" : "th"); td.textContent = text; tr.appendChild(td); });
+          });
+        var total = document.createElement("strong");
+        total.textContent = j.total + " developers";
+        box.replaceChildren(total, document.createTextNode(" (not saved yet)"), table);
       });
     }, 1500);
   }
