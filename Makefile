@@ -38,9 +38,11 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# N rows (default 1,000,000) into the PostgreSQL at BENCH_DATABASE_URL.
+# Needs this machine's PostgreSQL (and Redis for the send). N sets the size of each:
+# import default 1,000,000 rows, send default 20,000 recipients.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/import_developers.py
+	$(BIN)/python bench/send.py
 
 clean:
 	rm -rf $(VENV) var
