@@ -178,13 +178,18 @@ def worker(tmp_path: Path) -> Iterator[Path]:
     try:
         yield outbox
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         print(log.read_text()[-4000:])
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """A warm shutdown, or a kill after 20 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:

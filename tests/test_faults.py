@@ -18,7 +18,7 @@ from django.conf import settings
 
 from memo_service.memos import sweeper
 from memo_service.memos.models import Delivery, Memo
-from tests.conftest import approve, database_url, make_developer, make_memo, wait_for
+from tests.conftest import approve, database_url, make_developer, make_memo, stop_process, wait_for
 from tests.loopback_provider import API_KEY, Provider, mailgun_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -47,15 +47,6 @@ def start_worker(provider: Provider, log: Path) -> subprocess.Popen[bytes]:
          "--without-gossip", "--without-mingle", "--loglevel=WARNING"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
     )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def pool_children(pid: int) -> list[int]:
@@ -107,7 +98,7 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(p
                 kills += 1
         settle(memo, monkeypatch)
     finally:
-        stop(worker)
+        stop_process(worker)
     assert kills >= 3, "the send finished before the workers could be killed"
 
     per_recipient = collections.Counter(m.first("to").split("<")[1].rstrip(">") for m in provider.accepted)
@@ -140,7 +131,7 @@ def test_send_memo_three_times_at_once_sends_each_recipient_once(provider, tmp_p
     try:
         wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", timeout=90, what="the memo to be sent")
     finally:
-        stop(worker)
+        stop_process(worker)
     assert Delivery.objects.filter(memo=memo).count() == 60
     addresses = [m.first("to") for m in provider.accepted]
     assert len(addresses) == 60 and len(set(addresses)) == 60

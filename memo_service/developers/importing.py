@@ -261,15 +261,15 @@ def _defaults_sql(columns: list[str]) -> tuple[list[str], list[str], list[Any]]:
     giving a new account the model's defaults (Django applies them in Python, so the
     schema has none)."""
     names, sql, params = [], [], []
-    for field in Developer._meta.concrete_fields:
-        if field.primary_key or field.column in columns:
+    for model_field in Developer._meta.concrete_fields:
+        if model_field.primary_key or model_field.column in columns:
             continue
-        names.append(field.column)
-        if getattr(field, "auto_now_add", False):
+        names.append(model_field.column)
+        if getattr(model_field, "auto_now_add", False):
             sql.append("now()")
         else:
-            sql.append(f"%s::{field.db_type(connection)}")
-            params.append(field.get_db_prep_save(field.get_default(), connection))
+            sql.append(f"%s::{model_field.db_type(connection)}")
+            params.append(model_field.get_db_prep_save(model_field.get_default(), connection))
     return names, sql, params
 
 

@@ -310,26 +310,6 @@ class MemoAdmin(admin.ModelAdmin):
             "original": memo, "change_url": _memo_url(memo), "title": title, **context,
         })
 
-    def request_approval_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        memo = self._memo(request, object_id, "change")
-        if request.method == "POST":
-            try:
-                memo_request_approval(memo=memo, by=request.user)
-                messages.success(request, f"“{memo.title}” now awaits a second person's approval.")
-            except ApprovalRefused as exc:
-                messages.error(request, str(exc))
-        return HttpResponseRedirect(_memo_url(memo))
-
-    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        memo = self._memo(request, object_id, "approve")
-        if request.method == "POST":
-            try:
-                memo_approve(memo=memo, by=request.user)
-                messages.success(request, f"Approved “{memo.title}”: its content and audience are frozen.")
-            except ApprovalRefused as exc:
-                messages.error(request, str(exc))
-        return HttpResponseRedirect(_memo_url(memo))
-
     def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id, "send")
         if request.method == "POST":
@@ -352,34 +332,37 @@ class MemoAdmin(admin.ModelAdmin):
                 form.add_error("send_at", str(exc))
         return self._page(request, memo, "admin/memos/memo/schedule.html", f"Schedule “{memo.title}”", form=form)
 
-    def unschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        memo = self._memo(request, object_id, "send")
-        if request.method == "POST":
-            try:
-                memo_unschedule(memo=memo, by=request.user)
-                messages.success(request, f"The scheduled send of “{memo.title}” is cancelled; it stays approved.")
-            except ApprovalRefused as exc:
-                messages.error(request, str(exc))
-        return HttpResponseRedirect(_memo_url(memo))
-
-    def _control(self, request: HttpRequest, object_id: str, action: Callable[..., Any], done: str) -> HttpResponse:
-        memo = self._memo(request, object_id, "send")
+    def _act(self, request: HttpRequest, object_id: str, permission: str, action: Callable[..., Any], done: str) -> HttpResponse:
+        """A button on the memo page: POST runs one write function and says how it went."""
+        memo = self._memo(request, object_id, permission)
         if request.method == "POST":
             try:
                 result = action(memo=memo, by=request.user)
                 messages.success(request, done.format(memo=memo, n=result))
-            except ControlRefused as exc:
+            except (ApprovalRefused, ControlRefused) as exc:
                 messages.error(request, str(exc))
         return HttpResponseRedirect(_memo_url(memo))
 
+    def request_approval_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._act(request, object_id, "change", memo_request_approval,
+                         "“{memo.title}” now awaits a second person's approval.")
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._act(request, object_id, "approve", memo_approve,
+                         "Approved “{memo.title}”: its content and audience are frozen.")
+
+    def unschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._act(request, object_id, "send", memo_unschedule,
+                         "The scheduled send of “{memo.title}” is cancelled; it stays approved.")
+
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._control(request, object_id, memo_pause, "Paused “{memo.title}”: nothing more goes out until you resume.")
+        return self._act(request, object_id, "send", memo_pause, "Paused “{memo.title}”: nothing more goes out until you resume.")
 
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._control(request, object_id, memo_resume, "Resumed “{memo.title}”: {n} queued emails go out again.")
+        return self._act(request, object_id, "send", memo_resume, "Resumed “{memo.title}”: {n} queued emails go out again.")
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._control(request, object_id, memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
+        return self._act(request, object_id, "send", memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)

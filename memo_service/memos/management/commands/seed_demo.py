@@ -115,7 +115,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
-        created = Developer.objects.bulk_create(demo_developers(), ignore_conflicts=True)
+        Developer.objects.bulk_create(demo_developers(), ignore_conflicts=True)
         region, _ = Region.objects.get_or_create(
             name="Unsupported regions", defaults={"countries": UNSUPPORTED, "source": REGION_SOURCE}
         )
