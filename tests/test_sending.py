@@ -175,3 +175,32 @@ def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, deve
     delivery = Delivery.objects.get(pk=ids[0])
     assert (delivery.status, delivery.provider_message_id) == ("delivered", "<m@x>")
     assert delivery.sent_at is not None
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_workers_claiming_the_same_delivery_at_once_only_one_wins(memo, developers):
+    """The second claim waits for the first's row lock, then must see 'sending' and lose."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from memo_service.memos.sending import delivery_claim
+
+    Memo.objects.filter(pk=memo.pk).update(status="sending")
+    delivery = Delivery.objects.create(memo=memo, developer=developers["cn"])
+    first_claimed, results = threading.Event(), []
+
+    def second_worker() -> None:
+        first_claimed.wait(10)
+        results.append(delivery_claim(delivery_id=delivery.pk))
+        connection.close()
+
+    thread = threading.Thread(target=second_worker)
+    thread.start()
+    with transaction.atomic():
+        results.append(delivery_claim(delivery_id=delivery.pk))
+        first_claimed.set()
+        thread.join(0.5)  # the second claim is now blocked on this transaction's lock
+    thread.join(30)
+    assert sorted(results) == [False, True]
+    assert Delivery.objects.get(pk=delivery.pk).attempts == 1

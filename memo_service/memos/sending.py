@@ -13,7 +13,7 @@ from anymail.message import AnymailMessage
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.core.mail import get_connection
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
@@ -51,9 +51,14 @@ def delivery_claim(*, delivery_id: int) -> bool:
     `sending` (the sweeper settles it), never a whole batch.
     """
     now = timezone.now()
+    # No join: with one, Django writes "UPDATE … WHERE id IN (SELECT …)" and PostgreSQL
+    # re-checks only "id IN" after waiting for a concurrent claim, so both would win.
+    # Here "status = 'queued'" is on the row itself and is re-checked.
+    memo_may_send = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=CLAIMABLE_MEMO))
     return bool(
-        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED, memo__status__in=CLAIMABLE_MEMO)
+        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED)
         .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+        .filter(memo_may_send)
         .update(status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
     )
 
