@@ -185,6 +185,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- memos ---------------------------------------------------------------------------
+# Emails per second to the provider, shared by all workers (memos/throttle.py); 0: none.
+SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)
 # How many reverse proxies append to X-Forwarded-For in front of the web server; the
 # acknowledgement's recorded IP is the address the outermost of them saw. 0: REMOTE_ADDR.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)

@@ -11,6 +11,7 @@ import email
 import email.policy
 import itertools
 import json
+import random
 import socket
 import threading
 import time
@@ -42,6 +43,13 @@ class Provider:
     failures: list[tuple[Any, ...]] = field(default_factory=list)
     requests: int = 0
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
+    # Answer this share of requests 429 with this Retry-After (seconds), at random.
+    throttle_ratio: float = 0.0
+    retry_after: str = "1"
+    # Addresses refused per recipient (Mailgun answers 400 naming the address).
+    refuse: set[str] = field(default_factory=set)
+    # (arrival time, status) of every request, for rate and Retry-After checks.
+    log: list[tuple[float, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -68,6 +76,7 @@ class _Server(ThreadingHTTPServer):
 @contextmanager
 def mailgun_server() -> Iterator[Provider]:
     counter = itertools.count(1)
+    throttle_rng = random.Random(7)  # the same 429s on every run
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -100,9 +109,19 @@ def mailgun_server() -> Iterator[Provider]:
             parts = self.path.strip("/").split("/")
             if len(parts) != 3 or parts[0] != "v3" or parts[2] != "messages":
                 return self._answer(404, {"message": "not found"})
+            arrived = time.time()
             if failure:
+                provider.log.append((arrived, failure[0]))
                 return self._answer(*failure)
+            if provider.throttle_ratio and throttle_rng.random() < provider.throttle_ratio:
+                provider.log.append((arrived, 429))
+                return self._answer(429, {"message": "Too many requests"}, {"Retry-After": provider.retry_after})
             fields = _form_fields(self.headers["Content-Type"], body)
+            refused = [to for to in fields.get("to", []) if any(a in to for a in provider.refuse)]
+            if refused:
+                provider.log.append((arrived, 400))
+                return self._answer(400, {"message": f"'to' parameter is not a valid address: {refused[0]}"})
+            provider.log.append((arrived, 200))
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:
                 provider.accepted.append(Accepted(parts[1], fields, message_id))

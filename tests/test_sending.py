@@ -204,3 +204,19 @@ def test_two_workers_claiming_the_same_delivery_at_once_only_one_wins(memo, deve
     thread.join(30)
     assert sorted(results) == [False, True]
     assert Delivery.objects.get(pk=delivery.pk).attempts == 1
+
+
+def test_refused_recipients_fail_with_the_reason_and_the_others_are_sent_once(memo, developers, mailgun, later):
+    for i in range(5):
+        make_developer(f"cn-ok{i}", "CN")
+    for i in range(3):
+        make_developer(f"cn-bad{i}", "CN")
+    mailgun.refuse = {"cn-bad0@", "cn-bad1@", "cn-bad2@"}
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+    failed = Delivery.objects.filter(status="failed")
+    assert sorted(failed.values_list("developer__external_id", flat=True)) == ["cn-bad0", "cn-bad1", "cn-bad2"]
+    assert all("not a valid address" in d.last_error for d in failed)
+    addresses = [m.first("to") for m in mailgun.accepted]
+    assert len(addresses) == 7 and len(set(addresses)) == 7 and later == []

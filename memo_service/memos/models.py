@@ -357,3 +357,11 @@ class Dispute(Acknowledgement):
     class Meta:
         proxy = True
         verbose_name = "region dispute"
+
+
+class ProviderThrottle(models.Model):
+    """The send rate limiter's shared state when the broker is not Redis (see throttle.py)."""
+
+    provider = models.CharField(max_length=100, primary_key=True)
+    next_slot = models.FloatField(default=0.0)  # unix time of the next free send slot
+    blocked_until = models.FloatField(default=0.0)  # unix time a Retry-After asked us to wait for

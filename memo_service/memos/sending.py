@@ -24,6 +24,7 @@ from memo_service.memos.dispatch import memo_finish_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context
 from memo_service.memos.reminders import still_to_acknowledge
+from memo_service.memos.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
 S = Delivery.Status
@@ -37,6 +38,8 @@ AUTH_STATUS = {401, 403}
 # Five tries over roughly five minutes ride out a provider's bad patch; past that the
 # delivery fails with the provider's reason rather than waiting forever.
 MAX_ATTEMPTS = 5
+# Throttling is the provider pacing us, not failing: it gets more patience.
+MAX_THROTTLED_ATTEMPTS = 20
 BACKOFF_BASE_S = 10
 MAX_DELAY_S = 600  # well under Redis's visibility timeout (settings), so no redelivery
 # Consecutive credential errors before the memo pauses itself (and says why).
@@ -195,6 +198,7 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
                 metadata={"delivery_id": str(delivery.pk)},
             )
             message.attach_alternative(email.html, "text/html")
+            throttle_take(provider)
             try:
                 message.send()
             except Exception as exc:
@@ -211,15 +215,21 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
                 transient = status in TRANSIENT_STATUS or (
                     isinstance(exc, AnymailRequestsAPIError) and status is None and _connect_failed(exc)
                 )
-                if transient and delivery.attempts + 1 < MAX_ATTEMPTS:
-                    wait = _backoff_s(delivery.attempts + 1, _retry_after(exc))
+                limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
+                if transient and delivery.attempts + 1 < limit:
+                    retry_after = _retry_after(exc)
+                    # Throttled: wait what the provider asked; a fault: back off.
+                    wait = min(retry_after, MAX_DELAY_S) if status == 429 and retry_after else \
+                        _backoff_s(delivery.attempts + 1, retry_after)
                     delivery_record_retry(delivery_id=delivery.pk, error=error,
                                           not_before=timezone.now() + dt.timedelta(seconds=wait))
                     later.append(delivery.pk)
                     delay = max(delay, wait)
-                    if status == 429:  # throttled: the rest of the batch waits too
+                    if status == 429:
+                        if throttle_block(provider, wait):
+                            continue  # every worker's next slot is past the wait: carry on
                         later += [d.pk for d in deliveries[index + 1:]]
-                        break
+                        break  # no shared limiter: the rest of the batch waits too
                     continue
                 delivery_record_failure(
                     delivery_id=delivery.pk, error=error, outcome_unknown=_may_have_been_accepted(exc)
