@@ -172,3 +172,66 @@ def webhook_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class ResendProvider:
+    url: str
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> email id
+    requests: int = 0
+    delay: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+RESEND_KEY = "re_loopback"
+
+
+@contextmanager
+def resend_server() -> Iterator[ResendProvider]:
+    """Resend's POST /emails as anymail's Resend backend calls it, honouring the
+    Idempotency-Key header: a repeated key gets the first email's id and sends nothing."""
+    counter = itertools.count(1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if provider.delay:
+                time.sleep(provider.delay)
+            if self.headers.get("Authorization") != f"Bearer {RESEND_KEY}" or self.path.rstrip("/") != "/emails":
+                status, answer = 401, {"message": "API key is invalid"}
+            else:
+                key = self.headers.get("Idempotency-Key")
+                with provider.lock:
+                    provider.requests += 1
+                    if key and key in provider.keys:
+                        email_id = provider.keys[key]
+                    else:
+                        email_id = f"loopback-{next(counter)}"
+                        provider.accepted.append({**json.loads(body), "id": email_id, "idempotency_key": key})
+                        if key:
+                            provider.keys[key] = email_id
+                status, answer = 200, {"id": email_id}
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    provider = ResendProvider(url=f"http://127.0.0.1:{server.server_address[1]}/")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield provider
+    finally:
+        server.shutdown()
+        server.server_close()

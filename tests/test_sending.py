@@ -220,3 +220,19 @@ def test_refused_recipients_fail_with_the_reason_and_the_others_are_sent_once(me
     assert all("not a valid address" in d.last_error for d in failed)
     addresses = [m.first("to") for m in mailgun.accepted]
     assert len(addresses) == 7 and len(set(addresses)) == 7 and later == []
+
+
+def test_with_resend_each_email_carries_an_idempotency_key_and_a_resend_makes_no_copy(memo, settings):
+    from tests.loopback_provider import RESEND_KEY, resend_server
+
+    with resend_server() as resend:
+        settings.EMAIL_BACKEND = "memo_service.backends.resend.EmailBackend"
+        settings.ANYMAIL = {"RESEND_API_KEY": RESEND_KEY, "RESEND_API_URL": resend.url}
+        ids = queued(memo)
+        delivery_send_batch(delivery_ids=ids)
+        # As if a worker had died after Resend accepted them: the sweeper queues them again.
+        Delivery.objects.update(status="queued")
+        delivery_send_batch(delivery_ids=ids)
+    assert resend.requests == 4 and len(resend.accepted) == 2
+    assert {e["idempotency_key"] for e in resend.accepted} == {f"memo-delivery-{i}" for i in ids}
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}

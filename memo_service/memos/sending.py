@@ -11,11 +11,13 @@ import requests
 from anymail.exceptions import AnymailRequestsAPIError
 from anymail.message import AnymailMessage
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import get_connection
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from urllib3.exceptions import NewConnectionError
 
 from memo_service.memos import sandbox
@@ -149,6 +151,11 @@ def _may_have_been_accepted(exc: BaseException) -> bool:
     return not _connect_failed(exc)
 
 
+def backend_is_idempotent() -> bool:
+    """Does the email backend make a repeated send of one delivery harmless?"""
+    return bool(getattr(import_string(settings.EMAIL_BACKEND), "idempotent", False))
+
+
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     deliveries = list(
         Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
@@ -213,7 +220,9 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
                         return
                     continue
                 transient = status in TRANSIENT_STATUS or (
-                    isinstance(exc, AnymailRequestsAPIError) and status is None and _connect_failed(exc)
+                    isinstance(exc, AnymailRequestsAPIError) and status is None
+                    # Sent again with the same idempotency key, a lost answer is harmless.
+                    and (_connect_failed(exc) or getattr(connection, "idempotent", False))
                 )
                 limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
                 if transient and delivery.attempts + 1 < limit:

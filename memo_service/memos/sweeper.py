@@ -5,7 +5,8 @@
   original task and the new one cannot both send it.
 - A delivery left in `sending` by a worker that died mid-send may or may not have
   reached the provider: it becomes `outcome_unknown`, to be reconciled from tracking
-  events, never sent again.
+  events, never sent again, unless the backend sends with an idempotency key
+  (memo_service.backends.resend): then it is queued and sent again, harmlessly.
 - A memo whose dispatch was interrupted is dispatched again (it resumes).
 """
 
@@ -32,13 +33,22 @@ DISPATCH_GRACE = dt.timedelta(minutes=30)
 def deliveries_sweep() -> dict[str, int]:
     from memo_service.memos.tasks import dispatch_memo, send_batch
 
+    from memo_service.memos.sending import backend_is_idempotent
+
     now = timezone.now()
     stuck_sending = Delivery.objects.filter(status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE)
     memo_ids = set(stuck_sending.values_list("memo_id", flat=True).distinct())
-    abandoned = stuck_sending.update(
-        status=S.OUTCOME_UNKNOWN, status_changed_at=now,
-        last_error="the worker sending it stopped; the provider may or may not have it",
-    )
+    if backend_is_idempotent():
+        # The provider deduplicates by delivery id: sending it again cannot make a copy.
+        abandoned = stuck_sending.update(
+            status=S.QUEUED, status_changed_at=now, not_before=None,
+            last_error="the worker sending it stopped; sent again with the same idempotency key",
+        )
+    else:
+        abandoned = stuck_sending.update(
+            status=S.OUTCOME_UNKNOWN, status_changed_at=now,
+            last_error="the worker sending it stopped; the provider may or may not have it",
+        )
     requeued = 0
     last_id = 0
     lost = Delivery.objects.filter(
