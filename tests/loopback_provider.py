@@ -12,6 +12,7 @@ import email.policy
 import itertools
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -42,6 +43,7 @@ class Provider:
     # Answers to give before accepting normally: (status, json body[, headers]) popped in order.
     failures: list[tuple[Any, ...]] = field(default_factory=list)
     requests: int = 0
+    calls: int = 0  # accepted API calls (a batch call accepts many messages)
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
     # Answer this share of requests 429 with this Retry-After (seconds), at random.
     throttle_ratio: float = 0.0
@@ -65,6 +67,27 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
         payload = part.get_payload(decode=True) or b""
         fields.setdefault(str(name), []).append(payload.decode("utf-8", "replace"))
     return fields
+
+
+RECIPIENT_VAR = re.compile(r"%recipient\.([^%]+)%")
+
+
+def _per_recipient(fields: dict[str, list[str]]) -> list[dict[str, list[str]]]:
+    """A batch call is one message per `to`, with %recipient.X% substituted from its
+    recipient-variables, as Mailgun delivers it; a plain call is one message."""
+    if "recipient-variables" not in fields:
+        return [fields]
+    variables = json.loads(fields["recipient-variables"][0])
+    messages = []
+    for to in fields["to"]:
+        address = to.rsplit("<", 1)[-1].rstrip(">").strip()
+        values = variables.get(address, {})
+        messages.append({
+            **{name: [RECIPIENT_VAR.sub(lambda m: str(values.get(m.group(1), "")), v) for v in vs]
+               for name, vs in fields.items() if name != "recipient-variables"},
+            "to": [to],
+        })
+    return messages
 
 
 class _Server(ThreadingHTTPServer):
@@ -124,7 +147,8 @@ def mailgun_server() -> Iterator[Provider]:
             provider.log.append((arrived, 200))
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:
-                provider.accepted.append(Accepted(parts[1], fields, message_id))
+                provider.calls += 1
+                provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields)]
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
 
     server = _Server(("127.0.0.1", 0), Handler)

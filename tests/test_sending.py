@@ -166,12 +166,12 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
 
 
 def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers):
-    from memo_service.memos.sending import delivery_claim, delivery_record_sent
+    from memo_service.memos.sending import deliveries_record_sent, delivery_claim
 
     ids = queued(memo)
     delivery_claim(delivery_id=ids[0])
     Delivery.objects.filter(pk=ids[0]).update(status="delivered")  # the webhook was faster
-    delivery_record_sent(delivery_id=ids[0], message_id="<m@x>", language="en")
+    deliveries_record_sent(delivery_ids=[ids[0]], message_id="<m@x>", language="en")
     delivery = Delivery.objects.get(pk=ids[0])
     assert (delivery.status, delivery.provider_message_id) == ("delivered", "<m@x>")
     assert delivery.sent_at is not None
@@ -236,3 +236,31 @@ def test_with_resend_each_email_carries_an_idempotency_key_and_a_resend_makes_no
     assert resend.requests == 4 and len(resend.accepted) == 2
     assert {e["idempotency_key"] for e in resend.accepted} == {f"memo-delivery-{i}" for i in ids}
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_batching_backend_sends_a_task_in_one_call_with_each_recipients_own_text(memo, developers, mailgun, settings):
+    for i in range(8):
+        make_developer(f"cn-b{i}", "CN", name=f"Batch {i}")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    assert mailgun.calls == 1 and len(mailgun.accepted) == 10
+    by_to = {m.first("to"): m for m in mailgun.accepted}
+    wang = by_to["Wang Wei <cn-1@example.com>"]
+    assert wang.first("subject") == "来自中国的访问将被阻止"
+    assert "Wang Wei" in wang.first("text") and "Batch 3" not in wang.first("text")
+    assert "Batch 3" in by_to["Batch 3 <cn-b3@example.com>"].first("html")
+    # Each recipient's own delivery id, for the tracking webhooks.
+    delivery = Delivery.objects.get(developer__external_id="cn-b3")
+    assert by_to["Batch 3 <cn-b3@example.com>"].first("v:delivery_id") == str(delivery.pk)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert len({d.provider_message_id for d in Delivery.objects.all()}) == 1
+
+
+def test_a_batch_call_that_fails_retries_every_recipient_in_it(memo, developers, mailgun, settings, later):
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    ids = queued(memo)
+    mailgun.failures.append((503, {"message": "Service unavailable"}))
+    delivery_send_batch(delivery_ids=ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+    assert sorted(later[0][0]) == sorted(ids) and mailgun.accepted == []

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any
 import logging
 import random
 from email.utils import formataddr
@@ -14,6 +16,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import get_connection
+from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -68,24 +71,41 @@ def delivery_claim(*, delivery_id: int) -> bool:
     )
 
 
+def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
+    """delivery_claim for a whole group at once (batching backends send them together
+    anyway): rows another worker holds are skipped on PostgreSQL, serialized on SQLite."""
+    now = timezone.now()
+    memo_may_send = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=CLAIMABLE_MEMO))
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(id__in=delivery_ids, status=S.QUEUED)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .filter(memo_may_send)
+            .values_list("id", flat=True)
+        )
+        Delivery.objects.filter(id__in=ids, status=S.QUEUED).update(
+            status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now
+        )
+    return set(ids)
+
+
+def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str) -> None:
+    """Record the provider's acceptance of the emails one API call handed over. A
+    tracking event may have moved a status on already; the send time and message id are
+    recorded all the same."""
+    now = timezone.now()
+    Delivery.objects.filter(pk__in=delivery_ids).update(
+        status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
+        provider_message_id=message_id[:255], language=language,
+        sent_at=Coalesce(F("sent_at"), Value(now)), status_changed_at=now, last_error="",
+    )
+
+
 def delivery_record_retry(*, delivery_id: int, error: str, not_before: dt.datetime) -> None:
     """A transient failure: back to queued, not to be tried before `not_before`."""
     Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
         status=S.QUEUED, last_error=error[:2000], not_before=not_before, status_changed_at=timezone.now()
-    )
-
-
-def delivery_record_sent(*, delivery_id: int, message_id: str, language: str) -> None:
-    """Record the provider's acceptance. A tracking event may have moved the status on
-    already; the send time and message id are recorded all the same."""
-    now = timezone.now()
-    Delivery.objects.filter(pk=delivery_id).update(
-        status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
-        provider_message_id=message_id[:255],
-        language=language,
-        sent_at=Coalesce(F("sent_at"), Value(now)),
-        status_changed_at=now,
-        last_error="",
     )
 
 
@@ -156,107 +176,191 @@ def backend_is_idempotent() -> bool:
     return bool(getattr(import_string(settings.EMAIL_BACKEND), "idempotent", False))
 
 
+@dataclass
+class Prepared:
+    delivery: Delivery
+    language: str
+    email: Any  # rendering.RenderedEmail
+
+
+class _Stop(Exception):
+    """Nothing more goes out in this batch (throttled without a shared limiter, or paused)."""
+
+
+class BatchSender:
+    """Sends one task's deliveries over one connection: anymail reuses its HTTP session.
+
+    With a backend that sends many recipients in one API call (`merge_batch_size`, e.g.
+    memo_service.backends.mailgun), the rendered emails go out together, each
+    recipient's own subject and bodies carried in merge_data.
+    """
+
+    def __init__(self, connection: Any, deliveries: list[Delivery]) -> None:
+        self.connection = connection
+        self.deliveries = deliveries
+        self.provider = type(connection).__module__
+        self.merge_size = int(getattr(connection, "merge_batch_size", 0))
+        self.renderers: dict[tuple[int, bool], MemoRenderer] = {}
+        self.later: list[int] = []  # to try again after `delay` seconds
+        self.delay = 0.0
+        self.paused = False
+        self.claimed: set[int] | None = None
+
+    def run(self) -> None:
+        pending: list[Prepared] = []
+        # Batching: claim the group in one statement; otherwise one row at a time, just
+        # before its send, so a crash leaves at most one delivery in `sending`.
+        self.claimed = deliveries_claim(delivery_ids=[d.pk for d in self.deliveries]) if self.merge_size else None
+        try:
+            for index, delivery in enumerate(self.deliveries):
+                prepared = self.prepare(delivery)
+                if prepared is None:
+                    continue
+                if self.merge_size and not _org_contact(delivery):
+                    pending.append(prepared)
+                else:
+                    self.send([prepared], rest=self.deliveries[index + 1:])
+            self.send_merged(pending)
+        except _Stop:
+            pass
+        if self.later and not self.paused:
+            from memo_service.memos.tasks import send_batch
+
+            send_batch.apply_async(args=[self.later], countdown=self.delay)
+
+    def prepare(self, delivery: Delivery) -> Prepared | None:
+        """Claim and render one delivery; None when it is not (or no longer) to be sent."""
+        if delivery.not_before and delivery.not_before > timezone.now():
+            self.later.append(delivery.pk)
+            self.delay = max(self.delay, (delivery.not_before - timezone.now()).total_seconds())
+            return None
+        claimed = delivery.pk in self.claimed if self.claimed is not None else delivery_claim(delivery_id=delivery.pk)
+        if not claimed:
+            return None
+        reminder = delivery.kind == Delivery.Kind.REMINDER
+        key = (delivery.memo_id, reminder)
+        if key not in self.renderers:
+            self.renderers[key] = MemoRenderer(delivery.memo, reminder=reminder)
+        developer = delivery.developer
+        if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
+            still_to_acknowledge(delivery.memo, developer.pk)
+        ).exists():
+            delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
+            return None
+        try:
+            language, email = self.renderers[key].render(
+                developer_context(developer), ack_url(delivery.memo_id, developer.pk)
+            )
+        except Exception as exc:  # the admin's template: recorded, never raised
+            delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}")
+            return None
+        return Prepared(delivery, language, email)
+
+    def send_merged(self, pending: list[Prepared]) -> None:
+        # One address twice in a call would share one recipient's merge data.
+        by_address: dict[str, Prepared] = {}
+        for prepared in pending:
+            address = prepared.delivery.developer.email.lower()
+            if address in by_address:
+                self.send([prepared], rest=[])
+            else:
+                by_address[address] = prepared
+        group = list(by_address.values())
+        for start in range(0, len(group), self.merge_size or 1):
+            self.send(group[start : start + self.merge_size], rest=[])
+
+    def send(self, group: list[Prepared], rest: list[Delivery]) -> None:
+        if len(group) == 1:
+            first = group[0]
+            developer = first.delivery.developer
+            message = AnymailMessage(
+                subject=first.email.subject,
+                body=first.email.text,
+                # From the database, never from what the template saw.
+                to=[formataddr((developer.name, developer.email))],
+                cc=_org_contact(first.delivery),
+                connection=self.connection,
+                # Our id, never personal data: tracking events carry it back to us.
+                metadata={"delivery_id": str(first.delivery.pk)},
+            )
+            message.attach_alternative(first.email.html, "text/html")
+        else:
+            # Each recipient's own rendered subject and bodies, substituted by the provider.
+            message = AnymailMessage(
+                subject="%recipient.subject%",
+                body="%recipient.text%",
+                to=[formataddr((p.delivery.developer.name, p.delivery.developer.email)) for p in group],
+                connection=self.connection,
+                merge_data={
+                    p.delivery.developer.email: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
+                    for p in group
+                },
+                merge_metadata={p.delivery.developer.email: {"delivery_id": str(p.delivery.pk)} for p in group},
+            )
+            message.attach_alternative("%recipient.html%", "text/html")
+        throttle_take(self.provider)
+        try:
+            message.send()
+        except Exception as exc:
+            self.failed(exc, group, rest)
+            return
+        _auth_errors(self.provider, False)
+        by_language: dict[str, list[int]] = {}
+        for prepared in group:
+            by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
+        for language, ids in by_language.items():
+            deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+
+    def failed(self, exc: Exception, group: list[Prepared], rest: list[Delivery]) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        status = getattr(exc, "status_code", None)
+        ids = [p.delivery.pk for p in group]
+        log.warning("deliveries %s: %s (HTTP %s)", ids, type(exc).__name__, status)
+        if status in AUTH_STATUS:
+            # Our credentials, not the recipients: they stay queued for after the fix.
+            for delivery_id in ids:
+                delivery_record_retry(delivery_id=delivery_id, error=error, not_before=timezone.now())
+            if _auth_errors(self.provider, True) >= AUTH_ERRORS_BEFORE_PAUSE:
+                _pause_for_auth(group[0].delivery.memo, status, error)
+                self.paused = True
+                raise _Stop
+            return
+        transient = status in TRANSIENT_STATUS or (
+            isinstance(exc, AnymailRequestsAPIError) and status is None
+            # Sent again with the same idempotency key, a lost answer is harmless.
+            and (_connect_failed(exc) or getattr(self.connection, "idempotent", False))
+        )
+        limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
+        attempts = max(p.delivery.attempts for p in group) + 1
+        if transient and attempts < limit:
+            retry_after = _retry_after(exc)
+            # Throttled: wait what the provider asked; a fault: back off.
+            wait = min(retry_after, MAX_DELAY_S) if status == 429 and retry_after else _backoff_s(attempts, retry_after)
+            for delivery_id in ids:
+                delivery_record_retry(delivery_id=delivery_id, error=error,
+                                      not_before=timezone.now() + dt.timedelta(seconds=wait))
+            self.later += ids
+            self.delay = max(self.delay, wait)
+            if status == 429 and not throttle_block(self.provider, wait):
+                self.later += [d.pk for d in rest]
+                raise _Stop  # no shared limiter: the rest of the batch waits too
+            return
+        for delivery_id in ids:
+            delivery_record_failure(delivery_id=delivery_id, error=error, outcome_unknown=_may_have_been_accepted(exc))
+        if isinstance(exc, SoftTimeLimitExceeded):
+            raise exc  # the rest stay queued; the sweeper re-enqueues them
+
+
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     deliveries = list(
         Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
         .select_related("developer", "memo")
         .order_by("id")
     )
-    renderers: dict[tuple[int, bool], MemoRenderer] = {}
-    later: list[int] = []  # to try again after `delay` seconds
-    delay = 0.0
-    # One connection for the batch: anymail reuses its HTTP session, SMTP its socket.
     with get_connection() as connection:
-        provider = type(connection).__module__
-        for index, delivery in enumerate(deliveries):
-            if delivery.not_before and delivery.not_before > timezone.now():
-                later.append(delivery.pk)
-                delay = max(delay, (delivery.not_before - timezone.now()).total_seconds())
-                continue
-            if not delivery_claim(delivery_id=delivery.pk):
-                continue
-            reminder = delivery.kind == Delivery.Kind.REMINDER
-            key = (delivery.memo_id, reminder)
-            if key not in renderers:
-                renderers[key] = MemoRenderer(delivery.memo, reminder=reminder)
-            developer = delivery.developer
-            if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
-                still_to_acknowledge(delivery.memo, developer.pk)
-            ).exists():
-                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
-                continue
-            try:
-                language, email = renderers[key].render(
-                    developer_context(developer), ack_url(delivery.memo_id, developer.pk)
-                )
-            except Exception as exc:  # the admin's template: recorded, never raised
-                delivery_record_failure(
-                    delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}"
-                )
-                continue
-            message = AnymailMessage(
-                subject=email.subject,
-                body=email.text,
-                # From the database, never from what the template saw.
-                to=[formataddr((developer.name, developer.email))],
-                cc=_org_contact(delivery),
-                connection=connection,
-                # Our id, never personal data: tracking events carry it back to us.
-                metadata={"delivery_id": str(delivery.pk)},
-            )
-            message.attach_alternative(email.html, "text/html")
-            throttle_take(provider)
-            try:
-                message.send()
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                status = getattr(exc, "status_code", None)
-                log.warning("delivery %s: %s (HTTP %s)", delivery.pk, type(exc).__name__, status)
-                if status in AUTH_STATUS:
-                    # Our credentials, not the recipient: keep it queued for after the fix.
-                    delivery_record_retry(delivery_id=delivery.pk, error=error, not_before=timezone.now())
-                    if _auth_errors(provider, True) >= AUTH_ERRORS_BEFORE_PAUSE:
-                        _pause_for_auth(delivery.memo, status, error)
-                        return
-                    continue
-                transient = status in TRANSIENT_STATUS or (
-                    isinstance(exc, AnymailRequestsAPIError) and status is None
-                    # Sent again with the same idempotency key, a lost answer is harmless.
-                    and (_connect_failed(exc) or getattr(connection, "idempotent", False))
-                )
-                limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
-                if transient and delivery.attempts + 1 < limit:
-                    retry_after = _retry_after(exc)
-                    # Throttled: wait what the provider asked; a fault: back off.
-                    wait = min(retry_after, MAX_DELAY_S) if status == 429 and retry_after else \
-                        _backoff_s(delivery.attempts + 1, retry_after)
-                    delivery_record_retry(delivery_id=delivery.pk, error=error,
-                                          not_before=timezone.now() + dt.timedelta(seconds=wait))
-                    later.append(delivery.pk)
-                    delay = max(delay, wait)
-                    if status == 429:
-                        if throttle_block(provider, wait):
-                            continue  # every worker's next slot is past the wait: carry on
-                        later += [d.pk for d in deliveries[index + 1:]]
-                        break  # no shared limiter: the rest of the batch waits too
-                    continue
-                delivery_record_failure(
-                    delivery_id=delivery.pk, error=error, outcome_unknown=_may_have_been_accepted(exc)
-                )
-                if isinstance(exc, SoftTimeLimitExceeded):
-                    raise  # the rest stay queued; the sweeper re-enqueues them
-                continue
-            _auth_errors(provider, False)
-            delivery_record_sent(
-                delivery_id=delivery.pk,
-                message_id=_message_id(message),
-                language=language,
-            )
-    if later:
-        from memo_service.memos.tasks import send_batch
-
-        send_batch.apply_async(args=[later], countdown=delay)
-    for memo_id in {memo_id for memo_id, _ in renderers}:
+        sender = BatchSender(connection, deliveries)
+        sender.run()
+    for memo_id in {memo_id for memo_id, _ in sender.renderers}:
         memo_finish_if_done(memo_id=memo_id)
 
 
