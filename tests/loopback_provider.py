@@ -96,29 +96,45 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        # Nagle's algorithm would add 40 ms to each answer (DESIGN.md).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve on a free loopback port in a thread; yields http://127.0.0.1:PORT."""
+    server = _Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @contextmanager
 def mailgun_server() -> Iterator[Provider]:
     counter = itertools.count(1)
     throttle_rng = random.Random(7)  # the same 429s on every run
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def _answer(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(_Handler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if provider.delay:
@@ -151,15 +167,10 @@ def mailgun_server() -> Iterator[Provider]:
                 provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields)]
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
 
-    server = _Server(("127.0.0.1", 0), Handler)
-    provider = Provider(url=f"http://127.0.0.1:{server.server_address[1]}/v3")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    provider = Provider(url="")
+    with _serving(Handler) as base:
+        provider.url = f"{base}/v3"
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -174,28 +185,16 @@ class Receiver:
 def webhook_receiver() -> Iterator[Receiver]:
     """A loopback HTTP server standing in for the platform's webhook endpoint."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(_Handler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             receiver.requests.append((dict(self.headers), body))
-            status = receiver.answers.pop(0) if receiver.answers else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            self._answer(receiver.answers.pop(0) if receiver.answers else 200, b"ok")
 
-    server = _Server(("127.0.0.1", 0), Handler)
-    receiver = Receiver(url=f"http://127.0.0.1:{server.server_address[1]}/hooks/memo")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    receiver = Receiver(url="")
+    with _serving(Handler) as base:
+        receiver.url = f"{base}/hooks/memo"
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -217,14 +216,7 @@ def resend_server() -> Iterator[ResendProvider]:
     Idempotency-Key header: a repeated key gets the first email's id and sends nothing."""
     counter = itertools.count(1)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+    class Handler(_Handler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if provider.delay:
@@ -243,19 +235,9 @@ def resend_server() -> Iterator[ResendProvider]:
                         if key:
                             provider.keys[key] = email_id
                 status, answer = 200, {"id": email_id}
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._answer(status, answer)
 
-    server = _Server(("127.0.0.1", 0), Handler)
-    provider = ResendProvider(url=f"http://127.0.0.1:{server.server_address[1]}/")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    provider = ResendProvider(url="")
+    with _serving(Handler) as base:
+        provider.url = f"{base}/"
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
