@@ -401,14 +401,23 @@ def _clean_rows(
         if "__error__" in raw:
             report.errors.append(RowError(line, external_id, raw["__error__"]))
             continue
-        values, errors = developer_clean(raw)
-        if external_id in seen:
-            errors.append("duplicate external_id: it appears earlier in the file")
-        if errors:
-            report.errors.append(RowError(line, external_id, "; ".join(errors)))
-            continue
-        seen.add(external_id)
-        yield values
+        values = _row_checked(raw, line, seen, report, "the file")
+        if values is not None:
+            yield values
+
+
+def _row_checked(raw: dict[str, Any], where: int, seen: set[str], report: ImportReport, source: str) -> dict[str, Any] | None:
+    """The row's model values, or None after reporting why it is bad (a duplicate
+    external_id included)."""
+    external_id = _text(raw.get("external_id"))
+    values, errors = developer_clean(raw)
+    if external_id in seen:
+        errors.append(f"duplicate external_id: it appears earlier in {source}")
+    if errors:
+        report.errors.append(RowError(where, external_id, "; ".join(errors)))
+        return None
+    seen.add(external_id)
+    return values
 
 
 def _chunks(items: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -428,15 +437,9 @@ def developers_sync(items: list[dict[str, Any]]) -> ImportReport:
     seen: set[str] = set()
     by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for index, raw in enumerate(items):
-        values, errors = developer_clean({k: v for k, v in raw.items() if v is not None})
-        external_id = _text(raw.get("external_id"))
-        if external_id in seen:
-            errors.append("duplicate external_id: it appears earlier in the request")
-        if errors:
-            report.errors.append(RowError(index, external_id, "; ".join(errors)))
-            continue
-        seen.add(external_id)
-        by_keys.setdefault(tuple(sorted(values)), []).append(values)
+        values = _row_checked({k: v for k, v in raw.items() if v is not None}, index, seen, report, "the request")
+        if values is not None:
+            by_keys.setdefault(tuple(sorted(values)), []).append(values)
     with transaction.atomic():
         for rows in by_keys.values():  # one upsert per set of fields sent
             created, updated, unchanged = developers_upsert(rows)

@@ -28,7 +28,8 @@ from memo_service.memos.approval import (
 from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
 from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
-from memo_service.memos.disputes import DisputeInvalid, audit_record, dispute_resolve
+from memo_service.memos.audit import audit_record
+from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
 from memo_service.memos.models import (
     EDITABLE_STATUSES, Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo,
     MemoTranslation,
@@ -255,8 +256,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, memo: Memo) -> str:
-        if memo.pk is None or memo.status in [Memo.Status.DRAFT, Memo.Status.AWAITING_APPROVAL,
-                                              Memo.Status.APPROVED, Memo.Status.SCHEDULED]:
+        if memo.pk is None or memo.is_editable:
             return "Not sent yet."
         return format_html(
             '<div id="send-progress" data-url="{}"><progress max="100" value="0" style="width: 24em"></progress> '

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from memo_service.memos import rendering
 from memo_service.memos.audience import audience_reasons, memo_audience
-from memo_service.memos.disputes import audit_record
+from memo_service.memos.audit import audit_record
 from memo_service.memos.models import AudienceSnapshot, Memo
 
 S = Memo.Status
@@ -41,8 +41,7 @@ def _transition(memo: Memo, allowed: list[str], **changes: Any) -> None:
 def _renders(memo: Memo) -> None:
     problems = rendering.memo_check(memo)
     if problems:
-        detail = "; ".join(f"{lang} {f}: {e}" for lang, errs in problems.items() for f, e in errs.items())
-        raise ApprovalRefused(f"memo {memo.slug} does not render: {detail}")
+        raise ApprovalRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
 
 
 def audience_rules(memo: Memo) -> dict[str, Any]:

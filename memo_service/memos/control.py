@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from memo_service.memos.disputes import audit_record
+from memo_service.memos.audit import audit_record
 from memo_service.memos.models import Delivery, Memo
 
 S = Memo.Status

@@ -61,7 +61,7 @@ def memo_send_start(*, memo: Memo, by: Any = None, accept_audience_changes: bool
     Rerunning it on a memo whose dispatch was interrupted is allowed (it resumes).
     """
     from memo_service.memos.approval import audience_changes
-    from memo_service.memos.disputes import audit_record
+    from memo_service.memos.audit import audit_record
 
     memo = Memo.objects.get(pk=memo.pk)
     if memo.status == Memo.Status.SENDING and memo.dispatched_at is None:
@@ -76,10 +76,7 @@ def memo_send_start(*, memo: Memo, by: Any = None, accept_audience_changes: bool
         raise AudienceChanged(changes)
     problems = rendering.memo_check(memo)
     if problems:
-        detail = "; ".join(
-            f"{lang} {field}: {err}" for lang, errs in problems.items() for field, err in errs.items()
-        )
-        raise DispatchRefused(f"memo {memo.slug} does not render: {detail}")
+        raise DispatchRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
     _render_for_audience(memo)
     with transaction.atomic():
         locked = Memo.objects.select_for_update().get(pk=memo.pk)

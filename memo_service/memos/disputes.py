@@ -8,20 +8,14 @@ from django.db import IntegrityError, transaction
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audience import audience_reasons
-from memo_service.memos.models import Acknowledgement, AuditEvent, DisputeResolution
+from memo_service.memos.audit import audit_record
+from memo_service.memos.models import Acknowledgement, DisputeResolution
 
 Outcome = DisputeResolution.Outcome
 
 
 class DisputeInvalid(Exception):
     pass
-
-
-def audit_record(*, actor: Any, action: str, obj: Any, **detail: Any) -> AuditEvent:
-    return AuditEvent.objects.create(
-        actor=actor if getattr(actor, "pk", None) else None, action=action,
-        object_type=obj._meta.label_lower, object_id=str(obj.pk), detail=detail,
-    )
 
 
 def dispute_resolve(*, answer: Acknowledgement, outcome: str, by: Any, note: str = "") -> DisputeResolution:

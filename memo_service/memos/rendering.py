@@ -176,6 +176,11 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
     return problems
 
 
+def problems_text(problems: dict[str, dict[str, str]]) -> str:
+    """{language: {field: error}} as one line for a message: "zh-hans subject: line 2: …"."""
+    return "; ".join(f"{lang} {field}: {err}" for lang, errs in problems.items() for field, err in errs.items())
+
+
 def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
     """Trial-render every language of a saved memo, reminders too; {language: {field: error}}."""
     return templates_check_languages(memo=memo, sources_by_language={
