@@ -13,8 +13,9 @@ from typing import Any
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
@@ -113,25 +114,15 @@ def memo_dispatch(
     memo = Memo.objects.get(pk=memo_id)
     if memo.status != Memo.Status.SENDING:
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}, not sending")
-    reasons = audience_reasons(memo)
-    audience = memo_audience(memo).order_by("id").values_list("id", "country", "language", "email_status")
+    audience = memo_audience(memo).order_by("id")
     enqueued = targeted = 0
     last_id = 0
-    while page := list(audience.filter(id__gt=last_id)[:PAGE_SIZE]):
+    while page := list(audience.filter(id__gt=last_id).values_list("id", flat=True)[:PAGE_SIZE]):
         if not Memo.objects.filter(pk=memo.pk, status=Memo.Status.SENDING).exists():
             return DispatchResult(targeted=targeted, enqueued=enqueued)  # paused or cancelled: resume redoes it
-        first_id, last_id = page[0][0], page[-1][0]
+        first_id, last_id = page[0], page[-1]
         with transaction.atomic():
-            Delivery.objects.bulk_create(
-                [
-                    Delivery(
-                        memo_id=memo.pk, developer_id=dev_id, language=language, country=country,
-                        reason=reasons[country], **_suppressed(email_status),
-                    )
-                    for dev_id, country, language, email_status in page
-                ],
-                ignore_conflicts=True,
-            )
+            deliveries_create(memo=memo, developers=audience.filter(id__gte=first_id, id__lte=last_id))
             queued = list(
                 Delivery.objects.filter(
                     memo_id=memo.pk, kind=Delivery.Kind.INITIAL, status=Delivery.Status.QUEUED,
@@ -149,16 +140,42 @@ def memo_dispatch(
     return DispatchResult(targeted=targeted, enqueued=enqueued)
 
 
-def _suppressed(email_status: str) -> dict[str, object]:
-    """An address that hard-bounced or complained before is not mailed again; its
-    Delivery says so instead of silently leaving the developer out."""
-    if email_status == Developer.EmailStatus.OK:
-        return {}
-    return {
-        "status": Delivery.Status.FAILED,
-        "last_error": f"suppressed: the address {email_status} on an earlier email",
-        "status_changed_at": timezone.now(),
-    }
+def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
+    """One initial Delivery per developer of `developers` who has none yet, written by
+    the database itself (INSERT … SELECT): no row travels through Python, so a page costs
+    milliseconds, not a model instance per developer. A hard-bounced or complained
+    address is not mailed again: its Delivery is failed at once and says why."""
+    now = timezone.now()
+    reasons = audience_reasons(memo)
+    ok = Q(email_status=Developer.EmailStatus.OK.value)
+    # Every column an expression, so the SELECT lists them in this order.
+    rows = developers.order_by().values_list(
+        Value(memo.pk),
+        F("id"),
+        Value(Delivery.Kind.INITIAL.value),
+        Value(0),
+        Case(When(ok, then=Value(Delivery.Status.QUEUED.value)), default=Value(Delivery.Status.FAILED.value)),
+        F("language"),
+        F("country"),
+        Case(*[When(country=code, then=Value(reason)) for code, reason in reasons.items()], default=Value("")),
+        Value(""),
+        Value(0),
+        Value(None, output_field=DateTimeField()),
+        Case(When(ok, then=Value("")), default=Concat(
+            Value("suppressed: the address "), F("email_status"), Value(" on an earlier email"))),
+        Value(now, output_field=DateTimeField()),
+        Value(None, output_field=DateTimeField()),
+        Case(When(ok, then=Value(None)), default=Value(now), output_field=DateTimeField()),
+    )
+    columns = ["memo_id", "developer_id", "kind", "sequence", "status", "language", "country", "reason",
+               "provider_message_id", "attempts", "not_before", "last_error", "created_at", "sent_at",
+               "status_changed_at"]
+    select, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        # The SELECT always has a WHERE, so SQLite reads ON CONFLICT as the upsert clause.
+        cursor.execute(
+            f"INSERT INTO {Delivery._meta.db_table} ({', '.join(columns)}) {select} ON CONFLICT DO NOTHING", params
+        )
 
 
 def memo_finish_if_done(*, memo_id: int) -> bool:

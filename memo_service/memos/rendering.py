@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import json
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.memos import sandbox
+from memo_service.memos.substitution import (
+    DEVELOPER_KEYS, LAYOUT_NAMES, Skeleton, placeholder_values, substitution_only,
+)
 from memo_service.developers.models import Developer
 from memo_service.memos.models import Memo
 
@@ -60,12 +64,25 @@ layout_env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _layout_is_substitution_only() -> bool:
+    return substitution_only(
+        [layout_env.parse(layout_env.loader.get_source(layout_env, name)[0]) for name in ("layout.html", "layout.txt")],
+        LAYOUT_NAMES,
+    )
+
 
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
     html: str
     text: str
+    # Rendered by substitution: the skeleton and this recipient's values (substitution.py).
+    skeleton: Skeleton | None = None
+    values: tuple[str, ...] = ()
 
 
 def memo_sources(memo: Memo, language: str, reminder: bool = False) -> tuple[str, dict[str, str]]:
@@ -190,12 +207,15 @@ def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
 
 
 class MemoRenderer:
-    """Compiles a memo's templates once, then renders them for many developers."""
+    """Compiles a memo's templates once, then renders them for many developers: by
+    substitution into a skeleton where the templates allow it (substitution.py), in
+    full otherwise."""
 
     def __init__(self, memo: Memo, reminder: bool = False) -> None:
         self.memo = memo
         self.reminder = reminder
         self._compiled: dict[str, tuple[str, dict[str, jinja2.Template]]] = {}
+        self._skeletons: dict[str, Skeleton | None] = {}
         self._layout_html = layout_env.get_template("layout.html")
         self._layout_text = layout_env.get_template("layout.txt")
 
@@ -212,9 +232,12 @@ class MemoRenderer:
         obj = next((t for t in self.memo.translations.all() if t.language == language), self.memo)
         return bool(reminder_sources(obj))
 
-    def render_parts(self, developer: dict[str, Any], ack_url: str) -> tuple[str, str, str, str]:
-        """(language used, subject, html body, text body), without our layout."""
-        language, templates = self._templates(developer["language"])
+    def render_parts(
+        self, developer: dict[str, Any], ack_url: str, language: str | None = None
+    ) -> tuple[str, str, str, str]:
+        """(language used, subject, html body, text body), without our layout; in the
+        developer's language unless `language` says which templates to use."""
+        language, templates = self._templates(language or developer["language"])
         context = memo_context(self.memo, developer, ack_url)
         subject, html, text = (
             sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS
@@ -223,7 +246,17 @@ class MemoRenderer:
 
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
-        language, subject, html, text = self.render_parts(developer, ack_url)
+        language = self._templates(developer["language"])[0]
+        skeleton = self._skeleton(language, developer, ack_url)
+        values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
+        if skeleton is not None and skeleton.fits(values):
+            return language, RenderedEmail(*skeleton.fill(values), skeleton=skeleton, values=values)
+        return self._render_full(developer, ack_url)
+
+    def _render_full(
+        self, developer: dict[str, Any], ack_url: str, language: str | None = None
+    ) -> tuple[str, RenderedEmail]:
+        language, subject, html, text = self.render_parts(developer, ack_url, language)
         # The built-in reminder: our opening lines and prefix around the memo's own text.
         built_in_reminder = self.reminder and not self._custom_reminder(language)
         if built_in_reminder:
@@ -237,6 +270,29 @@ class MemoRenderer:
             html=self._layout_html.render(body=Markup(html), **layout),
             text=self._layout_text.render(body=text, **layout),
         )
+
+    def _skeleton(self, language: str, developer: dict[str, Any], ack_url: str) -> Skeleton | None:
+        """The language's skeleton, made on first use, or None when its templates do more
+        than print values. The first use also renders this developer's email in full and
+        compares: should a template ever slip past the check, it renders in full."""
+        if language not in self._skeletons:
+            self._skeletons[language] = None
+            templates = [
+                sandbox.environment_for(field).parse(source)
+                for field, source in memo_sources(self.memo, language, self.reminder)[1].items()
+            ]
+            if substitution_only(templates) and _layout_is_substitution_only():
+                _, email = self._render_full(*placeholder_values(), language=language)
+                skeleton = Skeleton.parse(email.subject, email.html, email.text)
+                values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
+                if skeleton is not None and skeleton.fits(values):
+                    full = self._render_full(developer, ack_url)[1]
+                    if skeleton.fill(values) != (full.subject, full.html, full.text):
+                        log.error("memo %s (%s): substitution differs from a full render; rendering in full",
+                                  self.memo.pk, language)
+                        skeleton = None
+                self._skeletons[language] = skeleton
+        return self._skeletons[language]
 
 
 def memo_content_hash(memo: Memo) -> str:

@@ -1,0 +1,86 @@
+"""Rendering by substitution: whoever the developer is, the email they get is exactly
+the one a full render of the memo's templates gives them."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from memo_service.memos.models import Memo
+from memo_service.memos.rendering import MemoRenderer
+from tests.conftest import make_memo
+
+pytestmark = pytest.mark.django_db
+
+PLAIN = {
+    "subject": "Access from {{ developer.country_name }} ends for {{ developer['name'] }}",
+    "html_body": "<p>Dear {{ developer.name }} of {{ developer.organization }},</p>"
+                 "{% if memo.ack_deadline %}<p>by {{ memo.ack_deadline.strftime('%d %B') }}</p>{% endif %}"
+                 "{% for i in range(2) %}<p>{{ developer.email }} #{{ i }}</p>{% endfor %}<a href='{{ ack_url }}'>go</a>",
+    "text_body": "Dear {{ developer.name }} ({{ developer.external_id }}, {{ developer.country }}, "
+                 "{{ developer.language }})\n{{ ack_url }}",
+}
+
+values = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30)
+
+
+def memo(**fields: str) -> Memo:
+    return Memo(title="Bench & <co>", slug="s", effective_date="2027-07-09", **{**PLAIN, **fields})
+
+
+def developer(**fields: str) -> dict[str, str]:
+    return {"name": "Ada", "organization": "Engines", "email": "ada@example.com", "external_id": "a-1",
+            "country": "CN", "country_name": "China", "language": "en", **fields}
+
+
+def both(renderer: MemoRenderer, dev: dict[str, str], url: str = "https://x.test/ack/t/"):
+    return renderer.render(dev, url), renderer._render_full(dev, url)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(name=values, organization=values, country_name=values, email=values, url=values)
+def test_substitution_gives_every_developer_exactly_the_full_render(name, organization, country_name, email, url):
+    renderer = MemoRenderer(memo())
+    (language, fast), (_, full) = both(
+        renderer, developer(name=name, organization=organization, country_name=country_name, email=email), url
+    )
+    assert renderer._skeletons["en"] is not None  # the plain memo does qualify
+    if all(v and " ".join(v.split()) == v for v in (name, country_name)):  # fit a one-line subject
+        assert fast.skeleton is not None
+    assert (fast.subject, fast.html, fast.text) == (full.subject, full.html, full.text)
+    assert language == "en"
+
+
+def test_markup_and_whitespace_in_values_come_out_as_a_full_render_prints_them():
+    renderer = MemoRenderer(memo())
+    for name in ["<script>alert(1)</script>", "O'Brien & \"Sons\"", "  two  spaces ", "", "line\nbreak", "\ue000 7 \ue001"]:
+        (_, fast), (_, full) = both(renderer, developer(name=name, country_name=name))
+        assert (fast.subject, fast.html, fast.text) == (full.subject, full.html, full.text), name
+    assert "&lt;script&gt;" in both(renderer, developer(name="<script>"))[0][1].html
+
+
+@pytest.mark.parametrize("field, source", [
+    ("html_body", "{% if developer.country == 'CN' %}China{% else %}elsewhere{% endif %}"),
+    ("html_body", "{{ developer.name|upper }}"),
+    ("text_body", "{{ developer.name ~ '!' }}"),
+    ("text_body", "{% set d = developer %}{{ d.name }}"),
+    ("text_body", "{% filter upper %}{{ developer.name }}{% endfilter %}"),
+    ("html_body", "{% autoescape false %}{{ developer.name }}{% endautoescape %}"),
+    ("text_body", "{% macro m() %}{{ developer.name }}{% endmacro %}{{ m()|lower }}"),
+    ("text_body", "{{ developer }}"),
+    ("text_body", "{% for k in developer %}{{ k }}{% endfor %}"),
+    ("subject", "{{ developer.name[:3] }}"),
+    ("text_body", "{{ ack_url|length }}"),
+])
+def test_a_template_that_uses_a_value_other_than_printing_it_renders_in_full(field, source):
+    renderer = MemoRenderer(memo(**{field: source}))
+    for dev in [developer(), developer(name="Zoë <z>", country="RU", country_name="Russia")]:
+        (_, fast), (_, full) = both(renderer, dev)
+        assert fast.skeleton is None
+        assert (fast.subject, fast.html, fast.text) == (full.subject, full.html, full.text)
+    assert renderer._skeletons["en"] is None
+
+
+def test_a_developer_whose_language_has_no_translation_gets_the_english_skeleton_with_their_own_language():
+    renderer = MemoRenderer(make_memo(**PLAIN))
+    (language, fast), (_, full) = both(renderer, developer(language="fr"))
+    assert language == "en" and fast.skeleton is not None
+    assert fast.text == full.text and "fr)" in fast.text
