@@ -14,6 +14,7 @@ import json
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -45,6 +46,9 @@ class Provider:
     requests: int = 0
     calls: int = 0  # accepted API calls (a batch call accepts many messages)
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
+    # Seconds to wait after recording an accepted call, before answering: a worker killed
+    # then dies after the provider has the message and before our commit.
+    delay_after_accept: float = 0.0
     # Answer this share of requests 429 with this Retry-After (seconds), at random.
     throttle_ratio: float = 0.0
     retry_after: str = "1"
@@ -52,6 +56,11 @@ class Provider:
     refuse: set[str] = field(default_factory=set)
     # (arrival time, status) of every request, for rate and Retry-After checks.
     log: list[tuple[float, int]] = field(default_factory=list)
+    # The body of every accepted API call, as it came.
+    bodies: list[bytes] = field(default_factory=list)
+    # False: record only each message's `to`, not its substituted text (a benchmark's
+    # million messages would not fit in memory).
+    expand: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -72,9 +81,11 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
 RECIPIENT_VAR = re.compile(r"%recipient\.([^%]+)%")
 
 
-def _per_recipient(fields: dict[str, list[str]]) -> list[dict[str, list[str]]]:
+def _per_recipient(fields: dict[str, list[str]], expand: bool = True) -> list[dict[str, list[str]]]:
     """A batch call is one message per `to`, with %recipient.X% substituted from its
     recipient-variables, as Mailgun delivers it; a plain call is one message."""
+    if not expand:
+        return [{"to": [to]} for to in fields["to"]]
     if "recipient-variables" not in fields:
         return [fields]
     variables = json.loads(fields["recipient-variables"][0])
@@ -94,6 +105,11 @@ class _Server(ThreadingHTTPServer):
     # The default backlog of 5 makes concurrent clients retry for a second (DESIGN.md).
     request_queue_size = 1024
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client killed while it waited for the answer (the fault tests)
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -164,7 +180,10 @@ def mailgun_server() -> Iterator[Provider]:
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:
                 provider.calls += 1
-                provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields)]
+                provider.bodies.append(body)
+                provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields, provider.expand)]
+            if provider.delay_after_accept:
+                time.sleep(provider.delay_after_accept)
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
 
     provider = Provider(url="")
@@ -202,8 +221,10 @@ class ResendProvider:
     url: str
     accepted: list[dict[str, Any]] = field(default_factory=list)
     keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> email id
+    repeated: list[str] = field(default_factory=list)  # keys presented again, answered with the first email
     requests: int = 0
     delay: float = 0.0
+    delay_after_accept: float = 0.0  # as Provider's
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -229,12 +250,15 @@ def resend_server() -> Iterator[ResendProvider]:
                     provider.requests += 1
                     if key and key in provider.keys:
                         email_id = provider.keys[key]
+                        provider.repeated.append(key)
                     else:
                         email_id = f"loopback-{next(counter)}"
                         provider.accepted.append({**json.loads(body), "id": email_id, "idempotency_key": key})
                         if key:
                             provider.keys[key] = email_id
                 status, answer = 200, {"id": email_id}
+                if provider.delay_after_accept:
+                    time.sleep(provider.delay_after_accept)
             self._answer(status, answer)
 
     provider = ResendProvider(url="")

@@ -7,8 +7,12 @@ from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.sending import delivery_send_batch
 from django.utils import timezone
 
+from email.utils import formataddr
+
+from memo_service.memos.acks import ack_url
+from memo_service.memos.rendering import MemoRenderer, developer_context
 from memo_service.memos.tasks import send_batch
-from tests.conftest import approve, make_developer
+from tests.conftest import approve, make_developer, make_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -238,29 +242,61 @@ def test_with_resend_each_email_carries_an_idempotency_key_and_a_resend_makes_no
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
 
 
-def test_a_batching_backend_sends_a_task_in_one_call_with_each_recipients_own_text(memo, developers, mailgun, settings):
+def test_a_batching_backend_sends_a_task_in_one_call_per_language_with_each_recipients_own_text(
+    memo, developers, mailgun, settings
+):
     for i in range(8):
-        make_developer(f"cn-b{i}", "CN", name=f"Batch {i}")
+        make_developer(f"cn-b{i}", "CN", name=f"Batch <{i}> & Co")
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
-    assert mailgun.calls == 1 and len(mailgun.accepted) == 10
+    assert mailgun.calls == 2 and len(mailgun.accepted) == 10  # English and Chinese
     by_to = {m.first("to"): m for m in mailgun.accepted}
     wang = by_to["Wang Wei <cn-1@example.com>"]
     assert wang.first("subject") == "来自中国的访问将被阻止"
-    assert "Wang Wei" in wang.first("text") and "Batch 3" not in wang.first("text")
-    assert "Batch 3" in by_to["Batch 3 <cn-b3@example.com>"].first("html")
-    # Each recipient's own delivery id, for the tracking webhooks.
-    delivery = Delivery.objects.get(developer__external_id="cn-b3")
-    assert by_to["Batch 3 <cn-b3@example.com>"].first("v:delivery_id") == str(delivery.pk)
+    # What each recipient got is, to the character, a full render of the memo for them.
+    renderer = MemoRenderer(memo)
+    for delivery in Delivery.objects.select_related("developer"):
+        developer = delivery.developer
+        _, expected = renderer._render_full(developer_context(developer), ack_url(memo.pk, developer.pk))
+        got = by_to[formataddr((developer.name, developer.email))]
+        assert (got.first("subject"), got.first("html"), got.first("text")) == (
+            expected.subject, expected.html, expected.text)
+        # Each recipient's own delivery id, for the tracking webhooks.
+        assert got.first("v:delivery_id") == str(delivery.pk)
+    assert "Batch &lt;3&gt; &amp; Co" in by_to["\"Batch <3> & Co\" <cn-b3@example.com>"].first("html")
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
-    assert len({d.provider_message_id for d in Delivery.objects.all()}) == 1
+    assert len({d.provider_message_id for d in Delivery.objects.all()}) == 2
+
+
+def test_a_batch_call_carries_a_substitutable_memo_once_and_only_values_per_recipient(memo, mailgun, settings):
+    for i in range(50):
+        make_developer(f"ru-b{i}", "RU")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    delivery_send_batch(delivery_ids=queued(memo))
+    english = [m for m in mailgun.accepted if "ru-b" in m.first("to")]
+    assert len(english) == 50
+    english_call = next(body for body in mailgun.bodies if b"ru-b0" in body)
+    assert english_call.count(b"will+be+blocked") == 2  # html and text, once each for 51 recipients
+
+
+def test_a_memo_that_tests_a_value_goes_in_a_batch_call_with_each_recipients_whole_email(developers, mailgun, settings):
+    memo = make_memo(text_body="{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}")
+    for i in range(5):
+        make_developer(f"ru-b{i}", "RU")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    delivery_send_batch(delivery_ids=queued(memo))
+    by_to = {m.first("to"): m.first("text") for m in mailgun.accepted}
+    assert mailgun.calls == 2 and len(by_to) == 7  # the Chinese translation only prints values
+    english = next(body for body in mailgun.bodies if b"ru-b0" in body)
+    assert english.count(b"Not+China") == 6  # in each of the six English recipient's own text
+    assert by_to["Dev ru-b2 <ru-b2@example.com>"].startswith("Not China")
 
 
 def test_a_batch_call_that_fails_retries_every_recipient_in_it(memo, developers, mailgun, settings, later):
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     ids = queued(memo)
-    mailgun.failures.append((503, {"message": "Service unavailable"}))
+    mailgun.failures += [(503, {"message": "Service unavailable"})] * 2  # a call per language
     delivery_send_batch(delivery_ids=ids)
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
     assert sorted(later[0][0]) == sorted(ids) and mailgun.accepted == []

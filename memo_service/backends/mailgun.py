@@ -1,10 +1,12 @@
 """anymail's Mailgun backend, sending many recipients in one API call.
 
 With EMAIL_BACKEND=memo_service.backends.mailgun.EmailBackend a send task hands its
-emails to Mailgun in calls of up to `merge_batch_size` recipients: each recipient's own
-rendered subject, text and HTML travel as Mailgun recipient-variables (anymail's
-merge_data), and our delivery id as per-recipient metadata, so tracking events still
-find their delivery. One call instead of one per email.
+emails to Mailgun in calls of up to `merge_batch_size` recipients (anymail's batch
+sending), our delivery id in each recipient's metadata so tracking events still find
+their delivery. A memo rendered by substitution (memos/substitution.py) travels once,
+with Mailgun's `%recipient.…%` merge fields where the values go and only each
+recipient's values in recipient-variables; any other memo travels as each recipient's
+own rendered subject, text and HTML. One call instead of one per email.
 """
 
 from __future__ import annotations
@@ -16,3 +18,5 @@ class EmailBackend(mailgun.EmailBackend):
     # Mailgun's limit on recipients in one batch call; a send task carries at most
     # dispatch.BATCH_SIZE deliveries, so that is the usual size of a call.
     merge_batch_size = 1000
+    # How Mailgun's batch sending marks a per-recipient value in subject and bodies.
+    merge_field_format = "%recipient.{}%"

@@ -265,9 +265,13 @@ class BatchSender:
                 self.send([prepared], rest=[])
             else:
                 by_address[address] = prepared
-        group = list(by_address.values())
-        for start in range(0, len(group), self.merge_size or 1):
-            self.send(group[start : start + self.merge_size], rest=[])
+        # Emails rendered from one skeleton go out as that skeleton plus each one's values.
+        groups: dict[int, list[Prepared]] = {}
+        for prepared in by_address.values():
+            groups.setdefault(id(prepared.email.skeleton), []).append(prepared)
+        for group in groups.values():
+            for start in range(0, len(group), self.merge_size or 1):
+                self.send(group[start : start + self.merge_size], rest=[])
 
     def send(self, group: list[Prepared], rest: list[Delivery]) -> None:
         if len(group) == 1:
@@ -285,19 +289,7 @@ class BatchSender:
             )
             message.attach_alternative(first.email.html, "text/html")
         else:
-            # Each recipient's own rendered subject and bodies, substituted by the provider.
-            message = AnymailMessage(
-                subject="%recipient.subject%",
-                body="%recipient.text%",
-                to=[formataddr((p.delivery.developer.name, p.delivery.developer.email)) for p in group],
-                connection=self.connection,
-                merge_data={
-                    p.delivery.developer.email: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
-                    for p in group
-                },
-                merge_metadata={p.delivery.developer.email: {"delivery_id": str(p.delivery.pk)} for p in group},
-            )
-            message.attach_alternative("%recipient.html%", "text/html")
+            message = self.merged_message(group)
         throttle_take(self.provider)
         try:
             message.send()
@@ -310,6 +302,30 @@ class BatchSender:
             by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
         for language, ids in by_language.items():
             deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+
+    def merged_message(self, group: list[Prepared]) -> AnymailMessage:
+        """One message for many recipients: the skeleton once with the provider's merge
+        fields and each recipient's values, or else each one's whole rendered email."""
+        skeleton = group[0].email.skeleton
+        merge_field = getattr(self.connection, "merge_field_format", "")
+        template = skeleton.merge_template(merge_field) if skeleton is not None and merge_field else None
+        if template is not None:
+            (subject, html, text), merge_data = template, {
+                p.delivery.developer.email: skeleton.merge_values(p.email.values) for p in group
+            }
+        else:
+            subject, html, text = "%recipient.subject%", "%recipient.html%", "%recipient.text%"
+            merge_data = {
+                p.delivery.developer.email: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
+                for p in group
+            }
+        message = AnymailMessage(
+            subject=subject, body=text, connection=self.connection, merge_data=merge_data,
+            to=[formataddr((p.delivery.developer.name, p.delivery.developer.email)) for p in group],
+            merge_metadata={p.delivery.developer.email: {"delivery_id": str(p.delivery.pk)} for p in group},
+        )
+        message.attach_alternative(html, "text/html")
+        return message
 
     def failed(self, exc: Exception, group: list[Prepared], rest: list[Delivery]) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -125,10 +125,22 @@ class Skeleton:
         escaped = tuple(str(escape(v)) for v in values)
         return join(self.subject, values), join(self.html, escaped), join(self.text, values)
 
-    def merge_fields(self, field: str, name: str) -> str:
-        """A field's skeleton with `%recipient.<name><n>%` for each value: Mailgun's
-        batch-sending substitution."""
-        return join(getattr(self, field), tuple(f"%recipient.{name}{n}%" for n in range(len(SLOTS))))
+    def merge_template(self, merge_field: str) -> tuple[str, str, str] | None:
+        """(subject, html, text) with the provider's merge field for each value
+        (`merge_field` like Mailgun's "%recipient.{}%"): HTML's are named h<n>, the others
+        v<n>. None when the memo's own text already looks like a merge field."""
+        marker = merge_field.split("{}")[0]
+        if any(isinstance(p, str) and marker in p for p in (*self.subject, *self.html, *self.text)):
+            return None
+        plain = tuple(merge_field.format(f"v{n}") for n in range(len(SLOTS)))
+        html = tuple(merge_field.format(f"h{n}") for n in range(len(SLOTS)))
+        return join(self.subject, plain), join(self.html, html), join(self.text, plain)
+
+    def merge_values(self, values: tuple[str, ...]) -> dict[str, str]:
+        """One recipient's values under the names merge_template gave them."""
+        used = {p for p in (*self.subject, *self.text) if isinstance(p, int)}
+        return {**{f"v{n}": values[n] for n in used},
+                **{f"h{n}": str(escape(values[n])) for n in self.html if isinstance(n, int)}}
 
 
 def join(parts: Parts, values: tuple[str, ...]) -> str:
