@@ -38,9 +38,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Needs this machine's PostgreSQL (and Redis for the send). N sets the size of each:
-# import default 1,000,000 rows, send default 20,000 recipients.
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+# Needs this machine's PostgreSQL (and Redis for the send). N sets the size of each
+# (default 1,000,000 rows to import, 1,000,000 recipients to send to).
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/import_developers.py
 	$(BIN)/python bench/send.py
 

@@ -369,10 +369,12 @@ class BatchSender:
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     deliveries = list(
-        Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
-        .select_related("developer", "memo")
-        .order_by("id")
+        Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED).select_related("developer").order_by("id")
     )
+    # Each memo read once, not once per row: a memo carries all its templates.
+    memos = Memo.objects.in_bulk({d.memo_id for d in deliveries})
+    for delivery in deliveries:
+        delivery.memo = memos[delivery.memo_id]
     with get_connection() as connection:
         sender = BatchSender(connection, deliveries)
         sender.run()
