@@ -44,6 +44,15 @@ def test_queued_deliveries_whose_task_was_lost_are_enqueued_again(memo, develope
     assert sweeper.deliveries_sweep()["requeued"] == 0
 
 
+def test_queued_deliveries_of_a_send_still_making_progress_wait_their_turn(memo, developers, enqueued):
+    """A big send has rows queued for many minutes behind other tasks: not lost."""
+    Memo.objects.filter(pk=memo.pk).update(status="sending")
+    waiting = Delivery.objects.create(memo=memo, developer=developers["cn"])
+    Delivery.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - sweeper.QUEUED_GRACE * 2)
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", status_changed_at=timezone.now())
+    assert sweeper.deliveries_sweep()["requeued"] == 0 and enqueued == []
+
+
 def test_an_interrupted_dispatch_is_resumed(memo, enqueued):
     Memo.objects.filter(pk=memo.pk).update(
         status="sending", send_started_at=timezone.now() - sweeper.DISPATCH_GRACE - dt.timedelta(seconds=1)

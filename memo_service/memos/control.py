@@ -31,8 +31,8 @@ def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> No
 
 def memo_resume(*, memo: Memo, by: Any) -> int:
     """Continue where it stopped; returns how many queued deliveries were enqueued again."""
-    from memo_service.memos.dispatch import BATCH_SIZE
-    from memo_service.memos.tasks import dispatch_memo, send_batch
+    from memo_service.memos.dispatch import send_batches_enqueue
+    from memo_service.memos.tasks import dispatch_memo
 
     with transaction.atomic():
         if not Memo.objects.filter(pk=memo.pk, status=S.PAUSED).update(status=S.SENDING, pause_reason=""):
@@ -44,8 +44,7 @@ def memo_resume(*, memo: Memo, by: Any) -> int:
         queued = list(
             Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).order_by("id").values_list("id", flat=True)
         )
-        for start in range(0, len(queued), BATCH_SIZE):
-            send_batch.delay_on_commit(queued[start : start + BATCH_SIZE])
+        send_batches_enqueue(queued)
     return len(queued)
 
 

@@ -20,7 +20,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.dispatch import BATCH_SIZE, PAGE_SIZE
+from memo_service.memos.dispatch import PAGE_SIZE, send_batches_enqueue
 from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo
 
 
@@ -74,8 +74,6 @@ def _unanswered(memo: Memo) -> Any:
 
 def memo_remind(*, memo: Memo, sequence: int) -> int:
     """Create reminder `sequence`'s deliveries page by page and enqueue them after commit."""
-    from memo_service.memos.tasks import send_batch
-
     total = 0
     last_developer = 0
     unanswered = _unanswered(memo)
@@ -99,7 +97,6 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
                     developer_id__gte=page[0][0], developer_id__lte=last_developer,
                 ).order_by("id").values_list("id", flat=True)
             )
-            for start in range(0, len(ids), BATCH_SIZE):
-                send_batch.delay_on_commit(ids[start : start + BATCH_SIZE])
+            send_batches_enqueue(ids)
         total += len(ids)
     return total

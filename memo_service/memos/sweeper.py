@@ -1,8 +1,10 @@
 """Settle what a lost task or a dead worker left behind (run by beat every minute).
 
-- A delivery still queued long after its batch was enqueued lost its task (a broker
-  flushed, a message dropped): it is enqueued again. Claims are guarded, so a late
-  original task and the new one cannot both send it.
+- A delivery still queued long after its batch was enqueued, of a memo whose send has
+  made no progress for as long, lost its task (a broker flushed, a message dropped): it
+  is enqueued again. Claims are guarded, so a late original task and the new one cannot
+  both send it. (A million-recipient send has rows queued for many minutes while its
+  tasks wait their turn; those are not lost, and are left alone.)
 - A delivery left in `sending` by a worker that died mid-send may or may not have
   reached the provider: it becomes `outcome_unknown`, to be reconciled from tracking
   events, never sent again, unless the backend sends with an idempotency key
@@ -15,14 +17,14 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from memo_service.memos.dispatch import BATCH_SIZE, memo_finish_if_done
+from memo_service.memos.dispatch import memo_finish_if_done, send_batch_size
 from memo_service.memos.models import Delivery, Memo
 
 S = Delivery.Status
-# A batch normally starts within seconds; ten minutes means its task is gone.
+# A send moves some delivery on every few seconds; ten minutes without means its tasks are gone.
 QUEUED_GRACE = dt.timedelta(minutes=10)
 # Past the hard time limit no worker can still be sending it.
 SENDING_GRACE = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
@@ -51,11 +53,13 @@ def deliveries_sweep() -> dict[str, int]:
         )
     requeued = 0
     last_id = 0
+    progress = Delivery.objects.filter(memo_id=OuterRef("memo_id"), status_changed_at__gte=now - QUEUED_GRACE)
     lost = Delivery.objects.filter(
         status=S.QUEUED, created_at__lt=now - QUEUED_GRACE,
         memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
-    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).order_by("id")
-    while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:BATCH_SIZE]):
+    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).filter(~Exists(progress)).order_by("id")
+    size = send_batch_size()
+    while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:size]):
         send_batch.delay(ids)
         requeued += len(ids)
         last_id = ids[-1]
