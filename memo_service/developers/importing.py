@@ -24,6 +24,7 @@ from django.utils import timezone, translation
 from django.utils.dateparse import parse_date, parse_datetime
 from django_countries import countries
 
+from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
 
 REQUIRED = ("external_id", "email", "country")
@@ -316,6 +317,7 @@ def _upsert_copy(rows: Iterable[dict[str, Any]], fields: list[str]) -> tuple[int
         )
         created, updated, total = cursor.fetchone()
         cursor.execute("DROP TABLE developer_import")
+    statistics_refresh(Developer)
     return created, updated, total - created - updated
 
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from memo_service.memos import rendering
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
+from memo_service.db import statistics_refresh
 from memo_service.memos.models import AudienceSnapshot, Memo
 
 S = Memo.Status
@@ -88,6 +89,7 @@ def _snapshot(memo: Memo) -> None:
             [AudienceSnapshot(memo=memo, developer_id=dev, country=country) for dev, country in page]
         )
         last_id = page[-1][0]
+    statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers
 
 
 def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:

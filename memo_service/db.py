@@ -1,0 +1,18 @@
+"""Database helpers shared by the apps."""
+
+from __future__ import annotations
+
+from django.db import connection, models
+
+
+def statistics_refresh(*tables: type[models.Model]) -> None:
+    """After a bulk write (an import, an audience snapshot, a dispatch): PostgreSQL's
+    planner otherwise keeps planning with the table as it was until autovacuum gets to
+    it, and a join it believes is one row against one row becomes a nested loop over a
+    million. ANALYZE reads a sample, so it costs well under a second at any size, and in
+    a transaction it sees that transaction's own rows. Other databases: nothing."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for model in tables:
+            cursor.execute(f"ANALYZE {model._meta.db_table}")
