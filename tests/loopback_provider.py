@@ -11,6 +11,7 @@ import email
 import email.policy
 import itertools
 import json
+import queue
 import random
 import re
 import socket
@@ -46,9 +47,12 @@ class Provider:
     requests: int = 0
     calls: int = 0  # accepted API calls (a batch call accepts many messages)
     delay: float = 0.0  # seconds to wait before answering, to provoke client timeouts
-    # Seconds to wait after recording an accepted call, before answering: a worker killed
-    # then dies after the provider has the message and before our commit.
-    delay_after_accept: float = 0.0
+    # Hold the answer to this many accepted calls, recorded but not yet answered, until
+    # the test releases them: a worker killed then dies after the provider has its
+    # message and before our commit. Each held call's client port and release event
+    # are put in `held`.
+    hold: int = 0
+    held: queue.Queue[tuple[int, threading.Event]] = field(default_factory=queue.Queue)
     # Answer this share of requests 429 with this Retry-After (seconds), at random.
     throttle_ratio: float = 0.0
     retry_after: str = "1"
@@ -58,8 +62,8 @@ class Provider:
     log: list[tuple[float, int]] = field(default_factory=list)
     # The body of every accepted API call, as it came.
     bodies: list[bytes] = field(default_factory=list)
-    # False: record only each message's `to`, not its substituted text (a benchmark's
-    # million messages would not fit in memory).
+    # False: record only each message's `to`, neither its substituted text nor the call's
+    # body (a benchmark's million messages would not fit in memory).
     expand: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -121,6 +125,15 @@ class _Handler(BaseHTTPRequestHandler):
         # Nagle's algorithm would add 40 ms to each answer (DESIGN.md).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def _hold(self, provider: Any) -> None:
+        release = threading.Event()
+        with provider.lock:
+            if provider.hold <= 0:
+                return
+            provider.hold -= 1
+            provider.held.put((self.client_address[1], release))
+        release.wait(60)
+
     def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
         self.send_response(status)
@@ -180,10 +193,10 @@ def mailgun_server() -> Iterator[Provider]:
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:
                 provider.calls += 1
-                provider.bodies.append(body)
+                if provider.expand:
+                    provider.bodies.append(body)
                 provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields, provider.expand)]
-            if provider.delay_after_accept:
-                time.sleep(provider.delay_after_accept)
+            self._hold(provider)
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
 
     provider = Provider(url="")
@@ -224,7 +237,8 @@ class ResendProvider:
     repeated: list[str] = field(default_factory=list)  # keys presented again, answered with the first email
     requests: int = 0
     delay: float = 0.0
-    delay_after_accept: float = 0.0  # as Provider's
+    hold: int = 0  # as Provider's
+    held: queue.Queue[tuple[int, threading.Event]] = field(default_factory=queue.Queue)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -257,8 +271,7 @@ def resend_server() -> Iterator[ResendProvider]:
                         if key:
                             provider.keys[key] = email_id
                 status, answer = 200, {"id": email_id}
-                if provider.delay_after_accept:
-                    time.sleep(provider.delay_after_accept)
+                self._hold(provider)
             self._answer(status, answer)
 
     provider = ResendProvider(url="")

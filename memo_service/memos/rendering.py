@@ -125,13 +125,14 @@ def country_name(code: str, language: str) -> str:
 
 def developer_context(developer: Developer) -> dict[str, Any]:
     """What a template sees of a developer: plain values, a copy, nothing to call."""
+    code = developer.country.code  # each access makes a Country object
     return {
         "name": developer.name,
         "organization": developer.organization,
         "email": developer.email,
         "external_id": developer.external_id,
-        "country": developer.country.code,
-        "country_name": country_name(developer.country.code, developer.language),
+        "country": code,
+        "country_name": country_name(code, developer.language),
         "language": developer.language,
     }
 
