@@ -156,11 +156,17 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_DIR / "control"),
     }
 else:
+    # Redis re-delivers a task not acked within this many seconds. A send batch takes
+    # seconds; an hour is far above the longest task, so nothing is re-delivered while
+    # it still runs. (The fault tests set it to 2 s, to show a re-delivered batch sends
+    # nobody twice.)
+    _visibility_timeout = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Redis re-delivers a task not acked within this time. A send batch takes
-        # seconds; an hour is far above the longest task, so nothing is re-delivered
-        # while it still runs.
-        "visibility_timeout": 3600,
+        "visibility_timeout": _visibility_timeout,
+        # How often a worker looks for such tasks: kombu's default, every 10 s × 10,
+        # would leave a timeout shorter than 100 s to chance.
+        "unacked_restore_interval": max(1, min(10, _visibility_timeout // 2)),
+        "unacked_restore_throttle": 1,
     }
 CELERY_TASK_IGNORE_RESULT = True
 # A worker that dies mid-batch leaves its task unacknowledged, so the broker hands it
