@@ -426,9 +426,7 @@ def test_a_broker_flushed_mid_send_is_finished_by_the_sweeper(provider, tmp_path
 
 @pytest.mark.parametrize("backend", [
     ONE_CALL_PER_EMAIL,
-    pytest.param(BATCHED, marks=pytest.mark.xfail(strict=True, reason=(
-        "product bug: Mailgun refuses a whole batch call for one address it will not take, "
-        "and sending.py then fails every delivery of the call with that address's reason"))),
+    BATCHED,
 ], ids=["one-call-per-email", "batched"])
 def test_recipients_the_provider_refuses_fail_with_its_reason_and_the_others_get_it_once(backend, provider, tmp_path):
     """Mailgun refuses 3 of 60 addresses: those 3 deliveries fail with Mailgun's reason;

@@ -322,14 +322,14 @@ class BatchSender:
         """One message for many recipients: the skeleton once with the provider's merge
         fields and each recipient's values, or else each one's whole rendered email."""
         skeleton = group[0].email.skeleton
-        merge_field = getattr(self.connection, "merge_field_format", "")
-        template = skeleton.merge_template(merge_field) if skeleton is not None and merge_field else None
+        merge_field = getattr(self.connection, "merge_field_format", "%recipient.{}%")
+        template = skeleton.merge_template(merge_field) if skeleton is not None else None
         if template is not None:
             (subject, html, text), merge_data = template, {
                 p.delivery.developer.email: skeleton.merge_values(p.email.values) for p in group
             }
         else:
-            subject, html, text = "%recipient.subject%", "%recipient.html%", "%recipient.text%"
+            subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
             merge_data = {
                 p.delivery.developer.email: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
                 for p in group
@@ -355,6 +355,14 @@ class BatchSender:
                 _pause_for_auth(group[0].delivery.memo, status, error)
                 self.paused = True
                 raise _Stop
+            return
+        if len(group) > 1 and status is not None and 400 <= status < 500 and status not in TRANSIENT_STATUS:
+            # A batch call is refused whole for one recipient the provider will not take
+            # (Mailgun: "'to' parameter is not a valid address"), and it accepted nothing:
+            # halves are sent until each refusal is down to its own recipient.
+            half = len(group) // 2
+            self.send(group[:half], rest=[])
+            self.send(group[half:], rest=[])
             return
         transient = status in TRANSIENT_STATUS or (
             isinstance(exc, AnymailRequestsAPIError) and status is None
