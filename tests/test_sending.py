@@ -310,3 +310,32 @@ def test_a_batch_call_that_fails_retries_every_recipient_in_it(memo, developers,
     delivery_send_batch(delivery_ids=ids)
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
     assert sorted(later[0][0]) == sorted(ids) and mailgun.accepted == []
+
+
+def test_a_worker_killed_while_it_renders_a_batch_leaves_every_row_queued_for_the_redelivery(
+    memo, developers, mailgun, settings, monkeypatch
+):
+    """Rows are claimed with their call, not before: a batch interrupted before its call
+    has nothing whose outcome is unknown, and the redelivered task sends it all."""
+    for i in range(6):
+        make_developer(f"cn-k{i}", "CN")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    ids = queued(memo)
+    render, calls = MemoRenderer.render, []
+
+    class Killed(BaseException):
+        pass
+
+    def render_then_die(self, *args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Killed  # as SIGKILL would stop it: nothing after runs
+        return render(self, *args)
+
+    monkeypatch.setattr(MemoRenderer, "render", render_then_die)
+    with pytest.raises(Killed):
+        delivery_send_batch(delivery_ids=ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"} and mailgun.accepted == []
+    monkeypatch.setattr(MemoRenderer, "render", render)
+    delivery_send_batch(delivery_ids=ids)  # the broker hands the task to another worker
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"} and len(mailgun.accepted) == 8

@@ -206,8 +206,12 @@ class BatchSender:
     """Sends one task's deliveries over one connection: anymail reuses its HTTP session.
 
     With a backend that sends many recipients in one API call (`merge_batch_size`, e.g.
-    memo_service.backends.mailgun), the rendered emails go out together, each
-    recipient's own subject and bodies carried in merge_data.
+    memo_service.backends.mailgun), the rendered emails go out together (merged_message).
+
+    A delivery is claimed (queued → sending) just before the call that sends it, never
+    earlier: a worker killed while it renders leaves its rows queued for the task's
+    redelivery, and only a kill while a call is on its way leaves rows whose outcome is
+    unknown.
     """
 
     def __init__(self, connection: Any, deliveries: list[Delivery]) -> None:
@@ -219,13 +223,9 @@ class BatchSender:
         self.later: list[int] = []  # to try again after `delay` seconds
         self.delay = 0.0
         self.paused = False
-        self.claimed: set[int] | None = None
 
     def run(self) -> None:
         pending: list[Prepared] = []
-        # Batching: claim the group in one statement; otherwise one row at a time, just
-        # before its send, so a crash leaves at most one delivery in `sending`.
-        self.claimed = deliveries_claim(delivery_ids=[d.pk for d in self.deliveries]) if self.merge_size else None
         try:
             for index, delivery in enumerate(self.deliveries):
                 prepared = self.prepare(delivery)
@@ -233,7 +233,7 @@ class BatchSender:
                     continue
                 if self.merge_size and not _org_contact(delivery):
                     pending.append(prepared)
-                else:
+                elif delivery_claim(delivery_id=delivery.pk):
                     self.send([prepared], rest=self.deliveries[index + 1:])
             self.send_merged(pending)
         except _Stop:
@@ -244,13 +244,10 @@ class BatchSender:
             send_batch.apply_async(args=[self.later], countdown=self.delay)
 
     def prepare(self, delivery: Delivery) -> Prepared | None:
-        """Claim and render one delivery; None when it is not (or no longer) to be sent."""
+        """Render one delivery; None when it is not (or no longer) to be sent."""
         if delivery.not_before and delivery.not_before > timezone.now():
             self.later.append(delivery.pk)
             self.delay = max(self.delay, (delivery.not_before - timezone.now()).total_seconds())
-            return None
-        claimed = delivery.pk in self.claimed if self.claimed is not None else delivery_claim(delivery_id=delivery.pk)
-        if not claimed:
             return None
         reminder = delivery.kind == Delivery.Kind.REMINDER
         key = (delivery.memo_id, reminder)
@@ -260,24 +257,28 @@ class BatchSender:
         if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
             still_to_acknowledge(delivery.memo, developer.pk)
         ).exists():
-            delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
+            if delivery_claim(delivery_id=delivery.pk):
+                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
             return None
         try:
             language, email = self.renderers[key].render(
                 developer_context(developer), ack_url(delivery.memo_id, developer.pk)
             )
         except Exception as exc:  # the admin's template: recorded, never raised
-            delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}")
+            if delivery_claim(delivery_id=delivery.pk):
+                delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}")
             return None
         return Prepared(delivery, language, email)
 
     def send_merged(self, pending: list[Prepared]) -> None:
-        # One address twice in a call would share one recipient's merge data.
+        # One address twice in a call would share one recipient's merge data: the
+        # second goes in a call of its own.
         by_address: dict[str, Prepared] = {}
+        calls: list[list[Prepared]] = []
         for prepared in pending:
             address = prepared.delivery.developer.email.lower()
             if address in by_address:
-                self.send([prepared], rest=[])
+                calls.append([prepared])
             else:
                 by_address[address] = prepared
         # Emails rendered from one skeleton go out as that skeleton plus each one's values.
@@ -285,8 +286,11 @@ class BatchSender:
         for prepared in by_address.values():
             groups.setdefault(id(prepared.email.skeleton), []).append(prepared)
         for group in groups.values():
-            for start in range(0, len(group), self.merge_size or 1):
-                self.send(group[start : start + self.merge_size], rest=[])
+            calls += [group[start : start + self.merge_size] for start in range(0, len(group), self.merge_size)]
+        for call in calls:
+            claimed = deliveries_claim(delivery_ids=[p.delivery.pk for p in call])
+            if call := [p for p in call if p.delivery.pk in claimed]:
+                self.send(call, rest=[])
 
     def send(self, group: list[Prepared], rest: list[Delivery]) -> None:
         if len(group) == 1:
