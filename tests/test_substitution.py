@@ -23,7 +23,7 @@ values = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]
 
 
 def memo(**fields: str) -> Memo:
-    return Memo(title="Bench & <co>", slug="s", effective_date="2027-07-09", **{**PLAIN, **fields})
+    return Memo(slug="s", effective_date="2027-07-09", **{"title": "Bench & <co>", **PLAIN, **fields})
 
 
 def developer(**fields: str) -> dict[str, str]:
@@ -69,6 +69,11 @@ def test_markup_and_whitespace_in_values_come_out_as_a_full_render_prints_them()
     ("text_body", "{% for k in developer %}{{ k }}{% endfor %}"),
     ("subject", "{{ developer.name[:3] }}"),
     ("text_body", "{{ ack_url|length }}"),
+    ("text_body", "{% set c %}{{ developer.country }}{% endset %}{% if c == 'CN' %}China{% endif %}"),
+    ("text_body", "{% set n | upper %}{{ developer.name }}{% endset %}{{ n }}"),
+    ("text_body", "{% block b %}{{ developer.name }}{% endblock %} {{ self.b()|upper }}"),
+    ("text_body", "{% for x in [[1]] recursive %}{% if x is iterable %}{{ loop(x)|upper }}"
+                  "{% else %}{{ developer.name }}{% endif %}{% endfor %}"),
 ])
 def test_a_template_that_uses_a_value_other_than_printing_it_renders_in_full(field, source):
     renderer = MemoRenderer(memo(**{field: source}))
@@ -84,3 +89,22 @@ def test_a_developer_whose_language_has_no_translation_gets_the_english_skeleton
     (language, fast), (_, full) = both(renderer, developer(language="fr"))
     assert language == "en" and fast.skeleton is not None
     assert fast.text == full.text and "fr)" in fast.text
+
+
+def test_a_placeholder_lookalike_in_the_memo_is_text_not_a_value():
+    renderer = MemoRenderer(memo(title="\ue0000\ue001", text_body="{{ memo.title }} / {{ developer.name }}"))
+    for name in ["two  spaces", "Ada"]:  # the first does not fit a subject: no check on it
+        (_, fast), (_, full) = both(renderer, developer(name=name))
+        assert fast.text == full.text
+
+
+def test_the_output_limit_holds_for_the_values_not_the_placeholders():
+    long_output = MemoRenderer(memo(text_body="{% for i in range(10000) %}{{ developer.name }}{% endfor %}"))
+    both(long_output, developer(name="Ada"))
+    with pytest.raises(Exception, match="longer than"):
+        long_output.render(developer(name="x" * 60), "https://x.test/ack/t/")
+    # 170,000 two-letter codes fit; as many three-character placeholders would not.
+    many = MemoRenderer(memo(text_body="{% for i in range(100) %}{% for j in range(1700) %}"
+                                       "{{ developer.country }}{% endfor %}{% endfor %}"))
+    (_, fast), (_, full) = both(many, developer())
+    assert fast.text == full.text

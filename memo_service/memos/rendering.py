@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import secrets
 import json
 import subprocess
 import sys
@@ -217,6 +218,7 @@ class MemoRenderer:
         self.reminder = reminder
         self._compiled: dict[str, tuple[str, dict[str, jinja2.Template]]] = {}
         self._skeletons: dict[str, Skeleton | None] = {}
+        self._verified: set[str] = set()
         self._layout_html = layout_env.get_template("layout.html")
         self._layout_text = layout_env.get_template("layout.txt")
 
@@ -248,11 +250,28 @@ class MemoRenderer:
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
         language = self._templates(developer["language"])[0]
-        skeleton = self._skeleton(language, developer, ack_url)
+        skeleton = self._skeleton(language)
         values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
-        if skeleton is not None and skeleton.fits(values):
-            return language, RenderedEmail(*skeleton.fill(values), skeleton=skeleton, values=values)
+        if (
+            skeleton is not None and skeleton.fits(values)
+            and skeleton.fill_size(values) <= sandbox.MAX_OUTPUT_CHARS  # past it, the full render says why
+        ):
+            email = RenderedEmail(*skeleton.fill(values), skeleton=skeleton, values=values)
+            if language in self._verified or self._verify(language, email, developer, ack_url):
+                return language, email
         return self._render_full(developer, ack_url)
+
+    def _verify(self, language: str, email: RenderedEmail, developer: dict[str, Any], ack_url: str) -> bool:
+        """The first email made by substitution is compared with a full render: should a
+        template ever slip past the check, everyone gets a full render."""
+        full = self._render_full(developer, ack_url)[1]
+        if (email.subject, email.html, email.text) != (full.subject, full.html, full.text):
+            log.error("memo %s (%s): substitution differs from a full render; rendering in full",
+                      self.memo.pk, language)
+            self._skeletons[language] = None
+            return False
+        self._verified.add(language)
+        return True
 
     def _render_full(
         self, developer: dict[str, Any], ack_url: str, language: str | None = None
@@ -272,10 +291,9 @@ class MemoRenderer:
             text=self._layout_text.render(body=text, **layout),
         )
 
-    def _skeleton(self, language: str, developer: dict[str, Any], ack_url: str) -> Skeleton | None:
+    def _skeleton(self, language: str) -> Skeleton | None:
         """The language's skeleton, made on first use, or None when its templates do more
-        than print values. The first use also renders this developer's email in full and
-        compares: should a template ever slip past the check, it renders in full."""
+        than print values."""
         if language not in self._skeletons:
             self._skeletons[language] = None
             templates = [
@@ -283,16 +301,12 @@ class MemoRenderer:
                 for field, source in memo_sources(self.memo, language, self.reminder)[1].items()
             ]
             if substitution_only(templates) and _layout_is_substitution_only():
-                _, email = self._render_full(*placeholder_values(), language=language)
-                skeleton = Skeleton.parse(email.subject, email.html, email.text)
-                values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
-                if skeleton is not None and skeleton.fits(values):
-                    full = self._render_full(developer, ack_url)[1]
-                    if skeleton.fill(values) != (full.subject, full.html, full.text):
-                        log.error("memo %s (%s): substitution differs from a full render; rendering in full",
-                                  self.memo.pk, language)
-                        skeleton = None
-                self._skeletons[language] = skeleton
+                nonce = secrets.token_hex(8)
+                try:
+                    _, email = self._render_full(*placeholder_values(nonce), language=language)
+                except Exception:  # e.g. too long with placeholders: each developer's render says
+                    return None
+                self._skeletons[language] = Skeleton.parse(nonce, email.subject, email.html, email.text)
         return self._skeletons[language]
 
 

@@ -26,24 +26,21 @@ from markupsafe import escape
 # What a template sees of a developer (rendering.developer_context), then the link.
 DEVELOPER_KEYS = ("name", "organization", "email", "external_id", "country", "country_name", "language")
 SLOTS = (*DEVELOPER_KEYS, "ack_url")
-# Private-use characters: no escaping touches them and no memo has a reason to contain them.
+# Placeholders: private-use characters around a random nonce and the slot, so that no
+# escaping touches them and no memo text or value can pass for one.
 _OPEN, _CLOSE = "\ue000", "\ue001"
-_PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
-# Inside these a printed value may be transformed (a filter block, a macro's caller,
-# autoescape switched): its output is no longer the value itself.
-_TRANSFORMING = (nodes.FilterBlock, nodes.EvalContextModifier, nodes.Macro, nodes.CallBlock)
+# Output inside these goes straight to the email; inside anything else (a filter block,
+# a `{% set %}` block, a macro, a block that `self` can print again, a recursive loop)
+# it may be captured, tested or transformed.
+_PASSES_OUTPUT_THROUGH = (nodes.Template, nodes.Output, nodes.If, nodes.With, nodes.For)
 
 Parts = tuple[str | int, ...]  # literal text, or the index of a value in SLOTS
 
 
-def placeholder(slot: int) -> str:
-    return f"{_OPEN}{slot}{_CLOSE}"
-
-
-def placeholder_values() -> tuple[dict[str, str], str]:
+def placeholder_values(nonce: str) -> tuple[dict[str, str], str]:
     """(developer context, ack_url) made of placeholders, to render a skeleton with."""
-    developer = {key: placeholder(n) for n, key in enumerate(DEVELOPER_KEYS)}
-    return developer, placeholder(len(DEVELOPER_KEYS))
+    developer = {key: f"{_OPEN}{nonce}:{n}{_CLOSE}" for n, key in enumerate(DEVELOPER_KEYS)}
+    return developer, f"{_OPEN}{nonce}:{len(DEVELOPER_KEYS)}{_CLOSE}"
 
 
 def _printed_as_is(expr: nodes.Node, names: frozenset[str]) -> nodes.Name | None:
@@ -74,7 +71,8 @@ def substitution_only(templates: Iterable[nodes.Template], names: frozenset[str]
         allowed: set[int] = set()
 
         def visit(node: nodes.Node, transforming: bool) -> None:
-            transforming = transforming or isinstance(node, _TRANSFORMING)
+            passes = isinstance(node, _PASSES_OUTPUT_THROUGH) and not getattr(node, "recursive", False)
+            transforming = transforming or not passes
             if isinstance(node, nodes.Output) and not transforming:
                 for expr in node.nodes:
                     name = _printed_as_is(expr, names)
@@ -98,18 +96,21 @@ class Skeleton:
     html: Parts
     text: Parts
     subject_slots: frozenset[int]
+    length: int  # of the fixed text, all three fields together
 
     @classmethod
-    def parse(cls, subject: str, html: str, text: str) -> Skeleton | None:
-        """From an email rendered with placeholder_values(); None if a stray placeholder
-        character shows that the memo's own text got in the way."""
-        fields = [_split(value) for value in (subject, html, text)]
+    def parse(cls, nonce: str, subject: str, html: str, text: str) -> Skeleton | None:
+        """From an email rendered with placeholder_values(nonce); None if a stray
+        placeholder character shows that the memo's own text got in the way."""
+        pattern = re.compile(f"{_OPEN}{re.escape(nonce)}:(\\d+){_CLOSE}")
+        fields = [_split(pattern, value) for value in (subject, html, text)]
         for parts in fields:
             if any(isinstance(p, str) and (_OPEN in p or _CLOSE in p) for p in parts):
                 return None
             if any(isinstance(p, int) and p >= len(SLOTS) for p in parts):
                 return None
-        return cls(*fields, subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)))
+        return cls(*fields, subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)),
+                   length=sum(len(p) for parts in fields for p in parts if isinstance(p, str)))
 
     def fits(self, values: tuple[str, ...]) -> bool:
         """A subject is one line with single spaces (rendering.render_parts), so a value
@@ -118,6 +119,12 @@ class Skeleton:
         return all(isinstance(v, str) for v in values) and all(
             values[n] and " ".join(values[n].split()) == values[n] for n in self.subject_slots
         )
+
+    def fill_size(self, values: tuple[str, ...]) -> int:
+        """At most how long the filled email is (HTML escaping makes a value up to 5 times longer)."""
+        lengths = [len(v) for v in values]
+        return self.length + sum(5 * lengths[p] for parts in (self.subject, self.html, self.text)
+                                 for p in parts if isinstance(p, int))
 
     def fill(self, values: tuple[str, ...]) -> tuple[str, str, str]:
         """(subject, html, text) for one recipient: HTML gets the values escaped, as Jinja's
@@ -147,7 +154,7 @@ def join(parts: Parts, values: tuple[str, ...]) -> str:
     return "".join(values[p] if isinstance(p, int) else p for p in parts)
 
 
-def _split(rendered: str) -> Parts:
+def _split(pattern: re.Pattern[str], rendered: str) -> Parts:
     # re.split alternates text and the captured index: text, index, text, …, text.
-    pieces = _PLACEHOLDER.split(rendered)
+    pieces = pattern.split(rendered)
     return tuple(int(p) if i % 2 else p for i, p in enumerate(pieces) if i % 2 or p)
