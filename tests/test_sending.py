@@ -339,3 +339,51 @@ def test_a_worker_killed_while_it_renders_a_batch_leaves_every_row_queued_for_th
     monkeypatch.setattr(MemoRenderer, "render", render)
     delivery_send_batch(delivery_ids=ids)  # the broker hands the task to another worker
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"} and len(mailgun.accepted) == 8
+
+
+def test_a_throttled_half_of_a_split_call_leaves_the_other_half_queued_for_later(mailgun, later, settings):
+    """No shared limiter: a call refused for one address is halved, the first half is
+    throttled, so the second, claimed with the whole call, goes back to queued, for later."""
+    memo = make_memo()
+    for i in range(4):
+        make_developer(f"cn-{i}", "CN", "zh-hans")
+    make_developer("cn-bad", "CN", "zh-hans")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    mailgun.refuse = {"cn-bad@"}
+    mailgun.failures += [(), (429, {"message": "Too many requests"}, {"Retry-After": "1"})]
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    stuck = Delivery.objects.filter(status="sending")
+    later_ids = {i for batch, _ in later for i in batch}
+    assert not stuck.exists(), f"{stuck.count()} rows left in sending, none in later: {later_ids}"
+    assert set(Delivery.objects.filter(status="queued").values_list("id", flat=True)) <= later_ids
+
+
+def test_a_throttled_first_call_of_a_task_sends_its_other_calls_later_too(mailgun, later, settings):
+    """Two languages make two calls; the first is throttled: the second call's rows are
+    enqueued again with the first's, not left for the sweeper."""
+    memo = make_memo()
+    for i in range(3):
+        make_developer(f"ru-{i}", "RU")
+        make_developer(f"cn-{i}", "CN", "zh-hans")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    mailgun.failures.append((429, {"message": "Too many requests"}, {"Retry-After": "1"}))
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    later_ids = {i for batch, _ in later for i in batch}
+    queued_ids = set(Delivery.objects.filter(status="queued").values_list("id", flat=True))
+    assert queued_ids <= later_ids, f"queued but never re-enqueued: {sorted(queued_ids - later_ids)}"
+
+
+def test_a_call_refused_for_a_reason_other_than_a_recipient_is_not_split(mailgun, later, settings):
+    """A 404 (domain not found) fails the call's deliveries at once: splitting it would
+    make 1,999 failing calls of a call of 1,000."""
+    memo = make_memo()
+    for i in range(8):
+        make_developer(f"cn-{i}", "CN", "zh-hans")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    mailgun.failures += [(404, {"message": "Domain not found: example.com"})] * 100
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    assert mailgun.requests <= 2, f"{mailgun.requests} API calls for {len(ids)} recipients"
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}

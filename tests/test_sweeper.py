@@ -49,7 +49,7 @@ def test_queued_deliveries_of_a_send_still_making_progress_wait_their_turn(memo,
     Memo.objects.filter(pk=memo.pk).update(status="sending")
     waiting = Delivery.objects.create(memo=memo, developer=developers["cn"])
     Delivery.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - sweeper.QUEUED_GRACE * 2)
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", status_changed_at=timezone.now())
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", sent_at=timezone.now())
     assert sweeper.deliveries_sweep()["requeued"] == 0 and enqueued == []
 
 

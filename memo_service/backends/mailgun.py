@@ -20,3 +20,9 @@ class EmailBackend(mailgun.EmailBackend):
     merge_batch_size = 1000
     # How Mailgun's batch sending marks a per-recipient value in subject and bodies.
     merge_field_format = "%recipient.{}%"
+
+    @staticmethod
+    def refuses_a_recipient(error: Exception) -> bool:
+        """Mailgun refuses a whole batch call (HTTP 400) for one address it will not
+        take, naming the 'to' parameter; sending.py then halves the call."""
+        return getattr(error, "status_code", None) == 400 and "'to' parameter" in str(error)

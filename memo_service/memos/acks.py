@@ -53,7 +53,7 @@ def ack_url(memo_id: int, developer_id: int) -> str:
 def _ack_url_around_token(site_url: str, script_prefix: str) -> tuple[str, str]:
     """The link's text before and after the token: reverse() costs more than signing,
     and a send makes a link per recipient."""
-    before, after = (site_url + reverse("ack", args=["TOKEN"])).split("TOKEN")
+    before, after = (site_url + reverse("ack", args=["TOKEN"])).rsplit("TOKEN", 1)
     return before, after
 
 

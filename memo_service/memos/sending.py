@@ -237,7 +237,10 @@ class BatchSender:
                     self.send([prepared], rest=self.deliveries[index + 1:])
             self.send_merged(pending)
         except _Stop:
-            pass
+            # Throttled without a shared limiter: all of the task not yet sent waits too.
+            self.later += Delivery.objects.filter(
+                pk__in=[d.pk for d in self.deliveries], status=S.QUEUED
+            ).exclude(pk__in=self.later).values_list("pk", flat=True)
         if self.later and not self.paused:
             from memo_service.memos.tasks import send_batch
 
@@ -328,6 +331,8 @@ class BatchSender:
         skeleton = group[0].email.skeleton
         merge_field = getattr(self.connection, "merge_field_format", "%recipient.{}%")
         template = skeleton.merge_template(merge_field) if skeleton is not None else None
+        if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
+            template = None  # a value that looks like a merge field travels inside a whole email
         if template is not None:
             (subject, html, text), merge_data = template, {
                 p.delivery.developer.email: skeleton.merge_values(p.email.values) for p in group
@@ -360,13 +365,22 @@ class BatchSender:
                 self.paused = True
                 raise _Stop
             return
-        if len(group) > 1 and status is not None and 400 <= status < 500 and status not in TRANSIENT_STATUS:
-            # A batch call is refused whole for one recipient the provider will not take
-            # (Mailgun: "'to' parameter is not a valid address"), and it accepted nothing:
-            # halves are sent until each refusal is down to its own recipient.
-            half = len(group) // 2
-            self.send(group[:half], rest=[])
-            self.send(group[half:], rest=[])
+        refuses_recipient = getattr(self.connection, "refuses_a_recipient", None)
+        if len(group) > 1 and refuses_recipient is not None and refuses_recipient(exc):
+            # A batch call is refused whole for one recipient the provider will not take,
+            # and it accepted nothing: halves are sent until each refusal is down to its
+            # own recipient.
+            halves = [group[: len(group) // 2], group[len(group) // 2 :]]
+            for index, half in enumerate(halves):
+                try:
+                    self.send(half, rest=[])
+                except BaseException:
+                    # Stopped (throttled, paused, out of time): what is not sent goes back to queued.
+                    for unsent in halves[index + 1 :]:
+                        for prepared in unsent:
+                            delivery_record_retry(delivery_id=prepared.delivery.pk, error=error,
+                                                  not_before=timezone.now() + dt.timedelta(seconds=self.delay))
+                    raise
             return
         transient = status in TRANSIENT_STATUS or (
             isinstance(exc, AnymailRequestsAPIError) and status is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from memo_service.memos.dispatch import memo_finish_if_done, send_batch_size
@@ -53,11 +53,16 @@ def deliveries_sweep() -> dict[str, int]:
         )
     requeued = 0
     last_id = 0
-    progress = Delivery.objects.filter(memo_id=OuterRef("memo_id"), status_changed_at__gte=now - QUEUED_GRACE)
+    # Read once: as a subquery per queued row it would cost queued rows × sent rows.
+    progressing = set(
+        Delivery.objects.filter(sent_at__gte=now - QUEUED_GRACE).values_list("memo_id", flat=True).distinct()
+    )
     lost = Delivery.objects.filter(
         status=S.QUEUED, created_at__lt=now - QUEUED_GRACE,
         memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
-    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).filter(~Exists(progress)).order_by("id")
+    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).exclude(
+        memo_id__in=progressing
+    ).order_by("id")
     size = send_batch_size()
     while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:size]):
         send_batch.delay(ids)
