@@ -1,7 +1,8 @@
 """A loopback HTTP server speaking Mailgun's sending API, as anymail's real Mailgun
 backend calls it (POST /v3/<domain>/messages, multipart form). Test tooling, not product
 code: point anymail at it with ANYMAIL MAILGUN_API_URL and it records every accepted
-message, or answers with the status a test asks for.
+message, or answers with the status a test asks for; mailgun_events_post then posts
+Mailgun's tracking webhooks for what it accepted back to us.
 """
 
 from __future__ import annotations
@@ -66,6 +67,33 @@ class Provider:
     # body (a benchmark's million messages would not fit in memory).
     expand: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def mailgun_events_post(provider: Provider, url: str, auth: str, signing_key: str, event: str = "delivered") -> int:
+    """Post a tracking event for every message the provider accepted to `url`, as Mailgun
+    posts its webhooks (signed JSON with the message's user-variables); returns how many
+    were posted."""
+    import hashlib
+    import hmac
+    import urllib.request
+    import uuid
+
+    for message in provider.accepted:
+        token, timestamp = uuid.uuid4().hex, str(int(time.time()))
+        payload = {
+            "signature": {"timestamp": timestamp, "token": token, "signature": hmac.new(
+                signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()},
+            "event-data": {
+                "event": event, "id": uuid.uuid4().hex[:22], "timestamp": time.time(),
+                "recipient": message.first("to").rsplit("<", 1)[-1].rstrip(">"),
+                "message": {"headers": {"message-id": message.message_id.strip("<>")}},
+                "user-variables": {name[2:]: values[0] for name, values in message.fields.items() if name.startswith("v:")},
+            },
+        }
+        request = urllib.request.Request(url, json.dumps(payload).encode(), method="POST", headers={
+            "Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+        urllib.request.urlopen(request, timeout=10).read()
+    return len(provider.accepted)
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:

@@ -124,3 +124,25 @@ def test_a_malformed_body_is_refused_and_changes_nothing(client, delivery):
     response = client.post(URL, "{not json", content_type="application/json", HTTP_AUTHORIZATION=AUTH)
     assert response.status_code == 400
     assert not DeliveryEvent.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deliveries_whose_outcome_was_unknown_are_settled_by_the_providers_own_webhooks(
+    live_server, memo, developers, mailgun, settings
+):
+    """A worker died after Mailgun accepted a batch: the sweeper could only say "outcome
+    unknown". Mailgun's delivered events, carrying our delivery id, settle each one."""
+    from memo_service.memos.dispatch import memo_dispatch, memo_send_start
+    from memo_service.memos.sending import delivery_send_batch
+    from tests.conftest import approve
+    from tests.loopback_provider import mailgun_events_post
+
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    approve(memo)
+    memo_send_start(memo=memo)
+    memo_dispatch(memo_id=memo.pk)
+    delivery_send_batch(delivery_ids=list(Delivery.objects.values_list("id", flat=True)))
+    Delivery.objects.update(status="outcome_unknown", provider_message_id="")  # the answer never came
+    posted = mailgun_events_post(mailgun, live_server.url + URL, WEBHOOK_SECRET, WEBHOOK_SIGNING_KEY)
+    assert posted == 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
