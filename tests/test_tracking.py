@@ -126,7 +126,7 @@ def test_a_malformed_body_is_refused_and_changes_nothing(client, delivery):
     assert not DeliveryEvent.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_deliveries_whose_outcome_was_unknown_are_settled_by_the_providers_own_webhooks(
     live_server, memo, developers, mailgun, settings
 ):
