@@ -35,6 +35,7 @@ COUNTRIES = ["CN", "HK", "RU", "IR", "US", "DE", "FR", "JP", "BR", "IN", "GB", "
 PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "bench-only-not-secret", "ALLOWED_HOSTS": "127.0.0.1",
               "SECURE_SSL_REDIRECT": "false"}
 
+
 def make_csv(path: Path) -> None:
     rng = random.Random(1)
     with path.open("w", newline="") as f:

@@ -45,6 +45,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.loopback_provider import API_KEY, mailgun_server  # noqa: E402
+from bench.import_developers import PRODUCTION  # noqa: E402  (run as deployed: DEBUG off)
 from bench.post_office_send import post_office_run  # noqa: E402
 
 N = int(os.environ.get("N", "1000000"))
@@ -62,10 +63,6 @@ HTML = "<p>Dear {{ developer.name }},</p><p>API traffic from {{ developer.countr
 TEXT = "Dear {{ developer.name }},\nAPI traffic from {{ developer.country_name }} will be blocked.\n" + "Details.\n" * 40
 
 
-# As deployed: with DEBUG on, Django keeps every query a process makes (up to 9,000),
-# which a worker's memory would show.
-PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "bench-only-not-secret", "ALLOWED_HOSTS": "127.0.0.1",
-              "SECURE_SSL_REDIRECT": "false"}
 
 def db_url(name: str) -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
