@@ -54,7 +54,7 @@ FLOOR_BATCH = 1000
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/5")
 DB = "memo_bench_send"
-WORKERS = 2
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 # The batching Mailgun backend (one API call per send task); BENCH_BACKEND overrides it,
 # e.g. anymail.backends.mailgun.EmailBackend for one call per email.
 BACKEND = os.environ.get("BENCH_BACKEND", "memo_service.backends.mailgun.EmailBackend")

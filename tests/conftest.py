@@ -54,7 +54,7 @@ def admin_client(client: Any, admin_user: Any) -> Any:
 def make_developer(external_id: str, country: str, language: str = "en", **extra: Any) -> Developer:
     return Developer.objects.create(
         external_id=external_id,
-        email=f"{external_id}@example.com",
+        email=extra.pop("email", f"{external_id}@example.com"),
         name=extra.pop("name", f"Dev {external_id}"),
         organization=extra.pop("organization", "Acme"),
         country=country,

@@ -2,6 +2,9 @@
 
 import re
 
+from anymail.utils import EmailAddress
+from hypothesis import given, settings as settings_, strategies as st
+
 import pytest
 
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start
@@ -387,3 +390,47 @@ def test_a_call_refused_for_a_reason_other_than_a_recipient_is_not_split(mailgun
     delivery_send_batch(delivery_ids=ids)
     assert mailgun.requests <= 2, f"{mailgun.requests} API calls for {len(ids)} recipients"
     assert set(Delivery.objects.values_list("status", flat=True)) == {"failed"}
+
+
+NAMES = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20) | st.sampled_from(
+    ['O"Brien, Pat', "Zoë Ünal", "Ann <admin@evil.example>", "Semi;colon", "", "Back\\slash", "a.b (c)", "Two\nlines"])
+ADDRESSES = st.sampled_from(["pat+memo@example.com", "o'brien@example.com", "zoe@bücher.example", "ünal@example.com",
+                             "user.name@sub.example.co", "x@example.com", "a_b-c@example.org", '"quoted local"@example.com'])
+
+
+@settings_(max_examples=300, deadline=None)
+@given(recipients=st.lists(st.tuples(NAMES, ADDRESSES), min_size=1, max_size=6, unique_by=lambda r: r[1]))
+def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_address(recipients):
+    """Addresses are made without anymail's parser and memo_service.backends.mailgun
+    takes them and the merge values as they are: the request must be the one anymail
+    itself makes from the addresses as text."""
+    from anymail.backends import mailgun
+    from anymail.message import AnymailMessage
+
+    from memo_service.backends.mailgun import EmailBackend
+    from memo_service.memos.sending import recipient_address
+
+    addresses = [recipient_address(name, email) for name, email in recipients]
+    assert [a.addr_spec for a in addresses] == [EmailAddress(addr_spec=email).addr_spec for _, email in recipients]
+    requests = []
+    for backend, to in [(EmailBackend(api_key="k"), addresses), (mailgun.EmailBackend(api_key="k"), list(map(str, addresses)))]:
+        message = AnymailMessage(
+            subject="%recipient.subject%", body="%recipient.text%", to=to, from_email="Notices <n@example.com>",
+            merge_data={a.addr_spec: {"subject": f"Hi {a.display_name}", "text": "x"} for a in addresses},
+            merge_metadata={a.addr_spec: {"delivery_id": str(i)} for i, a in enumerate(addresses)},
+        )
+        requests.append(backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/v3/"))
+    assert requests[0] == requests[1]
+
+
+def test_a_developer_at_an_international_address_gets_the_memo(memo, developers, mailgun, settings):
+    make_developer("cn-idn", "CN", email="zoë@bücher.example", name="Zoë Ünal")
+    make_developer("cn-quoted", "CN", email='"pat smith"@example.com', name='Smith, "Pat"')
+    ids = queued(memo)
+    for backend in ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"]:
+        settings.EMAIL_BACKEND = backend
+        Delivery.objects.update(status=Delivery.Status.QUEUED)  # once per email, then in one batch call
+        delivery_send_batch(delivery_ids=ids)
+        assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    to = [m.first("to") for m in mailgun.accepted]
+    assert to.count("Zoë Ünal <zoë@xn--bcher-kva.example>") == 2 and to.count('"Smith, \\"Pat\\"" <"pat smith"@example.com>') == 2
