@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.db import connection, models
+from django.db.models.expressions import RawSQL
 
 
 def statistics_refresh(*tables: type[models.Model]) -> None:
@@ -16,3 +20,12 @@ def statistics_refresh(*tables: type[models.Model]) -> None:
     with connection.cursor() as cursor:
         for model in tables:
             cursor.execute(f"ANALYZE {model._meta.db_table}")
+
+
+def in_ids(ids: Sequence[int]) -> Any:
+    """For `id__in=`: on PostgreSQL the ids travel as one array. psycopg composes a
+    query in Python, placeholder by placeholder, and with a thousand of them that cost
+    more than the rest of a send task's claim; one array parameter costs nothing."""
+    if connection.vendor != "postgresql":
+        return list(ids)
+    return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))

@@ -81,9 +81,26 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    # Rendered by substitution: the skeleton and this recipient's values (substitution.py).
     skeleton: Skeleton | None = None
     values: tuple[str, ...] = ()
+
+
+class SubstitutedEmail(RenderedEmail):
+    """Rendered by substitution: the skeleton and this recipient's values
+    (substitution.py). Subject and bodies are joined on first use: a batch call that
+    sends the skeleton with each recipient's values never needs them."""
+
+    def __init__(self, skeleton: Skeleton, values: tuple[str, ...]) -> None:
+        object.__setattr__(self, "skeleton", skeleton)
+        object.__setattr__(self, "values", values)
+
+    def __getattr__(self, name: str) -> str:  # subject, html and text: only until filled
+        if name not in ("subject", "html", "text"):
+            raise AttributeError(name)
+        filled = dict(zip(("subject", "html", "text"), self.skeleton.fill(self.values)))
+        for field, value in filled.items():
+            object.__setattr__(self, field, value)
+        return filled[name]
 
 
 def memo_sources(memo: Memo, language: str, reminder: bool = False) -> tuple[str, dict[str, str]]:
@@ -256,7 +273,7 @@ class MemoRenderer:
             skeleton is not None and skeleton.fits(values)
             and skeleton.fill_size(values) <= sandbox.MAX_OUTPUT_CHARS  # past it, the full render says why
         ):
-            email = RenderedEmail(*skeleton.fill(values), skeleton=skeleton, values=values)
+            email = SubstitutedEmail(skeleton, values)
             if language in self._verified or self._verify(language, email, developer, ack_url):
                 return language, email
         return self._render_full(developer, ack_url)

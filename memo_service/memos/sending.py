@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from urllib3.exceptions import NewConnectionError
 
+from memo_service.db import in_ids
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
@@ -84,12 +85,12 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
-            .filter(id__in=delivery_ids, status=S.QUEUED)
+            .filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .filter(memo_may_send)
             .values_list("id", flat=True)
         )
-        Delivery.objects.filter(id__in=ids, status=S.QUEUED).update(
+        Delivery.objects.filter(id__in=in_ids(ids), status=S.QUEUED).update(
             status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now
         )
     return set(ids)
@@ -100,7 +101,7 @@ def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language
     tracking event may have moved a status on already; the send time and message id are
     recorded all the same."""
     now = timezone.now()
-    Delivery.objects.filter(pk__in=delivery_ids).update(
+    Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
         status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
         provider_message_id=message_id[:255], language=language,
         sent_at=Coalesce(F("sent_at"), Value(now)), status_changed_at=now, last_error="",
@@ -440,7 +441,7 @@ class BatchSender:
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     deliveries = list(
-        Delivery.objects.filter(id__in=delivery_ids, status=S.QUEUED)
+        Delivery.objects.filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
         .select_related("developer")
         # Only what a send reads: loading each row's timestamps and a developer's
         # attributes (a template never sees them) cost more than the rest of the row.

@@ -16,6 +16,8 @@ filter block or autoescape switch. Anything else (`{% if developer.country == "C
 
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,9 +147,17 @@ class Skeleton:
 
     def merge_values(self, values: tuple[str, ...]) -> dict[str, str]:
         """One recipient's values under the names merge_template gave them."""
-        used = {p for p in (*self.subject, *self.text) if isinstance(p, int)}
-        return {**{f"v{n}": values[n] for n in used},
-                **{f"h{n}": str(escape(values[n])) for n in self.html if isinstance(n, int)}}
+        merged = {name: values[n] for name, n in self._merge_plain}
+        merged.update((name, str(escape(values[n]))) for name, n in self._merge_html)
+        return merged
+
+    @functools.cached_property
+    def _merge_plain(self) -> list[tuple[str, int]]:
+        return [(f"v{n}", n) for n in sorted({p for p in (*self.subject, *self.text) if isinstance(p, int)})]
+
+    @functools.cached_property
+    def _merge_html(self) -> list[tuple[str, int]]:
+        return [(f"h{n}", n) for n in sorted({p for p in self.html if isinstance(p, int)})]
 
 
 def join(parts: Parts, values: tuple[str, ...]) -> str:
