@@ -169,6 +169,13 @@ else:
         "unacked_restore_throttle": 1,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes the database connection before and after every task
+# unless this is set, and a new PostgreSQL connection per send task cost the machine
+# more CPU than the task's own queries. Set, the fixup leaves connections open (it
+# would close them every this-many tasks), and memo_service/celery.py applies
+# Django's own rule around each task instead, as after a web request: close a
+# connection that is broken or older than CONN_MAX_AGE.
+CELERY_DB_REUSE_MAX = 2**31
 # A worker that dies mid-batch leaves its task unacknowledged, so the broker hands it
 # to another worker; the claim guard on each Delivery makes that redelivery harmless.
 CELERY_TASK_ACKS_LATE = True
