@@ -46,8 +46,8 @@ def _signer() -> signing.TimestampSigner:
 
 class _Signer(signing.TimestampSigner):
     """Django's TimestampSigner, with the key derivation (a hash per signature) and the
-    HMAC key schedule done once: the same tokens, made in a third of the time, and a
-    send signs a link per recipient."""
+    HMAC key schedule done once: the same tokens, the signature in a third of the time
+    (a send signs a link per recipient)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

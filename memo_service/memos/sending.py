@@ -390,19 +390,19 @@ class BatchSender:
             template = None  # a value that looks like a merge field travels inside a whole email
         if template is not None:
             (subject, html, text), merge_data = template, {
-                p.delivery.developer.email: skeleton.merge_values(p.email.values) for p in group
+                p.to.addr_spec: skeleton.merge_values(p.email.values) for p in group
             }
         else:
             subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
             merge_data = {
-                p.delivery.developer.email: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
+                p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
                 for p in group
             }
         message = AnymailMessage(
             subject=subject, body=text, connection=self.connection, merge_data=merge_data,
             # Addresses as anymail's parser makes them: a batching backend (ours) takes them as they are.
             to=[p.to for p in group],
-            merge_metadata={p.delivery.developer.email: {"delivery_id": str(p.delivery.pk)} for p in group},
+            merge_metadata={p.to.addr_spec: {"delivery_id": str(p.delivery.pk)} for p in group},
         )
         message.attach_alternative(html, "text/html")
         return message
@@ -465,14 +465,13 @@ class BatchSender:
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
-    rows = (
+    rows = list(
         Delivery.objects.filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
         .order_by("id")
         .values_list("id", "memo_id", "kind", "sequence", "attempts", "not_before", "developer_id",
                      *(f"developer__{name}" for name in ["name", "organization", "email", "external_id",
                                                          "country", "language", "org_contact_email"]))
     )
-    rows = list(rows)
     # Each memo read once, not once per row: a memo carries all its templates.
     memos = Memo.objects.in_bulk({row[1] for row in rows})
     deliveries = [Queued(*row[:6], developer=Recipient(*row[6:]), memo=memos[row[1]]) for row in rows]
