@@ -426,11 +426,21 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
 def test_a_developer_at_an_international_address_gets_the_memo(memo, developers, mailgun, settings):
     make_developer("cn-idn", "CN", email="zoë@bücher.example", name="Zoë Ünal")
     make_developer("cn-quoted", "CN", email='"pat smith"@example.com', name='Smith, "Pat"')
+    make_developer("cn-same", "CN", email='"cn-1"@example.com', name="Same address as Wang Wei, quoted")
     ids = queued(memo)
     for backend in ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"]:
         settings.EMAIL_BACKEND = backend
-        Delivery.objects.update(status=Delivery.Status.QUEUED)  # once per email, then in one batch call
+        Delivery.objects.update(status=Delivery.Status.QUEUED)  # once per email, then in batch calls
         delivery_send_batch(delivery_ids=ids)
         assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
-    to = [m.first("to") for m in mailgun.accepted]
-    assert to.count("Zoë Ünal <zoë@xn--bcher-kva.example>") == 2 and to.count('"Smith, \\"Pat\\"" <"pat smith"@example.com>') == 2
+    by_external_id = {d.developer.external_id: str(d.pk) for d in Delivery.objects.select_related("developer")}
+    for to, external_id in [("Zoë Ünal <zoë@xn--bcher-kva.example>", "cn-idn"),
+                            ('"Smith, \\"Pat\\"" <"pat smith"@example.com>', "cn-quoted"),
+                            ("Wang Wei <cn-1@example.com>", "cn-1"),
+                            ('"Same address as Wang Wei, quoted" <cn-1@example.com>', "cn-same")]:
+        got = [m for m in mailgun.accepted if m.first("to") == to]
+        assert len(got) == 2, to  # once per backend, each with its own text and delivery id
+        for message in got:
+            assert message.first("subject") in ("来自中国的访问将被阻止", "Access from China ends 2027-07-09")
+            assert "/ack/" in message.first("text")
+            assert message.first("v:delivery_id") == by_external_id[external_id]

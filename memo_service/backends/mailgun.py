@@ -24,10 +24,11 @@ from anymail.backends import mailgun
 from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
 
 
-def _addresses(value: Any, field: str | None = None) -> list[EmailAddress]:
+def _addresses(value: Any) -> list[EmailAddress]:
+    """The `to` list (the only field it converts)."""
     if all(isinstance(item, EmailAddress) for item in value):
         return list(value)
-    return parse_address_list(value, field=field)
+    return parse_address_list(value, field="to")
 
 
 def _plain_dicts(value: dict[str, Any]) -> dict[str, Any]:

@@ -282,7 +282,10 @@ class BatchSender:
                 prepared = self.prepare(delivery)
                 if prepared is None:
                     continue
-                if self.merge_size and not _org_contact(delivery):
+                # An international address goes in a call of its own: anymail keys a
+                # batch's merge data by the address as stored but sends the domain
+                # IDNA-encoded, so the two would not meet.
+                if self.merge_size and not _org_contact(delivery) and prepared.to.addr_spec.isascii():
                     pending.append(prepared)
                 elif delivery_claim(delivery_id=delivery.pk):
                     self.send([prepared], rest=self.deliveries[index + 1:])
@@ -336,7 +339,7 @@ class BatchSender:
         by_address: dict[str, Prepared] = {}
         calls: list[list[Prepared]] = []
         for prepared in pending:
-            address = prepared.delivery.developer.email.lower()
+            address = prepared.to.addr_spec.lower()  # the merge data's key: two stored spellings may share it
             if address in by_address:
                 calls.append([prepared])
             else:
