@@ -6,6 +6,7 @@ demo-style memo `memo` addressed to CN and RU.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -150,7 +152,12 @@ def database_url() -> str:
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return (f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+            f"?application_name={SUBPROCESS_APPLICATION}")
+
+
+# How the suite's worker processes name themselves to PostgreSQL (stop_process).
+SUBPROCESS_APPLICATION = "memo-service-tests-worker"
 
 
 @pytest.fixture
@@ -183,13 +190,34 @@ def worker(tmp_path: Path) -> Iterator[Path]:
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:
-    """A warm shutdown, or a kill after 20 s."""
+    """A warm shutdown, or after 20 s a kill of the worker and its pool processes. Then
+    the wait for PostgreSQL to end the worker's sessions: a worker keeps its connections
+    between tasks, they end a moment after it exits, and at the end of the run
+    PostgreSQL refuses to drop a test database while one is open."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
+        pool = subprocess.run(["ps", "-o", "pid=", "--ppid", str(process.pid)], capture_output=True, text=True).stdout
+        for pid in map(int, pool.split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.kill()
         process.wait()
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + 10
+    with psycopg.connect(dbname="postgres", **psycopg_params()) as admin:
+        while time.monotonic() < deadline and admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [SUBPROCESS_APPLICATION]
+        ).fetchone()[0]:
+            time.sleep(0.05)
+
+
+def psycopg_params() -> dict[str, Any]:
+    db = connection.settings_dict
+    return {"user": db["USER"], "password": db["PASSWORD"] or None, "host": db["HOST"] or "127.0.0.1",
+            "port": db["PORT"] or 5432}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
