@@ -169,6 +169,21 @@ def test_the_token_carries_no_personal_data(sent):
     assert developer.email not in token and developer.external_id not in token
 
 
+def test_links_in_emails_already_sent_keep_working_and_new_ones_are_signed_the_same(client, sent, settings):
+    """Links are signed with the HMAC key derived once (acks._Signer): a link Django's
+    own signer made, as in every email sent before, must open, and new links must be
+    exactly what it would make, with the current key and with a fallback key."""
+    memo, developer = sent
+    django_signer = signing.TimestampSigner(salt=ACK_SALT)
+    assert ack_token(memo.pk, developer.pk) == django_signer.sign_object([memo.pk, developer.pk])
+    old_link = f"/ack/{django_signer.sign_object([memo.pk, developer.pk])}/"
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "another-secret-key-after-rotation-0123456789abcdef"
+    assert ack_token(memo.pk, developer.pk) == signing.TimestampSigner(salt=ACK_SALT).sign_object([memo.pk, developer.pk])
+    response = client.get(old_link)
+    assert response.status_code == 303 and response["Location"] == page(memo)
+
+
 def test_links_signed_before_a_key_rotation_still_work(client, sent, settings):
     memo, developer = sent
     url = link(memo, developer)
