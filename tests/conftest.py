@@ -151,8 +151,9 @@ def database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return (f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    params = psycopg_params()
+    auth = params["user"] + (f":{params['password']}" if params["password"] else "")
+    return (f"postgres://{auth}@{params['host']}:{params['port']}/{db['NAME']}"
             f"?application_name={SUBPROCESS_APPLICATION}")
 
 
@@ -215,6 +216,7 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
 
 
 def psycopg_params() -> dict[str, Any]:
+    """The suite's PostgreSQL server and credentials (database_url, stop_process)."""
     db = connection.settings_dict
     return {"user": db["USER"], "password": db["PASSWORD"] or None, "host": db["HOST"] or "127.0.0.1",
             "port": db["PORT"] or 5432}
