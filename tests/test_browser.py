@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.db import connections
 
 from memo_service.developers.models import Region
 from memo_service.memos.models import Acknowledgement, Memo
@@ -59,8 +60,16 @@ def browser() -> Iterator[Any]:
     ARTIFACTS.mkdir(parents=True)
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        try:
+            yield browser
+        finally:
+            # While Playwright runs, its loop counts as running in this thread, and Django
+            # keeps the ORM connections made meanwhile apart from the thread's usual ones
+            # (asgiref's Local). Django's teardown, after Playwright stops, sees only the
+            # usual ones: close the test's own now, or it outlives the run and PostgreSQL
+            # refuses to drop the test database ("being accessed by other users").
+            connections.close_all()
+            browser.close()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
