@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -124,13 +125,15 @@ def settle(memo: Memo, monkeypatch: Any) -> None:
     assert not pending(memo).exists(), "deliveries still pending"
 
 
-def client_pid(port: int, pids: list[int]) -> int | None:
-    """Which of `pids` holds the TCP connection whose local port is `port` (Linux /proc)."""
+def client_pid(port: int, server_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the TCP connection from local port `port` to `server_port`
+    (Linux /proc). Both ends count: a local port is unique only per destination, and
+    another process's connection to PostgreSQL or the broker may have the same one."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             columns = line.split()
-            if int(columns[1].rsplit(":", 1)[1], 16) == port:
+            if (int(columns[1].rsplit(":", 1)[1], 16), int(columns[2].rsplit(":", 1)[1], 16)) == (port, server_port):
                 inodes.add(f"socket:[{columns[9]}]")
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -163,7 +166,7 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
                 if provider.held.empty():
                     return False
             port, release = provider.held.get()
-        pid = client_pid(port, pool_children(worker.pid))
+        pid = client_pid(port, urlsplit(provider.url).port, pool_children(worker.pid))
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
         release.set()
