@@ -133,7 +133,8 @@ def client_pid(port: int, server_port: int, pids: list[int]) -> int | None:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             columns = line.split()
-            if (int(columns[1].rsplit(":", 1)[1], 16), int(columns[2].rsplit(":", 1)[1], 16)) == (port, server_port):
+            local, remote = (int(address.rsplit(":", 1)[1], 16) for address in columns[1:3])
+            if (local, remote) == (port, server_port):
                 inodes.add(f"socket:[{columns[9]}]")
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -167,11 +168,12 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
                     return False
             port, release = provider.held.get()
         pid = client_pid(port, urlsplit(provider.url).port, pool_children(worker.pid))
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            release.set()  # its process is gone: hold the next call
+            continue
+        os.kill(pid, signal.SIGKILL)
         release.set()
-        if pid is not None:
-            return True
+        return True
 
 
 def send_while_killing_workers(memo: Memo, provider: Provider | ResendProvider, tmp_path: Path, monkeypatch: Any,
