@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -151,14 +150,8 @@ def database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
-    params = psycopg_params()
-    auth = params["user"] + (f":{params['password']}" if params["password"] else "")
-    return (f"postgres://{auth}@{params['host']}:{params['port']}/{db['NAME']}"
-            f"?application_name={SUBPROCESS_APPLICATION}")
-
-
-# How the suite's worker processes name themselves to PostgreSQL (stop_process).
-SUBPROCESS_APPLICATION = "memo-service-tests-worker"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
@@ -191,10 +184,7 @@ def worker(tmp_path: Path) -> Iterator[Path]:
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:
-    """A warm shutdown, or after 20 s a kill of the worker and its pool processes. Then
-    the wait for PostgreSQL to end the worker's sessions: a worker keeps its connections
-    between tasks, they end a moment after it exits, and at the end of the run
-    PostgreSQL refuses to drop a test database while one is open."""
+    """A warm shutdown, or after 20 s a kill of the worker and its pool processes."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=20)
@@ -205,21 +195,6 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
                 os.kill(pid, signal.SIGKILL)
         process.kill()
         process.wait()
-    if connection.vendor != "postgresql":
-        return
-    deadline = time.monotonic() + 10
-    with psycopg.connect(dbname="postgres", **psycopg_params()) as admin:
-        while time.monotonic() < deadline and admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [SUBPROCESS_APPLICATION]
-        ).fetchone()[0]:
-            time.sleep(0.05)
-
-
-def psycopg_params() -> dict[str, Any]:
-    """The suite's PostgreSQL server and credentials (database_url, stop_process)."""
-    db = connection.settings_dict
-    return {"user": db["USER"], "password": db["PASSWORD"] or None, "host": db["HOST"] or "127.0.0.1",
-            "port": db["PORT"] or 5432}
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
