@@ -186,7 +186,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # slow provider can take minutes, so the soft limit leaves room before it is cut.
 CELERY_TASK_SOFT_TIME_LIMIT = 900
 CELERY_TASK_TIME_LIMIT = 960
+# How often beat starts the scheduled memos whose time has come: a memo scheduled for
+# 10:00 starts by 10:00:15. The check is one indexed query, so it can run this often.
+SCHEDULED_SEND_CHECK_SECONDS = env.float("SCHEDULED_SEND_CHECK_SECONDS", default=15.0)
 CELERY_BEAT_SCHEDULE = {
+    # Scheduled memos whose time has come (memos/dispatch.py: memos_send_scheduled).
+    "send-scheduled": {"task": "memos.send_scheduled", "schedule": SCHEDULED_SEND_CHECK_SECONDS},
     # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
     "sweep": {"task": "memos.sweep", "schedule": 60.0},
     # Reminders before deadlines (memos/reminders.py).

@@ -183,6 +183,31 @@ def worker(tmp_path: Path) -> Iterator[Path]:
         print(log.read_text()[-4000:])
 
 
+@pytest.fixture
+def beat(tmp_path: Path) -> Iterator[subprocess.Popen[Any]]:
+    """A real `celery beat` on the suite's broker, checking for due scheduled memos every
+    second (SCHEDULED_SEND_CHECK_SECONDS), its schedule state in the test's own folder."""
+    log = tmp_path / "beat.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "VAR_DIR": str(settings.VAR_DIR),
+        "SCHEDULED_SEND_CHECK_SECONDS": "1",
+    }
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "memo_service", "beat", "--loglevel=INFO",
+             "--schedule", str(tmp_path / "celerybeat-schedule")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        )
+    try:
+        yield process
+    finally:
+        stop_process(process)
+        print(log.read_text()[-4000:])
+
+
 def stop_process(process: subprocess.Popen[Any]) -> None:
     """A warm shutdown, or after 20 s a kill of the worker and its pool processes."""
     process.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos import approval
+from memo_service.memos import approval, dispatch
 from memo_service.memos.models import AuditEvent, Delivery, Memo
 
 pytestmark = pytest.mark.django_db
@@ -103,14 +103,14 @@ def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(people, mem
                             {"send_at_0": local.strftime("%Y-%m-%d"), "send_at_1": local.strftime("%H:%M:%S")})
     memo.refresh_from_db()
     assert memo.status == "scheduled" and abs((memo.scheduled_at - at).total_seconds()) < 1
-    assert approval.memos_send_scheduled() == []  # not yet
+    assert dispatch.memos_send_scheduled() == []  # not yet
     post(people["composer"], "unschedule", memo)
     assert status(memo) == "approved"
 
     approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
     Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert approval.memos_send_scheduled() == [memo.pk]
+        assert dispatch.memos_send_scheduled() == [memo.pk]
     assert status(memo) == "sent" and Delivery.objects.count() == 2
 
 
@@ -146,7 +146,7 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
     Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
     make_developer("cn-late", "CN")
-    assert approval.memos_send_scheduled() == []
+    assert dispatch.memos_send_scheduled() == []
     memo.refresh_from_db()
     assert memo.status == "approved" and "audience changed since approval" in memo.pause_reason
     assert not Delivery.objects.exists()

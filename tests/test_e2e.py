@@ -8,12 +8,14 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import datetime as dt
 import re
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
 from tests.conftest import approve, make_developer, make_memo, wait_for
@@ -63,3 +65,21 @@ def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_mo
     funnel = json.loads(capsys.readouterr().out)
     assert (funnel["targeted"], funnel["sent"], funnel["failed"], funnel["acknowledged"]) == (2, 2, 0, 1)
     assert funnel["by_country"]["CN"]["acknowledged"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0
+
+
+def test_a_memo_scheduled_a_few_seconds_ahead_is_sent_by_beat(client, django_user_model, worker, beat):
+    composer = django_user_model.objects.create_superuser("alice", "alice@example.com", "pw-alice-123")
+    client.force_login(composer)
+    make_developer("cn-1", "CN", "zh-hans", name="Wang Wei")
+    make_developer("ru-1", "RU", name="Olga Petrova")
+    memo = approve(make_memo())
+    at = timezone.localtime(timezone.now() + dt.timedelta(seconds=4))
+
+    client.post(reverse("admin:memos_memo_schedule", args=[memo.pk]),
+                {"send_at_0": at.strftime("%Y-%m-%d"), "send_at_1": at.strftime("%H:%M:%S")})
+    assert Memo.objects.get(pk=memo.pk).status == "scheduled"
+    assert not list(worker.glob("*.eml")), "nothing goes out before its time"
+
+    wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", timeout=60, what="beat to start the scheduled send")
+    assert Memo.objects.get(pk=memo.pk).send_started_at >= at.replace(microsecond=0)
+    assert len(list(worker.glob("*.eml"))) == 2

@@ -22,10 +22,10 @@ from django_countries import countries
 from memo_service.admin_paging import CappedCountPaginator
 from memo_service.developers.models import Developer, Region
 from memo_service.memos.approval import (
-    ApprovalRefused, audience_changes, memo_approve, memo_edited, memo_request_approval, memo_schedule,
+    ApprovalRefused, memo_approve, memo_edited, memo_request_approval, memo_schedule,
     memo_unschedule,
 )
-from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
+from memo_service.memos.audience import audience_changes, audience_counts, audience_explain, memo_audience
 from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.audit import audit_record
@@ -39,7 +39,6 @@ from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.reports import (
     DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
 )
-from memo_service.memos.tasks import dispatch_memo
 
 VARIABLES_HELP = format_html(
     "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
@@ -158,7 +157,6 @@ def _start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool 
     except DispatchRefused as exc:
         messages.error(request, str(exc))
         return False
-    dispatch_memo.delay_on_commit(memo.pk)
     messages.success(request, f"Sending “{memo.title}”: its deliveries are being queued.")
     return True
 

@@ -3,7 +3,7 @@
 draft ─request─► awaiting_approval ─approve (not the author)─► approved ─schedule─► scheduled
   ▲                                                                │                   │
   └──────────── any edit voids the approval ◄──────────────────────┴───────────────────┘
-approved or scheduled ─► sending (dispatch.memo_send_start) ─► sent
+approved or scheduled ─► sending (dispatch.memo_send_start, also beat's send_scheduled) ─► sent
 
 Approval freezes the content (its hash) and the audience rules, and snapshots who the
 audience held, so the sender sees what changed since.
@@ -15,7 +15,6 @@ import datetime as dt
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef
 from django.utils import timezone
 
 from memo_service.memos import rendering
@@ -103,25 +102,6 @@ def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
     audit_record(actor=by, action="memo.edited", obj=memo, fields=fields)
 
 
-def audience_changes(memo: Memo) -> dict[str, Any]:
-    """Who joined or left the audience since approval, per country."""
-    snapshot = AudienceSnapshot.objects.filter(memo=memo)
-    added = (
-        memo_audience(memo).exclude(Exists(snapshot.filter(developer_id=OuterRef("pk"))))
-        .values("country").annotate(n=Count("id")).order_by("country")
-    )
-    removed = (
-        snapshot.exclude(Exists(memo_audience(memo).filter(pk=OuterRef("developer_id"))))
-        .values("country").annotate(n=Count("id")).order_by("country")
-    )
-    changes = {
-        "added": {r["country"]: r["n"] for r in added},
-        "removed": {r["country"]: r["n"] for r in removed},
-    }
-    changes["any"] = bool(changes["added"] or changes["removed"])
-    return changes
-
-
 def memo_schedule(*, memo: Memo, at: dt.datetime, by: Any) -> None:
     if at <= timezone.now():
         raise ApprovalRefused("the time to send must be in the future")
@@ -140,22 +120,3 @@ def memo_schedule_failed(*, memo: Memo, reason: str) -> None:
         status=S.APPROVED, scheduled_at=None, pause_reason=f"the scheduled send did not start: {reason}"[:300]
     )
     audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=reason)
-
-
-def memos_send_scheduled() -> list[int]:
-    """Start every scheduled memo whose time has come (beat, every minute). The schedule
-    lives in the database, so it survives restarts of every process."""
-    from memo_service.memos.dispatch import DispatchRefused, memo_send_start
-    from memo_service.memos.tasks import dispatch_memo
-
-    started = []
-    for memo in Memo.objects.filter(status=S.SCHEDULED, scheduled_at__lte=timezone.now()):
-        try:
-            # Nobody is there to confirm a changed audience: it is refused, not sent.
-            memo_send_start(memo=memo, by=None)
-        except DispatchRefused as exc:
-            memo_schedule_failed(memo=memo, reason=str(exc))
-            continue
-        dispatch_memo.delay_on_commit(memo.pk)
-        started.append(memo.pk)
-    return started

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.fields.json import KeyTransform
 from django_countries import countries
 
 from memo_service.developers.models import Developer, Region
-from memo_service.memos.models import Memo
+from memo_service.memos.models import AudienceSnapshot, Memo
 
 
 def audience_reasons(memo: Memo, regions: Iterable[Region] | None = None) -> dict[str, str]:
@@ -68,3 +69,22 @@ def audience_counts(memo: Memo, regions: Iterable[Region] | None = None) -> tupl
     )
     by_country = [(r["country"], countries.name(r["country"]), r["n"]) for r in rows]
     return sum(n for _, _, n in by_country), by_country
+
+
+def audience_changes(memo: Memo) -> dict[str, Any]:
+    """Who joined or left the audience since approval, per country."""
+    snapshot = AudienceSnapshot.objects.filter(memo=memo)
+    added = (
+        memo_audience(memo).exclude(Exists(snapshot.filter(developer_id=OuterRef("pk"))))
+        .values("country").annotate(n=Count("id")).order_by("country")
+    )
+    removed = (
+        snapshot.exclude(Exists(memo_audience(memo).filter(pk=OuterRef("developer_id"))))
+        .values("country").annotate(n=Count("id")).order_by("country")
+    )
+    changes = {
+        "added": {r["country"]: r["n"] for r in added},
+        "removed": {r["country"]: r["n"] for r in removed},
+    }
+    changes["any"] = bool(changes["added"] or changes["removed"])
+    return changes

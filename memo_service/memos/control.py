@@ -13,7 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.memos.audit import audit_record
+from memo_service.memos.dispatch import send_batches_enqueue
 from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.queue import enqueue_on_commit
 
 S = Memo.Status
 CANCELLABLE = [S.DRAFT, S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED, S.SENDING, S.PAUSED]
@@ -31,16 +33,13 @@ def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> No
 
 def memo_resume(*, memo: Memo, by: Any) -> int:
     """Continue where it stopped; returns how many queued deliveries were enqueued again."""
-    from memo_service.memos.dispatch import send_batches_enqueue
-    from memo_service.memos.tasks import dispatch_memo
-
     with transaction.atomic():
         if not Memo.objects.filter(pk=memo.pk, status=S.PAUSED).update(status=S.SENDING, pause_reason=""):
             raise ControlRefused(f"memo {memo.slug} is not paused")
         audit_record(actor=by, action="memo.resumed", obj=memo)
         memo.refresh_from_db()
         if memo.dispatched_at is None:
-            dispatch_memo.delay_on_commit(memo.pk)
+            enqueue_on_commit("memos.dispatch_memo", memo.pk)
         queued = list(
             Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).order_by("id").values_list("id", flat=True)
         )

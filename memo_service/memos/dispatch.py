@@ -22,7 +22,10 @@ from django.utils.module_loading import import_string
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
 from memo_service.memos import rendering, sandbox
-from memo_service.memos.audience import audience_reasons, memo_audience
+from memo_service.memos.approval import memo_schedule_failed
+from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
+from memo_service.memos.audit import audit_record
+from memo_service.memos.queue import enqueue_on_commit
 from memo_service.memos.models import Delivery, Memo
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
@@ -59,16 +62,20 @@ class DispatchResult:
     enqueued: int
 
 
-def memo_send_start(*, memo: Memo, by: Any = None, accept_audience_changes: bool = False) -> None:
-    """Check the approved memo renders for its whole audience and that its audience is
-    what was approved (or the sender accepts the changes), then mark it sending.
-    Rerunning it on a memo whose dispatch was interrupted is allowed (it resumes).
+def memo_send_start(
+    *, memo: Memo, by: Any = None, accept_audience_changes: bool = False, dispatch_in_worker: bool = True
+) -> None:
+    """The one way a send starts (the admin, `send_memo`, beat's scheduled sends): check
+    the approved memo renders for its whole audience and that its audience is what was
+    approved (or the sender accepts the changes), mark it sending, and once that commits
+    enqueue its dispatch for a worker. `send_memo` dispatches in its own process instead
+    (`dispatch_in_worker=False`), to show progress. Rerunning it on a memo whose dispatch
+    was interrupted is allowed (it resumes).
     """
-    from memo_service.memos.approval import audience_changes
-    from memo_service.memos.audit import audit_record
-
     memo = Memo.objects.get(pk=memo.pk)
     if memo.status == Memo.Status.SENDING and memo.dispatched_at is None:
+        if dispatch_in_worker:
+            enqueue_on_commit("memos.dispatch_memo", memo.pk)
         return
     if memo.status not in STARTABLE:
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}; only an approved memo can be sent")
@@ -90,6 +97,24 @@ def memo_send_start(*, memo: Memo, by: Any = None, accept_audience_changes: bool
             raise DispatchRefused(f"memo {memo.slug} was edited while it was being checked; send it again")
         Memo.objects.filter(pk=memo.pk).update(status=Memo.Status.SENDING, send_started_at=timezone.now())
         audit_record(actor=by, action="memo.sent", obj=memo, audience_changes=changes)
+        if dispatch_in_worker:
+            enqueue_on_commit("memos.dispatch_memo", memo.pk)
+
+
+def memos_send_scheduled() -> list[int]:
+    """Start every scheduled memo whose time has come (beat, every
+    SCHEDULED_SEND_CHECK_SECONDS). The schedule lives in the database, so it survives
+    restarts of every process."""
+    started = []
+    for memo in Memo.objects.filter(status=Memo.Status.SCHEDULED, scheduled_at__lte=timezone.now()):
+        try:
+            # Nobody is there to confirm a changed audience: it is refused, not sent.
+            memo_send_start(memo=memo, by=None)
+        except DispatchRefused as exc:
+            memo_schedule_failed(memo=memo, reason=str(exc))
+            continue
+        started.append(memo.pk)
+    return started
 
 
 def _render_for_audience(memo: Memo) -> None:
@@ -120,11 +145,9 @@ def send_batch_size() -> int:
 def send_batches_enqueue(delivery_ids: list[int]) -> None:
     """Enqueue send tasks for these deliveries once the transaction commits (a rollback
     enqueues nothing)."""
-    from memo_service.memos.tasks import send_batch
-
     size = send_batch_size()
     for start in range(0, len(delivery_ids), size):
-        send_batch.delay_on_commit(delivery_ids[start : start + size])
+        enqueue_on_commit("memos.send_batch", delivery_ids[start : start + size])
 
 
 def memo_dispatch(

@@ -19,6 +19,11 @@ def dispatch_memo(memo_id: int) -> None:
     dispatch.memo_dispatch(memo_id=memo_id)
 
 
+@shared_task(name="memos.send_scheduled")
+def send_scheduled() -> None:
+    dispatch.memos_send_scheduled()
+
+
 @shared_task(name="memos.sweep")
 def sweep() -> None:
     sweeper.deliveries_sweep()

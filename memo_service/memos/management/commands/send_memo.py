@@ -33,7 +33,10 @@ class Command(BaseCommand):
         if options["pause"] or options["resume"] or options["cancel"]:
             return self._control(target, options)
         try:
-            memo_send_start(memo=target, accept_audience_changes=options["accept_audience_changes"])
+            # This command is the dispatcher (it shows progress), not a worker.
+            memo_send_start(
+                memo=target, accept_audience_changes=options["accept_audience_changes"], dispatch_in_worker=False
+            )
             result = memo_dispatch(
                 memo_id=target.pk,
                 progress=lambda n: self.stderr.write(f"\rqueued {n} deliveries", ending=""),
