@@ -25,6 +25,7 @@ from django.utils import timezone
 from memo_service.memos.models import (
     Acknowledgement, Delivery, DisputeResolution, Memo, WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
+from memo_service.memos.queue import enqueue, enqueue_on_commit
 
 E = WebhookEndpoint.Event
 TIMEOUT_S = 10  # the platform's receiver should answer at once and work later
@@ -41,8 +42,6 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
-    from memo_service.memos.tasks import webhook_deliver
-
     for endpoint in WebhookEndpoint.objects.filter(is_active=True):
         if event not in endpoint.events:
             continue
@@ -52,7 +51,7 @@ def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
                 payload={"id": str(uuid.uuid4()), "event": event, "created_at": timezone.now().isoformat(), "data": data},
                 next_attempt_at=timezone.now(),
             )
-            webhook_deliver.delay_on_commit(message.pk)
+            enqueue_on_commit("memos.webhook_deliver", message.pk)
 
 
 def notify_answer(answer: Acknowledgement) -> None:
@@ -161,8 +160,6 @@ def webhook_attempt_record(*, message: WebhookMessage, status_code: int | None, 
 
 
 def webhooks_retry_due() -> int:
-    from memo_service.memos.tasks import webhook_deliver as task
-
     now = timezone.now()
     # Retries that are due, and first attempts whose task was lost.
     due = list(
@@ -171,5 +168,5 @@ def webhooks_retry_due() -> int:
         .values_list("pk", flat=True)[:1000]
     )
     for message_id in due:
-        task.delay(message_id)
+        enqueue("memos.webhook_deliver", message_id)
     return len(due)

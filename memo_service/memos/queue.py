@@ -20,3 +20,8 @@ def enqueue_on_commit(task_name: str, *args: Any) -> None:
 def enqueue(task_name: str, *args: Any) -> None:
     """Now, for work that writes nothing the task must see first (beat's sweeps)."""
     current_app.tasks[task_name].delay(*args)
+
+
+def enqueue_later(task_name: str, *args: Any, countdown: float) -> None:
+    """In `countdown` seconds (a provider asked us to wait)."""
+    current_app.tasks[task_name].apply_async(args=args, countdown=countdown)

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 from django.conf import settings
@@ -26,8 +26,6 @@ from memo_service.memos.substitution import (
 from memo_service.developers.models import Developer
 from memo_service.memos.models import Memo
 
-if TYPE_CHECKING:
-    from memo_service.memos.sending import Recipient
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
 # seconds only trips on a runaway loop. An honest template needs a few MB on top of
@@ -144,10 +142,24 @@ def country_name(code: str, language: str) -> str:
         return str(countries.name(code))
 
 
+@dataclass(slots=True)
+class Recipient:
+    """What a send reads of a developer (developer_context's fields and the org contact)."""
+
+    pk: int
+    name: str
+    organization: str
+    email: str
+    external_id: str
+    country: str
+    language: str
+    org_contact_email: str
+
+
 def developer_context(developer: Developer | Recipient) -> dict[str, Any]:
     """What a template sees of a developer: plain values, a copy, nothing to call."""
     # A Developer's country is a Country object (each access makes one); a send task's
-    # rows (sending.Recipient) carry the code.
+    # rows (Recipient) carry the code.
     country = developer.country
     code = country if isinstance(country, str) else country.code
     return {

@@ -27,9 +27,11 @@ from urllib3.exceptions import NewConnectionError
 from memo_service.db import in_ids
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
+from memo_service.memos.control import ControlRefused, memo_pause
 from memo_service.memos.dispatch import memo_finish_if_done
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.rendering import MemoRenderer, developer_context, memo_content_hash
+from memo_service.memos.queue import enqueue_later
+from memo_service.memos.rendering import MemoRenderer, Recipient, developer_context, memo_content_hash
 from memo_service.memos.reminders import still_to_acknowledge
 from memo_service.memos.throttle import throttle_block, throttle_take
 
@@ -213,20 +215,6 @@ def recipient_address(name: str, email: str) -> EmailAddress:
 
 
 @dataclass(slots=True)
-class Recipient:
-    """What a send reads of a developer (developer_context's fields and the org contact)."""
-
-    pk: int
-    name: str
-    organization: str
-    email: str
-    external_id: str
-    country: str
-    language: str
-    org_contact_email: str
-
-
-@dataclass(slots=True)
 class Queued:
     """What a send reads of a queued Delivery. Rows, not model instances: a task loads a
     thousand, and making two models per row cost more than the rest of loading them."""
@@ -296,9 +284,7 @@ class BatchSender:
                 pk__in=[d.pk for d in self.deliveries], status=S.QUEUED
             ).exclude(pk__in=self.later).values_list("pk", flat=True)
         if self.later and not self.paused:
-            from memo_service.memos.tasks import send_batch
-
-            send_batch.apply_async(args=[self.later], countdown=self.delay)
+            enqueue_later("memos.send_batch", self.later, countdown=self.delay)
 
     def prepare(self, delivery: Queued) -> Prepared | None:
         """Render one delivery; None when it is not (or no longer) to be sent."""
@@ -486,8 +472,6 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
 
 
 def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
-    from memo_service.memos.control import ControlRefused, memo_pause
-
     try:
         memo_pause(memo=memo, by=None, reason=(
             f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "

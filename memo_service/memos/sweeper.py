@@ -21,6 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from memo_service.memos.dispatch import memo_finish_if_done, send_batch_size
+from memo_service.memos.queue import enqueue
+from memo_service.memos.sending import backend_is_idempotent
 from memo_service.memos.models import Delivery, Memo
 
 S = Delivery.Status
@@ -33,10 +35,6 @@ DISPATCH_GRACE = dt.timedelta(minutes=30)
 
 
 def deliveries_sweep() -> dict[str, int]:
-    from memo_service.memos.tasks import dispatch_memo, send_batch
-
-    from memo_service.memos.sending import backend_is_idempotent
-
     now = timezone.now()
     stuck_sending = Delivery.objects.filter(status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE)
     memo_ids = set(stuck_sending.values_list("memo_id", flat=True).distinct())
@@ -65,14 +63,14 @@ def deliveries_sweep() -> dict[str, int]:
     ).order_by("id")
     size = send_batch_size()
     while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:size]):
-        send_batch.delay(ids)
+        enqueue("memos.send_batch", ids)
         requeued += len(ids)
         last_id = ids[-1]
     interrupted = Memo.objects.filter(
         status=Memo.Status.SENDING, dispatched_at__isnull=True, send_started_at__lt=now - DISPATCH_GRACE
     ).values_list("id", flat=True)
     for memo_id in interrupted:
-        dispatch_memo.delay(memo_id)
+        enqueue("memos.dispatch_memo", memo_id)
     for memo_id in memo_ids:
         memo_finish_if_done(memo_id=memo_id)
     return {"abandoned": abandoned, "requeued": requeued, "redispatched": len(interrupted)}
