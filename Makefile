@@ -2,6 +2,8 @@
 #              filesystem broker, a local outbox), web + worker + beat; Ctrl-C stops all.
 # make test  — run the whole test suite (embedded default unless DATABASE_URL /
 #              CELERY_BROKER_URL say otherwise).
+# make test-fast — everything but the tests that start real processes (workers, beat,
+#              a browser), in parallel: the quick check while you work.
 # make bench — benchmarks (bench/), not part of the tests.
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +12,7 @@ PORT ?= 8000
 SITE_URL ?= http://127.0.0.1:$(PORT)
 export SITE_URL
 
-.PHONY: run test bench clean
+.PHONY: run test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("memo-service needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -35,8 +37,16 @@ run: $(VENV)/.installed
 	@echo
 	WEB_PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
+# The tests that start no processes run in one test process per core (pytest-xdist);
+# those that start workers, beat or a browser (marker e2e) run after them one at a
+# time, since their timing is what they test. Exit code 5 is "no test selected" (a
+# PYTEST_ARGS naming only one kind).
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt

@@ -169,6 +169,8 @@ else:
         "unacked_restore_throttle": 1,
     }
 CELERY_TASK_IGNORE_RESULT = True
+# Several deployments (or test runs) can share one broker, each on its own queue.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # Celery's Django fixup closes the database connection before and after every task
 # unless this is set, and a new PostgreSQL connection per send task cost the machine
 # more CPU than the task's own queries. Set, the fixup leaves connections open (it

@@ -1,8 +1,12 @@
 """Loaded by pytest before Django's settings (`-p tests.testenv` in pytest.ini): the
-tests get their own var/ folder, so a running `make run` never shares their broker
-queue, outbox or database."""
+tests get their own var/ folder and broker queue, so a running `make run` never shares
+their queue, outbox or database. Under pytest-xdist (`make test` runs two processes) each
+test process has its own as well: its workers consume only its own tasks, on its own
+database (pytest-django names that one per process too)."""
 
 import os
 from pathlib import Path
 
-os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+_process = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, … or "" without xdist
+os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test" / _process))
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "-".join(filter(None, ["memos-test", _process])))
