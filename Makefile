@@ -45,6 +45,12 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
+# ruff (lint and format) and mypy with django-stubs; configured in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy memo_service
+
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS)
 
