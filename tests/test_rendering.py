@@ -127,3 +127,50 @@ def test_templates_that_burn_cpu_or_memory_in_c_code_are_rejected_quickly(bomb):
 ])
 def test_a_template_cannot_change_the_values_it_is_given(payload):
     assert check(payload).startswith("line 1:")
+
+
+def write_catalog(folder, language: str, messages: dict[str, str]) -> None:
+    """A compiled gettext catalog (GNU .mo), as `compilemessages` writes one."""
+    import struct
+
+    path = folder / language / "LC_MESSAGES"
+    path.mkdir(parents=True)
+    entries = sorted({"": "Content-Type: text/plain; charset=UTF-8\n", **messages}.items())
+    ids = b"".join(k.encode() + b"\0" for k, _ in entries)
+    strs = b"".join(v.encode() + b"\0" for _, v in entries)
+    start = 7 * 4 + 16 * len(entries)
+    offsets, pos = [], 0
+    for key, _ in entries:
+        offsets += [len(key.encode()), start + pos]
+        pos += len(key.encode()) + 1
+    pos = 0
+    for _, value in entries:
+        offsets += [len(value.encode()), start + len(ids) + pos]
+        pos += len(value.encode()) + 1
+    header = struct.pack("<7I", 0x950412DE, 0, len(entries), 28, 28 + 8 * len(entries), 0, 0)
+    (path / "django.mo").write_bytes(header + struct.pack(f"<{len(offsets)}I", *offsets) + ids + strs)
+
+
+def test_a_new_language_for_the_email_layout_is_a_catalog_and_no_code(settings, tmp_path, developers):
+    from memo_service.memos.models import MemoTranslation
+    from tests.conftest import make_memo
+
+    write_catalog(tmp_path, "fr", {
+        "Read and acknowledge this memo:": "Lisez et confirmez ce mémo :",
+        "Reminder: %(subject)s": "Rappel : %(subject)s",
+        "You have not answered this memo yet. Please read it and acknowledge it by %(date)s.":
+            "Vous n'avez pas encore répondu. Lisez-le et confirmez-le avant le %(date)s.",
+    })
+    settings.LOCALE_PATHS = [tmp_path, *settings.LOCALE_PATHS]
+    settings.LANGUAGES = [*settings.LANGUAGES, ("fr", "Français")]
+    memo = make_memo()
+    MemoTranslation.objects.create(memo=memo, language="fr", subject="Accès bloqué", html_body="<p>Bonjour</p>",
+                                   text_body="Bonjour")
+    developer = rendering.developer_context(developers["us"]) | {"language": "fr"}
+
+    language, email = MemoRenderer(memo, reminder=True).render(developer, "http://testserver/ack/t/")
+    assert language == "fr"
+    assert email.subject == "Rappel : Accès bloqué"
+    assert "Lisez et confirmez ce mémo :\nhttp://testserver/ack/t/" in email.text
+    assert "Vous n'avez pas encore répondu. Lisez-le et confirmez-le avant le " in email.text
+    assert "Reminder" not in email.text + email.subject

@@ -15,7 +15,8 @@ from typing import Any
 
 import jinja2
 from django.conf import settings
-from django.utils import translation
+from django.utils import formats, translation
+from django.utils.translation import gettext_noop
 from django_countries import countries
 from markupsafe import Markup
 
@@ -59,12 +60,21 @@ SAMPLE_DEVELOPER = {
     "language": "en",
 }
 
-# Our own layout (trusted, from templates/email/), around the admin's body.
+# Our own layout (trusted, from templates/email/), around the admin's body. Its words
+# come from Django's gettext catalogs (locale/) through Jinja's i18n extension, rendered
+# under the email's language: a new language is a catalog, not code.
 layout_env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(settings.BASE_DIR) / "templates" / "email"),
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
+    extensions=["jinja2.ext.i18n"],
 )
+layout_env.install_gettext_callables(translation.gettext, translation.ngettext, newstyle=True)  # type: ignore[attr-defined]
+layout_env.filters["date"] = lambda value: formats.date_format(value, "DATE_FORMAT")
+# The layout's sentences with a value in them, for makemessages (which reads Python for
+# them; the plain ones it finds in the templates themselves).
+gettext_noop("You have not answered this memo yet. Please read it and acknowledge it by %(date)s.")
+gettext_noop("Reminder: %(subject)s")
 
 log = logging.getLogger(__name__)
 
@@ -314,17 +324,18 @@ class MemoRenderer:
         language, subject, html, text = self.render_parts(developer, ack_url, language)
         # The built-in reminder: our opening lines and prefix around the memo's own text.
         built_in_reminder = self.reminder and not self._custom_reminder(language)
-        if built_in_reminder:
-            subject = ("提醒：" if language == "zh-hans" else "Reminder: ") + subject
-        layout = {
-            "subject": subject, "ack_url": ack_url, "language": language,
-            "reminder": built_in_reminder, "deadline": self.memo.ack_deadline,
-        }
-        return language, RenderedEmail(
-            subject=subject,
-            html=self._layout_html.render(body=Markup(html), **layout),
-            text=self._layout_text.render(body=text, **layout),
-        )
+        with translation.override(language):
+            if built_in_reminder:
+                subject = translation.gettext("Reminder: %(subject)s") % {"subject": subject}
+            layout = {
+                "subject": subject, "ack_url": ack_url, "language": language,
+                "reminder": built_in_reminder, "deadline": self.memo.ack_deadline,
+            }
+            return language, RenderedEmail(
+                subject=subject,
+                html=self._layout_html.render(body=Markup(html), **layout),
+                text=self._layout_text.render(body=text, **layout),
+            )
 
     def _skeleton(self, language: str) -> Skeleton | None:
         """The language's skeleton, made on first use, or None when its templates do more
