@@ -6,3 +6,5 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# A fixed key for the tests' evidence checkpoints (never used outside them): 32 bytes of 0x07.
+os.environ.setdefault("EVIDENCE_SIGNING_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django_countries import countries
 
+from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence import answer_payload, evidence_append
 from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo
@@ -38,6 +39,10 @@ class TokenInvalid(Exception):
 
 class TokenExpired(Exception):
     pass
+
+
+class DeveloperErased(Exception):
+    """The developer's personal data was erased: their link is gone for good."""
 
 
 def _signer() -> signing.TimestampSigner:
@@ -110,6 +115,8 @@ def ack_token_read(token: str) -> AckTarget:
     )
     if delivery is None:
         raise TokenInvalid
+    if delivery.developer.erased_at is not None:
+        raise DeveloperErased
     memo = delivery.memo
     if memo.ack_deadline is not None:
         if timezone.now() > memo.ack_deadline + dt.timedelta(days=settings.ACK_GRACE_DAYS):
@@ -198,11 +205,8 @@ def answer_record(
     errors = _clean_answer(response, comment, country)
     if errors:
         raise AnswerInvalid(errors)
-    existing = answers_of(target)
-    if R.ACKNOWLEDGED in existing:
-        return existing[R.ACKNOWLEDGED], False
-    if response in existing:
-        return existing[response], False
+    if target.developer.erased_at is not None:
+        raise DeveloperErased
     now = timezone.now()
     sent_at = target.delivery.sent_at
     seconds = (now - sent_at).total_seconds() if sent_at else None
@@ -210,6 +214,15 @@ def answer_record(
     reasons = automation_reasons(seconds_since_delivery=seconds, user_agent=user_agent, interacted=interacted)
     try:
         with transaction.atomic():
+            # One developer's answers one at a time, so two at once record what they would
+            # one after the other (never a dispute after an acknowledgement). The lock is
+            # the developer's row, not the memo's: other developers do not wait.
+            row_lock(Developer.objects.filter(pk=target.developer.pk))
+            existing = answers_of(target)
+            if R.ACKNOWLEDGED in existing:
+                return existing[R.ACKNOWLEDGED], False
+            if response in existing:
+                return existing[response], False
             answer = Acknowledgement.objects.create(
                 memo=target.memo,
                 developer=target.developer,

@@ -28,6 +28,7 @@ from memo_service.db import in_ids
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
+from memo_service.memos.evidence import evidence_record_deliveries
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context, memo_content_hash
 from memo_service.memos.reminders import still_to_acknowledge
@@ -380,8 +381,10 @@ class BatchSender:
         by_language: dict[str, list[int]] = {}
         for prepared in group:
             by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
-        for language, ids in by_language.items():
-            deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+        with transaction.atomic():  # the handover and its evidence record together
+            for language, ids in by_language.items():
+                deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+            evidence_record_deliveries(delivery_ids=[p.delivery.pk for p in group])
 
     def merged_message(self, group: list[Prepared]) -> AnymailMessage:
         """One message for many recipients: the skeleton once with the provider's merge

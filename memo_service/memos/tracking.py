@@ -19,7 +19,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import event_payload, evidence_append
+from memo_service.memos.evidence import event_payload, evidence_append, evidence_record_status
 from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,15 @@ def _payload(event: AnymailTrackingEvent) -> Any:
         return {"raw": str(raw)}
 
 
+class EventInvalid(ValueError):
+    """An event we cannot read: answered 400 with the reason (the provider need not retry)."""
+
+
 def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
-    delivery_id = (event.metadata or {}).get("delivery_id")
+    metadata = event.metadata or {}
+    if not isinstance(metadata, dict):
+        raise EventInvalid(f"metadata must be an object, not {type(metadata).__name__}")
+    delivery_id = metadata.get("delivery_id")
     if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
         return Delivery.objects.filter(pk=int(delivery_id)).first()
     if event.message_id:
@@ -89,14 +96,16 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
                     object_id=stored.pk, payload=event_payload(stored),
                 )
             new_status = STATUS_FOR_EVENT.get(event.event_type or "")
-            if delivery is not None and new_status is not None:
-                _advance(delivery, new_status, event)
+            if delivery is not None and new_status is not None and _advance(delivery, new_status, event):
+                evidence_record_status(memo_id=delivery.memo_id, delivery_id=delivery.pk, status=new_status,
+                                       event_id=stored.pk)
     except IntegrityError:
         return None  # seen before: the provider retried or replayed it
     return stored
 
 
-def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> None:
+def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> bool:
+    """Move the delivery forward; False when it already is as far or further."""
     lower = [status for status, rank in RANK.items() if rank < RANK[new_status]]
     changes: dict[str, Any] = {"status": new_status, "status_changed_at": timezone.now()}
     if new_status == S.FAILED and (event.description or event.reject_reason):
@@ -108,6 +117,7 @@ def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -
         Developer.objects.filter(pk=delivery.developer_id).update(
             email_status=EMAIL_STATUS_FOR[new_status]
         )
+    return bool(moved)
 
 
 @receiver(tracking)
