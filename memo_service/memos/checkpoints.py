@@ -122,7 +122,7 @@ def rewritten(last_good: int, checkpoint: dict[str, Any], records: list[dict[str
     """The chain differs from a signed head: the change lies after the last head that matched."""
     first = records[0] if records else None
     what = f"record {first['seq']} ({first['kind']} {first['object_id']})" if first else f"record {last_good + 1}"
-    span = what if checkpoint["seq"] == last_good + 1 else f"records {last_good + 1}–{checkpoint['seq']}, from {what},"
+    span = what if checkpoint["seq"] == last_good + 1 else f"records {last_good + 1}–{checkpoint['seq']}, from {what}"
     return (f"{span}: the chain differs from the one signed at {checkpoint['at']} over {checkpoint['seq']} records "
             "(rewritten after it was sealed)")
 
