@@ -13,9 +13,14 @@ import json
 import logging
 from typing import Any
 
+from anymail.exceptions import AnymailConfigurationError
 from anymail.signals import AnymailTrackingEvent, tracking
+from anymail.utils import get_anymail_setting
 from django.db import IntegrityError, transaction
 from django.dispatch import receiver
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import Resolver404, get_resolver
+from django.views.decorators.csrf import csrf_exempt
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
@@ -123,3 +128,41 @@ def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -
 @receiver(tracking)
 def handle_tracking(sender: Any, event: AnymailTrackingEvent, esp_name: str, **kwargs: Any) -> None:
     delivery_record_event(event=event, provider=esp_name)
+
+
+def _refused(status: int, reason: str) -> HttpResponse:
+    return HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+@csrf_exempt
+def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
+    """/anymail/<esp>/tracking/: anymail's own webhook view, step by step (its
+    documented hooks: validators, parse_events, the tracking signal), so that what a
+    provider sends wrong is answered 400 with the reason instead of 500 and a retry, and
+    nothing is accepted without ANYMAIL_WEBHOOK_SECRET (anymail alone would only warn)."""
+    try:
+        match = get_resolver("anymail.urls").resolve(f"/{esp}/tracking/")
+    except Resolver404:
+        raise Http404("no tracking webhook for that provider") from None
+    if not get_anymail_setting("webhook_secret", default=None):
+        return _refused(403, "refused: ANYMAIL_WEBHOOK_SECRET is not set, so no event can be authenticated")
+    view_class = match.func.view_class  # type: ignore[attr-defined]
+    try:
+        view = view_class(**match.func.view_initkwargs)  # type: ignore[attr-defined]
+    except AnymailConfigurationError as exc:
+        return _refused(400, f"refused: {esp} is not configured for tracking webhooks: {str(exc).splitlines()[0]}")
+    if request.method != "POST":
+        return view_class.as_view(**match.func.view_initkwargs)(request)  # type: ignore[attr-defined]
+    view.setup(request)
+    view.run_validators(request)  # a bad password or signature: anymail's 400
+    try:
+        events = view.parse_events(request)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("tracking webhook (%s): malformed body (%s)", esp, type(exc).__name__)
+        return _refused(400, f"malformed event: {type(exc).__name__}: {exc}"[:500])
+    try:
+        for event in events:
+            view.signal.send(sender=view_class, event=event, esp_name=view.esp_name)
+    except EventInvalid as exc:
+        return _refused(400, f"malformed event: {exc}")
+    return HttpResponse()
