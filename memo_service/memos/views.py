@@ -28,7 +28,7 @@ from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
 from memo_service.memos.acks import (
-    AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
+    AckTarget, AnswerInvalid, DeveloperErased, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
 )
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
@@ -97,6 +97,8 @@ def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
         return _error_page(request, "ack/invalid.html", 400)
     except TokenExpired:
         return _error_page(request, "ack/expired.html", 410)
+    except DeveloperErased:
+        return _error_page(request, "ack/erased.html", 410)
 
 
 def _cookie(memo_id: int) -> str:
@@ -146,6 +148,8 @@ def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse
         )
     except AnswerInvalid as exc:
         return _memo_page(request, target, errors=exc.errors, status=400)
+    except DeveloperErased:  # erased since the page was opened
+        return _error_page(request, "ack/erased.html", 410)
     # Post/redirect/get: a reload shows the recorded answer, it does not post again.
     return _to_page(target, token)
 
