@@ -118,7 +118,7 @@ def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo,
     assert not Acknowledgement.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_server, memo):
     """Six POSTs at once per developer, acknowledgements and disputes mixed: a dispute is
     never recorded after that developer's acknowledgement, and each answer once."""

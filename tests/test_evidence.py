@@ -307,7 +307,7 @@ def test_the_admin_downloads_and_verifies_the_evidence(admin_client, evidence):
     assert admin_client.get(reverse("admin:memos_memo_evidence", args=[evidence.pk, "xml"])).status_code == 404
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_sequencers_at_once_never_fork_the_chain(memo):
     from concurrent.futures import ThreadPoolExecutor
 
