@@ -27,7 +27,7 @@ from django_countries import countries
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence import answer_payload, evidence_append
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo
+from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo, SentText
 from memo_service.memos.notify import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
@@ -171,6 +171,24 @@ def answers_of(target: AckTarget) -> dict[str, Acknowledgement]:
     }
 
 
+def sent_text_of(target: AckTarget) -> SentText | None:
+    """What the developer was sent, to show on their page: the first email's text (the
+    memo itself), else the latest one's; None for emails sent before texts were kept."""
+    return (
+        SentText.objects.select_related("delivery")
+        .filter(delivery__memo=target.memo, delivery__developer=target.developer)
+        .order_by("delivery__sequence", "-delivery__sent_at")
+        .first()
+    )
+
+
+def memo_no_longer_applies(answers: dict[str, Acknowledgement]) -> bool:
+    """An admin corrected the developer's region to one outside the memo's audience."""
+    dispute = answers.get(Acknowledgement.Response.DISPUTES_REGION)
+    resolution = getattr(dispute, "resolution", None) if dispute is not None else None
+    return bool(resolution is not None and resolution.exempt)
+
+
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
     R = Acknowledgement.Response
     errors = {}
@@ -223,6 +241,9 @@ def answer_record(
                 return existing[R.ACKNOWLEDGED], False
             if response in existing:
                 return existing[response], False
+            if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
+                raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
+            shown = sent_text_of(target)
             answer = Acknowledgement.objects.create(
                 memo=target.memo,
                 developer=target.developer,
@@ -230,6 +251,7 @@ def answer_record(
                 comment=comment,
                 country_claimed=country if response == R.DISPUTES_REGION else "",
                 content_hash=target.memo.content_hash,
+                text_hash=shown.text_hash if shown is not None else "",
                 ip_address=ip_address,
                 user_agent=user_agent,
                 seconds_since_delivery=seconds,

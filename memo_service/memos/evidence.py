@@ -18,6 +18,7 @@ chain still begins with the one an earlier export recorded.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from memo_service.db import in_ids, row_lock
 from memo_service.memos import checkpoints
 from memo_service.memos.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
-    Acknowledgement, Delivery, DeliveryEvent, EvidenceCheckpoint, EvidenceRecord, Memo,
+    Acknowledgement, Delivery, DeliveryEvent, EvidenceCheckpoint, EvidenceRecord, Memo, SentText,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
         "seconds_since_delivery": answer.seconds_since_delivery,
         "suspected_automation": answer.suspected_automation,
         "automation_reasons": answer.automation_reasons,
+        "text_hash": answer.text_hash,
     }
 
 
@@ -78,7 +80,7 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
 
 
 # What a handover record proves of a delivery, read by the sequencer from the row.
-DELIVERY_FIELDS = ("id", "developer_id", "country", "language", "provider_message_id", "sent_at")
+DELIVERY_FIELDS = ("id", "developer_id", "country", "language", "provider_message_id", "sent_at", "sent_text__text_hash")
 
 
 def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +91,7 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
         "language": row["language"],
         "message_id": row["provider_message_id"],
         "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+        "text_hash": row["sent_text__text_hash"] or "",
     }
 
 
@@ -112,21 +115,38 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
     return record
 
 
-def evidence_record_deliveries(*, delivery_ids: list[int]) -> None:
-    """Pending handover records for emails the provider just accepted: one statement
-    per send call whatever its size. The sequencer reads what they prove (developer,
-    country, language, message id, time) from the rows when it chains them."""
-    if not delivery_ids:
+# (delivery id, the developer's values it was rendered with, SHA-256 of the email as sent)
+SentEmail = tuple[int, dict[str, Any], str]
+
+
+def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
+    """What the provider just accepted, in two statements per send call whatever its
+    size: each email's values and text hash (SentText, for the developer's page), and a
+    pending handover record for each. The sequencer reads what a handover proves
+    (developer, country, language, message id, time, text hash) from the rows when it
+    chains them."""
+    if not sent:
         return
-    now = timezone.now()
-    rows = Delivery.objects.filter(id__in=in_ids(delivery_ids))
-    select, params = rows.values_list("memo_id", "id").query.sql_with_params()
-    table = EvidenceRecord._meta.db_table
+    texts = SentText._meta.db_table
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Three array parameters: psycopg composes a thousand rows' placeholders slowly.
+            cursor.execute(
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::text[])",
+                [[s[0] for s in sent], [json.dumps(s[1], ensure_ascii=False) for s in sent], [s[2] for s in sent]],
+            )
+        else:
+            cursor.executemany(
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s)",
+                [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
+            )
+        rows = Delivery.objects.filter(id__in=in_ids([s[0] for s in sent]))
+        select, params = rows.values_list("memo_id", "id").query.sql_with_params()
         cursor.execute(
-            f"INSERT INTO {table} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+            f"INSERT INTO {EvidenceRecord._meta.db_table} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
             f"SELECT s.memo_id, s.id, %s, %s, %s, %s, %s FROM ({select}) s",
-            [K.DELIVERY, "{}", "", "", now, *params],
+            [K.DELIVERY, "{}", "", "", timezone.now(), *params],
         )
     for memo_id in set(rows.values_list("memo_id", flat=True).distinct()):
         _seal_soon(memo_id)

@@ -200,6 +200,17 @@ class Delivery(models.Model):
         return f"delivery {self.pk} ({self.status})"
 
 
+class SentText(models.Model):
+    """What one email said, kept so the developer's page can show exactly that text: the
+    developer's values the templates were rendered with (a sent memo's templates never
+    change), and the SHA-256 of the email as sent (subject, text and HTML). Erasure blanks
+    the values; the hash, in the evidence chain too, stays."""
+
+    delivery = models.OneToOneField(Delivery, primary_key=True, on_delete=models.CASCADE, related_name="sent_text")
+    rendered_with = models.JSONField()  # the developer_context the templates saw
+    text_hash = models.CharField(max_length=64)
+
+
 class DeliveryEvent(models.Model):
     """A tracking event the provider posted to our webhook, kept as it came."""
 
@@ -240,6 +251,8 @@ class Acknowledgement(models.Model):
     country_claimed = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
+    # The hash of the email whose text the page showed (SentText.text_hash).
+    text_hash = models.CharField(max_length=64, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     seconds_since_delivery = models.FloatField(null=True, blank=True)
