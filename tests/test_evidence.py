@@ -35,7 +35,7 @@ def evidence(client, memo, developers, mailgun):
                                  sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<cn@x>", reason="CN is in region X")
     ru = Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU", language="en",
                                  sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<ru@x>", reason="RU is in region X")
-    evidence_record_deliveries(delivery_ids=[cn.pk, ru.pk])
+    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
@@ -89,7 +89,7 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:]))
     cn = Delivery.objects.get(country="CN")
     assert records[0].payload == {"delivery": cn.pk, "developer": cn.developer_id, "country": "CN", "language": "zh-hans",
-                                  "message_id": "<cn@x>", "sent_at": cn.sent_at.isoformat()}
+                                  "message_id": "<cn@x>", "sent_at": cn.sent_at.isoformat(), "text_hash": "a" * 64}
     assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
     assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [2, 4, 6, 7, 8]
     assert "evidence verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in verify(evidence)
@@ -151,6 +151,7 @@ def test_a_delivery_whose_status_was_edited_is_found(evidence):
 def test_a_deleted_delivery_is_found(evidence):
     ru = Delivery.objects.get(country="RU")
     sql("UPDATE memos_deliveryevent SET delivery_id = NULL WHERE delivery_id = %s", ru.pk)
+    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", ru.pk)
     assert evidence_verify(evidence).problem == f"record 2 (delivery {ru.pk}): the delivery it proves no longer exists"
 
