@@ -50,6 +50,12 @@ def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
 EVIDENCE_SIGNING_KEY = _embedded_secret(
     "EVIDENCE_SIGNING_KEY", "evidence-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
 )
+try:
+    _evidence_key_ok = len(base64.b64decode(EVIDENCE_SIGNING_KEY, validate=True)) == 32
+except ValueError:
+    _evidence_key_ok = False
+if not _evidence_key_ok:
+    raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be base64 of a raw 32-byte Ed25519 private key.")
 # Old keys go here when SECRET_KEY rotates, so links already emailed keep working.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
