@@ -41,7 +41,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.import_developers import PRODUCTION  # noqa: E402  (as deployed: DEBUG off)
+from bench.import_developers import PRODUCTION
 
 N = int(os.environ.get("N", "100000"))
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -240,7 +240,7 @@ def main() -> None:
     from memo_service.memos.models import Delivery
 
     ids = list(Delivery.objects.filter(memo_id=memo_id).order_by("id").values_list("id", flat=True))
-    subprocess.run([sys.executable, "-m", "celery", "-A", "memo_service", "purge", "-f"], cwd=ROOT, env=ENV,
+    subprocess.run([sys.executable, "-m", "celery", "-A", "memo_service", "purge", "-f"], cwd=ROOT, env=ENV, check=False,
                    capture_output=True)
     port = free_port()
     web = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "memo_service.wsgi", "--bind", f"127.0.0.1:{port}",
@@ -277,7 +277,7 @@ def main() -> None:
         web.wait(timeout=30)
         worker.wait(timeout=60)
     check = subprocess.run([sys.executable, "manage.py", "verify_evidence", "bench-tracking", "--no-seal"],
-                           cwd=ROOT, env=ENV, capture_output=True, text=True)
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
     verified = check.returncode == 0 and "chain intact" in check.stdout
     ok = ours["statuses"].get(200, 0)  # type: ignore[union-attr]
     floor_ok = base["statuses"].get(200, 0)  # type: ignore[union-attr]

@@ -104,8 +104,9 @@ def test_the_funnel_counts_disputes_and_help_requests_without_an_acknowledgement
 
 
 def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo, developers):
-    from django.core.management import call_command
     import io
+
+    from django.core.management import call_command
 
     Memo.objects.filter(pk=memo.pk).update(status="sent")
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU",

@@ -12,11 +12,21 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos.acks import ack_url
 from memo_service.memos import checkpoints
+from memo_service.memos.acks import ack_url
 from memo_service.memos.checkpoints import GENESIS, record_hash
-from memo_service.memos.evidence import evidence_record_deliveries, evidence_seal, evidence_verify
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceCheckpoint, EvidenceRecord, Memo
+from memo_service.memos.evidence import (
+    evidence_record_deliveries,
+    evidence_seal,
+    evidence_verify,
+)
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceCheckpoint,
+    EvidenceRecord,
+    Memo,
+)
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,12 @@ from memo_service.developers.models import Developer
 from memo_service.memos.acks import ack_url
 from memo_service.memos.disputes import dispute_resolve
 from memo_service.memos.evidence import evidence_seal, evidence_verify
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, SentText
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceRecord,
+    SentText,
+)
 from memo_service.memos.sending import delivery_send_batch
 from tests.test_sending import queued
 
@@ -65,8 +70,9 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
 
 
 def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
-    from django.core.management import call_command
     import io
+
+    from django.core.management import call_command
 
     call_command("erase_developer", "ru-1", stdout=io.StringIO())
     assert SentText.objects.get(delivery__developer__external_id="ru-1").rendered_with == {}

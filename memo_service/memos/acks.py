@@ -27,7 +27,13 @@ from django_countries import countries
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence import answer_payload, evidence_append
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo, SentText
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceRecord,
+    Memo,
+    SentText,
+)
 from memo_service.memos.notify import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"

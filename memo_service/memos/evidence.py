@@ -34,7 +34,13 @@ from memo_service.db import in_ids, row_lock
 from memo_service.memos import checkpoints
 from memo_service.memos.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
-    Acknowledgement, Delivery, DeliveryEvent, EvidenceCheckpoint, EvidenceRecord, Memo, SentText,
+    Acknowledgement,
+    Delivery,
+    DeliveryEvent,
+    EvidenceCheckpoint,
+    EvidenceRecord,
+    Memo,
+    SentText,
 )
 
 log = logging.getLogger(__name__)

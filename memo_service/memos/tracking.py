@@ -20,11 +20,15 @@ from django.db import IntegrityError, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
-from django.views.decorators.csrf import csrf_exempt
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import event_payload, evidence_append, evidence_record_status
+from memo_service.memos.evidence import (
+    event_payload,
+    evidence_append,
+    evidence_record_status,
+)
 from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from memo_service.memos import checkpoints
-from memo_service.memos.evidence import evidence_seal, evidence_verify, evidence_verify_against
+from memo_service.memos.evidence import (
+    evidence_seal,
+    evidence_verify,
+    evidence_verify_against,
+)
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 
 
