@@ -108,7 +108,10 @@ def _seal_soon(memo_id: int) -> None:
     not begun yet (it will take this record too)."""
     def start() -> None:
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
-            current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
+            try:
+                current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
+            except Exception as exc:  # the record is stored; beat's sweep chains it within a minute
+                log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
 
     transaction.on_commit(start)
 
