@@ -342,3 +342,20 @@ def test_two_sequencers_at_once_never_fork_the_chain(memo):
     assert seqs == list(range(1, 301))  # in the order they came, each once
     assert EvidenceCheckpoint.objects.filter(memo=memo).count() == 12
     assert "evidence verifies: 300 records, chain intact, sealed by 12 signed checkpoints" in verify(memo, "--no-seal")
+
+
+def test_an_answer_starts_its_memos_sequencer_after_commit(evidence, client, developers, eager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                    {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    assert not EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).exists()
+    assert record(evidence, 9).kind == "answer"
+
+
+def test_beats_sweep_chains_what_no_sequencer_took(evidence, client, developers):
+    from memo_service.memos.tasks import evidence_seal_due
+
+    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    evidence_seal_due()
+    assert "evidence verifies: 9 records, chain intact, sealed by 6 signed checkpoints" in verify(evidence, "--no-seal")
