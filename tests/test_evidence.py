@@ -359,3 +359,54 @@ def test_beats_sweep_chains_what_no_sequencer_took(evidence, client, developers)
                 {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
     evidence_seal_due()
     assert "evidence verifies: 9 records, chain intact, sealed by 6 signed checkpoints" in verify(evidence, "--no-seal")
+
+
+KILLED_SEQUENCER = """
+import sys, time
+import django
+django.setup()
+from memo_service.memos import checkpoints, evidence
+
+def sign_slowly(*args):  # the batch's records are written, the transaction still open
+    open(sys.argv[2], "w").write("signing")
+    time.sleep(120)
+
+checkpoints.sign = sign_slowly
+evidence.evidence_seal(memo_id=int(sys.argv[1]))
+"""
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_sequencer_process_killed_mid_batch_leaves_the_chain_intact_and_the_next_continues(memo, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.conftest import database_url, wait_for
+
+    def pending(n_from: int, n: int) -> None:
+        EvidenceRecord.objects.bulk_create(
+            EvidenceRecord(memo=memo, kind="status", object_id=i, payload={"delivery": i, "status": "delivered"})
+            for i in range(n_from, n_from + n)
+        )
+
+    pending(1, 10)
+    evidence_seal(memo_id=memo.pk)
+    pending(11, 40)
+    flag = tmp_path / "signing"
+    env = {**os.environ, "DATABASE_URL": database_url(), "VAR_DIR": str(settings.VAR_DIR),
+           "DJANGO_SETTINGS_MODULE": "memo_service.settings"}
+    process = subprocess.Popen([sys.executable, "-c", KILLED_SEQUENCER, str(memo.pk), str(flag)],
+                               env=env, cwd=settings.BASE_DIR)
+    try:
+        wait_for(flag.exists, timeout=60, what="the sequencer to be mid-batch")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).count() == 40
+    assert "evidence verifies up to record 10" in verify(memo, "--no-seal")
+    assert evidence_seal(memo_id=memo.pk) == 40
+    assert "evidence verifies: 50 records, chain intact, sealed by 2 signed checkpoints" in verify(memo, "--no-seal")
