@@ -33,6 +33,7 @@ run: $(VENV)/.installed
 	@echo "  memo-service is starting on $(SITE_URL)"
 	@echo "  admin:  $(SITE_URL)/admin/   (login admin / admin; a second admin: approver / approver)"
 	@echo "  outbox: $(SITE_URL)/outbox/"
+	@echo "  tracking webhook's user:password in var/anymail-webhook-secret; evidence signing key in var/evidence-signing-key"
 	@echo "  Ctrl-C stops the web server, the worker and beat."
 	@echo
 	WEB_PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
@@ -58,11 +59,13 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-# Needs this machine's PostgreSQL (and Redis for the send). N sets the size of each
-# (default 1,000,000 rows to import, 1,000,000 recipients to send to).
+# Needs this machine's PostgreSQL (and Redis for the send and tracking). N sets the size
+# of each (default 1,000,000 rows to import, 1,000,000 recipients to send to, 100,000
+# tracking events).
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/import_developers.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/tracking.py
 
 clean:
 	rm -rf $(VENV) var

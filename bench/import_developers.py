@@ -33,7 +33,8 @@ COUNTRIES = ["CN", "HK", "RU", "IR", "US", "DE", "FR", "JP", "BR", "IN", "GB", "
 # As deployed: with DEBUG on, Django keeps every query a process makes (up to 9,000),
 # which a worker's memory would show.
 PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "bench-only-not-secret", "ALLOWED_HOSTS": "127.0.0.1",
-              "SECURE_SSL_REDIRECT": "false"}
+              "SECURE_SSL_REDIRECT": "false",
+              "EVIDENCE_SIGNING_KEY": "YmVuY2gtb25seS1ub3Qtc2VjcmV0LWV2aWRlbmNlLWs="}  # bench only
 
 
 def make_csv(path: Path) -> None:

@@ -54,7 +54,9 @@ def _env(database_url: str, provider_url: str) -> dict[str, str]:
     return {
         **os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": database_url,
         "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider_url,
-        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": "bench-only-not-secret", "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
+        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": "bench-only-not-secret",
+        "EVIDENCE_SIGNING_KEY": "YmVuY2gtb25seS1ub3Qtc2VjcmV0LWV2aWRlbmNlLWs=",  # bench only, as import_developers.PRODUCTION
+        "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
 

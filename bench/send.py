@@ -54,7 +54,7 @@ POST_OFFICE_N = min(N, int(os.environ.get("POST_OFFICE_N", "10000")))
 FLOOR_BATCH = 1000
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/5")
-DB = "memo_bench_send"
+DB = os.environ.get("BENCH_SEND_DB", "memo_bench_send")  # another name lets two runs share a server
 # Worker processes: each waits for PostgreSQL and the provider for part of every task,
 # and with three the two cores stay busy (two: 48-53 s for 200,000, three: 44-46 s).
 WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))

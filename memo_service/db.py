@@ -29,3 +29,15 @@ def in_ids(ids: Sequence[int]) -> Any:
     if connection.vendor != "postgresql":
         return list(ids)
     return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
+
+
+def row_lock(queryset: models.QuerySet[Any]) -> None:
+    """Lock the one row of `queryset` until the transaction ends, as FOR NO KEY UPDATE:
+    it serializes those who take it without blocking inserts elsewhere whose foreign
+    keys point at the row (they take KEY SHARE). SQLite's IMMEDIATE transactions already
+    serialize writers: nothing to take there."""
+    if connection.features.has_select_for_no_key_update:
+        queryset = queryset.select_for_update(no_key=True)
+    elif connection.features.has_select_for_update:
+        queryset = queryset.select_for_update()
+    queryset.values_list("pk", flat=True).get()

@@ -4,6 +4,9 @@ embedded default (SQLite and Celery's filesystem broker under var/, a local outb
 The README lists every variable.
 """
 
+import base64
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
@@ -24,6 +27,35 @@ if not SECRET_KEY:
             "without it: set SECRET_KEY to a long random string."
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+
+def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
+    """A secret from the environment; unset, one made once under VAR_DIR while DEBUG is
+    on (the embedded default), and a refusal to start while it is off."""
+    value = env.str(name, default="")
+    if value:
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(f"{name} is not set. With DEBUG off memo-service refuses to start without it.")
+    path = VAR_DIR / filename
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(make())
+    return path.read_text().strip()
+
+
+# Signs the evidence chain's checkpoints (memos/evidence.py): base64 of a raw 32-byte
+# Ed25519 private key. Kept out of the database, so whoever can write the database
+# cannot sign a rewritten chain.
+EVIDENCE_SIGNING_KEY = _embedded_secret(
+    "EVIDENCE_SIGNING_KEY", "evidence-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+)
+try:
+    _evidence_key_ok = len(base64.b64decode(EVIDENCE_SIGNING_KEY, validate=True)) == 32
+except ValueError:
+    _evidence_key_ok = False
+if not _evidence_key_ok:
+    raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be base64 of a raw 32-byte Ed25519 private key.")
 # Old keys go here when SECRET_KEY rotates, so links already emailed keep working.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
@@ -141,6 +173,13 @@ ANYMAIL = {
     for key, value in env.ENVIRON.items()
     if key.startswith("ANYMAIL_")
 }
+# The tracking webhook refuses every event without it (memos/views.py); the embedded
+# default makes one under VAR_DIR (`make run` prints where). With DEBUG off it must be set
+# for events to be accepted, but its absence does not stop the rest of the service.
+if not ANYMAIL.get("WEBHOOK_SECRET") and DEBUG:
+    ANYMAIL["WEBHOOK_SECRET"] = _embedded_secret(
+        "ANYMAIL_WEBHOOK_SECRET", "anymail-webhook-secret", lambda: "hook:" + secrets.token_urlsafe(24)
+    )
 
 # --- Celery --------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -200,6 +239,8 @@ CELERY_BEAT_SCHEDULE = {
     "remind": {"task": "memos.remind", "schedule": 60.0},
     # Outbound webhook retries and deadline_passed events (memos/notify.py).
     "webhooks": {"task": "memos.webhooks_due", "schedule": 60.0},
+    # Chains evidence records a lost sequencer task left pending (memos/evidence.py).
+    "evidence": {"task": "memos.evidence_seal_due", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

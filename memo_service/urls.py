@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from memo_service import health, outbox
 from memo_service.api.views import api
-from memo_service.memos import views
+from memo_service.memos import tracking, views
 
 admin.site.site_header = "memo-service"
 admin.site.site_title = "memo-service"
@@ -12,7 +12,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
     path("ack/<str:token>/", views.ack, name="ack"),
-    # anymail's webhooks: /anymail/<esp>/tracking/ (basic auth: ANYMAIL_WEBHOOK_SECRET)
+    # anymail's tracking webhooks, through our wrapper (basic auth: ANYMAIL_WEBHOOK_SECRET)
+    path("anymail/<str:esp>/tracking/", tracking.tracking_webhook, name="tracking-webhook"),
     path("anymail/", include("anymail.urls")),
     path("api/v1/", api.urls),
     path("healthz", health.healthz, name="healthz"),

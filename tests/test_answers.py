@@ -101,3 +101,52 @@ def test_the_funnel_counts_disputes_and_help_requests_without_an_acknowledgement
     funnel = memo_funnel(memo)
     assert (funnel["acknowledged"], funnel["disputed"], funnel["needs_help"]) == (0, 1, 1)
     assert funnel["by_country"]["RU"]["disputed"] == 1
+
+
+def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo, developers):
+    import io
+
+    from django.core.management import call_command
+
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU",
+                            sent_at=timezone.now() - dt.timedelta(hours=1))
+    link = ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver")
+    call_command("erase_developer", "ru-1", stdout=io.StringIO())
+    assert client.get(link).status_code == 410
+    response = client.post(link, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE)
+    assert response.status_code == 410 and "has been erased" in response.content.decode()
+    assert not Acknowledgement.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_server, memo):
+    """Six POSTs at once per developer, acknowledgements and disputes mixed: a dispute is
+    never recorded after that developer's acknowledgement, and each answer once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.conftest import make_developer
+
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    people = [make_developer(f"racer-{n}", "RU") for n in range(8)]
+    for developer in people:
+        Delivery.objects.create(memo=memo, developer=developer, status="delivered", country="RU",
+                                sent_at=timezone.now() - dt.timedelta(hours=1))
+    posts = [
+        (ack_url(memo.pk, developer.pk).replace("http://testserver", live_server.url),
+         {"response": "disputes_region", "country": "KZ"} if n % 2 else {"response": "acknowledged"})
+        for developer in people for n in range(6)
+    ]
+
+    def send(post):
+        url, data = post
+        return requests.post(url, data={"interacted": "1", **data}, headers={"User-Agent": PHONE},
+                             allow_redirects=False, timeout=30).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert set(pool.map(send, posts)) == {303}
+    for developer in people:
+        answers = list(Acknowledgement.objects.filter(developer=developer).order_by("id").values_list("response", flat=True))
+        assert answers in (["acknowledged"], ["disputes_region", "acknowledged"]), (developer.external_id, answers)

@@ -12,9 +12,21 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
+from memo_service.memos import checkpoints
 from memo_service.memos.acks import ack_url
-from memo_service.memos.evidence import evidence_verify
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo
+from memo_service.memos.checkpoints import GENESIS, record_hash
+from memo_service.memos.evidence import (
+    evidence_record_deliveries,
+    evidence_seal,
+    evidence_verify,
+)
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceCheckpoint,
+    EvidenceRecord,
+    Memo,
+)
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
 pytestmark = pytest.mark.django_db
@@ -23,72 +35,253 @@ PHONE = "Mozilla/5.0 (iPhone) Mobile Safari"
 
 @pytest.fixture
 def evidence(client, memo, developers, mailgun):
-    """CN: delivered and acknowledged; RU: bounced, then disputed its region."""
+    """CN: handed over, delivered and acknowledged; RU: handed over, bounced, then disputed
+    its region. The sequencer runs after each step, as it would a second later: records
+    1-2 handovers, 3-4 CN's event and status change, 5-6 RU's, 7 CN's answer, 8 RU's,
+    each step sealed by its own checkpoint."""
     cache.clear()
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
-    cn = Delivery.objects.create(memo=memo, developer=developers["cn"], status="sent", country="CN",
+    cn = Delivery.objects.create(memo=memo, developer=developers["cn"], status="sent", country="CN", language="zh-hans",
                                  sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<cn@x>", reason="CN is in region X")
-    ru = Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU",
+    ru = Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU", language="en",
                                  sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<ru@x>", reason="RU is in region X")
+    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
+    evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
+    evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("failed", ru, message_id="<ru@x>", **BOUNCE))
+    evidence_seal(memo_id=memo.pk)
     for developer, data in [(developers["cn"], {"response": "acknowledged"}),
                             (developers["ru"], {"response": "disputes_region", "country": "KZ", "comment": "=cmd()"})]:
         client.post(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"),
                     {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
+        evidence_seal(memo_id=memo.pk)
     memo.refresh_from_db()
     return memo
 
 
-def verify(memo):
+def verify(memo, *args):
     out = io.StringIO()
-    call_command("verify_evidence", memo.slug, stdout=out)
+    call_command("verify_evidence", memo.slug, *args, stdout=out)
     return out.getvalue()
 
 
-def test_every_answer_and_event_is_chained_and_the_chain_verifies(evidence):
+def export(memo, path):
+    out = io.StringIO()
+    call_command("export_evidence", memo.slug, "--format", "json", stdout=out)
+    path.write_text(out.getvalue())
+    return path
+
+
+def sql(statement, *params):
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+def rehash_from(memo, seq):
+    """What someone with write access to the database does to hide an edit: recompute
+    every record's hash from `seq` on."""
+    prev = EvidenceRecord.objects.get(memo=memo, seq=seq - 1).hash if seq > 1 else GENESIS
+    for record in EvidenceRecord.objects.filter(memo=memo, seq__gte=seq).order_by("seq"):
+        new = record_hash(prev, record.kind, record.object_id, record.payload)
+        EvidenceRecord.objects.filter(pk=record.pk).update(prev_hash=prev, hash=new)
+        prev = new
+
+
+def record(memo, seq):
+    return EvidenceRecord.objects.get(memo=memo, seq=seq)
+
+
+def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evidence):
     records = list(EvidenceRecord.objects.filter(memo=evidence).order_by("seq"))
-    assert [r.kind for r in records] == ["event", "event", "answer", "answer"]
+    assert [r.kind for r in records] == ["delivery", "delivery", "event", "status", "event", "status", "answer", "answer"]
     assert records[0].prev_hash == "0" * 64
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:]))
-    assert "evidence verifies: 4 records" in verify(evidence)
+    cn = Delivery.objects.get(country="CN")
+    assert records[0].payload == {"delivery": cn.pk, "developer": cn.developer_id, "country": "CN", "language": "zh-hans",
+                                  "message_id": "<cn@x>", "sent_at": cn.sent_at.isoformat(), "text_hash": "a" * 64}
+    assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
+    assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [2, 4, 6, 7, 8]
+    assert "evidence verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in verify(evidence)
+
+
+def test_records_not_yet_chained_are_reported_pending_never_intact(evidence, client, developers):
+    help_post = {"interacted": "1", "response": "needs_help", "comment": "call me"}
+    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"), help_post, HTTP_USER_AGENT=PHONE)
+    assert EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).count() == 1
+    out = verify(evidence, "--no-seal")
+    assert "evidence verifies up to record 8" in out and "1 records pending, not yet chained" in out
+    assert "intact" not in out
+    assert "evidence verifies: 9 records, chain intact" in verify(evidence)  # chains them first
 
 
 def test_an_answer_altered_with_raw_sql_is_found(evidence):
     ack = Acknowledgement.objects.get(response="acknowledged")
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", [ack.pk])
-    record = EvidenceRecord.objects.get(kind="answer", object_id=ack.pk)
-    with pytest.raises(CommandError, match=f"record {record.seq} \\(answer {ack.pk}\\): the answer was altered after it was recorded \\(ip_address\\)"):
+    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    with pytest.raises(CommandError, match=f"record 7 \\(answer {ack.pk}\\): the answer was altered after it was recorded \\(ip_address\\)"):
         verify(evidence)
 
 
 def test_a_record_altered_to_match_is_found_by_its_hash(evidence):
     ack = Acknowledgement.objects.get(response="acknowledged")
-    record = EvidenceRecord.objects.get(kind="answer", object_id=ack.pk)
-    payload = {**record.payload, "ip_address": "192.0.2.66"}
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", [ack.pk])
-        cursor.execute("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", [json.dumps(payload), record.pk])
+    altered = record(evidence, 7)
+    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**altered.payload, "ip_address": "192.0.2.66"}), altered.pk)
     result = evidence_verify(evidence)
-    assert not result.ok and result.problem == f"record {record.seq} (answer {ack.pk}): its hash does not match its content (the record was altered)"
+    assert not result.ok and result.problem == f"record 7 (answer {ack.pk}): its hash does not match its content (the record was altered)"
 
 
-def test_a_deleted_record_and_an_answer_added_behind_its_back_are_found(evidence):
-    first = EvidenceRecord.objects.get(memo=evidence, seq=2)
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM memos_evidencerecord WHERE id = %s", [first.pk])
+def test_a_deleted_record_is_found(evidence):
+    sql("DELETE FROM memos_evidencerecord WHERE id = %s", record(evidence, 2).pk)
     assert evidence_verify(evidence).problem == "record 2 is missing (next is 3)"
 
 
 def test_an_answer_inserted_without_a_record_is_found(evidence, developers):
-    Acknowledgement.objects.create(memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x")
-    assert "is not in the chain" in evidence_verify(evidence).problem
+    answer = Acknowledgement.objects.create(memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x")
+    assert evidence_verify(evidence).problem == f"answer {answer.pk} is not in the chain (added behind its back)"
+
+
+@pytest.mark.parametrize("column, value, changed", [
+    ("country", "'KZ'", "country"), ("sent_at", "NULL", "sent_at"), ("provider_message_id", "'<other@x>'", "message_id"),
+])
+def test_a_delivery_edited_is_found_naming_its_record(evidence, column, value, changed):
+    cn = Delivery.objects.get(country="CN")
+    sql(f"UPDATE memos_delivery SET {column} = {value} WHERE id = %s", cn.pk)
+    assert evidence_verify(evidence).problem == (
+        f"record 1 (delivery {cn.pk}): the delivery was altered after it was recorded ({changed})")
+
+
+def test_a_delivery_whose_status_was_edited_is_found(evidence):
+    ru = Delivery.objects.get(country="RU")
+    sql("UPDATE memos_delivery SET status = 'delivered' WHERE id = %s", ru.pk)
+    assert evidence_verify(evidence).problem == (
+        f"delivery {ru.pk}: its status is delivered, the chain's last word on it is bounced (altered after it was recorded)")
+
+
+def test_a_deleted_delivery_is_found(evidence):
+    ru = Delivery.objects.get(country="RU")
+    sql("UPDATE memos_deliveryevent SET delivery_id = NULL WHERE delivery_id = %s", ru.pk)
+    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", ru.pk)
+    sql("DELETE FROM memos_delivery WHERE id = %s", ru.pk)
+    assert evidence_verify(evidence).problem == f"record 2 (delivery {ru.pk}): the delivery it proves no longer exists"
+
+
+def test_the_last_answer_deleted_with_its_record_is_found(evidence):
+    last = record(evidence, 8)
+    sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
+    sql("DELETE FROM memos_acknowledgement WHERE id = %s", last.object_id)
+    problem = evidence_verify(evidence).problem
+    assert problem.startswith("record 8 is missing: the checkpoint signed at ")
+    assert problem.endswith("covers 8 records, the chain holds 7")
+
+
+def test_an_answer_rewritten_with_every_hash_after_it_recomputed_is_found(evidence):
+    ack = Acknowledgement.objects.get(response="acknowledged")
+    rewritten = record(evidence, 7)
+    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}), rewritten.pk)
+    rehash_from(evidence, 7)
+    problem = evidence_verify(evidence).problem
+    assert problem.startswith(f"record 7 (answer {ack.pk}): the chain differs from the one signed at ")
+    assert problem.endswith("over 7 records (rewritten after it was sealed)")
+
+
+def test_a_middle_record_dropped_and_the_rest_renumbered_is_found(evidence):
+    dropped = record(evidence, 5)
+    sql("DELETE FROM memos_evidencerecord WHERE id = %s", dropped.pk)
+    sql("DELETE FROM memos_deliveryevent WHERE id = %s", dropped.object_id)
+    for seq in range(6, 9):
+        EvidenceRecord.objects.filter(memo=evidence, seq=seq).update(seq=seq - 1)
+    rehash_from(evidence, 5)
+    status = record(evidence, 5)
+    problem = evidence_verify(evidence).problem
+    assert problem.startswith(f"records 5–6, from record 5 (status {status.object_id}): the chain differs from the one signed at ")
+
+
+def test_a_forged_or_removed_checkpoint_is_found(evidence):
+    checkpoint = EvidenceCheckpoint.objects.get(memo=evidence, seq=4)
+    EvidenceCheckpoint.objects.filter(pk=checkpoint.pk).update(head_hash="f" * 64)
+    assert "checkpoint at record 4" in evidence_verify(evidence).problem
+    assert "its signature does not verify with the evidence key" in evidence_verify(evidence).problem
+    EvidenceCheckpoint.objects.filter(pk=checkpoint.pk).delete()
+    assert "checkpoint at record 6" in evidence_verify(evidence).problem
+    assert "does not follow the checkpoint before it (a checkpoint was removed)" in evidence_verify(evidence).problem
+
+
+def test_an_export_verifies_with_no_database(evidence, tmp_path, django_assert_max_num_queries):
+    path = export(evidence, tmp_path / "evidence.json")
+    document = json.loads(path.read_text())
+    assert len(document["chain"]) == 8 and len(document["checkpoints"]) == 5 and document["public_key"]
+    out = io.StringIO()
+    with django_assert_max_num_queries(0):
+        call_command("verify_evidence", "--file", str(path), stdout=out)
+    assert "verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in out.getvalue()
+
+
+def test_an_export_edited_is_found_with_no_database(evidence, tmp_path):
+    path = export(evidence, tmp_path / "evidence.json")
+    document = json.loads(path.read_text())
+    document["chain"][6]["payload"]["ip_address"] = "192.0.2.66"
+    path.write_text(json.dumps(document))
+    object_id = document["chain"][6]["object_id"]
+    with pytest.raises(CommandError, match=f"record 7 \\(answer {object_id}\\): its hash does not match"):
+        call_command("verify_evidence", "--file", str(path), stdout=io.StringIO())
+    for entry in document["chain"][6:]:  # recomputed, it no longer matches the signed heads
+        entry["prev_hash"] = document["chain"][entry["seq"] - 2]["hash"]
+        entry["hash"] = record_hash(entry["prev_hash"], entry["kind"], entry["object_id"], entry["payload"])
+    path.write_text(json.dumps(document))
+    with pytest.raises(CommandError, match=f"record 7 \\(answer {object_id}\\): the chain differs from the one signed"):
+        call_command("verify_evidence", "--file", str(path), stdout=io.StringIO())
+
+
+def test_a_history_rewritten_and_sealed_again_is_found_against_an_earlier_export(evidence, tmp_path, client, developers):
+    kept = export(evidence, tmp_path / "kept.json")
+    assert "still begins with the one in" in verify(evidence, "--against", str(kept))
+    # Rewrite CN's answer, recompute every hash, delete every checkpoint, then let the
+    # sequencer seal again over the forged history with the real key.
+    ack = Acknowledgement.objects.get(response="acknowledged")
+    rewritten = record(evidence, 7)
+    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}), rewritten.pk)
+    rehash_from(evidence, 1)
+    EvidenceCheckpoint.objects.filter(memo=evidence).delete()
+    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    assert "chain intact" in verify(evidence)  # the database alone is consistent again
+    with pytest.raises(CommandError, match=f"record 7 \\(answer {ack.pk}\\): the database's record differs from the one the export recorded"):
+        verify(evidence, "--against", str(kept))
+
+
+def test_the_last_answer_deleted_with_its_checkpoint_is_found_against_an_earlier_export(evidence, tmp_path):
+    kept = export(evidence, tmp_path / "kept.json")
+    last = record(evidence, 8)
+    sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 8", evidence.pk)
+    sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
+    sql("DELETE FROM memos_acknowledgement WHERE id = %s", last.object_id)
+    with pytest.raises(CommandError, match=f"record 8 \\(answer {last.object_id}\\): in the export, gone from the database"):
+        verify(evidence, "--against", str(kept))
+
+
+def test_a_sequencer_that_dies_mid_batch_leaves_the_chain_intact_and_the_next_continues(evidence, client, developers, monkeypatch):
+    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+
+    def die(*args):
+        raise SystemExit("killed while signing")
+
+    monkeypatch.setattr(checkpoints, "sign", die)  # after the batch's records were updated
+    with pytest.raises(SystemExit):
+        evidence_seal(memo_id=evidence.pk)
+    assert EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).count() == 1
+    assert "evidence verifies up to record 8" in verify(evidence, "--no-seal")
+    monkeypatch.undo()
+    assert evidence_seal(memo_id=evidence.pk) == 1
+    assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
 
 
 def test_erasing_a_developer_keeps_the_evidence_verifying(evidence):
     call_command("erase_developer", "cn-1", stdout=io.StringIO())
-    assert "evidence verifies: 4 records" in verify(evidence)
+    assert "evidence verifies: 8 records" in verify(evidence)
 
 
 def test_the_csv_export_has_one_row_per_recipient_with_their_answer(evidence):
@@ -121,5 +314,99 @@ def test_the_admin_downloads_and_verifies_the_evidence(admin_client, evidence):
     body = b"".join(csv_response.streaming_content).decode()
     assert "cn-1@example.com" in body
     page = admin_client.get(reverse("admin:memos_memo_verify", args=[evidence.pk]), follow=True).content.decode()
-    assert "Evidence verifies: 4 records" in page
+    assert "Evidence verifies: 8 records, chain intact" in page
     assert admin_client.get(reverse("admin:memos_memo_evidence", args=[evidence.pk, "xml"])).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_sequencers_at_once_never_fork_the_chain(memo):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    EvidenceRecord.objects.bulk_create(
+        EvidenceRecord(memo=memo, kind="status", object_id=n, payload={"delivery": n, "status": "delivered"})
+        for n in range(1, 301)
+    )
+
+    def sequencer() -> int:
+        try:
+            return evidence_seal(memo_id=memo.pk, batch=25)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(2) as pool:
+        chained = [f.result() for f in [pool.submit(sequencer), pool.submit(sequencer)]]
+    assert sum(chained) == 300
+    seqs = list(EvidenceRecord.objects.filter(memo=memo).order_by("id").values_list("seq", flat=True))
+    assert seqs == list(range(1, 301))  # in the order they came, each once
+    assert EvidenceCheckpoint.objects.filter(memo=memo).count() == 12
+    assert "evidence verifies: 300 records, chain intact, sealed by 12 signed checkpoints" in verify(memo, "--no-seal")
+
+
+def test_an_answer_starts_its_memos_sequencer_after_commit(evidence, client, developers, eager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                    {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    assert not EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).exists()
+    assert record(evidence, 9).kind == "answer"
+
+
+def test_beats_sweep_chains_what_no_sequencer_took(evidence, client, developers):
+    from memo_service.memos.tasks import evidence_seal_due
+
+    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    evidence_seal_due()
+    assert "evidence verifies: 9 records, chain intact, sealed by 6 signed checkpoints" in verify(evidence, "--no-seal")
+
+
+KILLED_SEQUENCER = """
+import sys, time
+import django
+django.setup()
+from memo_service.memos import checkpoints, evidence
+
+def sign_slowly(*args):  # the batch's records are written, the transaction still open
+    open(sys.argv[2], "w").write("signing")
+    time.sleep(120)
+
+checkpoints.sign = sign_slowly
+evidence.evidence_seal(memo_id=int(sys.argv[1]))
+"""
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_sequencer_process_killed_mid_batch_leaves_the_chain_intact_and_the_next_continues(memo, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    from tests.conftest import database_url, wait_for
+
+    def pending(n_from: int, n: int) -> None:
+        EvidenceRecord.objects.bulk_create(
+            EvidenceRecord(memo=memo, kind="status", object_id=i, payload={"delivery": i, "status": "delivered"})
+            for i in range(n_from, n_from + n)
+        )
+
+    pending(1, 10)
+    evidence_seal(memo_id=memo.pk)
+    pending(11, 40)
+    flag = tmp_path / "signing"
+    env = {**os.environ, "DATABASE_URL": database_url(), "VAR_DIR": str(settings.VAR_DIR),
+           "DJANGO_SETTINGS_MODULE": "memo_service.settings"}
+    process = subprocess.Popen([sys.executable, "-c", KILLED_SEQUENCER, str(memo.pk), str(flag)],
+                               env=env, cwd=settings.BASE_DIR)
+    try:
+        wait_for(flag.exists, timeout=60, what="the sequencer to be mid-batch")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).count() == 40
+    assert "evidence verifies up to record 10" in verify(memo, "--no-seal")
+    assert evidence_seal(memo_id=memo.pk) == 40
+    assert "evidence verifies: 50 records, chain intact, sealed by 2 signed checkpoints" in verify(memo, "--no-seal")

@@ -67,3 +67,20 @@ def test_anymail_settings_come_from_anymail_variables():
         ANYMAIL_MAILGUN_API_KEY="key-1", ANYMAIL_WEBHOOK_SECRET="u:p",
     )
     assert "'MAILGUN_API_KEY': 'key-1'" in result.stdout and "'WEBHOOK_SECRET': 'u:p'" in result.stdout
+
+
+def test_production_refuses_to_start_without_an_evidence_signing_key_or_with_a_bad_one():
+    result = manage("check", **{**PRODUCTION, "EVIDENCE_SIGNING_KEY": ""})
+    assert result.returncode != 0 and "EVIDENCE_SIGNING_KEY is not set" in result.stderr
+    result = manage("check", **{**PRODUCTION, "EVIDENCE_SIGNING_KEY": "dG9vIHNob3J0"})
+    assert result.returncode != 0 and "base64 of a raw 32-byte Ed25519 private key" in result.stderr
+
+
+def test_the_embedded_default_makes_its_evidence_key_and_webhook_secret_once_under_var(tmp_path):
+    script = "from django.conf import settings as s; print(s.EVIDENCE_SIGNING_KEY, s.ANYMAIL['WEBHOOK_SECRET'])"
+    env = {"VAR_DIR": str(tmp_path), "EVIDENCE_SIGNING_KEY": "", "ANYMAIL_WEBHOOK_SECRET": ""}
+    first = manage("shell", "-v", "0", "-c", script, **env).stdout.split()
+    assert manage("shell", "-v", "0", "-c", script, **env).stdout.split() == first  # made once, then read
+    key, secret = first
+    assert (tmp_path / "evidence-signing-key").read_text() == key and secret.startswith("hook:")
+    assert oct((tmp_path / "evidence-signing-key").stat().st_mode & 0o777) == "0o600"

@@ -146,3 +146,42 @@ def test_deliveries_whose_outcome_was_unknown_are_settled_by_the_providers_own_w
     posted = mailgun_events_post(mailgun, live_server.url + URL, WEBHOOK_SECRET, WEBHOOK_SIGNING_KEY)
     assert posted == 2
     assert set(Delivery.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+def refused(response, status, reason):
+    assert (response.status_code, reason in response.content.decode()) == (status, True), response.content
+    assert not DeliveryEvent.objects.exists()
+
+
+def test_every_event_is_refused_while_the_webhook_secret_is_unset(client, delivery, settings):
+    settings.ANYMAIL = {k: v for k, v in settings.ANYMAIL.items() if k != "WEBHOOK_SECRET"}
+    refused(post(client, mailgun_event("delivered", delivery)), 403, "ANYMAIL_WEBHOOK_SECRET is not set")
+    refused(post(client, mailgun_event("delivered", delivery), auth=""), 403, "ANYMAIL_WEBHOOK_SECRET is not set")
+    assert status(delivery) == "sent"
+
+
+def test_metadata_that_is_not_an_object_is_refused_with_the_reason(client, delivery):
+    payload = mailgun_event("delivered", delivery)
+    payload["event-data"]["user-variables"] = ["delivery_id", str(delivery.pk)]
+    refused(post(client, payload), 400, "metadata must be an object, not list")
+    assert status(delivery) == "sent"
+
+
+@pytest.mark.parametrize("event_data", [[], "delivered", {"no-event": True}, {"event": "delivered", "timestamp": "soon"}])
+def test_a_signed_body_that_is_not_a_mailgun_event_is_refused_with_the_reason(client, delivery, event_data):
+    payload = mailgun_event("delivered", delivery)
+    payload["event-data"] = event_data
+    refused(post(client, payload), 400, "malformed event: ")
+
+
+def test_a_provider_with_no_configuration_is_refused_with_the_reason(client, delivery, settings):
+    settings.ANYMAIL = {"WEBHOOK_SECRET": WEBHOOK_SECRET}  # no Mailgun signing key
+    refused(post(client, mailgun_event("delivered", delivery)), 400, "mailgun is not configured for tracking webhooks")
+    assert client.post("/anymail/nosuchesp/tracking/", "{}", content_type="application/json",
+                       HTTP_AUTHORIZATION=AUTH).status_code == 404
+
+
+def test_an_event_for_an_unknown_message_is_stored_once(client, delivery):
+    payload = mailgun_event("delivered", None, message_id="<elsewhere@example.com>")
+    assert [post(client, payload).status_code for _ in range(3)] == [200, 200, 200]
+    assert DeliveryEvent.objects.filter(delivery=None).count() == 1

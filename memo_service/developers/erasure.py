@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Delivery, DeliveryEvent
+from memo_service.memos.models import Delivery, DeliveryEvent, SentText
 
 ERASED_DOMAIN = "erased.invalid"  # .invalid never resolves: nothing can be sent there
 
@@ -54,6 +54,9 @@ def developer_erase(*, developer: Developer) -> Developer:
             event.payload = _scrub(event.payload, old)
             event.description = _scrub(event.description, old)
             event.save(update_fields=["payload", "description"])
+        # What each email was rendered with (name, address, organisation): the page it fed
+        # is gone with the link, the text hash stays in the evidence.
+        SentText.objects.filter(delivery__developer=developer).update(rendered_with={})
         # Providers' error texts often quote the address.
         for delivery in Delivery.objects.filter(developer=developer).exclude(last_error=""):
             delivery.last_error = _scrub(delivery.last_error, old)

@@ -24,9 +24,16 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django_countries import countries
 
+from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence import answer_payload, evidence_append
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceRecord, Memo
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceRecord,
+    Memo,
+    SentText,
+)
 from memo_service.memos.notify import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
@@ -38,6 +45,10 @@ class TokenInvalid(Exception):
 
 class TokenExpired(Exception):
     pass
+
+
+class DeveloperErased(Exception):
+    """The developer's personal data was erased: their link is gone for good."""
 
 
 def _signer() -> signing.TimestampSigner:
@@ -110,6 +121,8 @@ def ack_token_read(token: str) -> AckTarget:
     )
     if delivery is None:
         raise TokenInvalid
+    if delivery.developer.erased_at is not None:
+        raise DeveloperErased
     memo = delivery.memo
     if memo.ack_deadline is not None:
         if timezone.now() > memo.ack_deadline + dt.timedelta(days=settings.ACK_GRACE_DAYS):
@@ -164,6 +177,24 @@ def answers_of(target: AckTarget) -> dict[str, Acknowledgement]:
     }
 
 
+def sent_text_of(target: AckTarget) -> SentText | None:
+    """What the developer was sent, to show on their page: the first email's text (the
+    memo itself), else the latest one's; None for emails sent before texts were kept."""
+    return (
+        SentText.objects.select_related("delivery")
+        .filter(delivery__memo=target.memo, delivery__developer=target.developer)
+        .order_by("delivery__sequence", "-delivery__sent_at")
+        .first()
+    )
+
+
+def memo_no_longer_applies(answers: dict[str, Acknowledgement]) -> bool:
+    """An admin corrected the developer's region to one outside the memo's audience."""
+    dispute = answers.get(Acknowledgement.Response.DISPUTES_REGION)
+    resolution = getattr(dispute, "resolution", None) if dispute is not None else None
+    return bool(resolution is not None and resolution.exempt)
+
+
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
     R = Acknowledgement.Response
     errors = {}
@@ -198,11 +229,8 @@ def answer_record(
     errors = _clean_answer(response, comment, country)
     if errors:
         raise AnswerInvalid(errors)
-    existing = answers_of(target)
-    if R.ACKNOWLEDGED in existing:
-        return existing[R.ACKNOWLEDGED], False
-    if response in existing:
-        return existing[response], False
+    if target.developer.erased_at is not None:
+        raise DeveloperErased
     now = timezone.now()
     sent_at = target.delivery.sent_at
     seconds = (now - sent_at).total_seconds() if sent_at else None
@@ -210,6 +238,18 @@ def answer_record(
     reasons = automation_reasons(seconds_since_delivery=seconds, user_agent=user_agent, interacted=interacted)
     try:
         with transaction.atomic():
+            # One developer's answers one at a time, so two at once record what they would
+            # one after the other (never a dispute after an acknowledgement). The lock is
+            # the developer's row, not the memo's: other developers do not wait.
+            row_lock(Developer.objects.filter(pk=target.developer.pk))
+            existing = answers_of(target)
+            if R.ACKNOWLEDGED in existing:
+                return existing[R.ACKNOWLEDGED], False
+            if response in existing:
+                return existing[response], False
+            if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
+                raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
+            shown = sent_text_of(target)
             answer = Acknowledgement.objects.create(
                 memo=target.memo,
                 developer=target.developer,
@@ -217,6 +257,7 @@ def answer_record(
                 comment=comment,
                 country_claimed=country if response == R.DISPUTES_REGION else "",
                 content_hash=target.memo.content_hash,
+                text_hash=shown.text_hash if shown is not None else "",
                 ip_address=ip_address,
                 user_agent=user_agent,
                 seconds_since_delivery=seconds,

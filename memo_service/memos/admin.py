@@ -444,10 +444,8 @@ class MemoAdmin(admin.ModelAdmin):
     def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
         result = evidence_verify(memo)
-        if result.ok:
-            messages.success(request, f"Evidence verifies: {result.records} records, chain intact.")
-        else:
-            messages.error(request, f"Evidence does NOT verify: {result.problem}")
+        summary = result.summary()
+        (messages.success if result.ok else messages.error)(request, summary[:1].upper() + summary[1:] + ".")
         return HttpResponseRedirect(_memo_url(memo))
 
 

@@ -1,24 +1,59 @@
-"""The evidence chain: every answer and provider event of a memo, hash-chained.
+"""The evidence chain: every answer, provider event, handover of an email and later
+change of its status, hash-chained per memo and sealed by signed checkpoints.
+
+Writing is append-only and takes no lock: the request path (an answer, a webhook) and a
+send task only insert records, pending. One sequencer per memo (`evidence_seal`, a
+Celery task started after commit and by beat) takes the pending records in the order
+they came, in batches, gives each its place and hash, and signs a checkpoint
+(checkpoints.py) in the same transaction: a sequencer killed mid-batch leaves the chain
+as it was, and a second one waits for the memo's lock, then continues where the first
+stopped (the unique (memo, seq) is the last guard against a fork).
 
 Each record holds a canonical copy of what it proves (never the email, name or
-organisation, so erasure does not break it) and a SHA-256 over that copy and the
-previous record's hash. `evidence_verify` recomputes the chain and compares each record
-with the row it stands for: an edited answer, an edited record, a deleted or inserted
-record all show up, at the first place they break the chain.
+organisation, so erasure does not break it). `evidence_verify` recomputes the chain,
+compares each record with the row it stands for, checks every checkpoint's signature
+and that the chain reaches the newest one; `evidence_verify_against` checks that the
+chain still begins with the one an earlier export recorded.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from memo_service.memos.models import Acknowledgement, DeliveryEvent, EvidenceRecord, Memo
+from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.utils import timezone
 
-GENESIS = "0" * 64
+from memo_service.db import in_ids, row_lock
+from memo_service.memos import checkpoints
+from memo_service.memos.checkpoints import GENESIS, record_hash
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    DeliveryEvent,
+    EvidenceCheckpoint,
+    EvidenceRecord,
+    Memo,
+    SentText,
+)
+
+log = logging.getLogger(__name__)
+K = EvidenceRecord.Kind
 PAGE = 2_000  # records per query while verifying: memory stays flat
+# Records chained per sealing step (one transaction, one checkpoint): big enough that a
+# flood of webhooks costs a checkpoint per thousand events, small enough that a step
+# holds the memo's sequencer lock for well under a second.
+SEAL_BATCH = 1_000
+# A sequencer starts this many seconds after the first pending record a process wrote,
+# and takes everything that came in meanwhile: at most one start per memo per second
+# from each process, however many events arrive.
+SEAL_DELAY_S = 1
 
 
 def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
@@ -34,6 +69,7 @@ def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
         "seconds_since_delivery": answer.seconds_since_delivery,
         "suspected_automation": answer.suspected_automation,
         "automation_reasons": answer.automation_reasons,
+        "text_hash": answer.text_hash,
     }
 
 
@@ -49,44 +85,220 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
     }
 
 
-def _hash(prev_hash: str, kind: str, object_id: int, payload: dict[str, Any]) -> str:
-    body = json.dumps(
-        {"kind": kind, "object_id": object_id, "payload": payload},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    )
-    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+# What a handover record proves of a delivery, read by the sequencer from the row.
+DELIVERY_FIELDS = ("id", "developer_id", "country", "language", "provider_message_id", "sent_at", "sent_text__text_hash")
+
+
+def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "delivery": row["id"],
+        "developer": row["developer_id"],
+        "country": row["country"],
+        "language": row["language"],
+        "message_id": row["provider_message_id"],
+        "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+        "text_hash": row["sent_text__text_hash"] or "",
+    }
+
+
+# --- writing: append-only, no lock ------------------------------------------------------
+
+def _seal_soon(memo_id: int) -> None:
+    """Start the memo's sequencer after commit, unless this process started one that has
+    not begun yet (it will take this record too)."""
+    def start() -> None:
+        if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
+            try:
+                current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
+            except Exception as exc:  # the record is stored; beat's sweep chains it within a minute
+                log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
+
+    transaction.on_commit(start)
 
 
 def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[str, Any]) -> EvidenceRecord:
-    """Append a record; call inside the transaction that writes the row it proves."""
-    # One writer per memo's chain at a time (SQLite's IMMEDIATE transactions already are).
-    Memo.objects.select_for_update().filter(pk=memo_id).values_list("pk", flat=True).get()
-    last = EvidenceRecord.objects.filter(memo_id=memo_id).order_by("-seq").values_list("seq", "hash").first()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    return EvidenceRecord.objects.create(
-        memo_id=memo_id, seq=seq, kind=kind, object_id=object_id, payload=payload,
-        prev_hash=prev_hash, hash=_hash(prev_hash, kind, object_id, payload),
+    """Add a pending record; call inside the transaction that writes the row it proves.
+    It is chained by the memo's sequencer, off the request path."""
+    record = EvidenceRecord.objects.create(memo_id=memo_id, kind=kind, object_id=object_id, payload=payload)
+    _seal_soon(memo_id)
+    return record
+
+
+# (delivery id, the developer's values it was rendered with, SHA-256 of the email as sent)
+SentEmail = tuple[int, dict[str, Any], str]
+
+
+def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
+    """What the provider just accepted, in two statements per send call whatever its
+    size: each email's values and text hash (SentText, for the developer's page), and a
+    pending handover record for each. The sequencer reads what a handover proves
+    (developer, country, language, message id, time, text hash) from the rows when it
+    chains them."""
+    if not sent:
+        return
+    texts = SentText._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Three array parameters: psycopg composes a thousand rows' placeholders slowly.
+            cursor.execute(
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::text[])",
+                [[s[0] for s in sent], [json.dumps(s[1], ensure_ascii=False) for s in sent], [s[2] for s in sent]],
+            )
+        else:
+            cursor.executemany(
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s)",
+                [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
+            )
+        rows = Delivery.objects.filter(id__in=in_ids([s[0] for s in sent]))
+        select, params = rows.values_list("memo_id", "id").query.sql_with_params()
+        cursor.execute(
+            f"INSERT INTO {EvidenceRecord._meta.db_table} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+            f"SELECT s.memo_id, s.id, %s, %s, %s, %s, %s FROM ({select}) s",
+            [K.DELIVERY, "{}", "", "", timezone.now(), *params],
+        )
+    for memo_id in set(rows.values_list("memo_id", flat=True).distinct()):
+        _seal_soon(memo_id)
+
+
+def evidence_record_status(*, memo_id: int, delivery_id: int, status: str, event_id: int | None) -> None:
+    """A pending record of a delivery's status change (a tracking event moved it)."""
+    evidence_append(memo_id=memo_id, kind=K.STATUS, object_id=delivery_id, payload={
+        "delivery": delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event_id,
+    })
+
+
+# --- the sequencer -------------------------------------------------------------------------
+
+def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH) -> int:
+    """Chain the memo's pending records, a batch per transaction and checkpoint; returns
+    how many were chained."""
+    total = 0
+    while True:
+        chained = _seal_step(memo_id, batch)
+        total += chained
+        if chained < batch:
+            return total
+
+
+def _seal_step(memo_id: int, batch: int) -> int:
+    with transaction.atomic():
+        row_lock(Memo.objects.filter(pk=memo_id))  # the memo's sequencer lock; only sequencers take it
+        last = (EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=False)
+                .order_by("-seq").values_list("seq", "hash").first())
+        seq, prev_hash = last or (0, GENESIS)
+        pending = list(EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True)
+                       .order_by("id").values_list("id", "kind", "object_id", "payload")[:batch])
+        if not pending:
+            return 0
+        handed_over = [object_id for _, kind, object_id, _ in pending if kind == K.DELIVERY]
+        deliveries = {row["id"]: row for row in Delivery.objects.filter(id__in=in_ids(handed_over)).values(*DELIVERY_FIELDS)}
+        updates = []
+        for record_id, kind, object_id, payload in pending:
+            if kind == K.DELIVERY and object_id in deliveries:
+                payload = delivery_payload(deliveries[object_id])
+            seq += 1
+            this_hash = record_hash(prev_hash, kind, object_id, payload)
+            updates.append((record_id, seq, payload, prev_hash, this_hash))
+            prev_hash = this_hash
+        _chain(updates)
+        checkpoint = _checkpoint(memo_id, seq, prev_hash)
+    log.info("evidence: memo %s sealed to record %s, head %s, key %s", memo_id, seq, prev_hash, checkpoint.key_id[:16])
+    return len(pending)
+
+
+def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
+    """Write (id, seq, payload, prev_hash, hash) onto pending records: on PostgreSQL one
+    statement with the batch as one JSON parameter (a round trip per row, or psycopg
+    quoting array elements one by one, cost more than the rest of a step)."""
+    table = EvidenceRecord._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            rows = [{"id": i, "seq": seq, "payload": payload, "prev_hash": prev, "hash": this}
+                    for i, seq, payload, prev, this in updates]
+            cursor.execute(
+                f"UPDATE {table} AS r SET seq = v.seq, payload = v.payload, prev_hash = v.prev_hash, hash = v.hash "
+                "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, seq integer, payload jsonb, prev_hash text, hash text) "
+                "WHERE r.id = v.id",
+                [json.dumps(rows, ensure_ascii=False)],
+            )
+        else:
+            cursor.executemany(
+                f"UPDATE {table} SET seq = %s, payload = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                [(seq, json.dumps(payload, ensure_ascii=False), prev, this, record_id)
+                 for record_id, seq, payload, prev, this in updates],
+            )
+
+
+def checkpoint_dict(checkpoint: EvidenceCheckpoint) -> dict[str, Any]:
+    return {
+        "memo": checkpoint.memo_id, "seq": checkpoint.seq, "head": checkpoint.head_hash, "count": checkpoint.count,
+        "prev": checkpoint.prev, "at": checkpoint.at.isoformat(), "signature": checkpoint.signature,
+        "key_id": checkpoint.key_id,
+    }
+
+
+def _checkpoint(memo_id: int, seq: int, head: str) -> EvidenceCheckpoint:
+    previous = EvidenceCheckpoint.objects.filter(memo_id=memo_id).order_by("-seq").first()
+    signed = {
+        "memo": memo_id, "seq": seq, "head": head, "count": seq,
+        "prev": checkpoints.body_hash(checkpoint_dict(previous)) if previous else GENESIS,
+        "at": timezone.now().replace(microsecond=0).isoformat(),
+    }
+    key = settings.EVIDENCE_SIGNING_KEY
+    return EvidenceCheckpoint.objects.create(
+        memo_id=memo_id, seq=seq, head_hash=head, count=seq, prev=signed["prev"], at=signed["at"],
+        key_id=checkpoints.key_id(checkpoints.public_key_b64(key)), signature=checkpoints.sign(key, signed),
     )
 
+
+def evidence_seal_due() -> int:
+    """Beat's sweep: chain whatever a lost or never-started sequencer left pending."""
+    memo_ids = set(EvidenceRecord.objects.filter(seq__isnull=True).values_list("memo_id", flat=True).distinct())
+    return sum(evidence_seal(memo_id=memo_id) for memo_id in memo_ids)
+
+
+def public_key() -> str:
+    return checkpoints.public_key_b64(settings.EVIDENCE_SIGNING_KEY)
+
+
+# --- verifying -----------------------------------------------------------------------------
 
 @dataclass
 class Verification:
     ok: bool
     records: int
     problem: str = ""
+    pending: int = 0
+    checkpoints: int = 0
+    key_id: str = ""
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"evidence does NOT verify: {self.problem} ({self.records} records verified before it)"
+        sealed = f"sealed by {self.checkpoints} signed checkpoints (key {self.key_id[:16]})"
+        if self.pending:
+            # Never "intact" with an unchained tail: nothing yet vouches for it.
+            return (f"evidence verifies up to record {self.records}, {sealed}; {self.pending} records pending, "
+                    "not yet chained")
+        return f"evidence verifies: {self.records} records, chain intact, {sealed}"
 
 
 def _records(memo: Memo) -> Iterator[EvidenceRecord]:
     last_seq = 0
     while page := list(EvidenceRecord.objects.filter(memo=memo, seq__gt=last_seq).order_by("seq")[:PAGE]):
         yield from page
-        last_seq = page[-1].seq
+        last_seq = page[-1].seq or 0
 
 
 def _live(kind: str, ids: list[int]) -> dict[int, dict[str, Any]]:
-    if kind == EvidenceRecord.Kind.ANSWER:
+    if kind == K.ANSWER:
         return {a.pk: answer_payload(a) for a in Acknowledgement.objects.filter(pk__in=ids).select_related("developer")}
-    return {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids)}
+    if kind == K.EVENT:
+        return {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids)}
+    if kind == K.DELIVERY:
+        return {row["id"]: delivery_payload(row) for row in Delivery.objects.filter(pk__in=ids).values(*DELIVERY_FIELDS)}
+    return {}
 
 
 def _ids(queryset: Any) -> Iterator[int]:
@@ -97,12 +309,22 @@ def _ids(queryset: Any) -> Iterator[int]:
 
 
 def evidence_verify(memo: Memo) -> Verification:
-    prev_hash, expected_seq, count = GENESIS, 1, 0
-    seen = {EvidenceRecord.Kind.ANSWER: set(), EvidenceRecord.Kind.EVENT: set()}
-    batch: list[EvidenceRecord] = []
+    key = public_key()
+    stored = [checkpoint_dict(c) for c in EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq")]
+    result = Verification(False, 0, key_id=checkpoints.key_id(key))
+    result.pending = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).count()
+    problem, result.checkpoints = checkpoints.checkpoints_problem(key, stored)
+    if problem:
+        result.problem = problem
+        return result
+    heads = {c["seq"]: c for c in stored}
+    seen: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()}
+    final_status: dict[int, str] = {}  # delivery -> the status its last chained change says
+    prev_hash, expected_seq, last_good = GENESIS, 1, 0
+    since_good: list[dict[str, Any]] = []
 
     def check(batch: list[EvidenceRecord]) -> str:
-        nonlocal prev_hash, expected_seq, count
+        nonlocal prev_hash, expected_seq, last_good
         live = {kind: _live(kind, [r.object_id for r in batch if r.kind == kind]) for kind in seen}
         for record in batch:
             where = f"record {record.seq} ({record.kind} {record.object_id})"
@@ -110,32 +332,92 @@ def evidence_verify(memo: Memo) -> Verification:
                 return f"record {expected_seq} is missing (next is {record.seq})"
             if record.prev_hash != prev_hash:
                 return f"{where}: does not follow the record before it"
-            if _hash(prev_hash, record.kind, record.object_id, record.payload) != record.hash:
+            if record_hash(prev_hash, record.kind, record.object_id, record.payload) != record.hash:
                 return f"{where}: its hash does not match its content (the record was altered)"
-            current = live[record.kind].get(record.object_id)
-            if current is None:
-                return f"{where}: the {record.kind} it proves no longer exists"
-            if current != record.payload:
-                changed = sorted(k for k in current if current.get(k) != record.payload.get(k))
-                return f"{where}: the {record.kind} was altered after it was recorded ({', '.join(changed)})"
-            seen[record.kind].add(record.object_id)
-            prev_hash, expected_seq, count = record.hash, expected_seq + 1, count + 1
+            if record.kind in seen:
+                current = live[record.kind].get(record.object_id)
+                if current is None:
+                    return f"{where}: the {record.kind} it proves no longer exists"
+                if current != record.payload:
+                    changed = sorted(k for k in current if current.get(k) != record.payload.get(k))
+                    return f"{where}: the {record.kind} was altered after it was recorded ({', '.join(changed)})"
+                seen[record.kind].add(record.object_id)
+                if record.kind == K.DELIVERY:
+                    final_status.setdefault(record.object_id, Delivery.Status.SENT)
+            if record.kind == K.STATUS:
+                final_status[record.object_id] = record.payload.get("status", "")
+            since_good.append({"seq": record.seq, "kind": record.kind, "object_id": record.object_id})
+            checkpoint = heads.get(record.seq)
+            if checkpoint is not None:
+                if checkpoint["head"] != record.hash:
+                    return checkpoints.rewritten(last_good, checkpoint, since_good)
+                last_good = record.seq
+                since_good.clear()
+            prev_hash, expected_seq, result.records = record.hash, expected_seq + 1, result.records + 1
         return ""
 
+    batch: list[EvidenceRecord] = []
     for record in _records(memo):
         batch.append(record)
         if len(batch) == PAGE:
             if problem := check(batch):
-                return Verification(False, count, problem)
+                result.problem = problem
+                return result
             batch = []
-    if problem := check(batch):
-        return Verification(False, count, problem)
+    if problem := check(batch) or checkpoints.coverage_problem(result.records, stored[-1] if stored else None):
+        result.problem = problem
+        return result
+    if problem := _unchained(memo, seen, final_status):
+        result.problem = problem
+        return result
+    result.ok = True
+    return result
+
+
+def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, str]) -> str:
+    """Rows the chain does not know (added behind its back), or whose status moved
+    without a chained change."""
+    pending = {
+        kind: set(EvidenceRecord.objects.filter(memo=memo, seq__isnull=True, kind=kind).values_list("object_id", flat=True))
+        for kind in [*seen, K.STATUS]
+    }
     rows = {
-        EvidenceRecord.Kind.ANSWER: Acknowledgement.objects.filter(memo=memo),
-        EvidenceRecord.Kind.EVENT: DeliveryEvent.objects.filter(delivery__memo=memo),
+        K.ANSWER: Acknowledgement.objects.filter(memo=memo),
+        K.EVENT: DeliveryEvent.objects.filter(delivery__memo=memo),
+        K.DELIVERY: Delivery.objects.filter(memo=memo, sent_at__isnull=False),
     }
     for kind, queryset in rows.items():
         for object_id in _ids(queryset):
-            if object_id not in seen[kind]:
-                return Verification(False, count, f"{kind} {object_id} is not in the chain (added behind its back)")
-    return Verification(True, count)
+            if object_id not in seen[kind] and object_id not in pending[kind]:
+                return f"{kind} {object_id} is not in the chain (added behind its back)"
+    last_id = 0
+    deliveries = Delivery.objects.filter(memo=memo).order_by("pk").values_list("pk", "status")
+    while page := list(deliveries.filter(pk__gt=last_id)[:PAGE]):
+        last_id = page[-1][0]
+        for delivery_id, status in page:
+            expected = final_status.get(delivery_id)
+            changing = delivery_id in pending[K.DELIVERY] or delivery_id in pending[K.STATUS]
+            if expected is not None and status != expected and not changing:
+                return (f"delivery {delivery_id}: its status is {status}, the chain's last word on it is {expected} "
+                        "(altered after it was recorded)")
+    return ""
+
+
+def evidence_verify_against(memo: Memo, export: dict[str, Any]) -> str:
+    """The database's chain must begin with the chain an earlier export recorded: a
+    history rewritten and sealed again is caught even if every checkpoint was replaced."""
+    if export.get("memo") != memo.slug:
+        return f"the export is of memo {export.get('memo')!r}, not {memo.slug!r}"
+    chain = export.get("chain") or []
+    by_seq = {}
+    for start in range(0, len(chain), PAGE):
+        page = chain[start:start + PAGE]
+        by_seq = {r.seq: r for r in EvidenceRecord.objects.filter(memo=memo, seq__in=[r["seq"] for r in page])}
+        for kept in page:
+            where = f"record {kept['seq']} ({kept['kind']} {kept['object_id']})"
+            current = by_seq.get(kept["seq"])
+            if current is None:
+                return f"{where}: in the export, gone from the database"
+            if (current.kind, current.object_id, current.hash) != (kept["kind"], kept["object_id"], kept["hash"]):
+                return f"{where}: the database's record differs from the one the export recorded (history rewritten)"
+    return ""

@@ -200,6 +200,17 @@ class Delivery(models.Model):
         return f"delivery {self.pk} ({self.status})"
 
 
+class SentText(models.Model):
+    """What one email said, kept so the developer's page can show exactly that text: the
+    developer's values the templates were rendered with (a sent memo's templates never
+    change), and the SHA-256 of the email as sent (subject, text and HTML). Erasure blanks
+    the values; the hash, in the evidence chain too, stays."""
+
+    delivery = models.OneToOneField(Delivery, primary_key=True, on_delete=models.CASCADE, related_name="sent_text")
+    rendered_with = models.JSONField()  # the developer_context the templates saw
+    text_hash = models.CharField(max_length=64)
+
+
 class DeliveryEvent(models.Model):
     """A tracking event the provider posted to our webhook, kept as it came."""
 
@@ -240,6 +251,8 @@ class Acknowledgement(models.Model):
     country_claimed = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
+    # The hash of the email whose text the page showed (SentText.text_hash).
+    text_hash = models.CharField(max_length=64, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     seconds_since_delivery = models.FloatField(null=True, blank=True)
@@ -286,24 +299,53 @@ class AuditEvent(models.Model):
 
 
 class EvidenceRecord(models.Model):
-    """The memo's append-only evidence chain: each answer and each provider event, in the
-    order recorded, with a hash that covers the record and the one before it."""
+    """The memo's append-only evidence chain: each answer, provider event, handover of an
+    email and later change of its status, with a hash that covers the record and the one
+    before it.
+
+    The request path only inserts a record (seq empty: pending); one sequencer per memo
+    (evidence.evidence_seal) later gives pending records their place in the chain."""
 
     class Kind(models.TextChoices):
         ANSWER = "answer", "answer"
         EVENT = "event", "delivery event"
+        DELIVERY = "delivery", "handover to the provider"
+        STATUS = "status", "delivery status change"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="evidence")
-    seq = models.PositiveIntegerField()
+    seq = models.PositiveIntegerField(null=True, blank=True)  # null: pending, not chained yet
     kind = models.CharField(max_length=10, choices=Kind.choices)
     object_id = models.BigIntegerField()
-    payload = models.JSONField()
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    payload = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["memo", "seq"], name="one_record_per_seq")]
+        indexes = [
+            # The sequencer's queue: a memo's pending records in the order they came.
+            models.Index(fields=["memo", "id"], condition=models.Q(seq__isnull=True), name="memos_evidence_pending"),
+        ]
+
+
+class EvidenceCheckpoint(models.Model):
+    """A signed statement of a memo's chain after a sealing step (CloudTrail's digest
+    files, Certificate Transparency's signed tree heads): how many records, the head's
+    hash, the previous checkpoint's body hash. Signed with EVIDENCE_SIGNING_KEY, which is
+    not in the database: whoever can write the database cannot make a new one."""
+
+    memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="checkpoints")
+    seq = models.PositiveIntegerField()  # the last record it covers
+    head_hash = models.CharField(max_length=64)
+    count = models.PositiveIntegerField()
+    prev = models.CharField(max_length=64)  # SHA-256 of the previous checkpoint's body
+    at = models.DateTimeField()
+    key_id = models.CharField(max_length=64)  # SHA-256 of the public key
+    signature = models.CharField(max_length=100)  # base64 Ed25519 over the body
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["memo", "seq"], name="one_checkpoint_per_seq")]
 
 
 def webhook_secret() -> str:

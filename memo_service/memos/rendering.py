@@ -114,6 +114,16 @@ class SubstitutedEmail(RenderedEmail):
         return filled[name]
 
 
+def email_text_hash(email: RenderedEmail) -> str:
+    """SHA-256 of an email as the recipient got it: subject, text and HTML (our layout
+    included), each ended by a NUL so no two emails share one."""
+    digest = hashlib.sha256()
+    for part in (email.subject, email.text, email.html):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def memo_sources(memo: Memo, language: str, reminder: bool = False) -> tuple[str, dict[str, str]]:
     """The templates for a language, falling back to English; returns the language used.
 

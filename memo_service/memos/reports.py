@@ -12,7 +12,8 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.evidence import checkpoint_dict, public_key
+from memo_service.memos.models import Acknowledgement, Delivery, EvidenceCheckpoint, EvidenceRecord, Memo
 
 S = Delivery.Status
 # Handed to the provider: every status a provider's acceptance can lead to.
@@ -170,7 +171,24 @@ def evidence_json(memo: Memo) -> Iterator[str]:
     yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
-    yield "\n]}\n"
+    # The chain and its signed checkpoints, with the public key: `verify_evidence --file`
+    # verifies them with nothing else, `--against` compares a later database with them.
+    yield '\n], "chain": [\n'
+    for n, chained in enumerate(evidence_chain(memo)):
+        yield ("" if n == 0 else ",\n") + json.dumps(chained, ensure_ascii=False)
+    yield '\n], "checkpoints": [\n'
+    signed = EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq")
+    yield ",\n".join(json.dumps(checkpoint_dict(c)) for c in signed)
+    yield '\n], "public_key": ' + json.dumps(public_key()) + "}\n"
+
+
+def evidence_chain(memo: Memo) -> Iterator[dict[str, Any]]:
+    """The memo's chained records, in order, as an export carries them."""
+    last_seq = 0
+    records = EvidenceRecord.objects.filter(memo=memo, seq__isnull=False).order_by("seq")
+    while page := list(records.filter(seq__gt=last_seq).values("seq", "kind", "object_id", "payload", "prev_hash", "hash")[:EVIDENCE_PAGE]):
+        yield from page
+        last_seq = page[-1]["seq"]
 
 
 # --- live progress and the dashboard ----------------------------------------------------

@@ -29,9 +29,12 @@ from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.control import ControlRefused, memo_pause
 from memo_service.memos.dispatch import memo_finish_if_done
+from memo_service.memos.evidence import evidence_record_deliveries
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
-from memo_service.memos.rendering import MemoRenderer, Recipient, developer_context, memo_content_hash
+from memo_service.memos.rendering import (
+    MemoRenderer, Recipient, developer_context, email_text_hash, memo_content_hash,
+)
 from memo_service.memos.reminders import still_to_acknowledge
 from memo_service.memos.throttle import throttle_block, throttle_take
 
@@ -235,6 +238,7 @@ class Prepared:
     language: str
     email: Any  # rendering.RenderedEmail
     to: EmailAddress
+    rendered_with: dict[str, Any]  # the developer's values, kept with the email (SentText)
 
 
 class _Stop(Exception):
@@ -309,15 +313,14 @@ class BatchSender:
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"not sent: {exc}")
             return None
+        values = developer_context(developer)
         try:
-            language, email = self.renderers[key].render(
-                developer_context(developer), ack_url(delivery.memo_id, developer.pk)
-            )
+            language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk))
         except Exception as exc:  # the admin's template: recorded, never raised
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}")
             return None
-        return Prepared(delivery, language, email, to)
+        return Prepared(delivery, language, email, to, values)
 
     def send_merged(self, pending: list[Prepared]) -> None:
         # One address twice in a call would share one recipient's merge data: the
@@ -366,8 +369,10 @@ class BatchSender:
         by_language: dict[str, list[int]] = {}
         for prepared in group:
             by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
-        for language, ids in by_language.items():
-            deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+        with transaction.atomic():  # the handover and its evidence record together
+            for language, ids in by_language.items():
+                deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
+            evidence_record_deliveries(sent=[(p.delivery.pk, p.rendered_with, email_text_hash(p.email)) for p in group])
 
     def merged_message(self, group: list[Prepared]) -> AnymailMessage:
         """One message for many recipients: the skeleton once with the provider's merge

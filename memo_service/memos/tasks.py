@@ -4,7 +4,7 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import dispatch, notify, reminders, sending, sweeper
+from memo_service.memos import dispatch, evidence, notify, reminders, sending, sweeper
 
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
@@ -44,3 +44,13 @@ def webhooks_due() -> None:
     """Retries that are due, and each passed deadline, once."""
     notify.webhooks_retry_due()
     notify.memos_deadline_notify()
+
+
+@shared_task(name="memos.evidence_seal", **RETRY)
+def evidence_seal(memo_id: int) -> None:
+    evidence.evidence_seal(memo_id=memo_id)
+
+
+@shared_task(name="memos.evidence_seal_due")
+def evidence_seal_due() -> None:
+    evidence.evidence_seal_due()

@@ -13,13 +13,22 @@ import json
 import logging
 from typing import Any
 
+from anymail.exceptions import AnymailConfigurationError
 from anymail.signals import AnymailTrackingEvent, tracking
+from anymail.utils import get_anymail_setting
 from django.db import IntegrityError, transaction
 from django.dispatch import receiver
+from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import Resolver404, get_resolver
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import event_payload, evidence_append
+from memo_service.memos.evidence import (
+    event_payload,
+    evidence_append,
+    evidence_record_status,
+)
 from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)
@@ -54,8 +63,15 @@ def _payload(event: AnymailTrackingEvent) -> Any:
         return {"raw": str(raw)}
 
 
+class EventInvalid(ValueError):
+    """An event we cannot read: answered 400 with the reason (the provider need not retry)."""
+
+
 def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
-    delivery_id = (event.metadata or {}).get("delivery_id")
+    metadata = event.metadata or {}
+    if not isinstance(metadata, dict):
+        raise EventInvalid(f"metadata must be an object, not {type(metadata).__name__}")
+    delivery_id = metadata.get("delivery_id")
     if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
         return Delivery.objects.filter(pk=int(delivery_id)).first()
     if event.message_id:
@@ -89,14 +105,16 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
                     object_id=stored.pk, payload=event_payload(stored),
                 )
             new_status = STATUS_FOR_EVENT.get(event.event_type or "")
-            if delivery is not None and new_status is not None:
-                _advance(delivery, new_status, event)
+            if delivery is not None and new_status is not None and _advance(delivery, new_status, event):
+                evidence_record_status(memo_id=delivery.memo_id, delivery_id=delivery.pk, status=new_status,
+                                       event_id=stored.pk)
     except IntegrityError:
         return None  # seen before: the provider retried or replayed it
     return stored
 
 
-def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> None:
+def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> bool:
+    """Move the delivery forward; False when it already is as far or further."""
     lower = [status for status, rank in RANK.items() if rank < RANK[new_status]]
     changes: dict[str, Any] = {"status": new_status, "status_changed_at": timezone.now()}
     if new_status == S.FAILED and (event.description or event.reject_reason):
@@ -108,8 +126,47 @@ def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -
         Developer.objects.filter(pk=delivery.developer_id).update(
             email_status=EMAIL_STATUS_FOR[new_status]
         )
+    return bool(moved)
 
 
 @receiver(tracking)
 def handle_tracking(sender: Any, event: AnymailTrackingEvent, esp_name: str, **kwargs: Any) -> None:
     delivery_record_event(event=event, provider=esp_name)
+
+
+def _refused(status: int, reason: str) -> HttpResponse:
+    return HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+@csrf_exempt
+def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
+    """/anymail/<esp>/tracking/: anymail's own webhook view, step by step (its
+    documented hooks: validators, parse_events, the tracking signal), so that what a
+    provider sends wrong is answered 400 with the reason instead of 500 and a retry, and
+    nothing is accepted without ANYMAIL_WEBHOOK_SECRET (anymail alone would only warn)."""
+    try:
+        match = get_resolver("anymail.urls").resolve(f"/{esp}/tracking/")
+    except Resolver404:
+        raise Http404("no tracking webhook for that provider") from None
+    if not get_anymail_setting("webhook_secret", default=None):
+        return _refused(403, "refused: ANYMAIL_WEBHOOK_SECRET is not set, so no event can be authenticated")
+    view_class = match.func.view_class  # type: ignore[attr-defined]
+    try:
+        view = view_class(**match.func.view_initkwargs)  # type: ignore[attr-defined]
+    except AnymailConfigurationError as exc:
+        return _refused(400, f"refused: {esp} is not configured for tracking webhooks: {str(exc).splitlines()[0]}")
+    if request.method != "POST":
+        return view_class.as_view(**match.func.view_initkwargs)(request)  # type: ignore[attr-defined]
+    view.setup(request)
+    view.run_validators(request)  # a bad password or signature: anymail's 400
+    try:
+        events = view.parse_events(request)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("tracking webhook (%s): malformed body (%s)", esp, type(exc).__name__)
+        return _refused(400, f"malformed event: {type(exc).__name__}: {exc}"[:500])
+    try:
+        for event in events:
+            view.signal.send(sender=view_class, event=event, esp_name=view.esp_name)
+    except EventInvalid as exc:
+        return _refused(400, f"malformed event: {exc}")
+    return HttpResponse()

@@ -28,7 +28,8 @@ from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
 from memo_service.memos.acks import (
-    AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
+    AckTarget, AnswerInvalid, DeveloperErased, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
+    memo_no_longer_applies, sent_text_of,
 )
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
@@ -97,6 +98,8 @@ def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
         return _error_page(request, "ack/invalid.html", 400)
     except TokenExpired:
         return _error_page(request, "ack/expired.html", 410)
+    except DeveloperErased:
+        return _error_page(request, "ack/erased.html", 410)
 
 
 def _cookie(memo_id: int) -> str:
@@ -115,9 +118,15 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
 
 def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     answers = answers_of(target)
-    developer = developer_context(target.developer)
+    # The text that was sent: the memo's templates (frozen since the send) with the values
+    # they were rendered with then, not the developer's record as it is now.
+    shown = sent_text_of(target)
+    if shown is not None and shown.rendered_with:
+        developer, as_sent = shown.rendered_with, shown.delivery.language or None
+    else:  # sent before texts were kept
+        developer, as_sent = developer_context(target.developer), None
     language, subject, html, _ = MemoRenderer(target.memo).render_parts(
-        developer, ack_url(target.memo.pk, target.developer.pk)
+        developer, ack_url(target.memo.pk, target.developer.pk), as_sent
     )
     with translation.override(language):
         return _private(render(
@@ -128,6 +137,7 @@ def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] |
                 "acknowledged": answers.get("acknowledged"), "dispute": answers.get("disputes_region"),
                 "help": answers.get("needs_help"), "errors": errors or {}, "posted": request.POST,
                 "countries": list(countries), "country": target.developer.country,
+                "no_longer_applies": memo_no_longer_applies(answers),
             },
             status=status,
         ))
@@ -146,6 +156,8 @@ def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse
         )
     except AnswerInvalid as exc:
         return _memo_page(request, target, errors=exc.errors, status=400)
+    except DeveloperErased:  # erased since the page was opened
+        return _error_page(request, "ack/erased.html", 410)
     # Post/redirect/get: a reload shows the recorded answer, it does not post again.
     return _to_page(target, token)
 

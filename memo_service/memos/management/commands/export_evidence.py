@@ -2,12 +2,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from memo_service.memos.evidence import evidence_seal
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.reports import evidence_csv, evidence_json
 
 
 class Command(BaseCommand):
-    help = "Write a memo's evidence to standard output, one record per recipient (CSV or JSON)."
+    help = ("Write a memo's evidence to standard output, one record per recipient (CSV or JSON); the JSON "
+            "also carries the hash chain, its signed checkpoints and the public key.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("memo", help="memo id or slug")
@@ -15,6 +17,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, memo: str, **options: Any) -> None:
         target = memo_by_ref(memo)
+        evidence_seal(memo_id=target.pk)  # the export carries the chain up to now, sealed
         lines = evidence_csv(target) if options["format"] == "csv" else evidence_json(target)
         for line in lines:
             self.stdout.write(line, ending="")

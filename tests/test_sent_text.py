@@ -1,0 +1,79 @@
+"""The developer's page shows the text that was sent, and the answer records its hash."""
+
+import hashlib
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from memo_service.developers.models import Developer
+from memo_service.memos.acks import ack_url
+from memo_service.memos.disputes import dispute_resolve
+from memo_service.memos.evidence import evidence_seal, evidence_verify
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    EvidenceRecord,
+    SentText,
+)
+from memo_service.memos.sending import delivery_send_batch
+from tests.test_sending import queued
+
+pytestmark = pytest.mark.django_db
+PHONE = "Mozilla/5.0 (iPhone) Mobile Safari"
+
+
+def sent_hash(message):
+    """SHA-256 of the email the provider accepted, as rendering.email_text_hash makes it."""
+    digest = hashlib.sha256()
+    for part in (message.first("subject"), message.first("text"), message.first("html")):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def sent(memo, mailgun):
+    delivery_send_batch(delivery_ids=queued(memo))
+    return {m.first("to"): m for m in mailgun.accepted}
+
+
+def open_page(client, memo, developer):
+    client.get(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
+    return f"/ack/memo/{memo.pk}/"
+
+
+def test_each_email_keeps_the_hash_of_exactly_what_the_provider_got_and_the_chain_holds_it(memo, sent):
+    ru = Delivery.objects.get(developer__external_id="ru-1")
+    assert ru.sent_text.text_hash == sent_hash(sent["Olga Petrova <ru-1@example.com>"])
+    assert ru.sent_text.rendered_with["country"] == "RU"
+    evidence_seal(memo_id=memo.pk)
+    handover = EvidenceRecord.objects.get(memo=memo, kind="delivery", object_id=ru.pk)
+    assert handover.payload["text_hash"] == ru.sent_text.text_hash
+    assert evidence_verify(memo).ok
+
+
+def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_no_acknowledge(client, memo, sent, developers):
+    page = open_page(client, memo, developers["ru"])
+    client.post(page, {"interacted": "1", "response": "disputes_region", "country": "US"}, HTTP_USER_AGENT=PHONE)
+    dispute = Acknowledgement.objects.get(response="disputes_region")
+    assert dispute.text_hash == SentText.objects.get(delivery__developer=developers["ru"]).text_hash
+    admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss-123")
+    dispute_resolve(answer=dispute, outcome="corrected", by=admin)
+    Developer.objects.filter(pk=developers["ru"].pk).update(name="Olga Renamed")
+    shown = client.get(page).content.decode()
+    assert "Dear Olga Petrova" in shown and "Traffic from Russia will be blocked" in shown  # as sent
+    assert "Olga Renamed" not in shown and "United States of America will be blocked" not in shown
+    assert "We corrected your region to United States of America." in shown
+    assert 'value="acknowledged"' not in shown and "This memo no longer applies to you" in shown
+    response = client.post(page, {"interacted": "1", "response": "acknowledged"}, HTTP_USER_AGENT=PHONE)
+    assert response.status_code == 400
+    assert not Acknowledgement.objects.filter(response="acknowledged").exists()
+
+
+def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
+    import io
+
+    from django.core.management import call_command
+
+    call_command("erase_developer", "ru-1", stdout=io.StringIO())
+    assert SentText.objects.get(delivery__developer__external_id="ru-1").rendered_with == {}
+    assert SentText.objects.get(delivery__developer__external_id="cn-1").rendered_with["name"] == "Wang Wei"
