@@ -77,6 +77,7 @@ class Provider:
     # The events API: every `accepted` event, and seconds before each becomes visible.
     events: list[dict[str, Any]] = field(default_factory=list)
     events_lag: float = 0.0
+    dropped: int = 0  # held unrecorded calls dropped because their client was gone
     event_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -280,7 +281,9 @@ def mailgun_server() -> Iterator[Provider]:
                 provider.log.append((arrived, 400))
                 return self._answer(400, {"message": f"'to' parameter is not a valid address: {refused[0]}"})
             if self._hold(provider, "hold_unrecorded") and self._client_gone():
-                return  # dropped: the provider never got it
+                with provider.lock:
+                    provider.dropped += 1
+                return  # the provider never got it
             provider.log.append((arrived, 200))
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:

@@ -19,7 +19,7 @@ def dispatch_memo(memo_id: int) -> None:
     dispatch.memo_dispatch(memo_id=memo_id)
 
 
-@shared_task(name="memos.sweep")
+@shared_task(name="memos.sweep", **RETRY)
 def sweep() -> None:
     sweeper.deliveries_sweep()
 
