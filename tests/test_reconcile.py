@@ -191,3 +191,39 @@ def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(memo, batched,
     audit = AuditEvent.objects.get(action="memo.unknown_resent")
     assert audit.actor == admin_user and audit.detail["deliveries"] == 1 and "twice" in audit.detail["risk"]
     assert reconcile.memo_unknown_resend(memo=memo, by=admin_user) == 0  # nothing left to resend
+
+
+def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_them(
+    memo, batched, django_user_model, django_capture_on_commit_callbacks
+):
+    """The memo page links "N outcome unknown…" to a page with the reasons and the
+    duplicate risk; a Viewer cannot resend, a Composer can, audited."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+    from django.urls import reverse
+
+    def login(name: str, group: str) -> Client:
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", f"pw-{name}-123", is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        client = Client()
+        client.force_login(user)
+        return client
+
+    ids = dispatched(memo)
+    Delivery.objects.filter(pk__in=ids.values()).update(status="outcome_unknown", last_error=reconcile.UNKNOWN_REASON)
+    composer, viewer = login("carol", "Composer"), login("victor", "Viewer")
+    page = composer.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'id="outcome-unknown">2 outcome unknown…' in page
+    url = reverse("admin:memos_memo_resend_unknown", args=[memo.pk])
+    confirm = viewer.get(url).content.decode()
+    assert reconcile.UNKNOWN_REASON in confirm and "second copy" in confirm and 'id="resend-unknown"' not in confirm
+    assert viewer.post(url).status_code == 403
+    assert not batched.accepted and not AuditEvent.objects.filter(action="memo.unknown_resent").exists()
+    assert 'id="resend-unknown"' in composer.get(url).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = composer.post(url)
+    assert response.status_code == 302
+    assert set(per_recipient(batched).values()) == {1} and len(per_recipient(batched)) == 2
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert AuditEvent.objects.get(action="memo.unknown_resent").actor.username == "carol"
+    assert "outcome-unknown" not in composer.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
