@@ -35,6 +35,7 @@ from memo_service.memos.models import (
     MemoTranslation,
     WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
+from memo_service.memos.models import SendLease
 from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.reconcile import memo_unknown_resend
 from memo_service.memos.reports import memo_outcome_unknown
@@ -635,3 +636,15 @@ class WebhookMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "event", "endpoint", "status", "attempts", "next_attempt_at", "created_at", "delivered_at"]
     list_filter = ["status", "event"]
     inlines = [WebhookAttemptInline]
+
+
+@admin.register(SendLease)
+class SendLeaseAdmin(ReadOnlyAdmin):
+    """Send tasks at work, and those a dead worker left (memos/leases.py, reconcile.py)."""
+
+    list_display = ["id", "memo", "holder", "deliveries", "created_at", "last_renewed_at", "expires_at", "note"]
+    exclude = ["delivery_ids"]
+
+    @admin.display(description="deliveries")
+    def deliveries(self, lease: SendLease) -> int:
+        return len(lease.delivery_ids)
