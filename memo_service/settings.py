@@ -189,6 +189,9 @@ CELERY_TASK_TIME_LIMIT = 960
 CELERY_BEAT_SCHEDULE = {
     # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
     "sweep": {"task": "memos.sweep", "schedule": 60.0},
+    # Dead workers' expired leases (memos/leases.py): one indexed query, so often that an
+    # expired lease waits at most half a lease period (DELIVERY_LEASE_SECONDS) for it.
+    "recover-leases": {"task": "memos.recover_leases", "schedule": 15.0},
     # Reminders before deadlines (memos/reminders.py).
     "remind": {"task": "memos.remind", "schedule": 60.0},
     # Outbound webhook retries and deadline_passed events (memos/notify.py).

@@ -36,13 +36,11 @@ DISPATCH_GRACE = dt.timedelta(minutes=30)
 
 
 def deliveries_sweep() -> dict[str, int]:
-    from memo_service.memos.tasks import dispatch_memo, reconcile_lease, send_batch
+    from memo_service.memos.tasks import dispatch_memo, send_batch
 
     now = timezone.now()
     abandoned = deliveries_unleased_lease(now=now)
-    leases = leases_expired_take_over(now=now)
-    for lease_id, wait in leases:
-        reconcile_lease.apply_async(args=[lease_id], countdown=wait)
+    leases = leases_recover()
     requeued = 0
     last_id = 0
     # Read once: as a subquery per queued row it would cost queued rows × sent rows.
@@ -66,6 +64,17 @@ def deliveries_sweep() -> dict[str, int]:
     for memo_id in interrupted:
         dispatch_memo.delay(memo_id)
     return {"abandoned": abandoned, "leases": len(leases), "requeued": requeued, "redispatched": len(interrupted)}
+
+
+def leases_recover() -> list[tuple[int, float]]:
+    """Take over every expired lease and enqueue its reconciliation, delayed until the
+    provider's events can be trusted. Beat runs it every 15 s as well (settings.py)."""
+    from memo_service.memos.tasks import reconcile_lease
+
+    leases = leases_expired_take_over(now=timezone.now())
+    for lease_id, wait in leases:
+        reconcile_lease.apply_async(args=[lease_id], countdown=wait)
+    return leases
 
 
 def deliveries_unleased_lease(*, now: dt.datetime) -> int:

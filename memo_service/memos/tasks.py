@@ -24,6 +24,11 @@ def sweep() -> None:
     sweeper.deliveries_sweep()
 
 
+@shared_task(name="memos.recover_leases", **RETRY)
+def recover_leases() -> None:
+    sweeper.leases_recover()
+
+
 @shared_task(name="memos.reconcile_lease", **RETRY)
 def reconcile_lease(lease_id: int) -> None:
     """An expired lease's deliveries; a provider that cannot be asked now is asked again
