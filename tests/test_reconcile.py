@@ -15,7 +15,7 @@ from memo_service.memos import reconcile, sweeper
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.models import AuditEvent, Delivery, Memo, SendLease
 from memo_service.memos.sending import delivery_send_batch
-from tests.conftest import approve
+from tests.conftest import approve, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +65,7 @@ def test_it_marks_sent_what_mailgun_accepted_and_sends_again_exactly_what_it_nev
     again, and each developer has exactly one email at Mailgun."""
     ids = dispatched(memo)
     delivery_send_batch(delivery_ids=[ids["CN"]])  # Mailgun accepted it...
-    message_id = Delivery.objects.get(pk=ids["CN"]).provider_message_id
+    message_id, sent_at = Delivery.objects.values_list("provider_message_id", "sent_at").get(pk=ids["CN"])
     Delivery.objects.filter(pk=ids["CN"]).update(provider_message_id="", sent_at=None)  # ...the answer was lost
     died_holding(memo, [ids["CN"], ids["RU"]])
     result = sweep()
@@ -73,6 +73,7 @@ def test_it_marks_sent_what_mailgun_accepted_and_sends_again_exactly_what_it_nev
     assert per_recipient(batched) == {"cn-1@example.com": 1, "ru-1@example.com": 1}
     cn, ru = Delivery.objects.get(pk=ids["CN"]), Delivery.objects.get(pk=ids["RU"])
     assert (cn.status, cn.provider_message_id, cn.language) == ("sent", message_id, "zh-hans")
+    assert abs((cn.sent_at - sent_at).total_seconds()) < 1  # when Mailgun took it, not when we asked
     assert ru.status == "sent" and ru.attempts == 1  # the dead worker's claim was never counted here
     assert not SendLease.objects.exists()
     assert Memo.objects.get(pk=memo.pk).status == "sent"
@@ -132,6 +133,8 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sending"}
     lease = SendLease.objects.get()
     assert lease.expires_at <= timezone.now()  # released for reconciliation at once
+    # Mailgun took the call after our client gave up: the reconciliation waits for that.
+    wait_for(lambda: batched.calls == 2, timeout=10, what="Mailgun to record both calls (one per language)")
     SendLease.objects.update(last_renewed_at=timezone.now() - dt.timedelta(seconds=60))
     batched.delay = 0
     sweep()

@@ -8,14 +8,21 @@ mid-call); reconcile.py is the one place that reads it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
+
+
+class Acceptance(NamedTuple):
+    message_id: str  # as the send call's answer gives it
+    at: dt.datetime
 
 
 class ReportsAcceptance:
     def accepted_delivery_ids(
         self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
-    ) -> dict[int, str]:
-        """{delivery id: the provider's message id} for each of `delivery_ids` the
-        provider accepted between `begin` and `end` in a message tagged `tag`.
+    ) -> dict[int, Acceptance]:
+        """{delivery id: its message id and when the provider took it} for each of
+        `delivery_ids` the provider accepted between `begin` and `end` in a message
+        tagged `tag`.
         Raises when the provider cannot be asked (the caller tries again later)."""
         raise NotImplementedError
 

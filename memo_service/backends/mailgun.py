@@ -26,7 +26,7 @@ from anymail.backends import mailgun
 from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
 from django.conf import settings
 
-from memo_service.backends.base import ReportsAcceptance
+from memo_service.backends.base import Acceptance, ReportsAcceptance
 
 # The most events Mailgun's events API returns in one page.
 EVENTS_PAGE_LIMIT = 300
@@ -74,7 +74,7 @@ class EmailBackend(mailgun.EmailBackend, ReportsAcceptance):
 
     def accepted_delivery_ids(
         self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
-    ) -> dict[int, str]:
+    ) -> dict[int, Acceptance]:
         """Mailgun's events API: every `accepted` event of the tag in the time range,
         oldest first, page by page (`paging.next` until a page comes back empty); each
         event carries our delivery id in its user-variables (sending.py puts it in each
@@ -87,7 +87,7 @@ class EmailBackend(mailgun.EmailBackend, ReportsAcceptance):
             "event": "accepted", "tags": tag, "begin": f"{begin.timestamp():.6f}", "end": f"{end.timestamp():.6f}",
             "ascending": "yes", "limit": EVENTS_PAGE_LIMIT,
         }
-        found: dict[int, str] = {}
+        found: dict[int, Acceptance] = {}
         with session:
             while url:
                 response = session.get(url, params=params, timeout=self.timeout)
@@ -101,7 +101,10 @@ class EmailBackend(mailgun.EmailBackend, ReportsAcceptance):
                     if delivery_id in delivery_ids:
                         message_id = (event.get("message") or {}).get("headers", {}).get("message-id", "")
                         # As the send call's answer gives it (anymail's message_id).
-                        found[delivery_id] = f"<{message_id.strip('<>')}>" if message_id else ""
+                        found[delivery_id] = Acceptance(
+                            f"<{message_id.strip('<>')}>" if message_id else "",
+                            dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.timezone.utc),
+                        )
                 # The next page's URL carries the query; an empty page is the end.
                 url, params = (page.get("paging") or {}).get("next") if page.get("items") else None, None
         return found

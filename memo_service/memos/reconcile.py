@@ -30,7 +30,7 @@ from django.core.mail import get_connection
 from django.db import transaction
 from django.utils import timezone
 
-from memo_service.backends.base import ReportsAcceptance, reports_acceptance
+from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
 from memo_service.memos.audit import audit_record
 from memo_service.memos.dispatch import memo_finish_if_done, send_batches_enqueue
 from memo_service.memos.leases import holder_name, lease_duration, lease_hold, lease_release
@@ -68,7 +68,7 @@ def leases_expired_take_over(*, now: dt.datetime) -> list[tuple[int, float]]:
     """Take over every expired lease for reconciliation; returns (lease id, seconds to
     wait before asking the provider) for each taken."""
     taken = []
-    for lease in SendLease.objects.filter(expires_at__lt=now).order_by("id"):
+    for lease in SendLease.objects.filter(expires_at__lt=now).only("holder", "last_renewed_at", "note").order_by("id"):
         wait = max(0.0, (ask_at(lease) - now).total_seconds())
         # Guarded: the lease is still expired (a slow holder did not renew it meanwhile).
         # Held for the wait and a lease period after: the reconciling task renews it.
@@ -144,22 +144,27 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
         if not reports_acceptance(backend):
             return {"unknown": deliveries_record_unknown(delivery_ids=ids, reason=UNKNOWN_REASON)}
         assert isinstance(backend, ReportsAcceptance)
-        accepted: dict[int, str] = {}
+        accepted: dict[int, Acceptance] = {}
         by_memo: dict[int, set[int]] = defaultdict(set)
         for delivery_id, memo_id, _ in unknown:
             by_memo[memo_id].add(delivery_id)
         for memo_id, memo_ids in by_memo.items():
             accepted.update(backend.accepted_delivery_ids(tag=memo_tag(memo_id), delivery_ids=memo_ids,
                                                           begin=since, end=until))
-    # Recorded as the send would have: per message id and the language the email used.
+    # Recorded as the send would have: per call (message id), in the language the email
+    # used, sent when the provider took the call (its first recipient's event).
     languages = _languages(set(by_memo))
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    taken_at: dict[str, dt.datetime] = {}
     for delivery_id, memo_id, language in unknown:
         if delivery_id in accepted:
             used = language if language in languages[memo_id] else FALLBACK_LANGUAGE
-            groups[(accepted[delivery_id], used)].append(delivery_id)
+            message_id, at = accepted[delivery_id]
+            groups[(message_id, used)].append(delivery_id)
+            taken_at[message_id] = min(at, taken_at.get(message_id, at))
     for (message_id, language), group in groups.items():
-        deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language)
+        deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language,
+                               accepted_at=taken_at[message_id])
     resent = deliveries_record_unsent(
         delivery_ids=[i for i in ids if i not in accepted],
         reason="the worker sending it stopped; the provider's events show it never got it, so it was sent again",

@@ -94,15 +94,17 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     return set(ids)
 
 
-def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str) -> None:
-    """Record the provider's acceptance of the emails one API call handed over. A
-    tracking event may have moved a status on already; the send time and message id are
+def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str,
+                           accepted_at: dt.datetime | None = None) -> None:
+    """Record the provider's acceptance of the emails one API call handed over (at
+    `accepted_at` when the provider says when, reconciling a lost answer). A tracking
+    event may have moved a status on already; the send time and message id are
     recorded all the same."""
     now = timezone.now()
     Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
         status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
         provider_message_id=message_id[:255], language=language,
-        sent_at=Coalesce(F("sent_at"), Value(now)), status_changed_at=now, last_error="",
+        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)), status_changed_at=now, last_error="",
     )
 
 
