@@ -192,7 +192,7 @@ def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(memo, batched,
     cn = Delivery.objects.get(pk=ids["CN"])
     assert cn.status == "sent"
     audit = AuditEvent.objects.get(action="memo.unknown_resent")
-    assert audit.actor == admin_user and audit.detail["deliveries"] == 1 and "twice" in audit.detail["risk"]
+    assert audit.actor == admin_user and audit.detail["delivery_ids"] == [ids["CN"]] and "twice" in audit.detail["risk"]
     assert reconcile.memo_unknown_resend(memo=memo, by=admin_user) == 0  # nothing left to resend
 
 

@@ -184,7 +184,8 @@ def _languages(memo_ids: set[int]) -> dict[int, set[str]]:
 def memo_unknown_resend(*, memo: Memo, by: Any) -> int:
     """A Composer's explicit choice: send again every delivery of the memo whose outcome
     nobody can know, accepting that a developer whose email did arrive gets it twice.
-    Audited, and in the evidence (each delivery's last error says it was resent)."""
+    Audited with the deliveries it sent again (their evidence records show the second
+    attempt); until each is sent its record says why it was queued again."""
     with transaction.atomic():
         ids = list(Delivery.objects.select_for_update().filter(memo=memo, status=S.OUTCOME_UNKNOWN)
                    .order_by("id").values_list("id", flat=True))
@@ -194,7 +195,7 @@ def memo_unknown_resend(*, memo: Memo, by: Any) -> int:
             status=S.QUEUED, not_before=None, status_changed_at=timezone.now(),
             last_error="outcome unknown; sent again by a Composer's choice, knowing it may arrive twice",
         )
-        audit_record(actor=by, action="memo.unknown_resent", obj=memo, deliveries=len(ids),
+        audit_record(actor=by, action="memo.unknown_resent", obj=memo, deliveries=len(ids), delivery_ids=ids,
                      risk="a developer whose email did arrive gets it twice")
         send_batches_enqueue(ids)
     return len(ids)
