@@ -230,3 +230,21 @@ def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     assert AuditEvent.objects.get(action="memo.unknown_resent").actor.username == "carol"
     assert "outcome-unknown" not in composer.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+
+
+def test_deliveries_a_live_lease_also_holds_wait_for_it(sweep, memo, batched):
+    """RabbitMQ hands the dead worker's task to a live one at once: while that one holds
+    the same deliveries, they are left alone; once it is gone, they are settled."""
+    ids = dispatched(memo)
+    dead = died_holding(memo, [ids["CN"], ids["RU"]])
+    now = timezone.now()
+    live = SendLease.objects.create(holder="live-host:1", memo=memo, delivery_ids=[ids["RU"]], created_at=now,
+                                    last_renewed_at=now, expires_at=now + dt.timedelta(seconds=30))
+    sweep()
+    assert per_recipient(batched) == {"cn-1@example.com": 1}
+    assert SendLease.objects.get(pk=dead.pk).delivery_ids == [ids["RU"]]
+    assert Delivery.objects.get(pk=ids["RU"]).status == "sending"
+    live.delete()
+    sweep()
+    assert per_recipient(batched) == {"cn-1@example.com": 1, "ru-1@example.com": 1}
+    assert not SendLease.objects.exists()

@@ -21,6 +21,7 @@ import threading
 
 from django.conf import settings
 from django.db import DatabaseError, connections
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from memo_service.memos.models import SendLease
@@ -90,7 +91,10 @@ def leases_renew() -> int:
         return 0
     now = timezone.now()
     return SendLease.objects.filter(pk__in=ids, holder=holder_name()).update(
-        last_renewed_at=now, expires_at=now + lease_duration()
+        # A lease taken over for reconciliation (it has a note) keeps its dead holder's
+        # last sign of life: the provider's lag is counted from it.
+        last_renewed_at=Case(When(note="", then=Value(now)), default=F("last_renewed_at")),
+        expires_at=now + lease_duration(),
     )
 
 

@@ -91,22 +91,29 @@ def lease_reconcile(*, lease_id: int) -> dict[str, int]:
         return {}
     lease_hold(lease_id=lease_id)
     try:
-        result = _lease_settle(SendLease.objects.get(pk=lease_id), now)
+        result, deferred = _lease_settle(SendLease.objects.get(pk=lease_id), now)
+        if deferred:
+            # Rows a live lease also holds (a redelivered task that found them claimed):
+            # kept, and looked at again once that lease is gone.
+            SendLease.objects.filter(pk=lease_id).update(delivery_ids=deferred)
     except BaseException:
         lease_release(lease_id=lease_id, done=False)  # the sweeper's next run tries again
         raise
-    lease_release(lease_id=lease_id, done=True)
-    log.info("lease %s reconciled: %s", lease_id, result)
+    lease_release(lease_id=lease_id, done=not deferred)
+    log.info("lease %s reconciled: %s", lease_id, {**result, "deferred": len(deferred)})
     return result
 
 
-def _lease_settle(lease: SendLease, now: dt.datetime) -> dict[str, int]:
+def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], list[int]]:
+    """Settle what no live lease also holds; returns the result and the rows deferred."""
     lease_id = lease.pk
     ids = set(lease.delivery_ids)
-    # Another live lease may hold some of them (a redelivered task, a newer send):
-    # its holder settles those.
+    # Another live lease may hold some of them (a redelivered task, a newer send): they
+    # wait until it is gone (its holder may be the one that claimed them).
     for other in SendLease.objects.filter(expires_at__gte=now).exclude(pk=lease_id).values_list("delivery_ids", flat=True):
         ids.difference_update(other)
+    deferred = sorted(Delivery.objects.filter(
+        id__in=set(lease.delivery_ids) - ids, status__in=[S.QUEUED, S.SENDING]).values_list("id", flat=True))
     rows = Delivery.objects.filter(id__in=ids, status__in=[S.QUEUED, S.SENDING])
     queued = sorted(rows.filter(status=S.QUEUED).values_list("id", flat=True))
     unknown = list(rows.filter(status=S.SENDING).values_list("id", "memo_id", "developer__language"))
@@ -123,26 +130,27 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> dict[str, int]:
                 )
                 raise
             result["unknown"] = deliveries_record_unknown(
-                delivery_ids=[row[0] for row in unknown],
+                delivery_ids=[row[0] for row in unknown], claimed_before=now,
                 reason=f"the provider could not be asked for a day whether it has it: {exc}",
             )
     send_batches_enqueue(queued)
     for memo_id in {lease.memo_id, *(row[1] for row in unknown)}:
         memo_finish_if_done(memo_id=memo_id)
-    return result
+    return result, deferred
 
 
 def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
     ids = [row[0] for row in unknown]
     if backend_is_idempotent():
         resent = deliveries_record_unsent(
-            delivery_ids=ids, reason="the worker sending it stopped; sent again with the same idempotency key"
+            delivery_ids=ids, claimed_before=until, reason="the worker sending it stopped; sent again with the same idempotency key"
         )
         send_batches_enqueue(resent)
         return {"resent": len(resent)}
     with get_connection() as backend:
         if not reports_acceptance(backend):
-            return {"unknown": deliveries_record_unknown(delivery_ids=ids, reason=UNKNOWN_REASON)}
+            return {"unknown": deliveries_record_unknown(delivery_ids=ids, reason=UNKNOWN_REASON,
+                                                         claimed_before=until)}
         assert isinstance(backend, ReportsAcceptance)
         accepted: dict[int, Acceptance] = {}
         by_memo: dict[int, set[int]] = defaultdict(set)
@@ -166,7 +174,7 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
         deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language,
                                accepted_at=taken_at[message_id])
     resent = deliveries_record_unsent(
-        delivery_ids=[i for i in ids if i not in accepted],
+        delivery_ids=[i for i in ids if i not in accepted], claimed_before=until,
         reason="the worker sending it stopped; the provider's events show it never got it, so it was sent again",
     )
     send_batches_enqueue(resent)

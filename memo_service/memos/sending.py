@@ -108,11 +108,14 @@ def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language
     )
 
 
-def deliveries_record_unsent(*, delivery_ids: list[int], reason: str) -> list[int]:
+def deliveries_record_unsent(*, delivery_ids: list[int], reason: str,
+                             claimed_before: dt.datetime | None = None) -> list[int]:
     """The provider never got these (it said so, or they were never sent): back to
-    queued, to be sent again; returns those it moved."""
+    queued, to be sent again; returns those it moved. `claimed_before`: only rows still
+    in the claim that was looked at (one claimed again since is another worker's)."""
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
     with transaction.atomic():
-        ids = list(Delivery.objects.select_for_update().filter(id__in=in_ids(delivery_ids), status=S.SENDING)
+        ids = list(Delivery.objects.select_for_update().filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING)
                    .values_list("id", flat=True))
         Delivery.objects.filter(id__in=in_ids(ids), status=S.SENDING).update(
             status=S.QUEUED, last_error=reason[:2000], not_before=None, status_changed_at=timezone.now()
@@ -120,9 +123,11 @@ def deliveries_record_unsent(*, delivery_ids: list[int], reason: str) -> list[in
     return ids
 
 
-def deliveries_record_unknown(*, delivery_ids: list[int], reason: str) -> int:
+def deliveries_record_unknown(*, delivery_ids: list[int], reason: str,
+                              claimed_before: dt.datetime | None = None) -> int:
     """Nobody can know whether the provider has these: "outcome unknown", with why."""
-    return Delivery.objects.filter(id__in=in_ids(delivery_ids), status=S.SENDING).update(
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
+    return Delivery.objects.filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING).update(
         status=S.OUTCOME_UNKNOWN, last_error=reason[:2000], status_changed_at=timezone.now()
     )
 
