@@ -1,5 +1,6 @@
 """Faults with real worker processes, judged by what the loopback provider recorded:
-workers SIGKILLed 20 times while 10,000 recipients are sent, a Redis visibility timeout
+workers SIGKILLed 20 times while 10,000 recipients are sent, a worker machine dying
+mid-send (its whole process group killed, its database sessions terminated), a Redis visibility timeout
 shorter than a send, send_memo run three times at once, a send rolled back, the broker
 flushed, a pause half-way, throttling, and recipients the provider refuses."""
 
@@ -232,9 +233,10 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     backend, tmp_path, monkeypatch, settings
 ):
     """10,000 recipients, a worker process SIGKILLed 20 times, some of them after Mailgun
-    accepted an email and before we recorded it: everyone the provider has was sent it
-    once, and every recipient we cannot vouch for is flagged "outcome unknown" (a kill
-    can leave a delivery, or with batching a whole call, half-done), never silently lost."""
+    accepted an email and before we recorded it. One call per email (anymail's backend,
+    which cannot ask Mailgun): everyone the provider has was sent it once, and every
+    recipient we cannot vouch for is flagged "outcome unknown", never silently lost.
+    Batched (ours, which asks Mailgun's events API): everyone exactly once, all sent."""
     recipients = 10_000
     memo = audience(recipients)
     settings.EMAIL_BACKEND = backend  # send_memo sizes the send tasks for it, as in production
