@@ -235,6 +235,9 @@ CELERY_BEAT_SCHEDULE = {
     "send-scheduled": {"task": "memos.send_scheduled", "schedule": SCHEDULED_SEND_CHECK_SECONDS},
     # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
     "sweep": {"task": "memos.sweep", "schedule": 60.0},
+    # Dead workers' expired leases (memos/leases.py): one indexed query, so often that an
+    # expired lease waits at most half a lease period (DELIVERY_LEASE_SECONDS) for it.
+    "recover-leases": {"task": "memos.recover_leases", "schedule": 15.0},
     # Reminders before deadlines (memos/reminders.py).
     "remind": {"task": "memos.remind", "schedule": 60.0},
     # Outbound webhook retries and deadline_passed events (memos/notify.py).
@@ -248,6 +251,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # --- memos ---------------------------------------------------------------------------
 # Emails per second to the provider, shared by all workers (memos/throttle.py); 0: none.
 SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)
+# A send task's lease on its deliveries (memos/leases.py): its worker process renews it
+# every DELIVERY_LEASE_RENEW_SECONDS; one not renewed for DELIVERY_LEASE_SECONDS belongs
+# to a dead process, and beat's sweeper (every minute) reconciles its deliveries. 10 s
+# costs one small UPDATE per process; 30 s outlasts two missed renewals (a database
+# blip, a terminated connection) yet lets a crashed send finish within two minutes.
+DELIVERY_LEASE_RENEW_SECONDS = env.int("DELIVERY_LEASE_RENEW_SECONDS", default=10)
+DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=30)
+# How long after an API call its "accepted" event can still be missing from the
+# provider's events API (memos/reconcile.py): reconciliation asks no sooner, so a message
+# the provider took is never taken for one it never got and sent twice. Mailgun's polling
+# guide treats recent pages as incomplete (its example threshold is half an hour, for
+# every kind of event); "accepted" is written by the host that took the call and shows
+# within seconds, so a minute is a wide margin that still finishes a crashed send in
+# about two. Raise it if your provider's logs show more lag.
+PROVIDER_EVENTS_LAG_SECONDS = env.int("PROVIDER_EVENTS_LAG_SECONDS", default=60)
 # How many reverse proxies append to X-Forwarded-For in front of the web server; the
 # acknowledgement's recorded IP is the address the outermost of them saw. 0: REMOTE_ADDR.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)

@@ -2,7 +2,11 @@
 backend calls it (POST /v3/<domain>/messages, multipart form). Test tooling, not product
 code: point anymail at it with ANYMAIL MAILGUN_API_URL and it records every accepted
 message, or answers with the status a test asks for; mailgun_events_post then posts
-Mailgun's tracking webhooks for what it accepted back to us.
+Mailgun's tracking webhooks for what it accepted back to us. It also serves Mailgun's
+events API (GET /v3/<domain>/events, `accepted` events) as the real one does: filtered
+by event, tags, recipient and time range, oldest first, paged by `paging.next` URLs,
+and each event visible only `events_lag` seconds after it happened (an early page
+misses it for good, as Mailgun's polling guide warns).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import email.utils
 import itertools
 import json
 import queue
@@ -64,8 +69,16 @@ class Provider:
     # The body of every accepted API call, as it came.
     bodies: list[bytes] = field(default_factory=list)
     # False: record only each message's `to`, neither its substituted text nor the call's
-    # body (a benchmark's million messages would not fit in memory).
+    # body (a benchmark's million messages would not fit in memory), and no events.
     expand: bool = True
+    # Hold this many calls before recording them, until released: a call whose client
+    # is gone by then is dropped unrecorded (the provider never got it). Put in `held`.
+    hold_unrecorded: int = 0
+    # The events API: every `accepted` event, and seconds before each becomes visible.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    events_lag: float = 0.0
+    dropped: int = 0  # held unrecorded calls dropped because their client was gone
+    event_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -94,6 +107,42 @@ def mailgun_events_post(provider: Provider, url: str, auth: str, signing_key: st
             "Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
         urllib.request.urlopen(request, timeout=10).read()
     return len(provider.accepted)
+
+
+def _event_time(value: str) -> float:
+    """A begin/end parameter: a Unix timestamp or an RFC 2822 date, as Mailgun takes."""
+    try:
+        return float(value)
+    except ValueError:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+
+
+def _events_page(provider: Provider, base: str, domain: str, query: dict[str, Any]) -> dict[str, Any]:
+    """One page of the events API: events visible now that match `query` and come after
+    its cursor (time, sequence), oldest first; `paging.next` carries the query on."""
+    now = time.time()
+    limit = min(int(query.get("limit", 100)), 300)
+    begin = _event_time(query["begin"]) if query.get("begin") else 0.0
+    end = _event_time(query["end"]) if query.get("end") else float("inf")
+    after = tuple(query.get("after", (0.0, -1)))
+    with provider.lock:
+        events = list(provider.events)
+    items = [
+        e for e in events
+        if e["timestamp"] + provider.events_lag <= now and e["domain"] == domain
+        and begin <= e["timestamp"] <= end and (e["timestamp"], e["seq"]) > after
+        and query.get("event", e["event"]) == e["event"]
+        and (not query.get("tags") or query["tags"] in e["tags"])
+        and (not query.get("recipient") or query["recipient"] == e["recipient"])
+    ][:limit]
+    cursor = {**query, "after": [items[-1]["timestamp"], items[-1]["seq"]] if items else list(after)}
+    token = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode()
+    first = base64.urlsafe_b64encode(json.dumps({**query, "after": [0.0, -1]}).encode()).decode()
+    return {
+        "items": [{k: v for k, v in e.items() if k not in ("domain", "seq")} for e in items],
+        "paging": {"next": f"{base}/v3/{domain}/events/{token}", "first": f"{base}/v3/{domain}/events/{first}",
+                   "previous": f"{base}/v3/{domain}/events/{first}", "last": f"{base}/v3/{domain}/events/{token}"},
+    }
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
@@ -153,14 +202,28 @@ class _Handler(BaseHTTPRequestHandler):
         # Nagle's algorithm would add 40 ms to each answer (DESIGN.md).
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _hold(self, provider: Any) -> None:
+    def _hold(self, provider: Any, counter: str = "hold") -> bool:
+        """Hold the answer if the provider's `counter` says so; True if held."""
         release = threading.Event()
         with provider.lock:
-            if provider.hold <= 0:
-                return
-            provider.hold -= 1
+            if getattr(provider, counter) <= 0:
+                return False
+            setattr(provider, counter, getattr(provider, counter) - 1)
             provider.held.put((self.client_address[1], release))
         release.wait(60)
+        return True
+
+    def _client_gone(self) -> bool:
+        """Has the client closed its end (a killed process's socket is closed by the kernel)?"""
+        self.connection.setblocking(False)
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.connection.setblocking(True)
 
     def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode() if not isinstance(body, bytes) else body
@@ -217,15 +280,48 @@ def mailgun_server() -> Iterator[Provider]:
             if refused:
                 provider.log.append((arrived, 400))
                 return self._answer(400, {"message": f"'to' parameter is not a valid address: {refused[0]}"})
+            if self._hold(provider, "hold_unrecorded") and self._client_gone():
+                with provider.lock:
+                    provider.dropped += 1
+                return  # the provider never got it
             provider.log.append((arrived, 200))
             message_id = f"<{next(counter)}.loopback@{parts[1]}>"
             with provider.lock:
                 provider.calls += 1
                 if provider.expand:
                     provider.bodies.append(body)
-                provider.accepted += [Accepted(parts[1], f, message_id) for f in _per_recipient(fields, provider.expand)]
+                messages = [Accepted(parts[1], f, message_id) for f in _per_recipient(fields, provider.expand)]
+                provider.accepted += messages
+                if provider.expand:
+                    accepted_at = time.time()
+                    provider.events += [{
+                        "event": "accepted", "id": f"{message_id.strip('<>')}-{n}", "timestamp": accepted_at,
+                        "recipient": m.first("to").rsplit("<", 1)[-1].rstrip(">").strip(), "domain": parts[1],
+                        "tags": m.fields.get("o:tag", []), "seq": len(provider.events) + n,
+                        "message": {"headers": {"message-id": message_id.strip("<>")}},
+                        "user-variables": {k[2:]: v[0] for k, v in m.fields.items() if k.startswith("v:")},
+                    } for n, m in enumerate(messages)]
             self._hold(provider)
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
+
+        def do_GET(self) -> None:
+            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                return self._answer(401, {"message": "Invalid private key"})
+            url = urllib.parse.urlsplit(self.path)
+            parts = url.path.strip("/").split("/")
+            if len(parts) == 3 and parts[0] == "v3" and parts[2] == "events":
+                query: dict[str, Any] = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+            elif len(parts) == 4 and parts[0] == "v3" and parts[2] == "events":
+                try:
+                    query = json.loads(base64.urlsafe_b64decode(parts[3]))
+                except ValueError:
+                    return self._answer(400, {"message": "invalid page token"})
+            else:
+                return self._answer(404, {"message": "not found"})
+            with provider.lock:
+                provider.event_requests += 1
+            self._answer(200, _events_page(provider, base, parts[1], query))
 
     provider = Provider(url="")
     with _serving(Handler) as base:

@@ -1,5 +1,6 @@
 """Faults with real worker processes, judged by what the loopback provider recorded:
-workers SIGKILLed 20 times while 10,000 recipients are sent, a Redis visibility timeout
+workers SIGKILLed 20 times while 10,000 recipients are sent, a worker machine dying
+mid-send (its whole process group killed, its database sessions terminated), a Redis visibility timeout
 shorter than a send, send_memo run three times at once, a send rolled back, the broker
 flushed, a pause half-way, throttling, and recipients the provider refuses."""
 
@@ -30,7 +31,7 @@ from memo_service.celery import app
 from memo_service.developers.models import Developer
 from memo_service.memos import sweeper
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start, send_batch_size
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.models import Delivery, Memo, SendLease
 from tests.conftest import approve, database_url, make_memo, stop_process, wait_for
 from tests.loopback_provider import API_KEY, RESEND_KEY, Provider, ResendProvider, mailgun_server, resend_server
 
@@ -54,19 +55,25 @@ def provider() -> Iterator[Provider]:
         yield server
 
 
+# Leases short enough for a test to wait out (production: 30 s, renewed every 10 s);
+# the loopback's events are visible at once unless a test says otherwise.
+QUICK_LEASES = {"DELIVERY_LEASE_SECONDS": "3", "DELIVERY_LEASE_RENEW_SECONDS": "1", "PROVIDER_EVENTS_LAG_SECONDS": "1"}
+
+
 def start_worker(provider: Provider | ResendProvider, log: Path, backend: str = ONE_CALL_PER_EMAIL,
-                 loglevel: str = "WARNING", **env: str) -> subprocess.Popen[bytes]:
-    """A `celery worker` with two pool processes, sending through `backend` to `provider`."""
+                 loglevel: str = "WARNING", machine: bool = False, **env: str) -> subprocess.Popen[bytes]:
+    """A `celery worker` with two pool processes, sending through `backend` to `provider`.
+    `machine`: in a process group of its own, to be killed whole as a machine dies."""
     if isinstance(provider, ResendProvider):
         email = {"EMAIL_BACKEND": RESEND, "ANYMAIL_RESEND_API_KEY": RESEND_KEY, "ANYMAIL_RESEND_API_URL": provider.url}
     else:
         email = {"EMAIL_BACKEND": backend, "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider.url}
     env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": BROKER,
-           "VAR_DIR": str(settings.VAR_DIR), **email, **env}
+           "VAR_DIR": str(settings.VAR_DIR), **QUICK_LEASES, **email, **env}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2", "--pool=prefork",
          "--without-gossip", "--without-mingle", f"--loglevel={loglevel}"],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=machine,
     )
 
 
@@ -115,6 +122,8 @@ def settle(memo: Memo, monkeypatch: Any) -> None:
     whose task died with them, until nothing is left pending."""
     monkeypatch.setattr(sweeper, "SENDING_GRACE", sweeper.dt.timedelta(seconds=5))
     monkeypatch.setattr(sweeper, "QUEUED_GRACE", sweeper.dt.timedelta(seconds=5))
+    for name, value in QUICK_LEASES.items():  # as the workers have them
+        monkeypatch.setattr(settings, name, int(value))
     deadline = time.monotonic() + 180
     before = None
     while (left := pending(memo).count()) and time.monotonic() < deadline:
@@ -224,9 +233,10 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     backend, tmp_path, monkeypatch, settings
 ):
     """10,000 recipients, a worker process SIGKILLed 20 times, some of them after Mailgun
-    accepted an email and before we recorded it: everyone the provider has was sent it
-    once, and every recipient we cannot vouch for is flagged "outcome unknown" (a kill
-    can leave a delivery, or with batching a whole call, half-done), never silently lost."""
+    accepted an email and before we recorded it. One call per email (anymail's backend,
+    which cannot ask Mailgun): everyone the provider has was sent it once, and every
+    recipient we cannot vouch for is flagged "outcome unknown", never silently lost.
+    Batched (ours, which asks Mailgun's events API): everyone exactly once, all sent."""
     recipients = 10_000
     memo = audience(recipients)
     settings.EMAIL_BACKEND = backend  # send_memo sizes the send tasks for it, as in production
@@ -237,6 +247,15 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     calls = {mailgun_recipient(m): m.message_id for m in provider.accepted}
     deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
     assert len(deliveries) == recipients  # one Delivery each
+    if backend == BATCHED:
+        # Our Mailgun backend can ask Mailgun (its events API): what a killed worker left
+        # is recorded sent where Mailgun has it and sent again exactly where it has not.
+        print(f"{provider.event_requests} events API requests; "
+              f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again")
+        assert {d.status for d in deliveries.values()} == {"sent"}
+        assert set(per_recipient) == set(deliveries) and set(per_recipient.values()) == {1}
+        assert all(d.provider_message_id == calls[a] for a, d in deliveries.items())
+        return
     assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}
     unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
     for address, delivery in deliveries.items():
@@ -460,3 +479,89 @@ def test_recipients_the_provider_refuses_fail_with_its_reason_and_the_others_get
     assert {d.developer.email for d in failed} == refused
     assert all(d.developer.email in d.last_error and "not a valid address" in d.last_error for d in failed)
     assert Delivery.objects.filter(memo=memo, status="sent").count() == recipients - 3
+
+
+def start_beat(tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    """`celery beat`, as production runs it: the sweeper every minute."""
+    env = {**os.environ, "CELERY_BROKER_URL": BROKER, "VAR_DIR": str(settings.VAR_DIR), **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "memo_service", "beat", "--loglevel=INFO",
+         f"--schedule={tmp_path / 'beat-schedule'}"],
+        env=env, stdout=(tmp_path / "beat.log").open("w"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        start_new_session=True,
+    )
+
+
+def workers_connections_terminate() -> int:
+    """Terminate every other PostgreSQL session on the test database (the workers')."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+@ON_FILESYSTEM_BROKER
+@pytest.mark.skipif(not database_url().startswith("postgres"), reason="terminates the workers' PostgreSQL sessions")
+def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_everyone_gets_it_once(tmp_path):
+    """A machine dies mid-send, as an operator fears it: 6,000 recipients through the
+    batching Mailgun backend (six calls of 1,000), one worker (2 processes) and beat,
+    production's lease settings. When a third has been sent, both processes are in a
+    call: Mailgun has accepted one and never got the other. The worker's whole process
+    group is SIGKILLed and a fresh worker starts 3 s later; at two thirds every
+    PostgreSQL session of the workers is terminated. Judged by what the loopback
+    Mailgun recorded: finished within two minutes of the crash, every developer has it
+    exactly once, and no delivery is "outcome unknown"."""
+    recipients = 6_000
+    memo = audience(recipients)
+    settings.EMAIL_BACKEND = BATCHED  # send_memo sizes the send tasks for it
+    production = {"DELIVERY_LEASE_SECONDS": "30", "DELIVERY_LEASE_RENEW_SECONDS": "10",
+                  # the loopback's events show 3 s after a call; the margin is the operator's
+                  "PROVIDER_EVENTS_LAG_SECONDS": "10"}
+    app.control.purge()
+    with mailgun_server() as provider:
+        provider.delay, provider.events_lag = 1.0, 3.0  # a call waits 1 s before it is recorded
+        log = tmp_path / "worker.log"
+        worker = start_worker(provider, log, BATCHED, loglevel="INFO", machine=True, **production)
+        beat = start_beat(tmp_path)
+        restarted = None
+        try:
+            call_command("send_memo", memo.slug, stdout=io.StringIO())
+            deadline = time.monotonic() + 60
+            while provider.calls < 2:  # a third: the next calls are still waiting
+                assert time.monotonic() < deadline, "the send did not start"
+                time.sleep(0.01)
+            provider.hold_unrecorded, provider.hold = 1, 1
+            wait_for(lambda: provider.held.qsize() == 2, timeout=30, what="both processes to be in a call")
+            os.killpg(worker.pid, signal.SIGKILL)  # the machine dies
+            crashed = time.monotonic()
+            worker.wait()
+            # Its pool processes die with it, their sockets closed by the kernel.
+            wait_for(lambda: subprocess.run(["pgrep", "-g", str(worker.pid)], capture_output=True).returncode == 1,
+                     timeout=10, what="the worker's processes to be gone")
+            while not provider.held.empty():
+                provider.held.get()[1].set()  # Mailgun drops the call whose client is gone
+            wait_for(lambda: provider.dropped == 1, timeout=10, what="the unrecorded call to be dropped")
+            accepted_before = len(provider.accepted)
+            assert accepted_before < recipients * 2 / 3  # one held call accepted, the other never got
+            time.sleep(3)
+            restarted = start_worker(provider, log, BATCHED, loglevel="INFO", machine=True, **production)
+            wait_for(lambda: len(provider.accepted) >= recipients * 2 / 3, timeout=60, what="two thirds to be sent")
+            terminated = workers_connections_terminate()
+            wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", timeout=150, what="the memo to finish")
+            finished = time.monotonic() - crashed
+        finally:
+            for process in (restarted, beat):
+                if process is not None:
+                    stop_process(process)
+        print(f"Mailgun had {accepted_before} at the crash; "
+              f"finished {finished:.1f} s after the crash; {terminated} database sessions terminated; "
+              f"{provider.event_requests} events API requests")
+    per_recipient = collections.Counter(mailgun_recipient(m) for m in provider.accepted)
+    statuses = collections.Counter(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
+    assert statuses == {"sent": recipients}, statuses
+    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
+    assert finished < 120
+    assert provider.event_requests, "Mailgun was never asked"
+    assert not SendLease.objects.exists()

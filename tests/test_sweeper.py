@@ -20,7 +20,9 @@ def enqueued(monkeypatch):
     return calls
 
 
-def test_a_delivery_left_sending_by_a_dead_worker_becomes_outcome_unknown(memo, developers, enqueued):
+def test_a_delivery_left_sending_by_a_dead_worker_becomes_outcome_unknown(memo, developers, enqueued, eager):
+    """Under no lease and past the hard time limit; the local outbox cannot say whether
+    it has it (tests/test_reconcile.py: a provider that can)."""
     Memo.objects.filter(pk=memo.pk).update(status="sending", dispatched_at=timezone.now())
     long_ago = timezone.now() - sweeper.SENDING_GRACE - dt.timedelta(seconds=1)
     stuck = Delivery.objects.create(memo=memo, developer=developers["cn"], status="sending", status_changed_at=long_ago)
@@ -61,7 +63,7 @@ def test_an_interrupted_dispatch_is_resumed(memo, enqueued):
     assert enqueued == [("dispatch", memo.pk)]
 
 
-def test_the_memo_is_finished_once_nothing_is_pending(memo, developers, enqueued):
+def test_the_memo_is_finished_once_nothing_is_pending(memo, developers, enqueued, eager):
     Memo.objects.filter(pk=memo.pk).update(status="sending", dispatched_at=timezone.now())
     Delivery.objects.create(
         memo=memo, developer=developers["cn"], status="sending",

@@ -18,10 +18,18 @@ either way (tests/test_sending.py).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+import requests
 from anymail.backends import mailgun
 from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
+from django.conf import settings
+
+from memo_service.backends.base import Acceptance, ReportsAcceptance
+
+# The most events Mailgun's events API returns in one page.
+EVENTS_PAGE_LIMIT = 300
 
 
 def _addresses(value: Any) -> list[EmailAddress]:
@@ -48,7 +56,7 @@ class MailgunPayload(mailgun.MailgunPayload):
     )
 
 
-class EmailBackend(mailgun.EmailBackend):
+class EmailBackend(mailgun.EmailBackend, ReportsAcceptance):
     # Mailgun's limit on recipients in one batch call; a send task carries at most
     # dispatch.BATCH_SIZE deliveries, so that is the usual size of a call.
     merge_batch_size = 1000
@@ -63,3 +71,40 @@ class EmailBackend(mailgun.EmailBackend):
         """Mailgun refuses a whole batch call (HTTP 400) for one address it will not
         take, naming the 'to' parameter; sending.py then halves the call."""
         return getattr(error, "status_code", None) == 400 and "'to' parameter" in str(error)
+
+    def accepted_delivery_ids(
+        self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
+    ) -> dict[int, Acceptance]:
+        """Mailgun's events API: every `accepted` event of the tag in the time range,
+        oldest first, page by page (`paging.next` until a page comes back empty); each
+        event carries our delivery id in its user-variables (sending.py puts it in each
+        recipient's metadata)."""
+        domain = self.sender_domain or settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip(">")
+        session = requests.Session()
+        session.auth = ("api", self.api_key)
+        url: str | None = f"{self.api_url}{domain}/events"
+        params: dict[str, Any] | None = {
+            "event": "accepted", "tags": tag, "begin": f"{begin.timestamp():.6f}", "end": f"{end.timestamp():.6f}",
+            "ascending": "yes", "limit": EVENTS_PAGE_LIMIT,
+        }
+        found: dict[int, Acceptance] = {}
+        with session:
+            while url:
+                response = session.get(url, params=params, timeout=self.timeout)
+                response.raise_for_status()
+                page = response.json()
+                for event in page.get("items", []):
+                    try:
+                        delivery_id = int((event.get("user-variables") or {}).get("delivery_id", ""))
+                    except ValueError:
+                        continue  # not one of ours
+                    if delivery_id in delivery_ids:
+                        message_id = (event.get("message") or {}).get("headers", {}).get("message-id", "")
+                        # As the send call's answer gives it (anymail's message_id).
+                        found[delivery_id] = Acceptance(
+                            f"<{message_id.strip('<>')}>" if message_id else "",
+                            dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.timezone.utc),
+                        )
+                # The next page's URL carries the query; an empty page is the end.
+                url, params = (page.get("paging") or {}).get("next") if page.get("items") else None, None
+        return found

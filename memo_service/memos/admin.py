@@ -35,7 +35,10 @@ from memo_service.memos.models import (
     MemoTranslation,
     WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
+from memo_service.memos.models import SendLease
 from memo_service.memos.evidence import evidence_verify
+from memo_service.memos.reconcile import memo_unknown_resend
+from memo_service.memos.reports import memo_outcome_unknown
 from memo_service.memos.reports import (
     DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
 )
@@ -288,6 +291,7 @@ class MemoAdmin(admin.ModelAdmin):
             "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
             "explain": self.explain_view, "verify": self.verify_view,
             "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
+            "resend-unknown": self.resend_unknown_view,
         }
         return [
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
@@ -361,6 +365,27 @@ class MemoAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._act(request, object_id, "send", memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        memo = Memo.objects.filter(pk=object_id).first() if object_id.isdigit() else None
+        unknown = sum(n for _, n in memo_outcome_unknown(memo)) if memo else 0
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "outcome_unknown": unknown})
+
+    def resend_unknown_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Deliveries nobody can know the fate of: how many and why; a Composer may send
+        them again, accepting that some developers get the memo twice."""
+        memo = self._memo(request, object_id)
+        if request.method == "POST":
+            if not self.has_send_permission(request, memo):
+                raise PermissionDenied
+            n = memo_unknown_resend(memo=memo, by=request.user)
+            messages.success(request, f"{n} deliveries whose outcome was unknown are being sent again.")
+            return HttpResponseRedirect(_memo_url(memo))
+        reasons = memo_outcome_unknown(memo)
+        return self._page(request, memo, "admin/memos/memo/resend_unknown.html", f"Outcome unknown: {memo.title}",
+                          reasons=reasons, total=sum(n for _, n in reasons),
+                          can_send=self.has_send_permission(request, memo))
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
@@ -607,3 +632,15 @@ class WebhookMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "event", "endpoint", "status", "attempts", "next_attempt_at", "created_at", "delivered_at"]
     list_filter = ["status", "event"]
     inlines = [WebhookAttemptInline]
+
+
+@admin.register(SendLease)
+class SendLeaseAdmin(ReadOnlyAdmin):
+    """Send tasks at work, and those a dead worker left (memos/leases.py, reconcile.py)."""
+
+    list_display = ["id", "memo", "holder", "deliveries", "created_at", "last_renewed_at", "expires_at", "note"]
+    exclude = ["delivery_ids"]
+
+    @admin.display(description="deliveries")
+    def deliveries(self, lease: SendLease) -> int:
+        return len(lease.delivery_ids)

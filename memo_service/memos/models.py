@@ -413,3 +413,26 @@ class ProviderThrottle(models.Model):
     provider = models.CharField(max_length=100, primary_key=True)
     next_slot = models.FloatField(default=0.0)  # unix time of the next free send slot
     blocked_until = models.FloatField(default=0.0)  # unix time a Retry-After asked us to wait for
+
+
+class SendLease(models.Model):
+    """A send task's claim on its deliveries: who holds them and until when.
+
+    A worker process takes one when a send task starts and renews it while the task runs
+    (memos/leases.py); a lease that was not renewed in time belongs to a process that is
+    gone, and beat's sweeper hands its deliveries to reconciliation (memos/reconcile.py).
+    """
+
+    holder = models.CharField(max_length=200, help_text="host:pid of the worker process holding it.")
+    memo = models.ForeignKey(Memo, on_delete=models.CASCADE, related_name="+")
+    # The task's delivery ids: one row per task, not a write per delivery.
+    delivery_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    # The dead holder's last sign of life, kept when reconciliation takes the lease over.
+    last_renewed_at = models.DateTimeField()
+    # Why it is being reconciled (blank while its first holder works).
+    note = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"lease {self.pk} ({self.holder})"

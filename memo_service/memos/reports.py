@@ -256,3 +256,11 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
         f'{deadline}<text x="{pad + 6}" y="{pad - 6}" font-size="12">{total} acknowledged of {targeted}</text>'
         "</svg>"
     )
+
+
+def memo_outcome_unknown(memo: Memo) -> list[tuple[str, int]]:
+    """The memo's deliveries whose outcome nobody can know, counted per reason."""
+    return list(
+        Delivery.objects.filter(memo=memo, status=S.OUTCOME_UNKNOWN).values_list("last_error")
+        .annotate(n=Count("id")).order_by("-n")
+    )

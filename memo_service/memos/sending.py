@@ -24,12 +24,14 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from urllib3.exceptions import NewConnectionError
 
+from memo_service.backends.base import reports_acceptance
 from memo_service.db import in_ids
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
 from memo_service.memos.control import ControlRefused, memo_pause
 from memo_service.memos.dispatch import memo_finish_if_done
 from memo_service.memos.evidence import evidence_record_deliveries
+from memo_service.memos.leases import lease_release, lease_take
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
 from memo_service.memos.rendering import (
@@ -97,15 +99,41 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     return set(ids)
 
 
-def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str) -> None:
-    """Record the provider's acceptance of the emails one API call handed over. A
-    tracking event may have moved a status on already; the send time and message id are
+def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str,
+                           accepted_at: dt.datetime | None = None) -> None:
+    """Record the provider's acceptance of the emails one API call handed over (at
+    `accepted_at` when the provider says when, reconciling a lost answer). A tracking
+    event may have moved a status on already; the send time and message id are
     recorded all the same."""
     now = timezone.now()
     Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
         status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
         provider_message_id=message_id[:255], language=language,
-        sent_at=Coalesce(F("sent_at"), Value(now)), status_changed_at=now, last_error="",
+        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)), status_changed_at=now, last_error="",
+    )
+
+
+def deliveries_record_unsent(*, delivery_ids: list[int], reason: str,
+                             claimed_before: dt.datetime | None = None) -> list[int]:
+    """The provider never got these (it said so, or they were never sent): back to
+    queued, to be sent again; returns those it moved. `claimed_before`: only rows still
+    in the claim that was looked at (one claimed again since is another worker's)."""
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
+    with transaction.atomic():
+        ids = list(Delivery.objects.select_for_update().filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING)
+                   .values_list("id", flat=True))
+        Delivery.objects.filter(id__in=in_ids(ids), status=S.SENDING).update(
+            status=S.QUEUED, last_error=reason[:2000], not_before=None, status_changed_at=timezone.now()
+        )
+    return ids
+
+
+def deliveries_record_unknown(*, delivery_ids: list[int], reason: str,
+                              claimed_before: dt.datetime | None = None) -> int:
+    """Nobody can know whether the provider has these: "outcome unknown", with why."""
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
+    return Delivery.objects.filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING).update(
+        status=S.OUTCOME_UNKNOWN, last_error=reason[:2000], status_changed_at=timezone.now()
     )
 
 
@@ -266,6 +294,9 @@ class BatchSender:
         self.later: list[int] = []  # to try again after `delay` seconds
         self.delay = 0.0
         self.paused = False
+        # Deliveries left `sending` after a lost answer, for reconciliation to settle.
+        self.unsettled = False
+        self.reports_acceptance = reports_acceptance(connection)
 
     def run(self) -> None:
         pending: list[Prepared] = []
@@ -355,6 +386,7 @@ class BatchSender:
                 connection=self.connection,
                 # Our id, never personal data: tracking events carry it back to us.
                 metadata={"delivery_id": str(first.delivery.pk)},
+                tags=[memo_tag(first.delivery.memo_id)],
             )
             message.attach_alternative(first.email.html, "text/html")
         else:
@@ -397,6 +429,7 @@ class BatchSender:
             # Addresses as anymail's parser makes them: a batching backend (ours) takes them as they are.
             to=[p.to for p in group],
             merge_metadata={p.to.addr_spec: {"delivery_id": str(p.delivery.pk)} for p in group},
+            tags=[memo_tag(group[0].delivery.memo_id)],
         )
         message.attach_alternative(html, "text/html")
         return message
@@ -452,8 +485,14 @@ class BatchSender:
                 self.later += [d.pk for d in rest]
                 raise _Stop  # no shared limiter: the rest of the batch waits too
             return
-        for delivery_id in ids:
-            delivery_record_failure(delivery_id=delivery_id, error=error, outcome_unknown=_may_have_been_accepted(exc))
+        if self.reports_acceptance and _may_have_been_accepted(exc):
+            # The provider can say whether it took them: left `sending` for
+            # reconciliation (memos/reconcile.py), which asks once its events are in.
+            self.unsettled = True
+        else:
+            for delivery_id in ids:
+                delivery_record_failure(delivery_id=delivery_id, error=error,
+                                        outcome_unknown=_may_have_been_accepted(exc))
         if isinstance(exc, SoftTimeLimitExceeded):
             raise exc  # the rest stay queued; the sweeper re-enqueues them
 
@@ -469,9 +508,19 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     # Each memo read once, not once per row: a memo carries all its templates.
     memos = Memo.objects.in_bulk({row[1] for row in rows})
     deliveries = [Queued(*row[:6], developer=Recipient(*row[6:]), memo=memos[row[1]]) for row in rows]
-    with get_connection() as connection:
-        sender = BatchSender(connection, deliveries)
-        sender.run()
+    if not deliveries:
+        return
+    # Held (and renewed by this process) until every delivery it claims is settled; if
+    # the process dies, the lease expires and the sweeper reconciles (memos/leases.py).
+    lease = lease_take(memo_id=deliveries[0].memo_id, delivery_ids=[d.pk for d in deliveries])
+    try:
+        with get_connection() as connection:
+            sender = BatchSender(connection, deliveries)
+            sender.run()
+    except BaseException:
+        lease_release(lease_id=lease.pk, done=False)
+        raise
+    lease_release(lease_id=lease.pk, done=not sender.unsettled)
     for memo_id in {memo_id for memo_id, _ in sender.renderers}:
         memo_finish_if_done(memo_id=memo_id)
 
@@ -484,6 +533,11 @@ def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
         ))
     except ControlRefused:
         pass  # already paused
+
+
+def memo_tag(memo_id: int) -> str:
+    """The provider's tag on a memo's emails: reconciliation asks for that memo's events."""
+    return f"memo-{memo_id}"
 
 
 def _org_contact(delivery: Queued) -> list[str]:

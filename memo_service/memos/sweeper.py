@@ -5,10 +5,12 @@
   is enqueued again. Claims are guarded, so a late original task and the new one cannot
   both send it. (A million-recipient send has rows queued for many minutes while its
   tasks wait their turn; those are not lost, and are left alone.)
-- A delivery left in `sending` by a worker that died mid-send may or may not have
-  reached the provider: it becomes `outcome_unknown`, to be reconciled from tracking
-  events, never sent again, unless the backend sends with an idempotency key
-  (memo_service.backends.resend): then it is queued and sent again, harmlessly.
+- A send task's lease (memos/leases.py) that its worker process stopped renewing (it
+  died, with its machine or alone) is taken over and reconciled (memos/reconcile.py):
+  its queued deliveries are enqueued again, and for those left `sending` the provider
+  is asked what it accepted.
+- A delivery left in `sending` under no lease (sent before leases existed) is given
+  one past the hard time limit, and reconciled the same way.
 - A memo whose dispatch was interrupted is dispatched again (it resumes).
 """
 
@@ -20,10 +22,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from memo_service.memos.dispatch import memo_finish_if_done, send_batch_size
-from memo_service.memos.queue import enqueue
-from memo_service.memos.sending import backend_is_idempotent
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.dispatch import send_batch_size
+from memo_service.memos.models import Delivery, Memo, SendLease
+from memo_service.memos.queue import enqueue, enqueue_later
+from memo_service.memos.reconcile import SWEEPER, leases_expired_take_over
 
 S = Delivery.Status
 # A send moves some delivery on every few seconds; ten minutes without means its tasks are gone.
@@ -36,19 +38,8 @@ DISPATCH_GRACE = dt.timedelta(minutes=30)
 
 def deliveries_sweep() -> dict[str, int]:
     now = timezone.now()
-    stuck_sending = Delivery.objects.filter(status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE)
-    memo_ids = set(stuck_sending.values_list("memo_id", flat=True).distinct())
-    if backend_is_idempotent():
-        # The provider deduplicates by delivery id: sending it again cannot make a copy.
-        abandoned = stuck_sending.update(
-            status=S.QUEUED, status_changed_at=now, not_before=None,
-            last_error="the worker sending it stopped; sent again with the same idempotency key",
-        )
-    else:
-        abandoned = stuck_sending.update(
-            status=S.OUTCOME_UNKNOWN, status_changed_at=now,
-            last_error="the worker sending it stopped; the provider may or may not have it",
-        )
+    abandoned = deliveries_unleased_lease(now=now)
+    leases = leases_recover()
     requeued = 0
     last_id = 0
     # Read once: as a subquery per queued row it would cost queued rows × sent rows.
@@ -71,6 +62,40 @@ def deliveries_sweep() -> dict[str, int]:
     ).values_list("id", flat=True)
     for memo_id in interrupted:
         enqueue("memos.dispatch_memo", memo_id)
-    for memo_id in memo_ids:
-        memo_finish_if_done(memo_id=memo_id)
-    return {"abandoned": abandoned, "requeued": requeued, "redispatched": len(interrupted)}
+    return {"abandoned": abandoned, "leases": len(leases), "requeued": requeued, "redispatched": len(interrupted)}
+
+
+def leases_recover() -> list[tuple[int, float]]:
+    """Take over every expired lease and enqueue its reconciliation, delayed until the
+    provider's events can be trusted. Beat runs it every 15 s as well (settings.py)."""
+    leases = leases_expired_take_over(now=timezone.now())
+    for lease_id, wait in leases:
+        enqueue_later("memos.reconcile_lease", lease_id, countdown=wait)
+    return leases
+
+
+def deliveries_unleased_lease(*, now: dt.datetime) -> int:
+    """Put deliveries stuck in `sending` under no lease into an expired one (one per
+    memo), so that they are reconciled like a dead worker's; returns how many."""
+    stuck = {
+        delivery_id: (memo_id, claimed)
+        for delivery_id, memo_id, claimed in Delivery.objects.filter(
+            status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE
+        ).values_list("id", "memo_id", "status_changed_at")
+    }
+    if not stuck:
+        return 0
+    for ids in SendLease.objects.values_list("delivery_ids", flat=True):
+        for delivery_id in ids:
+            stuck.pop(delivery_id, None)
+    by_memo: dict[int, list[int]] = {}
+    for delivery_id, (memo_id, _) in stuck.items():
+        by_memo.setdefault(memo_id, []).append(delivery_id)
+    for memo_id, ids in by_memo.items():
+        claimed = min(stuck[i][1] for i in ids)
+        SendLease.objects.create(
+            holder=f"{SWEEPER}no lease", memo_id=memo_id, delivery_ids=sorted(ids), created_at=claimed,
+            last_renewed_at=claimed, expires_at=now - dt.timedelta(microseconds=1),
+            note="left sending under no lease for longer than the hard time limit",
+        )
+    return len(stuck)

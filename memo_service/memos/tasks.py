@@ -4,7 +4,7 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import dispatch, evidence, notify, reminders, sending, sweeper
+from memo_service.memos import dispatch, evidence, notify, reconcile, reminders, sending, sweeper
 
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
@@ -24,9 +24,21 @@ def send_scheduled() -> None:
     dispatch.memos_send_scheduled()
 
 
-@shared_task(name="memos.sweep")
+@shared_task(name="memos.sweep", **RETRY)
 def sweep() -> None:
     sweeper.deliveries_sweep()
+
+
+@shared_task(name="memos.recover_leases", **RETRY)
+def recover_leases() -> None:
+    sweeper.leases_recover()
+
+
+@shared_task(name="memos.reconcile_lease", **RETRY)
+def reconcile_lease(lease_id: int) -> None:
+    """An expired lease's deliveries; a provider that cannot be asked now is asked again
+    at the sweeper's next run (the lease expires again)."""
+    reconcile.lease_reconcile(lease_id=lease_id)
 
 
 @shared_task(name="memos.remind")
