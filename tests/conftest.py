@@ -205,3 +205,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
         time.sleep(0.25)
 
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_renderers() -> None:
+    """Sent memos' compiled templates are cached by id and content hash; tests reuse both
+    (SQLite hands out ids again after a rollback, and tests set hashes by hand)."""
+    from memo_service.memos.rendering import _sent_renderer
+
+    _sent_renderer.cache_clear()

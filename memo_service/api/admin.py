@@ -1,15 +1,28 @@
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from memo_service.api.models import ApiClient
+from memo_service.api.models import ApiClient, Scope
+
+
+class ApiClientForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="What the client may call; a call outside them gets 403.",
+    )
+
+    class Meta:
+        model = ApiClient
+        fields = ["name", "is_active", "scopes"]
 
 
 @admin.register(ApiClient)
 class ApiClientAdmin(admin.ModelAdmin):
-    list_display = ["name", "token_prefix", "is_active", "created_at", "last_used_at"]
+    form = ApiClientForm
+    list_display = ["name", "token_prefix", "is_active", "scopes", "created_at", "last_used_at"]
     readonly_fields = ["token_prefix", "created_at", "last_used_at"]
     actions = ["rotate_tokens"]
 

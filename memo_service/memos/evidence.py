@@ -22,7 +22,7 @@ PAGE = 2_000  # records per query while verifying: memory stays flat
 
 
 def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
-    return {
+    payload = {
         "developer": answer.developer.external_id,
         "response": answer.response,
         "comment": answer.comment,
@@ -35,6 +35,12 @@ def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
         "suspected_automation": answer.suspected_automation,
         "automation_reasons": answer.automation_reasons,
     }
+    # Only answers from another channel than the email link say which: the records
+    # chained before channels existed keep verifying as they were written.
+    if answer.channel != Acknowledgement.Channel.EMAIL_LINK:
+        payload["channel"] = answer.channel
+        payload["api_client"] = answer.api_client_id
+    return payload
 
 
 def event_payload(event: DeliveryEvent) -> dict[str, Any]:

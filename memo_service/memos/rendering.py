@@ -347,3 +347,41 @@ def memo_content_hash(memo: Memo) -> str:
     }
     encoded = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(encoded).hexdigest()
+
+
+# --- the text a developer was sent, as their page and the console show it ----------------
+
+RENDERERS_CACHED = 64  # memos whose templates stay compiled: far more than are open at once
+
+
+@functools.lru_cache(maxsize=RENDERERS_CACHED)
+def _sent_renderer(memo_id: int, content_hash: str) -> MemoRenderer:
+    """A sent memo's compiled templates. Keyed on the content hash frozen at approval,
+    which covers every language's templates and the dates: they cannot change under it."""
+    memo = Memo.objects.prefetch_related("translations").get(pk=memo_id)
+    return MemoRenderer(memo)
+
+
+@dataclass(frozen=True)
+class SentText:
+    language: str
+    subject: str
+    html: str
+    text: str
+    content_hash: str
+
+
+def sent_text_hash(delivery: Any) -> str:
+    """The hash of the text sent with this delivery, which an answer to it records.
+    Today the memo's content hash, frozen at approval."""
+    return delivery.memo.content_hash
+
+
+def sent_text(delivery: Any, ack_url: str) -> SentText:
+    """The memo as sent to the delivery's developer, in their language, without our
+    layout: what the acknowledgement page shows and the console's notices carry. The
+    one place both read it from. `delivery` needs its memo and developer loaded."""
+    memo = delivery.memo
+    renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else MemoRenderer(memo)
+    language, subject, html, text = renderer.render_parts(developer_context(delivery.developer), ack_url)
+    return SentText(language=language, subject=subject, html=html, text=text, content_hash=sent_text_hash(delivery))

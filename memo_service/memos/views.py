@@ -30,7 +30,7 @@ from django_countries import countries
 from memo_service.memos.acks import (
     AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
 )
-from memo_service.memos.rendering import MemoRenderer, developer_context
+from memo_service.memos.rendering import sent_text
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -115,10 +115,8 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
 
 def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     answers = answers_of(target)
-    developer = developer_context(target.developer)
-    language, subject, html, _ = MemoRenderer(target.memo).render_parts(
-        developer, ack_url(target.memo.pk, target.developer.pk)
-    )
+    sent = sent_text(target.delivery, ack_url(target.memo.pk, target.developer.pk))
+    language, subject, html = sent.language, sent.subject, sent.html
     with translation.override(language):
         return _private(render(
             request,
