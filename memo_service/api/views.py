@@ -7,15 +7,15 @@ digest). Writes go through the same functions as the CSV import.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-from typing import Any, Literal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import Field, NinjaAPI, Query, Schema
+from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict, Strict, field_validator
 from ninja.security import HttpBearer
 
 from memo_service.api.models import ApiClient, Scope, token_digest
@@ -200,6 +200,7 @@ def memo_answers(
 # --- the console: a developer's notices, and the answers they give there ----------------
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
+NO_NUL = r"^[^\x00]*$"
 
 
 class DisputeOut(Schema):
@@ -234,21 +235,11 @@ class ConsoleAnswerIn(Schema):
     response: Literal["acknowledged", "disputes_region", "needs_help"]
     content_hash: str = Field(..., pattern=HASH_PATTERN, description="the hash of the text the console showed")
     country: str = Field("", max_length=2, description="with disputes_region: ISO alpha-2 of where the developer is")
-    comment: str = Field("", max_length=2_000, description="required with needs_help")
-    ip_address: str | None = Field(..., max_length=45, description="the developer's address as the console saw it")
-    user_agent: str = Field(..., max_length=1_000, description="the developer's browser as the console saw it")
-
-    @field_validator("ip_address")
-    @classmethod
-    def _ip(cls, value: str | None) -> str | None:
-        return None if value is None else str(ipaddress.ip_address(value))  # ValueError → 422
-
-    @field_validator("user_agent", "comment")
-    @classmethod
-    def _storable(cls, value: str) -> str:
-        if "\x00" in value:  # PostgreSQL refuses NUL in text
-            raise ValueError("contains a NUL character")
-        return value
+    # No NUL: PostgreSQL refuses it in text.
+    comment: str = Field("", max_length=2_000, pattern=NO_NUL, description="required with needs_help")
+    # Not strict: an address arrives as a JSON string.
+    ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(..., description="the developer's address as the console saw it")
+    user_agent: str = Field(..., max_length=1_000, pattern=NO_NUL, description="the developer's browser as the console saw it")
 
 
 class ConsoleAnswerOut(Schema):
@@ -283,11 +274,11 @@ def developer_notices_view(
 
 @api.post(
     "/developers/{external_id}/memos/{memo}/answers", auth=ClientToken(Scope.ANSWERS_RELAY),
-    response={200: ConsoleAnswerOut, 201: ConsoleAnswerOut, 401: Problem, 403: Problem, 404: Problem,
+    response={200: ConsoleAnswerOut, 201: ConsoleAnswerOut, 400: Problem, 401: Problem, 403: Problem, 404: Problem,
               409: HashProblem, 410: Problem, 422: ValidationProblem},
     summary="Record a developer's answer given in the console (201; 200 when it was already recorded)",
 )
-def developer_answer(request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn) -> tuple[int, dict[str, Any]]:
+def developer_answer(request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn) -> Status[dict[str, Any]]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id), erased_at__isnull=True)
     target = ack_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
     if target is None or target.memo.status not in SHOWN_MEMO_STATUSES:
@@ -297,15 +288,15 @@ def developer_answer(request: HttpRequest, external_id: str, memo: str, payload:
     try:
         answer, recorded = answer_record(
             target=target, response=payload.response, comment=payload.comment, country=payload.country,
-            ip_address=payload.ip_address, user_agent=payload.user_agent,
+            ip_address=str(payload.ip_address) if payload.ip_address else None, user_agent=payload.user_agent,
             interacted=True,  # the console's own page, where a signed-in person pressed its button
             channel=Acknowledgement.Channel.CONSOLE, api_client=request.auth, shown_hash=payload.content_hash,
         )
     except ContentHashMismatch as exc:
-        return 409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected}
+        return Status(409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected})
     except AnswerInvalid as exc:
-        return 422, {"detail": [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in exc.errors.items()]}
-    return (201 if recorded else 200), {
+        return Status(422, {"detail": [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in exc.errors.items()]})
+    return Status(201 if recorded else 200, {
         "id": answer.pk, "memo": target.memo.slug, "external_id": developer.external_id, "response": answer.response,
         "recorded": recorded, "channel": answer.channel, "created_at": answer.created_at, "content_hash": answer.content_hash,
-    }
+    })
