@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.api.models import ApiClient, Scope
+from memo_service.memos.acks import ack_url
 from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.models import Acknowledgement, Delivery, Memo, WebhookEndpoint, WebhookMessage
 from memo_service.memos.notices import developer_notices, notices_query
@@ -206,3 +211,37 @@ def test_a_bounced_email_still_shows_but_a_queued_one_does_not(client, console, 
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="queued")
     assert len(get(client, "/developers/cn-1/notices", console).json()["items"]) == 1
     assert get(client, "/developers/ru-1/notices", console).json()["items"] == []
+
+
+def test_reports_count_and_show_answers_by_channel(client, admin_client, console, two_memos, developers, capsys):
+    older, _ = two_memos
+    # RU answers on the page the emailed link opens; CN in the console.
+    client.get(ack_url(older.pk, developers["ru"].pk).removeprefix("http://testserver"))
+    client.post(f"/ack/memo/{older.pk}/", {"interacted": "1", "response": "acknowledged"}, HTTP_USER_AGENT=PHONE)
+    answer(client, console, "cn-1", older, response="needs_help", comment="Which regions?")
+    answer(client, console, "cn-1", older)
+    expected = {
+        "email_link": {"acknowledged": 1, "disputes_region": 0, "needs_help": 0, "total": 1},
+        "console": {"acknowledged": 1, "disputes_region": 0, "needs_help": 1, "total": 2},
+    }
+    call_command("memo_status", older.slug, "--json")
+    assert json.loads(capsys.readouterr().out)["answers_by_channel"] == expected
+    call_command("memo_status", older.slug)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "answers by channel: email link 1 (acknowledged 1, disputes region 0, needs help 0); "
+        "console 2 (acknowledged 1, disputes region 0, needs help 1)")
+    page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[older.pk])).content.decode()
+    assert "<tr><td>console (through the sync API)</td><td>1</td><td>0</td><td>1</td><td>2</td></tr>" in page
+    assert "<tr><td>email link</td><td>1</td><td>0</td><td>0</td><td>1</td></tr>" in page
+
+    out = io.StringIO()
+    call_command("export_evidence", older.slug, "--format", "csv", stdout=out)
+    rows = {r["developer"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    assert (rows["cn-1"]["answer"], rows["cn-1"]["channel"], rows["cn-1"]["api_client"]) == ("acknowledged", "console", "console")
+    assert (rows["ru-1"]["channel"], rows["ru-1"]["api_client"]) == ("email_link", "")
+    out = io.StringIO()
+    call_command("export_evidence", older.slug, "--format", "json", stdout=out)
+    export = json.loads(out.getvalue())
+    assert export["answers_by_channel"] == expected
+    cn = next(r for r in export["recipients"] if r["developer"] == "cn-1")
+    assert [(a["response"], a["channel"]) for a in cn["answers"]] == [("needs_help", "console"), ("acknowledged", "console")]

@@ -129,11 +129,19 @@ class CountryFunnel(Schema):
     exempt: int
 
 
+class ChannelAnswers(Schema):
+    acknowledged: int
+    disputes_region: int
+    needs_help: int
+    total: int
+
+
 class FunnelOut(CountryFunnel):
     memo: str
     status: str
     content_hash: str
     by_country: dict[str, CountryFunnel]
+    answers_by_channel: dict[Literal["email_link", "console"], ChannelAnswers]
 
 
 class AnswerOut(Schema):
