@@ -362,6 +362,14 @@ def _sent_renderer(memo_id: int, content_hash: str) -> MemoRenderer:
     return MemoRenderer(memo)
 
 
+def sent_memo(memo: Memo) -> Memo:
+    """The sent memo as loaded with its compiled templates (title, dates, translations):
+    `memo` needs only its id and content hash."""
+    if not memo.content_hash:
+        return Memo.objects.get(pk=memo.pk)
+    return _sent_renderer(memo.pk, memo.content_hash).memo
+
+
 @dataclass(frozen=True)
 class SentText:
     language: str
