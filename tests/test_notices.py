@@ -250,3 +250,23 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
     assert export["answers_by_channel"] == expected
     cn = next(r for r in export["recipients"] if r["developer"] == "cn-1")
     assert [(a["response"], a["channel"]) for a in cn["answers"]] == [("needs_help", "console"), ("acknowledged", "console")]
+
+
+def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_change(
+    client, admin_client, console, two_memos, monkeypatch
+):
+    from memo_service.api import views
+
+    assert get(client, "/developers/cn-1/notices", console).status_code == 200
+    ApiClient.objects.update(is_active=False)  # by another process, say: this one still knows the client
+    assert get(client, "/developers/cn-1/notices", console).status_code == 200
+    later = views.time.monotonic() + views.CLIENT_CACHE_SECONDS + 1
+    monkeypatch.setattr(views.time, "monotonic", lambda: later)
+    assert get(client, "/developers/cn-1/notices", console).status_code == 401
+    # Changed in the admin, the client's scopes apply at once in the admin's process.
+    ApiClient.objects.update(is_active=True)
+    assert get(client, "/developers/cn-1/notices", console).status_code == 200
+    api_client = ApiClient.objects.get(name="console")
+    admin_client.post(f"/admin/api/apiclient/{api_client.pk}/change/",
+                      {"name": "console", "is_active": "on", "scopes": ["answers:relay"]})
+    assert get(client, "/developers/cn-1/notices", console).status_code == 403

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from memo_service.api.models import ApiClient, Scope
+from memo_service.api.views import api_clients_forget
 
 
 class ApiClientForm(forms.ModelForm):
@@ -29,6 +30,7 @@ class ApiClientAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiClient, form: Any, change: bool) -> None:
         token = obj.token_rotate() if not change else None
         super().save_model(request, obj, form, change)
+        api_clients_forget()
         if token:
             messages.warning(request, f"Token for {obj.name}: {token} — copy it now, it is not shown again.")
 
@@ -38,3 +40,4 @@ class ApiClientAdmin(admin.ModelAdmin):
             token = client.token_rotate()
             client.save(update_fields=["token_digest", "token_prefix"])
             messages.warning(request, f"New token for {client.name}: {token} — copy it now, it is not shown again.")
+        api_clients_forget()
