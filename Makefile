@@ -43,10 +43,12 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 	touch $@
 
 # Needs this machine's PostgreSQL (and Redis for the send). N sets the size of each
-# (default 1,000,000 rows to import, 1,000,000 recipients to send to).
+# (default 1,000,000 rows to import, 1,000,000 recipients to send to, 1,000,000
+# developers whose notices are read).
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/import_developers.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/notices.py
 
 clean:
 	rm -rf $(VENV) var
