@@ -270,3 +270,17 @@ def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_
     admin_client.post(f"/admin/api/apiclient/{api_client.pk}/change/",
                       {"name": "console", "is_active": "on", "scopes": ["answers:relay"]})
     assert get(client, "/developers/cn-1/notices", console).status_code == 403
+
+
+def test_a_console_page_load_costs_one_query(client, console, two_memos, django_assert_num_queries):
+    get(client, "/developers/cn-1/notices", console)  # the client and the memos' templates, once
+    with django_assert_num_queries(1):
+        assert len(get(client, "/developers/cn-1/notices", console).json()["items"]) == 2
+
+
+def test_an_erased_developer_has_no_notices_and_cannot_answer(client, console, two_memos, developers):
+    from memo_service.developers.erasure import developer_erase
+
+    developer_erase(developer=developers["ru"])
+    assert get(client, "/developers/ru-1/notices", console).status_code == 404
+    assert answer(client, console, "ru-1", two_memos[0]).status_code == 404
