@@ -284,3 +284,11 @@ def test_an_erased_developer_has_no_notices_and_cannot_answer(client, console, t
     developer_erase(developer=developers["ru"])
     assert get(client, "/developers/ru-1/notices", console).status_code == 404
     assert answer(client, console, "ru-1", two_memos[0]).status_code == 404
+
+
+def test_both_endpoints_are_in_the_openapi_schema(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    notices = paths["/api/v1/developers/{external_id}/notices"]["get"]
+    answers = paths["/api/v1/developers/{external_id}/memos/{memo}/answers"]["post"]
+    assert {"200", "403", "404"} <= set(notices["responses"])
+    assert {"200", "201", "403", "409", "410", "422"} <= set(answers["responses"])
