@@ -23,6 +23,7 @@ with `per_s`, `floor_ratio` and `p99_ms`. Not part of the tests. Target: floor_r
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import multiprocessing
@@ -75,11 +76,11 @@ def setup() -> str:
 
     django.setup()
     from django.db import connection
+    from django.utils import timezone
 
     from memo_service.api.models import ApiClient, Scope
     from memo_service.memos.models import Memo, MemoTranslation
     from memo_service.memos.rendering import memo_content_hash
-    from django.utils import timezone
 
     started = time.perf_counter()
     with connection.cursor() as cur:
@@ -93,7 +94,7 @@ def setup() -> str:
     memo = Memo.objects.create(
         title="Regions blocked", slug="regions-blocked", subject="Access from {{ developer.country_name }} ends",
         html_body="<p>Dear {{ developer.name }},</p>", text_body=TEXT,
-        ack_deadline=timezone.now() + timezone.timedelta(days=30),
+        ack_deadline=timezone.now() + dt.timedelta(days=30),
     )
     MemoTranslation.objects.create(memo=memo, language="zh-hans", subject="来自{{ developer.country_name }}的访问将被阻止",
                                    html_body="<p>{{ developer.name }}，您好</p>",

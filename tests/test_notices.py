@@ -18,7 +18,13 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.acks import ack_url
 from memo_service.memos.evidence import evidence_verify
-from memo_service.memos.models import Acknowledgement, Delivery, Memo, WebhookEndpoint, WebhookMessage
+from memo_service.memos.models import (
+    Acknowledgement,
+    Delivery,
+    Memo,
+    WebhookEndpoint,
+    WebhookMessage,
+)
 from memo_service.memos.notices import developer_notices, notices_sql
 from memo_service.memos.rendering import memo_content_hash
 from tests.conftest import make_memo
@@ -76,7 +82,7 @@ def answer(client: Any, token: str, external_id: str, memo: Memo, **body: Any) -
 
 
 def test_the_console_gets_the_memos_as_sent_in_the_developers_language_newest_first(client, console, two_memos):
-    older, newer = two_memos
+    older, _ = two_memos
     response = get(client, "/developers/cn-1/notices", console)
     assert response.status_code == 200
     items = response.json()["items"]

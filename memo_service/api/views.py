@@ -327,12 +327,13 @@ def developer_answer(request: HttpRequest, external_id: str, memo: str, payload:
         raise HttpError(404, "this memo was not sent to this developer")
     if not answers_open(target.memo):
         raise HttpError(410, "the memo no longer takes answers: its deadline and grace period have passed")
+    relayed_by: ApiClient = request.auth  # type: ignore[attr-defined]  # set by ClientToken
     try:
         answer, recorded = answer_record(
             target=target, response=payload.response, comment=payload.comment, country=payload.country,
             ip_address=str(payload.ip_address) if payload.ip_address else None, user_agent=payload.user_agent,
             interacted=True,  # the console's own page, where a signed-in person pressed its button
-            channel=Acknowledgement.Channel.CONSOLE, api_client=request.auth, shown_hash=payload.content_hash,
+            channel=Acknowledgement.Channel.CONSOLE, api_client=relayed_by, shown_hash=payload.content_hash,
         )
     except ContentHashMismatch as exc:
         return Status(409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected})

@@ -12,6 +12,7 @@ compiled templates, kept per process under its frozen content hash (rendering.se
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +32,9 @@ S = Delivery.Status
 # queued or sending (a paused send holds them back), nor a cancelled one.
 SHOWN_STATUSES = [S.SENT, S.DELIVERED, S.BOUNCED, S.COMPLAINED, S.FAILED, S.OUTCOME_UNKNOWN]
 SHOWN_MEMO_STATUSES = [Memo.Status.SENDING, Memo.Status.PAUSED, Memo.Status.SENT]
-STATES = ("unanswered", "all")
 
 
-def _in(values: list[str]) -> str:
+def _in(values: Sequence[str]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"  # our own constants, never input
 
 
