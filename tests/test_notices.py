@@ -298,3 +298,10 @@ def test_both_endpoints_are_in_the_openapi_schema(client):
     answers = paths["/api/v1/developers/{external_id}/memos/{memo}/answers"]["post"]
     assert {"200", "403", "404"} <= set(notices["responses"])
     assert {"200", "201", "403", "409", "410", "422"} <= set(answers["responses"])
+
+
+def test_the_answers_list_in_the_admin_filters_by_channel(admin_client, client, console, two_memos):
+    answer(client, console, "cn-1", two_memos[0])
+    page = admin_client.get("/admin/memos/acknowledgement/?channel__exact=console").content.decode()
+    assert "cn-1" in page and "1 acknowledgement" in page
+    assert "0 acknowledgements" in admin_client.get("/admin/memos/acknowledgement/?channel__exact=email_link").content.decode()
