@@ -61,11 +61,12 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 
 # Needs this machine's PostgreSQL (and Redis for the send and tracking). N sets the size
 # of each (default 1,000,000 rows to import, 1,000,000 recipients to send to, 100,000
-# tracking events).
+# tracking events, 1,000,000 developers whose notices are read).
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/import_developers.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/tracking.py
+	$(BIN)/python bench/notices.py
 
 clean:
 	rm -rf $(VENV) var

@@ -7,7 +7,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 
-from memo_service.api.models import ApiClient
+from memo_service.api.models import ApiClient, Scope
 from memo_service.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", application)
@@ -19,7 +19,7 @@ def token(db):
     # the end of each request; its own test client switches that off the same way.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    client = ApiClient(name="fuzzer")
+    client = ApiClient(name="fuzzer", scopes=[scope.value for scope in Scope])
     token = client.token_rotate()
     client.save()
     yield token

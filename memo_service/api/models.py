@@ -4,6 +4,17 @@ import secrets
 from django.db import models
 
 
+class Scope(models.TextChoices):
+    SYNC = "sync", "account sync: developers, memo funnels and answers"
+    NOTICES_READ = "notices:read", "read a developer's notices"
+    ANSWERS_RELAY = "answers:relay", "relay a developer's answers from the console"
+
+
+def default_scopes() -> list[str]:
+    # What every client could do before scopes existed; the console's scopes are granted.
+    return [Scope.SYNC.value]
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -17,9 +28,13 @@ class ApiClient(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    scopes = models.JSONField(default=default_scopes, blank=True, help_text="What the client may call.")
 
     def __str__(self) -> str:
         return self.name
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
     def token_rotate(self) -> str:
         """Give the client a new token; returns it (the only time it can be read)."""

@@ -7,30 +7,76 @@ digest). Writes go through the same functions as the CSV import.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import time
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from ninja import Field, NinjaAPI, Query, Schema
-from pydantic import ConfigDict, field_validator
+from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import HttpError
+from pydantic import ConfigDict, Strict, field_validator
 from ninja.security import HttpBearer
 
-from memo_service.api.models import ApiClient, token_digest
+from memo_service.api.models import ApiClient, Scope, token_digest
 from memo_service.developers.importing import developer_deactivate, developers_sync
 from memo_service.developers.models import Developer
+from memo_service.memos.acks import AnswerInvalid, ContentHashMismatch, ack_target, answer_record, answers_open
 from memo_service.memos.models import Acknowledgement, Memo
+from memo_service.memos.notices import SHOWN_MEMO_STATUSES, developer_notices
 from memo_service.memos.reports import memo_funnel
 
 MAX_BULK = 1_000  # per request: a request stays well under any proxy's timeout
 
 
 class ClientToken(HttpBearer):
+    """A client's bearer token (else 401) with the scope the endpoint needs (else 403,
+    before the request's body is read)."""
+
+    def __init__(self, scope: Scope = Scope.SYNC) -> None:
+        super().__init__()
+        self.scope = scope
+
     def authenticate(self, request: HttpRequest, token: str) -> ApiClient | None:
-        client = ApiClient.objects.filter(token_digest=token_digest(token), is_active=True).first()
+        client = api_client_by_token(token)
         if client is not None:
             api_client_touch(client=client)
+            if not client.has_scope(self.scope):
+                raise HttpError(403, f"this client lacks the scope {self.scope.value!r} (given in the admin)")
         return client
+
+
+# A console asks on every page load: a client found by its token is kept this long in
+# each web process, which saves a query per call (half the database work of reading
+# notices). The price: a deactivated client or a rotated token is refused within this
+# time, not at once.
+CLIENT_CACHE_SECONDS = 10.0
+CLIENT_CACHE_MAX = 1_000  # digests kept; far more than there are clients
+_clients: dict[str, tuple[float, ApiClient]] = {}
+
+
+def api_client_by_token(token: str) -> ApiClient | None:
+    """The active client whose token this is, from the database at most every
+    CLIENT_CACHE_SECONDS (per process); None for an unknown or disabled one."""
+    digest = token_digest(token)
+    now = time.monotonic()
+    cached = _clients.get(digest)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    client = ApiClient.objects.filter(token_digest=digest, is_active=True).first()
+    if len(_clients) >= CLIENT_CACHE_MAX:
+        _clients.clear()
+    if client is None:
+        _clients.pop(digest, None)
+    else:
+        _clients[digest] = (now + CLIENT_CACHE_SECONDS, client)
+    return client
+
+
+def api_clients_forget() -> None:
+    """Drop this process's cached clients (the admin does after a change)."""
+    _clients.clear()
 
 
 def api_client_touch(*, client: ApiClient) -> None:
@@ -38,6 +84,7 @@ def api_client_touch(*, client: ApiClient) -> None:
     now = timezone.now()
     if client.last_used_at is None or now - client.last_used_at > dt.timedelta(hours=1):
         ApiClient.objects.filter(pk=client.pk).update(last_used_at=now)
+        client.last_used_at = now  # the cached copy too
 
 
 # No docs page: Swagger UI would load its assets from a CDN.
@@ -116,11 +163,19 @@ class CountryFunnel(Schema):
     exempt: int
 
 
+class ChannelAnswers(Schema):
+    acknowledged: int
+    disputes_region: int
+    needs_help: int
+    total: int
+
+
 class FunnelOut(CountryFunnel):
     memo: str
     status: str
     content_hash: str
     by_country: dict[str, CountryFunnel]
+    answers_by_channel: dict[Literal["email_link", "console"], ChannelAnswers]
 
 
 class AnswerOut(Schema):
@@ -149,7 +204,7 @@ def _memo(ref: str) -> Memo:
         raise Http404 from None
 
 
-@api.post("/developers/bulk", response={200: BulkOut, 400: Problem, 401: Problem, 422: ValidationProblem}, summary="Upsert up to 1,000 developers by external_id")
+@api.post("/developers/bulk", response={200: BulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem}, summary="Upsert up to 1,000 developers by external_id")
 def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
     report = developers_sync([item.dict(exclude_unset=True) for item in payload.developers])
     return {
@@ -158,19 +213,19 @@ def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
     }
 
 
-@api.post("/developers/{external_id}/deactivate", response={200: DeactivateOut, 401: Problem, 404: Problem})
+@api.post("/developers/{external_id}/deactivate", response={200: DeactivateOut, 401: Problem, 403: Problem, 404: Problem})
 def developers_deactivate(request: HttpRequest, external_id: str) -> dict[str, Any]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id))
     changed = developer_deactivate(developer=developer)
     return {"external_id": developer.external_id, "is_active": False, "changed": changed}
 
 
-@api.get("/memos/{memo}/funnel", response={200: FunnelOut, 401: Problem, 404: Problem}, summary="A memo's funnel, in total and per country")
+@api.get("/memos/{memo}/funnel", response={200: FunnelOut, 401: Problem, 403: Problem, 404: Problem}, summary="A memo's funnel, in total and per country")
 def memo_funnel_view(request: HttpRequest, memo: str) -> dict[str, Any]:
     return memo_funnel(_memo(memo))
 
 
-@api.get("/memos/{memo}/answers", response={200: AnswersOut, 401: Problem, 404: Problem, 422: ValidationProblem}, summary="A memo's acknowledgements, oldest first, paged by id")
+@api.get("/memos/{memo}/answers", response={200: AnswersOut, 401: Problem, 403: Problem, 404: Problem, 422: ValidationProblem}, summary="A memo's acknowledgements, oldest first, paged by id")
 def memo_answers(
     request: HttpRequest, memo: str,
     after: int = Query(0, ge=0, le=2**62), limit: int = Query(500, ge=1, le=1000),
@@ -182,3 +237,109 @@ def memo_answers(
     )
     items = [{**r, "external_id": r.pop("developer__external_id")} for r in rows]
     return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+
+# --- the console: a developer's notices, and the answers they give there ----------------
+
+HASH_PATTERN = r"^[0-9a-f]{64}$"
+NO_NUL = r"^[^\x00]*$"
+
+
+class DisputeOut(Schema):
+    country_claimed: str
+    outcome: Literal["corrected", "confirmed"] | None = Field(..., description="null until an admin resolves it")
+    exempt: bool = Field(..., description="the corrected country is outside the memo's audience")
+
+
+class NoticeOut(Schema):
+    memo: str
+    memo_id: int
+    title: str
+    language: str
+    subject: str = Field(..., description="as sent to the developer, in their language")
+    text: str = Field(..., description="the memo's plain text as sent to the developer, without the email's layout")
+    content_hash: str = Field(..., description="what an answer must send back as content_hash")
+    effective_date: dt.date | None
+    ack_deadline: dt.datetime | None
+    state: Literal["unanswered", "acknowledged", "disputes_region", "needs_help"]
+    dispute: DisputeOut | None
+    ack_url: str = Field(..., description="a fresh signed link to the memo's acknowledgement page")
+
+
+class NoticesOut(Schema):
+    external_id: str
+    items: list[NoticeOut]
+
+
+class ConsoleAnswerIn(Schema):
+    model_config = ConfigDict(strict=True)
+
+    response: Literal["acknowledged", "disputes_region", "needs_help"]
+    content_hash: str = Field(..., pattern=HASH_PATTERN, description="the hash of the text the console showed")
+    country: str = Field("", max_length=2, description="with disputes_region: ISO alpha-2 of where the developer is")
+    # No NUL: PostgreSQL refuses it in text.
+    comment: str = Field("", max_length=2_000, pattern=NO_NUL, description="required with needs_help")
+    # Not strict: an address arrives as a JSON string.
+    ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(..., description="the developer's address as the console saw it")
+    user_agent: str = Field(..., max_length=1_000, pattern=NO_NUL, description="the developer's browser as the console saw it")
+
+
+class ConsoleAnswerOut(Schema):
+    id: int
+    memo: str
+    external_id: str
+    response: str
+    recorded: bool = Field(..., description="false when this answer, or an acknowledgement, was already recorded")
+    channel: str
+    created_at: dt.datetime
+    content_hash: str
+
+
+class HashProblem(Schema):
+    detail: str
+    content_hash: str = Field(..., description="the hash of the text that was sent")
+
+
+@api.get(
+    "/developers/{external_id}/notices", auth=ClientToken(Scope.NOTICES_READ),
+    response={200: NoticesOut, 401: Problem, 403: Problem, 404: Problem, 422: ValidationProblem},
+    summary="The memos a developer was sent, newest first, to show in the console until they answer",
+)
+def developer_notices_view(
+    request: HttpRequest, external_id: str, state: Literal["unanswered", "all"] = Query("unanswered"),
+) -> dict[str, Any]:
+    notices = developer_notices(external_id=_no_nul(external_id), state=state)
+    if notices is None:
+        raise Http404
+    return {"external_id": external_id, "items": notices}
+
+
+@api.post(
+    "/developers/{external_id}/memos/{memo}/answers", auth=ClientToken(Scope.ANSWERS_RELAY),
+    response={200: ConsoleAnswerOut, 201: ConsoleAnswerOut, 400: Problem, 401: Problem, 403: Problem, 404: Problem,
+              409: HashProblem, 410: Problem, 422: ValidationProblem},
+    summary="Record a developer's answer given in the console (201; 200 when it was already recorded)",
+)
+def developer_answer(request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn) -> Status[dict[str, Any]]:
+    developer = get_object_or_404(Developer, external_id=_no_nul(external_id), erased_at__isnull=True)
+    target = ack_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
+    if target is None or target.memo.status not in SHOWN_MEMO_STATUSES:
+        raise HttpError(404, "this memo was not sent to this developer")
+    if not answers_open(target.memo):
+        raise HttpError(410, "the memo no longer takes answers: its deadline and grace period have passed")
+    relayed_by: ApiClient = request.auth  # type: ignore[attr-defined]  # set by ClientToken
+    try:
+        answer, recorded = answer_record(
+            target=target, response=payload.response, comment=payload.comment, country=payload.country,
+            ip_address=str(payload.ip_address) if payload.ip_address else None, user_agent=payload.user_agent,
+            interacted=True,  # the console's own page, where a signed-in person pressed its button
+            channel=Acknowledgement.Channel.CONSOLE, api_client=relayed_by, shown_hash=payload.content_hash,
+        )
+    except ContentHashMismatch as exc:
+        return Status(409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected})
+    except AnswerInvalid as exc:
+        return Status(422, {"detail": [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in exc.errors.items()]})
+    return Status(201 if recorded else 200, {
+        "id": answer.pk, "memo": target.memo.slug, "external_id": developer.external_id, "response": answer.response,
+        "recorded": recorded, "channel": answer.channel, "created_at": answer.created_at, "content_hash": answer.text_hash or answer.content_hash,
+    })

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django_countries import countries
 
+from memo_service.api.models import ApiClient
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence import answer_payload, evidence_append
@@ -112,6 +113,24 @@ def ack_token_read(token: str) -> AckTarget:
         memo_id, developer_id = int(memo_id), int(developer_id)
     except (signing.BadSignature, ValueError, TypeError) as exc:
         raise TokenInvalid from exc
+    target = ack_target(memo_id=memo_id, developer_id=developer_id)
+    if target is None:
+        raise TokenInvalid
+    if target.developer.erased_at is not None:
+        raise DeveloperErased
+    if target.memo.ack_deadline is not None:
+        if not answers_open(target.memo):
+            raise TokenExpired
+    else:
+        try:
+            signer.unsign_object(token, max_age=dt.timedelta(days=settings.ACK_TOKEN_MAX_AGE_DAYS))
+        except signing.SignatureExpired as exc:
+            raise TokenExpired from exc
+    return target
+
+
+def ack_target(*, memo_id: int, developer_id: int) -> AckTarget | None:
+    """The memo as sent to the developer, or None if it never was."""
     # The latest email that went out (a reminder, say): "seconds since delivery" counts from it.
     delivery = (
         Delivery.objects.select_related("memo", "developer")
@@ -120,25 +139,29 @@ def ack_token_read(token: str) -> AckTarget:
         .first()
     )
     if delivery is None:
-        raise TokenInvalid
-    if delivery.developer.erased_at is not None:
-        raise DeveloperErased
-    memo = delivery.memo
-    if memo.ack_deadline is not None:
-        if timezone.now() > memo.ack_deadline + dt.timedelta(days=settings.ACK_GRACE_DAYS):
-            raise TokenExpired
-    else:
-        try:
-            signer.unsign_object(token, max_age=dt.timedelta(days=settings.ACK_TOKEN_MAX_AGE_DAYS))
-        except signing.SignatureExpired as exc:
-            raise TokenExpired from exc
-    return AckTarget(memo=memo, developer=delivery.developer, delivery=delivery)
+        return None
+    return AckTarget(memo=delivery.memo, developer=delivery.developer, delivery=delivery)
+
+
+def answers_open(memo: Memo) -> bool:
+    """Whether the memo still takes answers: until its deadline plus ACK_GRACE_DAYS."""
+    if memo.ack_deadline is None:
+        return True
+    return timezone.now() <= memo.ack_deadline + dt.timedelta(days=settings.ACK_GRACE_DAYS)
 
 
 class AnswerInvalid(Exception):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("; ".join(errors.values()))
         self.errors = errors
+
+
+class ContentHashMismatch(Exception):
+    """The answer was given to a text other than the one sent to the developer."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(f"the text sent has hash {expected}")
+        self.expected = expected
 
 
 # A person opens the email, reads the memo and presses a button: under this many seconds
@@ -220,10 +243,17 @@ def answer_record(
     interacted: bool,
     comment: str = "",
     country: str = "",
+    channel: str = Acknowledgement.Channel.EMAIL_LINK,
+    api_client: ApiClient | None = None,
+    shown_hash: str | None = None,
 ) -> tuple[Acknowledgement, bool]:
     """Record the developer's answer, once per kind; after an acknowledgement nothing
     more is recorded. Returns (the answer, whether it was recorded now). Raises
-    AnswerInvalid for a form that is not filled in correctly, recording nothing."""
+    AnswerInvalid for a form that is not filled in correctly, recording nothing.
+
+    The page's answers come through the email link; the console's (channel "console")
+    are relayed by an API client, with the hash of the text the console showed
+    (`shown_hash`): one that is not the text sent raises ContentHashMismatch."""
     R = Acknowledgement.Response
     comment = comment.strip()
     errors = _clean_answer(response, comment, country)
@@ -231,6 +261,10 @@ def answer_record(
         raise AnswerInvalid(errors)
     if target.developer.erased_at is not None:
         raise DeveloperErased
+    shown = sent_text_of(target)
+    expected_hash = shown.text_hash if shown is not None else target.memo.content_hash
+    if shown_hash is not None and shown_hash != expected_hash:
+        raise ContentHashMismatch(expected_hash)
     now = timezone.now()
     sent_at = target.delivery.sent_at
     seconds = (now - sent_at).total_seconds() if sent_at else None
@@ -249,7 +283,6 @@ def answer_record(
                 return existing[response], False
             if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
                 raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
-            shown = sent_text_of(target)
             answer = Acknowledgement.objects.create(
                 memo=target.memo,
                 developer=target.developer,
@@ -263,6 +296,8 @@ def answer_record(
                 seconds_since_delivery=seconds,
                 suspected_automation=bool(reasons),
                 automation_reasons=reasons,
+                channel=channel,
+                api_client=api_client,
             )
             answer.refresh_from_db()  # the stored time, as the chain must see it
             evidence_append(

@@ -527,8 +527,8 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Acknowledgement)
 class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "memo", "developer", "response", "created_at", "suspected_automation", "ip_address"]
-    list_filter = ["response", "suspected_automation", "memo"]
+    list_display = ["id", "memo", "developer", "response", "channel", "created_at", "suspected_automation", "ip_address"]
+    list_filter = ["response", "channel", "suspected_automation", "memo"]
     list_select_related = ["memo", "developer"]
     search_fields = ["=developer__external_id"]
 

@@ -57,7 +57,7 @@ SEAL_DELAY_S = 1
 
 
 def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
-    return {
+    payload = {
         "developer": answer.developer.external_id,
         "response": answer.response,
         "comment": answer.comment,
@@ -71,6 +71,12 @@ def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
         "automation_reasons": answer.automation_reasons,
         "text_hash": answer.text_hash,
     }
+    # Only answers from another channel than the email link say which: the records
+    # chained before channels existed keep verifying as they were written.
+    if answer.channel != Acknowledgement.Channel.EMAIL_LINK:
+        payload["channel"] = answer.channel
+        payload["api_client"] = answer.api_client_id
+    return payload
 
 
 def event_payload(event: DeliveryEvent) -> dict[str, Any]:

@@ -244,6 +244,11 @@ class Acknowledgement(models.Model):
     developer = models.ForeignKey(
         Developer, on_delete=models.PROTECT, related_name="acknowledgements"
     )
+
+    class Channel(models.TextChoices):
+        EMAIL_LINK = "email_link", "email link"  # the page the emailed link opens
+        CONSOLE = "console", "console"  # the platform's console, relayed through the sync API
+
     response = models.CharField(
         max_length=20, choices=Response.choices, default=Response.ACKNOWLEDGED
     )
@@ -258,6 +263,12 @@ class Acknowledgement(models.Model):
     seconds_since_delivery = models.FloatField(null=True, blank=True)
     suspected_automation = models.BooleanField(default=False)
     automation_reasons = models.JSONField(default=list, blank=True)
+    channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.EMAIL_LINK)
+    # With the console channel: the API client that relayed the answer. PROTECT: a client
+    # named in evidence is deactivated, never deleted.
+    api_client = models.ForeignKey(
+        "api.ApiClient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         # Answers are appended, never changed: a dispute later followed by an

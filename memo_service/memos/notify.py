@@ -70,6 +70,7 @@ def notify_answer(answer: Acknowledgement) -> None:
         "content_hash": answer.content_hash,
         "suspected_automation": answer.suspected_automation,
         "country_claimed": str(answer.country_claimed or ""),
+        "channel": answer.channel,
     }])
 
 

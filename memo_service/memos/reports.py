@@ -80,7 +80,21 @@ def memo_funnel(memo: Memo) -> dict[str, Any]:
         "content_hash": memo.content_hash,
         **totals,
         "by_country": dict(sorted(by_country.items(), key=lambda kv: (-kv[1]["targeted"], kv[0]))),
+        "answers_by_channel": answers_by_channel(memo),
     }
+
+
+CHANNELS = [c.value for c in Acknowledgement.Channel]
+
+
+def answers_by_channel(memo: Memo) -> dict[str, dict[str, int]]:
+    """Answers of each kind, by where they were given: the emailed link's page or the
+    platform's console. Every answer counts (a dispute later acknowledged counts twice)."""
+    counts = {channel: {**dict.fromkeys(R.values, 0), "total": 0} for channel in CHANNELS}
+    for row in Acknowledgement.objects.filter(memo=memo).values("channel", "response").annotate(n=Count("id")):
+        counts[row["channel"]][row["response"]] = row["n"]
+        counts[row["channel"]]["total"] += row["n"]
+    return counts
 
 
 # --- evidence export -----------------------------------------------------------------
@@ -90,6 +104,7 @@ EVIDENCE_COLUMNS = [
     "provider_message_id", "delivery_error", "reminders", "answer", "answered_at",
     "content_hash", "ip_address", "user_agent", "seconds_since_delivery",
     "suspected_automation", "automation_reasons", "country_claimed", "comment", "earlier_answers",
+    "channel", "api_client",
 ]
 EVIDENCE_PAGE = 2_000  # recipients per query: memory stays flat at any size
 
@@ -105,6 +120,7 @@ def _answer_row(answer: Acknowledgement) -> dict[str, Any]:
         "seconds_since_delivery": answer.seconds_since_delivery,
         "suspected_automation": answer.suspected_automation, "automation_reasons": answer.automation_reasons,
         "comment": answer.comment, "country_claimed": str(answer.country_claimed or ""),
+        "channel": answer.channel, "api_client": answer.api_client.name if answer.api_client else None,
     }
 
 
@@ -121,7 +137,7 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
         ).order_by("sequence"):
             reminders.setdefault(reminder.developer_id, []).append(reminder)
         answers: dict[int, list[Acknowledgement]] = {}
-        for answer in Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids).order_by("created_at", "id"):
+        for answer in Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids).select_related("api_client").order_by("created_at", "id"):
             answers.setdefault(answer.developer_id, []).append(answer)
         for delivery in page:
             yield {
@@ -156,6 +172,7 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
         "; ".join(final.get("automation_reasons", [])),
         final.get("country_claimed", ""), final.get("comment", ""),
         "; ".join(f"{a['response']} {a['at']}" for a in earlier),
+        final.get("channel", ""), final.get("api_client") or "",
     ]
 
 
@@ -167,7 +184,7 @@ def evidence_json(memo: Memo) -> Iterator[str]:
     """A JSON document streamed in pieces: the memo, then one record per recipient."""
     head = {"memo": memo.slug, "title": memo.title, "content_hash": memo.content_hash,
             "effective_date": _iso(memo.effective_date), "ack_deadline": _iso(memo.ack_deadline),
-            "exported_at": _iso(timezone.now())}
+            "exported_at": _iso(timezone.now()), "answers_by_channel": answers_by_channel(memo)}
     yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)

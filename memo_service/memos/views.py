@@ -31,7 +31,7 @@ from memo_service.memos.acks import (
     AckTarget, AnswerInvalid, DeveloperErased, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
     memo_no_longer_applies, sent_text_of,
 )
-from memo_service.memos.rendering import MemoRenderer, developer_context
+from memo_service.memos.rendering import sent_text
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -118,16 +118,12 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
 
 def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     answers = answers_of(target)
-    # The text that was sent: the memo's templates (frozen since the send) with the values
-    # they were rendered with then, not the developer's record as it is now.
     shown = sent_text_of(target)
-    if shown is not None and shown.rendered_with:
-        developer, as_sent = shown.rendered_with, shown.delivery.language or None
-    else:  # sent before texts were kept
-        developer, as_sent = developer_context(target.developer), None
-    language, subject, html, _ = MemoRenderer(target.memo).render_parts(
-        developer, ack_url(target.memo.pk, target.developer.pk), as_sent
+    sent = sent_text(
+        target.delivery, ack_url(target.memo.pk, target.developer.pk),
+        shown.rendered_with if shown is not None else None, shown.text_hash if shown is not None else "",
     )
+    language, subject, html = sent.language, sent.subject, sent.html
     with translation.override(language):
         return _private(render(
             request,

@@ -1,0 +1,156 @@
+"""In-app notices: the memos a developer was sent, for the platform's console to show
+until they answer (its answers come back through acks.answer_record, channel "console").
+
+A console asks on every page load, so a developer's notices are one indexed query: the
+developer by external_id, their initial deliveries, each memo, and their answers with a
+dispute's resolution, joined and grouped per memo. It is written out in SQL: built by
+the ORM (six correlated subqueries), composing it cost twice what running it did. What
+a notice says of the memo (title, dates) and the text sent come from the memo's
+compiled templates, kept per process under its frozen content hash (rendering.sent_text).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.acks import ack_url
+from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo, SentText
+from memo_service.memos.rendering import sent_memo, sent_text
+
+R = Acknowledgement.Response
+S = Delivery.Status
+# A notice for every memo whose first email was handed over or given up on: the console
+# is there for the emails that bounced, failed or were never read. Not for one still
+# queued or sending (a paused send holds them back), nor a cancelled one.
+SHOWN_STATUSES = [S.SENT, S.DELIVERED, S.BOUNCED, S.COMPLAINED, S.FAILED, S.OUTCOME_UNKNOWN]
+SHOWN_MEMO_STATUSES = [Memo.Status.SENDING, Memo.Status.PAUSED, Memo.Status.SENT]
+
+
+def _in(values: Sequence[str]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"  # our own constants, never input
+
+
+NOTICES_SQL = f"""
+SELECT dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash,
+       dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language,
+       MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{R.NEEDS_HELP}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN a.country_claimed END),
+       MAX(r.outcome),
+       MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END)
+FROM {Developer._meta.db_table} dev
+JOIN {Delivery._meta.db_table} dl ON dl.developer_id = dev.id
+JOIN {Memo._meta.db_table} m ON m.id = dl.memo_id
+LEFT JOIN {SentText._meta.db_table} st ON st.delivery_id = dl.id
+LEFT JOIN {Acknowledgement._meta.db_table} a ON a.memo_id = dl.memo_id AND a.developer_id = dl.developer_id
+LEFT JOIN {DisputeResolution._meta.db_table} r ON r.answer_id = a.id
+WHERE dev.external_id = %s AND dev.erased_at IS NULL AND dl.kind = '{Delivery.Kind.INITIAL}'
+  AND dl.status IN {_in(SHOWN_STATUSES)} AND m.status IN {_in(SHOWN_MEMO_STATUSES)}
+  {{open}}
+GROUP BY dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash, m.send_started_at,
+         dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language
+{{unanswered}}
+ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
+"""
+# "unanswered": still to acknowledge (as reminders count it: a question or a dispute
+# waiting is no acknowledgement), not exempted, and the memo still takes answers.
+OPEN = "AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s)"
+UNANSWERED = f"HAVING MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 " \
+             "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"
+
+
+def notices_sql(*, external_id: str, state: str = "unanswered") -> tuple[str, list[Any]]:
+    if state == "all":
+        return NOTICES_SQL.format(open="", unanswered=""), [external_id]
+    closed_before = timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS)
+    return (NOTICES_SQL.format(open=OPEN, unanswered=UNANSWERED),
+            [external_id, connection.ops.adapt_datetimefield_value(closed_before)])
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    delivery: Delivery  # with its memo (id, content hash) and developer
+    rendered_with: dict[str, Any] | None  # the values its text was rendered with (SentText)
+    text_hash: str
+    acknowledged: bool
+    disputed: bool
+    needs_help: bool
+    country_claimed: str | None
+    dispute_outcome: str | None
+    exempt: bool
+
+
+def _row(values: tuple[Any, ...]) -> NoticeRow:
+    delivery_id, memo_id, content_hash, rendered_with, text_hash = values[:5]
+    dev_id, external_id, name, organization, email, country, language = values[5:12]
+    acknowledged, disputed, needs_help, country_claimed, outcome, exempt = values[12:]
+    if isinstance(rendered_with, str):  # SQLite hands JSON back as text
+        rendered_with = json.loads(rendered_with)
+    developer = Developer(id=dev_id, external_id=external_id, name=name, organization=organization, email=email,
+                          country=country, language=language)
+    delivery = Delivery(id=delivery_id, memo=Memo(id=memo_id, content_hash=content_hash), developer=developer)
+    return NoticeRow(delivery=delivery, rendered_with=rendered_with, text_hash=text_hash or "", acknowledged=bool(acknowledged), disputed=bool(disputed),
+                     needs_help=bool(needs_help), country_claimed=country_claimed, dispute_outcome=outcome,
+                     exempt=bool(exempt))
+
+
+def notice_rows(*, external_id: str, state: str = "unanswered") -> list[NoticeRow]:
+    """The developer's notices, newest first: one query."""
+    sql, params = notices_sql(external_id=external_id, state=state)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [_row(values) for values in cursor.fetchall()]
+
+
+def _state(row: NoticeRow) -> str:
+    if row.acknowledged:
+        return R.ACKNOWLEDGED
+    if row.disputed:
+        return R.DISPUTES_REGION
+    if row.needs_help:
+        return R.NEEDS_HELP
+    return "unanswered"
+
+
+def notice(row: NoticeRow) -> dict[str, Any]:
+    """One notice: the memo as sent to the developer, their answer so far, a fresh link."""
+    delivery = row.delivery
+    memo = sent_memo(delivery.memo)
+    link = ack_url(memo.pk, delivery.developer.pk)
+    sent = sent_text(delivery, link, row.rendered_with, row.text_hash)
+    return {
+        "memo": memo.slug,
+        "memo_id": memo.pk,
+        "title": memo.title,
+        "language": sent.language,
+        "subject": sent.subject,
+        "text": sent.text,
+        "content_hash": sent.text_hash,
+        "effective_date": memo.effective_date,
+        "ack_deadline": memo.ack_deadline,
+        "state": _state(row),
+        "dispute": {
+            "country_claimed": row.country_claimed,
+            "outcome": row.dispute_outcome,
+            "exempt": row.exempt,
+        } if row.disputed else None,
+        "ack_url": link,
+    }
+
+
+def developer_notices(*, external_id: str, state: str = "unanswered") -> list[dict[str, Any]] | None:
+    """The developer's notices, newest first; None when there is no such developer."""
+    rows = notice_rows(external_id=external_id, state=state)
+    if not rows and not Developer.objects.filter(external_id=external_id, erased_at__isnull=True).exists():
+        return None
+    return [notice(row) for row in rows]
