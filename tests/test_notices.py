@@ -17,16 +17,19 @@ from django.utils import timezone
 
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.acks import ack_url
-from memo_service.memos.evidence import evidence_verify
+from memo_service.memos.evidence import (
+    evidence_record_deliveries, evidence_record_status, evidence_seal, evidence_verify,
+)
 from memo_service.memos.models import (
     Acknowledgement,
     Delivery,
     Memo,
+    SentText,
     WebhookEndpoint,
     WebhookMessage,
 )
 from memo_service.memos.notices import developer_notices, notices_sql
-from memo_service.memos.rendering import memo_content_hash
+from memo_service.memos.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db
@@ -47,13 +50,28 @@ def console() -> str:
 
 
 def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "delivered") -> Memo:
+    """Sent as a send task hands over: each email rendered, its values and text hash kept."""
     started = timezone.now() - dt.timedelta(hours=hours_ago)
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash=memo_content_hash(memo), send_started_at=started)
+    renderer, handed_over = MemoRenderer(memo), []
     for developer in developers:
-        Delivery.objects.create(memo=memo, developer=developer, status=status, country=developer.country.code,
-                                language=developer.language, sent_at=started)
+        delivery = Delivery.objects.create(memo=memo, developer=developer, status="sent", sent_at=started,
+                                           country=developer.country.code, language=developer.language)
+        values = developer_context(developer)
+        handed_over.append((delivery.pk, values, email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1])))
+    evidence_record_deliveries(sent=handed_over)
+    for delivery_id, _, _ in handed_over if status != "sent" else []:  # as the provider's tracking event moves it
+        Delivery.objects.filter(pk=delivery_id).update(status=status)
+        evidence_record_status(memo_id=memo.pk, delivery_id=delivery_id, status=status, event_id=None)
     memo.refresh_from_db()
     return memo
+
+
+def text_hash(memo: Memo, external_id: str) -> str:
+    """The hash of the email the developer was sent: what the console gets and sends back
+    (any well-formed hash for a memo they were not sent)."""
+    sent = SentText.objects.filter(delivery__memo=memo, delivery__developer__external_id=external_id).first()
+    return sent.text_hash if sent else "f" * 64
 
 
 @pytest.fixture
@@ -76,7 +94,7 @@ def post(client: Any, path: str, token: str | None, body: dict[str, Any]) -> Any
 
 
 def answer(client: Any, token: str, external_id: str, memo: Memo, **body: Any) -> Any:
-    body = {"response": "acknowledged", "content_hash": memo.content_hash, "ip_address": "203.0.113.9",
+    body = {"response": "acknowledged", "content_hash": text_hash(memo, external_id), "ip_address": "203.0.113.9",
             "user_agent": PHONE, **body}
     return post(client, f"/developers/{external_id}/memos/{memo.slug}/answers", token, body)
 
@@ -93,7 +111,7 @@ def test_the_console_gets_the_memos_as_sent_in_the_developers_language_newest_fi
     assert regions["text"] == "Wang Wei，您好：\n来自中国的流量将被阻止。"
     assert (regions["title"], regions["effective_date"], regions["state"], regions["dispute"]) == (
         "Regions blocked", "2027-07-09", "unanswered", None)
-    assert regions["content_hash"] == older.content_hash
+    assert regions["content_hash"] == text_hash(older, "cn-1") != older.content_hash
     # The link opens the same memo on the acknowledgement page.
     page = client.get(regions["ack_url"].removeprefix("http://testserver"), follow=True)
     assert page.status_code == 200 and "来自中国的访问将被阻止" in page.content.decode()
@@ -109,11 +127,13 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
     assert response.status_code == 201
     assert response.json() | {"id": 0, "created_at": None} == {
         "id": 0, "memo": "regions-blocked", "external_id": "ru-1", "response": "acknowledged", "recorded": True,
-        "channel": "console", "created_at": None, "content_hash": older.content_hash,
+        "channel": "console", "created_at": None, "content_hash": text_hash(older, "ru-1"),
     }
     ack = Acknowledgement.objects.get()
     assert (ack.channel, ack.api_client.name, ack.ip_address, ack.user_agent) == ("console", "console", "203.0.113.9", PHONE)
-    assert evidence_verify(older).ok and older.evidence.get().payload["channel"] == "console"
+    evidence_seal(memo_id=older.pk)  # what the memo's sequencer does a second later
+    assert evidence_verify(older).ok
+    assert older.evidence.get(kind="answer").payload["channel"] == "console"
     assert WebhookMessage.objects.get().payload["data"] | {"answered_at": None} == {
         "memo": "regions-blocked", "memo_id": older.pk, "developer": "ru-1", "response": "acknowledged",
         "answered_at": None, "content_hash": older.content_hash, "suspected_automation": False,
@@ -145,7 +165,7 @@ def test_a_dispute_then_an_acknowledgement_and_the_disputes_state(client, consol
 def test_an_answer_to_another_text_gets_409_with_the_right_hash(client, console, two_memos):
     older, _ = two_memos
     response = answer(client, console, "cn-1", older, content_hash="0" * 64)
-    assert response.status_code == 409 and response.json()["content_hash"] == older.content_hash
+    assert response.status_code == 409 and response.json()["content_hash"] == text_hash(older, "cn-1")
     assert not Acknowledgement.objects.exists()
 
 
