@@ -137,7 +137,8 @@ SentEmail = tuple[int, dict[str, Any], str]
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
     """What the provider just accepted, in two statements per send call whatever its
     size: each email's values and text hash (SentText, for the developer's page), and a
-    pending handover record for each. The sequencer reads what a handover proves
+    pending handover record for each. An email sent again with its idempotency key
+    (Resend) keeps the text of its first handover: the provider keeps the first email. The sequencer reads what a handover proves
     (developer, country, language, message id, time, text hash) from the rows when it
     chains them."""
     if not sent:
@@ -148,12 +149,13 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
             # Three array parameters: psycopg composes a thousand rows' placeholders slowly.
             cursor.execute(
                 f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) "
-                "SELECT * FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::text[])",
+                "SELECT * FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::text[]) ON CONFLICT (delivery_id) DO NOTHING",
                 [[s[0] for s in sent], [json.dumps(s[1], ensure_ascii=False) for s in sent], [s[2] for s in sent]],
             )
         else:
             cursor.executemany(
-                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s)",
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) "
+                "ON CONFLICT (delivery_id) DO NOTHING",
                 [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
             )
         rows = Delivery.objects.filter(id__in=in_ids([s[0] for s in sent]))
