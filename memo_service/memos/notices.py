@@ -12,6 +12,7 @@ compiled templates, kept per process under its frozen content hash (rendering.se
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,9 +108,37 @@ def _row(values: tuple[Any, ...]) -> NoticeRow:
 def notice_rows(*, external_id: str, state: str = "unanswered") -> list[NoticeRow]:
     """The developer's notices, newest first: one query."""
     sql, params = notices_sql(external_id=external_id, state=state)
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(sql, params)
         return [_row(values) for values in cursor.fetchall()]
+
+
+def _prepared_cursor() -> Any:
+    """On PostgreSQL, a cursor whose statements are prepared once per connection:
+    planning the query's five joins took 0.7–1.4 ms a call, running it 0.15–0.25 ms,
+    and from its sixth run a prepared statement keeps one generic plan (planning
+    0.02 ms). Django leaves prepared statements off for poolers that cannot carry
+    them; PgBouncer does from 1.21 (`max_prepared_statements`). Elsewhere Django's own
+    cursor."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    # As connection.cursor() makes it (with Django's wrappers: query logging, checks),
+    # from a cursor class that binds on the server and prepares.
+    return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _preparing_cursor_class() -> type:
+    from django.db.backends.postgresql.base import (
+        ServerBindingCursor,  # needs psycopg: PostgreSQL only
+    )
+
+    class PreparingCursor(ServerBindingCursor):  # type: ignore[misc,valid-type]
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            return super().execute(query, params, prepare=True, **kwargs)  # type: ignore[misc]
+
+    return PreparingCursor
 
 
 def _state(row: NoticeRow) -> str:
