@@ -222,10 +222,24 @@ SECURE_REFERRER_POLICY = "same-origin"
 # /healthz must answer plain HTTP from a load balancer's probe.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
+# Every handler redacts acknowledgement tokens and Authorization values
+# (memo_service/logredact.py): runserver's access log (django.server) included. Django's
+# own "django" handlers are replaced, so its messages reach only the redacting console.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"redact_secrets": {"()": "memo_service.logredact.RedactSecrets"}},
+    "formatters": {
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
+        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact_secrets"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
