@@ -209,6 +209,9 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # (or this long after sending when a memo has no deadline).
 ACK_GRACE_DAYS = env.int("ACK_GRACE_DAYS", default=30)
 ACK_TOKEN_MAX_AGE_DAYS = env.int("ACK_TOKEN_MAX_AGE_DAYS", default=180)
+# Outbound webhooks go to public addresses only (memo_service/netguard.py); true lets
+# them reach loopback, private and link-local ones too (tests, a closed network).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 
 # --- security ------------------------------------------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if not DEBUG else None

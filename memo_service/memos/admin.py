@@ -36,6 +36,7 @@ from memo_service.memos.models import (
     WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
 from memo_service.memos.evidence import evidence_verify
+from memo_service.netguard import TargetRefused, target_address
 from memo_service.memos.reports import (
     DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
 )
@@ -588,6 +589,14 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "events", "secret", "is_active"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            target_address(url)  # only public targets (memo_service/netguard.py)
+        except TargetRefused as exc:
+            raise forms.ValidationError(f"Refused: {exc}.") from None
+        return url
 
 
 @admin.register(WebhookEndpoint)
