@@ -31,7 +31,10 @@ class RedactSecrets(logging.Filter):
     """Rewrites each record's message with the secrets replaced; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it as it would anyway
+            return True
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
