@@ -17,13 +17,6 @@ from tests.loopback_provider import webhook_receiver
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _loopback_allowed(settings):
-    """The platform's stand-in listens on loopback: allowed here, refused by default
-    (test_notify's SSRF tests turn it back off)."""
-    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-
-
 @pytest.fixture
 def platform(db):
     cache.clear()

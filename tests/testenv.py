@@ -6,3 +6,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+# The tests' webhook receiver listens on loopback, which the service refuses by default
+# (memo_service/netguard.py); the tests of that refusal turn this back off.
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
