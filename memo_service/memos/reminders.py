@@ -110,14 +110,14 @@ def contact_copy(*, memo: Memo, name: str, external_id: str, language: str) -> t
     got the memo's last reminder. Nothing of the admin's templates is in it (they may print
     the link anywhere, in any form): our own words, the memo's title and its deadline."""
     with translation.override(language):
-        subject = gettext("Copy for your records: a reminder to %(name)s about “%(title)s”") % {
+        subject = gettext("For your records: %(name)s was reminded about “%(title)s”") % {
             "name": name or external_id, "title": memo.title,
         }
         text = gettext(
-            "This is a copy for your organisation's records.\n\n"
+            "This notice is for your organisation's records.\n\n"
             "%(name)s (account %(external_id)s) has been reminded about “%(title)s” and has not "
             "acknowledged it yet. The deadline is %(deadline)s.\n\n"
-            "Only %(name)s can answer, through the personal link in their own email: this copy "
+            "Only %(name)s can answer, through the personal link in their own email: this notice "
             "carries no link and nobody can answer for them. Please ask them to read the memo "
             "and answer before the deadline.\n"
         ) % {
