@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.message import EmailMessage as ParsedMessage
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
 from django.http import Http404, HttpRequest, HttpResponse
@@ -41,6 +44,21 @@ class OutboxEmailBackend(BaseEmailBackend):
         return len(email_messages)
 
 
+# Each message carries a live acknowledgement link that answers as its developer: only
+# those who may send memos (and so see what goes out) open the outbox; a Viewer may not.
+SEND_PERMISSION = "memos.send_memo"
+
+
+def senders_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.has_perm(SEND_PERMISSION):
+            raise PermissionDenied("the outbox holds live acknowledgement links: only those who may send memos see it")
+        return view(request, *args, **kwargs)
+
+    return staff_member_required(wrapped)
+
+
 def _read(name: str) -> ParsedMessage:
     if not NAME_RE.match(name):
         raise Http404("no such message")
@@ -51,7 +69,7 @@ def _read(name: str) -> ParsedMessage:
         return email.message_from_binary_file(f, policy=email.policy.default)  # type: ignore[return-value]
 
 
-@staff_member_required
+@senders_only
 def outbox_list(request: HttpRequest) -> HttpResponse:
     outbox = Path(settings.OUTBOX_DIR)
     names = sorted((p.name for p in outbox.glob("*.eml")), reverse=True) if outbox.is_dir() else []
@@ -62,7 +80,7 @@ def outbox_list(request: HttpRequest) -> HttpResponse:
     return render(request, "outbox/list.html", {"messages": messages, "total": len(names)})
 
 
-@staff_member_required
+@senders_only
 def outbox_message(request: HttpRequest, name: str) -> HttpResponse:
     msg = _read(name)
     html = msg.get_body(preferencelist=("html",))
@@ -81,7 +99,7 @@ def outbox_message(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
-@staff_member_required
+@senders_only
 def outbox_raw(request: HttpRequest, name: str) -> HttpResponse:
     _read(name)  # validates the name
     response = HttpResponse(

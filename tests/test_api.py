@@ -1,6 +1,7 @@
 """The sync API as the platform's systems call it."""
 
 import json
+import re
 
 import pytest
 
@@ -84,13 +85,22 @@ def test_a_disabled_client_is_refused(client, token):
     assert call(client, "get", "/memos/x/funnel", token).status_code == 401
 
 
-def test_the_admin_shows_a_new_token_once_and_keeps_only_its_digest(admin_client):
-    response = admin_client.post("/admin/api/apiclient/add/", {"name": "billing", "is_active": "on"}, follow=True)
-    shown = [str(m) for m in response.context["messages"]][0]
-    token = shown.split(": ")[1].split(" ")[0]
+def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_cookie(admin_client):
+    response = admin_client.post("/admin/api/apiclient/add/", {"name": "billing", "is_active": "on"})
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    token = re.search(r"<code>([\w-]{40,})</code>", response.content.decode()).group(1)
     client = ApiClient.objects.get(name="billing")
     assert token not in client.token_digest and client.token_prefix == token[:8]
+    assert call(admin_client, "get", "/memos/x/funnel", token).status_code == 404  # it works
+    stored = "".join(c.value for c in admin_client.cookies.values()) + str(dict(admin_client.session))
+    assert token not in stored
     assert token not in admin_client.get(f"/admin/api/apiclient/{client.pk}/change/").content.decode()
+
+    rotated = admin_client.post("/admin/api/apiclient/", {"action": "rotate_tokens", "_selected_action": [client.pk]})
+    new_token = re.search(r"<code>([\w-]{40,})</code>", rotated.content.decode()).group(1)
+    assert new_token != token and call(admin_client, "get", "/memos/x/funnel", token).status_code == 401
+    stored = "".join(c.value for c in admin_client.cookies.values()) + str(dict(admin_client.session))
+    assert new_token not in stored
 
 
 def test_the_openapi_schema_is_served(client):

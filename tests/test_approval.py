@@ -150,3 +150,23 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     memo.refresh_from_db()
     assert memo.status == "approved" and "audience changed since approval" in memo.pause_reason
     assert not Delivery.objects.exists()
+
+
+def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_else_edits_it(people, memo, django_user_model):
+    """The last editor is not the only one: everyone who changed the content since the
+    last approval is refused."""
+    mallory, mallory_client = login(django_user_model, "mallory", "Composer")
+    mallory.groups.add(Group.objects.get(name="Approver"))
+    approval.memo_edited(memo=memo, by=mallory, fields=["text_body"])  # asks for API keys
+    approval.memo_edited(memo=memo, by=people["users"]["composer"], fields=["title"])  # a harmless edit after
+    post(people["composer"], "request_approval", memo)
+    response = post(mallory_client, "approve", memo)
+    assert "cannot approve it" in response.content.decode().lower()
+    assert status(memo) == "awaiting_approval"
+    # An edit before the last approval no longer counts: after that approval, a new edit
+    # by someone else, and mallory may approve the new version.
+    post(people["approver"], "approve", memo)
+    approval.memo_edited(memo=memo, by=people["users"]["composer"], fields=["subject"])
+    post(people["composer"], "request_approval", memo)
+    post(mallory_client, "approve", memo)
+    assert status(memo) == "approved" and Memo.objects.get(pk=memo.pk).approver == mallory

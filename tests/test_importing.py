@@ -161,3 +161,41 @@ def test_an_import_never_brings_an_erased_developers_data_back(tmp_path):
     out, _ = run(tmp_path, "external_id,email,country,name\ne-1,e@example.com,DE,Eve\n")
     assert "1 unchanged" in out
     assert Developer.objects.get().name == "" and Developer.objects.get().email.endswith("@erased.invalid")
+
+
+def test_nan_or_infinity_in_attributes_is_that_rows_error_and_the_other_rows_import(tmp_path):
+    content = (
+        'external_id,email,country,attributes\n'
+        'g-1,g1@example.com,DE,"{""limit"": 5}"\n'
+        'n-1,n1@example.com,DE,"{""limit"": NaN}"\n'
+        'n-2,n2@example.com,DE,"{""limit"": [1, -Infinity]}"\n'
+        'g-2,g2@example.com,DE,"{""limit"": 1e999}"\n'
+    )
+    out, err = run(tmp_path, content, "--skip-invalid")
+    assert "line 3 (n-1): attributes contain NaN or Infinity" in err
+    assert "line 4 (n-2): attributes contain NaN or Infinity" in err
+    assert "line 5 (g-2): attributes contain NaN or Infinity" in err  # 1e999 reads as Infinity
+    assert "1 created" in out
+    assert list(Developer.objects.values_list("external_id", "attributes")) == [("g-1", {"limit": 5})]
+
+
+def test_attributes_nested_thousands_deep_are_that_rows_error_not_a_crash(tmp_path):
+    deep = '"' + '{""a"": ' * 5000 + "1" + "}" * 5000 + '"'
+    middling = '"' + '{""a"": ' * 21 + "1" + "}" * 21 + '"'
+    content = f"external_id,email,country,attributes\nd-1,d@example.com,DE,{deep}\nd-2,e@example.com,DE,{middling}\n"
+    _, err = run(tmp_path, content, "--skip-invalid")
+    assert "line 2 (d-1): attributes are nested more than 20 levels deep" in err
+    assert "line 3 (d-2): attributes are nested more than 20 levels deep" in err
+    assert not Developer.objects.exists()
+
+
+def test_a_header_line_of_50_mb_is_refused_with_the_reason_and_changes_nothing(tmp_path, admin_client):
+    content = "external_id,email,country," + "x" * 50_000_000 + "\nh-1,h@example.com,DE,1\n"
+    with pytest.raises(CommandError, match="line 1: the header is longer than 65,536 characters"):
+        run(tmp_path, content)
+    upload = io.BytesIO(content.encode())
+    upload.name = "devs.csv"
+    page = admin_client.post(reverse("admin:developers_developer_import"), {"file": upload})
+    assert page.status_code == 200
+    assert "the header is longer than 65,536 characters" in page.content.decode()
+    assert not Developer.objects.exists()

@@ -123,3 +123,63 @@ def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
     platform.endpoint.save()
     notify._enqueue("memo.acknowledged", [{}])
     assert not WebhookMessage.objects.exists()
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://169.254.169.254/latest/meta-data/iam/", "169.254.169.254 is a link-local address"),
+    ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254 is a private address"),
+    ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal is a private or metadata host name"),
+    ("http://127.0.0.1:8000/admin/", "127.0.0.1 is a loopback address"),
+    ("https://localhost/hooks", "localhost is a private or metadata host name"),
+    ("https://10.1.2.3/hooks", "10.1.2.3 is a private address"),
+    ("http://[::ffff:169.254.169.254]/", "is a link-local address"),
+    ("http://100.100.100.200/latest/meta-data/", "100.100.100.200 is a non-public address"),  # Alibaba's metadata
+])
+def test_an_endpoint_aimed_at_cloud_metadata_loopback_or_private_addresses_cannot_be_saved(admin_client, settings, url, reason):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    response = admin_client.post("/admin/memos/webhookendpoint/add/", {
+        "url": url, "events": ["memo.acknowledged"], "secret": "s" * 32, "is_active": "on",
+    })
+    assert response.status_code == 200
+    assert reason in response.content.decode()
+    assert not WebhookEndpoint.objects.exists()
+    # A public address is accepted (an address needs no DNS lookup).
+    admin_client.post("/admin/memos/webhookendpoint/add/", {
+        "url": "https://93.184.215.14/hooks", "events": ["memo.acknowledged"], "secret": "s" * 32, "is_active": "on",
+    })
+    assert WebhookEndpoint.objects.get().url == "https://93.184.215.14/hooks"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "2130706433", "0x7f.1"])
+def test_an_endpoint_that_resolves_to_a_private_address_at_send_time_is_not_posted_to(sent, platform, settings, host):
+    settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    # Saved when its name pointed elsewhere (or written behind the form's back): the
+    # send resolves it again, sees loopback (the decimal and hex spellings too) and stops.
+    platform.endpoint.url = platform.url.replace("127.0.0.1", host)
+    platform.endpoint.save()
+    notify._enqueue("memo.disputed", [{"memo": sent.slug}])
+    message = WebhookMessage.objects.get()
+    notify.webhook_deliver(message_id=message.pk)
+    assert platform.requests == []
+    assert "not sent: " in message.attempt_log.get().error
+    assert "resolves to 127.0.0.1 is a loopback address" in message.attempt_log.get().error
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("pending", 1)  # retried later, then given up
+
+
+def test_a_send_connects_to_the_address_it_checked_not_to_a_fresh_lookup(platform):
+    """DNS rebinding: a name that resolves to a public address for the check and to a
+    private one a moment later. The request goes to the checked address; the name only
+    travels in the Host header (and would be the TLS server name)."""
+    import requests
+
+    from memo_service.netguard import PinnedAdapter
+
+    port = platform.url.split(":")[2].split("/")[0]
+    with requests.Session() as session:
+        session.mount("http://", PinnedAdapter("127.0.0.1"))
+        # This name resolves nowhere: only the pinned address can have been reached.
+        response = session.post(f"http://rebind.invalid:{port}/hooks/memo", data=b"{}", timeout=10)
+    assert response.status_code == 200
+    [(headers, _)] = platform.requests
+    assert headers["Host"] == f"rebind.invalid:{port}"

@@ -47,3 +47,17 @@ def test_the_outbox_is_for_staff_only(client, sent_email):
 @pytest.mark.parametrize("name", ["..%2F..%2Fsettings.py", "20260101T000000-zz.eml", "x.eml"])
 def test_a_made_up_message_name_is_not_found(admin_client, sent_email, name):
     assert admin_client.get(f"/outbox/{name}").status_code == 404
+
+
+def test_a_viewer_cannot_open_the_outbox_and_answer_as_a_developer(client, django_user_model, sent_email):
+    from django.contrib.auth.models import Group
+
+    for name, group, allowed in [("victor", "Viewer", False), ("anna", "Approver", False), ("carol", "Composer", True)]:
+        user = django_user_model.objects.create_user(name, f"{name}@example.com", f"pw-{name}-123", is_staff=True)
+        user.groups.add(Group.objects.get(name=group))
+        client.force_login(user)
+        for path in ["/outbox/", f"/outbox/{sent_email.name}", f"/outbox/{sent_email.name}/raw"]:
+            response = client.get(path)
+            assert response.status_code == (200 if allowed else 403), (group, path)
+            assert ("abc:def" in response.content.decode(errors="replace")) == (allowed and path != "/outbox/")
+        assert ('href="/outbox/"' in client.get("/admin/").content.decode()) == allowed

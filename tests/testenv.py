@@ -12,3 +12,6 @@ os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "v
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "-".join(filter(None, ["memos-test", _process])))
 # A fixed key for the tests' evidence checkpoints (never used outside them): 32 bytes of 0x07.
 os.environ.setdefault("EVIDENCE_SIGNING_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+# The tests' webhook receiver listens on loopback, which the service refuses by default
+# (memo_service/netguard.py); the tests of that refusal turn this back off.
+os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")

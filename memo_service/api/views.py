@@ -38,6 +38,14 @@ class ClientToken(HttpBearer):
         super().__init__()
         self.scope = scope
 
+    def __call__(self, request: HttpRequest) -> ApiClient | None:
+        # ninja's own reading logs the whole header (the token) when the scheme is not
+        # Bearer and DEBUG is on; another scheme is simply no credential here.
+        scheme, _, token = request.headers.get(self.header, "").partition(" ")
+        if scheme.lower() != self.openapi_scheme or not token:
+            return None
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> ApiClient | None:
         client = api_client_by_token(token)
         if client is not None:

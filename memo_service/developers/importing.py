@@ -12,6 +12,7 @@ import itertools
 import datetime as dt
 import io
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 # export_developers prefixes cells like these with ' (formula-injection guard); undo it.
 ESCAPED_FORMULA = re.compile(r"^'[=+\-@\t\r]")
 EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(2100, 1, 1)
+# Attributes are an account's facts ({"plan": "pro", "limits": {"rpm": 600}}): 20 levels
+# is far past any real use, and keeps every later walk of them (JSON encoding, the
+# database's JSON functions, a template) short.
+MAX_ATTRIBUTE_DEPTH = 20
+# A header names a dozen columns; 64 KiB is far past any real one, and a file whose first
+# line is longer is not a CSV with a header (read whole, a 50 MB line took the process's
+# memory and then failed in the csv module).
+MAX_HEADER_CHARS = 65_536
 
 
 class ImportFileError(Exception):
@@ -143,8 +152,25 @@ def _datetime(value: Any) -> dt.datetime | None:
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.timezone.utc)
 
 
+def _json_problem(value: Any) -> str:
+    """Why a parsed JSON value cannot be stored ('' if it can): NaN and Infinity are not
+    JSON (Python reads and writes them, the database refuses them), and nesting is capped."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return "attributes contain NaN or Infinity, which JSON does not allow"
+        if isinstance(item, (dict, list)):
+            if depth > MAX_ATTRIBUTE_DEPTH:
+                return f"attributes are nested more than {MAX_ATTRIBUTE_DEPTH} levels deep"
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return ""
+
+
 def _attributes(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
+        if problem := _json_problem(value):
+            raise ValueError(problem)
         if "\\u0000" in json.dumps(value):
             raise ValueError("attributes contain a NUL character")
         return value
@@ -153,10 +179,14 @@ def _attributes(value: Any) -> dict[str, Any]:
         return {}
     try:
         parsed = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"attributes are nested more than {MAX_ATTRIBUTE_DEPTH} levels deep") from None
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):
         raise ValueError("attributes must be a JSON object")
+    if problem := _json_problem(parsed):
+        raise ValueError(problem)
     return parsed
 
 
@@ -330,11 +360,19 @@ def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str
     comma or semicolon). Rows with the wrong number of cells come with a '__error__' key."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     try:
-        header_line = text.readline()
+        header_line = text.readline(MAX_HEADER_CHARS + 1)
     except UnicodeDecodeError:
         raise ImportFileError("the file is not UTF-8 text") from None
+    if len(header_line) > MAX_HEADER_CHARS:
+        raise ImportFileError(
+            f"line 1: the header is longer than {MAX_HEADER_CHARS:,} characters; "
+            f"the first line must name the columns ({', '.join(REQUIRED)}, …)"
+        )
     delimiter = _sniff_delimiter(header_line)
-    header = [h.strip().lower() for h in next(csv.reader([header_line], delimiter=delimiter), [])]
+    try:
+        header = [h.strip().lower() for h in next(csv.reader([header_line], delimiter=delimiter), [])]
+    except csv.Error as exc:
+        raise ImportFileError(f"line 1: {exc}") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ImportFileError(

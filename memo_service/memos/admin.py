@@ -39,6 +39,7 @@ from memo_service.memos.models import SendLease
 from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.reconcile import memo_unknown_resend
 from memo_service.memos.reports import memo_outcome_unknown
+from memo_service.netguard import TargetRefused, target_address
 from memo_service.memos.reports import (
     DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
 )
@@ -609,6 +610,14 @@ class WebhookEndpointForm(forms.ModelForm):
     class Meta:
         model = WebhookEndpoint
         fields = ["url", "events", "secret", "is_active"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            target_address(url)  # only public targets (memo_service/netguard.py)
+        except TargetRefused as exc:
+            raise forms.ValidationError(f"Refused: {exc}.") from None
+        return url
 
 
 @admin.register(WebhookEndpoint)

@@ -21,7 +21,7 @@ from memo_service.memos import rendering
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.db import statistics_refresh
-from memo_service.memos.models import AudienceSnapshot, Memo
+from memo_service.memos.models import AudienceSnapshot, AuditEvent, Memo
 
 S = Memo.Status
 SNAPSHOT_PAGE = 5_000  # rows per insert while snapshotting the audience
@@ -63,10 +63,10 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
     memo = Memo.objects.get(pk=memo.pk)
     if not by.has_perm("memos.approve_memo"):
         raise ApprovalRefused("you may not approve memos")
-    writers = {memo.author_id, memo.requested_by_id, memo.last_edited_by_id}
+    writers = {memo.author_id, memo.requested_by_id, memo.last_edited_by_id} | memo_editors_since_approval(memo)
     if memo.author_id is None or by.pk in writers:
         raise ApprovalRefused("the author of a memo cannot approve it: a second person must "
-                              "(one who neither wrote, edited nor submitted it)")
+                              "(one who neither wrote, edited since the last approval, nor submitted it)")
     if memo.status != S.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     _renders(memo)
@@ -77,6 +77,18 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
         )
         _snapshot(memo)
         audit_record(actor=by, action="memo.approved", obj=memo, content_hash=rendering.memo_content_hash(memo))
+
+
+def memo_editors_since_approval(memo: Memo) -> set[int]:
+    """Everyone who changed the memo's content since its last approval (since it was
+    written, if never approved), read from the audit log, where every edit is recorded:
+    not only the last editor, who may have come after someone who rewrote the body."""
+    events = AuditEvent.objects.filter(object_type=Memo._meta.label_lower, object_id=str(memo.pk))
+    last_approval = events.filter(action="memo.approved").order_by("-id").values_list("id", flat=True).first()
+    return set(
+        events.filter(action="memo.edited", id__gt=last_approval or 0, actor__isnull=False)
+        .values_list("actor_id", flat=True)
+    )
 
 
 def _snapshot(memo: Memo) -> None:

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
 from memo_service.memos.models import (
     Acknowledgement, Delivery, DisputeResolution, Memo, WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
@@ -134,10 +135,20 @@ def webhook_deliver(*, message_id: int) -> None:
     started = time.monotonic()
     status_code, error = None, ""
     try:
-        response = requests.post(message.endpoint.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False)
+        # Checked again now (a name can resolve elsewhere since the endpoint was saved),
+        # and the request goes to the very address that was checked.
+        address = target_address(message.endpoint.url)
+        with requests.Session() as session:
+            session.trust_env = False  # no proxy from the environment between the check and the target
+            session.mount("http://", PinnedAdapter(address))
+            session.mount("https://", PinnedAdapter(address))
+            response = session.post(message.endpoint.url, data=body, headers=headers, timeout=TIMEOUT_S,
+                                    allow_redirects=False)
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = response.text[:500]
+    except TargetRefused as exc:
+        error = f"not sent: {exc}"[:500]
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     webhook_attempt_record(

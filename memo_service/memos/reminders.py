@@ -6,8 +6,10 @@ days before its deadline does not get its seven-day reminder at once), to each
 developer of the memo who has not acknowledged (a question or a dispute still waiting
 is no acknowledgement), whose address has not bounced or complained, who was not
 exempted after a dispute and not erased. Each is a Delivery of kind reminder, sequence n,
-sent, tracked and exported like the first email. The last reminder is copied to the
-developer's organisation contact when one is recorded.
+sent, tracked and exported like the first email. When the last reminder goes out, the
+developer's organisation contact (when one is recorded) is told so in a notice of its
+own (`contact_copy`), which carries no link: the link answers as the developer, and the
+contact may not answer for them, so the notice asks them to have the developer answer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
 from memo_service.memos.dispatch import PAGE_SIZE, send_batches_enqueue
@@ -100,3 +103,25 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
             send_batches_enqueue(ids)
         total += len(ids)
     return total
+
+
+def contact_copy(*, memo: Memo, name: str, external_id: str, language: str) -> tuple[str, str]:
+    """The subject and text telling an organisation's contact that one of its developers
+    got the memo's last reminder. Nothing of the admin's templates is in it (they may print
+    the link anywhere, in any form): our own words, the memo's title and its deadline."""
+    with translation.override(language):
+        subject = gettext("For your records: %(name)s was reminded about “%(title)s”") % {
+            "name": name or external_id, "title": memo.title,
+        }
+        text = gettext(
+            "This notice is for your organisation's records.\n\n"
+            "%(name)s (account %(external_id)s) has been reminded about “%(title)s” and has not "
+            "acknowledged it yet. The deadline is %(deadline)s.\n\n"
+            "Only %(name)s can answer, through the personal link in their own email: this notice "
+            "carries no link and nobody can answer for them. Please ask them to read the memo "
+            "and answer before the deadline.\n"
+        ) % {
+            "name": name or external_id, "external_id": external_id, "title": memo.title,
+            "deadline": f"{memo.ack_deadline:%Y-%m-%d %H:%M} UTC" if memo.ack_deadline else "-",
+        }
+    return subject, text

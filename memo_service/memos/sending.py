@@ -37,7 +37,7 @@ from memo_service.memos.queue import enqueue_later
 from memo_service.memos.rendering import (
     MemoRenderer, Recipient, developer_context, email_text_hash, memo_content_hash,
 )
-from memo_service.memos.reminders import still_to_acknowledge
+from memo_service.memos.reminders import contact_copy, still_to_acknowledge
 from memo_service.memos.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ class BatchSender:
                 # An international address goes in a call of its own: anymail keys a
                 # batch's merge data by the address as stored but sends the domain
                 # IDNA-encoded, so the two would not meet.
-                if self.merge_size and not _org_contact(delivery) and prepared.to.addr_spec.isascii():
+                if self.merge_size and prepared.to.addr_spec.isascii():
                     pending.append(prepared)
                 elif delivery_claim(delivery_id=delivery.pk):
                     self.send([prepared], rest=self.deliveries[index + 1:])
@@ -382,7 +382,6 @@ class BatchSender:
                 subject=first.email.subject,
                 body=first.email.text,
                 to=[str(first.to)],  # text, for any backend
-                cc=_org_contact(first.delivery),
                 connection=self.connection,
                 # Our id, never personal data: tracking events carry it back to us.
                 metadata={"delivery_id": str(first.delivery.pk)},
@@ -405,6 +404,23 @@ class BatchSender:
             for language, ids in by_language.items():
                 deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
             evidence_record_deliveries(sent=[(p.delivery.pk, p.rendered_with, email_text_hash(p.email)) for p in group])
+        for prepared in group:
+            if contact := _org_contact(prepared.delivery):
+                self.send_contact_copy(prepared.delivery, contact)
+
+    def send_contact_copy(self, delivery: Queued, contact: list[str]) -> None:
+        """The organisation contact's notice of the last reminder, sent once the
+        developer's own email is accepted. It carries no delivery id (its bounce is not
+        the developer's) and no link; a failure is logged, the developer's email stands."""
+        developer = delivery.developer
+        subject, text = contact_copy(memo=delivery.memo, name=developer.name,
+                                     external_id=developer.external_id, language=developer.language)
+        throttle_take(self.provider)
+        try:
+            AnymailMessage(subject=subject, body=text, to=contact, connection=self.connection).send()
+        except Exception as exc:
+            log.warning("delivery %s: the copy to the organisation contact was not sent: %s", delivery.pk,
+                        type(exc).__name__)
 
     def merged_message(self, group: list[Prepared]) -> AnymailMessage:
         """One message for many recipients: the skeleton once with the provider's merge
