@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -50,11 +51,15 @@ EFFECTIVE_DATE = "2027-07-09"
 ACK_SALT = "memo_service.memos.ack"  # the service's ack-token salt, so links would verify
 
 
+# Made per run: with DEBUG off the service refuses any key the repository holds.
+BENCH_SECRET_KEY = secrets.token_urlsafe(50)
+
+
 def _env(database_url: str, provider_url: str) -> dict[str, str]:
     return {
         **os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": database_url,
         "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider_url,
-        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": "bench-only-not-secret", "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
+        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": BENCH_SECRET_KEY, "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
 

@@ -5,4 +5,6 @@ queue, outbox or database."""
 import os
 from pathlib import Path
 
+# As `make run`: DEBUG on, so settings.py keeps a random SECRET_KEY under VAR_DIR.
+os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
