@@ -380,8 +380,9 @@ class MemoAdmin(admin.ModelAdmin):
             if language:
                 context["language"] = language
             try:
-                # A dead link: a preview must not let anyone answer for the developer.
-                used, email = rendering.MemoRenderer(memo).render(context, f"{settings.SITE_URL}/ack/preview/")
+                # A dead link of the real one's shape: a preview must not let anyone answer
+                # for the developer, nor let the template see it is a preview.
+                used, email = rendering.MemoRenderer(memo).render(context, rendering.inert_ack_url(memo.pk, developer.pk))
                 language = used
             except Exception as exc:  # shown to the admin, with its line
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"

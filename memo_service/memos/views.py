@@ -14,6 +14,7 @@ would refuse.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,6 +31,7 @@ from django_countries import countries
 from memo_service.memos.acks import (
     AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
 )
+from memo_service.memos import sandbox
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
@@ -42,6 +44,8 @@ COOKIE_AGE_S = 24 * 3600  # long enough to read and come back; the email link wo
 # Invalid links from one address: 30 in 10 minutes is far more than a person mistyping.
 FAILURES_ALLOWED = 30
 FAILURE_WINDOW_S = 600
+
+log = logging.getLogger(__name__)
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -116,9 +120,14 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
 def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     answers = answers_of(target)
     developer = developer_context(target.developer)
-    language, subject, html, _ = MemoRenderer(target.memo).render_parts(
-        developer, ack_url(target.memo.pk, target.developer.pk)
-    )
+    try:
+        language, subject, html, _ = MemoRenderer(target.memo).render_parts(
+            developer, ack_url(target.memo.pk, target.developer.pk)
+        )
+    except Exception as exc:  # the admin's template (over its render budget, say): this page only
+        log.error("memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk,
+                  sandbox.describe(exc))
+        return _error_page(request, "ack/unavailable.html", 503)
     with translation.override(language):
         return _private(render(
             request,
