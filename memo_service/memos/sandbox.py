@@ -125,6 +125,8 @@ def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
 
 def _checked(value: Any) -> Any:
     """A value about to be used (printed, joined, passed to a filter): refused if too big."""
+    if type(value) is str and len(value) <= MAX_VALUE_CHARS:  # nearly always: no more to do
+        return value
     if _weight(value) > MAX_VALUE_CHARS:
         raise TemplateTooBig(f"a value may be at most {MAX_VALUE_CHARS:,} characters long")
     return value
@@ -260,6 +262,9 @@ def _sized(value: Any) -> int:
     return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class MemoSandbox(ImmutableSandboxedEnvironment):
     """Jinja's sandbox, immutable (a template cannot change the values it is given, such
     as the developer's address), with every render on a budget (render_limited) and
@@ -311,6 +316,10 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         _spend()
+        # The context's plain values (developer.name): a key that is not also a dict method
+        # is what Jinja would return, found without its attribute lookups.
+        if type(obj) is dict and attribute in obj and attribute not in _DICT_ATTRIBUTES:
+            return obj[attribute]
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -365,7 +374,6 @@ def render_limited(template: Any, context: dict[str, Any]) -> str:
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
                 raise TemplateTooBig(f"the output is longer than {MAX_OUTPUT_CHARS:,} characters")
-            _create(len(chunk))
             parts.append(chunk)
     finally:
         _budget.reset(token)
