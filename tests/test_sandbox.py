@@ -105,6 +105,9 @@ MEMORY_BOMBS = {
                                "{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
     "batch_fill": "{{ 'x'|batch(999999999, 'y')|list|length }}",
     "translate_table": "{{ ('x' * 400000).translate({120: 'y' * 400000}) }}",
+    "int_to_bytes": "{{ (1).to_bytes(999999999, 'big')|length }}",
+    "strftime_width": "{{ memo.effective_date.strftime('%999Y' * 100000)|length }}",
+    "quadratic_sum_of_lists": "{{ ([[1]] * 70000)|sum(start=[])|length }}",
     "recursive_macro_doubling": "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}"
                                 "{% endif %}{% endmacro %}{{ d('x' * 1000, 40) }}",
 }
@@ -122,7 +125,8 @@ template = sandbox.text_env.from_string(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.monotonic()
 try:
-    sandbox.render_limited(template, {"developer": {"external_id": "victim-1", "name": "N"}})
+    sandbox.render_limited(template, {"developer": {"external_id": "victim-1", "name": "N"},
+                                      "memo": {"effective_date": __import__("datetime").date(2027, 7, 9)}})
     error = None
 except Exception as exc:
     error = [type(exc).__name__, sandbox.describe(exc), isinstance(exc, sandbox.SecurityError)]

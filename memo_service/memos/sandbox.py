@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import json
 import operator
+import re
 import sys
 import time
 import traceback
@@ -214,6 +215,17 @@ def _replace_size(s: Any, old: Any, new: Any, count: int | None = None) -> None:
         raise TemplateTooBig(f"a replaced value may be at most {MAX_VALUE_CHARS:,} characters long")
 
 
+_STRFTIME_WIDTH = re.compile(r"%[-_0^#]*\d{3,}")
+MAX_STRFTIME_FORMAT = 100  # "%A %d %B %Y, %H:%M %Z" is 20
+# Adding up lists copies the total so far at each step: 1,000 of them is plenty.
+MAX_SUMMED_SEQUENCES = 1_000
+
+
+def _sum_size(value: Any, attribute: Any = None, start: Any = 0) -> None:
+    if not isinstance(start, (int, float)) and len(value) > MAX_SUMMED_SEQUENCES:
+        raise TemplateTooBig(f"sum() adds up at most {MAX_SUMMED_SEQUENCES:,} lists or strings")
+
+
 def _count_arg(limit_name: str) -> Callable[..., None]:
     def check(value: Any, count: Any = 1, *args: Any, **kwargs: Any) -> None:
         if not isinstance(count, int) or count > MAX_RANGE:
@@ -226,6 +238,7 @@ def _count_arg(limit_name: str) -> Callable[..., None]:
 _FILTER_SIZE_CHECKS: dict[str, Callable[..., None]] = {
     "join": _join_size,
     "replace": _replace_size,
+    "sum": _sum_size,
     "batch": _count_arg("batch()'s line count"),
     "slice": _count_arg("slice()'s number of slices"),
 }
@@ -277,7 +290,8 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
                "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
     # Methods that allocate a string as long as their numeric argument, or longer.
     blocked_methods = frozenset(
-        {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "translate", "maketrans"}
+        {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "translate", "maketrans",
+         "to_bytes"}
     )
 
     def __init__(self, **options: Any) -> None:
@@ -340,6 +354,12 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
                 _join_size(args[0], owner if isinstance(owner, str) else owner.decode(errors="replace"))
             elif name == "replace" and len(args) >= 2:
                 _replace_size(owner, *args[:2], *(args[2:3] or [kwargs.get("count")]))
+        if isinstance(owner, (dt.date, dt.time)) and getattr(__obj, "__name__", "") == "strftime" and args:
+            # C's strftime pads to any width it is given ("%999Y"), into a buffer up to
+            # 256 times the format's length.
+            if len(str(args[0])) > MAX_STRFTIME_FORMAT or _STRFTIME_WIDTH.search(str(args[0])):
+                raise TemplateTooBig(f"a strftime() format may be {MAX_STRFTIME_FORMAT} characters long, "
+                                     "with field widths of two digits")
         return _made(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> None:
@@ -348,7 +368,7 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
         return None
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, (str, bytes)) and attr in self.blocked_methods:
+        if isinstance(obj, (str, bytes, int)) and attr in self.blocked_methods:
             return False
         return super().is_safe_attribute(obj, attr, value)
 
