@@ -181,3 +181,16 @@ def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_sen
     Delivery.objects.filter(developer=developers["cn"]).update(status="sent", sent_at=timezone.now())
     assert admin_client.get(link.removeprefix("http://testserver")).status_code == 400
     assert admin_client.get(real.removeprefix("http://testserver")).status_code == 303
+
+
+def test_a_slow_to_compile_template_costs_each_page_view_nothing_after_the_first(client, victim_sent):
+    """Compiling is bounded only at save (the trial render's child process): each process
+    compiles a source once, not at every view of the developer's page."""
+    memo, victim = victim_sent
+    Memo.objects.filter(pk=memo.pk).update(html_body="{% if developer.country == 'XX' %}x{% endif %}" * 2000)
+    other = Delivery.objects.filter(memo=memo).exclude(developer=victim).get().developer
+    client.get(ack_url(memo.pk, other.pk))
+    sandbox._compiled.cache_clear()
+    for _ in range(3):
+        assert client.get(reverse("ack-page", args=[memo.pk])).status_code == 200
+    assert sandbox._compiled.cache_info().misses == 3  # subject, html and text, once each

@@ -270,7 +270,7 @@ class MemoRenderer:
         if language not in self._compiled:
             used, sources = memo_sources(self.memo, language, self.reminder)
             self._compiled[language] = used, {
-                field: sandbox.environment_for(field).from_string(source)
+                field: sandbox.template_for(field, source)
                 for field, source in sources.items()
             }
         return self._compiled[language]
