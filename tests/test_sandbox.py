@@ -98,6 +98,9 @@ MEMORY_BOMBS = {
     "str_join_method": "{% set s = 'y' * 400000 %}{{ s.join(range(10000)|map('string')) }}",
     "printed_shared_list": "{% set s = 'x' * 400000 %}{% set a = [s, s, s, s] %}{% set b = [a, a, a, a] %}"
                            "{% set c = [b, b, b, b] %}{% set d = [c, c, c, c] %}{{ d }}",
+    "printed_dict_view": "{% set s = 'x' * 400000 %}{% set a = [s, s, s, s] %}{% set b = [a, a, a, a] %}"
+                         "{% set c = {'1': b, '2': b, '3': b, '4': b} %}{% set d = {'1': c, '2': c, '3': c, '4': c} %}"
+                         "{% set e = {'1': d, '2': d, '3': d, '4': d} %}{{ e.values() }}",
     "captured_block_doubling": "{% set s = 'x' * 400000 %}{% set a %}{{ s }}{{ s }}{% endset %}"
                                + "".join("{% set a %}{{ a }}{{ a }}{% endset %}" for _ in range(12)) + "{{ a|length }}",
     "concat_doubling": "{% set a = 'x' * 400000 %}" + "{% set a = a ~ a %}" * 12 + "{{ a|length }}",

@@ -97,13 +97,17 @@ def _create(chars: int) -> None:
             raise RenderLimit(f"makes too much text (more than {MAX_CREATED_CHARS:,} characters in one render)")
 
 
+# What prints its items: a dict's views too ({{ d.items() }}).
+_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace, type({}.keys()), type({}.values()), type({}.items()))
+
+
 def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
     """About how many characters a value prints as: a string its length, a container its
     items and theirs (a list holding one long string 1,000 times prints it 1,000 times).
     Stops counting past `limit`."""
     if isinstance(value, (str, bytes)):
         return len(value)
-    if not isinstance(value, (list, tuple, dict, set, frozenset, Namespace)):
+    if not isinstance(value, _CONTAINERS):
         return 1
     total, stack = 0, [value]
     while stack and total <= limit:
@@ -114,11 +118,13 @@ def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
             stack.append(item._Namespace__attrs)  # type: ignore[attr-defined]
         elif isinstance(item, dict):
             total += 2 + len(item)
-            stack += item.keys()
-            stack += item.values()
-        elif isinstance(item, (list, tuple, set, frozenset)):
+            if total <= limit:
+                stack += item.keys()
+                stack += item.values()
+        elif isinstance(item, _CONTAINERS):
             total += 2 + len(item)
-            stack += item
+            if total <= limit:
+                stack += item
         else:
             total += 8
     return total
