@@ -107,6 +107,7 @@ MEMORY_BOMBS = {
     "namespace_list_doubling": "{% set ns = namespace(l=['x' * 1000]) %}{% for i in range(30) %}"
                                "{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
     "batch_fill": "{{ 'x'|batch(999999999, 'y')|list|length }}",
+    "batch_fill_by_keyword": "{{ 'x'|batch(linecount=999999999, fill_with='y')|list|length }}",
     "translate_table": "{{ ('x' * 400000).translate({120: 'y' * 400000}) }}",
     "int_to_bytes": "{{ (1).to_bytes(999999999, 'big')|length }}",
     "strftime_width": "{{ memo.effective_date.strftime('%999Y' * 100000)|length }}",

@@ -232,8 +232,9 @@ def _sum_size(value: Any, attribute: Any = None, start: Any = 0) -> None:
         raise TemplateTooBig(f"sum() adds up at most {MAX_SUMMED_SEQUENCES:,} lists or strings")
 
 
-def _count_arg(limit_name: str) -> Callable[..., None]:
-    def check(value: Any, count: Any = 1, *args: Any, **kwargs: Any) -> None:
+def _count_arg(parameter: str, limit_name: str) -> Callable[..., None]:
+    def check(value: Any, *args: Any, **kwargs: Any) -> None:
+        count = args[0] if args else kwargs.get(parameter, 1)
         if not isinstance(count, int) or count > MAX_RANGE:
             raise TemplateTooBig(f"{limit_name} is limited to {MAX_RANGE:,}")
     return check
@@ -245,8 +246,8 @@ _FILTER_SIZE_CHECKS: dict[str, Callable[..., None]] = {
     "join": _join_size,
     "replace": _replace_size,
     "sum": _sum_size,
-    "batch": _count_arg("batch()'s line count"),
-    "slice": _count_arg("slice()'s number of slices"),
+    "batch": _count_arg("linecount", "batch()'s line count"),
+    "slice": _count_arg("slices", "slice()'s number of slices"),
 }
 
 

@@ -13,6 +13,7 @@ MAX_VALUES_EVALUATED of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ QUERYABLE = ("name", "organization", "email", "external_id", "country", "languag
 # A test on one field is evaluated for this many of its distinct values at most: every
 # country or language, and a sample of names or ids (each evaluation takes microseconds).
 MAX_VALUES_EVALUATED = 10_000
+# All those evaluations together, per page: each is on its render budget, but a test
+# built to be slow, times 10,000 values, must not hold the approver's page for long.
+EVALUATION_SECONDS = 2.0
 # Names a template gets whose values differ from one developer to the next.
 PER_DEVELOPER = frozenset({"developer", "ack_url"})
 
@@ -198,7 +202,7 @@ def _pick_excluding(audience: QuerySet[Developer], name: str, values: list[Any])
 
 
 def _evaluate(memo: Memo, environment: sandbox.MemoSandbox, test: nodes.Node, name: str,
-              audience: QuerySet[Developer]) -> tuple[list[Branch], str]:
+              audience: QuerySet[Developer], deadline: float) -> tuple[list[Branch], str]:
     """Branches of a test on one field, by evaluating it for the field's distinct values."""
     tree = nodes.Template([nodes.Output([nodes.CondExpr(test, nodes.Const("true"), nodes.Const("false"))])], lineno=1)
     tree.set_environment(environment)
@@ -208,7 +212,10 @@ def _evaluate(memo: Memo, environment: sandbox.MemoSandbox, test: nodes.Node, na
     note = (f"evaluated for the first {MAX_VALUES_EVALUATED:,} of its values in the audience"
             if len(values) > MAX_VALUES_EVALUATED else "")
     outcomes: dict[str, Any] = {}
-    for value in values[:MAX_VALUES_EVALUATED]:
+    for n, value in enumerate(values[:MAX_VALUES_EVALUATED]):
+        if time.monotonic() > deadline:
+            note = f"evaluated for {n:,} of its values in the audience before the time allowed ran out"
+            break
         try:
             outcome = sandbox.render_limited(template, {**context, "developer": {name: str(value)}})
         except Exception as exc:  # a failing render is a version too: the developer gets no email
@@ -222,6 +229,7 @@ def memo_versions(memo: Memo) -> list[Condition]:
     the audience for each branch where one exists."""
     audience = memo_audience(memo)
     conditions: list[Condition] = []
+    deadline = time.monotonic() + EVALUATION_SECONDS
     for obj in [memo, *memo.translations.all()]:
         language = getattr(obj, "language", FALLBACK_LANGUAGE)
         for name in (*sandbox.TEMPLATE_FIELDS, *sandbox.REMINDER_FIELDS):
@@ -255,7 +263,7 @@ def memo_versions(memo: Memo) -> list[Condition]:
                       and not any(n.name not in ("developer", "memo") and n.ctx == "load"
                                   for n in test.find_all(nodes.Name))):
                     condition.branches, condition.note = _evaluate(
-                        memo, environment, test, depends[0].removeprefix("developer."), audience)
+                        memo, environment, test, depends[0].removeprefix("developer."), audience, deadline)
                 else:
                     condition.note = "its versions cannot be listed here: preview developers that differ in these values"
                 conditions.append(condition)
