@@ -45,7 +45,7 @@ def _keys_in_repository(keys: list[str]) -> list[str]:
     """Those of `keys` written anywhere in the project's own files (code, docs, tests,
     benchmarks): a key anyone can read signs links anyone can forge."""
     found: set[str] = set()
-    skip = {".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__"}
+    skip = {".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".hypothesis", ".pytest_cache"}
     for folder, dirs, files in os.walk(BASE_DIR):
         dirs[:] = [d for d in dirs if d not in skip]
         for file in files:
