@@ -28,7 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
 from jinja2.compiler import CodeGenerator, Frame
@@ -65,7 +65,7 @@ class RenderLimit(TemplateTooBig):
 
 
 class _Budget:
-    __slots__ = ("deadline", "operations", "created")
+    __slots__ = ("created", "deadline", "operations")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
@@ -293,7 +293,7 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = MemoCodeGenerator
     # Every arithmetic operator goes through call_binop, so each is an operation.
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
-    _binops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    _binops: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
                "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
     # Methods that allocate a string as long as their numeric argument, or longer.
     blocked_methods = frozenset(
@@ -322,9 +322,8 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
             if right > 0 and max(left.bit_length(), 1) * right > MAX_POWER_BITS:
                 raise TemplateTooBig("the result of ** is too large")
         if op == "*":
-            if isinstance(left, int) and isinstance(right, int):
-                if left.bit_length() + right.bit_length() > MAX_POWER_BITS:
-                    raise TemplateTooBig("the result of * is too large")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+                raise TemplateTooBig("the result of * is too large")
             size = max(_weight(left), _weight(right)) if _sized(left) or _sized(right) else 0
             times = right if _sized(left) else left
             if size and isinstance(times, int) and size * times > MAX_OUTPUT_CHARS:
@@ -347,27 +346,27 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
         _spend()
         return super().getitem(obj, argument)
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _spend()
         for value in (*args, *kwargs.values()):
             _checked(value)
-        if isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive loop
+        if isinstance(obj, LoopContext) and args:  # loop(children) in a recursive loop
             args = (_counted(args[0]), *args[1:])
-        owner = getattr(__obj, "__self__", None)
+        owner = getattr(obj, "__self__", None)
         if isinstance(owner, (str, bytes)) and args:
-            name = getattr(__obj, "__name__", "")
+            name = getattr(obj, "__name__", "")
             if name == "join":
                 args = (list(_counted(args[0])), *args[1:])
                 _join_size(args[0], owner if isinstance(owner, str) else owner.decode(errors="replace"))
             elif name == "replace" and len(args) >= 2:
                 _replace_size(owner, *args[:2], *(args[2:3] or [kwargs.get("count")]))
-        if isinstance(owner, (dt.date, dt.time)) and getattr(__obj, "__name__", "") == "strftime" and args:
-            # C's strftime pads to any width it is given ("%999Y"), into a buffer up to
-            # 256 times the format's length.
-            if len(str(args[0])) > MAX_STRFTIME_FORMAT or _STRFTIME_WIDTH.search(str(args[0])):
-                raise TemplateTooBig(f"a strftime() format may be {MAX_STRFTIME_FORMAT} characters long, "
-                                     "with field widths of two digits")
-        return _made(super().call(__context, __obj, *args, **kwargs))
+        # C's strftime pads to any width it is given ("%999Y"), into a buffer up to 256
+        # times the format's length.
+        if isinstance(owner, (dt.date, dt.time)) and getattr(obj, "__name__", "") == "strftime" and args \
+                and (len(str(args[0])) > MAX_STRFTIME_FORMAT or _STRFTIME_WIDTH.search(str(args[0]))):
+            raise TemplateTooBig(f"a strftime() format may be {MAX_STRFTIME_FORMAT} characters long, "
+                                 "with field widths of two digits")
+        return _made(super().call(context, obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> None:
         # Jinja hands out a sandboxed str.format before asking is_safe_attribute; here

@@ -138,9 +138,7 @@ class _Reader:
     def tests(self) -> Iterator[tuple[nodes.Node, nodes.Node]]:
         """(node, test) for every test whose outcome decides what text is produced."""
         for node in self.tree.find_all((nodes.If, nodes.CondExpr, nodes.For, nodes.Getitem, nodes.Filter)):
-            if isinstance(node, nodes.If):
-                yield node, node.test
-            elif isinstance(node, nodes.CondExpr):
+            if isinstance(node, (nodes.If, nodes.CondExpr)):
                 yield node, node.test
             elif isinstance(node, nodes.For):
                 yield node, node.iter  # how many times, over what
@@ -239,7 +237,7 @@ def memo_versions(memo: Memo) -> list[Condition]:
             environment = sandbox.environment_for(name)
             try:
                 reader = _Reader(environment.parse(source))
-            except Exception:  # a syntax error: the trial render at save reports it
+            except Exception:  # noqa: S112  (a syntax error: the trial render at save reports it)
                 continue
             lines = source.splitlines()
             seen: set[tuple[int, tuple[str, ...]]] = set()

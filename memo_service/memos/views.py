@@ -28,10 +28,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
+from memo_service.memos import sandbox
 from memo_service.memos.acks import (
     AckTarget, AnswerInvalid, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
 )
-from memo_service.memos import sandbox
 from memo_service.memos.rendering import MemoRenderer, developer_context
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
