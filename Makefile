@@ -26,6 +26,9 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# DEBUG is off unless set; the development server turns it on (and settings.py then
+# makes a random SECRET_KEY under var/ on the first run).
+run: export DEBUG ?= true
 run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo

@@ -15,6 +15,8 @@ import csv
 import json
 import os
 import random
+import base64
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -32,9 +34,10 @@ COUNTRIES = ["CN", "HK", "RU", "IR", "US", "DE", "FR", "JP", "BR", "IN", "GB", "
 
 # As deployed: with DEBUG on, Django keeps every query a process makes (up to 9,000),
 # which a worker's memory would show.
-PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "bench-only-not-secret", "ALLOWED_HOSTS": "127.0.0.1",
+# Keys made per run: with DEBUG off the service refuses any key the repository holds.
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1",
               "SECURE_SSL_REDIRECT": "false",
-              "EVIDENCE_SIGNING_KEY": "YmVuY2gtb25seS1ub3Qtc2VjcmV0LWV2aWRlbmNlLWs="}  # bench only
+              "EVIDENCE_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
 
 
 def make_csv(path: Path) -> None:

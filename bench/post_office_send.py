@@ -25,9 +25,11 @@ involved: the queueing process, send_queued_mail and the workers it forks. Needs
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -50,13 +52,17 @@ EFFECTIVE_DATE = "2027-07-09"
 ACK_SALT = "memo_service.memos.ack"  # the service's ack-token salt, so links would verify
 
 
+# Made per run: with DEBUG off the service refuses any key the repository holds.
+BENCH_SECRET_KEY = secrets.token_urlsafe(50)
+BENCH_EVIDENCE_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def _env(database_url: str, provider_url: str) -> dict[str, str]:
     return {
         **os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": database_url,
         "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider_url,
-        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": "bench-only-not-secret",
-        "EVIDENCE_SIGNING_KEY": "YmVuY2gtb25seS1ub3Qtc2VjcmV0LWV2aWRlbmNlLWs=",  # bench only, as import_developers.PRODUCTION
-        "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
+        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": BENCH_SECRET_KEY,
+        "EVIDENCE_SIGNING_KEY": BENCH_EVIDENCE_KEY, "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
 

@@ -5,6 +5,7 @@ The README lists every variable.
 """
 
 import base64
+import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -15,18 +16,75 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
-DEBUG = env.bool("DEBUG", default=True)
+# Off unless set: a forgotten variable must not serve tracebacks or take a development
+# key. `make run` and the tests turn it on.
+DEBUG = env.bool("DEBUG", default=False)
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+
+def _var_secret(name: str, make: Callable[[], str]) -> str:
+    """A secret the embedded default keeps in VAR_DIR/<name> (mode 0600), made by `make()`
+    on first use and read back ever after, so web, worker and beat share it. Processes
+    starting at once all end with the first one's: the file appears whole or not at all."""
+    path = VAR_DIR / name
+    if not path.exists():
+        draft = VAR_DIR / f".{name}.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+        try:
+            os.link(draft, path)  # refused if another process got there first: theirs stays
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+def _keys_in_repository(keys: list[str]) -> list[str]:
+    """Those of `keys` written anywhere in the project's own files (code, docs, tests,
+    benchmarks): a key anyone can read signs links anyone can forge."""
+    found: set[str] = set()
+    skip = {".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".hypothesis", ".pytest_cache"}
+    for folder, dirs, files in os.walk(BASE_DIR):
+        dirs[:] = [d for d in dirs if d not in skip]
+        for file in files:
+            try:
+                text = (Path(folder) / file).read_text(errors="ignore")
+            except OSError:
+                continue
+            found.update(key for key in keys if key in text)
+    return [key for key in keys if key in found]
+
+
+# Keys memo-service once shipped as a fallback: the repository's history keeps them.
+_PUBLISHED_KEYS = frozenset({"insecure-development-key-do-not-use-in-production"})
+# Django's deployment check asks for at least 50 characters (security.W009).
+_MIN_SECRET_KEY_CHARS = 50
+
 SECRET_KEY = env.str("SECRET_KEY", default="")
-if not SECRET_KEY:
-    if not DEBUG:
+if not SECRET_KEY and DEBUG:
+    SECRET_KEY = _var_secret("secret_key", lambda: secrets.token_urlsafe(50))
+# Old keys go here when SECRET_KEY rotates, so links already emailed keep working.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+if not DEBUG:
+    if not SECRET_KEY:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. With DEBUG off memo-service refuses to start "
-            "without it: set SECRET_KEY to a long random string."
+            "without it: set SECRET_KEY to a long random string, e.g. the output of "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
         )
-    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+    _keys = [SECRET_KEY, *SECRET_KEY_FALLBACKS]
+    if _PUBLISHED_KEYS.intersection(_keys) or _keys_in_repository(_keys):
+        raise ImproperlyConfigured(
+            "SECRET_KEY or SECRET_KEY_FALLBACKS holds a key written in memo-service's "
+            "repository: anyone could sign acknowledgement links with it. Set a new random key."
+        )
+    if len(SECRET_KEY) < _MIN_SECRET_KEY_CHARS:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is shorter than {_MIN_SECRET_KEY_CHARS} characters: set a long random string."
+        )
 
 
 def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
@@ -37,11 +95,7 @@ def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
         return value
     if not DEBUG:
         raise ImproperlyConfigured(f"{name} is not set. With DEBUG off memo-service refuses to start without it.")
-    path = VAR_DIR / filename
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(make())
-    return path.read_text().strip()
+    return _var_secret(filename, make)
 
 
 # Signs the evidence chain's checkpoints (memos/evidence.py): base64 of a raw 32-byte
@@ -56,8 +110,12 @@ except ValueError:
     _evidence_key_ok = False
 if not _evidence_key_ok:
     raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be base64 of a raw 32-byte Ed25519 private key.")
-# Old keys go here when SECRET_KEY rotates, so links already emailed keep working.
-SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+if not DEBUG and _keys_in_repository([EVIDENCE_SIGNING_KEY]):
+    raise ImproperlyConfigured(
+        "EVIDENCE_SIGNING_KEY is written in memo-service's repository: anyone could sign a forged "
+        "evidence chain with it. Make a new one (see the README)."
+    )
+
 
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])

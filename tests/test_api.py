@@ -106,3 +106,19 @@ def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_c
 def test_the_openapi_schema_is_served(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert schema["openapi"].startswith("3.") and "/api/v1/developers/bulk" in schema["paths"]
+
+
+def test_a_server_error_shows_no_traceback_even_with_debug_on(client, token, memo, settings, monkeypatch, caplog):
+    """django-ninja would answer with the traceback (paths, code, values) while DEBUG is on."""
+    from memo_service.api import views
+
+    def broken(memo):
+        raise RuntimeError("secret detail from deep inside")
+
+    settings.DEBUG = True
+    monkeypatch.setattr(views, "memo_funnel", broken)
+    response = call(client, "get", f"/memos/{memo.slug}/funnel", token)
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error (logged)"}
+    assert "Traceback" not in response.content.decode() and "secret detail" not in response.content.decode()
+    assert "secret detail from deep inside" in caplog.text  # the operator still finds it in the log

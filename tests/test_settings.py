@@ -1,19 +1,26 @@
 """Configuration from the environment: embedded defaults, and production refusing to guess."""
 
+import base64
 import os
+import secrets
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 from django.conf import settings
 
 PRODUCTION = {
     "DEBUG": "false",
-    "SECRET_KEY": "x" * 60 + "-production-secret-for-the-check-only",
+    # Made per run: a key written in the repository is refused (see below).
+    "SECRET_KEY": secrets.token_urlsafe(50),
     "SITE_URL": "https://memos.example.com",
     "ALLOWED_HOSTS": "memos.example.com",
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
     "ANYMAIL_WEBHOOK_SECRET": "hook:long-random-secret",
+    # Made per run too, for the same reason.
+    "EVIDENCE_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
 }
 
 
@@ -45,7 +52,7 @@ def test_check_deploy_fails_without_a_webhook_secret():
 def test_anymail_booleans_are_booleans():
     result = manage(
         "shell", "-v", "0", "-c", "from django.conf import settings as s; print(repr(s.ANYMAIL['DEBUG_API_REQUESTS']))",
-        ANYMAIL_DEBUG_API_REQUESTS="false",
+        ANYMAIL_DEBUG_API_REQUESTS="false", DEBUG="true",
     )
     assert result.stdout.strip() == "False"
 
@@ -55,7 +62,7 @@ def test_unset_variables_fall_back_to_the_embedded_default():
         "from django.conf import settings as s; "
         "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.EMAIL_BACKEND)"
     )
-    result = manage("shell", "-v", "0", "-c", script)
+    result = manage("shell", "-v", "0", "-c", script, DEBUG="true")
     assert result.stdout.split() == [
         "django.db.backends.sqlite3", "filesystem://", "memo_service.outbox.OutboxEmailBackend"
     ]
@@ -64,7 +71,7 @@ def test_unset_variables_fall_back_to_the_embedded_default():
 def test_anymail_settings_come_from_anymail_variables():
     result = manage(
         "shell", "-v", "0", "-c", "from django.conf import settings as s; print(s.ANYMAIL)",
-        ANYMAIL_MAILGUN_API_KEY="key-1", ANYMAIL_WEBHOOK_SECRET="u:p",
+        ANYMAIL_MAILGUN_API_KEY="key-1", ANYMAIL_WEBHOOK_SECRET="u:p", DEBUG="true",
     )
     assert "'MAILGUN_API_KEY': 'key-1'" in result.stdout and "'WEBHOOK_SECRET': 'u:p'" in result.stdout
 
@@ -78,9 +85,57 @@ def test_production_refuses_to_start_without_an_evidence_signing_key_or_with_a_b
 
 def test_the_embedded_default_makes_its_evidence_key_and_webhook_secret_once_under_var(tmp_path):
     script = "from django.conf import settings as s; print(s.EVIDENCE_SIGNING_KEY, s.ANYMAIL['WEBHOOK_SECRET'])"
-    env = {"VAR_DIR": str(tmp_path), "EVIDENCE_SIGNING_KEY": "", "ANYMAIL_WEBHOOK_SECRET": ""}
+    env = {"DEBUG": "true", "VAR_DIR": str(tmp_path), "EVIDENCE_SIGNING_KEY": "", "ANYMAIL_WEBHOOK_SECRET": ""}
     first = manage("shell", "-v", "0", "-c", script, **env).stdout.split()
     assert manage("shell", "-v", "0", "-c", script, **env).stdout.split() == first  # made once, then read
     key, secret = first
     assert (tmp_path / "evidence-signing-key").read_text() == key and secret.startswith("hook:")
     assert oct((tmp_path / "evidence-signing-key").stat().st_mode & 0o777) == "0o600"
+
+# --- forged acknowledgements: no key anyone can read -------------------------------
+
+
+def test_forging_acks_with_the_default_key_fails_because_debug_is_off_unless_set():
+    """Unset DEBUG is off, so a forgotten variable never falls back to a development key."""
+    result = manage("check", **{**PRODUCTION, "DEBUG": "", "SECRET_KEY": ""})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_forging_acks_with_the_old_published_key_is_refused_at_start():
+    result = manage("check", **{**PRODUCTION, "SECRET_KEY": "insecure-development-key-do-not-use-in-production"})
+    assert result.returncode != 0 and "written in memo-service's repository" in result.stderr
+
+
+def test_forging_acks_with_any_key_the_repository_holds_is_refused_at_start():
+    # A long key copied from a file of the repository (this test's own text).
+    copied = "copied-from-the-repository-7f3c9a1e5b2d8f4a6c0e9b3d7a1f5c8e2b6d"
+    for keys in ({"SECRET_KEY": copied}, {"SECRET_KEY_FALLBACKS": copied}):
+        result = manage("check", **{**PRODUCTION, **keys})
+        assert result.returncode != 0 and "written in memo-service's repository" in result.stderr, keys
+
+
+def test_forging_evidence_with_the_tests_signing_key_is_refused_at_start():
+    """The tests' checkpoint key is in the repository: signing with it in production
+    would let anyone seal a rewritten chain."""
+    result = manage("check", **{**PRODUCTION, "EVIDENCE_SIGNING_KEY": os.environ["EVIDENCE_SIGNING_KEY"]})
+    assert result.returncode != 0 and "EVIDENCE_SIGNING_KEY is written in memo-service's repository" in result.stderr
+
+
+def test_forging_acks_with_a_short_key_is_refused_at_start():
+    result = manage("check", **{**PRODUCTION, "SECRET_KEY": secrets.token_hex(10)})
+    assert result.returncode != 0 and "shorter than 50 characters" in result.stderr
+
+
+def test_development_key_is_random_per_installation_and_private(tmp_path: Path):
+    """With DEBUG on and no SECRET_KEY (`make run`), the first start makes a random key
+    under var/ (mode 0600) and every later start, web or worker, reads the same one."""
+    script = "from django.conf import settings as s; print(s.SECRET_KEY)"
+    first = manage("shell", "-v", "0", "-c", script, DEBUG="true", VAR_DIR=str(tmp_path / "a"))
+    again = manage("shell", "-v", "0", "-c", script, DEBUG="true", VAR_DIR=str(tmp_path / "a"))
+    other = manage("shell", "-v", "0", "-c", script, DEBUG="true", VAR_DIR=str(tmp_path / "b"))
+    key = first.stdout.strip()
+    assert len(key) >= 50 and key == again.stdout.strip() != other.stdout.strip()
+    assert key == (tmp_path / "a" / "secret_key").read_text().strip()
+    assert stat.S_IMODE((tmp_path / "a" / "secret_key").stat().st_mode) == 0o600
+    assert key not in Path(settings.BASE_DIR, "memo_service", "settings.py").read_text()

@@ -15,3 +15,5 @@ os.environ.setdefault("EVIDENCE_SIGNING_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHB
 # The tests' webhook receiver listens on loopback, which the service refuses by default
 # (memo_service/netguard.py); the tests of that refusal turn this back off.
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+# As `make run`: DEBUG on, so settings.py keeps a random SECRET_KEY under VAR_DIR.
+os.environ.setdefault("DEBUG", "true")

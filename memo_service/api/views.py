@@ -7,11 +7,10 @@ digest). Writes go through the same functions as the CSV import.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from ipaddress import IPv4Address, IPv6Address
-from typing import Annotated, Any, Literal
+import logging
+from typing import Any
 
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, NinjaAPI, Query, Schema, Status
@@ -100,6 +99,18 @@ api = NinjaAPI(
     title="memo-service sync API", version="1", urls_namespace="api", docs_url=None,
     auth=ClientToken(),
 )
+
+
+log = logging.getLogger(__name__)
+
+
+@api.exception_handler(Exception)
+def internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """django-ninja answers an unexpected error with its traceback while DEBUG is on: the
+    traceback goes to the log only (with the method and path, never the body)."""
+    route = getattr(request.resolver_match, "route", "?")  # the pattern: a path can hold an account id
+    log.error("API error on %s %s", request.method, route, exc_info=exc)
+    return api.create_response(request, {"detail": "internal error (logged)"}, status=500)
 
 
 class Problem(Schema):

@@ -30,6 +30,7 @@ from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, 
 from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.audit import audit_record
 from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
+from memo_service.memos.versions import memo_versions
 from memo_service.memos.models import (
     EDITABLE_STATUSES, Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo,
     MemoTranslation,
@@ -284,6 +285,14 @@ class MemoAdmin(admin.ModelAdmin):
     def has_approve_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
         return request.user.has_perm("memos.approve_memo")
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Every version the templates can produce, for whoever approves or sends it.
+        memo = Memo.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if memo is not None and request.method == "GET":
+            extra_context = {**(extra_context or {}), "template_versions": memo_versions(memo)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
         routes = {
@@ -321,7 +330,7 @@ class MemoAdmin(admin.ModelAdmin):
         total, by_country = audience_counts(memo)
         changes = audience_changes(memo) if memo.status in [Memo.Status.APPROVED, Memo.Status.SCHEDULED] else None
         return self._page(request, memo, "admin/memos/memo/send_confirm.html", f"Send “{memo.title}”?",
-                          total=total, by_country=by_country, changes=changes)
+                          total=total, by_country=by_country, changes=changes, template_versions=memo_versions(memo))
 
     def schedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id, "send")
@@ -404,8 +413,9 @@ class MemoAdmin(admin.ModelAdmin):
             if language:
                 context["language"] = language
             try:
-                # A dead link: a preview must not let anyone answer for the developer.
-                used, email = rendering.MemoRenderer(memo).render(context, f"{settings.SITE_URL}/ack/preview/")
+                # A dead link of the real one's shape: a preview must not let anyone answer
+                # for the developer, nor let the template see it is a preview.
+                used, email = rendering.MemoRenderer(memo).render(context, rendering.inert_ack_url(memo.pk, developer.pk))
                 language = used
             except Exception as exc:  # shown to the admin, with its line
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"

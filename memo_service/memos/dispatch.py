@@ -125,7 +125,7 @@ def _render_for_audience(memo: Memo) -> None:
     developers = memo_audience(memo).order_by("id")[:AUDIENCE_CHECK_LIMIT]
     for developer in developers.iterator(chunk_size=PAGE_SIZE):
         try:
-            renderer.render(rendering.developer_context(developer), f"{settings.SITE_URL}/ack/check/")
+            renderer.render(rendering.developer_context(developer), rendering.inert_ack_url(memo.pk, developer.pk))
         except Exception as exc:  # the admin's template, reported with whom it failed for
             raise DispatchRefused(
                 f"memo {memo.slug} does not render for developer {developer.external_id}: "

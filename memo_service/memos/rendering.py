@@ -15,6 +15,8 @@ from typing import Any
 
 import jinja2
 from django.conf import settings
+from django.core import signing
+from django.urls import reverse
 from django.utils import formats, translation
 from django.utils.translation import gettext_noop
 from django_countries import countries
@@ -49,6 +51,12 @@ TEMPLATE_VARIABLES = {
     "memo.ack_deadline": "acknowledgement deadline (a datetime, UTC)",
     "ack_url": "the developer's own acknowledgement link (the layout adds it too)",
 }
+
+# Previews, test sends and the checks before a send give templates a link of the same
+# shape as a developer's own (SITE_URL/ack/<token>/, a token of the same form and
+# length), signed for another purpose so that the acknowledgement page refuses it: a
+# template cannot tell them from the real send, and nobody can answer with it.
+INERT_ACK_SALT = "memo_service.memos.ack.inert"
 
 SAMPLE_DEVELOPER = {
     "name": "Ada Lovelace",
@@ -193,6 +201,18 @@ def developer_context(developer: Developer | Recipient) -> dict[str, Any]:
     }
 
 
+def inert_ack_url(memo_id: int | None, developer_id: int | None) -> str:
+    """A developer's link as a template sees it, that the acknowledgement page refuses."""
+    payload = signing.b64_encode(b"[%d,%d]" % (memo_id or 0, developer_id or 0)).decode()
+    token = signing.TimestampSigner(salt=INERT_ACK_SALT).sign(payload)
+    return settings.SITE_URL + reverse("ack", args=[token])
+
+
+def sample_developer_id() -> int:
+    """An id for the sample developer's link, of the size real ones have."""
+    return (Developer.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1
+
+
 def memo_context(memo: Memo, developer: dict[str, Any], ack_url: str) -> dict[str, Any]:
     return {
         "developer": developer,
@@ -218,9 +238,10 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
     is reported instead of hanging the admin.
     """
     jobs = []
+    sample_id = sample_developer_id()
     for language, sources in sources_by_language.items():
         context = memo_context(
-            memo, {**SAMPLE_DEVELOPER, "language": language}, f"{settings.SITE_URL}/ack/sample/"
+            memo, {**SAMPLE_DEVELOPER, "language": language}, inert_ack_url(memo.pk, sample_id)
         )
         context = json.loads(json.dumps(context, default=str))
         jobs += [{"key": f"{language}/{field}", "field": field, "source": source, "context": context}
@@ -281,7 +302,7 @@ class MemoRenderer:
         if language not in self._compiled:
             used, sources = memo_sources(self.memo, language, self.reminder)
             self._compiled[language] = used, {
-                field: sandbox.environment_for(field).from_string(source)
+                field: sandbox.template_for(field, source)
                 for field, source in sources.items()
             }
         return self._compiled[language]

@@ -14,6 +14,7 @@ would refuse.
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 from django.conf import settings
 from django.core.cache import cache
@@ -27,6 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
+from memo_service.memos import sandbox
 from memo_service.memos.acks import (
     AckTarget, AnswerInvalid, DeveloperErased, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
     memo_no_longer_applies, sent_text_of,
@@ -43,6 +45,8 @@ COOKIE_AGE_S = 24 * 3600  # long enough to read and come back; the email link wo
 # Invalid links from one address: 30 in 10 minutes is far more than a person mistyping.
 FAILURES_ALLOWED = 30
 FAILURE_WINDOW_S = 600
+
+log = logging.getLogger(__name__)
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -119,10 +123,15 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
 def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
     answers = answers_of(target)
     shown = sent_text_of(target)
-    sent = sent_text(
-        target.delivery, ack_url(target.memo.pk, target.developer.pk),
-        shown.rendered_with if shown is not None else None, shown.text_hash if shown is not None else "",
-    )
+    try:
+        sent = sent_text(
+            target.delivery, ack_url(target.memo.pk, target.developer.pk),
+            shown.rendered_with if shown is not None else None, shown.text_hash if shown is not None else "",
+        )
+    except Exception as exc:  # the admin's template (over its render budget, say): this page only
+        log.error("memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk,
+                  sandbox.describe(exc))
+        return _error_page(request, "ack/unavailable.html", 503)
     language, subject, html = sent.language, sent.subject, sent.html
     with translation.override(language):
         return _private(render(
