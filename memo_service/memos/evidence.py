@@ -129,36 +129,42 @@ SentEmail = tuple[int, dict[str, Any], str]
 
 
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
-    """What the provider just accepted, in two statements per send call whatever its
-    size: each email's values and text hash (SentText, for the developer's page), and a
-    pending handover record for each. The sequencer reads what a handover proves
-    (developer, country, language, message id, time, text hash) from the rows when it
-    chains them."""
+    """What the provider just accepted: each email's values and text hash (SentText, for
+    the developer's page) and a pending handover record for each, whatever the call's
+    size in one statement on PostgreSQL (two elsewhere). The sequencer reads what a
+    handover proves (developer, country, language, message id, time, text hash) from
+    the rows when it chains them."""
     if not sent:
         return
-    texts = SentText._meta.db_table
+    texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
+    deliveries = Delivery._meta.db_table
+    handover = f"SELECT d.memo_id, d.id, %s, %s, %s, %s, %s FROM {deliveries} d"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # The call's rows as one JSON parameter: psycopg quotes a parameter in Python,
-            # and a thousand placeholders, or array elements, cost more than the send.
+            # The call's rows as one JSON parameter: psycopg quotes parameters in Python,
+            # and a thousand placeholders or array elements cost more than the rest.
             cursor.execute(
-                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) "
-                "SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)",
-                [json.dumps([{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False)],
+                "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
+                f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent), "
+                f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+                f"{handover} JOIN sent ON sent.id = d.id RETURNING memo_id) "
+                "SELECT DISTINCT memo_id FROM handed",
+                [json.dumps([{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False),
+                 K.DELIVERY, "{}", "", "", timezone.now()],
             )
         else:
             cursor.executemany(
                 f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s)",
                 [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
             )
-        rows = Delivery.objects.filter(id__in=in_ids([s[0] for s in sent]))
-        select, params = rows.values_list("memo_id", "id").query.sql_with_params()
-        cursor.execute(
-            f"INSERT INTO {EvidenceRecord._meta.db_table} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
-            f"SELECT s.memo_id, s.id, %s, %s, %s, %s, %s FROM ({select}) s",
-            [K.DELIVERY, "{}", "", "", timezone.now(), *params],
-        )
-    for memo_id in set(rows.values_list("memo_id", flat=True).distinct()):
+            ids = ",".join(str(int(s[0])) for s in sent)
+            cursor.execute(
+                f"INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+                f"{handover} WHERE d.id IN ({ids}) RETURNING memo_id",
+                [K.DELIVERY, "{}", "", "", timezone.now()],
+            )
+        memo_ids = {row[0] for row in cursor.fetchall()}
+    for memo_id in memo_ids:
         _seal_soon(memo_id)
 
 
