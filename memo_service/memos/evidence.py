@@ -18,6 +18,7 @@ chain still begins with the one an earlier export recorded.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
@@ -81,7 +82,8 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
         "event_type": event.event_type,
         "delivery": event.delivery_id,
         "message_id": event.message_id,
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        # In UTC, as the database gives it back: a provider's own offset is not evidence.
+        "occurred_at": event.occurred_at.astimezone(dt.UTC).isoformat() if event.occurred_at else None,
     }
 
 
@@ -110,7 +112,7 @@ def _seal_soon(memo_id: int) -> None:
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
             try:
                 current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
-            except Exception as exc:  # the record is stored; beat's sweep chains it within a minute
+            except Exception as exc:  # noqa: BLE001  (the record is stored; beat's sweep chains it within a minute)
                 log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
 
     transaction.on_commit(start)
@@ -168,11 +170,16 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
         _seal_soon(memo_id)
 
 
-def evidence_record_status(*, memo_id: int, delivery_id: int, status: str, event_id: int | None) -> None:
-    """A pending record of a delivery's status change (a tracking event moved it)."""
-    evidence_append(memo_id=memo_id, kind=K.STATUS, object_id=delivery_id, payload={
-        "delivery": delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event_id,
-    })
+def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:
+    """Pending records of a tracking event and, when it moved its delivery on, of the
+    status change: one statement, inside the transaction that stored the event."""
+    records = [EvidenceRecord(memo_id=memo_id, kind=K.EVENT, object_id=event.pk, payload=event_payload(event))]
+    if status is not None:
+        records.append(EvidenceRecord(memo_id=memo_id, kind=K.STATUS, object_id=event.delivery_id, payload={
+            "delivery": event.delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event.pk,
+        }))
+    EvidenceRecord.objects.bulk_create(records)
+    _seal_soon(memo_id)
 
 
 # --- the sequencer -------------------------------------------------------------------------
