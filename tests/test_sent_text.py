@@ -77,3 +77,17 @@ def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
     call_command("erase_developer", "ru-1", stdout=io.StringIO())
     assert SentText.objects.get(delivery__developer__external_id="ru-1").rendered_with == {}
     assert SentText.objects.get(delivery__developer__external_id="cn-1").rendered_with["name"] == "Wang Wei"
+
+
+def test_a_batched_send_keeps_the_hash_of_what_each_recipient_got(memo, mailgun, settings):
+    """The batching backend sends the skeleton once and each one's values: the hash is
+    streamed from them without joining the email, and is the hash of what arrived."""
+    from tests.conftest import make_developer
+
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    make_developer("ru-2", "RU", name="Ivan Petrov")
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert (mailgun.calls, len(mailgun.accepted)) == (2, 3)  # one call per language: RU's two go together
+    for message in mailgun.accepted:
+        delivery = Delivery.objects.get(pk=int(message.first("v:delivery_id")))
+        assert delivery.sent_text.text_hash == sent_hash(message)

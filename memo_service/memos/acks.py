@@ -299,7 +299,6 @@ def answer_record(
                 channel=channel,
                 api_client=api_client,
             )
-            answer.refresh_from_db()  # the stored time, as the chain must see it
             evidence_append(
                 memo_id=target.memo.pk, kind=EvidenceRecord.Kind.ANSWER,
                 object_id=answer.pk, payload=answer_payload(answer),

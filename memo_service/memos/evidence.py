@@ -18,6 +18,7 @@ chain still begins with the one an earlier export recorded.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator
@@ -87,7 +88,8 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
         "event_type": event.event_type,
         "delivery": event.delivery_id,
         "message_id": event.message_id,
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        # In UTC, as the database gives it back: a provider's own offset is not evidence.
+        "occurred_at": event.occurred_at.astimezone(dt.UTC).isoformat() if event.occurred_at else None,
     }
 
 
@@ -116,7 +118,7 @@ def _seal_soon(memo_id: int) -> None:
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
             try:
                 current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
-            except Exception as exc:  # the record is stored; beat's sweep chains it within a minute
+            except Exception as exc:  # noqa: BLE001  (the record is stored; beat's sweep chains it within a minute)
                 log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
 
     transaction.on_commit(start)
@@ -135,22 +137,30 @@ SentEmail = tuple[int, dict[str, Any], str]
 
 
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
-    """What the provider just accepted, in two statements per send call whatever its
-    size: each email's values and text hash (SentText, for the developer's page), and a
-    pending handover record for each. An email sent again with its idempotency key
-    (Resend) keeps the text of its first handover: the provider keeps the first email. The sequencer reads what a handover proves
-    (developer, country, language, message id, time, text hash) from the rows when it
-    chains them."""
+    """What the provider just accepted: each email's values and text hash (SentText, for
+    the developer's page) and a pending handover record for each, whatever the call's
+    size in one statement on PostgreSQL (two elsewhere). The sequencer reads what a
+    handover proves (developer, country, language, message id, time, text hash) from
+    the rows when it chains them. An email sent again with its idempotency key (Resend)
+    keeps the text of its first handover: the provider keeps the first email."""
     if not sent:
         return
-    texts = SentText._meta.db_table
+    texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
+    deliveries = Delivery._meta.db_table
+    handover = f"SELECT d.memo_id, d.id, %s, %s, %s, %s, %s FROM {deliveries} d"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Three array parameters: psycopg composes a thousand rows' placeholders slowly.
+            # The call's rows as one JSON parameter: psycopg quotes parameters in Python,
+            # and a thousand placeholders or array elements cost more than the rest.
             cursor.execute(
-                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) "
-                "SELECT * FROM unnest(%s::bigint[], %s::text[]::jsonb[], %s::text[]) ON CONFLICT (delivery_id) DO NOTHING",
-                [[s[0] for s in sent], [json.dumps(s[1], ensure_ascii=False) for s in sent], [s[2] for s in sent]],
+                "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
+                f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent "
+                "ON CONFLICT (delivery_id) DO NOTHING), "
+                f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+                f"{handover} JOIN sent ON sent.id = d.id RETURNING memo_id) "
+                "SELECT DISTINCT memo_id FROM handed",
+                [json.dumps([{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False),
+                 K.DELIVERY, "{}", "", "", timezone.now()],
             )
         else:
             cursor.executemany(
@@ -158,22 +168,27 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
                 "ON CONFLICT (delivery_id) DO NOTHING",
                 [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
             )
-        rows = Delivery.objects.filter(id__in=in_ids([s[0] for s in sent]))
-        select, params = rows.values_list("memo_id", "id").query.sql_with_params()
-        cursor.execute(
-            f"INSERT INTO {EvidenceRecord._meta.db_table} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
-            f"SELECT s.memo_id, s.id, %s, %s, %s, %s, %s FROM ({select}) s",
-            [K.DELIVERY, "{}", "", "", timezone.now(), *params],
-        )
-    for memo_id in set(rows.values_list("memo_id", flat=True).distinct()):
+            ids = ",".join(str(int(s[0])) for s in sent)
+            cursor.execute(
+                f"INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+                f"{handover} WHERE d.id IN ({ids}) RETURNING memo_id",
+                [K.DELIVERY, "{}", "", "", timezone.now()],
+            )
+        memo_ids = {row[0] for row in cursor.fetchall()}
+    for memo_id in memo_ids:
         _seal_soon(memo_id)
 
 
-def evidence_record_status(*, memo_id: int, delivery_id: int, status: str, event_id: int | None) -> None:
-    """A pending record of a delivery's status change (a tracking event moved it)."""
-    evidence_append(memo_id=memo_id, kind=K.STATUS, object_id=delivery_id, payload={
-        "delivery": delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event_id,
-    })
+def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:
+    """Pending records of a tracking event and, when it moved its delivery on, of the
+    status change: one statement, inside the transaction that stored the event."""
+    records = [EvidenceRecord(memo_id=memo_id, kind=K.EVENT, object_id=event.pk, payload=event_payload(event))]
+    if status is not None:
+        records.append(EvidenceRecord(memo_id=memo_id, kind=K.STATUS, object_id=event.delivery_id, payload={
+            "delivery": event.delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event.pk,
+        }))
+    EvidenceRecord.objects.bulk_create(records)
+    _seal_soon(memo_id)
 
 
 # --- the sequencer -------------------------------------------------------------------------

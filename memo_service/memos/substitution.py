@@ -17,6 +17,7 @@ filter block or autoescape switch. Anything else (`{% if developer.country == "C
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import re
 from collections.abc import Iterable
@@ -133,6 +134,23 @@ class Skeleton:
         autoescape prints them; subject and text get them as they are."""
         escaped = tuple(str(escape(v)) for v in values)
         return join(self.subject, values), join(self.html, escaped), join(self.text, values)
+
+    def text_hash(self, values: tuple[str, ...]) -> str:
+        """rendering.email_text_hash of fill(values) without joining the email (a send
+        hashes every recipient's): the fixed text is encoded once per skeleton."""
+        escaped = tuple(str(escape(v)) for v in values)
+        digest = hashlib.sha256()
+        for parts, filled in zip(self._encoded, (values, values, escaped)):
+            for part in parts:
+                digest.update(filled[part].encode() if isinstance(part, int) else part)
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    @functools.cached_property
+    def _encoded(self) -> tuple[tuple[bytes | int, ...], ...]:
+        """Subject, text and HTML (email_text_hash's order), fixed text as bytes."""
+        return tuple(tuple(p.encode() if isinstance(p, str) else p for p in parts)
+                     for parts in (self.subject, self.text, self.html))
 
     def merge_template(self, merge_field: str) -> tuple[str, str, str] | None:
         """(subject, html, text) with the provider's merge field for each value

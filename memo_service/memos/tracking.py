@@ -24,12 +24,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import (
-    event_payload,
-    evidence_append,
-    evidence_record_status,
-)
-from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
+from memo_service.memos.evidence import evidence_record_event
+from memo_service.memos.models import Delivery, DeliveryEvent
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +95,9 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
                 payload=payload,
             )
             if delivery is not None:
-                stored.refresh_from_db()  # the stored values, as verification will read them
-                evidence_append(
-                    memo_id=delivery.memo_id, kind=EvidenceRecord.Kind.EVENT,
-                    object_id=stored.pk, payload=event_payload(stored),
-                )
-            new_status = STATUS_FOR_EVENT.get(event.event_type or "")
-            if delivery is not None and new_status is not None and _advance(delivery, new_status, event):
-                evidence_record_status(memo_id=delivery.memo_id, delivery_id=delivery.pk, status=new_status,
-                                       event_id=stored.pk)
+                new_status = STATUS_FOR_EVENT.get(event.event_type or "")
+                moved = new_status is not None and _advance(delivery, new_status, event)
+                evidence_record_event(event=stored, memo_id=delivery.memo_id, status=new_status if moved else None)
     except IntegrityError:
         return None  # seen before: the provider retried or replayed it
     return stored
