@@ -86,7 +86,7 @@ def test_a_disabled_client_is_refused(client, token):
 
 
 def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_cookie(admin_client):
-    response = admin_client.post("/admin/api/apiclient/add/", {"name": "billing", "is_active": "on"})
+    response = admin_client.post("/admin/api/apiclient/add/", {"name": "billing", "is_active": "on", "scopes": ["sync"]})
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     token = re.search(r"<code>([\w-]{40,})</code>", response.content.decode()).group(1)
     client = ApiClient.objects.get(name="billing")

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from anymail.signals import AnymailTrackingEvent
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -18,7 +19,7 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.acks import ack_url
 from memo_service.memos.evidence import (
-    evidence_record_deliveries, evidence_record_status, evidence_seal, evidence_verify,
+    evidence_record_deliveries, evidence_seal, evidence_verify,
 )
 from memo_service.memos.models import (
     Acknowledgement,
@@ -29,6 +30,7 @@ from memo_service.memos.models import (
     WebhookMessage,
 )
 from memo_service.memos.notices import developer_notices, notices_sql
+from memo_service.memos.tracking import delivery_record_event
 from memo_service.memos.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
 from tests.conftest import make_memo
 
@@ -60,9 +62,11 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
         values = developer_context(developer)
         handed_over.append((delivery.pk, values, email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1])))
     evidence_record_deliveries(sent=handed_over)
-    for delivery_id, _, _ in handed_over if status != "sent" else []:  # as the provider's tracking event moves it
-        Delivery.objects.filter(pk=delivery_id).update(status=status)
-        evidence_record_status(memo_id=memo.pk, delivery_id=delivery_id, status=status, event_id=None)
+    for delivery_id, _, _ in handed_over if status != "sent" else []:  # the provider's tracking event moves it on
+        delivery_record_event(provider="mailgun", event=AnymailTrackingEvent(
+            event_type=status, event_id=f"evt-{delivery_id}", metadata={"delivery_id": str(delivery_id)},
+            timestamp=started,
+        ))
     memo.refresh_from_db()
     return memo
 

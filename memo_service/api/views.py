@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+import time
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, Literal
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404

@@ -179,6 +179,18 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
         _seal_soon(memo_id)
 
 
+def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
+    """Pending handover records of emails the provider took while nobody kept their text
+    (its events said so after the worker that sent them died: reconcile.py). The
+    sequencer reads what they prove from the rows, with no text hash: the text sent is
+    not known, and the developer's page says nothing it cannot prove."""
+    EvidenceRecord.objects.bulk_create([
+        EvidenceRecord(memo_id=memo_id, kind=K.DELIVERY, object_id=delivery_id, payload={}, prev_hash="", hash="")
+        for delivery_id in delivery_ids
+    ])
+    _seal_soon(memo_id)
+
+
 def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:
     """Pending records of a tracking event and, when it moved its delivery on, of the
     status change: one statement, inside the transaction that stored the event."""

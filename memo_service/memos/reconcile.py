@@ -33,6 +33,7 @@ from django.utils import timezone
 from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
 from memo_service.memos.audit import audit_record
 from memo_service.memos.dispatch import memo_finish_if_done, send_batches_enqueue
+from memo_service.memos.evidence import evidence_record_handover
 from memo_service.memos.leases import holder_name, lease_duration, lease_hold, lease_release
 from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.rendering import FALLBACK_LANGUAGE
@@ -170,9 +171,13 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
             message_id, at = accepted[delivery_id]
             groups[(message_id, used)].append(delivery_id)
             taken_at[message_id] = min(at, taken_at.get(message_id, at))
+    memo_of = {delivery_id: memo_id for delivery_id, memo_id, _ in unknown}
     for (message_id, language), group in groups.items():
-        deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language,
-                               accepted_at=taken_at[message_id])
+        with transaction.atomic():  # the handover and its evidence record together, as a send records them
+            deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language,
+                                   accepted_at=taken_at[message_id])
+            for memo_id in {memo_of[i] for i in group}:
+                evidence_record_handover(memo_id=memo_id, delivery_ids=[i for i in group if memo_of[i] == memo_id])
     resent = deliveries_record_unsent(
         delivery_ids=[i for i in ids if i not in accepted], claimed_before=until,
         reason="the worker sending it stopped; the provider's events show it never got it, so it was sent again",
