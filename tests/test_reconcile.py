@@ -13,7 +13,8 @@ from django.utils import timezone
 from memo_service.backends import mailgun as mailgun_backend
 from memo_service.memos import reconcile, sweeper
 from memo_service.memos.dispatch import memo_dispatch, memo_send_start
-from memo_service.memos.models import AuditEvent, Delivery, Memo, SendLease
+from memo_service.memos.evidence import evidence_seal, evidence_verify
+from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, SendLease
 from memo_service.memos.sending import delivery_send_batch
 from tests.conftest import approve, wait_for
 
@@ -140,6 +141,13 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
     sweep()
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     assert set(per_recipient(batched).values()) == {1} and len(per_recipient(batched)) == 2
+    # The evidence says what is known: each email was handed over (the provider's word),
+    # with no text hash, since nobody kept the text the dead call carried.
+    evidence_seal(memo_id=memo.pk)
+    assert evidence_verify(memo).ok
+    handovers = EvidenceRecord.objects.filter(memo=memo, kind="delivery")
+    assert sorted(handovers.values_list("object_id", flat=True)) == sorted(ids.values())
+    assert {r.payload["text_hash"] for r in handovers} == {""}
 
 
 def test_a_provider_that_cannot_be_asked_now_is_asked_at_the_next_run(sweep, memo, batched, settings):
