@@ -134,6 +134,16 @@ def test_the_audience_count_follows_rules_not_saved_yet(admin_client, memo, deve
     assert bad.status_code == 400
 
 
+def test_a_new_memo_counts_its_audience_before_its_first_save(admin_client, memo, developers):
+    region = memo.include_regions.get()
+    url = reverse("admin:memos_memo_audience_rules")
+    live = admin_client.get(url, {"rules": "1", "include_regions": [region.pk], "exclude_countries": ["RU"]}).json()
+    assert live["total"] == 1 and [c for c, _, _ in live["by_country"]] == ["CN"]
+    assert admin_client.get(url).json()["total"] == 0  # no rules, nobody
+    page = admin_client.get(reverse("admin:memos_memo_add")).content.decode()
+    assert f'data-url="{url}"' in page
+
+
 def test_why_a_developer_is_or_is_not_included_in_one_line(admin_client, memo, developers):
     url = reverse("admin:memos_memo_explain", args=[memo.pk])
     assert admin_client.get(url, {"developer": "cn-1"}).json()["explanation"] == (

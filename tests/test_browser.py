@@ -125,6 +125,11 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     page.fill("#id_ack_deadline_1", "23:59:00")
     page.select_option("#id_include_regions_from", str(region.pk))
     page.click("#id_include_regions_add")
+    # A new memo counts its audience before its first save, regions included.
+    audience = page.locator("#audience-summary")
+    audience.get_by_text("2 developers").wait_for()
+    assert page.locator("#id_include_countries_from").count() == 1  # a two-list picker, not a Ctrl-click box
+    carol.shot("new-memo-audience")
     page.click("text=Add another Memo translation")
     page.select_option("#id_translations-0-language", "zh-hans")
     page.fill("#id_translations-0-subject", "来自{{ developer.country_name }}的访问将终止")
@@ -141,6 +146,12 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     page.wait_for_selector(".messagelist .success")
     carol.shot("saved")
     memo = Memo.objects.get(title="Access from unsupported regions ends")
+    # Changing another audience field keeps the region in the live count.
+    page.select_option("#id_exclude_countries_from", "RU")
+    page.click("#id_exclude_countries_add")
+    audience.get_by_text("1 developers").wait_for()
+    assert "not saved yet" in audience.inner_text()
+    carol.shot("audience-live")
 
     # Preview for the developer in CN, in Chinese.
     page.click("text=Preview")

@@ -73,6 +73,11 @@ class MemoForm(forms.ModelForm):
     class Meta:
         model = Memo
         fields = "__all__"
+        # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
+        widgets = {
+            "include_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+            "exclude_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+        }
 
     def clean_attribute_filters(self) -> dict[str, Any]:
         return _attribute_filters(self.cleaned_data.get("attribute_filters"))
@@ -241,13 +246,16 @@ class MemoAdmin(admin.ModelAdmin):
 
     @admin.display(description="audience now")
     def audience_summary(self, memo: Memo) -> str:
-        if memo.pk is None:
-            return "Save the memo to see how many developers its audience holds."
+        if memo.pk is None:  # counted by the page's script from the rules as they are typed
+            return format_html(
+                '<div id="audience-summary" data-url="{}"><strong>…</strong></div>',
+                reverse("admin:memos_memo_audience_rules"),
+            )
         total, by_country = audience_counts(memo)
         rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td></tr>", by_country)
         explain = reverse("admin:memos_memo_explain", args=[memo.pk])
         return format_html(
-            '<div id="audience-summary" data-url="{}"><strong>{} developers</strong>'
+            '<div id="audience-summary" data-url="{}" data-saved="1"><strong>{} developers</strong>'
             "<table><tr><th>country</th><th>developers</th></tr>{}</table></div>"
             '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
             ' <span id="explain-result"></span></p>',
@@ -295,6 +303,7 @@ class MemoAdmin(admin.ModelAdmin):
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
               for name, fn in routes.items()),
             path("<path:object_id>/evidence.<str:fmt>", view(self.evidence_view), name="memos_memo_evidence"),
+            path("audience/", view(self.audience_rules_view), name="memos_memo_audience_rules"),
             *super().get_urls(),
         ]
 
@@ -413,8 +422,16 @@ class MemoAdmin(admin.ModelAdmin):
 
     def audience_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The audience count for the rules as they stand in the form, saved or not."""
-        memo = self._memo(request, object_id)
-        regions = None
+        return self._audience_json(request, self._memo(request, object_id))
+
+    def audience_rules_view(self, request: HttpRequest) -> JsonResponse:
+        """The same for a memo not saved yet: the rules are all there is."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return self._audience_json(request, Memo())
+
+    def _audience_json(self, request: HttpRequest, memo: Memo) -> JsonResponse:
+        regions = None if memo.pk else []
         if "rules" in request.GET:
             form = AudienceRulesForm(request.GET)
             if not form.is_valid():
