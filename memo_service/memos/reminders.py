@@ -3,9 +3,10 @@
 A memo's reminder_days, e.g. [7, 1], are days before its deadline. Reminder n goes out
 once its time has come, only if that time is after the memo was sent (a memo sent two
 days before its deadline does not get its seven-day reminder at once), to each
-developer of the memo who has not acknowledged (a question or a dispute still waiting
-is no acknowledgement), whose address has not bounced or complained, who was not
-exempted after a dispute and not erased. Each is a Delivery of kind reminder, sequence n,
+developer of the memo who still has to answer (still_to_answer: no answer at all, or
+only a "my region is wrong" that an admin decided "region confirmed"), whose address
+has not bounced or complained and who was not erased. Someone who asked for help, or
+whose dispute is open or was corrected, is waiting for us, not we for them. Each is a Delivery of kind reminder, sequence n,
 sent, tracked and exported like the first email. The last reminder is copied to the
 developer's organisation contact when one is recorded.
 """
@@ -54,21 +55,30 @@ def reminders_send_due() -> int:
     return queued
 
 
-def still_to_acknowledge(memo: Memo, developer: OuterRef | int) -> Any:
-    """Has this developer not acknowledged the memo, nor been exempted from it?"""
-    acknowledged = Acknowledgement.objects.filter(
-        memo=memo, developer=developer, response=Acknowledgement.Response.ACKNOWLEDGED
+def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
+    """Does this developer still owe the memo an answer? Yes with no answer at all, or
+    when their only answer is a dispute decided "region confirmed" (the memo does apply
+    to them). An acknowledgement, a request for help, an open or corrected dispute: no."""
+    answered = Acknowledgement.objects.filter(memo=memo, developer=developer).exclude(
+        response=Acknowledgement.Response.DISPUTES_REGION,
+        resolution__outcome=DisputeResolution.Outcome.CONFIRMED,
     )
-    exempt = DisputeResolution.objects.filter(answer__memo=memo, answer__developer=developer, exempt=True)
-    return ~Exists(acknowledged) & ~Exists(exempt)
+    return ~Exists(answered)
+
+
+def memo_awaiting_answer(memo: Memo) -> Any:
+    """The initial deliveries of those who still have to answer (reminders, dashboard)."""
+    return (
+        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
+        .filter(still_to_answer(memo, OuterRef("developer")))
+        .order_by("developer_id")
+    )
 
 
 def _unanswered(memo: Memo) -> Any:
-    return (
-        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-        .filter(still_to_acknowledge(memo, OuterRef("developer")))
-        .filter(developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True)
-        .order_by("developer_id")
+    """Those a reminder goes to: still to answer, and reachable."""
+    return memo_awaiting_answer(memo).filter(
+        developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True
     )
 
 
@@ -77,7 +87,7 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
     total = 0
     last_developer = 0
     unanswered = _unanswered(memo)
-    reason = f"reminder {sequence}: not acknowledged yet"
+    reason = f"reminder {sequence}: not answered yet"
     while page := list(
         unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[:PAGE_SIZE]
     ):

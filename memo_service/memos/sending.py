@@ -30,7 +30,7 @@ from memo_service.memos.acks import ack_url
 from memo_service.memos.dispatch import memo_finish_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context, memo_content_hash
-from memo_service.memos.reminders import still_to_acknowledge
+from memo_service.memos.reminders import still_to_answer
 from memo_service.memos.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
@@ -312,10 +312,10 @@ class BatchSender:
             self.renderers[key] = renderer_for(delivery.memo, reminder)
         developer = delivery.developer
         if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
-            still_to_acknowledge(delivery.memo, developer.pk)
+            still_to_answer(delivery.memo, developer.pk)
         ).exists():
             if delivery_claim(delivery_id=delivery.pk):
-                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
+                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer answered first")
             return None
         try:
             to = recipient_address(developer.name, developer.email)
