@@ -7,6 +7,7 @@ from memo_service.memos import views
 
 admin.site.site_header = "memo-service"
 admin.site.site_title = "memo-service"
+handler403 = "memo_service.refusals.permission_denied"
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -138,6 +138,44 @@ def test_a_viewer_cannot_export_evidence_or_send_tests(people, memo):
     assert people["viewer"].get("/admin/developers/developer/export/").status_code == 403
 
 
+def test_a_viewer_is_offered_only_what_they_may_do_and_a_refusal_explains_itself(people, memo):
+    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now())
+    page = people["viewer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert "Dashboard" in page and "Evidence CSV" not in page and "Evidence JSON" not in page
+    preview = people["viewer"].get(reverse("admin:memos_memo_preview", args=[memo.pk])).content.decode()
+    assert "Send a test" not in preview
+    assert "Evidence CSV" in people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert "Send a test" in people["composer"].get(reverse("admin:memos_memo_preview", args=[memo.pk])).content.decode()
+    # Typed in by hand, the refusal is an admin page that says why and who may.
+    refused = people["viewer"].get(reverse("admin:memos_memo_evidence", args=[memo.pk, "csv"]))
+    text = refused.content.decode()
+    assert refused.status_code == 403 and 'id="refusal"' in text and "Composer or Approver role" in text
+    assert 'id="user-tools"' in text  # inside the admin, with its navigation
+    refused = people["viewer"].post(reverse("admin:memos_memo_preview", args=[memo.pk]), {"developer": "cn-1"})
+    assert refused.status_code == 403 and "takes the Composer role" in refused.content.decode()
+
+
+@pytest.mark.parametrize("state", ["sending", "paused", "sent", "cancelled"])
+def test_a_memo_that_can_no_longer_change_is_shown_read_only(people, memo, state):
+    Memo.objects.filter(pk=memo.pk).update(status=state, dispatched_at=timezone.now())
+    page = people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'name="_save"' not in page and 'name="_continue"' not in page and "Change memo" not in page
+    assert f"View memo ({state})" in page and 'id="memo-readonly"' in page
+
+
+def test_a_draft_is_still_edited_and_saved_by_its_composer(people, memo):
+    page = people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'name="_continue"' in page and "Change memo" in page and 'id="memo-readonly"' not in page
+
+
+def test_the_preview_finds_a_developer_by_name_email_or_id(people, memo, developers):
+    url = reverse("admin:memos_memo_preview", args=[memo.pk])
+    for q in ["olga", "RU-1@EXAMPLE", "ru-1"]:
+        page = people["composer"].get(url, {"q": q}).content.decode()
+        assert '<option value="ru-1" selected>' in page and 'value="cn-1"' not in page, q
+    assert "Nobody in the audience matches" in people["composer"].get(url, {"q": "nobody"}).content.decode()
+
+
 def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     from tests.conftest import make_developer
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMultiAlternatives
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -67,6 +67,17 @@ def _attribute_filters(value: Any) -> dict[str, Any]:
     ):
         raise forms.ValidationError('A JSON object of attribute names and values, e.g. {"plan": "pro"}.')
     return value
+
+
+# What a refused button says (refusals.py shows it inside the admin): who may do it.
+ROLE_NEEDED = {
+    "view": "Reading memos takes the Viewer, Composer or Approver role.",
+    "change": "Writing memos and asking for approval take the Composer role.",
+    "send": "Sending, scheduling, pausing, resuming and cancelling memos take the Composer role.",
+    "approve": "Approving memos takes the Approver role, and someone other than the memo's author or last editor.",
+    "export": "The evidence holds addresses, IP addresses and user agents: exporting it takes the Composer or "
+              "Approver role, not Viewer.",
+}
 
 
 class MemoForm(forms.ModelForm):
@@ -149,6 +160,11 @@ class TranslationInline(admin.StackedInline):
         return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
 
 
+# The preview's developer list: enough to pick from, small enough to read; the search
+# box finds anyone else in the audience.
+PREVIEW_CHOICES = 50
+
+
 def _memo_url(memo: Memo) -> str:
     return reverse("admin:memos_memo_change", args=[memo.pk])
 
@@ -225,6 +241,28 @@ class MemoAdmin(admin.ModelAdmin):
             # A memo that has started sending is evidence: its content no longer changes.
             return [f for _, opts in self.fieldsets for f in opts["fields"]]
         return self.computed
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Memo | None = None) -> HttpResponse:
+        # Show only the buttons this person may use, and a memo that can no longer
+        # change as what it is: read-only, with no Save that could only be refused.
+        editable = obj is None or obj.is_editable
+        context.update(
+            can_edit=editable and self.has_change_permission(request, obj),
+            can_send=self.has_send_permission(request, obj),
+            can_export=self.has_export_permission(request, obj),
+        )
+        if not editable:
+            assert obj is not None
+            context.update(
+                show_save=False, show_save_and_continue=False, show_save_and_add_another=False, show_delete=False,
+                title=f"View memo ({obj.get_status_display()})",
+                readonly_reason=f"This memo is {obj.get_status_display()}: what was sent is evidence, so it "
+                                "can no longer change.",
+            )
+        elif not context["can_edit"]:
+            context["readonly_reason"] = "You may read this memo; writing memos takes the Composer role."
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Memo | None = None) -> dict[str, Any]:
         return self.prepopulated_fields if obj is None or obj.is_editable else {}
@@ -310,7 +348,7 @@ class MemoAdmin(admin.ModelAdmin):
     def _memo(self, request: HttpRequest, object_id: str, permission: str = "view") -> Memo:
         memo = get_object_or_404(Memo, pk=object_id)
         if not getattr(self, f"has_{permission}_permission")(request, memo):
-            raise PermissionDenied
+            raise PermissionDenied(ROLE_NEEDED[permission])
         return memo
 
     def _page(self, request: HttpRequest, memo: Memo, template: str, title: str, **context: Any) -> TemplateResponse:
@@ -378,7 +416,13 @@ class MemoAdmin(admin.ModelAdmin):
         languages = [rendering.FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
         params = request.POST if request.method == "POST" else request.GET
         language = params.get("language") if params.get("language") in languages else None
-        sample = list(memo_audience(memo).order_by("id")[:50])
+        q = params.get("q", "").strip()[:100]
+        audience = memo_audience(memo)
+        if q:
+            audience = audience.filter(Q(external_id__icontains=q) | Q(name__icontains=q) | Q(email__icontains=q))
+        sample = list(audience.order_by("id")[:PREVIEW_CHOICES])
+        if q and sample and params.get("developer") not in {d.external_id for d in sample}:
+            params = {**params.dict(), "developer": sample[0].external_id}  # show the first match
         developer = next((d for d in sample if d.external_id == params.get("developer")), None)
         if developer is None and params.get("developer"):
             developer = Developer.objects.filter(external_id=params["developer"]).first()
@@ -396,7 +440,7 @@ class MemoAdmin(admin.ModelAdmin):
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
         if request.method == "POST" and email is not None:
             if not self.has_send_permission(request, memo):
-                raise PermissionDenied
+                raise PermissionDenied("Sending a test email takes the Composer role.")
             if not request.user.email:
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
@@ -409,7 +453,7 @@ class MemoAdmin(admin.ModelAdmin):
                 messages.success(request, f"Test sent to {request.user.email}.")
         return self._page(request, memo, "admin/memos/memo/preview.html", f"Preview “{memo.title}”",
                           sample=sample, developer=developer, languages=languages, language=language,
-                          email=email, error=error)
+                          email=email, error=error, q=q, can_send=self.has_send_permission(request, memo))
 
     def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
