@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMultiAlternatives
+from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -37,7 +38,8 @@ from memo_service.memos.models import (
 )
 from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.reports import (
-    DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
+    DASHBOARD_COLUMNS, UNANSWERED_PAGE, ack_chart_svg, dashboard_rows, evidence_csv, evidence_json, memo_funnel,
+    memo_progress, unanswered_csv, unanswered_rows,
 )
 from memo_service.memos.tasks import dispatch_memo
 
@@ -336,6 +338,7 @@ class MemoAdmin(admin.ModelAdmin):
             "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
             "explain": self.explain_view, "verify": self.verify_view,
             "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
+            "unanswered": self.unanswered_view,
         }
         return [
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
@@ -457,9 +460,19 @@ class MemoAdmin(admin.ModelAdmin):
 
     def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
+        funnel = memo_funnel(memo)
+        unanswered = Paginator(unanswered_rows(memo), UNANSWERED_PAGE).get_page(request.GET.get("page"))
         return self._page(request, memo, "admin/memos/memo/dashboard.html", f"Dashboard: {memo.title}",
-                          funnel=memo_funnel(memo), chart=mark_safe(ack_chart_svg(memo)),
-                          columns=DASHBOARD_COLUMNS)
+                          funnel=funnel, rows=dashboard_rows(memo, funnel), chart=mark_safe(ack_chart_svg(memo)),
+                          columns=DASHBOARD_COLUMNS, progress=memo_progress(memo), unanswered=unanswered,
+                          can_export=self.has_export_permission(request, memo))
+
+    def unanswered_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Who has not answered yet, as CSV (addresses: the evidence export's permission)."""
+        memo = self._memo(request, object_id, "export")
+        response = StreamingHttpResponse(unanswered_csv(memo), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="not-answered-{memo.slug}.csv"'
+        return response
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         return JsonResponse(memo_progress(self._memo(request, object_id)))

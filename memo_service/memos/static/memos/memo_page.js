@@ -8,11 +8,14 @@
     var bar = box.querySelector("progress"), percent = box.querySelector(".percent"), counts = box.querySelector(".counts");
     function tick() {
       getJSON(box.dataset.url).then(function (p) {
-        bar.value = p.percent;
-        percent.textContent = p.percent + " %";
-        counts.textContent = "queued " + p.queued + " · sent " + p.sent + " · delivered " + p.delivered + " · failed " + p.failed + " · of " + p.total;
+        // A cancelled send shows what went out, not a full bar.
+        var shown = p.status === "cancelled" && p.total ? Math.floor(p.sent * 100 / p.total) : p.percent;
+        bar.value = shown;
+        percent.textContent = p.status === "cancelled" ? "cancelled" : (p.total ? p.percent + " %" : "");
+        counts.textContent = p.summary;
+        box.dataset.status = p.status;
         box.dataset.percent = p.percent;
-        if (p.percent < 100) { setTimeout(tick, 2000); }
+        if (!p.finished) { setTimeout(tick, 2000); }
       });
     }
     tick();
