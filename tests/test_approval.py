@@ -188,3 +188,33 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     memo.refresh_from_db()
     assert memo.status == "approved" and "audience changed since approval" in memo.pause_reason
     assert not Delivery.objects.exists()
+
+
+def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_can(people, memo, developers):
+    from memo_service.developers.models import Region
+    from memo_service.memos.models import Acknowledgement
+
+    response = people["composer"].post(reverse("admin:developers_region_add"), {
+        "name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"})
+    assert response.status_code == 302 and Region.objects.filter(name="Sanctioned").exists()
+    answer = Acknowledgement.objects.create(memo=memo, developer=developers["ru"], response="disputes_region",
+                                            country_claimed="KZ", content_hash="c")
+    people["composer"].post(reverse("admin:memos_dispute_changelist"),
+                            {"action": "confirm_region", "_selected_action": [answer.pk]})
+    assert answer.__class__.objects.get(pk=answer.pk).resolution.outcome == "confirmed"
+    regions = people["viewer"].get(reverse("admin:developers_region_changelist")).content.decode()
+    assert "making or changing one takes the Composer role" in regions
+    disputes = people["viewer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
+    assert "deciding them (correct or confirm the region) takes the Composer role" in disputes
+    assert 'id="role-hint"' not in people["composer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
+
+
+def test_a_new_users_staff_status_and_roles_are_set_on_the_add_page(admin_client, django_user_model):
+    page = admin_client.get(reverse("admin:auth_user_add")).content.decode()
+    assert 'name="is_staff"' in page and 'name="groups"' in page
+    admin_client.post(reverse("admin:auth_user_add"), {
+        "username": "nina", "email": "nina@example.com", "usable_password": "true",
+        "password1": "pw-nina-12345!", "password2": "pw-nina-12345!",
+        "is_staff": "on", "groups": [Group.objects.get(name="Composer").pk]})
+    nina = django_user_model.objects.get(username="nina")
+    assert nina.is_staff and [g.name for g in nina.groups.all()] == ["Composer"] and nina.email == "nina@example.com"

@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from memo_service.memos import admin_users  # noqa: F401  (registers the user pages)
 from memo_service.memos import rendering, sandbox
 from django_countries import countries
 
@@ -604,6 +605,7 @@ class DisputeAdmin(ReadOnlyAdmin):
     """The queue of "my region is wrong" answers; resolve them with the actions."""
 
     list_display = ["developer", "memo", "recorded_country", "country_claimed", "comment", "created_at", "outcome"]
+    change_list_template = "admin/role_hint_change_list.html"
     list_filter = [DisputeStateFilter, "memo"]
     list_select_related = ["memo", "developer", "resolution"]
     actions = ["correct_region", "confirm_region"]
@@ -612,8 +614,14 @@ class DisputeAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).filter(response=Acknowledgement.Response.DISPUTES_REGION)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Resolving is a change to the developer; the answer itself stays as it was.
-        return request.user.has_perm("developers.change_developer")
+        # Deciding changes the developer's country, never the answer itself: its own
+        # permission, which the Composer role holds (migration 0010).
+        return request.user.has_perm("memos.change_dispute")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        hint = None if self.has_change_permission(request) else (
+            "You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
+        return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Acknowledgement._meta.fields]
