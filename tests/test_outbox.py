@@ -47,3 +47,19 @@ def test_the_outbox_is_for_staff_only(client, sent_email):
 @pytest.mark.parametrize("name", ["..%2F..%2Fsettings.py", "20260101T000000-zz.eml", "x.eml"])
 def test_a_made_up_message_name_is_not_found(admin_client, sent_email, name):
     assert admin_client.get(f"/outbox/{name}").status_code == 404
+
+
+def test_the_outbox_list_is_an_admin_page_paged_and_searchable(admin_client, settings):
+    from memo_service import outbox
+
+    for n in range(outbox.PAGE_SIZE + 5):
+        EmailMultiAlternatives(subject=f"Memo {n:03d}", body="x", to=[f"dev-{n:03d}@example.com"],
+                               connection=OutboxEmailBackend()).send()
+    page = admin_client.get("/outbox/").content.decode()
+    assert "<title>Outbox | memo-service</title>" in page and "Django administration" not in page
+    assert "{&#x27;name&#x27;" not in page and "messagelist" not in page  # no banner per email
+    assert page.count("<tr><td>") == outbox.PAGE_SIZE and "page 1 of 2" in page
+    assert admin_client.get("/outbox/", {"page": 2}).content.decode().count("<tr><td>") == 5
+    found = admin_client.get("/outbox/", {"q": "DEV-007@"}).content.decode()
+    assert found.count("<tr><td>") == 1 and "Memo 007" in found and "1 found" in found
+    assert admin_client.get("/outbox/", {"q": "memo 01"}).content.decode().count("<tr><td>") == 10
