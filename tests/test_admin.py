@@ -55,6 +55,10 @@ def test_a_broken_translation_is_a_form_error_too(admin_client):
     assert response.status_code == 200
     assert "syntax error" in str(response.context["inline_admin_formsets"][0].formset.errors)
     assert not Memo.objects.exists()
+    # The banner at the top says where: the translation, its field, a link to it, the error.
+    banner = response.content.decode().split('id="error-places"')[1].split("</div>")[0]
+    assert 'href="#id_translations-0-subject"' in banner and "Translation zh-hans › Subject" in banner
+    assert "syntax error" in banner
 
 
 def test_the_change_page_lists_template_variables_and_the_audience(admin_client, memo):

@@ -25,11 +25,22 @@ def test_it_accepts_a_template_using_the_listed_variables():
     [
         ("Hello\n{{ developer.name }\n", "line 2: syntax error"),
         ("a\nb\n{{ developer.nmae }}", "line 3: "),
-        ("{{ colour }}", "'colour' is undefined"),
+        ("{{ colour }}", "colour is not a variable"),
     ],
 )
 def test_it_names_the_line_of_a_broken_template(source, expected):
     assert expected in check(source)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("Hi\n{{ developer.contry_name }}", "line 2: developer.contry_name is not a variable: did you mean developer.country_name?"),
+    ("{{ memo.efective_date }}", "line 1: memo.efective_date is not a variable: did you mean memo.effective_date?"),
+    ("{{ developr.name }}", "line 1: developr is not a variable: did you mean developer?"),
+    ("{{ ack_ur }}", "line 1: ack_ur is not a variable: did you mean ack_url?"),
+    ("{{ zzz }}", "line 1: zzz is not a variable; the variables are developer.name, "),
+])
+def test_an_unknown_variable_is_named_with_the_nearest_known_one(source, expected):
+    assert check(source).startswith(expected)
 
 
 @pytest.mark.parametrize(

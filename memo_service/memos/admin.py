@@ -123,6 +123,25 @@ class MemoForm(forms.ModelForm):
         return cleaned
 
 
+def _error_places(form: forms.BaseForm, formsets: list[Any]) -> list[tuple[str, str, str]]:
+    """(where, field id, first error) for each field in error, the translations' too: the
+    banner over the form says where they are (a translation's can be far down)."""
+    def places(f: forms.BaseForm, where: str) -> list[tuple[str, str, str]]:
+        return [
+            (f"{where}{f.fields[name].label or name}", f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
+             str(errors[0]))
+            for name, errors in f.errors.items() if name in f.fields
+        ]
+
+    found = places(form, "")
+    for formset in formsets:
+        for n, sub in enumerate(formset.forms, start=1):
+            if sub.is_bound and sub.errors:
+                language = sub.data.get(sub.add_prefix("language")) or f"#{n}"
+                found += places(sub, f"Translation {language} › ")
+    return found
+
+
 class TranslationForm(forms.ModelForm):
     parent_memo: Memo  # set by TranslationFormSet: the memo as the main form cleaned it
 
@@ -265,6 +284,9 @@ class MemoAdmin(admin.ModelAdmin):
             )
         elif not context["can_edit"]:
             context["readonly_reason"] = "You may read this memo; writing memos takes the Composer role."
+        context["error_places"] = _error_places(
+            context["adminform"].form, [f.formset for f in context.get("inline_admin_formsets", [])]
+        )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_prepopulated_fields(self, request: HttpRequest, obj: Memo | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.memos import sandbox
+from memo_service.memos.template_errors import explain_undefined
 from memo_service.memos.substitution import (
     DEVELOPER_KEYS, LAYOUT_NAMES, Skeleton, placeholder_values, substitution_only,
 )
@@ -238,7 +239,8 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
             problems.setdefault(language, {})[field] = "the template could not be rendered (too slow or too big)"
         elif not result["ok"]:
             where = f"line {result['line']}: " if result.get("line") else ""
-            problems.setdefault(language, {})[field] = f"{where}{result['error']}"
+            error = explain_undefined(result["error"], job["source"], result.get("line"), TEMPLATE_VARIABLES)
+            problems.setdefault(language, {})[field] = f"{where}{error}"
     return problems
 
 
