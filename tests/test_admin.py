@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from memo_service.memos.models import AuditEvent, Delivery, Memo
-from tests.conftest import approve, make_developer
+from tests.conftest import approve, make_developer, make_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -203,3 +203,21 @@ def test_an_attribute_named_like_a_lookup_is_still_an_attribute(admin_client, me
     live = admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk]),
                             {"rules": "1", "include_countries": ["CN", "RU"], "attribute_filters": '{"contains": "x"}'})
     assert live.status_code == 200 and live.json()["total"] == 0
+
+
+def test_the_audit_log_names_and_links_its_objects_and_filters_by_memo(admin_client, memo, developers):
+    from memo_service.memos.audit import audit_record
+
+    other = make_memo(title="Another memo", slug="another")
+    audit_record(actor=None, action="memo.approved", obj=memo)
+    audit_record(actor=None, action="memo.approved", obj=other)
+    audit_record(actor=None, action="developer.country_changed", obj=developers["ru"], memo=memo.slug)
+    url = reverse("admin:memos_auditevent_changelist")
+    page = admin_client.get(url).content.decode()
+    assert f'<a href="/admin/memos/memo/{memo.pk}/change/">memo “Regions blocked”</a>' in page
+    assert "memos.memo " not in page
+    mine = admin_client.get(url, {"memo": memo.pk}).content.decode()
+    rows = mine.split('id="result_list"')[1].split("</table>")[0]
+    assert "Regions blocked" in rows and "Another memo" not in rows and "developer.country_changed" in rows
+    found = admin_client.get(url, {"q": "country_changed"}).content.decode().split('id="result_list"')[1].split("</table>")[0]
+    assert "developer.country_changed" in found and "memo.approved" not in found

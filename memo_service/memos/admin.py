@@ -4,6 +4,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,7 +14,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -83,6 +84,21 @@ ROLE_NEEDED = {
 }
 
 
+class LabelledSplitDateTime(admin.widgets.AdminSplitDateTime):
+    """The admin's date and time boxes, each with a label of its own (the admin's are
+    bare text before each box, which names neither to a screen reader or a test)."""
+
+    def __init__(self, what: str, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.what = what
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})")):
+            sub["attrs"]["aria-label"] = f"{self.what}: {part}"
+        return context
+
+
 class MemoForm(forms.ModelForm):
     class Meta:
         model = Memo
@@ -91,6 +107,7 @@ class MemoForm(forms.ModelForm):
         widgets = {
             "include_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
             "exclude_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+            "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
         }
 
     def clean_attribute_filters(self) -> dict[str, Any]:
@@ -222,7 +239,7 @@ class AudienceRulesForm(forms.Form):
 
 class ScheduleForm(forms.Form):
     send_at = forms.SplitDateTimeField(
-        widget=admin.widgets.AdminSplitDateTime,
+        widget=LabelledSplitDateTime("Send at"),
         help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
     )
 
@@ -679,10 +696,44 @@ class DisputeAdmin(ReadOnlyAdmin):
         self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
 
 
+class AuditMemoFilter(admin.SimpleListFilter):
+    """Events about one memo: on the memo itself, or naming it (a dispute's country change)."""
+
+    title = "memo"
+    parameter_name = "memo"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(pk), title) for pk, title in Memo.objects.order_by("-created_at").values_list("pk", "title")[:100]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if not self.value():
+            return queryset
+        memo = Memo.objects.filter(pk=self.value()).only("slug").first() if self.value().isdigit() else None
+        if memo is None:
+            return queryset.none()
+        return queryset.filter(Q(object_type="memos.memo", object_id=str(memo.pk)) | Q(detail__memo=memo.slug))
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "object_type", "object_id", "detail"]
-    list_filter = ["action"]
+    list_display = ["at", "actor", "action", "about", "detail"]
+    list_filter = [AuditMemoFilter, "action"]
+    list_select_related = ["actor"]
+    search_fields = ["action", "actor__username", "object_id"]
+
+    @admin.display(description="about")
+    def about(self, event: AuditEvent) -> str:
+        """The object by its name, linked to its page (not "memos.memo 2")."""
+        model = apps.get_model(event.object_type) if event.object_type.count(".") == 1 else None
+        obj = model._default_manager.filter(pk=event.object_id).first() if model is not None else None
+        if obj is None:
+            return f"{event.object_type} {event.object_id}"
+        label = f"{model._meta.verbose_name} “{obj}”"
+        try:
+            url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[obj.pk])
+        except NoReverseMatch:  # a model without an admin page
+            return label
+        return format_html('<a href="{}">{}</a>', url, label)
 
 
 class WebhookEndpointForm(forms.ModelForm):
