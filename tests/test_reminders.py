@@ -133,3 +133,34 @@ def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, ad
     assert reminders.reminders_send_due() == 3
     assert set(Delivery.objects.filter(kind="reminder").values_list("developer__external_id", flat=True)) == {
         "ru-1", "us-1", "confirmed-1"}
+
+
+def test_a_composer_sends_a_reminder_now_from_the_dashboard(sent, developers, mailgun, admin_client):
+    from django.urls import reverse
+
+    from memo_service.memos.models import AuditEvent
+
+    Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
+    dashboard = reverse("admin:memos_memo_dashboard", args=[sent.pk])
+    assert 'id="remind-now"' in admin_client.get(dashboard).content.decode()
+    admin_client.post(reverse("admin:memos_memo_remind", args=[sent.pk]))
+    admin_client.post(reverse("admin:memos_memo_remind", args=[sent.pk]))  # pressed again later: a second one
+    sequences = sorted(Delivery.objects.filter(kind="reminder").values_list("developer__external_id", "sequence"))
+    assert sequences == [("cn-1", 1001), ("cn-1", 1002), ("ru-1", 1001), ("ru-1", 1002)]
+    assert AuditEvent.objects.filter(action="memo.reminded").count() == 2
+    # The schedule's own reminders still go out, under their own numbers.
+    move_deadline(sent, 6)
+    assert reminders.reminders_send_due() == 2 and len(reminder_ids(sent, 1)) == 2
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1001))
+    assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "Olga Petrova <ru-1@example.com>"}
+
+
+def test_a_reminder_now_is_refused_before_the_send_and_after_the_deadline(memo, sent, admin_user):
+    Memo.objects.filter(pk=memo.pk).update(status="approved", dispatched_at=None)
+    with pytest.raises(reminders.RemindRefused, match="only a memo sent"):
+        reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
+    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now(),
+                                           ack_deadline=timezone.now() - dt.timedelta(hours=1))
+    with pytest.raises(reminders.RemindRefused, match="deadline"):
+        reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
+    assert not Delivery.objects.filter(kind="reminder").exists()

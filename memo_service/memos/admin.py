@@ -39,6 +39,7 @@ from memo_service.memos.models import (
     WebhookAttempt, WebhookEndpoint, WebhookMessage,
 )
 from memo_service.memos.evidence import evidence_verify
+from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.reports import (
     DASHBOARD_COLUMNS, UNANSWERED_PAGE, ack_chart_svg, dashboard_rows, evidence_csv, evidence_json, memo_funnel,
     memo_progress, unanswered_csv, unanswered_rows,
@@ -378,7 +379,7 @@ class MemoAdmin(admin.ModelAdmin):
             "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
             "explain": self.explain_view, "verify": self.verify_view,
             "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
-            "unanswered": self.unanswered_view,
+            "unanswered": self.unanswered_view, "remind": self.remind_view,
         }
         return [
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
@@ -505,7 +506,20 @@ class MemoAdmin(admin.ModelAdmin):
         return self._page(request, memo, "admin/memos/memo/dashboard.html", f"Dashboard: {memo.title}",
                           funnel=funnel, rows=dashboard_rows(memo, funnel), chart=mark_safe(ack_chart_svg(memo)),
                           columns=DASHBOARD_COLUMNS, progress=memo_progress(memo), unanswered=unanswered,
-                          can_export=self.has_export_permission(request, memo))
+                          can_export=self.has_export_permission(request, memo),
+                          can_remind=self.has_send_permission(request, memo) and memo.status in (
+                              Memo.Status.SENDING, Memo.Status.SENT) and memo.dispatched_at is not None)
+
+    def remind_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The dashboard's "Send a reminder now" (POST): to those who still have to answer."""
+        memo = self._memo(request, object_id, "send")
+        if request.method == "POST":
+            try:
+                n = memo_remind_now(memo=memo, by=request.user)
+                messages.success(request, f"A reminder of “{memo.title}” is going to {n} developers who have not answered.")
+            except RemindRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("admin:memos_memo_dashboard", args=[memo.pk]))
 
     def unanswered_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Who has not answered yet, as CSV (addresses: the evidence export's permission)."""

@@ -17,10 +17,11 @@ import datetime as dt
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
+from memo_service.memos.audit import audit_record
 from memo_service.memos.dispatch import PAGE_SIZE, send_batches_enqueue
 from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo
 
@@ -80,6 +81,31 @@ def _unanswered(memo: Memo) -> Any:
     return memo_awaiting_answer(memo).filter(
         developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True
     )
+
+
+# Reminders sent on request ("send a reminder now") are numbered from here: the schedule's
+# are 1 to len(reminder_days), at most 365 (one per day before the deadline), so the two
+# never share a number and neither stops the other.
+ON_REQUEST_FIRST = 1000
+
+
+class RemindRefused(Exception):
+    pass
+
+
+def memo_remind_now(*, memo: Memo, by: Any) -> int:
+    """A reminder now, outside the schedule, to those who still have to answer (a
+    Composer's button on the dashboard); returns how many emails were queued."""
+    now = timezone.now()
+    if memo.status not in (Memo.Status.SENDING, Memo.Status.SENT) or memo.dispatched_at is None:
+        raise RemindRefused(f"“{memo.title}” is {memo.get_status_display()}: only a memo sent in full has reminders.")
+    if memo.ack_deadline is not None and now >= memo.ack_deadline:
+        raise RemindRefused(f"The deadline of “{memo.title}” has passed: no more reminders.")
+    last = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.REMINDER, sequence__gt=ON_REQUEST_FIRST).aggregate(
+        n=Max("sequence"))["n"] or ON_REQUEST_FIRST
+    queued = memo_remind(memo=memo, sequence=last + 1)
+    audit_record(actor=by, action="memo.reminded", obj=memo, sequence=last + 1, queued=queued)
+    return queued
 
 
 def memo_remind(*, memo: Memo, sequence: int) -> int:

@@ -48,7 +48,7 @@ TEMPLATE_VARIABLES = {
     "developer.country_name": "country name, e.g. China",
     "developer.language": "language code, e.g. zh-hans",
     "memo.title": "the memo's title",
-    "memo.effective_date_text": "effective date as the text's language writes it, e.g. 9 July 2027",
+    "memo.effective_date_text": "effective date as the text's language writes it, e.g. July 9, 2027",
     "memo.ack_deadline_text": "acknowledgement deadline's date, the same way",
     "memo.effective_date": "effective date (a date: memo.effective_date.strftime('%Y-%m-%d'))",
     "memo.ack_deadline": "acknowledgement deadline (a datetime, UTC)",

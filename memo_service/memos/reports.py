@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.db.models.functions import TruncHour
+from django.db.models.functions import TruncHour, TruncMinute
 
 from django.utils import timezone
 
@@ -264,9 +264,11 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
     start = memo.send_started_at or memo.approved_at or memo.created_at
     now = timezone.now()
     end = max(now, start + dt.timedelta(hours=1))  # an hour at least: the first answers have room
+    # Steps per hour, per minute in the first two days (an hour would be a tenth of the chart).
+    trunc = TruncMinute if end - start < dt.timedelta(days=2) else TruncHour
     hours = (
         Acknowledgement.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
-        .annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
+        .annotate(hour=trunc("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
     )
     targeted = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).count() or 1
     pad, span = 40, max((end - start).total_seconds(), 1)
