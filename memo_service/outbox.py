@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import Sequence
+from email.header import decode_header, make_header
 from email.message import EmailMessage as ParsedMessage
 from email.parser import BytesHeaderParser
 from email.utils import make_msgid
@@ -59,9 +60,16 @@ def _read(name: str) -> ParsedMessage:
 
 
 def _headers(name: str) -> dict[str, str]:
+    # compat32 and decoding only these three: policy.default parses every header into
+    # objects, about 1.5 ms a file, which a search over thousands of files notices.
     with (Path(settings.OUTBOX_DIR) / name).open("rb") as f:
-        head = BytesHeaderParser(policy=email.policy.default).parsebytes(f.read(HEADER_BYTES))
-    return {"name": name, "to": str(head["To"] or ""), "subject": str(head["Subject"] or ""), "date": str(head["Date"] or "")}
+        head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(f.read(HEADER_BYTES))
+
+    def text(key: str) -> str:
+        value = head[key]
+        return str(make_header(decode_header(value))) if value else ""
+
+    return {"name": name, "to": text("To"), "subject": text("Subject"), "date": text("Date")}
 
 
 @staff_member_required
