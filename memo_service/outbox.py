@@ -12,23 +12,30 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from email.header import decode_header, make_header
 from email.message import EmailMessage as ParsedMessage
+from email.parser import BytesHeaderParser
 from email.utils import make_msgid
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 NAME_RE = re.compile(r"^[0-9T]{15}-[0-9a-f]{32}\.eml$")
-# Newest first; a page this long still loads quickly with the headers parsed per file.
-LIST_LIMIT = 200
+# Newest first, a page at a time: each row parses its file's headers.
+PAGE_SIZE = 50
+# A message's headers fit in its first 16 KB (ours are a few hundred bytes); a search
+# reads only that much of each file.
+HEADER_BYTES = 16 * 1024
 
 
 class OutboxEmailBackend(BaseEmailBackend):
@@ -69,15 +76,36 @@ def _read(name: str) -> ParsedMessage:
         return email.message_from_binary_file(f, policy=email.policy.default)  # type: ignore[return-value]
 
 
+def _headers(name: str) -> dict[str, str]:
+    # compat32 and decoding only these three: policy.default parses every header into
+    # objects, about 1.5 ms a file, which a search over thousands of files notices.
+    with (Path(settings.OUTBOX_DIR) / name).open("rb") as f:
+        head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(f.read(HEADER_BYTES))
+
+    def text(key: str) -> str:
+        value = head[key]
+        return str(make_header(decode_header(value))) if value else ""
+
+    return {"name": name, "to": text("To"), "subject": text("Subject"), "date": text("Date")}
+
+
 @senders_only
 def outbox_list(request: HttpRequest) -> HttpResponse:
+    """The outbox as an admin list: newest first, paged, searchable by recipient or subject."""
     outbox = Path(settings.OUTBOX_DIR)
-    names = sorted((p.name for p in outbox.glob("*.eml")), reverse=True) if outbox.is_dir() else []
-    messages = []
-    for name in names[:LIST_LIMIT]:
-        msg = _read(name)
-        messages.append({"name": name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]})
-    return render(request, "outbox/list.html", {"messages": messages, "total": len(names)})
+    names = sorted((p.name for p in outbox.glob("*.eml") if NAME_RE.match(p.name)), reverse=True) if outbox.is_dir() else []
+    query = request.GET.get("q", "").strip()[:200]
+    rows: Sequence[Any] = names
+    if query:
+        needle = query.casefold()
+        rows = [h for h in map(_headers, names) if needle in h["to"].casefold() or needle in h["subject"].casefold()]
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    # "emails", not "messages": that name is the admin's banners (django.contrib.messages).
+    emails = [row if query else _headers(row) for row in page.object_list]
+    return render(request, "outbox/list.html", {
+        **admin.site.each_context(request), "title": "Outbox", "emails": emails, "page": page,
+        "total": len(names), "query": query,
+    })
 
 
 @senders_only

@@ -206,3 +206,10 @@ def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, 
     client.post(link(memo, developer), {"response": "acknowledged", **HUMAN},
                 REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=forwarded)
     assert Acknowledgement.objects.get().ip_address == expected
+
+
+def test_a_test_emails_link_says_it_is_one(client):
+    response = client.get("/ack/preview/")
+    page = response.content.decode()
+    assert response.status_code == 200 and "The link of a test email" in page and "cut off" not in page
+    assert response["Cache-Control"] == "no-store"

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from memo_service.memos.models import AuditEvent, Delivery, Memo
-from tests.conftest import approve, make_developer
+from tests.conftest import approve, make_developer, make_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +57,10 @@ def test_a_broken_translation_is_a_form_error_too(admin_client):
     assert response.status_code == 200
     assert "syntax error" in str(response.context["inline_admin_formsets"][0].formset.errors)
     assert not Memo.objects.exists()
+    # The banner at the top says where: the translation, its field, a link to it, the error.
+    banner = response.content.decode().split('id="error-places"')[1].split("</div>")[0]
+    assert 'href="#id_translations-0-subject"' in banner and "Translation zh-hans › Subject" in banner
+    assert "syntax error" in banner
 
 
 def test_the_change_page_lists_template_variables_and_the_audience(admin_client, memo):
@@ -136,6 +140,16 @@ def test_the_audience_count_follows_rules_not_saved_yet(admin_client, memo, deve
     assert bad.status_code == 400
 
 
+def test_a_new_memo_counts_its_audience_before_its_first_save(admin_client, memo, developers):
+    region = memo.include_regions.get()
+    url = reverse("admin:memos_memo_audience_rules")
+    live = admin_client.get(url, {"rules": "1", "include_regions": [region.pk], "exclude_countries": ["RU"]}).json()
+    assert live["total"] == 1 and [c for c, _, _ in live["by_country"]] == ["CN"]
+    assert admin_client.get(url).json()["total"] == 0  # no rules, nobody
+    page = admin_client.get(reverse("admin:memos_memo_add")).content.decode()
+    assert f'data-url="{url}"' in page
+
+
 def test_why_a_developer_is_or_is_not_included_in_one_line(admin_client, memo, developers):
     url = reverse("admin:memos_memo_explain", args=[memo.pk])
     assert admin_client.get(url, {"developer": "cn-1"}).json()["explanation"] == (
@@ -193,3 +207,21 @@ def test_an_attribute_named_like_a_lookup_is_still_an_attribute(admin_client, me
     live = admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk]),
                             {"rules": "1", "include_countries": ["CN", "RU"], "attribute_filters": '{"contains": "x"}'})
     assert live.status_code == 200 and live.json()["total"] == 0
+
+
+def test_the_audit_log_names_and_links_its_objects_and_filters_by_memo(admin_client, memo, developers):
+    from memo_service.memos.audit import audit_record
+
+    other = make_memo(title="Another memo", slug="another")
+    audit_record(actor=None, action="memo.approved", obj=memo)
+    audit_record(actor=None, action="memo.approved", obj=other)
+    audit_record(actor=None, action="developer.country_changed", obj=developers["ru"], memo=memo.slug)
+    url = reverse("admin:memos_auditevent_changelist")
+    page = admin_client.get(url).content.decode()
+    assert f'<a href="/admin/memos/memo/{memo.pk}/change/">memo “Regions blocked”</a>' in page
+    assert "memos.memo " not in page
+    mine = admin_client.get(url, {"memo": memo.pk}).content.decode()
+    rows = mine.split('id="result_list"')[1].split("</table>")[0]
+    assert "Regions blocked" in rows and "Another memo" not in rows and "developer.country_changed" in rows
+    found = admin_client.get(url, {"q": "country_changed"}).content.decode().split('id="result_list"')[1].split("</table>")[0]
+    assert "developer.country_changed" in found and "memo.approved" not in found

@@ -138,6 +138,44 @@ def test_a_viewer_cannot_export_evidence_or_send_tests(people, memo):
     assert people["viewer"].get("/admin/developers/developer/export/").status_code == 403
 
 
+def test_a_viewer_is_offered_only_what_they_may_do_and_a_refusal_explains_itself(people, memo):
+    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now())
+    page = people["viewer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert "Dashboard" in page and "Evidence CSV" not in page and "Evidence JSON" not in page
+    preview = people["viewer"].get(reverse("admin:memos_memo_preview", args=[memo.pk])).content.decode()
+    assert "Send a test" not in preview
+    assert "Evidence CSV" in people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert "Send a test" in people["composer"].get(reverse("admin:memos_memo_preview", args=[memo.pk])).content.decode()
+    # Typed in by hand, the refusal is an admin page that says why and who may.
+    refused = people["viewer"].get(reverse("admin:memos_memo_evidence", args=[memo.pk, "csv"]))
+    text = refused.content.decode()
+    assert refused.status_code == 403 and 'id="refusal"' in text and "Composer or Approver role" in text
+    assert 'id="user-tools"' in text  # inside the admin, with its navigation
+    refused = people["viewer"].post(reverse("admin:memos_memo_preview", args=[memo.pk]), {"developer": "cn-1"})
+    assert refused.status_code == 403 and "takes the Composer role" in refused.content.decode()
+
+
+@pytest.mark.parametrize("state", ["sending", "paused", "sent", "cancelled"])
+def test_a_memo_that_can_no_longer_change_is_shown_read_only(people, memo, state):
+    Memo.objects.filter(pk=memo.pk).update(status=state, dispatched_at=timezone.now())
+    page = people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'name="_save"' not in page and 'name="_continue"' not in page and "Change memo" not in page
+    assert f"View memo ({state})" in page and 'id="memo-readonly"' in page
+
+
+def test_a_draft_is_still_edited_and_saved_by_its_composer(people, memo):
+    page = people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'name="_continue"' in page and "Change memo" in page and 'id="memo-readonly"' not in page
+
+
+def test_the_preview_finds_a_developer_by_name_email_or_id(people, memo, developers):
+    url = reverse("admin:memos_memo_preview", args=[memo.pk])
+    for q in ["olga", "RU-1@EXAMPLE", "ru-1"]:
+        page = people["composer"].get(url, {"q": q}).content.decode()
+        assert '<option value="ru-1" selected>' in page and 'value="cn-1"' not in page, q
+    assert "Nobody in the audience matches" in people["composer"].get(url, {"q": "nobody"}).content.decode()
+
+
 def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     from tests.conftest import make_developer
 
@@ -170,3 +208,32 @@ def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_e
     post(people["composer"], "request_approval", memo)
     post(mallory_client, "approve", memo)
     assert status(memo) == "approved" and Memo.objects.get(pk=memo.pk).approver == mallory
+
+def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_can(people, memo, developers):
+    from memo_service.developers.models import Region
+    from memo_service.memos.models import Acknowledgement
+
+    response = people["composer"].post(reverse("admin:developers_region_add"), {
+        "name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"})
+    assert response.status_code == 302 and Region.objects.filter(name="Sanctioned").exists()
+    answer = Acknowledgement.objects.create(memo=memo, developer=developers["ru"], response="disputes_region",
+                                            country_claimed="KZ", content_hash="c")
+    people["composer"].post(reverse("admin:memos_dispute_changelist"),
+                            {"action": "confirm_region", "_selected_action": [answer.pk]})
+    assert answer.__class__.objects.get(pk=answer.pk).resolution.outcome == "confirmed"
+    regions = people["viewer"].get(reverse("admin:developers_region_changelist")).content.decode()
+    assert "making or changing one takes the Composer role" in regions
+    disputes = people["viewer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
+    assert "deciding them (correct or confirm the region) takes the Composer role" in disputes
+    assert 'id="role-hint"' not in people["composer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
+
+
+def test_a_new_users_staff_status_and_roles_are_set_on_the_add_page(admin_client, django_user_model):
+    page = admin_client.get(reverse("admin:auth_user_add")).content.decode()
+    assert 'name="is_staff"' in page and 'name="groups"' in page
+    admin_client.post(reverse("admin:auth_user_add"), {
+        "username": "nina", "email": "nina@example.com", "usable_password": "true",
+        "password1": "pw-nina-12345!", "password2": "pw-nina-12345!",
+        "is_staff": "on", "groups": [Group.objects.get(name="Composer").pk]})
+    nina = django_user_model.objects.get(username="nina")
+    assert nina.is_staff and [g.name for g in nina.groups.all()] == ["Composer"] and nina.email == "nina@example.com"

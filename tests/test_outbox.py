@@ -61,3 +61,18 @@ def test_a_viewer_cannot_open_the_outbox_and_answer_as_a_developer(client, djang
             assert response.status_code == (200 if allowed else 403), (group, path)
             assert ("abc:def" in response.content.decode(errors="replace")) == (allowed and path != "/outbox/")
         assert ('href="/outbox/"' in client.get("/admin/").content.decode()) == allowed
+
+def test_the_outbox_list_is_an_admin_page_paged_and_searchable(admin_client, settings):
+    from memo_service import outbox
+
+    for n in range(outbox.PAGE_SIZE + 5):
+        EmailMultiAlternatives(subject=f"Memo {n:03d}", body="x", to=[f"dev-{n:03d}@example.com"],
+                               connection=OutboxEmailBackend()).send()
+    page = admin_client.get("/outbox/").content.decode()
+    assert "<title>Outbox | memo-service</title>" in page and "Django administration" not in page
+    assert "{&#x27;name&#x27;" not in page and "messagelist" not in page  # no banner per email
+    assert page.count("<tr><td>") == outbox.PAGE_SIZE and "page 1 of 2" in page
+    assert admin_client.get("/outbox/", {"page": 2}).content.decode().count("<tr><td>") == 5
+    found = admin_client.get("/outbox/", {"q": "DEV-007@"}).content.decode()
+    assert found.count("<tr><td>") == 1 and "Memo 007" in found and "1 found" in found
+    assert admin_client.get("/outbox/", {"q": "memo 01"}).content.decode().count("<tr><td>") == 10

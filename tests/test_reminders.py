@@ -38,9 +38,8 @@ def test_nothing_is_due_before_the_first_reminder(sent):
     assert reminders.reminders_send_due() == 0
 
 
-def test_the_first_reminder_goes_to_those_who_have_not_acknowledged(sent, developers, mailgun):
-    # A question is no acknowledgement: still reminded. An acknowledgement ends it.
-    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
+def test_the_first_reminder_goes_to_those_who_have_not_answered(sent, developers, mailgun):
+    # An acknowledgement ends it; so does a bounced address.
     Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
     developers["ru"].email_status = "bounced"
     developers["ru"].save()
@@ -81,7 +80,7 @@ def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mail
     Acknowledgement.objects.create(memo=sent, developer=developers["ru"], response="acknowledged", content_hash="c")
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
     ru = Delivery.objects.get(kind="reminder", developer=developers["ru"])
-    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer acknowledged first")
+    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer answered first")
     assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "John Smith <us-1@example.com>"}
 
 
@@ -124,3 +123,56 @@ def test_custom_reminder_templates_replace_the_built_in_one(sent, mailgun):
     us = next(m for m in mailgun.accepted if "us-1" in m.first("to"))
     assert us.first("subject") == "Last call, John Smith"
     assert us.first("text").startswith("Answer please: http://testserver/ack/")
+
+
+def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, admin_user):
+    """"You have not answered" is for those with no answer, and those whose dispute was
+    decided "region confirmed"; a question or an open or corrected dispute waits for us."""
+    from memo_service.memos.disputes import dispute_resolve
+    from tests.conftest import make_developer
+
+    more = {key: make_developer(f"{key}-1", "CN") for key in ("open", "confirmed", "corrected")}
+    for developer in more.values():
+        Delivery.objects.create(memo=sent, developer=developer, status="delivered", country="CN", language="en")
+    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
+    for key, developer in more.items():
+        answer = Acknowledgement.objects.create(memo=sent, developer=developer, response="disputes_region",
+                                                country_claimed="RU", content_hash="c")
+        if key != "open":
+            dispute_resolve(answer=answer, outcome=key, by=admin_user)
+    assert {d.developer.external_id for d in reminders.memo_awaiting_answer(sent)} == {"ru-1", "us-1", "confirmed-1"}
+    move_deadline(sent, 6)
+    assert reminders.reminders_send_due() == 3
+    assert set(Delivery.objects.filter(kind="reminder").values_list("developer__external_id", flat=True)) == {
+        "ru-1", "us-1", "confirmed-1"}
+
+
+def test_a_composer_sends_a_reminder_now_from_the_dashboard(sent, developers, mailgun, admin_client):
+    from django.urls import reverse
+
+    from memo_service.memos.models import AuditEvent
+
+    Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
+    dashboard = reverse("admin:memos_memo_dashboard", args=[sent.pk])
+    assert 'id="remind-now"' in admin_client.get(dashboard).content.decode()
+    admin_client.post(reverse("admin:memos_memo_remind", args=[sent.pk]))
+    admin_client.post(reverse("admin:memos_memo_remind", args=[sent.pk]))  # pressed again later: a second one
+    sequences = sorted(Delivery.objects.filter(kind="reminder").values_list("developer__external_id", "sequence"))
+    assert sequences == [("cn-1", 1001), ("cn-1", 1002), ("ru-1", 1001), ("ru-1", 1002)]
+    assert AuditEvent.objects.filter(action="memo.reminded").count() == 2
+    # The schedule's own reminders still go out, under their own numbers.
+    move_deadline(sent, 6)
+    assert reminders.reminders_send_due() == 2 and len(reminder_ids(sent, 1)) == 2
+    delivery_send_batch(delivery_ids=reminder_ids(sent, 1001))
+    assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "Olga Petrova <ru-1@example.com>"}
+
+
+def test_a_reminder_now_is_refused_before_the_send_and_after_the_deadline(memo, sent, admin_user):
+    Memo.objects.filter(pk=memo.pk).update(status="approved", dispatched_at=None)
+    with pytest.raises(reminders.RemindRefused, match="only a memo sent"):
+        reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
+    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now(),
+                                           ack_deadline=timezone.now() - dt.timedelta(hours=1))
+    with pytest.raises(reminders.RemindRefused, match="deadline"):
+        reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
+    assert not Delivery.objects.filter(kind="reminder").exists()

@@ -5,6 +5,7 @@ import pytest
 from memo_service.memos import rendering
 from memo_service.memos.models import Memo
 from memo_service.memos.rendering import MemoRenderer
+from tests.conftest import make_developer
 
 pytestmark = pytest.mark.django_db
 
@@ -24,11 +25,22 @@ def test_it_accepts_a_template_using_the_listed_variables():
     [
         ("Hello\n{{ developer.name }\n", "line 2: syntax error"),
         ("a\nb\n{{ developer.nmae }}", "line 3: "),
-        ("{{ colour }}", "'colour' is undefined"),
+        ("{{ colour }}", "colour is not a variable"),
     ],
 )
 def test_it_names_the_line_of_a_broken_template(source, expected):
     assert expected in check(source)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("Hi\n{{ developer.contry_name }}", "line 2: developer.contry_name is not a variable: did you mean developer.country_name?"),
+    ("{{ memo.efective_date }}", "line 1: memo.efective_date is not a variable: did you mean memo.effective_date?"),
+    ("{{ developr.name }}", "line 1: developr is not a variable: did you mean developer?"),
+    ("{{ ack_ur }}", "line 1: ack_ur is not a variable: did you mean ack_url?"),
+    ("{{ zzz }}", "line 1: zzz is not a variable; the variables are developer.name, "),
+])
+def test_an_unknown_variable_is_named_with_the_nearest_known_one(source, expected):
+    assert check(source).startswith(expected)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +105,37 @@ def test_the_developers_language_picks_the_translation_and_english_is_the_fallba
     zh, email_zh = renderer.render({**base, "language": "zh-hans"}, "http://testserver/ack/t/")
     fr, email_fr = renderer.render({**base, "language": "fr"}, "http://testserver/ack/t/")
     assert (zh, email_zh.subject) == ("zh-hans", "来自中国的访问将被阻止")
-    assert fr == "en" and email_fr.subject.startswith("Access from 中国 ends 2027-07-09")
+    # The English text names the country in English, whatever the developer speaks.
+    assert fr == "en" and email_fr.subject.startswith("Access from China ends 2027-07-09")
+
+
+@pytest.mark.parametrize("country, language, expected", [
+    ("BR", "fr", "Access from Brazil ends"), ("MX", "ja", "Access from Mexico ends"),
+    ("CN", "zh-hans", "来自中国的访问将被阻止"),
+])
+def test_values_in_a_text_are_in_the_texts_language(memo, country, language, expected):
+    developer = make_developer(f"{country}-{language}", country, language)
+    used, email = MemoRenderer(memo).render(rendering.developer_context(developer), "http://testserver/ack/t/")
+    assert email.subject.startswith(expected)
+    assert (expected.split()[-2] if used == "en" else "中国") in email.text
+
+
+def test_an_english_preview_of_a_chinese_speaking_developer_says_china(admin_client, memo, developers):
+    page = admin_client.get(f"/admin/memos/memo/{memo.pk}/preview/?developer=cn-1&language=en").content.decode()
+    assert "Access from China ends" in page and "Access from 中国" not in page
+
+
+def test_dates_are_written_in_the_texts_language(memo):
+    memo.subject = "Blocked from {{ memo.effective_date_text }}"
+    memo.save()
+    translation = memo.translations.get()
+    translation.subject = "自{{ memo.effective_date_text }}起阻止"
+    translation.save()
+    memo = Memo.objects.get(pk=memo.pk)
+    base = {"name": "W", "organization": "O", "email": "w@example.com", "external_id": "w", "country": "CN"}
+    renderer = MemoRenderer(memo)
+    assert renderer.render({**base, "language": "fr"}, "u")[1].subject == "Blocked from July 9, 2027"
+    assert renderer.render({**base, "language": "zh-hans"}, "u")[1].subject == "自2027年7月9日起阻止"
 
 
 def test_the_content_hash_changes_with_any_language_of_the_text(memo):

@@ -34,7 +34,7 @@ def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo
     }
     assert funnel["by_country"]["CN"] | {} == {
         "targeted": 2, "sent": 2, "delivered": 1, "bounced": 1, "failed": 0,
-        "outcome_unknown": 0, "pending": 0, "acknowledged": 1,
+        "outcome_unknown": 0, "pending": 0, "cancelled": 0, "acknowledged": 1,
         "acknowledged_suspected": 0, "disputed": 0, "needs_help": 0, "exempt": 0,
     }
     assert funnel["by_country"]["RU"]["failed"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0
@@ -44,14 +44,69 @@ def test_memo_status_prints_a_table_by_id(funnel_memo, capsys):
     call_command("memo_status", str(funnel_memo.pk))
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "regions-blocked (sending)"
-    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "1", "0", "0", "0", "0"]
+    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "0", "1", "0", "0", "0", "0"]
 
 
 def test_the_dashboard_shows_the_funnel_per_country_and_a_chart(admin_client, funnel_memo):
     page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])).content.decode()
-    assert "<th>acknowledged_suspected</th>" in page
-    assert "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td></tr>" in page
+    assert '<th data-key="acknowledged_suspected">of which possibly automated</th>' in page
+    assert ">needs_help<" not in page and ">asked for help</th>" in page
+    # CN: 2 targeted, 2 sent, 1 delivered, 1 bounced, 0 failed, 0 cancelled, 1 acknowledged, …, 1 of 2 answered
+    assert ("<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td>"
+            "<td>0</td><td>0</td><td>1 (50 %)</td></tr>") in page
+    assert "<td>RU</td>" in page and "<td>0 (0 %)</td></tr>" in page
     assert "<svg" in page and "1 acknowledged of 4" in page and "deadline" in page
+
+
+def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge(funnel_memo):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from memo_service.memos.reports import ack_chart_svg
+
+    Memo.objects.filter(pk=funnel_memo.pk).update(
+        send_started_at=timezone.now() - dt.timedelta(days=2), ack_deadline=timezone.now() + dt.timedelta(days=210))
+    svg = ack_chart_svg(Memo.objects.get(pk=funnel_memo.pk))
+    assert "(in 209 days) →" in svg and ">now</text>" in svg
+    # the acknowledgement (just now) is drawn at the right edge, not a sliver from the left
+    polyline = svg.split('points="')[1].split('"')[0].split()
+    assert float(polyline[-2].split(",")[0]) > 600
+
+
+def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client, funnel_memo, developers, settings):
+    from memo_service.memos import reports
+
+    for n in range(60):
+        developer = make_developer(f"late-{n:02d}", "CN")
+        Delivery.objects.create(memo=funnel_memo, developer=developer, status="delivered", country="CN")
+    Acknowledgement.objects.create(memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h")
+    url = reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])
+    first = admin_client.get(url).content.decode()
+    # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer
+    assert "Not answered yet (62)" in first and "page 1 of 2" in first
+    assert first.count("<td>late-") == reports.UNANSWERED_PAGE - 2  # cn-2 and ru-2 come first
+    assert "<td>late-59</td>" in admin_client.get(url, {"page": 2}).content.decode()
+    csv = b"".join(admin_client.get(reverse("admin:memos_memo_unanswered", args=[funnel_memo.pk])).streaming_content)
+    lines = csv.decode().splitlines()
+    assert len(lines) == 63 and lines[0].startswith("external_id,name,email")
+    assert not any(line.startswith(("cn-1,", "ru-1,")) for line in lines)
+
+
+def test_a_cancelled_send_says_so_in_its_progress(admin_client, funnel_memo, developers):
+    Delivery.objects.filter(memo=funnel_memo, status="sent").update(status="cancelled")
+    Memo.objects.filter(pk=funnel_memo.pk).update(status="cancelled", dispatched_at=funnel_memo.created_at)
+    progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
+    assert progress["cancelled"] == 1 and progress["finished"]
+    assert progress["summary"] == "Cancelled: 2 of 4 were sent before the cancel, 1 never will be, 1 failed."
+    page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])).content.decode()
+    assert "Cancelled: 2 of 4" in page and "never sent (cancelled)" in page
+
+
+def test_just_after_confirming_a_send_the_progress_says_it_is_being_prepared(admin_client, funnel_memo):
+    Delivery.objects.all().delete()
+    progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
+    assert progress["summary"] == "Preparing the send: 0 emails queued so far." and not progress["finished"]
 
 
 def test_the_progress_endpoint_reports_the_send(admin_client, funnel_memo):

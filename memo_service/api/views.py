@@ -177,6 +177,7 @@ class CountryFunnel(Schema):
     failed: int
     outcome_unknown: int
     pending: int
+    cancelled: int
     acknowledged: int
     acknowledged_suspected: int
     disputed: int

@@ -83,9 +83,24 @@ class DeveloperAdmin(admin.ModelAdmin):
         messages.success(request, f"Erased the personal data of {len(erased)} developers; evidence kept.")
 
 
+class RegionForm(forms.ModelForm):
+    class Meta:
+        model = Region
+        fields = "__all__"
+        # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
+        widgets = {"countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False)}
+
+
 @admin.register(Region)
 class RegionAdmin(admin.ModelAdmin):
+    form = RegionForm
     list_display = ["name", "country_list"]
+    change_list_template = "admin/role_hint_change_list.html"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        hint = None if self.has_add_permission(request) else (
+            "You may read the Regions; making or changing one takes the Composer role.")
+        return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     @admin.display(description="countries")
     def country_list(self, region: Region) -> str:

@@ -4,18 +4,21 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
+from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMultiAlternatives
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from memo_service.memos import admin_users  # noqa: F401  (registers the user pages)
 from memo_service.memos import rendering, sandbox
 from django_countries import countries
 
@@ -41,8 +44,11 @@ from memo_service.memos.evidence import evidence_verify
 from memo_service.memos.reconcile import memo_unknown_resend
 from memo_service.memos.reports import memo_outcome_unknown
 from memo_service.netguard import TargetRefused, target_address
+
+from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.reports import (
-    DASHBOARD_COLUMNS, ack_chart_svg, evidence_csv, evidence_json, memo_funnel, memo_progress,
+    DASHBOARD_COLUMNS, UNANSWERED_PAGE, ack_chart_svg, dashboard_rows, evidence_csv, evidence_json, memo_funnel,
+    memo_progress, unanswered_csv, unanswered_rows,
 )
 
 VARIABLES_HELP = format_html(
@@ -73,10 +79,42 @@ def _attribute_filters(value: Any) -> dict[str, Any]:
     return value
 
 
+# What a refused button says (refusals.py shows it inside the admin): who may do it.
+ROLE_NEEDED = {
+    "view": "Reading memos takes the Viewer, Composer or Approver role.",
+    "change": "Writing memos and asking for approval take the Composer role.",
+    "send": "Sending, scheduling, pausing, resuming and cancelling memos take the Composer role.",
+    "approve": "Approving memos takes the Approver role, and someone other than the memo's author or last editor.",
+    "export": "The evidence holds addresses, IP addresses and user agents: exporting it takes the Composer or "
+              "Approver role, not Viewer.",
+}
+
+
+class LabelledSplitDateTime(admin.widgets.AdminSplitDateTime):
+    """The admin's date and time boxes, each with a label of its own (the admin's are
+    bare text before each box, which names neither to a screen reader or a test)."""
+
+    def __init__(self, what: str, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.what = what
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})")):
+            sub["attrs"]["aria-label"] = f"{self.what}: {part}"
+        return context
+
+
 class MemoForm(forms.ModelForm):
     class Meta:
         model = Memo
         fields = "__all__"
+        # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
+        widgets = {
+            "include_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+            "exclude_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+            "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
+        }
 
     def clean_attribute_filters(self) -> dict[str, Any]:
         return _attribute_filters(self.cleaned_data.get("attribute_filters"))
@@ -106,6 +144,25 @@ class MemoForm(forms.ModelForm):
         )
         _add_template_errors(self, context_memo, rendering.FALLBACK_LANGUAGE)
         return cleaned
+
+
+def _error_places(form: forms.BaseForm, formsets: list[Any]) -> list[tuple[str, str, str]]:
+    """(where, field id, first error) for each field in error, the translations' too: the
+    banner over the form says where they are (a translation's can be far down)."""
+    def places(f: forms.BaseForm, where: str) -> list[tuple[str, str, str]]:
+        return [
+            (f"{where}{f.fields[name].label or name}", f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
+             str(errors[0]))
+            for name, errors in f.errors.items() if name in f.fields
+        ]
+
+    found = places(form, "")
+    for formset in formsets:
+        for n, sub in enumerate(formset.forms, start=1):
+            if sub.is_bound and sub.errors:
+                language = sub.data.get(sub.add_prefix("language")) or f"#{n}"
+                found += places(sub, f"Translation {language} › ")
+    return found
 
 
 class TranslationForm(forms.ModelForm):
@@ -148,6 +205,11 @@ class TranslationInline(admin.StackedInline):
         return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
 
 
+# The preview's developer list: enough to pick from, small enough to read; the search
+# box finds anyone else in the audience.
+PREVIEW_CHOICES = 50
+
+
 def _memo_url(memo: Memo) -> str:
     return reverse("admin:memos_memo_change", args=[memo.pk])
 
@@ -182,7 +244,7 @@ class AudienceRulesForm(forms.Form):
 
 class ScheduleForm(forms.Form):
     send_at = forms.SplitDateTimeField(
-        widget=admin.widgets.AdminSplitDateTime,
+        widget=LabelledSplitDateTime("Send at"),
         help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
     )
 
@@ -224,6 +286,31 @@ class MemoAdmin(admin.ModelAdmin):
             return [f for _, opts in self.fieldsets for f in opts["fields"]]
         return self.computed
 
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
+                           change: bool = False, form_url: str = "", obj: Memo | None = None) -> HttpResponse:
+        # Show only the buttons this person may use, and a memo that can no longer
+        # change as what it is: read-only, with no Save that could only be refused.
+        editable = obj is None or obj.is_editable
+        context.update(
+            can_edit=editable and self.has_change_permission(request, obj),
+            can_send=self.has_send_permission(request, obj),
+            can_export=self.has_export_permission(request, obj),
+        )
+        if not editable:
+            assert obj is not None
+            context.update(
+                show_save=False, show_save_and_continue=False, show_save_and_add_another=False, show_delete=False,
+                title=f"View memo ({obj.get_status_display()})",
+                readonly_reason=f"This memo is {obj.get_status_display()}: what was sent is evidence, so it "
+                                "can no longer change.",
+            )
+        elif not context["can_edit"]:
+            context["readonly_reason"] = "You may read this memo; writing memos takes the Composer role."
+        context["error_places"] = _error_places(
+            context["adminform"].form, [f.formset for f in context.get("inline_admin_formsets", [])]
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     def get_prepopulated_fields(self, request: HttpRequest, obj: Memo | None = None) -> dict[str, Any]:
         return self.prepopulated_fields if obj is None or obj.is_editable else {}
 
@@ -244,13 +331,16 @@ class MemoAdmin(admin.ModelAdmin):
 
     @admin.display(description="audience now")
     def audience_summary(self, memo: Memo) -> str:
-        if memo.pk is None:
-            return "Save the memo to see how many developers its audience holds."
+        if memo.pk is None:  # counted by the page's script from the rules as they are typed
+            return format_html(
+                '<div id="audience-summary" data-url="{}"><strong>…</strong></div>',
+                reverse("admin:memos_memo_audience_rules"),
+            )
         total, by_country = audience_counts(memo)
         rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td></tr>", by_country)
         explain = reverse("admin:memos_memo_explain", args=[memo.pk])
         return format_html(
-            '<div id="audience-summary" data-url="{}"><strong>{} developers</strong>'
+            '<div id="audience-summary" data-url="{}" data-saved="1"><strong>{} developers</strong>'
             "<table><tr><th>country</th><th>developers</th></tr>{}</table></div>"
             '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
             ' <span id="explain-result"></span></p>',
@@ -302,18 +392,21 @@ class MemoAdmin(admin.ModelAdmin):
             "explain": self.explain_view, "verify": self.verify_view,
             "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
             "resend-unknown": self.resend_unknown_view,
+
+            "unanswered": self.unanswered_view, "remind": self.remind_view,
         }
         return [
             *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
               for name, fn in routes.items()),
             path("<path:object_id>/evidence.<str:fmt>", view(self.evidence_view), name="memos_memo_evidence"),
+            path("audience/", view(self.audience_rules_view), name="memos_memo_audience_rules"),
             *super().get_urls(),
         ]
 
     def _memo(self, request: HttpRequest, object_id: str, permission: str = "view") -> Memo:
         memo = get_object_or_404(Memo, pk=object_id)
         if not getattr(self, f"has_{permission}_permission")(request, memo):
-            raise PermissionDenied
+            raise PermissionDenied(ROLE_NEEDED[permission])
         return memo
 
     def _page(self, request: HttpRequest, memo: Memo, template: str, title: str, **context: Any) -> TemplateResponse:
@@ -402,7 +495,13 @@ class MemoAdmin(admin.ModelAdmin):
         languages = [rendering.FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
         params = request.POST if request.method == "POST" else request.GET
         language = params.get("language") if params.get("language") in languages else None
-        sample = list(memo_audience(memo).order_by("id")[:50])
+        q = params.get("q", "").strip()[:100]
+        audience = memo_audience(memo)
+        if q:
+            audience = audience.filter(Q(external_id__icontains=q) | Q(name__icontains=q) | Q(email__icontains=q))
+        sample = list(audience.order_by("id")[:PREVIEW_CHOICES])
+        if q and sample and params.get("developer") not in {d.external_id for d in sample}:
+            params = {**params.dict(), "developer": sample[0].external_id}  # show the first match
         developer = next((d for d in sample if d.external_id == params.get("developer")), None)
         if developer is None and params.get("developer"):
             developer = Developer.objects.filter(external_id=params["developer"]).first()
@@ -421,7 +520,7 @@ class MemoAdmin(admin.ModelAdmin):
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
         if request.method == "POST" and email is not None:
             if not self.has_send_permission(request, memo):
-                raise PermissionDenied
+                raise PermissionDenied("Sending a test email takes the Composer role.")
             if not request.user.email:
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
@@ -434,21 +533,52 @@ class MemoAdmin(admin.ModelAdmin):
                 messages.success(request, f"Test sent to {request.user.email}.")
         return self._page(request, memo, "admin/memos/memo/preview.html", f"Preview “{memo.title}”",
                           sample=sample, developer=developer, languages=languages, language=language,
-                          email=email, error=error)
+                          email=email, error=error, q=q, can_send=self.has_send_permission(request, memo))
 
     def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
+        funnel = memo_funnel(memo)
+        unanswered = Paginator(unanswered_rows(memo), UNANSWERED_PAGE).get_page(request.GET.get("page"))
         return self._page(request, memo, "admin/memos/memo/dashboard.html", f"Dashboard: {memo.title}",
-                          funnel=memo_funnel(memo), chart=mark_safe(ack_chart_svg(memo)),
-                          columns=DASHBOARD_COLUMNS)
+                          funnel=funnel, rows=dashboard_rows(memo, funnel), chart=mark_safe(ack_chart_svg(memo)),
+                          columns=DASHBOARD_COLUMNS, progress=memo_progress(memo), unanswered=unanswered,
+                          can_export=self.has_export_permission(request, memo),
+                          can_remind=self.has_send_permission(request, memo) and memo.status in (
+                              Memo.Status.SENDING, Memo.Status.SENT) and memo.dispatched_at is not None)
+
+    def remind_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The dashboard's "Send a reminder now" (POST): to those who still have to answer."""
+        memo = self._memo(request, object_id, "send")
+        if request.method == "POST":
+            try:
+                n = memo_remind_now(memo=memo, by=request.user)
+                messages.success(request, f"A reminder of “{memo.title}” is going to {n} developers who have not answered.")
+            except RemindRefused as exc:
+                messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("admin:memos_memo_dashboard", args=[memo.pk]))
+
+    def unanswered_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Who has not answered yet, as CSV (addresses: the evidence export's permission)."""
+        memo = self._memo(request, object_id, "export")
+        response = StreamingHttpResponse(unanswered_csv(memo), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="not-answered-{memo.slug}.csv"'
+        return response
 
     def progress_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         return JsonResponse(memo_progress(self._memo(request, object_id)))
 
     def audience_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         """The audience count for the rules as they stand in the form, saved or not."""
-        memo = self._memo(request, object_id)
-        regions = None
+        return self._audience_json(request, self._memo(request, object_id))
+
+    def audience_rules_view(self, request: HttpRequest) -> JsonResponse:
+        """The same for a memo not saved yet: the rules are all there is."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return self._audience_json(request, Memo())
+
+    def _audience_json(self, request: HttpRequest, memo: Memo) -> JsonResponse:
+        regions = None if memo.pk else []
         if "rules" in request.GET:
             form = AudienceRulesForm(request.GET)
             if not form.is_valid():
@@ -562,6 +692,7 @@ class DisputeAdmin(ReadOnlyAdmin):
     """The queue of "my region is wrong" answers; resolve them with the actions."""
 
     list_display = ["developer", "memo", "recorded_country", "country_claimed", "comment", "created_at", "outcome"]
+    change_list_template = "admin/role_hint_change_list.html"
     list_filter = [DisputeStateFilter, "memo"]
     list_select_related = ["memo", "developer", "resolution"]
     actions = ["correct_region", "confirm_region"]
@@ -570,8 +701,14 @@ class DisputeAdmin(ReadOnlyAdmin):
         return super().get_queryset(request).filter(response=Acknowledgement.Response.DISPUTES_REGION)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Resolving is a change to the developer; the answer itself stays as it was.
-        return request.user.has_perm("developers.change_developer")
+        # Deciding changes the developer's country, never the answer itself: its own
+        # permission, which the Composer role holds (migration 0010).
+        return request.user.has_perm("memos.change_dispute")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        hint = None if self.has_change_permission(request) else (
+            "You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
+        return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in Acknowledgement._meta.fields]
@@ -607,10 +744,44 @@ class DisputeAdmin(ReadOnlyAdmin):
         self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
 
 
+class AuditMemoFilter(admin.SimpleListFilter):
+    """Events about one memo: on the memo itself, or naming it (a dispute's country change)."""
+
+    title = "memo"
+    parameter_name = "memo"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(pk), title) for pk, title in Memo.objects.order_by("-created_at").values_list("pk", "title")[:100]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if not self.value():
+            return queryset
+        memo = Memo.objects.filter(pk=self.value()).only("slug").first() if self.value().isdigit() else None
+        if memo is None:
+            return queryset.none()
+        return queryset.filter(Q(object_type="memos.memo", object_id=str(memo.pk)) | Q(detail__memo=memo.slug))
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "object_type", "object_id", "detail"]
-    list_filter = ["action"]
+    list_display = ["at", "actor", "action", "about", "detail"]
+    list_filter = [AuditMemoFilter, "action"]
+    list_select_related = ["actor"]
+    search_fields = ["action", "actor__username", "object_id"]
+
+    @admin.display(description="about")
+    def about(self, event: AuditEvent) -> str:
+        """The object by its name, linked to its page (not "memos.memo 2")."""
+        model = apps.get_model(event.object_type) if event.object_type.count(".") == 1 else None
+        obj = model._default_manager.filter(pk=event.object_id).first() if model is not None else None
+        if obj is None:
+            return f"{event.object_type} {event.object_id}"
+        label = f"{model._meta.verbose_name} “{obj}”"
+        try:
+            url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[obj.pk])
+        except NoReverseMatch:  # a model without an admin page
+            return label
+        return format_html('<a href="{}">{}</a>', url, label)
 
 
 class WebhookEndpointForm(forms.ModelForm):

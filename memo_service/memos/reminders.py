@@ -3,13 +3,15 @@
 A memo's reminder_days, e.g. [7, 1], are days before its deadline. Reminder n goes out
 once its time has come, only if that time is after the memo was sent (a memo sent two
 days before its deadline does not get its seven-day reminder at once), to each
-developer of the memo who has not acknowledged (a question or a dispute still waiting
-is no acknowledgement), whose address has not bounced or complained, who was not
-exempted after a dispute and not erased. Each is a Delivery of kind reminder, sequence n,
-sent, tracked and exported like the first email. When the last reminder goes out, the
-developer's organisation contact (when one is recorded) is told so in a notice of its
-own (`contact_copy`), which carries no link: the link answers as the developer, and the
-contact may not answer for them, so the notice asks them to have the developer answer.
+developer of the memo who still has to answer (still_to_answer: no answer at all, or
+only a "my region is wrong" that an admin decided "region confirmed"), whose address
+has not bounced or complained and who was not erased. Someone who asked for help, or
+whose dispute is open or was corrected, is waiting for us, not we for them. Each is a
+Delivery of kind reminder, sequence n, sent, tracked and exported like the first email.
+When the last reminder goes out, the developer's organisation contact (when one is
+recorded) is told so in a notice of its own (`contact_copy`), which carries no link: the
+link answers as the developer, and the contact may not answer for them, so the notice
+asks them to have the developer answer.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import datetime as dt
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
+from memo_service.memos.audit import audit_record
 from memo_service.memos.dispatch import PAGE_SIZE, send_batches_enqueue
 from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo
 
@@ -57,22 +60,56 @@ def reminders_send_due() -> int:
     return queued
 
 
-def still_to_acknowledge(memo: Memo, developer: OuterRef | int) -> Any:
-    """Has this developer not acknowledged the memo, nor been exempted from it?"""
-    acknowledged = Acknowledgement.objects.filter(
-        memo=memo, developer=developer, response=Acknowledgement.Response.ACKNOWLEDGED
+def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
+    """Does this developer still owe the memo an answer? Yes with no answer at all, or
+    when their only answer is a dispute decided "region confirmed" (the memo does apply
+    to them). An acknowledgement, a request for help, an open or corrected dispute: no."""
+    answered = Acknowledgement.objects.filter(memo=memo, developer=developer).exclude(
+        response=Acknowledgement.Response.DISPUTES_REGION,
+        resolution__outcome=DisputeResolution.Outcome.CONFIRMED,
     )
-    exempt = DisputeResolution.objects.filter(answer__memo=memo, answer__developer=developer, exempt=True)
-    return ~Exists(acknowledged) & ~Exists(exempt)
+    return ~Exists(answered)
+
+
+def memo_awaiting_answer(memo: Memo) -> Any:
+    """The initial deliveries of those who still have to answer (reminders, dashboard)."""
+    return (
+        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
+        .filter(still_to_answer(memo, OuterRef("developer")))
+        .order_by("developer_id")
+    )
 
 
 def _unanswered(memo: Memo) -> Any:
-    return (
-        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-        .filter(still_to_acknowledge(memo, OuterRef("developer")))
-        .filter(developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True)
-        .order_by("developer_id")
+    """Those a reminder goes to: still to answer, and reachable."""
+    return memo_awaiting_answer(memo).filter(
+        developer__email_status=Developer.EmailStatus.OK, developer__erased_at__isnull=True
     )
+
+
+# Reminders sent on request ("send a reminder now") are numbered from here: the schedule's
+# are 1 to len(reminder_days), at most 365 (one per day before the deadline), so the two
+# never share a number and neither stops the other.
+ON_REQUEST_FIRST = 1000
+
+
+class RemindRefused(Exception):
+    pass
+
+
+def memo_remind_now(*, memo: Memo, by: Any) -> int:
+    """A reminder now, outside the schedule, to those who still have to answer (a
+    Composer's button on the dashboard); returns how many emails were queued."""
+    now = timezone.now()
+    if memo.status not in (Memo.Status.SENDING, Memo.Status.SENT) or memo.dispatched_at is None:
+        raise RemindRefused(f"“{memo.title}” is {memo.get_status_display()}: only a memo sent in full has reminders.")
+    if memo.ack_deadline is not None and now >= memo.ack_deadline:
+        raise RemindRefused(f"The deadline of “{memo.title}” has passed: no more reminders.")
+    last = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.REMINDER, sequence__gt=ON_REQUEST_FIRST).aggregate(
+        n=Max("sequence"))["n"] or ON_REQUEST_FIRST
+    queued = memo_remind(memo=memo, sequence=last + 1)
+    audit_record(actor=by, action="memo.reminded", obj=memo, sequence=last + 1, queued=queued)
+    return queued
 
 
 def memo_remind(*, memo: Memo, sequence: int) -> int:
@@ -80,7 +117,7 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
     total = 0
     last_developer = 0
     unanswered = _unanswered(memo)
-    reason = f"reminder {sequence}: not acknowledged yet"
+    reason = f"reminder {sequence}: not answered yet"
     while page := list(
         unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[:PAGE_SIZE]
     ):

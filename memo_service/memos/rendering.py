@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -17,12 +18,13 @@ import jinja2
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
-from django.utils import formats, translation
+from django.utils import formats, timezone, translation
 from django.utils.translation import gettext_noop
 from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.memos import sandbox
+from memo_service.memos.template_errors import explain_undefined
 from memo_service.memos.substitution import (
     DEVELOPER_KEYS, LAYOUT_NAMES, Skeleton, placeholder_values, substitution_only,
 )
@@ -47,7 +49,9 @@ TEMPLATE_VARIABLES = {
     "developer.country_name": "country name, e.g. China",
     "developer.language": "language code, e.g. zh-hans",
     "memo.title": "the memo's title",
-    "memo.effective_date": "effective date (a date: memo.effective_date.strftime('%d %B %Y'))",
+    "memo.effective_date_text": "effective date as the text's language writes it, e.g. July 9, 2027",
+    "memo.ack_deadline_text": "acknowledgement deadline's date, the same way",
+    "memo.effective_date": "effective date (a date: memo.effective_date.strftime('%Y-%m-%d'))",
     "memo.ack_deadline": "acknowledgement deadline (a datetime, UTC)",
     "ack_url": "the developer's own acknowledgement link (the layout adds it too)",
 }
@@ -215,13 +219,35 @@ def sample_developer_id() -> int:
     return (Developer.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1
 
 
-def memo_context(memo: Memo, developer: dict[str, Any], ack_url: str) -> dict[str, Any]:
+def developer_in_language(developer: dict[str, Any], language: str) -> dict[str, Any]:
+    """The developer's values as a text in `language` prints them: the country's name in
+    the text's language, not the developer's (an English fallback text says "Brazil" to
+    a French-speaking developer; an English preview of a Chinese-speaking one, "China")."""
+    return {**developer, "country_name": country_name(developer["country"], language)}
+
+
+def date_in_language(value: dt.date | None, language: str) -> str:
+    """A date as a text in `language` writes it ("9 July 2027", "2027年7月9日"), from
+    Django's locale formats; strftime's month names are always English."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = timezone.localtime(value).date() if timezone.is_aware(value) else value.date()
+    with translation.override(language):
+        return formats.date_format(value, "DATE_FORMAT")
+
+
+def memo_context(
+    memo: Memo, developer: dict[str, Any], ack_url: str, language: str = FALLBACK_LANGUAGE
+) -> dict[str, Any]:
     return {
         "developer": developer,
         "memo": {
             "title": memo.title,
             "effective_date": memo.effective_date,
             "ack_deadline": memo.ack_deadline,
+            "effective_date_text": date_in_language(memo.effective_date, language),
+            "ack_deadline_text": date_in_language(memo.ack_deadline, language),
         },
         "ack_url": ack_url,
     }
@@ -242,9 +268,8 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
     jobs = []
     sample_id = sample_developer_id()
     for language, sources in sources_by_language.items():
-        context = memo_context(
-            memo, {**SAMPLE_DEVELOPER, "language": language}, inert_ack_url(memo.pk, sample_id)
-        )
+        sample = developer_in_language({**SAMPLE_DEVELOPER, "language": language}, language)
+        context = memo_context(memo, sample, inert_ack_url(memo.pk, sample_id), language)
         context = json.loads(json.dumps(context, default=str))
         jobs += [{"key": f"{language}/{field}", "field": field, "source": source, "context": context}
                  for field, source in sources.items()]
@@ -269,7 +294,8 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
             problems.setdefault(language, {})[field] = "the template could not be rendered (too slow or too big)"
         elif not result["ok"]:
             where = f"line {result['line']}: " if result.get("line") else ""
-            problems.setdefault(language, {})[field] = f"{where}{result['error']}"
+            error = explain_undefined(result["error"], job["source"], result.get("line"), TEMPLATE_VARIABLES)
+            problems.setdefault(language, {})[field] = f"{where}{error}"
     return problems
 
 
@@ -318,8 +344,13 @@ class MemoRenderer:
     ) -> tuple[str, str, str, str]:
         """(language used, subject, html body, text body), without our layout; in the
         developer's language unless `language` says which templates to use."""
-        language, templates = self._templates(language or developer["language"])
-        context = memo_context(self.memo, developer, ack_url)
+        language = self._templates(language or developer["language"])[0]
+        return self._render_parts(developer_in_language(developer, language), ack_url, language)
+
+    def _render_parts(self, developer: dict[str, Any], ack_url: str, language: str) -> tuple[str, str, str, str]:
+        """render_parts for values already in the text's language (or placeholders)."""
+        language, templates = self._templates(language)
+        context = memo_context(self.memo, developer, ack_url, language)
         subject, html, text = (
             sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS
         )
@@ -328,6 +359,7 @@ class MemoRenderer:
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
         language = self._templates(developer["language"])[0]
+        developer = developer_in_language(developer, language)
         skeleton = self._skeleton(language)
         values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
         if (
@@ -354,7 +386,9 @@ class MemoRenderer:
     def _render_full(
         self, developer: dict[str, Any], ack_url: str, language: str | None = None
     ) -> tuple[str, RenderedEmail]:
-        language, subject, html, text = self.render_parts(developer, ack_url, language)
+        language, subject, html, text = self._render_parts(
+            developer, ack_url, self._templates(language or developer["language"])[0]
+        )
         # The built-in reminder: our opening lines and prefix around the memo's own text.
         built_in_reminder = self.reminder and not self._custom_reminder(language)
         with translation.override(language):

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
-from django.db.models.functions import TruncHour
+from django.db.models.functions import TruncHour, TruncMinute
 
 from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
 from memo_service.memos.evidence import checkpoint_dict, public_key
 from memo_service.memos.models import Acknowledgement, Delivery, EvidenceCheckpoint, EvidenceRecord, Memo
+from memo_service.memos.reminders import memo_awaiting_answer
 
 S = Delivery.Status
 # Handed to the provider: every status a provider's acceptance can lead to.
@@ -27,6 +29,7 @@ FUNNEL_COUNTS = {
     "failed": Q(status=S.FAILED),
     "outcome_unknown": Q(status=S.OUTCOME_UNKNOWN),
     "pending": Q(status__in=[S.QUEUED, S.SENDING]),
+    "cancelled": Q(status=S.CANCELLED),
 }
 R = Acknowledgement.Response
 ANSWER_COUNTS = [
@@ -210,35 +213,97 @@ def evidence_chain(memo: Memo) -> Iterator[dict[str, Any]]:
 
 # --- live progress and the dashboard ----------------------------------------------------
 
-DASHBOARD_COLUMNS = [
-    "targeted", "sent", "delivered", "bounced", "failed", "acknowledged", "acknowledged_suspected",
-    "disputed", "needs_help",
-]
+# The dashboard's columns: the funnel's names, and the words its readers use.
+DASHBOARD_COLUMNS = {
+    "targeted": "targeted", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
+    "failed": "failed", "cancelled": "never sent (cancelled)", "acknowledged": "acknowledged",
+    "acknowledged_suspected": "of which possibly automated", "disputed": "say their region is wrong",
+    "needs_help": "asked for help", "answered": "answered (response rate)",
+}
+UNANSWERED_PAGE = 50  # developers per page of the dashboard's "not answered yet" list
+
+
+def dashboard_rows(memo: Memo, funnel: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The funnel's rows as the dashboard shows them, "all" first, each with its response
+    rate: those who no longer owe an answer (reminders.still_to_answer) of those targeted."""
+    awaiting = dict(
+        memo_awaiting_answer(memo).order_by().values("country").annotate(n=Count("id")).values_list("country", "n")
+    )
+
+    def cells(row: dict[str, Any], waiting: int) -> list[str]:
+        answered = row["targeted"] - waiting
+        rate = f"{answered} ({answered * 100 // row['targeted']} %)" if row["targeted"] else "0"
+        return [str(row[key]) for key in DASHBOARD_COLUMNS if key != "answered"] + [rate]
+
+    rows = [("all", cells(funnel, sum(awaiting.values())))]
+    rows += [(code or "?", cells(row, awaiting.get(code, 0))) for code, row in funnel["by_country"].items()]
+    return rows
+
+
+def unanswered_rows(memo: Memo) -> Any:
+    """Who has not answered yet, with what became of their email (for the dashboard's
+    paged list and its CSV export)."""
+    return memo_awaiting_answer(memo).select_related("developer").only(
+        "id", "status", "country", "developer__external_id", "developer__name", "developer__email",
+        "developer__email_status",
+    )
+
+
+def unanswered_csv(memo: Memo) -> Iterator[str]:
+    def rows() -> Iterator[list[Any]]:
+        last_id = 0
+        while page := list(unanswered_rows(memo).filter(developer_id__gt=last_id)[:EVIDENCE_PAGE]):
+            last_id = page[-1].developer_id
+            for d in page:
+                yield [d.developer.external_id, d.developer.name, d.developer.email, d.country, d.status,
+                       d.developer.email_status]
+    return csv_lines(["external_id", "name", "email", "country_at_send", "email_status_of_memo", "address_status"], rows())
 
 
 def memo_progress(memo: Memo) -> dict[str, Any]:
-    """How far the send is: queued (not yet handed over), sent, failed, delivered."""
+    """How far the send is: queued (not yet handed over), sent, failed, delivered,
+    cancelled (never sent: the send was cancelled), and a line that says it in words."""
     counts = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).aggregate(
         total=Count("id"),
         queued=Count("id", filter=Q(status__in=[S.QUEUED, S.SENDING])),
         sent=Count("id", filter=Q(status__in=SENT)),
         delivered=Count("id", filter=Q(status__in=[S.DELIVERED, S.COMPLAINED])),
         failed=Count("id", filter=Q(status__in=[S.FAILED, S.OUTCOME_UNKNOWN])),
+        cancelled=Count("id", filter=Q(status=S.CANCELLED)),
     )
     total = counts["total"]
     done = total - counts["queued"]
     counts["percent"] = 100 if total and done == total and memo.dispatched_at else (done * 100 // total if total else 0)
     counts["status"] = memo.status
+    counts["finished"] = memo.status in (Memo.Status.SENT, Memo.Status.CANCELLED) or counts["percent"] == 100
+    counts["summary"] = _progress_summary(memo, counts)
     return counts
+
+
+def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
+    if memo.status == Memo.Status.CANCELLED:
+        return (f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
+                f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + ".")
+    if memo.dispatched_at is None and memo.status in (Memo.Status.SENDING, Memo.Status.PAUSED):
+        # Between the confirmation and the end of dispatch the total is still growing.
+        return f"Preparing the send: {c['total']} emails queued so far."
+    prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""
+    return (f"{prefix}{c['percent']} %: sent {c['sent']}, delivered {c['delivered']}, failed {c['failed']}, "
+            f"waiting {c['queued']}, of {c['total']}.")
 
 
 def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
     """Acknowledgements over time against the deadline, as inline SVG (no external assets)."""
+    # The time elapsed since the send, not the whole way to a deadline months away (the
+    # first days would be a sliver); a deadline further on is marked at the right edge.
     start = memo.send_started_at or memo.approved_at or memo.created_at
-    end = max(filter(None, [timezone.now(), memo.ack_deadline]))
+    now = timezone.now()
+    end = max(now, start + dt.timedelta(hours=1))  # an hour at least: the first answers have room
+    # Steps per hour, per minute in the first two days (an hour would be a tenth of the chart).
+    trunc = TruncMinute if end - start < dt.timedelta(days=2) else TruncHour
     hours = (
         Acknowledgement.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
-        .annotate(hour=TruncHour("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
+        .annotate(hour=trunc("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
     )
     targeted = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).count() or 1
     pad, span = 40, max((end - start).total_seconds(), 1)
@@ -254,19 +319,24 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
         points.append(f"{x(row['hour']):.1f},{y(total):.1f}")
         total += row["n"]
         points.append(f"{x(row['hour']):.1f},{y(total):.1f}")
-    points.append(f"{x(min(timezone.now(), end)):.1f},{y(total):.1f}")
+    points.append(f"{x(min(now, end)):.1f},{y(total):.1f}")
     deadline = ""
     if memo.ack_deadline:
-        dx = x(memo.ack_deadline)
-        deadline = (f'<line x1="{dx:.1f}" y1="{pad}" x2="{dx:.1f}" y2="{height - pad}" stroke="#cf222e" stroke-dasharray="4 3"/>'
-                    f'<text x="{dx - 4:.1f}" y="{pad - 6}" text-anchor="end" font-size="12" fill="#cf222e">deadline {memo.ack_deadline:%Y-%m-%d}</text>')
+        ahead = memo.ack_deadline > end
+        dx = width - pad if ahead else x(memo.ack_deadline)
+        label = f"deadline {memo.ack_deadline:%Y-%m-%d}" + (
+            f" (in {(memo.ack_deadline - now).days} days) →" if ahead and memo.ack_deadline > now else "")
+        deadline = (f'<line x1="{dx:.1f}" y1="{pad}" x2="{dx:.1f}" y2="{height - pad}" stroke="#cf222e" '
+                    f'stroke-dasharray="{"2 6" if ahead else "4 3"}"/>'
+                    f'<text x="{dx - 4:.1f}" y="{pad - 6}" text-anchor="end" font-size="12" fill="#cf222e" '
+                    f'id="chart-deadline">{label}</text>')
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="acknowledgements over time" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" style="background:#fff;border:1px solid #ddd">'
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-        f'<text x="{pad}" y="{height - 12}" font-size="12">{start:%Y-%m-%d}</text>'
-        f'<text x="{width - pad}" y="{height - 12}" font-size="12" text-anchor="end">{end:%Y-%m-%d}</text>'
+        f'<text x="{pad}" y="{height - 12}" font-size="12">{start:%Y-%m-%d %H:%M}</text>'
+        f'<text x="{width - pad}" y="{height - 12}" font-size="12" text-anchor="end">{"now" if end == now else f"{end:%Y-%m-%d %H:%M}"}</text>'
         f'<text x="{pad - 6}" y="{pad + 4}" font-size="12" text-anchor="end">{targeted}</text>'
         f'<text x="{pad - 6}" y="{height - pad}" font-size="12" text-anchor="end">0</text>'
         f'<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{" ".join(points)}"/>'

@@ -37,7 +37,7 @@ from memo_service.memos.queue import enqueue_later
 from memo_service.memos.rendering import (
     MemoRenderer, Recipient, developer_context, email_text_hash, memo_content_hash,
 )
-from memo_service.memos.reminders import contact_copy, still_to_acknowledge
+from memo_service.memos.reminders import contact_copy, still_to_answer
 from memo_service.memos.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
@@ -333,10 +333,10 @@ class BatchSender:
             self.renderers[key] = renderer_for(delivery.memo, reminder)
         developer = delivery.developer
         if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
-            still_to_acknowledge(delivery.memo, developer.pk)
+            still_to_answer(delivery.memo, developer.pk)
         ).exists():
             if delivery_claim(delivery_id=delivery.pk):
-                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer acknowledged first")
+                delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer answered first")
             return None
         try:
             to = recipient_address(developer.name, developer.email)

@@ -8,22 +8,27 @@
     var bar = box.querySelector("progress"), percent = box.querySelector(".percent"), counts = box.querySelector(".counts");
     function tick() {
       getJSON(box.dataset.url).then(function (p) {
-        bar.value = p.percent;
-        percent.textContent = p.percent + " %";
-        counts.textContent = "queued " + p.queued + " · sent " + p.sent + " · delivered " + p.delivered + " · failed " + p.failed + " · of " + p.total;
+        // A cancelled send shows what went out, not a full bar.
+        var shown = p.status === "cancelled" && p.total ? Math.floor(p.sent * 100 / p.total) : p.percent;
+        bar.value = shown;
+        percent.textContent = p.status === "cancelled" ? "cancelled" : (p.total ? p.percent + " %" : "");
+        counts.textContent = p.summary;
+        box.dataset.status = p.status;
         box.dataset.percent = p.percent;
-        if (p.percent < 100) { setTimeout(tick, 2000); }
+        if (!p.finished) { setTimeout(tick, 2000); }
       });
     }
     tick();
   }
 
   function values(id) {
+    // The two-list picker (filter_horizontal) renames the original list to id + "_from"
+    // and keeps the choice, every option of it, in a new list id + "_to".
+    var to = document.getElementById(id + "_to");
+    if (to) { return Array.prototype.map.call(to.options, function (o) { return o.value; }); }
     var el = document.getElementById(id);
     if (!el) { return []; }
-    var to = document.getElementById(id + "_to");  // filter_horizontal keeps the choice here
-    return Array.prototype.map.call((to || el).options, function (o) { return (to || o.selected) ? o.value : null; })
-      .filter(function (v) { return v !== null; });
+    return Array.prototype.filter.call(el.options, function (o) { return o.selected; }).map(function (o) { return o.value; });
   }
 
   function rules() {
@@ -41,8 +46,9 @@
   }
 
   function liveAudience(box) {
-    var last = rules();
-    setInterval(function () {
+    // A saved memo's count is on the page already; a new memo's is asked for at once.
+    var last = box.dataset.saved ? rules() : null;
+    function refresh() {
       var now = rules();
       if (now === last) { return; }
       last = now;
@@ -58,7 +64,9 @@
         total.textContent = j.total + " developers";
         box.replaceChildren(total, document.createTextNode(" (not saved yet)"), table);
       });
-    }, 1500);
+    }
+    refresh();
+    setInterval(refresh, 1500);
   }
 
   function explain(input) {
@@ -72,7 +80,7 @@
     var box = document.getElementById("send-progress");
     if (box) { pollProgress(box); }
     var audience = document.getElementById("audience-summary");
-    if (audience && document.getElementById("id_include_countries")) { liveAudience(audience); }
+    if (audience && document.querySelector("[name=include_countries]")) { liveAudience(audience); }
     var input = document.getElementById("explain-id");
     if (input) { explain(input); }
   });

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('memos', '0009_delivery_fewer_indexes'),
+        ('memos', '0010_evidence_sequencer_checkpoints_sent_text'),
     ]
 
     operations = [

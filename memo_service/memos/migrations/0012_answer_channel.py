@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('api', '0002_client_scopes'),
-        ('memos', '0009_delivery_fewer_indexes'),
+        ('memos', '0011_send_lease'),
     ]
 
     operations = [
