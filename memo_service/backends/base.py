@@ -1,14 +1,47 @@
-"""What an email backend can tell us beyond sending, declared once.
+"""What an email backend can do beyond sending, declared once.
 
-A backend class that also derives from `ReportsAcceptance` can say which of our
-deliveries its provider accepted (memos/reconcile.py asks it after a worker died
-mid-call); reconcile.py is the one place that reads it.
+As anymail's base classes mark the hooks a provider's backend fills in, `Capabilities`
+declares what ours can do, with the answer for any other anymail backend as its
+defaults; `capabilities()` is the one place that reads it. A backend class that also
+derives from `ReportsAcceptance` can say which of our deliveries its provider accepted
+(memos/reconcile.py asks it after a worker died mid-call).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+class Capabilities:
+    """Mixed into our backends (memo_service/backends/); class attributes, no state."""
+
+    # A repeated send of one delivery is deduplicated by the provider (an idempotency
+    # key): a lost answer or a dead worker's call is simply sent again.
+    idempotent: ClassVar[bool] = False
+    # Recipients the provider takes in one batch call (0: one call per email); a send
+    # task carries that many deliveries.
+    merge_batch_size: ClassVar[int] = 0
+    # How a batch call marks a per-recipient value in subject and bodies ("{}": the key).
+    merge_field_format: ClassVar[str] = ""
+
+    @staticmethod
+    def refuses_a_recipient(error: Exception) -> bool:
+        """Was a batch call refused whole for one recipient it will not take? (It is
+        then halved until the refusal is down to that recipient.)"""
+        return False
+
+
+def capabilities(backend: Any = None) -> type[Capabilities]:
+    """What `backend` (an instance or a class; by default settings.EMAIL_BACKEND) can do:
+    its own declaration, or none of it for any other backend."""
+    if backend is None:
+        backend = import_string(settings.EMAIL_BACKEND)
+    cls = backend if isinstance(backend, type) else type(backend)
+    return cls if issubclass(cls, Capabilities) else Capabilities
 
 
 class Acceptance(NamedTuple):

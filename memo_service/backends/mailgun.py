@@ -26,7 +26,7 @@ from anymail.backends import mailgun
 from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
 from django.conf import settings
 
-from memo_service.backends.base import Acceptance, ReportsAcceptance
+from memo_service.backends.base import Acceptance, Capabilities, ReportsAcceptance
 
 # The most events Mailgun's events API returns in one page.
 EVENTS_PAGE_LIMIT = 300
@@ -56,9 +56,9 @@ class MailgunPayload(mailgun.MailgunPayload):
     )
 
 
-class EmailBackend(mailgun.EmailBackend, ReportsAcceptance):
-    # Mailgun's limit on recipients in one batch call; a send task carries at most
-    # dispatch.BATCH_SIZE deliveries, so that is the usual size of a call.
+class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
+    # Mailgun's limit on recipients in one batch call; a send task carries this many
+    # deliveries (dispatch.send_batch_size), so a task is one call.
     merge_batch_size = 1000
     # How Mailgun's batch sending marks a per-recipient value in subject and bodies.
     merge_field_format = "%recipient.{}%"

@@ -13,10 +13,11 @@ from typing import Any
 
 from anymail.backends import resend
 
+from memo_service.backends.base import Capabilities
 
-class EmailBackend(resend.EmailBackend):
-    # Read by sending.py and sweeper.py: a repeated send of one delivery is deduplicated.
-    idempotent = True
+
+class EmailBackend(Capabilities, resend.EmailBackend):
+    idempotent = True  # the Idempotency-Key below
 
     def build_message_payload(self, message: Any, defaults: Any) -> Any:
         payload = super().build_message_payload(message, defaults)

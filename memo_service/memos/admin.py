@@ -377,10 +377,13 @@ class MemoAdmin(admin.ModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        # Every version the templates can produce, for whoever approves or sends it.
         memo = Memo.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
-        if memo is not None and request.method == "GET":
-            extra_context = {**(extra_context or {}), "template_versions": memo_versions(memo)}
+        if memo is not None:
+            # How many deliveries nobody can know the fate of (their page offers a resend).
+            extra_context = {**(extra_context or {}), "outcome_unknown": sum(n for _, n in memo_outcome_unknown(memo))}
+            if request.method == "GET":
+                # Every version the templates can produce, for whoever approves or sends it.
+                extra_context["template_versions"] = memo_versions(memo)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[Any]:
@@ -392,7 +395,6 @@ class MemoAdmin(admin.ModelAdmin):
             "explain": self.explain_view, "verify": self.verify_view,
             "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
             "resend-unknown": self.resend_unknown_view,
-
             "unanswered": self.unanswered_view, "remind": self.remind_view,
         }
         return [
@@ -468,12 +470,6 @@ class MemoAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._act(request, object_id, "send", memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
-
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        memo = Memo.objects.filter(pk=object_id).first() if object_id.isdigit() else None
-        unknown = sum(n for _, n in memo_outcome_unknown(memo)) if memo else 0
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "outcome_unknown": unknown})
 
     def resend_unknown_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Deliveries nobody can know the fate of: how many and why; a Composer may send

@@ -12,13 +12,12 @@ from collections.abc import Callable
 from typing import Any
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
+from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
 from memo_service.memos import rendering, sandbox
@@ -139,7 +138,7 @@ def send_batch_size() -> int:
     Per-task costs (a claim, a connection, a record) then weigh a tenth as much; the
     price is that a worker killed while it waits for the answer leaves the whole call's
     deliveries for the sweeper to settle."""
-    return max(BATCH_SIZE, int(getattr(import_string(settings.EMAIL_BACKEND), "merge_batch_size", 0)))
+    return max(BATCH_SIZE, capabilities().merge_batch_size)
 
 
 def send_batches_enqueue(delivery_ids: list[int]) -> None:

@@ -14,17 +14,15 @@ from anymail.exceptions import AnymailInvalidAddress, AnymailRequestsAPIError
 from anymail.message import AnymailMessage
 from anymail.utils import EmailAddress, parse_address_list
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import get_connection
 from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from urllib3.exceptions import NewConnectionError
 
-from memo_service.backends.base import reports_acceptance
+from memo_service.backends.base import capabilities, reports_acceptance
 from memo_service.db import in_ids
 from memo_service.memos import sandbox
 from memo_service.memos.acks import ack_url
@@ -208,7 +206,7 @@ def _may_have_been_accepted(exc: BaseException) -> bool:
 
 def backend_is_idempotent() -> bool:
     """Does the email backend make a repeated send of one delivery harmless?"""
-    return bool(getattr(import_string(settings.EMAIL_BACKEND), "idempotent", False))
+    return capabilities().idempotent
 
 
 # A worker process keeps the renderers of the memos it sends: compiling the templates and
@@ -289,7 +287,8 @@ class BatchSender:
         self.connection = connection
         self.deliveries = deliveries
         self.provider = type(connection).__module__
-        self.merge_size = int(getattr(connection, "merge_batch_size", 0))
+        self.can = capabilities(connection)
+        self.merge_size = self.can.merge_batch_size
         self.renderers: dict[tuple[int, bool], MemoRenderer] = {}
         self.later: list[int] = []  # to try again after `delay` seconds
         self.delay = 0.0
@@ -426,7 +425,7 @@ class BatchSender:
         """One message for many recipients: the skeleton once with the provider's merge
         fields and each recipient's values, or else each one's whole rendered email."""
         skeleton = group[0].email.skeleton
-        merge_field = getattr(self.connection, "merge_field_format", "%recipient.{}%")
+        merge_field = self.can.merge_field_format
         template = skeleton.merge_template(merge_field) if skeleton is not None else None
         if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
             template = None  # a value that looks like a merge field travels inside a whole email
@@ -464,8 +463,7 @@ class BatchSender:
                 self.paused = True
                 raise _Stop
             return
-        refuses_recipient = getattr(self.connection, "refuses_a_recipient", None)
-        if len(group) > 1 and refuses_recipient is not None and refuses_recipient(exc):
+        if len(group) > 1 and self.can.refuses_a_recipient(exc):
             # A batch call is refused whole for one recipient the provider will not take,
             # and it accepted nothing: halves are sent until each refusal is down to its
             # own recipient.
@@ -484,7 +482,7 @@ class BatchSender:
         transient = status in TRANSIENT_STATUS or (
             isinstance(exc, AnymailRequestsAPIError) and status is None
             # Sent again with the same idempotency key, a lost answer is harmless.
-            and (_connect_failed(exc) or getattr(self.connection, "idempotent", False))
+            and (_connect_failed(exc) or self.can.idempotent)
         )
         limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
         attempts = max(p.delivery.attempts for p in group) + 1
