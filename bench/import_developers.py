@@ -11,11 +11,11 @@ Last line: one JSON object.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
 import random
-import base64
 import secrets
 import subprocess
 import sys

@@ -45,9 +45,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.loopback_provider import API_KEY, mailgun_server  # noqa: E402
 from bench.import_developers import PRODUCTION  # noqa: E402  (run as deployed: DEBUG off)
 from bench.post_office_send import post_office_run  # noqa: E402
+from tests.loopback_provider import API_KEY, mailgun_server  # noqa: E402
 
 N = int(os.environ.get("N", "1000000"))
 POST_OFFICE_N = min(N, int(os.environ.get("POST_OFFICE_N", "10000")))

@@ -41,7 +41,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.import_developers import PRODUCTION
+from bench.import_developers import PRODUCTION  # noqa: E402  (after the path is set)
 
 N = int(os.environ.get("N", "100000"))
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")

@@ -175,7 +175,7 @@ def _per_recipient(fields: dict[str, list[str]], expand: bool = True) -> list[di
         address = to.rsplit("<", 1)[-1].rstrip(">").strip()
         values = variables.get(address, {})
         messages.append({
-            **{name: [RECIPIENT_VAR.sub(lambda m: str(values.get(m.group(1), "")), v) for v in vs]
+            **{name: [RECIPIENT_VAR.sub(lambda m: str(values.get(m.group(1), "")), v) for v in vs]  # noqa: B023
                for name, vs in fields.items() if name != "recipient-variables"},
             "to": [to],
         })

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.core import mail
 from django.contrib.auth.models import Group
+from django.core import mail
 from django.db import connections
 
 from memo_service.developers.models import Region

@@ -5,10 +5,10 @@ against (SQLite + filesystem broker by default; PostgreSQL, Redis, RabbitMQ in C
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
-import datetime as dt
 import re
 from pathlib import Path
 

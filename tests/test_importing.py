@@ -77,13 +77,13 @@ def test_a_file_with_bad_rows_changes_nothing_and_lists_every_bad_row(tmp_path):
 def test_each_bad_row_is_reported_with_its_line_and_reason(tmp_path):
     out, err = run(tmp_path, BAD, "--skip-invalid")
     lines = err.splitlines()
-    assert any("line 3 (b-2): invalid email 'not-an-email'" in l for l in lines)
-    assert any("line 4 (b-3): unknown country 'Atlantis'" in l for l in lines)
-    assert any("line 5 (b-1): duplicate external_id" in l for l in lines)
-    assert any("line 6 (b-4): invalid email: contains a line break" in l for l in lines)
-    assert any("line 8 (b-5): invalid email: longer than 254 characters" in l for l in lines)
-    assert any("line 9: external_id is required" in l for l in lines)
-    assert any("line 10 (b-6): expected 3 cells, found 2" in l for l in lines)
+    assert any("line 3 (b-2): invalid email 'not-an-email'" in line for line in lines)
+    assert any("line 4 (b-3): unknown country 'Atlantis'" in line for line in lines)
+    assert any("line 5 (b-1): duplicate external_id" in line for line in lines)
+    assert any("line 6 (b-4): invalid email: contains a line break" in line for line in lines)
+    assert any("line 8 (b-5): invalid email: longer than 254 characters" in line for line in lines)
+    assert any("line 9: external_id is required" in line for line in lines)
+    assert any("line 10 (b-6): expected 3 cells, found 2" in line for line in lines)
     assert "9 rows: 2 created" in out
     assert set(Developer.objects.values_list("external_id", "country")) == {("b-1", "DE"), ("b-7", "FR")}
 

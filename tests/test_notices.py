@@ -19,7 +19,9 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.acks import ack_url
 from memo_service.memos.evidence import (
-    evidence_record_deliveries, evidence_seal, evidence_verify,
+    evidence_record_deliveries,
+    evidence_seal,
+    evidence_verify,
 )
 from memo_service.memos.models import (
     Acknowledgement,
@@ -30,8 +32,8 @@ from memo_service.memos.models import (
     WebhookMessage,
 )
 from memo_service.memos.notices import developer_notices, notices_sql
-from memo_service.memos.tracking import delivery_record_event
 from memo_service.memos.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
+from memo_service.memos.tracking import delivery_record_event
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db

@@ -16,7 +16,7 @@ def check(source: str, field: str = "text_body") -> str:
 
 
 def test_it_accepts_a_template_using_the_listed_variables():
-    source = " ".join("{{ %s }}" % name for name in rendering.TEMPLATE_VARIABLES)
+    source = " ".join("{{ " + name + " }}" for name in rendering.TEMPLATE_VARIABLES)
     assert check(source) == ""
 
 

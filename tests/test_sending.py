@@ -1,21 +1,20 @@
 """Workers hand each email to the provider through anymail's real Mailgun backend."""
 
 import re
-
-from anymail.utils import EmailAddress
-from hypothesis import given, settings as settings_, strategies as st
-
-import pytest
-
-from memo_service.memos.dispatch import memo_dispatch, memo_send_start
-from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.sending import delivery_send_batch
-from django.utils import timezone
-
 from email.utils import formataddr
 
+import pytest
+from anymail.utils import EmailAddress
+from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
+
 from memo_service.memos.acks import ack_token_read
+from memo_service.memos.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.rendering import MemoRenderer, developer_context
+from memo_service.memos.sending import delivery_send_batch
 from memo_service.memos.tasks import send_batch
 from tests.conftest import approve, make_developer, make_memo
 

@@ -5,7 +5,8 @@ import datetime as dt
 
 import pytest
 from django_countries import countries
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from memo_service.memos import sandbox
 from memo_service.memos.models import Memo

@@ -17,8 +17,8 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError
-from pydantic import ConfigDict, Strict, field_validator
 from ninja.security import HttpBearer
+from pydantic import ConfigDict, Strict, field_validator
 
 from memo_service.api.models import ApiClient, Scope, token_digest
 from memo_service.developers.importing import developer_deactivate, developers_sync

@@ -103,7 +103,7 @@ class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
                         # As the send call's answer gives it (anymail's message_id).
                         found[delivery_id] = Acceptance(
                             f"<{message_id.strip('<>')}>" if message_id else "",
-                            dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.timezone.utc),
+                            dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.UTC),
                         )
                 # The next page's URL carries the query; an empty page is the end.
                 url, params = (page.get("paging") or {}).get("next") if page.get("items") else None, None

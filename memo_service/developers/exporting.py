@@ -22,7 +22,7 @@ def _rows() -> Iterator[list[Any]]:
     ):
         last_id = page[-1][0]
         for _, *values in page:
-            row = dict(zip(COLUMNS, values))
+            row = dict(zip(COLUMNS, values, strict=True))
             row["is_active"] = "true" if row["is_active"] else "false"
             row["last_active_at"] = row["last_active_at"].isoformat() if row["last_active_at"] else ""
             row["attributes"] = json.dumps(row["attributes"], ensure_ascii=False) if row["attributes"] else ""

@@ -7,10 +7,10 @@ row means the same thing whichever way it arrives.
 from __future__ import annotations
 
 import csv
-import functools
-import itertools
 import datetime as dt
+import functools
 import io
+import itertools
 import json
 import math
 import re
@@ -149,7 +149,7 @@ def _datetime(value: Any) -> dt.datetime | None:
         raise ValueError(f"last_active_at {text!r} is not an ISO 8601 date or time")
     if not (EARLIEST <= parsed.replace(tzinfo=None) <= LATEST):
         raise ValueError(f"last_active_at {text!r} is not between {EARLIEST.year} and {LATEST.year}")
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=dt.UTC)
 
 
 def _json_problem(value: Any) -> str:
@@ -253,7 +253,7 @@ def developers_upsert(rows: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
         return _upsert_copy(stream, fields)
     totals = (0, 0, 0)
     for chunk in _chunks(stream, CHUNK):
-        totals = tuple(a + b for a, b in zip(totals, _upsert_orm(chunk, fields)))  # type: ignore[assignment]
+        totals = tuple(a + b for a, b in zip(totals, _upsert_orm(chunk, fields), strict=True))  # type: ignore[assignment]
     return totals
 
 
@@ -391,10 +391,10 @@ def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str
                     if len(cells) != len(header):
                         yield line, {
                             "__error__": f"expected {len(header)} cells, found {len(cells)}",
-                            "external_id": dict(zip(header, cells)).get("external_id", ""),
+                            "external_id": dict(zip(header, cells, strict=False)).get("external_id", ""),
                         }
                     else:
-                        yield line, dict(zip(header, cells))
+                        yield line, dict(zip(header, cells, strict=True))
                 line = reader.line_num + 2
         except UnicodeDecodeError:
             raise ImportFileError(f"the file is not UTF-8 text (near line {line})") from None

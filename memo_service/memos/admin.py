@@ -17,39 +17,61 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-
-from memo_service.memos import admin_users  # noqa: F401  (registers the user pages)
-from memo_service.memos import rendering, sandbox
 from django_countries import countries
 
 from memo_service.admin_paging import CappedCountPaginator
 from memo_service.developers.models import Developer, Region
+from memo_service.memos import (
+    admin_users,  # noqa: F401  (registers the user pages)
+    rendering,
+    sandbox,
+)
 from memo_service.memos.approval import (
-    ApprovalRefused, memo_approve, memo_edited, memo_request_approval, memo_schedule,
+    ApprovalRefused,
+    memo_approve,
+    memo_edited,
+    memo_request_approval,
+    memo_schedule,
     memo_unschedule,
 )
 from memo_service.memos.audience import audience_changes, audience_counts, audience_explain, memo_audience
+from memo_service.memos.audit import audit_record
 from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
-from memo_service.memos.audit import audit_record
 from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
-from memo_service.memos.versions import memo_versions
-from memo_service.memos.models import (
-    EDITABLE_STATUSES, Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Dispute, DisputeResolution, Memo,
-    MemoTranslation,
-    WebhookAttempt, WebhookEndpoint, WebhookMessage,
-)
-from memo_service.memos.models import SendLease
 from memo_service.memos.evidence import evidence_verify
+from memo_service.memos.models import (
+    EDITABLE_STATUSES,
+    Acknowledgement,
+    AuditEvent,
+    Delivery,
+    DeliveryEvent,
+    Dispute,
+    DisputeResolution,
+    Memo,
+    MemoTranslation,
+    SendLease,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+)
 from memo_service.memos.reconcile import memo_unknown_resend
-from memo_service.memos.reports import memo_outcome_unknown
-from memo_service.netguard import TargetRefused, target_address
-
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.reports import (
-    DASHBOARD_COLUMNS, UNANSWERED_PAGE, ack_chart_svg, dashboard_rows, evidence_csv, evidence_json, memo_funnel,
-    memo_progress, unanswered_csv, unanswered_rows,
+    DASHBOARD_COLUMNS,
+    UNANSWERED_PAGE,
+    ack_chart_svg,
+    dashboard_rows,
+    evidence_csv,
+    evidence_json,
+    memo_funnel,
+    memo_outcome_unknown,
+    memo_progress,
+    unanswered_csv,
+    unanswered_rows,
 )
+from memo_service.memos.versions import memo_versions
+from memo_service.netguard import TargetRefused, target_address
 
 VARIABLES_HELP = format_html(
     "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
@@ -100,7 +122,7 @@ class LabelledSplitDateTime(admin.widgets.AdminSplitDateTime):
 
     def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
         context = super().get_context(name, value, attrs)
-        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})")):
+        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})"), strict=True):
             sub["attrs"]["aria-label"] = f"{self.what}: {part}"
         return context
 

@@ -8,7 +8,10 @@ class MemosConfig(AppConfig):
     def ready(self) -> None:
         # Connects the receiver for anymail's tracking signal.
         from memo_service import checks  # noqa: F401
-        from memo_service.memos import tracking  # noqa: F401
+
         # Registers the tasks in every process, not only in workers (which autodiscover
         # them): services enqueue them by name (memos/queue.py).
-        from memo_service.memos import tasks  # noqa: F401
+        from memo_service.memos import (
+            tasks,  # noqa: F401
+            tracking,  # noqa: F401
+        )

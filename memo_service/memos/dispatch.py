@@ -9,8 +9,8 @@ only once its rows are committed. Every step can be rerun: Delivery rows are uni
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Value, When
@@ -24,8 +24,8 @@ from memo_service.memos import rendering, sandbox
 from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
-from memo_service.memos.queue import enqueue_on_commit
 from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.queue import enqueue_on_commit
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
 # written by one INSERT … SELECT, 10,000 rows take ~0.1 s, short enough that the web

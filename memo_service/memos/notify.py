@@ -22,11 +22,17 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
 from memo_service.memos.models import (
-    Acknowledgement, Delivery, DisputeResolution, Memo, WebhookAttempt, WebhookEndpoint, WebhookMessage,
+    Acknowledgement,
+    Delivery,
+    DisputeResolution,
+    Memo,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
 )
 from memo_service.memos.queue import enqueue, enqueue_on_commit
+from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
 
 E = WebhookEndpoint.Event
 TIMEOUT_S = 10  # the platform's receiver should answer at once and work later

@@ -38,7 +38,11 @@ from memo_service.memos.leases import holder_name, lease_duration, lease_hold, l
 from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.rendering import FALLBACK_LANGUAGE
 from memo_service.memos.sending import (
-    backend_is_idempotent, deliveries_record_sent, deliveries_record_unknown, deliveries_record_unsent, memo_tag,
+    backend_is_idempotent,
+    deliveries_record_sent,
+    deliveries_record_unknown,
+    deliveries_record_unsent,
+    memo_tag,
 )
 
 log = logging.getLogger(__name__)

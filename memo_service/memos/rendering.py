@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import json
 import logging
 import secrets
-import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,14 +23,17 @@ from django.utils.translation import gettext_noop
 from django_countries import countries
 from markupsafe import Markup
 
-from memo_service.memos import sandbox
-from memo_service.memos.template_errors import explain_undefined
-from memo_service.memos.substitution import (
-    DEVELOPER_KEYS, LAYOUT_NAMES, Skeleton, placeholder_values, substitution_only,
-)
 from memo_service.developers.models import Developer
+from memo_service.memos import sandbox
 from memo_service.memos.models import Memo
-
+from memo_service.memos.substitution import (
+    DEVELOPER_KEYS,
+    LAYOUT_NAMES,
+    Skeleton,
+    placeholder_values,
+    substitution_only,
+)
+from memo_service.memos.template_errors import explain_undefined
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
 # seconds only trips on a runaway loop. An honest template needs a few MB on top of
@@ -120,7 +123,7 @@ class SubstitutedEmail(RenderedEmail):
     def __getattr__(self, name: str) -> str:  # subject, html and text: only until filled
         if name not in ("subject", "html", "text"):
             raise AttributeError(name)
-        filled = dict(zip(("subject", "html", "text"), self.skeleton.fill(self.values)))
+        filled = dict(zip(("subject", "html", "text"), self.skeleton.fill(self.values), strict=True))
         for field, value in filled.items():
             object.__setattr__(self, field, value)
         return filled[name]
@@ -150,7 +153,7 @@ def memo_sources(memo: Memo, language: str, reminder: bool = False) -> tuple[str
     used = language if obj is not memo else FALLBACK_LANGUAGE
     sources = _sources(obj)
     if reminder:
-        for field, reminder_field in zip(sandbox.TEMPLATE_FIELDS, sandbox.REMINDER_FIELDS):
+        for field, reminder_field in zip(sandbox.TEMPLATE_FIELDS, sandbox.REMINDER_FIELDS, strict=True):
             if getattr(obj, reminder_field):
                 sources[field] = getattr(obj, reminder_field)
     return used, sources

@@ -9,7 +9,6 @@ from typing import Any
 
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour, TruncMinute
-
 from django.utils import timezone
 
 from memo_service.csv_export import csv_lines

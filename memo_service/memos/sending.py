@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
 import logging
 import random
 import re
+from dataclasses import dataclass
+from typing import Any
 
 import requests
 from anymail.exceptions import AnymailInvalidAddress, AnymailRequestsAPIError
@@ -32,10 +32,14 @@ from memo_service.memos.evidence import evidence_record_deliveries
 from memo_service.memos.leases import lease_release, lease_take
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
-from memo_service.memos.rendering import (
-    MemoRenderer, Recipient, developer_context, email_text_hash, memo_content_hash,
-)
 from memo_service.memos.reminders import contact_copy, still_to_answer
+from memo_service.memos.rendering import (
+    MemoRenderer,
+    Recipient,
+    developer_context,
+    email_text_hash,
+    memo_content_hash,
+)
 from memo_service.memos.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)

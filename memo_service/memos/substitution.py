@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ def substitution_only(templates: Iterable[nodes.Template], names: frozenset[str]
                 for expr in node.nodes:
                     name = _printed_as_is(expr, names)
                     if name is not None and name.ctx == "load":
-                        allowed.add(id(name))
+                        allowed.add(id(name))  # noqa: B023  (visit runs within this iteration)
             for child in node.iter_child_nodes():
                 visit(child, transforming)
 
@@ -140,7 +139,7 @@ class Skeleton:
         hashes every recipient's): the fixed text is encoded once per skeleton."""
         escaped = tuple(str(escape(v)) for v in values)
         digest = hashlib.sha256()
-        for parts, filled in zip(self._encoded, (values, values, escaped)):
+        for parts, filled in zip(self._encoded, (values, values, escaped), strict=True):
             for part in parts:
                 digest.update(filled[part].encode() if isinstance(part, int) else part)
             digest.update(b"\0")

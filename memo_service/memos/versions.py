@@ -120,7 +120,7 @@ class _Reader:
             elif isinstance(node, nodes.For):
                 changed |= self._taint(node.target, self.depends(node.iter))
             elif isinstance(node, nodes.With):
-                for target, value in zip(node.targets, node.values):
+                for target, value in zip(node.targets, node.values, strict=True):
                     changed |= self._taint(target, self.depends(value))
             elif isinstance(node, nodes.AssignBlock):
                 changed |= self._taint(node.target, set().union(*(self.depends(n) for n in node.body)))

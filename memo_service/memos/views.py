@@ -30,8 +30,17 @@ from django_countries import countries
 
 from memo_service.memos import sandbox
 from memo_service.memos.acks import (
-    AckTarget, AnswerInvalid, DeveloperErased, TokenExpired, TokenInvalid, ack_token_read, ack_url, answer_record, answers_of,
-    memo_no_longer_applies, sent_text_of,
+    AckTarget,
+    AnswerInvalid,
+    DeveloperErased,
+    TokenExpired,
+    TokenInvalid,
+    ack_token_read,
+    ack_url,
+    answer_record,
+    answers_of,
+    memo_no_longer_applies,
+    sent_text_of,
 )
 from memo_service.memos.rendering import sent_text
 

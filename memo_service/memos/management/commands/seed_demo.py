@@ -127,7 +127,7 @@ class Command(BaseCommand):
                 "html_body": HTML_EN,
                 "text_body": TEXT_EN,
                 "effective_date": dt.date(2027, 7, 9),
-                "ack_deadline": dt.datetime(2027, 6, 30, 23, 59, tzinfo=dt.timezone.utc),
+                "ack_deadline": dt.datetime(2027, 6, 30, 23, 59, tzinfo=dt.UTC),
                 "active_only": True,
             },
         )
