@@ -256,3 +256,15 @@ def test_deliveries_a_live_lease_also_holds_wait_for_it(sweep, memo, batched):
     sweep()
     assert per_recipient(batched) == {"cn-1@example.com": 1, "ru-1@example.com": 1}
     assert not SendLease.objects.exists()
+
+
+def test_two_dead_leases_on_the_same_deliveries_do_not_wait_for_each_other(sweep, memo, batched):
+    """A task, and its redelivery, both killed: both leases are reconciled and the
+    deliveries they share settled once."""
+    ids = dispatched(memo)
+    died_holding(memo, [ids["CN"], ids["RU"]])
+    died_holding(memo, [ids["CN"], ids["RU"]], renewed_ago=45)
+    sweep()
+    assert per_recipient(batched) == {"cn-1@example.com": 1, "ru-1@example.com": 1}
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert not SendLease.objects.exists()

@@ -113,9 +113,12 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
     """Settle what no live lease also holds; returns the result and the rows deferred."""
     lease_id = lease.pk
     ids = set(lease.delivery_ids)
-    # Another live lease may hold some of them (a redelivered task, a newer send): they
-    # wait until it is gone (its holder may be the one that claimed them).
-    for other in SendLease.objects.filter(expires_at__gte=now).exclude(pk=lease_id).values_list("delivery_ids", flat=True):
+    # Another live sender's lease may hold some of them (a redelivered task, a newer
+    # send): they wait until it is gone (its holder may be the one that claimed them).
+    # Leases being reconciled (they have a note) do not count: two dead tasks' leases on
+    # the same deliveries would wait for each other for ever.
+    live = SendLease.objects.filter(expires_at__gte=now, note="").exclude(pk=lease_id)
+    for other in live.values_list("delivery_ids", flat=True):
         ids.difference_update(other)
     deferred = sorted(Delivery.objects.filter(
         id__in=set(lease.delivery_ids) - ids, status__in=[S.QUEUED, S.SENDING]).values_list("id", flat=True))
