@@ -26,6 +26,7 @@ from memo_service.memos.models import (
     EvidenceCheckpoint,
     EvidenceRecord,
     Memo,
+    SentText,
 )
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
@@ -410,3 +411,17 @@ def test_a_sequencer_process_killed_mid_batch_leaves_the_chain_intact_and_the_ne
     assert "evidence verifies up to record 10" in verify(memo, "--no-seal")
     assert evidence_seal(memo_id=memo.pk) == 40
     assert "evidence verifies: 50 records, chain intact, sealed by 2 signed checkpoints" in verify(memo, "--no-seal")
+
+
+def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(evidence):
+    """The idempotent backend sends a delivery whose outcome was unknown again: a second
+    handover, and the row matches the last one."""
+    cn = Delivery.objects.get(country="CN")
+    Delivery.objects.filter(pk=cn.pk).update(provider_message_id="<cn-again@x>")
+    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
+    evidence_seal(memo_id=evidence.pk)
+    assert SentText.objects.get(delivery=cn).text_hash == "d" * 64
+    assert record(evidence, 9).payload["message_id"] == "<cn-again@x>"
+    assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
+    sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
+    assert evidence_verify(evidence).problem == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"

@@ -29,6 +29,7 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from memo_service.db import in_ids, row_lock
@@ -134,6 +135,10 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
 
 # (delivery id, the developer's values it was rendered with, SHA-256 of the email as sent)
 SentEmail = tuple[int, dict[str, Any], str]
+# A delivery sent again (the idempotent backend resends one whose outcome was unknown):
+# its text is the last one sent, and it gets a second handover record.
+RESENT = ("ON CONFLICT (delivery_id) DO UPDATE SET rendered_with = excluded.rendered_with, "
+          "text_hash = excluded.text_hash")
 
 
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
@@ -141,8 +146,7 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
     the developer's page) and a pending handover record for each, whatever the call's
     size in one statement on PostgreSQL (two elsewhere). The sequencer reads what a
     handover proves (developer, country, language, message id, time, text hash) from
-    the rows when it chains them. An email sent again with its idempotency key (Resend)
-    keeps the text of its first handover: the provider keeps the first email."""
+    the rows when it chains them."""
     if not sent:
         return
     texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
@@ -154,8 +158,7 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
             # and a thousand placeholders or array elements cost more than the rest.
             cursor.execute(
                 "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
-                f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent "
-                "ON CONFLICT (delivery_id) DO NOTHING), "
+                f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent {RESENT}), "
                 f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
                 f"{handover} JOIN sent ON sent.id = d.id RETURNING memo_id) "
                 "SELECT DISTINCT memo_id FROM handed",
@@ -164,8 +167,7 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
             )
         else:
             cursor.executemany(
-                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) "
-                "ON CONFLICT (delivery_id) DO NOTHING",
+                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
                 [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
             )
             ids = ",".join(str(int(s[0])) for s in sent)
@@ -353,6 +355,11 @@ def evidence_verify(memo: Memo) -> Verification:
         result.problem = problem
         return result
     heads = {c["seq"]: c for c in stored}
+    # A delivery sent twice has two handovers: the row is what the last one says.
+    last_handover = dict(
+        EvidenceRecord.objects.filter(memo=memo, kind=K.DELIVERY, seq__isnull=False).values("object_id")
+        .annotate(n=Count("id"), last=Max("seq")).filter(n__gt=1).values_list("object_id", "last")
+    )
     seen: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()}
     final_status: dict[int, str] = {}  # delivery -> the status its last chained change says
     prev_hash, expected_seq, last_good = GENESIS, 1, 0
@@ -371,6 +378,8 @@ def evidence_verify(memo: Memo) -> Verification:
                 return f"{where}: its hash does not match its content (the record was altered)"
             if record.kind in seen:
                 current = live[record.kind].get(record.object_id)
+                if record.kind == K.DELIVERY and last_handover.get(record.object_id, record.seq) != record.seq:
+                    current = record.payload  # superseded by its later handover
                 if current is None:
                     return f"{where}: the {record.kind} it proves no longer exists"
                 if current != record.payload:
