@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_Connection = TypeVar("_Connection", bound=HTTPConnection)
 
 # Names that are private by definition, whatever a resolver answers for them: cloud
 # metadata services and the special-use domains of RFC 6761 / 6762 and ICANN's .internal.
@@ -74,8 +76,10 @@ def target_address(url: str) -> str:
     return addresses[0]
 
 
-def _pinned(base: type[HTTPConnection], address: str) -> type[HTTPConnection]:
+def _pinned(base: type[_Connection], address: str) -> type[_Connection]:
     class Pinned(base):  # type: ignore[valid-type,misc]
+        _dns_host: str  # assigned only in HTTPConnection's host setter, so mypy cannot infer it
+
         def _new_conn(self) -> Any:
             # urllib3 opens the socket to `_dns_host`, which is also the `host` that the
             # Host header, the TLS server name and the certificate check read: it is the

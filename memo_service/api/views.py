@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import time
 from ipaddress import IPv4Address, IPv6Address
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -257,7 +257,8 @@ def memo_answers(
         .order_by("id")
         .values("id", "developer__external_id", "response", "created_at", "content_hash")[:limit]
     )
-    items = [{**r, "external_id": r.pop("developer__external_id")} for r in rows]
+    # values() rows are plain dicts; their TypedDict type allows no pop().
+    items = [{**r, "external_id": r.pop("developer__external_id")} for r in cast(list[dict[str, Any]], rows)]
     return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -69,7 +70,7 @@ class DeveloperAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/developers/developer/import.html", context)
 
-    def export_view(self, request: HttpRequest) -> HttpResponse:
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
         # Every developer's personal data: for those who may change developers, not viewers.
         if not self.has_change_permission(request):
             raise PermissionDenied
@@ -88,7 +89,7 @@ class RegionForm(forms.ModelForm):
         model = Region
         fields = "__all__"
         # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
-        widgets = {"countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False)}
+        widgets = {"countries": FilteredSelectMultiple("countries", is_stacked=False)}
 
 
 @admin.register(Region)

@@ -295,6 +295,7 @@ def _defaults_sql(columns: list[str]) -> tuple[list[str], list[str], list[Any]]:
     for model_field in Developer._meta.concrete_fields:
         if model_field.primary_key or model_field.column in columns:
             continue
+        assert model_field.column is not None  # a concrete field has a column
         names.append(model_field.column)
         if getattr(model_field, "auto_now_add", False):
             sql.append("now()")

@@ -1,5 +1,17 @@
+from typing import TYPE_CHECKING
+
 from django.db import models
 from django_countries.fields import CountryField
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from django_countries.fields import Country, MultipleCountriesDescriptor
+
+    # The django-stubs plugin takes CountryField for a plain CharField (a str); on an
+    # instance it is a Country, or with multiple=True a list of them, and takes codes.
+    OneCountry = models.CharField[str | Country, Country]
+    ManyCountries = models.CharField[str | Iterable[str | Country], MultipleCountriesDescriptor]
 
 
 class Developer(models.Model):
@@ -19,7 +31,7 @@ class Developer(models.Model):
     org_contact_email = models.EmailField(
         blank=True, help_text="The organisation's contact; the last reminder goes to it as well."
     )
-    country = CountryField(db_index=True)
+    country: "OneCountry" = CountryField(db_index=True)
     # Any language code: those without a translation of a memo get its English text.
     language = models.CharField(max_length=20, default="en")
     is_active = models.BooleanField(default=True)
@@ -43,7 +55,7 @@ class Region(models.Model):
     """A named set of countries, e.g. "Unsupported regions", with where the list came from."""
 
     name = models.CharField(max_length=100, unique=True)
-    countries = CountryField(multiple=True, blank=True)
+    countries: "ManyCountries" = CountryField(multiple=True, blank=True)
     source = models.TextField(
         help_text="Where this list of countries comes from (policy, URL, date).",
     )

@@ -63,10 +63,10 @@ class _Signer(signing.TimestampSigner):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        derived = hashlib.sha256(force_bytes(self.salt + "signer") + force_bytes(self.key)).digest()
+        derived = hashlib.sha256(force_bytes(self.salt) + b"signer" + force_bytes(self.key)).digest()
         self._mac = hmac.new(derived, digestmod=hashlib.sha256)
 
-    def signature(self, value: str, key: Any = None) -> str:
+    def signature(self, value: bytes | str, key: Any = None) -> str:
         if self.algorithm != "sha256" or (key is not None and key != self.key):
             return super().signature(value, key)  # a fallback key, when a token is checked
         mac = self._mac.copy()

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 from django import forms
 from django.apps import apps
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminSplitDateTime, FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied
 from django.core.mail import EmailMultiAlternatives
 from django.core.paginator import Paginator
@@ -112,7 +113,7 @@ ROLE_NEEDED = {
 }
 
 
-class LabelledSplitDateTime(admin.widgets.AdminSplitDateTime):
+class LabelledSplitDateTime(AdminSplitDateTime):
     """The admin's date and time boxes, each with a label of its own (the admin's are
     bare text before each box, which names neither to a screen reader or a test)."""
 
@@ -133,8 +134,8 @@ class MemoForm(forms.ModelForm):
         fields = "__all__"
         # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
         widgets = {
-            "include_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
-            "exclude_countries": admin.widgets.FilteredSelectMultiple("countries", is_stacked=False),
+            "include_countries": FilteredSelectMultiple("countries", is_stacked=False),
+            "exclude_countries": FilteredSelectMultiple("countries", is_stacked=False),
             "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
         }
 
@@ -151,6 +152,7 @@ class MemoForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
         if self.instance.pk is not None:
             # The admin saves in one transaction: this lock holds until the memo and its
             # translations are written, so a send cannot start in between.
@@ -196,6 +198,7 @@ class TranslationForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
         language = cleaned.get("language")
         if language == rendering.FALLBACK_LANGUAGE:
             self.add_error("language", "English is the memo's own text; add other languages here.")
@@ -206,7 +209,7 @@ class TranslationForm(forms.ModelForm):
 
 class TranslationFormSet(forms.BaseInlineFormSet):
     def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
-        form = super()._construct_form(i, **kwargs)
+        form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # BaseFormSet's, missing from django-stubs
         form.parent_memo = self.instance
         return form
 
@@ -305,7 +308,8 @@ class MemoAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Memo | None = None) -> list[str]:
         if obj is not None and not obj.is_editable:
             # A memo that has started sending is evidence: its content no longer changes.
-            return [f for _, opts in self.fieldsets for f in opts["fields"]]
+            # cast: our fieldsets list single field names, no rows of several
+            return [cast(str, f) for _, opts in self.fieldsets for f in opts["fields"]]
         return self.computed
 
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
@@ -338,6 +342,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Memo, form: Any, change: bool) -> None:
         if not change:
+            assert request.user.is_authenticated  # the admin lets in only signed-in staff
             obj.author = obj.last_edited_by = request.user
         super().save_model(request, obj, form, change)
         if not change:
@@ -511,7 +516,8 @@ class MemoAdmin(admin.ModelAdmin):
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
         languages = [rendering.FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
-        params = request.POST if request.method == "POST" else request.GET
+        query = request.POST if request.method == "POST" else request.GET
+        params: Mapping[str, Any] = query  # the request's, or them with a developer picked below
         language = params.get("language") if params.get("language") in languages else None
         q = params.get("q", "").strip()[:100]
         audience = memo_audience(memo)
@@ -519,7 +525,7 @@ class MemoAdmin(admin.ModelAdmin):
             audience = audience.filter(Q(external_id__icontains=q) | Q(name__icontains=q) | Q(email__icontains=q))
         sample = list(audience.order_by("id")[:PREVIEW_CHOICES])
         if q and sample and params.get("developer") not in {d.external_id for d in sample}:
-            params = {**params.dict(), "developer": sample[0].external_id}  # show the first match
+            params = {**query.dict(), "developer": sample[0].external_id}  # show the first match
         developer = next((d for d in sample if d.external_id == params.get("developer")), None)
         if developer is None and params.get("developer"):
             developer = Developer.objects.filter(external_id=params["developer"]).first()
@@ -539,6 +545,7 @@ class MemoAdmin(admin.ModelAdmin):
         if request.method == "POST" and email is not None:
             if not self.has_send_permission(request, memo):
                 raise PermissionDenied("Sending a test email takes the Composer role.")
+            assert request.user.is_authenticated  # the admin lets in only signed-in staff
             if not request.user.email:
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
@@ -575,7 +582,7 @@ class MemoAdmin(admin.ModelAdmin):
                 messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("admin:memos_memo_dashboard", args=[memo.pk]))
 
-    def unanswered_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def unanswered_view(self, request: HttpRequest, object_id: str) -> StreamingHttpResponse:
         """Who has not answered yet, as CSV (addresses: the evidence export's permission)."""
         memo = self._memo(request, object_id, "export")
         response = StreamingHttpResponse(unanswered_csv(memo), content_type="text/csv; charset=utf-8")
@@ -596,7 +603,7 @@ class MemoAdmin(admin.ModelAdmin):
         return self._audience_json(request, Memo())
 
     def _audience_json(self, request: HttpRequest, memo: Memo) -> JsonResponse:
-        regions = None if memo.pk else []
+        regions: list[Region] | None = None if memo.pk else []
         if "rules" in request.GET:
             form = AudienceRulesForm(request.GET)
             if not form.is_valid():
@@ -622,7 +629,7 @@ class MemoAdmin(admin.ModelAdmin):
         # The evidence holds addresses, IPs and user agents: not for the Viewer role.
         return request.user.has_perm("memos.change_memo") or request.user.has_perm("memos.approve_memo")
 
-    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse:
+    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> StreamingHttpResponse:
         return _evidence_response(self._memo(request, object_id, "export"), fmt)
 
     def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -633,7 +640,7 @@ class MemoAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(_memo_url(memo))
 
 
-def _evidence_response(memo: Memo, fmt: str) -> HttpResponse:
+def _evidence_response(memo: Memo, fmt: str) -> StreamingHttpResponse:
     if fmt not in ("csv", "json"):
         raise Http404("evidence comes as .csv or .json")
     lines = evidence_csv(memo) if fmt == "csv" else evidence_json(memo)
@@ -772,9 +779,10 @@ class AuditMemoFilter(admin.SimpleListFilter):
         return [(str(pk), title) for pk, title in Memo.objects.order_by("-created_at").values_list("pk", "title")[:100]]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if not self.value():
+        value = self.value()
+        if not value:
             return queryset
-        memo = Memo.objects.filter(pk=self.value()).only("slug").first() if self.value().isdigit() else None
+        memo = Memo.objects.filter(pk=value).only("slug").first() if value.isdigit() else None
         if memo is None:
             return queryset.none()
         return queryset.filter(Q(object_type="memos.memo", object_id=str(memo.pk)) | Q(detail__memo=memo.slug))
@@ -794,6 +802,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         obj = model._default_manager.filter(pk=event.object_id).first() if model is not None else None
         if obj is None:
             return f"{event.object_type} {event.object_id}"
+        assert model is not None  # obj was found through it
         label = f"{model._meta.verbose_name} “{obj}”"
         try:
             url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[obj.pk])

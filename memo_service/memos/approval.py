@@ -12,7 +12,7 @@ audience held, so the sender sees what changed since.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -96,8 +96,9 @@ def _snapshot(memo: Memo) -> None:
     last_id = 0
     audience = memo_audience(memo).order_by("id").values_list("id", "country")
     while page := list(audience.filter(id__gt=last_id)[:SNAPSHOT_PAGE]):
+        # values_list() gives the stored code, not the Country the model's attribute is typed as.
         AudienceSnapshot.objects.bulk_create(
-            [AudienceSnapshot(memo=memo, developer_id=dev, country=country) for dev, country in page]
+            [AudienceSnapshot(memo=memo, developer_id=dev, country=cast(str, country)) for dev, country in page]
         )
         last_id = page[-1][0]
     statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.db.models.fields.json import KeyTransform
@@ -67,7 +67,9 @@ def audience_counts(memo: Memo, regions: Iterable[Region] | None = None) -> tupl
     rows = (
         memo_audience(memo, regions).values("country").annotate(n=Count("id")).order_by("-n", "country")
     )
-    by_country = [(r["country"], countries.name(r["country"]), r["n"]) for r in rows]
+    # values() gives the stored code, not the Country that the model's attribute is typed as.
+    codes_and_counts = [(cast(str, r["country"]), r["n"]) for r in rows]
+    by_country = [(code, countries.name(code), n) for code, n in codes_and_counts]
     return sum(n for _, _, n in by_country), by_country
 
 

@@ -198,6 +198,7 @@ def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | N
     status change: one statement, inside the transaction that stored the event."""
     records = [EvidenceRecord(memo_id=memo_id, kind=K.EVENT, object_id=event.pk, payload=event_payload(event))]
     if status is not None:
+        assert event.delivery_id is not None  # a status change comes only with the event's delivery (tracking.py)
         records.append(EvidenceRecord(memo_id=memo_id, kind=K.STATUS, object_id=event.delivery_id, payload={
             "delivery": event.delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event.pk,
         }))
@@ -224,6 +225,7 @@ def _seal_step(memo_id: int, batch: int) -> int:
         last = (EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=False)
                 .order_by("-seq").values_list("seq", "hash").first())
         seq, prev_hash = last or (0, GENESIS)
+        assert seq is not None  # `last` is of a record with seq__isnull=False
         pending = list(EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True)
                        .order_by("id").values_list("id", "kind", "object_id", "payload")[:batch])
         if not pending:
@@ -277,7 +279,7 @@ def checkpoint_dict(checkpoint: EvidenceCheckpoint) -> dict[str, Any]:
 
 def _checkpoint(memo_id: int, seq: int, head: str) -> EvidenceCheckpoint:
     previous = EvidenceCheckpoint.objects.filter(memo_id=memo_id).order_by("-seq").first()
-    signed = {
+    signed: dict[str, Any] = {
         "memo": memo_id, "seq": seq, "head": head, "count": seq,
         "prev": checkpoints.body_hash(checkpoint_dict(previous)) if previous else GENESIS,
         "at": timezone.now().replace(microsecond=0).isoformat(),

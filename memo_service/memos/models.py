@@ -1,10 +1,14 @@
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
 from django_countries.fields import CountryField
 
 from memo_service.developers.models import Developer, Region
+
+if TYPE_CHECKING:
+    from memo_service.developers.models import ManyCountries, OneCountry
 
 
 def default_reminder_days() -> list[int]:
@@ -42,9 +46,9 @@ class Memo(models.Model):
         null=True, blank=True, verbose_name="acknowledgement deadline"
     )
 
-    include_countries = CountryField(multiple=True, blank=True)
+    include_countries: "ManyCountries" = CountryField(multiple=True, blank=True)
     include_regions = models.ManyToManyField(Region, blank=True)
-    exclude_countries = CountryField(multiple=True, blank=True)
+    exclude_countries: "ManyCountries" = CountryField(multiple=True, blank=True)
     active_only = models.BooleanField(
         default=True, help_text="Only developers whose account is active."
     )
@@ -253,7 +257,7 @@ class Acknowledgement(models.Model):
         max_length=20, choices=Response.choices, default=Response.ACKNOWLEDGED
     )
     comment = models.TextField(blank=True)
-    country_claimed = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
+    country_claimed: "OneCountry" = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
     # The hash of the email whose text the page showed (SentText.text_hash).
@@ -287,7 +291,7 @@ class DisputeResolution(models.Model):
 
     answer = models.OneToOneField(Acknowledgement, on_delete=models.PROTECT, related_name="resolution")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
-    new_country = CountryField(blank=True)
+    new_country: "OneCountry" = CountryField(blank=True)
     # True when, with the corrected country, the developer is outside the memo's audience.
     exempt = models.BooleanField(default=False)
     note = models.TextField(blank=True, help_text="Shown to the developer.")

@@ -134,7 +134,7 @@ def _preparing_cursor_class() -> type:
         ServerBindingCursor,  # needs psycopg: PostgreSQL only
     )
 
-    class PreparingCursor(ServerBindingCursor):  # type: ignore[misc,valid-type]
+    class PreparingCursor(ServerBindingCursor):
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True, **kwargs)  # type: ignore[misc]
 

@@ -62,10 +62,12 @@ def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
 
 
 def notify_answer(answer: Acknowledgement) -> None:
-    event = {
+    # Keyed by str: answer.response is the stored value, which equals its Response member.
+    events: dict[str, WebhookEndpoint.Event] = {
         Acknowledgement.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
         Acknowledgement.Response.DISPUTES_REGION: E.DISPUTED,
-    }.get(answer.response)
+    }
+    event = events.get(answer.response)
     if event is None:
         return
     _enqueue(event, [{
@@ -107,6 +109,7 @@ def memos_deadline_notify() -> int:
                 .values_list("developer__external_id", flat=True)
             )
             pages = max(1, -(-len(missing) // PAGE))
+            assert memo.ack_deadline is not None  # `due` holds only memos whose deadline passed
             _enqueue(E.DEADLINE_PASSED, [
                 {"memo": memo.slug, "memo_id": memo.pk, "deadline": memo.ack_deadline.isoformat(),
                  "page": n + 1, "pages": pages, "not_acknowledged": missing[n * PAGE:(n + 1) * PAGE]}

@@ -96,8 +96,10 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def _layout_is_substitution_only() -> bool:
+    loader = layout_env.loader
+    assert loader is not None  # layout_env is made with a FileSystemLoader, above
     return substitution_only(
-        [layout_env.parse(layout_env.loader.get_source(layout_env, name)[0]) for name in ("layout.html", "layout.txt")],
+        [layout_env.parse(loader.get_source(layout_env, name)[0]) for name in ("layout.html", "layout.txt")],
         LAYOUT_NAMES,
     )
 
@@ -115,6 +117,8 @@ class SubstitutedEmail(RenderedEmail):
     """Rendered by substitution: the skeleton and this recipient's values
     (substitution.py). Subject and bodies are joined on first use: a batch call that
     sends the skeleton with each recipient's values never needs them."""
+
+    skeleton: Skeleton  # always set, by __init__
 
     def __init__(self, skeleton: Skeleton, values: tuple[str, ...]) -> None:
         object.__setattr__(self, "skeleton", skeleton)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, cast
 
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour, TruncMinute
@@ -57,7 +57,8 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
             exempt=Count("id", filter=Q(resolution__exempt=True)),
         )
     )
-    return {row.pop("country_at_send") or "": row for row in rows}
+    # values() rows are plain dicts, reshaped here; their TypedDict type allows no pop().
+    return {row.pop("country_at_send") or "": row for row in cast(Iterable[dict[str, Any]], rows)}
 
 
 def memo_funnel(memo: Memo) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def memo_funnel(memo: Memo) -> dict[str, Any]:
         .annotate(**{name: Count("id", filter=q) for name, q in FUNNEL_COUNTS.items()})
     )
     by_country: dict[str, dict[str, int]] = {}
-    for row in rows:
+    for row in cast(Iterable[dict[str, Any]], rows):  # values() rows: plain dicts, reshaped here
         country = row.pop("country")
         by_country[country] = {**row, **dict.fromkeys(ANSWER_COUNTS, 0)}
     for country, counts in _answer_counts(memo).items():
@@ -164,13 +165,14 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
     final = next((a for a in answers if a["response"] == R.ACKNOWLEDGED), answers[-1] if answers else None)
     earlier = [a for a in answers if a is not final]
     final = final or {}
+    yes_no: dict[bool | None, str] = {True: "yes", False: "no"}
     return [
         record["developer"], record["email"], record["country_at_send"], record["reason"],
         first["status"], first["sent_at"], first["provider_message_id"], first["error"],
         "; ".join(f"{r['sequence']}: {r['status']} {r['sent_at'] or ''}".strip() for r in reminders),
         final.get("response", ""), final.get("at"), final.get("content_hash", ""), final.get("ip_address"),
         final.get("user_agent", ""), final.get("seconds_since_delivery"),
-        {True: "yes", False: "no"}.get(final.get("suspected_automation"), ""),
+        yes_no.get(final.get("suspected_automation"), ""),
         "; ".join(final.get("automation_reasons", [])),
         final.get("country_claimed", ""), final.get("comment", ""),
         "; ".join(f"{a['response']} {a['at']}" for a in earlier),
@@ -201,13 +203,15 @@ def evidence_json(memo: Memo) -> Iterator[str]:
     yield '\n], "public_key": ' + json.dumps(public_key()) + "}\n"
 
 
-def evidence_chain(memo: Memo) -> Iterator[dict[str, Any]]:
+def evidence_chain(memo: Memo) -> Iterator[Mapping[str, Any]]:
     """The memo's chained records, in order, as an export carries them."""
     last_seq = 0
     records = EvidenceRecord.objects.filter(memo=memo, seq__isnull=False).order_by("seq")
     while page := list(records.filter(seq__gt=last_seq).values("seq", "kind", "object_id", "payload", "prev_hash", "hash")[:EVIDENCE_PAGE]):
         yield from page
-        last_seq = page[-1]["seq"]
+        last = page[-1]["seq"]
+        assert last is not None  # `records` has seq__isnull=False
+        last_seq = last
 
 
 # --- live progress and the dashboard ----------------------------------------------------

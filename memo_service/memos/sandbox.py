@@ -98,7 +98,7 @@ def _create(chars: int) -> None:
 
 
 # What prints its items: a dict's views too ({{ d.items() }}).
-_CONTAINERS = (list, tuple, dict, set, frozenset, Namespace, type({}.keys()), type({}.values()), type({}.items()))
+_CONTAINERS: tuple[type[Any], ...] = (list, tuple, dict, set, frozenset, Namespace, type({}.keys()), type({}.values()), type({}.items()))
 
 
 def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
@@ -115,7 +115,7 @@ def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
         if isinstance(item, (str, bytes)):
             total += len(item) + 2
         elif isinstance(item, Namespace):
-            stack.append(item._Namespace__attrs)  # type: ignore[attr-defined]
+            stack.append(item._Namespace__attrs)
         elif isinstance(item, dict):
             total += 2 + len(item)
             if total <= limit:
@@ -152,7 +152,7 @@ def _counted(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
-class _CountingBuffer(list):  # type: ignore[type-arg]
+class _CountingBuffer(list):
     """Where Jinja collects captured output ({% set %}…{% endset %}, macros, filter and
     call blocks): each piece is charged when it is added."""
 

@@ -525,7 +525,8 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     )
     # Each memo read once, not once per row: a memo carries all its templates.
     memos = Memo.objects.in_bulk({row[1] for row in rows})
-    deliveries = [Queued(*row[:6], developer=Recipient(*row[6:]), memo=memos[row[1]]) for row in rows]
+    deliveries = [Queued(row[0], row[1], row[2], row[3], row[4], row[5], developer=Recipient(*row[6:]), memo=memos[row[1]])
+                  for row in rows]
     if not deliveries:
         return
     # Held (and renewed by this process) until every delivery it claims is settled; if

@@ -111,7 +111,9 @@ class Skeleton:
                 return None
             if any(isinstance(p, int) and p >= len(SLOTS) for p in parts):
                 return None
-        return cls(*fields, subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)),
+        subject_parts, html_parts, text_parts = fields
+        return cls(subject_parts, html_parts, text_parts,
+                   subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)),
                    length=sum(len(p) for parts in fields for p in parts if isinstance(p, str)))
 
     def fits(self, values: tuple[str, ...]) -> bool:

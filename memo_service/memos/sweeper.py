@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from django.conf import settings
 from django.db.models import Q
@@ -92,7 +93,8 @@ def deliveries_unleased_lease(*, now: dt.datetime) -> int:
     for delivery_id, (memo_id, _) in stuck.items():
         by_memo.setdefault(memo_id, []).append(delivery_id)
     for memo_id, ids in by_memo.items():
-        claimed = min(stuck[i][1] for i in ids)
+        # cast: status_changed_at__lt above leaves out the rows where it is NULL
+        claimed = min(cast(dt.datetime, stuck[i][1]) for i in ids)
         SendLease.objects.create(
             holder=f"{SWEEPER}no lease", memo_id=memo_id, delivery_ids=sorted(ids), created_at=claimed,
             last_renewed_at=claimed, expires_at=now - dt.timedelta(microseconds=1),

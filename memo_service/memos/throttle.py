@@ -33,7 +33,7 @@ return 1
 
 
 @functools.lru_cache(maxsize=1)
-def _redis():  # type: ignore[no-untyped-def]
+def _redis():
     if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return None
     import redis

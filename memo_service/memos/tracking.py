@@ -103,7 +103,7 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
     return stored
 
 
-def _advance(delivery: Delivery, new_status: str, event: AnymailTrackingEvent) -> bool:
+def _advance(delivery: Delivery, new_status: Delivery.Status, event: AnymailTrackingEvent) -> bool:
     """Move the delivery forward; False when it already is as far or further."""
     lower = [status for status, rank in RANK.items() if rank < RANK[new_status]]
     changes: dict[str, Any] = {"status": new_status, "status_changed_at": timezone.now()}

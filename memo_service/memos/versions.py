@@ -165,7 +165,7 @@ def _simple_comparisons(test: nodes.Node, reader: _Reader) -> dict[str, list[Any
             return ref.removeprefix("developer.")
         return None
 
-    def constants(expr: nodes.Node) -> list[Any] | None:
+    def constants(expr: nodes.Expr) -> list[Any] | None:
         try:
             value = expr.as_const()
         except nodes.Impossible:
