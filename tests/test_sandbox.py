@@ -183,7 +183,8 @@ def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_sen
     assert len(link) == len(real) and link.count(":") == real.count(":")
     # The test email's link is refused even though the developer now has a delivery.
     Delivery.objects.filter(developer=developers["cn"]).update(status="sent", sent_at=timezone.now())
-    assert admin_client.get(link.removeprefix("http://testserver")).status_code == 400
+    refused = admin_client.get(link.removeprefix("http://testserver"))
+    assert refused.status_code == 400 and "The link of a test email" in refused.content.decode()
     assert admin_client.get(real.removeprefix("http://testserver")).status_code == 303
 
 

@@ -221,6 +221,16 @@ def inert_ack_url(memo_id: int | None, developer_id: int | None) -> str:
     return settings.SITE_URL + reverse("ack", args=[token])
 
 
+def is_inert_ack_token(token: str) -> bool:
+    """Is this the link of a preview, a test email or a check (inert_ack_url)? Its page
+    refuses it, saying what it is."""
+    try:
+        signing.TimestampSigner(salt=INERT_ACK_SALT).unsign(token)
+    except signing.BadSignature:
+        return False
+    return True
+
+
 def sample_developer_id() -> int:
     """An id for the sample developer's link, of the size real ones have."""
     return (Developer.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1

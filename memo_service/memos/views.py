@@ -42,7 +42,7 @@ from memo_service.memos.acks import (
     memo_no_longer_applies,
     sent_text_of,
 )
-from memo_service.memos.rendering import sent_text
+from memo_service.memos.rendering import is_inert_ack_token, sent_text
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -113,6 +113,8 @@ def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
     try:
         return ack_token_read(token)
     except TokenInvalid:
+        if is_inert_ack_token(token):  # a preview's or test email's link: refused, saying so
+            return _error_page(request, "ack/preview_link.html", 400)
         _count_failure(request)
         return _error_page(request, "ack/invalid.html", 400)
     except TokenExpired:
