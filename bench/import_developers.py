@@ -35,22 +35,46 @@ COUNTRIES = ["CN", "HK", "RU", "IR", "US", "DE", "FR", "JP", "BR", "IN", "GB", "
 # As deployed: with DEBUG on, Django keeps every query a process makes (up to 9,000),
 # which a worker's memory would show.
 # Keys made per run: with DEBUG off the service refuses any key the repository holds.
-PRODUCTION = {"DEBUG": "false", "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": "127.0.0.1",
-              "SECURE_SSL_REDIRECT": "false",
-              "EVIDENCE_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "SECURE_SSL_REDIRECT": "false",
+    "EVIDENCE_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+}
 
 
 def make_csv(path: Path) -> None:
     rng = random.Random(1)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["external_id", "email", "name", "organization", "country", "language",
-                    "is_active", "last_active_at", "plan"])
+        w.writerow(
+            [
+                "external_id",
+                "email",
+                "name",
+                "organization",
+                "country",
+                "language",
+                "is_active",
+                "last_active_at",
+                "plan",
+            ]
+        )
         for i in range(N):
-            w.writerow([f"acct-{i:08d}", f"dev{i}@example.com", f"Developer {i}", f"Org {i % 5000}",
-                        rng.choice(COUNTRIES), rng.choice(["en", "zh-hans"]), rng.choice(["true", "false"]),
-                        f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00:00Z",
-                        rng.choice(["free", "pro"])])
+            w.writerow(
+                [
+                    f"acct-{i:08d}",
+                    f"dev{i}@example.com",
+                    f"Developer {i}",
+                    f"Org {i % 5000}",
+                    rng.choice(COUNTRIES),
+                    rng.choice(["en", "zh-hans"]),
+                    rng.choice(["true", "false"]),
+                    f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T10:00:00Z",
+                    rng.choice(["free", "pro"]),
+                ]
+            )
 
 
 def db_url(name: str) -> str:
@@ -66,8 +90,9 @@ def recreate_database() -> None:
 def run(*args: str, env: dict[str, str]) -> tuple[float, float]:
     """Run a manage.py command; (seconds, peak RSS in MB) of that process alone."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     out = proc.stdout.read().decode() if proc.stdout else ""
@@ -79,8 +104,10 @@ def run(*args: str, env: dict[str, str]) -> tuple[float, float]:
 
 def copy_floor(path: Path) -> float:
     with psycopg.connect(db_url(DB), autocommit=True) as conn:
-        conn.execute("CREATE TABLE floor (external_id text, email text, name text, organization text, "
-                     "country text, language text, is_active text, last_active_at text, plan text)")
+        conn.execute(
+            "CREATE TABLE floor (external_id text, email text, name text, organization text, "
+            "country text, language text, is_active text, last_active_at text, plan text)"
+        )
         start = time.perf_counter()
         with conn.cursor() as cur, cur.copy("COPY floor FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
             with path.open("rb") as f:
@@ -105,11 +132,18 @@ def main() -> None:
         print(f"import_developers again, all unchanged    {N / second_s:10,.0f} rows/s   peak RSS {second_rss:.0f} MB")
     floor_ratio = (N / first_s) / (N / floor_s)
     print(f"ratio to the COPY floor: {floor_ratio:.2f}")
-    print(json.dumps({
-        "rows": N, "rows_per_s": round(N / first_s), "reimport_rows_per_s": round(N / second_s),
-        "floor_rows_per_s": round(N / floor_s), "floor_ratio": round(floor_ratio, 3),
-        "peak_rss_mb": round(max(first_rss, second_rss), 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": N,
+                "rows_per_s": round(N / first_s),
+                "reimport_rows_per_s": round(N / second_s),
+                "floor_rows_per_s": round(N / floor_s),
+                "floor_ratio": round(floor_ratio, 3),
+                "peak_rss_mb": round(max(first_rss, second_rss), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 PORT = int(os.environ.get("BENCH_PORT", "8731"))
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DB = os.environ.get("BENCH_DB", "memo_bench_notices")
-TEXT = "Dear {{ developer.name }},\nAPI traffic from {{ developer.country_name }} will be blocked.\n" + "Details.\n" * 40
+TEXT = (
+    "Dear {{ developer.name }},\nAPI traffic from {{ developer.country_name }} will be blocked.\n" + "Details.\n" * 40
+)
 
 
 def db_url(name: str) -> str:
@@ -62,8 +64,15 @@ def db_url(name: str) -> str:
 
 
 def environment() -> dict[str, str]:
-    return {**os.environ, **PRODUCTION, "DATABASE_URL": db_url(DB), "DJANGO_SETTINGS_MODULE": "bench.notices_site",
-            "SITE_URL": f"http://127.0.0.1:{PORT}", "ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+    return {
+        **os.environ,
+        **PRODUCTION,
+        "DATABASE_URL": db_url(DB),
+        "DJANGO_SETTINGS_MODULE": "bench.notices_site",
+        "SITE_URL": f"http://127.0.0.1:{PORT}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 def setup() -> str:
@@ -92,24 +101,38 @@ def setup() -> str:
             "SELECT 'acct-' || lpad(g::text, 8, '0'), 'dev' || g || '@example.com', 'Developer ' || g, "
             "'Org ' || (g %% 5000), '', (ARRAY['CN','RU','IR','HK'])[1 + g %% 4], "
             "CASE WHEN g %% 2 = 0 THEN 'zh-hans' ELSE 'en' END, true, '{}', 'ok', now() "
-            "FROM generate_series(1, %s) g", [N])
+            "FROM generate_series(1, %s) g",
+            [N],
+        )
     memo = Memo.objects.create(
-        title="Regions blocked", slug="regions-blocked", subject="Access from {{ developer.country_name }} ends",
-        html_body="<p>Dear {{ developer.name }},</p>", text_body=TEXT,
+        title="Regions blocked",
+        slug="regions-blocked",
+        subject="Access from {{ developer.country_name }} ends",
+        html_body="<p>Dear {{ developer.name }},</p>",
+        text_body=TEXT,
         ack_deadline=timezone.now() + dt.timedelta(days=30),
     )
-    MemoTranslation.objects.create(memo=memo, language="zh-hans", subject="来自{{ developer.country_name }}的访问将被阻止",
-                                   html_body="<p>{{ developer.name }}，您好</p>",
-                                   text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。")
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash=memo_content_hash(memo),
-                                           send_started_at=timezone.now(), dispatched_at=timezone.now())
+    MemoTranslation.objects.create(
+        memo=memo,
+        language="zh-hans",
+        subject="来自{{ developer.country_name }}的访问将被阻止",
+        html_body="<p>{{ developer.name }}，您好</p>",
+        text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。",
+    )
+    Memo.objects.filter(pk=memo.pk).update(
+        status="sent",
+        content_hash=memo_content_hash(memo),
+        send_started_at=timezone.now(),
+        dispatched_at=timezone.now(),
+    )
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO memos_delivery (memo_id, developer_id, kind, sequence, status, language, country, reason, "
             "provider_message_id, attempts, last_error, created_at, sent_at, status_changed_at) "
             "SELECT %s, id, 'initial', 0, 'delivered', language, country, 'in Unsupported regions', "
             "'<' || id || '@bench>', 1, '', now(), now() - interval '1 day', now() FROM developers_developer",
-            [memo.pk])
+            [memo.pk],
+        )
         cur.execute("ANALYZE")
     client = ApiClient(name="console", scopes=[Scope.NOTICES_READ.value])
     token = client.token_rotate()
@@ -149,11 +172,19 @@ def _cpu_seconds(pid: int) -> float:
 def server_cpu(web_pid: int) -> dict[int, float]:
     """CPU seconds so far of each web process and each PostgreSQL backend serving the
     benchmark's database: what a request costs the server whatever else the machine runs."""
-    web = [int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(web_pid)],
-                                          capture_output=True, text=True, check=False).stdout.split()]
+    web = [
+        int(p)
+        for p in subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(web_pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+    ]
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        backends = [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB])]
+        backends = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB]
+            )
+        ]
     return {pid: _cpu_seconds(pid) for pid in web + backends}
 
 
@@ -177,13 +208,17 @@ def measure(pool: multiprocessing.pool.Pool, token: str, web_pid: int) -> dict[s
     for kind in KINDS:
         done = sorted(latencies[kind])
         results[kind] = result = {
-            "requests": len(done), "per_s": round(len(done) / elapsed[kind], 1),
-            "p50_ms": round(done[len(done) // 2] * 1000, 2), "p99_ms": round(done[int(len(done) * 0.99)] * 1000, 2),
+            "requests": len(done),
+            "per_s": round(len(done) / elapsed[kind], 1),
+            "p50_ms": round(done[len(done) // 2] * 1000, 2),
+            "p99_ms": round(done[int(len(done) * 0.99)] * 1000, 2),
             "server_cpu_ms": round(cpu[kind] / len(done) * 1000, 3),
         }
-        print(f"{kind:>8}: {result['per_s']:>8,.1f} requests/s   p50 {result['p50_ms']:6.2f} ms   "
-              f"p99 {result['p99_ms']:6.2f} ms   server CPU {result['server_cpu_ms']:.2f} ms a request   "
-              f"({result['requests']:,} requests)")
+        print(
+            f"{kind:>8}: {result['per_s']:>8,.1f} requests/s   p50 {result['p50_ms']:6.2f} ms   "
+            f"p99 {result['p99_ms']:6.2f} ms   server CPU {result['server_cpu_ms']:.2f} ms a request   "
+            f"({result['requests']:,} requests)"
+        )
     return results
 
 
@@ -205,15 +240,35 @@ def wait_until_up() -> None:
 def main() -> None:
     token = setup()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "memo_service.wsgi:application", "--bind", f"127.0.0.1:{PORT}",
-         "--workers", str(WEB_WORKERS), "--worker-class", "gthread", "--threads", str(THREADS),
-         "--backlog", "1024", "--keep-alive", "30", "--log-level", "warning"],
-        cwd=ROOT, env=environment(),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "memo_service.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--workers",
+            str(WEB_WORKERS),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(THREADS),
+            "--backlog",
+            "1024",
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=environment(),
     )
     try:
         wait_until_up()
-        print(f"N={N:,}, {CONNECTIONS} connections, {SECONDS:.0f} s of each in {ROUNDS} turns, "
-              f"gunicorn {WEB_WORKERS} x {THREADS} threads")
+        print(
+            f"N={N:,}, {CONNECTIONS} connections, {SECONDS:.0f} s of each in {ROUNDS} turns, "
+            f"gunicorn {WEB_WORKERS} x {THREADS} threads"
+        )
         with multiprocessing.get_context("fork").Pool(CONNECTIONS) as pool:
             results = measure(pool, token, server.pid)
         floor, notices = results["floor"], results["notices"]
@@ -223,11 +278,24 @@ def main() -> None:
     ratio = round(notices["per_s"] / floor["per_s"], 2)
     cpu_ratio = round(floor["server_cpu_ms"] / notices["server_cpu_ms"], 2)
     print(f"ratio to the floor: {ratio} (target ≥ 0.5); by server CPU a request: {cpu_ratio}")
-    print(json.dumps({"bench": "notices", "n": N, "per_s": notices["per_s"], "floor_ratio": ratio,
-                      "p50_ms": notices["p50_ms"], "p99_ms": notices["p99_ms"], "floor_per_s": floor["per_s"],
-                      "floor_p50_ms": floor["p50_ms"], "floor_p99_ms": floor["p99_ms"],
-                      "server_cpu_ms": notices["server_cpu_ms"], "floor_server_cpu_ms": floor["server_cpu_ms"],
-                      "cpu_ratio": cpu_ratio}))
+    print(
+        json.dumps(
+            {
+                "bench": "notices",
+                "n": N,
+                "per_s": notices["per_s"],
+                "floor_ratio": ratio,
+                "p50_ms": notices["p50_ms"],
+                "p99_ms": notices["p99_ms"],
+                "floor_per_s": floor["per_s"],
+                "floor_p50_ms": floor["p50_ms"],
+                "floor_p99_ms": floor["p99_ms"],
+                "server_cpu_ms": notices["server_cpu_ms"],
+                "floor_server_cpu_ms": floor["server_cpu_ms"],
+                "cpu_ratio": cpu_ratio,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -59,10 +59,15 @@ BENCH_EVIDENCE_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 def _env(database_url: str, provider_url: str) -> dict[str, str]:
     return {
-        **os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "DATABASE_URL": database_url,
-        "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider_url,
-        "DEBUG": os.environ.get("DEBUG", "false"), "SECRET_KEY": BENCH_SECRET_KEY,
-        "EVIDENCE_SIGNING_KEY": BENCH_EVIDENCE_KEY, "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "DATABASE_URL": database_url,
+        "ANYMAIL_MAILGUN_API_KEY": API_KEY,
+        "ANYMAIL_MAILGUN_API_URL": provider_url,
+        "DEBUG": os.environ.get("DEBUG", "false"),
+        "SECRET_KEY": BENCH_SECRET_KEY,
+        "EVIDENCE_SIGNING_KEY": BENCH_EVIDENCE_KEY,
+        "VAR_DIR": os.environ.get("VAR_DIR", "/tmp/memo-bench-po-var"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     }
 
@@ -70,7 +75,9 @@ def _env(database_url: str, provider_url: str) -> dict[str, str]:
 def _run(args: list[str], env: dict[str, str]) -> str:
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        raise RuntimeError(
+            f"{' '.join(args[:2])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+        )
     return done.stdout
 
 
@@ -113,8 +120,11 @@ def post_office_run(database_url: str, provider_url: str, provider: object, n: i
         "messages": messages,
         "peak_rss_mb": max(queued["rss_mb"], delivered["rss_mb"], delivered["children_rss_mb"]),
         "recipients": n,
-        "queue_seconds": queued["seconds"], "deliver_seconds": delivered["seconds"], "wall_seconds": wall,
-        "queue_rss_mb": queued["rss_mb"], "deliver_rss_mb": delivered["rss_mb"],
+        "queue_seconds": queued["seconds"],
+        "deliver_seconds": delivered["seconds"],
+        "wall_seconds": wall,
+        "queue_rss_mb": queued["rss_mb"],
+        "deliver_rss_mb": delivered["rss_mb"],
         "worker_rss_mb": delivered["children_rss_mb"],
     }
 
@@ -155,15 +165,25 @@ def _queue(n: int) -> None:
             with translation.override(language):
                 country_names[country, language] = str(countries.name(country))
         ack = settings.SITE_URL + reverse("ack", args=[signer.sign_object([memo_id, dev_id])])
-        ctx = {"developer": {"name": name, "email": email, "country": country,
-                             "country_name": country_names[country, language], "language": language},
-               "memo": {"title": "Bench", "effective_date": EFFECTIVE_DATE}, "ack_url": ack}
-        batch.append({
-            "recipients": [f"{name} <{email}>"],
-            "subject": " ".join(subject_t.render(ctx).split()),
-            "message": text_t.render(ctx) + f"\n\nAcknowledge: {ack}\n",
-            "html_message": html_t.render(ctx) + f'<p><a href="{ack}">Acknowledge</a></p>',
-        })
+        ctx = {
+            "developer": {
+                "name": name,
+                "email": email,
+                "country": country,
+                "country_name": country_names[country, language],
+                "language": language,
+            },
+            "memo": {"title": "Bench", "effective_date": EFFECTIVE_DATE},
+            "ack_url": ack,
+        }
+        batch.append(
+            {
+                "recipients": [f"{name} <{email}>"],
+                "subject": " ".join(subject_t.render(ctx).split()),
+                "message": text_t.render(ctx) + f"\n\nAcknowledge: {ack}\n",
+                "html_message": html_t.render(ctx) + f'<p><a href="{ack}">Acknowledge</a></p>',
+            }
+        )
         if len(batch) == QUEUE_CHUNK:
             queued += len(mail.send_many(batch))
             batch = []
@@ -187,9 +207,17 @@ def _deliver(lockfile: str) -> None:
     seconds = time.perf_counter() - start
     names = dict(enumerate(STATUS._fields))  # 0 sent, 1 failed, 2 queued, 3 requeued
     status = {names[row["status"]]: row["n"] for row in Email.objects.values("status").annotate(n=Count("id"))}
-    print(json.dumps({"seconds": seconds, "status": status, "rss_mb": _rss_mb(resource.RUSAGE_SELF),
-                      # the pool workers are reaped when the pool closes, so they count here
-                      "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "status": status,
+                "rss_mb": _rss_mb(resource.RUSAGE_SELF),
+                # the pool workers are reaped when the pool closes, so they count here
+                "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN),
+            }
+        )
+    )
 
 
 # --- standalone ----------------------------------------------------------------------
@@ -219,18 +247,24 @@ def _setup(n: int) -> None:
 
 def main() -> None:
     n = int(os.environ.get("N", "2000"))
-    print(f"{n:,} recipients; PostgreSQL, django-post_office send_many + send_queued_mail "
-          f"--processes {PROCESSES}, loopback Mailgun, anymail.backends.mailgun.EmailBackend")
+    print(
+        f"{n:,} recipients; PostgreSQL, django-post_office send_many + send_queued_mail "
+        f"--processes {PROCESSES}, loopback Mailgun, anymail.backends.mailgun.EmailBackend"
+    )
     _setup(n)
     with mailgun_server() as provider:
         result = post_office_run(_db_url(DB), provider.url, provider, n)
     rate = n / result["seconds"]
-    print(f"post_office: {rate:10,.0f} recipients/s  {1e6 / rate:8.0f} µs/recipient  "
-          f"{result['calls'] * 1000 / n:6.0f} API calls/1,000  peak RSS {result['peak_rss_mb']:.0f} MB  "
-          f"(queue {result['queue_seconds']:.2f} s + deliver {result['deliver_seconds']:.2f} s; "
-          f"{result['wall_seconds']:.2f} s with start-ups)")
-    print(f"peak RSS: queueing {result['queue_rss_mb']:.0f} MB, send_queued_mail {result['deliver_rss_mb']:.0f} MB, "
-          f"its workers {result['worker_rss_mb']:.0f} MB")
+    print(
+        f"post_office: {rate:10,.0f} recipients/s  {1e6 / rate:8.0f} µs/recipient  "
+        f"{result['calls'] * 1000 / n:6.0f} API calls/1,000  peak RSS {result['peak_rss_mb']:.0f} MB  "
+        f"(queue {result['queue_seconds']:.2f} s + deliver {result['deliver_seconds']:.2f} s; "
+        f"{result['wall_seconds']:.2f} s with start-ups)"
+    )
+    print(
+        f"peak RSS: queueing {result['queue_rss_mb']:.0f} MB, send_queued_mail {result['deliver_rss_mb']:.0f} MB, "
+        f"its workers {result['worker_rss_mb']:.0f} MB"
+    )
     print(json.dumps({**result, "recipients_per_s": round(rate)}))
 
 

@@ -61,10 +61,13 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 # The batching Mailgun backend (one API call per send task); BENCH_BACKEND overrides it,
 # e.g. anymail.backends.mailgun.EmailBackend for one call per email.
 BACKEND = os.environ.get("BENCH_BACKEND", "memo_service.backends.mailgun.EmailBackend")
-HTML = "<p>Dear {{ developer.name }},</p><p>API traffic from {{ developer.country_name }} will be blocked from " \
-       "{{ memo.effective_date }}.</p>" + "<p>Details of the restriction and what to do next.</p>" * 40
-TEXT = "Dear {{ developer.name }},\nAPI traffic from {{ developer.country_name }} will be blocked.\n" + "Details.\n" * 40
-
+HTML = (
+    "<p>Dear {{ developer.name }},</p><p>API traffic from {{ developer.country_name }} will be blocked from "
+    "{{ memo.effective_date }}.</p>" + "<p>Details of the restriction and what to do next.</p>" * 40
+)
+TEXT = (
+    "Dear {{ developer.name }},\nAPI traffic from {{ developer.country_name }} will be blocked.\n" + "Details.\n" * 40
+)
 
 
 def db_url(name: str) -> str:
@@ -72,8 +75,9 @@ def db_url(name: str) -> str:
 
 
 def manage(*args: str, env: dict[str, str]) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def setup(env: dict[str, str]) -> None:
@@ -87,7 +91,10 @@ def setup(env: dict[str, str]) -> None:
         for i in range(N):
             f.write(f"b-{i:08d},dev{i}@example.com,Developer {i},CN,en\n")
     manage("import_developers", str(csv_path), env=env)
-    manage("shell", "-c", f"""
+    manage(
+        "shell",
+        "-c",
+        f"""
 from django.contrib.auth.models import User, Group
 from memo_service.memos.models import Memo
 from memo_service.memos.approval import memo_request_approval, memo_approve
@@ -96,7 +103,9 @@ b = User.objects.create_user('bench-approver', 'b@example.com', 'x'); b.groups.a
 m = Memo.objects.create(title='Bench', slug='bench', subject='Access from {{{{ developer.country_name }}}} ends',
     html_body={HTML!r}, text_body={TEXT!r}, effective_date='2027-07-09', include_countries=['CN'], author=a)
 memo_request_approval(memo=m, by=a); memo_approve(memo=m, by=b)
-""", env=env)
+""",
+        env=env,
+    )
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -115,12 +124,30 @@ def children(pid: int) -> list[int]:
 
 
 def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[str, float]:
-    worker_env = {**env, "EMAIL_BACKEND": BACKEND,
-                  "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider_url}
+    worker_env = {
+        **env,
+        "EMAIL_BACKEND": BACKEND,
+        "ANYMAIL_MAILGUN_API_KEY": API_KEY,
+        "ANYMAIL_MAILGUN_API_URL": provider_url,
+    }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "memo_service", "worker", f"--concurrency={WORKERS}",
-         "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=WARNING"],
-        cwd=ROOT, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "memo_service",
+            "worker",
+            f"--concurrency={WORKERS}",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=WARNING",
+        ],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(4)  # the worker starts before the clock does
     requests_before = provider.requests  # type: ignore[attr-defined]
@@ -136,17 +163,21 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[s
             # would take a good part of a core from the run it measures.
             pending = conn.execute(
                 "SELECT count(*) FROM memos_delivery WHERE memo_id = (SELECT id FROM memos_memo WHERE slug = 'bench')"
-                " AND status IN ('queued', 'sending')").fetchone()[0]
+                " AND status IN ('queued', 'sending')"
+            ).fetchone()[0]
             if pending == 0:
                 break
             time.sleep(0.5)
     elapsed = time.perf_counter() - start
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)
-    return {"seconds": elapsed, "dispatch_seconds": dispatched,
-            "calls": provider.requests - requests_before,  # type: ignore[attr-defined]
-            "messages": len(provider.accepted),  # type: ignore[attr-defined]
-            "peak_rss_mb": max(peaks.values() or [0.0])}
+    return {
+        "seconds": elapsed,
+        "dispatch_seconds": dispatched,
+        "calls": provider.requests - requests_before,  # type: ignore[attr-defined]
+        "messages": len(provider.accepted),  # type: ignore[attr-defined]
+        "peak_rss_mb": max(peaks.values() or [0.0]),
+    }
 
 
 def floor(provider_url: str) -> dict[str, float]:
@@ -169,20 +200,38 @@ def floor(provider_url: str) -> dict[str, float]:
             for dev_id, email, name, country in rows:
                 token = hmac.new(key, f"1:{dev_id}".encode(), hashlib.sha256).hexdigest()
                 ctx = {"developer": {"name": name, "country_name": country}, "memo": {"effective_date": "2027-07-09"}}
-                variables[email] = {"subject": f"Access from {country} ends", "html": html.render(ctx),
-                                    "text": text.render(ctx) + f"\nhttps://example.com/ack/{token}/"}
+                variables[email] = {
+                    "subject": f"Access from {country} ends",
+                    "html": html.render(ctx),
+                    "text": text.render(ctx) + f"\nhttps://example.com/ack/{token}/",
+                }
                 to.append(f"{name} <{email}>")
-            body = urllib.parse.urlencode({
-                "from": "notices@example.com", "to": to, "subject": "%recipient.subject%",
-                "text": "%recipient.text%", "html": "%recipient.html%", "recipient-variables": json.dumps(variables),
-            }, doseq=True)
-            conn.request("POST", f"{url.path}/example.com/messages", body,
-                         {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
+            body = urllib.parse.urlencode(
+                {
+                    "from": "notices@example.com",
+                    "to": to,
+                    "subject": "%recipient.subject%",
+                    "text": "%recipient.text%",
+                    "html": "%recipient.html%",
+                    "recipient-variables": json.dumps(variables),
+                },
+                doseq=True,
+            )
+            conn.request(
+                "POST",
+                f"{url.path}/example.com/messages",
+                body,
+                {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"},
+            )
             conn.getresponse().read()
             calls += 1
             sent += len(rows)
-    return {"seconds": time.perf_counter() - start, "calls": calls, "messages": sent,
-            "peak_rss_mb": peak_rss_mb(os.getpid())}
+    return {
+        "seconds": time.perf_counter() - start,
+        "calls": calls,
+        "messages": sent,
+        "peak_rss_mb": peak_rss_mb(os.getpid()),
+    }
 
 
 def rates(run: dict[str, float], n: int) -> tuple[float, float, float]:
@@ -192,8 +241,13 @@ def rates(run: dict[str, float], n: int) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    env = {**os.environ, "DATABASE_URL": db_url(DB), "CELERY_BROKER_URL": BROKER, **PRODUCTION,
-           "VAR_DIR": "/tmp/memo-bench-var"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url(DB),
+        "CELERY_BROKER_URL": BROKER,
+        **PRODUCTION,
+        "VAR_DIR": "/tmp/memo-bench-var",
+    }
     print(f"{N:,} recipients; PostgreSQL, Redis, {WORKERS} worker processes, loopback Mailgun, {BACKEND}")
     setup(env)
     with mailgun_server() as provider:
@@ -208,20 +262,34 @@ def main() -> None:
     rate, us, calls = rates(ours, N)
     floor_rate, floor_us, floor_calls = rates(base, N)
     po_rate, po_us, po_calls = rates(post_office, POST_OFFICE_N)
-    print(f"pipeline:    {rate:10,.0f} recipients/s {us:8.0f} µs/recipient {calls:6.0f} API calls/1,000  "
-          f"{ours['seconds']:7.1f} s  worker peak RSS {ours['peak_rss_mb']:.0f} MB  "
-          f"(send_memo returned after {ours['dispatch_seconds']:.1f} s)")
-    print(f"floor:       {floor_rate:10,.0f} recipients/s {floor_us:8.0f} µs/recipient {floor_calls:6.0f} API calls/1,000  "
-          f"{base['seconds']:7.1f} s  peak RSS {base['peak_rss_mb']:.0f} MB")
-    print(f"post_office: {po_rate:10,.0f} recipients/s {po_us:8.0f} µs/recipient {po_calls:6.0f} API calls/1,000  "
-          f"{post_office['seconds']:7.1f} s for {POST_OFFICE_N:,}  peak RSS {post_office['peak_rss_mb']:.0f} MB")
+    print(
+        f"pipeline:    {rate:10,.0f} recipients/s {us:8.0f} µs/recipient {calls:6.0f} API calls/1,000  "
+        f"{ours['seconds']:7.1f} s  worker peak RSS {ours['peak_rss_mb']:.0f} MB  "
+        f"(send_memo returned after {ours['dispatch_seconds']:.1f} s)"
+    )
+    print(
+        f"floor:       {floor_rate:10,.0f} recipients/s {floor_us:8.0f} µs/recipient {floor_calls:6.0f} API calls/1,000  "
+        f"{base['seconds']:7.1f} s  peak RSS {base['peak_rss_mb']:.0f} MB"
+    )
+    print(
+        f"post_office: {po_rate:10,.0f} recipients/s {po_us:8.0f} µs/recipient {po_calls:6.0f} API calls/1,000  "
+        f"{post_office['seconds']:7.1f} s for {POST_OFFICE_N:,}  peak RSS {post_office['peak_rss_mb']:.0f} MB"
+    )
     print(f"ratio to the floor: {rate / floor_rate:.2f}   to django-post_office: {rate / po_rate:.1f}")
-    print(json.dumps({
-        "recipients": N, "seconds": round(ours["seconds"], 1), "recipients_per_s": round(rate),
-        "us_per_recipient": round(us), "floor_ratio": round(rate / floor_rate, 3),
-        "post_office_ratio": round(rate / po_rate, 1), "api_calls_per_1000": round(calls, 1),
-        "peak_rss_mb": round(ours["peak_rss_mb"], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "recipients": N,
+                "seconds": round(ours["seconds"], 1),
+                "recipients_per_s": round(rate),
+                "us_per_recipient": round(us),
+                "floor_ratio": round(rate / floor_rate, 3),
+                "post_office_ratio": round(rate / po_rate, 1),
+                "api_calls_per_1000": round(calls, 1),
+                "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

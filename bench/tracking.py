@@ -58,9 +58,16 @@ def db_url(name: str) -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
-ENV = {**os.environ, **PRODUCTION, "DATABASE_URL": db_url(DB), "CELERY_BROKER_URL": BROKER,
-       "VAR_DIR": "/tmp/memo-bench-tracking-var", "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY,
-       "ANYMAIL_WEBHOOK_SECRET": WEBHOOK_SECRET, "DJANGO_SETTINGS_MODULE": "bench.tracking_settings"}
+ENV = {
+    **os.environ,
+    **PRODUCTION,
+    "DATABASE_URL": db_url(DB),
+    "CELERY_BROKER_URL": BROKER,
+    "VAR_DIR": "/tmp/memo-bench-tracking-var",
+    "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY": SIGNING_KEY,
+    "ANYMAIL_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "DJANGO_SETTINGS_MODULE": "bench.tracking_settings",
+}
 AUTH = "Basic " + __import__("base64").b64encode(WEBHOOK_SECRET.encode()).decode()
 
 
@@ -85,18 +92,41 @@ def setup() -> tuple[int, list[int]]:
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE bench_floor_event (id bigserial PRIMARY KEY, event_id text UNIQUE, body jsonb)")
     Developer.objects.bulk_create(
-        (Developer(external_id=f"t-{i:08d}", email=f"dev{i}@example.com", name=f"Developer {i}", country="CN")
-         for i in range(N)), batch_size=5000)
-    memo = Memo.objects.create(title="Bench", slug="bench-tracking", subject="s", html_body="h", text_body="t",
-                               status="sent", content_hash="c" * 64)
+        (
+            Developer(external_id=f"t-{i:08d}", email=f"dev{i}@example.com", name=f"Developer {i}", country="CN")
+            for i in range(N)
+        ),
+        batch_size=5000,
+    )
+    memo = Memo.objects.create(
+        title="Bench",
+        slug="bench-tracking",
+        subject="s",
+        html_body="h",
+        text_body="t",
+        status="sent",
+        content_hash="c" * 64,
+    )
     developers = list(Developer.objects.order_by("id").values_list("id", flat=True))
     now = timezone.now()
     Delivery.objects.bulk_create(
-        (Delivery(memo=memo, developer_id=d, status="sent", country="CN", language="en", sent_at=now,
-                  provider_message_id=f"<{d}.bench@example.com>") for d in developers), batch_size=5000)
+        (
+            Delivery(
+                memo=memo,
+                developer_id=d,
+                status="sent",
+                country="CN",
+                language="en",
+                sent_at=now,
+                provider_message_id=f"<{d}.bench@example.com>",
+            )
+            for d in developers
+        ),
+        batch_size=5000,
+    )
     ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
     for start in range(0, len(ids), 1000):  # as the send tasks record them, a call at a time
-        evidence_record_deliveries(sent=[(i, {}, "0" * 64) for i in ids[start:start + 1000]])
+        evidence_record_deliveries(sent=[(i, {}, "0" * 64) for i in ids[start : start + 1000]])
     started = time.perf_counter()
     evidence_seal(memo_id=memo.pk)
     seconds = time.perf_counter() - started
@@ -115,13 +145,19 @@ def event_body(delivery_id: int, message_id: str) -> bytes:
     token = uuid.uuid4().hex
     timestamp = str(int(time.time()))
     signature = hmac.new(SIGNING_KEY.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
-    return json.dumps({
-        "signature": {"timestamp": timestamp, "token": token, "signature": signature},
-        "event-data": {"event": "delivered", "id": uuid.uuid4().hex[:22], "timestamp": time.time(),
-                       "recipient": f"dev{delivery_id}@example.com",
-                       "message": {"headers": {"message-id": message_id}},
-                       "user-variables": {"delivery_id": str(delivery_id)}},
-    }).encode()
+    return json.dumps(
+        {
+            "signature": {"timestamp": timestamp, "token": token, "signature": signature},
+            "event-data": {
+                "event": "delivered",
+                "id": uuid.uuid4().hex[:22],
+                "timestamp": time.time(),
+                "recipient": f"dev{delivery_id}@example.com",
+                "message": {"headers": {"message-id": message_id}},
+                "user-variables": {"delivery_id": str(delivery_id)},
+            },
+        }
+    ).encode()
 
 
 def post_all(port: int, path: str, jobs: list[int], threads: int, out: multiprocessing.Queue) -> None:
@@ -200,7 +236,9 @@ def flood(port: int, path: str, ids: list[int], ack_paths: list[str] | None = No
     acks_out: multiprocessing.Queue = multiprocessing.Queue()
     stop = multiprocessing.Event()
     shares = [ids[n::EVENT_PROCESSES] for n in range(EVENT_PROCESSES)]
-    processes = [multiprocessing.Process(target=post_all, args=(port, path, share, EVENT_THREADS, out)) for share in shares]
+    processes = [
+        multiprocessing.Process(target=post_all, args=(port, path, share, EVENT_THREADS, out)) for share in shares
+    ]
     acker = multiprocessing.Process(target=ack_all, args=(port, ack_paths, stop, acks_out)) if ack_paths else None
     start = time.perf_counter()
     for p in processes:
@@ -231,8 +269,10 @@ def pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
-    print(f"{N:,} delivered events for one memo; gunicorn --workers 4, PostgreSQL, Redis, "
-          f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging")
+    print(
+        f"{N:,} delivered events for one memo; gunicorn --workers 4, PostgreSQL, Redis, "
+        f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging"
+    )
     memo_id, developers = setup()
     from memo_service.memos.acks import ack_token
 
@@ -240,14 +280,46 @@ def main() -> None:
     from memo_service.memos.models import Delivery
 
     ids = list(Delivery.objects.filter(memo_id=memo_id).order_by("id").values_list("id", flat=True))
-    subprocess.run([sys.executable, "-m", "celery", "-A", "memo_service", "purge", "-f"], cwd=ROOT, env=ENV, check=False,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "memo_service", "purge", "-f"],
+        cwd=ROOT,
+        env=ENV,
+        check=False,
+        capture_output=True,
+    )
     port = free_port()
-    web = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "memo_service.wsgi", "--bind", f"127.0.0.1:{port}",
-                            "--workers", "4", "--log-level", "warning"], cwd=ROOT, env=ENV)
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2",
-                               "--without-gossip", "--without-mingle", "--loglevel=WARNING"],
-                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "memo_service.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "4",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=ENV,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "memo_service",
+            "worker",
+            "--concurrency=2",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=WARNING",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -261,46 +333,75 @@ def main() -> None:
         flood_end = time.perf_counter()
         with psycopg.connect(db_url(DB)) as conn:
             while True:
-                pending = conn.execute("SELECT count(*) FROM memos_evidencerecord WHERE memo_id = %s AND seq IS NULL",
-                                       [memo_id]).fetchone()[0]
+                pending = conn.execute(
+                    "SELECT count(*) FROM memos_evidencerecord WHERE memo_id = %s AND seq IS NULL", [memo_id]
+                ).fetchone()[0]
                 if pending == 0 or time.perf_counter() - flood_end > SEAL_TIMEOUT_S:
                     break
                 time.sleep(0.2)
             seal_lag = time.perf_counter() - flood_end
             stored = conn.execute("SELECT count(*) FROM memos_deliveryevent").fetchone()[0]
-            records = conn.execute("SELECT count(*) FROM memos_evidencerecord WHERE memo_id = %s", [memo_id]).fetchone()[0]
-            checkpoints = conn.execute("SELECT count(*) FROM memos_evidencecheckpoint WHERE memo_id = %s",
-                                       [memo_id]).fetchone()[0]
+            records = conn.execute(
+                "SELECT count(*) FROM memos_evidencerecord WHERE memo_id = %s", [memo_id]
+            ).fetchone()[0]
+            checkpoints = conn.execute(
+                "SELECT count(*) FROM memos_evidencecheckpoint WHERE memo_id = %s", [memo_id]
+            ).fetchone()[0]
     finally:
         web.send_signal(signal.SIGTERM)
         worker.send_signal(signal.SIGTERM)
         web.wait(timeout=30)
         worker.wait(timeout=60)
-    check = subprocess.run([sys.executable, "manage.py", "verify_evidence", "bench-tracking", "--no-seal"],
-                           cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        [sys.executable, "manage.py", "verify_evidence", "bench-tracking", "--no-seal"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     verified = check.returncode == 0 and "chain intact" in check.stdout
     ok = ours["statuses"].get(200, 0)  # type: ignore[union-attr]
     floor_ok = base["statuses"].get(200, 0)  # type: ignore[union-attr]
     rate, floor_rate = ok / ours["seconds"], floor_ok / base["seconds"]  # type: ignore[operator]
     lat, ack_lat = ours["latencies"], ours["ack_latencies"]
     acks = ours["ack_statuses"]
-    print(f"floor:    {floor_rate:8,.0f} events/s  p50 {pct(base['latencies'], .5):6.1f} ms  "  # type: ignore[arg-type]
-          f"p99 {pct(base['latencies'], .99):6.1f} ms  statuses {base['statuses']}")  # type: ignore[arg-type]
-    print(f"tracking: {rate:8,.0f} events/s  p50 {pct(lat, .5):6.1f} ms  p99 {pct(lat, .99):6.1f} ms  "  # type: ignore[arg-type]
-          f"statuses {ours['statuses']}")
-    print(f"acknowledgements during the flood: {sum(acks.values())} (statuses {acks}), "  # type: ignore[union-attr]
-          f"p50 {pct(ack_lat, .5):6.1f} ms  p99 {pct(ack_lat, .99):6.1f} ms")  # type: ignore[arg-type]
+    print(
+        f"floor:    {floor_rate:8,.0f} events/s  p50 {pct(base['latencies'], 0.5):6.1f} ms  "  # type: ignore[arg-type]
+        f"p99 {pct(base['latencies'], 0.99):6.1f} ms  statuses {base['statuses']}"
+    )  # type: ignore[arg-type]
+    print(
+        f"tracking: {rate:8,.0f} events/s  p50 {pct(lat, 0.5):6.1f} ms  p99 {pct(lat, 0.99):6.1f} ms  "  # type: ignore[arg-type]
+        f"statuses {ours['statuses']}"
+    )
+    print(
+        f"acknowledgements during the flood: {sum(acks.values())} (statuses {acks}), "  # type: ignore[union-attr]
+        f"p50 {pct(ack_lat, 0.5):6.1f} ms  p99 {pct(ack_lat, 0.99):6.1f} ms"
+    )  # type: ignore[arg-type]
     print(f"ratio to the floor: {rate / floor_rate:.2f}")
-    print(f"after the flood: {ok:,} events answered 200, {stored:,} stored; every record chained "
-          f"{seal_lag:.1f} s after the last event ({records:,} records, {checkpoints:,} checkpoints)")
+    print(
+        f"after the flood: {ok:,} events answered 200, {stored:,} stored; every record chained "
+        f"{seal_lag:.1f} s after the last event ({records:,} records, {checkpoints:,} checkpoints)"
+    )
     print(f"verify_evidence: {(check.stdout or check.stderr).strip()}")
-    print(json.dumps({
-        "events": N, "events_per_s": round(rate), "floor_events_per_s": round(floor_rate),
-        "floor_ratio": round(rate / floor_rate, 3), "event_p50_ms": round(pct(lat, .5), 1),  # type: ignore[arg-type]
-        "event_p99_ms": round(pct(lat, .99), 1), "ack_p50_ms": round(pct(ack_lat, .5), 1),  # type: ignore[arg-type]
-        "ack_p99_ms": round(pct(ack_lat, .99), 1), "acks": sum(acks.values()),  # type: ignore[arg-type,union-attr]
-        "lost": max(0, ok - stored), "seal_lag_s": round(seal_lag, 1), "verified": verified,
-    }))
+    print(
+        json.dumps(
+            {
+                "events": N,
+                "events_per_s": round(rate),
+                "floor_events_per_s": round(floor_rate),
+                "floor_ratio": round(rate / floor_rate, 3),
+                "event_p50_ms": round(pct(lat, 0.5), 1),  # type: ignore[arg-type]
+                "event_p99_ms": round(pct(lat, 0.99), 1),
+                "ack_p50_ms": round(pct(ack_lat, 0.5), 1),  # type: ignore[arg-type]
+                "ack_p99_ms": round(pct(ack_lat, 0.99), 1),
+                "acks": sum(acks.values()),  # type: ignore[arg-type,union-attr]
+                "lost": max(0, ok - stored),
+                "seal_lag_s": round(seal_lag, 1),
+                "verified": verified,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def floor(request: HttpRequest) -> HttpResponse:
     if not hmac.compare_digest(expected, signature["signature"]):
         return HttpResponse(status=400)
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {TABLE} (event_id, body) VALUES (%s, %s)", [data["event-data"]["id"], request.body.decode()])
+        cursor.execute(
+            f"INSERT INTO {TABLE} (event_id, body) VALUES (%s, %s)", [data["event-data"]["id"], request.body.decode()]
+        )
     return HttpResponse()
 
 

@@ -12,8 +12,7 @@ def webhook_secret_check(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
         return []
     return [
         Error(
-            "ANYMAIL_WEBHOOK_SECRET is not set: anyone could post bounces and complaints "
-            "to /anymail/<esp>/tracking/.",
+            "ANYMAIL_WEBHOOK_SECRET is not set: anyone could post bounces and complaints to /anymail/<esp>/tracking/.",
             hint="Set it to 'user:long-random-password' and put the same in the provider's webhook URL.",
             id="memo_service.E001",
         )

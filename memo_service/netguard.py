@@ -43,8 +43,11 @@ def _address_refusal(address: str) -> str:
     if ip.is_global and not ip.is_multicast:
         return ""
     kind = next(
-        (name for name in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved")
-         if getattr(ip, f"is_{name}")),
+        (
+            name
+            for name in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved")
+            if getattr(ip, f"is_{name}")
+        ),
         "non-public",
     )
     return f"{address} is a {kind.replace('_', '-')} address"

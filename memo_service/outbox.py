@@ -93,7 +93,9 @@ def _headers(name: str) -> dict[str, str]:
 def outbox_list(request: HttpRequest) -> HttpResponse:
     """The outbox as an admin list: newest first, paged, searchable by recipient or subject."""
     outbox = Path(settings.OUTBOX_DIR)
-    names = sorted((p.name for p in outbox.glob("*.eml") if NAME_RE.match(p.name)), reverse=True) if outbox.is_dir() else []
+    names = (
+        sorted((p.name for p in outbox.glob("*.eml") if NAME_RE.match(p.name)), reverse=True) if outbox.is_dir() else []
+    )
     query = request.GET.get("q", "").strip()[:200]
     rows: Sequence[Any] = names
     if query:
@@ -102,10 +104,18 @@ def outbox_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     # "emails", not "messages": that name is the admin's banners (django.contrib.messages).
     emails = [row if query else _headers(row) for row in page.object_list]
-    return render(request, "outbox/list.html", {
-        **admin.site.each_context(request), "title": "Outbox", "emails": emails, "page": page,
-        "total": len(names), "query": query,
-    })
+    return render(
+        request,
+        "outbox/list.html",
+        {
+            **admin.site.each_context(request),
+            "title": "Outbox",
+            "emails": emails,
+            "page": page,
+            "total": len(names),
+            "query": query,
+        },
+    )
 
 
 @senders_only
@@ -130,8 +140,6 @@ def outbox_message(request: HttpRequest, name: str) -> HttpResponse:
 @senders_only
 def outbox_raw(request: HttpRequest, name: str) -> HttpResponse:
     _read(name)  # validates the name
-    response = HttpResponse(
-        (Path(settings.OUTBOX_DIR) / name).read_bytes(), content_type="message/rfc822"
-    )
+    response = HttpResponse((Path(settings.OUTBOX_DIR) / name).read_bytes(), content_type="message/rfc822")
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -15,8 +15,14 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     user = getattr(request, "user", None)
     if not request.path.startswith("/admin/") or user is None or not user.is_staff:
         return defaults.permission_denied(request, exception or PermissionDenied())
-    return TemplateResponse(request, "admin/refused.html", {
-        **admin.site.each_context(request),
-        "title": "Not allowed",
-        "reason": str(exception or "") or "Your roles do not allow this. The README's “Using it” lists what each role may do.",
-    }, status=403)
+    return TemplateResponse(
+        request,
+        "admin/refused.html",
+        {
+            **admin.site.each_context(request),
+            "title": "Not allowed",
+            "reason": str(exception or "")
+            or "Your roles do not allow this. The README's “Using it” lists what each role may do.",
+        },
+        status=403,
+    )

@@ -220,6 +220,8 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="memo_service.outbox.OutboxEmai
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Platform notices <notices@example.com>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 OUTBOX_DIR = VAR_DIR / "outbox"
+
+
 # Every ANYMAIL_<NAME> variable becomes ANYMAIL["<NAME>"] (anymail's own settings:
 # ANYMAIL_WEBHOOK_SECRET, ANYMAIL_MAILGUN_API_KEY, ANYMAIL_MAILGUN_API_URL, ...).
 def _anymail_value(value: str) -> str | bool:
@@ -357,11 +359,19 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "memo_service.logredact.RedactSecrets"}},
     "formatters": {
-        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
-        "django.server": {"class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact_secrets"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_secrets"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {

@@ -81,15 +81,21 @@ def make_memo(**extra: Any) -> Memo:
         title=extra.pop("title", "Regions blocked"),
         slug=extra.pop("slug", "regions-blocked"),
         subject=extra.pop("subject", "Access from {{ developer.country_name }} ends {{ memo.effective_date }}"),
-        html_body=extra.pop("html_body", "<p>Dear {{ developer.name }},</p><p>Traffic from {{ developer.country_name }} will be blocked.</p>"),
-        text_body=extra.pop("text_body", "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} will be blocked."),
+        html_body=extra.pop(
+            "html_body",
+            "<p>Dear {{ developer.name }},</p><p>Traffic from {{ developer.country_name }} will be blocked.</p>",
+        ),
+        text_body=extra.pop(
+            "text_body", "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} will be blocked."
+        ),
         effective_date=dt.date(2027, 7, 9),
         ack_deadline=extra.pop("ack_deadline", timezone.now() + dt.timedelta(days=30)),
         **extra,
     )
     memo.include_regions.add(region)
     MemoTranslation.objects.create(
-        memo=memo, language="zh-hans",
+        memo=memo,
+        language="zh-hans",
         subject="来自{{ developer.country_name }}的访问将被阻止",
         html_body="<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的流量将被阻止。</p>",
         text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。",
@@ -134,7 +140,9 @@ def approve(memo: Memo) -> Memo:
     from memo_service.memos.approval import memo_approve, memo_request_approval
 
     User = get_user_model()
-    author = User.objects.filter(username="composer").first() or User.objects.create_user("composer", "composer@example.com", "pw-composer-1")
+    author = User.objects.filter(username="composer").first() or User.objects.create_user(
+        "composer", "composer@example.com", "pw-composer-1"
+    )
     approver = User.objects.filter(username="approver").first()
     if approver is None:
         approver = User.objects.create_user("approver", "approver@example.com", "pw-approver-1", is_staff=True)
@@ -172,9 +180,23 @@ def worker(tmp_path: Path) -> Iterator[Path]:
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2",
-             "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=INFO"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "memo_service",
+                "worker",
+                "--concurrency=2",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel=INFO",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
         )
     try:
         yield outbox
@@ -197,9 +219,21 @@ def beat(tmp_path: Path) -> Iterator[subprocess.Popen[Any]]:
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "memo_service", "beat", "--loglevel=INFO",
-             "--schedule", str(tmp_path / "celerybeat-schedule")],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "memo_service",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                str(tmp_path / "celerybeat-schedule"),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
         )
     try:
         yield process
@@ -228,8 +262,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.25)
-
-
 
 
 @pytest.fixture(autouse=True)

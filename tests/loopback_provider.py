@@ -94,17 +94,31 @@ def mailgun_events_post(provider: Provider, url: str, auth: str, signing_key: st
     for message in provider.accepted:
         token, timestamp = uuid.uuid4().hex, str(int(time.time()))
         payload = {
-            "signature": {"timestamp": timestamp, "token": token, "signature": hmac.new(
-                signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()},
+            "signature": {
+                "timestamp": timestamp,
+                "token": token,
+                "signature": hmac.new(signing_key.encode(), f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest(),
+            },
             "event-data": {
-                "event": event, "id": uuid.uuid4().hex[:22], "timestamp": time.time(),
+                "event": event,
+                "id": uuid.uuid4().hex[:22],
+                "timestamp": time.time(),
                 "recipient": message.first("to").rsplit("<", 1)[-1].rstrip(">"),
                 "message": {"headers": {"message-id": message.message_id.strip("<>")}},
-                "user-variables": {name[2:]: values[0] for name, values in message.fields.items() if name.startswith("v:")},
+                "user-variables": {
+                    name[2:]: values[0] for name, values in message.fields.items() if name.startswith("v:")
+                },
             },
         }
-        request = urllib.request.Request(url, json.dumps(payload).encode(), method="POST", headers={
-            "Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+        request = urllib.request.Request(
+            url,
+            json.dumps(payload).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
+            },
+        )
         urllib.request.urlopen(request, timeout=10).read()
     return len(provider.accepted)
 
@@ -128,9 +142,12 @@ def _events_page(provider: Provider, base: str, domain: str, query: dict[str, An
     with provider.lock:
         events = list(provider.events)
     items = [
-        e for e in events
-        if e["timestamp"] + provider.events_lag <= now and e["domain"] == domain
-        and begin <= e["timestamp"] <= end and (e["timestamp"], e["seq"]) > after
+        e
+        for e in events
+        if e["timestamp"] + provider.events_lag <= now
+        and e["domain"] == domain
+        and begin <= e["timestamp"] <= end
+        and (e["timestamp"], e["seq"]) > after
         and query.get("event", e["event"]) == e["event"]
         and (not query.get("tags") or query["tags"] in e["tags"])
         and (not query.get("recipient") or query["recipient"] == e["recipient"])
@@ -140,17 +157,19 @@ def _events_page(provider: Provider, base: str, domain: str, query: dict[str, An
     first = base64.urlsafe_b64encode(json.dumps({**query, "after": [0.0, -1]}).encode()).decode()
     return {
         "items": [{k: v for k, v in e.items() if k not in ("domain", "seq")} for e in items],
-        "paging": {"next": f"{base}/v3/{domain}/events/{token}", "first": f"{base}/v3/{domain}/events/{first}",
-                   "previous": f"{base}/v3/{domain}/events/{first}", "last": f"{base}/v3/{domain}/events/{token}"},
+        "paging": {
+            "next": f"{base}/v3/{domain}/events/{token}",
+            "first": f"{base}/v3/{domain}/events/{first}",
+            "previous": f"{base}/v3/{domain}/events/{first}",
+            "last": f"{base}/v3/{domain}/events/{token}",
+        },
     }
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
     if content_type.startswith("application/x-www-form-urlencoded"):
         return urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
-    parsed = email.message_from_bytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP
-    )
+    parsed = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body, policy=email.policy.HTTP)
     fields: dict[str, list[str]] = {}
     for part in parsed.iter_parts():
         name = part.get_param("name", header="content-disposition")
@@ -174,11 +193,16 @@ def _per_recipient(fields: dict[str, list[str]], expand: bool = True) -> list[di
     for to in fields["to"]:
         address = to.rsplit("<", 1)[-1].rstrip(">").strip()
         values = variables.get(address, {})
-        messages.append({
-            **{name: [RECIPIENT_VAR.sub(lambda m: str(values.get(m.group(1), "")), v) for v in vs]  # noqa: B023
-               for name, vs in fields.items() if name != "recipient-variables"},
-            "to": [to],
-        })
+        messages.append(
+            {
+                **{
+                    name: [RECIPIENT_VAR.sub(lambda m: str(values.get(m.group(1), "")), v) for v in vs]  # noqa: B023
+                    for name, vs in fields.items()
+                    if name != "recipient-variables"
+                },
+                "to": [to],
+            }
+        )
     return messages
 
 
@@ -294,13 +318,20 @@ def mailgun_server() -> Iterator[Provider]:
                 provider.accepted += messages
                 if provider.expand:
                     accepted_at = time.time()
-                    provider.events += [{
-                        "event": "accepted", "id": f"{message_id.strip('<>')}-{n}", "timestamp": accepted_at,
-                        "recipient": m.first("to").rsplit("<", 1)[-1].rstrip(">").strip(), "domain": parts[1],
-                        "tags": m.fields.get("o:tag", []), "seq": len(provider.events) + n,
-                        "message": {"headers": {"message-id": message_id.strip("<>")}},
-                        "user-variables": {k[2:]: v[0] for k, v in m.fields.items() if k.startswith("v:")},
-                    } for n, m in enumerate(messages)]
+                    provider.events += [
+                        {
+                            "event": "accepted",
+                            "id": f"{message_id.strip('<>')}-{n}",
+                            "timestamp": accepted_at,
+                            "recipient": m.first("to").rsplit("<", 1)[-1].rstrip(">").strip(),
+                            "domain": parts[1],
+                            "tags": m.fields.get("o:tag", []),
+                            "seq": len(provider.events) + n,
+                            "message": {"headers": {"message-id": message_id.strip("<>")}},
+                            "user-variables": {k[2:]: v[0] for k, v in m.fields.items() if k.startswith("v:")},
+                        }
+                        for n, m in enumerate(messages)
+                    ]
             self._hold(provider)
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
 

@@ -27,7 +27,10 @@ def sent(memo, developers):
     """The memo as sent to the CN developer five minutes ago."""
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
     Delivery.objects.create(
-        memo=memo, developer=developers["cn"], status="sent", country="CN",
+        memo=memo,
+        developer=developers["cn"],
+        status="sent",
+        country="CN",
         sent_at=timezone.now() - dt.timedelta(minutes=5),
     )
     memo.refresh_from_db()
@@ -67,8 +70,9 @@ def test_the_page_without_the_cookie_asks_to_open_the_email_link_again(sent):
 def test_pressing_acknowledge_records_the_evidence_once(client, sent):
     memo, developer = sent
     client.get(link(memo, developer))
-    response = client.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE,
-                           REMOTE_ADDR="203.0.113.7", follow=True)
+    response = client.post(
+        page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE, REMOTE_ADDR="203.0.113.7", follow=True
+    )
     ack = Acknowledgement.objects.get()
     assert (ack.memo, ack.developer, ack.response) == (memo, developer, "acknowledged")
     assert ack.content_hash == "c" * 64
@@ -104,12 +108,15 @@ def test_the_memo_page_may_run_only_our_own_script(client, sent):
     assert "default-src 'none'" in csp and "script-src 'self'" in csp
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # signature changed
-    lambda t: t[: len(t) // 2],  # cut off
-    lambda t: "WzEsMl0" + t[t.index(":"):],  # payload swapped for another pair
-    lambda t: "not-a-token",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"),  # signature changed
+        lambda t: t[: len(t) // 2],  # cut off
+        lambda t: "WzEsMl0" + t[t.index(":") :],  # payload swapped for another pair
+        lambda t: "not-a-token",
+    ],
+)
 def test_a_tampered_link_gets_a_clear_page_and_writes_nothing(client, sent, mangle):
     memo, developer = sent
     token = ack_token(memo.pk, developer.pk)
@@ -144,9 +151,7 @@ def test_a_token_for_a_memo_the_developer_never_got_is_refused(client, sent, dev
 
 def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, settings):
     memo, developer = sent
-    Memo.objects.filter(pk=memo.pk).update(
-        ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1)
-    )
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1))
     response = client.post(link(memo, developer), {"response": "acknowledged"})
     assert response.status_code == 410 and "expired" in response.content.decode()
     assert not Acknowledgement.objects.exists()
@@ -178,7 +183,9 @@ def test_links_in_emails_already_sent_keep_working_and_new_ones_are_signed_the_s
     assert ack_token(memo.pk, developer.pk) == django_token
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "another-secret-key-after-rotation-0123456789abcdef"
-    assert ack_token(memo.pk, developer.pk) == signing.TimestampSigner(salt=ACK_SALT).sign_object([memo.pk, developer.pk])
+    assert ack_token(memo.pk, developer.pk) == signing.TimestampSigner(salt=ACK_SALT).sign_object(
+        [memo.pk, developer.pk]
+    )
     response = client.get(f"/ack/{django_token}/")
     assert response.status_code == 303 and response["Location"] == page(memo)
 
@@ -193,18 +200,25 @@ def test_links_signed_before_a_key_rotation_still_work(client, sent, settings):
     assert client.get(url).status_code == 400
 
 
-@pytest.mark.parametrize("proxies, forwarded, expected", [
-    (0, "198.51.100.1", "203.0.113.9"),
-    (1, "198.51.100.1", "198.51.100.1"),
-    (1, "10.9.9.9, 198.51.100.1", "198.51.100.1"),
-    (2, "198.51.100.7, 10.0.0.1", "198.51.100.7"),
-    (1, "not-an-ip", None),
-])
+@pytest.mark.parametrize(
+    "proxies, forwarded, expected",
+    [
+        (0, "198.51.100.1", "203.0.113.9"),
+        (1, "198.51.100.1", "198.51.100.1"),
+        (1, "10.9.9.9, 198.51.100.1", "198.51.100.1"),
+        (2, "198.51.100.7, 10.0.0.1", "198.51.100.7"),
+        (1, "not-an-ip", None),
+    ],
+)
 def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, settings, proxies, forwarded, expected):
     memo, developer = sent
     settings.TRUSTED_PROXY_COUNT = proxies
-    client.post(link(memo, developer), {"response": "acknowledged", **HUMAN},
-                REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR=forwarded)
+    client.post(
+        link(memo, developer),
+        {"response": "acknowledged", **HUMAN},
+        REMOTE_ADDR="203.0.113.9",
+        HTTP_X_FORWARDED_FOR=forwarded,
+    )
     assert Acknowledgement.objects.get().ip_address == expected
 
 

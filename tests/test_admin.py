@@ -13,14 +13,20 @@ pytestmark = pytest.mark.django_db
 
 def memo_form(**overrides):
     data = {
-        "title": "Blocked regions", "slug": "blocked-regions",
+        "title": "Blocked regions",
+        "slug": "blocked-regions",
         "subject": "Notice for {{ developer.name }}",
         "html_body": "<p>Hello {{ developer.name }}</p>",
         "text_body": "Hello {{ developer.name }}",
-        "effective_date": "2027-07-09", "ack_deadline_0": "2027-06-30", "ack_deadline_1": "23:59:00",
-        "include_countries": ["CN"], "active_only": "on",
-        "translations-TOTAL_FORMS": "0", "translations-INITIAL_FORMS": "0",
-        "translations-MIN_NUM_FORMS": "0", "translations-MAX_NUM_FORMS": "1000",
+        "effective_date": "2027-07-09",
+        "ack_deadline_0": "2027-06-30",
+        "ack_deadline_1": "23:59:00",
+        "include_countries": ["CN"],
+        "active_only": "on",
+        "translations-TOTAL_FORMS": "0",
+        "translations-INITIAL_FORMS": "0",
+        "translations-MIN_NUM_FORMS": "0",
+        "translations-MAX_NUM_FORMS": "1000",
     }
     data.update(overrides)
     return data
@@ -48,11 +54,15 @@ def test_a_template_error_is_shown_on_its_field_with_the_line(admin_client):
 def test_a_broken_translation_is_a_form_error_too(admin_client):
     response = admin_client.post(
         reverse("admin:memos_memo_add"),
-        memo_form(**{
-            "translations-TOTAL_FORMS": "1", "translations-0-language": "zh-hans",
-            "translations-0-subject": "{{ developer.name", "translations-0-html_body": "<p>好</p>",
-            "translations-0-text_body": "好",
-        }),
+        memo_form(
+            **{
+                "translations-TOTAL_FORMS": "1",
+                "translations-0-language": "zh-hans",
+                "translations-0-subject": "{{ developer.name",
+                "translations-0-html_body": "<p>好</p>",
+                "translations-0-text_body": "好",
+            }
+        ),
     )
     assert response.status_code == 200
     assert "syntax error" in str(response.context["inline_admin_formsets"][0].formset.errors)
@@ -83,9 +93,7 @@ def test_the_send_button_confirms_then_queues_every_developer_in_the_audience(
     assert "being queued" in response.content.decode()
     memo.refresh_from_db()
     assert memo.status == "sent" and len(memo.content_hash) == 64
-    assert set(Delivery.objects.values_list("developer__external_id", "status")) == {
-        ("cn-1", "sent"), ("ru-1", "sent")
-    }
+    assert set(Delivery.objects.values_list("developer__external_id", "status")) == {("cn-1", "sent"), ("ru-1", "sent")}
     assert AuditEvent.objects.filter(action="memo.sent", object_id=str(memo.pk)).exists()
 
 
@@ -153,9 +161,11 @@ def test_a_new_memo_counts_its_audience_before_its_first_save(admin_client, memo
 def test_why_a_developer_is_or_is_not_included_in_one_line(admin_client, memo, developers):
     url = reverse("admin:memos_memo_explain", args=[memo.pk])
     assert admin_client.get(url, {"developer": "cn-1"}).json()["explanation"] == (
-        "cn-1 is included: CN is in region Unsupported regions; active")
+        "cn-1 is included: CN is in region Unsupported regions; active"
+    )
     assert admin_client.get(url, {"developer": "us-1"}).json()["explanation"] == (
-        "us-1 is not included: US is in no included country or region")
+        "us-1 is not included: US is in no included country or region"
+    )
     assert "No developer" in admin_client.get(url, {"developer": "ghost"}).json()["explanation"]
 
 
@@ -167,7 +177,8 @@ def test_attribute_filters_and_active_since_narrow_the_audience(admin_client, me
     memo.save()
     url = reverse("admin:memos_memo_explain", args=[memo.pk])
     assert admin_client.get(url, {"developer": "ru-1"}).json()["explanation"] == (
-        "ru-1 is not included: attribute plan is not 'pro'")
+        "ru-1 is not included: attribute plan is not 'pro'"
+    )
     assert admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk])).json()["total"] == 1
 
 
@@ -204,8 +215,10 @@ def test_an_attribute_named_like_a_lookup_is_still_an_attribute(admin_client, me
     memo.attribute_filters = {"isnull": "yes"}
     memo.save()
     assert admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk])).json()["total"] == 1
-    live = admin_client.get(reverse("admin:memos_memo_audience", args=[memo.pk]),
-                            {"rules": "1", "include_countries": ["CN", "RU"], "attribute_filters": '{"contains": "x"}'})
+    live = admin_client.get(
+        reverse("admin:memos_memo_audience", args=[memo.pk]),
+        {"rules": "1", "include_countries": ["CN", "RU"], "attribute_filters": '{"contains": "x"}'},
+    )
     assert live.status_code == 200 and live.json()["total"] == 0
 
 
@@ -223,5 +236,10 @@ def test_the_audit_log_names_and_links_its_objects_and_filters_by_memo(admin_cli
     mine = admin_client.get(url, {"memo": memo.pk}).content.decode()
     rows = mine.split('id="result_list"')[1].split("</table>")[0]
     assert "Regions blocked" in rows and "Another memo" not in rows and "developer.country_changed" in rows
-    found = admin_client.get(url, {"q": "country_changed"}).content.decode().split('id="result_list"')[1].split("</table>")[0]
+    found = (
+        admin_client.get(url, {"q": "country_changed"})
+        .content.decode()
+        .split('id="result_list"')[1]
+        .split("</table>")[0]
+    )
     assert "developer.country_changed" in found and "memo.approved" not in found

@@ -10,7 +10,9 @@ from memo_service.memos.models import Delivery
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("url", ["/admin/memos/delivery/", "/admin/developers/developer/", "/admin/memos/deliveryevent/"])
+@pytest.mark.parametrize(
+    "url", ["/admin/memos/delivery/", "/admin/developers/developer/", "/admin/memos/deliveryevent/"]
+)
 def test_a_changelist_counts_at_most_the_cap(admin_client, memo, developers, url, monkeypatch):
     monkeypatch.setattr(admin_paging, "COUNT_CAP", 2)
     for developer in developers.values():
@@ -25,5 +27,9 @@ def test_the_delivery_list_does_not_load_long_text(admin_client, memo, developer
     Delivery.objects.create(memo=memo, developer=developers["cn"], status="failed", last_error="E" * 5000)
     with CaptureQueriesContext(connection) as queries:
         admin_client.get("/admin/memos/delivery/")
-    listing = [q["sql"] for q in queries if "memos_delivery" in q["sql"] and "html_body" not in q["sql"] and "LIMIT 100" in q["sql"]]
+    listing = [
+        q["sql"]
+        for q in queries
+        if "memos_delivery" in q["sql"] and "html_body" not in q["sql"] and "LIMIT 100" in q["sql"]
+    ]
     assert listing and all('"last_error"' not in sql for sql in listing)

@@ -18,8 +18,9 @@ def everything(memo, developers):
     Memo.objects.filter(pk=memo.pk).update(status="sent")
     delivery = Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
     DeliveryEvent.objects.create(provider="Mailgun", event_id="e1", event_type="delivered", delivery=delivery)
-    Acknowledgement.objects.create(memo=memo, developer=developers["ru"], response="disputes_region",
-                                   country_claimed="KZ", content_hash="c")
+    Acknowledgement.objects.create(
+        memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
+    )
     WebhookEndpoint.objects.create(url="https://platform.example/hooks", events=["memo.acknowledged"])
     client = ApiClient(name="sync")
     client.token_rotate()

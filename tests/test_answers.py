@@ -23,8 +23,13 @@ def _fresh_rate_limit():
 def opened(client, memo, developers):
     """The RU developer has the memo's page open, an hour after it was sent."""
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU",
-                            sent_at=timezone.now() - dt.timedelta(hours=1))
+    Delivery.objects.create(
+        memo=memo,
+        developer=developers["ru"],
+        status="delivered",
+        country="RU",
+        sent_at=timezone.now() - dt.timedelta(hours=1),
+    )
     client.get(ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver"))
     return f"/ack/memo/{memo.pk}/"
 
@@ -38,11 +43,16 @@ def test_a_developer_can_say_their_region_is_wrong_and_acknowledge_later(client,
     assert "you told us your region is wrong: you are in Kazakhstan" in shown.content.decode()
     assert 'value="acknowledged"' in shown.content.decode()  # they can still acknowledge
     dispute = Acknowledgement.objects.get()
-    assert (dispute.response, dispute.country_claimed.code, dispute.comment) == ("disputes_region", "KZ", "We moved to Almaty")
+    assert (dispute.response, dispute.country_claimed.code, dispute.comment) == (
+        "disputes_region",
+        "KZ",
+        "We moved to Almaty",
+    )
 
     answer(client, opened, response="acknowledged")
     assert list(Acknowledgement.objects.order_by("id").values_list("response", flat=True)) == [
-        "disputes_region", "acknowledged"
+        "disputes_region",
+        "acknowledged",
     ]
     funnel = memo_funnel(memo)
     assert (funnel["acknowledged"], funnel["disputed"]) == (1, 0)
@@ -54,34 +64,48 @@ def test_each_answer_is_recorded_once_and_nothing_after_an_acknowledgement(clien
     answer(client, opened, response="acknowledged")
     answer(client, opened, response="disputes_region", country="KZ")
     assert sorted(Acknowledgement.objects.values_list("response", "comment")) == [
-        ("acknowledged", ""), ("needs_help", "Which regions exactly?")
+        ("acknowledged", ""),
+        ("needs_help", "Which regions exactly?"),
     ]
 
 
-@pytest.mark.parametrize("data, field, message", [
-    ({"response": "disputes_region", "country": ""}, "country", "Choose the country you are in."),
-    ({"response": "disputes_region", "country": "XX"}, "country", "Choose the country you are in."),
-    ({"response": "needs_help", "comment": "   "}, "comment", "Tell us what you need help with."),
-    ({"response": "needs_help", "comment": "x" * 2001}, "comment", "under 2000 characters"),
-    ({"response": "delete_everything"}, "response", "Choose one of the answers."),
-])
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"response": "disputes_region", "country": ""}, "country", "Choose the country you are in."),
+        ({"response": "disputes_region", "country": "XX"}, "country", "Choose the country you are in."),
+        ({"response": "needs_help", "comment": "   "}, "comment", "Tell us what you need help with."),
+        ({"response": "needs_help", "comment": "x" * 2001}, "comment", "under 2000 characters"),
+        ({"response": "delete_everything"}, "response", "Choose one of the answers."),
+    ],
+)
 def test_a_form_filled_in_wrongly_gets_a_clear_error_and_records_nothing(client, opened, data, field, message):
     response = client.post(opened, {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
     assert response.status_code == 400 and message in response.content.decode()
     assert not Acknowledgement.objects.exists()
 
 
-@pytest.mark.parametrize("user_agent, interacted, sent_ago, reason", [
-    ("Mozilla/5.0 (compatible; Microsoft Office SafeLinks)", "1", 3600, "link scanner (safelinks)"),
-    ("python-requests/2.32", "1", 3600, "link scanner (python-requests)"),
-    (PHONE, "0", 3600, "no pointer, touch or key input"),
-    (PHONE, "1", 4, "answered 4 s after the email was sent"),
-    ("", "1", 3600, "no user agent"),
-])
-def test_answers_that_look_automated_are_flagged_with_the_reason(client, memo, developers, user_agent, interacted, sent_ago, reason):
+@pytest.mark.parametrize(
+    "user_agent, interacted, sent_ago, reason",
+    [
+        ("Mozilla/5.0 (compatible; Microsoft Office SafeLinks)", "1", 3600, "link scanner (safelinks)"),
+        ("python-requests/2.32", "1", 3600, "link scanner (python-requests)"),
+        (PHONE, "0", 3600, "no pointer, touch or key input"),
+        (PHONE, "1", 4, "answered 4 s after the email was sent"),
+        ("", "1", 3600, "no user agent"),
+    ],
+)
+def test_answers_that_look_automated_are_flagged_with_the_reason(
+    client, memo, developers, user_agent, interacted, sent_ago, reason
+):
     Memo.objects.filter(pk=memo.pk).update(status="sent")
-    Delivery.objects.create(memo=memo, developer=developers["cn"], status="sent", country="CN",
-                            sent_at=timezone.now() - dt.timedelta(seconds=sent_ago))
+    Delivery.objects.create(
+        memo=memo,
+        developer=developers["cn"],
+        status="sent",
+        country="CN",
+        sent_at=timezone.now() - dt.timedelta(seconds=sent_ago),
+    )
     link = ack_url(memo.pk, developers["cn"].pk).removeprefix("http://testserver")
     client.post(link, {"response": "acknowledged", "interacted": interacted}, HTTP_USER_AGENT=user_agent)
     ack = Acknowledgement.objects.get()
@@ -109,8 +133,13 @@ def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo,
     from django.core.management import call_command
 
     Memo.objects.filter(pk=memo.pk).update(status="sent")
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU",
-                            sent_at=timezone.now() - dt.timedelta(hours=1))
+    Delivery.objects.create(
+        memo=memo,
+        developer=developers["ru"],
+        status="delivered",
+        country="RU",
+        sent_at=timezone.now() - dt.timedelta(hours=1),
+    )
     link = ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver")
     call_command("erase_developer", "ru-1", stdout=io.StringIO())
     assert client.get(link).status_code == 410
@@ -132,21 +161,32 @@ def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_
     Memo.objects.filter(pk=memo.pk).update(status="sent")
     people = [make_developer(f"racer-{n}", "RU") for n in range(8)]
     for developer in people:
-        Delivery.objects.create(memo=memo, developer=developer, status="delivered", country="RU",
-                                sent_at=timezone.now() - dt.timedelta(hours=1))
+        Delivery.objects.create(
+            memo=memo,
+            developer=developer,
+            status="delivered",
+            country="RU",
+            sent_at=timezone.now() - dt.timedelta(hours=1),
+        )
     posts = [
-        (ack_url(memo.pk, developer.pk).replace("http://testserver", live_server.url),
-         {"response": "disputes_region", "country": "KZ"} if n % 2 else {"response": "acknowledged"})
-        for developer in people for n in range(6)
+        (
+            ack_url(memo.pk, developer.pk).replace("http://testserver", live_server.url),
+            {"response": "disputes_region", "country": "KZ"} if n % 2 else {"response": "acknowledged"},
+        )
+        for developer in people
+        for n in range(6)
     ]
 
     def send(post):
         url, data = post
-        return requests.post(url, data={"interacted": "1", **data}, headers={"User-Agent": PHONE},
-                             allow_redirects=False, timeout=30).status_code
+        return requests.post(
+            url, data={"interacted": "1", **data}, headers={"User-Agent": PHONE}, allow_redirects=False, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(12) as pool:
         assert set(pool.map(send, posts)) == {303}
     for developer in people:
-        answers = list(Acknowledgement.objects.filter(developer=developer).order_by("id").values_list("response", flat=True))
+        answers = list(
+            Acknowledgement.objects.filter(developer=developer).order_by("id").values_list("response", flat=True)
+        )
         assert answers in (["acknowledged"], ["disputes_region", "acknowledged"]), (developer.external_id, answers)

@@ -28,13 +28,20 @@ def call(client, method, path, token, body=None):
 
 
 def test_bulk_upsert_applies_good_items_and_reports_bad_ones_by_index(client, token):
-    body = {"developers": [
-        {"external_id": "s-1", "email": "s1@example.com", "country": "CN", "language": "zh-hans", "plan": "x"},
-        {"external_id": "s-2", "email": "nope", "country": "DE"},
-        {"external_id": "s-3", "email": "s3@example.com", "country": "Germany", "attributes": {"tier": 2},
-         "last_active_at": "2026-06-01T12:00:00Z"},
-        {"external_id": "s-1", "email": "dup@example.com", "country": "CN"},
-    ]}
+    body = {
+        "developers": [
+            {"external_id": "s-1", "email": "s1@example.com", "country": "CN", "language": "zh-hans", "plan": "x"},
+            {"external_id": "s-2", "email": "nope", "country": "DE"},
+            {
+                "external_id": "s-3",
+                "email": "s3@example.com",
+                "country": "Germany",
+                "attributes": {"tier": 2},
+                "last_active_at": "2026-06-01T12:00:00Z",
+            },
+            {"external_id": "s-1", "email": "dup@example.com", "country": "CN"},
+        ]
+    }
     response = call(client, "post", "/developers/bulk", token, body)
     assert response.status_code == 200
     result = response.json()
@@ -67,7 +74,11 @@ def test_a_memos_funnel_and_answers_can_be_read(client, token, memo, developers)
     assert (funnel["targeted"], funnel["delivered"], funnel["acknowledged"]) == (1, 1, 1)
     answers = call(client, "get", f"/memos/{memo.pk}/answers", token).json()
     assert answers["items"][0] | {"created_at": None} == {
-        "id": ack.pk, "external_id": "cn-1", "response": "acknowledged", "content_hash": "h" * 64, "created_at": None
+        "id": ack.pk,
+        "external_id": "cn-1",
+        "response": "acknowledged",
+        "content_hash": "h" * 64,
+        "created_at": None,
     }
     assert answers["next_after"] is None
     page = call(client, "get", f"/memos/{memo.pk}/answers?after={ack.pk}", token).json()
@@ -86,7 +97,9 @@ def test_a_disabled_client_is_refused(client, token):
 
 
 def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_cookie(admin_client):
-    response = admin_client.post("/admin/api/apiclient/add/", {"name": "billing", "is_active": "on", "scopes": ["sync"]})
+    response = admin_client.post(
+        "/admin/api/apiclient/add/", {"name": "billing", "is_active": "on", "scopes": ["sync"]}
+    )
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     token = re.search(r"<code>([\w-]{40,})</code>", response.content.decode()).group(1)
     client = ApiClient.objects.get(name="billing")

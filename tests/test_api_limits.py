@@ -13,15 +13,19 @@ pytestmark = pytest.mark.django_db
 
 
 def post_raw(client, token, body: str | bytes):
-    return client.post("/api/v1/developers/bulk", data=body, content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        "/api/v1/developers/bulk", data=body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
 
 
 def test_a_body_over_2_5_mb_is_refused_with_413_and_its_reason(client, token):
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     assert limit == 2_621_440  # Django's default: 2.5 MB
-    body = {"developers": [{"external_id": "big", "email": "big@example.com", "country": "DE",
-                            "attributes": {"padding": "x" * limit}}]}
+    body = {
+        "developers": [
+            {"external_id": "big", "email": "big@example.com", "country": "DE", "attributes": {"padding": "x" * limit}}
+        ]
+    }
     response = call(client, "post", "/developers/bulk", token, body)
     assert response.status_code == 413
     assert f"at most {limit:,} are accepted" in response.json()["detail"]
@@ -37,8 +41,9 @@ def test_nan_or_infinity_in_attributes_is_that_items_error_and_the_batch_still_a
     assert response.status_code == 200
     result = response.json()
     assert result["created"] == 999
-    assert result["errors"] == [{"index": 999, "external_id": "nan-1",
-                                 "error": "attributes contain NaN or Infinity, which JSON does not allow"}]
+    assert result["errors"] == [
+        {"index": 999, "external_id": "nan-1", "error": "attributes contain NaN or Infinity, which JSON does not allow"}
+    ]
     infinity = body.replace("NaN", "-Infinity").replace('"ok-', '"ok2-')
     assert post_raw(client, token, infinity).json()["errors"][0]["error"].startswith("attributes contain NaN")
     assert not Developer.objects.filter(external_id="nan-1").exists()
@@ -46,7 +51,11 @@ def test_nan_or_infinity_in_attributes_is_that_items_error_and_the_batch_still_a
 
 def test_attributes_nested_5000_deep_get_400_with_the_reason(client, token):
     deep = '{"a": ' * 5000 + "1" + "}" * 5000
-    body = '{"developers": [{"external_id": "deep", "email": "d@example.com", "country": "DE", "attributes": ' + deep + "}]}"
+    body = (
+        '{"developers": [{"external_id": "deep", "email": "d@example.com", "country": "DE", "attributes": '
+        + deep
+        + "}]}"
+    )
     response = post_raw(client, token, body)
     assert response.status_code == 400
     assert response.json() == {"detail": "the request body is JSON nested too deeply to read"}

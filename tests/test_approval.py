@@ -29,8 +29,12 @@ def people(django_user_model, memo):
     approver, approver_client = login(django_user_model, "anna", "Approver")
     viewer, viewer_client = login(django_user_model, "victor", "Viewer")
     Memo.objects.filter(pk=memo.pk).update(author=composer)
-    return {"composer": composer_client, "approver": approver_client, "viewer": viewer_client,
-            "users": {"composer": composer, "approver": approver}}
+    return {
+        "composer": composer_client,
+        "approver": approver_client,
+        "viewer": viewer_client,
+        "users": {"composer": composer, "approver": approver},
+    }
 
 
 def post(client, name, memo):
@@ -52,7 +56,9 @@ def test_a_composer_asks_an_approver_approves_and_the_composer_sends(people, mem
     assert memo.approved_rules["countries"]
     assert post(people["composer"], "send", memo).status_code == 200
     assert status(memo) in ("sending", "sent")
-    actions = list(AuditEvent.objects.filter(object_id=str(memo.pk)).order_by("at", "id").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(object_id=str(memo.pk)).order_by("at", "id").values_list("action", flat=True)
+    )
     assert actions == ["memo.approval_requested", "memo.approved", "memo.sent"]
 
 
@@ -94,13 +100,17 @@ def test_editing_an_approved_memo_returns_it_to_draft(people, memo):
         call_command("send_memo", memo.slug)
 
 
-def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(people, memo, eager, django_capture_on_commit_callbacks):
+def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(
+    people, memo, eager, django_capture_on_commit_callbacks
+):
     post(people["composer"], "request_approval", memo)
     post(people["approver"], "approve", memo)
     at = timezone.now() + dt.timedelta(hours=2)
     local = timezone.localtime(at)
-    people["composer"].post(reverse("admin:memos_memo_schedule", args=[memo.pk]),
-                            {"send_at_0": local.strftime("%Y-%m-%d"), "send_at_1": local.strftime("%H:%M:%S")})
+    people["composer"].post(
+        reverse("admin:memos_memo_schedule", args=[memo.pk]),
+        {"send_at_0": local.strftime("%Y-%m-%d"), "send_at_1": local.strftime("%H:%M:%S")},
+    )
     memo.refresh_from_db()
     assert memo.status == "scheduled" and abs((memo.scheduled_at - at).total_seconds()) < 1
     assert dispatch.memos_send_scheduled() == []  # not yet
@@ -190,7 +200,9 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     assert not Delivery.objects.exists()
 
 
-def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_else_edits_it(people, memo, django_user_model):
+def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_else_edits_it(
+    people, memo, django_user_model
+):
     """The last editor is not the only one: everyone who changed the content since the
     last approval is refused."""
     mallory, mallory_client = login(django_user_model, "mallory", "Composer")
@@ -209,17 +221,21 @@ def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_e
     post(mallory_client, "approve", memo)
     assert status(memo) == "approved" and Memo.objects.get(pk=memo.pk).approver == mallory
 
+
 def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_can(people, memo, developers):
     from memo_service.developers.models import Region
     from memo_service.memos.models import Acknowledgement
 
-    response = people["composer"].post(reverse("admin:developers_region_add"), {
-        "name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"})
+    response = people["composer"].post(
+        reverse("admin:developers_region_add"), {"name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"}
+    )
     assert response.status_code == 302 and Region.objects.filter(name="Sanctioned").exists()
-    answer = Acknowledgement.objects.create(memo=memo, developer=developers["ru"], response="disputes_region",
-                                            country_claimed="KZ", content_hash="c")
-    people["composer"].post(reverse("admin:memos_dispute_changelist"),
-                            {"action": "confirm_region", "_selected_action": [answer.pk]})
+    answer = Acknowledgement.objects.create(
+        memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
+    )
+    people["composer"].post(
+        reverse("admin:memos_dispute_changelist"), {"action": "confirm_region", "_selected_action": [answer.pk]}
+    )
     assert answer.__class__.objects.get(pk=answer.pk).resolution.outcome == "confirmed"
     regions = people["viewer"].get(reverse("admin:developers_region_changelist")).content.decode()
     assert "making or changing one takes the Composer role" in regions
@@ -231,9 +247,17 @@ def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_
 def test_a_new_users_staff_status_and_roles_are_set_on_the_add_page(admin_client, django_user_model):
     page = admin_client.get(reverse("admin:auth_user_add")).content.decode()
     assert 'name="is_staff"' in page and 'name="groups"' in page
-    admin_client.post(reverse("admin:auth_user_add"), {
-        "username": "nina", "email": "nina@example.com", "usable_password": "true",
-        "password1": "pw-nina-12345!", "password2": "pw-nina-12345!",
-        "is_staff": "on", "groups": [Group.objects.get(name="Composer").pk]})
+    admin_client.post(
+        reverse("admin:auth_user_add"),
+        {
+            "username": "nina",
+            "email": "nina@example.com",
+            "usable_password": "true",
+            "password1": "pw-nina-12345!",
+            "password2": "pw-nina-12345!",
+            "is_staff": "on",
+            "groups": [Group.objects.get(name="Composer").pk],
+        },
+    )
     nina = django_user_model.objects.get(username="nina")
     assert nina.is_staff and [g.name for g in nina.groups.all()] == ["Composer"] and nina.email == "nina@example.com"

@@ -44,8 +44,14 @@ IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts" / "browser"
 # Flags from the machine notes: without them chromium tries the (closed) network.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
 ]
 
 
@@ -149,8 +155,13 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     page.click("text=Add another Memo translation")
     page.select_option("#id_translations-0-language", "zh-hans")
     page.fill("#id_translations-0-subject", "来自{{ developer.country_name }}的访问将终止")
-    page.fill("#id_translations-0-html_body", "<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的访问将终止。</p>")
-    page.fill("#id_translations-0-text_body", "{{ developer.name }}，您好：来自{{ developer.country_name }}的访问将终止。")
+    page.fill(
+        "#id_translations-0-html_body",
+        "<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的访问将终止。</p>",
+    )
+    page.fill(
+        "#id_translations-0-text_body", "{{ developer.name }}，您好：来自{{ developer.country_name }}的访问将终止。"
+    )
     page.click("input[name=_continue]")
     error = page.locator(".field-html_body .errorlist")
     assert "line 2: developer.nmae is not a variable: did you mean developer.name?" in error.inner_text()
@@ -158,7 +169,9 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     carol.shot("template-error")
 
     # ...fixes it and saves.
-    page.fill("#id_html_body", "<p>Dear {{ developer.name }},</p>\n<p>Access from {{ developer.country_name }} ends.</p>")
+    page.fill(
+        "#id_html_body", "<p>Dear {{ developer.name }},</p>\n<p>Access from {{ developer.country_name }} ends.</p>"
+    )
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
     carol.shot("saved")
@@ -211,7 +224,8 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     cancel = page.locator("#memo-actions li.danger button")
     assert cancel.inner_text().lower() == "cancel the memo"
     assert cancel.evaluate("b => getComputedStyle(b).backgroundColor") != page.locator(
-        "#memo-actions a.sendlink").evaluate("a => getComputedStyle(a).backgroundColor")
+        "#memo-actions a.sendlink"
+    ).evaluate("a => getComputedStyle(a).backgroundColor")
     carol.shot("approved-buttons")
 
     # The composer sends and watches the progress bar.
@@ -231,10 +245,19 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     # The developer opens the link from the outbox, on a phone, and acknowledges.
     link = next(
         re.search(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content()).group(1)
-        for m in sent_emails(worker) if "cn-1@example.com" in str(m["To"])
+        for m in sent_emails(worker)
+        if "cn-1@example.com" in str(m["To"])
     )
-    wang = Person(browser, site, "developer", errors, viewport={"width": 390, "height": 844}, is_mobile=True,
-                  has_touch=True, user_agent=IPHONE)
+    wang = Person(
+        browser,
+        site,
+        "developer",
+        errors,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        user_agent=IPHONE,
+    )
     wang.page.goto(link)
     assert "/ack/memo/" in wang.page.url  # the token left the address bar
     assert "来自中国的访问将终止" in wang.page.inner_text("h1")
@@ -294,7 +317,11 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     victor.login("victor", "pw-victor-123")
     victor.page.goto(f"{site}/admin/memos/memo/{memo.pk}/change/")
     actions = victor.page.inner_text("#memo-actions")
-    assert "DASHBOARD" in actions.upper() and "EVIDENCE CSV" not in actions.upper() and "EVIDENCE JSON" not in actions.upper()
+    assert (
+        "DASHBOARD" in actions.upper()
+        and "EVIDENCE CSV" not in actions.upper()
+        and "EVIDENCE JSON" not in actions.upper()
+    )
     victor.shot("memo-page")
     victor.page.goto(f"{site}/admin/memos/memo/{memo.pk}/preview/")
     assert victor.page.locator("#send-test").count() == 0

@@ -39,7 +39,8 @@ def test_send_memo_snapshots_the_audience_in_pages_and_enqueues_ids_after_commit
     assert all(len(batch) <= 2 and all(isinstance(i, int) for i in batch) for batch in enqueued)
     assert len(callbacks) == len(enqueued)
     assert set(deliveries.values_list("reason", flat=True)) == {
-        "CN is in region Unsupported regions", "RU is in region Unsupported regions"
+        "CN is in region Unsupported regions",
+        "RU is in region Unsupported regions",
     }
     memo.refresh_from_db()
     assert memo.status == "sending" and memo.dispatched_at is not None
@@ -111,6 +112,7 @@ def test_excluded_countries_win_over_regions(memo):
     memo.exclude_countries = ["RU"]
     memo.save()
     from memo_service.memos.audience import audience_counts
+
     assert audience_counts(memo) == (1, [("CN", "China", 1)])
 
 

@@ -13,8 +13,12 @@ pytestmark = pytest.mark.django_db
 def dispute(memo, developers):
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU")
     return Acknowledgement.objects.create(
-        memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ",
-        comment="We moved", content_hash="c",
+        memo=memo,
+        developer=developers["ru"],
+        response="disputes_region",
+        country_claimed="KZ",
+        comment="We moved",
+        content_hash="c",
     )
 
 
@@ -29,7 +33,9 @@ def test_the_queue_lists_open_disputes(admin_client, dispute):
     assert "ru-1" in page and "Kazakhstan" in page and "We moved" in page
 
 
-def test_correcting_the_region_moves_the_developer_audits_it_and_exempts_them(admin_client, dispute, admin_user, client):
+def test_correcting_the_region_moves_the_developer_audits_it_and_exempts_them(
+    admin_client, dispute, admin_user, client
+):
     response = act(admin_client, "correct_region", dispute)
     assert "Resolved 1 disputes" in response.content.decode()
     assert Developer.objects.get(external_id="ru-1").country.code == "KZ"

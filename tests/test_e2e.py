@@ -42,7 +42,8 @@ def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_mo
 
     response = client.post(
         reverse("admin:memos_memo_changelist"),
-        {"action": "send_selected", "_selected_action": [memo.pk]}, follow=True,
+        {"action": "send_selected", "_selected_action": [memo.pk]},
+        follow=True,
     )
     assert "being queued" in response.content.decode()
     wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", what="the memo to be sent")
@@ -75,8 +76,10 @@ def test_a_memo_scheduled_a_few_seconds_ahead_is_sent_by_beat(client, django_use
     memo = approve(make_memo())
     at = timezone.localtime(timezone.now() + dt.timedelta(seconds=4))
 
-    client.post(reverse("admin:memos_memo_schedule", args=[memo.pk]),
-                {"send_at_0": at.strftime("%Y-%m-%d"), "send_at_1": at.strftime("%H:%M:%S")})
+    client.post(
+        reverse("admin:memos_memo_schedule", args=[memo.pk]),
+        {"send_at_0": at.strftime("%Y-%m-%d"), "send_at_1": at.strftime("%H:%M:%S")},
+    )
     assert Memo.objects.get(pk=memo.pk).status == "scheduled"
     assert not list(worker.glob("*.eml")), "nothing goes out before its time"
 

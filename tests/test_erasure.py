@@ -16,7 +16,10 @@ def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers)
     cn = developers["cn"]
     delivery = Delivery.objects.create(memo=memo, developer=cn, status="delivered")
     DeliveryEvent.objects.create(
-        provider="Mailgun", event_id="e1", event_type="delivered", delivery=delivery,
+        provider="Mailgun",
+        event_id="e1",
+        event_type="delivered",
+        delivery=delivery,
         payload={"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}},
     )
     Acknowledgement.objects.create(memo=memo, developer=cn, content_hash="h" * 64)

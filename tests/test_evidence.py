@@ -42,20 +42,43 @@ def evidence(client, memo, developers, mailgun):
     each step sealed by its own checkpoint."""
     cache.clear()
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
-    cn = Delivery.objects.create(memo=memo, developer=developers["cn"], status="sent", country="CN", language="zh-hans",
-                                 sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<cn@x>", reason="CN is in region X")
-    ru = Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU", language="en",
-                                 sent_at=timezone.now() - timedelta(hours=1), provider_message_id="<ru@x>", reason="RU is in region X")
-    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
+    cn = Delivery.objects.create(
+        memo=memo,
+        developer=developers["cn"],
+        status="sent",
+        country="CN",
+        language="zh-hans",
+        sent_at=timezone.now() - timedelta(hours=1),
+        provider_message_id="<cn@x>",
+        reason="CN is in region X",
+    )
+    ru = Delivery.objects.create(
+        memo=memo,
+        developer=developers["ru"],
+        status="sent",
+        country="RU",
+        language="en",
+        sent_at=timezone.now() - timedelta(hours=1),
+        provider_message_id="<ru@x>",
+        reason="RU is in region X",
+    )
+    evidence_record_deliveries(
+        sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)]
+    )
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("failed", ru, message_id="<ru@x>", **BOUNCE))
     evidence_seal(memo_id=memo.pk)
-    for developer, data in [(developers["cn"], {"response": "acknowledged"}),
-                            (developers["ru"], {"response": "disputes_region", "country": "KZ", "comment": "=cmd()"})]:
-        client.post(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"),
-                    {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
+    for developer, data in [
+        (developers["cn"], {"response": "acknowledged"}),
+        (developers["ru"], {"response": "disputes_region", "country": "KZ", "comment": "=cmd()"}),
+    ]:
+        client.post(
+            ack_url(memo.pk, developer.pk).removeprefix("http://testserver"),
+            {"interacted": "1", **data},
+            HTTP_USER_AGENT=PHONE,
+        )
         evidence_seal(memo_id=memo.pk)
     memo.refresh_from_db()
     return memo
@@ -95,20 +118,44 @@ def record(memo, seq):
 
 def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evidence):
     records = list(EvidenceRecord.objects.filter(memo=evidence).order_by("seq"))
-    assert [r.kind for r in records] == ["delivery", "delivery", "event", "status", "event", "status", "answer", "answer"]
+    assert [r.kind for r in records] == [
+        "delivery",
+        "delivery",
+        "event",
+        "status",
+        "event",
+        "status",
+        "answer",
+        "answer",
+    ]
     assert records[0].prev_hash == "0" * 64
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
     cn = Delivery.objects.get(country="CN")
-    assert records[0].payload == {"delivery": cn.pk, "developer": cn.developer_id, "country": "CN", "language": "zh-hans",
-                                  "message_id": "<cn@x>", "sent_at": cn.sent_at.isoformat(), "text_hash": "a" * 64}
+    assert records[0].payload == {
+        "delivery": cn.pk,
+        "developer": cn.developer_id,
+        "country": "CN",
+        "language": "zh-hans",
+        "message_id": "<cn@x>",
+        "sent_at": cn.sent_at.isoformat(),
+        "text_hash": "a" * 64,
+    }
     assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
-    assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [2, 4, 6, 7, 8]
+    assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [
+        2,
+        4,
+        6,
+        7,
+        8,
+    ]
     assert "evidence verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in verify(evidence)
 
 
 def test_records_not_yet_chained_are_reported_pending_never_intact(evidence, client, developers):
     help_post = {"interacted": "1", "response": "needs_help", "comment": "call me"}
-    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"), help_post, HTTP_USER_AGENT=PHONE)
+    client.post(
+        ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"), help_post, HTTP_USER_AGENT=PHONE
+    )
     assert EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).count() == 1
     out = verify(evidence, "--no-seal")
     assert "evidence verifies up to record 8" in out and "1 records pending, not yet chained" in out
@@ -119,7 +166,10 @@ def test_records_not_yet_chained_are_reported_pending_never_intact(evidence, cli
 def test_an_answer_altered_with_raw_sql_is_found(evidence):
     ack = Acknowledgement.objects.get(response="acknowledged")
     sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
-    with pytest.raises(CommandError, match=f"record 7 \\(answer {ack.pk}\\): the answer was altered after it was recorded \\(ip_address\\)"):
+    with pytest.raises(
+        CommandError,
+        match=f"record 7 \\(answer {ack.pk}\\): the answer was altered after it was recorded \\(ip_address\\)",
+    ):
         verify(evidence)
 
 
@@ -127,9 +177,17 @@ def test_a_record_altered_to_match_is_found_by_its_hash(evidence):
     ack = Acknowledgement.objects.get(response="acknowledged")
     altered = record(evidence, 7)
     sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
-    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**altered.payload, "ip_address": "192.0.2.66"}), altered.pk)
+    sql(
+        "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
+        json.dumps({**altered.payload, "ip_address": "192.0.2.66"}),
+        altered.pk,
+    )
     result = evidence_verify(evidence)
-    assert not result.ok and result.problem == f"record 7 (answer {ack.pk}): its hash does not match its content (the record was altered)"
+    assert (
+        not result.ok
+        and result.problem
+        == f"record 7 (answer {ack.pk}): its hash does not match its content (the record was altered)"
+    )
 
 
 def test_a_deleted_record_is_found(evidence):
@@ -138,25 +196,34 @@ def test_a_deleted_record_is_found(evidence):
 
 
 def test_an_answer_inserted_without_a_record_is_found(evidence, developers):
-    answer = Acknowledgement.objects.create(memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x")
+    answer = Acknowledgement.objects.create(
+        memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x"
+    )
     assert evidence_verify(evidence).problem == f"answer {answer.pk} is not in the chain (added behind its back)"
 
 
-@pytest.mark.parametrize("column, value, changed", [
-    ("country", "'KZ'", "country"), ("sent_at", "NULL", "sent_at"), ("provider_message_id", "'<other@x>'", "message_id"),
-])
+@pytest.mark.parametrize(
+    "column, value, changed",
+    [
+        ("country", "'KZ'", "country"),
+        ("sent_at", "NULL", "sent_at"),
+        ("provider_message_id", "'<other@x>'", "message_id"),
+    ],
+)
 def test_a_delivery_edited_is_found_naming_its_record(evidence, column, value, changed):
     cn = Delivery.objects.get(country="CN")
     sql(f"UPDATE memos_delivery SET {column} = {value} WHERE id = %s", cn.pk)
     assert evidence_verify(evidence).problem == (
-        f"record 1 (delivery {cn.pk}): the delivery was altered after it was recorded ({changed})")
+        f"record 1 (delivery {cn.pk}): the delivery was altered after it was recorded ({changed})"
+    )
 
 
 def test_a_delivery_whose_status_was_edited_is_found(evidence):
     ru = Delivery.objects.get(country="RU")
     sql("UPDATE memos_delivery SET status = 'delivered' WHERE id = %s", ru.pk)
     assert evidence_verify(evidence).problem == (
-        f"delivery {ru.pk}: its status is delivered, the chain's last word on it is bounced (altered after it was recorded)")
+        f"delivery {ru.pk}: its status is delivered, the chain's last word on it is bounced (altered after it was recorded)"
+    )
 
 
 def test_a_deleted_delivery_is_found(evidence):
@@ -180,7 +247,11 @@ def test_an_answer_rewritten_with_every_hash_after_it_recomputed_is_found(eviden
     ack = Acknowledgement.objects.get(response="acknowledged")
     rewritten = record(evidence, 7)
     sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
-    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}), rewritten.pk)
+    sql(
+        "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
+        json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}),
+        rewritten.pk,
+    )
     rehash_from(evidence, 7)
     problem = evidence_verify(evidence).problem
     assert problem.startswith(f"record 7 (answer {ack.pk}): the chain differs from the one signed at ")
@@ -196,7 +267,9 @@ def test_a_middle_record_dropped_and_the_rest_renumbered_is_found(evidence):
     rehash_from(evidence, 5)
     status = record(evidence, 5)
     problem = evidence_verify(evidence).problem
-    assert problem.startswith(f"records 5–6, from record 5 (status {status.object_id}): the chain differs from the one signed at ")
+    assert problem.startswith(
+        f"records 5–6, from record 5 (status {status.object_id}): the chain differs from the one signed at "
+    )
 
 
 def test_a_forged_or_removed_checkpoint_is_found(evidence):
@@ -235,7 +308,9 @@ def test_an_export_edited_is_found_with_no_database(evidence, tmp_path):
         call_command("verify_evidence", "--file", str(path), stdout=io.StringIO())
 
 
-def test_a_history_rewritten_and_sealed_again_is_found_against_an_earlier_export(evidence, tmp_path, client, developers):
+def test_a_history_rewritten_and_sealed_again_is_found_against_an_earlier_export(
+    evidence, tmp_path, client, developers
+):
     kept = export(evidence, tmp_path / "kept.json")
     assert "still begins with the one in" in verify(evidence, "--against", str(kept))
     # Rewrite CN's answer, recompute every hash, delete every checkpoint, then let the
@@ -243,13 +318,23 @@ def test_a_history_rewritten_and_sealed_again_is_found_against_an_earlier_export
     ack = Acknowledgement.objects.get(response="acknowledged")
     rewritten = record(evidence, 7)
     sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
-    sql("UPDATE memos_evidencerecord SET payload = %s WHERE id = %s", json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}), rewritten.pk)
+    sql(
+        "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
+        json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}),
+        rewritten.pk,
+    )
     rehash_from(evidence, 1)
     EvidenceCheckpoint.objects.filter(memo=evidence).delete()
-    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
-                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    client.post(
+        ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+        {"interacted": "1", "response": "needs_help", "comment": "call me"},
+        HTTP_USER_AGENT=PHONE,
+    )
     assert "chain intact" in verify(evidence)  # the database alone is consistent again
-    with pytest.raises(CommandError, match=f"record 7 \\(answer {ack.pk}\\): the database's record differs from the one the export recorded"):
+    with pytest.raises(
+        CommandError,
+        match=f"record 7 \\(answer {ack.pk}\\): the database's record differs from the one the export recorded",
+    ):
         verify(evidence, "--against", str(kept))
 
 
@@ -259,13 +344,20 @@ def test_the_last_answer_deleted_with_its_checkpoint_is_found_against_an_earlier
     sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 8", evidence.pk)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
     sql("DELETE FROM memos_acknowledgement WHERE id = %s", last.object_id)
-    with pytest.raises(CommandError, match=f"record 8 \\(answer {last.object_id}\\): in the export, gone from the database"):
+    with pytest.raises(
+        CommandError, match=f"record 8 \\(answer {last.object_id}\\): in the export, gone from the database"
+    ):
         verify(evidence, "--against", str(kept))
 
 
-def test_a_sequencer_that_dies_mid_batch_leaves_the_chain_intact_and_the_next_continues(evidence, client, developers, monkeypatch):
-    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
-                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+def test_a_sequencer_that_dies_mid_batch_leaves_the_chain_intact_and_the_next_continues(
+    evidence, client, developers, monkeypatch
+):
+    client.post(
+        ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+        {"interacted": "1", "response": "needs_help", "comment": "call me"},
+        HTTP_USER_AGENT=PHONE,
+    )
 
     def die(*args):
         raise SystemExit("killed while signing")
@@ -292,9 +384,17 @@ def test_the_csv_export_has_one_row_per_recipient_with_their_answer(evidence):
     assert set(rows) == {"cn-1", "ru-1"}
     cn, ru = rows["cn-1"], rows["ru-1"]
     assert (cn["email"], cn["country_at_send"], cn["delivery_status"], cn["provider_message_id"]) == (
-        "cn-1@example.com", "CN", "delivered", "<cn@x>")
+        "cn-1@example.com",
+        "CN",
+        "delivered",
+        "<cn@x>",
+    )
     assert (cn["answer"], cn["content_hash"], cn["suspected_automation"], cn["user_agent"]) == (
-        "acknowledged", "c" * 64, "no", PHONE)
+        "acknowledged",
+        "c" * 64,
+        "no",
+        PHONE,
+    )
     assert (ru["delivery_status"], ru["answer"]) == ("bounced", "disputes_region")
 
 
@@ -307,7 +407,10 @@ def test_the_json_export_carries_every_delivery_and_answer(evidence):
     assert ru["deliveries"][0]["status"] == "bounced"
     assert ru["answers"][0]["at"] and ru["answers"][0]["content_hash"] == "c" * 64
     assert (ru["answers"][0]["response"], ru["answers"][0]["country_claimed"], ru["answers"][0]["comment"]) == (
-        "disputes_region", "KZ", "=cmd()")
+        "disputes_region",
+        "KZ",
+        "=cmd()",
+    )
 
 
 def test_the_admin_downloads_and_verifies_the_evidence(admin_client, evidence):
@@ -345,10 +448,15 @@ def test_two_sequencers_at_once_never_fork_the_chain(memo):
     assert "evidence verifies: 300 records, chain intact, sealed by 12 signed checkpoints" in verify(memo, "--no-seal")
 
 
-def test_an_answer_starts_its_memos_sequencer_after_commit(evidence, client, developers, eager, django_capture_on_commit_callbacks):
+def test_an_answer_starts_its_memos_sequencer_after_commit(
+    evidence, client, developers, eager, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
-                    {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+        client.post(
+            ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+            {"interacted": "1", "response": "needs_help", "comment": "call me"},
+            HTTP_USER_AGENT=PHONE,
+        )
     assert not EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).exists()
     assert record(evidence, 9).kind == "answer"
 
@@ -356,8 +464,11 @@ def test_an_answer_starts_its_memos_sequencer_after_commit(evidence, client, dev
 def test_beats_sweep_chains_what_no_sequencer_took(evidence, client, developers):
     from memo_service.memos.tasks import evidence_seal_due
 
-    client.post(ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
-                {"interacted": "1", "response": "needs_help", "comment": "call me"}, HTTP_USER_AGENT=PHONE)
+    client.post(
+        ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+        {"interacted": "1", "response": "needs_help", "comment": "call me"},
+        HTTP_USER_AGENT=PHONE,
+    )
     evidence_seal_due()
     assert "evidence verifies: 9 records, chain intact, sealed by 6 signed checkpoints" in verify(evidence, "--no-seal")
 
@@ -398,10 +509,15 @@ def test_a_sequencer_process_killed_mid_batch_leaves_the_chain_intact_and_the_ne
     evidence_seal(memo_id=memo.pk)
     pending(11, 40)
     flag = tmp_path / "signing"
-    env = {**os.environ, "DATABASE_URL": database_url(), "VAR_DIR": str(settings.VAR_DIR),
-           "DJANGO_SETTINGS_MODULE": "memo_service.settings"}
-    process = subprocess.Popen([sys.executable, "-c", KILLED_SEQUENCER, str(memo.pk), str(flag)],
-                               env=env, cwd=settings.BASE_DIR)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "VAR_DIR": str(settings.VAR_DIR),
+        "DJANGO_SETTINGS_MODULE": "memo_service.settings",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SEQUENCER, str(memo.pk), str(flag)], env=env, cwd=settings.BASE_DIR
+    )
     try:
         wait_for(flag.exists, timeout=60, what="the sequencer to be mid-batch")
     finally:
@@ -424,4 +540,7 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     assert record(evidence, 9).payload["message_id"] == "<cn-again@x>"
     assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
-    assert evidence_verify(evidence).problem == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"
+    assert (
+        evidence_verify(evidence).problem
+        == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"
+    )

@@ -20,10 +20,10 @@ def export() -> str:
 
 
 def test_cells_that_look_like_formulas_are_escaped(db):
-    make_developer("f-1", "DE", name="=HYPERLINK(\"http://evil\")", organization="+1-555", attributes={"k": "v"})
+    make_developer("f-1", "DE", name='=HYPERLINK("http://evil")', organization="+1-555", attributes={"k": "v"})
     make_developer("f-2", "DE", name="@SUM(A1)", organization="-x")
     rows = list(csv.DictReader(io.StringIO(export())))
-    assert [r["name"] for r in rows] == ["'=HYPERLINK(\"http://evil\")", "'@SUM(A1)"]
+    assert [r["name"] for r in rows] == ['\'=HYPERLINK("http://evil")', "'@SUM(A1)"]
     assert [r["organization"] for r in rows] == ["'+1-555", "'-x"]
     assert rows[0]["attributes"] == '{"k": "v"}'
 

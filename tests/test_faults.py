@@ -44,7 +44,7 @@ BROKER = settings.CELERY_BROKER_URL
 ON_FILESYSTEM_BROKER = pytest.mark.skipif(
     BROKER.startswith("filesystem://"),
     reason="kombu's filesystem broker (the one-machine development default) leaves a worker idle "
-           "after its pool processes are killed; run it on Redis or RabbitMQ (.ci/run does)",
+    "after its pool processes are killed; run it on Redis or RabbitMQ (.ci/run does)",
 )
 
 
@@ -60,20 +60,48 @@ def provider() -> Iterator[Provider]:
 QUICK_LEASES = {"DELIVERY_LEASE_SECONDS": "3", "DELIVERY_LEASE_RENEW_SECONDS": "1", "PROVIDER_EVENTS_LAG_SECONDS": "1"}
 
 
-def start_worker(provider: Provider | ResendProvider, log: Path, backend: str = ONE_CALL_PER_EMAIL,
-                 loglevel: str = "WARNING", machine: bool = False, **env: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    provider: Provider | ResendProvider,
+    log: Path,
+    backend: str = ONE_CALL_PER_EMAIL,
+    loglevel: str = "WARNING",
+    machine: bool = False,
+    **env: str,
+) -> subprocess.Popen[bytes]:
     """A `celery worker` with two pool processes, sending through `backend` to `provider`.
     `machine`: in a process group of its own, to be killed whole as a machine dies."""
     if isinstance(provider, ResendProvider):
         email = {"EMAIL_BACKEND": RESEND, "ANYMAIL_RESEND_API_KEY": RESEND_KEY, "ANYMAIL_RESEND_API_URL": provider.url}
     else:
         email = {"EMAIL_BACKEND": backend, "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider.url}
-    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": BROKER,
-           "VAR_DIR": str(settings.VAR_DIR), **QUICK_LEASES, **email, **env}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": BROKER,
+        "VAR_DIR": str(settings.VAR_DIR),
+        **QUICK_LEASES,
+        **email,
+        **env,
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "memo_service", "worker", "--concurrency=2", "--pool=prefork",
-         "--without-gossip", "--without-mingle", f"--loglevel={loglevel}"],
-        env=env, stdout=log.open("a"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=machine,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "memo_service",
+            "worker",
+            "--concurrency=2",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            f"--loglevel={loglevel}",
+        ],
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+        start_new_session=machine,
     )
 
 
@@ -97,8 +125,16 @@ def audience(n: int, **memo: Any) -> Memo:
     """n developers in CN, inserted in bulk (10,000 in about a second), and a memo to
     them, approved."""
     Developer.objects.bulk_create(
-        [Developer(external_id=f"cn-{i:05d}", email=f"cn-{i:05d}@example.com", name=f"Dev cn-{i:05d}",
-                   organization="Acme", country="CN") for i in range(n)],
+        [
+            Developer(
+                external_id=f"cn-{i:05d}",
+                email=f"cn-{i:05d}@example.com",
+                name=f"Dev cn-{i:05d}",
+                organization="Acme",
+                country="CN",
+            )
+            for i in range(n)
+        ],
         batch_size=2_000,
     )
     return approve(make_memo(**memo))
@@ -185,8 +221,14 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
         return True
 
 
-def send_while_killing_workers(memo: Memo, provider: Provider | ResendProvider, tmp_path: Path, monkeypatch: Any,
-                               kills: int = 20, backend: str = ONE_CALL_PER_EMAIL) -> Kills:
+def send_while_killing_workers(
+    memo: Memo,
+    provider: Provider | ResendProvider,
+    tmp_path: Path,
+    monkeypatch: Any,
+    kills: int = 20,
+    backend: str = ONE_CALL_PER_EMAIL,
+) -> Kills:
     """Send the memo while SIGKILLing a worker pool process `kills` times at random
     moments: each once a random share (2–90 %) of the deliveries has been taken up. A
     quarter of the kills hit the process whose call the provider has just recorded: the
@@ -217,8 +259,10 @@ def send_while_killing_workers(memo: Memo, provider: Provider | ResendProvider, 
                 time.sleep(rng.uniform(0, 0.3))
                 os.kill(rng.choice(pool_children(worker.pid)), signal.SIGKILL)
             made.made += 1
-        print(f"{made.made} kills ({made.between_acceptance_and_commit} between acceptance and commit)"
-              f" in {time.monotonic() - started:.1f} s")
+        print(
+            f"{made.made} kills ({made.between_acceptance_and_commit} between acceptance and commit)"
+            f" in {time.monotonic() - started:.1f} s"
+        )
         settle(memo, monkeypatch)
         print(f"settled after {time.monotonic() - started:.1f} s")
     finally:
@@ -250,8 +294,10 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     if backend == BATCHED:
         # Our Mailgun backend can ask Mailgun (its events API): what a killed worker left
         # is recorded sent where Mailgun has it and sent again exactly where it has not.
-        print(f"{provider.event_requests} events API requests; "
-              f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again")
+        print(
+            f"{provider.event_requests} events API requests; "
+            f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again"
+        )
         assert {d.status for d in deliveries.values()} == {"sent"}
         assert set(per_recipient) == set(deliveries) and set(per_recipient.values()) == {1}
         assert all(d.provider_message_id == calls[a] for a, d in deliveries.items())
@@ -267,10 +313,12 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     # deliveries flagged although the provider has them.
     hit_window = {calls[a] for a in unknown if per_recipient[a]}
     duplicates = [a for a, n in per_recipient.items() if n > 1]
-    print(f"{len(hit_window)} of {kills.made} kills landed between the provider's acceptance and our commit "
-          f"({kills.between_acceptance_and_commit} chosen to); {len(unknown)} deliveries flagged, "
-          f"{sum(1 for a in unknown if not per_recipient[a])} of them never reached the provider; "
-          f"{len(duplicates)} duplicates")
+    print(
+        f"{len(hit_window)} of {kills.made} kills landed between the provider's acceptance and our commit "
+        f"({kills.between_acceptance_and_commit} chosen to); {len(unknown)} deliveries flagged, "
+        f"{sum(1 for a in unknown if not per_recipient[a])} of them never reached the provider; "
+        f"{len(duplicates)} duplicates"
+    )
     assert kills.between_acceptance_and_commit <= len(hit_window) <= kills.made
     assert len(duplicates) <= len(hit_window) and all(deliveries[a].status == "outcome_unknown" for a in duplicates)
     per_kill = 1 if backend == ONE_CALL_PER_EMAIL else send_batch_size()  # a batch call's rows are claimed at once
@@ -290,8 +338,10 @@ def test_with_an_idempotency_key_killed_workers_cause_no_duplicate_at_all(tmp_pa
     with resend_server() as resend:
         kills = send_while_killing_workers(memo, resend, tmp_path, monkeypatch)
     per_recipient = collections.Counter(resend_recipient(e) for e in resend.accepted)
-    print(f"{len(set(resend.repeated))} of {kills.made} kills landed between Resend's acceptance and our commit "
-          f"({kills.between_acceptance_and_commit} chosen to)")
+    print(
+        f"{len(set(resend.repeated))} of {kills.made} kills landed between Resend's acceptance and our commit "
+        f"({kills.between_acceptance_and_commit} chosen to)"
+    )
     assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
     assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
     # Sent again after a kill, and answered with the first email instead of a second.
@@ -301,7 +351,7 @@ def test_with_an_idempotency_key_killed_workers_cause_no_duplicate_at_all(tmp_pa
 @pytest.mark.skipif(
     not BROKER.startswith(("redis://", "rediss://")),
     reason="the visibility timeout is Redis's: RabbitMQ re-delivers a task only when the "
-           "worker holding it goes away, and the filesystem broker never does",
+    "worker holding it goes away, and the filesystem broker never does",
 )
 def test_a_batch_redis_redelivers_while_it_still_sends_sends_nobody_twice(provider, tmp_path):
     """Each send slower than Redis's visibility timeout (2 s here; an hour in production):
@@ -321,7 +371,9 @@ def test_a_batch_redis_redelivers_while_it_still_sends_sends_nobody_twice(provid
     batches = collections.Counter(task_id for name, task_id in received_tasks(log) if name == "memos.send_batch")
     assert max(batches.values(), default=0) > 1, f"Redis did not re-deliver the batch: {batches}"
     accepted_at = sorted(t for t, status in provider.log if status == 200)
-    assert min(b - a for a, b in zip(accepted_at, accepted_at[1:], strict=False)) < provider.delay, "one process sent it all"
+    assert min(b - a for a, b in zip(accepted_at, accepted_at[1:], strict=False)) < provider.delay, (
+        "one process sent it all"
+    )
     addresses = [mailgun_recipient(m) for m in provider.accepted]
     assert len(addresses) == recipients and len(set(addresses)) == recipients
     assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
@@ -332,10 +384,17 @@ def test_send_memo_three_times_at_once_sends_each_recipient_once(provider, tmp_p
     email per recipient."""
     memo = audience(60)
     app.control.purge()
-    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": BROKER,
-           "VAR_DIR": str(settings.VAR_DIR)}
-    runs = [subprocess.Popen([sys.executable, "manage.py", "send_memo", memo.slug], env=env, cwd=settings.BASE_DIR,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
+    env = {**os.environ, "DATABASE_URL": database_url(), "CELERY_BROKER_URL": BROKER, "VAR_DIR": str(settings.VAR_DIR)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "send_memo", memo.slug],
+            env=env,
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
     outputs = [r.communicate(timeout=120)[0].decode() for r in runs]
     assert any("60 developers targeted" in o for o in outputs), outputs
     worker = start_worker(provider, tmp_path / "worker.log")
@@ -392,8 +451,11 @@ def test_a_send_paused_half_way_and_resumed_reaches_everyone_once(provider, tmp_
             time.sleep(0.01)
         call_command("send_memo", memo.slug, "--pause", stdout=io.StringIO())
         at_pause = len(provider.accepted)
-        wait_for(lambda: not Delivery.objects.filter(memo=memo, status="sending").exists(), timeout=30,
-                 what="the emails in flight")
+        wait_for(
+            lambda: not Delivery.objects.filter(memo=memo, status="sending").exists(),
+            timeout=30,
+            what="the emails in flight",
+        )
         time.sleep(3)  # the batches still in the queue are taken, and send nothing
         while_paused = len(provider.accepted)
         assert while_paused - at_pause <= 2  # at most the email each worker process was on
@@ -454,10 +516,14 @@ def test_a_broker_flushed_mid_send_is_finished_by_the_sweeper(provider, tmp_path
     assert statuses["sent"] == len(addresses) and statuses["sent"] + statuses["outcome_unknown"] == 120
 
 
-@pytest.mark.parametrize("backend", [
-    ONE_CALL_PER_EMAIL,
-    BATCHED,
-], ids=["one-call-per-email", "batched"])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        ONE_CALL_PER_EMAIL,
+        BATCHED,
+    ],
+    ids=["one-call-per-email", "batched"],
+)
 def test_recipients_the_provider_refuses_fail_with_its_reason_and_the_others_get_it_once(backend, provider, tmp_path):
     """Mailgun refuses 3 of 60 addresses: those 3 deliveries fail with Mailgun's reason;
     the 57 others get the memo once."""
@@ -474,7 +540,11 @@ def test_recipients_the_provider_refuses_fail_with_its_reason_and_the_others_get
     finally:
         stop_process(worker)
     addresses = [mailgun_recipient(m) for m in provider.accepted]
-    assert len(addresses) == recipients - 3 and set(addresses).isdisjoint(refused) and len(set(addresses)) == len(addresses)
+    assert (
+        len(addresses) == recipients - 3
+        and set(addresses).isdisjoint(refused)
+        and len(set(addresses)) == len(addresses)
+    )
     failed = Delivery.objects.filter(memo=memo, status="failed").select_related("developer")
     assert {d.developer.email for d in failed} == refused
     assert all(d.developer.email in d.last_error and "not a valid address" in d.last_error for d in failed)
@@ -485,9 +555,20 @@ def start_beat(tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
     """`celery beat`, as production runs it: the sweeper every minute."""
     env = {**os.environ, "CELERY_BROKER_URL": BROKER, "VAR_DIR": str(settings.VAR_DIR), **env}
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "memo_service", "beat", "--loglevel=INFO",
-         f"--schedule={tmp_path / 'beat-schedule'}"],
-        env=env, stdout=(tmp_path / "beat.log").open("w"), stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "memo_service",
+            "beat",
+            "--loglevel=INFO",
+            f"--schedule={tmp_path / 'beat-schedule'}",
+        ],
+        env=env,
+        stdout=(tmp_path / "beat.log").open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
         start_new_session=True,
     )
 
@@ -497,8 +578,10 @@ def workers_connections_terminate() -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         return int(cursor.fetchone()[0])
 
 
@@ -516,9 +599,12 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
     recipients = 6_000
     memo = audience(recipients)
     settings.EMAIL_BACKEND = BATCHED  # send_memo sizes the send tasks for it
-    production = {"DELIVERY_LEASE_SECONDS": "30", "DELIVERY_LEASE_RENEW_SECONDS": "10",
-                  # the loopback's events show 3 s after a call; the margin is the operator's
-                  "PROVIDER_EVENTS_LAG_SECONDS": "10"}
+    production = {
+        "DELIVERY_LEASE_SECONDS": "30",
+        "DELIVERY_LEASE_RENEW_SECONDS": "10",
+        # the loopback's events show 3 s after a call; the margin is the operator's
+        "PROVIDER_EVENTS_LAG_SECONDS": "10",
+    }
     app.control.purge()
     with mailgun_server() as provider:
         provider.delay, provider.events_lag = 1.0, 3.0  # a call waits 1 s before it is recorded
@@ -538,8 +624,11 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
             crashed = time.monotonic()
             worker.wait()
             # Its pool processes die with it, their sockets closed by the kernel.
-            wait_for(lambda: subprocess.run(["pgrep", "-g", str(worker.pid)], capture_output=True).returncode == 1,
-                     timeout=10, what="the worker's processes to be gone")
+            wait_for(
+                lambda: subprocess.run(["pgrep", "-g", str(worker.pid)], capture_output=True).returncode == 1,
+                timeout=10,
+                what="the worker's processes to be gone",
+            )
             while not provider.held.empty():
                 provider.held.get()[1].set()  # Mailgun drops the call whose client is gone
             wait_for(lambda: provider.dropped == 1, timeout=10, what="the unrecorded call to be dropped")
@@ -555,9 +644,11 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
             for process in (restarted, beat):
                 if process is not None:
                     stop_process(process)
-        print(f"Mailgun had {accepted_before} at the crash; "
-              f"finished {finished:.1f} s after the crash; {terminated} database sessions terminated; "
-              f"{provider.event_requests} events API requests")
+        print(
+            f"Mailgun had {accepted_before} at the crash; "
+            f"finished {finished:.1f} s after the crash; {terminated} database sessions terminated; "
+            f"{provider.event_requests} events API requests"
+        )
     per_recipient = collections.Counter(mailgun_recipient(m) for m in provider.accepted)
     statuses = collections.Counter(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
     assert statuses == {"sent": recipients}, statuses

@@ -23,8 +23,13 @@ def healthz_with(**env: str) -> str:
         "r = Client().get('/healthz'); print(r.status_code, r.json().get('problems'))"
     )
     return subprocess.run(
-        [sys.executable, "-c", script], env={**os.environ, **env}, capture_output=True, text=True,
-        check=True, cwd=settings.BASE_DIR, timeout=60,
+        [sys.executable, "-c", script],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=settings.BASE_DIR,
+        timeout=60,
     ).stdout
 
 

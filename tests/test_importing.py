@@ -14,7 +14,7 @@ GOOD = (
     "external_id,email,name,organization,country,language,is_active,last_active_at,plan\n"
     "p-1,ann@example.com,Ann,Acme,China,zh-CN,yes,2026-05-01T10:00:00+08:00,pro\n"
     "p-2,bob@example.com,Bob,,RUS,en,no,2026-05-02,free\n"
-    "p-3,cy@example.com,Cy,\"Quote, Inc\",us,fr,,,free\n"
+    'p-3,cy@example.com,Cy,"Quote, Inc",us,fr,,,free\n'
 )
 
 
@@ -33,7 +33,11 @@ def test_it_imports_accounts_and_normalizes_country_language_and_dates(tmp_path)
     assert (ann.country.code, ann.language, ann.is_active, ann.attributes) == ("CN", "zh-hans", True, {"plan": "pro"})
     assert ann.last_active_at.isoformat() == "2026-05-01T02:00:00+00:00"
     bob = Developer.objects.get(external_id="p-2")
-    assert (bob.country.code, bob.is_active, bob.last_active_at.isoformat()) == ("RU", False, "2026-05-02T00:00:00+00:00")
+    assert (bob.country.code, bob.is_active, bob.last_active_at.isoformat()) == (
+        "RU",
+        False,
+        "2026-05-02T00:00:00+00:00",
+    )
     cy = Developer.objects.get(external_id="p-3")
     assert (cy.country.code, cy.language, cy.organization) == ("US", "fr", "Quote, Inc")
 
@@ -51,7 +55,12 @@ def test_a_changed_row_updates_only_that_account_and_absent_columns_stay(tmp_pat
     out, _ = run(tmp_path, "external_id,email,country\np-1,ann@new.example.com,CN\np-2,bob@example.com,RU\n")
     assert "0 created, 1 updated, 1 unchanged" in out
     ann = Developer.objects.get(external_id="p-1")
-    assert (ann.email, ann.name, ann.language, ann.attributes) == ("ann@new.example.com", "Ann", "zh-hans", {"plan": "pro"})
+    assert (ann.email, ann.name, ann.language, ann.attributes) == (
+        "ann@new.example.com",
+        "Ann",
+        "zh-hans",
+        {"plan": "pro"},
+    )
 
 
 BAD = (
@@ -60,7 +69,7 @@ BAD = (
     "b-2;not-an-email;DE\n"
     "b-3;x@example.com;Atlantis\n"
     "b-1;again@example.com;DE\n"
-    "b-4;\"line\nbreak@example.com\";DE\n"
+    'b-4;"line\nbreak@example.com";DE\n'
     f"b-5;{'a' * 250}@example.com;DE\n"
     ";nobody@example.com;DE\n"
     "b-6;too@example.com\n"
@@ -100,10 +109,13 @@ def test_utf8_with_bom_and_semicolons_is_read(tmp_path):
     assert Developer.objects.get().name == "王伟" and Developer.objects.get().country.code == "HK"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("id,email\n1,a@example.com\n", "missing: external_id, country"),
-    ("external_id,email,country,email\n", "repeats the columns email"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("id,email\n1,a@example.com\n", "missing: external_id, country"),
+        ("external_id,email,country,email\n", "repeats the columns email"),
+    ],
+)
 def test_a_file_with_a_bad_header_is_refused(tmp_path, content, message):
     with pytest.raises(CommandError, match=message):
         run(tmp_path, content)
@@ -133,7 +145,12 @@ def test_a_file_with_only_the_required_columns_creates_accounts_with_defaults(tm
     assert "1 created" in out
     dev = Developer.objects.get()
     assert (dev.name, dev.organization, dev.language, dev.is_active, dev.attributes, dev.email_status) == (
-        "", "", "en", True, {}, "ok"
+        "",
+        "",
+        "en",
+        True,
+        {},
+        "ok",
     )
     assert dev.created_at is not None and dev.last_active_at is None
 
@@ -165,7 +182,7 @@ def test_an_import_never_brings_an_erased_developers_data_back(tmp_path):
 
 def test_nan_or_infinity_in_attributes_is_that_rows_error_and_the_other_rows_import(tmp_path):
     content = (
-        'external_id,email,country,attributes\n'
+        "external_id,email,country,attributes\n"
         'g-1,g1@example.com,DE,"{""limit"": 5}"\n'
         'n-1,n1@example.com,DE,"{""limit"": NaN}"\n'
         'n-2,n2@example.com,DE,"{""limit"": [1, -Infinity]}"\n'

@@ -31,14 +31,25 @@ def serve_and_log(command: list[str], tmp_path: Path, paths: list[str]) -> str:
     """Start a real web server process, make one request per path, stop it, return its output."""
     port = free_port()
     env = {
-        **os.environ, "DEBUG": "true", "SECRET_KEY": secrets.token_urlsafe(50), "VAR_DIR": str(tmp_path / "var"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}", "ALLOWED_HOSTS": "127.0.0.1",
-        "PORT": str(port), "PYTHONUNBUFFERED": "1",
+        **os.environ,
+        "DEBUG": "true",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "VAR_DIR": str(tmp_path / "var"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "server.log"
     with log.open("w") as out:
-        process = subprocess.Popen([part.format(port=port) for part in command], env=env, cwd=settings.BASE_DIR,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [part.format(port=port) for part in command],
+            env=env,
+            cwd=settings.BASE_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -68,7 +79,9 @@ def ack_paths() -> tuple[str, list[str]]:
 
 def test_runserver_under_make_run_logs_acknowledgement_links_without_their_token(tmp_path):
     token, paths = ack_paths()
-    output = serve_and_log([sys.executable, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload"], tmp_path, paths)
+    output = serve_and_log(
+        [sys.executable, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload"], tmp_path, paths
+    )
     assert '"GET /ack/[redacted]/ HTTP/1.1"' in output, output
     assert token not in output and token.split(":")[-1] not in output
 
@@ -76,8 +89,11 @@ def test_runserver_under_make_run_logs_acknowledgement_links_without_their_token
 def test_gunicorn_as_the_readme_starts_it_logs_acknowledgement_links_without_their_token(tmp_path):
     token, paths = ack_paths()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    output = serve_and_log([gunicorn, "-c", "gunicorn.conf.py", "memo_service.wsgi", "--bind", "127.0.0.1:{port}",
-                            "--workers", "1"], tmp_path, paths)
+    output = serve_and_log(
+        [gunicorn, "-c", "gunicorn.conf.py", "memo_service.wsgi", "--bind", "127.0.0.1:{port}", "--workers", "1"],
+        tmp_path,
+        paths,
+    )
     assert '"GET /ack/[redacted]/ HTTP/1.1"' in output, output
     assert token not in output and token.split(":")[-1] not in output
 

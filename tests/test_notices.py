@@ -59,16 +59,29 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash=memo_content_hash(memo), send_started_at=started)
     renderer, handed_over = MemoRenderer(memo), []
     for developer in developers:
-        delivery = Delivery.objects.create(memo=memo, developer=developer, status="sent", sent_at=started,
-                                           country=developer.country.code, language=developer.language)
+        delivery = Delivery.objects.create(
+            memo=memo,
+            developer=developer,
+            status="sent",
+            sent_at=started,
+            country=developer.country.code,
+            language=developer.language,
+        )
         values = developer_context(developer)
-        handed_over.append((delivery.pk, values, email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1])))
+        handed_over.append(
+            (delivery.pk, values, email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1]))
+        )
     evidence_record_deliveries(sent=handed_over)
     for delivery_id, _, _ in handed_over if status != "sent" else []:  # the provider's tracking event moves it on
-        delivery_record_event(provider="mailgun", event=AnymailTrackingEvent(
-            event_type=status, event_id=f"evt-{delivery_id}", metadata={"delivery_id": str(delivery_id)},
-            timestamp=started,
-        ))
+        delivery_record_event(
+            provider="mailgun",
+            event=AnymailTrackingEvent(
+                event_type=status,
+                event_id=f"evt-{delivery_id}",
+                metadata={"delivery_id": str(delivery_id)},
+                timestamp=started,
+            ),
+        )
     memo.refresh_from_db()
     return memo
 
@@ -84,9 +97,16 @@ def text_hash(memo: Memo, external_id: str) -> str:
 def two_memos(memo: Memo, developers: dict[str, Any]) -> tuple[Memo, Memo]:
     """The regions memo went to CN and RU two days ago; a newer one to CN an hour ago."""
     older = sent(memo, developers["cn"], developers["ru"], hours_ago=48)
-    newer = sent(make_memo(title="Key rotation", slug="key-rotation", subject="Rotate your keys, {{ developer.name }}",
-                           text_body="Hello {{ developer.name }}, rotate keys before {{ memo.effective_date }}."),
-                 developers["cn"], hours_ago=1)
+    newer = sent(
+        make_memo(
+            title="Key rotation",
+            slug="key-rotation",
+            subject="Rotate your keys, {{ developer.name }}",
+            text_body="Hello {{ developer.name }}, rotate keys before {{ memo.effective_date }}.",
+        ),
+        developers["cn"],
+        hours_ago=1,
+    )
     return older, newer
 
 
@@ -95,13 +115,19 @@ def get(client: Any, path: str, token: str | None) -> Any:
 
 
 def post(client: Any, path: str, token: str | None, body: dict[str, Any]) -> Any:
-    return client.post(f"/api/v1{path}", data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        f"/api/v1{path}", data=json.dumps(body), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
 
 
 def answer(client: Any, token: str, external_id: str, memo: Memo, **body: Any) -> Any:
-    body = {"response": "acknowledged", "content_hash": text_hash(memo, external_id), "ip_address": "203.0.113.9",
-            "user_agent": PHONE, **body}
+    body = {
+        "response": "acknowledged",
+        "content_hash": text_hash(memo, external_id),
+        "ip_address": "203.0.113.9",
+        "user_agent": PHONE,
+        **body,
+    }
     return post(client, f"/developers/{external_id}/memos/{memo.slug}/answers", token, body)
 
 
@@ -116,7 +142,11 @@ def test_the_console_gets_the_memos_as_sent_in_the_developers_language_newest_fi
     assert regions["subject"] == "来自中国的访问将被阻止"
     assert regions["text"] == "Wang Wei，您好：\n来自中国的流量将被阻止。"
     assert (regions["title"], regions["effective_date"], regions["state"], regions["dispute"]) == (
-        "Regions blocked", "2027-07-09", "unanswered", None)
+        "Regions blocked",
+        "2027-07-09",
+        "unanswered",
+        None,
+    )
     assert regions["content_hash"] == text_hash(older, "cn-1") != older.content_hash
     # The link opens the same memo on the acknowledgement page.
     page = client.get(regions["ack_url"].removeprefix("http://testserver"), follow=True)
@@ -132,18 +162,35 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
     response = answer(client, console, "ru-1", older)
     assert response.status_code == 201
     assert response.json() | {"id": 0, "created_at": None} == {
-        "id": 0, "memo": "regions-blocked", "external_id": "ru-1", "response": "acknowledged", "recorded": True,
-        "channel": "console", "created_at": None, "content_hash": text_hash(older, "ru-1"),
+        "id": 0,
+        "memo": "regions-blocked",
+        "external_id": "ru-1",
+        "response": "acknowledged",
+        "recorded": True,
+        "channel": "console",
+        "created_at": None,
+        "content_hash": text_hash(older, "ru-1"),
     }
     ack = Acknowledgement.objects.get()
-    assert (ack.channel, ack.api_client.name, ack.ip_address, ack.user_agent) == ("console", "console", "203.0.113.9", PHONE)
+    assert (ack.channel, ack.api_client.name, ack.ip_address, ack.user_agent) == (
+        "console",
+        "console",
+        "203.0.113.9",
+        PHONE,
+    )
     evidence_seal(memo_id=older.pk)  # what the memo's sequencer does a second later
     assert evidence_verify(older).ok
     assert older.evidence.get(kind="answer").payload["channel"] == "console"
     assert WebhookMessage.objects.get().payload["data"] | {"answered_at": None} == {
-        "memo": "regions-blocked", "memo_id": older.pk, "developer": "ru-1", "response": "acknowledged",
-        "answered_at": None, "content_hash": older.content_hash, "suspected_automation": False,
-        "country_claimed": "", "channel": "console",
+        "memo": "regions-blocked",
+        "memo_id": older.pk,
+        "developer": "ru-1",
+        "response": "acknowledged",
+        "answered_at": None,
+        "content_hash": older.content_hash,
+        "suspected_automation": False,
+        "country_claimed": "",
+        "channel": "console",
     }
     # Answered: the banner goes; the notice stays under state=all.
     assert get(client, "/developers/ru-1/notices", console).json()["items"] == []
@@ -157,15 +204,21 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
 
 def test_a_dispute_then_an_acknowledgement_and_the_disputes_state(client, console, two_memos):
     older, _ = two_memos
-    assert answer(client, console, "cn-1", older, response="disputes_region", country="KZ",
-                  comment="We moved to Almaty").status_code == 201
+    assert (
+        answer(
+            client, console, "cn-1", older, response="disputes_region", country="KZ", comment="We moved to Almaty"
+        ).status_code
+        == 201
+    )
     notices = {n["memo"]: n for n in get(client, "/developers/cn-1/notices", console).json()["items"]}
     # A dispute is not an acknowledgement: the banner stays, saying what was claimed.
     assert notices["regions-blocked"]["state"] == "disputes_region"
     assert notices["regions-blocked"]["dispute"] == {"country_claimed": "KZ", "outcome": None, "exempt": False}
     assert answer(client, console, "cn-1", older).status_code == 201
     assert sorted(Acknowledgement.objects.values_list("response", "channel")) == [
-        ("acknowledged", "console"), ("disputes_region", "console")]
+        ("acknowledged", "console"),
+        ("disputes_region", "console"),
+    ]
 
 
 def test_an_answer_to_another_text_gets_409_with_the_right_hash(client, console, two_memos):
@@ -175,14 +228,17 @@ def test_an_answer_to_another_text_gets_409_with_the_right_hash(client, console,
     assert not Acknowledgement.objects.exists()
 
 
-@pytest.mark.parametrize("body", [
-    {"response": "needs_help", "comment": "  "},
-    {"response": "disputes_region", "country": "XX"},
-    {"response": "maybe"},
-    {"ip_address": "not-an-address"},
-    {"content_hash": "short"},
-    {"user_agent": "x\x00y"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"response": "needs_help", "comment": "  "},
+        {"response": "disputes_region", "country": "XX"},
+        {"response": "maybe"},
+        {"ip_address": "not-an-address"},
+        {"content_hash": "short"},
+        {"user_agent": "x\x00y"},
+    ],
+)
 def test_bad_answers_get_422_and_record_nothing(client, console, two_memos, body):
     response = answer(client, console, "cn-1", two_memos[0], **body)
     assert response.status_code == 422, response.content
@@ -191,7 +247,9 @@ def test_bad_answers_get_422_and_record_nothing(client, console, two_memos, body
 
 def test_nothing_is_taken_after_the_deadlines_grace(client, console, two_memos, settings):
     older, _ = two_memos
-    Memo.objects.filter(pk=older.pk).update(ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1))
+    Memo.objects.filter(pk=older.pk).update(
+        ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1)
+    )
     assert answer(client, console, "cn-1", older).status_code == 410
     assert not Acknowledgement.objects.exists()
     # Closed memos leave the banner; the record keeps them.
@@ -221,8 +279,9 @@ def test_each_scope_is_its_own_permission(client, two_memos, developers):
 
 
 def test_the_admin_grants_scopes(admin_client, client):
-    admin_client.post("/admin/api/apiclient/add/", {"name": "console", "is_active": "on",
-                                                    "scopes": ["notices:read", "answers:relay"]})
+    admin_client.post(
+        "/admin/api/apiclient/add/", {"name": "console", "is_active": "on", "scopes": ["notices:read", "answers:relay"]}
+    )
     assert ApiClient.objects.get(name="console").scopes == ["notices:read", "answers:relay"]
 
 
@@ -266,7 +325,8 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
     call_command("memo_status", older.slug)
     assert capsys.readouterr().out.splitlines()[-1] == (
         "answers by channel: email link 1 (acknowledged 1, disputes region 0, needs help 0); "
-        "console 2 (acknowledged 1, disputes region 0, needs help 1)")
+        "console 2 (acknowledged 1, disputes region 0, needs help 1)"
+    )
     page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[older.pk])).content.decode()
     assert "<tr><td>console (through the sync API)</td><td>1</td><td>0</td><td>1</td><td>2</td></tr>" in page
     assert "<tr><td>email link</td><td>1</td><td>0</td><td>0</td><td>1</td></tr>" in page
@@ -274,14 +334,21 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
     out = io.StringIO()
     call_command("export_evidence", older.slug, "--format", "csv", stdout=out)
     rows = {r["developer"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
-    assert (rows["cn-1"]["answer"], rows["cn-1"]["channel"], rows["cn-1"]["api_client"]) == ("acknowledged", "console", "console")
+    assert (rows["cn-1"]["answer"], rows["cn-1"]["channel"], rows["cn-1"]["api_client"]) == (
+        "acknowledged",
+        "console",
+        "console",
+    )
     assert (rows["ru-1"]["channel"], rows["ru-1"]["api_client"]) == ("email_link", "")
     out = io.StringIO()
     call_command("export_evidence", older.slug, "--format", "json", stdout=out)
     export = json.loads(out.getvalue())
     assert export["answers_by_channel"] == expected
     cn = next(r for r in export["recipients"] if r["developer"] == "cn-1")
-    assert [(a["response"], a["channel"]) for a in cn["answers"]] == [("needs_help", "console"), ("acknowledged", "console")]
+    assert [(a["response"], a["channel"]) for a in cn["answers"]] == [
+        ("needs_help", "console"),
+        ("acknowledged", "console"),
+    ]
 
 
 def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_change(
@@ -299,8 +366,10 @@ def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_
     ApiClient.objects.update(is_active=True)
     assert get(client, "/developers/cn-1/notices", console).status_code == 200
     api_client = ApiClient.objects.get(name="console")
-    admin_client.post(f"/admin/api/apiclient/{api_client.pk}/change/",
-                      {"name": "console", "is_active": "on", "scopes": ["answers:relay"]})
+    admin_client.post(
+        f"/admin/api/apiclient/{api_client.pk}/change/",
+        {"name": "console", "is_active": "on", "scopes": ["answers:relay"]},
+    )
     assert get(client, "/developers/cn-1/notices", console).status_code == 403
 
 
@@ -330,4 +399,7 @@ def test_the_answers_list_in_the_admin_filters_by_channel(admin_client, client, 
     answer(client, console, "cn-1", two_memos[0])
     page = admin_client.get("/admin/memos/acknowledgement/?channel__exact=console").content.decode()
     assert "cn-1" in page and "1 acknowledgement" in page
-    assert "0 acknowledgements" in admin_client.get("/admin/memos/acknowledgement/?channel__exact=email_link").content.decode()
+    assert (
+        "0 acknowledgements"
+        in admin_client.get("/admin/memos/acknowledgement/?channel__exact=email_link").content.decode()
+    )

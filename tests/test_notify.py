@@ -30,8 +30,9 @@ def platform(db):
 def sent(memo, developers):
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64, dispatched_at=timezone.now())
     for key in ("cn", "ru"):
-        Delivery.objects.create(memo=memo, developer=developers[key], status="delivered",
-                                sent_at=timezone.now() - dt.timedelta(hours=1))
+        Delivery.objects.create(
+            memo=memo, developer=developers[key], status="delivered", sent_at=timezone.now() - dt.timedelta(hours=1)
+        )
     return memo
 
 
@@ -45,16 +46,25 @@ def verify_signature(headers, body, secret):
     return hmac.compare_digest(parts["v1"], expected)
 
 
-def test_an_acknowledgement_is_posted_to_the_platform_signed(client, sent, developers, platform, eager, django_capture_on_commit_callbacks):
+def test_an_acknowledgement_is_posted_to_the_platform_signed(
+    client, sent, developers, platform, eager, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(ack_url(sent.pk, developers["cn"].pk).removeprefix("http://testserver"),
-                    {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT="Mozilla/5.0 phone")
+        client.post(
+            ack_url(sent.pk, developers["cn"].pk).removeprefix("http://testserver"),
+            {"response": "acknowledged", "interacted": "1"},
+            HTTP_USER_AGENT="Mozilla/5.0 phone",
+        )
     [(headers, body)] = platform.requests
     assert headers["X-Memo-Event"] == "memo.acknowledged"
     assert verify_signature(headers, body, platform.endpoint.secret)
     data = json.loads(body)["data"]
     assert (data["memo"], data["developer"], data["response"], data["content_hash"]) == (
-        sent.slug, "cn-1", "acknowledged", "c" * 64)
+        sent.slug,
+        "cn-1",
+        "acknowledged",
+        "c" * 64,
+    )
     message = WebhookMessage.objects.get()
     assert (message.status, message.attempts) == ("delivered", 1)
     assert message.attempt_log.get().status_code == 200
@@ -104,7 +114,9 @@ def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
     assert "ConnectionError" in message.attempt_log.get().error
 
 
-def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowledge(sent, developers, platform, monkeypatch, eager, django_capture_on_commit_callbacks):
+def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowledge(
+    sent, developers, platform, monkeypatch, eager, django_capture_on_commit_callbacks
+):
     from memo_service.memos.models import Acknowledgement
 
     monkeypatch.setattr(notify, "PAGE", 1)
@@ -125,28 +137,48 @@ def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
     assert not WebhookMessage.objects.exists()
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://169.254.169.254/latest/meta-data/iam/", "169.254.169.254 is a link-local address"),
-    ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254 is a private address"),
-    ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal is a private or metadata host name"),
-    ("http://127.0.0.1:8000/admin/", "127.0.0.1 is a loopback address"),
-    ("https://localhost/hooks", "localhost is a private or metadata host name"),
-    ("https://10.1.2.3/hooks", "10.1.2.3 is a private address"),
-    ("http://[::ffff:169.254.169.254]/", "is a link-local address"),
-    ("http://100.100.100.200/latest/meta-data/", "100.100.100.200 is a non-public address"),  # Alibaba's metadata
-])
-def test_an_endpoint_aimed_at_cloud_metadata_loopback_or_private_addresses_cannot_be_saved(admin_client, settings, url, reason):
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://169.254.169.254/latest/meta-data/iam/", "169.254.169.254 is a link-local address"),
+        ("http://[fd00:ec2::254]/latest/meta-data/", "fd00:ec2::254 is a private address"),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "metadata.google.internal is a private or metadata host name",
+        ),
+        ("http://127.0.0.1:8000/admin/", "127.0.0.1 is a loopback address"),
+        ("https://localhost/hooks", "localhost is a private or metadata host name"),
+        ("https://10.1.2.3/hooks", "10.1.2.3 is a private address"),
+        ("http://[::ffff:169.254.169.254]/", "is a link-local address"),
+        ("http://100.100.100.200/latest/meta-data/", "100.100.100.200 is a non-public address"),  # Alibaba's metadata
+    ],
+)
+def test_an_endpoint_aimed_at_cloud_metadata_loopback_or_private_addresses_cannot_be_saved(
+    admin_client, settings, url, reason
+):
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = False
-    response = admin_client.post("/admin/memos/webhookendpoint/add/", {
-        "url": url, "events": ["memo.acknowledged"], "secret": "s" * 32, "is_active": "on",
-    })
+    response = admin_client.post(
+        "/admin/memos/webhookendpoint/add/",
+        {
+            "url": url,
+            "events": ["memo.acknowledged"],
+            "secret": "s" * 32,
+            "is_active": "on",
+        },
+    )
     assert response.status_code == 200
     assert reason in response.content.decode()
     assert not WebhookEndpoint.objects.exists()
     # A public address is accepted (an address needs no DNS lookup).
-    admin_client.post("/admin/memos/webhookendpoint/add/", {
-        "url": "https://93.184.215.14/hooks", "events": ["memo.acknowledged"], "secret": "s" * 32, "is_active": "on",
-    })
+    admin_client.post(
+        "/admin/memos/webhookendpoint/add/",
+        {
+            "url": "https://93.184.215.14/hooks",
+            "events": ["memo.acknowledged"],
+            "secret": "s" * 32,
+            "is_active": "on",
+        },
+    )
     assert WebhookEndpoint.objects.get().url == "https://93.184.215.14/hooks"
 
 

@@ -11,10 +11,14 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def sent_email(settings):
     message = EmailMultiAlternatives(
-        subject="Access ends", body="Read it: http://testserver/ack/abc:def/",
-        to=["Wang Wei <cn-1@example.com>"], connection=OutboxEmailBackend(),
+        subject="Access ends",
+        body="Read it: http://testserver/ack/abc:def/",
+        to=["Wang Wei <cn-1@example.com>"],
+        connection=OutboxEmailBackend(),
     )
-    message.attach_alternative('<html><head></head><body><a href="http://testserver/ack/abc:def/">Ack</a></body></html>', "text/html")
+    message.attach_alternative(
+        '<html><head></head><body><a href="http://testserver/ack/abc:def/">Ack</a></body></html>', "text/html"
+    )
     message.send()
     [path] = settings.OUTBOX_DIR.glob("*.eml")
     return path
@@ -62,12 +66,14 @@ def test_a_viewer_cannot_open_the_outbox_and_answer_as_a_developer(client, djang
             assert ("abc:def" in response.content.decode(errors="replace")) == (allowed and path != "/outbox/")
         assert ('href="/outbox/"' in client.get("/admin/").content.decode()) == allowed
 
+
 def test_the_outbox_list_is_an_admin_page_paged_and_searchable(admin_client, settings):
     from memo_service import outbox
 
     for n in range(outbox.PAGE_SIZE + 5):
-        EmailMultiAlternatives(subject=f"Memo {n:03d}", body="x", to=[f"dev-{n:03d}@example.com"],
-                               connection=OutboxEmailBackend()).send()
+        EmailMultiAlternatives(
+            subject=f"Memo {n:03d}", body="x", to=[f"dev-{n:03d}@example.com"], connection=OutboxEmailBackend()
+        ).send()
     page = admin_client.get("/outbox/").content.decode()
     assert "<title>Outbox | memo-service</title>" in page and "Django administration" not in page
     assert "{&#x27;name&#x27;" not in page and "messagelist" not in page  # no banner per email

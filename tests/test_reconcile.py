@@ -26,9 +26,11 @@ BATCHED = "memo_service.backends.mailgun.EmailBackend"
 @pytest.fixture
 def sweep(django_capture_on_commit_callbacks: Any) -> Any:
     """Beat's sweeper, with what it enqueues after commit run at once (tasks are eager)."""
+
     def run() -> dict[str, int]:
         with django_capture_on_commit_callbacks(execute=True):
             return sweeper.deliveries_sweep()
+
     return run
 
 
@@ -52,8 +54,14 @@ def died_holding(memo: Memo, ids: list[int], renewed_ago: float = 60) -> SendLea
     was last renewed `renewed_ago` seconds ago and has expired."""
     Delivery.objects.filter(pk__in=ids).update(status="sending", status_changed_at=timezone.now())
     then = timezone.now() - dt.timedelta(seconds=renewed_ago)
-    return SendLease.objects.create(holder="gone-host:4242", memo=memo, delivery_ids=ids, created_at=then,
-                                    last_renewed_at=then, expires_at=then + dt.timedelta(seconds=30))
+    return SendLease.objects.create(
+        holder="gone-host:4242",
+        memo=memo,
+        delivery_ids=ids,
+        created_at=then,
+        last_renewed_at=then,
+        expires_at=then + dt.timedelta(seconds=30),
+    )
 
 
 def per_recipient(provider: Any) -> collections.Counter[str]:
@@ -164,7 +172,9 @@ def test_a_provider_that_cannot_be_asked_now_is_asked_at_the_next_run(sweep, mem
     assert Delivery.objects.get(pk=ids["CN"]).status == "sent" and per_recipient(batched) == {"cn-1@example.com": 1}
 
 
-def test_without_a_provider_to_ask_the_deliveries_are_outcome_unknown_and_say_why(sweep, memo, mailgun, settings, eager):
+def test_without_a_provider_to_ask_the_deliveries_are_outcome_unknown_and_say_why(
+    sweep, memo, mailgun, settings, eager
+):
     """anymail's own Mailgun backend cannot ask Mailgun: nobody can know."""
     settings.PROVIDER_EVENTS_LAG_SECONDS = 0
     ids = dispatched(memo)
@@ -189,8 +199,9 @@ def test_deliveries_left_sending_under_no_lease_are_reconciled_too(sweep, memo, 
     assert Delivery.objects.get(pk=ids["RU"]).status == "sending"
 
 
-def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(memo, batched, admin_user,
-                                                                 django_capture_on_commit_callbacks):
+def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(
+    memo, batched, admin_user, django_capture_on_commit_callbacks
+):
     ids = dispatched(memo)
     Delivery.objects.filter(pk=ids["CN"]).update(status="outcome_unknown", last_error="the worker stopped")
     Delivery.objects.filter(pk=ids["RU"]).update(status="sent")
@@ -246,8 +257,14 @@ def test_deliveries_a_live_lease_also_holds_wait_for_it(sweep, memo, batched):
     ids = dispatched(memo)
     dead = died_holding(memo, [ids["CN"], ids["RU"]])
     now = timezone.now()
-    live = SendLease.objects.create(holder="live-host:1", memo=memo, delivery_ids=[ids["RU"]], created_at=now,
-                                    last_renewed_at=now, expires_at=now + dt.timedelta(seconds=30))
+    live = SendLease.objects.create(
+        holder="live-host:1",
+        memo=memo,
+        delivery_ids=[ids["RU"]],
+        created_at=now,
+        last_renewed_at=now,
+        expires_at=now + dt.timedelta(seconds=30),
+    )
     sweep()
     assert per_recipient(batched) == {"cn-1@example.com": 1}
     assert SendLease.objects.get(pk=dead.pk).delivery_ids == [ids["RU"]]

@@ -16,12 +16,18 @@ pytestmark = pytest.mark.django_db
 def sent(memo, developers):
     """Sent 10 days ago with the default reminders (7 and 1 days before a deadline 8 days out)."""
     Memo.objects.filter(pk=memo.pk).update(
-        status="sent", dispatched_at=timezone.now() - dt.timedelta(days=10),
+        status="sent",
+        dispatched_at=timezone.now() - dt.timedelta(days=10),
         ack_deadline=timezone.now() + dt.timedelta(days=8),
     )
     for key in ("cn", "ru", "us"):
-        Delivery.objects.create(memo=memo, developer=developers[key], status="delivered", country=developers[key].country.code,
-                                language=developers[key].language)
+        Delivery.objects.create(
+            memo=memo,
+            developer=developers[key],
+            status="delivered",
+            country=developers[key].country.code,
+            language=developers[key].language,
+        )
     memo.refresh_from_db()
     return memo
 
@@ -84,14 +90,19 @@ def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mail
     assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "John Smith <us-1@example.com>"}
 
 
-@pytest.mark.parametrize("backend", ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"])
-def test_the_organisation_contacts_copy_of_the_last_reminder_has_no_link_to_answer_as_the_developer(sent, developers, mailgun, settings, backend):
+@pytest.mark.parametrize(
+    "backend", ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"]
+)
+def test_the_organisation_contacts_copy_of_the_last_reminder_has_no_link_to_answer_as_the_developer(
+    sent, developers, mailgun, settings, backend
+):
     settings.EMAIL_BACKEND = backend  # one call per email, or the reminders batched in one
     developers["cn"].org_contact_email = "compliance@acme.example"
     developers["cn"].save()
     # A reminder template that prints the link everywhere, the subject included.
-    Memo.objects.filter(pk=sent.pk).update(reminders_sent=1, reminder_subject="Answer: {{ ack_url }}",
-                                           reminder_text="Answer here: {{ ack_url }}")
+    Memo.objects.filter(pk=sent.pk).update(
+        reminders_sent=1, reminder_subject="Answer: {{ ack_url }}", reminder_text="Answer here: {{ ack_url }}"
+    )
     move_deadline(sent, 0.5)
     assert reminders.reminders_send_due() == 3
     delivery_send_batch(delivery_ids=reminder_ids(sent, 2))
@@ -116,7 +127,9 @@ def test_a_reminder_whose_time_passed_before_the_memo_was_sent_is_not_sent(sent)
 
 
 def test_custom_reminder_templates_replace_the_built_in_one(sent, mailgun):
-    Memo.objects.filter(pk=sent.pk).update(reminder_subject="Last call, {{ developer.name }}", reminder_text="Answer please: {{ ack_url }}")
+    Memo.objects.filter(pk=sent.pk).update(
+        reminder_subject="Last call, {{ developer.name }}", reminder_text="Answer please: {{ ack_url }}"
+    )
     move_deadline(sent, 6)
     reminders.reminders_send_due()
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
@@ -126,7 +139,7 @@ def test_custom_reminder_templates_replace_the_built_in_one(sent, mailgun):
 
 
 def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, admin_user):
-    """"You have not answered" is for those with no answer, and those whose dispute was
+    """ "You have not answered" is for those with no answer, and those whose dispute was
     decided "region confirmed"; a question or an open or corrected dispute waits for us."""
     from memo_service.memos.disputes import dispute_resolve
     from tests.conftest import make_developer
@@ -136,15 +149,19 @@ def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, ad
         Delivery.objects.create(memo=sent, developer=developer, status="delivered", country="CN", language="en")
     Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
     for key, developer in more.items():
-        answer = Acknowledgement.objects.create(memo=sent, developer=developer, response="disputes_region",
-                                                country_claimed="RU", content_hash="c")
+        answer = Acknowledgement.objects.create(
+            memo=sent, developer=developer, response="disputes_region", country_claimed="RU", content_hash="c"
+        )
         if key != "open":
             dispute_resolve(answer=answer, outcome=key, by=admin_user)
     assert {d.developer.external_id for d in reminders.memo_awaiting_answer(sent)} == {"ru-1", "us-1", "confirmed-1"}
     move_deadline(sent, 6)
     assert reminders.reminders_send_due() == 3
     assert set(Delivery.objects.filter(kind="reminder").values_list("developer__external_id", flat=True)) == {
-        "ru-1", "us-1", "confirmed-1"}
+        "ru-1",
+        "us-1",
+        "confirmed-1",
+    }
 
 
 def test_a_composer_sends_a_reminder_now_from_the_dashboard(sent, developers, mailgun, admin_client):
@@ -164,15 +181,19 @@ def test_a_composer_sends_a_reminder_now_from_the_dashboard(sent, developers, ma
     move_deadline(sent, 6)
     assert reminders.reminders_send_due() == 2 and len(reminder_ids(sent, 1)) == 2
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1001))
-    assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "Olga Petrova <ru-1@example.com>"}
+    assert {m.first("to") for m in mailgun.accepted} == {
+        "Wang Wei <cn-1@example.com>",
+        "Olga Petrova <ru-1@example.com>",
+    }
 
 
 def test_a_reminder_now_is_refused_before_the_send_and_after_the_deadline(memo, sent, admin_user):
     Memo.objects.filter(pk=memo.pk).update(status="approved", dispatched_at=None)
     with pytest.raises(reminders.RemindRefused, match="only a memo sent"):
         reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
-    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now(),
-                                           ack_deadline=timezone.now() - dt.timedelta(hours=1))
+    Memo.objects.filter(pk=memo.pk).update(
+        status="sent", dispatched_at=timezone.now(), ack_deadline=timezone.now() - dt.timedelta(hours=1)
+    )
     with pytest.raises(reminders.RemindRefused, match="deadline"):
         reminders.memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=admin_user)
     assert not Delivery.objects.filter(kind="reminder").exists()

@@ -32,13 +32,19 @@ def test_it_names_the_line_of_a_broken_template(source, expected):
     assert expected in check(source)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("Hi\n{{ developer.contry_name }}", "line 2: developer.contry_name is not a variable: did you mean developer.country_name?"),
-    ("{{ memo.efective_date }}", "line 1: memo.efective_date is not a variable: did you mean memo.effective_date?"),
-    ("{{ developr.name }}", "line 1: developr is not a variable: did you mean developer?"),
-    ("{{ ack_ur }}", "line 1: ack_ur is not a variable: did you mean ack_url?"),
-    ("{{ zzz }}", "line 1: zzz is not a variable; the variables are developer.name, "),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        (
+            "Hi\n{{ developer.contry_name }}",
+            "line 2: developer.contry_name is not a variable: did you mean developer.country_name?",
+        ),
+        ("{{ memo.efective_date }}", "line 1: memo.efective_date is not a variable: did you mean memo.effective_date?"),
+        ("{{ developr.name }}", "line 1: developr is not a variable: did you mean developer?"),
+        ("{{ ack_ur }}", "line 1: ack_ur is not a variable: did you mean ack_url?"),
+        ("{{ zzz }}", "line 1: zzz is not a variable; the variables are developer.name, "),
+    ],
+)
 def test_an_unknown_variable_is_named_with_the_nearest_known_one(source, expected):
     assert check(source).startswith(expected)
 
@@ -88,8 +94,13 @@ def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
     memo.html_body = "<p>{{ developer.organization }}</p>"
     memo.text_body = "{{ developer.organization }}"
     developer = {
-        "name": "X", "organization": "Tom & <Jerry>", "email": "x@example.com", "external_id": "x",
-        "country": "US", "country_name": "United States", "language": "en",
+        "name": "X",
+        "organization": "Tom & <Jerry>",
+        "email": "x@example.com",
+        "external_id": "x",
+        "country": "US",
+        "country_name": "United States",
+        "language": "en",
     }
     language, email = MemoRenderer(memo).render(developer, "http://testserver/ack/t/")
     assert email.subject == "Tom & <Jerry>"
@@ -100,8 +111,14 @@ def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
 
 def test_the_developers_language_picks_the_translation_and_english_is_the_fallback(memo):
     renderer = MemoRenderer(memo)
-    base = {"name": "W", "organization": "O", "email": "w@example.com", "external_id": "w",
-            "country": "CN", "country_name": "中国"}
+    base = {
+        "name": "W",
+        "organization": "O",
+        "email": "w@example.com",
+        "external_id": "w",
+        "country": "CN",
+        "country_name": "中国",
+    }
     zh, email_zh = renderer.render({**base, "language": "zh-hans"}, "http://testserver/ack/t/")
     fr, email_fr = renderer.render({**base, "language": "fr"}, "http://testserver/ack/t/")
     assert (zh, email_zh.subject) == ("zh-hans", "来自中国的访问将被阻止")
@@ -109,10 +126,14 @@ def test_the_developers_language_picks_the_translation_and_english_is_the_fallba
     assert fr == "en" and email_fr.subject.startswith("Access from China ends 2027-07-09")
 
 
-@pytest.mark.parametrize("country, language, expected", [
-    ("BR", "fr", "Access from Brazil ends"), ("MX", "ja", "Access from Mexico ends"),
-    ("CN", "zh-hans", "来自中国的访问将被阻止"),
-])
+@pytest.mark.parametrize(
+    "country, language, expected",
+    [
+        ("BR", "fr", "Access from Brazil ends"),
+        ("MX", "ja", "Access from Mexico ends"),
+        ("CN", "zh-hans", "来自中国的访问将被阻止"),
+    ],
+)
 def test_values_in_a_text_are_in_the_texts_language(memo, country, language, expected):
     developer = make_developer(f"{country}-{language}", country, language)
     used, email = MemoRenderer(memo).render(rendering.developer_context(developer), "http://testserver/ack/t/")
@@ -162,11 +183,14 @@ def test_templates_that_burn_cpu_or_memory_in_c_code_are_rejected_quickly(bomb):
     assert time.monotonic() - start < 5
 
 
-@pytest.mark.parametrize("payload", [
-    "{{ developer.update(email='attacker@example.net') or '' }}",
-    "{% set _ = developer.__setitem__('email', 'x') %}",
-    "{{ memo.clear() }}",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ developer.update(email='attacker@example.net') or '' }}",
+        "{% set _ = developer.__setitem__('email', 'x') %}",
+        "{{ memo.clear() }}",
+    ],
+)
 def test_a_template_cannot_change_the_values_it_is_given(payload):
     assert check(payload).startswith("line 1:")
 
@@ -197,17 +221,21 @@ def test_a_new_language_for_the_email_layout_is_a_catalog_and_no_code(settings, 
     from memo_service.memos.models import MemoTranslation
     from tests.conftest import make_memo
 
-    write_catalog(tmp_path, "fr", {
-        "Read and acknowledge this memo:": "Lisez et confirmez ce mémo :",
-        "Reminder: %(subject)s": "Rappel : %(subject)s",
-        "You have not answered this memo yet. Please read it and acknowledge it by %(date)s.":
-            "Vous n'avez pas encore répondu. Lisez-le et confirmez-le avant le %(date)s.",
-    })
+    write_catalog(
+        tmp_path,
+        "fr",
+        {
+            "Read and acknowledge this memo:": "Lisez et confirmez ce mémo :",
+            "Reminder: %(subject)s": "Rappel : %(subject)s",
+            "You have not answered this memo yet. Please read it and acknowledge it by %(date)s.": "Vous n'avez pas encore répondu. Lisez-le et confirmez-le avant le %(date)s.",
+        },
+    )
     settings.LOCALE_PATHS = [tmp_path, *settings.LOCALE_PATHS]
     settings.LANGUAGES = [*settings.LANGUAGES, ("fr", "Français")]
     memo = make_memo()
-    MemoTranslation.objects.create(memo=memo, language="fr", subject="Accès bloqué", html_body="<p>Bonjour</p>",
-                                   text_body="Bonjour")
+    MemoTranslation.objects.create(
+        memo=memo, language="fr", subject="Accès bloqué", html_body="<p>Bonjour</p>", text_body="Bonjour"
+    )
     developer = rendering.developer_context(developers["us"]) | {"language": "fr"}
 
     language, email = MemoRenderer(memo, reminder=True).render(developer, "http://testserver/ack/t/")

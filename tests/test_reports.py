@@ -30,12 +30,27 @@ def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo
     call_command("memo_status", funnel_memo.slug, "--json")
     funnel = json.loads(capsys.readouterr().out)
     assert {k: funnel[k] for k in ["targeted", "sent", "delivered", "bounced", "failed", "acknowledged"]} == {
-        "targeted": 4, "sent": 3, "delivered": 1, "bounced": 1, "failed": 1, "acknowledged": 1
+        "targeted": 4,
+        "sent": 3,
+        "delivered": 1,
+        "bounced": 1,
+        "failed": 1,
+        "acknowledged": 1,
     }
     assert funnel["by_country"]["CN"] | {} == {
-        "targeted": 2, "sent": 2, "delivered": 1, "bounced": 1, "failed": 0,
-        "outcome_unknown": 0, "pending": 0, "cancelled": 0, "acknowledged": 1,
-        "acknowledged_suspected": 0, "disputed": 0, "needs_help": 0, "exempt": 0,
+        "targeted": 2,
+        "sent": 2,
+        "delivered": 1,
+        "bounced": 1,
+        "failed": 0,
+        "outcome_unknown": 0,
+        "pending": 0,
+        "cancelled": 0,
+        "acknowledged": 1,
+        "acknowledged_suspected": 0,
+        "disputed": 0,
+        "needs_help": 0,
+        "exempt": 0,
     }
     assert funnel["by_country"]["RU"]["failed"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0
 
@@ -52,8 +67,10 @@ def test_the_dashboard_shows_the_funnel_per_country_and_a_chart(admin_client, fu
     assert '<th data-key="acknowledged_suspected">of which possibly automated</th>' in page
     assert ">needs_help<" not in page and ">asked for help</th>" in page
     # CN: 2 targeted, 2 sent, 1 delivered, 1 bounced, 0 failed, 0 cancelled, 1 acknowledged, …, 1 of 2 answered
-    assert ("<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td>"
-            "<td>0</td><td>0</td><td>1 (50 %)</td></tr>") in page
+    assert (
+        "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td>"
+        "<td>0</td><td>0</td><td>1 (50 %)</td></tr>"
+    ) in page
     assert "<td>RU</td>" in page and "<td>0 (0 %)</td></tr>" in page
     assert "<svg" in page and "1 acknowledged of 4" in page and "deadline" in page
 
@@ -66,7 +83,8 @@ def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge
     from memo_service.memos.reports import ack_chart_svg
 
     Memo.objects.filter(pk=funnel_memo.pk).update(
-        send_started_at=timezone.now() - dt.timedelta(days=2), ack_deadline=timezone.now() + dt.timedelta(days=210))
+        send_started_at=timezone.now() - dt.timedelta(days=2), ack_deadline=timezone.now() + dt.timedelta(days=210)
+    )
     svg = ack_chart_svg(Memo.objects.get(pk=funnel_memo.pk))
     assert "(in 209 days) →" in svg and ">now</text>" in svg
     # the acknowledgement (just now) is drawn at the right edge, not a sliver from the left
@@ -80,7 +98,9 @@ def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client,
     for n in range(60):
         developer = make_developer(f"late-{n:02d}", "CN")
         Delivery.objects.create(memo=funnel_memo, developer=developer, status="delivered", country="CN")
-    Acknowledgement.objects.create(memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h")
+    Acknowledgement.objects.create(
+        memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h"
+    )
     url = reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])
     first = admin_client.get(url).content.decode()
     # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer

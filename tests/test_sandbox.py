@@ -30,8 +30,15 @@ CPU_BURNER = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}
 
 
 def context(external_id: str) -> dict[str, str]:
-    return {"name": "N", "organization": "O", "email": f"{external_id}@example.com", "external_id": external_id,
-            "country": "CN", "country_name": "China", "language": "en"}
+    return {
+        "name": "N",
+        "organization": "O",
+        "email": f"{external_id}@example.com",
+        "external_id": external_id,
+        "country": "CN",
+        "country_name": "China",
+        "language": "en",
+    }
 
 
 def test_a_cpu_burning_loop_for_one_developer_fails_that_render_only_and_quickly(memo):
@@ -47,12 +54,18 @@ def test_a_cpu_burning_loop_for_one_developer_fails_that_render_only_and_quickly
 @pytest.fixture
 def victim_sent(memo):
     """The memo, burning CPU for victim-1 only, as sent to victim-1 and to cn-1."""
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64,
-                                           html_body=VICTIM_ONLY.format(CPU_BURNER))
+    Memo.objects.filter(pk=memo.pk).update(
+        status="sent", content_hash="c" * 64, html_body=VICTIM_ONLY.format(CPU_BURNER)
+    )
     victim = make_developer("victim-1", "CN")
     for developer in (victim, Developer.objects.get(external_id="cn-1")):
-        Delivery.objects.create(memo=memo, developer=developer, status="sent", country="CN",
-                                sent_at=timezone.now() - dt.timedelta(minutes=5))
+        Delivery.objects.create(
+            memo=memo,
+            developer=developer,
+            status="sent",
+            country="CN",
+            sent_at=timezone.now() - dt.timedelta(minutes=5),
+        )
     return memo, victim
 
 
@@ -97,15 +110,16 @@ MEMORY_BOMBS = {
     "join_of_repeated_list": "{% set s = 'x' * 400000 %}{{ ([s] * 1000)|join }}",
     "str_join_method": "{% set s = 'y' * 400000 %}{{ s.join(range(10000)|map('string')) }}",
     "printed_shared_list": "{% set s = 'x' * 400000 %}{% set a = [s, s, s, s] %}{% set b = [a, a, a, a] %}"
-                           "{% set c = [b, b, b, b] %}{% set d = [c, c, c, c] %}{{ d }}",
+    "{% set c = [b, b, b, b] %}{% set d = [c, c, c, c] %}{{ d }}",
     "printed_dict_view": "{% set s = 'x' * 400000 %}{% set a = [s, s, s, s] %}{% set b = [a, a, a, a] %}"
-                         "{% set c = {'1': b, '2': b, '3': b, '4': b} %}{% set d = {'1': c, '2': c, '3': c, '4': c} %}"
-                         "{% set e = {'1': d, '2': d, '3': d, '4': d} %}{{ e.values() }}",
+    "{% set c = {'1': b, '2': b, '3': b, '4': b} %}{% set d = {'1': c, '2': c, '3': c, '4': c} %}"
+    "{% set e = {'1': d, '2': d, '3': d, '4': d} %}{{ e.values() }}",
     "captured_block_doubling": "{% set s = 'x' * 400000 %}{% set a %}{{ s }}{{ s }}{% endset %}"
-                               + "".join("{% set a %}{{ a }}{{ a }}{% endset %}" for _ in range(12)) + "{{ a|length }}",
+    + "".join("{% set a %}{{ a }}{{ a }}{% endset %}" for _ in range(12))
+    + "{{ a|length }}",
     "concat_doubling": "{% set a = 'x' * 400000 %}" + "{% set a = a ~ a %}" * 12 + "{{ a|length }}",
     "namespace_list_doubling": "{% set ns = namespace(l=['x' * 1000]) %}{% for i in range(30) %}"
-                               "{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+    "{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
     "batch_fill": "{{ 'x'|batch(999999999, 'y')|list|length }}",
     "batch_fill_by_keyword": "{{ 'x'|batch(linecount=999999999, fill_with='y')|list|length }}",
     "translate_table": "{{ ('x' * 400000).translate({120: 'y' * 400000}) }}",
@@ -113,7 +127,7 @@ MEMORY_BOMBS = {
     "strftime_width": "{{ memo.effective_date.strftime('%999Y' * 100000)|length }}",
     "quadratic_sum_of_lists": "{{ ([[1]] * 70000)|sum(start=[])|length }}",
     "recursive_macro_doubling": "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}"
-                                "{% endif %}{% endmacro %}{{ d('x' * 1000, 40) }}",
+    "{% endif %}{% endmacro %}{{ d('x' * 1000, 40) }}",
 }
 
 # In a child process with a 1 GB address-space limit on top of what it holds, so that
@@ -142,8 +156,9 @@ print(json.dumps({"error": error, "seconds": time.monotonic() - start, "grown": 
 @pytest.mark.parametrize("bomb", MEMORY_BOMBS.values(), ids=MEMORY_BOMBS.keys())
 def test_a_memory_bomb_behind_a_condition_is_refused_in_process_before_it_is_built(bomb):
     source = VICTIM_ONLY.format(bomb)
-    result = subprocess.run([sys.executable, "-c", CHILD, sandbox.__file__, source],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, sandbox.__file__, source], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["error"] is not None and outcome["error"][2], outcome  # the sandbox's refusal, no MemoryError
@@ -152,10 +167,12 @@ def test_a_memory_bomb_behind_a_condition_is_refused_in_process_before_it_is_bui
 
 
 def test_an_honest_template_renders_as_before(memo, developers):
-    memo.html_body = ("{% set greeting = 'Dear ' ~ developer.name %}<p>{{ greeting }},</p>"
-                      "{% for line in ['one', 'two'] %}<li>{{ loop.index }}. {{ line|upper }}</li>{% endfor %}"
-                      "{% macro box(t) %}<b>{{ t }}</b>{% endmacro %}{{ box(developer.country_name) }}"
-                      "{{ (memo.effective_date - memo.effective_date).days + 2 * 3 }}")
+    memo.html_body = (
+        "{% set greeting = 'Dear ' ~ developer.name %}<p>{{ greeting }},</p>"
+        "{% for line in ['one', 'two'] %}<li>{{ loop.index }}. {{ line|upper }}</li>{% endfor %}"
+        "{% macro box(t) %}<b>{{ t }}</b>{% endmacro %}{{ box(developer.country_name) }}"
+        "{{ (memo.effective_date - memo.effective_date).days + 2 * 3 }}"
+    )
     email = MemoRenderer(memo).render(rendering.developer_context(developers["ru"]), "http://testserver/ack/t/")[1]
     assert "<p>Dear Olga Petrova,</p><li>1. ONE</li><li>2. TWO</li><b>Russia</b>6" in email.html
 
@@ -164,12 +181,16 @@ def test_an_honest_template_renders_as_before(memo, developers):
 
 # Breaks (an undefined variable) unless ack_url has the shape of a real link:
 # SITE_URL/ack/<payload>:<timestamp>:<signature>/
-NEEDS_A_REAL_LINK = ("{% set parts = ack_url.split('/') %}"
-                     "{% if parts|length != 6 or parts[3] != 'ack' or parts[4].split(':')|length != 3 %}"
-                     "{{ not_a_real_link }}{% endif %}Reply to {{ ack_url }}")
+NEEDS_A_REAL_LINK = (
+    "{% set parts = ack_url.split('/') %}"
+    "{% if parts|length != 6 or parts[3] != 'ack' or parts[4].split(':')|length != 3 %}"
+    "{{ not_a_real_link }}{% endif %}Reply to {{ ack_url }}"
+)
 
 
-def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_send(admin_client, memo, developers, mailoutbox):
+def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_send(
+    admin_client, memo, developers, mailoutbox
+):
     Memo.objects.filter(pk=memo.pk).update(text_body=NEEDS_A_REAL_LINK)
     memo.refresh_from_db()
     assert rendering.memo_check(memo) == {}  # the trial render at save

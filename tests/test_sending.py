@@ -161,7 +161,10 @@ def test_a_template_cannot_redirect_the_email(memo, mailgun):
     # Bypasses the save-time check on purpose: even then the address comes from the database.
     Memo.objects.filter(pk=memo.pk).update(text_body="{{ developer.update(email='x@evil.example') }}")
     delivery_send_batch(delivery_ids=ids)
-    assert {m.first("to") for m in mailgun.accepted} <= {"Wang Wei <cn-1@example.com>", "Olga Petrova <ru-1@example.com>"}
+    assert {m.first("to") for m in mailgun.accepted} <= {
+        "Wang Wei <cn-1@example.com>",
+        "Olga Petrova <ru-1@example.com>",
+    }
 
 
 def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(memo, developers, mailgun):
@@ -214,7 +217,9 @@ def test_two_workers_claiming_the_same_delivery_at_once_only_one_wins(memo, deve
     assert Delivery.objects.get(pk=delivery.pk).attempts == 1
 
 
-@pytest.mark.parametrize("backend", ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"])
+@pytest.mark.parametrize(
+    "backend", ["anymail.backends.mailgun.EmailBackend", "memo_service.backends.mailgun.EmailBackend"]
+)
 def test_refused_recipients_fail_with_the_reason_and_the_others_are_sent_once(
     memo, developers, mailgun, later, settings, backend
 ):
@@ -273,10 +278,13 @@ def test_a_batching_backend_sends_a_task_in_one_call_per_language_with_each_reci
         assert ack_token_read(link.split("/")[-2]).developer == developer  # their own link
         _, expected = renderer._render_full(developer_context(developer), link)
         assert (got.first("subject"), got.first("html"), got.first("text")) == (
-            expected.subject, expected.html, expected.text)
+            expected.subject,
+            expected.html,
+            expected.text,
+        )
         # Each recipient's own delivery id, for the tracking webhooks.
         assert got.first("v:delivery_id") == str(delivery.pk)
-    assert "Batch &lt;3&gt; &amp; Co" in by_to["\"Batch <3> & Co\" <cn-b3@example.com>"].first("html")
+    assert "Batch &lt;3&gt; &amp; Co" in by_to['"Batch <3> & Co" <cn-b3@example.com>'].first("html")
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     assert len({d.provider_message_id for d in Delivery.objects.all()}) == 2
 
@@ -392,9 +400,20 @@ def test_a_call_refused_for_a_reason_other_than_a_recipient_is_not_split(mailgun
 
 
 NAMES = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20) | st.sampled_from(
-    ['O"Brien, Pat', "Zoë Ünal", "Ann <admin@evil.example>", "Semi;colon", "", "Back\\slash", "a.b (c)", "Two\nlines"])
-ADDRESSES = st.sampled_from(["pat+memo@example.com", "o'brien@example.com", "zoe@bücher.example", "ünal@example.com",
-                             "user.name@sub.example.co", "x@example.com", "a_b-c@example.org", '"quoted local"@example.com'])
+    ['O"Brien, Pat', "Zoë Ünal", "Ann <admin@evil.example>", "Semi;colon", "", "Back\\slash", "a.b (c)", "Two\nlines"]
+)
+ADDRESSES = st.sampled_from(
+    [
+        "pat+memo@example.com",
+        "o'brien@example.com",
+        "zoe@bücher.example",
+        "ünal@example.com",
+        "user.name@sub.example.co",
+        "x@example.com",
+        "a_b-c@example.org",
+        '"quoted local"@example.com',
+    ]
+)
 
 
 @settings_(max_examples=300, deadline=None)
@@ -412,13 +431,21 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
     addresses = [recipient_address(name, email) for name, email in recipients]
     assert [a.addr_spec for a in addresses] == [EmailAddress(addr_spec=email).addr_spec for _, email in recipients]
     requests = []
-    for backend, to in [(EmailBackend(api_key="k"), addresses), (mailgun.EmailBackend(api_key="k"), list(map(str, addresses)))]:
+    for backend, to in [
+        (EmailBackend(api_key="k"), addresses),
+        (mailgun.EmailBackend(api_key="k"), list(map(str, addresses))),
+    ]:
         message = AnymailMessage(
-            subject="%recipient.subject%", body="%recipient.text%", to=to, from_email="Notices <n@example.com>",
+            subject="%recipient.subject%",
+            body="%recipient.text%",
+            to=to,
+            from_email="Notices <n@example.com>",
             merge_data={a.addr_spec: {"subject": f"Hi {a.display_name}", "text": "x"} for a in addresses},
             merge_metadata={a.addr_spec: {"delivery_id": str(i)} for i, a in enumerate(addresses)},
         )
-        requests.append(backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/v3/"))
+        requests.append(
+            backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/v3/")
+        )
     assert requests[0] == requests[1]
 
 
@@ -433,10 +460,12 @@ def test_a_developer_at_an_international_address_gets_the_memo(memo, developers,
         delivery_send_batch(delivery_ids=ids)
         assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     by_external_id = {d.developer.external_id: str(d.pk) for d in Delivery.objects.select_related("developer")}
-    for to, external_id in [("Zoë Ünal <zoë@xn--bcher-kva.example>", "cn-idn"),
-                            ('"Smith, \\"Pat\\"" <"pat smith"@example.com>', "cn-quoted"),
-                            ("Wang Wei <cn-1@example.com>", "cn-1"),
-                            ('"Same address as Wang Wei, quoted" <cn-1@example.com>', "cn-same")]:
+    for to, external_id in [
+        ("Zoë Ünal <zoë@xn--bcher-kva.example>", "cn-idn"),
+        ('"Smith, \\"Pat\\"" <"pat smith"@example.com>', "cn-quoted"),
+        ("Wang Wei <cn-1@example.com>", "cn-1"),
+        ('"Same address as Wang Wei, quoted" <cn-1@example.com>', "cn-same"),
+    ]:
         got = [m for m in mailgun.accepted if m.first("to") == to]
         assert len(got) == 2, to  # once per backend, each with its own text and delivery id
         for message in got:

@@ -51,7 +51,9 @@ def test_each_email_keeps_the_hash_of_exactly_what_the_provider_got_and_the_chai
     assert evidence_verify(memo).ok
 
 
-def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_no_acknowledge(client, memo, sent, developers):
+def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_no_acknowledge(
+    client, memo, sent, developers
+):
     page = open_page(client, memo, developers["ru"])
     client.post(page, {"interacted": "1", "response": "disputes_region", "country": "US"}, HTTP_USER_AGENT=PHONE)
     dispute = Acknowledgement.objects.get(response="disputes_region")

@@ -25,7 +25,11 @@ PRODUCTION = {
 
 
 def manage(*args, **env_overrides):
-    env = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "EMAIL_BACKEND"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL", "EMAIL_BACKEND"}
+    }
     env.update(env_overrides)
     return subprocess.run(
         [sys.executable, "manage.py", *args], env=env, capture_output=True, text=True, cwd=settings.BASE_DIR
@@ -51,8 +55,13 @@ def test_check_deploy_fails_without_a_webhook_secret():
 
 def test_anymail_booleans_are_booleans():
     result = manage(
-        "shell", "-v", "0", "-c", "from django.conf import settings as s; print(repr(s.ANYMAIL['DEBUG_API_REQUESTS']))",
-        ANYMAIL_DEBUG_API_REQUESTS="false", DEBUG="true",
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.conf import settings as s; print(repr(s.ANYMAIL['DEBUG_API_REQUESTS']))",
+        ANYMAIL_DEBUG_API_REQUESTS="false",
+        DEBUG="true",
     )
     assert result.stdout.strip() == "False"
 
@@ -64,14 +73,22 @@ def test_unset_variables_fall_back_to_the_embedded_default():
     )
     result = manage("shell", "-v", "0", "-c", script, DEBUG="true")
     assert result.stdout.split() == [
-        "django.db.backends.sqlite3", "filesystem://", "memo_service.outbox.OutboxEmailBackend"
+        "django.db.backends.sqlite3",
+        "filesystem://",
+        "memo_service.outbox.OutboxEmailBackend",
     ]
 
 
 def test_anymail_settings_come_from_anymail_variables():
     result = manage(
-        "shell", "-v", "0", "-c", "from django.conf import settings as s; print(s.ANYMAIL)",
-        ANYMAIL_MAILGUN_API_KEY="key-1", ANYMAIL_WEBHOOK_SECRET="u:p", DEBUG="true",
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from django.conf import settings as s; print(s.ANYMAIL)",
+        ANYMAIL_MAILGUN_API_KEY="key-1",
+        ANYMAIL_WEBHOOK_SECRET="u:p",
+        DEBUG="true",
     )
     assert "'MAILGUN_API_KEY': 'key-1'" in result.stdout and "'WEBHOOK_SECRET': 'u:p'" in result.stdout
 
@@ -91,6 +108,7 @@ def test_the_embedded_default_makes_its_evidence_key_and_webhook_secret_once_und
     key, secret = first
     assert (tmp_path / "evidence-signing-key").read_text() == key and secret.startswith("hook:")
     assert oct((tmp_path / "evidence-signing-key").stat().st_mode & 0o777) == "0o600"
+
 
 # --- forged acknowledgements: no key anyone can read -------------------------------
 

@@ -26,7 +26,9 @@ def test_a_delivery_left_sending_by_a_dead_worker_becomes_outcome_unknown(memo, 
     Memo.objects.filter(pk=memo.pk).update(status="sending", dispatched_at=timezone.now())
     long_ago = timezone.now() - sweeper.SENDING_GRACE - dt.timedelta(seconds=1)
     stuck = Delivery.objects.create(memo=memo, developer=developers["cn"], status="sending", status_changed_at=long_ago)
-    fresh = Delivery.objects.create(memo=memo, developer=developers["ru"], status="sending", status_changed_at=timezone.now())
+    fresh = Delivery.objects.create(
+        memo=memo, developer=developers["ru"], status="sending", status_changed_at=timezone.now()
+    )
     assert sweeper.deliveries_sweep()["abandoned"] == 1
     stuck.refresh_from_db()
     fresh.refresh_from_db()
@@ -37,7 +39,9 @@ def test_a_delivery_left_sending_by_a_dead_worker_becomes_outcome_unknown(memo, 
 def test_queued_deliveries_whose_task_was_lost_are_enqueued_again(memo, developers, enqueued):
     Memo.objects.filter(pk=memo.pk).update(status="sending")
     old = Delivery.objects.create(memo=memo, developer=developers["cn"])
-    Delivery.objects.filter(pk=old.pk).update(created_at=timezone.now() - sweeper.QUEUED_GRACE - dt.timedelta(seconds=1))
+    Delivery.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - sweeper.QUEUED_GRACE - dt.timedelta(seconds=1)
+    )
     Delivery.objects.create(memo=memo, developer=developers["ru"])  # just enqueued: left alone
     assert sweeper.deliveries_sweep()["requeued"] == 1
     assert enqueued == [("send", [old.pk])]
@@ -66,7 +70,9 @@ def test_an_interrupted_dispatch_is_resumed(memo, enqueued):
 def test_the_memo_is_finished_once_nothing_is_pending(memo, developers, enqueued, eager):
     Memo.objects.filter(pk=memo.pk).update(status="sending", dispatched_at=timezone.now())
     Delivery.objects.create(
-        memo=memo, developer=developers["cn"], status="sending",
+        memo=memo,
+        developer=developers["cn"],
+        status="sending",
         status_changed_at=timezone.now() - sweeper.SENDING_GRACE - dt.timedelta(seconds=1),
     )
     sweeper.deliveries_sweep()

@@ -14,7 +14,8 @@ from memo_service.memos import tasks
 def periodic_tasks() -> set[str]:
     """Tasks that take no arguments have nothing to work on but what is due: beat's."""
     return {
-        task.name for task in vars(tasks).values()
+        task.name
+        for task in vars(tasks).values()
         if hasattr(task, "name") and hasattr(task, "run") and not inspect.signature(task.run).parameters
     }
 

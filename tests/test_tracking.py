@@ -37,8 +37,11 @@ def post(client, payload, auth=AUTH):
     return client.post(URL, json.dumps(payload), content_type="application/json", HTTP_AUTHORIZATION=auth)
 
 
-BOUNCE = {"severity": "permanent", "reason": "bounce",
-          "delivery-status": {"code": 550, "message": "5.1.1 mailbox does not exist", "description": ""}}
+BOUNCE = {
+    "severity": "permanent",
+    "reason": "bounce",
+    "delivery-status": {"code": 550, "message": "5.1.1 mailbox does not exist", "description": ""},
+}
 
 
 @pytest.fixture
@@ -167,7 +170,9 @@ def test_metadata_that_is_not_an_object_is_refused_with_the_reason(client, deliv
     assert status(delivery) == "sent"
 
 
-@pytest.mark.parametrize("event_data", [[], "delivered", {"no-event": True}, {"event": "delivered", "timestamp": "soon"}])
+@pytest.mark.parametrize(
+    "event_data", [[], "delivered", {"no-event": True}, {"event": "delivered", "timestamp": "soon"}]
+)
 def test_a_signed_body_that_is_not_a_mailgun_event_is_refused_with_the_reason(client, delivery, event_data):
     payload = mailgun_event("delivered", delivery)
     payload["event-data"] = event_data
@@ -177,8 +182,12 @@ def test_a_signed_body_that_is_not_a_mailgun_event_is_refused_with_the_reason(cl
 def test_a_provider_with_no_configuration_is_refused_with_the_reason(client, delivery, settings):
     settings.ANYMAIL = {"WEBHOOK_SECRET": WEBHOOK_SECRET}  # no Mailgun signing key
     refused(post(client, mailgun_event("delivered", delivery)), 400, "mailgun is not configured for tracking webhooks")
-    assert client.post("/anymail/nosuchesp/tracking/", "{}", content_type="application/json",
-                       HTTP_AUTHORIZATION=AUTH).status_code == 404
+    assert (
+        client.post(
+            "/anymail/nosuchesp/tracking/", "{}", content_type="application/json", HTTP_AUTHORIZATION=AUTH
+        ).status_code
+        == 404
+    )
 
 
 def test_an_event_for_an_unknown_message_is_stored_once(client, delivery):

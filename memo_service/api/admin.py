@@ -13,7 +13,9 @@ from memo_service.api.views import api_clients_forget
 
 class ApiClientForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(
-        choices=Scope.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        choices=Scope.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         help_text="What the client may call; a call outside them gets 403.",
     )
 
@@ -54,9 +56,15 @@ class ApiClientAdmin(admin.ModelAdmin):
     def _tokens_page(self, request: HttpRequest, issued: list[tuple[str, str]]) -> HttpResponse:
         """New tokens, shown once in the page itself: a message would carry them in the
         messages cookie (or the session), stored by the browser and sent back."""
-        response = TemplateResponse(request, "admin/api/apiclient/tokens_issued.html", {
-            **self.admin_site.each_context(request), "opts": self.model._meta,
-            "title": "Copy the new tokens", "issued": issued,
-        })
+        response = TemplateResponse(
+            request,
+            "admin/api/apiclient/tokens_issued.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": "Copy the new tokens",
+                "issued": issued,
+            },
+        )
         add_never_cache_headers(response)
         return response

@@ -39,8 +39,10 @@ def body_refusal(request: HttpRequest) -> HttpResponse | None:
         return JsonResponse({"detail": "the Content-Length header is not a number"}, status=400)
     if limit is not None and length > limit:
         return JsonResponse(
-            {"detail": f"the request body is {length:,} bytes; at most {limit:,} are accepted "
-                       f"(send fewer developers per request)"},
+            {
+                "detail": f"the request body is {length:,} bytes; at most {limit:,} are accepted "
+                f"(send fewer developers per request)"
+            },
             status=413,
         )
     if not length:

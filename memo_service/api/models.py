@@ -24,7 +24,9 @@ class ApiClient(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     token_digest = models.CharField(max_length=64, unique=True, editable=False)
-    token_prefix = models.CharField(max_length=8, editable=False, help_text="The token's first characters, to tell tokens apart.")
+    token_prefix = models.CharField(
+        max_length=8, editable=False, help_text="The token's first characters, to tell tokens apart."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

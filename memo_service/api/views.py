@@ -98,7 +98,10 @@ def api_client_touch(*, client: ApiClient) -> None:
 
 # No docs page: Swagger UI would load its assets from a CDN.
 api = NinjaAPI(
-    title="memo-service sync API", version="1", urls_namespace="api", docs_url=None,
+    title="memo-service sync API",
+    version="1",
+    urls_namespace="api",
+    docs_url=None,
     auth=ClientToken(),
 )
 
@@ -226,31 +229,49 @@ def _memo(ref: str) -> Memo:
         raise Http404 from None
 
 
-@api.post("/developers/bulk", response={200: BulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem}, summary="Upsert up to 1,000 developers by external_id")
+@api.post(
+    "/developers/bulk",
+    response={200: BulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem},
+    summary="Upsert up to 1,000 developers by external_id",
+)
 def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
     report = developers_sync([item.dict(exclude_unset=True) for item in payload.developers])
     return {
-        "created": report.created, "updated": report.updated, "unchanged": report.unchanged,
+        "created": report.created,
+        "updated": report.updated,
+        "unchanged": report.unchanged,
         "errors": [{"index": e.line, "external_id": e.external_id, "error": e.reason} for e in report.errors],
     }
 
 
-@api.post("/developers/{external_id}/deactivate", response={200: DeactivateOut, 401: Problem, 403: Problem, 404: Problem})
+@api.post(
+    "/developers/{external_id}/deactivate", response={200: DeactivateOut, 401: Problem, 403: Problem, 404: Problem}
+)
 def developers_deactivate(request: HttpRequest, external_id: str) -> dict[str, Any]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id))
     changed = developer_deactivate(developer=developer)
     return {"external_id": developer.external_id, "is_active": False, "changed": changed}
 
 
-@api.get("/memos/{memo}/funnel", response={200: FunnelOut, 401: Problem, 403: Problem, 404: Problem}, summary="A memo's funnel, in total and per country")
+@api.get(
+    "/memos/{memo}/funnel",
+    response={200: FunnelOut, 401: Problem, 403: Problem, 404: Problem},
+    summary="A memo's funnel, in total and per country",
+)
 def memo_funnel_view(request: HttpRequest, memo: str) -> dict[str, Any]:
     return memo_funnel(_memo(memo))
 
 
-@api.get("/memos/{memo}/answers", response={200: AnswersOut, 401: Problem, 403: Problem, 404: Problem, 422: ValidationProblem}, summary="A memo's acknowledgements, oldest first, paged by id")
+@api.get(
+    "/memos/{memo}/answers",
+    response={200: AnswersOut, 401: Problem, 403: Problem, 404: Problem, 422: ValidationProblem},
+    summary="A memo's acknowledgements, oldest first, paged by id",
+)
 def memo_answers(
-    request: HttpRequest, memo: str,
-    after: int = Query(0, ge=0, le=2**62), limit: int = Query(500, ge=1, le=1000),
+    request: HttpRequest,
+    memo: str,
+    after: int = Query(0, ge=0, le=2**62),
+    limit: int = Query(500, ge=1, le=1000),
 ) -> dict[str, Any]:
     rows = list(
         Acknowledgement.objects.filter(memo=_memo(memo), id__gt=after)
@@ -303,8 +324,12 @@ class ConsoleAnswerIn(Schema):
     # No NUL: PostgreSQL refuses it in text.
     comment: str = Field("", max_length=2_000, pattern=NO_NUL, description="required with needs_help")
     # Not strict: an address arrives as a JSON string.
-    ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(..., description="the developer's address as the console saw it")
-    user_agent: str = Field(..., max_length=1_000, pattern=NO_NUL, description="the developer's browser as the console saw it")
+    ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(
+        ..., description="the developer's address as the console saw it"
+    )
+    user_agent: str = Field(
+        ..., max_length=1_000, pattern=NO_NUL, description="the developer's browser as the console saw it"
+    )
 
 
 class ConsoleAnswerOut(Schema):
@@ -324,12 +349,15 @@ class HashProblem(Schema):
 
 
 @api.get(
-    "/developers/{external_id}/notices", auth=ClientToken(Scope.NOTICES_READ),
+    "/developers/{external_id}/notices",
+    auth=ClientToken(Scope.NOTICES_READ),
     response={200: NoticesOut, 401: Problem, 403: Problem, 404: Problem, 422: ValidationProblem},
     summary="The memos a developer was sent, newest first, to show in the console until they answer",
 )
 def developer_notices_view(
-    request: HttpRequest, external_id: str, state: Literal["unanswered", "all"] = Query("unanswered"),
+    request: HttpRequest,
+    external_id: str,
+    state: Literal["unanswered", "all"] = Query("unanswered"),
 ) -> dict[str, Any]:
     notices = developer_notices(external_id=_no_nul(external_id), state=state)
     if notices is None:
@@ -338,12 +366,24 @@ def developer_notices_view(
 
 
 @api.post(
-    "/developers/{external_id}/memos/{memo}/answers", auth=ClientToken(Scope.ANSWERS_RELAY),
-    response={200: ConsoleAnswerOut, 201: ConsoleAnswerOut, 400: Problem, 401: Problem, 403: Problem, 404: Problem,
-              409: HashProblem, 410: Problem, 422: ValidationProblem},
+    "/developers/{external_id}/memos/{memo}/answers",
+    auth=ClientToken(Scope.ANSWERS_RELAY),
+    response={
+        200: ConsoleAnswerOut,
+        201: ConsoleAnswerOut,
+        400: Problem,
+        401: Problem,
+        403: Problem,
+        404: Problem,
+        409: HashProblem,
+        410: Problem,
+        422: ValidationProblem,
+    },
     summary="Record a developer's answer given in the console (201; 200 when it was already recorded)",
 )
-def developer_answer(request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn) -> Status[dict[str, Any]]:
+def developer_answer(
+    request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn
+) -> Status[dict[str, Any]]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id), erased_at__isnull=True)
     target = ack_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
     if target is None or target.memo.status not in SHOWN_MEMO_STATUSES:
@@ -353,16 +393,40 @@ def developer_answer(request: HttpRequest, external_id: str, memo: str, payload:
     relayed_by: ApiClient = request.auth  # type: ignore[attr-defined]  # set by ClientToken
     try:
         answer, recorded = answer_record(
-            target=target, response=payload.response, comment=payload.comment, country=payload.country,
-            ip_address=str(payload.ip_address) if payload.ip_address else None, user_agent=payload.user_agent,
+            target=target,
+            response=payload.response,
+            comment=payload.comment,
+            country=payload.country,
+            ip_address=str(payload.ip_address) if payload.ip_address else None,
+            user_agent=payload.user_agent,
             interacted=True,  # the console's own page, where a signed-in person pressed its button
-            channel=Acknowledgement.Channel.CONSOLE, api_client=relayed_by, shown_hash=payload.content_hash,
+            channel=Acknowledgement.Channel.CONSOLE,
+            api_client=relayed_by,
+            shown_hash=payload.content_hash,
         )
     except ContentHashMismatch as exc:
-        return Status(409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected})
+        return Status(
+            409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected}
+        )
     except AnswerInvalid as exc:
-        return Status(422, {"detail": [{"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in exc.errors.items()]})
-    return Status(201 if recorded else 200, {
-        "id": answer.pk, "memo": target.memo.slug, "external_id": developer.external_id, "response": answer.response,
-        "recorded": recorded, "channel": answer.channel, "created_at": answer.created_at, "content_hash": answer.text_hash or answer.content_hash,
-    })
+        return Status(
+            422,
+            {
+                "detail": [
+                    {"loc": ["body", field], "msg": msg, "type": "value_error"} for field, msg in exc.errors.items()
+                ]
+            },
+        )
+    return Status(
+        201 if recorded else 200,
+        {
+            "id": answer.pk,
+            "memo": target.memo.slug,
+            "external_id": developer.external_id,
+            "response": answer.response,
+            "recorded": recorded,
+            "channel": answer.channel,
+            "created_at": answer.created_at,
+            "content_hash": answer.text_hash or answer.content_hash,
+        },
+    )

@@ -84,8 +84,12 @@ class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
         session.auth = ("api", self.api_key)
         url: str | None = f"{self.api_url}{domain}/events"
         params: dict[str, Any] | None = {
-            "event": "accepted", "tags": tag, "begin": f"{begin.timestamp():.6f}", "end": f"{end.timestamp():.6f}",
-            "ascending": "yes", "limit": EVENTS_PAGE_LIMIT,
+            "event": "accepted",
+            "tags": tag,
+            "begin": f"{begin.timestamp():.6f}",
+            "end": f"{end.timestamp():.6f}",
+            "ascending": "yes",
+            "limit": EVENTS_PAGE_LIMIT,
         }
         found: dict[int, Acceptance] = {}
         with session:

@@ -65,8 +65,11 @@ class DeveloperAdmin(admin.ModelAdmin):
                 form.add_error("file", str(exc))
         context = {
             **self.admin_site.each_context(request),
-            "opts": self.model._meta, "title": "Import developers", "form": form,
-            "report": report, "columns": COLUMNS,
+            "opts": self.model._meta,
+            "title": "Import developers",
+            "form": form,
+            "report": report,
+            "columns": COLUMNS,
         }
         return TemplateResponse(request, "admin/developers/developer/import.html", context)
 
@@ -99,8 +102,11 @@ class RegionAdmin(admin.ModelAdmin):
     change_list_template = "admin/role_hint_change_list.html"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        hint = None if self.has_add_permission(request) else (
-            "You may read the Regions; making or changing one takes the Composer role.")
+        hint = (
+            None
+            if self.has_add_permission(request)
+            else ("You may read the Regions; making or changing one takes the Composer role.")
+        )
         return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     @admin.display(description="countries")

@@ -17,9 +17,7 @@ PAGE = 5_000
 def _rows() -> Iterator[list[Any]]:
     last_id = 0
     fields = ["id", *COLUMNS]
-    while page := list(
-        Developer.objects.filter(id__gt=last_id).order_by("id").values_list(*fields)[:PAGE]
-    ):
+    while page := list(Developer.objects.filter(id__gt=last_id).order_by("id").values_list(*fields)[:PAGE]):
         last_id = page[-1][0]
         for _, *values in page:
             row = dict(zip(COLUMNS, values, strict=True))

@@ -260,12 +260,14 @@ def developers_upsert(rows: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
 def _upsert_orm(rows: list[dict[str, Any]], fields: list[str]) -> tuple[int, int, int]:
     existing = {
         row[0]: row[1:]
-        for row in Developer.objects.filter(external_id__in=[r["external_id"] for r in rows])
-        .values_list("external_id", *fields)
+        for row in Developer.objects.filter(external_id__in=[r["external_id"] for r in rows]).values_list(
+            "external_id", *fields
+        )
     }
     erased = set(
-        Developer.objects.filter(external_id__in=[r["external_id"] for r in rows], erased_at__isnull=False)
-        .values_list("external_id", flat=True)
+        Developer.objects.filter(external_id__in=[r["external_id"] for r in rows], erased_at__isnull=False).values_list(
+            "external_id", flat=True
+        )
     )
     if "attributes" in fields:  # new attributes join those already stored
         at = fields.index("attributes")
@@ -273,7 +275,8 @@ def _upsert_orm(rows: list[dict[str, Any]], fields: list[str]) -> tuple[int, int
             if r["external_id"] in existing:
                 r["attributes"] = {**existing[r["external_id"]][at], **r["attributes"]}
     changed = [
-        r for r in rows
+        r
+        for r in rows
         if r["external_id"] not in erased and existing.get(r["external_id"]) != tuple(r[f] for f in fields)
     ]
     if changed:
@@ -376,9 +379,7 @@ def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str
         raise ImportFileError(f"line 1: {exc}") from None
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise ImportFileError(
-            f"the header must name the columns {', '.join(REQUIRED)}; missing: {', '.join(missing)}"
-        )
+        raise ImportFileError(f"the header must name the columns {', '.join(REQUIRED)}; missing: {', '.join(missing)}")
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if duplicated:
         raise ImportFileError(f"the header repeats the columns {', '.join(duplicated)}")
@@ -390,10 +391,13 @@ def read_csv(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str
             for cells in reader:
                 if cells:
                     if len(cells) != len(header):
-                        yield line, {
-                            "__error__": f"expected {len(header)} cells, found {len(cells)}",
-                            "external_id": dict(zip(header, cells, strict=False)).get("external_id", ""),
-                        }
+                        yield (
+                            line,
+                            {
+                                "__error__": f"expected {len(header)} cells, found {len(cells)}",
+                                "external_id": dict(zip(header, cells, strict=False)).get("external_id", ""),
+                            },
+                        )
                     else:
                         yield line, dict(zip(header, cells, strict=True))
                 line = reader.line_num + 2
@@ -421,9 +425,7 @@ def developers_import(
     _, rows = read_csv(stream)
     seen: set[str] = set()
     with transaction.atomic():
-        report.created, report.updated, report.unchanged = developers_upsert(
-            _clean_rows(rows, seen, report, progress)
-        )
+        report.created, report.updated, report.unchanged = developers_upsert(_clean_rows(rows, seen, report, progress))
         report.applied = not dry_run and (skip_invalid or not report.errors)
         if not report.applied:
             transaction.set_rollback(True)
@@ -431,7 +433,9 @@ def developers_import(
 
 
 def _clean_rows(
-    rows: Iterable[tuple[int, dict[str, str]]], seen: set[str], report: ImportReport,
+    rows: Iterable[tuple[int, dict[str, str]]],
+    seen: set[str],
+    report: ImportReport,
     progress: Callable[[int], None] | None,
 ) -> Iterator[dict[str, Any]]:
     for line, raw in rows:
@@ -447,7 +451,9 @@ def _clean_rows(
             yield values
 
 
-def _row_checked(raw: dict[str, Any], where: int, seen: set[str], report: ImportReport, source: str) -> dict[str, Any] | None:
+def _row_checked(
+    raw: dict[str, Any], where: int, seen: set[str], report: ImportReport, source: str
+) -> dict[str, Any] | None:
     """The row's model values, or None after reporting why it is bad (a duplicate
     external_id included)."""
     external_id = _text(raw.get("external_id"))

@@ -22,9 +22,7 @@ class Developer(models.Model):
         BOUNCED = "bounced", "bounced"
         COMPLAINED = "complained", "complained"
 
-    external_id = models.CharField(
-        max_length=100, unique=True, help_text="The platform's own account id."
-    )
+    external_id = models.CharField(max_length=100, unique=True, help_text="The platform's own account id.")
     email = models.EmailField()
     name = models.CharField(max_length=200, blank=True)
     organization = models.CharField(max_length=200, blank=True)
@@ -37,9 +35,7 @@ class Developer(models.Model):
     is_active = models.BooleanField(default=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
-    email_status = models.CharField(
-        max_length=12, choices=EmailStatus.choices, default=EmailStatus.OK
-    )
+    email_status = models.CharField(max_length=12, choices=EmailStatus.choices, default=EmailStatus.OK)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set by erase_developer: the personal fields above were replaced by placeholders.
     erased_at = models.DateTimeField(null=True, blank=True, editable=False)

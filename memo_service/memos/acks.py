@@ -168,10 +168,30 @@ class ContentHashMismatch(Exception):
 # after the send, a scanner following the link is the likelier explanation.
 FAST_ANSWER_SECONDS = 15
 SCANNER_AGENTS = (
-    "safelinks", "microsoft office", "ms-office", "bingpreview", "barracuda", "mimecast",
-    "proofpoint", "fireeye", "trendmicro", "symantec", "zscaler", "urldefense",
-    "python-requests", "python-urllib", "curl/", "wget/", "go-http-client", "okhttp",
-    "headlesschrome", "phantomjs", "bot", "spider", "crawler", "preview",
+    "safelinks",
+    "microsoft office",
+    "ms-office",
+    "bingpreview",
+    "barracuda",
+    "mimecast",
+    "proofpoint",
+    "fireeye",
+    "trendmicro",
+    "symantec",
+    "zscaler",
+    "urldefense",
+    "python-requests",
+    "python-urllib",
+    "curl/",
+    "wget/",
+    "go-http-client",
+    "okhttp",
+    "headlesschrome",
+    "phantomjs",
+    "bot",
+    "spider",
+    "crawler",
+    "preview",
 )
 MAX_COMMENT = 2_000
 
@@ -195,8 +215,9 @@ def answers_of(target: AckTarget) -> dict[str, Acknowledgement]:
     """The developer's answers to the memo so far, by response."""
     return {
         a.response: a
-        for a in Acknowledgement.objects.filter(memo=target.memo, developer=target.developer)
-        .select_related("resolution")
+        for a in Acknowledgement.objects.filter(memo=target.memo, developer=target.developer).select_related(
+            "resolution"
+        )
     }
 
 
@@ -282,7 +303,9 @@ def answer_record(
             if response in existing:
                 return existing[response], False
             if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
-                raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
+                raise AnswerInvalid(
+                    {"response": "This memo no longer applies to you: there is nothing to acknowledge."}
+                )
             answer = Acknowledgement.objects.create(
                 memo=target.memo,
                 developer=target.developer,
@@ -300,8 +323,10 @@ def answer_record(
                 api_client=api_client,
             )
             evidence_append(
-                memo_id=target.memo.pk, kind=EvidenceRecord.Kind.ANSWER,
-                object_id=answer.pk, payload=answer_payload(answer),
+                memo_id=target.memo.pk,
+                kind=EvidenceRecord.Kind.ANSWER,
+                object_id=answer.pk,
+                payload=answer_payload(answer),
             )
             notify_answer(answer)
     except IntegrityError:  # the same answer, posted twice at once

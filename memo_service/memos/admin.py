@@ -109,7 +109,7 @@ ROLE_NEEDED = {
     "send": "Sending, scheduling, pausing, resuming and cancelling memos take the Composer role.",
     "approve": "Approving memos takes the Approver role, and someone other than the memo's author or last editor.",
     "export": "The evidence holds addresses, IP addresses and user agents: exporting it takes the Composer or "
-              "Approver role, not Viewer.",
+    "Approver role, not Viewer.",
 }
 
 
@@ -156,7 +156,9 @@ class MemoForm(forms.ModelForm):
         if self.instance.pk is not None:
             # The admin saves in one transaction: this lock holds until the memo and its
             # translations are written, so a send cannot start in between.
-            status = Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
+            status = (
+                Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
+            )
             if status not in EDITABLE_STATUSES:
                 raise forms.ValidationError(
                     f"This memo is {status} now (it started while you were editing): it can no longer change."
@@ -173,11 +175,16 @@ class MemoForm(forms.ModelForm):
 def _error_places(form: forms.BaseForm, formsets: list[Any]) -> list[tuple[str, str, str]]:
     """(where, field id, first error) for each field in error, the translations' too: the
     banner over the form says where they are (a translation's can be far down)."""
+
     def places(f: forms.BaseForm, where: str) -> list[tuple[str, str, str]]:
         return [
-            (f"{where}{f.fields[name].label or name}", f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
-             str(errors[0]))
-            for name, errors in f.errors.items() if name in f.fields
+            (
+                f"{where}{f.fields[name].label or name}",
+                f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
+                str(errors[0]),
+            )
+            for name, errors in f.errors.items()
+            if name in f.fields
         ]
 
     found = places(form, "")
@@ -286,21 +293,63 @@ class MemoAdmin(admin.ModelAdmin):
     actions = ["send_selected"]
     change_form_template = "admin/memos/memo/change_form.html"
     fieldsets = [
-        (None, {"fields": ["title", "slug", "status", "pause_reason", "author", "approver", "approved_at",
-                           "scheduled_at"]}),
-        ("Content (English, the fallback for languages without a translation)",
-         {"fields": ["subject", "html_body", "text_body"], "description": VARIABLES_HELP}),
+        (
+            None,
+            {
+                "fields": [
+                    "title",
+                    "slug",
+                    "status",
+                    "pause_reason",
+                    "author",
+                    "approver",
+                    "approved_at",
+                    "scheduled_at",
+                ]
+            },
+        ),
+        (
+            "Content (English, the fallback for languages without a translation)",
+            {"fields": ["subject", "html_body", "text_body"], "description": VARIABLES_HELP},
+        ),
         ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
-        ("Audience", {"fields": ["include_countries", "include_regions", "exclude_countries",
-                                 "active_only", "active_since", "attribute_filters", "audience_summary"]}),
-        ("Reminders (to those who have not answered)",
-         {"fields": ["reminder_days", "reminder_subject", "reminder_html", "reminder_text"],
-          "description": "Leave the templates blank for the built-in reminder: “Reminder: ” before the "
-                         "subject and a short note above the memo's own text, in the developer's language."}),
+        (
+            "Audience",
+            {
+                "fields": [
+                    "include_countries",
+                    "include_regions",
+                    "exclude_countries",
+                    "active_only",
+                    "active_since",
+                    "attribute_filters",
+                    "audience_summary",
+                ]
+            },
+        ),
+        (
+            "Reminders (to those who have not answered)",
+            {
+                "fields": ["reminder_days", "reminder_subject", "reminder_html", "reminder_text"],
+                "description": "Leave the templates blank for the built-in reminder: “Reminder: ” before the "
+                "subject and a short note above the memo's own text, in the developer's language.",
+            },
+        ),
         ("Results", {"fields": ["progress", "funnel_table", "content_hash", "dispatched_at"]}),
     ]
-    computed = ["status", "pause_reason", "author", "approver", "approved_at", "scheduled_at", "audience_summary", "progress",
-                "funnel_table", "content_hash", "dispatched_at"]
+    computed = [
+        "status",
+        "pause_reason",
+        "author",
+        "approver",
+        "approved_at",
+        "scheduled_at",
+        "audience_summary",
+        "progress",
+        "funnel_table",
+        "content_hash",
+        "dispatched_at",
+    ]
 
     class Media:
         js = ["memos/memo_page.js"]
@@ -312,8 +361,15 @@ class MemoAdmin(admin.ModelAdmin):
             return [cast(str, f) for _, opts in self.fieldsets for f in opts["fields"]]
         return self.computed
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
-                           change: bool = False, form_url: str = "", obj: Memo | None = None) -> HttpResponse:
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Memo | None = None,
+    ) -> HttpResponse:
         # Show only the buttons this person may use, and a memo that can no longer
         # change as what it is: read-only, with no Save that could only be refused.
         editable = obj is None or obj.is_editable
@@ -325,10 +381,13 @@ class MemoAdmin(admin.ModelAdmin):
         if not editable:
             assert obj is not None
             context.update(
-                show_save=False, show_save_and_continue=False, show_save_and_add_another=False, show_delete=False,
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
+                show_delete=False,
                 title=f"View memo ({obj.get_status_display()})",
                 readonly_reason=f"This memo is {obj.get_status_display()}: what was sent is evidence, so it "
-                                "can no longer change.",
+                "can no longer change.",
             )
         elif not context["can_edit"]:
             context["readonly_reason"] = "You may read this memo; writing memos takes the Composer role."
@@ -350,9 +409,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        changed = list(form.changed_data) + [
-            f"{fs.prefix}" for fs in formsets if fs.has_changed()
-        ]
+        changed = list(form.changed_data) + [f"{fs.prefix}" for fs in formsets if fs.has_changed()]
         if change and changed:
             memo_edited(memo=form.instance, by=request.user, fields=changed)
 
@@ -371,7 +428,10 @@ class MemoAdmin(admin.ModelAdmin):
             "<table><tr><th>country</th><th>developers</th></tr>{}</table></div>"
             '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
             ' <span id="explain-result"></span></p>',
-            reverse("admin:memos_memo_audience", args=[memo.pk]), total, rows, explain,
+            reverse("admin:memos_memo_audience", args=[memo.pk]),
+            total,
+            rows,
+            explain,
         )
 
     @admin.display(description="progress")
@@ -388,8 +448,10 @@ class MemoAdmin(admin.ModelAdmin):
     def funnel_table(self, memo: Memo) -> str:
         if memo.pk is None or memo.dispatched_at is None and memo.status != Memo.Status.SENDING:
             return "Not sent yet."
-        return format_html('<a href="{}">Dashboard: funnel per country and acknowledgements over time</a>',
-                           reverse("admin:memos_memo_dashboard", args=[memo.pk]))
+        return format_html(
+            '<a href="{}">Dashboard: funnel per country and acknowledgements over time</a>',
+            reverse("admin:memos_memo_dashboard", args=[memo.pk]),
+        )
 
     @admin.action(description="Send selected memos", permissions=["send"])
     def send_selected(self, request: HttpRequest, queryset: QuerySet[Memo]) -> None:
@@ -402,8 +464,9 @@ class MemoAdmin(admin.ModelAdmin):
     def has_approve_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
         return request.user.has_perm("memos.approve_memo")
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         memo = Memo.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
         if memo is not None:
             # How many deliveries nobody can know the fate of (their page offers a resend).
@@ -416,17 +479,29 @@ class MemoAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
         routes = {
-            "send": self.send_view, "approve": self.approve_view, "request-approval": self.request_approval_view,
-            "schedule": self.schedule_view, "unschedule": self.unschedule_view, "preview": self.preview_view,
-            "dashboard": self.dashboard_view, "progress": self.progress_view, "audience": self.audience_view,
-            "explain": self.explain_view, "verify": self.verify_view,
-            "pause": self.pause_view, "resume": self.resume_view, "cancel": self.cancel_view,
+            "send": self.send_view,
+            "approve": self.approve_view,
+            "request-approval": self.request_approval_view,
+            "schedule": self.schedule_view,
+            "unschedule": self.unschedule_view,
+            "preview": self.preview_view,
+            "dashboard": self.dashboard_view,
+            "progress": self.progress_view,
+            "audience": self.audience_view,
+            "explain": self.explain_view,
+            "verify": self.verify_view,
+            "pause": self.pause_view,
+            "resume": self.resume_view,
+            "cancel": self.cancel_view,
             "resend-unknown": self.resend_unknown_view,
-            "unanswered": self.unanswered_view, "remind": self.remind_view,
+            "unanswered": self.unanswered_view,
+            "remind": self.remind_view,
         }
         return [
-            *(path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
-              for name, fn in routes.items()),
+            *(
+                path(f"<path:object_id>/{name}/", view(fn), name=f"memos_memo_{name.replace('-', '_')}")
+                for name, fn in routes.items()
+            ),
             path("<path:object_id>/evidence.<str:fmt>", view(self.evidence_view), name="memos_memo_evidence"),
             path("audience/", view(self.audience_rules_view), name="memos_memo_audience_rules"),
             *super().get_urls(),
@@ -439,10 +514,19 @@ class MemoAdmin(admin.ModelAdmin):
         return memo
 
     def _page(self, request: HttpRequest, memo: Memo, template: str, title: str, **context: Any) -> TemplateResponse:
-        return TemplateResponse(request, template, {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "memo": memo,
-            "original": memo, "change_url": _memo_url(memo), "title": title, **context,
-        })
+        return TemplateResponse(
+            request,
+            template,
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "memo": memo,
+                "original": memo,
+                "change_url": _memo_url(memo),
+                "title": title,
+                **context,
+            },
+        )
 
     def send_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id, "send")
@@ -451,8 +535,16 @@ class MemoAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(_memo_url(memo))
         total, by_country = audience_counts(memo)
         changes = audience_changes(memo) if memo.status in [Memo.Status.APPROVED, Memo.Status.SCHEDULED] else None
-        return self._page(request, memo, "admin/memos/memo/send_confirm.html", f"Send “{memo.title}”?",
-                          total=total, by_country=by_country, changes=changes, template_versions=memo_versions(memo))
+        return self._page(
+            request,
+            memo,
+            "admin/memos/memo/send_confirm.html",
+            f"Send “{memo.title}”?",
+            total=total,
+            by_country=by_country,
+            changes=changes,
+            template_versions=memo_versions(memo),
+        )
 
     def schedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id, "send")
@@ -460,13 +552,17 @@ class MemoAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 memo_schedule(memo=memo, at=form.cleaned_data["send_at"], by=request.user)
-                messages.success(request, f"“{memo.title}” will be sent at {form.cleaned_data['send_at']:%Y-%m-%d %H:%M %Z}.")
+                messages.success(
+                    request, f"“{memo.title}” will be sent at {form.cleaned_data['send_at']:%Y-%m-%d %H:%M %Z}."
+                )
                 return HttpResponseRedirect(_memo_url(memo))
             except ApprovalRefused as exc:
                 form.add_error("send_at", str(exc))
         return self._page(request, memo, "admin/memos/memo/schedule.html", f"Schedule “{memo.title}”", form=form)
 
-    def _act(self, request: HttpRequest, object_id: str, permission: str, action: Callable[..., Any], done: str) -> HttpResponse:
+    def _act(
+        self, request: HttpRequest, object_id: str, permission: str, action: Callable[..., Any], done: str
+    ) -> HttpResponse:
         """A button on the memo page: POST runs one write function and says how it went."""
         memo = self._memo(request, object_id, permission)
         if request.method == "POST":
@@ -478,25 +574,38 @@ class MemoAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(_memo_url(memo))
 
     def request_approval_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "change", memo_request_approval,
-                         "“{memo.title}” now awaits a second person's approval.")
+        return self._act(
+            request, object_id, "change", memo_request_approval, "“{memo.title}” now awaits a second person's approval."
+        )
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "approve", memo_approve,
-                         "Approved “{memo.title}”: its content and audience are frozen.")
+        return self._act(
+            request, object_id, "approve", memo_approve, "Approved “{memo.title}”: its content and audience are frozen."
+        )
 
     def unschedule_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "send", memo_unschedule,
-                         "The scheduled send of “{memo.title}” is cancelled; it stays approved.")
+        return self._act(
+            request,
+            object_id,
+            "send",
+            memo_unschedule,
+            "The scheduled send of “{memo.title}” is cancelled; it stays approved.",
+        )
 
     def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "send", memo_pause, "Paused “{memo.title}”: nothing more goes out until you resume.")
+        return self._act(
+            request, object_id, "send", memo_pause, "Paused “{memo.title}”: nothing more goes out until you resume."
+        )
 
     def resume_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "send", memo_resume, "Resumed “{memo.title}”: {n} queued emails go out again.")
+        return self._act(
+            request, object_id, "send", memo_resume, "Resumed “{memo.title}”: {n} queued emails go out again."
+        )
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._act(request, object_id, "send", memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent.")
+        return self._act(
+            request, object_id, "send", memo_cancel, "Cancelled “{memo.title}”: {n} queued emails will not be sent."
+        )
 
     def resend_unknown_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Deliveries nobody can know the fate of: how many and why; a Composer may send
@@ -509,9 +618,15 @@ class MemoAdmin(admin.ModelAdmin):
             messages.success(request, f"{n} deliveries whose outcome was unknown are being sent again.")
             return HttpResponseRedirect(_memo_url(memo))
         reasons = memo_outcome_unknown(memo)
-        return self._page(request, memo, "admin/memos/memo/resend_unknown.html", f"Outcome unknown: {memo.title}",
-                          reasons=reasons, total=sum(n for _, n in reasons),
-                          can_send=self.has_send_permission(request, memo))
+        return self._page(
+            request,
+            memo,
+            "admin/memos/memo/resend_unknown.html",
+            f"Outcome unknown: {memo.title}",
+            reasons=reasons,
+            total=sum(n for _, n in reasons),
+            can_send=self.has_send_permission(request, memo),
+        )
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
@@ -538,7 +653,9 @@ class MemoAdmin(admin.ModelAdmin):
             try:
                 # A dead link of the real one's shape: a preview must not let anyone answer
                 # for the developer, nor let the template see it is a preview.
-                used, email = rendering.MemoRenderer(memo).render(context, rendering.inert_ack_url(memo.pk, developer.pk))
+                used, email = rendering.MemoRenderer(memo).render(
+                    context, rendering.inert_ack_url(memo.pk, developer.pk)
+                )
                 language = used
             except Exception as exc:  # shown to the admin, with its line
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
@@ -550,26 +667,54 @@ class MemoAdmin(admin.ModelAdmin):
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
                 EmailMultiAlternatives(
-                    subject=f"[TEST] {email.subject}", body=email.text, to=[request.user.email],
+                    subject=f"[TEST] {email.subject}",
+                    body=email.text,
+                    to=[request.user.email],
                     alternatives=[(email.html, "text/html")],
                 ).send()
-                audit_record(actor=request.user, action="memo.test_sent", obj=memo,
-                             developer=developer.external_id if developer else None, language=language)
+                audit_record(
+                    actor=request.user,
+                    action="memo.test_sent",
+                    obj=memo,
+                    developer=developer.external_id if developer else None,
+                    language=language,
+                )
                 messages.success(request, f"Test sent to {request.user.email}.")
-        return self._page(request, memo, "admin/memos/memo/preview.html", f"Preview “{memo.title}”",
-                          sample=sample, developer=developer, languages=languages, language=language,
-                          email=email, error=error, q=q, can_send=self.has_send_permission(request, memo))
+        return self._page(
+            request,
+            memo,
+            "admin/memos/memo/preview.html",
+            f"Preview “{memo.title}”",
+            sample=sample,
+            developer=developer,
+            languages=languages,
+            language=language,
+            email=email,
+            error=error,
+            q=q,
+            can_send=self.has_send_permission(request, memo),
+        )
 
     def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
         funnel = memo_funnel(memo)
         unanswered = Paginator(unanswered_rows(memo), UNANSWERED_PAGE).get_page(request.GET.get("page"))
-        return self._page(request, memo, "admin/memos/memo/dashboard.html", f"Dashboard: {memo.title}",
-                          funnel=funnel, rows=dashboard_rows(memo, funnel), chart=mark_safe(ack_chart_svg(memo)),
-                          columns=DASHBOARD_COLUMNS, progress=memo_progress(memo), unanswered=unanswered,
-                          can_export=self.has_export_permission(request, memo),
-                          can_remind=self.has_send_permission(request, memo) and memo.status in (
-                              Memo.Status.SENDING, Memo.Status.SENT) and memo.dispatched_at is not None)
+        return self._page(
+            request,
+            memo,
+            "admin/memos/memo/dashboard.html",
+            f"Dashboard: {memo.title}",
+            funnel=funnel,
+            rows=dashboard_rows(memo, funnel),
+            chart=mark_safe(ack_chart_svg(memo)),
+            columns=DASHBOARD_COLUMNS,
+            progress=memo_progress(memo),
+            unanswered=unanswered,
+            can_export=self.has_export_permission(request, memo),
+            can_remind=self.has_send_permission(request, memo)
+            and memo.status in (Memo.Status.SENDING, Memo.Status.SENT)
+            and memo.dispatched_at is not None,
+        )
 
     def remind_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The dashboard's "Send a reminder now" (POST): to those who still have to answer."""
@@ -577,7 +722,9 @@ class MemoAdmin(admin.ModelAdmin):
         if request.method == "POST":
             try:
                 n = memo_remind_now(memo=memo, by=request.user)
-                messages.success(request, f"A reminder of “{memo.title}” is going to {n} developers who have not answered.")
+                messages.success(
+                    request, f"A reminder of “{memo.title}” is going to {n} developers who have not answered."
+                )
             except RemindRefused as exc:
                 messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("admin:memos_memo_dashboard", args=[memo.pk]))
@@ -610,8 +757,10 @@ class MemoAdmin(admin.ModelAdmin):
                 return JsonResponse({"errors": form.errors}, status=400)
             data = form.cleaned_data
             memo = Memo(
-                include_countries=data["include_countries"], exclude_countries=data["exclude_countries"],
-                active_only=data["active_only"], active_since=data["active_since"],
+                include_countries=data["include_countries"],
+                exclude_countries=data["exclude_countries"],
+                active_only=data["active_only"],
+                active_since=data["active_since"],
                 attribute_filters=data["attribute_filters"] or {},
             )
             regions = list(data["include_regions"])
@@ -676,9 +825,17 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         # The list shows none of the long text; the detail page loads it.
-        return super().get_queryset(request).defer(
-            "last_error", "reason", "memo__html_body", "memo__text_body", "memo__subject",
-            "developer__attributes",
+        return (
+            super()
+            .get_queryset(request)
+            .defer(
+                "last_error",
+                "reason",
+                "memo__html_body",
+                "memo__text_body",
+                "memo__subject",
+                "developer__attributes",
+            )
         )
 
 
@@ -693,7 +850,16 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Acknowledgement)
 class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = ["id", "memo", "developer", "response", "channel", "created_at", "suspected_automation", "ip_address"]
+    list_display = [
+        "id",
+        "memo",
+        "developer",
+        "response",
+        "channel",
+        "created_at",
+        "suspected_automation",
+        "ip_address",
+    ]
     list_filter = ["response", "channel", "suspected_automation", "memo"]
     list_select_related = ["memo", "developer"]
     search_fields = ["=developer__external_id"]
@@ -731,8 +897,11 @@ class DisputeAdmin(ReadOnlyAdmin):
         return request.user.has_perm("memos.change_dispute")
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        hint = None if self.has_change_permission(request) else (
-            "You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
+        hint = (
+            None
+            if self.has_change_permission(request)
+            else ("You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
+        )
         return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:

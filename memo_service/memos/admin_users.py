@@ -13,9 +13,15 @@ User = get_user_model()
 class MemoServiceUserAdmin(UserAdmin):
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "email", "usable_password", "password1", "password2")}),
-        ("Access", {"classes": ("wide",), "fields": ("is_staff", "groups"),
-                    "description": "Staff status lets them sign in to the admin; the groups are their roles "
-                                   "(Composer, Approver, Viewer)."}),
+        (
+            "Access",
+            {
+                "classes": ("wide",),
+                "fields": ("is_staff", "groups"),
+                "description": "Staff status lets them sign in to the admin; the groups are their roles "
+                "(Composer, Approver, Viewer).",
+            },
+        ),
     )
 
 

@@ -65,15 +65,22 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
         raise ApprovalRefused("you may not approve memos")
     writers = {memo.author_id, memo.requested_by_id, memo.last_edited_by_id} | memo_editors_since_approval(memo)
     if memo.author_id is None or by.pk in writers:
-        raise ApprovalRefused("the author of a memo cannot approve it: a second person must "
-                              "(one who neither wrote, edited since the last approval, nor submitted it)")
+        raise ApprovalRefused(
+            "the author of a memo cannot approve it: a second person must "
+            "(one who neither wrote, edited since the last approval, nor submitted it)"
+        )
     if memo.status != S.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     _renders(memo)
     with transaction.atomic():
         _transition(
-            memo, [S.AWAITING_APPROVAL], status=S.APPROVED, approver=by, approved_at=timezone.now(),
-            content_hash=rendering.memo_content_hash(memo), approved_rules=audience_rules(memo),
+            memo,
+            [S.AWAITING_APPROVAL],
+            status=S.APPROVED,
+            approver=by,
+            approved_at=timezone.now(),
+            content_hash=rendering.memo_content_hash(memo),
+            approved_rules=audience_rules(memo),
         )
         _snapshot(memo)
         audit_record(actor=by, action="memo.approved", obj=memo, content_hash=rendering.memo_content_hash(memo))
@@ -86,8 +93,9 @@ def memo_editors_since_approval(memo: Memo) -> set[int]:
     events = AuditEvent.objects.filter(object_type=Memo._meta.label_lower, object_id=str(memo.pk))
     last_approval = events.filter(action="memo.approved").order_by("-id").values_list("id", flat=True).first()
     return set(
-        events.filter(action="memo.edited", id__gt=last_approval or 0, actor__isnull=False)
-        .values_list("actor_id", flat=True)
+        events.filter(action="memo.edited", id__gt=last_approval or 0, actor__isnull=False).values_list(
+            "actor_id", flat=True
+        )
     )
 
 
@@ -108,7 +116,12 @@ def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
     """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
     Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if getattr(by, "pk", None) else None)
     if Memo.objects.filter(pk=memo.pk, status__in=[S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED]).update(
-        status=S.DRAFT, approver=None, approved_at=None, content_hash="", approved_rules={}, scheduled_at=None,
+        status=S.DRAFT,
+        approver=None,
+        approved_at=None,
+        content_hash="",
+        approved_rules={},
+        scheduled_at=None,
     ):
         AudienceSnapshot.objects.filter(memo=memo).delete()
         audit_record(actor=by, action="memo.approval_voided", obj=memo, fields=fields)

@@ -56,17 +56,17 @@ def audience_explain(memo: Memo, developer: Developer) -> str:
     for key, value in (memo.attribute_filters or {}).items():
         if (developer.attributes or {}).get(key) != value:
             return f"{developer.external_id} is not included: attribute {key} is not {value!r}"
-    extra = [*(["active"] if memo.active_only else []),
-             *([f"active since {memo.active_since}"] if memo.active_since else []),
-             *(f"{k} = {v!r}" for k, v in (memo.attribute_filters or {}).items())]
+    extra = [
+        *(["active"] if memo.active_only else []),
+        *([f"active since {memo.active_since}"] if memo.active_since else []),
+        *(f"{k} = {v!r}" for k, v in (memo.attribute_filters or {}).items()),
+    ]
     return f"{developer.external_id} is included: {reasons[code]}" + (f"; {', '.join(extra)}" if extra else "")
 
 
 def audience_counts(memo: Memo, regions: Iterable[Region] | None = None) -> tuple[int, list[tuple[str, str, int]]]:
     """(total, [(code, country name, developers), ...] largest first)."""
-    rows = (
-        memo_audience(memo, regions).values("country").annotate(n=Count("id")).order_by("-n", "country")
-    )
+    rows = memo_audience(memo, regions).values("country").annotate(n=Count("id")).order_by("-n", "country")
     # values() gives the stored code, not the Country that the model's attribute is typed as.
     codes_and_counts = [(cast(str, r["country"]), r["n"]) for r in rows]
     by_country = [(code, countries.name(code), n) for code, n in codes_and_counts]
@@ -77,12 +77,17 @@ def audience_changes(memo: Memo) -> dict[str, Any]:
     """Who joined or left the audience since approval, per country."""
     snapshot = AudienceSnapshot.objects.filter(memo=memo)
     added = (
-        memo_audience(memo).exclude(Exists(snapshot.filter(developer_id=OuterRef("pk"))))
-        .values("country").annotate(n=Count("id")).order_by("country")
+        memo_audience(memo)
+        .exclude(Exists(snapshot.filter(developer_id=OuterRef("pk"))))
+        .values("country")
+        .annotate(n=Count("id"))
+        .order_by("country")
     )
     removed = (
         snapshot.exclude(Exists(memo_audience(memo).filter(pk=OuterRef("developer_id"))))
-        .values("country").annotate(n=Count("id")).order_by("country")
+        .values("country")
+        .annotate(n=Count("id"))
+        .order_by("country")
     )
     changes = {
         "added": {r["country"]: r["n"] for r in added},

@@ -9,6 +9,9 @@ from memo_service.memos.models import AuditEvent
 
 def audit_record(*, actor: Any, action: str, obj: Any, **detail: Any) -> AuditEvent:
     return AuditEvent.objects.create(
-        actor=actor if getattr(actor, "pk", None) else None, action=action,
-        object_type=obj._meta.label_lower, object_id=str(obj.pk), detail=detail,
+        actor=actor if getattr(actor, "pk", None) else None,
+        action=action,
+        object_type=obj._meta.label_lower,
+        object_id=str(obj.pk),
+        detail=detail,
     )

@@ -33,7 +33,9 @@ def record_hash(prev_hash: str, kind: str, object_id: int, payload: dict[str, An
     """A chain record's hash: SHA-256 over the previous hash and the record's canonical JSON."""
     body = json.dumps(
         {"kind": kind, "object_id": object_id, "payload": payload},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
     )
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
@@ -115,7 +117,7 @@ def chain_problem(public_b64: str, chain: list[dict[str, Any]], checkpoints: lis
         checkpoint = heads.get(record["seq"])
         if checkpoint is not None:
             if checkpoint["head"] != record["hash"]:
-                return rewritten(last_good, checkpoint, chain[last_good:record["seq"]])
+                return rewritten(last_good, checkpoint, chain[last_good : record["seq"]])
             last_good = record["seq"]
         prev_hash = record["hash"]
     return coverage_problem(len(chain), checkpoints[-1] if checkpoints else None)
@@ -126,17 +128,23 @@ def rewritten(last_good: int, checkpoint: dict[str, Any], records: list[dict[str
     first = records[0] if records else None
     what = f"record {first['seq']} ({first['kind']} {first['object_id']})" if first else f"record {last_good + 1}"
     span = what if checkpoint["seq"] == last_good + 1 else f"records {last_good + 1}–{checkpoint['seq']}, from {what}"
-    return (f"{span}: the chain differs from the one signed at {checkpoint['at']} over {checkpoint['seq']} records "
-            "(rewritten after it was sealed)")
+    return (
+        f"{span}: the chain differs from the one signed at {checkpoint['at']} over {checkpoint['seq']} records "
+        "(rewritten after it was sealed)"
+    )
 
 
 def coverage_problem(last_seq: int, newest: dict[str, Any] | None) -> str:
     if newest is None:
         return f"records 1–{last_seq} are chained but no signed checkpoint covers them" if last_seq else ""
     if last_seq < newest["seq"]:
-        return (f"record {last_seq + 1} is missing: the checkpoint signed at {newest['at']} covers "
-                f"{newest['seq']} records, the chain holds {last_seq}")
+        return (
+            f"record {last_seq + 1} is missing: the checkpoint signed at {newest['at']} covers "
+            f"{newest['seq']} records, the chain holds {last_seq}"
+        )
     if last_seq > newest["seq"]:
-        return (f"records {newest['seq'] + 1}–{last_seq} are chained but no signed checkpoint covers them "
-                "(a checkpoint was removed, or they were added behind the sequencer's back)")
+        return (
+            f"records {newest['seq'] + 1}–{last_seq} are chained but no signed checkpoint covers them "
+            "(a checkpoint was removed, or they were added behind the sequencer's back)"
+        )
     return ""

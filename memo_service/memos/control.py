@@ -41,7 +41,9 @@ def memo_resume(*, memo: Memo, by: Any) -> int:
         if memo.dispatched_at is None:
             enqueue_on_commit("memos.dispatch_memo", memo.pk)
         queued = list(
-            Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).order_by("id").values_list("id", flat=True)
+            Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED)
+            .order_by("id")
+            .values_list("id", flat=True)
         )
         send_batches_enqueue(queued)
     return len(queued)
@@ -54,7 +56,8 @@ def memo_cancel(*, memo: Memo, by: Any) -> int:
         if not Memo.objects.filter(pk=memo.pk, status__in=CANCELLABLE).update(status=S.CANCELLED, scheduled_at=None):
             raise ControlRefused(f"memo {memo.slug} can no longer be cancelled")
         cancelled = Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).update(
-            status=Delivery.Status.CANCELLED, last_error="not sent: the memo was cancelled",
+            status=Delivery.Status.CANCELLED,
+            last_error="not sent: the memo was cancelled",
             status_changed_at=timezone.now(),
         )
         audit_record(actor=by, action="memo.cancelled", obj=memo, deliveries_cancelled=cancelled)

@@ -149,9 +149,7 @@ def send_batches_enqueue(delivery_ids: list[int]) -> None:
         enqueue_on_commit("memos.send_batch", delivery_ids[start : start + size])
 
 
-def memo_dispatch(
-    *, memo_id: int, progress: Callable[[int], None] | None = None
-) -> DispatchResult:
+def memo_dispatch(*, memo_id: int, progress: Callable[[int], None] | None = None) -> DispatchResult:
     """Create the Delivery rows page by page and enqueue their send batches."""
     memo = Memo.objects.get(pk=memo_id)
     if memo.status != Memo.Status.SENDING:
@@ -167,9 +165,14 @@ def memo_dispatch(
             deliveries_create(memo=memo, developers=audience.filter(id__gte=first_id, id__lte=last_id))
             queued = list(
                 Delivery.objects.filter(
-                    memo_id=memo.pk, kind=Delivery.Kind.INITIAL, status=Delivery.Status.QUEUED,
-                    developer_id__gte=first_id, developer_id__lte=last_id,
-                ).order_by("id").values_list("id", flat=True)
+                    memo_id=memo.pk,
+                    kind=Delivery.Kind.INITIAL,
+                    status=Delivery.Status.QUEUED,
+                    developer_id__gte=first_id,
+                    developer_id__lte=last_id,
+                )
+                .order_by("id")
+                .values_list("id", flat=True)
             )
             send_batches_enqueue(queued)
         enqueued += len(queued)
@@ -203,15 +206,31 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         Value(""),
         Value(0),
         Value(None, output_field=DateTimeField()),
-        Case(When(ok, then=Value("")), default=Concat(
-            Value("suppressed: the address "), F("email_status"), Value(" on an earlier email"))),
+        Case(
+            When(ok, then=Value("")),
+            default=Concat(Value("suppressed: the address "), F("email_status"), Value(" on an earlier email")),
+        ),
         Value(now, output_field=DateTimeField()),
         Value(None, output_field=DateTimeField()),
         Case(When(ok, then=Value(None)), default=Value(now), output_field=DateTimeField()),
     )
-    columns = ["memo_id", "developer_id", "kind", "sequence", "status", "language", "country", "reason",
-               "provider_message_id", "attempts", "not_before", "last_error", "created_at", "sent_at",
-               "status_changed_at"]
+    columns = [
+        "memo_id",
+        "developer_id",
+        "kind",
+        "sequence",
+        "status",
+        "language",
+        "country",
+        "reason",
+        "provider_message_id",
+        "attempts",
+        "not_before",
+        "last_error",
+        "created_at",
+        "sent_at",
+        "status_changed_at",
+    ]
     select, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         # The SELECT always has a WHERE, so SQLite reads ON CONFLICT as the upsert clause.

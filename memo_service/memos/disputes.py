@@ -41,13 +41,25 @@ def _resolve(answer: Acknowledgement, outcome: str, by: Any, note: str) -> Dispu
             developer = Developer.objects.select_for_update().get(pk=answer.developer_id)
             old_country = developer.country.code
             Developer.objects.filter(pk=developer.pk).update(country=new_country)
-            audit_record(actor=by, action="developer.country_changed", obj=developer,
-                         old=old_country, new=new_country, memo=answer.memo.slug, dispute=answer.pk)
+            audit_record(
+                actor=by,
+                action="developer.country_changed",
+                obj=developer,
+                old=old_country,
+                new=new_country,
+                memo=answer.memo.slug,
+                dispute=answer.pk,
+            )
             exempt = new_country not in audience_reasons(answer.memo)
         elif outcome != Outcome.CONFIRMED:
             raise DisputeInvalid(f"unknown outcome {outcome!r}")
         resolution = DisputeResolution.objects.create(
-            answer=answer, outcome=outcome, new_country=new_country, exempt=exempt, note=note, resolved_by=by,
+            answer=answer,
+            outcome=outcome,
+            new_country=new_country,
+            exempt=exempt,
+            note=note,
+            resolved_by=by,
         )
         audit_record(actor=by, action="dispute.resolved", obj=answer, outcome=outcome, exempt=exempt)
     return resolution

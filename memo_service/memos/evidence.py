@@ -95,7 +95,15 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
 
 
 # What a handover record proves of a delivery, read by the sequencer from the row.
-DELIVERY_FIELDS = ("id", "developer_id", "country", "language", "provider_message_id", "sent_at", "sent_text__text_hash")
+DELIVERY_FIELDS = (
+    "id",
+    "developer_id",
+    "country",
+    "language",
+    "provider_message_id",
+    "sent_at",
+    "sent_text__text_hash",
+)
 
 
 def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +120,11 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
 
 # --- writing: append-only, no lock ------------------------------------------------------
 
+
 def _seal_soon(memo_id: int) -> None:
     """Start the memo's sequencer after commit, unless this process started one that has
     not begun yet (it will take this record too)."""
+
     def start() -> None:
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
             try:
@@ -137,8 +147,9 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
 SentEmail = tuple[int, dict[str, Any], str]
 # A delivery sent again (the idempotent backend resends one whose outcome was unknown):
 # its text is the last one sent, and it gets a second handover record.
-RESENT = ("ON CONFLICT (delivery_id) DO UPDATE SET rendered_with = excluded.rendered_with, "
-          "text_hash = excluded.text_hash")
+RESENT = (
+    "ON CONFLICT (delivery_id) DO UPDATE SET rendered_with = excluded.rendered_with, text_hash = excluded.text_hash"
+)
 
 
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
@@ -162,8 +173,16 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
                 f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
                 f"{handover} JOIN sent ON sent.id = d.id RETURNING memo_id) "
                 "SELECT DISTINCT memo_id FROM handed",
-                [json.dumps([{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False),
-                 K.DELIVERY, "{}", "", "", timezone.now()],
+                [
+                    json.dumps(
+                        [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False
+                    ),
+                    K.DELIVERY,
+                    "{}",
+                    "",
+                    "",
+                    timezone.now(),
+                ],
             )
         else:
             cursor.executemany(
@@ -186,10 +205,12 @@ def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
     (its events said so after the worker that sent them died: reconcile.py). The
     sequencer reads what they prove from the rows, with no text hash: the text sent is
     not known, and the developer's page says nothing it cannot prove."""
-    EvidenceRecord.objects.bulk_create([
-        EvidenceRecord(memo_id=memo_id, kind=K.DELIVERY, object_id=delivery_id, payload={}, prev_hash="", hash="")
-        for delivery_id in delivery_ids
-    ])
+    EvidenceRecord.objects.bulk_create(
+        [
+            EvidenceRecord(memo_id=memo_id, kind=K.DELIVERY, object_id=delivery_id, payload={}, prev_hash="", hash="")
+            for delivery_id in delivery_ids
+        ]
+    )
     _seal_soon(memo_id)
 
 
@@ -199,14 +220,25 @@ def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | N
     records = [EvidenceRecord(memo_id=memo_id, kind=K.EVENT, object_id=event.pk, payload=event_payload(event))]
     if status is not None:
         assert event.delivery_id is not None  # a status change comes only with the event's delivery (tracking.py)
-        records.append(EvidenceRecord(memo_id=memo_id, kind=K.STATUS, object_id=event.delivery_id, payload={
-            "delivery": event.delivery_id, "status": status, "at": timezone.now().isoformat(), "event": event.pk,
-        }))
+        records.append(
+            EvidenceRecord(
+                memo_id=memo_id,
+                kind=K.STATUS,
+                object_id=event.delivery_id,
+                payload={
+                    "delivery": event.delivery_id,
+                    "status": status,
+                    "at": timezone.now().isoformat(),
+                    "event": event.pk,
+                },
+            )
+        )
     EvidenceRecord.objects.bulk_create(records)
     _seal_soon(memo_id)
 
 
 # --- the sequencer -------------------------------------------------------------------------
+
 
 def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH) -> int:
     """Chain the memo's pending records, a batch per transaction and checkpoint; returns
@@ -222,16 +254,25 @@ def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH) -> int:
 def _seal_step(memo_id: int, batch: int) -> int:
     with transaction.atomic():
         row_lock(Memo.objects.filter(pk=memo_id))  # the memo's sequencer lock; only sequencers take it
-        last = (EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=False)
-                .order_by("-seq").values_list("seq", "hash").first())
+        last = (
+            EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=False)
+            .order_by("-seq")
+            .values_list("seq", "hash")
+            .first()
+        )
         seq, prev_hash = last or (0, GENESIS)
         assert seq is not None  # `last` is of a record with seq__isnull=False
-        pending = list(EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True)
-                       .order_by("id").values_list("id", "kind", "object_id", "payload")[:batch])
+        pending = list(
+            EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True)
+            .order_by("id")
+            .values_list("id", "kind", "object_id", "payload")[:batch]
+        )
         if not pending:
             return 0
         handed_over = [object_id for _, kind, object_id, _ in pending if kind == K.DELIVERY]
-        deliveries = {row["id"]: row for row in Delivery.objects.filter(id__in=in_ids(handed_over)).values(*DELIVERY_FIELDS)}
+        deliveries = {
+            row["id"]: row for row in Delivery.objects.filter(id__in=in_ids(handed_over)).values(*DELIVERY_FIELDS)
+        }
         updates = []
         for record_id, kind, object_id, payload in pending:
             if kind == K.DELIVERY and object_id in deliveries:
@@ -253,8 +294,10 @@ def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
     table = EvidenceRecord._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            rows = [{"id": i, "seq": seq, "payload": payload, "prev_hash": prev, "hash": this}
-                    for i, seq, payload, prev, this in updates]
+            rows = [
+                {"id": i, "seq": seq, "payload": payload, "prev_hash": prev, "hash": this}
+                for i, seq, payload, prev, this in updates
+            ]
             cursor.execute(
                 f"UPDATE {table} AS r SET seq = v.seq, payload = v.payload, prev_hash = v.prev_hash, hash = v.hash "
                 "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, seq integer, payload jsonb, prev_hash text, hash text) "
@@ -264,15 +307,22 @@ def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
         else:
             cursor.executemany(
                 f"UPDATE {table} SET seq = %s, payload = %s, prev_hash = %s, hash = %s WHERE id = %s",
-                [(seq, json.dumps(payload, ensure_ascii=False), prev, this, record_id)
-                 for record_id, seq, payload, prev, this in updates],
+                [
+                    (seq, json.dumps(payload, ensure_ascii=False), prev, this, record_id)
+                    for record_id, seq, payload, prev, this in updates
+                ],
             )
 
 
 def checkpoint_dict(checkpoint: EvidenceCheckpoint) -> dict[str, Any]:
     return {
-        "memo": checkpoint.memo_id, "seq": checkpoint.seq, "head": checkpoint.head_hash, "count": checkpoint.count,
-        "prev": checkpoint.prev, "at": checkpoint.at.isoformat(), "signature": checkpoint.signature,
+        "memo": checkpoint.memo_id,
+        "seq": checkpoint.seq,
+        "head": checkpoint.head_hash,
+        "count": checkpoint.count,
+        "prev": checkpoint.prev,
+        "at": checkpoint.at.isoformat(),
+        "signature": checkpoint.signature,
         "key_id": checkpoint.key_id,
     }
 
@@ -280,14 +330,23 @@ def checkpoint_dict(checkpoint: EvidenceCheckpoint) -> dict[str, Any]:
 def _checkpoint(memo_id: int, seq: int, head: str) -> EvidenceCheckpoint:
     previous = EvidenceCheckpoint.objects.filter(memo_id=memo_id).order_by("-seq").first()
     signed: dict[str, Any] = {
-        "memo": memo_id, "seq": seq, "head": head, "count": seq,
+        "memo": memo_id,
+        "seq": seq,
+        "head": head,
+        "count": seq,
         "prev": checkpoints.body_hash(checkpoint_dict(previous)) if previous else GENESIS,
         "at": timezone.now().replace(microsecond=0).isoformat(),
     }
     key = settings.EVIDENCE_SIGNING_KEY
     return EvidenceCheckpoint.objects.create(
-        memo_id=memo_id, seq=seq, head_hash=head, count=seq, prev=signed["prev"], at=signed["at"],
-        key_id=checkpoints.key_id(checkpoints.public_key_b64(key)), signature=checkpoints.sign(key, signed),
+        memo_id=memo_id,
+        seq=seq,
+        head_hash=head,
+        count=seq,
+        prev=signed["prev"],
+        at=signed["at"],
+        key_id=checkpoints.key_id(checkpoints.public_key_b64(key)),
+        signature=checkpoints.sign(key, signed),
     )
 
 
@@ -302,6 +361,7 @@ def public_key() -> str:
 
 
 # --- verifying -----------------------------------------------------------------------------
+
 
 @dataclass
 class Verification:
@@ -318,8 +378,10 @@ class Verification:
         sealed = f"sealed by {self.checkpoints} signed checkpoints (key {self.key_id[:16]})"
         if self.pending:
             # Never "intact" with an unchained tail: nothing yet vouches for it.
-            return (f"evidence verifies up to record {self.records}, {sealed}; {self.pending} records pending, "
-                    "not yet chained")
+            return (
+                f"evidence verifies up to record {self.records}, {sealed}; {self.pending} records pending, "
+                "not yet chained"
+            )
         return f"evidence verifies: {self.records} records, chain intact, {sealed}"
 
 
@@ -336,7 +398,9 @@ def _live(kind: str, ids: list[int]) -> dict[int, dict[str, Any]]:
     if kind == K.EVENT:
         return {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids)}
     if kind == K.DELIVERY:
-        return {row["id"]: delivery_payload(row) for row in Delivery.objects.filter(pk__in=ids).values(*DELIVERY_FIELDS)}
+        return {
+            row["id"]: delivery_payload(row) for row in Delivery.objects.filter(pk__in=ids).values(*DELIVERY_FIELDS)
+        }
     return {}
 
 
@@ -359,8 +423,11 @@ def evidence_verify(memo: Memo) -> Verification:
     heads = {c["seq"]: c for c in stored}
     # A delivery sent twice has two handovers: the row is what the last one says.
     last_handover = dict(
-        EvidenceRecord.objects.filter(memo=memo, kind=K.DELIVERY, seq__isnull=False).values("object_id")
-        .annotate(n=Count("id"), last=Max("seq")).filter(n__gt=1).values_list("object_id", "last")
+        EvidenceRecord.objects.filter(memo=memo, kind=K.DELIVERY, seq__isnull=False)
+        .values("object_id")
+        .annotate(n=Count("id"), last=Max("seq"))
+        .filter(n__gt=1)
+        .values_list("object_id", "last")
     )
     seen: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()}
     final_status: dict[int, str] = {}  # delivery -> the status its last chained change says
@@ -424,7 +491,9 @@ def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, st
     """Rows the chain does not know (added behind its back), or whose status moved
     without a chained change."""
     pending = {
-        kind: set(EvidenceRecord.objects.filter(memo=memo, seq__isnull=True, kind=kind).values_list("object_id", flat=True))
+        kind: set(
+            EvidenceRecord.objects.filter(memo=memo, seq__isnull=True, kind=kind).values_list("object_id", flat=True)
+        )
         for kind in [*seen, K.STATUS]
     }
     rows = {
@@ -444,8 +513,10 @@ def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, st
             expected = final_status.get(delivery_id)
             changing = delivery_id in pending[K.DELIVERY] or delivery_id in pending[K.STATUS]
             if expected is not None and status != expected and not changing:
-                return (f"delivery {delivery_id}: its status is {status}, the chain's last word on it is {expected} "
-                        "(altered after it was recorded)")
+                return (
+                    f"delivery {delivery_id}: its status is {status}, the chain's last word on it is {expected} "
+                    "(altered after it was recorded)"
+                )
     return ""
 
 
@@ -457,7 +528,7 @@ def evidence_verify_against(memo: Memo, export: dict[str, Any]) -> str:
     chain = export.get("chain") or []
     by_seq = {}
     for start in range(0, len(chain), PAGE):
-        page = chain[start:start + PAGE]
+        page = chain[start : start + PAGE]
         by_seq = {r.seq: r for r in EvidenceRecord.objects.filter(memo=memo, seq__in=[r["seq"] for r in page])}
         for kept in page:
             where = f"record {kept['seq']} ({kept['kind']} {kept['object_id']})"

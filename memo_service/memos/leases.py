@@ -46,8 +46,12 @@ def lease_take(*, memo_id: int, delivery_ids: list[int]) -> SendLease:
     """Hold these deliveries for this process, renewed until lease_release."""
     now = timezone.now()
     lease = SendLease.objects.create(
-        holder=holder_name(), memo_id=memo_id, delivery_ids=delivery_ids,
-        created_at=now, last_renewed_at=now, expires_at=now + lease_duration(),
+        holder=holder_name(),
+        memo_id=memo_id,
+        delivery_ids=delivery_ids,
+        created_at=now,
+        last_renewed_at=now,
+        expires_at=now + lease_duration(),
     )
     lease_hold(lease_id=lease.pk)
     return lease
@@ -111,4 +115,3 @@ def _heartbeat() -> None:
             # Its own connection (Django's are per thread), closed between beats so that
             # an idle worker holds none open and a terminated one is never reused.
             connections.close_all()
-

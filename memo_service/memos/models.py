@@ -42,29 +42,29 @@ class Memo(models.Model):
     html_body = models.TextField(help_text="Jinja2 template, HTML (autoescaped).")
     text_body = models.TextField(help_text="Jinja2 template, plain text.")
     effective_date = models.DateField(null=True, blank=True)
-    ack_deadline = models.DateTimeField(
-        null=True, blank=True, verbose_name="acknowledgement deadline"
-    )
+    ack_deadline = models.DateTimeField(null=True, blank=True, verbose_name="acknowledgement deadline")
 
     include_countries: "ManyCountries" = CountryField(multiple=True, blank=True)
     include_regions = models.ManyToManyField(Region, blank=True)
     exclude_countries: "ManyCountries" = CountryField(multiple=True, blank=True)
-    active_only = models.BooleanField(
-        default=True, help_text="Only developers whose account is active."
-    )
+    active_only = models.BooleanField(default=True, help_text="Only developers whose account is active.")
     active_since = models.DateField(
         null=True, blank=True, help_text="Only developers active on the platform since this day."
     )
     attribute_filters = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text='Only developers whose attributes have these values, e.g. {"plan": "pro"}.',
     )
     reminder_days = models.JSONField(
-        default=default_reminder_days, blank=True,
+        default=default_reminder_days,
+        blank=True,
         help_text="Days before the deadline to remind those who have not answered, e.g. [7, 1].",
     )
     # Optional: blank uses the built-in reminder around the memo's own text.
-    reminder_subject = models.TextField(blank=True, help_text="Jinja2 template; blank: “Reminder: ” + the memo's subject.")
+    reminder_subject = models.TextField(
+        blank=True, help_text="Jinja2 template; blank: “Reminder: ” + the memo's subject."
+    )
     reminder_html = models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo.")
     reminder_text = models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo.")
     deadline_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -74,11 +74,17 @@ class Memo(models.Model):
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     approver = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     content_hash = models.CharField(max_length=64, blank=True, editable=False)
@@ -138,9 +144,7 @@ class MemoTranslation(models.Model):
     reminder_text = models.TextField(blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["memo", "language"], name="one_translation_per_language")
-        ]
+        constraints = [models.UniqueConstraint(fields=["memo", "language"], name="one_translation_per_language")]
 
     def __str__(self) -> str:
         return f"{self.memo} [{self.language}]"
@@ -175,9 +179,7 @@ class Delivery(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     language = models.CharField(max_length=10, blank=True)
     country = models.CharField(max_length=2, blank=True, help_text="The developer's country when the memo was sent.")
-    reason = models.CharField(
-        max_length=200, blank=True, help_text="Why this developer is in the cohort."
-    )
+    reason = models.CharField(max_length=200, blank=True, help_text="Why this developer is in the cohort.")
     # Indexed in Meta: db_index would add PostgreSQL a second, LIKE-ready index nothing uses.
     provider_message_id = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
@@ -221,9 +223,7 @@ class DeliveryEvent(models.Model):
     provider = models.CharField(max_length=30)
     event_id = models.CharField(max_length=255)
     event_type = models.CharField(max_length=30)
-    delivery = models.ForeignKey(
-        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
-    )
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
     message_id = models.CharField(max_length=255, blank=True)
     description = models.TextField(blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True)
@@ -231,9 +231,7 @@ class DeliveryEvent(models.Model):
     payload = models.JSONField(default=dict)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["provider", "event_id"], name="one_event_per_provider_id")
-        ]
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="one_event_per_provider_id")]
 
 
 class Acknowledgement(models.Model):
@@ -245,19 +243,17 @@ class Acknowledgement(models.Model):
         NEEDS_HELP = "needs_help", "needs help"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="acknowledgements")
-    developer = models.ForeignKey(
-        Developer, on_delete=models.PROTECT, related_name="acknowledgements"
-    )
+    developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="acknowledgements")
 
     class Channel(models.TextChoices):
         EMAIL_LINK = "email_link", "email link"  # the page the emailed link opens
         CONSOLE = "console", "console"  # the platform's console, relayed through the sync API
 
-    response = models.CharField(
-        max_length=20, choices=Response.choices, default=Response.ACKNOWLEDGED
-    )
+    response = models.CharField(max_length=20, choices=Response.choices, default=Response.ACKNOWLEDGED)
     comment = models.TextField(blank=True)
-    country_claimed: "OneCountry" = CountryField(blank=True, help_text="With a dispute: where the developer says they are.")
+    country_claimed: "OneCountry" = CountryField(
+        blank=True, help_text="With a dispute: where the developer says they are."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
     # The hash of the email whose text the page showed (SentText.text_hash).
@@ -270,16 +266,12 @@ class Acknowledgement(models.Model):
     channel = models.CharField(max_length=12, choices=Channel.choices, default=Channel.EMAIL_LINK)
     # With the console channel: the API client that relayed the answer. PROTECT: a client
     # named in evidence is deactivated, never deleted.
-    api_client = models.ForeignKey(
-        "api.ApiClient", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    api_client = models.ForeignKey("api.ApiClient", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         # Answers are appended, never changed: a dispute later followed by an
         # acknowledgement leaves both. Each kind of answer is recorded once.
-        constraints = [
-            models.UniqueConstraint(fields=["memo", "developer", "response"], name="one_answer_per_kind")
-        ]
+        constraints = [models.UniqueConstraint(fields=["memo", "developer", "response"], name="one_answer_per_kind")]
 
 
 class DisputeResolution(models.Model):
@@ -377,8 +369,9 @@ class WebhookEndpoint(models.Model):
 
     url = models.URLField(max_length=500)
     secret = models.CharField(
-        max_length=100, default=webhook_secret,
-        help_text="Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of \"t.body\">.",
+        max_length=100,
+        default=webhook_secret,
+        help_text='Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">.',
     )
     events = models.JSONField(default=list, help_text="Any of memo.acknowledged, memo.disputed, memo.deadline_passed.")
     is_active = models.BooleanField(default=True)

@@ -66,16 +66,20 @@ ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
 # "unanswered": still to acknowledge (as reminders count it: a question or a dispute
 # waiting is no acknowledgement), not exempted, and the memo still takes answers.
 OPEN = "AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s)"
-UNANSWERED = f"HAVING MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 " \
-             "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"
+UNANSWERED = (
+    f"HAVING MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 "
+    "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"
+)
 
 
 def notices_sql(*, external_id: str, state: str = "unanswered") -> tuple[str, list[Any]]:
     if state == "all":
         return NOTICES_SQL.format(open="", unanswered=""), [external_id]
     closed_before = timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS)
-    return (NOTICES_SQL.format(open=OPEN, unanswered=UNANSWERED),
-            [external_id, connection.ops.adapt_datetimefield_value(closed_before)])
+    return (
+        NOTICES_SQL.format(open=OPEN, unanswered=UNANSWERED),
+        [external_id, connection.ops.adapt_datetimefield_value(closed_before)],
+    )
 
 
 @dataclass(frozen=True)
@@ -97,12 +101,27 @@ def _row(values: tuple[Any, ...]) -> NoticeRow:
     acknowledged, disputed, needs_help, country_claimed, outcome, exempt = values[12:]
     if isinstance(rendered_with, str):  # SQLite hands JSON back as text
         rendered_with = json.loads(rendered_with)
-    developer = Developer(id=dev_id, external_id=external_id, name=name, organization=organization, email=email,
-                          country=country, language=language)
+    developer = Developer(
+        id=dev_id,
+        external_id=external_id,
+        name=name,
+        organization=organization,
+        email=email,
+        country=country,
+        language=language,
+    )
     delivery = Delivery(id=delivery_id, memo=Memo(id=memo_id, content_hash=content_hash), developer=developer)
-    return NoticeRow(delivery=delivery, rendered_with=rendered_with, text_hash=text_hash or "", acknowledged=bool(acknowledged), disputed=bool(disputed),
-                     needs_help=bool(needs_help), country_claimed=country_claimed, dispute_outcome=outcome,
-                     exempt=bool(exempt))
+    return NoticeRow(
+        delivery=delivery,
+        rendered_with=rendered_with,
+        text_hash=text_hash or "",
+        acknowledged=bool(acknowledged),
+        disputed=bool(disputed),
+        needs_help=bool(needs_help),
+        country_claimed=country_claimed,
+        dispute_outcome=outcome,
+        exempt=bool(exempt),
+    )
 
 
 def notice_rows(*, external_id: str, state: str = "unanswered") -> list[NoticeRow]:
@@ -172,7 +191,9 @@ def notice(row: NoticeRow) -> dict[str, Any]:
             "country_claimed": row.country_claimed,
             "outcome": row.dispute_outcome,
             "exempt": row.exempt,
-        } if row.disputed else None,
+        }
+        if row.disputed
+        else None,
         "ack_url": link,
     }
 

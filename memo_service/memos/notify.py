@@ -54,8 +54,14 @@ def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
             continue
         for data in payloads:
             message = WebhookMessage.objects.create(
-                endpoint=endpoint, event=event,
-                payload={"id": str(uuid.uuid4()), "event": event, "created_at": timezone.now().isoformat(), "data": data},
+                endpoint=endpoint,
+                event=event,
+                payload={
+                    "id": str(uuid.uuid4()),
+                    "event": event,
+                    "created_at": timezone.now().isoformat(),
+                    "data": data,
+                },
                 next_attempt_at=timezone.now(),
             )
             enqueue_on_commit("memos.webhook_deliver", message.pk)
@@ -70,17 +76,22 @@ def notify_answer(answer: Acknowledgement) -> None:
     event = events.get(answer.response)
     if event is None:
         return
-    _enqueue(event, [{
-        "memo": answer.memo.slug,
-        "memo_id": answer.memo_id,
-        "developer": answer.developer.external_id,
-        "response": answer.response,
-        "answered_at": answer.created_at.isoformat(),
-        "content_hash": answer.content_hash,
-        "suspected_automation": answer.suspected_automation,
-        "country_claimed": str(answer.country_claimed or ""),
-        "channel": answer.channel,
-    }])
+    _enqueue(
+        event,
+        [
+            {
+                "memo": answer.memo.slug,
+                "memo_id": answer.memo_id,
+                "developer": answer.developer.external_id,
+                "response": answer.response,
+                "answered_at": answer.created_at.isoformat(),
+                "content_hash": answer.content_hash,
+                "suspected_automation": answer.suspected_automation,
+                "country_claimed": str(answer.country_claimed or ""),
+                "channel": answer.channel,
+            }
+        ],
+    )
 
 
 def memos_deadline_notify() -> int:
@@ -89,7 +100,8 @@ def memos_deadline_notify() -> int:
     notified = 0
     due = Memo.objects.filter(
         status__in=[Memo.Status.SENDING, Memo.Status.SENT],
-        ack_deadline__lt=timezone.now(), deadline_notified_at__isnull=True,
+        ack_deadline__lt=timezone.now(),
+        deadline_notified_at__isnull=True,
     )
     if not any(E.DEADLINE_PASSED in e.events for e in WebhookEndpoint.objects.filter(is_active=True)):
         return 0  # nobody to tell yet: an endpoint added later still hears of these
@@ -101,20 +113,39 @@ def memos_deadline_notify() -> int:
                 continue  # another beat got there first
             missing = list(
                 Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-                .exclude(Exists(Acknowledgement.objects.filter(
-                    memo=memo, developer=OuterRef("developer"), response=Acknowledgement.Response.ACKNOWLEDGED)))
-                .exclude(Exists(DisputeResolution.objects.filter(
-                    answer__memo=memo, answer__developer=OuterRef("developer"), exempt=True)))
+                .exclude(
+                    Exists(
+                        Acknowledgement.objects.filter(
+                            memo=memo, developer=OuterRef("developer"), response=Acknowledgement.Response.ACKNOWLEDGED
+                        )
+                    )
+                )
+                .exclude(
+                    Exists(
+                        DisputeResolution.objects.filter(
+                            answer__memo=memo, answer__developer=OuterRef("developer"), exempt=True
+                        )
+                    )
+                )
                 .order_by("developer_id")
                 .values_list("developer__external_id", flat=True)
             )
             pages = max(1, -(-len(missing) // PAGE))
             assert memo.ack_deadline is not None  # `due` holds only memos whose deadline passed
-            _enqueue(E.DEADLINE_PASSED, [
-                {"memo": memo.slug, "memo_id": memo.pk, "deadline": memo.ack_deadline.isoformat(),
-                 "page": n + 1, "pages": pages, "not_acknowledged": missing[n * PAGE:(n + 1) * PAGE]}
-                for n in range(pages)
-            ])
+            _enqueue(
+                E.DEADLINE_PASSED,
+                [
+                    {
+                        "memo": memo.slug,
+                        "memo_id": memo.pk,
+                        "deadline": memo.ack_deadline.isoformat(),
+                        "page": n + 1,
+                        "pages": pages,
+                        "not_acknowledged": missing[n * PAGE : (n + 1) * PAGE],
+                    }
+                    for n in range(pages)
+                ],
+            )
         notified += 1
     return notified
 
@@ -123,9 +154,13 @@ def webhook_claim(*, message_id: int) -> bool:
     """Take a due message for one attempt: pushes its next attempt a lease ahead, so a
     second worker handed the same id (a retry job running twice) leaves it alone."""
     now = timezone.now()
-    return bool(WebhookMessage.objects.filter(
-        pk=message_id, status=WebhookMessage.Status.PENDING, next_attempt_at__lte=now,
-    ).update(next_attempt_at=now + LEASE))
+    return bool(
+        WebhookMessage.objects.filter(
+            pk=message_id,
+            status=WebhookMessage.Status.PENDING,
+            next_attempt_at__lte=now,
+        ).update(next_attempt_at=now + LEASE)
+    )
 
 
 def webhook_deliver(*, message_id: int) -> None:
@@ -151,8 +186,9 @@ def webhook_deliver(*, message_id: int) -> None:
             session.trust_env = False  # no proxy from the environment between the check and the target
             session.mount("http://", PinnedAdapter(address))
             session.mount("https://", PinnedAdapter(address))
-            response = session.post(message.endpoint.url, data=body, headers=headers, timeout=TIMEOUT_S,
-                                    allow_redirects=False)
+            response = session.post(
+                message.endpoint.url, data=body, headers=headers, timeout=TIMEOUT_S, allow_redirects=False
+            )
         status_code = response.status_code
         if not 200 <= status_code < 300:
             error = response.text[:500]
@@ -161,7 +197,9 @@ def webhook_deliver(*, message_id: int) -> None:
     except requests.RequestException as exc:
         error = f"{type(exc).__name__}: {exc}"[:500]
     webhook_attempt_record(
-        message=message, status_code=status_code, error=error,
+        message=message,
+        status_code=status_code,
+        error=error,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
 
@@ -177,7 +215,9 @@ def webhook_attempt_record(*, message: WebhookMessage, status_code: int | None, 
     else:
         backoff = FIRST_RETRY * 2 ** (attempts - 1)
         changes = {"next_attempt_at": now + backoff * random.uniform(0.8, 1.2)}
-    WebhookMessage.objects.filter(pk=message.pk, status=WebhookMessage.Status.PENDING).update(attempts=attempts, **changes)
+    WebhookMessage.objects.filter(pk=message.pk, status=WebhookMessage.Status.PENDING).update(
+        attempts=attempts, **changes
+    )
 
 
 def webhooks_retry_due() -> int:

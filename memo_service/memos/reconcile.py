@@ -56,8 +56,7 @@ CLOCK_SKEW = dt.timedelta(seconds=60)
 # at least three days, and a day of failed attempts is an outage someone has seen.
 GIVE_UP_AFTER = dt.timedelta(days=1)
 # Why a delivery is "outcome unknown" when nobody can know (the memo page shows it).
-UNKNOWN_REASON = ("the worker sending it stopped mid-call, and the email backend cannot say whether "
-                  "the provider has it")
+UNKNOWN_REASON = "the worker sending it stopped mid-call, and the email backend cannot say whether the provider has it"
 
 
 def ask_at(lease: SendLease) -> dt.datetime:
@@ -120,8 +119,11 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
     live = SendLease.objects.filter(expires_at__gte=now, note="").exclude(pk=lease_id)
     for other in live.values_list("delivery_ids", flat=True):
         ids.difference_update(other)
-    deferred = sorted(Delivery.objects.filter(
-        id__in=set(lease.delivery_ids) - ids, status__in=[S.QUEUED, S.SENDING]).values_list("id", flat=True))
+    deferred = sorted(
+        Delivery.objects.filter(id__in=set(lease.delivery_ids) - ids, status__in=[S.QUEUED, S.SENDING]).values_list(
+            "id", flat=True
+        )
+    )
     rows = Delivery.objects.filter(id__in=ids, status__in=[S.QUEUED, S.SENDING])
     queued = sorted(rows.filter(status=S.QUEUED).values_list("id", flat=True))
     unknown = list(rows.filter(status=S.SENDING).values_list("id", "memo_id", "developer__language"))
@@ -138,7 +140,8 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
                 )
                 raise
             result["unknown"] = deliveries_record_unknown(
-                delivery_ids=[row[0] for row in unknown], claimed_before=now,
+                delivery_ids=[row[0] for row in unknown],
+                claimed_before=now,
                 reason=f"the provider could not be asked for a day whether it has it: {exc}",
             )
     send_batches_enqueue(queued)
@@ -151,22 +154,24 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
     ids = [row[0] for row in unknown]
     if backend_is_idempotent():
         resent = deliveries_record_unsent(
-            delivery_ids=ids, claimed_before=until, reason="the worker sending it stopped; sent again with the same idempotency key"
+            delivery_ids=ids,
+            claimed_before=until,
+            reason="the worker sending it stopped; sent again with the same idempotency key",
         )
         send_batches_enqueue(resent)
         return {"resent": len(resent)}
     with get_connection() as backend:
         if not reports_acceptance(backend):
-            return {"unknown": deliveries_record_unknown(delivery_ids=ids, reason=UNKNOWN_REASON,
-                                                         claimed_before=until)}
+            return {"unknown": deliveries_record_unknown(delivery_ids=ids, reason=UNKNOWN_REASON, claimed_before=until)}
         assert isinstance(backend, ReportsAcceptance)
         accepted: dict[int, Acceptance] = {}
         by_memo: dict[int, set[int]] = defaultdict(set)
         for delivery_id, memo_id, _ in unknown:
             by_memo[memo_id].add(delivery_id)
         for memo_id, memo_ids in by_memo.items():
-            accepted.update(backend.accepted_delivery_ids(tag=memo_tag(memo_id), delivery_ids=memo_ids,
-                                                          begin=since, end=until))
+            accepted.update(
+                backend.accepted_delivery_ids(tag=memo_tag(memo_id), delivery_ids=memo_ids, begin=since, end=until)
+            )
     # Recorded as the send would have: per call (message id), in the language the email
     # used, sent when the provider took the call (its first recipient's event).
     languages = _languages(set(by_memo))
@@ -181,12 +186,14 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
     memo_of = {delivery_id: memo_id for delivery_id, memo_id, _ in unknown}
     for (message_id, language), group in groups.items():
         with transaction.atomic():  # the handover and its evidence record together, as a send records them
-            deliveries_record_sent(delivery_ids=group, message_id=message_id, language=language,
-                                   accepted_at=taken_at[message_id])
+            deliveries_record_sent(
+                delivery_ids=group, message_id=message_id, language=language, accepted_at=taken_at[message_id]
+            )
             for memo_id in {memo_of[i] for i in group}:
                 evidence_record_handover(memo_id=memo_id, delivery_ids=[i for i in group if memo_of[i] == memo_id])
     resent = deliveries_record_unsent(
-        delivery_ids=[i for i in ids if i not in accepted], claimed_before=until,
+        delivery_ids=[i for i in ids if i not in accepted],
+        claimed_before=until,
         reason="the worker sending it stopped; the provider's events show it never got it, so it was sent again",
     )
     send_batches_enqueue(resent)
@@ -207,15 +214,27 @@ def memo_unknown_resend(*, memo: Memo, by: Any) -> int:
     Audited with the deliveries it sent again (their evidence records show the second
     attempt); until each is sent its record says why it was queued again."""
     with transaction.atomic():
-        ids = list(Delivery.objects.select_for_update().filter(memo=memo, status=S.OUTCOME_UNKNOWN)
-                   .order_by("id").values_list("id", flat=True))
+        ids = list(
+            Delivery.objects.select_for_update()
+            .filter(memo=memo, status=S.OUTCOME_UNKNOWN)
+            .order_by("id")
+            .values_list("id", flat=True)
+        )
         if not ids:
             return 0
         Delivery.objects.filter(id__in=ids, status=S.OUTCOME_UNKNOWN).update(
-            status=S.QUEUED, not_before=None, status_changed_at=timezone.now(),
+            status=S.QUEUED,
+            not_before=None,
+            status_changed_at=timezone.now(),
             last_error="outcome unknown; sent again by a Composer's choice, knowing it may arrive twice",
         )
-        audit_record(actor=by, action="memo.unknown_resent", obj=memo, deliveries=len(ids), delivery_ids=ids,
-                     risk="a developer whose email did arrive gets it twice")
+        audit_record(
+            actor=by,
+            action="memo.unknown_resent",
+            obj=memo,
+            deliveries=len(ids),
+            delivery_ids=ids,
+            risk="a developer whose email did arrive gets it twice",
+        )
         send_batches_enqueue(ids)
     return len(ids)

@@ -49,9 +49,9 @@ def reminders_send_due() -> int:
     queued = 0
     for memo in Memo.objects.filter(status__in=[Memo.Status.SENDING, Memo.Status.SENT], ack_deadline__gt=now):
         n = reminder_due(memo, now)
-        if n > memo.reminders_sent and Memo.objects.filter(
-            pk=memo.pk, reminders_sent=memo.reminders_sent
-        ).update(reminders_sent=n):
+        if n > memo.reminders_sent and Memo.objects.filter(pk=memo.pk, reminders_sent=memo.reminders_sent).update(
+            reminders_sent=n
+        ):
             memo.reminders_sent = n
         if memo.reminders_sent > memo.reminders_dispatched:
             # Creating the deliveries is idempotent: a rerun resumes where it stopped.
@@ -105,8 +105,12 @@ def memo_remind_now(*, memo: Memo, by: Any) -> int:
         raise RemindRefused(f"“{memo.title}” is {memo.get_status_display()}: only a memo sent in full has reminders.")
     if memo.ack_deadline is not None and now >= memo.ack_deadline:
         raise RemindRefused(f"The deadline of “{memo.title}” has passed: no more reminders.")
-    last = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.REMINDER, sequence__gt=ON_REQUEST_FIRST).aggregate(
-        n=Max("sequence"))["n"] or ON_REQUEST_FIRST
+    last = (
+        Delivery.objects.filter(memo=memo, kind=Delivery.Kind.REMINDER, sequence__gt=ON_REQUEST_FIRST).aggregate(
+            n=Max("sequence")
+        )["n"]
+        or ON_REQUEST_FIRST
+    )
     queued = memo_remind(memo=memo, sequence=last + 1)
     audit_record(actor=by, action="memo.reminded", obj=memo, sequence=last + 1, queued=queued)
     return queued
@@ -119,23 +123,38 @@ def memo_remind(*, memo: Memo, sequence: int) -> int:
     unanswered = _unanswered(memo)
     reason = f"reminder {sequence}: not answered yet"
     while page := list(
-        unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[:PAGE_SIZE]
+        unanswered.filter(developer_id__gt=last_developer).values_list("developer_id", "language", "country")[
+            :PAGE_SIZE
+        ]
     ):
         last_developer = page[-1][0]
         with transaction.atomic():
             Delivery.objects.bulk_create(
                 [
-                    Delivery(memo=memo, developer_id=dev, kind=Delivery.Kind.REMINDER, sequence=sequence,
-                             language=language, country=country, reason=reason)
+                    Delivery(
+                        memo=memo,
+                        developer_id=dev,
+                        kind=Delivery.Kind.REMINDER,
+                        sequence=sequence,
+                        language=language,
+                        country=country,
+                        reason=reason,
+                    )
                     for dev, language, country in page
                 ],
                 ignore_conflicts=True,
             )
             ids = list(
                 Delivery.objects.filter(
-                    memo=memo, kind=Delivery.Kind.REMINDER, sequence=sequence, status=Delivery.Status.QUEUED,
-                    developer_id__gte=page[0][0], developer_id__lte=last_developer,
-                ).order_by("id").values_list("id", flat=True)
+                    memo=memo,
+                    kind=Delivery.Kind.REMINDER,
+                    sequence=sequence,
+                    status=Delivery.Status.QUEUED,
+                    developer_id__gte=page[0][0],
+                    developer_id__lte=last_developer,
+                )
+                .order_by("id")
+                .values_list("id", flat=True)
             )
             send_batches_enqueue(ids)
         total += len(ids)
@@ -148,7 +167,8 @@ def contact_copy(*, memo: Memo, name: str, external_id: str, language: str) -> t
     the link anywhere, in any form): our own words, the memo's title and its deadline."""
     with translation.override(language):
         subject = gettext("For your records: %(name)s was reminded about “%(title)s”") % {
-            "name": name or external_id, "title": memo.title,
+            "name": name or external_id,
+            "title": memo.title,
         }
         text = gettext(
             "This notice is for your organisation's records.\n\n"
@@ -158,7 +178,9 @@ def contact_copy(*, memo: Memo, name: str, external_id: str, language: str) -> t
             "carries no link and nobody can answer for them. Please ask them to read the memo "
             "and answer before the deadline.\n"
         ) % {
-            "name": name or external_id, "external_id": external_id, "title": memo.title,
+            "name": name or external_id,
+            "external_id": external_id,
+            "title": memo.title,
             "deadline": f"{memo.ack_deadline:%Y-%m-%d %H:%M} UTC" if memo.ack_deadline else "-",
         }
     return subject, text

@@ -275,7 +275,9 @@ def templates_check(*, memo: Memo, sources: dict[str, str], language: str) -> di
     return templates_check_languages(memo=memo, sources_by_language={language: sources}).get(language, {})
 
 
-def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+def templates_check_languages(
+    *, memo: Memo, sources_by_language: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
     """Trial-render each language's templates for a sample developer speaking it;
     returns {language: {field: error}} for those that fail.
 
@@ -288,8 +290,10 @@ def templates_check_languages(*, memo: Memo, sources_by_language: dict[str, dict
         sample = developer_in_language({**SAMPLE_DEVELOPER, "language": language}, language)
         context = memo_context(memo, sample, inert_ack_url(memo.pk, sample_id), language)
         context = json.loads(json.dumps(context, default=str))
-        jobs += [{"key": f"{language}/{field}", "field": field, "source": source, "context": context}
-                 for field, source in sources.items()]
+        jobs += [
+            {"key": f"{language}/{field}", "field": field, "source": source, "context": context}
+            for field, source in sources.items()
+        ]
     request = {"jobs": jobs, "seconds": TRIAL_SECONDS, "memory_bytes": TRIAL_MEMORY_BYTES}
     try:
         output = subprocess.run(
@@ -323,10 +327,13 @@ def problems_text(problems: dict[str, dict[str, str]]) -> str:
 
 def memo_check(memo: Memo) -> dict[str, dict[str, str]]:
     """Trial-render every language of a saved memo, reminders too; {language: {field: error}}."""
-    return templates_check_languages(memo=memo, sources_by_language={
-        getattr(obj, "language", FALLBACK_LANGUAGE): {**_sources(obj), **reminder_sources(obj)}
-        for obj in [memo, *memo.translations.all()]
-    })
+    return templates_check_languages(
+        memo=memo,
+        sources_by_language={
+            getattr(obj, "language", FALLBACK_LANGUAGE): {**_sources(obj), **reminder_sources(obj)}
+            for obj in [memo, *memo.translations.all()]
+        },
+    )
 
 
 class MemoRenderer:
@@ -346,10 +353,10 @@ class MemoRenderer:
     def _templates(self, language: str) -> tuple[str, dict[str, jinja2.Template]]:
         if language not in self._compiled:
             used, sources = memo_sources(self.memo, language, self.reminder)
-            self._compiled[language] = used, {
-                field: sandbox.template_for(field, source)
-                for field, source in sources.items()
-            }
+            self._compiled[language] = (
+                used,
+                {field: sandbox.template_for(field, source) for field, source in sources.items()},
+            )
         return self._compiled[language]
 
     def _custom_reminder(self, language: str) -> bool:
@@ -368,9 +375,7 @@ class MemoRenderer:
         """render_parts for values already in the text's language (or placeholders)."""
         language, templates = self._templates(language)
         context = memo_context(self.memo, developer, ack_url, language)
-        subject, html, text = (
-            sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS
-        )
+        subject, html, text = (sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS)
         return language, " ".join(subject.split()), html, text  # a header is one line
 
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
@@ -380,7 +385,8 @@ class MemoRenderer:
         skeleton = self._skeleton(language)
         values = (*(developer[key] for key in DEVELOPER_KEYS), ack_url)
         if (
-            skeleton is not None and skeleton.fits(values)
+            skeleton is not None
+            and skeleton.fits(values)
             and skeleton.fill_size(values) <= sandbox.MAX_OUTPUT_CHARS  # past it, the full render says why
         ):
             email = SubstitutedEmail(skeleton, values)
@@ -393,8 +399,9 @@ class MemoRenderer:
         template ever slip past the check, everyone gets a full render."""
         full = self._render_full(developer, ack_url)[1]
         if (email.subject, email.html, email.text) != (full.subject, full.html, full.text):
-            log.error("memo %s (%s): substitution differs from a full render; rendering in full",
-                      self.memo.pk, language)
+            log.error(
+                "memo %s (%s): substitution differs from a full render; rendering in full", self.memo.pk, language
+            )
             self._skeletons[language] = None
             return False
         self._verified.add(language)
@@ -412,8 +419,11 @@ class MemoRenderer:
             if built_in_reminder:
                 subject = translation.gettext("Reminder: %(subject)s") % {"subject": subject}
             layout = {
-                "subject": subject, "ack_url": ack_url, "language": language,
-                "reminder": built_in_reminder, "deadline": self.memo.ack_deadline,
+                "subject": subject,
+                "ack_url": ack_url,
+                "language": language,
+                "reminder": built_in_reminder,
+                "deadline": self.memo.ack_deadline,
             }
             return language, RenderedEmail(
                 subject=subject,
@@ -497,6 +507,7 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: dict[str, Any] | None,
     `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
     memo = delivery.memo
     renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else MemoRenderer(memo)
-    language, subject, html, text = renderer.render_parts(rendered_with or developer_context(delivery.developer), ack_url)
-    return ShownText(language=language, subject=subject, html=html, text=text,
-                     text_hash=text_hash or memo.content_hash)
+    language, subject, html, text = renderer.render_parts(
+        rendered_with or developer_context(delivery.developer), ack_url
+    )
+    return ShownText(language=language, subject=subject, html=html, text=text, text_hash=text_hash or memo.content_hash)

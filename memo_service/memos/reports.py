@@ -32,7 +32,11 @@ FUNNEL_COUNTS = {
 }
 R = Acknowledgement.Response
 ANSWER_COUNTS = [
-    "acknowledged", "acknowledged_suspected", "disputed", "needs_help", "exempt",
+    "acknowledged",
+    "acknowledged_suspected",
+    "disputed",
+    "needs_help",
+    "exempt",
 ]
 FIELDS = [*FUNNEL_COUNTS, *ANSWER_COUNTS]
 
@@ -103,11 +107,28 @@ def answers_by_channel(memo: Memo) -> dict[str, dict[str, int]]:
 # --- evidence export -----------------------------------------------------------------
 
 EVIDENCE_COLUMNS = [
-    "developer", "email", "country_at_send", "reason", "delivery_status", "sent_at",
-    "provider_message_id", "delivery_error", "reminders", "answer", "answered_at",
-    "content_hash", "ip_address", "user_agent", "seconds_since_delivery",
-    "suspected_automation", "automation_reasons", "country_claimed", "comment", "earlier_answers",
-    "channel", "api_client",
+    "developer",
+    "email",
+    "country_at_send",
+    "reason",
+    "delivery_status",
+    "sent_at",
+    "provider_message_id",
+    "delivery_error",
+    "reminders",
+    "answer",
+    "answered_at",
+    "content_hash",
+    "ip_address",
+    "user_agent",
+    "seconds_since_delivery",
+    "suspected_automation",
+    "automation_reasons",
+    "country_claimed",
+    "comment",
+    "earlier_answers",
+    "channel",
+    "api_client",
 ]
 EVIDENCE_PAGE = 2_000  # recipients per query: memory stays flat at any size
 
@@ -118,12 +139,18 @@ def _iso(value: Any) -> str | None:
 
 def _answer_row(answer: Acknowledgement) -> dict[str, Any]:
     return {
-        "response": answer.response, "at": _iso(answer.created_at), "content_hash": answer.content_hash,
-        "ip_address": answer.ip_address, "user_agent": answer.user_agent,
+        "response": answer.response,
+        "at": _iso(answer.created_at),
+        "content_hash": answer.content_hash,
+        "ip_address": answer.ip_address,
+        "user_agent": answer.user_agent,
         "seconds_since_delivery": answer.seconds_since_delivery,
-        "suspected_automation": answer.suspected_automation, "automation_reasons": answer.automation_reasons,
-        "comment": answer.comment, "country_claimed": str(answer.country_claimed or ""),
-        "channel": answer.channel, "api_client": answer.api_client.name if answer.api_client else None,
+        "suspected_automation": answer.suspected_automation,
+        "automation_reasons": answer.automation_reasons,
+        "comment": answer.comment,
+        "country_claimed": str(answer.country_claimed or ""),
+        "channel": answer.channel,
+        "api_client": answer.api_client.name if answer.api_client else None,
     }
 
 
@@ -140,7 +167,11 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
         ).order_by("sequence"):
             reminders.setdefault(reminder.developer_id, []).append(reminder)
         answers: dict[int, list[Acknowledgement]] = {}
-        for answer in Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids).select_related("api_client").order_by("created_at", "id"):
+        for answer in (
+            Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids)
+            .select_related("api_client")
+            .order_by("created_at", "id")
+        ):
             answers.setdefault(answer.developer_id, []).append(answer)
         for delivery in page:
             yield {
@@ -149,9 +180,15 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
                 "country_at_send": delivery.country,
                 "reason": delivery.reason,
                 "deliveries": [
-                    {"kind": d.kind, "sequence": d.sequence, "status": d.status, "sent_at": _iso(d.sent_at),
-                     "status_changed_at": _iso(d.status_changed_at), "provider_message_id": d.provider_message_id,
-                     "error": d.last_error}
+                    {
+                        "kind": d.kind,
+                        "sequence": d.sequence,
+                        "status": d.status,
+                        "sent_at": _iso(d.sent_at),
+                        "status_changed_at": _iso(d.status_changed_at),
+                        "provider_message_id": d.provider_message_id,
+                        "error": d.last_error,
+                    }
                     for d in [delivery, *reminders.get(delivery.developer_id, [])]
                 ],
                 "answers": [_answer_row(a) for a in answers.get(delivery.developer_id, [])],
@@ -167,16 +204,28 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
     final = final or {}
     yes_no: dict[bool | None, str] = {True: "yes", False: "no"}
     return [
-        record["developer"], record["email"], record["country_at_send"], record["reason"],
-        first["status"], first["sent_at"], first["provider_message_id"], first["error"],
+        record["developer"],
+        record["email"],
+        record["country_at_send"],
+        record["reason"],
+        first["status"],
+        first["sent_at"],
+        first["provider_message_id"],
+        first["error"],
         "; ".join(f"{r['sequence']}: {r['status']} {r['sent_at'] or ''}".strip() for r in reminders),
-        final.get("response", ""), final.get("at"), final.get("content_hash", ""), final.get("ip_address"),
-        final.get("user_agent", ""), final.get("seconds_since_delivery"),
+        final.get("response", ""),
+        final.get("at"),
+        final.get("content_hash", ""),
+        final.get("ip_address"),
+        final.get("user_agent", ""),
+        final.get("seconds_since_delivery"),
         yes_no.get(final.get("suspected_automation"), ""),
         "; ".join(final.get("automation_reasons", [])),
-        final.get("country_claimed", ""), final.get("comment", ""),
+        final.get("country_claimed", ""),
+        final.get("comment", ""),
         "; ".join(f"{a['response']} {a['at']}" for a in earlier),
-        final.get("channel", ""), final.get("api_client") or "",
+        final.get("channel", ""),
+        final.get("api_client") or "",
     ]
 
 
@@ -186,9 +235,15 @@ def evidence_csv(memo: Memo) -> Iterator[str]:
 
 def evidence_json(memo: Memo) -> Iterator[str]:
     """A JSON document streamed in pieces: the memo, then one record per recipient."""
-    head = {"memo": memo.slug, "title": memo.title, "content_hash": memo.content_hash,
-            "effective_date": _iso(memo.effective_date), "ack_deadline": _iso(memo.ack_deadline),
-            "exported_at": _iso(timezone.now()), "answers_by_channel": answers_by_channel(memo)}
+    head = {
+        "memo": memo.slug,
+        "title": memo.title,
+        "content_hash": memo.content_hash,
+        "effective_date": _iso(memo.effective_date),
+        "ack_deadline": _iso(memo.ack_deadline),
+        "exported_at": _iso(timezone.now()),
+        "answers_by_channel": answers_by_channel(memo),
+    }
     yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
@@ -207,7 +262,11 @@ def evidence_chain(memo: Memo) -> Iterator[Mapping[str, Any]]:
     """The memo's chained records, in order, as an export carries them."""
     last_seq = 0
     records = EvidenceRecord.objects.filter(memo=memo, seq__isnull=False).order_by("seq")
-    while page := list(records.filter(seq__gt=last_seq).values("seq", "kind", "object_id", "payload", "prev_hash", "hash")[:EVIDENCE_PAGE]):
+    while page := list(
+        records.filter(seq__gt=last_seq).values("seq", "kind", "object_id", "payload", "prev_hash", "hash")[
+            :EVIDENCE_PAGE
+        ]
+    ):
         yield from page
         last = page[-1]["seq"]
         assert last is not None  # `records` has seq__isnull=False
@@ -218,10 +277,17 @@ def evidence_chain(memo: Memo) -> Iterator[Mapping[str, Any]]:
 
 # The dashboard's columns: the funnel's names, and the words its readers use.
 DASHBOARD_COLUMNS = {
-    "targeted": "targeted", "sent": "sent", "delivered": "delivered", "bounced": "bounced",
-    "failed": "failed", "cancelled": "never sent (cancelled)", "acknowledged": "acknowledged",
-    "acknowledged_suspected": "of which possibly automated", "disputed": "say their region is wrong",
-    "needs_help": "asked for help", "answered": "answered (response rate)",
+    "targeted": "targeted",
+    "sent": "sent",
+    "delivered": "delivered",
+    "bounced": "bounced",
+    "failed": "failed",
+    "cancelled": "never sent (cancelled)",
+    "acknowledged": "acknowledged",
+    "acknowledged_suspected": "of which possibly automated",
+    "disputed": "say their region is wrong",
+    "needs_help": "asked for help",
+    "answered": "answered (response rate)",
 }
 UNANSWERED_PAGE = 50  # developers per page of the dashboard's "not answered yet" list
 
@@ -246,9 +312,18 @@ def dashboard_rows(memo: Memo, funnel: dict[str, Any]) -> list[tuple[str, list[s
 def unanswered_rows(memo: Memo) -> Any:
     """Who has not answered yet, with what became of their email (for the dashboard's
     paged list and its CSV export)."""
-    return memo_awaiting_answer(memo).select_related("developer").only(
-        "id", "status", "country", "developer__external_id", "developer__name", "developer__email",
-        "developer__email_status",
+    return (
+        memo_awaiting_answer(memo)
+        .select_related("developer")
+        .only(
+            "id",
+            "status",
+            "country",
+            "developer__external_id",
+            "developer__name",
+            "developer__email",
+            "developer__email_status",
+        )
     )
 
 
@@ -258,9 +333,18 @@ def unanswered_csv(memo: Memo) -> Iterator[str]:
         while page := list(unanswered_rows(memo).filter(developer_id__gt=last_id)[:EVIDENCE_PAGE]):
             last_id = page[-1].developer_id
             for d in page:
-                yield [d.developer.external_id, d.developer.name, d.developer.email, d.country, d.status,
-                       d.developer.email_status]
-    return csv_lines(["external_id", "name", "email", "country_at_send", "email_status_of_memo", "address_status"], rows())
+                yield [
+                    d.developer.external_id,
+                    d.developer.name,
+                    d.developer.email,
+                    d.country,
+                    d.status,
+                    d.developer.email_status,
+                ]
+
+    return csv_lines(
+        ["external_id", "name", "email", "country_at_send", "email_status_of_memo", "address_status"], rows()
+    )
 
 
 def memo_progress(memo: Memo) -> dict[str, Any]:
@@ -285,14 +369,18 @@ def memo_progress(memo: Memo) -> dict[str, Any]:
 
 def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
     if memo.status == Memo.Status.CANCELLED:
-        return (f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
-                f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + ".")
+        return (
+            f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
+            f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + "."
+        )
     if memo.dispatched_at is None and memo.status in (Memo.Status.SENDING, Memo.Status.PAUSED):
         # Between the confirmation and the end of dispatch the total is still growing.
         return f"Preparing the send: {c['total']} emails queued so far."
     prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""
-    return (f"{prefix}{c['percent']} %: sent {c['sent']}, delivered {c['delivered']}, failed {c['failed']}, "
-            f"waiting {c['queued']}, of {c['total']}.")
+    return (
+        f"{prefix}{c['percent']} %: sent {c['sent']}, delivered {c['delivered']}, failed {c['failed']}, "
+        f"waiting {c['queued']}, of {c['total']}."
+    )
 
 
 def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
@@ -306,7 +394,10 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
     trunc = TruncMinute if end - start < dt.timedelta(days=2) else TruncHour
     hours = (
         Acknowledgement.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
-        .annotate(hour=trunc("created_at")).values("hour").annotate(n=Count("id")).order_by("hour")
+        .annotate(hour=trunc("created_at"))
+        .values("hour")
+        .annotate(n=Count("id"))
+        .order_by("hour")
     )
     targeted = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).count() or 1
     pad, span = 40, max((end - start).total_seconds(), 1)
@@ -328,11 +419,14 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
         ahead = memo.ack_deadline > end
         dx = width - pad if ahead else x(memo.ack_deadline)
         label = f"deadline {memo.ack_deadline:%Y-%m-%d}" + (
-            f" (in {(memo.ack_deadline - now).days} days) →" if ahead and memo.ack_deadline > now else "")
-        deadline = (f'<line x1="{dx:.1f}" y1="{pad}" x2="{dx:.1f}" y2="{height - pad}" stroke="#cf222e" '
-                    f'stroke-dasharray="{"2 6" if ahead else "4 3"}"/>'
-                    f'<text x="{dx - 4:.1f}" y="{pad - 6}" text-anchor="end" font-size="12" fill="#cf222e" '
-                    f'id="chart-deadline">{label}</text>')
+            f" (in {(memo.ack_deadline - now).days} days) →" if ahead and memo.ack_deadline > now else ""
+        )
+        deadline = (
+            f'<line x1="{dx:.1f}" y1="{pad}" x2="{dx:.1f}" y2="{height - pad}" stroke="#cf222e" '
+            f'stroke-dasharray="{"2 6" if ahead else "4 3"}"/>'
+            f'<text x="{dx - 4:.1f}" y="{pad - 6}" text-anchor="end" font-size="12" fill="#cf222e" '
+            f'id="chart-deadline">{label}</text>'
+        )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="acknowledgements over time" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" style="background:#fff;border:1px solid #ddd">'
@@ -351,6 +445,8 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
 def memo_outcome_unknown(memo: Memo) -> list[tuple[str, int]]:
     """The memo's deliveries whose outcome nobody can know, counted per reason."""
     return list(
-        Delivery.objects.filter(memo=memo, status=S.OUTCOME_UNKNOWN).values_list("last_error")
-        .annotate(n=Count("id")).order_by("-n")
+        Delivery.objects.filter(memo=memo, status=S.OUTCOME_UNKNOWN)
+        .values_list("last_error")
+        .annotate(n=Count("id"))
+        .order_by("-n")
     )

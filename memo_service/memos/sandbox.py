@@ -98,7 +98,17 @@ def _create(chars: int) -> None:
 
 
 # What prints its items: a dict's views too ({{ d.items() }}).
-_CONTAINERS: tuple[type[Any], ...] = (list, tuple, dict, set, frozenset, Namespace, type({}.keys()), type({}.values()), type({}.items()))
+_CONTAINERS: tuple[type[Any], ...] = (
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    Namespace,
+    type({}.keys()),
+    type({}.values()),
+    type({}.items()),
+)
 
 
 def _weight(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
@@ -237,6 +247,7 @@ def _count_arg(parameter: str, limit_name: str) -> Callable[..., None]:
         count = args[0] if args else kwargs.get(parameter, 1)
         if not isinstance(count, int) or count > MAX_RANGE:
             raise TemplateTooBig(f"{limit_name} is limited to {MAX_RANGE:,}")
+
     return check
 
 
@@ -293,12 +304,29 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = MemoCodeGenerator
     # Every arithmetic operator goes through call_binop, so each is an operation.
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
-    _binops: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-               "//": operator.floordiv, "%": operator.mod, "**": operator.pow}
+    _binops: ClassVar[dict[str, Callable[[Any, Any], Any]]] = {
+        "+": operator.add,
+        "-": operator.sub,
+        "*": operator.mul,
+        "/": operator.truediv,
+        "//": operator.floordiv,
+        "%": operator.mod,
+        "**": operator.pow,
+    }
     # Methods that allocate a string as long as their numeric argument, or longer.
     blocked_methods = frozenset(
-        {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map", "translate", "maketrans",
-         "to_bytes"}
+        {
+            "center",
+            "ljust",
+            "rjust",
+            "zfill",
+            "expandtabs",
+            "format",
+            "format_map",
+            "translate",
+            "maketrans",
+            "to_bytes",
+        }
     )
 
     def __init__(self, **options: Any) -> None:
@@ -322,7 +350,11 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
             if right > 0 and max(left.bit_length(), 1) * right > MAX_POWER_BITS:
                 raise TemplateTooBig("the result of ** is too large")
         if op == "*":
-            if isinstance(left, int) and isinstance(right, int) and left.bit_length() + right.bit_length() > MAX_POWER_BITS:
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > MAX_POWER_BITS
+            ):
                 raise TemplateTooBig("the result of * is too large")
             size = max(_weight(left), _weight(right)) if _sized(left) or _sized(right) else 0
             times = right if _sized(left) else left
@@ -362,10 +394,15 @@ class MemoSandbox(ImmutableSandboxedEnvironment):
                 _replace_size(owner, *args[:2], *(args[2:3] or [kwargs.get("count")]))
         # C's strftime pads to any width it is given ("%999Y"), into a buffer up to 256
         # times the format's length.
-        if isinstance(owner, (dt.date, dt.time)) and getattr(obj, "__name__", "") == "strftime" and args \
-                and (len(str(args[0])) > MAX_STRFTIME_FORMAT or _STRFTIME_WIDTH.search(str(args[0]))):
-            raise TemplateTooBig(f"a strftime() format may be {MAX_STRFTIME_FORMAT} characters long, "
-                                 "with field widths of two digits")
+        if (
+            isinstance(owner, (dt.date, dt.time))
+            and getattr(obj, "__name__", "") == "strftime"
+            and args
+            and (len(str(args[0])) > MAX_STRFTIME_FORMAT or _STRFTIME_WIDTH.search(str(args[0])))
+        ):
+            raise TemplateTooBig(
+                f"a strftime() format may be {MAX_STRFTIME_FORMAT} characters long, with field widths of two digits"
+            )
         return _made(super().call(context, obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> None:
@@ -457,6 +494,7 @@ def _budget_tracer(deadline: float, template: Any) -> Callable[..., Any]:
     Python reports a 'line' event for every line of compiled template code, so a loop
     in the template is checked on each iteration; its line maps back to the template.
     """
+
     def trace(frame: Any, event: str, arg: Any) -> Any:
         if time.monotonic() > deadline:
             line = None

@@ -101,8 +101,9 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     return set(ids)
 
 
-def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language: str,
-                           accepted_at: dt.datetime | None = None) -> None:
+def deliveries_record_sent(
+    *, delivery_ids: list[int], message_id: str, language: str, accepted_at: dt.datetime | None = None
+) -> None:
     """Record the provider's acceptance of the emails one API call handed over (at
     `accepted_at` when the provider says when, reconciling a lost answer). A tracking
     event may have moved a status on already; the send time and message id are
@@ -110,28 +111,36 @@ def deliveries_record_sent(*, delivery_ids: list[int], message_id: str, language
     now = timezone.now()
     Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
         status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
-        provider_message_id=message_id[:255], language=language,
-        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)), status_changed_at=now, last_error="",
+        provider_message_id=message_id[:255],
+        language=language,
+        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
+        status_changed_at=now,
+        last_error="",
     )
 
 
-def deliveries_record_unsent(*, delivery_ids: list[int], reason: str,
-                             claimed_before: dt.datetime | None = None) -> list[int]:
+def deliveries_record_unsent(
+    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
+) -> list[int]:
     """The provider never got these (it said so, or they were never sent): back to
     queued, to be sent again; returns those it moved. `claimed_before`: only rows still
     in the claim that was looked at (one claimed again since is another worker's)."""
     claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
     with transaction.atomic():
-        ids = list(Delivery.objects.select_for_update().filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING)
-                   .values_list("id", flat=True))
+        ids = list(
+            Delivery.objects.select_for_update()
+            .filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING)
+            .values_list("id", flat=True)
+        )
         Delivery.objects.filter(id__in=in_ids(ids), status=S.SENDING).update(
             status=S.QUEUED, last_error=reason[:2000], not_before=None, status_changed_at=timezone.now()
         )
     return ids
 
 
-def deliveries_record_unknown(*, delivery_ids: list[int], reason: str,
-                              claimed_before: dt.datetime | None = None) -> int:
+def deliveries_record_unknown(
+    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
+) -> int:
     """Nobody can know whether the provider has these: "outcome unknown", with why."""
     claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
     return Delivery.objects.filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING).update(
@@ -230,8 +239,10 @@ def renderer_for(memo: Memo, reminder: bool) -> MemoRenderer:
 
 # An address that needs no quoting (ASCII, a dot-atom local part, a plain domain) and a
 # name of words and single spaces: made into anymail's EmailAddress without its parser.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                            r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+)
 _PLAIN_NAME = re.compile(r"[\w'.-]+(?: [\w'.-]+)*")
 
 
@@ -314,13 +325,15 @@ class BatchSender:
                 if self.merge_size and prepared.to.addr_spec.isascii():
                     pending.append(prepared)
                 elif delivery_claim(delivery_id=delivery.pk):
-                    self.send([prepared], rest=self.deliveries[index + 1:])
+                    self.send([prepared], rest=self.deliveries[index + 1 :])
             self.send_merged(pending)
         except _Stop:
             # Throttled without a shared limiter: all of the task not yet sent waits too.
-            self.later += Delivery.objects.filter(
-                pk__in=[d.pk for d in self.deliveries], status=S.QUEUED
-            ).exclude(pk__in=self.later).values_list("pk", flat=True)
+            self.later += (
+                Delivery.objects.filter(pk__in=[d.pk for d in self.deliveries], status=S.QUEUED)
+                .exclude(pk__in=self.later)
+                .values_list("pk", flat=True)
+            )
         if self.later and not self.paused:
             enqueue_later("memos.send_batch", self.later, countdown=self.delay)
 
@@ -335,9 +348,12 @@ class BatchSender:
         if key not in self.renderers:
             self.renderers[key] = renderer_for(delivery.memo, reminder)
         developer = delivery.developer
-        if reminder and not Delivery.objects.filter(pk=delivery.pk).filter(
-            still_to_answer(delivery.memo, developer.pk)
-        ).exists():
+        if (
+            reminder
+            and not Delivery.objects.filter(pk=delivery.pk)
+            .filter(still_to_answer(delivery.memo, developer.pk))
+            .exists()
+        ):
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_skipped(delivery_id=delivery.pk, reason="not sent: the developer answered first")
             return None
@@ -416,14 +432,16 @@ class BatchSender:
         developer's own email is accepted. It carries no delivery id (its bounce is not
         the developer's) and no link; a failure is logged, the developer's email stands."""
         developer = delivery.developer
-        subject, text = contact_copy(memo=delivery.memo, name=developer.name,
-                                     external_id=developer.external_id, language=developer.language)
+        subject, text = contact_copy(
+            memo=delivery.memo, name=developer.name, external_id=developer.external_id, language=developer.language
+        )
         throttle_take(self.provider)
         try:
             AnymailMessage(subject=subject, body=text, to=contact, connection=self.connection).send()
         except Exception as exc:
-            log.warning("delivery %s: the copy to the organisation contact was not sent: %s", delivery.pk,
-                        type(exc).__name__)
+            log.warning(
+                "delivery %s: the copy to the organisation contact was not sent: %s", delivery.pk, type(exc).__name__
+            )
 
     def merged_message(self, group: list[Prepared]) -> AnymailMessage:
         """One message for many recipients: the skeleton once with the provider's merge
@@ -434,17 +452,20 @@ class BatchSender:
         if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
             template = None  # a value that looks like a merge field travels inside a whole email
         if template is not None:
-            (subject, html, text), merge_data = template, {
-                p.to.addr_spec: skeleton.merge_values(p.email.values) for p in group
-            }
+            (subject, html, text), merge_data = (
+                template,
+                {p.to.addr_spec: skeleton.merge_values(p.email.values) for p in group},
+            )
         else:
             subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
             merge_data = {
-                p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html}
-                for p in group
+                p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html} for p in group
             }
         message = AnymailMessage(
-            subject=subject, body=text, connection=self.connection, merge_data=merge_data,
+            subject=subject,
+            body=text,
+            connection=self.connection,
+            merge_data=merge_data,
             # Addresses as anymail's parser makes them: a batching backend (ours) takes them as they are.
             to=[p.to for p in group],
             merge_metadata={p.to.addr_spec: {"delivery_id": str(p.delivery.pk)} for p in group},
@@ -479,12 +500,16 @@ class BatchSender:
                     # Stopped (throttled, paused, out of time): what is not sent goes back to queued.
                     for unsent in halves[index + 1 :]:
                         for prepared in unsent:
-                            delivery_record_retry(delivery_id=prepared.delivery.pk, error=error,
-                                                  not_before=timezone.now() + dt.timedelta(seconds=self.delay))
+                            delivery_record_retry(
+                                delivery_id=prepared.delivery.pk,
+                                error=error,
+                                not_before=timezone.now() + dt.timedelta(seconds=self.delay),
+                            )
                     raise
             return
         transient = status in TRANSIENT_STATUS or (
-            isinstance(exc, AnymailRequestsAPIError) and status is None
+            isinstance(exc, AnymailRequestsAPIError)
+            and status is None
             # Sent again with the same idempotency key, a lost answer is harmless.
             and (_connect_failed(exc) or self.can.idempotent)
         )
@@ -495,8 +520,9 @@ class BatchSender:
             # Throttled: wait what the provider asked; a fault: back off.
             wait = min(retry_after, MAX_DELAY_S) if status == 429 and retry_after else _backoff_s(attempts, retry_after)
             for delivery_id in ids:
-                delivery_record_retry(delivery_id=delivery_id, error=error,
-                                      not_before=timezone.now() + dt.timedelta(seconds=wait))
+                delivery_record_retry(
+                    delivery_id=delivery_id, error=error, not_before=timezone.now() + dt.timedelta(seconds=wait)
+                )
             self.later += ids
             self.delay = max(self.delay, wait)
             if status == 429 and not throttle_block(self.provider, wait):
@@ -509,8 +535,9 @@ class BatchSender:
             self.unsettled = True
         else:
             for delivery_id in ids:
-                delivery_record_failure(delivery_id=delivery_id, error=error,
-                                        outcome_unknown=_may_have_been_accepted(exc))
+                delivery_record_failure(
+                    delivery_id=delivery_id, error=error, outcome_unknown=_may_have_been_accepted(exc)
+                )
         if isinstance(exc, SoftTimeLimitExceeded):
             raise exc  # the rest stay queued; the sweeper re-enqueues them
 
@@ -519,14 +546,26 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     rows = list(
         Delivery.objects.filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
         .order_by("id")
-        .values_list("id", "memo_id", "kind", "sequence", "attempts", "not_before", "developer_id",
-                     *(f"developer__{name}" for name in ["name", "organization", "email", "external_id",
-                                                         "country", "language", "org_contact_email"]))
+        .values_list(
+            "id",
+            "memo_id",
+            "kind",
+            "sequence",
+            "attempts",
+            "not_before",
+            "developer_id",
+            *(
+                f"developer__{name}"
+                for name in ["name", "organization", "email", "external_id", "country", "language", "org_contact_email"]
+            ),
+        )
     )
     # Each memo read once, not once per row: a memo carries all its templates.
     memos = Memo.objects.in_bulk({row[1] for row in rows})
-    deliveries = [Queued(row[0], row[1], row[2], row[3], row[4], row[5], developer=Recipient(*row[6:]), memo=memos[row[1]])
-                  for row in rows]
+    deliveries = [
+        Queued(row[0], row[1], row[2], row[3], row[4], row[5], developer=Recipient(*row[6:]), memo=memos[row[1]])
+        for row in rows
+    ]
     if not deliveries:
         return
     # Held (and renewed by this process) until every delivery it claims is settled; if
@@ -546,10 +585,14 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
 
 def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
     try:
-        memo_pause(memo=memo, by=None, reason=(
-            f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
-            f"check the ANYMAIL_* settings, then resume. Last answer: {error}"
-        ))
+        memo_pause(
+            memo=memo,
+            by=None,
+            reason=(
+                f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
+                f"check the ANYMAIL_* settings, then resume. Last answer: {error}"
+            ),
+        )
     except ControlRefused:
         pass  # already paused
 

@@ -112,9 +112,13 @@ class Skeleton:
             if any(isinstance(p, int) and p >= len(SLOTS) for p in parts):
                 return None
         subject_parts, html_parts, text_parts = fields
-        return cls(subject_parts, html_parts, text_parts,
-                   subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)),
-                   length=sum(len(p) for parts in fields for p in parts if isinstance(p, str)))
+        return cls(
+            subject_parts,
+            html_parts,
+            text_parts,
+            subject_slots=frozenset(p for p in fields[0] if isinstance(p, int)),
+            length=sum(len(p) for parts in fields for p in parts if isinstance(p, str)),
+        )
 
     def fits(self, values: tuple[str, ...]) -> bool:
         """A subject is one line with single spaces (rendering.render_parts), so a value
@@ -127,8 +131,9 @@ class Skeleton:
     def fill_size(self, values: tuple[str, ...]) -> int:
         """At most how long the filled email is (HTML escaping makes a value up to 5 times longer)."""
         lengths = [len(v) for v in values]
-        return self.length + sum(5 * lengths[p] for parts in (self.subject, self.html, self.text)
-                                 for p in parts if isinstance(p, int))
+        return self.length + sum(
+            5 * lengths[p] for parts in (self.subject, self.html, self.text) for p in parts if isinstance(p, int)
+        )
 
     def fill(self, values: tuple[str, ...]) -> tuple[str, str, str]:
         """(subject, html, text) for one recipient: HTML gets the values escaped, as Jinja's
@@ -150,8 +155,10 @@ class Skeleton:
     @functools.cached_property
     def _encoded(self) -> tuple[tuple[bytes | int, ...], ...]:
         """Subject, text and HTML (email_text_hash's order), fixed text as bytes."""
-        return tuple(tuple(p.encode() if isinstance(p, str) else p for p in parts)
-                     for parts in (self.subject, self.text, self.html))
+        return tuple(
+            tuple(p.encode() if isinstance(p, str) else p for p in parts)
+            for parts in (self.subject, self.text, self.html)
+        )
 
     def merge_template(self, merge_field: str) -> tuple[str, str, str] | None:
         """(subject, html, text) with the provider's merge field for each value

@@ -47,12 +47,16 @@ def deliveries_sweep() -> dict[str, int]:
     progressing = set(
         Delivery.objects.filter(sent_at__gte=now - QUEUED_GRACE).values_list("memo_id", flat=True).distinct()
     )
-    lost = Delivery.objects.filter(
-        status=S.QUEUED, created_at__lt=now - QUEUED_GRACE,
-        memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
-    ).filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE)).exclude(
-        memo_id__in=progressing
-    ).order_by("id")
+    lost = (
+        Delivery.objects.filter(
+            status=S.QUEUED,
+            created_at__lt=now - QUEUED_GRACE,
+            memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
+        )
+        .filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE))
+        .exclude(memo_id__in=progressing)
+        .order_by("id")
+    )
     size = send_batch_size()
     while ids := list(lost.filter(id__gt=last_id).values_list("id", flat=True)[:size]):
         enqueue("memos.send_batch", ids)
@@ -96,8 +100,12 @@ def deliveries_unleased_lease(*, now: dt.datetime) -> int:
         # cast: status_changed_at__lt above leaves out the rows where it is NULL
         claimed = min(cast(dt.datetime, stuck[i][1]) for i in ids)
         SendLease.objects.create(
-            holder=f"{SWEEPER}no lease", memo_id=memo_id, delivery_ids=sorted(ids), created_at=claimed,
-            last_renewed_at=claimed, expires_at=now - dt.timedelta(microseconds=1),
+            holder=f"{SWEEPER}no lease",
+            memo_id=memo_id,
+            delivery_ids=sorted(ids),
+            created_at=claimed,
+            last_renewed_at=claimed,
+            expires_at=now - dt.timedelta(microseconds=1),
             note="left sending under no lease for longer than the hard time limit",
         )
     return len(stuck)

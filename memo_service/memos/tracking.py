@@ -33,8 +33,14 @@ S = Delivery.Status
 # How far along a delivery is; an event only ever moves it to a higher rank, so a late
 # or replayed "delivered" cannot undo a "bounced".
 RANK = {
-    S.QUEUED: 0, S.SENDING: 1, S.OUTCOME_UNKNOWN: 1, S.SENT: 2, S.FAILED: 3,
-    S.DELIVERED: 4, S.BOUNCED: 5, S.COMPLAINED: 6,
+    S.QUEUED: 0,
+    S.SENDING: 1,
+    S.OUTCOME_UNKNOWN: 1,
+    S.SENT: 2,
+    S.FAILED: 3,
+    S.DELIVERED: 4,
+    S.BOUNCED: 5,
+    S.COMPLAINED: 6,
 }
 STATUS_FOR_EVENT = {
     "queued": S.SENT,
@@ -78,9 +84,7 @@ def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
 def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> DeliveryEvent | None:
     """Store a tracking event once and apply it; returns None for a replayed event."""
     payload = _payload(event)
-    event_id = event.event_id or hashlib.sha256(
-        json.dumps(payload, sort_keys=True).encode()
-    ).hexdigest()
+    event_id = event.event_id or hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     delivery = _find_delivery(event)
     try:
         with transaction.atomic():
@@ -113,9 +117,7 @@ def _advance(delivery: Delivery, new_status: Delivery.Status, event: AnymailTrac
         changes["provider_message_id"] = str(event.message_id)[:255]
     moved = Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**changes)
     if moved and new_status in EMAIL_STATUS_FOR:
-        Developer.objects.filter(pk=delivery.developer_id).update(
-            email_status=EMAIL_STATUS_FOR[new_status]
-        )
+        Developer.objects.filter(pk=delivery.developer_id).update(email_status=EMAIL_STATUS_FOR[new_status])
     return bool(moved)
 
 

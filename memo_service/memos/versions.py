@@ -57,18 +57,26 @@ class Condition:
     note: str = ""  # why the branches could not all be listed
 
     def __str__(self) -> str:
-        branches = ", ".join(b.label + (f" ({b.developer})" if b.developer else " (nobody in the audience)")
-                             for b in self.branches)
-        return (f"{self.language} {self.template} line {self.line}: the text differs by "
-                f"{', '.join(self.depends_on)}" + (f": {branches}" if branches else "") + (f"; {self.note}" if self.note else ""))
+        branches = ", ".join(
+            b.label + (f" ({b.developer})" if b.developer else " (nobody in the audience)") for b in self.branches
+        )
+        return (
+            f"{self.language} {self.template} line {self.line}: the text differs by "
+            f"{', '.join(self.depends_on)}"
+            + (f": {branches}" if branches else "")
+            + (f"; {self.note}" if self.note else "")
+        )
 
 
 def _value_ref(expr: nodes.Node) -> str | None:
     """'developer.country' for developer.country or developer['country']; 'ack_url'."""
     if isinstance(expr, nodes.Name) and expr.name in PER_DEVELOPER:
         return expr.name
-    if isinstance(expr, (nodes.Getattr, nodes.Getitem)) and isinstance(expr.node, nodes.Name) \
-            and expr.node.name == "developer":
+    if (
+        isinstance(expr, (nodes.Getattr, nodes.Getitem))
+        and isinstance(expr.node, nodes.Name)
+        and expr.node.name == "developer"
+    ):
         key = expr.attr if isinstance(expr, nodes.Getattr) else getattr(expr.arg, "value", None)
         if isinstance(key, str):
             return f"developer.{key}"
@@ -113,10 +121,14 @@ class _Reader:
 
     def _follow_assignments(self) -> bool:
         changed = False
-        for node in self.tree.find_all((nodes.Assign, nodes.For, nodes.With, nodes.AssignBlock, nodes.Macro, nodes.CallBlock)):
+        for node in self.tree.find_all(
+            (nodes.Assign, nodes.For, nodes.With, nodes.AssignBlock, nodes.Macro, nodes.CallBlock)
+        ):
             if isinstance(node, nodes.Assign):
                 ref = _value_ref(node.node)
-                changed |= self._taint(node.target, self.depends(node.node), ref if ref and ref != "developer" else None)
+                changed |= self._taint(
+                    node.target, self.depends(node.node), ref if ref and ref != "developer" else None
+                )
             elif isinstance(node, nodes.For):
                 changed |= self._taint(node.target, self.depends(node.iter))
             elif isinstance(node, nodes.With):
@@ -199,16 +211,25 @@ def _pick_excluding(audience: QuerySet[Developer], name: str, values: list[Any])
     return audience.exclude(**{f"{name}__in": values}).order_by("id").values_list("external_id", flat=True).first()
 
 
-def _evaluate(memo: Memo, environment: sandbox.MemoSandbox, test: nodes.Node, name: str,
-              audience: QuerySet[Developer], deadline: float) -> tuple[list[Branch], str]:
+def _evaluate(
+    memo: Memo,
+    environment: sandbox.MemoSandbox,
+    test: nodes.Node,
+    name: str,
+    audience: QuerySet[Developer],
+    deadline: float,
+) -> tuple[list[Branch], str]:
     """Branches of a test on one field, by evaluating it for the field's distinct values."""
     tree = nodes.Template([nodes.Output([nodes.CondExpr(test, nodes.Const("true"), nodes.Const("false"))])], lineno=1)
     tree.set_environment(environment)
     template = environment.from_string(tree)
     context = {"memo": {"title": memo.title, "effective_date": memo.effective_date, "ack_deadline": memo.ack_deadline}}
-    values = list(audience.order_by(name).values_list(name, flat=True).distinct()[:MAX_VALUES_EVALUATED + 1])
-    note = (f"evaluated for the first {MAX_VALUES_EVALUATED:,} of its values in the audience"
-            if len(values) > MAX_VALUES_EVALUATED else "")
+    values = list(audience.order_by(name).values_list(name, flat=True).distinct()[: MAX_VALUES_EVALUATED + 1])
+    note = (
+        f"evaluated for the first {MAX_VALUES_EVALUATED:,} of its values in the audience"
+        if len(values) > MAX_VALUES_EVALUATED
+        else ""
+    )
     outcomes: dict[str, Any] = {}
     for n, value in enumerate(values[:MAX_VALUES_EVALUATED]):
         if time.monotonic() > deadline:
@@ -252,17 +273,26 @@ def memo_versions(memo: Memo) -> list[Condition]:
                 simple = _simple_comparisons(test, reader) if isinstance(node, (nodes.If, nodes.CondExpr)) else None
                 if simple:
                     for field_name, values in simple.items():
-                        condition.branches += [Branch(f"{field_name} {v}", _pick(audience, **{field_name: v}))
-                                               for v in values]
-                        condition.branches.append(Branch(f"{field_name}: everything else",
-                                                         _pick_excluding(audience, field_name, values)))
-                elif (isinstance(node, (nodes.If, nodes.CondExpr)) and len(depends) == 1
-                      and depends[0].removeprefix("developer.") in QUERYABLE
-                      and not any(n.name not in ("developer", "memo") and n.ctx == "load"
-                                  for n in test.find_all(nodes.Name))):
+                        condition.branches += [
+                            Branch(f"{field_name} {v}", _pick(audience, **{field_name: v})) for v in values
+                        ]
+                        condition.branches.append(
+                            Branch(f"{field_name}: everything else", _pick_excluding(audience, field_name, values))
+                        )
+                elif (
+                    isinstance(node, (nodes.If, nodes.CondExpr))
+                    and len(depends) == 1
+                    and depends[0].removeprefix("developer.") in QUERYABLE
+                    and not any(
+                        n.name not in ("developer", "memo") and n.ctx == "load" for n in test.find_all(nodes.Name)
+                    )
+                ):
                     condition.branches, condition.note = _evaluate(
-                        memo, environment, test, depends[0].removeprefix("developer."), audience, deadline)
+                        memo, environment, test, depends[0].removeprefix("developer."), audience, deadline
+                    )
                 else:
-                    condition.note = "its versions cannot be listed here: preview developers that differ in these values"
+                    condition.note = (
+                        "its versions cannot be listed here: preview developers that differ in these values"
+                    )
                 conditions.append(condition)
     return conditions

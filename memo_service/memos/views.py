@@ -131,38 +131,57 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
     response = redirect(reverse("ack-page", args=[target.memo.pk]))
     response.status_code = 303
     response.set_cookie(
-        _cookie(target.memo.pk), token, max_age=COOKIE_AGE_S, path="/ack/",
-        httponly=True, samesite="Lax", secure=not settings.DEBUG,
+        _cookie(target.memo.pk),
+        token,
+        max_age=COOKIE_AGE_S,
+        path="/ack/",
+        httponly=True,
+        samesite="Lax",
+        secure=not settings.DEBUG,
     )
     return _private(response)
 
 
-def _memo_page(request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200) -> HttpResponse:
+def _memo_page(
+    request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200
+) -> HttpResponse:
     answers = answers_of(target)
     shown = sent_text_of(target)
     try:
         sent = sent_text(
-            target.delivery, ack_url(target.memo.pk, target.developer.pk),
-            shown.rendered_with if shown is not None else None, shown.text_hash if shown is not None else "",
+            target.delivery,
+            ack_url(target.memo.pk, target.developer.pk),
+            shown.rendered_with if shown is not None else None,
+            shown.text_hash if shown is not None else "",
         )
     except Exception as exc:  # the admin's template (over its render budget, say): this page only
-        log.error("memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk,
-                  sandbox.describe(exc))
+        log.error(
+            "memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk, sandbox.describe(exc)
+        )
         return _error_page(request, "ack/unavailable.html", 503)
     language, subject, html = sent.language, sent.subject, sent.html
     with translation.override(language):
-        return _private(render(
-            request,
-            "ack/memo.html",
-            {
-                "memo": target.memo, "subject": subject, "body": mark_safe(html), "language": language,
-                "acknowledged": answers.get("acknowledged"), "dispute": answers.get("disputes_region"),
-                "help": answers.get("needs_help"), "errors": errors or {}, "posted": request.POST,
-                "countries": list(countries), "country": target.developer.country,
-                "no_longer_applies": memo_no_longer_applies(answers),
-            },
-            status=status,
-        ))
+        return _private(
+            render(
+                request,
+                "ack/memo.html",
+                {
+                    "memo": target.memo,
+                    "subject": subject,
+                    "body": mark_safe(html),
+                    "language": language,
+                    "acknowledged": answers.get("acknowledged"),
+                    "dispute": answers.get("disputes_region"),
+                    "help": answers.get("needs_help"),
+                    "errors": errors or {},
+                    "posted": request.POST,
+                    "countries": list(countries),
+                    "country": target.developer.country,
+                    "no_longer_applies": memo_no_longer_applies(answers),
+                },
+                status=status,
+            )
+        )
 
 
 def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse:

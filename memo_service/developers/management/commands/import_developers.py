@@ -37,8 +37,10 @@ class Command(BaseCommand):
         try:
             with file.open("rb") as stream:
                 report = developers_import(
-                    stream=stream, skip_invalid=options["skip_invalid"],
-                    dry_run=options["dry_run"], progress=progress,
+                    stream=stream,
+                    skip_invalid=options["skip_invalid"],
+                    dry_run=options["dry_run"],
+                    progress=progress,
                 )
         except ImportFileError as exc:
             raise CommandError(f"{file}: {exc}") from None

@@ -8,8 +8,10 @@ from memo_service.memos.reports import evidence_csv, evidence_json
 
 
 class Command(BaseCommand):
-    help = ("Write a memo's evidence to standard output, one record per recipient (CSV or JSON); the JSON "
-            "also carries the hash chain, its signed checkpoints and the public key.")
+    help = (
+        "Write a memo's evidence to standard output, one record per recipient (CSV or JSON); the JSON "
+        "also carries the hash chain, its signed checkpoints and the public key."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("memo", help="memo id or slug")

@@ -24,8 +24,14 @@ class Command(BaseCommand):
         self.stdout.write("all      " + "".join(f"{funnel[f]:>16}" for f in FIELDS))
         for country, row in funnel["by_country"].items():
             self.stdout.write(f"{country:<9}" + "".join(f"{row[f]:>16}" for f in FIELDS))
-        self.stdout.write("answers by channel: " + "; ".join(
-            f"{channel.replace('_', ' ')} {counts['total']} ("
-            + ", ".join(f"{response.replace('_', ' ')} {n}" for response, n in counts.items() if response != "total") + ")"
-            for channel, counts in funnel["answers_by_channel"].items()
-        ))
+        self.stdout.write(
+            "answers by channel: "
+            + "; ".join(
+                f"{channel.replace('_', ' ')} {counts['total']} ("
+                + ", ".join(
+                    f"{response.replace('_', ' ')} {n}" for response, n in counts.items() if response != "total"
+                )
+                + ")"
+                for channel, counts in funnel["answers_by_channel"].items()
+            )
+        )

@@ -20,16 +20,97 @@ DEMO_APPROVER = ("approver", "approver")
 DEVELOPERS = 500
 UNSUPPORTED, REGION_SOURCE = PRESETS["Unsupported regions"]
 SUPPORTED = [
-    "US", "GB", "DE", "FR", "JP", "KR", "IN", "BR", "CA", "AU", "SG", "NL", "SE", "ES", "IT",
-    "MX", "ID", "VN", "TH", "PH", "NG", "KE", "ZA", "PL", "TR", "AR", "CL", "CO", "EG", "AE",
+    "US",
+    "GB",
+    "DE",
+    "FR",
+    "JP",
+    "KR",
+    "IN",
+    "BR",
+    "CA",
+    "AU",
+    "SG",
+    "NL",
+    "SE",
+    "ES",
+    "IT",
+    "MX",
+    "ID",
+    "VN",
+    "TH",
+    "PH",
+    "NG",
+    "KE",
+    "ZA",
+    "PL",
+    "TR",
+    "AR",
+    "CL",
+    "CO",
+    "EG",
+    "AE",
 ]
 CHINESE_SPEAKING = {"CN", "HK", "MO"}
-FIRST = ["Wei", "Li", "Mei", "Jun", "Olga", "Ivan", "Reza", "Sara", "Min", "Ana", "John", "Priya",
-         "Kenji", "Lucia", "Omar", "Emma", "Noah", "Chen", "Yuki", "Amir", "Fatima", "Lars", "Ines"]
-LAST = ["Wang", "Zhang", "Liu", "Chen", "Petrov", "Ivanova", "Hosseini", "Kim", "Garcia", "Smith",
-        "Patel", "Sato", "Rossi", "Haddad", "Novak", "Silva", "Nguyen", "Okafor", "Jensen", "Lopez"]
-ORGS = ["Acme Analytics", "Blue Lantern AI", "Northwind Apps", "Pixel Forge", "Quanta Labs",
-        "River Stack", "Summit Data", "Tiny Robots", "Vertex Studio", "Zephyr Cloud"]
+FIRST = [
+    "Wei",
+    "Li",
+    "Mei",
+    "Jun",
+    "Olga",
+    "Ivan",
+    "Reza",
+    "Sara",
+    "Min",
+    "Ana",
+    "John",
+    "Priya",
+    "Kenji",
+    "Lucia",
+    "Omar",
+    "Emma",
+    "Noah",
+    "Chen",
+    "Yuki",
+    "Amir",
+    "Fatima",
+    "Lars",
+    "Ines",
+]
+LAST = [
+    "Wang",
+    "Zhang",
+    "Liu",
+    "Chen",
+    "Petrov",
+    "Ivanova",
+    "Hosseini",
+    "Kim",
+    "Garcia",
+    "Smith",
+    "Patel",
+    "Sato",
+    "Rossi",
+    "Haddad",
+    "Novak",
+    "Silva",
+    "Nguyen",
+    "Okafor",
+    "Jensen",
+    "Lopez",
+]
+ORGS = [
+    "Acme Analytics",
+    "Blue Lantern AI",
+    "Northwind Apps",
+    "Pixel Forge",
+    "Quanta Labs",
+    "River Stack",
+    "Summit Data",
+    "Tiny Robots",
+    "Vertex Studio",
+    "Zephyr Cloud",
+]
 
 SUBJECT_EN = "Action required: API access from {{ developer.country_name }} ends on {{ memo.effective_date.strftime('%-d %B %Y') }}"
 HTML_EN = """<p>Dear {{ developer.name }},</p>
@@ -138,8 +219,9 @@ class Command(BaseCommand):
         )
         approver = User.objects.filter(username=DEMO_APPROVER[0]).first()
         if approver is None:
-            approver = User.objects.create_user(*DEMO_APPROVER[:1], email="approver@example.com",
-                                                password=DEMO_APPROVER[1], is_staff=True)
+            approver = User.objects.create_user(
+                *DEMO_APPROVER[:1], email="approver@example.com", password=DEMO_APPROVER[1], is_staff=True
+            )
             approver.groups.add(Group.objects.get(name="Approver"))
         if memo_created:
             memo.include_regions.add(region)

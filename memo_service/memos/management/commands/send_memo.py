@@ -20,8 +20,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("memo", help="memo id or slug")
-        parser.add_argument("--accept-audience-changes", action="store_true",
-                            help="send even if the audience changed since approval")
+        parser.add_argument(
+            "--accept-audience-changes", action="store_true", help="send even if the audience changed since approval"
+        )
         parser.add_argument("--wait", action="store_true", help="show a progress bar until every delivery is settled")
         control = parser.add_mutually_exclusive_group()
         control.add_argument("--pause", action="store_true", help="pause a memo that is sending")

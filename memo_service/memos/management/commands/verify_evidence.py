@@ -22,10 +22,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("memo", nargs="?", help="memo id or slug")
-        parser.add_argument("--file", type=Path, help="an export_evidence --format json file, verified with no database")
+        parser.add_argument(
+            "--file", type=Path, help="an export_evidence --format json file, verified with no database"
+        )
         parser.add_argument("--against", type=Path, help="an earlier export of the same memo")
-        parser.add_argument("--no-seal", action="store_true",
-                            help="report records not yet chained as pending instead of chaining them first")
+        parser.add_argument(
+            "--no-seal",
+            action="store_true",
+            help="report records not yet chained as pending instead of chaining them first",
+        )
 
     def handle(self, *args: Any, memo: str | None, **options: Any) -> None:
         if options["file"]:
