@@ -53,7 +53,7 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy memo_service
+	DEBUG=true $(BIN)/mypy memo_service  # the plugin loads the settings: the development ones
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS)
