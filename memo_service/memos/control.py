@@ -1,7 +1,8 @@
 """Pause, resume and cancel a memo that is sending.
 
 A paused or cancelled memo's deliveries cannot be claimed (the claim checks the memo's
-status in the same UPDATE), so workers stop within the delivery they are on. Resume
+status in the same UPDATE), so workers stop after the send call they are in (one email,
+or with a batching backend one call of up to 1,000). Resume
 re-enqueues what is still queued; cancel gives every queued delivery its final status.
 """
 

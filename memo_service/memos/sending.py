@@ -66,8 +66,9 @@ def delivery_claim(*, delivery_id: int) -> bool:
     """Move one queued delivery to sending; False if someone else already has it, its
     memo is paused or cancelled, or it waits out a retry delay.
 
-    Claiming one row just before its send means a crash leaves at most one delivery in
-    `sending` (the sweeper settles it), never a whole batch.
+    Claiming one row just before its send means a crash leaves at most one call's rows in
+    `sending` (one delivery, or with a batching backend the group of its one call), under
+    the task's lease: recovery (reconcile.py) settles them.
     """
     now = timezone.now()
     # No join: with one, Django writes "UPDATE … WHERE id IN (SELECT …)" and PostgreSQL
