@@ -169,74 +169,42 @@ def worker(tmp_path: Path) -> Iterator[Path]:
     outbox = Path(settings.VAR_DIR) / "outbox"
     shutil.rmtree(outbox, ignore_errors=True)
     app.control.purge()
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "VAR_DIR": str(settings.VAR_DIR),
-        "SITE_URL": settings.SITE_URL,
-        "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend",
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "memo_service",
-                "worker",
-                "--concurrency=2",
-                "--pool=prefork",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel=INFO",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=settings.BASE_DIR,
-        )
-    try:
+    args = ["worker", "--concurrency=2", "--pool=prefork", "--without-gossip", "--without-mingle", "--loglevel=INFO"]
+    env = {"SITE_URL": settings.SITE_URL, "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend"}
+    with celery_process(tmp_path / "worker.log", args, env):
         yield outbox
-    finally:
-        stop_process(process)
-        print(log.read_text()[-4000:])
 
 
 @pytest.fixture
-def beat(tmp_path: Path) -> Iterator[subprocess.Popen[Any]]:
+def beat(tmp_path: Path) -> Iterator[None]:
     """A real `celery beat` on the suite's broker, checking for due scheduled memos every
     second (SCHEDULED_SEND_CHECK_SECONDS), its schedule state in the test's own folder."""
-    log = tmp_path / "beat.log"
+    args = ["beat", "--loglevel=INFO", "--schedule", str(tmp_path / "celerybeat-schedule")]
+    with celery_process(tmp_path / "beat.log", args, {"SCHEDULED_SEND_CHECK_SECONDS": "1"}):
+        yield
+
+
+@contextlib.contextmanager
+def celery_process(log: Path, args: list[str], env: dict[str, str]) -> Iterator[None]:
+    """`celery -A memo_service ARGS` on the suite's database and broker, logging to `log`
+    (its tail printed when it stops)."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "VAR_DIR": str(settings.VAR_DIR),
-        "SCHEDULED_SEND_CHECK_SECONDS": "1",
+        **env,
     }
     with log.open("w") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "memo_service",
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(tmp_path / "celerybeat-schedule"),
-            ],
+            [sys.executable, "-m", "celery", "-A", "memo_service", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=settings.BASE_DIR,
         )
     try:
-        yield process
+        yield
     finally:
         stop_process(process)
         print(log.read_text()[-4000:])
