@@ -12,7 +12,6 @@ handler403 = "memo_service.refusals.permission_denied"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
-    path("ack/preview/", views.ack_preview, name="ack-preview"),  # test emails' dead link
     path("ack/<str:token>/", views.ack, name="ack"),
     # anymail's tracking webhooks, through our wrapper (basic auth: ANYMAIL_WEBHOOK_SECRET)
     path("anymail/<str:esp>/tracking/", tracking.tracking_webhook, name="tracking-webhook"),

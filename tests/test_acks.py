@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from memo_service.memos.acks import ACK_SALT, ack_token, ack_url
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.rendering import inert_ack_url
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db
@@ -222,8 +223,9 @@ def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, 
     assert Acknowledgement.objects.get().ip_address == expected
 
 
-def test_a_test_emails_link_says_it_is_one(client):
-    response = client.get("/ack/preview/")
+def test_a_test_emails_link_says_it_is_one_and_answers_nothing(client, sent):
+    memo, developer = sent
+    response = client.get(inert_ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
     page = response.content.decode()
-    assert response.status_code == 200 and "The link of a test email" in page and "cut off" not in page
-    assert response["Cache-Control"] == "no-store"
+    assert response.status_code == 400 and "The link of a test email" in page and "cut off" not in page
+    assert "no-store" in response["Cache-Control"] and not Acknowledgement.objects.exists()

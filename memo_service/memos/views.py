@@ -99,12 +99,6 @@ def _error_page(request: HttpRequest, template: str, status: int) -> HttpRespons
     return _private(render(request, template, status=status))
 
 
-@require_http_methods(["GET", "HEAD"])
-def ack_preview(request: HttpRequest) -> HttpResponse:
-    """The dead link in test emails and previews: it says what it is, not "cut off"."""
-    return _private(render(request, "ack/preview_link.html"))
-
-
 def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
     if _rate_limited(request):
         return _error_page(request, "ack/too_many.html", 429)
