@@ -116,6 +116,18 @@ def pool_children(pid: int) -> list[int]:
     raise AssertionError("the worker has no pool process")
 
 
+def kill_a_pool_process(pid: int, rng: random.Random) -> None:
+    """SIGKILL one of the worker's pool processes, chosen at random. One that ended between
+    the listing and the signal (an earlier kill's victim being reaped) is passed over for
+    another: the kill must land on a live process."""
+    while True:
+        try:
+            os.kill(rng.choice(pool_children(pid)), signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            time.sleep(0.05)
+
+
 def received_tasks(log: Path) -> list[tuple[str, str]]:
     """(task name, task id) of each task the worker took from the broker (its INFO log)."""
     return re.findall(r"Task (\S+)\[([0-9a-f-]+)\] received", log.read_text())
@@ -213,10 +225,13 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
                     return False
             port, release = provider.held.get()
         pid = client_pid(port, urlsplit(provider.url).port, pool_children(worker.pid))
-        if pid is None:
+        try:
+            if pid is None:
+                raise ProcessLookupError
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             release.set()  # its process is gone: hold the next call
             continue
-        os.kill(pid, signal.SIGKILL)
         release.set()
         return True
 
@@ -257,7 +272,7 @@ def send_while_killing_workers(
                 made.between_acceptance_and_commit += 1
             else:
                 time.sleep(rng.uniform(0, 0.3))
-                os.kill(rng.choice(pool_children(worker.pid)), signal.SIGKILL)
+                kill_a_pool_process(worker.pid, rng)
             made.made += 1
         print(
             f"{made.made} kills ({made.between_acceptance_and_commit} between acceptance and commit)"
