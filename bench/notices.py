@@ -90,8 +90,8 @@ def setup() -> str:
     from django.utils import timezone
 
     from memo_service.api.models import ApiClient, Scope
+    from memo_service.memos.compose.rendering import memo_content_hash
     from memo_service.memos.models import Memo, MemoTranslation
-    from memo_service.memos.rendering import memo_content_hash
 
     started = time.perf_counter()
     with connection.cursor() as cur:

@@ -86,7 +86,7 @@ def setup() -> tuple[int, list[int]]:
     from django.utils import timezone
 
     from memo_service.developers.models import Developer
-    from memo_service.memos.evidence import evidence_record_deliveries, evidence_seal
+    from memo_service.memos.evidence.chain import evidence_record_deliveries, evidence_seal
     from memo_service.memos.models import Delivery, Memo
 
     with connection.cursor() as cursor:
@@ -274,7 +274,7 @@ def main() -> None:
         f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging"
     )
     memo_id, developers = setup()
-    from memo_service.memos.acks import ack_token
+    from memo_service.memos.answer.answers import ack_token
 
     ack_paths = [f"/ack/{ack_token(memo_id, d)}/" for d in developers]
     from memo_service.memos.models import Delivery

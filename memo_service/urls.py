@@ -3,7 +3,8 @@ from django.urls import include, path
 
 from memo_service import health, outbox
 from memo_service.api.views import api
-from memo_service.memos import tracking, views
+from memo_service.memos import tracking
+from memo_service.memos.answer import views
 
 admin.site.site_header = "memo-service"
 admin.site.site_title = "memo-service"

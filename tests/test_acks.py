@@ -8,9 +8,9 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from memo_service.memos.acks import ACK_SALT, ack_token, ack_url
+from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
+from memo_service.memos.compose.rendering import inert_ack_url
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
-from memo_service.memos.rendering import inert_ack_url
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db

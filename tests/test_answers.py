@@ -6,9 +6,9 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from memo_service.memos.acks import ack_url
+from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
-from memo_service.memos.reports import memo_funnel
+from memo_service.memos.report.reports import memo_funnel
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"

@@ -9,8 +9,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos import approval, dispatch
+from memo_service.memos import approval
 from memo_service.memos.models import AuditEvent, Delivery, Memo
+from memo_service.memos.send import dispatch
 
 pytestmark = pytest.mark.django_db
 

@@ -6,9 +6,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from memo_service.memos.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.sending import delivery_send_batch
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.tasks import send_batch
 from tests.conftest import approve, make_developer
 

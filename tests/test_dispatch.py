@@ -5,8 +5,8 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from memo_service.developers.models import Developer
-from memo_service.memos import dispatch
 from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.send import dispatch
 from memo_service.memos.tasks import send_batch
 from tests.conftest import approve, make_developer
 

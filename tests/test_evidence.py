@@ -12,14 +12,14 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos import checkpoints
-from memo_service.memos.acks import ack_url
-from memo_service.memos.checkpoints import GENESIS, record_hash
-from memo_service.memos.evidence import (
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.evidence import checkpoints
+from memo_service.memos.evidence.chain import (
     evidence_record_deliveries,
     evidence_seal,
     evidence_verify,
 )
+from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
     Acknowledgement,
     Delivery,
@@ -477,14 +477,14 @@ KILLED_SEQUENCER = """
 import sys, time
 import django
 django.setup()
-from memo_service.memos import checkpoints, evidence
-
+from memo_service.memos.evidence import checkpoints
+from memo_service.memos.evidence import chain
 def sign_slowly(*args):  # the batch's records are written, the transaction still open
     open(sys.argv[2], "w").write("signing")
     time.sleep(120)
 
 checkpoints.sign = sign_slowly
-evidence.evidence_seal(memo_id=int(sys.argv[1]))
+chain.evidence_seal(memo_id=int(sys.argv[1]))
 """
 
 

@@ -29,9 +29,9 @@ from django.db import transaction
 
 from memo_service.celery import app
 from memo_service.developers.models import Developer
-from memo_service.memos import sweeper
-from memo_service.memos.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from memo_service.memos.models import Delivery, Memo, SendLease
+from memo_service.memos.send import sweeper
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from tests.conftest import approve, database_url, make_memo, stop_process, wait_for
 from tests.loopback_provider import API_KEY, RESEND_KEY, Provider, ResendProvider, mailgun_server, resend_server
 

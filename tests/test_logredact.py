@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from memo_service.memos.acks import ack_token
+from memo_service.memos.answer.answers import ack_token
 from tests.test_api import call, token  # noqa: F401  (the fixture)
 
 

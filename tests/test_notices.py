@@ -17,8 +17,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.api.models import ApiClient, Scope
-from memo_service.memos.acks import ack_url
-from memo_service.memos.evidence import (
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.notices import developer_notices, notices_sql
+from memo_service.memos.compose.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
+from memo_service.memos.evidence.chain import (
     evidence_record_deliveries,
     evidence_seal,
     evidence_verify,
@@ -31,8 +33,6 @@ from memo_service.memos.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from memo_service.memos.notices import developer_notices, notices_sql
-from memo_service.memos.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
 from memo_service.memos.tracking import delivery_record_event
 from tests.conftest import make_memo
 

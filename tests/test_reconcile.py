@@ -11,11 +11,11 @@ import pytest
 from django.utils import timezone
 
 from memo_service.backends import mailgun as mailgun_backend
-from memo_service.memos import reconcile, sweeper
-from memo_service.memos.dispatch import memo_dispatch, memo_send_start
-from memo_service.memos.evidence import evidence_seal, evidence_verify
+from memo_service.memos.evidence.chain import evidence_seal, evidence_verify
 from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, SendLease
-from memo_service.memos.sending import delivery_send_batch
+from memo_service.memos.send import reconcile, sweeper
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.send.sending import delivery_send_batch
 from tests.conftest import approve, wait_for
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from memo_service.memos import reminders
 from memo_service.memos.models import Acknowledgement, Delivery, Memo
-from memo_service.memos.sending import delivery_send_batch
+from memo_service.memos.send.sending import delivery_send_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +141,7 @@ def test_custom_reminder_templates_replace_the_built_in_one(sent, mailgun):
 def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, admin_user):
     """ "You have not answered" is for those with no answer, and those whose dispute was
     decided "region confirmed"; a question or an open or corrected dispute waits for us."""
-    from memo_service.memos.disputes import dispute_resolve
+    from memo_service.memos.answer.disputes import dispute_resolve
     from tests.conftest import make_developer
 
     more = {key: make_developer(f"{key}-1", "CN") for key in ("open", "confirmed", "corrected")}

@@ -2,9 +2,9 @@
 
 import pytest
 
-from memo_service.memos import rendering
+from memo_service.memos.compose import rendering
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Memo
-from memo_service.memos.rendering import MemoRenderer
 from tests.conftest import make_developer
 
 pytestmark = pytest.mark.django_db

@@ -80,7 +80,7 @@ def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge
 
     from django.utils import timezone
 
-    from memo_service.memos.reports import ack_chart_svg
+    from memo_service.memos.report.reports import ack_chart_svg
 
     Memo.objects.filter(pk=funnel_memo.pk).update(
         send_started_at=timezone.now() - dt.timedelta(days=2), ack_deadline=timezone.now() + dt.timedelta(days=210)
@@ -93,7 +93,7 @@ def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge
 
 
 def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client, funnel_memo, developers, settings):
-    from memo_service.memos import reports
+    from memo_service.memos.report import reports
 
     for n in range(60):
         developer = make_developer(f"late-{n:02d}", "CN")

@@ -17,10 +17,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos import rendering, sandbox
-from memo_service.memos.acks import ack_url
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.rendering import MemoRenderer
 from tests.conftest import approve, make_developer
 
 pytestmark = pytest.mark.django_db

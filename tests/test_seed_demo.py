@@ -3,8 +3,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from memo_service.developers.models import Developer, Region
-from memo_service.memos import rendering
 from memo_service.memos.audience import audience_counts
+from memo_service.memos.compose import rendering
 from memo_service.memos.models import Memo
 
 pytestmark = pytest.mark.django_db

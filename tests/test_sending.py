@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from memo_service.memos.acks import ack_token_read
-from memo_service.memos.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.answer.answers import ack_token_read
+from memo_service.memos.compose.rendering import MemoRenderer, developer_context
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.rendering import MemoRenderer, developer_context
-from memo_service.memos.sending import delivery_send_batch
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.tasks import send_batch
 from tests.conftest import approve, make_developer, make_memo
 
@@ -96,7 +96,7 @@ def test_a_throttled_batch_waits_for_retry_after_before_anything_more(memo, mail
 
 
 def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, mailgun, later):
-    from memo_service.memos.sending import MAX_ATTEMPTS
+    from memo_service.memos.send.sending import MAX_ATTEMPTS
 
     ids = queued(memo)
     Delivery.objects.filter(pk=ids[0]).update(attempts=MAX_ATTEMPTS - 1)
@@ -177,7 +177,7 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
 
 
 def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers):
-    from memo_service.memos.sending import deliveries_record_sent, delivery_claim
+    from memo_service.memos.send.sending import deliveries_record_sent, delivery_claim
 
     ids = queued(memo)
     delivery_claim(delivery_id=ids[0])
@@ -195,7 +195,7 @@ def test_two_workers_claiming_the_same_delivery_at_once_only_one_wins(memo, deve
 
     from django.db import connection, transaction
 
-    from memo_service.memos.sending import delivery_claim
+    from memo_service.memos.send.sending import delivery_claim
 
     Memo.objects.filter(pk=memo.pk).update(status="sending")
     delivery = Delivery.objects.create(memo=memo, developer=developers["cn"])
@@ -426,7 +426,7 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
     from anymail.message import AnymailMessage
 
     from memo_service.backends.mailgun import EmailBackend
-    from memo_service.memos.sending import recipient_address
+    from memo_service.memos.send.sending import recipient_address
 
     addresses = [recipient_address(name, email) for name, email in recipients]
     assert [a.addr_spec for a in addresses] == [EmailAddress(addr_spec=email).addr_spec for _, email in recipients]

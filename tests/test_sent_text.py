@@ -6,16 +6,16 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from memo_service.developers.models import Developer
-from memo_service.memos.acks import ack_url
-from memo_service.memos.disputes import dispute_resolve
-from memo_service.memos.evidence import evidence_seal, evidence_verify
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.disputes import dispute_resolve
+from memo_service.memos.evidence.chain import evidence_seal, evidence_verify
 from memo_service.memos.models import (
     Acknowledgement,
     Delivery,
     EvidenceRecord,
     SentText,
 )
-from memo_service.memos.sending import delivery_send_batch
+from memo_service.memos.send.sending import delivery_send_batch
 from tests.test_sending import queued
 
 pytestmark = pytest.mark.django_db

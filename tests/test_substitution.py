@@ -8,9 +8,9 @@ from django_countries import countries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memo_service.memos import sandbox
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.rendering import MemoRenderer, developer_in_language
 from memo_service.memos.models import Memo
-from memo_service.memos.rendering import MemoRenderer, developer_in_language
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db

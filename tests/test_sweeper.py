@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from memo_service.memos import sweeper
 from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.send import sweeper
 from memo_service.memos.tasks import dispatch_memo, send_batch
 
 pytestmark = pytest.mark.django_db

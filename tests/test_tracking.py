@@ -135,8 +135,8 @@ def test_deliveries_whose_outcome_was_unknown_are_settled_by_the_providers_own_w
 ):
     """A worker died after Mailgun accepted a batch: the sweeper could only say "outcome
     unknown". Mailgun's delivered events, carrying our delivery id, settle each one."""
-    from memo_service.memos.dispatch import memo_dispatch, memo_send_start
-    from memo_service.memos.sending import delivery_send_batch
+    from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+    from memo_service.memos.send.sending import delivery_send_batch
     from tests.conftest import approve
     from tests.loopback_provider import mailgun_events_post
 

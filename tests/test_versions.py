@@ -6,8 +6,8 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from memo_service.memos.approval import memo_request_approval
+from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.models import Memo
-from memo_service.memos.versions import memo_versions
 from tests.conftest import approve, make_developer
 
 pytestmark = pytest.mark.django_db

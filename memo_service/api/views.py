@@ -23,10 +23,16 @@ from pydantic import ConfigDict, Strict, field_validator
 from memo_service.api.models import ApiClient, Scope, token_digest
 from memo_service.developers.importing import developer_deactivate, developers_sync
 from memo_service.developers.models import Developer
-from memo_service.memos.acks import AnswerInvalid, ContentHashMismatch, ack_target, answer_record, answers_open
+from memo_service.memos.answer.answers import (
+    AnswerInvalid,
+    ContentHashMismatch,
+    ack_target,
+    answer_record,
+    answers_open,
+)
+from memo_service.memos.answer.notices import SHOWN_MEMO_STATUSES, developer_notices
 from memo_service.memos.models import Acknowledgement, Memo
-from memo_service.memos.notices import SHOWN_MEMO_STATUSES, developer_notices
-from memo_service.memos.reports import memo_funnel
+from memo_service.memos.report.reports import memo_funnel
 
 MAX_BULK = 1_000  # per request: a request stays well under any proxy's timeout
 

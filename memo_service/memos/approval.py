@@ -18,9 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.db import statistics_refresh
-from memo_service.memos import rendering
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
+from memo_service.memos.compose import rendering
 from memo_service.memos.models import AudienceSnapshot, AuditEvent, Memo
 
 S = Memo.Status

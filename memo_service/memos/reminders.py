@@ -26,8 +26,8 @@ from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audit import audit_record
-from memo_service.memos.dispatch import PAGE_SIZE, send_batches_enqueue
 from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo
+from memo_service.memos.send.dispatch import PAGE_SIZE, send_batches_enqueue
 
 
 def reminder_due(memo: Memo, now: dt.datetime) -> int:

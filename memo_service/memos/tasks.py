@@ -4,7 +4,10 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import dispatch, evidence, notify, reconcile, reminders, sending, sweeper
+from memo_service.memos import reminders
+from memo_service.memos.evidence import chain
+from memo_service.memos.report import webhooks
+from memo_service.memos.send import dispatch, reconcile, sending, sweeper
 
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
@@ -48,21 +51,21 @@ def remind() -> None:
 
 @shared_task(name="memos.webhook_deliver", **RETRY)
 def webhook_deliver(message_id: int) -> None:
-    notify.webhook_deliver(message_id=message_id)
+    webhooks.webhook_deliver(message_id=message_id)
 
 
 @shared_task(name="memos.webhooks_due")
 def webhooks_due() -> None:
     """Retries that are due, and each passed deadline, once."""
-    notify.webhooks_retry_due()
-    notify.memos_deadline_notify()
+    webhooks.webhooks_retry_due()
+    webhooks.memos_deadline_notify()
 
 
 @shared_task(name="memos.evidence_seal", **RETRY)
 def evidence_seal(memo_id: int) -> None:
-    evidence.evidence_seal(memo_id=memo_id)
+    chain.evidence_seal(memo_id=memo_id)
 
 
 @shared_task(name="memos.evidence_seal_due")
 def evidence_seal_due() -> None:
-    evidence.evidence_seal_due()
+    chain.evidence_seal_due()

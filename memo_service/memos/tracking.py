@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import evidence_record_event
+from memo_service.memos.evidence.chain import evidence_record_event
 from memo_service.memos.models import Delivery, DeliveryEvent
 
 log = logging.getLogger(__name__)

@@ -2,9 +2,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from memo_service.memos.evidence import evidence_seal
+from memo_service.memos.evidence.chain import evidence_seal
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
-from memo_service.memos.reports import evidence_csv, evidence_json
+from memo_service.memos.report.reports import evidence_csv, evidence_json
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
-from memo_service.memos.reports import FIELDS, memo_funnel
+from memo_service.memos.report.reports import FIELDS, memo_funnel
 
 
 class Command(BaseCommand):

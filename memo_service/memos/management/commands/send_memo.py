@@ -4,10 +4,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
-from memo_service.memos.dispatch import DispatchRefused, memo_dispatch, memo_send_start
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
+from memo_service.memos.send.dispatch import DispatchRefused, memo_dispatch, memo_send_start
 
 POLL_S = 1.0
 

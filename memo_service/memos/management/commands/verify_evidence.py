@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from memo_service.memos import checkpoints
-from memo_service.memos.evidence import (
+from memo_service.memos.evidence import checkpoints
+from memo_service.memos.evidence.chain import (
     evidence_seal,
     evidence_verify,
     evidence_verify_against,

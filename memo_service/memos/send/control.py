@@ -14,9 +14,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.memos.audit import audit_record
-from memo_service.memos.dispatch import send_batches_enqueue
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
+from memo_service.memos.send.dispatch import send_batches_enqueue
 
 S = Memo.Status
 CANCELLABLE = [S.DRAFT, S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED, S.SENDING, S.PAUSED]

@@ -23,10 +23,10 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from memo_service.memos.dispatch import send_batch_size
 from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.queue import enqueue, enqueue_later
-from memo_service.memos.reconcile import SWEEPER, leases_expired_take_over
+from memo_service.memos.send.dispatch import send_batch_size
+from memo_service.memos.send.reconcile import SWEEPER, leases_expired_take_over
 
 S = Delivery.Status
 # A send moves some delivery on every few seconds; ten minutes without means its tasks are gone.

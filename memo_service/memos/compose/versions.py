@@ -22,10 +22,10 @@ from django.db.models import QuerySet
 from jinja2 import nodes
 
 from memo_service.developers.models import Developer
-from memo_service.memos import sandbox
 from memo_service.memos.audience import memo_audience
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE
 from memo_service.memos.models import Memo
-from memo_service.memos.rendering import FALLBACK_LANGUAGE
 
 # Developer values a template sees that are columns of their own, so a branch's
 # developer can be looked up by a query (country_name is derived from country).

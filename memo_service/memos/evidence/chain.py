@@ -33,8 +33,8 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from memo_service.db import in_ids, row_lock
-from memo_service.memos import checkpoints
-from memo_service.memos.checkpoints import GENESIS, record_hash
+from memo_service.memos.evidence import checkpoints
+from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
     Acknowledgement,
     Delivery,

@@ -23,9 +23,9 @@ from django.db import connection
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.acks import ack_url
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.compose.rendering import sent_memo, sent_text
 from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo, SentText
-from memo_service.memos.rendering import sent_memo, sent_text
 
 R = Acknowledgement.Response
 S = Delivery.Status

@@ -24,16 +24,16 @@ from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.developers.models import Developer
-from memo_service.memos import sandbox
-from memo_service.memos.models import Memo
-from memo_service.memos.substitution import (
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.substitution import (
     DEVELOPER_KEYS,
     LAYOUT_NAMES,
     Skeleton,
     placeholder_values,
     substitution_only,
 )
-from memo_service.memos.template_errors import explain_undefined
+from memo_service.memos.compose.template_errors import explain_undefined
+from memo_service.memos.models import Memo
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
 # seconds only trips on a runaway loop. An honest template needs a few MB on top of

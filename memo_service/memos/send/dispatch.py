@@ -20,10 +20,10 @@ from django.utils import timezone
 from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
-from memo_service.memos import rendering, sandbox
 from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
+from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
 

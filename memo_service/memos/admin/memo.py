@@ -1,31 +1,30 @@
+"""The memo's admin: its change page and the pages of each step (approve, send, schedule,
+pause, preview, dashboard, evidence)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from django import forms
-from django.apps import apps
-from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.widgets import AdminSplitDateTime, FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied
-from django.core.mail import EmailMultiAlternatives
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
-from django_countries import countries
 
-from memo_service.admin_paging import CappedCountPaginator
 from memo_service.developers.models import Developer, Region
-from memo_service.memos import (
-    admin_users,  # noqa: F401  (registers the user pages)
-    rendering,
-    sandbox,
+from memo_service.memos.admin.memo_forms import (
+    VARIABLES_HELP,
+    AudienceRulesForm,
+    MemoForm,
+    ScheduleForm,
+    TranslationInline,
+    error_places,
 )
 from memo_service.memos.approval import (
     ApprovalRefused,
@@ -37,28 +36,13 @@ from memo_service.memos.approval import (
 )
 from memo_service.memos.audience import audience_changes, audience_counts, audience_explain, memo_audience
 from memo_service.memos.audit import audit_record
-from memo_service.memos.control import ControlRefused, memo_cancel, memo_pause, memo_resume
-from memo_service.memos.dispatch import AudienceChanged, DispatchRefused, memo_send_start
-from memo_service.memos.disputes import DisputeInvalid, dispute_resolve
-from memo_service.memos.evidence import evidence_verify
-from memo_service.memos.models import (
-    EDITABLE_STATUSES,
-    Acknowledgement,
-    AuditEvent,
-    Delivery,
-    DeliveryEvent,
-    Dispute,
-    DisputeResolution,
-    Memo,
-    MemoTranslation,
-    SendLease,
-    WebhookAttempt,
-    WebhookEndpoint,
-    WebhookMessage,
-)
-from memo_service.memos.reconcile import memo_unknown_resend
+from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose.test_email import memo_send_test
+from memo_service.memos.compose.versions import memo_versions
+from memo_service.memos.evidence.chain import evidence_verify
+from memo_service.memos.models import Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
-from memo_service.memos.reports import (
+from memo_service.memos.report.reports import (
     DASHBOARD_COLUMNS,
     UNANSWERED_PAGE,
     ack_chart_svg,
@@ -71,36 +55,9 @@ from memo_service.memos.reports import (
     unanswered_csv,
     unanswered_rows,
 )
-from memo_service.memos.versions import memo_versions
-from memo_service.netguard import TargetRefused, target_address
-
-VARIABLES_HELP = format_html(
-    "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
-    "Each is checked at save by a trial render for a sample developer. Variables:<ul>{}</ul>",
-    format_html_join("", "<li><code>{{{{ {} }}}}</code> — {}</li>", rendering.TEMPLATE_VARIABLES.items()),
-)
-
-
-def _add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> None:
-    fields = sandbox.TEMPLATE_FIELDS + sandbox.REMINDER_FIELDS
-    sources = {f: form.cleaned_data[f] for f in fields if form.cleaned_data.get(f)}
-    if not sources:
-        return
-    for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
-        form.add_error(field, error)
-
-
-def _attribute_filters(value: Any) -> dict[str, Any]:
-    """A JSON object of attribute names and plain values; names are used in a database
-    lookup, so they are plain words (no "__" that would turn into a lookup of its own)."""
-    value = value or {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and k.isidentifier() and "__" not in k and isinstance(v, (str, int, float, bool))
-        for k, v in value.items()
-    ):
-        raise forms.ValidationError('A JSON object of attribute names and values, e.g. {"plan": "pro"}.')
-    return value
-
+from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
+from memo_service.memos.send.dispatch import AudienceChanged, DispatchRefused, memo_send_start
+from memo_service.memos.send.reconcile import memo_unknown_resend
 
 # What a refused button says (refusals.py shows it inside the admin): who may do it.
 ROLE_NEEDED = {
@@ -111,130 +68,6 @@ ROLE_NEEDED = {
     "export": "The evidence holds addresses, IP addresses and user agents: exporting it takes the Composer or "
     "Approver role, not Viewer.",
 }
-
-
-class LabelledSplitDateTime(AdminSplitDateTime):
-    """The admin's date and time boxes, each with a label of its own (the admin's are
-    bare text before each box, which names neither to a screen reader or a test)."""
-
-    def __init__(self, what: str, attrs: dict[str, Any] | None = None) -> None:
-        super().__init__(attrs)
-        self.what = what
-
-    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
-        context = super().get_context(name, value, attrs)
-        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})"), strict=True):
-            sub["attrs"]["aria-label"] = f"{self.what}: {part}"
-        return context
-
-
-class MemoForm(forms.ModelForm):
-    class Meta:
-        model = Memo
-        fields = "__all__"
-        # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
-        widgets = {
-            "include_countries": FilteredSelectMultiple("countries", is_stacked=False),
-            "exclude_countries": FilteredSelectMultiple("countries", is_stacked=False),
-            "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
-        }
-
-    def clean_attribute_filters(self) -> dict[str, Any]:
-        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
-
-    def clean_reminder_days(self) -> list[int]:
-        days = self.cleaned_data.get("reminder_days") or []
-        if not isinstance(days, list) or not all(isinstance(d, int) and 0 < d <= 365 for d in days):
-            raise forms.ValidationError("A list of whole days before the deadline, each 1 to 365, e.g. [7, 1].")
-        if len(set(days)) != len(days):
-            raise forms.ValidationError("Each day may appear once.")
-        return sorted(days, reverse=True)
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
-        if self.instance.pk is not None:
-            # The admin saves in one transaction: this lock holds until the memo and its
-            # translations are written, so a send cannot start in between.
-            status = (
-                Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
-            )
-            if status not in EDITABLE_STATUSES:
-                raise forms.ValidationError(
-                    f"This memo is {status} now (it started while you were editing): it can no longer change."
-                )
-        context_memo = Memo(
-            title=cleaned.get("title", ""),
-            effective_date=cleaned.get("effective_date"),
-            ack_deadline=cleaned.get("ack_deadline"),
-        )
-        _add_template_errors(self, context_memo, rendering.FALLBACK_LANGUAGE)
-        return cleaned
-
-
-def _error_places(form: forms.BaseForm, formsets: list[Any]) -> list[tuple[str, str, str]]:
-    """(where, field id, first error) for each field in error, the translations' too: the
-    banner over the form says where they are (a translation's can be far down)."""
-
-    def places(f: forms.BaseForm, where: str) -> list[tuple[str, str, str]]:
-        return [
-            (
-                f"{where}{f.fields[name].label or name}",
-                f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
-                str(errors[0]),
-            )
-            for name, errors in f.errors.items()
-            if name in f.fields
-        ]
-
-    found = places(form, "")
-    for formset in formsets:
-        for n, sub in enumerate(formset.forms, start=1):
-            if sub.is_bound and sub.errors:
-                language = sub.data.get(sub.add_prefix("language")) or f"#{n}"
-                found += places(sub, f"Translation {language} › ")
-    return found
-
-
-class TranslationForm(forms.ModelForm):
-    parent_memo: Memo  # set by TranslationFormSet: the memo as the main form cleaned it
-
-    class Meta:
-        model = MemoTranslation
-        fields = ["language", "subject", "html_body", "text_body", "reminder_subject", "reminder_html", "reminder_text"]
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
-        language = cleaned.get("language")
-        if language == rendering.FALLBACK_LANGUAGE:
-            self.add_error("language", "English is the memo's own text; add other languages here.")
-        elif language:
-            _add_template_errors(self, self.parent_memo, language)
-        return cleaned
-
-
-class TranslationFormSet(forms.BaseInlineFormSet):
-    def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
-        form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # BaseFormSet's, missing from django-stubs
-        form.parent_memo = self.instance
-        return form
-
-
-class TranslationInline(admin.StackedInline):
-    model = MemoTranslation
-    form = TranslationForm
-    formset = TranslationFormSet
-    extra = 0
-
-    def has_add_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
-        return (obj is None or obj.is_editable) and super().has_add_permission(request, obj)
-
-    def has_change_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
-        return (obj is None or obj.is_editable) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
-        return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
 
 
 # The preview's developer list: enough to pick from, small enough to read; the search
@@ -258,27 +91,6 @@ def _start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool 
         return False
     messages.success(request, f"Sending “{memo.title}”: its deliveries are being queued.")
     return True
-
-
-class AudienceRulesForm(forms.Form):
-    """The audience fields of the memo form, read while the admin edits them."""
-
-    include_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
-    include_regions = forms.ModelMultipleChoiceField(queryset=Region.objects.all(), required=False)
-    exclude_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
-    active_only = forms.BooleanField(required=False)
-    active_since = forms.DateField(required=False)
-    attribute_filters = forms.JSONField(required=False)
-
-    def clean_attribute_filters(self) -> dict[str, Any]:
-        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
-
-
-class ScheduleForm(forms.Form):
-    send_at = forms.SplitDateTimeField(
-        widget=LabelledSplitDateTime("Send at"),
-        help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
-    )
 
 
 @admin.register(Memo)
@@ -391,7 +203,7 @@ class MemoAdmin(admin.ModelAdmin):
             )
         elif not context["can_edit"]:
             context["readonly_reason"] = "You may read this memo; writing memos takes the Composer role."
-        context["error_places"] = _error_places(
+        context["error_places"] = error_places(
             context["adminform"].form, [f.formset for f in context.get("inline_admin_formsets", [])]
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -666,16 +478,11 @@ class MemoAdmin(admin.ModelAdmin):
             if not request.user.email:
                 messages.error(request, "Your account has no email address to send the test to.")
             else:
-                EmailMultiAlternatives(
-                    subject=f"[TEST] {email.subject}",
-                    body=email.text,
-                    to=[request.user.email],
-                    alternatives=[(email.html, "text/html")],
-                ).send()
-                audit_record(
-                    actor=request.user,
-                    action="memo.test_sent",
-                    obj=memo,
+                memo_send_test(
+                    memo=memo,
+                    email=email,
+                    to=request.user.email,
+                    by=request.user,
                     developer=developer.external_id if developer else None,
                     language=language,
                 )
@@ -798,235 +605,3 @@ def _evidence_response(memo: Memo, fmt: str) -> StreamingHttpResponse:
     )
     response["Content-Disposition"] = f'attachment; filename="evidence-{memo.slug}.{fmt}"'
     return response
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Evidence and provider records: visible to admins, written only by the flow."""
-
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "memo", "developer", "kind", "sequence", "status", "country", "sent_at"]
-    list_filter = ["status", "kind", "memo"]
-    list_select_related = ["memo", "developer"]
-    search_fields = ["=developer__external_id", "=provider_message_id"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        # The list shows none of the long text; the detail page loads it.
-        return (
-            super()
-            .get_queryset(request)
-            .defer(
-                "last_error",
-                "reason",
-                "memo__html_body",
-                "memo__text_body",
-                "memo__subject",
-                "developer__attributes",
-            )
-        )
-
-
-@admin.register(DeliveryEvent)
-class DeliveryEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "provider", "event_type", "delivery_id", "occurred_at", "received_at"]
-    list_filter = ["provider", "event_type"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).defer("payload", "description")
-
-
-@admin.register(Acknowledgement)
-class AcknowledgementAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "memo",
-        "developer",
-        "response",
-        "channel",
-        "created_at",
-        "suspected_automation",
-        "ip_address",
-    ]
-    list_filter = ["response", "channel", "suspected_automation", "memo"]
-    list_select_related = ["memo", "developer"]
-    search_fields = ["=developer__external_id"]
-
-
-class DisputeStateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("open", "open"), ("resolved", "resolved")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(resolution__isnull=self.value() == "open")
-        return queryset
-
-
-@admin.register(Dispute)
-class DisputeAdmin(ReadOnlyAdmin):
-    """The queue of "my region is wrong" answers; resolve them with the actions."""
-
-    list_display = ["developer", "memo", "recorded_country", "country_claimed", "comment", "created_at", "outcome"]
-    change_list_template = "admin/role_hint_change_list.html"
-    list_filter = [DisputeStateFilter, "memo"]
-    list_select_related = ["memo", "developer", "resolution"]
-    actions = ["correct_region", "confirm_region"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).filter(response=Acknowledgement.Response.DISPUTES_REGION)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Deciding changes the developer's country, never the answer itself: its own
-        # permission, which the Composer role holds (migration 0010).
-        return request.user.has_perm("memos.change_dispute")
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        hint = (
-            None
-            if self.has_change_permission(request)
-            else ("You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
-        )
-        return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in Acknowledgement._meta.fields]
-
-    @admin.display(description="recorded country")
-    def recorded_country(self, answer: Acknowledgement) -> str:
-        return answer.developer.country.code
-
-    @admin.display(description="outcome")
-    def outcome(self, answer: Acknowledgement) -> str:
-        resolution = getattr(answer, "resolution", None)
-        if resolution is None:
-            return "open"
-        return resolution.get_outcome_display() + (" (exempt from the memo)" if resolution.exempt else "")
-
-    def _resolve(self, request: HttpRequest, queryset: QuerySet[Any], outcome: str) -> None:
-        done = 0
-        for answer in queryset:
-            try:
-                dispute_resolve(answer=answer, outcome=outcome, by=request.user)
-                done += 1
-            except DisputeInvalid as exc:
-                messages.warning(request, str(exc))
-        if done:
-            messages.success(request, f"Resolved {done} disputes.")
-
-    @admin.action(description="Correct the region to the claimed country", permissions=["change"])
-    def correct_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self._resolve(request, queryset, DisputeResolution.Outcome.CORRECTED)
-
-    @admin.action(description="Confirm the recorded region", permissions=["change"])
-    def confirm_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
-
-
-class AuditMemoFilter(admin.SimpleListFilter):
-    """Events about one memo: on the memo itself, or naming it (a dispute's country change)."""
-
-    title = "memo"
-    parameter_name = "memo"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(str(pk), title) for pk, title in Memo.objects.order_by("-created_at").values_list("pk", "title")[:100]]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if not value:
-            return queryset
-        memo = Memo.objects.filter(pk=value).only("slug").first() if value.isdigit() else None
-        if memo is None:
-            return queryset.none()
-        return queryset.filter(Q(object_type="memos.memo", object_id=str(memo.pk)) | Q(detail__memo=memo.slug))
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "actor", "action", "about", "detail"]
-    list_filter = [AuditMemoFilter, "action"]
-    list_select_related = ["actor"]
-    search_fields = ["action", "actor__username", "object_id"]
-
-    @admin.display(description="about")
-    def about(self, event: AuditEvent) -> str:
-        """The object by its name, linked to its page (not "memos.memo 2")."""
-        model = apps.get_model(event.object_type) if event.object_type.count(".") == 1 else None
-        obj = model._default_manager.filter(pk=event.object_id).first() if model is not None else None
-        if obj is None:
-            return f"{event.object_type} {event.object_id}"
-        assert model is not None  # obj was found through it
-        label = f"{model._meta.verbose_name} “{obj}”"
-        try:
-            url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[obj.pk])
-        except NoReverseMatch:  # a model without an admin page
-            return label
-        return format_html('<a href="{}">{}</a>', url, label)
-
-
-class WebhookEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https")
-    events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple)
-
-    class Meta:
-        model = WebhookEndpoint
-        fields = ["url", "events", "secret", "is_active"]
-
-    def clean_url(self) -> str:
-        url = self.cleaned_data["url"]
-        try:
-            target_address(url)  # only public targets (memo_service/netguard.py)
-        except TargetRefused as exc:
-            raise forms.ValidationError(f"Refused: {exc}.") from None
-        return url
-
-
-@admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
-    form = WebhookEndpointForm
-    list_display = ["url", "events", "is_active", "created_at"]
-
-
-class WebhookAttemptInline(admin.TabularInline):
-    model = WebhookAttempt
-    extra = 0
-    can_delete = False
-    readonly_fields = ["at", "status_code", "error", "duration_ms"]
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(WebhookMessage)
-class WebhookMessageAdmin(ReadOnlyAdmin):
-    list_display = ["id", "event", "endpoint", "status", "attempts", "next_attempt_at", "created_at", "delivered_at"]
-    list_filter = ["status", "event"]
-    inlines = [WebhookAttemptInline]
-
-
-@admin.register(SendLease)
-class SendLeaseAdmin(ReadOnlyAdmin):
-    """Send tasks at work, and those a dead worker left (memos/leases.py, reconcile.py)."""
-
-    list_display = ["id", "memo", "holder", "deliveries", "created_at", "last_renewed_at", "expires_at", "note"]
-    exclude = ["delivery_ids"]
-
-    @admin.display(description="deliveries")
-    def deliveries(self, lease: SendLease) -> int:
-        return len(lease.delivery_ids)

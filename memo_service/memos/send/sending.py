@@ -24,23 +24,23 @@ from urllib3.exceptions import NewConnectionError
 
 from memo_service.backends.base import capabilities, reports_acceptance
 from memo_service.db import in_ids
-from memo_service.memos import sandbox
-from memo_service.memos.acks import ack_url
-from memo_service.memos.control import ControlRefused, memo_pause
-from memo_service.memos.dispatch import memo_finish_if_done
-from memo_service.memos.evidence import evidence_record_deliveries
-from memo_service.memos.leases import lease_release, lease_take
-from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.queue import enqueue_later
-from memo_service.memos.reminders import contact_copy, still_to_answer
-from memo_service.memos.rendering import (
+from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.rendering import (
     MemoRenderer,
     Recipient,
     developer_context,
     email_text_hash,
     memo_content_hash,
 )
-from memo_service.memos.throttle import throttle_block, throttle_take
+from memo_service.memos.evidence.chain import evidence_record_deliveries
+from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.queue import enqueue_later
+from memo_service.memos.reminders import contact_copy, still_to_answer
+from memo_service.memos.send.control import ControlRefused, memo_pause
+from memo_service.memos.send.dispatch import memo_finish_if_done
+from memo_service.memos.send.leases import lease_release, lease_take
+from memo_service.memos.send.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
 S = Delivery.Status

@@ -12,7 +12,7 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
-from memo_service.memos.evidence import checkpoint_dict, public_key
+from memo_service.memos.evidence.chain import checkpoint_dict, public_key
 from memo_service.memos.models import Acknowledgement, Delivery, EvidenceCheckpoint, EvidenceRecord, Memo
 from memo_service.memos.reminders import memo_awaiting_answer
 

@@ -32,12 +32,12 @@ from django.utils import timezone
 
 from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
 from memo_service.memos.audit import audit_record
-from memo_service.memos.dispatch import memo_finish_if_done, send_batches_enqueue
-from memo_service.memos.evidence import evidence_record_handover
-from memo_service.memos.leases import holder_name, lease_duration, lease_hold, lease_release
+from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE
+from memo_service.memos.evidence.chain import evidence_record_handover
 from memo_service.memos.models import Delivery, Memo, SendLease
-from memo_service.memos.rendering import FALLBACK_LANGUAGE
-from memo_service.memos.sending import (
+from memo_service.memos.send.dispatch import memo_finish_if_done, send_batches_enqueue
+from memo_service.memos.send.leases import holder_name, lease_duration, lease_hold, lease_release
+from memo_service.memos.send.sending import (
     backend_is_idempotent,
     deliveries_record_sent,
     deliveries_record_unknown,

@@ -27,7 +27,7 @@ from django_countries import countries
 from memo_service.api.models import ApiClient
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence import answer_payload, evidence_append
+from memo_service.memos.evidence.chain import answer_payload, evidence_append
 from memo_service.memos.models import (
     Acknowledgement,
     Delivery,
@@ -35,7 +35,7 @@ from memo_service.memos.models import (
     Memo,
     SentText,
 )
-from memo_service.memos.notify import notify_answer
+from memo_service.memos.report.webhooks import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
 

@@ -28,8 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
-from memo_service.memos import sandbox
-from memo_service.memos.acks import (
+from memo_service.memos.answer.answers import (
     AckTarget,
     AnswerInvalid,
     DeveloperErased,
@@ -42,7 +41,8 @@ from memo_service.memos.acks import (
     memo_no_longer_applies,
     sent_text_of,
 )
-from memo_service.memos.rendering import is_inert_ack_token, sent_text
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.rendering import is_inert_ack_token, sent_text
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).

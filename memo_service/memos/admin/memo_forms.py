@@ -1,0 +1,194 @@
+"""The memo form, its translations and the forms of the memo's own pages (audience
+rules, schedule)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.widgets import AdminSplitDateTime, FilteredSelectMultiple
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django_countries import countries
+
+from memo_service.developers.models import Region
+from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.models import (
+    EDITABLE_STATUSES,
+    Memo,
+    MemoTranslation,
+)
+
+VARIABLES_HELP = format_html(
+    "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
+    "Each is checked at save by a trial render for a sample developer. Variables:<ul>{}</ul>",
+    format_html_join("", "<li><code>{{{{ {} }}}}</code> — {}</li>", rendering.TEMPLATE_VARIABLES.items()),
+)
+
+
+def add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> None:
+    fields = sandbox.TEMPLATE_FIELDS + sandbox.REMINDER_FIELDS
+    sources = {f: form.cleaned_data[f] for f in fields if form.cleaned_data.get(f)}
+    if not sources:
+        return
+    for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
+        form.add_error(field, error)
+
+
+def _attribute_filters(value: Any) -> dict[str, Any]:
+    """A JSON object of attribute names and plain values; names are used in a database
+    lookup, so they are plain words (no "__" that would turn into a lookup of its own)."""
+    value = value or {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.isidentifier() and "__" not in k and isinstance(v, (str, int, float, bool))
+        for k, v in value.items()
+    ):
+        raise forms.ValidationError('A JSON object of attribute names and values, e.g. {"plan": "pro"}.')
+    return value
+
+
+class LabelledSplitDateTime(AdminSplitDateTime):
+    """The admin's date and time boxes, each with a label of its own (the admin's are
+    bare text before each box, which names neither to a screen reader or a test)."""
+
+    def __init__(self, what: str, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.what = what
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        for sub, part in zip(context["widget"]["subwidgets"], ("date", f"time ({settings.TIME_ZONE})"), strict=True):
+            sub["attrs"]["aria-label"] = f"{self.what}: {part}"
+        return context
+
+
+class MemoForm(forms.ModelForm):
+    class Meta:
+        model = Memo
+        fields = "__all__"
+        # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
+        widgets = {
+            "include_countries": FilteredSelectMultiple("countries", is_stacked=False),
+            "exclude_countries": FilteredSelectMultiple("countries", is_stacked=False),
+            "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
+        }
+
+    def clean_attribute_filters(self) -> dict[str, Any]:
+        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
+
+    def clean_reminder_days(self) -> list[int]:
+        days = self.cleaned_data.get("reminder_days") or []
+        if not isinstance(days, list) or not all(isinstance(d, int) and 0 < d <= 365 for d in days):
+            raise forms.ValidationError("A list of whole days before the deadline, each 1 to 365, e.g. [7, 1].")
+        if len(set(days)) != len(days):
+            raise forms.ValidationError("Each day may appear once.")
+        return sorted(days, reverse=True)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
+        if self.instance.pk is not None:
+            # The admin saves in one transaction: this lock holds until the memo and its
+            # translations are written, so a send cannot start in between.
+            status = (
+                Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
+            )
+            if status not in EDITABLE_STATUSES:
+                raise forms.ValidationError(
+                    f"This memo is {status} now (it started while you were editing): it can no longer change."
+                )
+        context_memo = Memo(
+            title=cleaned.get("title", ""),
+            effective_date=cleaned.get("effective_date"),
+            ack_deadline=cleaned.get("ack_deadline"),
+        )
+        add_template_errors(self, context_memo, rendering.FALLBACK_LANGUAGE)
+        return cleaned
+
+
+def error_places(form: forms.BaseForm, formsets: list[Any]) -> list[tuple[str, str, str]]:
+    """(where, field id, first error) for each field in error, the translations' too: the
+    banner over the form says where they are (a translation's can be far down)."""
+
+    def places(f: forms.BaseForm, where: str) -> list[tuple[str, str, str]]:
+        return [
+            (
+                f"{where}{f.fields[name].label or name}",
+                f.fields[name].widget.attrs.get("id") or f"id_{f.add_prefix(name)}",
+                str(errors[0]),
+            )
+            for name, errors in f.errors.items()
+            if name in f.fields
+        ]
+
+    found = places(form, "")
+    for formset in formsets:
+        for n, sub in enumerate(formset.forms, start=1):
+            if sub.is_bound and sub.errors:
+                language = sub.data.get(sub.add_prefix("language")) or f"#{n}"
+                found += places(sub, f"Translation {language} › ")
+    return found
+
+
+class TranslationForm(forms.ModelForm):
+    parent_memo: Memo  # set by TranslationFormSet: the memo as the main form cleaned it
+
+    class Meta:
+        model = MemoTranslation
+        fields = ["language", "subject", "html_body", "text_body", "reminder_subject", "reminder_html", "reminder_text"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
+        language = cleaned.get("language")
+        if language == rendering.FALLBACK_LANGUAGE:
+            self.add_error("language", "English is the memo's own text; add other languages here.")
+        elif language:
+            add_template_errors(self, self.parent_memo, language)
+        return cleaned
+
+
+class TranslationFormSet(forms.BaseInlineFormSet):
+    def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
+        form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # BaseFormSet's, missing from django-stubs
+        form.parent_memo = self.instance
+        return form
+
+
+class TranslationInline(admin.StackedInline):
+    model = MemoTranslation
+    form = TranslationForm
+    formset = TranslationFormSet
+    extra = 0
+
+    def has_add_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Memo | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
+
+
+class AudienceRulesForm(forms.Form):
+    """The audience fields of the memo form, read while the admin edits them."""
+
+    include_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
+    include_regions = forms.ModelMultipleChoiceField(queryset=Region.objects.all(), required=False)
+    exclude_countries = forms.MultipleChoiceField(choices=list(countries), required=False)
+    active_only = forms.BooleanField(required=False)
+    active_since = forms.DateField(required=False)
+    attribute_filters = forms.JSONField(required=False)
+
+    def clean_attribute_filters(self) -> dict[str, Any]:
+        return _attribute_filters(self.cleaned_data.get("attribute_filters"))
+
+
+class ScheduleForm(forms.Form):
+    send_at = forms.SplitDateTimeField(
+        widget=LabelledSplitDateTime("Send at"),
+        help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
+    )

@@ -1,0 +1,26 @@
+"""The base of the admin pages of records the flow writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from memo_service.admin_paging import CappedCountPaginator
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Evidence and provider records: visible to admins, written only by the flow."""
+
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
