@@ -21,7 +21,8 @@ from ninja.security import HttpBearer
 from pydantic import ConfigDict, Strict, field_validator
 
 from memo_service.api.models import ApiClient, Scope, token_digest
-from memo_service.developers.importing import developer_deactivate, developers_sync
+from memo_service.developers.deactivation import developer_deactivate
+from memo_service.developers.importing import developers_sync
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import (
     AnswerInvalid,

@@ -10,27 +10,19 @@ answer recorded (time, IP, user agent, comment): that is the evidence itself.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Delivery, DeliveryEvent, SentText
 
 ERASED_DOMAIN = "erased.invalid"  # .invalid never resolves: nothing can be sent there
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
-    """The JSON value with every secret inside its strings replaced (keys untouched)."""
-    if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "[erased]")
-    return value
+# Sent inside the erasure's transaction with the developer (already erased) and `secrets`,
+# the personal values that went: the apps that keep records about developers (memos) scrub
+# their copies of them. A receiver that raises undoes the whole erasure.
+developer_erased = Signal()
 
 
 def developer_erase(*, developer: Developer) -> Developer:
@@ -50,15 +42,5 @@ def developer_erase(*, developer: Developer) -> Developer:
         developer.save(
             update_fields=["email", "name", "organization", "org_contact_email", "attributes", "is_active", "erased_at"]
         )
-        for event in DeliveryEvent.objects.filter(delivery__developer=developer):
-            event.payload = _scrub(event.payload, old)
-            event.description = _scrub(event.description, old)
-            event.save(update_fields=["payload", "description"])
-        # What each email was rendered with (name, address, organisation): the page it fed
-        # is gone with the link, the text hash stays in the evidence.
-        SentText.objects.filter(delivery__developer=developer).update(rendered_with={})
-        # Providers' error texts often quote the address.
-        for delivery in Delivery.objects.filter(developer=developer).exclude(last_error=""):
-            delivery.last_error = _scrub(delivery.last_error, old)
-            delivery.save(update_fields=["last_error"])
+        developer_erased.send(sender=Developer, developer=developer, secrets=old)
     return developer

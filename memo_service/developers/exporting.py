@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from memo_service.csv_export import csv_lines
-from memo_service.developers.importing import COLUMNS
+from memo_service.developers.importing.cells import COLUMNS
 from memo_service.developers.models import Developer
 
 # Rows per query: memory stays flat however many accounts there are.

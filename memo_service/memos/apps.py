@@ -12,6 +12,7 @@ class MemosConfig(AppConfig):
         # Registers the tasks in every process, not only in workers (which autodiscover
         # them): services enqueue them by name (memos/queue.py).
         from memo_service.memos import (
+            erasure,  # noqa: F401  (scrubs an erased developer's data from the memos' records)
             tasks,  # noqa: F401
             tracking,  # noqa: F401
         )

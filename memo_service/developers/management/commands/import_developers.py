@@ -4,7 +4,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from memo_service.developers.importing import COLUMNS, ImportFileError, developers_import
+from memo_service.developers.importing import developers_import
+from memo_service.developers.importing.cells import COLUMNS
+from memo_service.developers.importing.csvfile import ImportFileError
 
 
 def count_rows(path: Path) -> int:
