@@ -128,7 +128,7 @@ def setup() -> str:
     with connection.cursor() as cur:
         cur.execute(
             "INSERT INTO memos_delivery (memo_id, developer_id, kind, sequence, status, language, country, reason, "
-            "provider_message_id, attempts, last_error, created_at, sent_at, status_changed_at) "
+            "provider_message_id, attempts, status_reason, created_at, sent_at, status_changed_at) "
             "SELECT %s, id, 'initial', 0, 'delivered', language, country, 'in Unsupported regions', "
             "'<' || id || '@bench>', 1, '', now(), now() - interval '1 day', now() FROM developers_developer",
             [memo.pk],

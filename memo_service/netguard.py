@@ -100,7 +100,7 @@ class PinnedAdapter(HTTPAdapter):
     """requests' adapter that connects to one given address, whatever the URL's host
     resolves to now; the Host header, TLS server name and certificate check still use
     the URL's host name. (Written against the urllib3 version requirements.txt pins;
-    tests/test_notify.py checks the address and the Host header.)"""
+    tests/test_webhooks.py checks the address and the Host header.)"""
 
     def __init__(self, address: str) -> None:
         self.address = address

@@ -98,7 +98,7 @@ def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
     return _var_secret(filename, make)
 
 
-# Signs the evidence chain's checkpoints (memos/evidence.py): base64 of a raw 32-byte
+# Signs the evidence chain's checkpoints (memos/evidence/chain.py): base64 of a raw 32-byte
 # Ed25519 private key. Kept out of the database, so whoever can write the database
 # cannot sign a rewritten chain.
 EVIDENCE_SIGNING_KEY = _embedded_secret(
@@ -235,7 +235,7 @@ ANYMAIL = {
     for key, value in env.ENVIRON.items()
     if key.startswith("ANYMAIL_")
 }
-# The tracking webhook refuses every event without it (memos/views.py); the embedded
+# The tracking webhook refuses every event without it (memos/tracking.py); the embedded
 # default makes one under VAR_DIR (`make run` prints where). With DEBUG off it must be set
 # for events to be accepted, but its absence does not stop the rest of the service.
 if not ANYMAIL.get("WEBHOOK_SECRET") and DEBUG:
@@ -293,27 +293,27 @@ CELERY_TASK_TIME_LIMIT = 960
 # 10:00 starts by 10:00:15. The check is one indexed query, so it can run this often.
 SCHEDULED_SEND_CHECK_SECONDS = env.float("SCHEDULED_SEND_CHECK_SECONDS", default=15.0)
 CELERY_BEAT_SCHEDULE = {
-    # Scheduled memos whose time has come (memos/dispatch.py: memos_send_scheduled).
+    # Scheduled memos whose time has come (memos/send/dispatch.py: memos_send_scheduled).
     "send-scheduled": {"task": "memos.send_scheduled", "schedule": SCHEDULED_SEND_CHECK_SECONDS},
-    # Settles deliveries a lost task or a dead worker left behind (memos/sweeper.py).
+    # Settles deliveries a lost task or a dead worker left behind (memos/send/sweeper.py).
     "sweep": {"task": "memos.sweep", "schedule": 60.0},
-    # Dead workers' expired leases (memos/leases.py): one indexed query, so often that an
+    # Dead workers' expired leases (memos/send/leases.py): one indexed query, so often that an
     # expired lease waits at most half a lease period (DELIVERY_LEASE_SECONDS) for it.
     "recover-leases": {"task": "memos.recover_leases", "schedule": 15.0},
     # Reminders before deadlines (memos/reminders.py).
     "remind": {"task": "memos.remind", "schedule": 60.0},
-    # Outbound webhook retries and deadline_passed events (memos/notify.py).
+    # Outbound webhook retries and deadline_passed events (memos/report/webhooks.py).
     "webhooks": {"task": "memos.webhooks_due", "schedule": 60.0},
-    # Chains evidence records a lost sequencer task left pending (memos/evidence.py).
+    # Chains evidence records a lost sequencer task left pending (memos/evidence/chain.py).
     "evidence": {"task": "memos.evidence_seal_due", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- memos ---------------------------------------------------------------------------
-# Emails per second to the provider, shared by all workers (memos/throttle.py); 0: none.
+# Emails per second to the provider, shared by all workers (memos/send/throttle.py); 0: none.
 SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)
-# A send task's lease on its deliveries (memos/leases.py): its worker process renews it
+# A send task's lease on its deliveries (memos/send/leases.py): its worker process renews it
 # every DELIVERY_LEASE_RENEW_SECONDS; one not renewed for DELIVERY_LEASE_SECONDS belongs
 # to a dead process, and beat's sweeper (every minute) reconciles its deliveries. 10 s
 # costs one small UPDATE per process; 30 s outlasts two missed renewals (a database
@@ -321,7 +321,7 @@ SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)
 DELIVERY_LEASE_RENEW_SECONDS = env.int("DELIVERY_LEASE_RENEW_SECONDS", default=10)
 DELIVERY_LEASE_SECONDS = env.int("DELIVERY_LEASE_SECONDS", default=30)
 # How long after an API call its "accepted" event can still be missing from the
-# provider's events API (memos/reconcile.py): reconciliation asks no sooner, so a message
+# provider's events API (memos/send/reconcile.py): reconciliation asks no sooner, so a message
 # the provider took is never taken for one it never got and sent twice. Mailgun's polling
 # guide treats recent pages as incomplete (its example threshold is half an hour, for
 # every kind of event); "accepted" is written by the host that took the call and shows

@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from memo_service import health, outbox
 from memo_service.api.views import api
@@ -11,6 +12,12 @@ admin.site.site_title = "memo-service"
 handler403 = "memo_service.refusals.permission_denied"
 
 urlpatterns = [
+    # The answers' list was /admin/memos/acknowledgement/ before the model became Answer:
+    # bookmarks and shared links keep working (filters included).
+    re_path(
+        r"^admin/memos/acknowledgement/(?P<rest>.*)$",
+        RedirectView.as_view(url="/admin/memos/answer/%(rest)s", query_string=True, permanent=True),
+    ),
     path("admin/", admin.site.urls),
     path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
     path("ack/<str:token>/", views.ack, name="ack"),

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
 from memo_service.memos.compose.rendering import inert_ack_url
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery, Memo
 from tests.conftest import make_memo
 
 pytestmark = pytest.mark.django_db
@@ -59,7 +59,7 @@ def test_the_link_moves_the_token_out_of_the_address_bar_and_shows_the_memo(clie
     assert "确认" in html  # the page speaks the developer's language
     assert "no-store" in shown["Cache-Control"] and shown["Referrer-Policy"] == "no-referrer"
     assert client.head(link(memo, developer)).status_code == 303
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 def test_the_page_without_the_cookie_asks_to_open_the_email_link_again(sent):
@@ -74,7 +74,7 @@ def test_pressing_acknowledge_records_the_evidence_once(client, sent):
     response = client.post(
         page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE, REMOTE_ADDR="203.0.113.7", follow=True
     )
-    ack = Acknowledgement.objects.get()
+    ack = Answer.objects.get()
     assert (ack.memo, ack.developer, ack.response) == (memo, developer, "acknowledged")
     assert ack.content_hash == "c" * 64
     assert (ack.ip_address, ack.user_agent) == ("203.0.113.7", PHONE)
@@ -84,13 +84,13 @@ def test_pressing_acknowledge_records_the_evidence_once(client, sent):
 
     again = client.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT="Other/2.0", follow=True)
     assert again.status_code == 200
-    assert Acknowledgement.objects.get().user_agent == PHONE
+    assert Answer.objects.get().user_agent == PHONE
 
 
 def test_posting_to_the_email_link_itself_also_works(client, sent):
     memo, developer = sent
     response = client.post(link(memo, developer), {"response": "acknowledged", **HUMAN}, HTTP_USER_AGENT=PHONE)
-    assert response.status_code == 303 and Acknowledgement.objects.count() == 1
+    assert response.status_code == 303 and Answer.objects.count() == 1
 
 
 def test_the_button_works_when_the_browser_posts_origin_null(sent):
@@ -100,7 +100,7 @@ def test_the_button_works_when_the_browser_posts_origin_null(sent):
     browser.get(link(memo, developer))
     response = browser.post(page(memo), {"response": "acknowledged", **HUMAN}, HTTP_ORIGIN="null")
     assert response.status_code == 303
-    assert Acknowledgement.objects.count() == 1
+    assert Answer.objects.count() == 1
 
 
 def test_the_memo_page_may_run_only_our_own_script(client, sent):
@@ -125,7 +125,7 @@ def test_a_tampered_link_gets_a_clear_page_and_writes_nothing(client, sent, mang
         response = method(f"/ack/{mangle(token)}/", {"response": "acknowledged"} if method == client.post else None)
         assert response.status_code == 400
         assert "This link is not valid" in response.content.decode()
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 def test_invalid_links_from_one_address_are_rate_limited(client, sent):
@@ -147,7 +147,7 @@ def test_a_token_for_a_memo_the_developer_never_got_is_refused(client, sent, dev
     # A cookie for one memo does not open another memo's page.
     client.get(link(memo, developer))
     assert client.get(page(other)).status_code == 400
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, settings):
@@ -155,7 +155,7 @@ def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, set
     Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1))
     response = client.post(link(memo, developer), {"response": "acknowledged"})
     assert response.status_code == 410 and "expired" in response.content.decode()
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 def test_without_a_deadline_a_link_expires_after_the_maximum_age(client, sent, settings):
@@ -220,7 +220,7 @@ def test_the_recorded_ip_is_the_developers_behind_trusted_proxies(client, sent, 
         REMOTE_ADDR="203.0.113.9",
         HTTP_X_FORWARDED_FOR=forwarded,
     )
-    assert Acknowledgement.objects.get().ip_address == expected
+    assert Answer.objects.get().ip_address == expected
 
 
 def test_a_test_emails_link_says_it_is_one_and_answers_nothing(client, sent):
@@ -228,4 +228,4 @@ def test_a_test_emails_link_says_it_is_one_and_answers_nothing(client, sent):
     response = client.get(inert_ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
     page = response.content.decode()
     assert response.status_code == 400 and "The link of a test email" in page and "cut off" not in page
-    assert "no-store" in response["Cache-Control"] and not Acknowledgement.objects.exists()
+    assert "no-store" in response["Cache-Control"] and not Answer.objects.exists()

@@ -6,7 +6,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from memo_service.api.models import ApiClient
-from memo_service.memos.models import Acknowledgement, AuditEvent, Delivery, DeliveryEvent, Memo, WebhookEndpoint
+from memo_service.memos.models import Answer, AuditEvent, Delivery, DeliveryEvent, Memo, WebhookEndpoint
 from tests.conftest import approve
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,7 @@ def everything(memo, developers):
     Memo.objects.filter(pk=memo.pk).update(status="sent")
     delivery = Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
     DeliveryEvent.objects.create(provider="Mailgun", event_id="e1", event_type="delivered", delivery=delivery)
-    Acknowledgement.objects.create(
+    Answer.objects.create(
         memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
     )
     WebhookEndpoint.objects.create(url="https://platform.example/hooks", events=["memo.acknowledged"])

@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery, Memo
 from memo_service.memos.report.reports import memo_funnel
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +42,7 @@ def test_a_developer_can_say_their_region_is_wrong_and_acknowledge_later(client,
     shown = answer(client, opened, response="disputes_region", country="KZ", comment="We moved to Almaty")
     assert "you told us your region is wrong: you are in Kazakhstan" in shown.content.decode()
     assert 'value="acknowledged"' in shown.content.decode()  # they can still acknowledge
-    dispute = Acknowledgement.objects.get()
+    dispute = Answer.objects.get()
     assert (dispute.response, dispute.country_claimed.code, dispute.comment) == (
         "disputes_region",
         "KZ",
@@ -50,7 +50,7 @@ def test_a_developer_can_say_their_region_is_wrong_and_acknowledge_later(client,
     )
 
     answer(client, opened, response="acknowledged")
-    assert list(Acknowledgement.objects.order_by("id").values_list("response", flat=True)) == [
+    assert list(Answer.objects.order_by("id").values_list("response", flat=True)) == [
         "disputes_region",
         "acknowledged",
     ]
@@ -63,7 +63,7 @@ def test_each_answer_is_recorded_once_and_nothing_after_an_acknowledgement(clien
     answer(client, opened, response="needs_help", comment="again")
     answer(client, opened, response="acknowledged")
     answer(client, opened, response="disputes_region", country="KZ")
-    assert sorted(Acknowledgement.objects.values_list("response", "comment")) == [
+    assert sorted(Answer.objects.values_list("response", "comment")) == [
         ("acknowledged", ""),
         ("needs_help", "Which regions exactly?"),
     ]
@@ -82,7 +82,7 @@ def test_each_answer_is_recorded_once_and_nothing_after_an_acknowledgement(clien
 def test_a_form_filled_in_wrongly_gets_a_clear_error_and_records_nothing(client, opened, data, field, message):
     response = client.post(opened, {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
     assert response.status_code == 400 and message in response.content.decode()
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ def test_answers_that_look_automated_are_flagged_with_the_reason(
     )
     link = ack_url(memo.pk, developers["cn"].pk).removeprefix("http://testserver")
     client.post(link, {"response": "acknowledged", "interacted": interacted}, HTTP_USER_AGENT=user_agent)
-    ack = Acknowledgement.objects.get()
+    ack = Answer.objects.get()
     assert ack.suspected_automation and any(reason in r for r in ack.automation_reasons), ack.automation_reasons
     funnel = memo_funnel(memo)
     assert (funnel["acknowledged"], funnel["acknowledged_suspected"]) == (1, 1)
@@ -116,7 +116,7 @@ def test_answers_that_look_automated_are_flagged_with_the_reason(
 
 def test_a_person_on_a_phone_is_not_flagged(client, opened):
     answer(client, opened, response="acknowledged")
-    assert Acknowledgement.objects.get().automation_reasons == []
+    assert Answer.objects.get().automation_reasons == []
 
 
 def test_the_funnel_counts_disputes_and_help_requests_without_an_acknowledgement(client, opened, memo):
@@ -145,7 +145,7 @@ def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo,
     assert client.get(link).status_code == 410
     response = client.post(link, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE)
     assert response.status_code == 410 and "has been erased" in response.content.decode()
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -186,7 +186,5 @@ def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_
     with ThreadPoolExecutor(12) as pool:
         assert set(pool.map(send, posts)) == {303}
     for developer in people:
-        answers = list(
-            Acknowledgement.objects.filter(developer=developer).order_by("id").values_list("response", flat=True)
-        )
+        answers = list(Answer.objects.filter(developer=developer).order_by("id").values_list("response", flat=True))
         assert answers in (["acknowledged"], ["disputes_region", "acknowledged"]), (developer.external_id, answers)

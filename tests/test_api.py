@@ -7,7 +7,7 @@ import pytest
 
 from memo_service.api.models import ApiClient
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Acknowledgement, Delivery
+from memo_service.memos.models import Answer, Delivery
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +69,7 @@ def test_deactivate_takes_an_account_out_of_active_audiences(client, token, deve
 
 def test_a_memos_funnel_and_answers_can_be_read(client, token, memo, developers):
     Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered")
-    ack = Acknowledgement.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
+    ack = Answer.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
     funnel = call(client, "get", f"/memos/{memo.slug}/funnel", token).json()
     assert (funnel["targeted"], funnel["delivered"], funnel["acknowledged"]) == (1, 1, 1)
     answers = call(client, "get", f"/memos/{memo.pk}/answers", token).json()

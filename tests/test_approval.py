@@ -197,7 +197,7 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
     make_developer("cn-late", "CN")
     assert dispatch.memos_send_scheduled() == []
     memo.refresh_from_db()
-    assert memo.status == "approved" and "audience changed since approval" in memo.pause_reason
+    assert memo.status == "approved" and "audience changed since approval" in memo.status_reason
     assert not Delivery.objects.exists()
 
 
@@ -225,13 +225,13 @@ def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_e
 
 def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_can(people, memo, developers):
     from memo_service.developers.models import Region
-    from memo_service.memos.models import Acknowledgement
+    from memo_service.memos.models import Answer
 
     response = people["composer"].post(
         reverse("admin:developers_region_add"), {"name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"}
     )
     assert response.status_code == 302 and Region.objects.filter(name="Sanctioned").exists()
-    answer = Acknowledgement.objects.create(
+    answer = Answer.objects.create(
         memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
     )
     people["composer"].post(

@@ -30,7 +30,7 @@ from django.core import mail
 from django.db import connections
 
 from memo_service.developers.models import Region
-from memo_service.memos.models import Acknowledgement, Memo
+from memo_service.memos.models import Answer, Memo
 from tests.conftest import make_developer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -265,11 +265,11 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     assert "/ack/memo/" in wang.page.url  # the token left the address bar
     assert "来自中国的访问将终止" in wang.page.inner_text("h1")
     wang.shot("memo-page")
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
     wang.page.tap("button[value=acknowledged]")
     wang.page.wait_for_selector(".done")
     wang.shot("acknowledged")
-    ack = Acknowledgement.objects.get()
+    ack = Answer.objects.get()
     assert ack.developer.external_id == "cn-1"
     # The tap counted as a person on the page; only the speed (seconds after the send) is flagged.
     assert [r.split(" s ")[1] for r in ack.automation_reasons] == ["after the email was sent"], ack.automation_reasons

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Acknowledgement, AuditEvent, Delivery, DisputeResolution
+from memo_service.memos.models import Answer, AuditEvent, Delivery, DisputeResolution
 
 pytestmark = pytest.mark.django_db
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def dispute(memo, developers):
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU")
-    return Acknowledgement.objects.create(
+    return Answer.objects.create(
         memo=memo,
         developer=developers["ru"],
         response="disputes_region",
@@ -66,7 +66,7 @@ def test_confirming_keeps_the_country_and_a_dispute_is_resolved_once(admin_clien
 
 
 def test_a_correction_inside_the_audience_does_not_exempt(admin_client, dispute):
-    Acknowledgement.objects.filter(pk=dispute.pk).update(country_claimed="CN")
+    Answer.objects.filter(pk=dispute.pk).update(country_claimed="CN")
     dispute.refresh_from_db()
     act(admin_client, "correct_region", dispute)
     assert DisputeResolution.objects.get().exempt is False

@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery, Memo
 from tests.conftest import approve, make_developer, make_memo, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -54,11 +54,11 @@ def test_a_memo_goes_from_the_admin_to_an_acknowledgement(client, django_user_mo
     page = client.get(link, follow=True)
     assert page.status_code == 200 and "来自中国的流量将被阻止" in page.content.decode()
     assert client.head(link).status_code == 303
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
     page_url = page.redirect_chain[-1][0]
     client.post(page_url, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT="Mozilla/5.0 (e2e phone)")
-    ack = Acknowledgement.objects.get()
+    ack = Answer.objects.get()
     assert ack.developer.external_id == "cn-1" and ack.content_hash == Memo.objects.get().content_hash
 
     capsys.readouterr()

@@ -7,7 +7,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Acknowledgement, Delivery, DeliveryEvent
+from memo_service.memos.models import Answer, Delivery, DeliveryEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +22,7 @@ def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers)
         delivery=delivery,
         payload={"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}},
     )
-    Acknowledgement.objects.create(memo=memo, developer=cn, content_hash="h" * 64)
+    Answer.objects.create(memo=memo, developer=cn, content_hash="h" * 64)
     out = io.StringIO()
     call_command("erase_developer", "cn-1", stdout=out)
 
@@ -33,7 +33,7 @@ def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers)
     payload = json.dumps(DeliveryEvent.objects.get().payload)
     assert "cn-1@example.com" not in payload and "Wang Wei" not in payload
     assert DeliveryEvent.objects.get().payload["event-data"]["event"] == "delivered"
-    assert Acknowledgement.objects.get().content_hash == "h" * 64
+    assert Answer.objects.get().content_hash == "h" * 64
     assert Delivery.objects.get().status == "delivered"
 
     call_command("erase_developer", "cn-1", stdout=out)

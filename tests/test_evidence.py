@@ -21,7 +21,7 @@ from memo_service.memos.evidence.chain import (
 )
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Delivery,
     EvidenceCheckpoint,
     EvidenceRecord,
@@ -164,8 +164,8 @@ def test_records_not_yet_chained_are_reported_pending_never_intact(evidence, cli
 
 
 def test_an_answer_altered_with_raw_sql_is_found(evidence):
-    ack = Acknowledgement.objects.get(response="acknowledged")
-    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    ack = Answer.objects.get(response="acknowledged")
+    sql("UPDATE memos_answer SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
     with pytest.raises(
         CommandError,
         match=f"record 7 \\(answer {ack.pk}\\): the answer was altered after it was recorded \\(ip_address\\)",
@@ -174,9 +174,9 @@ def test_an_answer_altered_with_raw_sql_is_found(evidence):
 
 
 def test_a_record_altered_to_match_is_found_by_its_hash(evidence):
-    ack = Acknowledgement.objects.get(response="acknowledged")
+    ack = Answer.objects.get(response="acknowledged")
     altered = record(evidence, 7)
-    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_answer SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
     sql(
         "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
         json.dumps({**altered.payload, "ip_address": "192.0.2.66"}),
@@ -196,9 +196,7 @@ def test_a_deleted_record_is_found(evidence):
 
 
 def test_an_answer_inserted_without_a_record_is_found(evidence, developers):
-    answer = Acknowledgement.objects.create(
-        memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x"
-    )
+    answer = Answer.objects.create(memo=evidence, developer=developers["ru"], response="acknowledged", content_hash="x")
     assert evidence_verify(evidence).problem == f"answer {answer.pk} is not in the chain (added behind its back)"
 
 
@@ -237,16 +235,16 @@ def test_a_deleted_delivery_is_found(evidence):
 def test_the_last_answer_deleted_with_its_record_is_found(evidence):
     last = record(evidence, 8)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
-    sql("DELETE FROM memos_acknowledgement WHERE id = %s", last.object_id)
+    sql("DELETE FROM memos_answer WHERE id = %s", last.object_id)
     problem = evidence_verify(evidence).problem
     assert problem.startswith("record 8 is missing: the checkpoint signed at ")
     assert problem.endswith("covers 8 records, the chain holds 7")
 
 
 def test_an_answer_rewritten_with_every_hash_after_it_recomputed_is_found(evidence):
-    ack = Acknowledgement.objects.get(response="acknowledged")
+    ack = Answer.objects.get(response="acknowledged")
     rewritten = record(evidence, 7)
-    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_answer SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
     sql(
         "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
         json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}),
@@ -315,9 +313,9 @@ def test_a_history_rewritten_and_sealed_again_is_found_against_an_earlier_export
     assert "still begins with the one in" in verify(evidence, "--against", str(kept))
     # Rewrite CN's answer, recompute every hash, delete every checkpoint, then let the
     # sequencer seal again over the forged history with the real key.
-    ack = Acknowledgement.objects.get(response="acknowledged")
+    ack = Answer.objects.get(response="acknowledged")
     rewritten = record(evidence, 7)
-    sql("UPDATE memos_acknowledgement SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
+    sql("UPDATE memos_answer SET ip_address = '192.0.2.66' WHERE id = %s", ack.pk)
     sql(
         "UPDATE memos_evidencerecord SET payload = %s WHERE id = %s",
         json.dumps({**rewritten.payload, "ip_address": "192.0.2.66"}),
@@ -343,7 +341,7 @@ def test_the_last_answer_deleted_with_its_checkpoint_is_found_against_an_earlier
     last = record(evidence, 8)
     sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 8", evidence.pk)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
-    sql("DELETE FROM memos_acknowledgement WHERE id = %s", last.object_id)
+    sql("DELETE FROM memos_answer WHERE id = %s", last.object_id)
     with pytest.raises(
         CommandError, match=f"record 8 \\(answer {last.object_id}\\): in the export, gone from the database"
     ):

@@ -561,7 +561,7 @@ def test_recipients_the_provider_refuses_fail_with_its_reason_and_the_others_get
     )
     failed = Delivery.objects.filter(memo=memo, status="failed").select_related("developer")
     assert {d.developer.email for d in failed} == refused
-    assert all(d.developer.email in d.last_error and "not a valid address" in d.last_error for d in failed)
+    assert all(d.developer.email in d.status_reason and "not a valid address" in d.status_reason for d in failed)
     assert Delivery.objects.filter(memo=memo, status="sent").count() == recipients - 3
 
 

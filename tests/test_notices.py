@@ -26,7 +26,7 @@ from memo_service.memos.evidence.chain import (
     evidence_verify,
 )
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Delivery,
     Memo,
     SentText,
@@ -171,7 +171,7 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
         "created_at": None,
         "content_hash": text_hash(older, "ru-1"),
     }
-    ack = Acknowledgement.objects.get()
+    ack = Answer.objects.get()
     assert (ack.channel, ack.api_client.name, ack.ip_address, ack.user_agent) == (
         "console",
         "console",
@@ -199,7 +199,7 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
     # The same press again, or another answer after it, records nothing.
     again = answer(client, console, "ru-1", older, response="needs_help", comment="?")
     assert (again.status_code, again.json()["recorded"], again.json()["response"]) == (200, False, "acknowledged")
-    assert Acknowledgement.objects.count() == 1
+    assert Answer.objects.count() == 1
 
 
 def test_a_dispute_then_an_acknowledgement_and_the_disputes_state(client, console, two_memos):
@@ -215,7 +215,7 @@ def test_a_dispute_then_an_acknowledgement_and_the_disputes_state(client, consol
     assert notices["regions-blocked"]["state"] == "disputes_region"
     assert notices["regions-blocked"]["dispute"] == {"country_claimed": "KZ", "outcome": None, "exempt": False}
     assert answer(client, console, "cn-1", older).status_code == 201
-    assert sorted(Acknowledgement.objects.values_list("response", "channel")) == [
+    assert sorted(Answer.objects.values_list("response", "channel")) == [
         ("acknowledged", "console"),
         ("disputes_region", "console"),
     ]
@@ -225,7 +225,7 @@ def test_an_answer_to_another_text_gets_409_with_the_right_hash(client, console,
     older, _ = two_memos
     response = answer(client, console, "cn-1", older, content_hash="0" * 64)
     assert response.status_code == 409 and response.json()["content_hash"] == text_hash(older, "cn-1")
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -242,7 +242,7 @@ def test_an_answer_to_another_text_gets_409_with_the_right_hash(client, console,
 def test_bad_answers_get_422_and_record_nothing(client, console, two_memos, body):
     response = answer(client, console, "cn-1", two_memos[0], **body)
     assert response.status_code == 422, response.content
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
 
 
 def test_nothing_is_taken_after_the_deadlines_grace(client, console, two_memos, settings):
@@ -251,7 +251,7 @@ def test_nothing_is_taken_after_the_deadlines_grace(client, console, two_memos, 
         ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1)
     )
     assert answer(client, console, "cn-1", older).status_code == 410
-    assert not Acknowledgement.objects.exists()
+    assert not Answer.objects.exists()
     # Closed memos leave the banner; the record keeps them.
     assert [n["memo"] for n in get(client, "/developers/cn-1/notices", console).json()["items"]] == ["key-rotation"]
     assert len(get(client, "/developers/cn-1/notices?state=all", console).json()["items"]) == 2
@@ -272,7 +272,7 @@ def test_each_scope_is_its_own_permission(client, two_memos, developers):
     assert answer(client, reader, "cn-1", two_memos[0]).status_code == 403
     assert get(client, "/developers/cn-1/notices", relay).status_code == 403
     assert post(client, "/developers/cn-1/deactivate", reader, {}).status_code == 403
-    assert not Acknowledgement.objects.exists() and developers["cn"].is_active
+    assert not Answer.objects.exists() and developers["cn"].is_active
     assert get(client, "/developers/cn-1/notices", reader).status_code == 200
     assert answer(client, relay, "cn-1", two_memos[0]).status_code == 201
     assert get(client, "/developers/cn-1/notices", "wrong").status_code == 401
@@ -397,9 +397,11 @@ def test_both_endpoints_are_in_the_openapi_schema(client):
 
 def test_the_answers_list_in_the_admin_filters_by_channel(admin_client, client, console, two_memos):
     answer(client, console, "cn-1", two_memos[0])
-    page = admin_client.get("/admin/memos/acknowledgement/?channel__exact=console").content.decode()
-    assert "cn-1" in page and "1 acknowledgement" in page
-    assert (
-        "0 acknowledgements"
-        in admin_client.get("/admin/memos/acknowledgement/?channel__exact=email_link").content.decode()
-    )
+    page = admin_client.get("/admin/memos/answer/?channel__exact=console").content.decode()
+    assert "cn-1" in page and "1 answer" in page
+    assert "0 answers" in admin_client.get("/admin/memos/answer/?channel__exact=email_link").content.decode()
+
+
+def test_the_answers_list_at_its_old_address_redirects_with_its_filters(admin_client):
+    response = admin_client.get("/admin/memos/acknowledgement/?channel__exact=console")
+    assert response.status_code == 301 and response["Location"] == "/admin/memos/answer/?channel__exact=console"

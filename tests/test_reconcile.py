@@ -181,7 +181,7 @@ def test_without_a_provider_to_ask_the_deliveries_are_outcome_unknown_and_say_wh
     died_holding(memo, [ids["CN"]])
     sweep()
     cn = Delivery.objects.get(pk=ids["CN"])
-    assert cn.status == "outcome_unknown" and "cannot say whether the provider has it" in cn.last_error
+    assert cn.status == "outcome_unknown" and "cannot say whether the provider has it" in cn.status_reason
     assert not mailgun.accepted
 
 
@@ -203,7 +203,7 @@ def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(
     memo, batched, admin_user, django_capture_on_commit_callbacks
 ):
     ids = dispatched(memo)
-    Delivery.objects.filter(pk=ids["CN"]).update(status="outcome_unknown", last_error="the worker stopped")
+    Delivery.objects.filter(pk=ids["CN"]).update(status="outcome_unknown", status_reason="the worker stopped")
     Delivery.objects.filter(pk=ids["RU"]).update(status="sent")
     with django_capture_on_commit_callbacks(execute=True):
         assert reconcile.memo_unknown_resend(memo=memo, by=admin_user) == 1
@@ -232,7 +232,9 @@ def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_
         return client
 
     ids = dispatched(memo)
-    Delivery.objects.filter(pk__in=ids.values()).update(status="outcome_unknown", last_error=reconcile.UNKNOWN_REASON)
+    Delivery.objects.filter(pk__in=ids.values()).update(
+        status="outcome_unknown", status_reason=reconcile.UNKNOWN_REASON
+    )
     composer, viewer = login("carol", "Composer"), login("victor", "Viewer")
     page = composer.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
     assert 'id="outcome-unknown">2 outcome unknown…' in page

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from memo_service.memos import reminders
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery, Memo
 from memo_service.memos.send.sending import delivery_send_batch
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_nothing_is_due_before_the_first_reminder(sent):
 
 def test_the_first_reminder_goes_to_those_who_have_not_answered(sent, developers, mailgun):
     # An acknowledgement ends it; so does a bounced address.
-    Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
+    Answer.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
     developers["ru"].email_status = "bounced"
     developers["ru"].save()
     move_deadline(sent, 6)
@@ -83,10 +83,10 @@ def test_an_interrupted_reminder_is_finished_by_the_next_run(sent, developers, m
 def test_an_answer_after_the_reminder_was_queued_stops_it(sent, developers, mailgun):
     move_deadline(sent, 6)
     reminders.reminders_send_due()
-    Acknowledgement.objects.create(memo=sent, developer=developers["ru"], response="acknowledged", content_hash="c")
+    Answer.objects.create(memo=sent, developer=developers["ru"], response="acknowledged", content_hash="c")
     delivery_send_batch(delivery_ids=reminder_ids(sent, 1))
     ru = Delivery.objects.get(kind="reminder", developer=developers["ru"])
-    assert (ru.status, ru.last_error) == ("skipped", "not sent: the developer answered first")
+    assert (ru.status, ru.status_reason) == ("skipped", "not sent: the developer answered first")
     assert {m.first("to") for m in mailgun.accepted} == {"Wang Wei <cn-1@example.com>", "John Smith <us-1@example.com>"}
 
 
@@ -147,9 +147,9 @@ def test_who_is_reminded_after_asking_for_help_or_disputing(sent, developers, ad
     more = {key: make_developer(f"{key}-1", "CN") for key in ("open", "confirmed", "corrected")}
     for developer in more.values():
         Delivery.objects.create(memo=sent, developer=developer, status="delivered", country="CN", language="en")
-    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
+    Answer.objects.create(memo=sent, developer=developers["cn"], response="needs_help", content_hash="c")
     for key, developer in more.items():
-        answer = Acknowledgement.objects.create(
+        answer = Answer.objects.create(
             memo=sent, developer=developer, response="disputes_region", country_claimed="RU", content_hash="c"
         )
         if key != "open":
@@ -169,7 +169,7 @@ def test_a_composer_sends_a_reminder_now_from_the_dashboard(sent, developers, ma
 
     from memo_service.memos.models import AuditEvent
 
-    Acknowledgement.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
+    Answer.objects.create(memo=sent, developer=developers["us"], response="acknowledged", content_hash="c")
     dashboard = reverse("admin:memos_memo_dashboard", args=[sent.pk])
     assert 'id="remind-now"' in admin_client.get(dashboard).content.decode()
     admin_client.post(reverse("admin:memos_memo_remind", args=[sent.pk]))

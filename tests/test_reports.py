@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from memo_service.memos.models import Acknowledgement, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery, Memo
 from tests.conftest import make_developer
 
 pytestmark = pytest.mark.django_db
@@ -21,8 +21,8 @@ def funnel_memo(memo, developers):
     Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
     Delivery.objects.create(memo=memo, developer=cn2, status="bounced", country="CN")
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU")
-    Delivery.objects.create(memo=memo, developer=ru2, status="failed", last_error="400", country="RU")
-    Acknowledgement.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
+    Delivery.objects.create(memo=memo, developer=ru2, status="failed", status_reason="400", country="RU")
+    Answer.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
     return memo
 
 
@@ -98,9 +98,7 @@ def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client,
     for n in range(60):
         developer = make_developer(f"late-{n:02d}", "CN")
         Delivery.objects.create(memo=funnel_memo, developer=developer, status="delivered", country="CN")
-    Acknowledgement.objects.create(
-        memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h"
-    )
+    Answer.objects.create(memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h")
     url = reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])
     first = admin_client.get(url).content.decode()
     # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer

@@ -66,7 +66,7 @@ def test_a_permanent_provider_error_fails_the_delivery_with_its_reason(memo, mai
     mailgun.failures.append((400, {"message": "'to' parameter is not a valid address"}))
     delivery_send_batch(delivery_ids=ids)
     failed = Delivery.objects.get(status="failed")
-    assert "not a valid address" in failed.last_error and "400" in failed.last_error
+    assert "not a valid address" in failed.status_reason and "400" in failed.status_reason
     assert Delivery.objects.filter(status="sent").count() == 1
     assert len(mailgun.accepted) == 1 and later == []
 
@@ -76,7 +76,7 @@ def test_a_provider_fault_is_retried_later_with_backoff(memo, mailgun, later):
     mailgun.failures.append((503, {"message": "Service unavailable"}))
     delivery_send_batch(delivery_ids=ids)
     retried = Delivery.objects.get(status="queued")
-    assert "503" in retried.last_error and retried.not_before > timezone.now()
+    assert "503" in retried.status_reason and retried.not_before > timezone.now()
     [(retry_ids, countdown)] = later
     assert retry_ids == [retried.pk] and 4 <= countdown <= 16
     Delivery.objects.filter(pk=retried.pk).update(not_before=timezone.now())
@@ -103,7 +103,7 @@ def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, m
     mailgun.failures.append((500, {"message": "Internal error"}))
     delivery_send_batch(delivery_ids=ids)
     failed = Delivery.objects.get(pk=ids[0])
-    assert failed.status == "failed" and "Internal error" in failed.last_error
+    assert failed.status == "failed" and "Internal error" in failed.status_reason
 
 
 def test_repeated_credential_errors_pause_the_memo_and_say_why(memo, developers, mailgun, settings, later):
@@ -112,7 +112,7 @@ def test_repeated_credential_errors_pause_the_memo_and_say_why(memo, developers,
     settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_KEY": "wrong"}
     delivery_send_batch(delivery_ids=queued(memo))
     memo.refresh_from_db()
-    assert memo.status == "paused" and "refused our credentials (HTTP 401)" in memo.pause_reason
+    assert memo.status == "paused" and "refused our credentials (HTTP 401)" in memo.status_reason
     # Nobody failed for it: they wait, queued, for the fixed credentials and a resume.
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
     assert mailgun.accepted == []
@@ -125,7 +125,7 @@ def test_a_template_that_fails_for_one_developer_fails_only_that_delivery(memo, 
     Memo.objects.filter(pk=memo.pk).update(text_body="{{ developer.name[0] }}")
     delivery_send_batch(delivery_ids=ids)
     ru = Delivery.objects.get(developer=developers["ru"])
-    assert ru.status == "failed" and ru.last_error.startswith("template error")
+    assert ru.status == "failed" and ru.status_reason.startswith("template error")
     assert Delivery.objects.get(developer=developers["cn"]).status == "sent"
     assert len(mailgun.accepted) == 1
 
@@ -146,14 +146,16 @@ def test_a_read_timeout_is_outcome_unknown_not_failed(memo, mailgun, settings):
     mailgun.delay = 1.0
     delivery_send_batch(delivery_ids=queued(memo))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"outcome_unknown"}
-    assert "ReadTimeout" in Delivery.objects.first().last_error or "timed out" in Delivery.objects.first().last_error
+    assert (
+        "ReadTimeout" in Delivery.objects.first().status_reason or "timed out" in Delivery.objects.first().status_reason
+    )
 
 
 def test_a_provider_that_cannot_be_reached_is_tried_again_later(memo, mailgun, settings, later):
     settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_API_URL": "http://127.0.0.1:9/v3"}
     delivery_send_batch(delivery_ids=queued(memo))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
-    assert later and "ConnectionError" in Delivery.objects.first().last_error
+    assert later and "ConnectionError" in Delivery.objects.first().status_reason
 
 
 def test_a_template_cannot_redirect_the_email(memo, mailgun):
@@ -172,7 +174,7 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
     developers["ru"].save()
     delivery_send_batch(delivery_ids=queued(memo))
     ru = Delivery.objects.get(developer=developers["ru"])
-    assert ru.status == "failed" and ru.last_error.startswith("suppressed: the address bounced")
+    assert ru.status == "failed" and ru.status_reason.startswith("suppressed: the address bounced")
     assert [m.first("to") for m in mailgun.accepted] == ["Wang Wei <cn-1@example.com>"]
 
 
@@ -236,7 +238,7 @@ def test_refused_recipients_fail_with_the_reason_and_the_others_are_sent_once(
     delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
     failed = Delivery.objects.filter(status="failed")
     assert sorted(failed.values_list("developer__external_id", flat=True)) == ["cn-bad0", "cn-bad1", "cn-bad2"]
-    assert all("not a valid address" in d.last_error for d in failed)
+    assert all("not a valid address" in d.status_reason for d in failed)
     addresses = [m.first("to") for m in mailgun.accepted]
     assert len(addresses) == 7 and len(set(addresses)) == 7 and later == []
 

@@ -10,7 +10,7 @@ from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.disputes import dispute_resolve
 from memo_service.memos.evidence.chain import evidence_seal, evidence_verify
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Delivery,
     EvidenceRecord,
     SentText,
@@ -56,7 +56,7 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
 ):
     page = open_page(client, memo, developers["ru"])
     client.post(page, {"interacted": "1", "response": "disputes_region", "country": "US"}, HTTP_USER_AGENT=PHONE)
-    dispute = Acknowledgement.objects.get(response="disputes_region")
+    dispute = Answer.objects.get(response="disputes_region")
     assert dispute.text_hash == SentText.objects.get(delivery__developer=developers["ru"]).text_hash
     admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss-123")
     dispute_resolve(answer=dispute, outcome="corrected", by=admin)
@@ -68,7 +68,7 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
     assert 'value="acknowledged"' not in shown and "This memo no longer applies to you" in shown
     response = client.post(page, {"interacted": "1", "response": "acknowledged"}, HTTP_USER_AGENT=PHONE)
     assert response.status_code == 400
-    assert not Acknowledgement.objects.filter(response="acknowledged").exists()
+    assert not Answer.objects.filter(response="acknowledged").exists()
 
 
 def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):

@@ -117,10 +117,10 @@ def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
 def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowledge(
     sent, developers, platform, monkeypatch, eager, django_capture_on_commit_callbacks
 ):
-    from memo_service.memos.models import Acknowledgement
+    from memo_service.memos.models import Answer
 
     monkeypatch.setattr(webhooks, "PAGE", 1)
-    Acknowledgement.objects.create(memo=sent, developer=developers["cn"], response="acknowledged", content_hash="c")
+    Answer.objects.create(memo=sent, developer=developers["cn"], response="acknowledged", content_hash="c")
     Memo.objects.filter(pk=sent.pk).update(ack_deadline=timezone.now() - dt.timedelta(minutes=1))
     with django_capture_on_commit_callbacks(execute=True):
         assert webhooks.memos_deadline_notify() == 1

@@ -31,8 +31,8 @@ from memo_service.memos.answer.answers import (
     answer_record,
     answers_open,
 )
-from memo_service.memos.answer.notices import SHOWN_MEMO_STATUSES, developer_notices
-from memo_service.memos.models import Acknowledgement, Memo
+from memo_service.memos.answer.notices import developer_notices
+from memo_service.memos.models import MEMO_SHOWN, Answer, Memo
 from memo_service.memos.report.reports import memo_funnel
 
 MAX_BULK = 1_000  # per request: a request stays well under any proxy's timeout
@@ -281,7 +281,7 @@ def memo_answers(
     limit: int = Query(500, ge=1, le=1000),
 ) -> dict[str, Any]:
     rows = list(
-        Acknowledgement.objects.filter(memo=_memo(memo), id__gt=after)
+        Answer.objects.filter(memo=_memo(memo), id__gt=after)
         .order_by("id")
         .values("id", "developer__external_id", "response", "created_at", "content_hash")[:limit]
     )
@@ -393,7 +393,7 @@ def developer_answer(
 ) -> Status[dict[str, Any]]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id), erased_at__isnull=True)
     target = ack_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
-    if target is None or target.memo.status not in SHOWN_MEMO_STATUSES:
+    if target is None or target.memo.status not in MEMO_SHOWN:
         raise HttpError(404, "this memo was not sent to this developer")
     if not answers_open(target.memo):
         raise HttpError(410, "the memo no longer takes answers: its deadline and grace period have passed")
@@ -407,7 +407,7 @@ def developer_answer(
             ip_address=str(payload.ip_address) if payload.ip_address else None,
             user_agent=payload.user_agent,
             interacted=True,  # the console's own page, where a signed-in person pressed its button
-            channel=Acknowledgement.Channel.CONSOLE,
+            channel=Answer.Channel.CONSOLE,
             api_client=relayed_by,
             shown_hash=payload.content_hash,
         )

@@ -4,7 +4,7 @@ As anymail's base classes mark the hooks a provider's backend fills in, `Capabil
 declares what ours can do, with the answer for any other anymail backend as its
 defaults; `capabilities()` is the one place that reads it. A backend class that also
 derives from `ReportsAcceptance` can say which of our deliveries its provider accepted
-(memos/reconcile.py asks it after a worker died mid-call).
+(memos/send/reconcile.py asks it after a worker died mid-call).
 """
 
 from __future__ import annotations

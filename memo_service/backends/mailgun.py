@@ -3,7 +3,7 @@
 With EMAIL_BACKEND=memo_service.backends.mailgun.EmailBackend a send task hands its
 emails to Mailgun in calls of up to `merge_batch_size` recipients (anymail's batch
 sending), our delivery id in each recipient's metadata so tracking events still find
-their delivery. A memo rendered by substitution (memos/substitution.py) travels once,
+their delivery. A memo rendered by substitution (memos/compose/substitution.py) travels once,
 with Mailgun's `%recipient.…%` merge fields where the values go and only each
 recipient's values in recipient-variables; any other memo travels as each recipient's
 own rendered subject, text and HTML. One call instead of one per email.

@@ -21,9 +21,16 @@ from memo_service.db import statistics_refresh
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
+from memo_service.memos.memo_status import (
+    memo_mark_approved,
+    memo_mark_awaiting_approval,
+    memo_mark_scheduled,
+    memo_mark_unscheduled,
+    memo_void_approval,
+)
 from memo_service.memos.models import AudienceSnapshot, AuditEvent, Memo
 
-S = Memo.Status
+MemoStatus = Memo.Status
 SNAPSHOT_PAGE = 5_000  # rows per insert while snapshotting the audience
 
 
@@ -31,9 +38,9 @@ class ApprovalRefused(Exception):
     pass
 
 
-def _transition(memo: Memo, allowed: list[str], **changes: Any) -> None:
-    """Change status (and fields) only if the memo is still in an allowed status."""
-    if not Memo.objects.filter(pk=memo.pk, status__in=allowed).update(**changes):
+def _moved(memo: Memo, moved: bool) -> None:
+    """Refuse, naming the memo's status, a transition its status did not allow."""
+    if not moved:
         current = Memo.objects.values_list("status", flat=True).get(pk=memo.pk)
         raise ApprovalRefused(f"memo {memo.slug} is {current}")
 
@@ -55,7 +62,7 @@ def audience_rules(memo: Memo) -> dict[str, Any]:
 
 def memo_request_approval(*, memo: Memo, by: Any) -> None:
     _renders(memo)
-    _transition(memo, [S.DRAFT], status=S.AWAITING_APPROVAL, requested_by=by if getattr(by, "pk", None) else None)
+    _moved(memo, memo_mark_awaiting_approval(memo=memo, requested_by=by if getattr(by, "pk", None) else None))
     audit_record(actor=by, action="memo.approval_requested", obj=memo)
 
 
@@ -69,18 +76,18 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
             "the author of a memo cannot approve it: a second person must "
             "(one who neither wrote, edited since the last approval, nor submitted it)"
         )
-    if memo.status != S.AWAITING_APPROVAL:
+    if memo.status != MemoStatus.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     _renders(memo)
     with transaction.atomic():
-        _transition(
+        _moved(
             memo,
-            [S.AWAITING_APPROVAL],
-            status=S.APPROVED,
-            approver=by,
-            approved_at=timezone.now(),
-            content_hash=rendering.memo_content_hash(memo),
-            approved_rules=audience_rules(memo),
+            memo_mark_approved(
+                memo=memo,
+                approver=by,
+                content_hash=rendering.memo_content_hash(memo),
+                approved_rules=audience_rules(memo),
+            ),
         )
         _snapshot(memo)
         audit_record(actor=by, action="memo.approved", obj=memo, content_hash=rendering.memo_content_hash(memo))
@@ -115,14 +122,7 @@ def _snapshot(memo: Memo) -> None:
 def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
     """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
     Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if getattr(by, "pk", None) else None)
-    if Memo.objects.filter(pk=memo.pk, status__in=[S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED]).update(
-        status=S.DRAFT,
-        approver=None,
-        approved_at=None,
-        content_hash="",
-        approved_rules={},
-        scheduled_at=None,
-    ):
+    if memo_void_approval(memo=memo):
         AudienceSnapshot.objects.filter(memo=memo).delete()
         audit_record(actor=by, action="memo.approval_voided", obj=memo, fields=fields)
     audit_record(actor=by, action="memo.edited", obj=memo, fields=fields)
@@ -131,18 +131,16 @@ def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
 def memo_schedule(*, memo: Memo, at: dt.datetime, by: Any) -> None:
     if at <= timezone.now():
         raise ApprovalRefused("the time to send must be in the future")
-    _transition(memo, [S.APPROVED, S.SCHEDULED], status=S.SCHEDULED, scheduled_at=at)
+    _moved(memo, memo_mark_scheduled(memo=memo, at=at))
     audit_record(actor=by, action="memo.scheduled", obj=memo, at=at.isoformat())
 
 
 def memo_unschedule(*, memo: Memo, by: Any) -> None:
-    _transition(memo, [S.SCHEDULED], status=S.APPROVED, scheduled_at=None)
+    _moved(memo, memo_mark_unscheduled(memo=memo))
     audit_record(actor=by, action="memo.schedule_cancelled", obj=memo)
 
 
 def memo_schedule_failed(*, memo: Memo, reason: str) -> None:
     """A scheduled send that could not start goes back to approved, saying why."""
-    Memo.objects.filter(pk=memo.pk, status=S.SCHEDULED).update(
-        status=S.APPROVED, scheduled_at=None, pause_reason=f"the scheduled send did not start: {reason}"[:300]
-    )
+    memo_mark_unscheduled(memo=memo, reason=f"the scheduled send did not start: {reason}")
     audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=reason)

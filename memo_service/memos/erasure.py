@@ -35,6 +35,6 @@ def developer_records_scrub(sender: Any, *, developer: Developer, secrets: list[
     # is gone with the link, the text hash stays in the evidence.
     SentText.objects.filter(delivery__developer=developer).update(rendered_with={})
     # Providers' error texts often quote the address.
-    for delivery in Delivery.objects.filter(developer=developer).exclude(last_error=""):
-        delivery.last_error = _scrub(delivery.last_error, secrets)
-        delivery.save(update_fields=["last_error"])
+    for delivery in Delivery.objects.filter(developer=developer).exclude(status_reason=""):
+        delivery.status_reason = _scrub(delivery.status_reason, secrets)
+        delivery.save(update_fields=["status_reason"])

@@ -100,7 +100,8 @@ class Memo(models.Model):
     approved_rules = models.JSONField(default=dict, blank=True, editable=False)
     scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
     send_started_at = models.DateTimeField(null=True, blank=True, editable=False)
-    pause_reason = models.CharField(max_length=300, blank=True, editable=False)
+    # Why it is in its status: a pause's reason, or why a scheduled send did not start.
+    status_reason = models.CharField(max_length=300, blank=True, editable=False)
     # Set once every Delivery row exists; until then a rerun of send_memo resumes paging.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -116,10 +117,20 @@ class Memo(models.Model):
     @property
     def is_editable(self) -> bool:
         """Until it starts sending; editing an approved memo returns it to draft."""
-        return self.status in EDITABLE_STATUSES
+        return self.status in MEMO_EDITABLE
 
 
-EDITABLE_STATUSES = [Memo.Status.DRAFT, Memo.Status.AWAITING_APPROVAL, Memo.Status.APPROVED, Memo.Status.SCHEDULED]
+# The sets of memo statuses the code asks about, each named once (memo_status.py writes
+# the status itself).
+_M = Memo.Status
+# Its content may still change; an edit to an approved or scheduled memo voids the approval.
+MEMO_EDITABLE = (_M.DRAFT, _M.AWAITING_APPROVAL, _M.APPROVED, _M.SCHEDULED)
+MEMO_STARTABLE = (_M.APPROVED, _M.SCHEDULED)  # a send may start
+MEMO_STARTED = (_M.SENDING, _M.PAUSED)  # a send started and not finished
+MEMO_OUT = (_M.SENDING, _M.SENT)  # its emails (and reminders) may go out
+MEMO_SHOWN = (_M.SENDING, _M.PAUSED, _M.SENT)  # its page and notices are shown to developers
+MEMO_CANCELLABLE = MEMO_EDITABLE + MEMO_STARTED
+MEMO_FINISHED = (_M.SENT, _M.CANCELLED)
 
 
 class AudienceSnapshot(models.Model):
@@ -185,7 +196,9 @@ class Delivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     # After a transient provider error: not to be tried again before this time.
     not_before = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
+    # Why it is in its status: the error of a send to be retried, a failure, a skip, a
+    # cancellation, an outcome nobody can know; empty once the provider took it.
+    status_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
@@ -204,6 +217,27 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.pk} ({self.status})"
+
+
+# The sets of delivery statuses the code asks about, each named once (delivery_status.py
+# writes the status itself).
+_D = Delivery.Status
+DELIVERY_PENDING = (_D.QUEUED, _D.SENDING)  # not yet settled with the provider
+DELIVERY_HANDED_OVER = (_D.SENT, _D.DELIVERED, _D.BOUNCED, _D.COMPLAINED)  # the provider took it
+DELIVERY_ARRIVED = (_D.DELIVERED, _D.COMPLAINED)  # in the developer's mailbox
+DELIVERY_GIVEN_UP = (_D.FAILED, _D.OUTCOME_UNKNOWN)  # a send that ended without a handover we know of
+# How far along a delivery is; a tracking event only ever moves it to a higher rank, so
+# a late or replayed "delivered" cannot undo a "bounced".
+DELIVERY_RANK = {
+    _D.QUEUED: 0,
+    _D.SENDING: 1,
+    _D.OUTCOME_UNKNOWN: 1,
+    _D.SENT: 2,
+    _D.FAILED: 3,
+    _D.DELIVERED: 4,
+    _D.BOUNCED: 5,
+    _D.COMPLAINED: 6,
+}
 
 
 class SentText(models.Model):
@@ -234,7 +268,7 @@ class DeliveryEvent(models.Model):
         constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="one_event_per_provider_id")]
 
 
-class Acknowledgement(models.Model):
+class Answer(models.Model):
     """Evidence that a developer pressed the button on the memo's page."""
 
     class Response(models.TextChoices):
@@ -242,8 +276,8 @@ class Acknowledgement(models.Model):
         DISPUTES_REGION = "disputes_region", "disputes region"
         NEEDS_HELP = "needs_help", "needs help"
 
-    memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="acknowledgements")
-    developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="acknowledgements")
+    memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="answers")
+    developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="answers")
 
     class Channel(models.TextChoices):
         EMAIL_LINK = "email_link", "email link"  # the page the emailed link opens
@@ -281,7 +315,7 @@ class DisputeResolution(models.Model):
         CORRECTED = "corrected", "region corrected"
         CONFIRMED = "confirmed", "region confirmed as recorded"
 
-    answer = models.OneToOneField(Acknowledgement, on_delete=models.PROTECT, related_name="resolution")
+    answer = models.OneToOneField(Answer, on_delete=models.PROTECT, related_name="resolution")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     new_country: "OneCountry" = CountryField(blank=True)
     # True when, with the corrected country, the developer is outside the memo's audience.
@@ -407,7 +441,7 @@ class WebhookAttempt(models.Model):
     duration_ms = models.PositiveIntegerField(default=0)
 
 
-class Dispute(Acknowledgement):
+class Dispute(Answer):
     """The "my region is wrong" answers, as the admin's queue."""
 
     class Meta:
@@ -427,8 +461,8 @@ class SendLease(models.Model):
     """A send task's claim on its deliveries: who holds them and until when.
 
     A worker process takes one when a send task starts and renews it while the task runs
-    (memos/leases.py); a lease that was not renewed in time belongs to a process that is
-    gone, and beat's sweeper hands its deliveries to reconciliation (memos/reconcile.py).
+    (memos/send/leases.py); a lease that was not renewed in time belongs to a process that is
+    gone, and beat's sweeper hands its deliveries to reconciliation (memos/send/reconcile.py).
     """
 
     holder = models.CharField(max_length=200, help_text="host:pid of the worker process holding it.")

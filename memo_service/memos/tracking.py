@@ -20,40 +20,28 @@ from django.db import IntegrityError, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
+from memo_service.memos.delivery_status import delivery_advance
 from memo_service.memos.evidence.chain import evidence_record_event
 from memo_service.memos.models import Delivery, DeliveryEvent
 
 log = logging.getLogger(__name__)
 
-S = Delivery.Status
-# How far along a delivery is; an event only ever moves it to a higher rank, so a late
-# or replayed "delivered" cannot undo a "bounced".
-RANK = {
-    S.QUEUED: 0,
-    S.SENDING: 1,
-    S.OUTCOME_UNKNOWN: 1,
-    S.SENT: 2,
-    S.FAILED: 3,
-    S.DELIVERED: 4,
-    S.BOUNCED: 5,
-    S.COMPLAINED: 6,
-}
+DeliveryStatus = Delivery.Status
 STATUS_FOR_EVENT = {
-    "queued": S.SENT,
-    "sent": S.SENT,
-    "rejected": S.FAILED,
-    "failed": S.FAILED,
-    "delivered": S.DELIVERED,
-    "bounced": S.BOUNCED,
-    "complained": S.COMPLAINED,
+    "queued": DeliveryStatus.SENT,
+    "sent": DeliveryStatus.SENT,
+    "rejected": DeliveryStatus.FAILED,
+    "failed": DeliveryStatus.FAILED,
+    "delivered": DeliveryStatus.DELIVERED,
+    "bounced": DeliveryStatus.BOUNCED,
+    "complained": DeliveryStatus.COMPLAINED,
 }
 EMAIL_STATUS_FOR = {
-    S.BOUNCED: Developer.EmailStatus.BOUNCED,
-    S.COMPLAINED: Developer.EmailStatus.COMPLAINED,
+    DeliveryStatus.BOUNCED: Developer.EmailStatus.BOUNCED,
+    DeliveryStatus.COMPLAINED: Developer.EmailStatus.COMPLAINED,
 }
 
 
@@ -108,17 +96,17 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
 
 
 def _advance(delivery: Delivery, new_status: Delivery.Status, event: AnymailTrackingEvent) -> bool:
-    """Move the delivery forward; False when it already is as far or further."""
-    lower = [status for status, rank in RANK.items() if rank < RANK[new_status]]
-    changes: dict[str, Any] = {"status": new_status, "status_changed_at": timezone.now()}
-    if new_status == S.FAILED and (event.description or event.reject_reason):
-        changes["last_error"] = str(event.description or event.reject_reason)[:2000]
-    if event.message_id and not delivery.provider_message_id:
-        changes["provider_message_id"] = str(event.message_id)[:255]
-    moved = Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**changes)
+    """Move the delivery forward; False when it already is as far or further. A bounce
+    or complaint marks the address, so no later memo is mailed to it."""
+    moved = delivery_advance(
+        delivery=delivery,
+        to=new_status,
+        reason=str(event.description or event.reject_reason or ""),
+        message_id=str(event.message_id or ""),
+    )
     if moved and new_status in EMAIL_STATUS_FOR:
         Developer.objects.filter(pk=delivery.developer_id).update(email_status=EMAIL_STATUS_FOR[new_status])
-    return bool(moved)
+    return moved
 
 
 @receiver(tracking)

@@ -11,14 +11,14 @@ from django.http import HttpRequest, HttpResponse
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
 from memo_service.memos.answer.disputes import DisputeInvalid, dispute_resolve
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Dispute,
     DisputeResolution,
 )
 
 
-@admin.register(Acknowledgement)
-class AcknowledgementAdmin(ReadOnlyAdmin):
+@admin.register(Answer)
+class AnswerAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "memo",
@@ -58,7 +58,7 @@ class DisputeAdmin(ReadOnlyAdmin):
     actions = ["correct_region", "confirm_region"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).filter(response=Acknowledgement.Response.DISPUTES_REGION)
+        return super().get_queryset(request).filter(response=Answer.Response.DISPUTES_REGION)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deciding changes the developer's country, never the answer itself: its own
@@ -74,14 +74,14 @@ class DisputeAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in Acknowledgement._meta.fields]
+        return [f.name for f in Answer._meta.fields]
 
     @admin.display(description="recorded country")
-    def recorded_country(self, answer: Acknowledgement) -> str:
+    def recorded_country(self, answer: Answer) -> str:
         return answer.developer.country.code
 
     @admin.display(description="outcome")
-    def outcome(self, answer: Acknowledgement) -> str:
+    def outcome(self, answer: Answer) -> str:
         resolution = getattr(answer, "resolution", None)
         if resolution is None:
             return "open"

@@ -29,7 +29,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             super()
             .get_queryset(request)
             .defer(
-                "last_error",
+                "status_reason",
                 "reason",
                 "memo__html_body",
                 "memo__text_body",
@@ -50,7 +50,7 @@ class DeliveryEventAdmin(ReadOnlyAdmin):
 
 @admin.register(SendLease)
 class SendLeaseAdmin(ReadOnlyAdmin):
-    """Send tasks at work, and those a dead worker left (memos/leases.py, reconcile.py)."""
+    """Send tasks at work, and those a dead worker left (memos/send/leases.py, reconcile.py)."""
 
     list_display = ["id", "memo", "holder", "deliveries", "created_at", "last_renewed_at", "expires_at", "note"]
     exclude = ["delivery_ids"]

@@ -40,7 +40,7 @@ from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.test_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.evidence.chain import evidence_verify
-from memo_service.memos.models import Memo
+from memo_service.memos.models import MEMO_OUT, MEMO_STARTABLE, Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.report.reports import (
     DASHBOARD_COLUMNS,
@@ -112,7 +112,7 @@ class MemoAdmin(admin.ModelAdmin):
                     "title",
                     "slug",
                     "status",
-                    "pause_reason",
+                    "status_reason",
                     "author",
                     "approver",
                     "approved_at",
@@ -151,7 +151,7 @@ class MemoAdmin(admin.ModelAdmin):
     ]
     computed = [
         "status",
-        "pause_reason",
+        "status_reason",
         "author",
         "approver",
         "approved_at",
@@ -346,7 +346,7 @@ class MemoAdmin(admin.ModelAdmin):
             _start_send(request, memo, accept_audience_changes=request.POST.get("accept_audience_changes") == "on")
             return HttpResponseRedirect(_memo_url(memo))
         total, by_country = audience_counts(memo)
-        changes = audience_changes(memo) if memo.status in [Memo.Status.APPROVED, Memo.Status.SCHEDULED] else None
+        changes = audience_changes(memo) if memo.status in MEMO_STARTABLE else None
         return self._page(
             request,
             memo,
@@ -519,7 +519,7 @@ class MemoAdmin(admin.ModelAdmin):
             unanswered=unanswered,
             can_export=self.has_export_permission(request, memo),
             can_remind=self.has_send_permission(request, memo)
-            and memo.status in (Memo.Status.SENDING, Memo.Status.SENT)
+            and memo.status in MEMO_OUT
             and memo.dispatched_at is not None,
         )
 

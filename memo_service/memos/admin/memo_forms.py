@@ -15,11 +15,7 @@ from django_countries import countries
 
 from memo_service.developers.models import Region
 from memo_service.memos.compose import rendering, sandbox
-from memo_service.memos.models import (
-    EDITABLE_STATUSES,
-    Memo,
-    MemoTranslation,
-)
+from memo_service.memos.models import MEMO_EDITABLE, Memo, MemoTranslation
 
 VARIABLES_HELP = format_html(
     "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
@@ -95,7 +91,7 @@ class MemoForm(forms.ModelForm):
             status = (
                 Memo.objects.select_for_update().filter(pk=self.instance.pk).values_list("status", flat=True).first()
             )
-            if status not in EDITABLE_STATUSES:
+            if status not in MEMO_EDITABLE:
                 raise forms.ValidationError(
                     f"This memo is {status} now (it started while you were editing): it can no longer change."
                 )

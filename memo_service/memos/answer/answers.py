@@ -29,7 +29,7 @@ from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.evidence.chain import answer_payload, evidence_append
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Delivery,
     EvidenceRecord,
     Memo,
@@ -211,13 +211,11 @@ def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str,
     return reasons
 
 
-def answers_of(target: AckTarget) -> dict[str, Acknowledgement]:
+def answers_of(target: AckTarget) -> dict[str, Answer]:
     """The developer's answers to the memo so far, by response."""
     return {
         a.response: a
-        for a in Acknowledgement.objects.filter(memo=target.memo, developer=target.developer).select_related(
-            "resolution"
-        )
+        for a in Answer.objects.filter(memo=target.memo, developer=target.developer).select_related("resolution")
     }
 
 
@@ -232,15 +230,15 @@ def sent_text_of(target: AckTarget) -> SentText | None:
     )
 
 
-def memo_no_longer_applies(answers: dict[str, Acknowledgement]) -> bool:
+def memo_no_longer_applies(answers: dict[str, Answer]) -> bool:
     """An admin corrected the developer's region to one outside the memo's audience."""
-    dispute = answers.get(Acknowledgement.Response.DISPUTES_REGION)
+    dispute = answers.get(Answer.Response.DISPUTES_REGION)
     resolution = getattr(dispute, "resolution", None) if dispute is not None else None
     return bool(resolution is not None and resolution.exempt)
 
 
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
-    R = Acknowledgement.Response
+    R = Answer.Response
     errors = {}
     if response not in R.values:
         errors["response"] = "Choose one of the answers."
@@ -264,10 +262,10 @@ def answer_record(
     interacted: bool,
     comment: str = "",
     country: str = "",
-    channel: str = Acknowledgement.Channel.EMAIL_LINK,
+    channel: str = Answer.Channel.EMAIL_LINK,
     api_client: ApiClient | None = None,
     shown_hash: str | None = None,
-) -> tuple[Acknowledgement, bool]:
+) -> tuple[Answer, bool]:
     """Record the developer's answer, once per kind; after an acknowledgement nothing
     more is recorded. Returns (the answer, whether it was recorded now). Raises
     AnswerInvalid for a form that is not filled in correctly, recording nothing.
@@ -275,7 +273,7 @@ def answer_record(
     The page's answers come through the email link; the console's (channel "console")
     are relayed by an API client, with the hash of the text the console showed
     (`shown_hash`): one that is not the text sent raises ContentHashMismatch."""
-    R = Acknowledgement.Response
+    R = Answer.Response
     comment = comment.strip()
     errors = _clean_answer(response, comment, country)
     if errors:
@@ -306,7 +304,7 @@ def answer_record(
                 raise AnswerInvalid(
                     {"response": "This memo no longer applies to you: there is nothing to acknowledge."}
                 )
-            answer = Acknowledgement.objects.create(
+            answer = Answer.objects.create(
                 memo=target.memo,
                 developer=target.developer,
                 response=response,
@@ -330,5 +328,5 @@ def answer_record(
             )
             notify_answer(answer)
     except IntegrityError:  # the same answer, posted twice at once
-        return Acknowledgement.objects.get(memo=target.memo, developer=target.developer, response=response), False
+        return Answer.objects.get(memo=target.memo, developer=target.developer, response=response), False
     return answer, True

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from memo_service.developers.models import Developer
 from memo_service.memos.audience import audience_reasons
 from memo_service.memos.audit import audit_record
-from memo_service.memos.models import Acknowledgement, DisputeResolution
+from memo_service.memos.models import Answer, DisputeResolution
 
 Outcome = DisputeResolution.Outcome
 
@@ -18,11 +18,11 @@ class DisputeInvalid(Exception):
     pass
 
 
-def dispute_resolve(*, answer: Acknowledgement, outcome: str, by: Any, note: str = "") -> DisputeResolution:
+def dispute_resolve(*, answer: Answer, outcome: str, by: Any, note: str = "") -> DisputeResolution:
     """Decide a dispute. "corrected" moves the developer to the country they claimed
     (audited) and, if that country is outside the memo's audience, exempts them from
     the memo; "confirmed" keeps the recorded country. The developer's page shows it."""
-    if answer.response != Acknowledgement.Response.DISPUTES_REGION:
+    if answer.response != Answer.Response.DISPUTES_REGION:
         raise DisputeInvalid("only a 'my region is wrong' answer can be resolved")
     try:
         return _resolve(answer, outcome, by, note)
@@ -30,7 +30,7 @@ def dispute_resolve(*, answer: Acknowledgement, outcome: str, by: Any, note: str
         raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved") from None
 
 
-def _resolve(answer: Acknowledgement, outcome: str, by: Any, note: str) -> DisputeResolution:
+def _resolve(answer: Answer, outcome: str, by: Any, note: str) -> DisputeResolution:
     with transaction.atomic():
         if DisputeResolution.objects.filter(answer=answer).exists():
             raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")

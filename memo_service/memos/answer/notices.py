@@ -25,15 +25,23 @@ from django.utils import timezone
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose.rendering import sent_memo, sent_text
-from memo_service.memos.models import Acknowledgement, Delivery, DisputeResolution, Memo, SentText
+from memo_service.memos.models import (
+    DELIVERY_GIVEN_UP,
+    DELIVERY_HANDED_OVER,
+    MEMO_SHOWN,
+    Answer,
+    Delivery,
+    DisputeResolution,
+    Memo,
+    SentText,
+)
 
-R = Acknowledgement.Response
-S = Delivery.Status
+R = Answer.Response
+DeliveryStatus = Delivery.Status
 # A notice for every memo whose first email was handed over or given up on: the console
 # is there for the emails that bounced, failed or were never read. Not for one still
 # queued or sending (a paused send holds them back), nor a cancelled one.
-SHOWN_STATUSES = [S.SENT, S.DELIVERED, S.BOUNCED, S.COMPLAINED, S.FAILED, S.OUTCOME_UNKNOWN]
-SHOWN_MEMO_STATUSES = [Memo.Status.SENDING, Memo.Status.PAUSED, Memo.Status.SENT]
+SHOWN_STATUSES = DELIVERY_HANDED_OVER + DELIVERY_GIVEN_UP
 
 
 def _in(values: Sequence[str]) -> str:
@@ -53,10 +61,10 @@ FROM {Developer._meta.db_table} dev
 JOIN {Delivery._meta.db_table} dl ON dl.developer_id = dev.id
 JOIN {Memo._meta.db_table} m ON m.id = dl.memo_id
 LEFT JOIN {SentText._meta.db_table} st ON st.delivery_id = dl.id
-LEFT JOIN {Acknowledgement._meta.db_table} a ON a.memo_id = dl.memo_id AND a.developer_id = dl.developer_id
+LEFT JOIN {Answer._meta.db_table} a ON a.memo_id = dl.memo_id AND a.developer_id = dl.developer_id
 LEFT JOIN {DisputeResolution._meta.db_table} r ON r.answer_id = a.id
 WHERE dev.external_id = %s AND dev.erased_at IS NULL AND dl.kind = '{Delivery.Kind.INITIAL}'
-  AND dl.status IN {_in(SHOWN_STATUSES)} AND m.status IN {_in(SHOWN_MEMO_STATUSES)}
+  AND dl.status IN {_in(SHOWN_STATUSES)} AND m.status IN {_in(MEMO_SHOWN)}
   {{open}}
 GROUP BY dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash, m.send_started_at,
          dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language

@@ -36,7 +36,7 @@ from memo_service.db import in_ids, row_lock
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
-    Acknowledgement,
+    Answer,
     Delivery,
     DeliveryEvent,
     EvidenceCheckpoint,
@@ -58,7 +58,7 @@ SEAL_BATCH = 1_000
 SEAL_DELAY_S = 1
 
 
-def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
+def answer_payload(answer: Answer) -> dict[str, Any]:
     payload = {
         "developer": answer.developer.external_id,
         "response": answer.response,
@@ -75,7 +75,7 @@ def answer_payload(answer: Acknowledgement) -> dict[str, Any]:
     }
     # Only answers from another channel than the email link say which: the records
     # chained before channels existed keep verifying as they were written.
-    if answer.channel != Acknowledgement.Channel.EMAIL_LINK:
+    if answer.channel != Answer.Channel.EMAIL_LINK:
         payload["channel"] = answer.channel
         payload["api_client"] = answer.api_client_id
     return payload
@@ -394,7 +394,7 @@ def _records(memo: Memo) -> Iterator[EvidenceRecord]:
 
 def _live(kind: str, ids: list[int]) -> dict[int, dict[str, Any]]:
     if kind == K.ANSWER:
-        return {a.pk: answer_payload(a) for a in Acknowledgement.objects.filter(pk__in=ids).select_related("developer")}
+        return {a.pk: answer_payload(a) for a in Answer.objects.filter(pk__in=ids).select_related("developer")}
     if kind == K.EVENT:
         return {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids)}
     if kind == K.DELIVERY:
@@ -497,7 +497,7 @@ def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, st
         for kind in [*seen, K.STATUS]
     }
     rows = {
-        K.ANSWER: Acknowledgement.objects.filter(memo=memo),
+        K.ANSWER: Answer.objects.filter(memo=memo),
         K.EVENT: DeliveryEvent.objects.filter(delivery__memo=memo),
         K.DELIVERY: Delivery.objects.filter(memo=memo, sent_at__isnull=False),
     }

@@ -22,7 +22,7 @@ def create_groups(apps, schema_editor):
     # Permissions are normally made after all migrations; these groups need them now.
     for app_config in apps.get_app_configs():
         app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
+        create_permissions(app_config, verbosity=0, apps=apps)  # the models as of this migration
         app_config.models_module = None
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

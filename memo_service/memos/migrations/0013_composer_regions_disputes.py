@@ -10,7 +10,7 @@ GRANTS = {"Composer": ["developers.add_region", "developers.change_region", "mem
 def grant(apps, schema_editor, remove=False):
     for app_config in apps.get_app_configs():
         app_config.models_module = True
-        create_permissions(app_config, verbosity=0)
+        create_permissions(app_config, verbosity=0, apps=apps)  # the models as of this migration
         app_config.models_module = None
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")

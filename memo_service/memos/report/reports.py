@@ -13,24 +13,35 @@ from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
 from memo_service.memos.evidence.chain import checkpoint_dict, public_key
-from memo_service.memos.models import Acknowledgement, Delivery, EvidenceCheckpoint, EvidenceRecord, Memo
+from memo_service.memos.models import (
+    DELIVERY_ARRIVED,
+    DELIVERY_GIVEN_UP,
+    DELIVERY_HANDED_OVER,
+    DELIVERY_PENDING,
+    MEMO_FINISHED,
+    MEMO_STARTED,
+    Answer,
+    Delivery,
+    EvidenceCheckpoint,
+    EvidenceRecord,
+    Memo,
+)
 from memo_service.memos.reminders import memo_awaiting_answer
 
-S = Delivery.Status
+DeliveryStatus = Delivery.Status
 # Handed to the provider: every status a provider's acceptance can lead to.
-SENT = [S.SENT, S.DELIVERED, S.BOUNCED, S.COMPLAINED]
 FUNNEL_COUNTS = {
     "targeted": Q(),
-    "sent": Q(status__in=SENT),
+    "sent": Q(status__in=DELIVERY_HANDED_OVER),
     # A complaint can only come from a mailbox the message reached.
-    "delivered": Q(status__in=[S.DELIVERED, S.COMPLAINED]),
-    "bounced": Q(status=S.BOUNCED),
-    "failed": Q(status=S.FAILED),
-    "outcome_unknown": Q(status=S.OUTCOME_UNKNOWN),
-    "pending": Q(status__in=[S.QUEUED, S.SENDING]),
-    "cancelled": Q(status=S.CANCELLED),
+    "delivered": Q(status__in=DELIVERY_ARRIVED),
+    "bounced": Q(status=DeliveryStatus.BOUNCED),
+    "failed": Q(status=DeliveryStatus.FAILED),
+    "outcome_unknown": Q(status=DeliveryStatus.OUTCOME_UNKNOWN),
+    "pending": Q(status__in=DELIVERY_PENDING),
+    "cancelled": Q(status=DeliveryStatus.CANCELLED),
 }
-R = Acknowledgement.Response
+R = Answer.Response
 ANSWER_COUNTS = [
     "acknowledged",
     "acknowledged_suspected",
@@ -45,12 +56,12 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
     """Per country: developers who acknowledged (and of them, suspected automated ones),
     who disputed their region or asked for help without acknowledging, and who were
     exempted after a dispute. One row per developer, whatever they answered."""
-    acked = Acknowledgement.objects.filter(memo=memo, developer=OuterRef("developer"), response=R.ACKNOWLEDGED)
+    acked = Answer.objects.filter(memo=memo, developer=OuterRef("developer"), response=R.ACKNOWLEDGED)
     country_at_send = Delivery.objects.filter(
         memo=memo, developer=OuterRef("developer"), kind=Delivery.Kind.INITIAL
     ).values("country")[:1]
     rows = (
-        Acknowledgement.objects.filter(memo=memo)
+        Answer.objects.filter(memo=memo)
         .annotate(has_ack=Exists(acked), country_at_send=Subquery(country_at_send))
         .values("country_at_send")
         .annotate(
@@ -91,14 +102,14 @@ def memo_funnel(memo: Memo) -> dict[str, Any]:
     }
 
 
-CHANNELS = [c.value for c in Acknowledgement.Channel]
+CHANNELS = [c.value for c in Answer.Channel]
 
 
 def answers_by_channel(memo: Memo) -> dict[str, dict[str, int]]:
     """Answers of each kind, by where they were given: the emailed link's page or the
     platform's console. Every answer counts (a dispute later acknowledged counts twice)."""
     counts = {channel: {**dict.fromkeys(R.values, 0), "total": 0} for channel in CHANNELS}
-    for row in Acknowledgement.objects.filter(memo=memo).values("channel", "response").annotate(n=Count("id")):
+    for row in Answer.objects.filter(memo=memo).values("channel", "response").annotate(n=Count("id")):
         counts[row["channel"]][row["response"]] = row["n"]
         counts[row["channel"]]["total"] += row["n"]
     return counts
@@ -137,7 +148,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
-def _answer_row(answer: Acknowledgement) -> dict[str, Any]:
+def _answer_row(answer: Answer) -> dict[str, Any]:
     return {
         "response": answer.response,
         "at": _iso(answer.created_at),
@@ -166,9 +177,9 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
             memo=memo, kind=Delivery.Kind.REMINDER, developer_id__in=developer_ids
         ).order_by("sequence"):
             reminders.setdefault(reminder.developer_id, []).append(reminder)
-        answers: dict[int, list[Acknowledgement]] = {}
+        answers: dict[int, list[Answer]] = {}
         for answer in (
-            Acknowledgement.objects.filter(memo=memo, developer_id__in=developer_ids)
+            Answer.objects.filter(memo=memo, developer_id__in=developer_ids)
             .select_related("api_client")
             .order_by("created_at", "id")
         ):
@@ -187,7 +198,7 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
                         "sent_at": _iso(d.sent_at),
                         "status_changed_at": _iso(d.status_changed_at),
                         "provider_message_id": d.provider_message_id,
-                        "error": d.last_error,
+                        "error": d.status_reason,
                     }
                     for d in [delivery, *reminders.get(delivery.developer_id, [])]
                 ],
@@ -352,17 +363,17 @@ def memo_progress(memo: Memo) -> dict[str, Any]:
     cancelled (never sent: the send was cancelled), and a line that says it in words."""
     counts = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).aggregate(
         total=Count("id"),
-        queued=Count("id", filter=Q(status__in=[S.QUEUED, S.SENDING])),
-        sent=Count("id", filter=Q(status__in=SENT)),
-        delivered=Count("id", filter=Q(status__in=[S.DELIVERED, S.COMPLAINED])),
-        failed=Count("id", filter=Q(status__in=[S.FAILED, S.OUTCOME_UNKNOWN])),
-        cancelled=Count("id", filter=Q(status=S.CANCELLED)),
+        queued=Count("id", filter=Q(status__in=DELIVERY_PENDING)),
+        sent=Count("id", filter=Q(status__in=DELIVERY_HANDED_OVER)),
+        delivered=Count("id", filter=Q(status__in=DELIVERY_ARRIVED)),
+        failed=Count("id", filter=Q(status__in=DELIVERY_GIVEN_UP)),
+        cancelled=Count("id", filter=Q(status=DeliveryStatus.CANCELLED)),
     )
     total = counts["total"]
     done = total - counts["queued"]
     counts["percent"] = 100 if total and done == total and memo.dispatched_at else (done * 100 // total if total else 0)
     counts["status"] = memo.status
-    counts["finished"] = memo.status in (Memo.Status.SENT, Memo.Status.CANCELLED) or counts["percent"] == 100
+    counts["finished"] = memo.status in MEMO_FINISHED or counts["percent"] == 100
     counts["summary"] = _progress_summary(memo, counts)
     return counts
 
@@ -373,7 +384,7 @@ def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
             f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
             f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + "."
         )
-    if memo.dispatched_at is None and memo.status in (Memo.Status.SENDING, Memo.Status.PAUSED):
+    if memo.dispatched_at is None and memo.status in MEMO_STARTED:
         # Between the confirmation and the end of dispatch the total is still growing.
         return f"Preparing the send: {c['total']} emails queued so far."
     prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""
@@ -393,7 +404,7 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
     # Steps per hour, per minute in the first two days (an hour would be a tenth of the chart).
     trunc = TruncMinute if end - start < dt.timedelta(days=2) else TruncHour
     hours = (
-        Acknowledgement.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
+        Answer.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
         .annotate(hour=trunc("created_at"))
         .values("hour")
         .annotate(n=Count("id"))
@@ -445,8 +456,8 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
 def memo_outcome_unknown(memo: Memo) -> list[tuple[str, int]]:
     """The memo's deliveries whose outcome nobody can know, counted per reason."""
     return list(
-        Delivery.objects.filter(memo=memo, status=S.OUTCOME_UNKNOWN)
-        .values_list("last_error")
+        Delivery.objects.filter(memo=memo, status=DeliveryStatus.OUTCOME_UNKNOWN)
+        .values_list("status_reason")
         .annotate(n=Count("id"))
         .order_by("-n")
     )

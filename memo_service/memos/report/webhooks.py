@@ -23,7 +23,8 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from memo_service.memos.models import (
-    Acknowledgement,
+    MEMO_OUT,
+    Answer,
     Delivery,
     DisputeResolution,
     Memo,
@@ -67,11 +68,11 @@ def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
             enqueue_on_commit("memos.webhook_deliver", message.pk)
 
 
-def notify_answer(answer: Acknowledgement) -> None:
+def notify_answer(answer: Answer) -> None:
     # Keyed by str: answer.response is the stored value, which equals its Response member.
     events: dict[str, WebhookEndpoint.Event] = {
-        Acknowledgement.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
-        Acknowledgement.Response.DISPUTES_REGION: E.DISPUTED,
+        Answer.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
+        Answer.Response.DISPUTES_REGION: E.DISPUTED,
     }
     event = events.get(answer.response)
     if event is None:
@@ -99,7 +100,7 @@ def memos_deadline_notify() -> int:
     deadline (exempted ones excepted), in pages of PAGE ids. Returns memos notified."""
     notified = 0
     due = Memo.objects.filter(
-        status__in=[Memo.Status.SENDING, Memo.Status.SENT],
+        status__in=MEMO_OUT,
         ack_deadline__lt=timezone.now(),
         deadline_notified_at__isnull=True,
     )
@@ -115,8 +116,8 @@ def memos_deadline_notify() -> int:
                 Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
                 .exclude(
                     Exists(
-                        Acknowledgement.objects.filter(
-                            memo=memo, developer=OuterRef("developer"), response=Acknowledgement.Response.ACKNOWLEDGED
+                        Answer.objects.filter(
+                            memo=memo, developer=OuterRef("developer"), response=Answer.Response.ACKNOWLEDGED
                         )
                     )
                 )

@@ -11,15 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from memo_service.memos.audit import audit_record
+from memo_service.memos.delivery_status import deliveries_cancel_queued
+from memo_service.memos.memo_status import memo_mark_cancelled, memo_mark_paused, memo_mark_resumed
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
 from memo_service.memos.send.dispatch import send_batches_enqueue
-
-S = Memo.Status
-CANCELLABLE = [S.DRAFT, S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED, S.SENDING, S.PAUSED]
 
 
 class ControlRefused(Exception):
@@ -27,7 +25,7 @@ class ControlRefused(Exception):
 
 
 def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> None:
-    if not Memo.objects.filter(pk=memo.pk, status=S.SENDING).update(status=S.PAUSED, pause_reason=reason[:300]):
+    if not memo_mark_paused(memo=memo, reason=reason):
         raise ControlRefused(f"memo {memo.slug} is not sending")
     audit_record(actor=by, action="memo.paused", obj=memo, reason=reason)
 
@@ -35,7 +33,7 @@ def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> No
 def memo_resume(*, memo: Memo, by: Any) -> int:
     """Continue where it stopped; returns how many queued deliveries were enqueued again."""
     with transaction.atomic():
-        if not Memo.objects.filter(pk=memo.pk, status=S.PAUSED).update(status=S.SENDING, pause_reason=""):
+        if not memo_mark_resumed(memo=memo):
             raise ControlRefused(f"memo {memo.slug} is not paused")
         audit_record(actor=by, action="memo.resumed", obj=memo)
         memo.refresh_from_db()
@@ -54,12 +52,8 @@ def memo_cancel(*, memo: Memo, by: Any) -> int:
     """Stop for good: queued deliveries end as cancelled (those already handed to the
     provider keep their status). Returns how many deliveries were cancelled."""
     with transaction.atomic():
-        if not Memo.objects.filter(pk=memo.pk, status__in=CANCELLABLE).update(status=S.CANCELLED, scheduled_at=None):
+        if not memo_mark_cancelled(memo=memo):
             raise ControlRefused(f"memo {memo.slug} can no longer be cancelled")
-        cancelled = Delivery.objects.filter(memo=memo, status=Delivery.Status.QUEUED).update(
-            status=Delivery.Status.CANCELLED,
-            last_error="not sent: the memo was cancelled",
-            status_changed_at=timezone.now(),
-        )
+        cancelled = deliveries_cancel_queued(memo=memo)
         audit_record(actor=by, action="memo.cancelled", obj=memo, deliveries_cancelled=cancelled)
     return cancelled

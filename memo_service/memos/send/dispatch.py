@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, Exists, F, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, DateTimeField, F, Q, QuerySet, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -24,7 +24,8 @@ from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.memo_status import memo_mark_sending, memo_mark_sent_if_done
+from memo_service.memos.models import MEMO_STARTABLE, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
@@ -37,8 +38,6 @@ BATCH_SIZE = 100
 
 # About a second of rendering: every recipient of all but the very largest memos.
 AUDIENCE_CHECK_LIMIT = 20_000
-
-STARTABLE = [Memo.Status.APPROVED, Memo.Status.SCHEDULED]
 
 
 class DispatchRefused(Exception):
@@ -76,7 +75,7 @@ def memo_send_start(
         if dispatch_in_worker:
             enqueue_on_commit("memos.dispatch_memo", memo.pk)
         return
-    if memo.status not in STARTABLE:
+    if memo.status not in MEMO_STARTABLE:
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}; only an approved memo can be sent")
     checked_hash = rendering.memo_content_hash(memo)
     if checked_hash != memo.content_hash:
@@ -90,11 +89,11 @@ def memo_send_start(
     _render_for_audience(memo)
     with transaction.atomic():
         locked = Memo.objects.select_for_update().get(pk=memo.pk)
-        if locked.status not in STARTABLE:
+        if locked.status not in MEMO_STARTABLE:
             raise DispatchRefused(f"memo {memo.slug} was started by someone else")
         if rendering.memo_content_hash(locked) != checked_hash:
             raise DispatchRefused(f"memo {memo.slug} was edited while it was being checked; send it again")
-        Memo.objects.filter(pk=memo.pk).update(status=Memo.Status.SENDING, send_started_at=timezone.now())
+        memo_mark_sending(memo=memo)
         audit_record(actor=by, action="memo.sent", obj=memo, audience_changes=changes)
         if dispatch_in_worker:
             enqueue_on_commit("memos.dispatch_memo", memo.pk)
@@ -181,7 +180,7 @@ def memo_dispatch(*, memo_id: int, progress: Callable[[int], None] | None = None
             progress(targeted)
     statistics_refresh(Delivery)
     Memo.objects.filter(pk=memo.pk, dispatched_at__isnull=True).update(dispatched_at=timezone.now())
-    memo_finish_if_done(memo_id=memo.pk)
+    memo_mark_sent_if_done(memo_id=memo.pk)
     return DispatchResult(targeted=targeted, enqueued=enqueued)
 
 
@@ -226,7 +225,7 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         "provider_message_id",
         "attempts",
         "not_before",
-        "last_error",
+        "status_reason",
         "created_at",
         "sent_at",
         "status_changed_at",
@@ -237,15 +236,3 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         cursor.execute(
             f"INSERT INTO {Delivery._meta.db_table} ({', '.join(columns)}) {select} ON CONFLICT DO NOTHING", params
         )
-
-
-def memo_finish_if_done(*, memo_id: int) -> bool:
-    """Mark a fully dispatched memo sent once no Delivery is queued or sending."""
-    pending = Delivery.objects.filter(
-        memo_id=OuterRef("pk"), status__in=[Delivery.Status.QUEUED, Delivery.Status.SENDING]
-    )
-    return bool(
-        Memo.objects.filter(pk=memo_id, status=Memo.Status.SENDING, dispatched_at__isnull=False)
-        .filter(~Exists(pending))
-        .update(status=Memo.Status.SENT)
-    )

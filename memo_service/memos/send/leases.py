@@ -4,7 +4,7 @@ A send task takes a lease on its deliveries before it claims any of them, and a 
 of the worker process renews every lease the process holds while it works, whatever its
 main thread is doing (rendering, waiting for the provider). A process that dies, with
 its machine or alone, stops renewing: its lease expires DELIVERY_LEASE_SECONDS later,
-and beat hands the deliveries to reconciliation (memos/reconcile.py) within 15 s,
+and beat hands the deliveries to reconciliation (memos/send/reconcile.py) within 15 s,
 whatever the broker (Redis would return the task itself only after its
 visibility timeout, an hour).
 

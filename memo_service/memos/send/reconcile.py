@@ -33,20 +33,24 @@ from django.utils import timezone
 from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE
-from memo_service.memos.evidence.chain import evidence_record_handover
-from memo_service.memos.models import Delivery, Memo, SendLease
-from memo_service.memos.send.dispatch import memo_finish_if_done, send_batches_enqueue
-from memo_service.memos.send.leases import holder_name, lease_duration, lease_hold, lease_release
-from memo_service.memos.send.sending import (
-    backend_is_idempotent,
+from memo_service.memos.delivery_status import (
     deliveries_record_sent,
     deliveries_record_unknown,
     deliveries_record_unsent,
+    deliveries_requeue_unknown,
+)
+from memo_service.memos.evidence.chain import evidence_record_handover
+from memo_service.memos.memo_status import memo_mark_sent_if_done
+from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo, SendLease
+from memo_service.memos.send.dispatch import send_batches_enqueue
+from memo_service.memos.send.leases import holder_name, lease_duration, lease_hold, lease_release
+from memo_service.memos.send.sending import (
+    backend_is_idempotent,
     memo_tag,
 )
 
 log = logging.getLogger(__name__)
-S = Delivery.Status
+DeliveryStatus = Delivery.Status
 
 SWEEPER = "sweeper:"
 # Our clock and the provider's may disagree by this much: the events asked for start
@@ -120,13 +124,13 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
     for other in live.values_list("delivery_ids", flat=True):
         ids.difference_update(other)
     deferred = sorted(
-        Delivery.objects.filter(id__in=set(lease.delivery_ids) - ids, status__in=[S.QUEUED, S.SENDING]).values_list(
+        Delivery.objects.filter(id__in=set(lease.delivery_ids) - ids, status__in=DELIVERY_PENDING).values_list(
             "id", flat=True
         )
     )
-    rows = Delivery.objects.filter(id__in=ids, status__in=[S.QUEUED, S.SENDING])
-    queued = sorted(rows.filter(status=S.QUEUED).values_list("id", flat=True))
-    unknown = list(rows.filter(status=S.SENDING).values_list("id", "memo_id", "developer__language"))
+    rows = Delivery.objects.filter(id__in=ids, status__in=DELIVERY_PENDING)
+    queued = sorted(rows.filter(status=DeliveryStatus.QUEUED).values_list("id", flat=True))
+    unknown = list(rows.filter(status=DeliveryStatus.SENDING).values_list("id", "memo_id", "developer__language"))
     result = {"requeued": len(queued), "accepted": 0, "resent": 0, "unknown": 0}
     if unknown:
         try:
@@ -146,7 +150,7 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
             )
     send_batches_enqueue(queued)
     for memo_id in {lease.memo_id, *(row[1] for row in unknown)}:
-        memo_finish_if_done(memo_id=memo_id)
+        memo_mark_sent_if_done(memo_id=memo_id)
     return result, deferred
 
 
@@ -214,20 +218,11 @@ def memo_unknown_resend(*, memo: Memo, by: Any) -> int:
     Audited with the deliveries it sent again (their evidence records show the second
     attempt); until each is sent its record says why it was queued again."""
     with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update()
-            .filter(memo=memo, status=S.OUTCOME_UNKNOWN)
-            .order_by("id")
-            .values_list("id", flat=True)
+        ids = deliveries_requeue_unknown(
+            memo=memo, reason="outcome unknown; sent again by a Composer's choice, knowing it may arrive twice"
         )
         if not ids:
             return 0
-        Delivery.objects.filter(id__in=ids, status=S.OUTCOME_UNKNOWN).update(
-            status=S.QUEUED,
-            not_before=None,
-            status_changed_at=timezone.now(),
-            last_error="outcome unknown; sent again by a Composer's choice, knowing it may arrive twice",
-        )
         audit_record(
             actor=by,
             action="memo.unknown_resent",

@@ -17,8 +17,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.core.mail import get_connection
 from django.db import transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
 
@@ -33,21 +31,27 @@ from memo_service.memos.compose.rendering import (
     email_text_hash,
     memo_content_hash,
 )
+from memo_service.memos.delivery_status import (
+    deliveries_claim,
+    deliveries_record_sent,
+    delivery_claim,
+    delivery_record_failure,
+    delivery_record_retry,
+    delivery_record_skipped,
+)
 from memo_service.memos.evidence.chain import evidence_record_deliveries
+from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
 from memo_service.memos.reminders import contact_copy, still_to_answer
 from memo_service.memos.send.control import ControlRefused, memo_pause
-from memo_service.memos.send.dispatch import memo_finish_if_done
 from memo_service.memos.send.leases import lease_release, lease_take
 from memo_service.memos.send.throttle import throttle_block, throttle_take
 
 log = logging.getLogger(__name__)
-S = Delivery.Status
+DeliveryStatus = Delivery.Status
 
 
-# Memo statuses whose deliveries may go out: sending, and sent (its reminders).
-CLAIMABLE_MEMO = [Memo.Status.SENDING, Memo.Status.SENT]
 # Provider answers worth trying again later: throttling and the provider's own faults.
 TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
 AUTH_STATUS = {401, 403}
@@ -60,116 +64,6 @@ BACKOFF_BASE_S = 10
 MAX_DELAY_S = 600  # well under Redis's visibility timeout (settings), so no redelivery
 # Consecutive credential errors before the memo pauses itself (and says why).
 AUTH_ERRORS_BEFORE_PAUSE = 3
-
-
-def delivery_claim(*, delivery_id: int) -> bool:
-    """Move one queued delivery to sending; False if someone else already has it, its
-    memo is paused or cancelled, or it waits out a retry delay.
-
-    Claiming one row just before its send means a crash leaves at most one call's rows in
-    `sending` (one delivery, or with a batching backend the group of its one call), under
-    the task's lease: recovery (reconcile.py) settles them.
-    """
-    now = timezone.now()
-    # No join: with one, Django writes "UPDATE … WHERE id IN (SELECT …)" and PostgreSQL
-    # re-checks only "id IN" after waiting for a concurrent claim, so both would win.
-    # Here "status = 'queued'" is on the row itself and is re-checked.
-    memo_may_send = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=CLAIMABLE_MEMO))
-    return bool(
-        Delivery.objects.filter(pk=delivery_id, status=S.QUEUED)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-        .filter(memo_may_send)
-        .update(status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
-    )
-
-
-def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
-    """delivery_claim for a whole group at once (batching backends send them together
-    anyway): rows another worker holds are skipped on PostgreSQL, serialized on SQLite."""
-    now = timezone.now()
-    memo_may_send = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=CLAIMABLE_MEMO))
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .filter(memo_may_send)
-            .values_list("id", flat=True)
-        )
-        Delivery.objects.filter(id__in=in_ids(ids), status=S.QUEUED).update(
-            status=S.SENDING, attempts=F("attempts") + 1, status_changed_at=now
-        )
-    return set(ids)
-
-
-def deliveries_record_sent(
-    *, delivery_ids: list[int], message_id: str, language: str, accepted_at: dt.datetime | None = None
-) -> None:
-    """Record the provider's acceptance of the emails one API call handed over (at
-    `accepted_at` when the provider says when, reconciling a lost answer). A tracking
-    event may have moved a status on already; the send time and message id are
-    recorded all the same."""
-    now = timezone.now()
-    Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
-        status=Case(When(status=S.SENDING, then=Value(S.SENT)), default=F("status")),
-        provider_message_id=message_id[:255],
-        language=language,
-        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
-        status_changed_at=now,
-        last_error="",
-    )
-
-
-def deliveries_record_unsent(
-    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
-) -> list[int]:
-    """The provider never got these (it said so, or they were never sent): back to
-    queued, to be sent again; returns those it moved. `claimed_before`: only rows still
-    in the claim that was looked at (one claimed again since is another worker's)."""
-    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update()
-            .filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING)
-            .values_list("id", flat=True)
-        )
-        Delivery.objects.filter(id__in=in_ids(ids), status=S.SENDING).update(
-            status=S.QUEUED, last_error=reason[:2000], not_before=None, status_changed_at=timezone.now()
-        )
-    return ids
-
-
-def deliveries_record_unknown(
-    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
-) -> int:
-    """Nobody can know whether the provider has these: "outcome unknown", with why."""
-    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
-    return Delivery.objects.filter(claimed, id__in=in_ids(delivery_ids), status=S.SENDING).update(
-        status=S.OUTCOME_UNKNOWN, last_error=reason[:2000], status_changed_at=timezone.now()
-    )
-
-
-def delivery_record_retry(*, delivery_id: int, error: str, not_before: dt.datetime) -> None:
-    """A transient failure: back to queued, not to be tried before `not_before`."""
-    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
-        status=S.QUEUED, last_error=error[:2000], not_before=not_before, status_changed_at=timezone.now()
-    )
-
-
-def delivery_record_failure(*, delivery_id: int, error: str, outcome_unknown: bool = False) -> None:
-    """A send that failed (the provider refused or never got it), or whose outcome is
-    unknown (it may have been accepted: tracking events will tell)."""
-    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
-        status=S.OUTCOME_UNKNOWN if outcome_unknown else S.FAILED,
-        last_error=error[:2000],
-        status_changed_at=timezone.now(),
-    )
-
-
-def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
-    Delivery.objects.filter(pk=delivery_id, status=S.SENDING).update(
-        status=S.SKIPPED, last_error=reason, status_changed_at=timezone.now()
-    )
 
 
 def _backoff_s(attempts: int, retry_after: float | None) -> float:
@@ -331,7 +225,7 @@ class BatchSender:
         except _Stop:
             # Throttled without a shared limiter: all of the task not yet sent waits too.
             self.later += (
-                Delivery.objects.filter(pk__in=[d.pk for d in self.deliveries], status=S.QUEUED)
+                Delivery.objects.filter(pk__in=[d.pk for d in self.deliveries], status=DeliveryStatus.QUEUED)
                 .exclude(pk__in=self.later)
                 .values_list("pk", flat=True)
             )
@@ -532,7 +426,7 @@ class BatchSender:
             return
         if self.reports_acceptance and _may_have_been_accepted(exc):
             # The provider can say whether it took them: left `sending` for
-            # reconciliation (memos/reconcile.py), which asks once its events are in.
+            # reconciliation (memos/send/reconcile.py), which asks once its events are in.
             self.unsettled = True
         else:
             for delivery_id in ids:
@@ -545,7 +439,7 @@ class BatchSender:
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     rows = list(
-        Delivery.objects.filter(id__in=in_ids(delivery_ids), status=S.QUEUED)
+        Delivery.objects.filter(id__in=in_ids(delivery_ids), status=DeliveryStatus.QUEUED)
         .order_by("id")
         .values_list(
             "id",
@@ -570,7 +464,7 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     if not deliveries:
         return
     # Held (and renewed by this process) until every delivery it claims is settled; if
-    # the process dies, the lease expires and the sweeper reconciles (memos/leases.py).
+    # the process dies, the lease expires and the sweeper reconciles (memos/send/leases.py).
     lease = lease_take(memo_id=deliveries[0].memo_id, delivery_ids=[d.pk for d in deliveries])
     try:
         with get_connection() as connection:
@@ -581,7 +475,7 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
         raise
     lease_release(lease_id=lease.pk, done=not sender.unsettled)
     for memo_id in {memo_id for memo_id, _ in sender.renderers}:
-        memo_finish_if_done(memo_id=memo_id)
+        memo_mark_sent_if_done(memo_id=memo_id)
 
 
 def _pause_for_auth(memo: Memo, status: int, error: str) -> None:

@@ -5,8 +5,8 @@
   is enqueued again. Claims are guarded, so a late original task and the new one cannot
   both send it. (A million-recipient send has rows queued for many minutes while its
   tasks wait their turn; those are not lost, and are left alone.)
-- A send task's lease (memos/leases.py) that its worker process stopped renewing (it
-  died, with its machine or alone) is taken over and reconciled (memos/reconcile.py):
+- A send task's lease (memos/send/leases.py) that its worker process stopped renewing (it
+  died, with its machine or alone) is taken over and reconciled (memos/send/reconcile.py):
   its queued deliveries are enqueued again, and for those left `sending` the provider
   is asked what it accepted.
 - A delivery left in `sending` under no lease (sent before leases existed) is given
@@ -23,12 +23,12 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from memo_service.memos.models import Delivery, Memo, SendLease
+from memo_service.memos.models import MEMO_OUT, Delivery, Memo, SendLease
 from memo_service.memos.queue import enqueue, enqueue_later
 from memo_service.memos.send.dispatch import send_batch_size
 from memo_service.memos.send.reconcile import SWEEPER, leases_expired_take_over
 
-S = Delivery.Status
+DeliveryStatus = Delivery.Status
 # A send moves some delivery on every few seconds; ten minutes without means its tasks are gone.
 QUEUED_GRACE = dt.timedelta(minutes=10)
 # Past the hard time limit no worker can still be sending it.
@@ -49,9 +49,9 @@ def deliveries_sweep() -> dict[str, int]:
     )
     lost = (
         Delivery.objects.filter(
-            status=S.QUEUED,
+            status=DeliveryStatus.QUEUED,
             created_at__lt=now - QUEUED_GRACE,
-            memo__status__in=[Memo.Status.SENDING, Memo.Status.SENT],
+            memo__status__in=MEMO_OUT,
         )
         .filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE))
         .exclude(memo_id__in=progressing)
@@ -85,7 +85,7 @@ def deliveries_unleased_lease(*, now: dt.datetime) -> int:
     stuck = {
         delivery_id: (memo_id, claimed)
         for delivery_id, memo_id, claimed in Delivery.objects.filter(
-            status=S.SENDING, status_changed_at__lt=now - SENDING_GRACE
+            status=DeliveryStatus.SENDING, status_changed_at__lt=now - SENDING_GRACE
         ).values_list("id", "memo_id", "status_changed_at")
     }
     if not stuck:

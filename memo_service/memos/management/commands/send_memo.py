@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import DispatchRefused, memo_dispatch, memo_send_start
 
@@ -68,10 +68,9 @@ class Command(BaseCommand):
 
     def _wait(self, memo: Memo, total: int) -> None:
         initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-        pending = [Delivery.Status.QUEUED, Delivery.Status.SENDING]
         with tqdm(total=total, unit=" emails", file=self.stderr._out) as bar:
             while True:
-                done = initial.exclude(status__in=pending).count()
+                done = initial.exclude(status__in=DELIVERY_PENDING).count()
                 bar.update(done - bar.n)
                 if done >= total:
                     break

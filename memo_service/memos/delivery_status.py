@@ -1,0 +1,190 @@
+"""The delivery's state machine: every change of Delivery.status is one function here.
+
+    queued ─claim─► sending ─the provider took it─► sent ─tracking events─► delivered / bounced / complained
+      ▲               ├─the provider never got it, or try later─► queued
+      │               ├─refused─► failed
+      │               ├─nobody can know─► outcome_unknown ─a Composer resends─► queued
+      │               └─a reminder no longer needed─► skipped
+      └─ the memo cancelled: queued ─► cancelled
+
+A delivery is created queued (dispatch, reminders). Each function moves only rows still
+in the status its transition starts from, in the statement that writes them, so a worker,
+the sweeper and a tracking event racing for one row cannot both move it. Tracking events
+move a delivery only up DELIVERY_RANK. `status_reason` says why a row is where it is (a
+retry's error, a failure, a skip), cleared once the provider takes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.db import transaction
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from memo_service.db import in_ids
+from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, Memo
+
+DeliveryStatus = Delivery.Status
+STATUS_REASON_MAX = 2000
+
+
+def _claimable(now: dt.datetime) -> Q:
+    """Queued, past any retry delay, of a memo whose emails may go out (a paused or
+    cancelled memo's cannot be claimed: the check is in the claim's own statement)."""
+    memo_out = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=MEMO_OUT))
+    return Q(status=DeliveryStatus.QUEUED) & (Q(not_before__isnull=True) | Q(not_before__lte=now)) & Q(memo_out)
+
+
+def delivery_claim(*, delivery_id: int) -> bool:
+    """Move one queued delivery to sending; False if someone else already has it, its
+    memo is paused or cancelled, or it waits out a retry delay.
+
+    Claiming one row just before its send means a crash leaves at most one call's rows in
+    `sending` (one delivery, or with a batching backend the group of its one call), under
+    the task's lease: recovery (send/reconcile.py) settles them.
+    """
+    now = timezone.now()
+    # No join: with one, Django writes "UPDATE … WHERE id IN (SELECT …)" and PostgreSQL
+    # re-checks only "id IN" after waiting for a concurrent claim, so both would win.
+    # Here "status = 'queued'" is on the row itself and is re-checked.
+    return bool(
+        Delivery.objects.filter(_claimable(now), pk=delivery_id).update(
+            status=DeliveryStatus.SENDING, attempts=F("attempts") + 1, status_changed_at=now
+        )
+    )
+
+
+def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
+    """delivery_claim for a whole group at once (batching backends send them together
+    anyway): rows another worker holds are skipped on PostgreSQL, serialized on SQLite."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(_claimable(now), id__in=in_ids(delivery_ids))
+            .values_list("id", flat=True)
+        )
+        Delivery.objects.filter(id__in=in_ids(ids), status=DeliveryStatus.QUEUED).update(
+            status=DeliveryStatus.SENDING, attempts=F("attempts") + 1, status_changed_at=now
+        )
+    return set(ids)
+
+
+def deliveries_record_sent(
+    *, delivery_ids: list[int], message_id: str, language: str, accepted_at: dt.datetime | None = None
+) -> None:
+    """Record the provider's acceptance of the emails one API call handed over (at
+    `accepted_at` when the provider says when, reconciling a lost answer). A tracking
+    event may have moved a status on already; the send time and message id are
+    recorded all the same."""
+    now = timezone.now()
+    Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
+        status=Case(When(status=DeliveryStatus.SENDING, then=Value(DeliveryStatus.SENT)), default=F("status")),
+        provider_message_id=message_id[:255],
+        language=language,
+        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
+        status_changed_at=now,
+        status_reason="",
+    )
+
+
+def deliveries_record_unsent(
+    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
+) -> list[int]:
+    """The provider never got these (it said so, or they were never sent): back to
+    queued, to be sent again; returns those it moved. `claimed_before`: only rows still
+    in the claim that was looked at (one claimed again since is another worker's)."""
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update()
+            .filter(claimed, id__in=in_ids(delivery_ids), status=DeliveryStatus.SENDING)
+            .values_list("id", flat=True)
+        )
+        Delivery.objects.filter(id__in=in_ids(ids), status=DeliveryStatus.SENDING).update(
+            status=DeliveryStatus.QUEUED,
+            status_reason=reason[:STATUS_REASON_MAX],
+            not_before=None,
+            status_changed_at=timezone.now(),
+        )
+    return ids
+
+
+def deliveries_record_unknown(
+    *, delivery_ids: list[int], reason: str, claimed_before: dt.datetime | None = None
+) -> int:
+    """Nobody can know whether the provider has these: "outcome unknown", with why."""
+    claimed = Q(status_changed_at__lt=claimed_before) if claimed_before else Q()
+    return Delivery.objects.filter(claimed, id__in=in_ids(delivery_ids), status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.OUTCOME_UNKNOWN,
+        status_reason=reason[:STATUS_REASON_MAX],
+        status_changed_at=timezone.now(),
+    )
+
+
+def delivery_record_retry(*, delivery_id: int, error: str, not_before: dt.datetime) -> None:
+    """A transient failure: back to queued, not to be tried before `not_before`."""
+    Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.QUEUED,
+        status_reason=error[:STATUS_REASON_MAX],
+        not_before=not_before,
+        status_changed_at=timezone.now(),
+    )
+
+
+def delivery_record_failure(*, delivery_id: int, error: str, outcome_unknown: bool = False) -> None:
+    """A send that failed (the provider refused or never got it), or whose outcome is
+    unknown (it may have been accepted: tracking events will tell)."""
+    Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.OUTCOME_UNKNOWN if outcome_unknown else DeliveryStatus.FAILED,
+        status_reason=error[:STATUS_REASON_MAX],
+        status_changed_at=timezone.now(),
+    )
+
+
+def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
+    Delivery.objects.filter(pk=delivery_id, status=DeliveryStatus.SENDING).update(
+        status=DeliveryStatus.SKIPPED, status_reason=reason[:STATUS_REASON_MAX], status_changed_at=timezone.now()
+    )
+
+
+def deliveries_cancel_queued(*, memo: Memo) -> int:
+    """The memo was cancelled: what is still queued will never be sent. Returns how many."""
+    return Delivery.objects.filter(memo=memo, status=DeliveryStatus.QUEUED).update(
+        status=DeliveryStatus.CANCELLED,
+        status_reason="not sent: the memo was cancelled",
+        status_changed_at=timezone.now(),
+    )
+
+
+def deliveries_requeue_unknown(*, memo: Memo, reason: str) -> list[int]:
+    """Every delivery of the memo whose outcome nobody can know, queued to be sent again;
+    returns their ids. Call inside a transaction (the rows stay locked until it ends)."""
+    ids = list(
+        Delivery.objects.select_for_update()
+        .filter(memo=memo, status=DeliveryStatus.OUTCOME_UNKNOWN)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    Delivery.objects.filter(id__in=ids, status=DeliveryStatus.OUTCOME_UNKNOWN).update(
+        status=DeliveryStatus.QUEUED,
+        not_before=None,
+        status_changed_at=timezone.now(),
+        status_reason=reason[:STATUS_REASON_MAX],
+    )
+    return ids
+
+
+def delivery_advance(*, delivery: Delivery, to: str, reason: str = "", message_id: str = "") -> bool:
+    """A tracking event's status, if it is further along DELIVERY_RANK than the row; False
+    when the row already is as far or further. `reason` is kept for a failure; the
+    provider's `message_id` only where none was recorded."""
+    lower = [status for status, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[DeliveryStatus(to)]]
+    changes: dict[str, object] = {"status": to, "status_changed_at": timezone.now()}
+    if to == DeliveryStatus.FAILED and reason:
+        changes["status_reason"] = reason[:STATUS_REASON_MAX]
+    if message_id and not delivery.provider_message_id:
+        changes["provider_message_id"] = message_id[:255]
+    return bool(Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**changes))
