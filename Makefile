@@ -3,7 +3,7 @@
 # make test  — run the whole test suite (embedded default unless DATABASE_URL /
 #              CELERY_BROKER_URL say otherwise).
 # make test-fast — everything but the tests that start real processes (workers, beat,
-#              a browser), in parallel: the quick check while you work.
+#              a browser, manage.py, gunicorn), in parallel: the quick check while you work.
 # make bench — benchmarks (bench/), not part of the tests.
 PYTHON ?= python3
 VENV := .venv
@@ -56,7 +56,7 @@ lint: $(VENV)/.installed-dev
 	DEBUG=true $(BIN)/mypy memo_service  # the plugin loads the settings: the development ones
 
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto -m "not e2e and not process" $(PYTEST_ARGS)
 
 $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt

@@ -28,6 +28,14 @@ from memo_service.developers.models import Developer, Region
 from memo_service.memos.models import Memo, MemoTranslation
 from tests.loopback_provider import API_KEY, Provider, mailgun_server
 
+
+def pytest_configure(config: Any) -> None:
+    # Passwords the tests set are hashed with MD5, not PBKDF2's million rounds (most of a
+    # test's setup time went there); production's hashers stay behind it, so a password
+    # hashed elsewhere still checks. No test starts a process that checks a password.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
 WEBHOOK_SIGNING_KEY = "whsec-loopback"
 WEBHOOK_SECRET = "hook:secret"
 

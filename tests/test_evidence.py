@@ -486,6 +486,7 @@ chain.evidence_seal(memo_id=int(sys.argv[1]))
 """
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_sequencer_process_killed_mid_batch_leaves_the_chain_intact_and_the_next_continues(memo, tmp_path):
     import os

@@ -33,11 +33,13 @@ def healthz_with(**env: str) -> str:
     ).stdout
 
 
+@pytest.mark.process
 def test_it_answers_503_with_the_reason_when_the_broker_is_down():
     out = healthz_with(CELERY_BROKER_URL=f"redis://{NOTHING_LISTENS}/0", DATABASE_URL="sqlite://:memory:")
     assert out.startswith("503") and "'broker'" in out and "'database'" not in out
 
 
+@pytest.mark.process
 def test_it_answers_503_with_the_reason_when_the_database_is_down():
     out = healthz_with(DATABASE_URL=f"postgres://postgres@{NOTHING_LISTENS}/nowhere", CELERY_BROKER_URL="filesystem://")
     assert out.startswith("503") and "'database'" in out and "'broker'" not in out

@@ -77,6 +77,7 @@ def ack_paths() -> tuple[str, list[str]]:
     return token, [f"/ack/{token}/", f"/ack/{token}/?utm=x", f"/ack/{token}"]
 
 
+@pytest.mark.process
 def test_runserver_under_make_run_logs_acknowledgement_links_without_their_token(tmp_path):
     token, paths = ack_paths()
     output = serve_and_log(
@@ -86,6 +87,7 @@ def test_runserver_under_make_run_logs_acknowledgement_links_without_their_token
     assert token not in output and token.split(":")[-1] not in output
 
 
+@pytest.mark.process
 def test_gunicorn_as_the_readme_starts_it_logs_acknowledgement_links_without_their_token(tmp_path):
     token, paths = ack_paths()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))

@@ -153,6 +153,7 @@ print(json.dumps({"error": error, "seconds": time.monotonic() - start, "grown": 
 """
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("bomb", MEMORY_BOMBS.values(), ids=MEMORY_BOMBS.keys())
 def test_a_memory_bomb_behind_a_condition_is_refused_in_process_before_it_is_built(bomb):
     source = VICTIM_ONLY.format(bomb)

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
+
+pytestmark = pytest.mark.process  # each test starts manage.py with its own environment
 
 PRODUCTION = {
     "DEBUG": "false",
