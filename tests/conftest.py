@@ -38,7 +38,10 @@ def _isolated_outbox(settings: Any, tmp_path: Any) -> None:
 
     settings.OUTBOX_DIR = tmp_path / "outbox"
     settings.SITE_URL = "http://testserver"
+    from memo_service.memos import evidence
+
     cache.clear()  # rate-limit and credential-error counters start at zero
+    evidence.started_here.clear()  # and no sequencer counts as started by this process
 
 
 @pytest.fixture

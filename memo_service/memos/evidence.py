@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -127,12 +128,21 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
 # --- writing: append-only, no lock ------------------------------------------------------
 
 
+started_here: dict[int, float] = {}  # memo id -> when this process last started its sequencer (monotonic)
+
+
 def evidence_seal_soon(memo_id: int) -> None:
     """Start the memo's sequencer after commit, unless this process started one that has
     not begun yet (it will take this record too). Call it after writing pending records
     in SQL of your own (tracking.py); `evidence_append` and the others here already do."""
 
     def start() -> None:
+        # This process's own memory first: under a flood of webhooks the shared cache
+        # (a network call with Redis as CACHE_URL) is asked once a second, not per event.
+        now = time.monotonic()
+        if now - started_here.get(memo_id, -SEAL_DELAY_S) < SEAL_DELAY_S:
+            return
+        started_here[memo_id] = now
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
             try:
                 current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
