@@ -158,9 +158,9 @@ def _record_in_one_statement(
     transaction): the event once (ON CONFLICT DO NOTHING where the other path catches
     the IntegrityError), the delivery moved only up by rank (the guard is re-checked on
     the row a concurrent event just moved), the developer's address, and the pending
-    evidence records. One round trip instead of six (BEGIN, four statements, COMMIT)
-    and no ORM to compose them: on two cores the ORM and the round trips were most of
-    the webhook's cost."""
+    evidence records. One round trip for the writes instead of five or six (BEGIN, three
+    or four statements, COMMIT) and no ORM to compose them: on two cores the ORM and the
+    round trips were most of the webhook's cost."""
     fields = ["provider", "event_id", "event_type", "delivery_id", "message_id", "description", "occurred_at"]
     fields += ["received_at", "payload"]
     params: list[Any] = [getattr(stored, f) for f in fields[:-1]] + [json.dumps(stored.payload)]
