@@ -45,8 +45,11 @@ def _isolated_outbox(settings: Any, tmp_path: Any) -> None:
     from django.core.cache import cache
 
     settings.OUTBOX_DIR = tmp_path / "outbox"
+    from memo_service.memos.evidence import chain
+
     settings.SITE_URL = "http://testserver"
     cache.clear()  # rate-limit and credential-error counters start at zero
+    chain.started_here.clear()  # and no sequencer counts as started by this process
 
 
 @pytest.fixture

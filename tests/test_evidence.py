@@ -459,6 +459,38 @@ def test_an_answer_starts_its_memos_sequencer_after_commit(
     assert record(evidence, 9).kind == "answer"
 
 
+def test_a_flood_of_events_starts_one_sequencer_a_second_and_it_chains_them_all(
+    evidence, client, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Each process starts the memo's sequencer once per SEAL_DELAY_S, however many
+    webhooks arrive; the sequencer, starting SEAL_DELAY_S later, takes every record that
+    came in meanwhile, and the next event after the window starts the next one."""
+    from memo_service.memos.evidence import chain as evidence_module
+    from memo_service.memos.tasks import evidence_seal as seal_task
+
+    started, clock, asked = [], [1000.0], []
+    monkeypatch.setattr(seal_task, "apply_async", lambda args, countdown: started.append((args[0], countdown)))
+    add = cache.add
+    monkeypatch.setattr(cache, "add", lambda key, *a, **kw: asked.append(key) or add(key, *a, **kw))
+    monkeypatch.setattr(evidence_module.time, "monotonic", lambda: clock[0])
+    cn = Delivery.objects.get(memo=evidence, developer__country="CN")
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(20):
+            assert post(client, mailgun_event("opened", cn, message_id="<cn@x>")).status_code == 200
+    assert started == [(evidence.pk, evidence_module.SEAL_DELAY_S)]
+    assert asked == [f"evidence-seal:{evidence.pk}"]  # the shared cache too, once, not per event
+    assert EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).count() == 20
+    evidence_seal(memo_id=evidence.pk)  # what the task started above does a second later
+    assert not EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).exists()
+    clock[0] += evidence_module.SEAL_DELAY_S
+    cache.clear()  # the shared cache's key has expired too
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, mailgun_event("opened", cn, message_id="<cn@x>"))
+    assert len(started) == 2
+    evidence_seal(memo_id=evidence.pk)
+    assert "evidence verifies: 29 records, chain intact" in verify(evidence, "--no-seal")
+
+
 def test_beats_sweep_chains_what_no_sequencer_took(evidence, client, developers):
     from memo_service.memos.tasks import evidence_seal_due
 

@@ -17,6 +17,7 @@ retry's error, a failure, a skip), cleared once the provider takes it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
@@ -177,14 +178,38 @@ def deliveries_requeue_unknown(*, memo: Memo, reason: str) -> list[int]:
     return ids
 
 
-def delivery_advance(*, delivery: Delivery, to: str, reason: str = "", message_id: str = "") -> bool:
-    """A tracking event's status, if it is further along DELIVERY_RANK than the row; False
-    when the row already is as far or further. `reason` is kept for a failure; the
-    provider's `message_id` only where none was recorded."""
-    lower = [status for status, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[DeliveryStatus(to)]]
-    changes: dict[str, object] = {"status": to, "status_changed_at": timezone.now()}
+def _advance_changes(delivery: Any, to: str, reason: str, message_id: str) -> dict[str, Any]:
+    changes: dict[str, Any] = {"status": to, "status_changed_at": timezone.now()}
     if to == DeliveryStatus.FAILED and reason:
         changes["status_reason"] = reason[:STATUS_REASON_MAX]
     if message_id and not delivery.provider_message_id:
         changes["provider_message_id"] = message_id[:255]
-    return bool(Delivery.objects.filter(pk=delivery.pk, status__in=lower).update(**changes))
+    return changes
+
+
+def _below(to: str) -> list[str]:
+    return [status for status, rank in DELIVERY_RANK.items() if rank < DELIVERY_RANK[DeliveryStatus(to)]]
+
+
+def delivery_advance(*, delivery: Any, to: str, reason: str = "", message_id: str = "") -> bool:
+    """A tracking event's status, if it is further along DELIVERY_RANK than the row; False
+    when the row already is as far or further. `reason` is kept for a failure; the
+    provider's `message_id` only where none was recorded. `delivery`: anything with the
+    row's `id` and `provider_message_id`."""
+    changes = _advance_changes(delivery, to, reason, message_id)
+    return bool(Delivery.objects.filter(pk=delivery.id, status__in=_below(to)).update(**changes))
+
+
+def delivery_advance_sql(*, delivery: Any, to: str, reason: str = "", message_id: str = "") -> tuple[str, list[Any]]:
+    """delivery_advance as the SQL of its UPDATE ("UPDATE … SET … WHERE id = %s AND status
+    IN (…)", the same guard) and its parameters, for a caller that runs it inside a
+    statement of its own and adds conditions and RETURNING: tracking's one statement per
+    event on PostgreSQL, where PostgreSQL re-checks the guard on a row a concurrent event
+    just moved."""
+    changes = _advance_changes(delivery, to, reason, message_id)
+    below = _below(to)
+    sql = (
+        f"UPDATE {Delivery._meta.db_table} SET {', '.join(f'{column} = %s' for column in changes)} "
+        f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(below))})"
+    )
+    return sql, [*changes.values(), delivery.id, *below]

@@ -11,21 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from anymail.exceptions import AnymailConfigurationError
 from anymail.signals import AnymailTrackingEvent, tracking
 from anymail.utils import get_anymail_setting
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import Resolver404, get_resolver
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.delivery_status import delivery_advance
-from memo_service.memos.evidence.chain import evidence_record_event
-from memo_service.memos.models import Delivery, DeliveryEvent
+from memo_service.memos.delivery_status import delivery_advance, delivery_advance_sql
+from memo_service.memos.evidence.chain import event_payload, evidence_record_event, evidence_seal_soon, status_payload
+from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ EMAIL_STATUS_FOR = {
 
 def _payload(event: AnymailTrackingEvent) -> Any:
     raw = event.esp_event
+    if raw is None:  # an event made in code, not posted: stored, with nothing to keep (SQL NULL refused it)
+        return {}
     try:
         return json.loads(json.dumps(raw, default=str))
     except (TypeError, ValueError):
@@ -57,16 +60,31 @@ class EventInvalid(ValueError):
     """An event we cannot read: answered 400 with the reason (the provider need not retry)."""
 
 
-def _find_delivery(event: AnymailTrackingEvent) -> Delivery | None:
+class Target(NamedTuple):
+    """The delivery an event is about: what applying the event needs of it."""
+
+    id: int
+    memo_id: int
+    developer_id: int
+    provider_message_id: str
+
+
+def _find_delivery(event: AnymailTrackingEvent) -> Target | None:
     metadata = event.metadata or {}
     if not isinstance(metadata, dict):
         raise EventInvalid(f"metadata must be an object, not {type(metadata).__name__}")
     delivery_id = metadata.get("delivery_id")
-    if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
-        return Delivery.objects.filter(pk=int(delivery_id)).first()
-    if event.message_id:
-        return Delivery.objects.filter(provider_message_id=event.message_id).first()
-    return None
+    # One short query in SQL: the ORM's cost of composing it was a fifth of the webhook's.
+    select = f"SELECT id, memo_id, developer_id, provider_message_id FROM {Delivery._meta.db_table}"
+    with connection.cursor() as cursor:
+        if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
+            cursor.execute(f"{select} WHERE id = %s", [int(delivery_id)])
+        elif event.message_id:
+            cursor.execute(f"{select} WHERE provider_message_id = %s ORDER BY id LIMIT 1", [event.message_id])
+        else:
+            return None
+        row = cursor.fetchone()
+    return Target(*row) if row else None
 
 
 def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> DeliveryEvent | None:
@@ -74,20 +92,24 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
     payload = _payload(event)
     event_id = event.event_id or hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     delivery = _find_delivery(event)
+    stored = DeliveryEvent(
+        provider=provider[:30],
+        event_id=str(event_id)[:255],
+        event_type=event.event_type or "unknown",
+        delivery_id=delivery.id if delivery else None,
+        message_id=str(event.message_id or "")[:255],
+        description=str(event.description or event.reject_reason or "")[:2000],
+        occurred_at=event.timestamp,
+        received_at=timezone.now(),
+        payload=payload,
+    )
+    new_status = STATUS_FOR_EVENT.get(event.event_type or "") if delivery else None
+    if connection.vendor == "postgresql":
+        return _record_in_one_statement(stored, delivery, new_status, event)
     try:
         with transaction.atomic():
-            stored = DeliveryEvent.objects.create(
-                provider=provider[:30],
-                event_id=str(event_id)[:255],
-                event_type=event.event_type or "unknown",
-                delivery=delivery,
-                message_id=str(event.message_id or "")[:255],
-                description=str(event.description or event.reject_reason or "")[:2000],
-                occurred_at=event.timestamp,
-                payload=payload,
-            )
+            stored.save(force_insert=True)
             if delivery is not None:
-                new_status = STATUS_FOR_EVENT.get(event.event_type or "")
                 moved = new_status is not None and _advance(delivery, new_status, event)
                 evidence_record_event(event=stored, memo_id=delivery.memo_id, status=new_status if moved else None)
     except IntegrityError:
@@ -95,18 +117,74 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
     return stored
 
 
-def _advance(delivery: Delivery, new_status: Delivery.Status, event: AnymailTrackingEvent) -> bool:
+def _advance(delivery: Target, new_status: Delivery.Status, event: AnymailTrackingEvent) -> bool:
     """Move the delivery forward; False when it already is as far or further. A bounce
     or complaint marks the address, so no later memo is mailed to it."""
-    moved = delivery_advance(
-        delivery=delivery,
-        to=new_status,
-        reason=str(event.description or event.reject_reason or ""),
-        message_id=str(event.message_id or ""),
-    )
+    moved = delivery_advance(delivery=delivery, to=new_status, **_advance_details(event))
     if moved and new_status in EMAIL_STATUS_FOR:
         Developer.objects.filter(pk=delivery.developer_id).update(email_status=EMAIL_STATUS_FOR[new_status])
     return moved
+
+
+def _advance_details(event: AnymailTrackingEvent) -> dict[str, str]:
+    return {"reason": str(event.description or event.reject_reason or ""), "message_id": str(event.message_id or "")}
+
+
+def _record_in_one_statement(
+    stored: DeliveryEvent, delivery: Target | None, new_status: Delivery.Status | None, event: AnymailTrackingEvent
+) -> DeliveryEvent | None:
+    """PostgreSQL: what the transaction above does, as one statement (its own
+    transaction): the event once (ON CONFLICT DO NOTHING where the other path catches
+    the IntegrityError), the delivery moved only up by rank (the guard is re-checked on
+    the row a concurrent event just moved), the developer's address, and the pending
+    evidence records. One round trip for the writes instead of five or six (BEGIN, three
+    or four statements, COMMIT) and no ORM to compose them: on two cores the ORM and the
+    round trips were most of the webhook's cost."""
+    fields = ["provider", "event_id", "event_type", "delivery_id", "message_id", "description", "occurred_at"]
+    fields += ["received_at", "payload"]
+    params: list[Any] = [getattr(stored, f) for f in fields[:-1]] + [json.dumps(stored.payload)]
+    sql = [
+        f"WITH event AS (INSERT INTO {DeliveryEvent._meta.db_table} ({', '.join(fields)}) "
+        f"VALUES ({', '.join(['%s'] * (len(fields) - 1))}, %s::jsonb) "
+        "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id)"
+    ]
+    if delivery is not None:
+        records = EvidenceRecord._meta.db_table
+        record = f"INSERT INTO {records} (memo_id, kind, object_id, payload, prev_hash, hash, created_at) "
+        # The event's record is complete but for its id, the status change's but for the event's.
+        event_record = "SELECT %s, %s, event.id, %s::jsonb, '', '', %s FROM event"
+        event_params = [delivery.memo_id, EvidenceRecord.Kind.EVENT, json.dumps(event_payload(stored))]
+        event_params.append(stored.received_at)
+        if new_status is None:
+            sql.append(f", records AS ({record}{event_record})")
+            params += event_params
+        else:
+            update, update_params = delivery_advance_sql(delivery=delivery, to=new_status, **_advance_details(event))
+            sql.append(f", moved AS ({update} AND EXISTS (SELECT FROM event) RETURNING developer_id)")
+            params += update_params
+            if new_status in EMAIL_STATUS_FOR:
+                sql.append(
+                    f", address AS (UPDATE {Developer._meta.db_table} SET email_status = %s "
+                    "WHERE id IN (SELECT developer_id FROM moved))"
+                )
+                params.append(EMAIL_STATUS_FOR[new_status])
+            status_record = (
+                "SELECT %s, %s, %s, %s::jsonb || jsonb_build_object('event', event.id), '', '', %s FROM event, moved"
+            )
+            payload = status_payload(delivery_id=delivery.id, status=new_status)
+            params += event_params + [delivery.memo_id, EvidenceRecord.Kind.STATUS, delivery.id, json.dumps(payload)]
+            params.append(stored.received_at)
+            sql.append(f", records AS ({record}{event_record} UNION ALL {status_record})")
+    sql.append(" SELECT id FROM event")
+    with connection.cursor() as cursor:
+        cursor.execute("".join(sql), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None  # seen before: the provider retried or replayed it
+    stored.pk = row[0]
+    if delivery is not None:
+        evidence_seal_soon(delivery.memo_id)
+    return stored
 
 
 @receiver(tracking)

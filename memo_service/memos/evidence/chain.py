@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,12 @@ def event_payload(event: DeliveryEvent) -> dict[str, Any]:
     }
 
 
+def status_payload(*, delivery_id: int, status: str) -> dict[str, Any]:
+    """A status change's record, but for the key "event": the id of the event that moved
+    it, added by whoever stored that event."""
+    return {"delivery": delivery_id, "status": status, "at": timezone.now().isoformat()}
+
+
 # What a handover record proves of a delivery, read by the sequencer from the row.
 DELIVERY_FIELDS = (
     "id",
@@ -121,11 +128,21 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
 # --- writing: append-only, no lock ------------------------------------------------------
 
 
-def _seal_soon(memo_id: int) -> None:
+started_here: dict[int, float] = {}  # memo id -> when this process last started its sequencer (monotonic)
+
+
+def evidence_seal_soon(memo_id: int) -> None:
     """Start the memo's sequencer after commit, unless this process started one that has
-    not begun yet (it will take this record too)."""
+    not begun yet (it will take this record too). Call it after writing pending records
+    in SQL of your own (tracking.py); `evidence_append` and the others here already do."""
 
     def start() -> None:
+        # This process's own memory first: under a flood of webhooks the shared cache
+        # (a network call with Redis as CACHE_URL) is asked once a second, not per event.
+        now = time.monotonic()
+        if now - started_here.get(memo_id, -SEAL_DELAY_S) < SEAL_DELAY_S:
+            return
+        started_here[memo_id] = now
         if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
             try:
                 current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
@@ -139,7 +156,7 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
     """Add a pending record; call inside the transaction that writes the row it proves.
     It is chained by the memo's sequencer, off the request path."""
     record = EvidenceRecord.objects.create(memo_id=memo_id, kind=kind, object_id=object_id, payload=payload)
-    _seal_soon(memo_id)
+    evidence_seal_soon(memo_id)
     return record
 
 
@@ -197,7 +214,7 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
             )
         memo_ids = {row[0] for row in cursor.fetchall()}
     for memo_id in memo_ids:
-        _seal_soon(memo_id)
+        evidence_seal_soon(memo_id)
 
 
 def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
@@ -211,7 +228,7 @@ def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
             for delivery_id in delivery_ids
         ]
     )
-    _seal_soon(memo_id)
+    evidence_seal_soon(memo_id)
 
 
 def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:
@@ -220,21 +237,10 @@ def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | N
     records = [EvidenceRecord(memo_id=memo_id, kind=K.EVENT, object_id=event.pk, payload=event_payload(event))]
     if status is not None:
         assert event.delivery_id is not None  # a status change comes only with the event's delivery (tracking.py)
-        records.append(
-            EvidenceRecord(
-                memo_id=memo_id,
-                kind=K.STATUS,
-                object_id=event.delivery_id,
-                payload={
-                    "delivery": event.delivery_id,
-                    "status": status,
-                    "at": timezone.now().isoformat(),
-                    "event": event.pk,
-                },
-            )
-        )
+        payload = {**status_payload(delivery_id=event.delivery_id, status=status), "event": event.pk}
+        records.append(EvidenceRecord(memo_id=memo_id, kind=K.STATUS, object_id=event.delivery_id, payload=payload))
     EvidenceRecord.objects.bulk_create(records)
-    _seal_soon(memo_id)
+    evidence_seal_soon(memo_id)
 
 
 # --- the sequencer -------------------------------------------------------------------------
