@@ -1,12 +1,8 @@
-"""Two-person approval and scheduling.
-
-draft ─request─► awaiting_approval ─approve (not the author)─► approved ─schedule─► scheduled
-  ▲                                                                │                   │
-  └──────────── any edit voids the approval ◄──────────────────────┴───────────────────┘
-approved or scheduled ─► sending (dispatch.memo_send_start, also beat's send_scheduled) ─► sent
+"""Two-person approval and scheduling: who may ask, approve and schedule, and what each
+step records (the status changes themselves are memo_status.py's).
 
 Approval freezes the content (its hash) and the audience rules, and snapshots who the
-audience held, so the sender sees what changed since.
+audience held, so the sender sees what changed since. Any edit voids an approval.
 """
 
 from __future__ import annotations

@@ -71,6 +71,16 @@ def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
     return ~Exists(answered)
 
 
+def not_acknowledged(memo: Memo, developer: OuterRef | int) -> Any:
+    """Has this developer not acknowledged the memo, and not been exempted from it (a
+    region dispute corrected to a country outside its audience)? The deadline's rule (the platform hears of them
+    when it passes), stricter than still_to_answer's: a request for help or an open
+    dispute is an answer, not an acknowledgement."""
+    acknowledged = Answer.objects.filter(memo=memo, developer=developer, response=Answer.Response.ACKNOWLEDGED)
+    exempt = DisputeResolution.objects.filter(answer__memo=memo, answer__developer=developer, exempt=True)
+    return ~Exists(acknowledged) & ~Exists(exempt)
+
+
 def memo_awaiting_answer(memo: Memo) -> Any:
     """The initial deliveries of those who still have to answer (reminders, dashboard)."""
     return (

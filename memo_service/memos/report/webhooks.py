@@ -19,20 +19,20 @@ from typing import Any
 
 import requests
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import OuterRef, Q
 from django.utils import timezone
 
 from memo_service.memos.models import (
     MEMO_OUT,
     Answer,
     Delivery,
-    DisputeResolution,
     Memo,
     WebhookAttempt,
     WebhookEndpoint,
     WebhookMessage,
 )
 from memo_service.memos.queue import enqueue, enqueue_on_commit
+from memo_service.memos.reminders import not_acknowledged
 from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
 
 E = WebhookEndpoint.Event
@@ -114,20 +114,7 @@ def memos_deadline_notify() -> int:
                 continue  # another beat got there first
             missing = list(
                 Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-                .exclude(
-                    Exists(
-                        Answer.objects.filter(
-                            memo=memo, developer=OuterRef("developer"), response=Answer.Response.ACKNOWLEDGED
-                        )
-                    )
-                )
-                .exclude(
-                    Exists(
-                        DisputeResolution.objects.filter(
-                            answer__memo=memo, answer__developer=OuterRef("developer"), exempt=True
-                        )
-                    )
-                )
+                .filter(not_acknowledged(memo, OuterRef("developer")))
                 .order_by("developer_id")
                 .values_list("developer__external_id", flat=True)
             )
