@@ -89,6 +89,25 @@ def test_a_runaway_loop_is_reported_on_its_line():
     assert error.startswith("line 2:") and "too long" in error
 
 
+def test_trial_renders_go_on_after_their_child_server_dies_or_the_process_forks():
+    """The trial server is kept between trials: one killed (by an operator, the OOM killer)
+    is replaced at the next trial, and a process forked after it started (a Celery
+    prefork child) starts its own rather than share the parent's pipe."""
+    from memo_service.memos.compose import trial
+
+    assert check("{{ developer.nmae }}") != ""
+    first = trial._server.process
+    assert first is not None
+    first.kill()
+    first.wait()
+    assert check("{{ developer.name }}") == "" and check("{{ colour }}") != ""
+    assert trial._server.process is not first
+    trial._server.owner = -1  # as a forked child sees it: not its own
+    second = trial._server.process
+    assert check("{{ developer.name }}") == ""
+    assert trial._server.process is not second
+
+
 def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
     memo.subject = "{{ developer.organization }}"
     memo.html_body = "<p>{{ developer.organization }}</p>"

@@ -8,8 +8,6 @@ import hashlib
 import json
 import logging
 import secrets
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from memo_service.memos.compose.substitution import (
     substitution_only,
 )
 from memo_service.memos.compose.template_errors import explain_undefined
+from memo_service.memos.compose.trial import trial_run
 from memo_service.memos.models import Memo
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
@@ -281,8 +280,8 @@ def templates_check_languages(
     """Trial-render each language's templates for a sample developer speaking it;
     returns {language: {field: error}} for those that fail.
 
-    Runs in one child process with a memory limit and a deadline, so a runaway template
-    is reported instead of hanging the admin.
+    Runs in a child process with a memory limit and a deadline (trial.py), so a runaway
+    template is reported instead of hanging the admin.
     """
     jobs = []
     sample_id = sample_developer_id()
@@ -295,18 +294,7 @@ def templates_check_languages(
             for field, source in sources.items()
         ]
     request = {"jobs": jobs, "seconds": TRIAL_SECONDS, "memory_bytes": TRIAL_MEMORY_BYTES}
-    try:
-        output = subprocess.run(
-            [sys.executable, "-I", sandbox.__file__],
-            input=json.dumps(request),
-            capture_output=True,
-            text=True,
-            env={},
-            timeout=TRIAL_SECONDS * len(jobs) + 10,
-        ).stdout
-    except subprocess.TimeoutExpired as exc:  # results printed before the hang still count
-        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-    results = {r["key"]: r for r in map(json.loads, output.splitlines())}
+    results = {r["key"]: r for r in map(json.loads, trial_run(request))}
     problems: dict[str, dict[str, str]] = {}
     for job in jobs:
         language, field = job["key"].split("/", 1)

@@ -11,9 +11,9 @@ microsecond per operation (a real memo renders in tens of microseconds).
 
 This file imports nothing but the standard library and Jinja2, so that a trial render
 can also run it as a script in a child process with memory and time limits
-(`python sandbox.py` reads a JSON request on stdin and prints a JSON answer): a
-template that loops forever or builds a gigabyte string is then a form error, not a
-hung web server.
+(`python sandbox.py` reads a JSON request on stdin and prints a JSON answer; `--serve`
+answers request after request, each in a child forked for it): a template that loops
+forever or builds a gigabyte string is then a form error, not a hung web server.
 """
 
 from __future__ import annotations
@@ -539,21 +539,59 @@ def trial_render(jobs: list[dict[str, Any]], seconds: float) -> Iterator[dict[st
             yield {"key": key, "ok": False, "error": describe(exc), "line": template_line(exc)}
 
 
-def main() -> None:
+def _limit_memory(extra_bytes: int) -> None:
+    """This process may hold `extra_bytes` more than it already does, and no more."""
     import resource
 
-    request = json.load(sys.stdin)
-    # The limit is on top of what the interpreter already holds.
     with open("/proc/self/statm") as f:
         in_use = int(f.read().split()[0]) * resource.getpagesize()
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = in_use + request["memory_bytes"]
+    limit = in_use + extra_bytes
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def main() -> None:
+    """`python sandbox.py`: one request (JSON on stdin), its results as JSON lines."""
+    request = json.load(sys.stdin)
+    _limit_memory(request["memory_bytes"])
     for result in trial_render(request["jobs"], request["seconds"]):
         print(json.dumps(result), flush=True)
 
 
+DONE = json.dumps({"done": True})
+
+
+def serve() -> None:
+    """`python sandbox.py --serve`: Jinja2 is imported once (most of a trial's cost was
+    starting Python and importing it); each request, a JSON line on stdin, is rendered by
+    a child forked for it alone, under the request's memory limit and a deadline past
+    which it is killed, so that one template's memory or time never reaches the next. The
+    child prints its results as JSON lines; the line DONE ends each request's."""
+    import os
+    import signal
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: render, print, leave without running anything else
+            try:
+                _limit_memory(request["memory_bytes"])
+                for result in trial_render(request["jobs"], request["seconds"]):
+                    print(json.dumps(result), flush=True)
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + request["seconds"] * len(request["jobs"]) + 5
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.001)
+        print(DONE, flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    serve() if sys.argv[1:] == ["--serve"] else main()
