@@ -1,11 +1,12 @@
 """Benchmark: what comes back, against a floor. Signed Mailgun `delivered` webhooks for
 one memo while developers acknowledge it, through gunicorn as the README's production
-section starts it (DEBUG off, PostgreSQL, Redis, a Celery worker running the evidence
-sequencer).
+section starts it: one server for the provider's webhooks, one for the pages (DEBUG off,
+PostgreSQL, Redis, a Celery worker running the evidence sequencer).
 
 A memo with N sent deliveries (env N, default 100,000). 16 connections post one signed
 `delivered` event per delivery to /anymail/mailgun/tracking/ while 2 connections post
-acknowledgements for the same memo. In the same run, against the same server, a floor:
+acknowledgements for the same memo to the pages' server. In the same run, against the
+webhooks' server, a floor:
 a bare Django view that checks Mailgun's signature and inserts one row
 (bench/tracking_floor.py), posted the same N events from the same 16 connections.
 
@@ -51,6 +52,7 @@ SIGNING_KEY = "bench-webhook-signing-key"
 WEBHOOK_SECRET = "hook:bench-only"
 EVENT_PROCESSES, EVENT_THREADS = 4, 4  # 16 connections posting events
 ACK_THREADS = 2  # 2 connections posting acknowledgements
+HOOK_WORKERS, WEB_WORKERS = 4, 2  # the two gunicorns of the README's production section
 SEAL_TIMEOUT_S = 600
 
 
@@ -231,7 +233,9 @@ def ack_all(port: int, paths: list[str], stop: multiprocessing.Event, out: multi
     out.put((statuses, latencies))
 
 
-def flood(port: int, path: str, ids: list[int], ack_paths: list[str] | None = None) -> dict[str, object]:
+def flood(
+    port: int, path: str, ids: list[int], ack_port: int = 0, ack_paths: list[str] | None = None
+) -> dict[str, object]:
     out: multiprocessing.Queue = multiprocessing.Queue()
     acks_out: multiprocessing.Queue = multiprocessing.Queue()
     stop = multiprocessing.Event()
@@ -239,7 +243,7 @@ def flood(port: int, path: str, ids: list[int], ack_paths: list[str] | None = No
     processes = [
         multiprocessing.Process(target=post_all, args=(port, path, share, EVENT_THREADS, out)) for share in shares
     ]
-    acker = multiprocessing.Process(target=ack_all, args=(port, ack_paths, stop, acks_out)) if ack_paths else None
+    acker = multiprocessing.Process(target=ack_all, args=(ack_port, ack_paths, stop, acks_out)) if ack_paths else None
     start = time.perf_counter()
     for p in processes:
         p.start()
@@ -270,7 +274,8 @@ def pct(values: list[float], p: float) -> float:
 
 def main() -> None:
     print(
-        f"{N:,} delivered events for one memo; gunicorn --workers 4, PostgreSQL, Redis, "
+        f"{N:,} delivered events for one memo; gunicorn --workers {HOOK_WORKERS} for the webhooks and "
+        f"--workers {WEB_WORKERS} for the pages, PostgreSQL, Redis, "
         f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging"
     )
     memo_id, developers = setup()
@@ -287,21 +292,18 @@ def main() -> None:
         check=False,
         capture_output=True,
     )
-    port = free_port()
-    web = subprocess.Popen(
-        [
-            str(ROOT / ".venv/bin/gunicorn"),
-            "memo_service.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "4",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=ENV,
-    )
+    # As under "Running in production": one gunicorn for the pages (acknowledgements, the
+    # admin, the API), one for the provider's webhooks.
+    port, web_port = free_port(), free_port()
+    servers = [
+        subprocess.Popen(
+            [str(ROOT / ".venv/bin/gunicorn"), "memo_service.wsgi", "--bind", f"127.0.0.1:{bind}"]
+            + ["--workers", str(workers), "--log-level", "warning"],
+            cwd=ROOT,
+            env=ENV,
+        )
+        for bind, workers in [(web_port, WEB_WORKERS), (port, HOOK_WORKERS)]
+    ]
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -321,15 +323,16 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        for bind in (port, web_port):
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", bind), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
         time.sleep(3)  # the worker starts before the clock does
         base = flood(port, "/bench/floor/", ids)
-        ours = flood(port, "/anymail/mailgun/tracking/", ids, ack_paths)
+        ours = flood(port, "/anymail/mailgun/tracking/", ids, web_port, ack_paths)
         flood_end = time.perf_counter()
         with psycopg.connect(db_url(DB)) as conn:
             while True:
@@ -348,9 +351,11 @@ def main() -> None:
                 "SELECT count(*) FROM memos_evidencecheckpoint WHERE memo_id = %s", [memo_id]
             ).fetchone()[0]
     finally:
-        web.send_signal(signal.SIGTERM)
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
         worker.send_signal(signal.SIGTERM)
-        web.wait(timeout=30)
+        for server in servers:
+            server.wait(timeout=30)
         worker.wait(timeout=60)
     check = subprocess.run(
         [sys.executable, "manage.py", "verify_evidence", "bench-tracking", "--no-seal"],
