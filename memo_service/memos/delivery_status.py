@@ -7,7 +7,8 @@
       │               └─a reminder no longer needed─► skipped
       └─ the memo cancelled: queued ─► cancelled
 
-A delivery is created queued (dispatch, reminders). Each function moves only rows still
+A delivery is created queued by dispatch and reminders (failed at once, saying why, for
+an address that bounced or complained before). Each function moves only rows still
 in the status its transition starts from, in the statement that writes them, so a worker,
 the sweeper and a tracking event racing for one row cannot both move it. Tracking events
 move a delivery only up DELIVERY_RANK. `status_reason` says why a row is where it is (a
