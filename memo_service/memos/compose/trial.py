@@ -57,7 +57,9 @@ class _Server:
             assert process.stdin is not None and process.stdout is not None
             lines: list[str] = []
             try:
-                process.stdin.write(json.dumps(request).encode() + b"\n")
+                unsent = memoryview(json.dumps(request).encode() + b"\n")
+                while unsent:  # an unbuffered pipe may take a long request in parts
+                    unsent = unsent[process.stdin.write(unsent) or 0 :]
                 fd, pending, deadline = process.stdout.fileno(), b"", time.monotonic() + timeout
                 while True:
                     remaining = deadline - time.monotonic()
