@@ -102,6 +102,7 @@ a = User.objects.create_user('bench-author', 'a@example.com', 'x')
 b = User.objects.create_user('bench-approver', 'b@example.com', 'x'); b.groups.add(Group.objects.get(name='Approver'))
 m = Memo.objects.create(title='Bench', slug='bench', subject='Access from {{{{ developer.country_name }}}} ends',
     html_body={HTML!r}, text_body={TEXT!r}, effective_date='2027-07-09', include_countries=['CN'], author=a)
+m.refresh_from_db()  # the effective date as the database gives it back (a date, not the string)
 memo_request_approval(memo=m, by=a); memo_approve(memo=m, by=b)
 """,
         env=env,
