@@ -11,8 +11,8 @@ microsecond per operation (a real memo renders in tens of microseconds).
 
 This file imports nothing but the standard library and Jinja2, so that a trial render
 can also run it as a script in a child process with memory and time limits
-(`python sandbox.py` reads a JSON request on stdin and prints a JSON answer; `--serve`
-answers request after request, each in a child forked for it): a template that loops
+(`python sandbox.py --serve` answers request after request, JSON lines on stdin, each
+in a child forked for it): a template that loops
 forever or builds a gigabyte string is then a form error, not a hung web server.
 """
 
@@ -552,14 +552,6 @@ def _limit_memory(extra_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-def main() -> None:
-    """`python sandbox.py`: one request (JSON on stdin), its results as JSON lines."""
-    request = json.load(sys.stdin)
-    _limit_memory(request["memory_bytes"])
-    for result in trial_render(request["jobs"], request["seconds"]):
-        print(json.dumps(result), flush=True)
-
-
 DONE = json.dumps({"done": True})
 
 
@@ -594,4 +586,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve() if sys.argv[1:] == ["--serve"] else main()
+    serve()
