@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models.expressions import RawSQL
 
 
@@ -41,3 +42,18 @@ def row_lock(queryset: models.QuerySet[Any]) -> None:
     elif connection.features.has_select_for_update:
         queryset = queryset.select_for_update()
     queryset.values_list("pk", flat=True).get()
+
+
+@contextmanager
+def snapshot() -> Iterator[None]:
+    """Read as of one moment: a transaction that on PostgreSQL is REPEATABLE READ, so a
+    long read (verifying or exporting a chain of millions of records while webhooks and
+    the sequencer keep writing) sees no row that committed after it began. SQLite's read
+    transaction is such a snapshot already. Inside a transaction already begun (the
+    tests') it can only join it."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:  # the transaction's first statement
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield

@@ -116,6 +116,20 @@ if not DEBUG and _keys_in_repository([EVIDENCE_SIGNING_KEY]):
         "evidence chain with it. Make a new one (see the README)."
     )
 
+# Public keys (base64, raw 32 bytes) of signing keys no longer in use: checkpoints they
+# signed still verify after EVIDENCE_SIGNING_KEY is rotated. `manage.py evidence_key`
+# prints the current key's public half, to put here before replacing it.
+EVIDENCE_RETIRED_KEYS = env.list("EVIDENCE_RETIRED_KEYS", default=[])
+for _n, _retired in enumerate(EVIDENCE_RETIRED_KEYS, start=1):
+    try:
+        _retired_ok = len(base64.b64decode(_retired, validate=True)) == 32
+    except ValueError:
+        _retired_ok = False
+    if not _retired_ok:
+        raise ImproperlyConfigured(
+            f"EVIDENCE_RETIRED_KEYS: entry {_n} is not base64 of a raw 32-byte Ed25519 public key."
+        )
+
 
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])

@@ -18,6 +18,7 @@ from memo_service.memos.evidence.chain import (
     evidence_record_deliveries,
     evidence_seal,
     evidence_verify,
+    public_key,
 )
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
@@ -280,6 +281,40 @@ def test_a_forged_or_removed_checkpoint_is_found(evidence):
     assert "does not follow the checkpoint before it (a checkpoint was removed)" in evidence_verify(evidence).problem
 
 
+def test_a_rotated_signing_key_keeps_earlier_checkpoints_verifying(evidence, settings, client, developers, tmp_path):
+    before = io.StringIO()
+    call_command("evidence_key", "--new", stdout=before)
+    old_id = checkpoints.key_id(public_key())
+    assert f"fingerprint {old_id}" in before.getvalue()
+    rotation = dict(line.split("=", 1) for line in before.getvalue().splitlines() if line.startswith("EVIDENCE_"))
+    settings.EVIDENCE_SIGNING_KEY = rotation["EVIDENCE_SIGNING_KEY"]
+    new_id = checkpoints.key_id(public_key())
+    assert new_id != old_id
+    # Rotated without retiring the old key: its checkpoints are not taken on trust.
+    assert evidence_verify(evidence).problem == (
+        f"checkpoint at record 2 ({EvidenceCheckpoint.objects.get(memo=evidence, seq=2).at.isoformat()}): "
+        f"signed with key {old_id[:16]}, which is neither the evidence key nor a retired one this verification "
+        "was given (EVIDENCE_RETIRED_KEYS)"
+    )
+    settings.EVIDENCE_RETIRED_KEYS = rotation["EVIDENCE_RETIRED_KEYS"].split(",")
+    client.post(
+        ack_url(evidence.pk, developers["ru"].pk).removeprefix("http://testserver"),
+        {"interacted": "1", "response": "needs_help", "comment": "call me"},
+        HTTP_USER_AGENT=PHONE,
+    )
+    assert f"9 records, chain intact, sealed by 6 signed checkpoints (keys {old_id[:16]}, {new_id[:16]})" in verify(
+        evidence
+    )
+    assert EvidenceCheckpoint.objects.get(memo=evidence, seq=9).key_id == new_id
+    path = export(evidence, tmp_path / "evidence.json")
+    out = io.StringIO()
+    call_command("verify_evidence", "--file", str(path), stdout=out)
+    assert f"9 records, chain intact, sealed by 6 signed checkpoints; public keys {old_id}, {new_id}" in out.getvalue()
+    # A checkpoint cannot borrow a key it was not signed with.
+    EvidenceCheckpoint.objects.filter(memo=evidence, seq=9).update(key_id=old_id)
+    assert "its signature does not verify" in evidence_verify(evidence).problem
+
+
 def test_an_export_verifies_with_no_database(evidence, tmp_path, django_assert_max_num_queries):
     path = export(evidence, tmp_path / "evidence.json")
     document = json.loads(path.read_text())
@@ -288,6 +323,63 @@ def test_an_export_verifies_with_no_database(evidence, tmp_path, django_assert_m
     with django_assert_max_num_queries(0):
         call_command("verify_evidence", "--file", str(path), stdout=out)
     assert "verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.pop("public_key"),
+        lambda d: d.update(public_keys="not a list of keys"),
+        lambda d: d["chain"][3].pop("hash"),
+        lambda d: d.update(checkpoints=[1, 2]),
+    ],
+)
+def test_a_malformed_export_is_refused_with_the_reason(evidence, tmp_path, damage):
+    path = export(evidence, tmp_path / "evidence.json")
+    document = json.loads(path.read_text())
+    document.pop("public_keys")
+    damage(document)
+    path.write_text(json.dumps(document))
+    with pytest.raises(CommandError, match="not a well-formed evidence export"):
+        call_command("verify_evidence", "--file", str(path), stdout=io.StringIO())
+
+
+def test_an_export_is_verified_as_it_is_read_whatever_its_pieces(evidence, tmp_path, monkeypatch):
+    from memo_service.memos.evidence import export_file
+
+    path = export(evidence, tmp_path / "evidence.json")
+    text = path.read_text()
+    assert text.index('"checkpoints"') < text.index('"recipients"') < text.index('"chain"')
+    monkeypatch.setattr(export_file, "CHUNK", 7)  # every value split across reads
+    out = io.StringIO()
+    call_command("verify_evidence", "--file", str(path), stdout=out)
+    assert "verifies: 8 records, chain intact, sealed by 5 signed checkpoints" in out.getvalue()
+    # An export from before the checkpoints came first, with its one public key, still verifies.
+    document = json.loads(text)
+    old = {k: v for k, v in document.items() if k not in ("checkpoints", "public_key", "public_keys")}
+    old.update(checkpoints=document["checkpoints"], public_key=document["public_key"])
+    path.write_text(json.dumps(old))
+    call_command("verify_evidence", "--file", str(path), stdout=out)
+    assert out.getvalue().count("8 records, chain intact") == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "cannot read it as JSON: the file ends before the document does"),
+        ('{"memo": "x", "chain": [{"seq": 1}', "cannot read it as JSON: the file ends before the document does"),
+        ('{"memo": "x", "chain": [{"seq": 1}}', "cannot read it as JSON: expected ']' at character 34"),
+        ('{"memo": x}', "cannot read it as JSON: not JSON at character 9"),
+        ('{"memo": "x"} trailing', "cannot read it as JSON: more after the document's end"),
+        ('["not", "an", "object"]', "cannot read it as JSON: expected '{'"),
+        ('{"memo": "x"}', "not a well-formed evidence export"),
+    ],
+)
+def test_a_file_that_is_not_an_export_is_refused_with_the_reason(tmp_path, text, reason):
+    path = tmp_path / "evidence.json"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=reason):
+        call_command("verify_evidence", "--file", str(path), stdout=io.StringIO())
 
 
 def test_an_export_edited_is_found_with_no_database(evidence, tmp_path):
@@ -575,3 +667,63 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
         evidence_verify(evidence).problem
         == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"
     )
+
+
+def _from_another_connection(work):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    def run():
+        try:
+            return work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_gap(memo, monkeypatch, tmp_path):
+    """A million-recipient chain takes minutes to verify or export while the sequencer
+    goes on chaining webhooks: both read as of the moment they began."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one connection write at a time: no sequencer runs beside a reader there")
+    from memo_service.memos.evidence import chain
+    from memo_service.memos.report import reports
+
+    def pending(n_from: int, n: int) -> None:
+        EvidenceRecord.objects.bulk_create(
+            EvidenceRecord(memo=memo, kind="status", object_id=i, payload={"delivery": i, "status": "delivered"})
+            for i in range(n_from, n_from + n)
+        )
+
+    pending(1, 100)
+    evidence_seal(memo_id=memo.pk)
+    pending(101, 200)
+    records = chain._records
+
+    def records_while_sealing(memo):
+        # After the checkpoints were read, the sequencer chains the 200.
+        assert _from_another_connection(lambda: evidence_seal(memo_id=memo.pk)) == 200
+        yield from records(memo)
+
+    monkeypatch.setattr(chain, "_records", records_while_sealing)
+    result = evidence_verify(memo)
+    assert result.ok and (result.records, result.pending) == (100, 200), result.summary()
+    monkeypatch.undo()
+
+    exported_chain = reports.evidence_chain
+
+    def seal_then_chain(memo):
+        # After the export read the checkpoints (300), 50 more come in and are sealed.
+        assert _from_another_connection(lambda: pending(301, 50) or evidence_seal(memo_id=memo.pk)) == 50
+        yield from exported_chain(memo)
+
+    monkeypatch.setattr(reports, "evidence_chain", seal_then_chain)
+    path = export(memo, tmp_path / "evidence.json")
+    out = io.StringIO()
+    call_command("verify_evidence", "--file", str(path), stdout=out)
+    assert "verifies: 300 records, chain intact" in out.getvalue()
+    assert "350 records, chain intact" in verify(memo, "--no-seal")

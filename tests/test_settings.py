@@ -101,6 +101,8 @@ def test_production_refuses_to_start_without_an_evidence_signing_key_or_with_a_b
     assert result.returncode != 0 and "EVIDENCE_SIGNING_KEY is not set" in result.stderr
     result = manage("check", **{**PRODUCTION, "EVIDENCE_SIGNING_KEY": "dG9vIHNob3J0"})
     assert result.returncode != 0 and "base64 of a raw 32-byte Ed25519 private key" in result.stderr
+    result = manage("check", **{**PRODUCTION, "EVIDENCE_RETIRED_KEYS": f"{PRODUCTION['EVIDENCE_SIGNING_KEY']},x"})
+    assert result.returncode != 0 and "EVIDENCE_RETIRED_KEYS: entry 2 is not base64" in result.stderr
 
 
 def test_the_embedded_default_makes_its_evidence_key_and_webhook_secret_once_under_var(tmp_path):

@@ -19,11 +19,12 @@ chain still begins with the one an earlier export recorded.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import current_app
@@ -33,7 +34,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from memo_service.db import in_ids, row_lock
+from memo_service.db import in_ids, row_lock, snapshot
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
 from memo_service.memos.models import (
@@ -366,6 +367,12 @@ def public_key() -> str:
     return checkpoints.public_key_b64(settings.EVIDENCE_SIGNING_KEY)
 
 
+def public_keys() -> dict[str, str]:
+    """The keys whose checkpoints verify: the signing key's and the retired ones'
+    (EVIDENCE_RETIRED_KEYS, public keys from the environment, never the database)."""
+    return checkpoints.keyring([public_key(), *settings.EVIDENCE_RETIRED_KEYS])
+
+
 # --- verifying -----------------------------------------------------------------------------
 
 
@@ -376,12 +383,14 @@ class Verification:
     problem: str = ""
     pending: int = 0
     checkpoints: int = 0
-    key_id: str = ""
+    key_ids: list[str] = field(default_factory=list)  # of the keys that signed them, oldest first
 
     def summary(self) -> str:
         if not self.ok:
             return f"evidence does NOT verify: {self.problem} ({self.records} records verified before it)"
-        sealed = f"sealed by {self.checkpoints} signed checkpoints (key {self.key_id[:16]})"
+        sealed = f"sealed by {self.checkpoints} signed checkpoints"
+        if self.key_ids:
+            sealed += f" (key{'s' if len(self.key_ids) > 1 else ''} {', '.join(k[:16] for k in self.key_ids)})"
         if self.pending:
             # Never "intact" with an unchained tail: nothing yet vouches for it.
             return (
@@ -418,11 +427,18 @@ def _ids(queryset: Any) -> Iterator[int]:
 
 
 def evidence_verify(memo: Memo) -> Verification:
-    key = public_key()
+    """The chain, its checkpoints and the rows they prove, read as of one moment: what
+    the sequencer chains and the webhooks add while it runs (minutes at a million) is
+    neither a gap nor a row "added behind its back"."""
+    with snapshot():
+        return _verify(memo)
+
+
+def _verify(memo: Memo) -> Verification:
     stored = [checkpoint_dict(c) for c in EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq")]
-    result = Verification(False, 0, key_id=checkpoints.key_id(key))
+    result = Verification(False, 0, key_ids=list(dict.fromkeys(c["key_id"] for c in stored)))
     result.pending = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).count()
-    problem, result.checkpoints = checkpoints.checkpoints_problem(key, stored)
+    problem, result.checkpoints = checkpoints.checkpoints_problem(public_keys(), stored)
     if problem:
         result.problem = problem
         return result
@@ -438,10 +454,10 @@ def evidence_verify(memo: Memo) -> Verification:
     seen: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()}
     final_status: dict[int, str] = {}  # delivery -> the status its last chained change says
     prev_hash, expected_seq, last_good = GENESIS, 1, 0
-    since_good: list[dict[str, Any]] = []
+    first_since_good: dict[str, Any] | None = None  # the first record after the last head that matched
 
     def check(batch: list[EvidenceRecord]) -> str:
-        nonlocal prev_hash, expected_seq, last_good
+        nonlocal prev_hash, expected_seq, last_good, first_since_good
         live = {kind: _live(kind, [r.object_id for r in batch if r.kind == kind]) for kind in seen}
         for record in batch:
             where = f"record {record.seq} ({record.kind} {record.object_id})"
@@ -465,13 +481,16 @@ def evidence_verify(memo: Memo) -> Verification:
                     final_status.setdefault(record.object_id, Delivery.Status.SENT)
             if record.kind == K.STATUS:
                 final_status[record.object_id] = record.payload.get("status", "")
-            since_good.append({"seq": record.seq, "kind": record.kind, "object_id": record.object_id})
+            first_since_good = first_since_good or {
+                "seq": record.seq,
+                "kind": record.kind,
+                "object_id": record.object_id,
+            }
             checkpoint = heads.get(record.seq)
             if checkpoint is not None:
                 if checkpoint["head"] != record.hash:
-                    return checkpoints.rewritten(last_good, checkpoint, since_good)
-                last_good = record.seq
-                since_good.clear()
+                    return checkpoints.rewritten(last_good, checkpoint, first_since_good)
+                last_good, first_since_good = record.seq, None
             prev_hash, expected_seq, result.records = record.hash, expected_seq + 1, result.records + 1
         return ""
 
@@ -526,15 +545,14 @@ def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, st
     return ""
 
 
-def evidence_verify_against(memo: Memo, export: dict[str, Any]) -> str:
+def evidence_verify_against(memo: Memo, exported_memo: Any, chain: Iterable[dict[str, Any]]) -> str:
     """The database's chain must begin with the chain an earlier export recorded: a
-    history rewritten and sealed again is caught even if every checkpoint was replaced."""
-    if export.get("memo") != memo.slug:
-        return f"the export is of memo {export.get('memo')!r}, not {memo.slug!r}"
-    chain = export.get("chain") or []
-    by_seq = {}
-    for start in range(0, len(chain), PAGE):
-        page = chain[start : start + PAGE]
+    history rewritten and sealed again is caught even if every checkpoint was replaced.
+    The export's chain is read once, a page at a time."""
+    if exported_memo != memo.slug:
+        return f"the export is of memo {exported_memo!r}, not {memo.slug!r}"
+    records = iter(chain)
+    while page := list(itertools.islice(records, PAGE)):
         by_seq = {r.seq: r for r in EvidenceRecord.objects.filter(memo=memo, seq__in=[r["seq"] for r in page])}
         for kept in page:
             where = f"record {kept['seq']} ({kept['kind']} {kept['object_id']})"

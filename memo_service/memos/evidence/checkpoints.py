@@ -16,6 +16,7 @@ import binascii
 import functools
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -72,6 +73,11 @@ def sign(encoded_private: str, checkpoint: dict[str, Any]) -> str:
     return base64.b64encode(private_key(encoded_private).sign(body(checkpoint))).decode()
 
 
+def keyring(public_keys: Iterable[str]) -> dict[str, str]:
+    """Public keys by fingerprint: the current key and any retired ones a verification accepts."""
+    return {key_id(public_b64): public_b64 for public_b64 in public_keys}
+
+
 def signature_valid(public_b64: str, checkpoint: dict[str, Any], signature: str) -> bool:
     try:
         key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
@@ -81,12 +87,20 @@ def signature_valid(public_b64: str, checkpoint: dict[str, Any], signature: str)
     return True
 
 
-def checkpoints_problem(public_b64: str, checkpoints: list[dict[str, Any]]) -> tuple[str, int]:
+def checkpoints_problem(keys: dict[str, str], checkpoints: list[dict[str, Any]]) -> tuple[str, int]:
     """Check signatures and the checkpoints' own chain, oldest first; returns (problem or
-    "", how many checkpoints passed)."""
+    "", how many checkpoints passed). `keys` is a keyring: each checkpoint names the
+    fingerprint of the key that signed it, and only a key of the ring may have."""
     prev = GENESIS
     for n, checkpoint in enumerate(checkpoints):
         where = f"checkpoint at record {checkpoint['seq']} ({checkpoint['at']})"
+        public_b64 = keys.get(checkpoint.get("key_id", ""))
+        if public_b64 is None:
+            return (
+                f"{where}: signed with key {str(checkpoint.get('key_id'))[:16]}, which is neither the evidence "
+                "key nor a retired one this verification was given (EVIDENCE_RETIRED_KEYS)",
+                n,
+            )
         if not signature_valid(public_b64, checkpoint, checkpoint.get("signature", "")):
             return f"{where}: its signature does not verify with the evidence key (forged or altered)", n
         if checkpoint["prev"] != prev:
@@ -97,35 +111,40 @@ def checkpoints_problem(public_b64: str, checkpoints: list[dict[str, Any]]) -> t
     return "", len(checkpoints)
 
 
-def chain_problem(public_b64: str, chain: list[dict[str, Any]], checkpoints: list[dict[str, Any]]) -> str:
+def chain_problem(
+    keys: dict[str, str], chain: Iterable[dict[str, Any]], checkpoints: list[dict[str, Any]]
+) -> tuple[str, int]:
     """An exported chain and its checkpoints, verified with nothing else: every record
     follows the one before it, every checkpoint is signed and matches the chain, and the
-    newest checkpoint covers the whole chain."""
-    problem, _ = checkpoints_problem(public_b64, checkpoints)
+    newest checkpoint covers the whole chain. Returns (problem or "", records read); the
+    chain is read once, in order, and not kept."""
+    problem, _ = checkpoints_problem(keys, checkpoints)
     if problem:
-        return problem
+        return problem, 0
     heads = {c["seq"]: c for c in checkpoints}
-    prev_hash, last_good = GENESIS, 0
+    prev_hash, last_good, count = GENESIS, 0, 0
+    first_since_good: dict[str, Any] | None = None
     for expected_seq, record in enumerate(chain, start=1):
         where = f"record {record['seq']} ({record['kind']} {record['object_id']})"
         if record["seq"] != expected_seq:
-            return f"record {expected_seq} is missing (next is {record['seq']})"
+            return f"record {expected_seq} is missing (next is {record['seq']})", count
         if record["prev_hash"] != prev_hash:
-            return f"{where}: does not follow the record before it"
+            return f"{where}: does not follow the record before it", count
         if record_hash(prev_hash, record["kind"], record["object_id"], record["payload"]) != record["hash"]:
-            return f"{where}: its hash does not match its content (the record was altered)"
+            return f"{where}: its hash does not match its content (the record was altered)", count
+        first_since_good = first_since_good or record
         checkpoint = heads.get(record["seq"])
         if checkpoint is not None:
             if checkpoint["head"] != record["hash"]:
-                return rewritten(last_good, checkpoint, chain[last_good : record["seq"]])
-            last_good = record["seq"]
-        prev_hash = record["hash"]
-    return coverage_problem(len(chain), checkpoints[-1] if checkpoints else None)
+                return rewritten(last_good, checkpoint, first_since_good), count
+            last_good, first_since_good = record["seq"], None
+        prev_hash, count = record["hash"], count + 1
+    return coverage_problem(count, checkpoints[-1] if checkpoints else None), count
 
 
-def rewritten(last_good: int, checkpoint: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    """The chain differs from a signed head: the change lies after the last head that matched."""
-    first = records[0] if records else None
+def rewritten(last_good: int, checkpoint: dict[str, Any], first: dict[str, Any] | None) -> str:
+    """The chain differs from a signed head: the change lies after the last head that
+    matched, from `first`, the first record after it."""
     what = f"record {first['seq']} ({first['kind']} {first['object_id']})" if first else f"record {last_good + 1}"
     span = what if checkpoint["seq"] == last_good + 1 else f"records {last_good + 1}–{checkpoint['seq']}, from {what}"
     return (

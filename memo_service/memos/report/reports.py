@@ -12,7 +12,8 @@ from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
-from memo_service.memos.evidence.chain import checkpoint_dict, public_key
+from memo_service.db import snapshot
+from memo_service.memos.evidence.chain import checkpoint_dict, public_key, public_keys
 from memo_service.memos.models import (
     DELIVERY_ARRIVED,
     DELIVERY_GIVEN_UP,
@@ -245,7 +246,20 @@ def evidence_csv(memo: Memo) -> Iterator[str]:
 
 
 def evidence_json(memo: Memo) -> Iterator[str]:
-    """A JSON document streamed in pieces: the memo, then one record per recipient."""
+    """A JSON document streamed in pieces: the memo, then one record per recipient, the
+    chain and its checkpoints, all read as of one moment (the sequencer may seal while
+    a large export streams: its chain must still end at its newest checkpoint)."""
+    with snapshot():
+        yield from _evidence_json(memo)
+
+
+def _evidence_json(memo: Memo) -> Iterator[str]:
+    # The checkpoints and the keys come first, so `verify_evidence --file` checks each
+    # chain record as it reads it and keeps none: public_key signs from now on,
+    # public_keys are those that signed these checkpoints (more than one once the key
+    # was rotated: EVIDENCE_RETIRED_KEYS).
+    signed = [checkpoint_dict(c) for c in EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq")]
+    known = public_keys()
     head = {
         "memo": memo.slug,
         "title": memo.title,
@@ -254,19 +268,19 @@ def evidence_json(memo: Memo) -> Iterator[str]:
         "ack_deadline": _iso(memo.ack_deadline),
         "exported_at": _iso(timezone.now()),
         "answers_by_channel": answers_by_channel(memo),
+        "checkpoints": signed,
+        "public_key": public_key(),
+        "public_keys": [known[k] for k in dict.fromkeys(c["key_id"] for c in signed) if k in known],
     }
     yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
-    # The chain and its signed checkpoints, with the public key: `verify_evidence --file`
-    # verifies them with nothing else, `--against` compares a later database with them.
+    # The chain the checkpoints sign: `verify_evidence --file` verifies it with nothing
+    # else, `--against` compares a later database with it.
     yield '\n], "chain": [\n'
     for n, chained in enumerate(evidence_chain(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(chained, ensure_ascii=False)
-    yield '\n], "checkpoints": [\n'
-    signed = EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq")
-    yield ",\n".join(json.dumps(checkpoint_dict(c)) for c in signed)
-    yield '\n], "public_key": ' + json.dumps(public_key()) + "}\n"
+    yield "\n]}\n"
 
 
 def evidence_chain(memo: Memo) -> Iterator[Mapping[str, Any]]:

@@ -1,6 +1,8 @@
-import json
+import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -10,7 +12,9 @@ from memo_service.memos.evidence.chain import (
     evidence_verify,
     evidence_verify_against,
 )
+from memo_service.memos.evidence.export_file import ExportError, members
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
+from memo_service.memos.models import Memo
 
 
 class Command(BaseCommand):
@@ -47,31 +51,71 @@ class Command(BaseCommand):
         if not result.ok:
             raise CommandError(f"{target.slug}: {result.summary()}")
         if options["against"]:
-            if problem := evidence_verify_against(target, _load(options["against"])):
+            if problem := self.against(target, options["against"]):
                 raise CommandError(f"{target.slug}: evidence does NOT extend {options['against']}: {problem}")
             self.stdout.write(f"{target.slug}: the chain still begins with the one in {options['against']}.")
         self.stdout.write(f"{target.slug}: {result.summary()}.")
 
     def verify_file(self, path: Path) -> None:
-        export = _load(path)
-        try:
-            key, chain, signed = export["public_key"], export["chain"], export["checkpoints"]
-        except (KeyError, TypeError):
-            raise CommandError(f"{path}: not an evidence export with its chain, checkpoints and public key") from None
-        if problem := checkpoints.chain_problem(key, chain, signed):
+        """One pass over the file: an export lists its checkpoints and keys before its
+        chain, so each record is checked as it is read and none is kept. (An export
+        written before that order is read whole.)"""
+        known: dict[str, Any] = {}
+        outcome: tuple[str, int] | None = None
+        with _export(path) as f:
+            try:
+                for key, value in members(f):
+                    if key == "chain":
+                        chain = value if {"checkpoints", "public_keys"} <= known.keys() else list(value)
+                        known["chain"] = chain
+                        if chain is value:
+                            outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
+                    elif key != "recipients":
+                        known[key] = value
+                if outcome is None:
+                    outcome = checkpoints.chain_problem(_keys(known), known["chain"], known["checkpoints"])
+            except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+                raise CommandError(
+                    f"{path}: not a well-formed evidence export with its chain, checkpoints and public key "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+        problem, records = outcome
+        if problem:
             raise CommandError(f"{path}: evidence does NOT verify: {problem}")
+        public = list(_keys(known).values())
         self.stdout.write(
-            f"{path}: evidence of {export.get('memo')} verifies: {len(chain)} records, chain intact, "
-            f"sealed by {len(signed)} signed checkpoints; public key {checkpoints.key_id(key)} "
-            "(compare it with the one the operator published)."
+            f"{path}: evidence of {known.get('memo')} verifies: {records} records, chain intact, "
+            f"sealed by {len(known['checkpoints'])} signed checkpoints; "
+            f"public key{'s' if len(public) > 1 else ''} {', '.join(checkpoints.key_id(k) for k in public)} "
+            "(compare with the ones the operator published)."
         )
 
+    def against(self, target: Memo, path: Path) -> str:
+        exported_memo = None
+        with _export(path) as f:
+            try:
+                for key, value in members(f):
+                    if key == "memo":
+                        exported_memo = value
+                    elif key == "chain":
+                        return evidence_verify_against(target, exported_memo, value)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CommandError(f"{path}: not a well-formed evidence export ({type(exc).__name__}: {exc})") from None
+        raise CommandError(f"{path}: not an evidence export: it holds no chain")
 
-def _load(path: Path) -> dict[str, Any]:
+
+def _keys(known: dict[str, Any]) -> dict[str, str]:
+    """The keys that signed the export's checkpoints; an export made before keys could
+    be rotated carries only the one."""
+    return checkpoints.keyring(known.get("public_keys") or [known["public_key"]])
+
+
+@contextmanager
+def _export(path: Path) -> Iterator[IO[str]]:
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        with path.open(encoding="utf-8") as f:
+            yield f
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read it: {exc}") from None
+    except (ExportError, UnicodeDecodeError) as exc:
         raise CommandError(f"{path}: cannot read it as JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise CommandError(f"{path}: not an evidence export")
-    return document
