@@ -70,6 +70,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/notices.py
+	$(BIN)/python bench/verify_export.py
 
 clean:
 	rm -rf $(VENV) var
