@@ -63,9 +63,9 @@ def evidence(client, memo, developers, mailgun):
         provider_message_id="<ru@x>",
         reason="RU is in region X",
     )
-    evidence_record_deliveries(
-        sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)]
-    )
+    # Two provider calls (one per language): a handover record each.
+    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64)])
+    evidence_record_deliveries(sent=[(ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
@@ -120,8 +120,8 @@ def record(memo, seq):
 def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evidence):
     records = list(EvidenceRecord.objects.filter(memo=evidence).order_by("seq"))
     assert [r.kind for r in records] == [
-        "delivery",
-        "delivery",
+        "handover",
+        "handover",
         "event",
         "status",
         "event",
@@ -132,14 +132,19 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
     assert records[0].prev_hash == "0" * 64
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
     cn = Delivery.objects.get(country="CN")
+    assert records[0].object_id == cn.pk
     assert records[0].payload == {
-        "delivery": cn.pk,
-        "developer": cn.developer_id,
-        "country": "CN",
-        "language": "zh-hans",
-        "message_id": "<cn@x>",
-        "sent_at": cn.sent_at.isoformat(),
-        "text_hash": "a" * 64,
+        "deliveries": [
+            {
+                "delivery": cn.pk,
+                "developer": cn.developer_id,
+                "country": "CN",
+                "language": "zh-hans",
+                "message_id": "<cn@x>",
+                "sent_at": cn.sent_at.isoformat(),
+                "text_hash": "a" * 64,
+            }
+        ]
     }
     assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
     assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [
@@ -213,7 +218,7 @@ def test_a_delivery_edited_is_found_naming_its_record(evidence, column, value, c
     cn = Delivery.objects.get(country="CN")
     sql(f"UPDATE memos_delivery SET {column} = {value} WHERE id = %s", cn.pk)
     assert evidence_verify(evidence).problem == (
-        f"record 1 (delivery {cn.pk}): the delivery was altered after it was recorded ({changed})"
+        f"record 1 (handover {cn.pk}): delivery {cn.pk} was altered after it was recorded ({changed})"
     )
 
 
@@ -230,7 +235,9 @@ def test_a_deleted_delivery_is_found(evidence):
     sql("UPDATE memos_deliveryevent SET delivery_id = NULL WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_senttext WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", ru.pk)
-    assert evidence_verify(evidence).problem == f"record 2 (delivery {ru.pk}): the delivery it proves no longer exists"
+    assert (
+        evidence_verify(evidence).problem == f"record 2 (handover {ru.pk}): delivery {ru.pk} it proves no longer exists"
+    )
 
 
 def test_the_last_answer_deleted_with_its_record_is_found(evidence):
@@ -660,12 +667,12 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
     evidence_seal(memo_id=evidence.pk)
     assert SentText.objects.get(delivery=cn).text_hash == "d" * 64
-    assert record(evidence, 9).payload["message_id"] == "<cn-again@x>"
+    assert record(evidence, 9).payload["deliveries"][0]["message_id"] == "<cn-again@x>"
     assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
     assert (
         evidence_verify(evidence).problem
-        == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"
+        == f"record 9 (handover {cn.pk}): delivery {cn.pk} was altered after it was recorded (country)"
     )
 
 
@@ -702,14 +709,14 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     pending(1, 100)
     evidence_seal(memo_id=memo.pk)
     pending(101, 200)
-    records = chain._records
+    records = chain.chained_pages
 
     def records_while_sealing(memo):
         # After the checkpoints were read, the sequencer chains the 200.
         assert _from_another_connection(lambda: evidence_seal(memo_id=memo.pk)) == 200
         yield from records(memo)
 
-    monkeypatch.setattr(chain, "_records", records_while_sealing)
+    monkeypatch.setattr(chain, "chained_pages", records_while_sealing)
     result = evidence_verify(memo)
     assert result.ok and (result.records, result.pending) == (100, 200), result.summary()
     monkeypatch.undo()

@@ -350,7 +350,10 @@ class EvidenceRecord(models.Model):
     class Kind(models.TextChoices):
         ANSWER = "answer", "answer"
         EVENT = "event", "delivery event"
-        DELIVERY = "delivery", "handover to the provider"
+        # Chains sealed before handovers were recorded per provider call hold one of
+        # these per email; they still verify, as a handover of that one email.
+        DELIVERY = "delivery", "handover of one email (before handovers were per call)"
+        HANDOVER = "handover", "handover to the provider, one call"
         STATUS = "status", "delivery status change"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="evidence")
