@@ -240,6 +240,7 @@ def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
 
 
 def _record_sent(sent: list[SentEmail]) -> set[int]:
+    """The same, a statement at a time (SQLite, the tests' database)."""
     with connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {SentText._meta.db_table} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
