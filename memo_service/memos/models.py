@@ -340,9 +340,9 @@ class AuditEvent(models.Model):
 
 
 class EvidenceRecord(models.Model):
-    """The memo's append-only evidence chain: each answer, provider event, handover of an
-    email and later change of its status, with a hash that covers the record and the one
-    before it.
+    """The memo's append-only evidence chain: each answer, provider event, handover to the
+    provider (a record per call, listing its emails) and later change of an email's
+    status, with a hash that covers the record and the one before it.
 
     The request path only inserts a record (seq empty: pending); one sequencer per memo
     (evidence.evidence_seal) later gives pending records their place in the chain."""
