@@ -341,11 +341,11 @@ PendingRecord = tuple[int, str, int, dict[str, Any]]  # (id, kind, object_id, pa
 
 def _pending(memo_id: int, batch: int) -> tuple[list[PendingRecord], bool]:
     """A step's records: the pending ones in the order they came until they weigh
-    `batch` (`record_size`: a handover of a thousand emails fills a step alone, a
-    thousand events do), at least one; and whether the step is full. Its work is bound
-    by the deliveries it reads and hashes, not by its records. Read a few at a time
-    (SMALL_PAGE, then as many as the weight so far says fit): a thousand pending
-    handovers' payloads are not read to use one."""
+    `batch` (`record_size`: a handover weighs its emails, any other record one, so one
+    call of a thousand emails fills a step as a thousand events do), at least one; and
+    whether the step is full. A step's work is in the deliveries it reads and hashes,
+    not in its records. Read a few at a time (SMALL_PAGE, then as many as the weight so
+    far says fit): a thousand pending handovers' payloads are not read to use one."""
     taken: list[PendingRecord] = []
     weight, size, last_id = 0, SMALL_PAGE, 0
     queue = EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True).order_by("id")
