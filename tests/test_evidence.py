@@ -63,9 +63,9 @@ def evidence(client, memo, developers, mailgun):
         provider_message_id="<ru@x>",
         reason="RU is in region X",
     )
-    evidence_record_deliveries(
-        sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64), (ru.pk, {"name": "Olga Petrova"}, "b" * 64)]
-    )
+    # Two provider calls (one per language): a handover record each.
+    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64)])
+    evidence_record_deliveries(sent=[(ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
@@ -120,8 +120,8 @@ def record(memo, seq):
 def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evidence):
     records = list(EvidenceRecord.objects.filter(memo=evidence).order_by("seq"))
     assert [r.kind for r in records] == [
-        "delivery",
-        "delivery",
+        "handover",
+        "handover",
         "event",
         "status",
         "event",
@@ -132,14 +132,19 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
     assert records[0].prev_hash == "0" * 64
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
     cn = Delivery.objects.get(country="CN")
+    assert records[0].object_id == cn.pk
     assert records[0].payload == {
-        "delivery": cn.pk,
-        "developer": cn.developer_id,
-        "country": "CN",
-        "language": "zh-hans",
-        "message_id": "<cn@x>",
-        "sent_at": cn.sent_at.isoformat(),
-        "text_hash": "a" * 64,
+        "deliveries": [
+            {
+                "delivery": cn.pk,
+                "developer": cn.developer_id,
+                "country": "CN",
+                "language": "zh-hans",
+                "message_id": "<cn@x>",
+                "sent_at": cn.sent_at.isoformat(),
+                "text_hash": "a" * 64,
+            }
+        ]
     }
     assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
     assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [
@@ -213,7 +218,7 @@ def test_a_delivery_edited_is_found_naming_its_record(evidence, column, value, c
     cn = Delivery.objects.get(country="CN")
     sql(f"UPDATE memos_delivery SET {column} = {value} WHERE id = %s", cn.pk)
     assert evidence_verify(evidence).problem == (
-        f"record 1 (delivery {cn.pk}): the delivery was altered after it was recorded ({changed})"
+        f"record 1 (handover {cn.pk}): delivery {cn.pk} was altered after it was recorded ({changed})"
     )
 
 
@@ -230,7 +235,9 @@ def test_a_deleted_delivery_is_found(evidence):
     sql("UPDATE memos_deliveryevent SET delivery_id = NULL WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_senttext WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", ru.pk)
-    assert evidence_verify(evidence).problem == f"record 2 (delivery {ru.pk}): the delivery it proves no longer exists"
+    assert (
+        evidence_verify(evidence).problem == f"record 2 (handover {ru.pk}): delivery {ru.pk} it proves no longer exists"
+    )
 
 
 def test_the_last_answer_deleted_with_its_record_is_found(evidence):
@@ -660,12 +667,12 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
     evidence_seal(memo_id=evidence.pk)
     assert SentText.objects.get(delivery=cn).text_hash == "d" * 64
-    assert record(evidence, 9).payload["message_id"] == "<cn-again@x>"
+    assert record(evidence, 9).payload["deliveries"][0]["message_id"] == "<cn-again@x>"
     assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
     assert (
         evidence_verify(evidence).problem
-        == f"record 9 (delivery {cn.pk}): the delivery was altered after it was recorded (country)"
+        == f"record 9 (handover {cn.pk}): delivery {cn.pk} was altered after it was recorded (country)"
     )
 
 
@@ -702,14 +709,14 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     pending(1, 100)
     evidence_seal(memo_id=memo.pk)
     pending(101, 200)
-    records = chain._records
+    records = chain.chained_pages
 
     def records_while_sealing(memo):
         # After the checkpoints were read, the sequencer chains the 200.
         assert _from_another_connection(lambda: evidence_seal(memo_id=memo.pk)) == 200
         yield from records(memo)
 
-    monkeypatch.setattr(chain, "_records", records_while_sealing)
+    monkeypatch.setattr(chain, "chained_pages", records_while_sealing)
     result = evidence_verify(memo)
     assert result.ok and (result.records, result.pending) == (100, 200), result.summary()
     monkeypatch.undo()
@@ -727,3 +734,140 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     call_command("verify_evidence", "--file", str(path), stdout=out)
     assert "verifies: 300 records, chain intact" in out.getvalue()
     assert "350 records, chain intact" in verify(memo, "--no-seal")
+
+
+# --- a handover record per provider call ------------------------------------------------
+
+
+@pytest.fixture
+def one_call(memo, developers):
+    """CN, RU and US handed over in one provider call (one message id): one record."""
+    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
+    deliveries = [
+        Delivery.objects.create(
+            memo=memo,
+            developer=developer,
+            status="sent",
+            country=developer.country.code,
+            language=developer.language,
+            sent_at=timezone.now(),
+            provider_message_id="<call-1@x>",
+        )
+        for developer in developers.values()
+    ]
+    evidence_record_deliveries(sent=[(d.pk, {"name": d.developer.name}, f"{n}" * 64) for n, d in enumerate(deliveries)])
+    evidence_seal(memo_id=memo.pk)
+    return deliveries
+
+
+def test_one_provider_call_is_one_chained_record_listing_each_email(memo, one_call):
+    (handover,) = EvidenceRecord.objects.filter(memo=memo)
+    assert (handover.seq, handover.kind, handover.object_id) == (1, "handover", one_call[0].pk)
+    assert [entry["delivery"] for entry in handover.payload["deliveries"]] == [d.pk for d in one_call]
+    assert [entry["text_hash"] for entry in handover.payload["deliveries"]] == ["0" * 64, "1" * 64, "2" * 64]
+    assert {entry["message_id"] for entry in handover.payload["deliveries"]} == {"<call-1@x>"}
+    assert "evidence verifies: 1 records, chain intact, sealed by 1 signed checkpoints" in verify(memo, "--no-seal")
+
+
+def test_one_email_of_a_call_edited_or_deleted_is_found_naming_it(memo, one_call):
+    first, middle, _ = one_call
+    sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", middle.pk)
+    assert evidence_verify(memo).problem == (
+        f"record 1 (handover {first.pk}): delivery {middle.pk} was altered after it was recorded (country)"
+    )
+    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", middle.pk)
+    sql("DELETE FROM memos_delivery WHERE id = %s", middle.pk)
+    assert (
+        evidence_verify(memo).problem
+        == f"record 1 (handover {first.pk}): delivery {middle.pk} it proves no longer exists"
+    )
+
+
+def test_an_email_of_a_call_sent_again_verifies_by_its_last_handover(memo, one_call):
+    """The second handover changed the row (a new message id): the first one no longer
+    matches it, and need not; a change after the second is found, naming the second."""
+    first, middle, last = one_call
+    Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
+    evidence_record_deliveries(sent=[(middle.pk, {"name": "again"}, "d" * 64)])
+    evidence_seal(memo_id=memo.pk)
+    assert record(memo, 2).object_id == middle.pk
+    assert "evidence verifies: 2 records, chain intact" in verify(memo, "--no-seal")
+    sql("UPDATE memos_delivery SET language = 'fr' WHERE id = %s", middle.pk)
+    assert evidence_verify(memo).problem == (
+        f"record 2 (handover {middle.pk}): delivery {middle.pk} was altered after it was recorded (language)"
+    )
+    # Deletion is never superseded: the first handover that names it says so.
+    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", middle.pk)
+    sql("DELETE FROM memos_delivery WHERE id = %s", middle.pk)
+    assert (
+        evidence_verify(memo).problem
+        == f"record 1 (handover {first.pk}): delivery {middle.pk} it proves no longer exists"
+    )
+
+
+def test_a_chain_with_a_record_per_email_from_before_still_verifies(memo, one_call):
+    """Chains sealed before handovers were per call hold a `delivery` record per email:
+    each is a handover of that one email, and a later handover of it supersedes it."""
+    first, middle, last = one_call
+    EvidenceRecord.objects.filter(memo=memo).delete()
+    EvidenceCheckpoint.objects.filter(memo=memo).delete()
+    EvidenceRecord.objects.bulk_create(
+        EvidenceRecord(memo=memo, kind="delivery", object_id=d.pk, payload={}) for d in one_call
+    )
+    evidence_seal(memo_id=memo.pk)  # a sequencer of this version chaining them as the old one did
+    assert record(memo, 2).payload["delivery"] == middle.pk and record(memo, 2).payload["country"] == "RU"
+    assert "evidence verifies: 3 records, chain intact" in verify(memo, "--no-seal")
+    Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
+    evidence_record_deliveries(sent=[(middle.pk, {"name": "again"}, "d" * 64)])
+    assert "evidence verifies: 4 records, chain intact" in verify(memo)
+    sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", last.pk)
+    assert evidence_verify(memo).problem == (
+        f"record 3 (delivery {last.pk}): delivery {last.pk} was altered after it was recorded (country)"
+    )
+
+
+def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chains_back(memo, one_call):
+    """What verification reads of the pending handovers: their emails are on their way
+    into the chain, and a status change of theirs too."""
+    from tests.conftest import make_developer
+
+    developer = make_developer("us-2", "US", name="Jane Smith")
+    delivery = Delivery.objects.create(
+        memo=memo, developer=developer, status="delivered", country="US", sent_at=timezone.now()
+    )
+    evidence_record_deliveries(sent=[(delivery.pk, {}, "e" * 64)])
+    result = evidence_verify(memo)
+    assert result.ok and (result.records, result.pending) == (1, 1), result.summary()
+
+
+def test_a_sequencer_step_is_bounded_by_the_emails_it_chains_not_its_records(memo):
+    """Three calls of 600 emails, a step of 1,000: the first step takes two (it stops
+    once it holds 1,000), the second the third, each signed. Other records weigh one."""
+    EvidenceRecord.objects.bulk_create(
+        EvidenceRecord(memo=memo, kind="handover", object_id=n, payload={"deliveries": list(range(n, n + 600))})
+        for n in (1, 601, 1201)
+    )
+    assert evidence_seal(memo_id=memo.pk, batch=1000) == 3
+    assert len(record(memo, 3).payload["deliveries"]) == 600
+    EvidenceRecord.objects.bulk_create(
+        EvidenceRecord(memo=memo, kind="status", object_id=n, payload={"delivery": n, "status": "delivered"})
+        for n in range(1, 1501)
+    )
+    assert evidence_seal(memo_id=memo.pk, batch=1000) == 1500
+    steps = list(EvidenceCheckpoint.objects.filter(memo=memo).order_by("seq").values_list("seq", flat=True))
+    assert steps == [2, 3, 1003, 1503]
+
+
+def test_a_sequencer_step_reads_a_few_pending_handovers_not_all(memo):
+    from django.test.utils import CaptureQueriesContext
+
+    EvidenceRecord.objects.bulk_create(
+        EvidenceRecord(memo=memo, kind="handover", object_id=n, payload={"deliveries": list(range(n, n + 1000))})
+        for n in range(1, 100_001, 1000)
+    )
+    from memo_service.memos.evidence.chain import _seal_step
+
+    with CaptureQueriesContext(connection) as queries:
+        assert _seal_step(memo.pk, 1000) == (1, True)
+    pending_reads = [q["sql"] for q in queries if '"seq" IS NULL' in q["sql"] and "LIMIT" in q["sql"]]
+    assert len(pending_reads) == 1 and pending_reads[0].endswith("LIMIT 20")

@@ -153,9 +153,11 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
     # with no text hash, since nobody kept the text the dead call carried.
     evidence_seal(memo_id=memo.pk)
     assert evidence_verify(memo).ok
-    handovers = EvidenceRecord.objects.filter(memo=memo, kind="delivery")
-    assert sorted(handovers.values_list("object_id", flat=True)) == sorted(ids.values())
-    assert {r.payload["text_hash"] for r in handovers} == {""}
+    proved = [
+        entry for r in EvidenceRecord.objects.filter(memo=memo, kind="handover") for entry in r.payload["deliveries"]
+    ]
+    assert sorted(entry["delivery"] for entry in proved) == sorted(ids.values())
+    assert {entry["text_hash"] for entry in proved} == {""}
 
 
 def test_a_provider_that_cannot_be_asked_now_is_asked_at_the_next_run(sweep, memo, batched, settings):

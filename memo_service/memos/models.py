@@ -340,9 +340,9 @@ class AuditEvent(models.Model):
 
 
 class EvidenceRecord(models.Model):
-    """The memo's append-only evidence chain: each answer, provider event, handover of an
-    email and later change of its status, with a hash that covers the record and the one
-    before it.
+    """The memo's append-only evidence chain: each answer, provider event, handover to the
+    provider (a record per call, listing its emails) and later change of an email's
+    status, with a hash that covers the record and the one before it.
 
     The request path only inserts a record (seq empty: pending); one sequencer per memo
     (evidence.evidence_seal) later gives pending records their place in the chain."""
@@ -350,7 +350,10 @@ class EvidenceRecord(models.Model):
     class Kind(models.TextChoices):
         ANSWER = "answer", "answer"
         EVENT = "event", "delivery event"
-        DELIVERY = "delivery", "handover to the provider"
+        # Chains sealed before handovers were recorded per provider call hold one of
+        # these per email; they still verify, as a handover of that one email.
+        DELIVERY = "delivery", "handover of one email (before handovers were per call)"
+        HANDOVER = "handover", "handover to the provider, one call"
         STATUS = "status", "delivery status change"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="evidence")

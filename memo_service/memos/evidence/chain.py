@@ -2,18 +2,24 @@
 change of its status, hash-chained per memo and sealed by signed checkpoints.
 
 Writing is append-only and takes no lock: the request path (an answer, a webhook) and a
-send task only insert records, pending. One sequencer per memo (`evidence_seal`, a
-Celery task started after commit and by beat) takes the pending records in the order
-they came, in batches, gives each its place and hash, and signs a checkpoint
-(checkpoints.py) in the same transaction: a sequencer killed mid-batch leaves the chain
-as it was, and a second one waits for the memo's lock, then continues where the first
-stopped (the unique (memo, seq) is the last guard against a fork).
+send task only insert records, pending. A handover is one record per provider call
+(up to a thousand emails, one message id) listing each email it handed over; chains
+from before, with a `delivery` record per email, verify as handovers of one. One
+sequencer per memo (`evidence_seal`, a Celery task started after commit and by beat)
+takes the pending records in the order they came, in steps of about SEAL_BATCH emails
+or other records, gives each its place and hash (a handover's payload becomes what
+each of its deliveries' rows says), and signs a checkpoint (checkpoints.py) in the same
+transaction: a sequencer killed mid-step leaves the chain as it was, and a second one
+waits for the memo's lock, then continues where the first stopped (the unique (memo,
+seq) is the last guard against a fork).
 
 Each record holds a canonical copy of what it proves (never the email, name or
 organisation, so erasure does not break it). `evidence_verify` recomputes the chain,
-compares each record with the row it stands for, checks every checkpoint's signature
-and that the chain reaches the newest one; `evidence_verify_against` checks that the
-chain still begins with the one an earlier export recorded.
+compares each record with the row it stands for (a handover, each delivery it lists;
+the last handover of a delivery sent twice is the one its row must match), checks
+every checkpoint's signature and that the chain reaches the newest one;
+`evidence_verify_against` checks that the chain still begins with the one an earlier
+export recorded.
 """
 
 from __future__ import annotations
@@ -31,7 +37,6 @@ from celery import current_app
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Count, Max
 from django.utils import timezone
 
 from memo_service.db import in_ids, row_lock, snapshot
@@ -49,7 +54,8 @@ from memo_service.memos.models import (
 
 log = logging.getLogger(__name__)
 K = EvidenceRecord.Kind
-PAGE = 2_000  # records per query while verifying: memory stays flat
+PAGE = 2_000  # records (or deliveries in handovers) per query while verifying: memory stays flat
+SMALL_PAGE = 20  # records per query where each may be a handover of a thousand emails
 # Records chained per sealing step (one transaction, one checkpoint): big enough that a
 # flood of webhooks costs a checkpoint per thousand events, small enough that a step
 # holds the memo's sequencer lock for well under a second.
@@ -126,6 +132,35 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def delivery_rows(ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The Delivery rows a handover proves, by id, with the fields it proves: one query."""
+    if not ids:
+        return {}
+    return {row["id"]: row for row in Delivery.objects.filter(id__in=in_ids(ids)).values(*DELIVERY_FIELDS)}
+
+
+def record_size(kind: str, payload: Any) -> int:
+    """What a record weighs for the sequencer's steps and verification's pages: a
+    handover its deliveries (a provider call's, up to a thousand), any other record one."""
+    return max(1, len(payload.get("deliveries", ()))) if kind == K.HANDOVER else 1
+
+
+def handed_over(kind: str, object_id: int, payload: dict[str, Any]) -> list[int]:
+    """The deliveries a pending record hands over: those a handover lists, or the one an
+    old-style per-email `delivery` record names."""
+    if kind == K.HANDOVER:
+        return [int(i) for i in payload.get("deliveries", [])]
+    return [object_id] if kind == K.DELIVERY else []
+
+
+def handover_entries(kind: str, object_id: int, payload: Any) -> list[tuple[int | None, Any]]:
+    """(delivery id, what the record proves of it) for a chained handover; a `delivery`
+    record, chained before handovers were per call, is a handover of its one delivery."""
+    if kind == K.HANDOVER:
+        return [(e.get("delivery") if isinstance(e, dict) else None, e) for e in payload.get("deliveries", [])]
+    return [(object_id, payload)] if kind == K.DELIVERY else []
+
+
 # --- writing: append-only, no lock ------------------------------------------------------
 
 
@@ -171,65 +206,78 @@ RESENT = (
 
 
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
-    """What the provider just accepted: each email's values and text hash (SentText, for
-    the developer's page) and a pending handover record for each, whatever the call's
-    size in one statement on PostgreSQL (two elsewhere). The sequencer reads what a
-    handover proves (developer, country, language, message id, time, text hash) from
-    the rows when it chains them."""
+    """What the provider just accepted in one call: each email's values and text hash
+    (SentText, for the developer's page) and one pending handover record per memo
+    listing the call's deliveries, in one statement on PostgreSQL. One record per call,
+    not per email: at a thousand emails a call the chain, the sequencer and the
+    verification handle a thousandth of the rows. The sequencer reads what a handover
+    proves of each email (developer, country, language, message id, time, text hash)
+    from the rows when it chains it."""
     if not sent:
         return
-    texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
-    deliveries = Delivery._meta.db_table
-    handover = f"SELECT d.memo_id, d.id, %s, %s, %s, %s, %s FROM {deliveries} d"
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The call's rows as one JSON parameter: psycopg quotes parameters in Python,
-            # and a thousand placeholders or array elements cost more than the rest.
-            cursor.execute(
-                "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
-                f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent {RESENT}), "
-                f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
-                f"{handover} JOIN sent ON sent.id = d.id RETURNING memo_id) "
-                "SELECT DISTINCT memo_id FROM handed",
-                [
-                    json.dumps(
-                        [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent], ensure_ascii=False
-                    ),
-                    K.DELIVERY,
-                    "{}",
-                    "",
-                    "",
-                    timezone.now(),
-                ],
-            )
-        else:
-            cursor.executemany(
-                f"INSERT INTO {texts} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
-                [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
-            )
-            ids = ",".join(str(int(s[0])) for s in sent)
-            cursor.execute(
-                f"INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
-                f"{handover} WHERE d.id IN ({ids}) RETURNING memo_id",
-                [K.DELIVERY, "{}", "", "", timezone.now()],
-            )
-        memo_ids = {row[0] for row in cursor.fetchall()}
+    memo_ids = _record_sent_postgresql(sent) if connection.vendor == "postgresql" else _record_sent(sent)
     for memo_id in memo_ids:
         evidence_seal_soon(memo_id)
 
 
-def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
-    """Pending handover records of emails the provider took while nobody kept their text
-    (its events said so after the worker that sent them died: reconcile.py). The
-    sequencer reads what they prove from the rows, with no text hash: the text sent is
-    not known, and the developer's page says nothing it cannot prove."""
+def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
+    """The call's rows as one JSON parameter: psycopg quotes parameters in Python, and a
+    thousand placeholders or array elements cost more than the rest."""
+    texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
+    deliveries = Delivery._meta.db_table
+    rows = [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
+            f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent {RESENT}), "
+            f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
+            "SELECT d.memo_id, min(d.id), %s, jsonb_build_object('deliveries', jsonb_agg(d.id ORDER BY d.id)), '', '', %s "
+            f"FROM {deliveries} d JOIN sent ON sent.id = d.id GROUP BY d.memo_id RETURNING memo_id) "
+            "SELECT memo_id FROM handed",
+            [json.dumps(rows, ensure_ascii=False), K.HANDOVER, timezone.now()],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _record_sent(sent: list[SentEmail]) -> set[int]:
+    """The same, a statement at a time (SQLite, the tests' database)."""
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {SentText._meta.db_table} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
+            [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
+        )
+    ids = [s[0] for s in sent]
+    return _pending_handovers(Delivery.objects.filter(id__in=in_ids(ids)).values_list("memo_id", "id"))
+
+
+def _pending_handovers(handed: Iterable[tuple[int, int]]) -> set[int]:
+    """One pending handover record per memo of the (memo id, delivery id) pairs, named by
+    its smallest delivery id and listing them all; returns the memos."""
+    by_memo: dict[int, list[int]] = {}
+    for memo_id, delivery_id in handed:
+        by_memo.setdefault(memo_id, []).append(delivery_id)
     EvidenceRecord.objects.bulk_create(
-        [
-            EvidenceRecord(memo_id=memo_id, kind=K.DELIVERY, object_id=delivery_id, payload={}, prev_hash="", hash="")
-            for delivery_id in delivery_ids
-        ]
+        EvidenceRecord(
+            memo_id=memo_id,
+            kind=K.HANDOVER,
+            object_id=min(ids),
+            payload={"deliveries": sorted(ids)},
+            prev_hash="",
+            hash="",
+        )
+        for memo_id, ids in by_memo.items()
     )
-    evidence_seal_soon(memo_id)
+    return set(by_memo)
+
+
+def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
+    """A pending handover record of emails the provider took while nobody kept their
+    text (its events said so after the worker that sent them died: reconcile.py). The
+    sequencer reads what it proves from the rows, with no text hash: the text sent is
+    not known, and the developer's page says nothing it cannot prove."""
+    if delivery_ids:
+        _pending_handovers((memo_id, delivery_id) for delivery_id in delivery_ids)
+        evidence_seal_soon(memo_id)
 
 
 def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:
@@ -248,17 +296,19 @@ def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | N
 
 
 def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH) -> int:
-    """Chain the memo's pending records, a batch per transaction and checkpoint; returns
+    """Chain the memo's pending records, a step per transaction and checkpoint; returns
     how many were chained."""
     total = 0
     while True:
-        chained = _seal_step(memo_id, batch)
+        chained, full = _seal_step(memo_id, batch)
         total += chained
-        if chained < batch:
+        if not full:
             return total
 
 
-def _seal_step(memo_id: int, batch: int) -> int:
+def _seal_step(memo_id: int, batch: int) -> tuple[int, bool]:
+    """Chain the next step's records (`_pending`); returns how many, and whether the
+    step was full (more may be pending)."""
     with transaction.atomic():
         row_lock(Memo.objects.filter(pk=memo_id))  # the memo's sequencer lock; only sequencers take it
         last = (
@@ -269,21 +319,13 @@ def _seal_step(memo_id: int, batch: int) -> int:
         )
         seq, prev_hash = last or (0, GENESIS)
         assert seq is not None  # `last` is of a record with seq__isnull=False
-        pending = list(
-            EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True)
-            .order_by("id")
-            .values_list("id", "kind", "object_id", "payload")[:batch]
-        )
+        pending, full = _pending(memo_id, batch)
         if not pending:
-            return 0
-        handed_over = [object_id for _, kind, object_id, _ in pending if kind == K.DELIVERY]
-        deliveries = {
-            row["id"]: row for row in Delivery.objects.filter(id__in=in_ids(handed_over)).values(*DELIVERY_FIELDS)
-        }
+            return 0, False
+        rows = delivery_rows([i for record in pending for i in handed_over(*record[1:])])
         updates = []
         for record_id, kind, object_id, payload in pending:
-            if kind == K.DELIVERY and object_id in deliveries:
-                payload = delivery_payload(deliveries[object_id])
+            payload = _sealed_payload(kind, object_id, payload, rows)
             seq += 1
             this_hash = record_hash(prev_hash, kind, object_id, payload)
             updates.append((record_id, seq, payload, prev_hash, this_hash))
@@ -291,7 +333,50 @@ def _seal_step(memo_id: int, batch: int) -> int:
         _chain(updates)
         checkpoint = _checkpoint(memo_id, seq, prev_hash)
     log.info("evidence: memo %s sealed to record %s, head %s, key %s", memo_id, seq, prev_hash, checkpoint.key_id[:16])
-    return len(pending)
+    return len(pending), full
+
+
+PendingRecord = tuple[int, str, int, dict[str, Any]]  # (id, kind, object_id, payload)
+
+
+def _pending(memo_id: int, batch: int) -> tuple[list[PendingRecord], bool]:
+    """A step's records: the pending ones in the order they came until they weigh
+    `batch` (`record_size`: a handover weighs its emails, any other record one, so one
+    call of a thousand emails fills a step as a thousand events do), at least one; and
+    whether the step is full. A step's work is in the deliveries it reads and hashes,
+    not in its records. Read a few at a time (SMALL_PAGE, then as many as the weight so
+    far says fit): a thousand pending handovers' payloads are not read to use one."""
+    taken: list[PendingRecord] = []
+    weight, size, last_id = 0, SMALL_PAGE, 0
+    queue = EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True).order_by("id")
+    while page := list(queue.filter(id__gt=last_id).values_list("id", "kind", "object_id", "payload")[:size]):
+        for record in page:
+            taken.append(record)
+            weight += record_size(record[1], record[3])
+            if weight >= batch:
+                return taken, True
+        if len(page) < size:
+            break
+        last_id, size = page[-1][0], _page_size(batch - weight, len(taken), weight)
+    return taken, False
+
+
+def _page_size(wanted: int, records: int, weight: int) -> int:
+    """How many records to read next for about `wanted` in weight, judging by the
+    `records` read so far weighing `weight`: between SMALL_PAGE and PAGE."""
+    return max(SMALL_PAGE, min(PAGE, wanted * records // max(weight, 1)))
+
+
+def _sealed_payload(kind: str, object_id: int, payload: dict[str, Any], rows: dict[int, dict[str, Any]]) -> Any:
+    """What a pending record proves, as chained: a handover lists what each of its
+    deliveries' rows says, ordered by id (a row gone before it was chained keeps only
+    its id: verification then says it no longer exists)."""
+    if kind == K.HANDOVER:
+        ids = sorted(handed_over(kind, object_id, payload))
+        return {"deliveries": [delivery_payload(rows[i]) if i in rows else {"delivery": i} for i in ids]}
+    if kind == K.DELIVERY and object_id in rows:  # pending from before handovers were per call
+        return delivery_payload(rows[object_id])
+    return payload
 
 
 def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
@@ -400,23 +485,36 @@ class Verification:
         return f"evidence verifies: {self.records} records, chain intact, {sealed}"
 
 
-def _records(memo: Memo) -> Iterator[EvidenceRecord]:
-    last_seq = 0
-    while page := list(EvidenceRecord.objects.filter(memo=memo, seq__gt=last_seq).order_by("seq")[:PAGE]):
-        yield from page
-        last_seq = page[-1].seq or 0
+CHAIN_FIELDS = ("seq", "kind", "object_id", "payload", "prev_hash", "hash")
 
 
-def _live(kind: str, ids: list[int]) -> dict[int, dict[str, Any]]:
-    if kind == K.ANSWER:
-        return {a.pk: answer_payload(a) for a in Answer.objects.filter(pk__in=ids).select_related("developer")}
-    if kind == K.EVENT:
-        return {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids)}
-    if kind == K.DELIVERY:
-        return {
-            row["id"]: delivery_payload(row) for row in Delivery.objects.filter(pk__in=ids).values(*DELIVERY_FIELDS)
-        }
-    return {}
+def chained_pages(memo: Memo) -> Iterator[list[dict[str, Any]]]:
+    """The memo's chained records in order (dicts of CHAIN_FIELDS), a page per query: about
+    PAGE records, or fewer when they are handovers, so a page holds about PAGE
+    deliveries (`record_size`, never fewer than SMALL_PAGE records). Memory stays flat."""
+    records = EvidenceRecord.objects.filter(memo=memo, seq__isnull=False).order_by("seq").values(*CHAIN_FIELDS)
+    size, last_seq = SMALL_PAGE, 0
+    while page := list(records.filter(seq__gt=last_seq)[:size]):
+        yield page
+        last_seq = page[-1]["seq"]
+        size = _page_size(PAGE, len(page), sum(record_size(r["kind"], r["payload"]) for r in page))
+
+
+def _live(page: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
+    """The rows a page of records proves, as their records would hold them: answers and
+    events by id, deliveries by the ids the handovers list."""
+
+    def ids(kind: str) -> list[int]:
+        return [r["object_id"] for r in page if r["kind"] == kind]
+
+    handed = [i for r in page for i, _ in handover_entries(r["kind"], r["object_id"], r["payload"]) if i is not None]
+    return {
+        K.ANSWER: {
+            a.pk: answer_payload(a) for a in Answer.objects.filter(pk__in=ids(K.ANSWER)).select_related("developer")
+        },
+        K.EVENT: {e.pk: event_payload(e) for e in DeliveryEvent.objects.filter(pk__in=ids(K.EVENT))},
+        K.DELIVERY: {i: delivery_payload(row) for i, row in delivery_rows(handed).items()},
+    }
 
 
 def _ids(queryset: Any) -> Iterator[int]:
@@ -442,85 +540,104 @@ def _verify(memo: Memo) -> Verification:
     if problem:
         result.problem = problem
         return result
-    heads = {c["seq"]: c for c in stored}
-    # A delivery sent twice has two handovers: the row is what the last one says.
-    last_handover = dict(
-        EvidenceRecord.objects.filter(memo=memo, kind=K.DELIVERY, seq__isnull=False)
-        .values("object_id")
-        .annotate(n=Count("id"), last=Max("seq"))
-        .filter(n__gt=1)
-        .values_list("object_id", "last")
-    )
-    seen: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()}
-    final_status: dict[int, str] = {}  # delivery -> the status its last chained change says
-    prev_hash, expected_seq, last_good = GENESIS, 1, 0
-    first_since_good: dict[str, Any] | None = None  # the first record after the last head that matched
+    walk = _Walk(heads={c["seq"]: c for c in stored})
+    for page in chained_pages(memo):
+        if problem := walk.page(page):
+            break
+    else:
+        problem = walk.end(stored[-1] if stored else None) or _unchained(memo, walk.seen, walk.final_status)
+    result.records, result.problem, result.ok = walk.records, problem, not problem
+    return result
 
-    def check(batch: list[EvidenceRecord]) -> str:
-        nonlocal prev_hash, expected_seq, last_good, first_since_good
-        live = {kind: _live(kind, [r.object_id for r in batch if r.kind == kind]) for kind in seen}
-        for record in batch:
-            where = f"record {record.seq} ({record.kind} {record.object_id})"
-            if record.seq != expected_seq:
-                return f"record {expected_seq} is missing (next is {record.seq})"
-            if record.prev_hash != prev_hash:
-                return f"{where}: does not follow the record before it"
-            if record_hash(prev_hash, record.kind, record.object_id, record.payload) != record.hash:
-                return f"{where}: its hash does not match its content (the record was altered)"
-            if record.kind in seen:
-                current = live[record.kind].get(record.object_id)
-                if record.kind == K.DELIVERY and last_handover.get(record.object_id, record.seq) != record.seq:
-                    current = record.payload  # superseded by its later handover
-                if current is None:
-                    return f"{where}: the {record.kind} it proves no longer exists"
-                if current != record.payload:
-                    changed = sorted(k for k in current if current.get(k) != record.payload.get(k))
-                    return f"{where}: the {record.kind} was altered after it was recorded ({', '.join(changed)})"
-                seen[record.kind].add(record.object_id)
-                if record.kind == K.DELIVERY:
-                    final_status.setdefault(record.object_id, Delivery.Status.SENT)
-            if record.kind == K.STATUS:
-                final_status[record.object_id] = record.payload.get("status", "")
-            first_since_good = first_since_good or {
-                "seq": record.seq,
-                "kind": record.kind,
-                "object_id": record.object_id,
-            }
-            checkpoint = heads.get(record.seq)
-            if checkpoint is not None:
-                if checkpoint["head"] != record.hash:
-                    return checkpoints.rewritten(last_good, checkpoint, first_since_good)
-                last_good, first_since_good = record.seq, None
-            prev_hash, expected_seq, result.records = record.hash, expected_seq + 1, result.records + 1
+
+@dataclass
+class _Walk:
+    """Verification along the chain, a page at a time: each record follows the one
+    before it, matches its hash, the signed heads and the rows it proves."""
+
+    heads: dict[int, dict[str, Any]]  # the signed checkpoints by the record they end at
+    records: int = 0  # verified so far
+    prev_hash: str = GENESIS
+    last_good: int = 0  # the last record a signed head matched
+    first_since_good: dict[str, Any] | None = None
+    seen: dict[str, set[int]] = field(default_factory=lambda: {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set()})
+    final_status: dict[int, str] = field(default_factory=dict)  # delivery -> the status its last chained change says
+    # Delivery -> how its last handover so far differs from its row. A delivery sent
+    # twice has two handovers and the row is what the last one says: a difference is
+    # reported at the end unless a later handover of the same delivery matches.
+    altered: dict[int, str] = field(default_factory=dict)
+
+    def page(self, page: list[dict[str, Any]]) -> str:
+        live = _live(page)
+        for record in page:
+            if problem := self.record(record, live):
+                return problem
         return ""
 
-    batch: list[EvidenceRecord] = []
-    for record in _records(memo):
-        batch.append(record)
-        if len(batch) == PAGE:
-            if problem := check(batch):
-                result.problem = problem
-                return result
-            batch = []
-    if problem := check(batch) or checkpoints.coverage_problem(result.records, stored[-1] if stored else None):
-        result.problem = problem
-        return result
-    if problem := _unchained(memo, seen, final_status):
-        result.problem = problem
-        return result
-    result.ok = True
-    return result
+    def record(self, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]]) -> str:
+        seq, kind, object_id, payload = record["seq"], record["kind"], record["object_id"], record["payload"]
+        where = f"record {seq} ({kind} {object_id})"
+        if seq != self.records + 1:
+            return f"record {self.records + 1} is missing (next is {seq})"
+        if record["prev_hash"] != self.prev_hash:
+            return f"{where}: does not follow the record before it"
+        if record_hash(self.prev_hash, kind, object_id, payload) != record["hash"]:
+            return f"{where}: its hash does not match its content (the record was altered)"
+        if problem := self.proves(where, record, live):
+            return problem
+        if kind == K.STATUS:
+            self.final_status[object_id] = payload.get("status", "")
+        self.first_since_good = self.first_since_good or {"seq": seq, "kind": kind, "object_id": object_id}
+        checkpoint = self.heads.get(seq)
+        if checkpoint is not None:
+            if checkpoint["head"] != record["hash"]:
+                return checkpoints.rewritten(self.last_good, checkpoint, self.first_since_good)
+            self.last_good, self.first_since_good = seq, None
+        self.prev_hash, self.records = record["hash"], self.records + 1
+        return ""
+
+    def proves(self, where: str, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]]) -> str:
+        """The record matches the rows it proves: an answer or event its row, a handover
+        each of its deliveries' rows (a difference waits for a later handover)."""
+        kind, object_id, payload = record["kind"], record["object_id"], record["payload"]
+        if kind in (K.ANSWER, K.EVENT):
+            current = live[kind].get(object_id)
+            if current is None:
+                return f"{where}: the {kind} it proves no longer exists"
+            if current != payload:
+                return f"{where}: the {kind} was altered after it was recorded ({_changed(current, payload)})"
+            self.seen[kind].add(object_id)
+        for delivery_id, proved in handover_entries(kind, object_id, payload):
+            current = live[K.DELIVERY].get(delivery_id)
+            if current is None or delivery_id is None:
+                return f"{where}: delivery {delivery_id} it proves no longer exists"
+            if current == proved:
+                self.altered.pop(delivery_id, None)
+            else:
+                self.altered[delivery_id] = (
+                    f"{where}: delivery {delivery_id} was altered after it was recorded ({_changed(current, proved)})"
+                )
+            self.seen[K.DELIVERY].add(delivery_id)
+            self.final_status.setdefault(delivery_id, Delivery.Status.SENT)
+        return ""
+
+    def end(self, newest: dict[str, Any] | None) -> str:
+        """After the last record: a delivery its last handover does not match, or
+        records the newest checkpoint does not cover."""
+        if self.altered:
+            return next(iter(self.altered.values()))
+        return checkpoints.coverage_problem(self.records, newest)
+
+
+def _changed(current: dict[str, Any], recorded: Any) -> str:
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return ", ".join(sorted(k for k in current if current.get(k) != recorded.get(k)))
 
 
 def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, str]) -> str:
     """Rows the chain does not know (added behind its back), or whose status moved
     without a chained change."""
-    pending = {
-        kind: set(
-            EvidenceRecord.objects.filter(memo=memo, seq__isnull=True, kind=kind).values_list("object_id", flat=True)
-        )
-        for kind in [*seen, K.STATUS]
-    }
+    pending = _pending_ids(memo)
     rows = {
         K.ANSWER: Answer.objects.filter(memo=memo),
         K.EVENT: DeliveryEvent.objects.filter(delivery__memo=memo),
@@ -543,6 +660,18 @@ def _unchained(memo: Memo, seen: dict[str, set[int]], final_status: dict[int, st
                     "(altered after it was recorded)"
                 )
     return ""
+
+
+def _pending_ids(memo: Memo) -> dict[str, set[int]]:
+    """What the memo's pending records are of, by kind: answers, events and status
+    changes by id, deliveries by the ids pending handovers list."""
+    pending: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set(), K.STATUS: set()}
+    queue = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
+    for kind, object_id in queue.exclude(kind=K.HANDOVER).values_list("kind", "object_id"):
+        pending[K.DELIVERY if kind == K.DELIVERY else kind].add(object_id)
+    for payload in queue.filter(kind=K.HANDOVER).values_list("payload", flat=True):
+        pending[K.DELIVERY].update(handed_over(K.HANDOVER, 0, payload))
+    return pending
 
 
 def evidence_verify_against(memo: Memo, exported_memo: Any, chain: Iterable[dict[str, Any]]) -> str:

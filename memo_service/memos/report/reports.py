@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
 from memo_service.db import snapshot
-from memo_service.memos.evidence.chain import checkpoint_dict, public_key, public_keys
+from memo_service.memos.evidence.chain import chained_pages, checkpoint_dict, public_key, public_keys
 from memo_service.memos.models import (
     DELIVERY_ARRIVED,
     DELIVERY_GIVEN_UP,
@@ -24,7 +24,6 @@ from memo_service.memos.models import (
     Answer,
     Delivery,
     EvidenceCheckpoint,
-    EvidenceRecord,
     Memo,
 )
 from memo_service.memos.reminders import memo_awaiting_answer
@@ -285,17 +284,8 @@ def _evidence_json(memo: Memo) -> Iterator[str]:
 
 def evidence_chain(memo: Memo) -> Iterator[Mapping[str, Any]]:
     """The memo's chained records, in order, as an export carries them."""
-    last_seq = 0
-    records = EvidenceRecord.objects.filter(memo=memo, seq__isnull=False).order_by("seq")
-    while page := list(
-        records.filter(seq__gt=last_seq).values("seq", "kind", "object_id", "payload", "prev_hash", "hash")[
-            :EVIDENCE_PAGE
-        ]
-    ):
+    for page in chained_pages(memo):
         yield from page
-        last = page[-1]["seq"]
-        assert last is not None  # `records` has seq__isnull=False
-        last_seq = last
 
 
 # --- live progress and the dashboard ----------------------------------------------------
