@@ -1,7 +1,7 @@
 """Reading an evidence export (`export_evidence --format json`) a piece at a time.
 
-A million-recipient memo's export holds a million recipients and three million chain
-records, over a gigabyte of JSON: `json.load` would hold all of it as Python objects
+A million-recipient memo's export holds a million recipients and two million chain
+records (each email's event and status change), over a gigabyte of JSON: `json.load` would hold all of it as Python objects
 (many times the file's size). Here the document's top-level members come one after
 another, and the big arrays ("recipients", "chain") as iterators over their elements,
 each element decoded alone, so verifying an export needs memory for one element, not

@@ -65,11 +65,10 @@ class Command(BaseCommand):
         with _export(path) as f:
             try:
                 for key, value in members(f):
-                    if key == "chain":
-                        chain = value if {"checkpoints", "public_keys"} <= known.keys() else list(value)
-                        known["chain"] = chain
-                        if chain is value:
-                            outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
+                    if key == "chain" and {"checkpoints", "public_keys"} <= known.keys():
+                        outcome = checkpoints.chain_problem(_keys(known), value, known["checkpoints"])
+                    elif key == "chain":  # an export from before: its checkpoints come after the chain
+                        known["chain"] = list(value)
                     elif key != "recipients":
                         known[key] = value
                 if outcome is None:
