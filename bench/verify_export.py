@@ -23,10 +23,8 @@ object. Not part of the tests.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -87,7 +85,7 @@ print(count)
 
 def write_export(path: Path) -> int:
     """An export as export_evidence writes it (the same members in the same order)."""
-    private = base64.b64encode(secrets.token_bytes(32)).decode()
+    private = checkpoints.new_private_key()
     public = checkpoints.public_key_b64(private)
     signed: list[dict[str, object]] = []
     prev, prev_body = checkpoints.GENESIS, checkpoints.GENESIS

@@ -4,7 +4,6 @@ embedded default (SQLite and Celery's filesystem broker under var/, a local outb
 The README lists every variable.
 """
 
-import base64
 import os
 import secrets
 from collections.abc import Callable
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from memo_service.memos.evidence import checkpoints
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -101,14 +102,8 @@ def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
 # Signs the evidence chain's checkpoints (memos/evidence/chain.py): base64 of a raw 32-byte
 # Ed25519 private key. Kept out of the database, so whoever can write the database
 # cannot sign a rewritten chain.
-EVIDENCE_SIGNING_KEY = _embedded_secret(
-    "EVIDENCE_SIGNING_KEY", "evidence-signing-key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
-)
-try:
-    _evidence_key_ok = len(base64.b64decode(EVIDENCE_SIGNING_KEY, validate=True)) == 32
-except ValueError:
-    _evidence_key_ok = False
-if not _evidence_key_ok:
+EVIDENCE_SIGNING_KEY = _embedded_secret("EVIDENCE_SIGNING_KEY", "evidence-signing-key", checkpoints.new_private_key)
+if not checkpoints.is_raw_key(EVIDENCE_SIGNING_KEY):
     raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be base64 of a raw 32-byte Ed25519 private key.")
 if not DEBUG and _keys_in_repository([EVIDENCE_SIGNING_KEY]):
     raise ImproperlyConfigured(
@@ -121,11 +116,7 @@ if not DEBUG and _keys_in_repository([EVIDENCE_SIGNING_KEY]):
 # prints the current key's public half, to put here before replacing it.
 EVIDENCE_RETIRED_KEYS = env.list("EVIDENCE_RETIRED_KEYS", default=[])
 for _n, _retired in enumerate(EVIDENCE_RETIRED_KEYS, start=1):
-    try:
-        _retired_ok = len(base64.b64decode(_retired, validate=True)) == 32
-    except ValueError:
-        _retired_ok = False
-    if not _retired_ok:
+    if not checkpoints.is_raw_key(_retired):
         raise ImproperlyConfigured(
             f"EVIDENCE_RETIRED_KEYS: entry {_n} is not base64 of a raw 32-byte Ed25519 public key."
         )

@@ -16,6 +16,7 @@ import binascii
 import functools
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +49,19 @@ def body(checkpoint: dict[str, Any]) -> bytes:
 
 def body_hash(checkpoint: dict[str, Any]) -> str:
     return hashlib.sha256(body(checkpoint)).hexdigest()
+
+
+def new_private_key() -> str:
+    """A new signing key as EVIDENCE_SIGNING_KEY holds it: base64 of 32 random bytes."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def is_raw_key(encoded: str) -> bool:
+    """Whether `encoded` is base64 of 32 bytes, the form of both halves of an Ed25519 key."""
+    try:
+        return len(base64.b64decode(encoded, validate=True)) == 32
+    except ValueError:
+        return False
 
 
 @functools.lru_cache(maxsize=4)

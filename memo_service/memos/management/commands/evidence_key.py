@@ -1,5 +1,3 @@
-import base64
-import secrets
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -26,7 +24,7 @@ class Command(BaseCommand):
             self.stdout.write(f"retired, still verifies: {key}\n  fingerprint {checkpoints.key_id(key)}")
         if not new:
             return
-        private = base64.b64encode(secrets.token_bytes(32)).decode()
+        private = checkpoints.new_private_key()
         successor = checkpoints.public_key_b64(private)
         self.stdout.write(
             "\nTo rotate, set both and restart every web and worker process (checkpoints signed so far "
