@@ -437,7 +437,7 @@ def _checkpoint(memo_id: int, seq: int, head: str) -> EvidenceCheckpoint:
         count=seq,
         prev=signed["prev"],
         at=signed["at"],
-        key_id=checkpoints.key_id(checkpoints.public_key_b64(key)),
+        key_id=checkpoints.key_id(public_key()),
         signature=checkpoints.sign(key, signed),
     )
 
@@ -667,10 +667,11 @@ def _pending_ids(memo: Memo) -> dict[str, set[int]]:
     changes by id, deliveries by the ids pending handovers list."""
     pending: dict[str, set[int]] = {K.ANSWER: set(), K.EVENT: set(), K.DELIVERY: set(), K.STATUS: set()}
     queue = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
-    for kind, object_id in queue.exclude(kind=K.HANDOVER).values_list("kind", "object_id"):
-        pending[K.DELIVERY if kind == K.DELIVERY else kind].add(object_id)
-    for payload in queue.filter(kind=K.HANDOVER).values_list("payload", flat=True):
-        pending[K.DELIVERY].update(handed_over(K.HANDOVER, 0, payload))
+    for kind, object_id, payload in queue.values_list("kind", "object_id", "payload"):
+        if kind in (K.HANDOVER, K.DELIVERY):
+            pending[K.DELIVERY].update(handed_over(kind, object_id, payload))
+        else:
+            pending[kind].add(object_id)
     return pending
 
 
@@ -682,12 +683,13 @@ def evidence_verify_against(memo: Memo, exported_memo: Any, chain: Iterable[dict
         return f"the export is of memo {exported_memo!r}, not {memo.slug!r}"
     records = iter(chain)
     while page := list(itertools.islice(records, PAGE)):
-        by_seq = {r.seq: r for r in EvidenceRecord.objects.filter(memo=memo, seq__in=[r["seq"] for r in page])}
+        stored = EvidenceRecord.objects.filter(memo=memo, seq__in=[r["seq"] for r in page])
+        by_seq = {seq: rest for seq, *rest in stored.values_list("seq", "kind", "object_id", "hash")}  # no payloads
         for kept in page:
             where = f"record {kept['seq']} ({kept['kind']} {kept['object_id']})"
             current = by_seq.get(kept["seq"])
             if current is None:
                 return f"{where}: in the export, gone from the database"
-            if (current.kind, current.object_id, current.hash) != (kept["kind"], kept["object_id"], kept["hash"]):
+            if current != [kept["kind"], kept["object_id"], kept["hash"]]:
                 return f"{where}: the database's record differs from the one the export recorded (history rewritten)"
     return ""
