@@ -32,16 +32,22 @@ def in_ids(ids: Sequence[int]) -> Any:
     return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
 
 
-def row_lock(queryset: models.QuerySet[Any]) -> None:
+def row_lock(queryset: models.QuerySet[Any], wait: bool = True) -> bool:
     """Lock the one row of `queryset` until the transaction ends, as FOR NO KEY UPDATE:
     it serializes those who take it without blocking inserts elsewhere whose foreign
-    keys point at the row (they take KEY SHARE). SQLite's IMMEDIATE transactions already
-    serialize writers: nothing to take there."""
+    keys point at the row (they take KEY SHARE). With wait=False, False at once when
+    another transaction holds it. SQLite's IMMEDIATE transactions already serialize
+    writers: nothing to take there."""
     if connection.features.has_select_for_no_key_update:
-        queryset = queryset.select_for_update(no_key=True)
+        locking = queryset.select_for_update(no_key=True, skip_locked=not wait)
     elif connection.features.has_select_for_update:
-        queryset = queryset.select_for_update()
-    queryset.values_list("pk", flat=True).get()
+        locking = queryset.select_for_update(skip_locked=not wait)
+    else:
+        locking = queryset
+    if locking.values_list("pk", flat=True).first() is not None:
+        return True
+    queryset.values_list("pk", flat=True).get()  # there is no such row: DoesNotExist, as with wait
+    return False
 
 
 @contextmanager

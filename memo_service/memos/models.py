@@ -361,6 +361,10 @@ class EvidenceRecord(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     object_id = models.BigIntegerField()
     payload = models.JSONField(default=dict)
+    # What the record weighs in a sequencer's step: the emails a handover lists, any
+    # other record 1. Kept beside the payload so that a step can be measured out
+    # without reading a thousand emails' payloads to use one.
+    size = models.PositiveIntegerField(default=1, db_default=1)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -146,10 +146,11 @@ def record_size(kind: str, payload: Any) -> int:
 
 
 def handed_over(kind: str, object_id: int, payload: dict[str, Any]) -> list[int]:
-    """The deliveries a pending record hands over: those a handover lists, or the one an
+    """The deliveries a pending record hands over: those a handover lists (as what each
+    row said when it was written, or, written before that, as ids), or the one an
     old-style per-email `delivery` record names."""
     if kind == K.HANDOVER:
-        return [int(i) for i in payload.get("deliveries", [])]
+        return [int(e["delivery"] if isinstance(e, dict) else e) for e in payload.get("deliveries", [])]
     return [object_id] if kind == K.DELIVERY else []
 
 
@@ -179,13 +180,19 @@ def evidence_seal_soon(memo_id: int) -> None:
         if now - started_here.get(memo_id, -SEAL_DELAY_S) < SEAL_DELAY_S:
             return
         started_here[memo_id] = now
-        if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
-            try:
-                current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
-            except Exception as exc:  # noqa: BLE001  (the record is stored; beat's sweep chains it within a minute)
-                log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
+        evidence_seal_later(memo_id)
 
     transaction.on_commit(start)
+
+
+def evidence_seal_later(memo_id: int) -> None:
+    """Start the memo's sequencer in SEAL_DELAY_S seconds, unless any process started
+    one that will begin by then."""
+    if cache.add(f"evidence-seal:{memo_id}", 1, SEAL_DELAY_S):
+        try:
+            current_app.tasks["memos.evidence_seal"].apply_async(args=[memo_id], countdown=SEAL_DELAY_S)
+        except Exception as exc:  # noqa: BLE001  (the record is stored; beat's sweep chains it within a minute)
+            log.warning("evidence: memo %s: could not start its sequencer (%s)", memo_id, type(exc).__name__)
 
 
 def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[str, Any]) -> EvidenceRecord:
@@ -208,11 +215,11 @@ RESENT = (
 def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
     """What the provider just accepted in one call: each email's values and text hash
     (SentText, for the developer's page) and one pending handover record per memo
-    listing the call's deliveries, in one statement on PostgreSQL. One record per call,
-    not per email: at a thousand emails a call the chain, the sequencer and the
-    verification handle a thousandth of the rows. The sequencer reads what a handover
-    proves of each email (developer, country, language, message id, time, text hash)
-    from the rows when it chains it."""
+    listing what each of the call's Delivery rows says (developer, country, language,
+    message id, time, text hash: `delivery_payload`), in one statement on PostgreSQL.
+    Call it after recording the rows sent, in the same transaction. One record per
+    call, not per email: at a thousand emails a call the chain, the sequencer and the
+    verification handle a thousandth of the rows, and the sequencer only hashes it."""
     if not sent:
         return
     memo_ids = _record_sent_postgresql(sent) if connection.vendor == "postgresql" else _record_sent(sent)
@@ -220,9 +227,22 @@ def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
         evidence_seal_soon(memo_id)
 
 
+# delivery_payload in SQL, over a Delivery row `d` and its text hash `text_hash`: sent_at
+# as Python's isoformat of the UTC time the database gives back (no fraction when it is
+# zero). A test holds the two to each other (test_evidence.py).
+_DELIVERY_PAYLOAD_SQL = """jsonb_build_object(
+    'delivery', d.id, 'developer', d.developer_id, 'country', d.country, 'language', d.language,
+    'message_id', d.provider_message_id,
+    'sent_at', to_char(d.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+        || CASE to_char(d.sent_at, 'US') WHEN '000000' THEN '' ELSE to_char(d.sent_at, '.US') END || '+00:00',
+    'text_hash', coalesce(text_hash, ''))"""
+
+
 def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
     """The call's rows as one JSON parameter: psycopg quotes parameters in Python, and a
-    thousand placeholders or array elements cost more than the rest."""
+    thousand placeholders or array elements cost more than the rest. The handover's
+    payload is built by the database from the rows it has just updated: reading them
+    back and building it in Python cost a tenth of a send."""
     texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
     deliveries = Delivery._meta.db_table
     rows = [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent]
@@ -230,9 +250,9 @@ def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
         cursor.execute(
             "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
             f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent {RESENT}), "
-            f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, prev_hash, hash, created_at) "
-            "SELECT d.memo_id, min(d.id), %s, jsonb_build_object('deliveries', jsonb_agg(d.id ORDER BY d.id)), '', '', %s "
-            f"FROM {deliveries} d JOIN sent ON sent.id = d.id GROUP BY d.memo_id RETURNING memo_id) "
+            f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at) "
+            f"SELECT d.memo_id, min(d.id), %s, jsonb_build_object('deliveries', jsonb_agg({_DELIVERY_PAYLOAD_SQL} ORDER BY d.id)), "
+            f"count(*), '', '', %s FROM {deliveries} d JOIN sent ON sent.id = d.id GROUP BY d.memo_id RETURNING memo_id) "
             "SELECT memo_id FROM handed",
             [json.dumps(rows, ensure_ascii=False), K.HANDOVER, timezone.now()],
         )
@@ -246,37 +266,39 @@ def _record_sent(sent: list[SentEmail]) -> set[int]:
             f"INSERT INTO {SentText._meta.db_table} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
             [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
         )
-    ids = [s[0] for s in sent]
-    return _pending_handovers(Delivery.objects.filter(id__in=in_ids(ids)).values_list("memo_id", "id"))
+    return _pending_handovers([s[0] for s in sent])
 
 
-def _pending_handovers(handed: Iterable[tuple[int, int]]) -> set[int]:
-    """One pending handover record per memo of the (memo id, delivery id) pairs, named by
-    its smallest delivery id and listing them all; returns the memos."""
-    by_memo: dict[int, list[int]] = {}
-    for memo_id, delivery_id in handed:
-        by_memo.setdefault(memo_id, []).append(delivery_id)
+def _pending_handovers(delivery_ids: list[int]) -> set[int]:
+    """One pending handover record per memo of these deliveries, named by its smallest
+    delivery id and listing what each row says now (`delivery_payload`), by id; returns
+    the memos."""
+    by_memo: dict[int, list[dict[str, Any]]] = {}
+    rows = Delivery.objects.filter(id__in=in_ids(delivery_ids)).order_by("id").values("memo_id", *DELIVERY_FIELDS)
+    for row in rows:
+        by_memo.setdefault(row["memo_id"], []).append(delivery_payload(row))
     EvidenceRecord.objects.bulk_create(
         EvidenceRecord(
             memo_id=memo_id,
             kind=K.HANDOVER,
-            object_id=min(ids),
-            payload={"deliveries": sorted(ids)},
+            object_id=entries[0]["delivery"],
+            payload={"deliveries": entries},
+            size=len(entries),
             prev_hash="",
             hash="",
         )
-        for memo_id, ids in by_memo.items()
+        for memo_id, entries in by_memo.items()
     )
     return set(by_memo)
 
 
 def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
     """A pending handover record of emails the provider took while nobody kept their
-    text (its events said so after the worker that sent them died: reconcile.py). The
-    sequencer reads what it proves from the rows, with no text hash: the text sent is
-    not known, and the developer's page says nothing it cannot prove."""
+    text (its events said so after the worker that sent them died: reconcile.py),
+    written with the rows' acceptance: no text hash, as the text sent is not known,
+    and the developer's page says nothing it cannot prove."""
     if delivery_ids:
-        _pending_handovers((memo_id, delivery_id) for delivery_id in delivery_ids)
+        _pending_handovers(delivery_ids)
         evidence_seal_soon(memo_id)
 
 
@@ -295,22 +317,31 @@ def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | N
 # --- the sequencer -------------------------------------------------------------------------
 
 
-def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH) -> int:
+def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH, wait: bool = True) -> int | None:
     """Chain the memo's pending records, a step per transaction and checkpoint; returns
-    how many were chained."""
+    how many were chained. With wait=False (the Celery task) it does not wait for
+    another sequencer of the memo, which would hold a worker process idle for as long
+    as that one runs: None when it met one (then whatever that one does not take is
+    still to be chained: start again later)."""
     total = 0
     while True:
-        chained, full = _seal_step(memo_id, batch)
+        step = _seal_step(memo_id, batch, wait)
+        if step is None:
+            return None
+        chained, full = step
         total += chained
         if not full:
             return total
 
 
-def _seal_step(memo_id: int, batch: int) -> tuple[int, bool]:
+def _seal_step(memo_id: int, batch: int, wait: bool = True) -> tuple[int, bool] | None:
     """Chain the next step's records (`_pending`); returns how many, and whether the
-    step was full (more may be pending)."""
+    step was full (more may be pending); None when another sequencer holds the memo
+    and `wait` is False."""
     with transaction.atomic():
-        row_lock(Memo.objects.filter(pk=memo_id))  # the memo's sequencer lock; only sequencers take it
+        # The memo's sequencer lock; only sequencers take it.
+        if not row_lock(Memo.objects.filter(pk=memo_id), wait=wait):
+            return None
         last = (
             EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=False)
             .order_by("-seq")
@@ -322,13 +353,13 @@ def _seal_step(memo_id: int, batch: int) -> tuple[int, bool]:
         pending, full = _pending(memo_id, batch)
         if not pending:
             return 0, False
-        rows = delivery_rows([i for record in pending for i in handed_over(*record[1:])])
+        rows = delivery_rows([i for record in pending if _unfilled(*record[1:]) for i in handed_over(*record[1:])])
         updates = []
         for record_id, kind, object_id, payload in pending:
-            payload = _sealed_payload(kind, object_id, payload, rows)
+            filled = _filled_payload(kind, object_id, payload, rows) if _unfilled(kind, object_id, payload) else None
             seq += 1
-            this_hash = record_hash(prev_hash, kind, object_id, payload)
-            updates.append((record_id, seq, payload, prev_hash, this_hash))
+            this_hash = record_hash(prev_hash, kind, object_id, payload if filled is None else filled)
+            updates.append((record_id, seq, filled, prev_hash, this_hash))
             prev_hash = this_hash
         _chain(updates)
         checkpoint = _checkpoint(memo_id, seq, prev_hash)
@@ -341,24 +372,22 @@ PendingRecord = tuple[int, str, int, dict[str, Any]]  # (id, kind, object_id, pa
 
 def _pending(memo_id: int, batch: int) -> tuple[list[PendingRecord], bool]:
     """A step's records: the pending ones in the order they came until they weigh
-    `batch` (`record_size`: a handover weighs its emails, any other record one, so one
+    `batch` (their `size`: a handover weighs its emails, any other record one, so one
     call of a thousand emails fills a step as a thousand events do), at least one; and
     whether the step is full. A step's work is in the deliveries it reads and hashes,
-    not in its records. Read a few at a time (SMALL_PAGE, then as many as the weight so
-    far says fit): a thousand pending handovers' payloads are not read to use one."""
-    taken: list[PendingRecord] = []
-    weight, size, last_id = 0, SMALL_PAGE, 0
+    not in its records. Measured out by size alone (no more than `batch` records can be
+    needed), then only the payloads of those taken are read: a handover's is a
+    thousand emails'."""
+    taken: list[int] = []
+    weight = 0
     queue = EvidenceRecord.objects.filter(memo_id=memo_id, seq__isnull=True).order_by("id")
-    while page := list(queue.filter(id__gt=last_id).values_list("id", "kind", "object_id", "payload")[:size]):
-        for record in page:
-            taken.append(record)
-            weight += record_size(record[1], record[3])
-            if weight >= batch:
-                return taken, True
-        if len(page) < size:
+    for record_id, size in queue.values_list("id", "size")[:batch]:
+        taken.append(record_id)
+        weight += size
+        if weight >= batch:
             break
-        last_id, size = page[-1][0], _page_size(batch - weight, len(taken), weight)
-    return taken, False
+    records = EvidenceRecord.objects.filter(id__in=in_ids(taken)).order_by("id")
+    return list(records.values_list("id", "kind", "object_id", "payload")), weight >= batch
 
 
 def _page_size(wanted: int, records: int, weight: int) -> int:
@@ -367,22 +396,31 @@ def _page_size(wanted: int, records: int, weight: int) -> int:
     return max(SMALL_PAGE, min(PAGE, wanted * records // max(weight, 1)))
 
 
-def _sealed_payload(kind: str, object_id: int, payload: dict[str, Any], rows: dict[int, dict[str, Any]]) -> Any:
-    """What a pending record proves, as chained: a handover lists what each of its
-    deliveries' rows says, ordered by id (a row gone before it was chained keeps only
-    its id: verification then says it no longer exists)."""
+def _unfilled(kind: str, object_id: int, payload: Any) -> bool:
+    """A pending record that names its deliveries without what their rows say: an
+    old-style `delivery` record, or a handover listing ids, written before handovers
+    were written whole. Every other record is chained as it was written."""
+    if kind == K.HANDOVER:
+        return any(not isinstance(e, dict) for e in payload.get("deliveries", []))
+    return kind == K.DELIVERY
+
+
+def _filled_payload(kind: str, object_id: int, payload: dict[str, Any], rows: dict[int, dict[str, Any]]) -> Any:
+    """An unfilled record as chained: what its deliveries' rows say now, ordered by id (a
+    row gone before it was chained keeps only its id: verification then says it no
+    longer exists)."""
     if kind == K.HANDOVER:
         ids = sorted(handed_over(kind, object_id, payload))
         return {"deliveries": [delivery_payload(rows[i]) if i in rows else {"delivery": i} for i in ids]}
-    if kind == K.DELIVERY and object_id in rows:  # pending from before handovers were per call
-        return delivery_payload(rows[object_id])
-    return payload
+    return delivery_payload(rows[object_id]) if object_id in rows else payload
 
 
-def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
-    """Write (id, seq, payload, prev_hash, hash) onto pending records: on PostgreSQL one
-    statement with the batch as one JSON parameter (a round trip per row, or psycopg
-    quoting array elements one by one, cost more than the rest of a step)."""
+def _chain(updates: list[tuple[int, int, dict[str, Any] | None, str, str]]) -> None:
+    """Write (id, seq, payload, prev_hash, hash) onto pending records, the payload only
+    where it was filled in (None: as written; a handover's is a thousand emails'): on
+    PostgreSQL one statement with the batch as one JSON parameter (a round trip per
+    row, or psycopg quoting array elements one by one, cost more than the rest of a
+    step)."""
     table = EvidenceRecord._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -391,16 +429,17 @@ def _chain(updates: list[tuple[int, int, dict[str, Any], str, str]]) -> None:
                 for i, seq, payload, prev, this in updates
             ]
             cursor.execute(
-                f"UPDATE {table} AS r SET seq = v.seq, payload = v.payload, prev_hash = v.prev_hash, hash = v.hash "
+                f"UPDATE {table} AS r SET seq = v.seq, payload = coalesce(v.payload, r.payload), "
+                "prev_hash = v.prev_hash, hash = v.hash "
                 "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, seq integer, payload jsonb, prev_hash text, hash text) "
                 "WHERE r.id = v.id",
                 [json.dumps(rows, ensure_ascii=False)],
             )
         else:
             cursor.executemany(
-                f"UPDATE {table} SET seq = %s, payload = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                f"UPDATE {table} SET seq = %s, payload = coalesce(%s, payload), prev_hash = %s, hash = %s WHERE id = %s",
                 [
-                    (seq, json.dumps(payload, ensure_ascii=False), prev, this, record_id)
+                    (seq, None if payload is None else json.dumps(payload, ensure_ascii=False), prev, this, record_id)
                     for record_id, seq, payload, prev, this in updates
                 ],
             )
