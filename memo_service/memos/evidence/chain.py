@@ -484,7 +484,7 @@ def _checkpoint(memo_id: int, seq: int, head: str) -> EvidenceCheckpoint:
 def evidence_seal_due() -> int:
     """Beat's sweep: chain whatever a lost or never-started sequencer left pending."""
     memo_ids = set(EvidenceRecord.objects.filter(seq__isnull=True).values_list("memo_id", flat=True).distinct())
-    return sum(evidence_seal(memo_id=memo_id) for memo_id in memo_ids)
+    return sum(evidence_seal(memo_id=memo_id) or 0 for memo_id in memo_ids)
 
 
 def public_key() -> str:
