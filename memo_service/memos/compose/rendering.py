@@ -119,14 +119,17 @@ class SubstitutedEmail(RenderedEmail):
 
     skeleton: Skeleton  # always set, by __init__
 
+    escaped: tuple[str, ...]  # the values as the HTML prints them (Skeleton.escape)
+
     def __init__(self, skeleton: Skeleton, values: tuple[str, ...]) -> None:
         object.__setattr__(self, "skeleton", skeleton)
         object.__setattr__(self, "values", values)
+        object.__setattr__(self, "escaped", skeleton.escape(values))
 
     def __getattr__(self, name: str) -> str:  # subject, html and text: only until filled
         if name not in ("subject", "html", "text"):
             raise AttributeError(name)
-        filled = dict(zip(("subject", "html", "text"), self.skeleton.fill(self.values), strict=True))
+        filled = dict(zip(("subject", "html", "text"), self.skeleton.fill(self.values, self.escaped), strict=True))
         for field, value in filled.items():
             object.__setattr__(self, field, value)
         return filled[name]
@@ -136,7 +139,7 @@ def email_text_hash(email: RenderedEmail) -> str:
     """SHA-256 of an email as the recipient got it: subject, text and HTML (our layout
     included), each ended by a NUL so no two emails share one."""
     if isinstance(email, SubstitutedEmail) and "html" not in vars(email):
-        return email.skeleton.text_hash(email.values)  # the same digest, without joining the email
+        return email.skeleton.text_hash(email.values, email.escaped)  # the same digest, without joining the email
     digest = hashlib.sha256()
     for part in (email.subject, email.text, email.html):
         digest.update(part.encode())

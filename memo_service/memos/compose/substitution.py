@@ -135,16 +135,20 @@ class Skeleton:
             5 * lengths[p] for parts in (self.subject, self.html, self.text) for p in parts if isinstance(p, int)
         )
 
-    def fill(self, values: tuple[str, ...]) -> tuple[str, str, str]:
-        """(subject, html, text) for one recipient: HTML gets the values escaped, as Jinja's
-        autoescape prints them; subject and text get them as they are."""
-        escaped = tuple(str(escape(v)) for v in values)
+    def escape(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """The values as the HTML prints them, escaped as Jinja's autoescape does; one the
+        HTML does not print is left as it is. Once per recipient: fill, text_hash and
+        merge_values take it, and escaping every value for each cost more than the hash."""
+        return tuple(html_escape(v) if n in self._html_slots else v for n, v in enumerate(values))
+
+    def fill(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> tuple[str, str, str]:
+        """(subject, html, text) for one recipient: HTML gets the values escaped
+        (`escape`), subject and text get them as they are."""
         return join(self.subject, values), join(self.html, escaped), join(self.text, values)
 
-    def text_hash(self, values: tuple[str, ...]) -> str:
-        """rendering.email_text_hash of fill(values) without joining the email (a send
-        hashes every recipient's): the fixed text is encoded once per skeleton."""
-        escaped = tuple(str(escape(v)) for v in values)
+    def text_hash(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> str:
+        """rendering.email_text_hash of fill(values, escaped) without joining the email (a
+        send hashes every recipient's): the fixed text is encoded once per skeleton."""
         digest = hashlib.sha256()
         for parts, filled in zip(self._encoded, (values, values, escaped), strict=True):
             for part in parts:
@@ -171,10 +175,10 @@ class Skeleton:
         html = tuple(merge_field.format(f"h{n}") for n in range(len(SLOTS)))
         return join(self.subject, plain), join(self.html, html), join(self.text, plain)
 
-    def merge_values(self, values: tuple[str, ...]) -> dict[str, str]:
+    def merge_values(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> dict[str, str]:
         """One recipient's values under the names merge_template gave them."""
         merged = {name: values[n] for name, n in self._merge_plain}
-        merged.update((name, str(escape(values[n]))) for name, n in self._merge_html)
+        merged.update((name, escaped[n]) for name, n in self._merge_html)
         return merged
 
     @functools.cached_property
@@ -184,6 +188,19 @@ class Skeleton:
     @functools.cached_property
     def _merge_html(self) -> list[tuple[str, int]]:
         return [(f"h{n}", n) for n in sorted({p for p in self.html if isinstance(p, int)})]
+
+    @functools.cached_property
+    def _html_slots(self) -> frozenset[int]:
+        return frozenset(p for p in self.html if isinstance(p, int))
+
+
+_NEEDS_ESCAPING = re.compile("[&<>\"']")
+
+
+def html_escape(value: str) -> str:
+    """markupsafe's escape, as Jinja's autoescape prints a value; a value with nothing
+    to escape (most names and addresses) is returned as it is, without making Markup."""
+    return str(escape(value)) if _NEEDS_ESCAPING.search(value) else value
 
 
 def join(parts: Parts, values: tuple[str, ...]) -> str:

@@ -349,7 +349,7 @@ class BatchSender:
         if template is not None:
             (subject, html, text), merge_data = (
                 template,
-                {p.to.addr_spec: skeleton.merge_values(p.email.values) for p in group},
+                {p.to.addr_spec: skeleton.merge_values(p.email.values, p.email.escaped) for p in group},
             )
         else:
             subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
