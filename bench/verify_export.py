@@ -108,19 +108,10 @@ def write_export(path: Path) -> int:
 
         for first in range(1, N + 1, CALL):
             call = range(first, min(first + CALL, N + 1))
-            handover = [
-                {
-                    "delivery": d,
-                    "developer": d,
-                    "country": "CN",
-                    "language": "en",
-                    "message_id": f"<{first}@mg.example.com>",
-                    "sent_at": at,
-                    "text_hash": "a" * 64,
-                }
-                for d in call
-            ]
-            append("handover", first, {"deliveries": handover}, len(handover))
+            # As chain.handover_payload writes it: the fields, then a line per email.
+            lines = [json.dumps([d, d, "CN", "en", f"<{first}@mg.example.com>", at, "a" * 64]) for d in call]
+            fields = ["delivery", "developer", "country", "language", "message_id", "sent_at", "text_hash"]
+            append("handover", first, {"fields": fields, "lines": "\n".join(lines)}, len(lines))
             for d in call:
                 append("event", d, {"delivery": d, "event_type": "delivered", "event_id": f"ev-{d}", "at": at}, 1)
                 append("status", d, {"delivery": d, "status": "delivered"}, 1)

@@ -18,6 +18,7 @@ from memo_service.memos.evidence.chain import (
     evidence_record_deliveries,
     evidence_seal,
     evidence_verify,
+    handover_entries,
     public_key,
 )
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
@@ -117,6 +118,11 @@ def record(memo, seq):
     return EvidenceRecord.objects.get(memo=memo, seq=seq)
 
 
+def emails(handover):
+    """What a handover record says of each email it lists, as verification reads it."""
+    return [entry for _, entry in handover_entries(handover.kind, handover.object_id, handover.payload)]
+
+
 def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evidence):
     records = list(EvidenceRecord.objects.filter(memo=evidence).order_by("seq"))
     assert [r.kind for r in records] == [
@@ -133,19 +139,17 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
     assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
     cn = Delivery.objects.get(country="CN")
     assert records[0].object_id == cn.pk
-    assert records[0].payload == {
-        "deliveries": [
-            {
-                "delivery": cn.pk,
-                "developer": cn.developer_id,
-                "country": "CN",
-                "language": "zh-hans",
-                "message_id": "<cn@x>",
-                "sent_at": cn.sent_at.isoformat(),
-                "text_hash": "a" * 64,
-            }
-        ]
-    }
+    assert emails(records[0]) == [
+        {
+            "delivery": cn.pk,
+            "developer": cn.developer_id,
+            "country": "CN",
+            "language": "zh-hans",
+            "message_id": "<cn@x>",
+            "sent_at": cn.sent_at.isoformat(),
+            "text_hash": "a" * 64,
+        }
+    ]
     assert (records[3].payload["delivery"], records[3].payload["status"]) == (cn.pk, "delivered")
     assert list(EvidenceCheckpoint.objects.filter(memo=evidence).order_by("seq").values_list("seq", flat=True)) == [
         2,
@@ -667,7 +671,7 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
     evidence_seal(memo_id=evidence.pk)
     assert SentText.objects.get(delivery=cn).text_hash == "d" * 64
-    assert record(evidence, 9).payload["deliveries"][0]["message_id"] == "<cn-again@x>"
+    assert emails(record(evidence, 9))[0]["message_id"] == "<cn-again@x>"
     assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
     assert (
@@ -763,9 +767,9 @@ def one_call(memo, developers):
 def test_one_provider_call_is_one_chained_record_listing_each_email(memo, one_call):
     (handover,) = EvidenceRecord.objects.filter(memo=memo)
     assert (handover.seq, handover.kind, handover.object_id) == (1, "handover", one_call[0].pk)
-    assert [entry["delivery"] for entry in handover.payload["deliveries"]] == [d.pk for d in one_call]
-    assert [entry["text_hash"] for entry in handover.payload["deliveries"]] == ["0" * 64, "1" * 64, "2" * 64]
-    assert {entry["message_id"] for entry in handover.payload["deliveries"]} == {"<call-1@x>"}
+    assert [entry["delivery"] for entry in emails(handover)] == [d.pk for d in one_call]
+    assert [entry["text_hash"] for entry in emails(handover)] == ["0" * 64, "1" * 64, "2" * 64]
+    assert {entry["message_id"] for entry in emails(handover)} == {"<call-1@x>"}
     assert "evidence verifies: 1 records, chain intact, sealed by 1 signed checkpoints" in verify(memo, "--no-seal")
 
 
@@ -850,7 +854,7 @@ def test_a_sequencer_step_is_bounded_by_the_emails_it_chains_not_its_records(mem
         for n in (1, 601, 1201)
     )
     assert evidence_seal(memo_id=memo.pk, batch=1000) == 3
-    assert len(record(memo, 3).payload["deliveries"]) == 600
+    assert len(emails(record(memo, 3))) == 600
     EvidenceRecord.objects.bulk_create(
         EvidenceRecord(memo=memo, kind="status", object_id=n, payload={"delivery": n, "status": "delivered"})
         for n in range(1, 1501)
@@ -898,8 +902,8 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
     evidence_record_deliveries(sent=[(delivery.pk, {"name": "Wang Wei"}, "f" * 64)])
     (pending,) = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
     row = Delivery.objects.filter(pk=delivery.pk).values(*DELIVERY_FIELDS).get()
-    assert pending.payload == {"deliveries": [delivery_payload(row)]}
-    assert pending.payload["deliveries"][0]["sent_at"] == sent_at.isoformat()
+    assert emails(pending) == [delivery_payload(row)]
+    assert emails(pending)[0]["sent_at"] == sent_at.isoformat()
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", delivery.pk)
     evidence_seal(memo_id=memo.pk)
     assert evidence_verify(memo).problem == (
@@ -907,16 +911,25 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
     )
 
 
-def test_a_handover_pending_from_before_listing_ids_is_filled_from_the_rows(memo, one_call):
-    """A handover written before handovers were written whole lists only ids: the
-    sequencer fills in what each row says, as it then did."""
+@pytest.mark.parametrize("written_as", ["ids", "objects"])
+def test_a_handover_pending_from_before_still_chains_and_verifies(memo, one_call, written_as):
+    """Handovers written before they were lines: a list of ids (the sequencer fills in
+    what each row says, as it then did) or of delivery_payload's objects (chained as
+    they are). Both verify, and an edit is found naming the email."""
+    from memo_service.memos.evidence.chain import delivery_payload, delivery_rows
+
     EvidenceRecord.objects.filter(memo=memo).delete()
     EvidenceCheckpoint.objects.filter(memo=memo).delete()
     ids = [d.pk for d in one_call]
-    EvidenceRecord.objects.create(memo=memo, kind="handover", object_id=ids[0], payload={"deliveries": ids})
+    listed = ids if written_as == "ids" else [delivery_payload(row) for row in delivery_rows(ids).values()]
+    EvidenceRecord.objects.create(memo=memo, kind="handover", object_id=ids[0], payload={"deliveries": listed})
     evidence_seal(memo_id=memo.pk)
-    assert [e["country"] for e in record(memo, 1).payload["deliveries"]] == [d.country for d in one_call]
+    assert [e["country"] for e in emails(record(memo, 1))] == [d.country for d in one_call]
     assert "evidence verifies: 1 records, chain intact" in verify(memo, "--no-seal")
+    sql("UPDATE memos_delivery SET language = 'fr' WHERE id = %s", ids[1])
+    assert evidence_verify(memo).problem == (
+        f"record 1 (handover {ids[0]}): delivery {ids[1]} was altered after it was recorded (language)"
+    )
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -17,6 +17,7 @@ from memo_service.memos.send import reconcile, sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from tests.conftest import approve, wait_for
+from tests.test_evidence import emails
 
 pytestmark = pytest.mark.django_db
 
@@ -153,9 +154,7 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
     # with no text hash, since nobody kept the text the dead call carried.
     evidence_seal(memo_id=memo.pk)
     assert evidence_verify(memo).ok
-    proved = [
-        entry for r in EvidenceRecord.objects.filter(memo=memo, kind="handover") for entry in r.payload["deliveries"]
-    ]
+    proved = [entry for r in EvidenceRecord.objects.filter(memo=memo, kind="handover") for entry in emails(r)]
     assert sorted(entry["delivery"] for entry in proved) == sorted(ids.values())
     assert {entry["text_hash"] for entry in proved} == {""}
 

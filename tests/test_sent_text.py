@@ -16,6 +16,7 @@ from memo_service.memos.models import (
     SentText,
 )
 from memo_service.memos.send.sending import delivery_send_batch
+from tests.test_evidence import emails
 from tests.test_sending import queued
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +48,7 @@ def test_each_email_keeps_the_hash_of_exactly_what_the_provider_got_and_the_chai
     assert ru.sent_text.rendered_with["country"] == "RU"
     evidence_seal(memo_id=memo.pk)
     handovers = EvidenceRecord.objects.filter(memo=memo, kind="handover")  # a record per provider call
-    proved = {entry["delivery"]: entry for handover in handovers for entry in handover.payload["deliveries"]}
+    proved = {entry["delivery"]: entry for handover in handovers for entry in emails(handover)}
     assert proved[ru.pk]["text_hash"] == ru.sent_text.text_hash
     assert evidence_verify(memo).ok
 
