@@ -3,13 +3,13 @@ change of its status, hash-chained per memo and sealed by signed checkpoints.
 
 Writing is append-only and takes no lock: the request path (an answer, a webhook) and a
 send task only insert records, pending. A handover is one record per provider call
-(up to a thousand emails, one message id) listing each email it handed over; chains
-from before, with a `delivery` record per email, verify as handovers of one. One
-sequencer per memo (`evidence_seal`, a Celery task started after commit and by beat)
-takes the pending records in the order they came, in steps of about SEAL_BATCH emails
-or other records, gives each its place and hash (a handover's payload becomes what
-each of its deliveries' rows says), and signs a checkpoint (checkpoints.py) in the same
-transaction: a sequencer killed mid-step leaves the chain as it was, and a second one
+(up to a thousand emails, one message id), written by the send with what each email's
+row says, a line per email (`handover_payload`); chains from before, with a `delivery`
+record per email or a handover listing objects, still verify. One sequencer per memo
+(`evidence_seal`, a Celery task started after commit and by beat) takes the pending
+records in the order they came, in steps of about SEAL_BATCH emails or other records
+(each record's `size`), gives each its place and hash, and signs a checkpoint
+(checkpoints.py) in the same transaction: a sequencer killed mid-step leaves the chain as it was, and a second one
 waits for the memo's lock, then continues where the first stopped (the unique (memo,
 seq) is the last guard against a fork).
 
@@ -108,7 +108,8 @@ def status_payload(*, delivery_id: int, status: str) -> dict[str, Any]:
     return {"delivery": delivery_id, "status": status, "at": timezone.now().isoformat()}
 
 
-# What a handover record proves of a delivery, read by the sequencer from the row.
+# What a handover record proves of a delivery, as read from its row (by the send on
+# SQLite, by verification, and by the sequencer for handovers written as ids).
 DELIVERY_FIELDS = (
     "id",
     "developer_id",
