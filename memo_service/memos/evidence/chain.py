@@ -9,9 +9,10 @@ record per email or a handover listing objects, still verify. One sequencer per 
 (`evidence_seal`, a Celery task started after commit and by beat) takes the pending
 records in the order they came, in steps of about SEAL_BATCH emails or other records
 (each record's `size`), gives each its place and hash, and signs a checkpoint
-(checkpoints.py) in the same transaction: a sequencer killed mid-step leaves the chain as it was, and a second one
-waits for the memo's lock, then continues where the first stopped (the unique (memo,
-seq) is the last guard against a fork).
+(checkpoints.py) in the same transaction: a sequencer killed mid-step leaves the chain
+as it was, and a second one waits for the memo's lock (the Celery task gives way and
+starts again a second later), then continues where the first stopped (the unique
+(memo, seq) is the last guard against a fork).
 
 Each record holds a canonical copy of what it proves (never the email, name or
 organisation, so erasure does not break it). `evidence_verify` recomputes the chain,
@@ -274,8 +275,8 @@ _HANDOVER_LINE_SQL = """json_build_array(
 def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
     """The call's rows as one JSON parameter: psycopg quotes parameters in Python, and a
     thousand placeholders or array elements cost more than the rest. The handover's
-    payload is built by the database from the rows it has just updated: reading them
-    back and building it in Python cost a tenth of a send."""
+    lines are built by the database from the rows it has just updated, in the same
+    statement: no round trip to read them back."""
     texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
     deliveries = Delivery._meta.db_table
     rows = [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent]
