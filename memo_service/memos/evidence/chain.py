@@ -173,7 +173,10 @@ def handed_over(kind: str, object_id: int, payload: dict[str, Any]) -> list[int]
     return [i for i, _ in handover_entries(kind, object_id, payload) if i is not None]
 
 
-def handover_entries(kind: str, object_id: int, payload: Any) -> list[tuple[int | None, Any]]:
+Entries = list[tuple[int | None, Any]]  # (delivery id, what a handover proves of it), per email
+
+
+def handover_entries(kind: str, object_id: int, payload: Any) -> Entries:
     """(delivery id, what the record proves of it, as delivery_payload's dict) for a
     handover: read from its lines or, chained before handovers were lines, its list of
     objects; a `delivery` record, chained before handovers were per call, is a handover
@@ -182,7 +185,7 @@ def handover_entries(kind: str, object_id: int, payload: Any) -> list[tuple[int 
         return [(object_id, payload)] if kind == K.DELIVERY else []
     if "lines" not in payload:
         return [(e.get("delivery") if isinstance(e, dict) else None, e) for e in payload.get("deliveries", [])]
-    entries: list[tuple[int | None, Any]] = []
+    entries: Entries = []
     for line in payload["lines"].split("\n") if payload["lines"] else []:
         try:
             values = json.loads(line)
@@ -574,14 +577,14 @@ def chained_pages(memo: Memo) -> Iterator[list[dict[str, Any]]]:
         size = _page_size(PAGE, len(page), sum(record_size(r["kind"], r["payload"]) for r in page))
 
 
-def _live(page: list[dict[str, Any]]) -> dict[str, dict[Any, dict[str, Any]]]:
+def _live(page: list[dict[str, Any]], entries: list[Entries]) -> dict[str, dict[Any, dict[str, Any]]]:
     """The rows a page of records proves, as their records would hold them: answers and
-    events by id, deliveries by the ids the handovers list."""
+    events by id, deliveries by the ids the handovers list (`entries`, a record's each)."""
 
     def ids(kind: str) -> list[int]:
         return [r["object_id"] for r in page if r["kind"] == kind]
 
-    handed = [i for r in page for i, _ in handover_entries(r["kind"], r["object_id"], r["payload"]) if i is not None]
+    handed = [i for record_entries in entries for i, _ in record_entries if i is not None]
     return {
         K.ANSWER: {
             a.pk: answer_payload(a) for a in Answer.objects.filter(pk__in=ids(K.ANSWER)).select_related("developer")
@@ -642,13 +645,15 @@ class _Walk:
     altered: dict[int, str] = field(default_factory=dict)
 
     def page(self, page: list[dict[str, Any]]) -> str:
-        live = _live(page)
-        for record in page:
-            if problem := self.record(record, live):
+        # A handover's lines are read once: for the rows to fetch, then to compare.
+        entries = [handover_entries(r["kind"], r["object_id"], r["payload"]) for r in page]
+        live = _live(page, entries)
+        for record, handed in zip(page, entries, strict=True):
+            if problem := self.record(record, live, handed):
                 return problem
         return ""
 
-    def record(self, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]]) -> str:
+    def record(self, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]], handed: Entries) -> str:
         seq, kind, object_id, payload = record["seq"], record["kind"], record["object_id"], record["payload"]
         where = f"record {seq} ({kind} {object_id})"
         if seq != self.records + 1:
@@ -657,7 +662,7 @@ class _Walk:
             return f"{where}: does not follow the record before it"
         if record_hash(self.prev_hash, kind, object_id, payload) != record["hash"]:
             return f"{where}: its hash does not match its content (the record was altered)"
-        if problem := self.proves(where, record, live):
+        if problem := self.proves(where, record, live, handed):
             return problem
         if kind == K.STATUS:
             self.final_status[object_id] = payload.get("status", "")
@@ -670,7 +675,9 @@ class _Walk:
         self.prev_hash, self.records = record["hash"], self.records + 1
         return ""
 
-    def proves(self, where: str, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]]) -> str:
+    def proves(
+        self, where: str, record: dict[str, Any], live: dict[str, dict[Any, dict[str, Any]]], handed: Entries
+    ) -> str:
         """The record matches the rows it proves: an answer or event its row, a handover
         each of its deliveries' rows (a difference waits for a later handover)."""
         kind, object_id, payload = record["kind"], record["object_id"], record["payload"]
@@ -681,7 +688,7 @@ class _Walk:
             if current != payload:
                 return f"{where}: the {kind} was altered after it was recorded ({_changed(current, payload)})"
             self.seen[kind].add(object_id)
-        for delivery_id, proved in handover_entries(kind, object_id, payload):
+        for delivery_id, proved in handed:
             current = live[K.DELIVERY].get(delivery_id)
             if current is None or delivery_id is None:
                 return f"{where}: delivery {delivery_id} it proves no longer exists"
