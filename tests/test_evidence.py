@@ -948,9 +948,14 @@ def test_a_sequencer_task_does_not_wait_for_another_and_starts_again_later(memo,
     started = []
     monkeypatch.setattr(seal_task, "apply_async", lambda args, countdown: started.append((args[0], countdown)))
     EvidenceRecord.objects.create(memo=memo, kind="status", object_id=1, payload={"delivery": 1, "status": "sent"})
+    def task_that_would_fail_waiting():
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")  # a task that waited would fail here, not hang the test
+        seal_task(memo.pk)
+
     with transaction.atomic():
         row_lock(Memo.objects.filter(pk=memo.pk))  # another sequencer, mid-step
-        _from_another_connection(lambda: seal_task(memo.pk))
+        _from_another_connection(task_that_would_fail_waiting)
         assert started == [(memo.pk, evidence_module.SEAL_DELAY_S)]
     assert EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).count() == 1
     _from_another_connection(lambda: seal_task(memo.pk))  # the start it asked for
