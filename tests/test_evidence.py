@@ -948,6 +948,7 @@ def test_a_sequencer_task_does_not_wait_for_another_and_starts_again_later(memo,
     started = []
     monkeypatch.setattr(seal_task, "apply_async", lambda args, countdown: started.append((args[0], countdown)))
     EvidenceRecord.objects.create(memo=memo, kind="status", object_id=1, payload={"delivery": 1, "status": "sent"})
+
     def task_that_would_fail_waiting():
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '2s'")  # a task that waited would fail here, not hang the test
