@@ -90,7 +90,7 @@ def setup() -> tuple[int, list[int]]:
     from django.utils import timezone
 
     from memo_service.developers.models import Developer
-    from memo_service.memos.evidence.chain import evidence_record_deliveries, evidence_seal
+    from memo_service.memos.evidence.chain import evidence_record_handover, evidence_seal
     from memo_service.memos.models import Delivery, Memo
 
     with connection.cursor() as cursor:
@@ -123,6 +123,8 @@ def setup() -> tuple[int, list[int]]:
                 language="en",
                 sent_at=now,
                 provider_message_id=f"<{d}.bench@example.com>",
+                rendered_with={},
+                text_hash="0" * 64,
             )
             for d in developers
         ),
@@ -130,7 +132,7 @@ def setup() -> tuple[int, list[int]]:
     )
     ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
     for start in range(0, len(ids), 1000):  # as the send tasks record them, a call at a time
-        evidence_record_deliveries(sent=[(i, {}, "0" * 64) for i in ids[start : start + 1000]])
+        evidence_record_handover(delivery_ids=ids[start : start + 1000])
     started = time.perf_counter()
     evidence_seal(memo_id=memo.pk)
     seconds = time.perf_counter() - started

@@ -15,7 +15,7 @@ from django.utils import timezone
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.chain import (
-    evidence_record_deliveries,
+    evidence_record_handover,
     evidence_seal,
     evidence_verify,
     handover_entries,
@@ -28,7 +28,6 @@ from memo_service.memos.models import (
     EvidenceCheckpoint,
     EvidenceRecord,
     Memo,
-    SentText,
 )
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
@@ -65,8 +64,8 @@ def evidence(client, memo, developers, mailgun):
         reason="RU is in region X",
     )
     # Two provider calls (one per language): a handover record each.
-    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "a" * 64)])
-    evidence_record_deliveries(sent=[(ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
+    hand_over([(cn.pk, {"name": "Wang Wei"}, "a" * 64)])
+    hand_over([(ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
@@ -116,6 +115,14 @@ def rehash_from(memo, seq):
 
 def record(memo, seq):
     return EvidenceRecord.objects.get(memo=memo, seq=seq)
+
+
+def hand_over(sent):
+    """What a send records of (delivery id, values, text hash) the provider took: each
+    email's text on its row, then their handover."""
+    for delivery_id, values, text_hash in sent:
+        Delivery.objects.filter(pk=delivery_id).update(rendered_with=values, text_hash=text_hash)
+    evidence_record_handover(delivery_ids=[delivery_id for delivery_id, _, _ in sent])
 
 
 def emails(handover):
@@ -237,7 +244,6 @@ def test_a_delivery_whose_status_was_edited_is_found(evidence):
 def test_a_deleted_delivery_is_found(evidence):
     ru = Delivery.objects.get(country="RU")
     sql("UPDATE memos_deliveryevent SET delivery_id = NULL WHERE delivery_id = %s", ru.pk)
-    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", ru.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", ru.pk)
     assert (
         evidence_verify(evidence).problem == f"record 2 (handover {ru.pk}): delivery {ru.pk} it proves no longer exists"
@@ -668,9 +674,9 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     handover, and the row matches the last one."""
     cn = Delivery.objects.get(country="CN")
     Delivery.objects.filter(pk=cn.pk).update(provider_message_id="<cn-again@x>")
-    evidence_record_deliveries(sent=[(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
+    hand_over([(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
     evidence_seal(memo_id=evidence.pk)
-    assert SentText.objects.get(delivery=cn).text_hash == "d" * 64
+    assert Delivery.objects.get(pk=cn.pk).text_hash == "d" * 64
     assert emails(record(evidence, 9))[0]["message_id"] == "<cn-again@x>"
     assert "evidence verifies: 9 records, chain intact" in verify(evidence, "--no-seal")
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", cn.pk)
@@ -759,7 +765,7 @@ def one_call(memo, developers):
         )
         for developer in developers.values()
     ]
-    evidence_record_deliveries(sent=[(d.pk, {"name": d.developer.name}, f"{n}" * 64) for n, d in enumerate(deliveries)])
+    hand_over([(d.pk, {"name": d.developer.name}, f"{n}" * 64) for n, d in enumerate(deliveries)])
     evidence_seal(memo_id=memo.pk)
     return deliveries
 
@@ -779,7 +785,6 @@ def test_one_email_of_a_call_edited_or_deleted_is_found_naming_it(memo, one_call
     assert evidence_verify(memo).problem == (
         f"record 1 (handover {first.pk}): delivery {middle.pk} was altered after it was recorded (country)"
     )
-    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", middle.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", middle.pk)
     assert (
         evidence_verify(memo).problem
@@ -792,7 +797,7 @@ def test_an_email_of_a_call_sent_again_verifies_by_its_last_handover(memo, one_c
     matches it, and need not; a change after the second is found, naming the second."""
     first, middle, last = one_call
     Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
-    evidence_record_deliveries(sent=[(middle.pk, {"name": "again"}, "d" * 64)])
+    hand_over([(middle.pk, {"name": "again"}, "d" * 64)])
     evidence_seal(memo_id=memo.pk)
     assert record(memo, 2).object_id == middle.pk
     assert "evidence verifies: 2 records, chain intact" in verify(memo, "--no-seal")
@@ -801,7 +806,6 @@ def test_an_email_of_a_call_sent_again_verifies_by_its_last_handover(memo, one_c
         f"record 2 (handover {middle.pk}): delivery {middle.pk} was altered after it was recorded (language)"
     )
     # Deletion is never superseded: the first handover that names it says so.
-    sql("DELETE FROM memos_senttext WHERE delivery_id = %s", middle.pk)
     sql("DELETE FROM memos_delivery WHERE id = %s", middle.pk)
     assert (
         evidence_verify(memo).problem
@@ -822,7 +826,7 @@ def test_a_chain_with_a_record_per_email_from_before_still_verifies(memo, one_ca
     assert record(memo, 2).payload["delivery"] == middle.pk and record(memo, 2).payload["country"] == "RU"
     assert "evidence verifies: 3 records, chain intact" in verify(memo, "--no-seal")
     Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
-    evidence_record_deliveries(sent=[(middle.pk, {"name": "again"}, "d" * 64)])
+    hand_over([(middle.pk, {"name": "again"}, "d" * 64)])
     assert "evidence verifies: 4 records, chain intact" in verify(memo)
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", last.pk)
     assert evidence_verify(memo).problem == (
@@ -839,7 +843,7 @@ def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chai
     delivery = Delivery.objects.create(
         memo=memo, developer=developer, status="delivered", country="US", sent_at=timezone.now()
     )
-    evidence_record_deliveries(sent=[(delivery.pk, {}, "e" * 64)])
+    hand_over([(delivery.pk, {}, "e" * 64)])
     result = evidence_verify(memo)
     assert result.ok and (result.records, result.pending) == (1, 1), result.summary()
 
@@ -899,7 +903,7 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
         sent_at=sent_at,
         provider_message_id="<m@x>",
     )
-    evidence_record_deliveries(sent=[(delivery.pk, {"name": "Wang Wei"}, "f" * 64)])
+    hand_over([(delivery.pk, {"name": "Wang Wei"}, "f" * 64)])
     (pending,) = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
     row = Delivery.objects.filter(pk=delivery.pk).values(*DELIVERY_FIELDS).get()
     assert emails(pending) == [delivery_payload(row)]

@@ -1,4 +1,5 @@
-"""Renaming a model keeps what a running installation has: its rows and its roles' access.
+"""Migrations keep what a running installation has: renaming a model its rows and its roles'
+access, moving the texts sent onto the deliveries every text.
 
 An installation of its own (a SQLite file, migrated by `manage.py migrate` in a process of
 its own), so the test database's migrations and caches are left alone."""
@@ -56,7 +57,35 @@ print("kept")
 """
 
 
-def test_answers_and_the_roles_access_to_them_survive_the_rename_to_answer(tmp_path):
+TEXTS_BEFORE = """
+import django
+django.setup()
+from memo_service.memos.models import Memo  # noqa: F401  (the app is loaded)
+from django.db.migrations.executor import MigrationExecutor
+from django.db import connection
+old = MigrationExecutor(connection).loader.project_state([("memos", "0016_evidence_record_size")]).apps
+Developer, Delivery = old.get_model("developers", "Developer"), old.get_model("memos", "Delivery")
+memo = old.get_model("memos", "Memo").objects.create(title="Regions", slug="regions", status="sent")
+for n, name in enumerate(["Wang Wei", "Olga Petrova", "Ali Rezaei"]):
+    developer = Developer.objects.create(external_id=f"d-{n}", email=f"d-{n}@example.com", country="CN")
+    delivery = Delivery.objects.create(memo=memo, developer=developer, status="sent")
+    if n < 2:  # the third's text was never kept
+        old.get_model("memos", "SentText").objects.create(
+            delivery=delivery, rendered_with={"name": name, "country": "CN"}, text_hash=str(n) * 64
+        )
+"""
+
+TEXTS_AFTER = """
+import django
+django.setup()
+from memo_service.memos.models import Delivery
+rows = Delivery.objects.order_by("developer__external_id").values_list("rendered_with", "text_hash")
+print(list(rows))
+"""
+
+
+def installation(tmp_path: Path):
+    """A runner of Python in a process of its own, against a SQLite installation of its own."""
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'installation.sqlite3'}",
@@ -68,6 +97,25 @@ def test_answers_and_the_roles_access_to_them_survive_the_rename_to_answer(tmp_p
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    return run
+
+
+def test_the_texts_sent_move_onto_their_deliveries(tmp_path):
+    run = installation(tmp_path)
+    run("manage.py", "migrate", "-v0", "memos", "0016_evidence_record_size")
+    run("-c", TEXTS_BEFORE)
+    run("manage.py", "migrate", "-v0")
+    assert run("-c", TEXTS_AFTER).strip() == str(
+        [
+            ({"name": "Wang Wei", "country": "CN"}, "0" * 64),
+            ({"name": "Olga Petrova", "country": "CN"}, "1" * 64),
+            (None, ""),
+        ]
+    )
+
+
+def test_answers_and_the_roles_access_to_them_survive_the_rename_to_answer(tmp_path):
+    run = installation(tmp_path)
     run("manage.py", "migrate", "-v0", "memos", "0013_composer_regions_disputes")
     run("-c", BEFORE)
     run("manage.py", "migrate", "-v0")

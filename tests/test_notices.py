@@ -21,7 +21,7 @@ from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.notices import developer_notices, notices_sql
 from memo_service.memos.compose.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
 from memo_service.memos.evidence.chain import (
-    evidence_record_deliveries,
+    evidence_record_handover,
     evidence_seal,
     evidence_verify,
 )
@@ -29,7 +29,6 @@ from memo_service.memos.models import (
     Answer,
     Delivery,
     Memo,
-    SentText,
     WebhookEndpoint,
     WebhookMessage,
 )
@@ -59,6 +58,7 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
     Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash=memo_content_hash(memo), send_started_at=started)
     renderer, handed_over = MemoRenderer(memo), []
     for developer in developers:
+        values = developer_context(developer)
         delivery = Delivery.objects.create(
             memo=memo,
             developer=developer,
@@ -66,13 +66,12 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
             sent_at=started,
             country=developer.country.code,
             language=developer.language,
+            rendered_with=values,
+            text_hash=email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1]),
         )
-        values = developer_context(developer)
-        handed_over.append(
-            (delivery.pk, values, email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1]))
-        )
-    evidence_record_deliveries(sent=handed_over)
-    for delivery_id, _, _ in handed_over if status != "sent" else []:  # the provider's tracking event moves it on
+        handed_over.append(delivery.pk)
+    evidence_record_handover(delivery_ids=handed_over)
+    for delivery_id in handed_over if status != "sent" else []:  # the provider's tracking event moves it on
         delivery_record_event(
             provider="mailgun",
             event=AnymailTrackingEvent(
@@ -89,7 +88,7 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
 def text_hash(memo: Memo, external_id: str) -> str:
     """The hash of the email the developer was sent: what the console gets and sends back
     (any well-formed hash for a memo they were not sent)."""
-    sent = SentText.objects.filter(delivery__memo=memo, delivery__developer__external_id=external_id).first()
+    sent = Delivery.objects.filter(memo=memo, developer__external_id=external_id).first()
     return sent.text_hash if sent else "f" * 64
 
 

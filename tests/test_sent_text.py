@@ -13,7 +13,6 @@ from memo_service.memos.models import (
     Answer,
     Delivery,
     EvidenceRecord,
-    SentText,
 )
 from memo_service.memos.send.sending import delivery_send_batch
 from tests.test_evidence import emails
@@ -44,12 +43,12 @@ def open_page(client, memo, developer):
 
 def test_each_email_keeps_the_hash_of_exactly_what_the_provider_got_and_the_chain_holds_it(memo, sent):
     ru = Delivery.objects.get(developer__external_id="ru-1")
-    assert ru.sent_text.text_hash == sent_hash(sent["Olga Petrova <ru-1@example.com>"])
-    assert ru.sent_text.rendered_with["country"] == "RU"
+    assert ru.text_hash == sent_hash(sent["Olga Petrova <ru-1@example.com>"])
+    assert ru.rendered_with["country"] == "RU"
     evidence_seal(memo_id=memo.pk)
     handovers = EvidenceRecord.objects.filter(memo=memo, kind="handover")  # a record per provider call
     proved = {entry["delivery"]: entry for handover in handovers for entry in emails(handover)}
-    assert proved[ru.pk]["text_hash"] == ru.sent_text.text_hash
+    assert proved[ru.pk]["text_hash"] == ru.text_hash
     assert evidence_verify(memo).ok
 
 
@@ -59,7 +58,7 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
     page = open_page(client, memo, developers["ru"])
     client.post(page, {"interacted": "1", "response": "disputes_region", "country": "US"}, HTTP_USER_AGENT=PHONE)
     dispute = Answer.objects.get(response="disputes_region")
-    assert dispute.text_hash == SentText.objects.get(delivery__developer=developers["ru"]).text_hash
+    assert dispute.text_hash == Delivery.objects.get(developer=developers["ru"]).text_hash
     admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss-123")
     dispute_resolve(answer=dispute, outcome="corrected", by=admin)
     Developer.objects.filter(pk=developers["ru"].pk).update(name="Olga Renamed")
@@ -79,8 +78,8 @@ def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
     from django.core.management import call_command
 
     call_command("erase_developer", "ru-1", stdout=io.StringIO())
-    assert SentText.objects.get(delivery__developer__external_id="ru-1").rendered_with == {}
-    assert SentText.objects.get(delivery__developer__external_id="cn-1").rendered_with["name"] == "Wang Wei"
+    assert Delivery.objects.get(developer__external_id="ru-1").rendered_with == {}
+    assert Delivery.objects.get(developer__external_id="cn-1").rendered_with["name"] == "Wang Wei"
 
 
 def test_a_batched_send_keeps_the_hash_of_what_each_recipient_got(memo, mailgun, settings):
@@ -94,4 +93,4 @@ def test_a_batched_send_keeps_the_hash_of_what_each_recipient_got(memo, mailgun,
     assert (mailgun.calls, len(mailgun.accepted)) == (2, 3)  # one call per language: RU's two go together
     for message in mailgun.accepted:
         delivery = Delivery.objects.get(pk=int(message.first("v:delivery_id")))
-        assert delivery.sent_text.text_hash == sent_hash(message)
+        assert delivery.text_hash == sent_hash(message)

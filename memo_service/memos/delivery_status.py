@@ -18,9 +18,11 @@ retry's error, a failure, a skip), cleared once the provider takes it.
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Mapping
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -74,14 +76,28 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     return set(ids)
 
 
+# What one email said: the developer's values it was rendered with, and the SHA-256 of
+# the email as sent (rendering.email_text_hash).
+EmailText = tuple[dict[str, Any], str]
+
+
 def deliveries_record_sent(
-    *, delivery_ids: list[int], message_id: str, language: str, accepted_at: dt.datetime | None = None
+    *,
+    delivery_ids: list[int],
+    message_id: str,
+    language: str,
+    accepted_at: dt.datetime | None = None,
+    texts: Mapping[int, EmailText] | None = None,
 ) -> None:
     """Record the provider's acceptance of the emails one API call handed over (at
-    `accepted_at` when the provider says when, reconciling a lost answer). A tracking
-    event may have moved a status on already; the send time and message id are
-    recorded all the same."""
+    `accepted_at` when the provider says when, reconciling a lost answer), and what
+    each said (`texts`, by delivery id: the send knows, reconciliation does not). A
+    tracking event may have moved a status on already; the send time and message id
+    are recorded all the same. An email sent again keeps the text sent last."""
     now = timezone.now()
+    if texts and connection.vendor == "postgresql":
+        _record_sent_postgresql(delivery_ids, message_id[:255], language, accepted_at or now, now, texts)
+        return
     Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
         status=Case(When(status=DeliveryStatus.SENDING, then=Value(DeliveryStatus.SENT)), default=F("status")),
         provider_message_id=message_id[:255],
@@ -90,6 +106,44 @@ def deliveries_record_sent(
         status_changed_at=now,
         status_reason="",
     )
+    if texts:
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {Delivery._meta.db_table} SET rendered_with = %s, text_hash = %s WHERE id = %s",
+                [(json.dumps(texts[i][0], ensure_ascii=False), texts[i][1], i) for i in delivery_ids],
+            )
+
+
+def _record_sent_postgresql(
+    delivery_ids: list[int],
+    message_id: str,
+    language: str,
+    sent_at: dt.datetime,
+    now: dt.datetime,
+    texts: Mapping[int, EmailText],
+) -> None:
+    """The same in one statement, the texts as one JSON parameter: psycopg quotes
+    parameters in Python, and a thousand placeholders or array elements cost more than
+    the rest."""
+    rows = [{"id": i, "rendered_with": texts[i][0], "text_hash": texts[i][1]} for i in delivery_ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Delivery._meta.db_table} d SET "
+            "status = CASE WHEN d.status = %s THEN %s ELSE d.status END, provider_message_id = %s, "
+            "language = %s, sent_at = coalesce(d.sent_at, %s), status_changed_at = %s, status_reason = '', "
+            "rendered_with = v.rendered_with, text_hash = v.text_hash "
+            "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text) "
+            "WHERE d.id = v.id",
+            [
+                DeliveryStatus.SENDING,
+                DeliveryStatus.SENT,
+                message_id,
+                language,
+                sent_at,
+                now,
+                json.dumps(rows, ensure_ascii=False),
+            ],
+        )
 
 
 def deliveries_record_unsent(

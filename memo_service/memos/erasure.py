@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from memo_service.developers.erasure import developer_erased
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Delivery, DeliveryEvent, SentText
+from memo_service.memos.models import Delivery, DeliveryEvent
 
 
 def _scrub(value: Any, secrets: list[str]) -> Any:
@@ -33,7 +33,7 @@ def developer_records_scrub(sender: Any, *, developer: Developer, secrets: list[
         event.save(update_fields=["payload", "description"])
     # What each email was rendered with (name, address, organisation): the page it fed
     # is gone with the link, the text hash stays in the evidence.
-    SentText.objects.filter(delivery__developer=developer).update(rendered_with={})
+    Delivery.objects.filter(developer=developer, rendered_with__isnull=False).update(rendered_with={})
     # Providers' error texts often quote the address.
     for delivery in Delivery.objects.filter(developer=developer).exclude(status_reason=""):
         delivery.status_reason = _scrub(delivery.status_reason, secrets)

@@ -202,6 +202,15 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # What the email said, kept so the developer's page shows exactly that text: the
+    # developer's values the templates were rendered with (a sent memo's templates never
+    # change), and the SHA-256 of the email as sent (subject, text and HTML), written
+    # with the send. None and "" for an email whose text nobody kept (the provider
+    # reported taking it after its worker died: reconcile.py). Erasure blanks the values;
+    # the hash, in the evidence chain too, stays. On the row, not a table of its own: a
+    # second row per email cost the send a tenth of its speed.
+    rendered_with = models.JSONField(null=True, blank=True, editable=False)
+    text_hash = models.CharField(max_length=64, blank=True, default="", db_default="", editable=False)
 
     class Meta:
         verbose_name_plural = "deliveries"
@@ -238,17 +247,6 @@ DELIVERY_RANK = {
     _D.BOUNCED: 5,
     _D.COMPLAINED: 6,
 }
-
-
-class SentText(models.Model):
-    """What one email said, kept so the developer's page can show exactly that text: the
-    developer's values the templates were rendered with (a sent memo's templates never
-    change), and the SHA-256 of the email as sent (subject, text and HTML). Erasure blanks
-    the values; the hash, in the evidence chain too, stays."""
-
-    delivery = models.OneToOneField(Delivery, primary_key=True, on_delete=models.CASCADE, related_name="sent_text")
-    rendered_with = models.JSONField()  # the developer_context the templates saw
-    text_hash = models.CharField(max_length=64)
 
 
 class DeliveryEvent(models.Model):
@@ -290,7 +288,7 @@ class Answer(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     content_hash = models.CharField(max_length=64)
-    # The hash of the email whose text the page showed (SentText.text_hash).
+    # The hash of the email whose text the page showed (Delivery.text_hash).
     text_hash = models.CharField(max_length=64, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)

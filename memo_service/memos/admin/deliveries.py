@@ -31,6 +31,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             .defer(
                 "status_reason",
                 "reason",
+                "rendered_with",
                 "memo__html_body",
                 "memo__text_body",
                 "memo__subject",

@@ -33,7 +33,6 @@ from memo_service.memos.models import (
     Delivery,
     EvidenceRecord,
     Memo,
-    SentText,
 )
 from memo_service.memos.report.webhooks import notify_answer
 
@@ -219,13 +218,15 @@ def answers_of(target: AckTarget) -> dict[str, Answer]:
     }
 
 
-def sent_text_of(target: AckTarget) -> SentText | None:
-    """What the developer was sent, to show on their page: the first email's text (the
-    memo itself), else the latest one's; None for emails sent before texts were kept."""
+def sent_text_of(target: AckTarget) -> Delivery | None:
+    """The email whose text the developer's page shows (its `rendered_with` and
+    `text_hash`): the first email's (the memo itself), else the latest one's; None when
+    no email of theirs kept its text."""
     return (
-        SentText.objects.select_related("delivery")
-        .filter(delivery__memo=target.memo, delivery__developer=target.developer)
-        .order_by("delivery__sequence", "-delivery__sent_at")
+        Delivery.objects.filter(memo=target.memo, developer=target.developer)
+        .exclude(text_hash="")
+        .only("rendered_with", "text_hash")
+        .order_by("sequence", "-sent_at")
         .first()
     )
 

@@ -33,7 +33,6 @@ from memo_service.memos.models import (
     Delivery,
     DisputeResolution,
     Memo,
-    SentText,
 )
 
 R = Answer.Response
@@ -49,7 +48,7 @@ def _in(values: Sequence[str]) -> str:
 
 
 NOTICES_SQL = f"""
-SELECT dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash,
+SELECT dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash,
        dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language,
        MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END),
        MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN 1 ELSE 0 END),
@@ -60,13 +59,12 @@ SELECT dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash,
 FROM {Developer._meta.db_table} dev
 JOIN {Delivery._meta.db_table} dl ON dl.developer_id = dev.id
 JOIN {Memo._meta.db_table} m ON m.id = dl.memo_id
-LEFT JOIN {SentText._meta.db_table} st ON st.delivery_id = dl.id
 LEFT JOIN {Answer._meta.db_table} a ON a.memo_id = dl.memo_id AND a.developer_id = dl.developer_id
 LEFT JOIN {DisputeResolution._meta.db_table} r ON r.answer_id = a.id
 WHERE dev.external_id = %s AND dev.erased_at IS NULL AND dl.kind = '{Delivery.Kind.INITIAL}'
   AND dl.status IN {_in(SHOWN_STATUSES)} AND m.status IN {_in(MEMO_SHOWN)}
   {{open}}
-GROUP BY dl.id, dl.memo_id, m.content_hash, st.rendered_with, st.text_hash, m.send_started_at,
+GROUP BY dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash, m.send_started_at,
          dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language
 {{unanswered}}
 ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
@@ -93,7 +91,7 @@ def notices_sql(*, external_id: str, state: str = "unanswered") -> tuple[str, li
 @dataclass(frozen=True)
 class NoticeRow:
     delivery: Delivery  # with its memo (id, content hash) and developer
-    rendered_with: dict[str, Any] | None  # the values its text was rendered with (SentText)
+    rendered_with: dict[str, Any] | None  # the values its text was rendered with (Delivery.rendered_with)
     text_hash: str
     acknowledged: bool
     disputed: bool

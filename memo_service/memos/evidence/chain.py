@@ -50,7 +50,6 @@ from memo_service.memos.models import (
     EvidenceCheckpoint,
     EvidenceRecord,
     Memo,
-    SentText,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ DELIVERY_FIELDS = (
     "language",
     "provider_message_id",
     "sent_at",
-    "sent_text__text_hash",
+    "text_hash",
 )
 
 
@@ -130,7 +129,7 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
         "language": row["language"],
         "message_id": row["provider_message_id"],
         "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
-        "text_hash": row["sent_text__text_hash"] or "",
+        "text_hash": row["text_hash"],
     }
 
 
@@ -240,77 +239,51 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
     return record
 
 
-# (delivery id, the developer's values it was rendered with, SHA-256 of the email as sent)
-SentEmail = tuple[int, dict[str, Any], str]
-# A delivery sent again (the idempotent backend resends one whose outcome was unknown):
-# its text is the last one sent, and it gets a second handover record.
-RESENT = (
-    "ON CONFLICT (delivery_id) DO UPDATE SET rendered_with = excluded.rendered_with, text_hash = excluded.text_hash"
-)
-
-
-def evidence_record_deliveries(*, sent: list[SentEmail]) -> None:
-    """What the provider just accepted in one call: each email's values and text hash
-    (SentText, for the developer's page) and one pending handover record per memo
-    listing what each of the call's Delivery rows says (developer, country, language,
-    message id, time, text hash: `delivery_payload`), in one statement on PostgreSQL.
-    Call it after recording the rows sent, in the same transaction. One record per
-    call, not per email: at a thousand emails a call the chain, the sequencer and the
-    verification handle a thousandth of the rows, and the sequencer only hashes it."""
-    if not sent:
+def evidence_record_handover(*, delivery_ids: list[int]) -> None:
+    """What the provider just accepted in one call: one pending handover record per
+    memo listing what each of the call's Delivery rows says (developer, country,
+    language, message id, time, text hash: `delivery_payload`), in one statement on
+    PostgreSQL. Call it after recording the rows sent (deliveries_record_sent), in the
+    same transaction. One record per call, not per email: at a thousand emails a call
+    the chain, the sequencer and the verification handle a thousandth of the rows, and
+    the sequencer only hashes it. Emails the provider reported taking after their
+    worker died (reconcile.py) are recorded the same way, with no text hash: the text
+    sent is not known, and the developer's page says nothing it cannot prove."""
+    if not delivery_ids:
         return
-    memo_ids = _record_sent_postgresql(sent) if connection.vendor == "postgresql" else _record_sent(sent)
+    memo_ids = _handover_postgresql(delivery_ids) if connection.vendor == "postgresql" else _handover(delivery_ids)
     for memo_id in memo_ids:
         evidence_seal_soon(memo_id)
 
 
-# handover_payload's line in SQL, over a Delivery row `d` and its text hash `text_hash`
-# (HANDOVER_FIELDS in order): sent_at as Python's isoformat of the UTC time the database
-# gives back (no fraction when it is zero). A test holds the two to each other
-# (test_evidence.py).
+# handover_payload's line in SQL, over a Delivery row `d` (HANDOVER_FIELDS in order):
+# sent_at as Python's isoformat of the UTC time the database gives back (no fraction
+# when it is zero). A test holds the two to each other (test_evidence.py).
 _HANDOVER_LINE_SQL = """json_build_array(
     d.id, d.developer_id, d.country, d.language, d.provider_message_id,
     to_char(d.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
         || CASE to_char(d.sent_at, 'US') WHEN '000000' THEN '' ELSE to_char(d.sent_at, '.US') END || '+00:00',
-    coalesce(text_hash, ''))::text"""
+    d.text_hash)::text"""
 
 
-def _record_sent_postgresql(sent: list[SentEmail]) -> set[int]:
-    """The call's rows as one JSON parameter: psycopg quotes parameters in Python, and a
-    thousand placeholders or array elements cost more than the rest. The handover's
-    lines are built by the database from the rows it has just updated, in the same
-    statement: no round trip to read them back."""
-    texts, records = SentText._meta.db_table, EvidenceRecord._meta.db_table
-    deliveries = Delivery._meta.db_table
-    rows = [{"id": s[0], "rendered_with": s[1], "text_hash": s[2]} for s in sent]
+def _handover_postgresql(delivery_ids: list[int]) -> set[int]:
+    """The handover's lines are built by the database from the rows, in the statement
+    that stores them: no round trip to read them."""
+    records, deliveries = EvidenceRecord._meta.db_table, Delivery._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH sent AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text)), "
-            f"texts AS (INSERT INTO {texts} (delivery_id, rendered_with, text_hash) SELECT * FROM sent {RESENT}), "
-            f"handed AS (INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at) "
+            f"INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at) "
             "SELECT d.memo_id, min(d.id), %s, "
             f"jsonb_build_object('fields', %s::jsonb, 'lines', string_agg({_HANDOVER_LINE_SQL}, E'\\n' ORDER BY d.id)), "
-            f"count(*), '', '', %s FROM {deliveries} d JOIN sent ON sent.id = d.id GROUP BY d.memo_id RETURNING memo_id) "
-            "SELECT memo_id FROM handed",
-            [json.dumps(rows, ensure_ascii=False), K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now()],
+            f"count(*), '', '', %s FROM {deliveries} d "
+            "WHERE d.id IN (SELECT unnest(%s::bigint[])) GROUP BY d.memo_id RETURNING memo_id",  # as in_ids
+            [K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now(), list(delivery_ids)],
         )
         return {row[0] for row in cursor.fetchall()}
 
 
-def _record_sent(sent: list[SentEmail]) -> set[int]:
-    """The same, a statement at a time (SQLite, the tests' database)."""
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {SentText._meta.db_table} (delivery_id, rendered_with, text_hash) VALUES (%s, %s, %s) {RESENT}",
-            [(s[0], json.dumps(s[1], ensure_ascii=False), s[2]) for s in sent],
-        )
-    return _pending_handovers([s[0] for s in sent])
-
-
-def _pending_handovers(delivery_ids: list[int]) -> set[int]:
-    """One pending handover record per memo of these deliveries, named by its smallest
-    delivery id and listing what each row says now (`delivery_payload`), by id; returns
-    the memos."""
+def _handover(delivery_ids: list[int]) -> set[int]:
+    """The same, from the rows read back (SQLite, the tests' database): returns the memos."""
     by_memo: dict[int, list[dict[str, Any]]] = {}
     rows = Delivery.objects.filter(id__in=in_ids(delivery_ids)).order_by("id").values("memo_id", *DELIVERY_FIELDS)
     for row in rows:
@@ -328,16 +301,6 @@ def _pending_handovers(delivery_ids: list[int]) -> set[int]:
         for memo_id, entries in by_memo.items()
     )
     return set(by_memo)
-
-
-def evidence_record_handover(*, memo_id: int, delivery_ids: list[int]) -> None:
-    """A pending handover record of emails the provider took while nobody kept their
-    text (its events said so after the worker that sent them died: reconcile.py),
-    written with the rows' acceptance: no text hash, as the text sent is not known,
-    and the developer's page says nothing it cannot prove."""
-    if delivery_ids:
-        _pending_handovers(delivery_ids)
-        evidence_seal_soon(memo_id)
 
 
 def evidence_record_event(*, event: DeliveryEvent, memo_id: int, status: str | None) -> None:

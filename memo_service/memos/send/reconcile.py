@@ -187,14 +187,12 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
             message_id, at = accepted[delivery_id]
             groups[(message_id, used)].append(delivery_id)
             taken_at[message_id] = min(at, taken_at.get(message_id, at))
-    memo_of = {delivery_id: memo_id for delivery_id, memo_id, _ in unknown}
     for (message_id, language), group in groups.items():
         with transaction.atomic():  # the handover and its evidence record together, as a send records them
             deliveries_record_sent(
                 delivery_ids=group, message_id=message_id, language=language, accepted_at=taken_at[message_id]
             )
-            for memo_id in {memo_of[i] for i in group}:
-                evidence_record_handover(memo_id=memo_id, delivery_ids=[i for i in group if memo_of[i] == memo_id])
+            evidence_record_handover(delivery_ids=group)
     resent = deliveries_record_unsent(
         delivery_ids=[i for i in ids if i not in accepted],
         claimed_before=until,

@@ -39,7 +39,7 @@ from memo_service.memos.delivery_status import (
     delivery_record_retry,
     delivery_record_skipped,
 )
-from memo_service.memos.evidence.chain import evidence_record_deliveries
+from memo_service.memos.evidence.chain import evidence_record_handover
 from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
@@ -174,7 +174,7 @@ class Prepared:
     language: str
     email: Any  # rendering.RenderedEmail
     to: EmailAddress
-    rendered_with: dict[str, Any]  # the developer's values, kept with the email (SentText)
+    rendered_with: dict[str, Any]  # the developer's values, kept with the email (Delivery.rendered_with)
 
 
 class _Stop(Exception):
@@ -314,10 +314,13 @@ class BatchSender:
         by_language: dict[str, list[int]] = {}
         for prepared in group:
             by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
+        texts = {p.delivery.pk: (p.rendered_with, email_text_hash(p.email)) for p in group}
         with transaction.atomic():  # the handover and its evidence record together
             for language, ids in by_language.items():
-                deliveries_record_sent(delivery_ids=ids, message_id=_message_id(message), language=language)
-            evidence_record_deliveries(sent=[(p.delivery.pk, p.rendered_with, email_text_hash(p.email)) for p in group])
+                deliveries_record_sent(
+                    delivery_ids=ids, message_id=_message_id(message), language=language, texts=texts
+                )
+            evidence_record_handover(delivery_ids=list(texts))
         for prepared in group:
             if contact := _org_contact(prepared.delivery):
                 self.send_contact_copy(prepared.delivery, contact)
