@@ -178,16 +178,22 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
     assert [m.first("to") for m in mailgun.accepted] == ["Wang Wei <cn-1@example.com>"]
 
 
-def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers):
+@pytest.mark.parametrize("with_text", [True, False], ids=["sent", "reconciled"])
+def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers, with_text):
+    """As a send records it (with each email's text: one statement on PostgreSQL) and as
+    reconciliation does (no text)."""
     from memo_service.memos.send.sending import deliveries_record_sent, delivery_claim
 
     ids = queued(memo)
     delivery_claim(delivery_id=ids[0])
     Delivery.objects.filter(pk=ids[0]).update(status="delivered")  # the webhook was faster
-    deliveries_record_sent(delivery_ids=[ids[0]], message_id="<m@x>", language="en")
+    texts = {ids[0]: ({"name": "Wang Wei"}, "a" * 64)} if with_text else None
+    deliveries_record_sent(delivery_ids=[ids[0]], message_id="<m@x>", language="en", texts=texts)
     delivery = Delivery.objects.get(pk=ids[0])
     assert (delivery.status, delivery.provider_message_id) == ("delivered", "<m@x>")
     assert delivery.sent_at is not None
+    expected = ({"name": "Wang Wei"}, "a" * 64) if with_text else (None, "")
+    assert (delivery.rendered_with, delivery.text_hash) == expected
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
