@@ -177,7 +177,16 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[s
             time.sleep(0.5)
     elapsed = time.perf_counter() - start
     worker.send_signal(signal.SIGTERM)
-    worker.wait(timeout=30)
+    stopping = time.perf_counter()
+    try:
+        worker.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+    # Outside the figure, but said: it usually stops in 2-3 s, and three times in about
+    # thirty-five runs it took 30 s or more, every record already chained (not yet explained).
+    if (stopped := time.perf_counter() - stopping) > 10:
+        print(f"the worker took {stopped:.0f} s to stop after SIGTERM", file=sys.stderr)
     return {
         "seconds": elapsed,
         "dispatch_seconds": dispatched,
