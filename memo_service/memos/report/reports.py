@@ -167,13 +167,15 @@ def _answer_row(answer: Answer) -> dict[str, Any]:
 
 def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
     """One record per recipient: who, why, every email and what became of it, every answer."""
-    initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL).select_related("developer").order_by("id")
+    # Without the values each email was rendered with: the export shows none of them.
+    deliveries = Delivery.objects.defer("rendered_with")
+    initial = deliveries.filter(memo=memo, kind=Delivery.Kind.INITIAL).select_related("developer").order_by("id")
     last_id = 0
     while page := list(initial.filter(id__gt=last_id)[:EVIDENCE_PAGE]):
         last_id = page[-1].id
         developer_ids = [d.developer_id for d in page]
         reminders: dict[int, list[Delivery]] = {}
-        for reminder in Delivery.objects.filter(
+        for reminder in deliveries.filter(
             memo=memo, kind=Delivery.Kind.REMINDER, developer_id__in=developer_ids
         ).order_by("sequence"):
             reminders.setdefault(reminder.developer_id, []).append(reminder)
