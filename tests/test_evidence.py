@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.delivery_status import deliveries_record_sent
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.chain import (
     evidence_record_handover,
@@ -118,10 +119,17 @@ def record(memo, seq):
 
 
 def hand_over(sent):
-    """What a send records of (delivery id, values, text hash) the provider took: each
-    email's text on its row, then their handover."""
+    """What a send records of (delivery id, values, text hash) the provider took, as
+    `BatchSender.send` does: each email's text with its row's acceptance (under the
+    message id and language the test gave the row), then their handover."""
     for delivery_id, values, text_hash in sent:
-        Delivery.objects.filter(pk=delivery_id).update(rendered_with=values, text_hash=text_hash)
+        message_id, language = Delivery.objects.values_list("provider_message_id", "language").get(pk=delivery_id)
+        deliveries_record_sent(
+            delivery_ids=[delivery_id],
+            message_id=message_id,
+            language=language,
+            texts={delivery_id: (values, text_hash)},
+        )
     evidence_record_handover(delivery_ids=[delivery_id for delivery_id, _, _ in sent])
 
 

@@ -279,7 +279,7 @@ def _handover_postgresql(delivery_ids: list[int]) -> set[int]:
             f"jsonb_build_object('fields', %s::jsonb, 'lines', string_agg({_HANDOVER_LINE_SQL}, E'\\n' ORDER BY d.id)), "
             f"count(*), '', '', %s FROM {deliveries} d "
             "WHERE d.id IN (SELECT unnest(%s::bigint[])) GROUP BY d.memo_id RETURNING memo_id",  # as in_ids
-            [K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now(), list(delivery_ids)],
+            [K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now(), delivery_ids],
         )
         return {row[0] for row in cursor.fetchall()}
 
