@@ -149,20 +149,27 @@ class Skeleton:
     def text_hash(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> str:
         """rendering.email_text_hash of fill(values, escaped) without joining the email (a
         send hashes every recipient's): the fixed text is encoded once per skeleton."""
+        filled = values + escaped
         digest = hashlib.sha256()
-        for parts, filled in zip(self._encoded, (values, values, escaped), strict=True):
-            for part in parts:
-                digest.update(filled[part].encode() if isinstance(part, int) else part)
-            digest.update(b"\0")
+        for part in self._hashed:
+            digest.update(filled[part].encode() if isinstance(part, int) else part)
         return digest.hexdigest()
 
     @functools.cached_property
-    def _encoded(self) -> tuple[tuple[bytes | int, ...], ...]:
-        """Subject, text and HTML (email_text_hash's order), fixed text as bytes."""
-        return tuple(
-            tuple(p.encode() if isinstance(p, str) else p for p in parts)
-            for parts in (self.subject, self.text, self.html)
-        )
+    def _hashed(self) -> tuple[bytes | int, ...]:
+        """What email_text_hash hashes, in parts: subject, text and HTML, each ended by a
+        NUL, each run of fixed text as one bytes; a value as its index in values +
+        escaped (the HTML's escaped). One update a part, the fewest there can be."""
+        hashed: list[bytes | int] = []
+        for parts, offset in ((self.subject, 0), (self.text, 0), (self.html, len(SLOTS))):
+            for part in (*parts, "\0"):
+                if isinstance(part, int):
+                    hashed.append(offset + part)
+                elif hashed and isinstance(hashed[-1], bytes):
+                    hashed[-1] += part.encode()
+                else:
+                    hashed.append(part.encode())
+        return tuple(hashed)
 
     def merge_template(self, merge_field: str) -> tuple[str, str, str] | None:
         """(subject, html, text) with the provider's merge field for each value
