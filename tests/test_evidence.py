@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from collections import defaultdict
 from datetime import timedelta
 
 import pytest
@@ -13,10 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.delivery_status import deliveries_record_sent
+from memo_service.memos.compose.rendering import developer_context, stored_values
+from memo_service.memos.delivery_status import EmailText, deliveries_record_sent
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.chain import (
-    evidence_record_handover,
     evidence_seal,
     evidence_verify,
     handover_entries,
@@ -65,8 +66,8 @@ def evidence(client, memo, developers, mailgun):
         reason="RU is in region X",
     )
     # Two provider calls (one per language): a handover record each.
-    hand_over([(cn.pk, {"name": "Wang Wei"}, "a" * 64)])
-    hand_over([(ru.pk, {"name": "Olga Petrova"}, "b" * 64)])
+    hand_over([(cn.pk, "a" * 64)])
+    hand_over([(ru.pk, "b" * 64)])
     evidence_seal(memo_id=memo.pk)
     post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
     evidence_seal(memo_id=memo.pk)
@@ -119,18 +120,17 @@ def record(memo, seq):
 
 
 def hand_over(sent):
-    """What a send records of (delivery id, values, text hash) the provider took, as
-    `BatchSender.send` does: each email's text with its row's acceptance (under the
-    message id and language the test gave the row), then their handover."""
-    for delivery_id, values, text_hash in sent:
-        message_id, language = Delivery.objects.values_list("provider_message_id", "language").get(pk=delivery_id)
-        deliveries_record_sent(
-            delivery_ids=[delivery_id],
-            message_id=message_id,
-            language=language,
-            texts={delivery_id: (values, text_hash)},
-        )
-    evidence_record_handover(delivery_ids=[delivery_id for delivery_id, _, _ in sent])
+    """What a send records of (delivery id, text hash) the provider took, as
+    `BatchSender.send` does: a call per message id (the one the test gave the row), each
+    email's text (in the row's language, with its developer's values) kept with its
+    acceptance and the call's handover record."""
+    calls = defaultdict(dict)
+    for delivery_id, text_hash in sent:
+        delivery = Delivery.objects.select_related("developer").get(pk=delivery_id)
+        values = stored_values(developer_context(delivery.developer))
+        calls[delivery.provider_message_id][delivery_id] = EmailText(delivery.language, values, text_hash)
+    for message_id, texts in calls.items():
+        deliveries_record_sent(delivery_ids=list(texts), message_id=message_id, texts=texts)
 
 
 def emails(handover):
@@ -682,7 +682,7 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     handover, and the row matches the last one."""
     cn = Delivery.objects.get(country="CN")
     Delivery.objects.filter(pk=cn.pk).update(provider_message_id="<cn-again@x>")
-    hand_over([(cn.pk, {"name": "Wang Wei"}, "d" * 64)])
+    hand_over([(cn.pk, "d" * 64)])
     evidence_seal(memo_id=evidence.pk)
     assert Delivery.objects.get(pk=cn.pk).text_hash == "d" * 64
     assert emails(record(evidence, 9))[0]["message_id"] == "<cn-again@x>"
@@ -773,7 +773,7 @@ def one_call(memo, developers):
         )
         for developer in developers.values()
     ]
-    hand_over([(d.pk, {"name": d.developer.name}, f"{n}" * 64) for n, d in enumerate(deliveries)])
+    hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(deliveries)])
     evidence_seal(memo_id=memo.pk)
     return deliveries
 
@@ -805,7 +805,7 @@ def test_an_email_of_a_call_sent_again_verifies_by_its_last_handover(memo, one_c
     matches it, and need not; a change after the second is found, naming the second."""
     first, middle, last = one_call
     Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
-    hand_over([(middle.pk, {"name": "again"}, "d" * 64)])
+    hand_over([(middle.pk, "d" * 64)])
     evidence_seal(memo_id=memo.pk)
     assert record(memo, 2).object_id == middle.pk
     assert "evidence verifies: 2 records, chain intact" in verify(memo, "--no-seal")
@@ -834,7 +834,7 @@ def test_a_chain_with_a_record_per_email_from_before_still_verifies(memo, one_ca
     assert record(memo, 2).payload["delivery"] == middle.pk and record(memo, 2).payload["country"] == "RU"
     assert "evidence verifies: 3 records, chain intact" in verify(memo, "--no-seal")
     Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
-    hand_over([(middle.pk, {"name": "again"}, "d" * 64)])
+    hand_over([(middle.pk, "d" * 64)])
     assert "evidence verifies: 4 records, chain intact" in verify(memo)
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", last.pk)
     assert evidence_verify(memo).problem == (
@@ -851,7 +851,7 @@ def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chai
     delivery = Delivery.objects.create(
         memo=memo, developer=developer, status="delivered", country="US", sent_at=timezone.now()
     )
-    hand_over([(delivery.pk, {}, "e" * 64)])
+    hand_over([(delivery.pk, "e" * 64)])
     result = evidence_verify(memo)
     assert result.ok and (result.records, result.pending) == (1, 1), result.summary()
 
@@ -911,7 +911,7 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
         sent_at=sent_at,
         provider_message_id="<m@x>",
     )
-    hand_over([(delivery.pk, {"name": "Wang Wei"}, "f" * 64)])
+    hand_over([(delivery.pk, "f" * 64)])
     (pending,) = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
     row = Delivery.objects.filter(pk=delivery.pk).values(*DELIVERY_FIELDS).get()
     assert emails(pending) == [delivery_payload(row)]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from memo_service.memos.answer.answers import ack_token_read
 from memo_service.memos.compose.rendering import MemoRenderer, developer_context
-from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.models import Delivery, EvidenceRecord, Memo
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.tasks import send_batch
@@ -182,18 +182,21 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
 def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers, with_text):
     """As a send records it (with each email's text: one statement on PostgreSQL) and as
     reconciliation does (no text)."""
-    from memo_service.memos.send.sending import deliveries_record_sent, delivery_claim
+    from memo_service.memos.send.sending import EmailText, deliveries_record_sent, delivery_claim
 
     ids = queued(memo)
     delivery_claim(delivery_id=ids[0])
     Delivery.objects.filter(pk=ids[0]).update(status="delivered")  # the webhook was faster
-    texts = {ids[0]: ({"name": "Wang Wei"}, "a" * 64)} if with_text else None
+    values = ["Wang Wei", "", "wang@example.com", "cn-1", "CN", "中国", "zh-hans"]
+    texts = {ids[0]: EmailText("zh-hans", values, "a" * 64)} if with_text else None
     deliveries_record_sent(delivery_ids=[ids[0]], message_id="<m@x>", language="en", texts=texts)
     delivery = Delivery.objects.get(pk=ids[0])
     assert (delivery.status, delivery.provider_message_id) == ("delivered", "<m@x>")
     assert delivery.sent_at is not None
-    expected = ({"name": "Wang Wei"}, "a" * 64) if with_text else (None, "")
-    assert (delivery.rendered_with, delivery.text_hash) == expected
+    expected = ("zh-hans", values, "a" * 64) if with_text else ("en", None, "")
+    assert (delivery.language, delivery.rendered_with, delivery.text_hash) == expected
+    (handover,) = EvidenceRecord.objects.filter(memo=memo, kind="handover")
+    assert f'"<m@x>", "{delivery.sent_at.isoformat()}"' in handover.payload["lines"]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
@@ -28,6 +28,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from memo_service.db import in_ids
+from memo_service.memos.evidence.chain import evidence_record_handover
 from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, Memo
 
 DeliveryStatus = Delivery.Status
@@ -76,74 +77,75 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
     return set(ids)
 
 
-# What one email said: the developer's values it was rendered with, and the SHA-256 of
-# the email as sent (rendering.email_text_hash).
-EmailText = tuple[dict[str, Any], str]
+class EmailText(NamedTuple):
+    """What one email said: the language it was in, the developer's values it was
+    rendered with as Delivery.rendered_with keeps them (rendering.stored_values), and
+    the SHA-256 of the email as sent (rendering.email_text_hash)."""
+
+    language: str
+    values: list[Any]
+    text_hash: str
 
 
 def deliveries_record_sent(
     *,
     delivery_ids: list[int],
     message_id: str,
-    language: str,
+    language: str = "",
     accepted_at: dt.datetime | None = None,
     texts: Mapping[int, EmailText] | None = None,
 ) -> None:
     """Record the provider's acceptance of the emails one API call handed over (at
-    `accepted_at` when the provider says when, reconciling a lost answer), and what
-    each said (`texts`, by delivery id: the send knows, reconciliation does not). A
-    tracking event may have moved a status on already; the send time and message id
-    are recorded all the same. An email sent again keeps the text sent last."""
+    `accepted_at` when the provider says when, reconciling a lost answer), what each
+    said (`texts`, by delivery id: the send knows; reconciliation does not, and gives
+    the `language` they were in), and their handover's evidence record
+    (chain.evidence_record_handover), together. A tracking event may have moved a
+    status on already; the send time and message id are recorded all the same. An
+    email sent again keeps the text sent last."""
     now = timezone.now()
     if texts and connection.vendor == "postgresql":
-        _record_sent_postgresql(delivery_ids, message_id[:255], language, accepted_at or now, now, texts)
+        _record_sent_postgresql(delivery_ids, message_id[:255], accepted_at or now, now, texts)
         return
-    Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
-        status=Case(When(status=DeliveryStatus.SENDING, then=Value(DeliveryStatus.SENT)), default=F("status")),
-        provider_message_id=message_id[:255],
-        language=language,
-        sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
-        status_changed_at=now,
-        status_reason="",
-    )
-    if texts:
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {Delivery._meta.db_table} SET rendered_with = %s, text_hash = %s WHERE id = %s",
-                [(json.dumps(texts[i][0], ensure_ascii=False), texts[i][1], i) for i in delivery_ids],
-            )
+    with transaction.atomic(savepoint=False):
+        Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
+            status=Case(When(status=DeliveryStatus.SENDING, then=Value(DeliveryStatus.SENT)), default=F("status")),
+            provider_message_id=message_id[:255],
+            language=language,
+            sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
+            status_changed_at=now,
+            status_reason="",
+        )
+        if texts:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    f"UPDATE {Delivery._meta.db_table} SET language = %s, rendered_with = %s, text_hash = %s "
+                    "WHERE id = %s",
+                    [(*_text_row(texts[i]), i) for i in delivery_ids],
+                )
+        evidence_record_handover(delivery_ids=delivery_ids)
+
+
+def _text_row(text: EmailText) -> tuple[str, str, str]:
+    return text.language, json.dumps(text.values, ensure_ascii=False), text.text_hash
 
 
 def _record_sent_postgresql(
-    delivery_ids: list[int],
-    message_id: str,
-    language: str,
-    sent_at: dt.datetime,
-    now: dt.datetime,
-    texts: Mapping[int, EmailText],
+    delivery_ids: list[int], message_id: str, sent_at: dt.datetime, now: dt.datetime, texts: Mapping[int, EmailText]
 ) -> None:
-    """The same in one statement, the texts as one JSON parameter: psycopg quotes
-    parameters in Python, and a thousand placeholders or array elements cost more than
-    the rest."""
-    rows = [{"id": i, "rendered_with": texts[i][0], "text_hash": texts[i][1]} for i in delivery_ids]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Delivery._meta.db_table} d SET "
-            "status = CASE WHEN d.status = %s THEN %s ELSE d.status END, provider_message_id = %s, "
-            "language = %s, sent_at = coalesce(d.sent_at, %s), status_changed_at = %s, status_reason = '', "
-            "rendered_with = v.rendered_with, text_hash = v.text_hash "
-            "FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, rendered_with jsonb, text_hash text) "
-            "WHERE d.id = v.id",
-            [
-                DeliveryStatus.SENDING,
-                DeliveryStatus.SENT,
-                message_id,
-                language,
-                sent_at,
-                now,
-                json.dumps(rows, ensure_ascii=False),
-            ],
-        )
+    """The same in one statement: the UPDATE, with the texts as one JSON parameter of
+    arrays (psycopg quotes parameters in Python, and a thousand placeholders or array
+    elements cost more than the rest), runs inside the handover's INSERT, which builds
+    its lines from the rows the UPDATE returns."""
+    update = (
+        f"UPDATE {Delivery._meta.db_table} d SET "
+        "status = CASE WHEN d.status = %s THEN %s ELSE d.status END, provider_message_id = %s, "
+        "sent_at = coalesce(d.sent_at, %s), status_changed_at = %s, status_reason = '', "
+        "language = v.value ->> 1, rendered_with = v.value -> 2, text_hash = v.value ->> 3 "
+        "FROM jsonb_array_elements(%s::jsonb) AS v WHERE d.id = (v.value ->> 0)::bigint"
+    )
+    rows = json.dumps([[i, *texts[i]] for i in delivery_ids], ensure_ascii=False)
+    params = [DeliveryStatus.SENDING, DeliveryStatus.SENT, message_id, sent_at, now, rows]
+    evidence_record_handover(delivery_ids=delivery_ids, written_by=(update, params))
 
 
 def deliveries_record_unsent(

@@ -91,7 +91,7 @@ def notices_sql(*, external_id: str, state: str = "unanswered") -> tuple[str, li
 @dataclass(frozen=True)
 class NoticeRow:
     delivery: Delivery  # with its memo (id, content hash) and developer
-    rendered_with: dict[str, Any] | None  # the values its text was rendered with (Delivery.rendered_with)
+    rendered_with: Any  # the values its text was rendered with, as stored (Delivery.rendered_with)
     text_hash: str
     acknowledged: bool
     disputed: bool

@@ -241,19 +241,25 @@ def evidence_append(*, memo_id: int, kind: str, object_id: int, payload: dict[st
     return record
 
 
-def evidence_record_handover(*, delivery_ids: list[int]) -> None:
+def evidence_record_handover(*, delivery_ids: list[int], written_by: tuple[str, list[Any]] | None = None) -> None:
     """What the provider just accepted in one call: one pending handover record per
     memo listing what each of the call's Delivery rows says (developer, country,
     language, message id, time, text hash: `delivery_payload`), in one statement on
-    PostgreSQL. Call it after recording the rows sent (deliveries_record_sent), in the
-    same transaction. One record per call, not per email: at a thousand emails a call
-    the chain, the sequencer and the verification handle a thousandth of the rows, and
-    the sequencer only hashes it. Emails the provider reported taking after their
-    worker died (reconcile.py) are recorded the same way, with no text hash: the text
-    sent is not known, and the developer's page says nothing it cannot prove."""
+    PostgreSQL. deliveries_record_sent calls it, in the transaction that records the
+    rows sent; on PostgreSQL it hands over `written_by`, its UPDATE of the rows (aliased
+    d) and that UPDATE's parameters, which then runs inside this statement, and the
+    lines are built from the rows it returns rather than read again. One record per
+    call, not per email: at a thousand emails a call the chain, the sequencer and the
+    verification handle a thousandth of the rows, and the sequencer only hashes it.
+    Emails the provider reported taking after their worker died (reconcile.py) are
+    recorded the same way, with no text hash: the text sent is not known, and the
+    developer's page says nothing it cannot prove."""
     if not delivery_ids:
         return
-    memo_ids = _handover_postgresql(delivery_ids) if connection.vendor == "postgresql" else _handover(delivery_ids)
+    if connection.vendor == "postgresql":
+        memo_ids = _handover_postgresql(delivery_ids, written_by)
+    else:
+        memo_ids = _handover(delivery_ids)
     for memo_id in memo_ids:
         evidence_seal_soon(memo_id)
 
@@ -266,20 +272,29 @@ _HANDOVER_LINE_SQL = """json_build_array(
     to_char(d.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
         || CASE to_char(d.sent_at, 'US') WHEN '000000' THEN '' ELSE to_char(d.sent_at, '.US') END || '+00:00',
     d.text_hash)::text"""
+_HANDOVER_COLUMNS = (
+    "d.id, d.memo_id, d.developer_id, d.country, d.language, d.provider_message_id, d.sent_at, d.text_hash"
+)
 
 
-def _handover_postgresql(delivery_ids: list[int]) -> set[int]:
+def _handover_postgresql(delivery_ids: list[int], written_by: tuple[str, list[Any]] | None) -> set[int]:
     """The handover's lines are built by the database from the rows, in the statement
-    that stores them: no round trip to read them."""
+    that stores them (and, given the UPDATE that records them sent, that writes them):
+    no round trip to read them."""
     records, deliveries = EvidenceRecord._meta.db_table, Delivery._meta.db_table
+    if written_by is None:  # the rows as they are now (the ids as in_ids passes them)
+        rows = f"SELECT {_HANDOVER_COLUMNS} FROM {deliveries} d WHERE d.id IN (SELECT unnest(%s::bigint[]))"
+        params: list[Any] = [delivery_ids]
+    else:
+        rows, params = f"{written_by[0]} RETURNING {_HANDOVER_COLUMNS}", written_by[1]
     with connection.cursor() as cursor:
         cursor.execute(
+            f"WITH d AS ({rows}) "
             f"INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at) "
             "SELECT d.memo_id, min(d.id), %s, "
             f"jsonb_build_object('fields', %s::jsonb, 'lines', string_agg({_HANDOVER_LINE_SQL}, E'\\n' ORDER BY d.id)), "
-            f"count(*), '', '', %s FROM {deliveries} d "
-            "WHERE d.id IN (SELECT unnest(%s::bigint[])) GROUP BY d.memo_id RETURNING memo_id",  # as in_ids
-            [K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now(), delivery_ids],
+            "count(*), '', '', %s FROM d GROUP BY d.memo_id RETURNING memo_id",
+            [*params, K.HANDOVER, json.dumps(HANDOVER_FIELDS), timezone.now()],
         )
         return {row[0] for row in cursor.fetchall()}
 

@@ -39,7 +39,6 @@ from memo_service.memos.delivery_status import (
     deliveries_record_unsent,
     deliveries_requeue_unknown,
 )
-from memo_service.memos.evidence.chain import evidence_record_handover
 from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo, SendLease
 from memo_service.memos.send.dispatch import send_batches_enqueue
@@ -188,11 +187,9 @@ def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, 
             groups[(message_id, used)].append(delivery_id)
             taken_at[message_id] = min(at, taken_at.get(message_id, at))
     for (message_id, language), group in groups.items():
-        with transaction.atomic():  # the handover and its evidence record together, as a send records them
-            deliveries_record_sent(
-                delivery_ids=group, message_id=message_id, language=language, accepted_at=taken_at[message_id]
-            )
-            evidence_record_handover(delivery_ids=group)
+        deliveries_record_sent(  # with the handover's evidence record, as a send records them
+            delivery_ids=group, message_id=message_id, language=language, accepted_at=taken_at[message_id]
+        )
     resent = deliveries_record_unsent(
         delivery_ids=[i for i in ids if i not in accepted],
         claimed_before=until,

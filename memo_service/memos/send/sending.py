@@ -16,7 +16,6 @@ from anymail.utils import EmailAddress, parse_address_list
 from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.core.mail import get_connection
-from django.db import transaction
 from django.utils import timezone
 from urllib3.exceptions import NewConnectionError
 
@@ -30,8 +29,10 @@ from memo_service.memos.compose.rendering import (
     developer_context,
     email_text_hash,
     memo_content_hash,
+    stored_values,
 )
 from memo_service.memos.delivery_status import (
+    EmailText,
     deliveries_claim,
     deliveries_record_sent,
     delivery_claim,
@@ -39,7 +40,6 @@ from memo_service.memos.delivery_status import (
     delivery_record_retry,
     delivery_record_skipped,
 )
-from memo_service.memos.evidence.chain import evidence_record_handover
 from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
@@ -311,16 +311,11 @@ class BatchSender:
             self.failed(exc, group, rest)
             return
         _auth_errors(self.provider, False)
-        by_language: dict[str, list[int]] = {}
-        for prepared in group:
-            by_language.setdefault(prepared.language, []).append(prepared.delivery.pk)
-        texts = {p.delivery.pk: (p.rendered_with, email_text_hash(p.email)) for p in group}
-        with transaction.atomic():  # the handover and its evidence record together
-            for language, ids in by_language.items():
-                deliveries_record_sent(
-                    delivery_ids=ids, message_id=_message_id(message), language=language, texts=texts
-                )
-            evidence_record_handover(delivery_ids=list(texts))
+        texts = {
+            p.delivery.pk: EmailText(p.language, stored_values(p.rendered_with), email_text_hash(p.email))
+            for p in group
+        }
+        deliveries_record_sent(delivery_ids=list(texts), message_id=_message_id(message), texts=texts)
         for prepared in group:
             if contact := _org_contact(prepared.delivery):
                 self.send_contact_copy(prepared.delivery, contact)
