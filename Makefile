@@ -5,6 +5,7 @@
 # make test-fast — everything but the tests that start real processes (workers, beat,
 #              a browser, manage.py, gunicorn), in parallel: the quick check while you work.
 # make bench — benchmarks (bench/), not part of the tests.
+# make bench-evidence — what a send's evidence costs: the send with it and without it, in turns.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ PORT ?= 8000
 SITE_URL ?= http://127.0.0.1:$(PORT)
 export SITE_URL
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench bench-evidence clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("memo-service needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
@@ -71,6 +72,10 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/notices.py
 	$(BIN)/python bench/verify_export.py
+
+# PAIRS (default 5) runs each way of bench/send.py's pipeline at N (default 300,000).
+bench-evidence: $(VENV)/.installed-bench
+	$(BIN)/python bench/evidence_cost.py
 
 clean:
 	rm -rf $(VENV) var

@@ -130,7 +130,41 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[str, float]:
+def proc_stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command (state first), None when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def proc_ticks(pid: int) -> int | None:
+    """CPU clock ticks a process has used, None when it is gone."""
+    fields = proc_stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else None
+
+
+def service_ticks() -> int:
+    """CPU ticks of this machine's PostgreSQL and Redis (0 when they run elsewhere): each
+    process's, and the parent's reaped children's (backends already ended)."""
+    total = 0
+    for name in ("postgres", "redis-server"):
+        pids = {int(p) for p in subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout.split()}
+        for fields in filter(None, map(proc_stat, pids)):
+            total += int(fields[11]) + int(fields[12])
+            if int(fields[1]) not in pids:  # the parent (the postmaster)
+                total += int(fields[13]) + int(fields[14])
+    return total
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str = "memo_service") -> dict[str, float]:
+    """The send through `app`'s workers (bench/no_evidence.py's for evidence_cost.py's
+    baseline). Also counts the CPU the workers, PostgreSQL and Redis spend from
+    `send_memo` until the memo's evidence is chained, and how long that took after the
+    last email."""
     worker_env = {
         **env,
         "EMAIL_BACKEND": BACKEND,
@@ -143,7 +177,7 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[s
             "-m",
             "celery",
             "-A",
-            "memo_service",
+            app,
             "worker",
             f"--concurrency={WORKERS}",
             "--pool=prefork",
@@ -158,24 +192,40 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[s
     )
     time.sleep(4)  # the worker starts before the clock does
     requests_before = provider.requests  # type: ignore[attr-defined]
+    peaks: dict[int, float] = {}
+    ticks: dict[int, int] = {}
+
+    def look() -> None:
+        for pid in [worker.pid, *children(worker.pid)]:
+            peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
+            ticks[pid] = proc_ticks(pid) or ticks.get(pid, 0)
+
+    look()
+    worker_before, services_before = dict(ticks), service_ticks()
     start = time.perf_counter()
     manage("send_memo", "bench", env=worker_env)  # every process of a deployment has one config
     dispatched = time.perf_counter() - start
-    peaks: dict[int, float] = {}
-    with psycopg.connect(db_url(DB)) as conn:
+    with psycopg.connect(db_url(DB), autocommit=True) as conn:
+        memo = conn.execute("SELECT id FROM memos_memo WHERE slug = 'bench'").fetchone()[0]
         while True:
-            for pid in children(worker.pid):
-                peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
+            look()
             # Through the (memo, status) index: counting a million rows twice a second
             # would take a good part of a core from the run it measures.
             pending = conn.execute(
-                "SELECT count(*) FROM memos_delivery WHERE memo_id = (SELECT id FROM memos_memo WHERE slug = 'bench')"
-                " AND status IN ('queued', 'sending')"
+                "SELECT count(*) FROM memos_delivery WHERE memo_id = %s AND status IN ('queued', 'sending')", [memo]
             ).fetchone()[0]
             if pending == 0:
                 break
             time.sleep(0.5)
-    elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        unchained = "SELECT count(*) FROM memos_evidencerecord WHERE memo_id = %s AND seq IS NULL"
+        while conn.execute(unchained, [memo]).fetchone()[0] and time.perf_counter() - start < elapsed + 300:
+            look()
+            time.sleep(0.25)
+        sealed = time.perf_counter() - start
+    look()
+    worker_cpu = sum(ticks[pid] - worker_before.get(pid, 0) for pid in ticks) / TICK
+    services_cpu = (service_ticks() - services_before) / TICK
     worker.send_signal(signal.SIGTERM)
     stopping = time.perf_counter()
     try:
@@ -190,6 +240,9 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object) -> dict[s
     return {
         "seconds": elapsed,
         "dispatch_seconds": dispatched,
+        "seal_lag_seconds": sealed - elapsed,
+        "worker_cpu_seconds": worker_cpu,
+        "services_cpu_seconds": services_cpu,
         "calls": provider.requests - requests_before,  # type: ignore[attr-defined]
         "messages": len(provider.accepted),  # type: ignore[attr-defined]
         "peak_rss_mb": max(peaks.values() or [0.0]),
@@ -277,6 +330,11 @@ def rates(run: dict[str, float], n: int) -> tuple[float, float, float]:
     return rate, 1e6 / rate, run["calls"] * 1000 / n
 
 
+def cpu_us(run: dict[str, float], n: int) -> float:
+    """CPU of the workers, PostgreSQL and Redis per recipient, in µs."""
+    return (run["worker_cpu_seconds"] + run["services_cpu_seconds"]) * 1e6 / n
+
+
 def main() -> None:
     env = {
         **os.environ,
@@ -312,6 +370,11 @@ def main() -> None:
         f"post_office: {po_rate:10,.0f} recipients/s {po_us:8.0f} µs/recipient {po_calls:6.0f} API calls/1,000  "
         f"{post_office['seconds']:7.1f} s for {POST_OFFICE_N:,}  peak RSS {post_office['peak_rss_mb']:.0f} MB"
     )
+    print(
+        f"pipeline CPU: workers {ours['worker_cpu_seconds'] * 1e6 / N:.0f} µs/recipient, PostgreSQL and Redis "
+        f"{ours['services_cpu_seconds'] * 1e6 / N:.0f} (until its evidence was chained, "
+        f"{ours['seal_lag_seconds']:.1f} s after the last email)"
+    )
     print(f"ratio to the floor: {rate / floor_rate:.2f}   to django-post_office: {rate / po_rate:.1f}")
     print(
         json.dumps(
@@ -324,6 +387,8 @@ def main() -> None:
                 "post_office_ratio": round(rate / po_rate, 1),
                 "api_calls_per_1000": round(calls, 1),
                 "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+                "cpu_us_per_recipient": round(cpu_us(ours, N)),
+                "seal_lag_s": round(ours["seal_lag_seconds"], 1),
             }
         )
     )
