@@ -16,8 +16,10 @@ same run, against the same server:
                per-recipient, so the ratio compares like with like.
 
 Prints recipients per second, microseconds per recipient, provider API calls per 1,000
-recipients and each worker's peak RSS for each, and the ratios; the last line is one
-JSON object. Not part of the tests. Needs requirements-bench.txt (`make bench` installs it).
+recipients and each worker's peak RSS for each, and the ratios; for the pipeline also
+the CPU its workers, PostgreSQL and Redis spent per recipient until the memo's evidence
+was chained, and how long that took after the last email. The last line is one JSON
+object. Not part of the tests. Needs requirements-bench.txt (`make bench` installs it).
 
     make bench                      # both benchmarks, N=1,000,000
     N=100000 .venv/bin/python bench/send.py
