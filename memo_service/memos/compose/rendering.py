@@ -506,8 +506,9 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -
     """The memo as sent to the delivery's developer, without our layout: what the
     acknowledgement page shows and the console's notices carry, the one place both read
     it from. The memo's templates cannot change once sent; rendered with the values the
-    email was rendered with (Delivery.rendered_with, as stored_values keeps them), it is the text that was sent, whatever became of
-    the developer's record since. An email sent before texts were kept, or one the
+    email was rendered with (`rendered_with`, Delivery.rendered_with as stored_values
+    keeps them), it is the text that was sent, whatever became of the developer's
+    record since. An email sent before texts were kept, or one the
     provider reported taking after its worker died (reconcile.py), has none: the
     developer's record stands in, and the memo's content hash for the text's.
     `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
