@@ -235,8 +235,9 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str 
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
-    # Outside the figure, but said: it usually stops in 2-3 s, and three times in about
-    # thirty-five runs it took 30 s or more, every record already chained (not yet explained).
+    # Outside the figure, but said: it usually stops in 2-3 s, and about one run in fifteen
+    # in 32 s: a pool process waits out billiard's 30 s for the main process to read its
+    # last results (Worker._ensure_messages_consumed; README, Benchmarks).
     if (stopped := time.perf_counter() - stopping) > 10:
         print(f"the worker took {stopped:.0f} s to stop after SIGTERM", file=sys.stderr)
     return {
