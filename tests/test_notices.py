@@ -19,7 +19,13 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.notices import developer_notices, notices_sql
-from memo_service.memos.compose.rendering import MemoRenderer, developer_context, email_text_hash, memo_content_hash
+from memo_service.memos.compose.rendering import (
+    MemoRenderer,
+    developer_context,
+    email_text_hash,
+    memo_content_hash,
+    stored_values,
+)
 from memo_service.memos.evidence.chain import (
     evidence_record_handover,
     evidence_seal,
@@ -66,7 +72,7 @@ def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "deli
             sent_at=started,
             country=developer.country.code,
             language=developer.language,
-            rendered_with=values,
+            rendered_with=stored_values(values),
             text_hash=email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1]),
         )
         handed_over.append(delivery.pk)

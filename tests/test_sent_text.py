@@ -73,6 +73,16 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
     assert not Answer.objects.filter(response="acknowledged").exists()
 
 
+def test_an_email_whose_values_an_older_send_kept_with_their_keys_still_shows_as_sent(client, memo, sent, developers):
+    delivery = Delivery.objects.get(developer=developers["ru"])
+    keyed = values_from_stored(delivery.rendered_with)
+    Delivery.objects.filter(pk=delivery.pk).update(rendered_with=keyed)  # as sends before lists stored them
+    Developer.objects.filter(pk=developers["ru"].pk).update(name="Olga Renamed")
+    shown = client.get(open_page(client, memo, developers["ru"])).content.decode()
+    assert "Dear Olga Petrova" in shown and "Traffic from Russia will be blocked" in shown
+    assert "Olga Renamed" not in shown
+
+
 def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
     import io
 
