@@ -37,7 +37,6 @@ import redis
 os.environ.setdefault("N", "300000")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import send  # noqa: E402
-from bench.import_developers import PRODUCTION  # noqa: E402
 from tests.loopback_provider import mailgun_server  # noqa: E402
 
 PAIRS = int(os.environ.get("PAIRS", "5"))
@@ -61,13 +60,7 @@ def fresh_database(first: bool, env: dict[str, str]) -> None:
 
 
 def main() -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": send.db_url(send.DB),
-        "CELERY_BROKER_URL": send.BROKER,
-        **PRODUCTION,
-        "VAR_DIR": "/tmp/memo-bench-var",
-    }
+    env = send.bench_env()
     n = send.N
     print(f"{n:,} recipients, {PAIRS} pairs; PostgreSQL, Redis, {send.WORKERS} worker processes, loopback Mailgun")
     runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}

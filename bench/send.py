@@ -198,8 +198,10 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str 
     ticks: dict[int, int] = {}
 
     def look() -> None:
-        for pid in [worker.pid, *children(worker.pid)]:
+        pool = children(worker.pid)
+        for pid in pool:  # the peak RSS of the processes that send
             peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
+        for pid in [worker.pid, *pool]:
             ticks[pid] = proc_ticks(pid) or ticks.get(pid, 0)
 
     look()
@@ -338,14 +340,19 @@ def cpu_us(run: dict[str, float], n: int) -> float:
     return (run["worker_cpu_seconds"] + run["services_cpu_seconds"]) * 1e6 / n
 
 
-def main() -> None:
-    env = {
+def bench_env() -> dict[str, str]:
+    """The environment of every process of the bench's deployment (DEBUG off)."""
+    return {
         **os.environ,
         "DATABASE_URL": db_url(DB),
         "CELERY_BROKER_URL": BROKER,
         **PRODUCTION,
         "VAR_DIR": "/tmp/memo-bench-var",
     }
+
+
+def main() -> None:
+    env = bench_env()
     print(f"{N:,} recipients; PostgreSQL, Redis, {WORKERS} worker processes, loopback Mailgun, {BACKEND}")
     setup(env)
     with mailgun_server() as provider:
