@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
@@ -83,7 +83,7 @@ class EmailText(NamedTuple):
     the SHA-256 of the email as sent (rendering.email_text_hash)."""
 
     language: str
-    values: list[Any]
+    values: Sequence[Any]
     text_hash: str
 
 
