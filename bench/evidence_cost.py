@@ -9,8 +9,8 @@ bench/no_evidence.py's, which send the same emails without their evidence (the
 baseline). Each run starts from a fresh copy of the same database (a memo approved for
 N developers), so the two differ only in their workers.
 
-Per run it prints recipients/s (timed from `send_memo` until nothing is queued or
-sending) and the CPU the workers, PostgreSQL and Redis spent per recipient until the
+Per run it prints recipients/s (timed from `send_memo` until the memo is marked
+sent) and the CPU the workers, PostgreSQL and Redis spent per recipient until the
 evidence was chained. Then the means of each, and their ratios: with / without. This
 machine is shared and a run moves by up to 20 % from the one before, so only the means
 of several pairs say anything (a pair's ratio is printed too). The last line is one
