@@ -152,7 +152,7 @@ class Skeleton:
         digest update: a tenth less than an update per part (4.1 → 3.7 µs for the
         bench's memo)."""
         filled = values + escaped
-        hashed = "".join([filled[part] if part.__class__ is int else part for part in self._hashed])
+        hashed = "".join([filled[part] if isinstance(part, int) else part for part in self._hashed])
         return hashlib.sha256(hashed.encode()).hexdigest()
 
     @functools.cached_property
