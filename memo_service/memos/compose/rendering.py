@@ -231,8 +231,9 @@ _STORED = operator.itemgetter(*DEVELOPER_KEYS)
 
 def values_from_stored(stored: Any) -> dict[str, Any] | None:
     """The developer's values from Delivery.rendered_with (stored_values), or None when
-    it holds none (not kept, or erased). Emails sent before kept them with their keys."""
-    if isinstance(stored, list) and len(stored) == len(DEVELOPER_KEYS):
+    it holds none (not kept, or erased): a list as read back, or the tuple stored_values
+    makes. Emails sent before kept them with their keys."""
+    if isinstance(stored, (list, tuple)) and len(stored) == len(DEVELOPER_KEYS):
         return dict(zip(DEVELOPER_KEYS, stored, strict=True))
     return stored if isinstance(stored, dict) and stored else None
 
