@@ -90,7 +90,8 @@ def setup() -> tuple[int, list[int]]:
     from django.utils import timezone
 
     from memo_service.developers.models import Developer
-    from memo_service.memos.evidence.chain import evidence_record_handover, evidence_seal
+    from memo_service.memos.evidence.append import evidence_record_handover
+    from memo_service.memos.evidence.sequencer import evidence_seal
     from memo_service.memos.models import Delivery, Memo
 
     with connection.cursor() as cursor:

@@ -121,6 +121,12 @@ for _n, _retired in enumerate(EVIDENCE_RETIRED_KEYS, start=1):
             f"EVIDENCE_RETIRED_KEYS: entry {_n} is not base64 of a raw 32-byte Ed25519 public key."
         )
 
+# Every signed checkpoint is also appended here as it is sealed (a JSON line), outside
+# the database (memos/evidence/heads.py): verify_evidence reads it, so a chain cut short,
+# re-sealed or erased in the database fails. A path on the workers' own disk or a mounted
+# append-only bucket in production; empty: not published to a file.
+EVIDENCE_HEADS_PATH = env.str("EVIDENCE_HEADS_PATH", default=str(VAR_DIR / "evidence-heads.jsonl"))
+
 
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])

@@ -45,11 +45,12 @@ def _isolated_outbox(settings: Any, tmp_path: Any) -> None:
     from django.core.cache import cache
 
     settings.OUTBOX_DIR = tmp_path / "outbox"
-    from memo_service.memos.evidence import chain
+    settings.EVIDENCE_HEADS_PATH = str(tmp_path / "evidence-heads.jsonl")
+    from memo_service.memos.evidence import append
 
     settings.SITE_URL = "http://testserver"
     cache.clear()  # rate-limit and credential-error counters start at zero
-    chain.started_here.clear()  # and no sequencer counts as started by this process
+    append.started_here.clear()  # and no sequencer counts as started by this process
 
 
 @pytest.fixture
@@ -161,6 +162,16 @@ def approve(memo: Memo) -> Memo:
     Memo.objects.filter(pk=memo.pk).update(author=author)
     memo_request_approval(memo=memo, by=author)
     memo_approve(memo=memo, by=approver)
+    memo.refresh_from_db()
+    return memo
+
+
+def mark_sent(memo: Memo, **fields: Any) -> Memo:
+    """A memo approved through the front door (its approval in the evidence), then
+    marked sent: for tests about what comes after a send."""
+    if memo.status == Memo.Status.DRAFT:
+        approve(memo)
+    Memo.objects.filter(pk=memo.pk).update(status="sent", **fields)
     memo.refresh_from_db()
     return memo
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
 from memo_service.memos.compose.rendering import inert_ack_url
 from memo_service.memos.models import Answer, Delivery, Memo
-from tests.conftest import make_memo
+from tests.conftest import make_memo, mark_sent
 
 pytestmark = pytest.mark.django_db
 HUMAN = {"interacted": "1"}
@@ -26,7 +26,7 @@ def _fresh_rate_limit():
 @pytest.fixture
 def sent(memo, developers):
     """The memo as sent to the CN developer five minutes ago."""
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
+    mark_sent(memo)
     Delivery.objects.create(
         memo=memo,
         developer=developers["cn"],
@@ -76,7 +76,7 @@ def test_pressing_acknowledge_records_the_evidence_once(client, sent):
     )
     ack = Answer.objects.get()
     assert (ack.memo, ack.developer, ack.response) == (memo, developer, "acknowledged")
-    assert ack.content_hash == "c" * 64
+    assert ack.content_hash == memo.content_hash
     assert (ack.ip_address, ack.user_agent) == ("203.0.113.7", PHONE)
     assert 290 < ack.seconds_since_delivery < 400
     assert (ack.suspected_automation, ack.automation_reasons) == (False, [])

@@ -9,6 +9,7 @@ from django.utils import timezone
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.models import Answer, Delivery, Memo
 from memo_service.memos.report.reports import memo_funnel
+from tests.conftest import mark_sent
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -22,7 +23,7 @@ def _fresh_rate_limit():
 @pytest.fixture
 def opened(client, memo, developers):
     """The RU developer has the memo's page open, an hour after it was sent."""
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64)
+    mark_sent(memo)
     Delivery.objects.create(
         memo=memo,
         developer=developers["ru"],

@@ -5,12 +5,14 @@ from django.urls import reverse
 
 from memo_service.developers.models import Developer
 from memo_service.memos.models import Answer, AuditEvent, Delivery, DisputeResolution
+from tests.conftest import mark_sent
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def dispute(memo, developers):
+    mark_sent(memo)
     Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU")
     return Answer.objects.create(
         memo=memo,

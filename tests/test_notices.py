@@ -23,14 +23,11 @@ from memo_service.memos.compose.rendering import (
     MemoRenderer,
     developer_context,
     email_text_hash,
-    memo_content_hash,
     stored_values,
 )
-from memo_service.memos.evidence.chain import (
-    evidence_record_handover,
-    evidence_seal,
-    evidence_verify,
-)
+from memo_service.memos.evidence.append import evidence_record_handover
+from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import (
     Answer,
     Delivery,
@@ -39,7 +36,7 @@ from memo_service.memos.models import (
     WebhookMessage,
 )
 from memo_service.memos.tracking import delivery_record_event
-from tests.conftest import make_memo
+from tests.conftest import make_memo, mark_sent
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -61,7 +58,7 @@ def console() -> str:
 def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "delivered") -> Memo:
     """Sent as a send task hands over: each email rendered, its values and text hash kept."""
     started = timezone.now() - dt.timedelta(hours=hours_ago)
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash=memo_content_hash(memo), send_started_at=started)
+    mark_sent(memo, send_started_at=started)
     renderer, handed_over = MemoRenderer(memo), []
     for developer in developers:
         values = developer_context(developer)
@@ -253,8 +250,10 @@ def test_bad_answers_get_422_and_record_nothing(client, console, two_memos, body
 def test_nothing_is_taken_after_the_deadlines_grace(client, console, two_memos, settings):
     older, _ = two_memos
     Memo.objects.filter(pk=older.pk).update(
-        ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1)
+        ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1), status="draft"
     )
+    older.refresh_from_db()
+    mark_sent(older)  # approved with that deadline: time has passed
     assert answer(client, console, "cn-1", older).status_code == 410
     assert not Answer.objects.exists()
     # Closed memos leave the banner; the record keeps them.

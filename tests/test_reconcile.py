@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 
 from memo_service.backends import mailgun as mailgun_backend
-from memo_service.memos.evidence.chain import evidence_seal, evidence_verify
+from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, SendLease
 from memo_service.memos.send import reconcile, sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start

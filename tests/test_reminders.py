@@ -8,6 +8,7 @@ from django.utils import timezone
 from memo_service.memos import reminders
 from memo_service.memos.models import Answer, Delivery, Memo
 from memo_service.memos.send.sending import delivery_send_batch
+from tests.conftest import mark_sent
 
 pytestmark = pytest.mark.django_db
 
@@ -15,11 +16,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def sent(memo, developers):
     """Sent 10 days ago with the default reminders (7 and 1 days before a deadline 8 days out)."""
-    Memo.objects.filter(pk=memo.pk).update(
-        status="sent",
-        dispatched_at=timezone.now() - dt.timedelta(days=10),
-        ack_deadline=timezone.now() + dt.timedelta(days=8),
-    )
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=8))
+    mark_sent(memo, dispatched_at=timezone.now() - dt.timedelta(days=10))
     for key in ("cn", "ru", "us"):
         Delivery.objects.create(
             memo=memo,
@@ -33,7 +31,13 @@ def sent(memo, developers):
 
 
 def move_deadline(memo, days_from_now):
-    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=days_from_now))
+    """Days pass: the deadline is that close (approved as such, since the deadline is
+    part of the approved text)."""
+    Memo.objects.filter(pk=memo.pk).update(
+        ack_deadline=timezone.now() + dt.timedelta(days=days_from_now), status="draft"
+    )
+    memo.refresh_from_db()
+    mark_sent(memo)
 
 
 def reminder_ids(memo, sequence):

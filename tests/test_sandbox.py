@@ -21,7 +21,7 @@ from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
-from tests.conftest import approve, make_developer
+from tests.conftest import approve, make_developer, mark_sent
 
 pytestmark = pytest.mark.django_db
 
@@ -54,9 +54,9 @@ def test_a_cpu_burning_loop_for_one_developer_fails_that_render_only_and_quickly
 @pytest.fixture
 def victim_sent(memo):
     """The memo, burning CPU for victim-1 only, as sent to victim-1 and to cn-1."""
-    Memo.objects.filter(pk=memo.pk).update(
-        status="sent", content_hash="c" * 64, html_body=VICTIM_ONLY.format(CPU_BURNER)
-    )
+    Memo.objects.filter(pk=memo.pk).update(html_body=VICTIM_ONLY.format(CPU_BURNER))
+    memo.refresh_from_db()
+    mark_sent(memo)
     victim = make_developer("victim-1", "CN")
     for developer in (victim, Developer.objects.get(external_id="cn-1")):
         Delivery.objects.create(
@@ -214,7 +214,11 @@ def test_a_slow_to_compile_template_costs_each_page_view_nothing_after_the_first
     """Compiling is bounded only at save (the trial render's child process): each process
     compiles a source once, not at every view of the developer's page."""
     memo, victim = victim_sent
-    Memo.objects.filter(pk=memo.pk).update(html_body="{% if developer.country == 'XX' %}x{% endif %}" * 2000)
+    Memo.objects.filter(pk=memo.pk).update(
+        html_body="{% if developer.country == 'XX' %}x{% endif %}" * 2000, status="draft"
+    )
+    memo.refresh_from_db()
+    mark_sent(memo)  # approved as it is
     other = Delivery.objects.filter(memo=memo).exclude(developer=victim).get().developer
     client.get(ack_url(memo.pk, other.pk))
     sandbox._compiled.cache_clear()

@@ -120,9 +120,11 @@ def test_repeated_credential_errors_pause_the_memo_and_say_why(memo, developers,
 
 def test_a_template_that_fails_for_one_developer_fails_only_that_delivery(memo, developers, mailgun):
     developers["ru"].name = ""
-    developers["ru"].save()
-    ids = queued(memo)
     Memo.objects.filter(pk=memo.pk).update(text_body="{{ developer.name[0] }}")
+    memo.refresh_from_db()
+    ids = queued(memo)  # RU's name is gone after the check before the send
+    developers["ru"].name = ""
+    developers["ru"].save()
     delivery_send_batch(delivery_ids=ids)
     ru = Delivery.objects.get(developer=developers["ru"])
     assert ru.status == "failed" and ru.status_reason.startswith("template error")

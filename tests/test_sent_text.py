@@ -9,7 +9,8 @@ from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.disputes import dispute_resolve
 from memo_service.memos.compose.rendering import values_from_stored
-from memo_service.memos.evidence.chain import evidence_seal, evidence_verify
+from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import (
     Answer,
     Delivery,

@@ -10,8 +10,10 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.models import Delivery, Memo, WebhookEndpoint, WebhookMessage
+from memo_service.memos.evidence.sequencer import checkpoint_dict
+from memo_service.memos.models import Delivery, EvidenceCheckpoint, Memo, WebhookEndpoint, WebhookMessage
 from memo_service.memos.report import webhooks
+from tests.conftest import mark_sent
 from tests.loopback_provider import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +30,7 @@ def platform(db):
 
 @pytest.fixture
 def sent(memo, developers):
-    Memo.objects.filter(pk=memo.pk).update(status="sent", content_hash="c" * 64, dispatched_at=timezone.now())
+    mark_sent(memo, dispatched_at=timezone.now())
     for key in ("cn", "ru"):
         Delivery.objects.create(
             memo=memo, developer=developers[key], status="delivered", sent_at=timezone.now() - dt.timedelta(hours=1)
@@ -55,24 +57,29 @@ def test_an_acknowledgement_is_posted_to_the_platform_signed(
             {"response": "acknowledged", "interacted": "1"},
             HTTP_USER_AGENT="Mozilla/5.0 phone",
         )
-    [(headers, body)] = platform.requests
-    assert headers["X-Memo-Event"] == "memo.acknowledged"
+    by_event = {headers["X-Memo-Event"]: (headers, body) for headers, body in platform.requests}
+    headers, body = by_event["memo.acknowledged"]
     assert verify_signature(headers, body, platform.endpoint.secret)
     data = json.loads(body)["data"]
+    # The sequencer chained the answer and published its checkpoint to the platform too.
+    headers, body = by_event["evidence.checkpoint"]
+    assert verify_signature(headers, body, platform.endpoint.secret)
+    head = json.loads(body)["data"]
+    assert head == checkpoint_dict(EvidenceCheckpoint.objects.get(memo=sent, seq=head["seq"]))
     assert (data["memo"], data["developer"], data["response"], data["content_hash"]) == (
         sent.slug,
         "cn-1",
         "acknowledged",
-        "c" * 64,
+        sent.content_hash,
     )
-    message = WebhookMessage.objects.get()
+    message = WebhookMessage.objects.get(event="memo.acknowledged")
     assert (message.status, message.attempts) == ("delivered", 1)
     assert message.attempt_log.get().status_code == 200
 
 
 def test_a_failed_delivery_is_retried_with_backoff_and_each_attempt_is_logged(sent, platform):
     platform.answers = [500, 503]
-    webhooks._enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
     webhooks.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
@@ -96,7 +103,7 @@ def test_a_failed_delivery_is_retried_with_backoff_and_each_attempt_is_logged(se
 def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
     monkeypatch.setattr(webhooks, "MAX_ATTEMPTS", 2)
     platform.answers = [500, 500]
-    webhooks._enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
     webhooks.webhook_deliver(message_id=message.pk)
     due_now(message)
@@ -108,7 +115,7 @@ def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
 def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
     platform.endpoint.url = "http://127.0.0.1:9/hooks"
     platform.endpoint.save()
-    webhooks._enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
     webhooks.webhook_deliver(message_id=message.pk)
     assert "ConnectionError" in message.attempt_log.get().error
@@ -133,7 +140,7 @@ def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowl
 def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
     platform.endpoint.events = ["memo.deadline_passed"]
     platform.endpoint.save()
-    webhooks._enqueue("memo.acknowledged", [{}])
+    webhooks.webhooks_enqueue("memo.acknowledged", [{}])
     assert not WebhookMessage.objects.exists()
 
 
@@ -189,7 +196,7 @@ def test_an_endpoint_that_resolves_to_a_private_address_at_send_time_is_not_post
     # send resolves it again, sees loopback (the decimal and hex spellings too) and stops.
     platform.endpoint.url = platform.url.replace("127.0.0.1", host)
     platform.endpoint.save()
-    webhooks._enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
     webhooks.webhook_deliver(message_id=message.pk)
     assert platform.requests == []

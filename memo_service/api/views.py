@@ -32,6 +32,7 @@ from memo_service.memos.answer.answers import (
     answers_open,
 )
 from memo_service.memos.answer.notices import developer_notices
+from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import MEMO_SHOWN, Answer, Memo
 from memo_service.memos.report.reports import memo_funnel
 
@@ -411,6 +412,8 @@ def developer_answer(
             api_client=relayed_by,
             shown_hash=payload.content_hash,
         )
+    except NotApproved:
+        return Status(503, {"detail": "this memo cannot be shown right now"})
     except ContentHashMismatch as exc:
         return Status(
             409, {"detail": "the text shown is not the text sent to this developer", "content_hash": exc.expected}

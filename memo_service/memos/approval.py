@@ -17,6 +17,8 @@ from memo_service.db import statistics_refresh
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
+from memo_service.memos.evidence.append import evidence_append
+from memo_service.memos.evidence.payloads import approval_payload
 from memo_service.memos.memo_status import (
     memo_mark_approved,
     memo_mark_awaiting_approval,
@@ -24,7 +26,7 @@ from memo_service.memos.memo_status import (
     memo_mark_unscheduled,
     memo_void_approval,
 )
-from memo_service.memos.models import AudienceSnapshot, AuditEvent, Memo
+from memo_service.memos.models import AudienceSnapshot, AuditEvent, EvidenceRecord, Memo
 
 MemoStatus = Memo.Status
 SNAPSHOT_PAGE = 5_000  # rows per insert while snapshotting the audience
@@ -75,18 +77,23 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
     if memo.status != MemoStatus.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     _renders(memo)
+    content = rendering.memo_content(memo)
+    content_hash, rules = rendering.content_hash_of(content), audience_rules(memo)
     with transaction.atomic():
         _moved(
             memo,
-            memo_mark_approved(
-                memo=memo,
-                approver=by,
-                content_hash=rendering.memo_content_hash(memo),
-                approved_rules=audience_rules(memo),
-            ),
+            memo_mark_approved(memo=memo, approver=by, content_hash=content_hash, approved_rules=rules),
+        )
+        approved = Memo.objects.get(pk=memo.pk)
+        # The chain's record of what was approved: every later render checks itself against it.
+        evidence_append(
+            memo_id=memo.pk,
+            kind=EvidenceRecord.Kind.APPROVAL,
+            object_id=memo.pk,
+            payload=approval_payload(approved, content=content, content_hash=content_hash, rules=rules),
         )
         _snapshot(memo)
-        audit_record(actor=by, action="memo.approved", obj=memo, content_hash=rendering.memo_content_hash(memo))
+        audit_record(actor=by, action="memo.approved", obj=memo, content_hash=content_hash)
 
 
 def memo_editors_since_approval(memo: Memo) -> set[int]:

@@ -3,6 +3,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django_countries.fields import CountryField
 
 from memo_service.developers.models import Developer, Region
@@ -338,19 +339,19 @@ class AuditEvent(models.Model):
 
 
 class EvidenceRecord(models.Model):
-    """The memo's append-only evidence chain: each answer, provider event, handover to the
+    """The memo's append-only evidence chain: its approval (the approved text, rules and
+    approvers: the chain's first record), each answer, provider event, handover to the
     provider (a record per call, listing its emails) and later change of an email's
     status, with a hash that covers the record and the one before it.
 
-    The request path only inserts a record (seq empty: pending); one sequencer per memo
-    (evidence.evidence_seal) later gives pending records their place in the chain."""
+    The writer inserts a record pending (seq empty) with its tag (evidence/tags.py); one
+    sequencer per memo (evidence.evidence_seal) later gives the pending records whose
+    tag holds their place in the chain, and marks the others refused, never chained."""
 
     class Kind(models.TextChoices):
+        APPROVAL = "approval", "approval of the memo's text"
         ANSWER = "answer", "answer"
         EVENT = "event", "delivery event"
-        # Chains sealed before handovers were recorded per provider call hold one of
-        # these per email; they still verify, as a handover of that one email.
-        DELIVERY = "delivery", "handover of one email (before handovers were per call)"
         HANDOVER = "handover", "handover to the provider, one call"
         STATUS = "status", "delivery status change"
 
@@ -365,7 +366,12 @@ class EvidenceRecord(models.Model):
     size = models.PositiveIntegerField(default=1, db_default=1)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Set by the writer, and covered by its tag: not the database's clock.
+    created_at = models.DateTimeField(default=timezone.now)
+    tag = models.CharField(max_length=80, blank=True, default="")  # evidence/tags.py
+    # A pending record whose tag did not hold: the sequencer will not chain it, and
+    # verification names it as not written by memo-service.
+    refused = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["memo", "seq"], name="one_record_per_seq")]
@@ -405,6 +411,7 @@ class WebhookEndpoint(models.Model):
         ACKNOWLEDGED = "memo.acknowledged", "memo.acknowledged"
         DISPUTED = "memo.disputed", "memo.disputed"
         DEADLINE_PASSED = "memo.deadline_passed", "memo.deadline_passed"
+        CHECKPOINT = "evidence.checkpoint", "evidence.checkpoint"
 
     url = models.URLField(max_length=500)
     secret = models.CharField(
@@ -412,7 +419,9 @@ class WebhookEndpoint(models.Model):
         default=webhook_secret,
         help_text='Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">.',
     )
-    events = models.JSONField(default=list, help_text="Any of memo.acknowledged, memo.disputed, memo.deadline_passed.")
+    events = models.JSONField(
+        default=list, help_text="Any of memo.acknowledged, memo.disputed, memo.deadline_passed, evidence.checkpoint."
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -5,7 +5,7 @@ from celery import shared_task
 from django.db import OperationalError
 
 from memo_service.memos import reminders
-from memo_service.memos.evidence import chain
+from memo_service.memos.evidence import append, sequencer
 from memo_service.memos.report import webhooks
 from memo_service.memos.send import dispatch, reconcile, sending, sweeper
 
@@ -65,10 +65,10 @@ def webhooks_due() -> None:
 def evidence_seal(memo_id: int) -> None:
     # Another sequencer of the memo at work: this process does not wait for it (one
     # blocked on the memo's lock is one fewer sending); the next start takes the rest.
-    if chain.evidence_seal(memo_id=memo_id, wait=False) is None:
-        chain.evidence_seal_later(memo_id)
+    if sequencer.evidence_seal(memo_id=memo_id, wait=False) is None:
+        append.evidence_seal_later(memo_id)
 
 
 @shared_task(name="memos.evidence_seal_due")
 def evidence_seal_due() -> None:
-    chain.evidence_seal_due()
+    sequencer.evidence_seal_due()

@@ -25,7 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
 from memo_service.memos.delivery_status import delivery_advance, delivery_advance_sql
-from memo_service.memos.evidence.chain import event_payload, evidence_record_event, evidence_seal_soon, status_payload
+from memo_service.memos.evidence.append import event_records, evidence_record_event, evidence_seal_soon
 from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
 
 log = logging.getLogger(__name__)
@@ -149,16 +149,9 @@ def _record_in_one_statement(
         "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id)"
     ]
     if delivery is not None:
-        records = EvidenceRecord._meta.db_table
-        record = f"INSERT INTO {records} (memo_id, kind, object_id, payload, prev_hash, hash, created_at) "
-        # The event's record is complete but for its id, the status change's but for the event's.
-        event_record = "SELECT %s, %s, event.id, %s::jsonb, '', '', %s FROM event"
-        event_params = [delivery.memo_id, EvidenceRecord.Kind.EVENT, json.dumps(event_payload(stored))]
-        event_params.append(stored.received_at)
-        if new_status is None:
-            sql.append(f", records AS ({record}{event_record})")
-            params += event_params
-        else:
+        # Tagged here (tags.py), before the event has its id: an event's record names it
+        # by the provider's id for it, which is unique.
+        if new_status is not None:
             update, update_params = delivery_advance_sql(delivery=delivery, to=new_status, **_advance_details(event))
             sql.append(f", moved AS ({update} AND EXISTS (SELECT FROM event) RETURNING developer_id)")
             params += update_params
@@ -168,13 +161,17 @@ def _record_in_one_statement(
                     "WHERE id IN (SELECT developer_id FROM moved))"
                 )
                 params.append(EMAIL_STATUS_FOR[new_status])
-            status_record = (
-                "SELECT %s, %s, %s, %s::jsonb || jsonb_build_object('event', event.id), '', '', %s FROM event, moved"
-            )
-            payload = status_payload(delivery_id=delivery.id, status=new_status)
-            params += event_params + [delivery.memo_id, EvidenceRecord.Kind.STATUS, delivery.id, json.dumps(payload)]
-            params.append(stored.received_at)
-            sql.append(f", records AS ({record}{event_record} UNION ALL {status_record})")
+        event_record, *status_record = event_records(event=stored, memo_id=delivery.memo_id, status=new_status)
+        record = (
+            f"INSERT INTO {EvidenceRecord._meta.db_table} "
+            "(memo_id, kind, object_id, payload, size, prev_hash, hash, created_at, tag, refused) "
+        )
+        # The event's record takes the event's id; the status change's is written only
+        # if the event moved its delivery.
+        selects = [_record_select(event_record, "event.id", "event")]
+        selects += [_record_select(r, str(int(r.object_id)), "event, moved") for r in status_record]
+        sql.append(f", records AS ({record}{' UNION ALL '.join(text for text, _ in selects)})")
+        params += [value for _, values in selects for value in values]
     sql.append(" SELECT id FROM event")
     with connection.cursor() as cursor:
         cursor.execute("".join(sql), params)
@@ -185,6 +182,12 @@ def _record_in_one_statement(
     if delivery is not None:
         evidence_seal_soon(delivery.memo_id)
     return stored
+
+
+def _record_select(record: EvidenceRecord, object_id: str, rows: str) -> tuple[str, list[Any]]:
+    """A pending record as a SELECT over `rows`, its object's id an SQL expression."""
+    text = f"SELECT %s, %s, {object_id}, %s::jsonb, 1, '', '', %s, %s, false FROM {rows}"
+    return text, [record.memo_id, record.kind, json.dumps(record.payload), record.created_at, record.tag]
 
 
 @receiver(tracking)

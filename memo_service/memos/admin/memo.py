@@ -39,7 +39,7 @@ from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.test_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
-from memo_service.memos.evidence.chain import evidence_verify
+from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import MEMO_OUT, MEMO_STARTABLE, Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.report.reports import (

@@ -27,7 +27,9 @@ from django_countries import countries
 from memo_service.api.models import ApiClient
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
-from memo_service.memos.evidence.chain import answer_payload, evidence_append
+from memo_service.memos.compose.rendering import sent_memo
+from memo_service.memos.evidence.append import evidence_append
+from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.models import (
     Answer,
     Delivery,
@@ -281,6 +283,8 @@ def answer_record(
         raise AnswerInvalid(errors)
     if target.developer.erased_at is not None:
         raise DeveloperErased
+    # The text the answer is given on must be the approved one (raises NotApproved).
+    sent_memo(target.memo)
     shown = sent_text_of(target)
     expected_hash = shown.text_hash if shown is not None else target.memo.content_hash
     if shown_hash is not None and shown_hash != expected_hash:

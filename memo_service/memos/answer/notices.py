@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from django.utils import timezone
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose.rendering import sent_memo, sent_text
+from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import (
     DELIVERY_GIVEN_UP,
     DELIVERY_HANDED_OVER,
@@ -41,6 +43,8 @@ DeliveryStatus = Delivery.Status
 # is there for the emails that bounced, failed or were never read. Not for one still
 # queued or sending (a paused send holds them back), nor a cancelled one.
 SHOWN_STATUSES = DELIVERY_HANDED_OVER + DELIVERY_GIVEN_UP
+
+log = logging.getLogger(__name__)
 
 
 def _in(values: Sequence[str]) -> str:
@@ -209,4 +213,14 @@ def developer_notices(*, external_id: str, state: str = "unanswered") -> list[di
     rows = notice_rows(external_id=external_id, state=state)
     if not rows and not Developer.objects.filter(external_id=external_id, erased_at__isnull=True).exists():
         return None
-    return [notice(row) for row in rows]
+    return [shown for row in rows if (shown := _shown(row)) is not None]
+
+
+def _shown(row: NoticeRow) -> dict[str, Any] | None:
+    """A notice, or None for a memo whose templates are not the approved ones: its page
+    refuses it too (503), and the console shows the rest."""
+    try:
+        return notice(row)
+    except NotApproved as exc:
+        log.error("notices: %s", exc)
+        return None

@@ -43,6 +43,7 @@ from memo_service.memos.answer.answers import (
 )
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.rendering import is_inert_ack_token, sent_text
+from memo_service.memos.evidence.approved import NotApproved
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -193,6 +194,9 @@ def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse
         return _memo_page(request, target, errors=exc.errors, status=400)
     except DeveloperErased:  # erased since the page was opened
         return _error_page(request, "ack/erased.html", 410)
+    except NotApproved as exc:  # its templates were rewritten behind the approval
+        log.error("answer refused: %s", exc)
+        return _error_page(request, "ack/unavailable.html", 503)
     # Post/redirect/get: a reload shows the recorded answer, it does not post again.
     return _to_page(target, token)
 

@@ -33,6 +33,7 @@ from memo_service.memos.compose.substitution import (
 )
 from memo_service.memos.compose.template_errors import explain_undefined
 from memo_service.memos.compose.trial import trial_run
+from memo_service.memos.evidence.approved import approved_or_raise
 from memo_service.memos.models import Memo
 
 # What a trial render may use. A real memo renders in well under a millisecond; two
@@ -463,10 +464,10 @@ class MemoRenderer:
         return self._skeletons[language]
 
 
-def memo_content_hash(memo: Memo) -> str:
-    """SHA-256 of everything a recipient reads: every language's templates, reminders
-    included, and the dates."""
-    content = {
+def memo_content(memo: Memo) -> dict[str, Any]:
+    """Everything a recipient reads: every language's templates, reminders included,
+    and the dates. Approval keeps it whole in the evidence (approval.py)."""
+    return {
         "title": memo.title,
         "effective_date": str(memo.effective_date),
         "ack_deadline": str(memo.ack_deadline),
@@ -475,8 +476,23 @@ def memo_content_hash(memo: Memo) -> str:
             for obj in [memo, *memo.translations.all()]
         },
     }
-    encoded = json.dumps(content, sort_keys=True, ensure_ascii=False).encode()
-    return hashlib.sha256(encoded).hexdigest()
+
+
+def content_hash_of(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def memo_content_hash(memo: Memo) -> str:
+    """SHA-256 of memo_content."""
+    return content_hash_of(memo_content(memo))
+
+
+def approved_renderer(memo: Memo, reminder: bool = False) -> MemoRenderer:
+    """A renderer of the memo's templates, once they are shown to be the ones its
+    approval record holds (evidence/approved.py); raises NotApproved otherwise."""
+    content = memo_content(memo)
+    approved_or_raise(memo.pk, content, memo.content_hash or content_hash_of(content))
+    return MemoRenderer(memo, reminder=reminder)
 
 
 # --- the text a developer was sent, as their page and the console show it ----------------
@@ -489,7 +505,7 @@ def _sent_renderer(memo_id: int, content_hash: str) -> MemoRenderer:
     """A sent memo's compiled templates. Keyed on the content hash frozen at approval,
     which covers every language's templates and the dates: they cannot change under it."""
     memo = Memo.objects.prefetch_related("translations").get(pk=memo_id)
-    return MemoRenderer(memo)
+    return approved_renderer(memo)
 
 
 def sent_memo(memo: Memo) -> Memo:
@@ -520,7 +536,7 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -
     developer's record stands in, and the memo's content hash for the text's.
     `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
     memo = delivery.memo
-    renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else MemoRenderer(memo)
+    renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else approved_renderer(memo)
     language, subject, html, text = renderer.render_parts(
         values_from_stored(rendered_with) or developer_context(delivery.developer), ack_url
     )

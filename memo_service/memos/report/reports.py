@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from memo_service.csv_export import csv_lines
 from memo_service.db import snapshot
-from memo_service.memos.evidence.chain import chained_pages, checkpoint_dict, public_key, public_keys
+from memo_service.memos.evidence.sequencer import checkpoint_dict, public_key, public_keys
+from memo_service.memos.evidence.verify import chained_pages
 from memo_service.memos.models import (
     DELIVERY_ARRIVED,
     DELIVERY_GIVEN_UP,
@@ -263,6 +264,7 @@ def _evidence_json(memo: Memo) -> Iterator[str]:
     known = public_keys()
     head = {
         "memo": memo.slug,
+        "memo_id": memo.pk,  # what the published heads name it by
         "title": memo.title,
         "content_hash": memo.content_hash,
         "effective_date": _iso(memo.effective_date),

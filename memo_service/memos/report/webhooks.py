@@ -13,9 +13,7 @@ import hmac
 import json
 import random
 import time
-import uuid
 from datetime import timedelta
-from typing import Any
 
 import requests
 from django.db import transaction
@@ -31,7 +29,8 @@ from memo_service.memos.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from memo_service.memos.queue import enqueue, enqueue_on_commit
+from memo_service.memos.outbound import webhooks_enqueue
+from memo_service.memos.queue import enqueue
 from memo_service.memos.reminders import not_acknowledged
 from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
 
@@ -49,25 +48,6 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def _enqueue(event: str, payloads: list[dict[str, Any]]) -> None:
-    for endpoint in WebhookEndpoint.objects.filter(is_active=True):
-        if event not in endpoint.events:
-            continue
-        for data in payloads:
-            message = WebhookMessage.objects.create(
-                endpoint=endpoint,
-                event=event,
-                payload={
-                    "id": str(uuid.uuid4()),
-                    "event": event,
-                    "created_at": timezone.now().isoformat(),
-                    "data": data,
-                },
-                next_attempt_at=timezone.now(),
-            )
-            enqueue_on_commit("memos.webhook_deliver", message.pk)
-
-
 def notify_answer(answer: Answer) -> None:
     # Keyed by str: answer.response is the stored value, which equals its Response member.
     events: dict[str, WebhookEndpoint.Event] = {
@@ -77,7 +57,7 @@ def notify_answer(answer: Answer) -> None:
     event = events.get(answer.response)
     if event is None:
         return
-    _enqueue(
+    webhooks_enqueue(
         event,
         [
             {
@@ -120,7 +100,7 @@ def memos_deadline_notify() -> int:
             )
             pages = max(1, -(-len(missing) // PAGE))
             assert memo.ack_deadline is not None  # `due` holds only memos whose deadline passed
-            _enqueue(
+            webhooks_enqueue(
                 E.DEADLINE_PASSED,
                 [
                     {

@@ -24,6 +24,7 @@ from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
@@ -119,7 +120,10 @@ def _render_for_audience(memo: Memo) -> None:
     """Render the memo for its recipients, so a template that fails for some developer's
     data fails here and not halfway through the send. Rendering costs tens of
     microseconds; past AUDIENCE_CHECK_LIMIT recipients only the first ones are checked."""
-    renderer = rendering.MemoRenderer(memo)
+    try:
+        renderer = rendering.approved_renderer(memo)
+    except NotApproved as exc:
+        raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
     developers = memo_audience(memo).order_by("id")[:AUDIENCE_CHECK_LIMIT]
     for developer in developers.iterator(chunk_size=PAGE_SIZE):
         try:

@@ -26,6 +26,7 @@ from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.rendering import (
     MemoRenderer,
     Recipient,
+    approved_renderer,
     developer_context,
     email_text_hash,
     memo_content_hash,
@@ -40,6 +41,7 @@ from memo_service.memos.delivery_status import (
     delivery_record_retry,
     delivery_record_skipped,
 )
+from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
@@ -124,11 +126,13 @@ _renderers: dict[tuple[int, str, bool], MemoRenderer] = {}
 
 
 def renderer_for(memo: Memo, reminder: bool) -> MemoRenderer:
+    """The memo's renderer, once its templates are shown to be the approved ones
+    (raises NotApproved otherwise)."""
     key = (memo.pk, memo_content_hash(memo), reminder)
     if key not in _renderers:
         if len(_renderers) >= 16:
             _renderers.clear()
-        _renderers[key] = MemoRenderer(memo, reminder=reminder)
+        _renderers[key] = approved_renderer(memo, reminder=reminder)
     return _renderers[key]
 
 
@@ -241,7 +245,14 @@ class BatchSender:
         reminder = delivery.kind == Delivery.Kind.REMINDER
         key = (delivery.memo_id, reminder)
         if key not in self.renderers:
-            self.renderers[key] = renderer_for(delivery.memo, reminder)
+            try:
+                self.renderers[key] = renderer_for(delivery.memo, reminder)
+            except NotApproved as exc:
+                # Templates rewritten behind the approval: nothing of this memo goes out.
+                log.error("send: %s", exc)
+                _pause(delivery.memo, f"not sent: {exc}")
+                self.paused = True
+                raise _Stop from None
         developer = delivery.developer
         if (
             reminder
@@ -477,15 +488,17 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
 
 
 def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
+    _pause(
+        memo,
+        f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
+        f"check the ANYMAIL_* settings, then resume. Last answer: {error}",
+    )
+
+
+def _pause(memo: Memo, reason: str) -> None:
+    """Pause the memo's send, saying why (audited); nothing if it is paused already."""
     try:
-        memo_pause(
-            memo=memo,
-            by=None,
-            reason=(
-                f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
-                f"check the ANYMAIL_* settings, then resume. Last answer: {error}"
-            ),
-        )
+        memo_pause(memo=memo, by=None, reason=reason)
     except ControlRefused:
         pass  # already paused
 

@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from memo_service.memos.evidence import checkpoints
-from memo_service.memos.evidence.chain import public_key, public_keys
+from memo_service.memos.evidence.sequencer import public_key, public_keys
 
 
 class Command(BaseCommand):

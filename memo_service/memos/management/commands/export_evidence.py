@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from memo_service.memos.evidence.chain import evidence_seal
+from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.report.reports import evidence_csv, evidence_json
 

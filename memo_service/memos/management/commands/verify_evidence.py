@@ -1,18 +1,16 @@
-import binascii
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from memo_service.memos.evidence import checkpoints
-from memo_service.memos.evidence.chain import (
-    evidence_seal,
-    evidence_verify,
-    evidence_verify_against,
-)
+from memo_service.memos.evidence import heads
 from memo_service.memos.evidence.export_file import ExportError, members
+from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.evidence.verify import evidence_verify, evidence_verify_against
+from memo_service.memos.evidence.verify_file import Unreadable, export_problem
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.models import Memo
 
@@ -31,6 +29,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--against", type=Path, help="an earlier export of the same memo")
         parser.add_argument(
+            "--heads",
+            type=Path,
+            help="a copy of the published checkpoint heads (default: EVIDENCE_HEADS_PATH, when it exists)",
+        )
+        parser.add_argument(
             "--no-seal",
             action="store_true",
             help="report records not yet chained as pending instead of chaining them first",
@@ -40,14 +43,15 @@ class Command(BaseCommand):
         if options["file"]:
             if memo or options["against"]:
                 raise CommandError("--file verifies an export alone: give no MEMO and no --against")
-            self.verify_file(options["file"])
+            self.verify_file(options["file"], options["heads"])
             return
         if not memo:
             raise CommandError("give a MEMO (id or slug), or --file EXPORT.json")
+        heads_path = options["heads"] or _default_heads()
         target = memo_by_ref(memo)
         if not options["no_seal"]:
             evidence_seal(memo_id=target.pk)
-        result = evidence_verify(target)
+        result = evidence_verify(target, _heads(heads_path, target.pk) if heads_path else None)
         if not result.ok:
             raise CommandError(f"{target.slug}: {result.summary()}")
         if options["against"]:
@@ -56,38 +60,15 @@ class Command(BaseCommand):
             self.stdout.write(f"{target.slug}: the chain still begins with the one in {options['against']}.")
         self.stdout.write(f"{target.slug}: {result.summary()}.")
 
-    def verify_file(self, path: Path) -> None:
-        """One pass over the file: an export lists its checkpoints and keys before its
-        chain, so each record is checked as it is read and none is kept. (An export
-        written before that order is read whole.)"""
-        known: dict[str, Any] = {}
-        outcome: tuple[str, int] | None = None
-        with _export(path) as f:
-            try:
-                for key, value in members(f):
-                    if key == "chain" and {"checkpoints", "public_keys"} <= known.keys():
-                        outcome = checkpoints.chain_problem(_keys(known), value, known["checkpoints"])
-                    elif key == "chain":  # an export from before: its checkpoints come after the chain
-                        known["chain"] = list(value)
-                    elif key != "recipients":
-                        known[key] = value
-                if outcome is None:
-                    outcome = checkpoints.chain_problem(_keys(known), known["chain"], known["checkpoints"])
-            except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-                raise CommandError(
-                    f"{path}: not a well-formed evidence export with its chain, checkpoints and public key "
-                    f"({type(exc).__name__}: {exc})"
-                ) from None
-        problem, records = outcome
+    def verify_file(self, path: Path, heads_path: Path | None) -> None:
+        """What `python -m memo_service.memos.evidence.verify_file` does, which needs no settings."""
+        try:
+            problem, summary = export_problem(path, heads_path)
+        except Unreadable as exc:
+            raise CommandError(str(exc)) from None
         if problem:
             raise CommandError(f"{path}: evidence does NOT verify: {problem}")
-        public = list(_keys(known).values())
-        self.stdout.write(
-            f"{path}: evidence of {known.get('memo')} verifies: {records} records, chain intact, "
-            f"sealed by {len(known['checkpoints'])} signed checkpoints; "
-            f"public key{'s' if len(public) > 1 else ''} {', '.join(checkpoints.key_id(k) for k in public)} "
-            "(compare with the ones the operator published)."
-        )
+        self.stdout.write(f"{path}: {summary}.")
 
     def against(self, target: Memo, path: Path) -> str:
         exported_memo = None
@@ -103,10 +84,19 @@ class Command(BaseCommand):
         raise CommandError(f"{path}: not an evidence export: it holds no chain")
 
 
-def _keys(known: dict[str, Any]) -> dict[str, str]:
-    """The keys that signed the export's checkpoints; an export made before keys could
-    be rotated carries only the one."""
-    return checkpoints.keyring(known.get("public_keys") or [known["public_key"]])
+def _default_heads() -> Path | None:
+    """EVIDENCE_HEADS_PATH's file, when there is one: without it, verify says what it could not check."""
+    path = Path(settings.EVIDENCE_HEADS_PATH) if settings.EVIDENCE_HEADS_PATH else None
+    return path if path is not None and path.exists() else None
+
+
+def _heads(path: Path, memo_id: int) -> list[dict[str, Any]]:
+    try:
+        return heads.heads_read(path, memo_id)
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read it: {exc}") from None
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @contextmanager

@@ -1,0 +1,108 @@
+"""Verify an evidence export with nothing else: no database, no settings, no secret.
+
+    python -m memo_service.memos.evidence.verify_file EXPORT.json [--heads HEADS.jsonl]
+
+The export's chain is checked record by record against its signed checkpoints (one pass,
+nothing kept), and, given a copy of the heads the operator published, the chain must
+hold every head published for the memo and reach the newest one. Exit status 0 when it
+verifies, 1 when it does not, 2 when a file cannot be read. Imports no Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import binascii
+import sys
+from pathlib import Path
+from typing import Any
+
+from memo_service.memos.evidence import checkpoints, heads
+from memo_service.memos.evidence.export_file import ExportError, members
+
+
+class Unreadable(Exception):
+    """A file that is not there, or not an evidence export or heads file."""
+
+
+def export_problem(path: Path, heads_path: Path | None = None) -> tuple[str, str]:
+    """(problem, summary): problem is "" when the export verifies. Raises Unreadable."""
+    known: dict[str, Any] = {}
+    outcome: tuple[str, int] | None = None
+    chain: heads.HashesAt | None = None
+    published = _published(heads_path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            for key, value in members(f):
+                if key == "chain" and not {"checkpoints", "public_keys"} <= known.keys():
+                    for _ in value:  # read to its end: a file that is not JSON says so first
+                        pass
+                    raise KeyError("its checkpoints and public keys must come before its chain")
+                if key == "chain":
+                    memo_id = known.get("memo_id")
+                    wanted = [h["seq"] for h in published if h["memo"] == memo_id]
+                    chain = heads.HashesAt(value, wanted)
+                    outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
+                elif key != "recipients":
+                    known[key] = value
+    except OSError as exc:
+        raise Unreadable(f"{path}: cannot read it: {exc}") from None
+    except (ExportError, UnicodeDecodeError) as exc:
+        raise Unreadable(f"{path}: cannot read it as JSON: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise Unreadable(
+            f"{path}: not a well-formed evidence export with its chain, checkpoints and public key "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if outcome is None or chain is None:
+        raise Unreadable(f"{path}: not a well-formed evidence export: it holds no chain")
+    problem, records = outcome
+    if not problem and heads_path is not None:
+        mine = [h for h in published if h["memo"] == known.get("memo_id")]
+        problem = heads.heads_problem(_keys(known), mine, chain.hashes.get, chain.length)
+        checked = f"holding all {len(mine)} heads published for it in {heads_path}"
+    else:
+        checked = "no published heads given (--heads), so an export cut short could not be ruled out"
+    public = list(_keys(known).values())
+    summary = (
+        f"evidence of {known.get('memo')} verifies: {records} records, chain intact, "
+        f"sealed by {len(known['checkpoints'])} signed checkpoints, {checked}; "
+        f"public key{'s' if len(public) > 1 else ''} {', '.join(checkpoints.key_id(k) for k in public)} "
+        "(compare with the ones the operator published)"
+    )
+    return problem, summary
+
+
+def _published(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return []
+    try:
+        return heads.heads_read(path)
+    except OSError as exc:
+        raise Unreadable(f"{path}: cannot read it: {exc}") from None
+    except ValueError as exc:
+        raise Unreadable(str(exc)) from None
+
+
+def _keys(known: dict[str, Any]) -> dict[str, str]:
+    return checkpoints.keyring(known["public_keys"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("export", type=Path, help="an export_evidence --format json file")
+    parser.add_argument("--heads", type=Path, help="a copy of the published heads (EVIDENCE_HEADS_PATH's file)")
+    args = parser.parse_args(argv)
+    try:
+        problem, summary = export_problem(args.export, args.heads)
+    except Unreadable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if problem:
+        print(f"{args.export}: evidence does NOT verify: {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.export}: {summary}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
