@@ -39,7 +39,7 @@ from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.test_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
-from memo_service.memos.evidence.verify import evidence_verify
+from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.models import MEMO_OUT, MEMO_STARTABLE, Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.report.reports import (
@@ -585,12 +585,17 @@ class MemoAdmin(admin.ModelAdmin):
         # The evidence holds addresses, IPs and user agents: not for the Viewer role.
         return request.user.has_perm("memos.change_memo") or request.user.has_perm("memos.approve_memo")
 
-    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> StreamingHttpResponse:
-        return _evidence_response(self._memo(request, object_id, "export"), fmt)
+    def evidence_view(self, request: HttpRequest, object_id: str, fmt: str) -> HttpResponse | StreamingHttpResponse:
+        memo = self._memo(request, object_id, "export")
+        if fmt == "json" and not (result := evidence_verify_published(memo)).ok:
+            # The evidence file is what an auditor trusts: never one that does not verify.
+            messages.error(request, f"Not exported: {result.summary()}.")
+            return HttpResponseRedirect(_memo_url(memo))
+        return _evidence_response(memo, fmt)
 
     def verify_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
-        result = evidence_verify(memo)
+        result = evidence_verify_published(memo)
         summary = result.summary()
         (messages.success if result.ok else messages.error)(request, summary[:1].upper() + summary[1:] + ".")
         return HttpResponseRedirect(_memo_url(memo))

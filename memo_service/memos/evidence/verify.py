@@ -16,7 +16,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from memo_service.db import snapshot
 from memo_service.memos.compose.rendering import memo_content
@@ -124,6 +127,26 @@ def _ids(queryset: Any) -> Iterator[int]:
         last_id = ids[-1]
 
 
+def published_heads(memo_id: int, path: Path | None = None) -> list[dict[str, Any]] | None:
+    """The heads published for the memo in `path` (default EVIDENCE_HEADS_PATH), or None
+    when there is no such file to read. Raises OSError or ValueError (a line that is not
+    a head) for a file that cannot be read."""
+    if path is None:
+        path = Path(settings.EVIDENCE_HEADS_PATH) if settings.EVIDENCE_HEADS_PATH else None
+        if path is None or not path.exists():
+            return None
+    return heads.heads_read(path, memo_id)
+
+
+def evidence_verify_published(memo: Memo) -> Verification:
+    """evidence_verify against the heads in EVIDENCE_HEADS_PATH, as the admin and an export do."""
+    try:
+        published = published_heads(memo.pk)
+    except (OSError, ValueError) as exc:
+        return Verification(False, 0, problem=f"the published heads cannot be read: {exc}")
+    return evidence_verify(memo, published)
+
+
 def evidence_verify(memo: Memo, published: list[dict[str, Any]] | None = None) -> Verification:
     """The chain, its checkpoints, the rows they prove and, when given, the heads
     published for the memo, read as of one moment: what the sequencer chains and the
@@ -148,14 +171,19 @@ def _verify(memo: Memo, published: list[dict[str, Any]] | None) -> Verification:
         problem = (
             walk.end(stored[-1] if stored else None)
             or _forged_pending(memo)
+            or _heads_problem(published, walk)
             or _approval_problem(memo, walk.approval)
             or _unchained(memo, walk.seen, walk.final_status)
         )
-    if not problem and published is not None:
-        problem = heads.heads_problem(public_keys(), published, walk.hashes.get, walk.records)
-        result.heads = len(published)
+    result.heads = None if published is None else len(published)
     result.records, result.problem, result.ok = walk.records, problem, not problem
     return result
+
+
+def _heads_problem(published: list[dict[str, Any]] | None, walk: _Walk) -> str:
+    if published is None:
+        return ""
+    return heads.heads_problem(public_keys(), published, walk.hashes.get, walk.records)
 
 
 def _where(record: dict[str, Any], seq_name: str = "record") -> str:

@@ -1,8 +1,9 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.report.reports import evidence_csv, evidence_json
 
@@ -20,6 +21,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, memo: str, **options: Any) -> None:
         target = memo_by_ref(memo)
         evidence_seal(memo_id=target.pk)  # the export carries the chain up to now, sealed
+        if options["format"] == "json" and not (result := evidence_verify_published(target)).ok:
+            # An evidence file is what an auditor trusts: never one of evidence that does not verify.
+            raise CommandError(f"{target.slug}: not exported: {result.summary()}")
         lines = evidence_csv(target) if options["format"] == "csv" else evidence_json(target)
         for line in lines:
             self.stdout.write(line, ending="")

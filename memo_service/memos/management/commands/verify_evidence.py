@@ -6,10 +6,9 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from memo_service.memos.evidence import heads
 from memo_service.memos.evidence.export_file import ExportError, members
 from memo_service.memos.evidence.sequencer import evidence_seal
-from memo_service.memos.evidence.verify import evidence_verify, evidence_verify_against
+from memo_service.memos.evidence.verify import evidence_verify, evidence_verify_against, published_heads
 from memo_service.memos.evidence.verify_file import Unreadable, export_problem
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.models import Memo
@@ -47,11 +46,16 @@ class Command(BaseCommand):
             return
         if not memo:
             raise CommandError("give a MEMO (id or slug), or --file EXPORT.json")
-        heads_path = options["heads"] or _default_heads()
         target = memo_by_ref(memo)
         if not options["no_seal"]:
             evidence_seal(memo_id=target.pk)
-        result = evidence_verify(target, _heads(heads_path, target.pk) if heads_path else None)
+        try:
+            published = published_heads(target.pk, options["heads"])
+        except OSError as exc:
+            raise CommandError(f"{options['heads'] or settings.EVIDENCE_HEADS_PATH}: cannot read it: {exc}") from None
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        result = evidence_verify(target, published)
         if not result.ok:
             raise CommandError(f"{target.slug}: {result.summary()}")
         if options["against"]:
@@ -82,21 +86,6 @@ class Command(BaseCommand):
             except (KeyError, TypeError, ValueError) as exc:
                 raise CommandError(f"{path}: not a well-formed evidence export ({type(exc).__name__}: {exc})") from None
         raise CommandError(f"{path}: not an evidence export: it holds no chain")
-
-
-def _default_heads() -> Path | None:
-    """EVIDENCE_HEADS_PATH's file, when there is one: without it, verify says what it could not check."""
-    path = Path(settings.EVIDENCE_HEADS_PATH) if settings.EVIDENCE_HEADS_PATH else None
-    return path if path is not None and path.exists() else None
-
-
-def _heads(path: Path, memo_id: int) -> list[dict[str, Any]]:
-    try:
-        return heads.heads_read(path, memo_id)
-    except OSError as exc:
-        raise CommandError(f"{path}: cannot read it: {exc}") from None
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
 
 
 @contextmanager
