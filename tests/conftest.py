@@ -215,6 +215,8 @@ def celery_process(log: Path, args: list[str], env: dict[str, str]) -> Iterator[
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "VAR_DIR": str(settings.VAR_DIR),
+        # The test's own heads file: what its sequencers publish, its verify reads.
+        "EVIDENCE_HEADS_PATH": settings.EVIDENCE_HEADS_PATH,
         **env,
     }
     with log.open("w") as out:

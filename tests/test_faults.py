@@ -79,6 +79,7 @@ def start_worker(
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": BROKER,
         "VAR_DIR": str(settings.VAR_DIR),
+        "EVIDENCE_HEADS_PATH": settings.EVIDENCE_HEADS_PATH,
         **QUICK_LEASES,
         **email,
         **env,
