@@ -89,8 +89,8 @@ def setup() -> str:
     from django.db import connection
     from django.utils import timezone
 
+    from bench.approve import approve
     from memo_service.api.models import ApiClient, Scope
-    from memo_service.memos.compose.rendering import memo_content_hash
     from memo_service.memos.models import Memo, MemoTranslation
 
     started = time.perf_counter()
@@ -119,9 +119,9 @@ def setup() -> str:
         html_body="<p>{{ developer.name }}，您好</p>",
         text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。",
     )
+    approve(memo)
     Memo.objects.filter(pk=memo.pk).update(
         status="sent",
-        content_hash=memo_content_hash(memo),
         send_started_at=timezone.now(),
         dispatched_at=timezone.now(),
     )

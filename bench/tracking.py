@@ -89,6 +89,7 @@ def setup() -> tuple[int, list[int]]:
     from django.db import connection
     from django.utils import timezone
 
+    from bench.approve import approve
     from memo_service.developers.models import Developer
     from memo_service.memos.evidence.append import evidence_record_handover
     from memo_service.memos.evidence.sequencer import evidence_seal
@@ -109,9 +110,9 @@ def setup() -> tuple[int, list[int]]:
         subject="s",
         html_body="h",
         text_body="t",
-        status="sent",
-        content_hash="c" * 64,
     )
+    approve(memo)
+    Memo.objects.filter(pk=memo.pk).update(status="sent")
     developers = list(Developer.objects.order_by("id").values_list("id", flat=True))
     now = timezone.now()
     Delivery.objects.bulk_create(

@@ -31,14 +31,18 @@ GENESIS = "0" * 64
 FIELDS = ("memo", "seq", "head", "count", "prev", "at")
 
 
-def record_hash(prev_hash: str, kind: str, object_id: int, payload: dict[str, Any]) -> str:
-    """A chain record's hash: SHA-256 over the previous hash and the record's canonical JSON."""
-    body = json.dumps(
-        {"kind": kind, "object_id": object_id, "payload": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+def canonical(value: Any) -> str:
+    """The canonical JSON a record's hash and tag are made over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(prev_hash: str, kind: str, object_id: int, payload: Any, payload_json: str | None = None) -> str:
+    """A chain record's hash: SHA-256 over the previous hash and the record's canonical
+    JSON ({"kind", "object_id", "payload"}), given the payload's canonical JSON when the
+    caller has it (a handover's is 150 KB: the sequencer makes it once for hash and tag)."""
+    if payload_json is None:
+        payload_json = canonical(payload)
+    body = f'{{"kind":{canonical(kind)},"object_id":{canonical(object_id)},"payload":{payload_json}}}'
     return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
 
 

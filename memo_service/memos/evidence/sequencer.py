@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from memo_service.db import in_ids, row_lock
 from memo_service.memos.evidence import checkpoints, heads
-from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
+from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
 from memo_service.memos.evidence.tags import tag_holds
 from memo_service.memos.models import EvidenceCheckpoint, EvidenceRecord, Memo
 from memo_service.memos.outbound import webhooks_enqueue
@@ -77,14 +77,21 @@ def _seal_step(memo_id: int, batch: int, wait: bool = True) -> tuple[int, bool] 
             return 0, False
         updates, refused = [], []
         for record_id, kind, object_id, payload, created_at, tag in pending:
+            payload_json = canonical(payload)  # once, for the tag and the hash
             authentic = tag_holds(
-                tag, memo_id=memo_id, kind=kind, object_id=object_id, payload=payload, created_at=created_at
+                tag,
+                memo_id=memo_id,
+                kind=kind,
+                object_id=object_id,
+                payload=payload,
+                created_at=created_at,
+                payload_json=payload_json,
             )
             if not authentic:
                 refused.append(record_id)
                 continue
             seq += 1
-            this_hash = record_hash(prev_hash, kind, object_id, payload)
+            this_hash = record_hash(prev_hash, kind, object_id, payload, payload_json)
             updates.append((record_id, seq, prev_hash, this_hash))
             prev_hash = this_hash
         if refused:

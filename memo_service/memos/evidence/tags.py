@@ -18,10 +18,11 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from django.conf import settings
+
+from memo_service.memos.evidence.checkpoints import canonical
 
 # The derivation's label: a key made for tags is no use for anything else.
 _LABEL = b"memo-service evidence record tag v1"
@@ -49,24 +50,40 @@ def key_label() -> str:
     """The tag key's short fingerprint, which every tag begins with: after the signing
     key is rotated, records tagged with the old one are told apart (their checkpoints,
     signed when the sequencer had checked them, vouch for them)."""
-    return hashlib.sha256(_key(settings.EVIDENCE_SIGNING_KEY)).hexdigest()[:8]
+    return _label(settings.EVIDENCE_SIGNING_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _label(signing_key: str) -> str:
+    return hashlib.sha256(_key(signing_key)).hexdigest()[:8]
 
 
 def record_tag(
-    *, memo_id: int, kind: str, object_id: int | None, payload: dict[str, Any], created_at: dt.datetime
+    *,
+    memo_id: int,
+    kind: str,
+    object_id: int | None,
+    payload: dict[str, Any],
+    created_at: dt.datetime,
+    payload_json: str | None = None,
 ) -> str:
-    body = json.dumps(
-        [memo_id, kind, object_ref(kind, object_id, payload), stamp(created_at), payload],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    """The tag: HMAC-SHA256 over what the record claims (its payload as canonical JSON,
+    `payload_json` when the caller has it)."""
+    claims = canonical([memo_id, kind, object_ref(kind, object_id, payload), stamp(created_at)])
+    body = f"{claims}\n{canonical(payload) if payload_json is None else payload_json}"
     digest = hmac.new(_key(settings.EVIDENCE_SIGNING_KEY), body.encode(), hashlib.sha256).hexdigest()
     return f"{key_label()}:{digest}"
 
 
 def tag_holds(
-    tag: str, *, memo_id: int, kind: str, object_id: int | None, payload: Any, created_at: dt.datetime | None
+    tag: str,
+    *,
+    memo_id: int,
+    kind: str,
+    object_id: int | None,
+    payload: Any,
+    created_at: dt.datetime | None,
+    payload_json: str | None = None,
 ) -> bool | None:
     """True when the tag is this service's over exactly this record; False when it is
     missing, or made over something else (or by someone without the key); None when it
@@ -76,5 +93,12 @@ def tag_holds(
     label, _, digest = tag.partition(":")
     if label != key_label():
         return None if len(label) == 8 and len(digest) == 64 else False
-    expected = record_tag(memo_id=memo_id, kind=kind, object_id=object_id, payload=payload, created_at=created_at)
+    expected = record_tag(
+        memo_id=memo_id,
+        kind=kind,
+        object_id=object_id,
+        payload=payload,
+        created_at=created_at,
+        payload_json=payload_json,
+    )
     return hmac.compare_digest(tag, expected)

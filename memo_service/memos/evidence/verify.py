@@ -25,7 +25,7 @@ from memo_service.db import snapshot
 from memo_service.memos.compose.rendering import memo_content
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.approved import content_differences
-from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
+from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
 from memo_service.memos.evidence.payloads import (
     Entries,
     answer_payload,
@@ -190,7 +190,7 @@ def _where(record: dict[str, Any], seq_name: str = "record") -> str:
     return f"{seq_name} {record.get('seq') or record.get('id')} ({record['kind']} {record['object_id']})"
 
 
-def _authentic(record: dict[str, Any]) -> bool | None:
+def _authentic(record: dict[str, Any], payload_json: str | None = None) -> bool | None:
     return tag_holds(
         record["tag"],
         memo_id=record["memo_id"],
@@ -198,6 +198,7 @@ def _authentic(record: dict[str, Any]) -> bool | None:
         object_id=record["object_id"],
         payload=record["payload"],
         created_at=record["created_at"],
+        payload_json=payload_json,
     )
 
 
@@ -272,11 +273,12 @@ class _Walk:
             return f"record {self.records + 1} is missing (next is {seq})"
         if record["prev_hash"] != self.prev_hash:
             return f"{where}: does not follow the record before it"
-        if record_hash(self.prev_hash, kind, object_id, payload) != record["hash"]:
+        payload_json = canonical(payload)  # once, for the hash and the tag
+        if record_hash(self.prev_hash, kind, object_id, payload, payload_json) != record["hash"]:
             return f"{where}: its hash does not match its content (the record was altered)"
         if earlier_form(kind, payload):
             return f"{where}: written in an earlier form of the evidence that this version does not trust"
-        if _authentic(record) is False:
+        if _authentic(record, payload_json) is False:
             return f"{where}: not written by memo-service (its tag does not hold)"
         if problem := self.proves(where, record, live, handed):
             return problem
