@@ -192,9 +192,13 @@ NEEDS_A_REAL_LINK = (
 def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_send(
     admin_client, memo, developers, mailoutbox
 ):
+    """Templates see one constant for the link at save, preview, test send, check and
+    send: one that insists on a real token's shape fails at save, never at send."""
     Memo.objects.filter(pk=memo.pk).update(text_body=NEEDS_A_REAL_LINK)
     memo.refresh_from_db()
-    assert rendering.memo_check(memo) == {}  # the trial render at save
+    assert "not_a_real_link" in rendering.problems_text(rendering.memo_check(memo))  # the trial render at save
+    Memo.objects.filter(pk=memo.pk).update(text_body="Reply to {{ ack_url }}")
+    memo.refresh_from_db()
     preview = reverse("admin:memos_memo_preview", args=[memo.pk])
     assert "not_a_real_link" not in admin_client.get(preview, {"developer": "cn-1"}).content.decode()
     admin_client.post(preview, {"developer": "cn-1", "language": "en"})  # the test send

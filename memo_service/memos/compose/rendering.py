@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from django.conf import settings
 from django.core import signing
 from django.urls import reverse
@@ -239,6 +240,30 @@ def values_from_stored(stored: Any) -> dict[str, Any] | None:
     return stored if isinstance(stored, dict) and stored else None
 
 
+# The link as the admin's templates see it: one constant, at preview, check, approval and
+# send alike, for every developer, so no template logic can tell them apart or read the
+# time out of a token (a "time bomb"); the real link replaces it in what they produced,
+# as a merge field is. A template may print it, never take it apart.
+LINK_MARK = "memo-link-3f9a0c5d7e21b846"
+
+
+def link_placeholder() -> str:
+    return f"{settings.SITE_URL}/ack/{LINK_MARK}/"
+
+
+def _linked(text: str, placeholder: str, ack_url: str) -> str:
+    """`text` with the link in place of its placeholder; a template that took the
+    placeholder apart (sliced, changed its case) is an error, named without the link."""
+    text = text.replace(placeholder, ack_url)
+    if LINK_MARK in text.lower():
+        raise LinkAltered("ack_url may only be printed as it is, not taken apart or changed")
+    return text
+
+
+class LinkAltered(jinja2.TemplateError):
+    pass
+
+
 def inert_ack_url(memo_id: int | None, developer_id: int | None) -> str:
     """A developer's link as a template sees it, that the acknowledgement page refuses."""
     payload = signing.b64_encode(b"[%d,%d]" % (memo_id or 0, developer_id or 0)).decode()
@@ -254,11 +279,6 @@ def is_inert_ack_token(token: str) -> bool:
     except signing.BadSignature:
         return False
     return True
-
-
-def sample_developer_id() -> int:
-    """An id for the sample developer's link, of the size real ones have."""
-    return (Developer.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1
 
 
 def developer_in_language(developer: dict[str, Any], language: str) -> dict[str, Any]:
@@ -310,10 +330,9 @@ def templates_check_languages(
     template is reported instead of hanging the admin.
     """
     jobs = []
-    sample_id = sample_developer_id()
     for language, sources in sources_by_language.items():
         sample = developer_in_language({**SAMPLE_DEVELOPER, "language": language}, language)
-        context = memo_context(memo, sample, inert_ack_url(memo.pk, sample_id), language)
+        context = memo_context(memo, sample, link_placeholder(), language)  # what the send's templates see
         context = json.loads(json.dumps(context, default=str))
         jobs += [
             {"key": f"{language}/{field}", "field": field, "source": source, "context": context}
@@ -388,8 +407,14 @@ class MemoRenderer:
     def _render_parts(self, developer: dict[str, Any], ack_url: str, language: str) -> tuple[str, str, str, str]:
         """render_parts for values already in the text's language (or placeholders)."""
         language, templates = self._templates(language)
-        context = memo_context(self.memo, developer, ack_url, language)
-        subject, html, text = (sandbox.render_limited(templates[field], context) for field in sandbox.TEMPLATE_FIELDS)
+        placeholder = link_placeholder()
+        context = memo_context(self.memo, developer, placeholder, language)
+        # In HTML the link as autoescape would have printed it.
+        links = {"html_body": str(markupsafe.escape(ack_url))}
+        subject, html, text = (
+            _linked(sandbox.render_limited(templates[field], context), placeholder, links.get(field, ack_url))
+            for field in sandbox.TEMPLATE_FIELDS
+        )
         return language, " ".join(subject.split()), html, text  # a header is one line
 
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
