@@ -7,7 +7,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.models import Answer, Delivery, Memo
+from memo_service.memos.models import Answer, Delivery
 from memo_service.memos.report.reports import memo_funnel
 from tests.conftest import mark_sent
 
@@ -99,7 +99,7 @@ def test_a_form_filled_in_wrongly_gets_a_clear_error_and_records_nothing(client,
 def test_answers_that_look_automated_are_flagged_with_the_reason(
     client, memo, developers, user_agent, interacted, sent_ago, reason
 ):
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    mark_sent(memo)
     Delivery.objects.create(
         memo=memo,
         developer=developers["cn"],
@@ -133,7 +133,7 @@ def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo,
 
     from django.core.management import call_command
 
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    mark_sent(memo)
     Delivery.objects.create(
         memo=memo,
         developer=developers["ru"],
@@ -159,7 +159,7 @@ def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_
 
     from tests.conftest import make_developer
 
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    mark_sent(memo)
     people = [make_developer(f"racer-{n}", "RU") for n in range(8)]
     for developer in people:
         Delivery.objects.create(

@@ -42,7 +42,7 @@ from memo_service.memos.answer.answers import (
     sent_text_of,
 )
 from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import is_inert_ack_token, sent_text
+from memo_service.memos.compose.rendering import ShownText, is_inert_ack_token, sent_text
 from memo_service.memos.evidence.approved import NotApproved
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
@@ -101,8 +101,9 @@ def _error_page(request: HttpRequest, template: str, status: int) -> HttpRespons
 
 
 def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
-    if _rate_limited(request):
-        return _error_page(request, "ack/too_many.html", 429)
+    """The link's developer and memo, or the page that says why not. Only invalid links
+    count against their address, and only they are refused once it has sent too many: a
+    valid link always opens, whoever shares the address (a NAT, a proxy)."""
     if not token:
         return _error_page(request, "ack/reopen.html", 400)
     try:
@@ -110,6 +111,8 @@ def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
     except TokenInvalid:
         if is_inert_ack_token(token):  # a preview's or test email's link: refused, saying so
             return _error_page(request, "ack/preview_link.html", 400)
+        if _rate_limited(request):
+            return _error_page(request, "ack/too_many.html", 429)
         _count_failure(request)
         return _error_page(request, "ack/invalid.html", 400)
     except TokenExpired:
@@ -137,22 +140,31 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
     return _private(response)
 
 
-def _memo_page(
-    request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200
-) -> HttpResponse:
-    answers = answers_of(target)
+def _shown(target: AckTarget) -> ShownText | None:
+    """The memo as sent to the developer, as their page shows it; None when it cannot be
+    shown (the admin's template over its render budget, the templates not the approved
+    ones): then nothing may be answered on it either."""
     shown = sent_text_of(target)
     try:
-        sent = sent_text(
+        return sent_text(
             target.delivery,
             ack_url(target.memo.pk, target.developer.pk),
             shown.rendered_with if shown is not None else None,
             shown.text_hash if shown is not None else "",
         )
-    except Exception as exc:  # the admin's template (over its render budget, say): this page only
+    except Exception as exc:  # noqa: BLE001  (this page only; the reason goes to the log, by ids)
         log.error(
             "memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk, sandbox.describe(exc)
         )
+        return None
+
+
+def _memo_page(
+    request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200
+) -> HttpResponse:
+    answers = answers_of(target)
+    sent = _shown(target)
+    if sent is None:
         return _error_page(request, "ack/unavailable.html", 503)
     language, subject, html = sent.language, sent.subject, sent.html
     with translation.override(language):
@@ -180,6 +192,8 @@ def _memo_page(
 
 
 def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse:
+    if _shown(target) is None:  # an answer needs a page that can be shown
+        return _error_page(request, "ack/unavailable.html", 503)
     try:
         answer_record(
             target=target,
