@@ -36,10 +36,30 @@ class TargetRefused(Exception):
     """The URL points somewhere our workers must not post to; the message says why."""
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # RFC 6052, RFC 8215
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, which a gateway or the host itself
+    may reach it through: IPv4-mapped and IPv4-compatible, 6to4, Teredo (its server and
+    its client) and NAT64."""
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found += ip.teredo
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (:: and ::1 are themselves)
+        found.append(low32)
+    if any(ip in network for network in _NAT64):
+        found.append(low32)
+    return found
+
+
 def _address_refusal(address: str) -> str:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope id is no part of it
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        for inner in embedded_ipv4(ip):
+            if reason := _address_refusal(str(inner)):
+                return f"{address} embeds {inner}, and {reason}"
     if ip.is_global and not ip.is_multicast:
         return ""
     kind = next(

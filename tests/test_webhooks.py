@@ -157,6 +157,15 @@ def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
         ("https://localhost/hooks", "localhost is a private or metadata host name"),
         ("https://10.1.2.3/hooks", "10.1.2.3 is a private address"),
         ("http://[::ffff:169.254.169.254]/", "is a link-local address"),
+        # IPv6 forms that carry an IPv4 address a gateway or the host reaches it by.
+        (
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "64:ff9b::a9fe:a9fe embeds 169.254.169.254, and 169.254.169.254 is a link-local",
+        ),
+        ("http://[64:ff9b:1::a00:1]/", "embeds 10.0.0.1, and 10.0.0.1 is a private address"),
+        ("http://[2002:7f00:1::1]/", "2002:7f00:1::1 embeds 127.0.0.1, and 127.0.0.1 is a loopback address"),
+        ("http://[::127.0.0.1]/", "embeds 127.0.0.1, and 127.0.0.1 is a loopback address"),
+        ("http://[2001:0:a9fe:a9fe:0:f227:80fe:3f5b]/", "embeds 169.254.169.254"),  # Teredo, its server
         ("http://100.100.100.200/latest/meta-data/", "100.100.100.200 is a non-public address"),  # Alibaba's metadata
     ],
 )
