@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import path, re_path
 from django.views.generic import RedirectView
 
 from memo_service import health, outbox
@@ -21,9 +21,10 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
     path("ack/<str:token>/", views.ack, name="ack"),
-    # anymail's tracking webhooks, through our wrapper (basic auth: ANYMAIL_WEBHOOK_SECRET)
+    # anymail's tracking webhooks of the configured providers, through our wrapper (basic
+    # auth: ANYMAIL_WEBHOOK_SECRET); nothing else of anymail's (inbound mail, combined
+    # views) is routed: every other /anymail/ URL is a 404.
     path("anymail/<str:esp>/tracking/", tracking.tracking_webhook, name="tracking-webhook"),
-    path("anymail/", include("anymail.urls")),
     path("api/v1/", api.urls),
     path("healthz", health.healthz, name="healthz"),
     path("outbox/", outbox.outbox_list, name="outbox"),

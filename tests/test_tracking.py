@@ -194,3 +194,25 @@ def test_an_event_for_an_unknown_message_is_stored_once(client, delivery):
     payload = mailgun_event("delivered", None, message_id="<elsewhere@example.com>")
     assert [post(client, payload).status_code for _ in range(3)] == [200, 200, 200]
     assert DeliveryEvent.objects.filter(delivery=None).count() == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/anymail/mandrill/",  # anymail's combined view: never around our wrapper
+        "/anymail/mailgun/inbound/",
+        "/anymail/amazon_ses/inbound/",
+        "/anymail/resend/inbound/",
+        "/anymail/postmark/tracking/",  # a provider this deployment neither sends through nor configured
+        "/anymail/mailgun/inbound_mime/",
+    ],
+)
+def test_a_stranger_posting_to_anymail_routes_that_are_not_ours_gets_404_never_500(client, delivery, url):
+    response = client.post(url, "{}", content_type="application/json", HTTP_AUTHORIZATION=AUTH)
+    assert response.status_code == 404
+
+
+def test_a_provider_configured_beside_the_one_sent_through_keeps_its_webhook(client, delivery, settings):
+    """Switched to another provider, the old one's late events still arrive."""
+    settings.EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    assert post(client, mailgun_event("delivered", delivery)).status_code == 200  # ANYMAIL_MAILGUN_* are set

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from anymail.exceptions import AnymailConfigurationError
 from anymail.signals import AnymailTrackingEvent, tracking
 from anymail.utils import get_anymail_setting
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.dispatch import receiver
 from django.http import Http404, HttpRequest, HttpResponse
@@ -199,12 +200,22 @@ def _refused(status: int, reason: str) -> HttpResponse:
     return HttpResponse(reason + "\n", status=status, content_type="text/plain; charset=utf-8")
 
 
+def provider_configured(esp: str) -> bool:
+    """A provider this deployment sends through (EMAIL_BACKEND's) or has settings for
+    (ANYMAIL_<ESP>_…, say the one it sent through before): only their webhooks are routed."""
+    backend_esp = settings.EMAIL_BACKEND.rsplit(".", 2)[-2]
+    prefix = f"{esp.upper()}_"
+    return esp == backend_esp or any(key.startswith(prefix) for key in settings.ANYMAIL)
+
+
 @csrf_exempt
 def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
     """/anymail/<esp>/tracking/: anymail's own webhook view, step by step (its
     documented hooks: validators, parse_events, the tracking signal), so that what a
     provider sends wrong is answered 400 with the reason instead of 500 and a retry, and
     nothing is accepted without ANYMAIL_WEBHOOK_SECRET (anymail alone would only warn)."""
+    if not provider_configured(esp):
+        raise Http404("no tracking webhook for that provider")
     try:
         match = get_resolver("anymail.urls").resolve(f"/{esp}/tracking/")
     except Resolver404:
