@@ -21,7 +21,12 @@ env = environ.Env()
 # key. `make run` and the tests turn it on.
 DEBUG = env.bool("DEBUG", default=False)
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# What the service keeps there (the SQLite database, the outbox, the broker's messages,
+# the keys, the evidence heads) is its owner's alone, whatever umask it was started with:
+# the folder 0700, and everything this process creates 0600 (0700 for folders).
+os.umask(0o077)
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+VAR_DIR.chmod(0o700)
 
 
 def _var_secret(name: str, make: Callable[[], str]) -> str:
@@ -141,6 +146,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
+    "axes",
     "django_countries",
     "memo_service.developers",
     "memo_service.memos",
@@ -158,7 +164,37 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
+
+# Admin logins: django-axes counts failed ones per username and address (the address as
+# client_ip reads it, TRUSTED_PROXY_COUNT included) and locks that pair out for a while
+# after AXES_FAILURE_LIMIT; superusers see the attempts and lockouts under **Axes**, and
+# `manage.py axes_reset` lifts them.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_MINUTES", default=15.0) / 60  # hours, as axes takes it
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "memo_service.memos.answer.views.client_ip"
+
+# Every page but the developer's (which sets its own, stricter one) gets this policy:
+# scripts and styles from our own static files only (style attributes allowed: the
+# admin and the email preview use them), images also as data: URIs, no framing, forms
+# posted back to us alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 
 ROOT_URLCONF = "memo_service.urls"
 WSGI_APPLICATION = "memo_service.wsgi.application"

@@ -162,3 +162,44 @@ def test_development_key_is_random_per_installation_and_private(tmp_path: Path):
     assert key == (tmp_path / "a" / "secret_key").read_text().strip()
     assert stat.S_IMODE((tmp_path / "a" / "secret_key").stat().st_mode) == 0o600
     assert key not in Path(settings.BASE_DIR, "memo_service", "settings.py").read_text()
+
+
+@pytest.mark.process
+def test_var_is_private_whatever_the_umask(tmp_path):
+    """Another local user reads nothing the embedded default leaves in var/: the
+    database, the outbox's emails, the broker's messages, the keys, the heads."""
+    from django.conf import settings
+
+    var = tmp_path / "var"
+    script = (
+        "import os; os.umask(0o022)\n"
+        "import django; django.setup()\n"
+        "from django.core.management import call_command\n"
+        "call_command('migrate', verbosity=0)\n"
+        "from django.core.mail import send_mail\n"
+        "send_mail('s', 'b', 'from@example.com', ['to@example.com'])\n"
+        "from memo_service.memos.evidence import heads\n"
+        "from django.conf import settings\n"
+        "from pathlib import Path\n"
+        "heads.append_line(Path(settings.EVIDENCE_HEADS_PATH), '{}\\n')\n"
+    )
+    env = {
+        **{
+            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "EVIDENCE_HEADS_PATH")
+        },
+        "VAR_DIR": str(var),
+        "DEBUG": "true",
+        "EMAIL_BACKEND": "memo_service.outbox.OutboxEmailBackend",
+        "DJANGO_SETTINGS_MODULE": "memo_service.settings",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=settings.BASE_DIR, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    files = [p for p in var.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"memo.sqlite3", "secret_key", "anymail-webhook-secret", "evidence-heads.jsonl"} <= names, names
+    assert any(p.suffix == ".eml" for p in files)
+    loose = {str(p.relative_to(var)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files if p.stat().st_mode & 0o077}
+    assert not loose
