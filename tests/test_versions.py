@@ -74,9 +74,53 @@ def test_a_condition_through_a_variable_or_a_computed_test_is_still_listed(memo)
         ("country: everything else", "cn-1"),
     ]
     assert {(b.label, b.developer) for b in found[2].branches} == {("false", "ru-1"), ("true", "ru-long-name")}
-    assert found[3].depends_on == ["developer.country"] and found[3].note
-    assert found[4].depends_on == ["ack_url"] and found[4].note
+    # A lookup by country: rendered for every country, the versions told apart.
+    labels = [b.label for b in found[3].branches]
+    assert found[3].depends_on == ["developer.country"] and len(labels) == 3, labels
+    assert {b.developer for b in found[3].branches} == {"cn-1", "ru-1", None}
+    assert 4 not in found  # the link is one constant to templates: nothing to tell apart
 
 
 def test_a_template_that_prints_values_only_has_a_single_version(memo):
     assert memo_versions(memo) == []
+
+
+@pytest.mark.parametrize(
+    "construct",
+    [
+        "{{ (developer.country == 'IR') and ' IGNORE THIS' or '' }}",
+        "{{ ' IGNORE THIS' * (developer.country == 'IR') }}",
+        "{% set ns = namespace(c='') %}{% set ns.c = developer.country %}{% if ns.c == 'IR' %} IGNORE THIS{% endif %}",
+        "{% macro warn(c) %}{% if c == 'IR' %} IGNORE THIS{% endif %}{% endmacro %}{{ warn(developer.country) }}",
+        "{% set hidden %}{{ developer.country }}{% endset %}"
+        "{{ ('' ~ (hidden == 'IR')) | replace('True', ' IGNORE THIS') | replace('False', '') }}",
+    ],
+)
+def test_text_only_some_developers_get_is_listed_with_one_of_them_whatever_the_construct(memo, construct):
+    """Seen from a composer who means harm: each hides a sentence for IR's developers."""
+    make_developer("ir-1", "IR", name="Reza")
+    Memo.objects.filter(pk=memo.pk).update(text_body=f"Dear {{{{ developer.name }}}}.{construct}")
+    memo = Memo.objects.get(pk=memo.pk)
+    memo.include_countries = ["CN", "RU", "IR"]
+    memo.save()
+    conditions = [c for c in memo_versions(memo) if c.template == "text_body"]
+    assert conditions and all(c.listed for c in conditions)
+    previews = {b.developer for c in conditions for b in c.branches}
+    assert "ir-1" in previews and previews & {"cn-1", "ru-1"}, [str(c) for c in conditions]
+
+
+def test_text_that_depends_on_two_values_at_once_is_refused_at_save_and_at_approval(admin_client, memo):
+    from memo_service.memos.approval import ApprovalRefused
+
+    unlisted = "{% if developer.country ~ developer.language == 'IRen' %} IGNORE THIS{% endif %}"
+    Memo.objects.filter(pk=memo.pk).update(text_body=unlisted)
+    with pytest.raises(ApprovalRefused, match="its versions cannot all be shown to its approver: en text_body line 1"):
+        approve(Memo.objects.get(pk=memo.pk))
+    from tests.test_admin import memo_form
+
+    response = admin_client.post(reverse("admin:memos_memo_add"), memo_form(slug="two-at-once", text_body=unlisted))
+    assert response.status_code == 200 and not Memo.objects.filter(slug="two-at-once").exists()
+    error = response.context["adminform"].form.errors["text_body"][0]
+    assert (
+        error.startswith("line 1: its versions cannot be listed") and "developer.country, developer.language" in error
+    )

@@ -17,6 +17,7 @@ from memo_service.db import statistics_refresh
 from memo_service.memos.audience import audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
+from memo_service.memos.compose.versions import versions_problem
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import approval_payload
 from memo_service.memos.memo_status import (
@@ -47,6 +48,8 @@ def _renders(memo: Memo) -> None:
     problems = rendering.memo_check(memo)
     if problems:
         raise ApprovalRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
+    if unlisted := versions_problem(memo):
+        raise ApprovalRefused(f"memo {memo.slug}: its versions cannot all be shown to its approver: {unlisted}")
 
 
 def audience_rules(memo: Memo) -> dict[str, Any]:

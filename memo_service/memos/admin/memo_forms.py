@@ -15,6 +15,7 @@ from django_countries import countries
 
 from memo_service.developers.models import Region
 from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose.versions import template_unlisted
 from memo_service.memos.models import MEMO_EDITABLE, Memo, MemoTranslation
 
 VARIABLES_HELP = format_html(
@@ -31,6 +32,9 @@ def add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> Non
         return
     for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
         form.add_error(field, error)
+    for field, source in sources.items():
+        if field not in form.errors and (unlisted := template_unlisted(field, source)):
+            form.add_error(field, unlisted)
 
 
 def _attribute_filters(value: Any) -> dict[str, Any]:

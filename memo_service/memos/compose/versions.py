@@ -2,13 +2,19 @@
 
 A template that tests a developer's values ({% if developer.external_id == 'victim-1' %})
 shows each developer a different text, and a preview shows only the developer chosen.
-This reads every template's syntax tree (every language, reminders too) for the
-conditions that depend on developer values, directly or through a variable set from
-them, and finds a developer of the audience for each branch: for a comparison with
-constants, each constant and "everything else" (by a query, so a single developer among
-millions is found); for any other test on one field, by evaluating the test (sandboxed,
-on its render budget) for that field's distinct values in the audience, up to
-MAX_VALUES_EVALUATED of them.
+This reads every template's syntax tree (every language, reminders too) for what
+depends on developer values: directly or through what was computed from them (a
+variable, a namespace's attribute, a loop, a macro's parameters, a `set` block), and
+whatever decides what text comes out: a test, a loop, a lookup, a filter told what to
+look for, and any printed expression that does more than print a value (`and`/`or`,
+arithmetic, string multiplication, a call). For each it finds a developer of the
+audience per version: for a comparison with constants, each constant and "everything
+else" (by a query, so a single developer among millions is found); for anything else on
+one field, by rendering (sandboxed, on its render budget) for each of that field's
+values (every country and language; the audience's distinct names, ids and the like,
+up to MAX_VALUES_EVALUATED) and telling the texts apart with the value itself taken
+out. What depends on two fields at once cannot be listed: such a memo is refused at
+save and at approval (`versions_problem`), never approved unseen.
 """
 
 from __future__ import annotations
@@ -18,13 +24,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
+from django_countries import countries
 from jinja2 import nodes
+from markupsafe import escape
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audience import memo_audience
 from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE
+from memo_service.memos.compose.rendering import (
+    FALLBACK_LANGUAGE,
+    SAMPLE_DEVELOPER,
+    developer_in_language,
+    link_placeholder,
+    memo_context,
+)
 from memo_service.memos.models import Memo
 
 # Developer values a template sees that are columns of their own, so a branch's
@@ -36,8 +51,10 @@ MAX_VALUES_EVALUATED = 10_000
 # All those evaluations together, per page: each is on its render budget, but a test
 # built to be slow, times 10,000 values, must not hold the approver's page for long.
 EVALUATION_SECONDS = 2.0
-# Names a template gets whose values differ from one developer to the next.
-PER_DEVELOPER = frozenset({"developer", "ack_url"})
+# Names a template gets whose values differ from one developer to the next (the link is
+# one constant placeholder to templates: rendering.link_placeholder).
+PER_DEVELOPER = frozenset({"developer"})
+NOT_LISTED = "its versions cannot be listed: it depends on more than one developer value at once"
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class Condition:
     depends_on: list[str]  # "developer.country", "ack_url", ...
     branches: list[Branch] = field(default_factory=list)
     note: str = ""  # why the branches could not all be listed
+    listed: bool = True  # False: its versions could not be listed at all (the memo is refused)
 
     def __str__(self) -> str:
         branches = ", ".join(
@@ -110,7 +128,11 @@ class _Reader:
 
     def _taint(self, target: nodes.Node, values: set[str], alias: str | None = None) -> bool:
         changed = False
-        for name in target.find_all(nodes.Name) if not isinstance(target, nodes.Name) else [target]:
+        if isinstance(target, nodes.NSRef):  # {% set ns.attr = … %}: the namespace holds it
+            names: list[Any] = [target]
+        else:
+            names = list(target.find_all(nodes.Name)) if not isinstance(target, nodes.Name) else [target]
+        for name in names:
             known = self.tainted.setdefault(name.name, set())
             if not values <= known:
                 known |= values
@@ -162,6 +184,23 @@ class _Reader:
                 # e.g. developer.country|replace('CN', '…'): a filter told what to look
                 # for; one without arguments (upper, length) only transforms the value.
                 yield node, node
+        for output in self.tree.find_all(nodes.Output):
+            for expr in output.nodes:
+                if not self._printed_as_is(expr):
+                    yield expr, expr  # `and`/`or`, arithmetic, a call: it may decide the text
+
+    def _printed_as_is(self, expr: nodes.Node) -> bool:
+        """Prints values (a developer's, a copy of one, transformed by a filter told
+        nothing, joined with constants): no version of its own."""
+        if isinstance(expr, (nodes.TemplateData, nodes.Const)) or _value_ref(expr) is not None:
+            return True
+        if isinstance(expr, nodes.Name):
+            return expr.name not in self.tainted or expr.name in self.aliases
+        if isinstance(expr, nodes.Filter):
+            return not (expr.args or expr.kwargs) and expr.node is not None and self._printed_as_is(expr.node)
+        if isinstance(expr, nodes.Concat):
+            return all(self._printed_as_is(n) for n in expr.nodes)
+        return not self.depends(expr)
 
 
 def _simple_comparisons(test: nodes.Node, reader: _Reader) -> dict[str, list[Any]] | None:
@@ -243,6 +282,110 @@ def _evaluate(
     return [Branch(label, _pick(audience, **{name: value})) for label, value in sorted(outcomes.items())], note
 
 
+def _field_values(name: str, audience: QuerySet[Developer]) -> tuple[list[Any], str]:
+    """The values a field is rendered with to tell a template's versions apart: every
+    country and language (a version for a country nobody in the audience is from is
+    still a version), else the audience's distinct values, up to MAX_VALUES_EVALUATED."""
+    if name == "country":
+        return [code for code, _ in countries], ""
+    if name == "language":
+        return [code for code, _ in settings.LANGUAGES], ""
+    values = list(audience.order_by(name).values_list(name, flat=True).distinct()[: MAX_VALUES_EVALUATED + 1])
+    if len(values) > MAX_VALUES_EVALUATED:
+        return values[
+            :MAX_VALUES_EVALUATED
+        ], f"rendered for the first {MAX_VALUES_EVALUATED:,} of its values in the audience"
+    return values, ""
+
+
+def _render_versions(
+    memo: Memo,
+    template: Any,
+    language: str,
+    name: str,
+    audience: QuerySet[Developer],
+    deadline: float,
+) -> tuple[list[Branch], str]:
+    """Branches of a whole template that depends on one field: rendered for each of the
+    field's values (the rest the sample developer's), each text with the value itself
+    taken out (printing a name is not a version), grouped."""
+    values, note = _field_values(name, audience)
+    versions: dict[str, list[Any]] = {}
+    for n, value in enumerate(values):
+        if time.monotonic() > deadline:
+            note = f"rendered for {n:,} of its values before the time allowed ran out"
+            break
+        developer = developer_in_language({**SAMPLE_DEVELOPER, "language": language, name: str(value)}, language)
+        context = memo_context(memo, developer, link_placeholder(), language)
+        try:
+            text = sandbox.render_limited(template, context)
+        except Exception as exc:  # a failing render is a version too: the developer gets no email
+            text = f"fails: {sandbox.describe(exc)}"
+        for shown in {str(developer[name]), str(escape(developer[name])), developer.get("country_name", "")}:
+            if shown and name in ("country", "name", "organization", "email", "external_id"):
+                text = text.replace(shown, "\x00")
+        versions.setdefault(text, []).append(value)
+    branches = []
+    for n, (_, with_values) in enumerate(sorted(versions.items(), key=lambda item: str(item[1][0])), start=1):
+        shown = ", ".join(str(v) for v in with_values[:5]) + (
+            f" and {len(with_values) - 5} more" if len(with_values) > 5 else ""
+        )
+        picked = _pick(audience, **{f"{name}__in": with_values[:MAX_VALUES_EVALUATED]})
+        branches.append(Branch(f"version {n} ({name} {shown})", picked))
+    return branches, note
+
+
+@dataclass
+class Decision:
+    node: nodes.Node  # where: its line
+    test: nodes.Node
+    depends: list[str]
+    how: str  # "compare" (with constants), "evaluate" (the test alone), "render" (the template), "unlisted"
+    simple: dict[str, list[Any]] | None = None
+    field: str = ""  # the one field evaluated or rendered for
+
+
+def _decisions(reader: _Reader) -> Iterator[Decision]:
+    """What decides the template's text, once per line and dependencies, and how its
+    versions are found."""
+    seen: set[tuple[int, tuple[str, ...]]] = set()
+    for node, test in reader.tests():
+        depends = sorted(reader.depends(test))
+        key = (node.lineno, tuple(depends))
+        if not depends or key in seen:
+            continue
+        seen.add(key)
+        simple = _simple_comparisons(test, reader) if isinstance(node, (nodes.If, nodes.CondExpr)) else None
+        one = depends[0].removeprefix("developer.") if len(depends) == 1 else ""
+        if simple:
+            yield Decision(node, test, depends, "compare", simple)
+        elif (
+            isinstance(node, (nodes.If, nodes.CondExpr))
+            and one in QUERYABLE
+            and not any(n.name not in ("developer", "memo") and n.ctx == "load" for n in test.find_all(nodes.Name))
+        ):
+            yield Decision(node, test, depends, "evaluate", field=one)
+        elif one in (*QUERYABLE, "country_name"):
+            yield Decision(node, test, depends, "render", field="country" if one == "country_name" else one)
+        else:
+            yield Decision(node, test, depends, "unlisted")
+
+
+def template_unlisted(field: str, source: str) -> str:
+    """Why a template's versions cannot be listed for its approver (the line and the
+    values it depends on at once), or "": checked at save, with no audience needed."""
+    try:
+        reader = _Reader(sandbox.environment_for(field).parse(source))
+    except Exception:  # noqa: BLE001  (a syntax error: the trial render reports it)
+        return ""
+    for decision in _decisions(reader):
+        if decision.how == "unlisted":
+            return (
+                f"line {decision.node.lineno}: {NOT_LISTED} ({', '.join(decision.depends)}): test one value at a time"
+            )
+    return ""
+
+
 def memo_versions(memo: Memo) -> list[Condition]:
     """Every condition on developer values in the memo's templates, with a developer of
     the audience for each branch where one exists."""
@@ -261,38 +404,38 @@ def memo_versions(memo: Memo) -> list[Condition]:
             except Exception:  # noqa: S112  (a syntax error: the trial render at save reports it)
                 continue
             lines = source.splitlines()
-            seen: set[tuple[int, tuple[str, ...]]] = set()
-            for node, test in reader.tests():
-                depends = sorted(reader.depends(test))
-                key = (node.lineno, tuple(depends))
-                if not depends or key in seen:
-                    continue
-                seen.add(key)
-                line = lines[node.lineno - 1].strip() if node.lineno <= len(lines) else ""
-                condition = Condition(language, name, node.lineno, line[:200], depends)
-                simple = _simple_comparisons(test, reader) if isinstance(node, (nodes.If, nodes.CondExpr)) else None
-                if simple:
-                    for field_name, values in simple.items():
+            rendered: dict[str, tuple[list[Branch], str]] = {}  # field -> the whole template's versions
+            for decision in _decisions(reader):
+                lineno = decision.node.lineno
+                line = lines[lineno - 1].strip() if lineno <= len(lines) else ""
+                condition = Condition(language, name, lineno, line[:200], decision.depends)
+                if decision.how == "compare":
+                    assert decision.simple is not None  # set with "compare"
+                    for field_name, values in decision.simple.items():
                         condition.branches += [
                             Branch(f"{field_name} {v}", _pick(audience, **{field_name: v})) for v in values
                         ]
                         condition.branches.append(
                             Branch(f"{field_name}: everything else", _pick_excluding(audience, field_name, values))
                         )
-                elif (
-                    isinstance(node, (nodes.If, nodes.CondExpr))
-                    and len(depends) == 1
-                    and depends[0].removeprefix("developer.") in QUERYABLE
-                    and not any(
-                        n.name not in ("developer", "memo") and n.ctx == "load" for n in test.find_all(nodes.Name)
-                    )
-                ):
+                elif decision.how == "evaluate":
                     condition.branches, condition.note = _evaluate(
-                        memo, environment, test, depends[0].removeprefix("developer."), audience, deadline
+                        memo, environment, decision.test, decision.field, audience, deadline
                     )
+                elif decision.how == "render":
+                    if decision.field not in rendered:
+                        template = sandbox.template_for(name, source)
+                        rendered[decision.field] = _render_versions(
+                            memo, template, language, decision.field, audience, deadline
+                        )
+                    condition.branches, condition.note = rendered[decision.field]
                 else:
-                    condition.note = (
-                        "its versions cannot be listed here: preview developers that differ in these values"
-                    )
+                    condition.note, condition.listed = NOT_LISTED, False
                 conditions.append(condition)
     return conditions
+
+
+def versions_problem(memo: Memo) -> str:
+    """Why the memo's versions cannot all be shown to its approver, or "" when they can."""
+    unlisted = [c for c in memo_versions(memo) if not c.listed]
+    return "; ".join(f"{c.language} {c.template} line {c.line}: {c.note} ({', '.join(c.depends_on)})" for c in unlisted)
