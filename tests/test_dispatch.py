@@ -124,3 +124,22 @@ def test_a_template_that_fails_for_one_developers_data_is_refused_before_sending
     with pytest.raises(CommandError, match="does not render for developer ru-1: line 1"):
         call_command("send_memo", memo.slug)
     assert Memo.objects.get(pk=memo.pk).status == "approved" and not Delivery.objects.exists()
+
+
+def test_a_template_failing_for_a_developer_past_the_first_checked_pauses_before_any_email(
+    memo, developers, monkeypatch, mailgun
+):
+    """The check before the send answers at once for the first AUDIENCE_CHECK_LIMIT; the
+    rest of the audience is checked by the dispatch before its first email, never by a
+    send that fails halfway (one developer here stands for the 20,000)."""
+    import io
+
+    monkeypatch.setattr(dispatch, "AUDIENCE_CHECK_LIMIT", 1)
+    last = make_developer("zz-last", "RU", name="")
+    Memo.objects.filter(pk=memo.pk).update(text_body="Dear {{ developer.name[0] }}")
+    approve(Memo.objects.get(pk=memo.pk))
+    call_command("send_memo", memo.slug, stdout=io.StringIO())
+    memo.refresh_from_db()
+    assert memo.status == "paused"
+    assert f"does not render for developer {last.external_id}" in memo.status_reason
+    assert not Delivery.objects.filter(memo=memo).exists() and mailgun.accepted == []

@@ -25,7 +25,7 @@ from memo_service.memos.audience import audience_changes, audience_reasons, memo
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.evidence.approved import NotApproved
-from memo_service.memos.memo_status import memo_mark_sending, memo_mark_sent_if_done
+from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
 
@@ -37,7 +37,9 @@ PAGE_SIZE = 10_000
 # connection, small enough that one task finishes in seconds and a crash redoes little.
 BATCH_SIZE = 100
 
-# About a second of rendering: every recipient of all but the very largest memos.
+# About a second of rendering, checked before the send starts, so the admin hears at once
+# of a template that fails for someone; the rest of a larger audience is checked by the
+# dispatch before its first email (`_check_the_rest`).
 AUDIENCE_CHECK_LIMIT = 20_000
 
 
@@ -116,23 +118,48 @@ def memos_send_scheduled() -> list[int]:
     return started
 
 
-def _render_for_audience(memo: Memo) -> None:
+def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
     """Render the memo for its recipients, so a template that fails for some developer's
-    data fails here and not halfway through the send. Rendering costs tens of
-    microseconds; past AUDIENCE_CHECK_LIMIT recipients only the first ones are checked."""
+    data fails before the send and not halfway through it: the first
+    AUDIENCE_CHECK_LIMIT (`first`), or all after them. Read in pages keyed on id (a
+    streaming read beside SQLite's writers ends in "database is locked"); with the
+    substitution path most memos cost microseconds a developer."""
     try:
         renderer = rendering.approved_renderer(memo)
     except NotApproved as exc:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
-    developers = memo_audience(memo).order_by("id")[:AUDIENCE_CHECK_LIMIT]
-    for developer in developers.iterator(chunk_size=PAGE_SIZE):
-        try:
-            renderer.render(rendering.developer_context(developer), rendering.inert_ack_url(memo.pk, developer.pk))
-        except Exception as exc:  # the admin's template, reported with whom it failed for
-            raise DispatchRefused(
-                f"memo {memo.slug} does not render for developer {developer.external_id}: "
-                f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
-            ) from None
+    audience = memo_audience(memo).order_by("id")
+    if not first:
+        start = audience.values_list("id", flat=True)[AUDIENCE_CHECK_LIMIT : AUDIENCE_CHECK_LIMIT + 1]
+        audience = audience.filter(id__gte=start[0]) if start else audience.none()
+    checked, last_id = 0, 0
+    while page := list(audience.filter(id__gt=last_id)[: min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)]):
+        last_id = page[-1].pk
+        for developer in page:
+            try:
+                renderer.render(rendering.developer_context(developer), rendering.inert_ack_url(memo.pk, developer.pk))
+            except Exception as exc:  # the admin's template, reported with whom it failed for
+                raise DispatchRefused(
+                    f"memo {memo.slug} does not render for developer {developer.external_id}: "
+                    f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
+                ) from None
+        checked += len(page)
+        if first and checked >= AUDIENCE_CHECK_LIMIT:
+            return
+
+
+def _check_the_rest(memo: Memo) -> bool:
+    """Before a large memo's first email: the audience past what memo_send_start checked.
+    A failure pauses the memo with the reason, before anyone is sent anything."""
+    if Delivery.objects.filter(memo=memo).exists():
+        return True  # checked before its first page; this is a dispatch resumed
+    try:
+        _render_for_audience(memo, first=False)
+    except DispatchRefused as exc:
+        memo_mark_paused(memo=memo, reason=f"not sent: {exc}")
+        audit_record(actor=None, action="memo.check_failed", obj=memo, reason=str(exc))
+        return False
+    return True
 
 
 def send_batch_size() -> int:
@@ -157,6 +184,8 @@ def memo_dispatch(*, memo_id: int, progress: Callable[[int], None] | None = None
     memo = Memo.objects.get(pk=memo_id)
     if memo.status != Memo.Status.SENDING:
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}, not sending")
+    if not _check_the_rest(memo):
+        return DispatchResult(targeted=0, enqueued=0)
     audience = memo_audience(memo).order_by("id")
     enqueued = targeted = 0
     last_id = 0
