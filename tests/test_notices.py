@@ -12,6 +12,7 @@ import pytest
 from anymail.signals import AnymailTrackingEvent
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -409,3 +410,35 @@ def test_the_answers_list_in_the_admin_filters_by_channel(admin_client, client, 
 def test_the_answers_list_at_its_old_address_redirects_with_its_filters(admin_client):
     response = admin_client.get("/admin/memos/acknowledgement/?channel__exact=console")
     assert response.status_code == 301 and response["Location"] == "/admin/memos/answer/?channel__exact=console"
+
+
+def test_a_read_only_client_is_given_no_link_that_answers(client, two_memos):
+    reader = make_client("dashboard", Scope.NOTICES_READ)
+    items = get(client, "/developers/cn-1/notices", reader).json()["items"]
+    assert items and all(item["ack_url"] is None for item in items)
+
+
+def test_a_console_link_answers_as_relayed_by_its_client_and_only_while_it_may(client, console, two_memos):
+    """Once, a notices:read client took ack_url and answered as the developer's own
+    email link. A link now is bound to the client that asked for it."""
+    older, _ = two_memos
+    item = next(i for i in get(client, "/developers/cn-1/notices", console).json()["items"] if i["memo"] == older.slug)
+    link = item["ack_url"].removeprefix("http://testserver")
+    assert client.get(link).status_code == 303
+    page = f"/ack/memo/{older.pk}/"
+    assert client.post(page, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE).status_code == 303
+    answer_ = Answer.objects.get(memo=older)
+    assert answer_.channel == "console" and answer_.api_client.name == "console"
+    # Its relay taken away, the client's links open nothing.
+    ApiClient.objects.filter(name="console").update(scopes=[Scope.NOTICES_READ.value])
+    other = Client()
+    assert other.get(link).status_code == 400
+
+
+def test_an_email_that_was_never_sent_opens_no_page_and_takes_no_answer(client, memo, developers):
+    mark_sent(memo)
+    Delivery.objects.create(memo=memo, developer=developers["ru"], status="failed", country="RU")
+    link = ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver")
+    assert client.get(link).status_code == 400
+    response = client.post(link, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE)
+    assert response.status_code == 400 and not Answer.objects.exists()

@@ -315,7 +315,11 @@ class NoticeOut(Schema):
     ack_deadline: dt.datetime | None
     state: Literal["unanswered", "acknowledged", "disputes_region", "needs_help"]
     dispute: DisputeOut | None
-    ack_url: str = Field(..., description="a fresh signed link to the memo's acknowledgement page")
+    ack_url: str | None = Field(
+        ...,
+        description="for a client with answers:relay only (else null): a fresh link to the memo's page, bound "
+        "to this client, whose answers are recorded as relayed by it (channel console)",
+    )
 
 
 class NoticesOut(Schema):
@@ -367,7 +371,9 @@ def developer_notices_view(
     external_id: str,
     state: Literal["unanswered", "all"] = Query("unanswered"),
 ) -> dict[str, Any]:
-    notices = developer_notices(external_id=_no_nul(external_id), state=state)
+    client: ApiClient = request.auth  # type: ignore[attr-defined]  # set by ClientToken
+    relay_by = client.pk if client.has_scope(Scope.ANSWERS_RELAY) else None
+    notices = developer_notices(external_id=_no_nul(external_id), state=state, relay_by=relay_by)
     if notices is None:
         raise Http404
     return {"external_id": external_id, "items": notices}

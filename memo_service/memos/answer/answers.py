@@ -24,13 +24,14 @@ from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django_countries import countries
 
-from memo_service.api.models import ApiClient
+from memo_service.api.models import ApiClient, Scope
 from memo_service.db import row_lock
 from memo_service.developers.models import Developer
 from memo_service.memos.compose.rendering import sent_memo
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.models import (
+    DELIVERY_HANDED_OVER,
     Answer,
     Delivery,
     EvidenceRecord,
@@ -39,6 +40,9 @@ from memo_service.memos.models import (
 from memo_service.memos.report.webhooks import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
+# A console's link (the notices API's ack_url): bound to the API client that asked for it,
+# whose relay its answers are recorded as.
+CONSOLE_SALT = "memo_service.memos.ack.console"
 
 
 class TokenInvalid(Exception):
@@ -75,10 +79,22 @@ class _Signer(signing.TimestampSigner):
         return signing.b64_encode(mac.digest()).decode()
 
 
-@functools.lru_cache(maxsize=4)
-def _signer_for(key: str, fallbacks: tuple[str, ...]) -> signing.TimestampSigner:
+@functools.lru_cache(maxsize=8)
+def _signer_for(key: str, fallbacks: tuple[str, ...], salt: str = ACK_SALT) -> signing.TimestampSigner:
     """One signer per key: making one reads the settings and derives its key."""
-    return _Signer(key=key, fallback_keys=list(fallbacks), salt=ACK_SALT)
+    return _Signer(key=key, fallback_keys=list(fallbacks), salt=salt)
+
+
+def _console_signer() -> signing.TimestampSigner:
+    return _signer_for(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS), CONSOLE_SALT)
+
+
+def console_url(memo_id: int, developer_id: int, client_id: int) -> str:
+    """The console's link to the developer's page: answers given there are recorded as
+    relayed by that client (channel console), and only while it may relay them."""
+    token = _console_signer().sign_object([memo_id, developer_id, client_id])
+    before, after = _ack_url_around_token(settings.SITE_URL, get_script_prefix())
+    return before + token + after
 
 
 def ack_token(memo_id: int, developer_id: int) -> str:
@@ -104,17 +120,30 @@ class AckTarget:
     memo: Memo
     developer: Developer
     delivery: Delivery
+    relayed_by: ApiClient | None = None  # a console's link: the client whose relay it is
+
+
+def _read(token: str) -> tuple[signing.TimestampSigner, int, int, ApiClient | None]:
+    """(signer, memo id, developer id, relaying client) of an email's or a console's link."""
+    for signer in (_signer(), _console_signer()):
+        try:
+            ids = [int(i) for i in signer.unsign_object(token)]
+        except (signing.BadSignature, ValueError, TypeError):
+            continue
+        if signer is _signer() and len(ids) == 2:
+            return signer, ids[0], ids[1], None
+        if len(ids) == 3:
+            client = ApiClient.objects.filter(pk=ids[2], is_active=True).first()
+            if client is None or not client.has_scope(Scope.ANSWERS_RELAY):
+                raise TokenInvalid  # the client lost the right to relay answers
+            return signer, ids[0], ids[1], client
+    raise TokenInvalid
 
 
 def ack_token_read(token: str) -> AckTarget:
     """The memo, developer and delivery a token stands for; raises TokenInvalid/TokenExpired."""
-    signer = _signer()
-    try:
-        memo_id, developer_id = signer.unsign_object(token)
-        memo_id, developer_id = int(memo_id), int(developer_id)
-    except (signing.BadSignature, ValueError, TypeError) as exc:
-        raise TokenInvalid from exc
-    target = ack_target(memo_id=memo_id, developer_id=developer_id)
+    signer, memo_id, developer_id, client = _read(token)
+    target = ack_target(memo_id=memo_id, developer_id=developer_id, relayed_by=client)
     if target is None:
         raise TokenInvalid
     if target.developer.erased_at is not None:
@@ -130,18 +159,23 @@ def ack_token_read(token: str) -> AckTarget:
     return target
 
 
-def ack_target(*, memo_id: int, developer_id: int) -> AckTarget | None:
+# Deliveries the developer may have in their mailbox: a page for one never handed over (a
+# failed send, one still queued) is not shown, and takes no answer.
+_MAY_HAVE_ARRIVED = (*DELIVERY_HANDED_OVER, Delivery.Status.OUTCOME_UNKNOWN)
+
+
+def ack_target(*, memo_id: int, developer_id: int, relayed_by: ApiClient | None = None) -> AckTarget | None:
     """The memo as sent to the developer, or None if it never was."""
     # The latest email that went out (a reminder, say): "seconds since delivery" counts from it.
     delivery = (
         Delivery.objects.select_related("memo", "developer")
-        .filter(memo_id=memo_id, developer_id=developer_id)
+        .filter(memo_id=memo_id, developer_id=developer_id, status__in=_MAY_HAVE_ARRIVED)
         .order_by(F("sent_at").desc(nulls_last=True), "-id")
         .first()
     )
     if delivery is None:
         return None
-    return AckTarget(memo=delivery.memo, developer=delivery.developer, delivery=delivery)
+    return AckTarget(memo=delivery.memo, developer=delivery.developer, delivery=delivery, relayed_by=relayed_by)
 
 
 def answers_open(memo: Memo) -> bool:

@@ -24,7 +24,7 @@ from django.db import connection
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.answers import ack_url, console_url
 from memo_service.memos.compose.rendering import sent_memo, sent_text
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import (
@@ -180,12 +180,13 @@ def _state(row: NoticeRow) -> str:
     return "unanswered"
 
 
-def notice(row: NoticeRow) -> dict[str, Any]:
-    """One notice: the memo as sent to the developer, their answer so far, a fresh link."""
+def notice(row: NoticeRow, relay_by: int | None = None) -> dict[str, Any]:
+    """One notice: the memo as sent to the developer, their answer so far, and for a
+    client that may relay answers (`relay_by`, its id) a fresh link bound to it."""
     delivery = row.delivery
     memo = sent_memo(delivery.memo)
-    link = ack_url(memo.pk, delivery.developer.pk)
-    sent = sent_text(delivery, link, row.rendered_with, row.text_hash)
+    link = console_url(memo.pk, delivery.developer.pk, relay_by) if relay_by is not None else None
+    sent = sent_text(delivery, link or ack_url(memo.pk, delivery.developer.pk), row.rendered_with, row.text_hash)
     return {
         "memo": memo.slug,
         "memo_id": memo.pk,
@@ -208,19 +209,22 @@ def notice(row: NoticeRow) -> dict[str, Any]:
     }
 
 
-def developer_notices(*, external_id: str, state: str = "unanswered") -> list[dict[str, Any]] | None:
-    """The developer's notices, newest first; None when there is no such developer."""
+def developer_notices(
+    *, external_id: str, state: str = "unanswered", relay_by: int | None = None
+) -> list[dict[str, Any]] | None:
+    """The developer's notices, newest first; None when there is no such developer.
+    Links only for a client that may relay answers (`relay_by`)."""
     rows = notice_rows(external_id=external_id, state=state)
     if not rows and not Developer.objects.filter(external_id=external_id, erased_at__isnull=True).exists():
         return None
-    return [shown for row in rows if (shown := _shown(row)) is not None]
+    return [shown for row in rows if (shown := _shown(row, relay_by)) is not None]
 
 
-def _shown(row: NoticeRow) -> dict[str, Any] | None:
+def _shown(row: NoticeRow, relay_by: int | None) -> dict[str, Any] | None:
     """A notice, or None for a memo whose templates are not the approved ones: its page
     refuses it too (503), and the console shows the rest."""
     try:
-        return notice(row)
+        return notice(row, relay_by)
     except NotApproved as exc:
         log.error("notices: %s", exc)
         return None

@@ -44,6 +44,7 @@ from memo_service.memos.answer.answers import (
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.rendering import ShownText, is_inert_ack_token, sent_text
 from memo_service.memos.evidence.approved import NotApproved
+from memo_service.memos.models import Answer
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -203,6 +204,9 @@ def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse
             interacted=request.POST.get("interacted") == "1",
             ip_address=client_ip(request),
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            # A console's link answers as relayed by its client, never as the email's.
+            channel=Answer.Channel.CONSOLE if target.relayed_by else Answer.Channel.EMAIL_LINK,
+            api_client=target.relayed_by,
         )
     except AnswerInvalid as exc:
         return _memo_page(request, target, errors=exc.errors, status=400)
