@@ -77,3 +77,21 @@ def test_a_render_error_on_the_link_names_the_template_not_the_link(memo, develo
     assert failed.status == "failed" and failed.status_reason.startswith("template error")
     assert ack_url(memo.pk, developers["ru"].pk) not in failed.status_reason
     assert ack_token(memo.pk, developers["ru"].pk) not in failed.status_reason
+
+
+def test_a_render_error_names_the_line_and_none_of_the_developers_values(memo, developers, mailgun):
+    """The reason a sender and a Viewer read says where the template fails, not who the
+    developer is ("'dict object' has no attribute 'Olga Petrova'")."""
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    set_bodies(memo, "Hello\n{% if developer.name.startswith('O') %}{{ {}[developer.name] }}{% endif %}")
+    from tests.conftest import approve
+
+    approve(memo)
+    with pytest.raises(CommandError) as refused:
+        call_command("send_memo", memo.slug, stdout=io.StringIO())
+    message = str(refused.value)
+    assert "does not render for developer ru-1: line 2:" in message
+    assert "Olga" not in message and "[developer.name]" in message

@@ -41,8 +41,13 @@ from memo_service.memos.answer.answers import (
     memo_no_longer_applies,
     sent_text_of,
 )
-from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import ShownText, is_inert_ack_token, sent_text
+from memo_service.memos.compose.rendering import (
+    ShownText,
+    developer_context,
+    error_reason,
+    is_inert_ack_token,
+    sent_text,
+)
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import Answer
 
@@ -154,9 +159,8 @@ def _shown(target: AckTarget) -> ShownText | None:
             shown.text_hash if shown is not None else "",
         )
     except Exception as exc:  # noqa: BLE001  (this page only; the reason goes to the log, by ids)
-        log.error(
-            "memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk, sandbox.describe(exc)
-        )
+        reason = error_reason(exc, developer_context(target.developer))
+        log.error("memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk, reason)
         return None
 
 

@@ -264,6 +264,19 @@ class LinkAltered(jinja2.TemplateError):
     pass
 
 
+def error_reason(exc: BaseException, values: dict[str, Any]) -> str:
+    """A render error as a delivery's reason or a log line may say it: the template's
+    line and what went wrong, with none of the developer's values in it (a reason is
+    shown to Viewers; "'dict object' has no attribute 'Olga Petrova'" would name her),
+    and never a link (templates see only the placeholder)."""
+    text = sandbox.describe(exc)
+    for key, value in sorted(values.items(), key=lambda item: -len(str(item[1]))):
+        if isinstance(value, str) and len(value) > 1:
+            text = text.replace(value, f"[developer.{key}]")
+    line = sandbox.template_line(exc)
+    return f"line {line}: {text}" if line else text
+
+
 def inert_ack_url(memo_id: int | None, developer_id: int | None) -> str:
     """A developer's link as a template sees it, that the acknowledgement page refuses."""
     payload = signing.b64_encode(b"[%d,%d]" % (memo_id or 0, developer_id or 0)).decode()

@@ -23,7 +23,7 @@ from memo_service.developers.models import Developer
 from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose import rendering
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, Delivery, Memo
@@ -136,12 +136,13 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
     while page := list(audience.filter(id__gt=last_id)[: min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)]):
         last_id = page[-1].pk
         for developer in page:
+            values = rendering.developer_context(developer)
             try:
-                renderer.render(rendering.developer_context(developer), rendering.inert_ack_url(memo.pk, developer.pk))
+                renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
             except Exception as exc:  # the admin's template, reported with whom it failed for
                 raise DispatchRefused(
                     f"memo {memo.slug} does not render for developer {developer.external_id}: "
-                    f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"
+                    f"{rendering.error_reason(exc, values)}"
                 ) from None
         checked += len(page)
         if first and checked >= AUDIENCE_CHECK_LIMIT:

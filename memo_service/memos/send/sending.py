@@ -22,13 +22,13 @@ from urllib3.exceptions import NewConnectionError
 from memo_service.backends.base import capabilities, reports_acceptance
 from memo_service.db import in_ids
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.rendering import (
     MemoRenderer,
     Recipient,
     approved_renderer,
     developer_context,
     email_text_hash,
+    error_reason,
     memo_content_hash,
     stored_values,
 )
@@ -274,7 +274,7 @@ class BatchSender:
             language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk))
         except Exception as exc:  # the admin's template: recorded, never raised
             if delivery_claim(delivery_id=delivery.pk):
-                delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {sandbox.describe(exc)}")
+                delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {error_reason(exc, values)}")
             return None
         return Prepared(delivery, language, email, to, values)
 
