@@ -112,6 +112,8 @@ m = Memo.objects.create(title='Bench', slug='bench', subject='Access from {{{{ d
     html_body={HTML!r}, text_body={TEXT!r}, effective_date='2027-07-09', include_countries=['CN'], author=a)
 m.refresh_from_db()  # the effective date as the database gives it back (a date, not the string)
 memo_request_approval(memo=m, by=a); memo_approve(memo=m, by=b)
+from memo_service.memos.evidence.sequencer import evidence_seal
+evidence_seal(memo_id=m.pk)  # its approval record, chained as its sequencer would a second later
 """,
         env=env,
     )

@@ -977,3 +977,30 @@ def test_a_sequencer_task_does_not_wait_for_another_and_starts_again_later(memo,
     _from_another_connection(lambda: seal_task(memo.pk))  # the start it asked for
     assert not EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).exists()
     assert len(started) == 1
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_sequencer_running_while_a_handover_is_written_never_sees_it_untagged(memo, developers, monkeypatch):
+    """On PostgreSQL the database builds a handover's lines and the worker tags it after:
+    a sequencer in between must not find the record (nor refuse it as not written by
+    memo-service): both statements are one transaction."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one connection write at a time: no sequencer runs beside a writer there")
+    from memo_service.memos.evidence import append
+
+    mark_sent(memo)
+    delivery = Delivery.objects.create(
+        memo=memo, developer=developers["cn"], status="sending", country="CN", language="zh-hans"
+    )
+    tag = append.record_tag
+
+    def tag_while_a_sequencer_runs(**kwargs):
+        _from_another_connection(lambda: evidence_seal(memo_id=memo.pk))
+        return tag(**kwargs)
+
+    monkeypatch.setattr(append, "record_tag", tag_while_a_sequencer_runs)
+    hand_over([(delivery.pk, "a" * 64)])
+    monkeypatch.undo()
+    assert not EvidenceRecord.objects.filter(memo=memo, refused=True).exists()
+    evidence_seal(memo_id=memo.pk)
+    assert evidence_verify(memo).ok

@@ -150,7 +150,9 @@ def _handover_postgresql(delivery_ids: list[int], written_by: tuple[str, list[An
     else:
         rows, params = f"{written_by[0]} RETURNING {_HANDOVER_COLUMNS}", written_by[1]
     now = timezone.now()
-    with connection.cursor() as cursor:
+    # One transaction (the send's record runs in autocommit): a sequencer must never see
+    # the record before its tag, or it would refuse a genuine handover.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"WITH d AS ({rows}) "
             f"INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at, tag, refused) "
