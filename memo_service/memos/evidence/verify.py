@@ -186,8 +186,8 @@ def _heads_problem(published: list[dict[str, Any]] | None, walk: _Walk) -> str:
     return heads.heads_problem(public_keys(), published, walk.hashes.get, walk.records)
 
 
-def _where(record: dict[str, Any], seq_name: str = "record") -> str:
-    return f"{seq_name} {record.get('seq') or record.get('id')} ({record['kind']} {record['object_id']})"
+def _where(record: dict[str, Any]) -> str:
+    return f"record {record['seq']} ({record['kind']} {record['object_id']})"
 
 
 def _authentic(record: dict[str, Any], payload_json: str | None = None) -> bool | None:
