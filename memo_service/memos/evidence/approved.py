@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memo_service.memos.evidence.tags import tag_holds
+from memo_service.memos.evidence.tags import record_authentic
 from memo_service.memos.models import EvidenceRecord
 
 
@@ -27,15 +27,7 @@ def approval_record(memo_id: int) -> EvidenceRecord | None:
 def approval_problem(record: EvidenceRecord | None) -> str:
     if record is None:
         return "it has no approval record in its evidence"
-    authentic = tag_holds(
-        record.tag,
-        memo_id=record.memo_id,
-        kind=record.kind,
-        object_id=record.object_id,
-        payload=record.payload,
-        created_at=record.created_at,
-    )
-    if authentic is False:
+    if record_authentic(vars(record)) is False:
         return f"its approval record ({record.pk}) was not written by memo-service"
     return ""
 

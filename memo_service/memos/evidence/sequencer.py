@@ -24,7 +24,7 @@ from django.utils import timezone
 from memo_service.db import in_ids, row_lock
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
-from memo_service.memos.evidence.tags import tag_holds
+from memo_service.memos.evidence.tags import record_authentic
 from memo_service.memos.models import EvidenceCheckpoint, EvidenceRecord, Memo
 from memo_service.memos.outbound import webhooks_enqueue
 
@@ -53,7 +53,7 @@ def evidence_seal(*, memo_id: int, batch: int = SEAL_BATCH, wait: bool = True) -
             return total
 
 
-PendingRecord = tuple[int, str, int, Any, Any, str]  # (id, kind, object_id, payload, created_at, tag)
+PendingRecord = dict[str, Any]  # id, memo_id, kind, object_id, payload, created_at, tag
 
 
 def _seal_step(memo_id: int, batch: int, wait: bool = True) -> tuple[int, bool] | None:
@@ -76,18 +76,10 @@ def _seal_step(memo_id: int, batch: int, wait: bool = True) -> tuple[int, bool] 
         if not pending:
             return 0, False
         updates, refused = [], []
-        for record_id, kind, object_id, payload, created_at, tag in pending:
+        for record in pending:
+            record_id, kind, object_id, payload = record["id"], record["kind"], record["object_id"], record["payload"]
             payload_json = canonical(payload)  # once, for the tag and the hash
-            authentic = tag_holds(
-                tag,
-                memo_id=memo_id,
-                kind=kind,
-                object_id=object_id,
-                payload=payload,
-                created_at=created_at,
-                payload_json=payload_json,
-            )
-            if not authentic:
+            if not record_authentic(record, payload_json):
                 refused.append(record_id)
                 continue
             seq += 1
@@ -134,8 +126,8 @@ def _pending(memo_id: int, batch: int) -> tuple[list[PendingRecord], bool]:
         if weight >= batch:
             break
     records = EvidenceRecord.objects.filter(id__in=in_ids(taken)).order_by("id")
-    fields = ("id", "kind", "object_id", "payload", "created_at", "tag")
-    return list(records.values_list(*fields)), weight >= batch
+    fields = ("id", "memo_id", "kind", "object_id", "payload", "created_at", "tag")
+    return list(records.values(*fields)), weight >= batch
 
 
 def _chain(updates: list[tuple[int, int, str, str]]) -> None:

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -102,3 +103,16 @@ def tag_holds(
         payload_json=payload_json,
     )
     return hmac.compare_digest(tag, expected)
+
+
+def record_authentic(record: Mapping[str, Any], payload_json: str | None = None) -> bool | None:
+    """tag_holds for a record as read (memo_id, kind, object_id, payload, created_at, tag)."""
+    return tag_holds(
+        record["tag"],
+        memo_id=record["memo_id"],
+        kind=record["kind"],
+        object_id=record["object_id"],
+        payload=record["payload"],
+        created_at=record["created_at"],
+        payload_json=payload_json,
+    )

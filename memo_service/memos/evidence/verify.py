@@ -37,7 +37,7 @@ from memo_service.memos.evidence.payloads import (
     record_size,
 )
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_keys
-from memo_service.memos.evidence.tags import tag_holds
+from memo_service.memos.evidence.tags import record_authentic
 from memo_service.memos.models import (
     Answer,
     Delivery,
@@ -190,18 +190,6 @@ def _where(record: dict[str, Any]) -> str:
     return f"record {record['seq']} ({record['kind']} {record['object_id']})"
 
 
-def _authentic(record: dict[str, Any], payload_json: str | None = None) -> bool | None:
-    return tag_holds(
-        record["tag"],
-        memo_id=record["memo_id"],
-        kind=record["kind"],
-        object_id=record["object_id"],
-        payload=record["payload"],
-        created_at=record["created_at"],
-        payload_json=payload_json,
-    )
-
-
 def _forged_pending(memo: Memo) -> str:
     """A pending or refused record whose tag does not hold: someone else wrote it."""
     queue = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True).order_by("id")
@@ -210,7 +198,7 @@ def _forged_pending(memo: Memo) -> str:
     while page := list(queue.filter(id__gt=last_id).values(*fields)[:SMALL_PAGE]):
         last_id = page[-1]["id"]
         for record in page:
-            if not _authentic(record):
+            if not record_authentic(record):
                 return f"pending record {record['id']} ({record['kind']} {record['object_id']}): not written by memo-service"
     return ""
 
@@ -278,7 +266,7 @@ class _Walk:
             return f"{where}: its hash does not match its content (the record was altered)"
         if earlier_form(kind, payload):
             return f"{where}: written in an earlier form of the evidence that this version does not trust"
-        if _authentic(record, payload_json) is False:
+        if record_authentic(record, payload_json) is False:
             return f"{where}: not written by memo-service (its tag does not hold)"
         if problem := self.proves(where, record, live, handed):
             return problem
