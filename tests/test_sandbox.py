@@ -101,7 +101,7 @@ def test_a_cpu_burning_template_fails_one_delivery_and_the_worker_sends_the_rest
     statuses = dict(Delivery.objects.values_list("developer__external_id", "status"))
     assert statuses == {"victim-1": "failed", "cn-1": "sent"}
     error = Delivery.objects.get(developer__external_id="victim-1").status_reason
-    assert error.startswith("template error: not allowed:") and ("operations" in error or "too long" in error)
+    assert error.startswith("template error: line 1: not allowed:") and ("operations" in error or "too long" in error)
 
 
 # Each builds a gigabyte or more, for the victim only, in a way Jinja's sandbox alone lets through.

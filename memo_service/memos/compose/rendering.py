@@ -264,14 +264,19 @@ class LinkAltered(jinja2.TemplateError):
     pass
 
 
+# What of a developer's values names them (country and language do not).
+PERSONAL_KEYS = ("name", "organization", "email", "external_id")
+
+
 def error_reason(exc: BaseException, values: dict[str, Any]) -> str:
     """A render error as a delivery's reason or a log line may say it: the template's
     line and what went wrong, with none of the developer's values in it (a reason is
     shown to Viewers; "'dict object' has no attribute 'Olga Petrova'" would name her),
     and never a link (templates see only the placeholder)."""
     text = sandbox.describe(exc)
-    for key, value in sorted(values.items(), key=lambda item: -len(str(item[1]))):
-        if isinstance(value, str) and len(value) > 1:
+    personal = [(key, values.get(key)) for key in PERSONAL_KEYS]
+    for key, value in sorted(personal, key=lambda item: -len(str(item[1]))):
+        if isinstance(value, str) and len(value) >= 3:  # shorter, it would eat words, not name anyone
             text = text.replace(value, f"[developer.{key}]")
     line = sandbox.template_line(exc)
     return f"line {line}: {text}" if line else text
