@@ -125,18 +125,19 @@ class AckTarget:
 
 def _read(token: str) -> tuple[signing.TimestampSigner, int, int, ApiClient | None]:
     """(signer, memo id, developer id, relaying client) of an email's or a console's link."""
-    for signer in (_signer(), _console_signer()):
+    for signer, size in ((_signer(), 2), (_console_signer(), 3)):
         try:
             ids = [int(i) for i in signer.unsign_object(token)]
         except (signing.BadSignature, ValueError, TypeError):
             continue
-        if signer is _signer() and len(ids) == 2:
+        if len(ids) != size:
+            raise TokenInvalid
+        if size == 2:
             return signer, ids[0], ids[1], None
-        if len(ids) == 3:
-            client = ApiClient.objects.filter(pk=ids[2], is_active=True).first()
-            if client is None or not client.has_scope(Scope.ANSWERS_RELAY):
-                raise TokenInvalid  # the client lost the right to relay answers
-            return signer, ids[0], ids[1], client
+        client = ApiClient.objects.filter(pk=ids[2], is_active=True).first()
+        if client is None or not client.has_scope(Scope.ANSWERS_RELAY):
+            raise TokenInvalid  # the client lost the right to relay answers
+        return signer, ids[0], ids[1], client
     raise TokenInvalid
 
 
