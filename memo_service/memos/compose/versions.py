@@ -298,6 +298,18 @@ def _field_values(name: str, audience: QuerySet[Developer]) -> tuple[list[Any], 
     return values, ""
 
 
+def _printed_forms(name: str, developer: dict[str, Any]) -> set[str]:
+    """How a developer's value of `name` may stand in a text, to take it out before texts
+    are compared (a language code is left: two letters that stand in words too)."""
+    if name == "language":
+        return set()
+    value = str(developer[name])
+    forms = {value, str(escape(value))}
+    if name == "country":
+        forms |= {developer["country_name"], str(escape(developer["country_name"]))}
+    return {form for form in forms if form}
+
+
 def _render_versions(
     memo: Memo,
     template: Any,
@@ -310,20 +322,19 @@ def _render_versions(
     field's values (the rest the sample developer's), each text with the value itself
     taken out (printing a name is not a version), grouped."""
     values, note = _field_values(name, audience)
+    base = memo_context(memo, SAMPLE_DEVELOPER, link_placeholder(), language)  # the dates, formatted once
     versions: dict[str, list[Any]] = {}
     for n, value in enumerate(values):
         if time.monotonic() > deadline:
             note = f"rendered for {n:,} of its values before the time allowed ran out"
             break
         developer = developer_in_language({**SAMPLE_DEVELOPER, "language": language, name: str(value)}, language)
-        context = memo_context(memo, developer, link_placeholder(), language)
         try:
-            text = sandbox.render_limited(template, context)
+            text = sandbox.render_limited(template, {**base, "developer": developer})
         except Exception as exc:  # a failing render is a version too: the developer gets no email
             text = f"fails: {sandbox.describe(exc)}"
-        for shown in {str(developer[name]), str(escape(developer[name])), developer.get("country_name", "")}:
-            if shown and name in ("country", "name", "organization", "email", "external_id"):
-                text = text.replace(shown, "\x00")
+        for shown in _printed_forms(name, developer):
+            text = text.replace(shown, "\x00")
         versions.setdefault(text, []).append(value)
     branches = []
     for n, (_, with_values) in enumerate(sorted(versions.items(), key=lambda item: str(item[1][0])), start=1):

@@ -49,20 +49,21 @@ def content_differences(approved: Any, current: dict[str, Any]) -> list[str]:
     return differ
 
 
-def memo_not_approved(memo_id: int, content: dict[str, Any], content_hash: str) -> str:
-    """Why the memo's current content (`content`, and the hash on its row) may not be
-    rendered as approved, or "" when it may."""
-    record = approval_record(memo_id)
-    if problem := approval_problem(record):
-        return problem
-    assert record is not None  # approval_problem says so otherwise
-    if differ := content_differences(record.payload.get("content"), content):
-        return f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''} from the approved text"
-    if record.payload.get("content_hash") != content_hash:
-        return "its content hash is not the one approved"
+def content_mismatch(approved: Any, content: dict[str, Any], content_hash: str) -> str:
+    """How the memo's content (rendering.memo_content, and the hash on its row) differs
+    from an approval record's payload, or "" when it does not."""
+    approved = approved if isinstance(approved, dict) else {}
+    if differ := content_differences(approved.get("content"), content):
+        return f"the memo's {', '.join(differ)} differ from the text approved"
+    if approved.get("content_hash") != content_hash:
+        return "the memo's content hash is not the one approved"
     return ""
 
 
 def approved_or_raise(memo_id: int, content: dict[str, Any], content_hash: str) -> None:
-    if problem := memo_not_approved(memo_id, content, content_hash):
+    """Raise NotApproved unless the memo's content is what its newest approval record,
+    written by memo-service, holds."""
+    record = approval_record(memo_id)
+    problem = approval_problem(record) or content_mismatch(record.payload if record else None, content, content_hash)
+    if problem:
         raise NotApproved(f"memo {memo_id}: {problem}")

@@ -84,7 +84,8 @@ class HashesAt:
     (and how many there were): an export's chain is read once."""
 
     def __init__(self, records: Iterable[dict[str, Any]], seqs: Iterable[int]) -> None:
-        self.records, self.wanted, self.hashes, self.length = records, set(seqs), {}, 0
+        self.records, self.wanted, self.length = records, set(seqs), 0
+        self.hashes: dict[int, str | None] = {}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for record in self.records:
@@ -92,5 +93,3 @@ class HashesAt:
             if record.get("seq") in self.wanted:
                 self.hashes[record["seq"]] = record.get("hash")
             yield record
-
-    hashes: dict[int, str | None]

@@ -24,7 +24,7 @@ from django.conf import settings
 from memo_service.db import snapshot
 from memo_service.memos.compose.rendering import memo_content
 from memo_service.memos.evidence import checkpoints, heads
-from memo_service.memos.evidence.approved import content_differences
+from memo_service.memos.evidence.approved import content_mismatch
 from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
 from memo_service.memos.evidence.payloads import (
     Entries,
@@ -212,14 +212,9 @@ def _approval_problem(memo: Memo, approval: dict[str, Any] | None) -> str:
         if told and not pending.exists():
             return f"memo {memo.slug} is {memo.status} but its chain holds no approval record (its evidence is gone)"
         return ""
-    payload = approval["payload"]
     current = memo_content(Memo.objects.prefetch_related("translations").get(pk=memo.pk))
-    if differ := content_differences(payload.get("content"), current):
-        return (
-            f"{_where(approval)}: the memo's {', '.join(differ)} differ from the text approved (altered after approval)"
-        )
-    if memo.content_hash != payload.get("content_hash"):
-        return f"{_where(approval)}: the memo's content hash is not the one approved (altered after approval)"
+    if mismatch := content_mismatch(approval["payload"], current, memo.content_hash):
+        return f"{_where(approval)}: {mismatch} (altered after approval)"
     return ""
 
 
