@@ -357,6 +357,12 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# --- developers ----------------------------------------------------------------------
+# A MaxMind GeoIP2/GeoLite2 Country or DB-IP Country Lite .mmdb file that resolves the
+# addresses of traffic feeds (developers/geo.py); unset: iptocc's registry data, which
+# ships inside the package and gives the country an address is registered to.
+GEOIP_DATABASE = env.str("GEOIP_DATABASE", default="")
+
 # --- memos ---------------------------------------------------------------------------
 # Emails per second to the provider, shared by all workers (memos/send/throttle.py); 0: none.
 SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)

@@ -2,7 +2,7 @@
 
 Deliveries, acknowledgements and the memo's content hash stay, tied to the developer's
 row and external_id, so what was sent and acknowledged can still be proven; the email,
-name, organisation, its contact and attributes go, also from the provider events and
+name, organisation, its contact, attributes and observed traffic go, also from the provider events and
 error texts stored for them. An erased developer is in no audience and gets no
 reminder, and an import never brings their data back. The evidence chain keeps what an
 answer recorded (time, IP, user agent, comment): that is the evidence itself.
@@ -14,7 +14,7 @@ from django.db import transaction
 from django.dispatch import Signal
 from django.utils import timezone
 
-from memo_service.developers.models import Developer
+from memo_service.developers.models import Developer, TrafficObservation
 
 ERASED_DOMAIN = "erased.invalid"  # .invalid never resolves: nothing can be sent there
 
@@ -42,5 +42,6 @@ def developer_erase(*, developer: Developer) -> Developer:
         developer.save(
             update_fields=["email", "name", "organization", "org_contact_email", "attributes", "is_active", "erased_at"]
         )
+        TrafficObservation.objects.filter(developer=developer).delete()  # where their API calls came from
         developer_erased.send(sender=Developer, developer=developer, secrets=old)
     return developer

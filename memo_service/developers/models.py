@@ -61,3 +61,27 @@ class Region(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TrafficObservation(models.Model):
+    """One day's API requests of one developer from one country, as one feed (`source`)
+    reported them: a rollup, never an IP address. The geolocation database that resolved
+    the feed's addresses is kept on each row it produced (blank where the feed gave the
+    country itself)."""
+
+    developer = models.ForeignKey(Developer, on_delete=models.CASCADE, related_name="+")
+    country = models.CharField(max_length=2)
+    day = models.DateField()
+    requests = models.PositiveBigIntegerField()
+    source = models.CharField(max_length=50)
+    geo_database = models.CharField(max_length=100, blank=True, help_text="e.g. “iptocc 3.3.170”.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["developer", "country", "day", "source"], name="one_traffic_rollup")
+        ]
+        # The audience rule reads by country and day, summing each developer's requests.
+        indexes = [models.Index(fields=["country", "day", "developer", "requests"], name="traffic_by_country_day")]
+
+    def __str__(self) -> str:
+        return f"{self.developer_id} {self.country} {self.day}: {self.requests}"

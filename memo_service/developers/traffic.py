@@ -1,0 +1,269 @@
+"""Observed API traffic in: each line cleaned, summed into a daily rollup per developer,
+country, day and source, and written in one transaction.
+
+A feed's lines are either already resolved (`country`, as a CDN's logs carry it) or an
+address (`ip`, resolved by developers/geo.py); `requests` defaults to 1, so a raw access
+log's lines are counted. Re-importing a day of a source replaces that day's rollups of
+that source for the developers it names: an import is idempotent. Lines go through a
+temporary table in chunks, so memory stays flat however long the feed is; nothing
+reaches the rollups until the whole feed was read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django_countries import countries
+
+from memo_service.db import statistics_refresh
+from memo_service.developers.geo import geo_database
+from memo_service.developers.importing import RowError
+from memo_service.developers.models import Developer, TrafficObservation
+from memo_service.developers.traffic_file import read_traffic
+
+# Lines cleaned, looked up and staged at a time: one query for their accounts, one
+# insert; small enough that a chunk's rows take a few MB.
+CHUNK_LINES = 20_000
+# A feed of a million bad lines must not hold a million messages: the first are listed,
+# the rest counted.
+MAX_ERRORS_LISTED = 1_000
+SOURCE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,50}$")
+STAGING = "traffic_staging"
+
+# (line, external_id, country, day, requests, geo database)
+Clean = tuple[int, str, str, dt.date, int, str]
+
+
+@dataclass
+class TrafficReport:
+    lines: int = 0
+    rollups: int = 0  # (developer, country, day) rows written
+    errors: list[RowError] = field(default_factory=list)
+    invalid: int = 0  # lines refused, listed or not
+    applied: bool = False
+
+    def refuse(self, line: int, external_id: str, reason: str) -> None:
+        self.invalid += 1
+        if len(self.errors) < MAX_ERRORS_LISTED:
+            self.errors.append(RowError(line, external_id, reason))
+
+
+def _day(raw: dict[str, Any], today: dt.date) -> dt.date:
+    if day_text := str(raw.get("day") or "").strip():
+        try:
+            day = dt.date.fromisoformat(day_text)
+        except ValueError:
+            raise ValueError(f"day {day_text[:40]!r} is not a date (YYYY-MM-DD)") from None
+    elif stamp := str(raw.get("timestamp") or "").strip():
+        day = _timestamp_day(stamp)
+    else:
+        raise ValueError("a day or a timestamp is required")
+    if day > today:
+        raise ValueError(f"day {day} is in the future")
+    return day
+
+
+def _timestamp_day(stamp: str) -> dt.date:
+    """The UTC day of an ISO 8601 time (no offset: UTC) or of Unix seconds."""
+    try:
+        if re.fullmatch(r"\d{9,10}(\.\d+)?", stamp):
+            return dt.datetime.fromtimestamp(float(stamp), dt.UTC).date()
+        moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except (ValueError, OverflowError):
+        raise ValueError(f"timestamp {stamp[:40]!r} is not an ISO 8601 time or Unix seconds") from None
+    return moment.astimezone(dt.UTC).date() if moment.tzinfo else moment.date()
+
+
+def _requests(raw: dict[str, Any]) -> int:
+    value = raw.get("requests")
+    if value is None or value == "":
+        return 1  # a raw access log's line is one request
+    if isinstance(value, bool) or not re.fullmatch(r"-?\d{1,18}", str(value).strip()):
+        raise ValueError(f"requests {str(value)[:40]!r} is not a whole number")
+    count = int(str(value).strip())
+    if count < 0:
+        raise ValueError(f"requests {count} is negative")
+    return count
+
+
+def _country(raw: dict[str, Any]) -> tuple[str, str]:
+    """(country code, the geolocation database that resolved it, or "")."""
+    code = str(raw.get("country") or "").strip().upper()
+    ip = str(raw.get("ip") or "").strip()
+    if code:
+        if len(code) != 2 or code not in countries:
+            raise ValueError(f"country {code[:40]!r} is not an ISO 3166 alpha-2 code")
+        return code, ""
+    if ip:
+        database = geo_database()
+        return database.country(ip), database.name
+    raise ValueError("a country or an ip is required")
+
+
+def traffic_clean(raw: dict[str, Any], *, today: dt.date) -> tuple[str, str, dt.date, int, str]:
+    """(external_id, country, day, requests, geo database) of one line; ValueError with
+    every reason it is refused."""
+    reasons: list[str] = []
+    external_id = str(raw.get("external_id") or "").strip()
+    if not external_id:
+        reasons.append("external_id is required")
+    values: list[Any] = []
+    for clean in (_country, lambda r: (_day(r, today),), lambda r: (_requests(r),)):
+        try:
+            values.extend(clean(raw))
+        except ValueError as exc:
+            reasons.append(str(exc))
+    if reasons:
+        raise ValueError("; ".join(reasons))
+    code, geo, day, count = values
+    return external_id, code, day, count, geo
+
+
+def traffic_import(
+    *,
+    stream: IO[bytes],
+    source: str,
+    all_or_nothing: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> TrafficReport:
+    """Sum a feed's lines into rollups of `source`. Bad lines are refused with their
+    number and reason and the rest go in; with all_or_nothing one bad line keeps them
+    all out. Raises ImportFileError when the file as a whole cannot be read."""
+    _source_checked(source)
+    report = TrafficReport()
+    lines = read_traffic(stream)
+    today = timezone.now().date()
+
+    def cleaned() -> Iterator[Clean]:
+        for number, raw in lines:
+            report.lines += 1
+            if progress:
+                progress(report.lines)
+            if isinstance(raw, str):
+                report.refuse(number, "", raw)
+                continue
+            try:
+                yield (number, *traffic_clean(raw, today=today))
+            except ValueError as exc:
+                report.refuse(number, str(raw.get("external_id") or "")[:100], str(exc))
+
+    _import(cleaned(), source, report, all_or_nothing)
+    report.errors.sort(key=lambda e: e.line)  # accounts are looked up a chunk after the lines are read
+    return report
+
+
+def traffic_sync(items: list[dict[str, Any]]) -> TrafficReport:
+    """The bulk API's observations: bad items refused by index, the rest summed in."""
+    report = TrafficReport()
+    today = timezone.now().date()
+    by_source: dict[str, list[Clean]] = {}
+    for index, raw in enumerate(items):
+        report.lines += 1
+        source = str(raw.get("source") or "api")
+        try:
+            _source_checked(source)
+            by_source.setdefault(source, []).append((index, *traffic_clean(raw, today=today)))
+        except ValueError as exc:
+            report.refuse(index, str(raw.get("external_id") or "")[:100], str(exc))
+    with transaction.atomic():
+        for source, rows in by_source.items():
+            _import(iter(rows), source, report, all_or_nothing=False)
+    return report
+
+
+def _source_checked(source: str) -> None:
+    if not SOURCE_RE.fullmatch(source):
+        raise ValueError(f"source {source[:60]!r}: 1 to 50 letters, digits and _ . : -")
+
+
+def _import(rows: Iterator[Clean], source: str, report: TrafficReport, all_or_nothing: bool) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {STAGING}")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {STAGING} (developer_id bigint, country varchar(2), day date,"
+            " requests bigint, geo_database varchar(100))"
+        )
+        try:
+            while chunk := _take(rows, CHUNK_LINES):
+                _stage(cursor, _known(chunk, report))
+            if report.invalid and all_or_nothing:
+                return
+            with transaction.atomic():
+                report.rollups += _merge(cursor, source)
+            report.applied = True
+        finally:
+            cursor.execute(f"DROP TABLE IF EXISTS {STAGING}")
+    statistics_refresh(TrafficObservation)
+
+
+def _take(rows: Iterator[Clean], n: int) -> list[Clean]:
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= n:
+            break
+    return chunk
+
+
+def _known(chunk: list[Clean], report: TrafficReport) -> Iterable[tuple[int, str, dt.date, int, str]]:
+    """The chunk's lines summed by (developer, country, day), refusing those of accounts
+    that do not exist or were erased."""
+    wanted = {row[1] for row in chunk}
+    ids: dict[str, int] = {}
+    erased: set[str] = set()
+    listed = list(wanted)
+    for start in range(0, len(listed), 5_000):  # SQLite takes at most 32,766 parameters
+        for external_id, pk, erased_at in Developer.objects.filter(
+            external_id__in=listed[start : start + 5_000]
+        ).values_list("external_id", "pk", "erased_at"):
+            if erased_at:
+                erased.add(external_id)
+            else:
+                ids[external_id] = pk
+    summed: dict[tuple[int, str, dt.date], list[Any]] = {}
+    for line, external_id, code, day, count, geo in chunk:
+        pk = ids.get(external_id)
+        if pk is None:
+            why = "the developer was erased" if external_id in erased else "no developer has this external_id"
+            report.refuse(line, external_id, why)
+            continue
+        key = (pk, code, day)
+        if key in summed:
+            summed[key][0] += count
+        else:
+            summed[key] = [count, geo]
+    return ((pk, code, day, count, geo) for (pk, code, day), (count, geo) in summed.items())
+
+
+def _stage(cursor: Any, rows: Iterable[tuple[int, str, dt.date, int, str]]) -> None:
+    if connection.vendor == "postgresql":
+        with cursor.copy(f"COPY {STAGING} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        cursor.executemany(f"INSERT INTO {STAGING} VALUES (%s, %s, %s, %s, %s)", list(rows))
+
+
+def _merge(cursor: Any, source: str) -> int:
+    """Replace the rollups of `source` for each (developer, day) the feed names by the
+    feed's sums; the number of rollups written."""
+    table = TrafficObservation._meta.db_table
+    cursor.execute(f"CREATE INDEX {STAGING}_key ON {STAGING} (developer_id, day)")
+    cursor.execute(
+        f"DELETE FROM {table} WHERE source = %(source)s AND EXISTS ("
+        f" SELECT 1 FROM {STAGING} s WHERE s.developer_id = {table}.developer_id AND s.day = {table}.day)",
+        {"source": source},
+    )
+    cursor.execute(
+        f"INSERT INTO {table} (developer_id, country, day, source, requests, geo_database)"
+        f" SELECT developer_id, country, day, %(source)s, SUM(requests), MAX(geo_database)"
+        f" FROM {STAGING} GROUP BY developer_id, country, day",
+        {"source": source},
+    )
+    return int(cursor.rowcount)
