@@ -143,7 +143,7 @@ def test_the_audience_count_follows_rules_not_saved_yet(admin_client, memo, deve
     saved = admin_client.get(url).json()
     assert saved["total"] == 2
     live = admin_client.get(url, {"rules": "1", "include_countries": ["US", "CN"], "active_only": "on"}).json()
-    assert live["total"] == 2 and {c for c, _, _ in live["by_country"]} == {"US", "CN"}
+    assert live["total"] == 2 and {row[0] for row in live["by_country"]} == {"US", "CN"}
     bad = admin_client.get(url, {"rules": "1", "attribute_filters": '{"plan__contains": "x"}'})
     assert bad.status_code == 400
 
@@ -152,7 +152,7 @@ def test_a_new_memo_counts_its_audience_before_its_first_save(admin_client, memo
     region = memo.include_regions.get()
     url = reverse("admin:memos_memo_audience_rules")
     live = admin_client.get(url, {"rules": "1", "include_regions": [region.pk], "exclude_countries": ["RU"]}).json()
-    assert live["total"] == 1 and [c for c, _, _ in live["by_country"]] == ["CN"]
+    assert live["total"] == 1 and [row[0] for row in live["by_country"]] == ["CN"]
     assert admin_client.get(url).json()["total"] == 0  # no rules, nobody
     page = admin_client.get(reverse("admin:memos_memo_add")).content.decode()
     assert f'data-url="{url}"' in page

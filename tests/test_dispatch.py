@@ -113,7 +113,7 @@ def test_excluded_countries_win_over_regions(memo):
     memo.save()
     from memo_service.memos.audience import audience_counts
 
-    assert audience_counts(memo) == (1, [("CN", "China", 1)])
+    assert audience_counts(memo) == (1, [("CN", "China", 1, 1, 0)])
 
 
 def test_a_template_that_fails_for_one_developers_data_is_refused_before_sending(memo, developers):

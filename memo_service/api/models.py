@@ -8,6 +8,7 @@ class Scope(models.TextChoices):
     SYNC = "sync", "account sync: developers, memo funnels and answers"
     NOTICES_READ = "notices:read", "read a developer's notices"
     ANSWERS_RELAY = "answers:relay", "relay a developer's answers from the console"
+    TRAFFIC_WRITE = "traffic:write", "send observed API traffic (daily rollups per country)"
 
 
 def default_scopes() -> list[str]:

@@ -24,6 +24,7 @@ from memo_service.api.models import ApiClient, Scope, token_digest
 from memo_service.developers.deactivation import developer_deactivate
 from memo_service.developers.importing import developers_sync
 from memo_service.developers.models import Developer
+from memo_service.developers.traffic import traffic_sync
 from memo_service.memos.answer.answers import (
     AnswerInvalid,
     ContentHashMismatch,
@@ -37,6 +38,9 @@ from memo_service.memos.models import MEMO_SHOWN, Answer, Memo
 from memo_service.memos.report.reports import memo_funnel
 
 MAX_BULK = 1_000  # per request: a request stays well under any proxy's timeout
+# Rollups are five small fields, summed by one statement: ten times as many still take
+# well under a second.
+MAX_TRAFFIC_BULK = 10_000
 
 
 class ClientToken(HttpBearer):
@@ -248,6 +252,56 @@ def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
         "created": report.created,
         "updated": report.updated,
         "unchanged": report.unchanged,
+        "errors": [{"index": e.line, "external_id": e.external_id, "error": e.reason} for e in report.errors],
+    }
+
+
+class TrafficIn(Schema):
+    model_config = ConfigDict(strict=True)
+
+    external_id: str = Field(..., min_length=1, max_length=100)
+    day: str = Field(..., max_length=10, description="YYYY-MM-DD, not in the future")
+    country: str | None = Field(None, max_length=2, description="ISO alpha-2, already resolved")
+    ip: str | None = Field(None, max_length=45, description="resolved here when no country is given")
+    requests: int = Field(1, ge=0, strict=False, description="requests that day from that country")
+    source: str = Field("api", max_length=50, description="which feed; a day of a source is replaced when sent again")
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _json_number(cls, value: Any) -> Any:
+        # JSON has one number type: 12.0 is the integer 12, "12" is not a number.
+        if isinstance(value, (str, bool)):
+            raise ValueError("requests is a JSON number")
+        return value
+
+
+class TrafficBulkIn(Schema):
+    observations: list[TrafficIn] = Field(..., max_length=MAX_TRAFFIC_BULK)
+
+
+class TrafficBulkOut(Schema):
+    accepted: int
+    rollups: int
+    errors: list[ItemError]
+
+
+@api.post(
+    "/traffic/bulk",
+    auth=ClientToken(Scope.TRAFFIC_WRITE),
+    response={200: TrafficBulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem},
+    summary="Observed API traffic: up to 10,000 daily rollups per developer and country",
+    description=(
+        "Each observation is a developer's requests from one country (or one IP address, resolved "
+        "here) on one day. Observations of the same developer, country, day and source are summed; "
+        "sending a day of a source again replaces that day's counts. Bad items are listed by index; "
+        "the rest are written."
+    ),
+)
+def traffic_bulk(request: HttpRequest, payload: TrafficBulkIn) -> dict[str, Any]:
+    report = traffic_sync([item.dict() for item in payload.observations])
+    return {
+        "accepted": report.lines - report.invalid,
+        "rollups": report.rollups,
         "errors": [{"index": e.line, "external_id": e.external_id, "error": e.reason} for e in report.errors],
     }
 

@@ -61,8 +61,9 @@ def _mmdb(path: str) -> GeoDatabase:
             return None
         for key in ("country", "registered_country"):  # GeoIP2 and DB-IP name it "country"
             place = record.get(key)
-            if isinstance(place, dict) and isinstance(place.get("iso_code"), str):
-                return place["iso_code"]
+            code = place.get("iso_code") if isinstance(place, dict) else None
+            if isinstance(code, str):
+                return code
         return None
 
     return GeoDatabase(f"{meta.database_type} {built.isoformat()}", lookup)

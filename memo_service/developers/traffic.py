@@ -47,10 +47,11 @@ class TrafficReport:
     errors: list[RowError] = field(default_factory=list)
     invalid: int = 0  # lines refused, listed or not
     applied: bool = False
+    listed_max: int = MAX_ERRORS_LISTED
 
     def refuse(self, line: int, external_id: str, reason: str) -> None:
         self.invalid += 1
-        if len(self.errors) < MAX_ERRORS_LISTED:
+        if len(self.errors) < self.listed_max:
             self.errors.append(RowError(line, external_id, reason))
 
 
@@ -159,8 +160,9 @@ def traffic_import(
 
 
 def traffic_sync(items: list[dict[str, Any]]) -> TrafficReport:
-    """The bulk API's observations: bad items refused by index, the rest summed in."""
-    report = TrafficReport()
+    """The bulk API's observations: bad items refused by index (every one), the rest
+    summed in."""
+    report = TrafficReport(listed_max=len(items))
     today = timezone.now().date()
     by_source: dict[str, list[Clean]] = {}
     for index, raw in enumerate(items):
@@ -174,6 +176,7 @@ def traffic_sync(items: list[dict[str, Any]]) -> TrafficReport:
     with transaction.atomic():
         for source, rows in by_source.items():
             _import(iter(rows), source, report, all_or_nothing=False)
+    report.errors.sort(key=lambda e: e.line)
     return report
 
 
@@ -228,12 +231,11 @@ def _known(chunk: list[Clean], report: TrafficReport) -> Iterable[tuple[int, str
                 ids[external_id] = pk
     summed: dict[tuple[int, str, dt.date], list[Any]] = {}
     for line, external_id, code, day, count, geo in chunk:
-        pk = ids.get(external_id)
-        if pk is None:
+        if (developer_id := ids.get(external_id)) is None:
             why = "the developer was erased" if external_id in erased else "no developer has this external_id"
             report.refuse(line, external_id, why)
             continue
-        key = (pk, code, day)
+        key = (developer_id, code, day)
         if key in summed:
             summed[key][0] += count
         else:

@@ -9,7 +9,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any, cast
 
 from memo_service.developers.importing.csvfile import MAX_HEADER_CHARS, ImportFileError
 
@@ -21,7 +21,7 @@ Line = tuple[int, dict[str, str] | str]  # (line number, the line's fields, or w
 
 
 def _text(stream: IO[bytes]) -> io.TextIOWrapper:
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(cast(Any, stream))
     if buffered.peek(2)[:2] == GZIP_MAGIC:
         return io.TextIOWrapper(gzip.GzipFile(fileobj=buffered), encoding="utf-8-sig", newline="")
     return io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")

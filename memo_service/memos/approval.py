@@ -14,7 +14,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.db import statistics_refresh
-from memo_service.memos.audience import audience_reasons, memo_audience
+from memo_service.memos.audience import (
+    audience_reasons,
+    inclusion_reason,
+    memo_audience,
+    traffic_codes,
+    traffic_facts,
+    traffic_window,
+)
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
 from memo_service.memos.compose.versions import versions_problem
@@ -53,12 +60,22 @@ def _renders(memo: Memo) -> None:
 
 
 def audience_rules(memo: Memo) -> dict[str, Any]:
-    return {
+    rules = {
         "countries": sorted(audience_reasons(memo)),
         "active_only": memo.active_only,
         "active_since": str(memo.active_since or ""),
         "attribute_filters": memo.attribute_filters or {},
     }
+    if memo.audience_basis != Memo.Basis.ACCOUNT:
+        first, last = traffic_window(memo)
+        rules |= {
+            "basis": memo.audience_basis,
+            "traffic_countries": traffic_codes(memo),
+            "traffic_min_requests": memo.traffic_min_requests,
+            "traffic_from": first.isoformat(),
+            "traffic_until": last.isoformat(),  # the window stays here: audience.traffic_window
+        }
+    return rules
 
 
 def memo_request_approval(*, memo: Memo, by: Any) -> None:
@@ -95,7 +112,7 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
             object_id=memo.pk,
             payload=approval_payload(approved, content=content, content_hash=content_hash, rules=rules),
         )
-        _snapshot(memo)
+        audience_snapshot(approved)
         audit_record(actor=by, action="memo.approved", obj=memo, content_hash=content_hash)
 
 
@@ -112,14 +129,27 @@ def memo_editors_since_approval(memo: Memo) -> set[int]:
     )
 
 
-def _snapshot(memo: Memo) -> None:
+def audience_snapshot(memo: Memo) -> None:
+    """Who the audience holds now, each with why they are in (the traffic that put them
+    in, as of the approved window); the send's deliveries take their reason from here."""
     AudienceSnapshot.objects.filter(memo=memo).delete()
     last_id = 0
+    reasons = audience_reasons(memo)
     audience = memo_audience(memo).order_by("id").values_list("id", "country")
     while page := list(audience.filter(id__gt=last_id)[:SNAPSHOT_PAGE]):
+        facts = traffic_facts(memo, [dev for dev, _ in page])
         # values_list() gives the stored code, not the Country the model's attribute is typed as.
         AudienceSnapshot.objects.bulk_create(
-            [AudienceSnapshot(memo=memo, developer_id=dev, country=cast(str, country)) for dev, country in page]
+            [
+                AudienceSnapshot(
+                    memo=memo,
+                    developer_id=dev,
+                    country=cast(str, country),
+                    reason=inclusion_reason(memo, cast(str, country), facts.get(dev, []), reasons),
+                    traffic=[f.as_json() for f in facts.get(dev, [])],
+                )
+                for dev, country in page
+            ]
         )
         last_id = page[-1][0]
     statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers

@@ -1,16 +1,30 @@
-"""Who a memo goes to: included countries and regions, minus excluded countries."""
+"""Who a memo goes to, and why each developer is in.
+
+By the account's country (included countries and regions, minus excluded countries), by
+where the account's API traffic came from (traffic countries and regions, minus the same
+exclusions: at least `traffic_min_requests` requests from them in the `traffic_days` up
+to approval), or either; activity and attribute filters apply to all three. The traffic
+window is fixed when the memo is approved, so new traffic never moves an approved
+audience.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, IntegerField, Max, Min, OuterRef, Q, QuerySet, Sum, Value
 from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
 from django_countries import countries
 
-from memo_service.developers.models import Developer, Region
+from memo_service.db import in_ids
+from memo_service.developers.models import Developer, Region, TrafficObservation
 from memo_service.memos.models import AudienceSnapshot, Memo
+
+Basis = Memo.Basis
 
 
 def audience_reasons(memo: Memo, regions: Iterable[Region] | None = None) -> dict[str, str]:
@@ -27,8 +41,51 @@ def audience_reasons(memo: Memo, regions: Iterable[Region] | None = None) -> dic
     return reasons
 
 
-def memo_audience(memo: Memo, regions: Iterable[Region] | None = None) -> QuerySet[Developer]:
-    developers = Developer.objects.filter(country__in=list(audience_reasons(memo, regions)))
+def traffic_codes(memo: Memo, regions: Iterable[Region] | None = None) -> list[str]:
+    """The countries whose traffic puts a developer in (`regions` stands in for the
+    memo's traffic regions, for rules not saved yet)."""
+    codes = {c.code for c in memo.traffic_countries}
+    for region in (memo.traffic_regions.all() if memo.pk else []) if regions is None else regions:
+        codes |= {c.code for c in region.countries}
+    return sorted(codes - {c.code for c in memo.exclude_countries})
+
+
+def traffic_window(memo: Memo) -> tuple[dt.date, dt.date]:
+    """(first day, last day) of the traffic that counts: the `traffic_days` up to the
+    day of approval, or up to today for a memo not approved yet."""
+    until = memo.approved_rules.get("traffic_until") if memo.approved_rules else None
+    last = dt.date.fromisoformat(until) if until else timezone.now().date()
+    return last - dt.timedelta(days=max(memo.traffic_days, 1) - 1), last
+
+
+def _traffic(memo: Memo, regions: Iterable[Region] | None = None) -> QuerySet[TrafficObservation]:
+    return TrafficObservation.objects.filter(
+        country__in=traffic_codes(memo, regions), day__range=traffic_window(memo)
+    ).order_by()
+
+
+def _in_by_traffic(memo: Memo, regions: Iterable[Region] | None = None) -> Q:
+    heavy = (
+        _traffic(memo, regions)
+        .values("developer_id")
+        .annotate(total=Sum("requests"))
+        .filter(total__gte=memo.traffic_min_requests)
+        .values("developer_id")
+    )
+    return Q(id__in=heavy)
+
+
+def memo_audience(
+    memo: Memo, regions: Iterable[Region] | None = None, traffic_regions: Iterable[Region] | None = None
+) -> QuerySet[Developer]:
+    by_account = Q(country__in=list(audience_reasons(memo, regions)))
+    if memo.audience_basis == Basis.ACCOUNT:
+        who = by_account
+    elif memo.audience_basis == Basis.TRAFFIC:
+        who = _in_by_traffic(memo, traffic_regions)
+    else:
+        who = by_account | _in_by_traffic(memo, traffic_regions)
+    developers = Developer.objects.filter(who)
     if memo.active_only:
         developers = developers.filter(is_active=True)
     if memo.active_since:
@@ -40,37 +97,146 @@ def memo_audience(memo: Memo, regions: Iterable[Region] | None = None) -> QueryS
     return developers.filter(erased_at__isnull=True)
 
 
+@dataclass(frozen=True)
+class TrafficFact:
+    """What the traffic of one developer from one country within the window was."""
+
+    country: str
+    days: int
+    first: dt.date
+    last: dt.date
+    requests: int
+    geo_database: str
+
+    def __str__(self) -> str:
+        span = f"on {self.first}" if self.days == 1 else f"on {self.days} days between {self.first} and {self.last}"
+        resolved = f" ({self.geo_database})" if self.geo_database else ""
+        return f"traffic from {self.country} {span}, {self.requests:,} requests{resolved}"
+
+    def as_json(self) -> list[Any]:
+        return [
+            self.country,
+            self.days,
+            self.first.isoformat(),
+            self.last.isoformat(),
+            self.requests,
+            self.geo_database,
+        ]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> TrafficFact:
+        country, days, first, last, requests, geo = value
+        return cls(country, days, dt.date.fromisoformat(first), dt.date.fromisoformat(last), requests, geo)
+
+
+def traffic_facts(memo: Memo, developer_ids: list[int]) -> dict[int, list[TrafficFact]]:
+    """{developer id: their traffic from the memo's traffic countries within its window,
+    a fact per country, most requests first}: one query."""
+    if memo.audience_basis == Basis.ACCOUNT or not developer_ids:
+        return {}
+    rows = (
+        _traffic(memo)
+        .filter(developer_id__in=in_ids(developer_ids))
+        .values("developer_id", "country")
+        .annotate(
+            days=Count("day", distinct=True),
+            first=Min("day"),
+            last=Max("day"),
+            requests=Sum("requests"),
+            geo=Max("geo_database"),
+        )
+    )
+    facts: dict[int, list[TrafficFact]] = {}
+    for r in rows:
+        facts.setdefault(r["developer_id"], []).append(
+            TrafficFact(r["country"], r["days"], r["first"], r["last"], r["requests"], r["geo"] or "")
+        )
+    for found in facts.values():
+        found.sort(key=lambda f: (-f.requests, f.country))
+    return facts
+
+
+def _traffic_enough(memo: Memo, facts: list[TrafficFact]) -> bool:
+    return bool(facts) and sum(f.requests for f in facts) >= memo.traffic_min_requests
+
+
+def inclusion_reason(memo: Memo, country: str, facts: list[TrafficFact], account_reasons: dict[str, str]) -> str:
+    """Why a developer of the audience is in it: the account's country, the traffic, or
+    both, as the memo's basis counts them (at most the 300 characters a Delivery keeps)."""
+    parts = []
+    if memo.audience_basis != Basis.TRAFFIC and country in account_reasons:
+        parts.append(account_reasons[country])
+    if memo.audience_basis != Basis.ACCOUNT and _traffic_enough(memo, facts):
+        parts.extend(str(f) for f in facts)
+    reason = "; ".join(parts)
+    return reason if len(reason) <= 300 else reason[:299] + "…"
+
+
 def audience_explain(memo: Memo, developer: Developer) -> str:
     """One line: why this developer is, or is not, in the memo's audience."""
+    who = developer.external_id
     reasons = audience_reasons(memo)
     code = developer.country.code
-    if code not in reasons:
-        excluded = code in {c.code for c in memo.exclude_countries}
-        return f"{developer.external_id} is not included: {code} is " + (
-            "an excluded country" if excluded else "in no included country or region"
-        )
+    facts = traffic_facts(memo, [developer.pk]).get(developer.pk, [])
+    by_account = memo.audience_basis != Basis.TRAFFIC and code in reasons
+    by_traffic = memo.audience_basis != Basis.ACCOUNT and _traffic_enough(memo, facts)
+    if not (by_account or by_traffic):
+        return f"{who} is not included: " + "; ".join(_not_in(memo, developer, facts))
     if memo.active_only and not developer.is_active:
-        return f"{developer.external_id} is not included: the account is inactive"
+        return f"{who} is not included: the account is inactive"
     if memo.active_since and (developer.last_active_at is None or developer.last_active_at.date() < memo.active_since):
-        return f"{developer.external_id} is not included: not active since {memo.active_since}"
+        return f"{who} is not included: not active since {memo.active_since}"
     for key, value in (memo.attribute_filters or {}).items():
         if (developer.attributes or {}).get(key) != value:
-            return f"{developer.external_id} is not included: attribute {key} is not {value!r}"
+            return f"{who} is not included: attribute {key} is not {value!r}"
     extra = [
         *(["active"] if memo.active_only else []),
         *([f"active since {memo.active_since}"] if memo.active_since else []),
         *(f"{k} = {v!r}" for k, v in (memo.attribute_filters or {}).items()),
     ]
-    return f"{developer.external_id} is included: {reasons[code]}" + (f"; {', '.join(extra)}" if extra else "")
+    reason = inclusion_reason(memo, code, facts, reasons)
+    return f"{who} is included: {reason}" + (f"; {', '.join(extra)}" if extra else "")
 
 
-def audience_counts(memo: Memo, regions: Iterable[Region] | None = None) -> tuple[int, list[tuple[str, str, int]]]:
-    """(total, [(code, country name, developers), ...] largest first)."""
-    rows = memo_audience(memo, regions).values("country").annotate(n=Count("id")).order_by("-n", "country")
-    # values() gives the stored code, not the Country that the model's attribute is typed as.
-    codes_and_counts = [(cast(str, r["country"]), r["n"]) for r in rows]
-    by_country = [(code, countries.name(code), n) for code, n in codes_and_counts]
-    return sum(n for _, _, n in by_country), by_country
+def _not_in(memo: Memo, developer: Developer, facts: list[TrafficFact]) -> list[str]:
+    why = []
+    code = developer.country.code
+    if memo.audience_basis != Basis.TRAFFIC:
+        excluded = code in {c.code for c in memo.exclude_countries}
+        why.append(f"{code} is " + ("an excluded country" if excluded else "in no included country or region"))
+    if memo.audience_basis != Basis.ACCOUNT:
+        first, last = traffic_window(memo)
+        total = sum(f.requests for f in facts)
+        why.append(
+            f"{total:,} requests from {', '.join(traffic_codes(memo)) or 'no traffic country'} between "
+            f"{first} and {last}, fewer than {memo.traffic_min_requests:,}"
+        )
+    return why
+
+
+def audience_counts(
+    memo: Memo, regions: Iterable[Region] | None = None, traffic_regions: Iterable[Region] | None = None
+) -> tuple[int, list[tuple[str, str, int, int, int]]]:
+    """(total, [(account country code, its name, developers, of them in by the account's
+    country, of them in by traffic), ...] largest first). In by both is counted in both."""
+    by_account = Count("id", filter=Q(country__in=list(audience_reasons(memo, regions))))
+    by_traffic = (
+        Count("id", filter=_in_by_traffic(memo, traffic_regions))
+        if memo.audience_basis != Basis.ACCOUNT
+        else Value(0, output_field=IntegerField())
+    )
+    rows = (
+        memo_audience(memo, regions, traffic_regions)
+        .values_list("country")
+        .annotate(n=Count("id"), account=by_account, traffic=by_traffic)
+        .order_by("-n", "country")
+    )
+    # values_list() gives the stored code, not the Country the model's attribute is typed as.
+    by_country = [
+        (code, countries.name(code), int(n), int(account), int(traffic))
+        for code, n, account, traffic in cast(list[tuple[str, int, int, int]], list(rows))
+    ]
+    return sum(row[2] for row in by_country), by_country
 
 
 def audience_changes(memo: Memo) -> dict[str, Any]:

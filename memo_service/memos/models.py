@@ -52,6 +52,26 @@ class Memo(models.Model):
     active_since = models.DateField(
         null=True, blank=True, help_text="Only developers active on the platform since this day."
     )
+
+    class Basis(models.TextChoices):
+        ACCOUNT = "account", "the account's country"
+        TRAFFIC = "traffic", "where its API traffic came from"
+        EITHER = "either", "either"
+
+    audience_basis = models.CharField(
+        max_length=10,
+        choices=Basis.choices,
+        default=Basis.ACCOUNT,
+        help_text="Who is in: by the account's country, by the countries its API traffic came from, or either.",
+    )
+    traffic_countries: "ManyCountries" = CountryField(multiple=True, blank=True)
+    traffic_regions = models.ManyToManyField(Region, blank=True, related_name="+")
+    traffic_days = models.PositiveSmallIntegerField(
+        default=30, help_text="Traffic of this many days, up to the day of approval, counts."
+    )
+    traffic_min_requests = models.PositiveIntegerField(
+        default=1, help_text="In by traffic: at least this many requests from those countries within the window."
+    )
     attribute_filters = models.JSONField(
         default=dict,
         blank=True,
@@ -140,6 +160,11 @@ class AudienceSnapshot(models.Model):
     memo = models.ForeignKey(Memo, on_delete=models.CASCADE, related_name="+")
     developer_id = models.BigIntegerField()
     country = models.CharField(max_length=2)
+    # Why the developer was in, as the rules said at approval (the traffic's evidence too).
+    reason = models.CharField(max_length=300, blank=True)
+    # With an audience by traffic: [country, days, first day, last day, requests, geo database]
+    # per traffic country (audience.TrafficFact), for the developer's page in their language.
+    traffic = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["memo", "developer_id"], name="one_snapshot_row")]
@@ -191,7 +216,7 @@ class Delivery(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     language = models.CharField(max_length=10, blank=True)
     country = models.CharField(max_length=2, blank=True, help_text="The developer's country when the memo was sent.")
-    reason = models.CharField(max_length=200, blank=True, help_text="Why this developer is in the cohort.")
+    reason = models.CharField(max_length=300, blank=True, help_text="Why this developer is in the cohort.")
     # Indexed in Meta: db_index would add PostgreSQL a second, LIKE-ready index nothing uses.
     provider_message_id = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)

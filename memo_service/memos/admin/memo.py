@@ -101,7 +101,7 @@ class MemoAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["title", "slug"]
     prepopulated_fields = {"slug": ["title"]}
-    filter_horizontal = ["include_regions"]
+    filter_horizontal = ["include_regions", "traffic_regions"]
     actions = ["send_selected"]
     change_form_template = "admin/memos/memo/change_form.html"
     fieldsets = [
@@ -135,6 +135,11 @@ class MemoAdmin(admin.ModelAdmin):
                     "active_only",
                     "active_since",
                     "attribute_filters",
+                    "audience_basis",
+                    "traffic_countries",
+                    "traffic_regions",
+                    "traffic_days",
+                    "traffic_min_requests",
                     "audience_summary",
                 ]
             },
@@ -233,11 +238,12 @@ class MemoAdmin(admin.ModelAdmin):
                 reverse("admin:memos_memo_audience_rules"),
             )
         total, by_country = audience_counts(memo)
-        rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td></tr>", by_country)
+        rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>", by_country)
         explain = reverse("admin:memos_memo_explain", args=[memo.pk])
         return format_html(
             '<div id="audience-summary" data-url="{}" data-saved="1"><strong>{} developers</strong>'
-            "<table><tr><th>country</th><th>developers</th></tr>{}</table></div>"
+            "<table><tr><th>account country</th><th>developers</th><th>in by account</th><th>in by traffic</th>"
+            "</tr>{}</table></div>"
             '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
             ' <span id="explain-result"></span></p>',
             reverse("admin:memos_memo_audience", args=[memo.pk]),
@@ -558,6 +564,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     def _audience_json(self, request: HttpRequest, memo: Memo) -> JsonResponse:
         regions: list[Region] | None = None if memo.pk else []
+        traffic_regions = regions
         if "rules" in request.GET:
             form = AudienceRulesForm(request.GET)
             if not form.is_valid():
@@ -569,10 +576,16 @@ class MemoAdmin(admin.ModelAdmin):
                 active_only=data["active_only"],
                 active_since=data["active_since"],
                 attribute_filters=data["attribute_filters"] or {},
+                audience_basis=data["audience_basis"] or Memo.Basis.ACCOUNT,
+                traffic_countries=data["traffic_countries"],
+                traffic_days=data["traffic_days"] or 30,
+                traffic_min_requests=data["traffic_min_requests"] or 1,
+                approved_rules=memo.approved_rules,  # an approved memo's traffic window stays where it was
             )
             regions = list(data["include_regions"])
-        total, by_country = audience_counts(memo, regions)
-        return JsonResponse({"total": total, "by_country": [[c, n, k] for c, n, k in by_country]})
+            traffic_regions = list(data["traffic_regions"])
+        total, by_country = audience_counts(memo, regions, traffic_regions)
+        return JsonResponse({"total": total, "basis": memo.audience_basis, "by_country": [list(r) for r in by_country]})
 
     def explain_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
         memo = self._memo(request, object_id)

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, F, Q, QuerySet, Value, When
-from django.db.models.functions import Concat
+from django.db.models import Case, DateTimeField, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
-from memo_service.memos.approval import memo_schedule_failed
+from memo_service.memos.approval import audience_snapshot, memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
-from memo_service.memos.models import MEMO_STARTABLE, Delivery, Memo
+from memo_service.memos.models import MEMO_STARTABLE, AudienceSnapshot, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
@@ -96,6 +96,8 @@ def memo_send_start(
             raise DispatchRefused(f"memo {memo.slug} was started by someone else")
         if rendering.memo_content_hash(locked) != checked_hash:
             raise DispatchRefused(f"memo {memo.slug} was edited while it was being checked; send it again")
+        if changes["any"]:  # accepted: who is in now, and why, is what the deliveries say
+            audience_snapshot(locked)
         memo_mark_sending(memo=memo)
         audit_record(actor=by, action="memo.sent", obj=memo, audience_changes=changes)
         if dispatch_in_worker:
@@ -235,7 +237,14 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         Case(When(ok, then=Value(Delivery.Status.QUEUED.value)), default=Value(Delivery.Status.FAILED.value)),
         F("language"),
         F("country"),
-        Case(*[When(country=code, then=Value(reason)) for code, reason in reasons.items()], default=Value("")),
+        # Why each is in, as the snapshot of the approved (or accepted) audience says;
+        # the rules' own reason for anyone who joined since.
+        Coalesce(
+            Subquery(
+                AudienceSnapshot.objects.filter(memo_id=memo.pk, developer_id=OuterRef("id")).values("reason")[:1]
+            ),
+            Case(*[When(country=code, then=Value(reason)) for code, reason in reasons.items()], default=Value("")),
+        ),
         Value(""),
         Value(0),
         Value(None, output_field=DateTimeField()),

@@ -33,12 +33,12 @@
 
   function rules() {
     var params = new URLSearchParams({ rules: "1" });
-    ["include_countries", "include_regions", "exclude_countries"].forEach(function (name) {
+    ["include_countries", "include_regions", "exclude_countries", "traffic_countries", "traffic_regions"].forEach(function (name) {
       values("id_" + name).forEach(function (v) { params.append(name, v); });
     });
     var active = document.getElementById("id_active_only");
     if (active && active.checked) { params.append("active_only", "on"); }
-    ["active_since", "attribute_filters"].forEach(function (name) {
+    ["active_since", "attribute_filters", "audience_basis", "traffic_days", "traffic_min_requests"].forEach(function (name) {
       var el = document.getElementById("id_" + name);
       if (el && el.value) { params.append(name, el.value); }
     });
@@ -55,7 +55,7 @@
       fetch(box.dataset.url + "?" + now, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (j) {
         if (j.errors) { box.querySelector("strong").textContent = "(the rules are not valid yet)"; return; }
         var table = document.createElement("table");
-        [["country", "developers"]].concat(j.by_country.map(function (c) { return [c[0] + " " + c[1], String(c[2])]; }))
+        [["account country", "developers", "in by account", "in by traffic"]].concat(j.by_country.map(function (c) { return [c[0] + " " + c[1], String(c[2]), String(c[3]), String(c[4])]; }))
           .forEach(function (cells, i) {
             var tr = table.insertRow();
             cells.forEach(function (text) { var td = document.createElement(i ? "td" : "th"); td.textContent = text; tr.appendChild(td); });
