@@ -22,7 +22,7 @@ from django.utils import timezone
 from django_countries import countries
 
 from memo_service.db import statistics_refresh
-from memo_service.developers.geo import geo_database
+from memo_service.developers.geo import GeoDatabase, geo_database
 from memo_service.developers.importing import RowError
 from memo_service.developers.models import Developer, TrafficObservation
 from memo_service.developers.traffic_file import read_traffic
@@ -55,6 +55,11 @@ class TrafficReport:
             self.errors.append(RowError(line, external_id, reason))
 
 
+UNIX_SECONDS_RE = re.compile(r"\d{9,10}(?:\.\d+)?")
+WHOLE_RE = re.compile(r"-?\d{1,18}")
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
 def _day(raw: dict[str, Any], today: dt.date) -> dt.date:
     if day_text := str(raw.get("day") or "").strip():
         try:
@@ -71,12 +76,12 @@ def _day(raw: dict[str, Any], today: dt.date) -> dt.date:
 
 
 def _timestamp_day(stamp: str) -> dt.date:
-    """The UTC day of an ISO 8601 time (no offset: UTC) or of Unix seconds."""
+    """The UTC day of Unix seconds or of an ISO 8601 time (no offset: UTC)."""
+    if UNIX_SECONDS_RE.fullmatch(stamp):
+        return dt.date.fromordinal(EPOCH_ORDINAL + int(float(stamp)) // 86_400)
     try:
-        if re.fullmatch(r"\d{9,10}(\.\d+)?", stamp):
-            return dt.datetime.fromtimestamp(float(stamp), dt.UTC).date()
         moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ValueError(f"timestamp {stamp[:40]!r} is not an ISO 8601 time or Unix seconds") from None
     return moment.astimezone(dt.UTC).date() if moment.tzinfo else moment.date()
 
@@ -85,45 +90,48 @@ def _requests(raw: dict[str, Any]) -> int:
     value = raw.get("requests")
     if value is None or value == "":
         return 1  # a raw access log's line is one request
-    if isinstance(value, bool) or not re.fullmatch(r"-?\d{1,18}", str(value).strip()):
-        raise ValueError(f"requests {str(value)[:40]!r} is not a whole number")
-    count = int(str(value).strip())
-    if count < 0:
+    text = str(value).strip()
+    if isinstance(value, bool) or not WHOLE_RE.fullmatch(text):
+        raise ValueError(f"requests {text[:40]!r} is not a whole number")
+    if (count := int(text)) < 0:
         raise ValueError(f"requests {count} is negative")
     return count
 
 
-def _country(raw: dict[str, Any]) -> tuple[str, str]:
+def _country(raw: dict[str, Any], geo: GeoDatabase) -> tuple[str, str]:
     """(country code, the geolocation database that resolved it, or "")."""
-    code = str(raw.get("country") or "").strip().upper()
-    ip = str(raw.get("ip") or "").strip()
-    if code:
+    if code := str(raw.get("country") or "").strip().upper():
         if len(code) != 2 or code not in countries:
             raise ValueError(f"country {code[:40]!r} is not an ISO 3166 alpha-2 code")
         return code, ""
-    if ip:
-        database = geo_database()
-        return database.country(ip), database.name
+    if ip := str(raw.get("ip") or ""):
+        return geo.country(ip), geo.name
     raise ValueError("a country or an ip is required")
 
 
-def traffic_clean(raw: dict[str, Any], *, today: dt.date) -> tuple[str, str, dt.date, int, str]:
+def traffic_clean(raw: dict[str, Any], *, today: dt.date, geo: GeoDatabase) -> tuple[str, str, dt.date, int, str]:
     """(external_id, country, day, requests, geo database) of one line; ValueError with
     every reason it is refused."""
     reasons: list[str] = []
-    external_id = str(raw.get("external_id") or "").strip()
-    if not external_id:
+    if not (external_id := str(raw.get("external_id") or "").strip()):
         reasons.append("external_id is required")
-    values: list[Any] = []
-    for clean in (_country, lambda r: (_day(r, today),), lambda r: (_requests(r),)):
-        try:
-            values.extend(clean(raw))
-        except ValueError as exc:
-            reasons.append(str(exc))
+    code = resolved_by = ""
+    day, count = today, 0
+    try:
+        code, resolved_by = _country(raw, geo)
+    except ValueError as exc:
+        reasons.append(str(exc))
+    try:
+        day = _day(raw, today)
+    except ValueError as exc:
+        reasons.append(str(exc))
+    try:
+        count = _requests(raw)
+    except ValueError as exc:
+        reasons.append(str(exc))
     if reasons:
         raise ValueError("; ".join(reasons))
-    code, geo, day, count = values
-    return external_id, code, day, count, geo
+    return external_id, code, day, count, resolved_by
 
 
 def traffic_import(
@@ -139,7 +147,7 @@ def traffic_import(
     _source_checked(source)
     report = TrafficReport()
     lines = read_traffic(stream)
-    today = timezone.now().date()
+    today, geo = timezone.now().date(), geo_database()
 
     def cleaned() -> Iterator[Clean]:
         for number, raw in lines:
@@ -150,7 +158,7 @@ def traffic_import(
                 report.refuse(number, "", raw)
                 continue
             try:
-                yield (number, *traffic_clean(raw, today=today))
+                yield (number, *traffic_clean(raw, today=today, geo=geo))
             except ValueError as exc:
                 report.refuse(number, str(raw.get("external_id") or "")[:100], str(exc))
 
@@ -163,14 +171,14 @@ def traffic_sync(items: list[dict[str, Any]]) -> TrafficReport:
     """The bulk API's observations: bad items refused by index (every one), the rest
     summed in."""
     report = TrafficReport(listed_max=len(items))
-    today = timezone.now().date()
+    today, geo = timezone.now().date(), geo_database()
     by_source: dict[str, list[Clean]] = {}
     for index, raw in enumerate(items):
         report.lines += 1
         source = str(raw.get("source") or "api")
         try:
             _source_checked(source)
-            by_source.setdefault(source, []).append((index, *traffic_clean(raw, today=today)))
+            by_source.setdefault(source, []).append((index, *traffic_clean(raw, today=today, geo=geo)))
         except ValueError as exc:
             report.refuse(index, str(raw.get("external_id") or "")[:100], str(exc))
     with transaction.atomic():
