@@ -72,6 +72,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/notices.py
 	$(BIN)/python bench/verify_export.py
+	$(BIN)/python bench/traffic.py
 
 # PAIRS (default 5) runs each way of bench/send.py's pipeline at N (default 300,000).
 bench-evidence: $(VENV)/.installed-bench

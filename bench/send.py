@@ -258,7 +258,7 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str 
         worker.wait()
     # Outside the figure, but said: it usually stops in 2-3 s, and about one run in fifteen
     # in 32 s: a pool process waits out billiard's 30 s for the main process to read its
-    # last results (Worker._ensure_messages_consumed; README, Benchmarks).
+    # last results (Worker._ensure_messages_consumed; bench/RESULTS.md).
     if (stopped := time.perf_counter() - stopping) > 10:
         print(f"the worker took {stopped:.0f} s to stop after SIGTERM", file=sys.stderr)
     return {

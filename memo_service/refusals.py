@@ -22,7 +22,7 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
             **admin.site.each_context(request),
             "title": "Not allowed",
             "reason": str(exception or "")
-            or "Your roles do not allow this. The README's “Using it” lists what each role may do.",
+            or "Your roles do not allow this. docs/composing.md (“Who may do what”) lists what each role may do.",
         },
         status=403,
     )

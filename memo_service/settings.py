@@ -104,7 +104,7 @@ def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
     return _var_secret(filename, make)
 
 
-# Signs the evidence chain's checkpoints (memos/evidence/chain.py): base64 of a raw 32-byte
+# Signs the evidence chain's checkpoints (memos/evidence/checkpoints.py): base64 of a raw 32-byte
 # Ed25519 private key. Kept out of the database, so whoever can write the database
 # cannot sign a rewritten chain.
 EVIDENCE_SIGNING_KEY = _embedded_secret("EVIDENCE_SIGNING_KEY", "evidence-signing-key", checkpoints.new_private_key)
@@ -351,7 +351,7 @@ CELERY_BEAT_SCHEDULE = {
     "remind": {"task": "memos.remind", "schedule": 60.0},
     # Outbound webhook retries and deadline_passed events (memos/report/webhooks.py).
     "webhooks": {"task": "memos.webhooks_due", "schedule": 60.0},
-    # Chains evidence records a lost sequencer task left pending (memos/evidence/chain.py).
+    # Chains evidence records a lost sequencer task left pending (memos/evidence/sequencer.py).
     "evidence": {"task": "memos.evidence_seal_due", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
