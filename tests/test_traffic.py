@@ -347,3 +347,23 @@ def test_each_delivery_and_the_developers_page_say_why_in_their_language(by_traf
     other = client.get(ack_url(by_traffic.pk, developers["cn"].pk).removeprefix("http://testserver"), follow=True)
     assert "您收到此通知，是因为您账户的 API 流量在" in other.content.decode()
     assert "澳门" in other.content.decode()  # Macao, named in Chinese
+
+
+def test_the_audience_read_a_page_at_a_time_is_the_whole_audience(by_traffic, monkeypatch):
+    from memo_service.memos.audience import audience_pages
+    from memo_service.memos.send import dispatch
+
+    for i in range(7):
+        make_developer(f"far-{i}", "US")
+        observe(f"far-{i}", "IR", D3, 10 + i)
+    by_traffic.audience_basis = Memo.Basis.EITHER
+    whole = list(memo_audience(by_traffic).order_by("id").values_list("id", flat=True))
+    for size in (1, 2, 3, 100):
+        paged = [d for page in audience_pages(by_traffic, size) for d in page.values_list("id", flat=True)]
+        assert paged == whole
+    by_traffic.save()
+    monkeypatch.setattr(dispatch, "PAGE_SIZE", 2)
+    approve(by_traffic)
+    memo_send_start(memo=by_traffic)
+    memo_dispatch(memo_id=by_traffic.pk)
+    assert sorted(Delivery.objects.filter(memo=by_traffic).values_list("developer_id", flat=True)) == whole

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from memo_service.db import statistics_refresh
 from memo_service.memos.audience import (
+    audience_pages,
     audience_reasons,
     inclusion_reason,
-    memo_audience,
     traffic_codes,
     traffic_facts,
     traffic_window,
@@ -133,10 +133,10 @@ def audience_snapshot(memo: Memo) -> None:
     """Who the audience holds now, each with why they are in (the traffic that put them
     in, as of the approved window); the send's deliveries take their reason from here."""
     AudienceSnapshot.objects.filter(memo=memo).delete()
-    last_id = 0
     reasons = audience_reasons(memo)
-    audience = memo_audience(memo).order_by("id").values_list("id", "country")
-    while page := list(audience.filter(id__gt=last_id)[:SNAPSHOT_PAGE]):
+    for audience in audience_pages(memo, SNAPSHOT_PAGE):
+        if not (page := list(audience.values_list("id", "country"))):
+            continue
         facts = traffic_facts(memo, [dev for dev, _ in page])
         # values_list() gives the stored code, not the Country the model's attribute is typed as.
         AudienceSnapshot.objects.bulk_create(
@@ -151,7 +151,6 @@ def audience_snapshot(memo: Memo) -> None:
                 for dev, country in page
             ]
         )
-        last_id = page[-1][0]
     statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers
 
 

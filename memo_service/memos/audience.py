@@ -11,7 +11,7 @@ audience.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -64,10 +64,12 @@ def _traffic(memo: Memo, regions: Iterable[Region] | None = None) -> QuerySet[Tr
     ).order_by()
 
 
-def _in_by_traffic(memo: Memo, regions: Iterable[Region] | None = None) -> Q:
+def _in_by_traffic(memo: Memo, regions: Iterable[Region] | None = None, ids: tuple[int, int] | None = None) -> Q:
+    traffic = _traffic(memo, regions)
+    if ids is not None:  # a page's developers only: their rows, not the whole window's
+        traffic = traffic.filter(developer_id__gte=ids[0], developer_id__lte=ids[1])
     heavy = (
-        _traffic(memo, regions)
-        .values("developer_id")
+        traffic.values("developer_id")
         .annotate(total=Sum("requests"))
         .filter(total__gte=memo.traffic_min_requests)
         .values("developer_id")
@@ -76,16 +78,23 @@ def _in_by_traffic(memo: Memo, regions: Iterable[Region] | None = None) -> Q:
 
 
 def memo_audience(
-    memo: Memo, regions: Iterable[Region] | None = None, traffic_regions: Iterable[Region] | None = None
+    memo: Memo,
+    regions: Iterable[Region] | None = None,
+    traffic_regions: Iterable[Region] | None = None,
+    ids: tuple[int, int] | None = None,
 ) -> QuerySet[Developer]:
+    """The developers the memo's rules choose now (`ids`: only those whose id is in that
+    range, which bounds the traffic read too)."""
     by_account = Q(country__in=list(audience_reasons(memo, regions)))
     if memo.audience_basis == Basis.ACCOUNT:
         who = by_account
     elif memo.audience_basis == Basis.TRAFFIC:
-        who = _in_by_traffic(memo, traffic_regions)
+        who = _in_by_traffic(memo, traffic_regions, ids)
     else:
-        who = by_account | _in_by_traffic(memo, traffic_regions)
+        who = by_account | _in_by_traffic(memo, traffic_regions, ids)
     developers = Developer.objects.filter(who)
+    if ids is not None:
+        developers = developers.filter(id__range=ids)
     if memo.active_only:
         developers = developers.filter(is_active=True)
     if memo.active_since:
@@ -95,6 +104,21 @@ def memo_audience(
         # ("isnull", "contains") must stay a key.
         developers = developers.alias(**{f"_attr{n}": KeyTransform(key, "attributes")}).filter(**{f"_attr{n}": value})
     return developers.filter(erased_at__isnull=True)
+
+
+def audience_pages(memo: Memo, size: int, after: int = 0) -> Iterator[QuerySet[Developer]]:
+    """The audience a page at a time, in id order: each page the audience among the next
+    `size` developers of the table (so at most `size`), read with its id range bounding
+    the traffic too. Paging the audience itself (`id > last LIMIT size`) would make the
+    database sum the whole window's traffic once per page."""
+    accounts = Developer.objects.order_by("id").values_list("id", flat=True)
+    last = after
+    while True:
+        ends = list(accounts.filter(id__gt=last)[size - 1 : size]) or list(accounts.filter(id__gt=last).reverse()[:1])
+        if not ends:
+            return
+        yield memo_audience(memo, ids=(last + 1, ends[0])).order_by("id")
+        last = ends[0]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
 from memo_service.memos.approval import audience_snapshot, memo_schedule_failed
-from memo_service.memos.audience import audience_changes, audience_reasons, memo_audience
+from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
 from memo_service.memos.evidence.approved import NotApproved
@@ -130,14 +130,14 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
         renderer = rendering.approved_renderer(memo)
     except NotApproved as exc:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
-    audience = memo_audience(memo).order_by("id")
-    if not first:
-        start = audience.values_list("id", flat=True)[AUDIENCE_CHECK_LIMIT : AUDIENCE_CHECK_LIMIT + 1]
-        audience = audience.filter(id__gte=start[0]) if start else audience.none()
-    checked, last_id = 0, 0
-    while page := list(audience.filter(id__gt=last_id)[: min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)]):
-        last_id = page[-1].pk
-        for developer in page:
+    checked = 0
+    for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
+        for developer in audience:
+            checked += 1
+            if first and checked > AUDIENCE_CHECK_LIMIT:
+                return  # the rest is the dispatch's to check
+            if not first and checked <= AUDIENCE_CHECK_LIMIT:
+                continue  # checked when the send started
             values = rendering.developer_context(developer)
             try:
                 renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
@@ -146,9 +146,6 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
                     f"memo {memo.slug} does not render for developer {developer.external_id}: "
                     f"{rendering.error_reason(exc, values)}"
                 ) from None
-        checked += len(page)
-        if first and checked >= AUDIENCE_CHECK_LIMIT:
-            return
 
 
 def _check_the_rest(memo: Memo) -> bool:
@@ -189,15 +186,15 @@ def memo_dispatch(*, memo_id: int, progress: Callable[[int], None] | None = None
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}, not sending")
     if not _check_the_rest(memo):
         return DispatchResult(targeted=0, enqueued=0)
-    audience = memo_audience(memo).order_by("id")
     enqueued = targeted = 0
-    last_id = 0
-    while page := list(audience.filter(id__gt=last_id).values_list("id", flat=True)[:PAGE_SIZE]):
+    for audience in audience_pages(memo, PAGE_SIZE):
+        if not (page := list(audience.values_list("id", flat=True))):
+            continue
         if not Memo.objects.filter(pk=memo.pk, status=Memo.Status.SENDING).exists():
             return DispatchResult(targeted=targeted, enqueued=enqueued)  # paused or cancelled: resume redoes it
         first_id, last_id = page[0], page[-1]
         with transaction.atomic():
-            deliveries_create(memo=memo, developers=audience.filter(id__gte=first_id, id__lte=last_id))
+            deliveries_create(memo=memo, developers=audience)
             queued = list(
                 Delivery.objects.filter(
                     memo_id=memo.pk,
