@@ -8,20 +8,12 @@ audience held, so the sender sees what changed since. Any edit voids an approval
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from memo_service.db import statistics_refresh
-from memo_service.memos.audience import (
-    audience_pages,
-    audience_reasons,
-    inclusion_reason,
-    traffic_codes,
-    traffic_facts,
-    traffic_window,
-)
+from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
 from memo_service.memos.compose.versions import versions_problem
@@ -35,9 +27,9 @@ from memo_service.memos.memo_status import (
     memo_void_approval,
 )
 from memo_service.memos.models import AudienceSnapshot, AuditEvent, EvidenceRecord, Memo
+from memo_service.memos.snapshot import audience_snapshot
 
 MemoStatus = Memo.Status
-SNAPSHOT_PAGE = 5_000  # rows per insert while snapshotting the audience
 
 
 class ApprovalRefused(Exception):
@@ -127,31 +119,6 @@ def memo_editors_since_approval(memo: Memo) -> set[int]:
             "actor_id", flat=True
         )
     )
-
-
-def audience_snapshot(memo: Memo) -> None:
-    """Who the audience holds now, each with why they are in (the traffic that put them
-    in, as of the approved window); the send's deliveries take their reason from here."""
-    AudienceSnapshot.objects.filter(memo=memo).delete()
-    reasons = audience_reasons(memo)
-    for audience in audience_pages(memo, SNAPSHOT_PAGE):
-        if not (page := list(audience.values_list("id", "country"))):
-            continue
-        facts = traffic_facts(memo, [dev for dev, _ in page])
-        # values_list() gives the stored code, not the Country the model's attribute is typed as.
-        AudienceSnapshot.objects.bulk_create(
-            [
-                AudienceSnapshot(
-                    memo=memo,
-                    developer_id=dev,
-                    country=cast(str, country),
-                    reason=inclusion_reason(memo, cast(str, country), facts.get(dev, []), reasons),
-                    traffic=[f.as_json() for f in facts.get(dev, [])],
-                )
-                for dev, country in page
-            ]
-        )
-    statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers
 
 
 def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:

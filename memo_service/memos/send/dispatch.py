@@ -20,7 +20,7 @@ from django.utils import timezone
 from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
-from memo_service.memos.approval import audience_snapshot, memo_schedule_failed
+from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
@@ -28,6 +28,7 @@ from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, AudienceSnapshot, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
+from memo_service.memos.snapshot import audience_snapshot
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
 # written by one INSERT … SELECT, 10,000 rows take ~0.1 s, short enough that the web
