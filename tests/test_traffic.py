@@ -367,3 +367,59 @@ def test_the_audience_read_a_page_at_a_time_is_the_whole_audience(by_traffic, mo
     memo_send_start(memo=by_traffic)
     memo_dispatch(memo_id=by_traffic.pk)
     assert sorted(Delivery.objects.filter(memo=by_traffic).values_list("developer_id", flat=True)) == whole
+
+
+@pytest.fixture
+def sent_by_traffic(by_traffic, developers, settings):
+    settings.EMAIL_BACKEND = "memo_service.outbox.OutboxEmailBackend"
+    approve(by_traffic)
+    memo_send_start(memo=by_traffic)
+    memo_dispatch(memo_id=by_traffic.pk)
+    delivery_send_batch(delivery_ids=list(Delivery.objects.filter(memo=by_traffic).values_list("id", flat=True)))
+    return by_traffic
+
+
+def test_a_developer_disputes_the_traffic_and_an_admin_exempts_them(sent_by_traffic, developers, client, admin_client):
+    from memo_service.memos.models import Answer
+    from memo_service.memos.reminders import still_to_answer
+
+    memo, us = sent_by_traffic, developers["us"]
+    page = client.get(ack_url(memo.pk, us.pk).removeprefix("http://testserver"), follow=True)
+    assert "This traffic is not mine" in page.content.decode()
+    posted = client.post(
+        f"/ack/memo/{memo.pk}/",
+        {"response": "disputes_traffic", "comment": "That is our CDN's egress in Hong Kong", "interacted": "1"},
+        follow=True,
+    )
+    assert "you told us this traffic is not yours" in posted.content.decode()
+    dispute = Answer.objects.get(memo=memo, developer=us, response="disputes_traffic")
+    assert dispute.comment == "That is our CDN's egress in Hong Kong"
+
+    queue = admin_client.get("/admin/memos/dispute/?state=open")
+    assert "traffic from CN on 2 days" in queue.content.decode()  # the evidence beside the claim
+    decided = admin_client.post(
+        "/admin/memos/dispute/", {"action": "exempt_developer", "_selected_action": [dispute.pk]}, follow=True
+    )
+    assert decided.status_code == 200 and dispute.__class__.objects.get(pk=dispute.pk).resolution.exempt
+    shown = client.get(f"/ack/memo/{memo.pk}/").content.decode()
+    assert "this memo no longer applies to you" in shown
+    acked = client.post(f"/ack/memo/{memo.pk}/", {"response": "acknowledged", "interacted": "1"})
+    assert acked.status_code == 400
+    assert not Answer.objects.filter(memo=memo, developer=us, response="acknowledged").exists()
+    from memo_service.developers.models import Developer
+
+    assert not Developer.objects.filter(pk=us.pk).filter(still_to_answer(memo, us.pk)).exists()
+
+
+def test_a_traffic_dispute_is_refused_where_the_audience_is_by_account(memo, developers, client, settings):
+    from memo_service.memos.models import Answer
+
+    settings.EMAIL_BACKEND = "memo_service.outbox.OutboxEmailBackend"
+    approve(memo)
+    memo_send_start(memo=memo)
+    memo_dispatch(memo_id=memo.pk)
+    delivery_send_batch(delivery_ids=list(Delivery.objects.filter(memo=memo).values_list("id", flat=True)))
+    page = client.get(ack_url(memo.pk, developers["cn"].pk).removeprefix("http://testserver"), follow=True)
+    assert "这些流量不是我的" not in page.content.decode()  # no traffic put them in
+    refused = client.post(f"/ack/memo/{memo.pk}/", {"response": "disputes_traffic", "interacted": "1"})
+    assert refused.status_code == 400 and not Answer.objects.exists()

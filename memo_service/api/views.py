@@ -203,6 +203,7 @@ class CountryFunnel(Schema):
 class ChannelAnswers(Schema):
     acknowledged: int
     disputes_region: int
+    disputes_traffic: int
     needs_help: int
     total: int
 
@@ -367,7 +368,7 @@ class NoticeOut(Schema):
     content_hash: str = Field(..., description="what an answer must send back as content_hash")
     effective_date: dt.date | None
     ack_deadline: dt.datetime | None
-    state: Literal["unanswered", "acknowledged", "disputes_region", "needs_help"]
+    state: Literal["unanswered", "acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
     dispute: DisputeOut | None
     ack_url: str | None = Field(
         ...,
@@ -384,7 +385,7 @@ class NoticesOut(Schema):
 class ConsoleAnswerIn(Schema):
     model_config = ConfigDict(strict=True)
 
-    response: Literal["acknowledged", "disputes_region", "needs_help"]
+    response: Literal["acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
     content_hash: str = Field(..., pattern=HASH_PATTERN, description="the hash of the text the console showed")
     country: str = Field("", max_length=2, description="with disputes_region: ISO alpha-2 of where the developer is")
     # No NUL: PostgreSQL refuses it in text.

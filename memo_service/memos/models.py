@@ -298,6 +298,9 @@ class Answer(models.Model):
     class Response(models.TextChoices):
         ACKNOWLEDGED = "acknowledged", "acknowledged"
         DISPUTES_REGION = "disputes_region", "disputes region"
+        # "This traffic is not mine, or it comes through a proxy or a cloud region": an
+        # audience by traffic put them in.
+        DISPUTES_TRAFFIC = "disputes_traffic", "disputes traffic"
         NEEDS_HELP = "needs_help", "needs help"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="answers")
@@ -337,7 +340,8 @@ class DisputeResolution(models.Model):
 
     class Outcome(models.TextChoices):
         CORRECTED = "corrected", "region corrected"
-        CONFIRMED = "confirmed", "region confirmed as recorded"
+        CONFIRMED = "confirmed", "confirmed as recorded"
+        EXEMPTED = "exempted", "exempted from the memo"
 
     answer = models.OneToOneField(Answer, on_delete=models.PROTECT, related_name="resolution")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
@@ -481,11 +485,11 @@ class WebhookAttempt(models.Model):
 
 
 class Dispute(Answer):
-    """The "my region is wrong" answers, as the admin's queue."""
+    """The "my region is wrong" and "this traffic is not mine" answers, as the admin's queue."""
 
     class Meta:
         proxy = True
-        verbose_name = "region dispute"
+        verbose_name = "dispute"
 
 
 class ProviderThrottle(models.Model):

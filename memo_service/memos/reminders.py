@@ -62,10 +62,10 @@ def reminders_send_due() -> int:
 
 def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
     """Does this developer still owe the memo an answer? Yes with no answer at all, or
-    when their only answer is a dispute decided "region confirmed" (the memo does apply
-    to them). An acknowledgement, a request for help, an open or corrected dispute: no."""
+    when their only answer is a dispute decided "confirmed" (the memo does apply to them).
+    An acknowledgement, a request for help, an open, corrected or exempted dispute: no."""
     answered = Answer.objects.filter(memo=memo, developer=developer).exclude(
-        response=Answer.Response.DISPUTES_REGION,
+        response__in=(Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC),
         resolution__outcome=DisputeResolution.Outcome.CONFIRMED,
     )
     return ~Exists(answered)
@@ -73,7 +73,7 @@ def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
 
 def not_acknowledged(memo: Memo, developer: OuterRef | int) -> Any:
     """Has this developer not acknowledged the memo, and not been exempted from it (a
-    region dispute corrected to a country outside its audience)? The deadline's rule (the platform hears of them
+    dispute corrected to a country outside its audience, or exempted)? The deadline's rule (the platform hears of them
     when it passes), stricter than still_to_answer's: a request for help or an open
     dispute is an answer, not an acknowledgement."""
     acknowledged = Answer.objects.filter(memo=memo, developer=developer, response=Answer.Response.ACKNOWLEDGED)

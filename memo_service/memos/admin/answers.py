@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
+from memo_service.memos.answer.answers import DISPUTES
 from memo_service.memos.answer.disputes import DisputeInvalid, dispute_resolve
 from memo_service.memos.models import (
     Answer,
+    Delivery,
     Dispute,
     DisputeResolution,
 )
@@ -49,16 +51,30 @@ class DisputeStateFilter(admin.SimpleListFilter):
 
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
-    """The queue of "my region is wrong" answers; resolve them with the actions."""
+    """The queue of "my region is wrong" and "this traffic is not mine" answers, each
+    beside the evidence that put the developer in; resolve them with the actions."""
 
-    list_display = ["developer", "memo", "recorded_country", "country_claimed", "comment", "created_at", "outcome"]
+    list_display = [
+        "developer",
+        "memo",
+        "response",
+        "recorded_country",
+        "country_claimed",
+        "why_included",
+        "comment",
+        "created_at",
+        "outcome",
+    ]
     change_list_template = "admin/role_hint_change_list.html"
-    list_filter = [DisputeStateFilter, "memo"]
+    list_filter = [DisputeStateFilter, "response", "memo"]
     list_select_related = ["memo", "developer", "resolution"]
-    actions = ["correct_region", "confirm_region"]
+    actions = ["correct_region", "confirm_region", "exempt_developer"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).filter(response=Answer.Response.DISPUTES_REGION)
+        reasons = Delivery.objects.filter(
+            memo_id=OuterRef("memo_id"), developer_id=OuterRef("developer_id"), kind=Delivery.Kind.INITIAL
+        ).values("reason")[:1]
+        return super().get_queryset(request).filter(response__in=DISPUTES).annotate(included_for=Subquery(reasons))
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deciding changes the developer's country, never the answer itself: its own
@@ -79,6 +95,10 @@ class DisputeAdmin(ReadOnlyAdmin):
     @admin.display(description="recorded country")
     def recorded_country(self, answer: Answer) -> str:
         return answer.developer.country.code
+
+    @admin.display(description="why they were told")
+    def why_included(self, answer: Any) -> str:
+        return answer.included_for or ""
 
     @admin.display(description="outcome")
     def outcome(self, answer: Answer) -> str:
@@ -102,6 +122,10 @@ class DisputeAdmin(ReadOnlyAdmin):
     def correct_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         self._resolve(request, queryset, DisputeResolution.Outcome.CORRECTED)
 
-    @admin.action(description="Confirm the recorded region", permissions=["change"])
+    @admin.action(description="Confirm the recorded region or traffic", permissions=["change"])
     def confirm_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
+
+    @admin.action(description="Exempt the developer from the memo", permissions=["change"])
+    def exempt_developer(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        self._resolve(request, queryset, DisputeResolution.Outcome.EXEMPTED)

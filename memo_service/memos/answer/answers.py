@@ -269,10 +269,17 @@ def sent_text_of(target: AckTarget) -> Delivery | None:
 
 
 def memo_no_longer_applies(answers: dict[str, Answer]) -> bool:
-    """An admin corrected the developer's region to one outside the memo's audience."""
-    dispute = answers.get(Answer.Response.DISPUTES_REGION)
-    resolution = getattr(dispute, "resolution", None) if dispute is not None else None
-    return bool(resolution is not None and resolution.exempt)
+    """An admin decided a dispute of the developer's (region or traffic) by exempting
+    them from the memo."""
+    for kind in DISPUTES:
+        resolution = getattr(answers.get(kind), "resolution", None)
+        if resolution is not None and resolution.exempt:
+            return True
+    return False
+
+
+# The answers that dispute why the developer is in the memo's audience.
+DISPUTES = (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
 
 
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
@@ -314,6 +321,8 @@ def answer_record(
     R = Answer.Response
     comment = comment.strip()
     errors = _clean_answer(response, comment, country)
+    if response == R.DISPUTES_TRAFFIC and target.memo.audience_basis == Memo.Basis.ACCOUNT:
+        errors["response"] = "This memo's audience is not chosen by API traffic: there is no traffic to dispute."
     if errors:
         raise AnswerInvalid(errors)
     if target.developer.erased_at is not None:

@@ -1,4 +1,4 @@
-"""Resolving "my region is wrong" answers."""
+"""Deciding disputes: "my region is wrong" and "this traffic is not mine"."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from memo_service.developers.models import Developer
+from memo_service.memos.answer.answers import DISPUTES
 from memo_service.memos.audience import audience_reasons
 from memo_service.memos.audit import audit_record
 from memo_service.memos.models import Answer, DisputeResolution
@@ -19,11 +20,15 @@ class DisputeInvalid(Exception):
 
 
 def dispute_resolve(*, answer: Answer, outcome: str, by: Any, note: str = "") -> DisputeResolution:
-    """Decide a dispute. "corrected" moves the developer to the country they claimed
-    (audited) and, if that country is outside the memo's audience, exempts them from
-    the memo; "confirmed" keeps the recorded country. The developer's page shows it."""
-    if answer.response != Answer.Response.DISPUTES_REGION:
-        raise DisputeInvalid("only a 'my region is wrong' answer can be resolved")
+    """Decide a dispute. For a region: "corrected" moves the developer to the country
+    they claimed (audited) and, if that country is outside the memo's audience, exempts
+    them from the memo. For either kind: "confirmed" keeps what was recorded, "exempted"
+    takes the developer out of the memo (the traffic was a proxy's, say). The developer's
+    page shows it."""
+    if answer.response not in DISPUTES:
+        raise DisputeInvalid("only a 'my region is wrong' or 'this traffic is not mine' answer can be resolved")
+    if outcome == Outcome.CORRECTED and answer.response != Answer.Response.DISPUTES_REGION:
+        raise DisputeInvalid("a traffic dispute is confirmed or exempted; there is no country to correct")
     try:
         return _resolve(answer, outcome, by, note)
     except IntegrityError:  # another admin resolved it at the same moment
@@ -51,6 +56,8 @@ def _resolve(answer: Answer, outcome: str, by: Any, note: str) -> DisputeResolut
                 dispute=answer.pk,
             )
             exempt = new_country not in audience_reasons(answer.memo)
+        elif outcome == Outcome.EXEMPTED:
+            exempt = True
         elif outcome != Outcome.CONFIRMED:
             raise DisputeInvalid(f"unknown outcome {outcome!r}")
         resolution = DisputeResolution.objects.create(

@@ -58,6 +58,7 @@ SELECT dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash,
        MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN 1 ELSE 0 END),
        MAX(CASE WHEN a.response = '{R.NEEDS_HELP}' THEN 1 ELSE 0 END),
        MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN a.country_claimed END),
+       MAX(CASE WHEN a.response = '{R.DISPUTES_TRAFFIC}' THEN 1 ELSE 0 END),
        MAX(r.outcome),
        MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END)
 FROM {Developer._meta.db_table} dev
@@ -101,6 +102,7 @@ class NoticeRow:
     disputed: bool
     needs_help: bool
     country_claimed: str | None
+    disputed_traffic: bool
     dispute_outcome: str | None
     exempt: bool
 
@@ -108,7 +110,7 @@ class NoticeRow:
 def _row(values: tuple[Any, ...]) -> NoticeRow:
     delivery_id, memo_id, content_hash, rendered_with, text_hash = values[:5]
     dev_id, external_id, name, organization, email, country, language = values[5:12]
-    acknowledged, disputed, needs_help, country_claimed, outcome, exempt = values[12:]
+    acknowledged, disputed, needs_help, country_claimed, disputed_traffic, outcome, exempt = values[12:]
     if isinstance(rendered_with, str):  # SQLite hands JSON back as text
         rendered_with = json.loads(rendered_with)
     developer = Developer(
@@ -129,6 +131,7 @@ def _row(values: tuple[Any, ...]) -> NoticeRow:
         disputed=bool(disputed),
         needs_help=bool(needs_help),
         country_claimed=country_claimed,
+        disputed_traffic=bool(disputed_traffic),
         dispute_outcome=outcome,
         exempt=bool(exempt),
     )
@@ -175,6 +178,8 @@ def _state(row: NoticeRow) -> str:
         return R.ACKNOWLEDGED
     if row.disputed:
         return R.DISPUTES_REGION
+    if row.disputed_traffic:
+        return R.DISPUTES_TRAFFIC
     if row.needs_help:
         return R.NEEDS_HELP
     return "unanswered"

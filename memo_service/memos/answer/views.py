@@ -185,6 +185,7 @@ def _memo_page(
                     "language": language,
                     "acknowledged": answers.get("acknowledged"),
                     "dispute": answers.get("disputes_region"),
+                    "traffic_dispute": answers.get("disputes_traffic"),
                     "help": answers.get("needs_help"),
                     "errors": errors or {},
                     "posted": request.POST,

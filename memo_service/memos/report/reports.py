@@ -68,7 +68,7 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
         .annotate(
             acknowledged=Count("id", filter=Q(response=R.ACKNOWLEDGED)),
             acknowledged_suspected=Count("id", filter=Q(response=R.ACKNOWLEDGED, suspected_automation=True)),
-            disputed=Count("id", filter=Q(response=R.DISPUTES_REGION, has_ack=False)),
+            disputed=Count("id", filter=Q(response__in=(R.DISPUTES_REGION, R.DISPUTES_TRAFFIC), has_ack=False)),
             needs_help=Count("id", filter=Q(response=R.NEEDS_HELP, has_ack=False)),
             exempt=Count("id", filter=Q(resolution__exempt=True)),
         )

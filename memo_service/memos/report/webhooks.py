@@ -53,6 +53,7 @@ def notify_answer(answer: Answer) -> None:
     events: dict[str, WebhookEndpoint.Event] = {
         Answer.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
         Answer.Response.DISPUTES_REGION: E.DISPUTED,
+        Answer.Response.DISPUTES_TRAFFIC: E.DISPUTED,
     }
     event = events.get(answer.response)
     if event is None:
