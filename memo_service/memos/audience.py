@@ -243,12 +243,14 @@ def audience_counts(
 ) -> tuple[int, list[tuple[str, str, int, int, int]]]:
     """(total, [(account country code, its name, developers, of them in by the account's
     country, of them in by traffic), ...] largest first). In by both is counted in both."""
+    # Only "either" asks who is in by what: under one basis everyone is in by that one,
+    # and a second sum of the window's traffic would double the count's cost.
     by_account = Count("id", filter=Q(country__in=list(audience_reasons(memo, regions))))
-    by_traffic = (
-        Count("id", filter=_in_by_traffic(memo, traffic_regions))
-        if memo.audience_basis != Basis.ACCOUNT
-        else Value(0, output_field=IntegerField())
-    )
+    by_traffic: Any = Value(0, output_field=IntegerField())
+    if memo.audience_basis == Basis.TRAFFIC:
+        by_traffic = Count("id")
+    elif memo.audience_basis == Basis.EITHER:
+        by_traffic = Count("id", filter=_in_by_traffic(memo, traffic_regions))
     rows = (
         memo_audience(memo, regions, traffic_regions)
         .values_list("country")

@@ -26,8 +26,9 @@ from memo_service.memos.audience import (
 )
 from memo_service.memos.models import AudienceSnapshot, Memo
 
-# Developers of the table per page: one statement (or one read and one insert) each.
-SNAPSHOT_PAGE = 10_000
+# Developers of the table per page: one statement (or one read and one insert) each; the
+# approval holds one transaction throughout, so pages only bound the memory of one.
+SNAPSHOT_PAGE = 50_000
 # Why a developer is in keeps at most what a Delivery's reason holds.
 REASON_CHARS = 300
 
