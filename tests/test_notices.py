@@ -322,8 +322,8 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
     answer(client, console, "cn-1", older, response="needs_help", comment="Which regions?")
     answer(client, console, "cn-1", older)
     expected = {
-        "email_link": {"acknowledged": 1, "disputes_region": 0, "needs_help": 0, "total": 1},
-        "console": {"acknowledged": 1, "disputes_region": 0, "needs_help": 1, "total": 2},
+        "email_link": {"acknowledged": 1, "disputes_region": 0, "disputes_traffic": 0, "needs_help": 0, "total": 1},
+        "console": {"acknowledged": 1, "disputes_region": 0, "disputes_traffic": 0, "needs_help": 1, "total": 2},
     }
     call_command("memo_status", older.slug, "--json")
     assert json.loads(capsys.readouterr().out)["answers_by_channel"] == expected
