@@ -202,8 +202,9 @@ def _import(rows: Iterator[Clean], source: str, report: TrafficReport, all_or_no
             " requests bigint, geo_database varchar(100))"
         )
         try:
+            accounts = _Accounts()
             while chunk := _take(rows, CHUNK_LINES):
-                _stage(cursor, _known(chunk, report))
+                _stage(cursor, _known(chunk, report, accounts))
             if report.invalid and all_or_nothing:
                 return
             with transaction.atomic():
@@ -223,20 +224,40 @@ def _take(rows: Iterator[Clean], n: int) -> list[Clean]:
     return chunk
 
 
-def _known(chunk: list[Clean], report: TrafficReport) -> Iterable[tuple[int, str, dt.date, int, str]]:
+UNKNOWN, ERASED = 0, -1
+# Accounts a feed's import remembers (a log names each on many lines): about 120 bytes
+# each, so at most about 250 MB; past it, it starts again.
+MAX_ACCOUNTS_KEPT = 2_000_000
+
+
+class _Accounts:
+    """external_id → developer id (or UNKNOWN, ERASED) for one import, each asked of the
+    database once."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def of(self, external_ids: set[str]) -> dict[str, int]:
+        missing = [e for e in external_ids if e not in self.ids]
+        if len(self.ids) + len(missing) > MAX_ACCOUNTS_KEPT:
+            self.ids.clear()
+            missing = list(external_ids)
+        self.ids.update(dict.fromkeys(missing, UNKNOWN))
+        for external_id, pk, erased_at in _accounts(missing) if missing else ():
+            self.ids[external_id] = ERASED if erased_at else pk
+        return self.ids
+
+
+def _known(
+    chunk: list[Clean], report: TrafficReport, accounts: _Accounts
+) -> Iterable[tuple[int, str, dt.date, int, str]]:
     """The chunk's lines summed by (developer, country, day), refusing those of accounts
     that do not exist or were erased."""
-    ids: dict[str, int] = {}
-    erased: set[str] = set()
-    for external_id, pk, erased_at in _accounts(list({row[1] for row in chunk})):
-        if erased_at:
-            erased.add(external_id)
-        else:
-            ids[external_id] = pk
+    ids = accounts.of({row[1] for row in chunk})
     summed: dict[tuple[int, str, dt.date], list[Any]] = {}
     for line, external_id, code, day, count, geo in chunk:
-        if (developer_id := ids.get(external_id)) is None:
-            why = "the developer was erased" if external_id in erased else "no developer has this external_id"
+        if (developer_id := ids[external_id]) <= 0:
+            why = "the developer was erased" if developer_id == ERASED else "no developer has this external_id"
             report.refuse(line, external_id, why)
             continue
         key = (developer_id, code, day)
