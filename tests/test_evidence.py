@@ -198,6 +198,7 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
             "message_id": "<cn@x>",
             "sent_at": cn.sent_at.isoformat(),
             "text_hash": "a" * 64,
+            "reason": cn.reason,
         }
     ]
     assert (records[4].payload["delivery"], records[4].payload["status"]) == (cn.pk, "delivered")

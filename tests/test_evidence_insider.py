@@ -104,6 +104,42 @@ def test_a_delivery_rewritten_with_records_of_the_old_kinds_is_named(evidence):
     assert EvidenceRecord.objects.filter(memo=evidence, refused=True).count() == 2  # never filled in from the row
 
 
+def test_why_a_developer_was_told_rewritten_in_the_database_is_named(evidence):
+    cn = Delivery.objects.get(country="CN")
+    assert cn.reason  # the handover carries it: the chain proves why they were told
+    sql("UPDATE memos_delivery SET reason = 'asked to be told' WHERE id = %s", cn.pk)
+    assert (
+        evidence_verify(evidence).problem
+        == f"record 2 (handover {cn.pk}): delivery {cn.pk} was altered after it was recorded (reason)"
+    )
+
+
+def test_a_handover_written_before_it_listed_the_reason_still_verifies(evidence):
+    from memo_service.memos.evidence.tags import record_tag
+
+    handover = EvidenceRecord.objects.filter(memo=evidence, kind="handover").order_by("id").first()
+    lines = [json.loads(line)[:-1] for line in handover.payload["lines"].split("\n")]  # as written before
+    payload = {"fields": handover.payload["fields"][:-1], "lines": "\n".join(json.dumps(x) for x in lines)}
+    assert "reason" not in payload["fields"]
+    EvidenceRecord.objects.filter(memo=evidence).update(seq=None, prev_hash="", hash="")
+    EvidenceRecord.objects.filter(pk=handover.pk).update(
+        payload=payload,
+        tag=record_tag(
+            memo_id=evidence.pk,
+            kind="handover",
+            object_id=handover.object_id,
+            payload=payload,
+            created_at=handover.created_at,
+        ),
+    )
+    from memo_service.memos.models import EvidenceCheckpoint
+
+    EvidenceCheckpoint.objects.filter(memo=evidence).delete()
+    evidence_seal(memo_id=evidence.pk)
+    result = evidence_verify(evidence)
+    assert result.ok, result.problem
+
+
 def test_the_tail_cut_off_fails_against_the_published_heads(evidence, settings):
     last = record(evidence, 9)
     sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 9", evidence.pk)

@@ -106,7 +106,7 @@ def event_records(*, event: DeliveryEvent, memo_id: int, status: str | None) -> 
 def evidence_record_handover(*, delivery_ids: list[int], written_by: tuple[str, list[Any]] | None = None) -> None:
     """What the provider just accepted in one call: one pending handover record per
     memo listing what each of the call's Delivery rows says (developer, country,
-    language, message id, time, text hash: `delivery_payload`). deliveries_record_sent
+    language, message id, time, text hash, why they were told: `delivery_payload`). deliveries_record_sent
     calls it, in the transaction that records the rows sent; on PostgreSQL it hands over
     `written_by`, its UPDATE of the rows (aliased d) and that UPDATE's parameters, which
     then runs inside this statement, and the lines are built from the rows it returns
@@ -132,9 +132,9 @@ _HANDOVER_LINE_SQL = """json_build_array(
     d.id, d.developer_id, d.country, d.language, d.provider_message_id,
     to_char(d.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
         || CASE to_char(d.sent_at, 'US') WHEN '000000' THEN '' ELSE to_char(d.sent_at, '.US') END || '+00:00',
-    d.text_hash)::text"""
+    d.text_hash, d.reason)::text"""
 _HANDOVER_COLUMNS = (
-    "d.id, d.memo_id, d.developer_id, d.country, d.language, d.provider_message_id, d.sent_at, d.text_hash"
+    "d.id, d.memo_id, d.developer_id, d.country, d.language, d.provider_message_id, d.sent_at, d.text_hash, d.reason"
 )
 
 

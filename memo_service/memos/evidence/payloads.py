@@ -91,6 +91,7 @@ DELIVERY_FIELDS = (
     "provider_message_id",
     "sent_at",
     "text_hash",
+    "reason",
 )
 
 
@@ -103,6 +104,7 @@ def delivery_payload(row: dict[str, Any]) -> dict[str, Any]:
         "message_id": row["provider_message_id"],
         "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
         "text_hash": row["text_hash"],
+        "reason": row["reason"],  # why the developer was told: the chain proves it too
     }
 
 
@@ -114,7 +116,7 @@ def delivery_rows(ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 # The keys of delivery_payload, in the order a handover's line lists them.
-HANDOVER_FIELDS = ("delivery", "developer", "country", "language", "message_id", "sent_at", "text_hash")
+HANDOVER_FIELDS = ("delivery", "developer", "country", "language", "message_id", "sent_at", "text_hash", "reason")
 
 
 def handover_payload(entries: list[dict[str, Any]]) -> dict[str, Any]:
