@@ -170,9 +170,9 @@ GROUP BY country
 """
 HAND_SNAPSHOT = f"""
 INSERT INTO memos_audiencesnapshot (memo_id, developer_id, country, reason, traffic)
-SELECT %(memo)s, d.id, d.country, string_agg(
+SELECT %(memo)s, d.id, d.country, left(string_agg(
          format('traffic from %%s on %%s days between %%s and %%s, %%s requests (%%s)',
-                t.country, t.days, t.first, t.last, t.requests, t.geo), '; '),
+                t.country, t.days, t.first, t.last, t.requests, t.geo), '; '), 300),
        jsonb_agg(jsonb_build_array(t.country, t.days, t.first, t.last, t.requests, t.geo))
 FROM developers_developer d JOIN (
   SELECT developer_id, country, count(DISTINCT day) days, min(day) first, max(day) last,
