@@ -423,3 +423,14 @@ def test_a_traffic_dispute_is_refused_where_the_audience_is_by_account(memo, dev
     assert "这些流量不是我的" not in page.content.decode()  # no traffic put them in
     refused = client.post(f"/ack/memo/{memo.pk}/", {"response": "disputes_traffic", "interacted": "1"})
     assert refused.status_code == 400 and not Answer.objects.exists()
+
+
+def test_the_preview_picks_a_developer_in_by_traffic_only_and_says_why(by_traffic, admin_client):
+    by_traffic.audience_basis = Memo.Basis.EITHER
+    by_traffic.save()
+    url = f"/admin/memos/memo/{by_traffic.pk}/preview/"
+    html = admin_client.get(url, {"in_by": "traffic_only"}).content.decode()
+    assert 'value="us-1" selected' in html and "cn-1" not in html  # a US account, in by its traffic
+    assert "us-1 is included: traffic from CN on 2 days" in html
+    html = admin_client.get(url, {"in_by": "account"}).content.decode()
+    assert "us-1" not in html and "cn-1" in html

@@ -34,7 +34,13 @@ from memo_service.memos.approval import (
     memo_schedule,
     memo_unschedule,
 )
-from memo_service.memos.audience import audience_changes, audience_counts, audience_explain, memo_audience
+from memo_service.memos.audience import (
+    audience_changes,
+    audience_counts,
+    audience_explain,
+    audience_reasons,
+    memo_audience,
+)
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.test_email import memo_send_test
@@ -454,6 +460,11 @@ class MemoAdmin(admin.ModelAdmin):
         language = params.get("language") if params.get("language") in languages else None
         q = params.get("q", "").strip()[:100]
         audience = memo_audience(memo)
+        in_by = params.get("in_by", "") if memo.audience_basis != Memo.Basis.ACCOUNT else ""
+        if in_by == "traffic_only":  # in by traffic, and not by the account's country
+            audience = audience.exclude(country__in=list(audience_reasons(memo)))
+        elif in_by == "account":
+            audience = audience.filter(country__in=list(audience_reasons(memo)))
         if q:
             audience = audience.filter(Q(external_id__icontains=q) | Q(name__icontains=q) | Q(email__icontains=q))
         sample = list(audience.order_by("id")[:PREVIEW_CHOICES])
@@ -505,6 +516,8 @@ class MemoAdmin(admin.ModelAdmin):
             email=email,
             error=error,
             q=q,
+            in_by=in_by,
+            why=audience_explain(memo, developer) if developer is not None else "",
             can_send=self.has_send_permission(request, memo),
         )
 
