@@ -1,5 +1,7 @@
-"""Demo data for `make run`: developers, the "Unsupported regions" region, an approved memo
-and an admin login. Running it again adds nothing and changes nothing."""
+"""Demo data for `make run`: developers, the "Unsupported regions" region, a month of API
+traffic (some accounts in supported countries calling from unsupported ones), an approved
+memo for developers in those regions by account or by traffic, and an admin login.
+Running it again adds nothing and changes nothing."""
 
 import datetime as dt
 import random
@@ -9,8 +11,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
-from memo_service.developers.models import Developer, Region
+from memo_service.developers.geo import geo_database
+from memo_service.developers.models import Developer, Region, TrafficObservation
 from memo_service.developers.regions import PRESETS
 from memo_service.memos.approval import memo_approve, memo_request_approval
 from memo_service.memos.models import Memo, MemoTranslation
@@ -188,10 +192,34 @@ def demo_developers() -> list[Developer]:
     return developers
 
 
+def demo_traffic() -> list[TrafficObservation]:
+    """About one in eight accounts of supported countries called the API from an
+    unsupported one on a few days of the last month: in the memo's audience by traffic."""
+    rng = random.Random(20240710)
+    today, database = timezone.now().date(), geo_database().name
+    rows = []
+    for developer in Developer.objects.filter(external_id__startswith="demo-").order_by("id"):
+        if developer.country.code in UNSUPPORTED or rng.random() >= 0.12:
+            continue
+        country = rng.choice(["CN", "HK", "RU", "IR"])
+        for days_ago in sorted(rng.sample(range(1, 29), rng.randint(1, 4))):
+            rows.append(
+                TrafficObservation(
+                    developer=developer,
+                    country=country,
+                    day=today - dt.timedelta(days=days_ago),
+                    requests=rng.randint(20, 4000),
+                    source="demo-gateway",
+                    geo_database=database,
+                )
+            )
+    return rows
+
+
 class Command(BaseCommand):
     help = (
-        "Load demo developers, the 'Unsupported regions' region, a memo approved by a demo "
-        "approver, and the admin and approver logins (idempotent)."
+        "Load demo developers, the 'Unsupported regions' region, a month of their API traffic, a "
+        "memo approved by a demo approver, and the admin and approver logins (idempotent)."
     )
 
     @transaction.atomic
@@ -210,6 +238,7 @@ class Command(BaseCommand):
                 "effective_date": dt.date(2027, 7, 9),
                 "ack_deadline": dt.datetime(2027, 6, 30, 23, 59, tzinfo=dt.UTC),
                 "active_only": True,
+                "audience_basis": Memo.Basis.EITHER,
             },
         )
         User = get_user_model()
@@ -225,6 +254,8 @@ class Command(BaseCommand):
             approver.groups.add(Group.objects.get(name="Approver"))
         if memo_created:
             memo.include_regions.add(region)
+            memo.traffic_regions.add(region)
+            TrafficObservation.objects.bulk_create(demo_traffic(), ignore_conflicts=True)
             MemoTranslation.objects.create(
                 memo=memo, language="zh-hans", subject=SUBJECT_ZH, html_body=HTML_ZH, text_body=TEXT_ZH
             )
