@@ -40,6 +40,8 @@ def developer(**fields: str) -> dict[str, str]:
         "country": "CN",
         "country_name": "China",
         "language": "en",
+        "traffic_countries": "",
+        "traffic_summary": "",
         **fields,
     }
 

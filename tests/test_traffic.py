@@ -4,6 +4,7 @@ audience rule, and the reason each developer is told, from the admin to their pa
 from __future__ import annotations
 
 import datetime as dt
+import email
 import gzip
 import io
 import json
@@ -434,3 +435,43 @@ def test_the_preview_picks_a_developer_in_by_traffic_only_and_says_why(by_traffi
     assert "us-1 is included: traffic from CN on 2 days" in html
     html = admin_client.get(url, {"in_by": "account"}).content.decode()
     assert "us-1" not in html and "cn-1" in html
+
+
+def test_templates_print_the_traffic_that_put_the_developer_in_and_cannot_branch_on_it(
+    by_traffic, developers, settings, client, admin_client
+):
+    settings.EMAIL_BACKEND = "memo_service.outbox.OutboxEmailBackend"
+    observe("cn-1", "MO", D2, 10)
+    Memo.objects.filter(pk=by_traffic.pk).update(
+        text_body="Your calls came from {{ developer.traffic_countries }}: {{ developer.traffic_summary }}."
+    )
+    by_traffic.translations.update(
+        text_body="您的调用来自 {{ developer.traffic_countries }}：{{ developer.traffic_summary }}。"
+    )
+    by_traffic.refresh_from_db()
+    approve(by_traffic)
+    memo_send_start(memo=by_traffic)
+    memo_dispatch(memo_id=by_traffic.pk)
+    delivery_send_batch(delivery_ids=list(Delivery.objects.filter(memo=by_traffic).values_list("id", flat=True)))
+    texts = []
+    for path in settings.OUTBOX_DIR.glob("*.eml"):
+        for part in email.message_from_bytes(path.read_bytes()).walk():
+            if part.get_content_type() == "text/plain":
+                texts.append(part.get_payload(decode=True).decode())
+    assert any(
+        f"Your calls came from CN, HK: China (CN): 2 days, {D1} to {D2}; Hong Kong (HK): {D3}." in t for t in texts
+    )
+    assert any(f"您的调用来自 MO：澳门（MO）：{D2}。" in t for t in texts)
+    # The page shows the text that was sent, from the values kept with the delivery.
+    us = Delivery.objects.get(memo=by_traffic, developer=developers["us"])
+    assert us.rendered_with[-2:] == ["CN, HK", f"China (CN): 2 days, {D1} to {D2}; Hong Kong (HK): {D3}"]
+    cn = Delivery.objects.get(memo=by_traffic, developer=developers["cn"])
+    assert cn.rendered_with[-1] == f"澳门（MO）：{D2}"
+    page = client.get(ack_url(by_traffic.pk, developers["us"].pk).removeprefix("http://testserver"), follow=True)
+    assert page.status_code == 200  # rendered again from the kept values: the text hash holds
+    # A condition on them cannot be shown to the approver as versions: refused at save.
+    draft = make_memo(slug="branches", audience_basis=Memo.Basis.TRAFFIC, traffic_countries=["CN"])
+    from memo_service.memos.compose.versions import template_unlisted
+
+    assert template_unlisted("text_body", "{% if 'CN' in developer.traffic_countries %}x{% endif %}")
+    assert draft.pk

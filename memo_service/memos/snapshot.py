@@ -14,9 +14,10 @@ from typing import Any, cast
 
 from django.db import connection
 
-from memo_service.db import statistics_refresh
+from memo_service.db import in_ids, statistics_refresh
 from memo_service.developers.models import TrafficObservation
 from memo_service.memos.audience import (
+    TrafficFact,
     audience_pages,
     audience_reasons,
     inclusion_reason,
@@ -88,6 +89,23 @@ def audience_snapshot(memo: Memo, *, fast: bool | None = None) -> None:
         if page := cast(list[tuple[int, str]], list(audience.values_list("id", "country"))):
             write(memo, page, reasons)
     statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers
+
+
+def traffic_of(memo: Memo, developer_ids: list[int]) -> dict[int, list[TrafficFact]]:
+    """{developer id: the traffic that put them in}, for what templates see of them
+    (developer.traffic_countries, developer.traffic_summary): as the snapshot kept it once
+    the memo is approved, as it is now before. Nobody's for an audience by account, or
+    for a developer in by the account's country alone. One query."""
+    if memo.audience_basis == Memo.Basis.ACCOUNT or not developer_ids:
+        return {}
+    kept = AudienceSnapshot.objects.filter(memo=memo, developer_id__in=in_ids(developer_ids)).values_list(
+        "developer_id", "traffic"
+    )
+    if memo.approved_rules:
+        found = {dev: [TrafficFact.from_json(f) for f in facts] for dev, facts in kept}
+    else:
+        found = traffic_facts(memo, developer_ids)
+    return {dev: facts for dev, facts in found.items() if sum(f.requests for f in facts) >= memo.traffic_min_requests}
 
 
 def _page_python(memo: Memo, page: list[tuple[int, str]], reasons: dict[str, str]) -> None:

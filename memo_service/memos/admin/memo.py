@@ -64,6 +64,7 @@ from memo_service.memos.report.reports import (
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.send.reconcile import memo_unknown_resend
+from memo_service.memos.snapshot import traffic_of
 
 # What a refused button says (refusals.py shows it inside the admin): who may do it.
 ROLE_NEEDED = {
@@ -476,7 +477,7 @@ class MemoAdmin(admin.ModelAdmin):
         developer = developer or (sample[0] if sample else None)
         email = error = None
         if developer is not None:
-            context = rendering.developer_context(developer)
+            context = rendering.developer_context(developer, traffic_of(memo, [developer.pk]).get(developer.pk, ()))
             if language:
                 context["language"] = language
             try:

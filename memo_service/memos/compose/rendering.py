@@ -9,6 +9,7 @@ import json
 import logging
 import operator
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,16 @@ from django.conf import settings
 from django.core import signing
 from django.urls import reverse
 from django.utils import formats, timezone, translation
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext, gettext_noop, ngettext
 from django_countries import countries
 from markupsafe import Markup
 
 from memo_service.developers.models import Developer
+from memo_service.memos.audience import TrafficFact
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.substitution import (
     DEVELOPER_KEYS,
+    EARLIER_KEYS,
     LAYOUT_NAMES,
     Skeleton,
     placeholder_values,
@@ -53,6 +56,8 @@ TEMPLATE_VARIABLES = {
     "developer.country": "ISO country code, e.g. CN",
     "developer.country_name": "country name, e.g. China",
     "developer.language": "language code, e.g. zh-hans",
+    "developer.traffic_countries": "with an audience by traffic: the countries whose traffic put them in, e.g. CN, HK",
+    "developer.traffic_summary": "that traffic in their language, e.g. China (CN): 3 days, 2027-05-01 to 2027-05-20",
     "memo.title": "the memo's title",
     "memo.effective_date_text": "effective date as the text's language writes it, e.g. July 9, 2027",
     "memo.ack_deadline_text": "acknowledgement deadline's date, the same way",
@@ -75,6 +80,8 @@ SAMPLE_DEVELOPER = {
     "country": "CN",
     "country_name": "China",
     "language": "en",
+    "traffic_countries": "CN",
+    "traffic_summary": "China (CN): 3 days, 2027-05-01 to 2027-05-20",
 }
 
 # Our own layout (trusted, from templates/email/), around the admin's body. Its words
@@ -202,8 +209,10 @@ class Recipient:
     org_contact_email: str
 
 
-def developer_context(developer: Developer | Recipient) -> dict[str, Any]:
-    """What a template sees of a developer: plain values, a copy, nothing to call."""
+def developer_context(developer: Developer | Recipient, traffic: Sequence[TrafficFact] = ()) -> dict[str, Any]:
+    """What a template sees of a developer: plain values, a copy, nothing to call; with
+    an audience by traffic, the traffic that put them in (`traffic`, as the audience's
+    snapshot keeps it)."""
     # A Developer's country is a Country object (each access makes one); a send task's
     # rows (Recipient) carry the code.
     country = developer.country
@@ -216,7 +225,33 @@ def developer_context(developer: Developer | Recipient) -> dict[str, Any]:
         "country": code,
         "country_name": country_name(code, developer.language),
         "language": developer.language,
+        "traffic_countries": ", ".join(f.country for f in traffic),
+        "traffic_summary": traffic_summary(traffic, developer.language) if traffic else "",
     }
+
+
+def traffic_summary(traffic: Sequence[TrafficFact], language: str) -> str:
+    """ "China (CN): 3 days, 2027-05-01 to 2027-05-20; Hong Kong (HK): 2027-05-03", in
+    the developer's language (its words from the gettext catalogs)."""
+    with translation.override(language):
+        return "; ".join(
+            gettext("%(country)s (%(code)s): %(day)s")
+            % {"country": countries.name(f.country), "code": f.country, "day": f.first}
+            if f.days == 1
+            else ngettext(
+                "%(country)s (%(code)s): %(days)d day, %(first)s to %(last)s",
+                "%(country)s (%(code)s): %(days)d days, %(first)s to %(last)s",
+                f.days,
+            )
+            % {
+                "country": countries.name(f.country),
+                "code": f.country,
+                "days": f.days,
+                "first": f.first,
+                "last": f.last,
+            }
+            for f in traffic
+        )
 
 
 def stored_values(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -237,6 +272,8 @@ def values_from_stored(stored: Any) -> dict[str, Any] | None:
     makes. Emails sent before kept them with their keys."""
     if isinstance(stored, (list, tuple)) and len(stored) == len(DEVELOPER_KEYS):
         return dict(zip(DEVELOPER_KEYS, stored, strict=True))
+    if isinstance(stored, (list, tuple)) and len(stored) == EARLIER_KEYS:  # kept before the traffic's keys
+        return dict(zip(DEVELOPER_KEYS, [*stored, "", ""], strict=True))
     return stored if isinstance(stored, dict) and stored else None
 
 
@@ -437,6 +474,8 @@ class MemoRenderer:
 
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
+        if "traffic_summary" not in developer:  # values kept, with their keys, before the traffic's existed
+            developer = {"traffic_countries": "", "traffic_summary": "", **developer}
         language = self._templates(developer["language"])[0]
         developer = developer_in_language(developer, language)
         skeleton = self._skeleton(language)

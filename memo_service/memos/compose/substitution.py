@@ -26,7 +26,19 @@ from jinja2 import nodes
 from markupsafe import escape
 
 # What a template sees of a developer (rendering.developer_context), then the link.
-DEVELOPER_KEYS = ("name", "organization", "email", "external_id", "country", "country_name", "language")
+DEVELOPER_KEYS = (
+    "name",
+    "organization",
+    "email",
+    "external_id",
+    "country",
+    "country_name",
+    "language",
+    "traffic_countries",
+    "traffic_summary",
+)
+# The keys a Delivery's stored values had before the traffic's were added (rendering.values_from_stored).
+EARLIER_KEYS = 7
 SLOTS = (*DEVELOPER_KEYS, "ack_url")
 # Placeholders: private-use characters around a random nonce and the slot, so that no
 # escaping touches them and no memo text or value can pass for one.

@@ -28,7 +28,7 @@ from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, AudienceSnapshot, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
-from memo_service.memos.snapshot import audience_snapshot
+from memo_service.memos.snapshot import audience_snapshot, traffic_of
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
 # written by one INSERT … SELECT, 10,000 rows take ~0.1 s, short enough that the web
@@ -133,13 +133,15 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
     checked = 0
     for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
-        for developer in audience:
+        page = list(audience)
+        traffic = traffic_of(memo, [developer.pk for developer in page])
+        for developer in page:
             checked += 1
             if first and checked > AUDIENCE_CHECK_LIMIT:
                 return  # the rest is the dispatch's to check
             if not first and checked <= AUDIENCE_CHECK_LIMIT:
                 continue  # checked when the send started
-            values = rendering.developer_context(developer)
+            values = rendering.developer_context(developer, traffic.get(developer.pk, ()))
             try:
                 renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
             except Exception as exc:  # the admin's template, reported with whom it failed for

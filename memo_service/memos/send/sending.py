@@ -49,6 +49,7 @@ from memo_service.memos.reminders import contact_copy, still_to_answer
 from memo_service.memos.send.control import ControlRefused, memo_pause
 from memo_service.memos.send.leases import lease_release, lease_take
 from memo_service.memos.send.throttle import throttle_block, throttle_take
+from memo_service.memos.snapshot import traffic_of
 
 log = logging.getLogger(__name__)
 DeliveryStatus = Delivery.Status
@@ -200,6 +201,12 @@ class BatchSender:
     def __init__(self, connection: Any, deliveries: list[Queued]) -> None:
         self.connection = connection
         self.deliveries = deliveries
+        # With an audience by traffic, the traffic templates see (one query a memo).
+        self.traffic = {
+            (memo.pk, dev): facts
+            for memo in {d.memo_id: d.memo for d in deliveries}.values()
+            for dev, facts in traffic_of(memo, [d.developer.pk for d in deliveries if d.memo_id == memo.pk]).items()
+        }
         self.provider = type(connection).__module__
         self.can = capabilities(connection)
         self.merge_size = self.can.merge_batch_size
@@ -269,7 +276,7 @@ class BatchSender:
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"not sent: {exc}")
             return None
-        values = developer_context(developer)
+        values = developer_context(developer, self.traffic.get((delivery.memo_id, developer.pk), ()))
         try:
             language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk))
         except Exception as exc:  # the admin's template: recorded, never raised
