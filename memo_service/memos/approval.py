@@ -16,7 +16,7 @@ from django.utils import timezone
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
-from memo_service.memos.compose.versions import versions_problem
+from memo_service.memos.compose.versions import memo_versions, versions_problem, versions_shown
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import approval_payload
 from memo_service.memos.memo_status import (
@@ -43,12 +43,16 @@ def _moved(memo: Memo, moved: bool) -> None:
         raise ApprovalRefused(f"memo {memo.slug} is {current}")
 
 
-def _renders(memo: Memo) -> None:
+def _renders(memo: Memo) -> dict[str, list[str]]:
+    """Refuse a memo that does not render, or whose versions cannot all be shown to its
+    approver; the versions they can preview (versions_shown), for the approval record."""
     problems = rendering.memo_check(memo)
     if problems:
         raise ApprovalRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
-    if unlisted := versions_problem(memo):
+    conditions = memo_versions(memo)
+    if unlisted := versions_problem(memo, conditions):
         raise ApprovalRefused(f"memo {memo.slug}: its versions cannot all be shown to its approver: {unlisted}")
+    return versions_shown(conditions)
 
 
 def audience_rules(memo: Memo) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
         )
     if memo.status != MemoStatus.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
-    _renders(memo)
+    versions = _renders(memo)
     content = rendering.memo_content(memo)
     content_hash, rules = rendering.content_hash_of(content), audience_rules(memo)
     with transaction.atomic():
@@ -102,7 +106,9 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
             memo_id=memo.pk,
             kind=EvidenceRecord.Kind.APPROVAL,
             object_id=memo.pk,
-            payload=approval_payload(approved, content=content, content_hash=content_hash, rules=rules),
+            payload=approval_payload(
+                approved, content=content, content_hash=content_hash, rules=rules, versions=versions
+            ),
         )
         audience_snapshot(approved)
         audit_record(actor=by, action="memo.approved", obj=memo, content_hash=content_hash)

@@ -19,6 +19,7 @@ save and at approval (`versions_problem`), never approved unseen.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ NOT_LISTED = "its versions cannot be listed: it depends on more than one develop
 class Branch:
     label: str  # "CN", "everything else", "true", "false"
     developer: str | None  # external_id of a developer of the audience in this branch
+    # What tells this version apart at send (version_check.py): a compared field's value
+    # (or that it is none of the constants), a test's outcome, a text's fingerprint.
+    key: str = ""
 
 
 @dataclass
@@ -74,6 +78,12 @@ class Condition:
     note: str = ""  # why the branches could not all be listed
     listed: bool = True  # False: its versions could not be listed at all (the memo is refused)
 
+    @property
+    def id(self) -> str:
+        """Names the condition in the approval record and at send (the same templates give
+        the same ids)."""
+        return condition_id(self.language, self.template, self.line, self.depends_on)
+
     def __str__(self) -> str:
         branches = ", ".join(
             b.label + (f" ({b.developer})" if b.developer else " (nobody in the audience)") for b in self.branches
@@ -84,6 +94,45 @@ class Condition:
             + (f": {branches}" if branches else "")
             + (f"; {self.note}" if self.note else "")
         )
+
+
+def condition_id(language: str, template: str, line: int, depends: list[str]) -> str:
+    return f"{language} {template} {line} {','.join(depends)}"
+
+
+def compare_key(name: str, value: Any, constants: list[Any]) -> str:
+    """A compared field's branch: its value when it is one of the constants, else one key
+    for all the rest."""
+    return f"{name}={value}" if value in constants else f"{name}: everything else"
+
+
+def evaluate_key(memo: Memo, template: Any, name: str, value: Any) -> str:
+    """A test's outcome for a value of the one field it reads ("true", "false", or how it fails)."""
+    context = {"memo": {"title": memo.title, "effective_date": memo.effective_date, "ack_deadline": memo.ack_deadline}}
+    try:
+        return str(sandbox.render_limited(template, {**context, "developer": {name: str(value)}}))
+    except Exception as exc:  # a failing render is a version too: the developer gets no email
+        return f"fails: {sandbox.describe(exc)}"
+
+
+def test_template(environment: sandbox.MemoSandbox, test: nodes.Node) -> Any:
+    """The test alone, as a template printing "true" or "false"."""
+    tree = nodes.Template([nodes.Output([nodes.CondExpr(test, nodes.Const("true"), nodes.Const("false"))])], lineno=1)
+    tree.set_environment(environment)
+    return environment.from_string(tree)
+
+
+def render_key(template: Any, base: dict[str, Any], language: str, name: str, value: Any) -> str:
+    """A whole template's version for a value of the one field it depends on (the rest the
+    sample developer's): its text with the value itself taken out, as a digest."""
+    developer = developer_in_language({**SAMPLE_DEVELOPER, "language": language, name: str(value)}, language)
+    try:
+        text = sandbox.render_limited(template, {**base, "developer": developer})
+    except Exception as exc:  # a failing render is a version too: the developer gets no email
+        text = f"fails: {sandbox.describe(exc)}"
+    for shown in _printed_forms(name, developer):
+        text = text.replace(shown, "\x00")
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _value_ref(expr: nodes.Node) -> str | None:
@@ -101,7 +150,7 @@ def _value_ref(expr: nodes.Node) -> str | None:
     return None
 
 
-class _Reader:
+class TemplateReader:
     """What one parsed template's expressions depend on, variables followed."""
 
     def __init__(self, tree: nodes.Template) -> None:
@@ -203,7 +252,7 @@ class _Reader:
         return not self.depends(expr)
 
 
-def _simple_comparisons(test: nodes.Node, reader: _Reader) -> dict[str, list[Any]] | None:
+def _simple_comparisons(test: nodes.Node, reader: TemplateReader) -> dict[str, list[Any]] | None:
     """{field: constants} when the test only compares developer fields (or copies of
     them) with constants, joined by and/or/not; None otherwise."""
     found: dict[str, list[Any]] = {}
@@ -259,10 +308,7 @@ def _evaluate(
     deadline: float,
 ) -> tuple[list[Branch], str]:
     """Branches of a test on one field, by evaluating it for the field's distinct values."""
-    tree = nodes.Template([nodes.Output([nodes.CondExpr(test, nodes.Const("true"), nodes.Const("false"))])], lineno=1)
-    tree.set_environment(environment)
-    template = environment.from_string(tree)
-    context = {"memo": {"title": memo.title, "effective_date": memo.effective_date, "ack_deadline": memo.ack_deadline}}
+    template = test_template(environment, test)
     values = list(audience.order_by(name).values_list(name, flat=True).distinct()[: MAX_VALUES_EVALUATED + 1])
     note = (
         f"evaluated for the first {MAX_VALUES_EVALUATED:,} of its values in the audience"
@@ -274,12 +320,8 @@ def _evaluate(
         if time.monotonic() > deadline:
             note = f"evaluated for {n:,} of its values in the audience before the time allowed ran out"
             break
-        try:
-            outcome = sandbox.render_limited(template, {**context, "developer": {name: str(value)}})
-        except Exception as exc:  # a failing render is a version too: the developer gets no email
-            outcome = f"fails: {sandbox.describe(exc)}"
-        outcomes.setdefault(outcome, value)
-    return [Branch(label, _pick(audience, **{name: value})) for label, value in sorted(outcomes.items())], note
+        outcomes.setdefault(evaluate_key(memo, template, name, value), value)
+    return [Branch(label, _pick(audience, **{name: value}), label) for label, value in sorted(outcomes.items())], note
 
 
 def _field_values(name: str, audience: QuerySet[Developer]) -> tuple[list[Any], str]:
@@ -328,21 +370,14 @@ def _render_versions(
         if time.monotonic() > deadline:
             note = f"rendered for {n:,} of its values before the time allowed ran out"
             break
-        developer = developer_in_language({**SAMPLE_DEVELOPER, "language": language, name: str(value)}, language)
-        try:
-            text = sandbox.render_limited(template, {**base, "developer": developer})
-        except Exception as exc:  # a failing render is a version too: the developer gets no email
-            text = f"fails: {sandbox.describe(exc)}"
-        for shown in _printed_forms(name, developer):
-            text = text.replace(shown, "\x00")
-        versions.setdefault(text, []).append(value)
+        versions.setdefault(render_key(template, base, language, name, value), []).append(value)
     branches = []
-    for n, (_, with_values) in enumerate(sorted(versions.items(), key=lambda item: str(item[1][0])), start=1):
+    for n, (key, with_values) in enumerate(sorted(versions.items(), key=lambda item: str(item[1][0])), start=1):
         shown = ", ".join(str(v) for v in with_values[:5]) + (
             f" and {len(with_values) - 5} more" if len(with_values) > 5 else ""
         )
         picked = _pick(audience, **{f"{name}__in": with_values[:MAX_VALUES_EVALUATED]})
-        branches.append(Branch(f"version {n} ({name} {shown})", picked))
+        branches.append(Branch(f"version {n} ({name} {shown})", picked, key))
     return branches, note
 
 
@@ -356,7 +391,7 @@ class Decision:
     field: str = ""  # the one field evaluated or rendered for
 
 
-def _decisions(reader: _Reader) -> Iterator[Decision]:
+def template_decisions(reader: TemplateReader) -> Iterator[Decision]:
     """What decides the template's text, once per line and dependencies, and how its
     versions are found."""
     seen: set[tuple[int, tuple[str, ...]]] = set()
@@ -386,10 +421,10 @@ def template_unlisted(field: str, source: str) -> str:
     """Why a template's versions cannot be listed for its approver (the line and the
     values it depends on at once), or "": checked at save, with no audience needed."""
     try:
-        reader = _Reader(sandbox.environment_for(field).parse(source))
+        reader = TemplateReader(sandbox.environment_for(field).parse(source))
     except Exception:  # noqa: BLE001  (a syntax error: the trial render reports it)
         return ""
-    for decision in _decisions(reader):
+    for decision in template_decisions(reader):
         if decision.how == "unlisted":
             return (
                 f"line {decision.node.lineno}: {NOT_LISTED} ({', '.join(decision.depends)}): test one value at a time"
@@ -411,12 +446,12 @@ def memo_versions(memo: Memo) -> list[Condition]:
                 continue
             environment = sandbox.environment_for(name)
             try:
-                reader = _Reader(environment.parse(source))
+                reader = TemplateReader(environment.parse(source))
             except Exception:  # noqa: S112  (a syntax error: the trial render at save reports it)
                 continue
             lines = source.splitlines()
             rendered: dict[str, tuple[list[Branch], str]] = {}  # field -> the whole template's versions
-            for decision in _decisions(reader):
+            for decision in template_decisions(reader):
                 lineno = decision.node.lineno
                 line = lines[lineno - 1].strip() if lineno <= len(lines) else ""
                 condition = Condition(language, name, lineno, line[:200], decision.depends)
@@ -424,10 +459,19 @@ def memo_versions(memo: Memo) -> list[Condition]:
                     assert decision.simple is not None  # set with "compare"
                     for field_name, values in decision.simple.items():
                         condition.branches += [
-                            Branch(f"{field_name} {v}", _pick(audience, **{field_name: v})) for v in values
+                            Branch(
+                                f"{field_name} {v}",
+                                _pick(audience, **{field_name: v}),
+                                compare_key(field_name, v, values),
+                            )
+                            for v in values
                         ]
                         condition.branches.append(
-                            Branch(f"{field_name}: everything else", _pick_excluding(audience, field_name, values))
+                            Branch(
+                                f"{field_name}: everything else",
+                                _pick_excluding(audience, field_name, values),
+                                compare_key(field_name, None, values),
+                            )
                         )
                 elif decision.how == "evaluate":
                     condition.branches, condition.note = _evaluate(
@@ -446,7 +490,13 @@ def memo_versions(memo: Memo) -> list[Condition]:
     return conditions
 
 
-def versions_problem(memo: Memo) -> str:
+def versions_problem(memo: Memo, conditions: list[Condition] | None = None) -> str:
     """Why the memo's versions cannot all be shown to its approver, or "" when they can."""
-    unlisted = [c for c in memo_versions(memo) if not c.listed]
+    unlisted = [c for c in (memo_versions(memo) if conditions is None else conditions) if not c.listed]
     return "; ".join(f"{c.language} {c.template} line {c.line}: {c.note} ({', '.join(c.depends_on)})" for c in unlisted)
+
+
+def versions_shown(conditions: list[Condition]) -> dict[str, list[str]]:
+    """{condition id: the keys of its versions the approver could preview (a branch with a
+    developer of the audience)}: what the approval record keeps, and the send checks."""
+    return {c.id: sorted({b.key for b in c.branches if b.developer}) for c in conditions}

@@ -23,14 +23,22 @@ Kind = EvidenceRecord.Kind
 
 
 def approval_payload(
-    memo: Memo, *, content: dict[str, Any], content_hash: str, rules: dict[str, Any]
+    memo: Memo,
+    *,
+    content: dict[str, Any],
+    content_hash: str,
+    rules: dict[str, Any],
+    versions: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """`memo` as approved, its approver and approval time set."""
+    """`memo` as approved, its approver and approval time set; `versions`: for each
+    condition on developer values, the versions its approver could preview (the send
+    sends no other: compose/version_check.py)."""
     assert memo.approved_at is not None  # written in the transaction that approves it
     return {
         "content_hash": content_hash,
         "content": content,
         "rules": rules,
+        "versions": versions or {},
         "author": memo.author_id,
         "requested_by": memo.requested_by_id,
         "approver": memo.approver_id,

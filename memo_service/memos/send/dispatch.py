@@ -24,6 +24,7 @@ from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
+from memo_service.memos.compose.version_check import version_check
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, AudienceSnapshot, Delivery, Memo
@@ -131,6 +132,7 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
         renderer = rendering.approved_renderer(memo)
     except NotApproved as exc:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
+    versions = version_check(memo)
     checked = 0
     for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
         page = list(audience)
@@ -143,12 +145,14 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
                 continue  # checked when the send started
             values = rendering.developer_context(developer, traffic.get(developer.pk, ()))
             try:
-                renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
+                language, _ = renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
             except Exception as exc:  # the admin's template, reported with whom it failed for
                 raise DispatchRefused(
                     f"memo {memo.slug} does not render for developer {developer.external_id}: "
                     f"{rendering.error_reason(exc, values)}"
                 ) from None
+            if unseen := versions.unseen(values, language):
+                raise DispatchRefused(f"memo {memo.slug} is not sent to developer {developer.external_id}: {unseen}")
 
 
 def _check_the_rest(memo: Memo) -> bool:

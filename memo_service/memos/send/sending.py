@@ -32,6 +32,7 @@ from memo_service.memos.compose.rendering import (
     memo_content_hash,
     stored_values,
 )
+from memo_service.memos.compose.version_check import VersionCheck, version_check
 from memo_service.memos.delivery_status import (
     EmailText,
     deliveries_claim,
@@ -211,6 +212,7 @@ class BatchSender:
         self.can = capabilities(connection)
         self.merge_size = self.can.merge_batch_size
         self.renderers: dict[tuple[int, bool], MemoRenderer] = {}
+        self.versions: dict[int, VersionCheck] = {}  # per memo: the versions its approver could preview
         self.later: list[int] = []  # to try again after `delay` seconds
         self.delay = 0.0
         self.paused = False
@@ -283,6 +285,13 @@ class BatchSender:
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {error_reason(exc, values)}")
             return None
+        if delivery.memo_id not in self.versions:
+            self.versions[delivery.memo_id] = version_check(delivery.memo)
+        if unseen := self.versions[delivery.memo_id].unseen(values, language):
+            # Not the text approved: nothing more of this memo goes out until someone looks.
+            _pause(delivery.memo, f"not sent to developer {developer.external_id}: {unseen}")
+            self.paused = True
+            raise _Stop
         return Prepared(delivery, language, email, to, values)
 
     def send_merged(self, pending: list[Prepared]) -> None:
