@@ -143,3 +143,28 @@ def test_a_template_failing_for_a_developer_past_the_first_checked_pauses_before
     assert memo.status == "paused"
     assert f"does not render for developer {last.external_id}" in memo.status_reason
     assert not Delivery.objects.filter(memo=memo).exists() and mailgun.accepted == []
+
+
+def test_the_send_page_says_how_far_the_check_before_the_first_email_is(memo, monkeypatch, enqueued):
+    from memo_service.memos.report.reports import memo_progress
+
+    for i in range(4):
+        make_developer(f"cn-more-{i}", "CN")
+    monkeypatch.setattr(dispatch, "AUDIENCE_CHECK_LIMIT", 2)  # the rest (4 of 6) checked by the dispatch
+    monkeypatch.setattr(dispatch, "PAGE_SIZE", 1)
+    approve(memo)
+    dispatch.memo_send_start(memo=memo)
+    seen = []
+    read_traffic = dispatch.traffic_of
+
+    def page_read(memo_, ids):  # what the Send page's progress line says as each page is checked
+        seen.append(memo_progress(Memo.objects.get(pk=memo.pk))["summary"])
+        return read_traffic(memo_, ids)
+
+    monkeypatch.setattr(dispatch, "traffic_of", page_read)
+    dispatch.memo_dispatch(memo_id=memo.pk)
+    checking = [s for s in seen if s.startswith("Checking")]
+    assert checking[-1] == (
+        "Checking, before the first email, that the memo renders as approved for each developer: 3 of 4 more."
+    )
+    assert Delivery.objects.filter(memo=memo).count() == 6

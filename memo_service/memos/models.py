@@ -125,6 +125,9 @@ class Memo(models.Model):
     status_reason = models.CharField(max_length=300, blank=True, editable=False)
     # Set once every Delivery row exists; until then a rerun of send_memo resumes paging.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The dispatch's check of a large audience before its first email: how far it is.
+    audience_checked = models.PositiveIntegerField(default=0, editable=False)
+    audience_to_check = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -393,6 +393,11 @@ def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
             f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + "."
         )
     if memo.dispatched_at is None and memo.status in MEMO_STARTED:
+        if not c["total"] and memo.audience_to_check:
+            return (
+                "Checking, before the first email, that the memo renders as approved for each developer: "
+                f"{memo.audience_checked:,} of {memo.audience_to_check:,} more."
+            )
         # Between the confirmation and the end of dispatch the total is still growing.
         return f"Preparing the send: {c['total']} emails queued so far."
     prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""

@@ -21,7 +21,7 @@ from memo_service.backends.base import capabilities
 from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
 from memo_service.memos.approval import memo_schedule_failed
-from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons
+from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering
 from memo_service.memos.compose.version_check import version_check
@@ -122,7 +122,7 @@ def memos_send_scheduled() -> list[int]:
     return started
 
 
-def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
+def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[int], None] | None = None) -> None:
     """Render the memo for its recipients, so a template that fails for some developer's
     data fails before the send and not halfway through it: the first
     AUDIENCE_CHECK_LIMIT (`first`), or all after them. Read in pages keyed on id (a
@@ -136,6 +136,8 @@ def _render_for_audience(memo: Memo, *, first: bool = True) -> None:
     checked = 0
     for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
         page = list(audience)
+        if progress and checked > AUDIENCE_CHECK_LIMIT:
+            progress(checked - AUDIENCE_CHECK_LIMIT)
         traffic = traffic_of(memo, [developer.pk for developer in page])
         for developer in page:
             checked += 1
@@ -160,8 +162,14 @@ def _check_the_rest(memo: Memo) -> bool:
     A failure pauses the memo with the reason, before anyone is sent anything."""
     if Delivery.objects.filter(memo=memo).exists():
         return True  # checked before its first page; this is a dispatch resumed
+    rest = max(memo_audience(memo).count() - AUDIENCE_CHECK_LIMIT, 0)
+    Memo.objects.filter(pk=memo.pk).update(audience_checked=0, audience_to_check=rest)
+
+    def progress(checked: int) -> None:  # for the Send page's progress line
+        Memo.objects.filter(pk=memo.pk).update(audience_checked=checked)
+
     try:
-        _render_for_audience(memo, first=False)
+        _render_for_audience(memo, first=False, progress=progress)
     except DispatchRefused as exc:
         memo_mark_paused(memo=memo, reason=f"not sent: {exc}")
         audit_record(actor=None, action="memo.check_failed", obj=memo, reason=str(exc))
