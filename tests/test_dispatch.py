@@ -158,12 +158,14 @@ def test_the_send_page_says_how_far_the_check_before_the_first_email_is(memo, mo
     read_traffic = dispatch.traffic_of
 
     def page_read(memo_, ids):  # what the Send page's progress line says as each page is checked
-        seen.append(memo_progress(Memo.objects.get(pk=memo.pk))["summary"])
+        progress = memo_progress(Memo.objects.get(pk=memo.pk))
+        seen.append((progress["summary"], progress["percent"]))
         return read_traffic(memo_, ids)
 
     monkeypatch.setattr(dispatch, "traffic_of", page_read)
     dispatch.memo_dispatch(memo_id=memo.pk)
-    checking = [s for s in seen if s.startswith("Checking")]
+    checking = [s for s, _ in seen if s.startswith("Checking")]
+    assert [p for s, p in seen if s.startswith("Checking")][-1] == 75  # the bar shows the check
     assert checking[-1] == (
         "Checking, before the first email, that the memo renders as approved for each developer: 3 of 4 more."
     )

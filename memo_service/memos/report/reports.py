@@ -380,10 +380,19 @@ def memo_progress(memo: Memo) -> dict[str, Any]:
     total = counts["total"]
     done = total - counts["queued"]
     counts["percent"] = 100 if total and done == total and memo.dispatched_at else (done * 100 // total if total else 0)
+    if _checking(memo, total):  # the bar shows the check first, then the send
+        counts["percent"] = memo.audience_checked * 100 // memo.audience_to_check
     counts["status"] = memo.status
     counts["finished"] = memo.status in MEMO_FINISHED or counts["percent"] == 100
     counts["summary"] = _progress_summary(memo, counts)
     return counts
+
+
+def _checking(memo: Memo, queued_so_far: int) -> bool:
+    """The dispatch is checking a large audience before its first email (dispatch.py)."""
+    return bool(
+        memo.dispatched_at is None and memo.status in MEMO_STARTED and not queued_so_far and memo.audience_to_check
+    )
 
 
 def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
@@ -392,12 +401,12 @@ def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
             f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
             f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + "."
         )
+    if _checking(memo, c["total"]):
+        return (
+            "Checking, before the first email, that the memo renders as approved for each developer: "
+            f"{memo.audience_checked:,} of {memo.audience_to_check:,} more."
+        )
     if memo.dispatched_at is None and memo.status in MEMO_STARTED:
-        if not c["total"] and memo.audience_to_check:
-            return (
-                "Checking, before the first email, that the memo renders as approved for each developer: "
-                f"{memo.audience_checked:,} of {memo.audience_to_check:,} more."
-            )
         # Between the confirmation and the end of dispatch the total is still growing.
         return f"Preparing the send: {c['total']} emails queued so far."
     prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""
