@@ -260,7 +260,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "")
 def _fresh_caches() -> None:
     """Sent memos' compiled templates are cached by id and content hash; tests reuse both
     (SQLite hands out ids again after a rollback, and tests set hashes by hand)."""
-    from memo_service.api.views import api_clients_forget
+    from memo_service.api.auth import api_clients_forget
     from memo_service.memos.compose.rendering import _sent_renderer
 
     _sent_renderer.cache_clear()

@@ -359,7 +359,7 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
 def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_change(
     client, admin_client, console, two_memos, monkeypatch
 ):
-    from memo_service.api import views
+    from memo_service.api import auth as views
 
     assert get(client, "/developers/cn-1/notices", console).status_code == 200
     ApiClient.objects.update(is_active=False)  # by another process, say: this one still knows the client

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
+from memo_service.api.auth import api_clients_forget
 from memo_service.api.models import ApiClient, Scope
-from memo_service.api.views import api_clients_forget
 
 
 class ApiClientForm(forms.ModelForm):

@@ -1,26 +1,36 @@
 """The sync API for the platform's own systems: /api/v1/, schema at /api/v1/openapi.json.
 
 Each client authenticates with its own bearer token (issued in the admin, stored as a
-digest). Writes go through the same functions as the CSV import.
+digest: memo_service.api.auth). Writes go through the same functions as the CSV import.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
-from ipaddress import IPv4Address, IPv6Address
-from typing import Annotated, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import NinjaAPI, Query, Status
 from ninja.errors import HttpError
-from ninja.security import HttpBearer
-from pydantic import ConfigDict, Strict, field_validator
 
-from memo_service.api.models import ApiClient, Scope, token_digest
+from memo_service.api.auth import ClientToken
+from memo_service.api.models import ApiClient, Scope
+from memo_service.api.schemas import (
+    AnswersOut,
+    BulkIn,
+    BulkOut,
+    ConsoleAnswerIn,
+    ConsoleAnswerOut,
+    DeactivateOut,
+    FunnelOut,
+    HashProblem,
+    NoticesOut,
+    Problem,
+    TrafficBulkIn,
+    TrafficBulkOut,
+    ValidationProblem,
+)
 from memo_service.developers.deactivation import developer_deactivate
 from memo_service.developers.importing import developers_sync
 from memo_service.developers.models import Developer
@@ -36,77 +46,6 @@ from memo_service.memos.answer.notices import developer_notices
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import MEMO_SHOWN, Answer, Memo
 from memo_service.memos.report.reports import memo_funnel
-
-MAX_BULK = 1_000  # per request: a request stays well under any proxy's timeout
-# Rollups are five small fields, summed by one statement: ten times as many still take
-# well under a second.
-MAX_TRAFFIC_BULK = 10_000
-
-
-class ClientToken(HttpBearer):
-    """A client's bearer token (else 401) with the scope the endpoint needs (else 403,
-    before the request's body is read)."""
-
-    def __init__(self, scope: Scope = Scope.SYNC) -> None:
-        super().__init__()
-        self.scope = scope
-
-    def __call__(self, request: HttpRequest) -> ApiClient | None:
-        # ninja's own reading logs the whole header (the token) when the scheme is not
-        # Bearer and DEBUG is on; another scheme is simply no credential here.
-        scheme, _, token = request.headers.get(self.header, "").partition(" ")
-        if scheme.lower() != self.openapi_scheme or not token:
-            return None
-        return self.authenticate(request, token)
-
-    def authenticate(self, request: HttpRequest, token: str) -> ApiClient | None:
-        client = api_client_by_token(token)
-        if client is not None:
-            api_client_touch(client=client)
-            if not client.has_scope(self.scope):
-                raise HttpError(403, f"this client lacks the scope {self.scope.value!r} (given in the admin)")
-        return client
-
-
-# A console asks on every page load: a client found by its token is kept this long in
-# each web process, which saves a query per call (half the database work of reading
-# notices). The price: a deactivated client or a rotated token is refused within this
-# time, not at once.
-CLIENT_CACHE_SECONDS = 10.0
-CLIENT_CACHE_MAX = 1_000  # digests kept; far more than there are clients
-_clients: dict[str, tuple[float, ApiClient]] = {}
-
-
-def api_client_by_token(token: str) -> ApiClient | None:
-    """The active client whose token this is, from the database at most every
-    CLIENT_CACHE_SECONDS (per process); None for an unknown or disabled one."""
-    digest = token_digest(token)
-    now = time.monotonic()
-    cached = _clients.get(digest)
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    client = ApiClient.objects.filter(token_digest=digest, is_active=True).first()
-    if len(_clients) >= CLIENT_CACHE_MAX:
-        _clients.clear()
-    if client is None:
-        _clients.pop(digest, None)
-    else:
-        _clients[digest] = (now + CLIENT_CACHE_SECONDS, client)
-    return client
-
-
-def api_clients_forget() -> None:
-    """Drop this process's cached clients (the admin does after a change)."""
-    _clients.clear()
-
-
-def api_client_touch(*, client: ApiClient) -> None:
-    """Note when a client was last seen, at most once an hour (not a write per request)."""
-    now = timezone.now()
-    if client.last_used_at is None or now - client.last_used_at > dt.timedelta(hours=1):
-        ApiClient.objects.filter(pk=client.pk).update(last_used_at=now)
-        client.last_used_at = now  # the cached copy too
-
 
 # No docs page: Swagger UI would load its assets from a CDN.
 api = NinjaAPI(
@@ -128,105 +67,6 @@ def internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     route = getattr(request.resolver_match, "route", "?")  # the pattern: a path can hold an account id
     log.error("API error on %s %s", request.method, route, exc_info=exc)
     return api.create_response(request, {"detail": "internal error (logged)"}, status=500)
-
-
-class Problem(Schema):
-    detail: str
-
-
-class DeveloperIn(Schema):
-    # Strict: a JSON type other than the schema's is a 422, never silently coerced.
-    model_config = ConfigDict(strict=True)
-
-    external_id: str = Field(..., min_length=1, max_length=100)
-    email: str = Field(..., max_length=254)
-    country: str = Field(..., description="ISO alpha-2, alpha-3, or English name", max_length=100)
-    name: str | None = Field(None, max_length=200)
-    organization: str | None = Field(None, max_length=200)
-    org_contact_email: str | None = Field(None, max_length=254)
-    language: str | None = Field(None, max_length=20)
-    is_active: bool | None = None
-    last_active_at: dt.datetime | None = None
-    attributes: dict[str, Any] | None = None
-
-    @field_validator("last_active_at", mode="before")
-    @classmethod
-    def _iso_datetime(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return dt.datetime.fromisoformat(value)  # ValueError → 422
-        return value
-
-
-class BulkIn(Schema):
-    developers: list[DeveloperIn] = Field(..., max_length=MAX_BULK)
-
-
-class ValidationProblem(Schema):
-    detail: list[dict[str, Any]]
-
-
-class ItemError(Schema):
-    index: int
-    external_id: str
-    error: str
-
-
-class BulkOut(Schema):
-    created: int
-    updated: int
-    unchanged: int
-    errors: list[ItemError]
-
-
-class DeactivateOut(Schema):
-    external_id: str
-    is_active: bool
-    changed: bool
-
-
-class CountryFunnel(Schema):
-    targeted: int
-    sent: int
-    delivered: int
-    bounced: int
-    failed: int
-    outcome_unknown: int
-    pending: int
-    cancelled: int
-    acknowledged: int
-    acknowledged_suspected: int
-    disputed: int
-    needs_help: int
-    exempt: int
-
-
-class ChannelAnswers(Schema):
-    acknowledged: int
-    disputes_region: int
-    disputes_traffic: int
-    needs_help: int
-    total: int
-
-
-class FunnelOut(CountryFunnel):
-    memo: str
-    status: str
-    content_hash: str
-    by_country: dict[str, CountryFunnel]
-    answers_by_channel: dict[Literal["email_link", "console"], ChannelAnswers]
-
-
-class AnswerOut(Schema):
-    id: int
-    external_id: str
-    response: str
-    created_at: dt.datetime
-    content_hash: str
-
-
-class AnswersOut(Schema):
-    items: list[AnswerOut]
-    next_after: int | None
 
 
 def _no_nul(value: str) -> str:
@@ -255,35 +95,6 @@ def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
         "unchanged": report.unchanged,
         "errors": [{"index": e.line, "external_id": e.external_id, "error": e.reason} for e in report.errors],
     }
-
-
-class TrafficIn(Schema):
-    model_config = ConfigDict(strict=True)
-
-    external_id: str = Field(..., min_length=1, max_length=100)
-    day: str = Field(..., max_length=10, description="YYYY-MM-DD, not in the future")
-    country: str | None = Field(None, max_length=2, description="ISO alpha-2, already resolved")
-    ip: str | None = Field(None, max_length=45, description="resolved here when no country is given")
-    requests: int = Field(1, ge=0, strict=False, description="requests that day from that country")
-    source: str = Field("api", max_length=50, description="which feed; a day of a source is replaced when sent again")
-
-    @field_validator("requests", mode="before")
-    @classmethod
-    def _json_number(cls, value: Any) -> Any:
-        # JSON has one number type: 12.0 is the integer 12, "12" is not a number.
-        if isinstance(value, (str, bool)):
-            raise ValueError("requests is a JSON number")
-        return value
-
-
-class TrafficBulkIn(Schema):
-    observations: list[TrafficIn] = Field(..., max_length=MAX_TRAFFIC_BULK)
-
-
-class TrafficBulkOut(Schema):
-    accepted: int
-    rollups: int
-    errors: list[ItemError]
 
 
 @api.post(
@@ -344,75 +155,6 @@ def memo_answers(
     # values() rows are plain dicts; their TypedDict type allows no pop().
     items = [{**r, "external_id": r.pop("developer__external_id")} for r in cast(list[dict[str, Any]], rows)]
     return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
-
-
-# --- the console: a developer's notices, and the answers they give there ----------------
-
-HASH_PATTERN = r"^[0-9a-f]{64}$"
-NO_NUL = r"^[^\x00]*$"
-
-
-class DisputeOut(Schema):
-    country_claimed: str
-    outcome: Literal["corrected", "confirmed"] | None = Field(..., description="null until an admin resolves it")
-    exempt: bool = Field(..., description="the corrected country is outside the memo's audience")
-
-
-class NoticeOut(Schema):
-    memo: str
-    memo_id: int
-    title: str
-    language: str
-    subject: str = Field(..., description="as sent to the developer, in their language")
-    text: str = Field(..., description="the memo's plain text as sent to the developer, without the email's layout")
-    content_hash: str = Field(..., description="what an answer must send back as content_hash")
-    effective_date: dt.date | None
-    ack_deadline: dt.datetime | None
-    state: Literal["unanswered", "acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
-    dispute: DisputeOut | None
-    ack_url: str | None = Field(
-        ...,
-        description="for a client with answers:relay only (else null): a fresh link to the memo's page, bound "
-        "to this client, whose answers are recorded as relayed by it (channel console)",
-    )
-
-
-class NoticesOut(Schema):
-    external_id: str
-    items: list[NoticeOut]
-
-
-class ConsoleAnswerIn(Schema):
-    model_config = ConfigDict(strict=True)
-
-    response: Literal["acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
-    content_hash: str = Field(..., pattern=HASH_PATTERN, description="the hash of the text the console showed")
-    country: str = Field("", max_length=2, description="with disputes_region: ISO alpha-2 of where the developer is")
-    # No NUL: PostgreSQL refuses it in text.
-    comment: str = Field("", max_length=2_000, pattern=NO_NUL, description="required with needs_help")
-    # Not strict: an address arrives as a JSON string.
-    ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(
-        ..., description="the developer's address as the console saw it"
-    )
-    user_agent: str = Field(
-        ..., max_length=1_000, pattern=NO_NUL, description="the developer's browser as the console saw it"
-    )
-
-
-class ConsoleAnswerOut(Schema):
-    id: int
-    memo: str
-    external_id: str
-    response: str
-    recorded: bool = Field(..., description="false when this answer, or an acknowledgement, was already recorded")
-    channel: str
-    created_at: dt.datetime
-    content_hash: str
-
-
-class HashProblem(Schema):
-    detail: str
-    content_hash: str = Field(..., description="the hash of the text that was sent")
 
 
 @api.get(
