@@ -751,8 +751,8 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     goes on chaining webhooks: both read as of the moment they began."""
     if connection.vendor != "postgresql":
         pytest.skip("SQLite lets one connection write at a time: no sequencer runs beside a reader there")
+    from memo_service.memos.evidence import export as reports
     from memo_service.memos.evidence import verify as chain
-    from memo_service.memos.report import reports
 
     def pending(n_from: int, n: int) -> None:
         status_records(memo, range(n_from, n_from + n))

@@ -130,3 +130,21 @@ def test_just_after_confirming_a_send_the_progress_says_it_is_being_prepared(adm
 def test_the_progress_endpoint_reports_the_send(admin_client, funnel_memo):
     progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
     assert (progress["total"], progress["queued"], progress["sent"], progress["failed"]) == (4, 0, 3, 1)
+
+
+def test_the_evidence_export_lives_with_the_evidence_and_reads_nothing_of_the_reports():
+    """One job a room: report/ reads the evidence package (the funnel's answers by
+    channel come from the export), never the other way round."""
+    import ast
+    from pathlib import Path
+
+    from memo_service.memos.evidence import export
+    from memo_service.memos.report import reports
+
+    assert not any(hasattr(reports, name) for name in ("evidence_csv", "evidence_json", "evidence_records"))
+    assert reports.answers_by_channel is export.answers_by_channel
+    for path in Path(export.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.startswith("memo_service.memos.report") for n in names), path.name

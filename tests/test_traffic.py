@@ -21,8 +21,8 @@ from memo_service.developers.erasure import developer_erase
 from memo_service.developers.models import TrafficObservation
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
+from memo_service.memos.evidence.export import evidence_records
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.report.reports import evidence_records
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from tests.conftest import approve, make_developer, make_memo

@@ -45,6 +45,7 @@ from memo_service.memos.audit import audit_record
 from memo_service.memos.compose import rendering, sandbox
 from memo_service.memos.compose.test_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
+from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.models import MEMO_OUT, MEMO_STARTABLE, Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
@@ -53,8 +54,6 @@ from memo_service.memos.report.reports import (
     UNANSWERED_PAGE,
     ack_chart_svg,
     dashboard_rows,
-    evidence_csv,
-    evidence_json,
     memo_funnel,
     memo_outcome_unknown,
     memo_progress,

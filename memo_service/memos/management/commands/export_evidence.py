@@ -2,10 +2,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.management.commands._memo_ref import memo_by_ref
-from memo_service.memos.report.reports import evidence_csv, evidence_json
 
 
 class Command(BaseCommand):
