@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-from anymail.exceptions import AnymailInvalidAddress, AnymailRequestsAPIError
+from anymail.exceptions import AnymailInvalidAddress
 from anymail.message import AnymailMessage
 from anymail.utils import EmailAddress, parse_address_list
-from celery.exceptions import SoftTimeLimitExceeded
 from django.core.cache import cache
 from django.core.mail import get_connection
 from django.utils import timezone
-from urllib3.exceptions import NewConnectionError
 
 from memo_service.backends.base import capabilities, reports_acceptance
 from memo_service.db import in_ids
@@ -48,50 +44,22 @@ from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
 from memo_service.memos.reminders import contact_copy, still_to_answer
 from memo_service.memos.send.control import ControlRefused, memo_pause
+from memo_service.memos.send.failures import (
+    AUTH_ERRORS_BEFORE_PAUSE,
+    Action,
+    Decision,
+    backoff_jitter,
+    credentials_pause,
+    failure_decision,
+    http_status,
+)
+from memo_service.memos.send.failures import MAX_ATTEMPTS as MAX_ATTEMPTS  # tests/test_sending.py reads it here
 from memo_service.memos.send.leases import lease_release, lease_take
 from memo_service.memos.send.throttle import throttle_block, throttle_take
 from memo_service.memos.snapshot import traffic_of
 
 log = logging.getLogger(__name__)
 DeliveryStatus = Delivery.Status
-
-
-# Provider answers worth trying again later: throttling and the provider's own faults.
-TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
-AUTH_STATUS = {401, 403}
-# Five tries over roughly five minutes ride out a provider's bad patch; past that the
-# delivery fails with the provider's reason rather than waiting forever.
-MAX_ATTEMPTS = 5
-# Throttling is the provider pacing us, not failing: it gets more patience.
-MAX_THROTTLED_ATTEMPTS = 20
-BACKOFF_BASE_S = 10
-MAX_DELAY_S = 600  # well under Redis's visibility timeout (settings), so no redelivery
-# Consecutive credential errors before the memo pauses itself (and says why).
-AUTH_ERRORS_BEFORE_PAUSE = 3
-
-
-def _backoff_s(attempts: int, retry_after: float | None) -> float:
-    """Exponential backoff with jitter, never sooner than the provider's Retry-After."""
-    delay = BACKOFF_BASE_S * 2 ** (attempts - 1) * random.uniform(0.5, 1.5)
-    return min(max(delay, retry_after or 0), MAX_DELAY_S)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _connect_failed(exc: BaseException) -> bool:
-    """The request never reached the provider: safe to send again."""
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, requests.ConnectTimeout):
-        return True
-    reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
-    return isinstance(reason, NewConnectionError)
 
 
 def _auth_errors(provider: str, failed: bool) -> int:
@@ -103,17 +71,6 @@ def _auth_errors(provider: str, failed: bool) -> int:
     if cache.add(key, 1, 3600):
         return 1
     return cache.incr(key)
-
-
-def _may_have_been_accepted(exc: BaseException) -> bool:
-    """True when the provider may have accepted the message despite the error: the
-    request went out but no answer came back (read timeout, dropped connection, time
-    limit). An HTTP answer, or a connection never made, is a definite outcome."""
-    if isinstance(exc, (SoftTimeLimitExceeded, TimeoutError)):
-        return True
-    if not isinstance(exc, AnymailRequestsAPIError) or exc.status_code is not None:
-        return False
-    return not _connect_failed(exc)
 
 
 def backend_is_idempotent() -> bool:
@@ -395,71 +352,74 @@ class BatchSender:
         return message
 
     def failed(self, exc: Exception, group: list[Prepared], rest: list[Queued]) -> None:
+        """Carry out the failure policy's decision (failures.py) for a call that raised."""
         error = f"{type(exc).__name__}: {exc}"
-        status = getattr(exc, "status_code", None)
         ids = [p.delivery.pk for p in group]
-        log.warning("deliveries %s: %s (HTTP %s)", ids, type(exc).__name__, status)
-        if status in AUTH_STATUS:
-            # Our credentials, not the recipients: they stay queued for after the fix.
-            for delivery_id in ids:
-                delivery_record_retry(delivery_id=delivery_id, error=error, not_before=timezone.now())
-            if _auth_errors(self.provider, True) >= AUTH_ERRORS_BEFORE_PAUSE:
-                _pause_for_auth(group[0].delivery.memo, status, error)
-                self.paused = True
-                raise _Stop
-            return
-        if len(group) > 1 and self.can.refuses_a_recipient(exc):
-            # A batch call is refused whole for one recipient the provider will not take,
-            # and it accepted nothing: halves are sent until each refusal is down to its
-            # own recipient.
-            halves = [group[: len(group) // 2], group[len(group) // 2 :]]
-            for index, half in enumerate(halves):
-                try:
-                    self.send(half, rest=[])
-                except BaseException:
-                    # Stopped (throttled, paused, out of time): what is not sent goes back to queued.
-                    for unsent in halves[index + 1 :]:
-                        for prepared in unsent:
-                            delivery_record_retry(
-                                delivery_id=prepared.delivery.pk,
-                                error=error,
-                                not_before=timezone.now() + dt.timedelta(seconds=self.delay),
-                            )
-                    raise
-            return
-        transient = status in TRANSIENT_STATUS or (
-            isinstance(exc, AnymailRequestsAPIError)
-            and status is None
-            # Sent again with the same idempotency key, a lost answer is harmless.
-            and (_connect_failed(exc) or self.can.idempotent)
+        log.warning("deliveries %s: %s (HTTP %s)", ids, type(exc).__name__, http_status(exc))
+        decision = failure_decision(
+            exc,
+            can=self.can,
+            batch_size=len(group),
+            attempts=max(p.delivery.attempts for p in group) + 1,
+            reports_acceptance=self.reports_acceptance,
+            jitter=backoff_jitter(),
         )
-        limit = MAX_THROTTLED_ATTEMPTS if status == 429 else MAX_ATTEMPTS
-        attempts = max(p.delivery.attempts for p in group) + 1
-        if transient and attempts < limit:
-            retry_after = _retry_after(exc)
-            # Throttled: wait what the provider asked; a fault: back off.
-            wait = min(retry_after, MAX_DELAY_S) if status == 429 and retry_after else _backoff_s(attempts, retry_after)
-            for delivery_id in ids:
-                delivery_record_retry(
-                    delivery_id=delivery_id, error=error, not_before=timezone.now() + dt.timedelta(seconds=wait)
-                )
-            self.later += ids
-            self.delay = max(self.delay, wait)
-            if status == 429 and not throttle_block(self.provider, wait):
-                self.later += [d.pk for d in rest]
-                raise _Stop  # no shared limiter: the rest of the batch waits too
-            return
-        if self.reports_acceptance and _may_have_been_accepted(exc):
-            # The provider can say whether it took them: left `sending` for
-            # reconciliation (memos/send/reconcile.py), which asks once its events are in.
-            self.unsettled = True
-        else:
-            for delivery_id in ids:
-                delivery_record_failure(
-                    delivery_id=delivery_id, error=error, outcome_unknown=_may_have_been_accepted(exc)
-                )
-        if isinstance(exc, SoftTimeLimitExceeded):
+        match decision.action:
+            case Action.CREDENTIALS:
+                self.credentials_refused(exc, group, error)
+            case Action.HALVE:
+                self.send_halves(group, error)
+            case Action.RETRY | Action.THROTTLE:
+                self.retry_later(decision, ids, error, rest)
+            case Action.RECONCILE:
+                # Left `sending` for reconciliation (memos/send/reconcile.py), which asks
+                # once the provider's events are in.
+                self.unsettled = True
+            case Action.FAIL:
+                for delivery_id in ids:
+                    delivery_record_failure(
+                        delivery_id=delivery_id, error=error, outcome_unknown=decision.outcome_unknown
+                    )
+        if decision.reraise:
             raise exc  # the rest stay queued; the sweeper re-enqueues them
+
+    def credentials_refused(self, exc: Exception, group: list[Prepared], error: str) -> None:
+        # Our credentials, not the recipients: they stay queued for after the fix.
+        for prepared in group:
+            delivery_record_retry(delivery_id=prepared.delivery.pk, error=error, not_before=timezone.now())
+        if credentials_pause(_auth_errors(self.provider, True)):
+            _pause_for_auth(group[0].delivery.memo, http_status(exc), error)
+            self.paused = True
+            raise _Stop
+
+    def send_halves(self, group: list[Prepared], error: str) -> None:
+        """A batch call refused whole for one recipient accepted nothing: halves are sent
+        until each refusal is down to its own recipient."""
+        halves = [group[: len(group) // 2], group[len(group) // 2 :]]
+        for index, half in enumerate(halves):
+            try:
+                self.send(half, rest=[])
+            except BaseException:
+                # Stopped (throttled, paused, out of time): what is not sent goes back to queued.
+                for unsent in halves[index + 1 :]:
+                    for prepared in unsent:
+                        delivery_record_retry(
+                            delivery_id=prepared.delivery.pk,
+                            error=error,
+                            not_before=timezone.now() + dt.timedelta(seconds=self.delay),
+                        )
+                raise
+
+    def retry_later(self, decision: Decision, ids: list[int], error: str, rest: list[Queued]) -> None:
+        for delivery_id in ids:
+            delivery_record_retry(
+                delivery_id=delivery_id, error=error, not_before=timezone.now() + dt.timedelta(seconds=decision.wait)
+            )
+        self.later += ids
+        self.delay = max(self.delay, decision.wait)
+        if decision.action is Action.THROTTLE and not throttle_block(self.provider, decision.wait):
+            self.later += [d.pk for d in rest]
+            raise _Stop  # no shared limiter: the rest of the batch waits too
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
@@ -503,7 +463,7 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
         memo_mark_sent_if_done(memo_id=memo_id)
 
 
-def _pause_for_auth(memo: Memo, status: int, error: str) -> None:
+def _pause_for_auth(memo: Memo, status: int | None, error: str) -> None:
     _pause(
         memo,
         f"the provider refused our credentials (HTTP {status}) {AUTH_ERRORS_BEFORE_PAUSE} times in a row: "
