@@ -359,13 +359,13 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
 def test_a_disabled_client_is_refused_within_seconds_and_at_once_after_an_admin_change(
     client, admin_client, console, two_memos, monkeypatch
 ):
-    from memo_service.api import auth as views
+    from memo_service.api import auth
 
     assert get(client, "/developers/cn-1/notices", console).status_code == 200
     ApiClient.objects.update(is_active=False)  # by another process, say: this one still knows the client
     assert get(client, "/developers/cn-1/notices", console).status_code == 200
-    later = views.time.monotonic() + views.CLIENT_CACHE_SECONDS + 1
-    monkeypatch.setattr(views.time, "monotonic", lambda: later)
+    later = auth.time.monotonic() + auth.CLIENT_CACHE_SECONDS + 1
+    monkeypatch.setattr(auth.time, "monotonic", lambda: later)
     assert get(client, "/developers/cn-1/notices", console).status_code == 401
     # Changed in the admin, the client's scopes apply at once in the admin's process.
     ApiClient.objects.update(is_active=True)
