@@ -14,6 +14,7 @@ installs both).
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import os
@@ -28,8 +29,9 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core import mail
 from django.db import connections
+from django.utils import timezone
 
-from memo_service.developers.models import Region
+from memo_service.developers.models import Region, TrafficObservation
 from memo_service.memos.models import Answer, Memo
 from tests.conftest import make_developer
 
@@ -336,4 +338,116 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     victor.page.goto(f"{site}/admin/memos/dispute/")
     assert "takes the Composer role" in victor.page.inner_text("#role-hint")
     victor.shot("dispute-role-hint")
+    assert errors == []
+
+
+def test_a_memo_by_traffic_tells_each_developer_why_and_hears_a_dispute_in_a_browser(
+    browser: Any, site: str, worker: Path, django_user_model: Any
+) -> None:
+    """Traffic from CN or HK in the last 30 days, not the account's country: a US account
+    that called from CN is told, says why on its page (phone), disputes it, and the
+    composer exempts it; a Chinese-speaking DE account reads why in Chinese."""
+    errors: list[str] = []
+    composer = django_user_model.objects.create_user("carol", "carol@example.com", "pw-carol-123", is_staff=True)
+    composer.groups.add(Group.objects.get(name="Composer"))
+    approver = django_user_model.objects.create_user("anna", "anna@example.com", "pw-anna-123", is_staff=True)
+    approver.groups.add(Group.objects.get(name="Approver"))
+    us = make_developer("us-1", "US", name="John Smith")
+    de = make_developer("de-zh", "DE", "zh-hans", name="Li Na")
+    make_developer("cn-quiet", "CN", name="No Traffic")  # an account in CN with no traffic: not in
+    today = timezone.now().date()
+    for developer, country, days_ago, requests in [(us, "CN", 3, 800), (us, "CN", 1, 440), (de, "HK", 2, 12)]:
+        TrafficObservation.objects.create(
+            developer=developer,
+            country=country,
+            day=today - dt.timedelta(days=days_ago),
+            requests=requests,
+            source="gateway",
+            geo_database="iptocc 3.3.170",
+        )
+
+    carol = Person(browser, site, "composer", errors)
+    carol.login("carol", "pw-carol-123")
+    page = carol.page
+    page.goto(f"{site}/admin/memos/memo/add/")
+    page.fill("#id_title", "API traffic from CN and HK will be blocked")
+    page.fill("#id_subject", "API traffic from {{ developer.traffic_countries }} will be blocked")
+    page.fill("#id_html_body", "<p>Dear {{ developer.name }},</p><p>{{ developer.traffic_summary }}</p>")
+    page.fill("#id_text_body", "Dear {{ developer.name }}, {{ developer.traffic_summary }}")
+    page.fill("#id_effective_date", "2027-07-09")
+    page.select_option("#id_audience_basis", "traffic")
+    for code in ("CN", "HK"):
+        page.select_option("#id_traffic_countries_from", code)
+        page.click("#id_traffic_countries_add")
+    audience = page.locator("#audience-summary")
+    audience.get_by_text("2 developers").wait_for()  # us-1 and de-zh, by traffic; not cn-quiet
+    carol.shot("traffic-audience-live")
+    page.click("text=Add another Memo translation")
+    page.select_option("#id_translations-0-language", "zh-hans")
+    page.fill("#id_translations-0-subject", "来自{{ developer.traffic_countries }}的 API 流量将被阻止")
+    page.fill(
+        "#id_translations-0-html_body", "<p>{{ developer.name }}，您好：</p><p>{{ developer.traffic_summary }}</p>"
+    )
+    page.fill("#id_translations-0-text_body", "{{ developer.name }}，您好：{{ developer.traffic_summary }}")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    memo = Memo.objects.get(slug="api-traffic-from-cn-and-hk-will-be-blocked")
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/preview/?in_by=traffic_only")
+    assert "us-1 is included: traffic from CN on 2 days" in page.inner_text("#preview-why")
+    carol.shot("traffic-preview-why")
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/change/")
+    page.click("#request-approval")
+    page.wait_for_selector(".messagelist .success")
+    anna = Person(browser, site, "approver", errors)
+    anna.login("anna", "pw-anna-123")
+    anna.page.goto(f"{site}/admin/memos/memo/{memo.pk}/change/")
+    anna.page.click("#approve")
+    anna.page.wait_for_selector(".messagelist .success")
+    page.goto(f"{site}/admin/memos/memo/{memo.pk}/send/")
+    assert "in by traffic" in page.inner_text("#content")
+    page.click("#confirm-send")
+    page.wait_for_selector('#send-progress[data-percent="100"]', timeout=90_000)
+    carol.shot("traffic-sent")
+
+    def link_of(external_id: str) -> str:
+        return next(
+            re.search(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content()).group(1)
+            for m in sent_emails(worker)
+            if f"{external_id}@example.com" in str(m["To"])
+        )
+
+    assert {str(m["To"]).split("<")[-1].rstrip(">") for m in sent_emails(worker)} == {
+        "us-1@example.com",
+        "de-zh@example.com",
+    }
+    phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "user_agent": IPHONE}
+    john = Person(browser, site, "developer-us", errors, **phone)
+    john.page.goto(link_of("us-1"))
+    why = john.page.inner_text("#why")
+    assert "You are receiving this because API traffic from your account came from China (CN) on 2 days" in why
+    john.shot("why-traffic")
+    john.page.click("#traffic summary")
+    john.page.fill("#traffic-comment", "That is our CDN's egress, not our servers")
+    john.page.tap("button[value=disputes_traffic]")
+    john.page.wait_for_selector("#traffic .note")
+    john.shot("traffic-disputed")
+
+    li = Person(browser, site, "developer-zh", errors, **phone)
+    li.page.goto(link_of("de-zh"))
+    assert "您收到此通知，是因为您账户的 API 流量于" in li.page.inner_text("#why")
+    assert "香港（HK）：" in li.page.inner_text(".memo")  # the summary a template printed, in Chinese
+    li.shot("why-traffic-zh")
+
+    page.goto(f"{site}/admin/memos/dispute/?state=open")
+    assert "traffic from CN on 2 days" in page.inner_text("#result_list")
+    page.check("input[name=_selected_action]")
+    page.select_option("select[name=action]", "exempt_developer")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist .success")
+    carol.shot("traffic-dispute-exempted")
+    john.page.reload()
+    assert "this memo no longer applies to you" in john.page.inner_text("#traffic")
+    assert john.page.locator("button[value=acknowledged]").count() == 0
+    john.shot("traffic-exempted")
+    assert Answer.objects.get().response == "disputes_traffic"
     assert errors == []

@@ -39,7 +39,7 @@ def test_correcting_the_region_moves_the_developer_audits_it_and_exempts_them(
     admin_client, dispute, admin_user, client
 ):
     response = act(admin_client, "correct_region", dispute)
-    assert "Resolved 1 disputes" in response.content.decode()
+    assert "Resolved 1 dispute." in response.content.decode()
     assert Developer.objects.get(external_id="ru-1").country.code == "KZ"
     resolution = DisputeResolution.objects.get()
     assert (resolution.outcome, resolution.exempt, resolution.resolved_by) == ("corrected", True, admin_user)

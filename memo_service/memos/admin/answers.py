@@ -49,6 +49,17 @@ class DisputeStateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DisputeKindFilter(admin.SimpleListFilter):
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(kind.value, kind.label) for kind in DISPUTES]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(response=self.value()) if self.value() else queryset
+
+
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
     """The queue of "my region is wrong" and "this traffic is not mine" answers, each
@@ -66,7 +77,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         "outcome",
     ]
     change_list_template = "admin/role_hint_change_list.html"
-    list_filter = [DisputeStateFilter, "response", "memo"]
+    list_filter = [DisputeStateFilter, DisputeKindFilter, "memo"]
     list_select_related = ["memo", "developer", "resolution"]
     actions = ["correct_region", "confirm_region", "exempt_developer"]
 
@@ -116,7 +127,7 @@ class DisputeAdmin(ReadOnlyAdmin):
             except DisputeInvalid as exc:
                 messages.warning(request, str(exc))
         if done:
-            messages.success(request, f"Resolved {done} disputes.")
+            messages.success(request, f"Resolved {done} dispute{'s' if done != 1 else ''}.")
 
     @admin.action(description="Correct the region to the claimed country", permissions=["change"])
     def correct_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
