@@ -751,7 +751,7 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     goes on chaining webhooks: both read as of the moment they began."""
     if connection.vendor != "postgresql":
         pytest.skip("SQLite lets one connection write at a time: no sequencer runs beside a reader there")
-    from memo_service.memos.evidence import export
+    from memo_service.memos.evidence import export as evidence_export
     from memo_service.memos.evidence import verify as chain
 
     def pending(n_from: int, n: int) -> None:
@@ -772,14 +772,14 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
     assert result.ok and (result.records, result.pending) == (100, 200), result.summary()
     monkeypatch.undo()
 
-    exported_chain = export.evidence_chain
+    exported_chain = evidence_export.evidence_chain
 
     def seal_then_chain(memo):
         # After the export read the checkpoints (300), 50 more come in and are sealed.
         assert _from_another_connection(lambda: pending(301, 50) or evidence_seal(memo_id=memo.pk)) == 50
         yield from exported_chain(memo)
 
-    monkeypatch.setattr(export, "evidence_chain", seal_then_chain)
+    monkeypatch.setattr(evidence_export, "evidence_chain", seal_then_chain)
     path = export(memo, tmp_path / "evidence.json")
     out = io.StringIO()
     call_command("verify_evidence", "--file", str(path), stdout=out)
