@@ -261,7 +261,7 @@ def _fresh_caches() -> None:
     """Sent memos' compiled templates are cached by id and content hash; tests reuse both
     (SQLite hands out ids again after a rollback, and tests set hashes by hand)."""
     from memo_service.api.auth import api_clients_forget
-    from memo_service.memos.compose.rendering import _sent_renderer
+    from memo_service.memos.answer.sent_text import _sent_renderer
 
     _sent_renderer.cache_clear()
     api_clients_forget()  # and API clients, cached by token for a few seconds

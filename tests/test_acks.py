@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
-from memo_service.memos.compose.rendering import inert_ack_url
+from memo_service.memos.compose.links import inert_ack_url
 from memo_service.memos.models import Answer, Delivery, Memo
 from tests.conftest import make_memo, mark_sent
 

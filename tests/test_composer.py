@@ -10,13 +10,9 @@ from django.core import signing
 from django.core.management import CommandError, call_command
 
 from memo_service.memos.answer.answers import ack_token, ack_url
-from memo_service.memos.compose.rendering import (
-    LINK_MARK,
-    MemoRenderer,
-    developer_context,
-    inert_ack_url,
-    link_placeholder,
-)
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.links import LINK_MARK, inert_ack_url, link_placeholder
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.sending import delivery_send_batch
 from tests.conftest import approve

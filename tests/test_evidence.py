@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.compose.rendering import developer_context, stored_values
+from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.delivery_status import EmailText, deliveries_record_sent
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.append import pending_record

@@ -20,12 +20,9 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.notices import developer_notices, notices_sql
-from memo_service.memos.compose.rendering import (
-    MemoRenderer,
-    developer_context,
-    email_text_hash,
-    stored_values,
-)
+from memo_service.memos.compose.context import developer_context, stored_values
+from memo_service.memos.compose.emails import email_text_hash
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.evidence.append import evidence_record_handover
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify

@@ -2,8 +2,10 @@
 
 import pytest
 
-from memo_service.memos.compose import rendering
+from memo_service.memos.compose.checks import templates_check
+from memo_service.memos.compose.context import TEMPLATE_VARIABLES, developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.models import Memo
 from tests.conftest import make_developer
 
@@ -11,12 +13,12 @@ pytestmark = pytest.mark.django_db
 
 
 def check(source: str, field: str = "text_body") -> str:
-    errors = rendering.templates_check(memo=Memo(title="t"), sources={field: source}, language="en")
+    errors = templates_check(memo=Memo(title="t"), sources={field: source}, language="en")
     return errors.get(field, "")
 
 
 def test_it_accepts_a_template_using_the_listed_variables():
-    source = " ".join("{{ " + name + " }}" for name in rendering.TEMPLATE_VARIABLES)
+    source = " ".join("{{ " + name + " }}" for name in TEMPLATE_VARIABLES)
     assert check(source) == ""
 
 
@@ -155,7 +157,7 @@ def test_the_developers_language_picks_the_translation_and_english_is_the_fallba
 )
 def test_values_in_a_text_are_in_the_texts_language(memo, country, language, expected):
     developer = make_developer(f"{country}-{language}", country, language)
-    used, email = MemoRenderer(memo).render(rendering.developer_context(developer), "http://testserver/ack/t/")
+    used, email = MemoRenderer(memo).render(developer_context(developer), "http://testserver/ack/t/")
     assert email.subject.startswith(expected)
     assert (expected.split()[-2] if used == "en" else "中国") in email.text
 
@@ -179,12 +181,12 @@ def test_dates_are_written_in_the_texts_language(memo):
 
 
 def test_the_content_hash_changes_with_any_language_of_the_text(memo):
-    before = rendering.memo_content_hash(memo)
+    before = memo_content_hash(memo)
     translation = memo.translations.get()
     translation.text_body += " "
     translation.save()
     memo = Memo.objects.get(pk=memo.pk)
-    assert rendering.memo_content_hash(memo) != before
+    assert memo_content_hash(memo) != before
 
 
 @pytest.mark.parametrize(
@@ -255,7 +257,7 @@ def test_a_new_language_for_the_email_layout_is_a_catalog_and_no_code(settings, 
     MemoTranslation.objects.create(
         memo=memo, language="fr", subject="Accès bloqué", html_body="<p>Bonjour</p>", text_body="Bonjour"
     )
-    developer = rendering.developer_context(developers["us"]) | {"language": "fr"}
+    developer = developer_context(developers["us"]) | {"language": "fr"}
 
     language, email = MemoRenderer(memo, reminder=True).render(developer, "http://testserver/ack/t/")
     assert language == "fr"

@@ -18,7 +18,9 @@ from django.utils import timezone
 
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.checks import memo_check, problems_text
+from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
 from tests.conftest import approve, make_developer, mark_sent
@@ -174,7 +176,7 @@ def test_an_honest_template_renders_as_before(memo, developers):
         "{% macro box(t) %}<b>{{ t }}</b>{% endmacro %}{{ box(developer.country_name) }}"
         "{{ (memo.effective_date - memo.effective_date).days + 2 * 3 }}"
     )
-    email = MemoRenderer(memo).render(rendering.developer_context(developers["ru"]), "http://testserver/ack/t/")[1]
+    email = MemoRenderer(memo).render(developer_context(developers["ru"]), "http://testserver/ack/t/")[1]
     assert "<p>Dear Olga Petrova,</p><li>1. ONE</li><li>2. TWO</li><b>Russia</b>6" in email.html
 
 
@@ -196,7 +198,7 @@ def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_sen
     send: one that insists on a real token's shape fails at save, never at send."""
     Memo.objects.filter(pk=memo.pk).update(text_body=NEEDS_A_REAL_LINK)
     memo.refresh_from_db()
-    assert "not_a_real_link" in rendering.problems_text(rendering.memo_check(memo))  # the trial render at save
+    assert "not_a_real_link" in problems_text(memo_check(memo))  # the trial render at save
     Memo.objects.filter(pk=memo.pk).update(text_body="Reply to {{ ack_url }}")
     memo.refresh_from_db()
     preview = reverse("admin:memos_memo_preview", args=[memo.pk])

@@ -4,7 +4,7 @@ from django.core.management import call_command
 
 from memo_service.developers.models import Developer, Region
 from memo_service.memos.audience import audience_counts
-from memo_service.memos.compose import rendering
+from memo_service.memos.compose.checks import memo_check
 from memo_service.memos.models import Memo
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def test_seed_demo_loads_a_demo_that_shows_the_whole_flow():
     memo = Memo.objects.get(slug="demo-restriction-notice")
     assert memo.status == "approved" and memo.translations.get().language == "zh-hans"
     assert memo.approver.username == "approver" and memo.author.username == "admin"
-    assert rendering.memo_check(memo) == {}
+    assert memo_check(memo) == {}
     total, by_country = audience_counts(memo)
     assert total > 100
     # Some accounts of supported countries are in by where their API traffic came from.

@@ -11,7 +11,8 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from memo_service.memos.answer.answers import ack_token_read
-from memo_service.memos.compose.rendering import MemoRenderer, developer_context
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, EvidenceRecord, Memo
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch

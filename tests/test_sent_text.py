@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.disputes import dispute_resolve
-from memo_service.memos.compose.rendering import values_from_stored
+from memo_service.memos.compose.context import values_from_stored
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import (
@@ -25,7 +25,7 @@ PHONE = "Mozilla/5.0 (iPhone) Mobile Safari"
 
 
 def sent_hash(message):
-    """SHA-256 of the email the provider accepted, as rendering.email_text_hash makes it."""
+    """SHA-256 of the email the provider accepted, as emails.email_text_hash makes it."""
     digest = hashlib.sha256()
     for part in (message.first("subject"), message.first("text"), message.first("html")):
         digest.update(part.encode() + b"\0")

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import MemoRenderer, developer_in_language
+from memo_service.memos.compose.context import developer_in_language
+from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Memo
 from tests.conftest import make_memo
 

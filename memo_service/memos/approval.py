@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose import rendering
+from memo_service.memos.compose.checks import memo_check, problems_text
+from memo_service.memos.compose.sources import content_hash_of, memo_content
 from memo_service.memos.compose.versions import memo_versions, versions_problem, versions_shown
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import approval_payload
@@ -46,9 +47,9 @@ def _moved(memo: Memo, moved: bool) -> None:
 def _renders(memo: Memo) -> dict[str, list[str]]:
     """Refuse a memo that does not render, or whose versions cannot all be shown to its
     approver; the versions they can preview (versions_shown), for the approval record."""
-    problems = rendering.memo_check(memo)
+    problems = memo_check(memo)
     if problems:
-        raise ApprovalRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
+        raise ApprovalRefused(f"memo {memo.slug} does not render: {problems_text(problems)}")
     conditions = memo_versions(memo)
     if unlisted := versions_problem(memo, conditions):
         raise ApprovalRefused(f"memo {memo.slug}: its versions cannot all be shown to its approver: {unlisted}")
@@ -93,8 +94,8 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
     if memo.status != MemoStatus.AWAITING_APPROVAL:
         raise ApprovalRefused(f"memo {memo.slug} is {memo.status}, not awaiting approval")
     versions = _renders(memo)
-    content = rendering.memo_content(memo)
-    content_hash, rules = rendering.content_hash_of(content), audience_rules(memo)
+    content = memo_content(memo)
+    content_hash, rules = content_hash_of(content), audience_rules(memo)
     with transaction.atomic():
         _moved(
             memo,

@@ -42,7 +42,11 @@ from memo_service.memos.audience import (
     memo_audience,
 )
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.links import inert_ack_url
+from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.compose.test_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.evidence.export import evidence_csv, evidence_json
@@ -454,7 +458,7 @@ class MemoAdmin(admin.ModelAdmin):
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         memo = self._memo(request, object_id)
-        languages = [rendering.FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
+        languages = [FALLBACK_LANGUAGE, *(t.language for t in memo.translations.all())]
         query = request.POST if request.method == "POST" else request.GET
         params: Mapping[str, Any] = query  # the request's, or them with a developer picked below
         language = params.get("language") if params.get("language") in languages else None
@@ -476,15 +480,13 @@ class MemoAdmin(admin.ModelAdmin):
         developer = developer or (sample[0] if sample else None)
         email = error = None
         if developer is not None:
-            context = rendering.developer_context(developer, traffic_of(memo, [developer.pk]).get(developer.pk, ()))
+            context = developer_context(developer, traffic_of(memo, [developer.pk]).get(developer.pk, ()))
             if language:
                 context["language"] = language
             try:
                 # A dead link of the real one's shape: a preview must not let anyone answer
                 # for the developer, nor let the template see it is a preview.
-                used, email = rendering.MemoRenderer(memo).render(
-                    context, rendering.inert_ack_url(memo.pk, developer.pk)
-                )
+                used, email = MemoRenderer(memo).render(context, inert_ack_url(memo.pk, developer.pk))
                 language = used
             except Exception as exc:  # shown to the admin, with its line
                 error = f"line {sandbox.template_line(exc) or '?'}: {sandbox.describe(exc)}"

@@ -15,14 +15,17 @@ from django.utils.html import format_html, format_html_join
 from django_countries import countries
 
 from memo_service.developers.models import Region
-from memo_service.memos.compose import rendering, sandbox
+from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.checks import templates_check
+from memo_service.memos.compose.context import TEMPLATE_VARIABLES
+from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.compose.versions import template_unlisted
 from memo_service.memos.models import MEMO_EDITABLE, Memo, MemoTranslation
 
 VARIABLES_HELP = format_html(
     "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
     "Each is checked at save by a trial render for a sample developer. Variables:<ul>{}</ul>",
-    format_html_join("", "<li><code>{{{{ {} }}}}</code> — {}</li>", rendering.TEMPLATE_VARIABLES.items()),
+    format_html_join("", "<li><code>{{{{ {} }}}}</code> — {}</li>", TEMPLATE_VARIABLES.items()),
 )
 
 
@@ -31,7 +34,7 @@ def add_template_errors(form: forms.ModelForm, memo: Memo, language: str) -> Non
     sources = {f: form.cleaned_data[f] for f in fields if form.cleaned_data.get(f)}
     if not sources:
         return
-    for field, error in rendering.templates_check(memo=memo, sources=sources, language=language).items():
+    for field, error in templates_check(memo=memo, sources=sources, language=language).items():
         form.add_error(field, error)
     for field, source in sources.items():
         if field not in form.errors and (unlisted := template_unlisted(field, source)):
@@ -137,7 +140,7 @@ class MemoForm(forms.ModelForm):
             effective_date=cleaned.get("effective_date"),
             ack_deadline=cleaned.get("ack_deadline"),
         )
-        add_template_errors(self, context_memo, rendering.FALLBACK_LANGUAGE)
+        add_template_errors(self, context_memo, FALLBACK_LANGUAGE)
         return cleaned
 
 
@@ -176,7 +179,7 @@ class TranslationForm(forms.ModelForm):
         cleaned = super().clean()
         assert cleaned is not None  # BaseModelForm.clean returns cleaned_data
         language = cleaned.get("language")
-        if language == rendering.FALLBACK_LANGUAGE:
+        if language == FALLBACK_LANGUAGE:
             self.add_error("language", "English is the memo's own text; add other languages here.")
         elif language:
             add_template_errors(self, self.parent_memo, language)

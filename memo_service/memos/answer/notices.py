@@ -6,7 +6,7 @@ developer by external_id, their initial deliveries, each memo, and their answers
 dispute's resolution, joined and grouped per memo. It is written out in SQL: built by
 the ORM (six correlated subqueries), composing it cost twice what running it did. What
 a notice says of the memo (title, dates) and the text sent come from the memo's
-compiled templates, kept per process under its frozen content hash (rendering.sent_text).
+compiled templates, kept per process under its frozen content hash (answer/sent_text.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import ack_url, console_url
-from memo_service.memos.compose.rendering import sent_memo, sent_text
+from memo_service.memos.answer.sent_text import sent_memo, sent_text
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import (
     DELIVERY_GIVEN_UP,

@@ -41,14 +41,11 @@ from memo_service.memos.answer.answers import (
     memo_no_longer_applies,
     sent_text_of,
 )
+from memo_service.memos.answer.sent_text import ShownText, sent_text
 from memo_service.memos.audience import TrafficFact
-from memo_service.memos.compose.rendering import (
-    ShownText,
-    developer_context,
-    error_reason,
-    is_inert_ack_token,
-    sent_text,
-)
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.links import is_inert_ack_token
+from memo_service.memos.compose.rendering import error_reason
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import Answer, AudienceSnapshot, Memo
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.mail import EmailMultiAlternatives
 
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose.rendering import RenderedEmail
+from memo_service.memos.compose.emails import RenderedEmail
 from memo_service.memos.models import Memo
 
 

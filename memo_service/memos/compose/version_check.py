@@ -19,7 +19,9 @@ from functools import partial
 from typing import Any
 
 from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE, SAMPLE_DEVELOPER, link_placeholder, memo_context
+from memo_service.memos.compose.context import SAMPLE_DEVELOPER, memo_context
+from memo_service.memos.compose.links import link_placeholder
+from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.compose.versions import (
     TemplateReader,
     compare_key,

@@ -34,13 +34,9 @@ from markupsafe import escape
 from memo_service.developers.models import Developer
 from memo_service.memos.audience import memo_audience
 from memo_service.memos.compose import sandbox
-from memo_service.memos.compose.rendering import (
-    FALLBACK_LANGUAGE,
-    SAMPLE_DEVELOPER,
-    developer_in_language,
-    link_placeholder,
-    memo_context,
-)
+from memo_service.memos.compose.context import SAMPLE_DEVELOPER, developer_in_language, memo_context
+from memo_service.memos.compose.links import link_placeholder
+from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.models import Memo
 
 # Developer values a template sees that are columns of their own, so a branch's
@@ -53,7 +49,7 @@ MAX_VALUES_EVALUATED = 10_000
 # built to be slow, times 10,000 values, must not hold the approver's page for long.
 EVALUATION_SECONDS = 2.0
 # Names a template gets whose values differ from one developer to the next (the link is
-# one constant placeholder to templates: rendering.link_placeholder).
+# one constant placeholder to templates: links.link_placeholder).
 PER_DEVELOPER = frozenset({"developer"})
 NOT_LISTED = "its versions cannot be listed: it depends on more than one developer value at once"
 

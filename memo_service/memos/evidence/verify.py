@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from memo_service.db import snapshot
-from memo_service.memos.compose.rendering import memo_content
+from memo_service.memos.compose.sources import memo_content
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.approved import content_mismatch
 from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash

@@ -23,7 +23,11 @@ from memo_service.developers.models import Developer
 from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose import rendering
+from memo_service.memos.compose.checks import memo_check, problems_text
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.links import inert_ack_url
+from memo_service.memos.compose.rendering import approved_renderer, error_reason
+from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.compose.version_check import version_check
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
@@ -82,21 +86,21 @@ def memo_send_start(
         return
     if memo.status not in MEMO_STARTABLE:
         raise DispatchRefused(f"memo {memo.slug} is {memo.status}; only an approved memo can be sent")
-    checked_hash = rendering.memo_content_hash(memo)
+    checked_hash = memo_content_hash(memo)
     if checked_hash != memo.content_hash:
         raise DispatchRefused(f"memo {memo.slug} changed after it was approved; it needs a new approval")
     changes = audience_changes(memo)
     if changes["any"] and not accept_audience_changes:
         raise AudienceChanged(changes)
-    problems = rendering.memo_check(memo)
+    problems = memo_check(memo)
     if problems:
-        raise DispatchRefused(f"memo {memo.slug} does not render: {rendering.problems_text(problems)}")
+        raise DispatchRefused(f"memo {memo.slug} does not render: {problems_text(problems)}")
     _render_for_audience(memo)
     with transaction.atomic():
         locked = Memo.objects.select_for_update().get(pk=memo.pk)
         if locked.status not in MEMO_STARTABLE:
             raise DispatchRefused(f"memo {memo.slug} was started by someone else")
-        if rendering.memo_content_hash(locked) != checked_hash:
+        if memo_content_hash(locked) != checked_hash:
             raise DispatchRefused(f"memo {memo.slug} was edited while it was being checked; send it again")
         if changes["any"]:  # accepted: who is in now, and why, is what the deliveries say
             audience_snapshot(locked)
@@ -129,7 +133,7 @@ def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[
     streaming read beside SQLite's writers ends in "database is locked"); with the
     substitution path most memos cost microseconds a developer."""
     try:
-        renderer = rendering.approved_renderer(memo)
+        renderer = approved_renderer(memo)
     except NotApproved as exc:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
     versions = version_check(memo)
@@ -145,13 +149,13 @@ def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[
                 return  # the rest is the dispatch's to check
             if not first and checked <= AUDIENCE_CHECK_LIMIT:
                 continue  # checked when the send started
-            values = rendering.developer_context(developer, traffic.get(developer.pk, ()))
+            values = developer_context(developer, traffic.get(developer.pk, ()))
             try:
-                language, _ = renderer.render(values, rendering.inert_ack_url(memo.pk, developer.pk))
+                language, _ = renderer.render(values, inert_ack_url(memo.pk, developer.pk))
             except Exception as exc:  # the admin's template, reported with whom it failed for
                 raise DispatchRefused(
                     f"memo {memo.slug} does not render for developer {developer.external_id}: "
-                    f"{rendering.error_reason(exc, values)}"
+                    f"{error_reason(exc, values)}"
                 ) from None
             if unseen := versions.unseen(values, language):
                 raise DispatchRefused(f"memo {memo.slug} is not sent to developer {developer.external_id}: {unseen}")

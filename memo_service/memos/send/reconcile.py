@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
 from memo_service.memos.audit import audit_record
-from memo_service.memos.compose.rendering import FALLBACK_LANGUAGE
+from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.delivery_status import (
     deliveries_record_sent,
     deliveries_record_unknown,

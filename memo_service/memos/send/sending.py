@@ -18,16 +18,10 @@ from django.utils import timezone
 from memo_service.backends.base import capabilities, reports_acceptance
 from memo_service.db import in_ids
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.compose.rendering import (
-    MemoRenderer,
-    Recipient,
-    approved_renderer,
-    developer_context,
-    email_text_hash,
-    error_reason,
-    memo_content_hash,
-    stored_values,
-)
+from memo_service.memos.compose.context import Recipient, developer_context, stored_values
+from memo_service.memos.compose.emails import email_text_hash
+from memo_service.memos.compose.rendering import MemoRenderer, approved_renderer, error_reason
+from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.compose.version_check import VersionCheck, version_check
 from memo_service.memos.delivery_status import (
     EmailText,
@@ -135,7 +129,7 @@ class Queued:
 class Prepared:
     delivery: Queued
     language: str
-    email: Any  # rendering.RenderedEmail
+    email: Any  # emails.RenderedEmail
     to: EmailAddress
     rendered_with: dict[str, Any]  # the developer's values, kept with the email (Delivery.rendered_with)
 

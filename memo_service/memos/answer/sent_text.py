@@ -1,0 +1,57 @@
+"""The text a developer was sent, as their page and the console show it: rendered again
+from the memo's approved templates with the values the email was rendered with."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from memo_service.memos.compose.context import developer_context, values_from_stored
+from memo_service.memos.compose.rendering import MemoRenderer, approved_renderer
+from memo_service.memos.models import Memo
+
+RENDERERS_CACHED = 64  # memos whose templates stay compiled: far more than are open at once
+
+
+@functools.lru_cache(maxsize=RENDERERS_CACHED)
+def _sent_renderer(memo_id: int, content_hash: str) -> MemoRenderer:
+    """A sent memo's compiled templates. Keyed on the content hash frozen at approval,
+    which covers every language's templates and the dates: they cannot change under it."""
+    memo = Memo.objects.prefetch_related("translations").get(pk=memo_id)
+    return approved_renderer(memo)
+
+
+def sent_memo(memo: Memo) -> Memo:
+    """The sent memo as loaded with its compiled templates (title, dates, translations):
+    `memo` needs only its id and content hash."""
+    if not memo.content_hash:
+        return Memo.objects.get(pk=memo.pk)
+    return _sent_renderer(memo.pk, memo.content_hash).memo
+
+
+@dataclass(frozen=True)
+class ShownText:
+    language: str
+    subject: str
+    html: str
+    text: str
+    text_hash: str  # what an answer to it records, and a console must send back
+
+
+def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -> ShownText:
+    """The memo as sent to the delivery's developer, without our layout: what the
+    acknowledgement page shows and the console's notices carry, the one place both read
+    it from. The memo's templates cannot change once sent; rendered with the values the
+    email was rendered with (`rendered_with`, Delivery.rendered_with as stored_values
+    keeps them), it is the text that was sent, whatever became of the developer's
+    record since. An email sent before texts were kept, or one the
+    provider reported taking after its worker died (reconcile.py), has none: the
+    developer's record stands in, and the memo's content hash for the text's.
+    `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
+    memo = delivery.memo
+    renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else approved_renderer(memo)
+    language, subject, html, text = renderer.render_parts(
+        values_from_stored(rendered_with) or developer_context(delivery.developer), ack_url
+    )
+    return ShownText(language=language, subject=subject, html=html, text=text, text_hash=text_hash or memo.content_hash)
