@@ -79,8 +79,8 @@ def deliveries_claim(*, delivery_ids: list[int]) -> set[int]:
 
 class EmailText(NamedTuple):
     """What one email said: the language it was in, the developer's values it was
-    rendered with as Delivery.rendered_with keeps them (rendering.stored_values), and
-    the SHA-256 of the email as sent (rendering.email_text_hash)."""
+    rendered with as Delivery.rendered_with keeps them (context.stored_values), and
+    the SHA-256 of the email as sent (emails.email_text_hash)."""
 
     language: str
     values: Sequence[Any]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from jinja2 import nodes
 from markupsafe import escape
 
-# What a template sees of a developer (rendering.developer_context), then the link.
+# What a template sees of a developer (context.developer_context), then the link.
 DEVELOPER_KEYS = (
     "name",
     "organization",
@@ -37,7 +37,7 @@ DEVELOPER_KEYS = (
     "traffic_countries",
     "traffic_summary",
 )
-# The keys a Delivery's stored values had before the traffic's were added (rendering.values_from_stored).
+# The keys a Delivery's stored values had before the traffic's were added (context.values_from_stored).
 EARLIER_KEYS = 7
 SLOTS = (*DEVELOPER_KEYS, "ack_url")
 # Placeholders: private-use characters around a random nonce and the slot, so that no
@@ -159,7 +159,7 @@ class Skeleton:
         return join(self.subject, values), join(self.html, escaped), join(self.text, values)
 
     def text_hash(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> str:
-        """rendering.email_text_hash of fill(values, escaped), from the three fields
+        """emails.email_text_hash of fill(values, escaped), from the three fields
         joined as one string (a send hashes every recipient's): one encode and one
         digest update: a tenth less than an update per part (4.1 → 3.7 µs for the
         bench's memo)."""

@@ -1,7 +1,7 @@
 """The approved text, as the chain's approval record holds it, and what differs from it.
 
 Approval writes a record of the content approved (every language's templates and the
-dates, rendering.memo_content), its hash, the audience rules and the approvers. Every
+dates, sources.memo_content), its hash, the audience rules and the approvers. Every
 render of a memo that was approved (the send, the developer's page, reminders, notices)
 first compares what it is about to use with that record, whose tag proves that the
 service wrote it: templates rewritten in the database are refused, never shown or sent.
@@ -33,7 +33,7 @@ def approval_problem(record: EvidenceRecord | None) -> str:
 
 
 def content_differences(approved: Any, current: dict[str, Any]) -> list[str]:
-    """The fields of `current` (rendering.memo_content) that differ from the approved
+    """The fields of `current` (sources.memo_content) that differ from the approved
     content, by name: "subject (zh-hans)", "effective_date"."""
     approved = approved if isinstance(approved, dict) else {}
     differ = [key for key in sorted(current) if key != "languages" and current[key] != approved.get(key)]
@@ -50,7 +50,7 @@ def content_differences(approved: Any, current: dict[str, Any]) -> list[str]:
 
 
 def content_mismatch(approved: Any, content: dict[str, Any], content_hash: str) -> str:
-    """How the memo's content (rendering.memo_content, and the hash on its row) differs
+    """How the memo's content (sources.memo_content, and the hash on its row) differs
     from an approval record's payload, or "" when it does not."""
     approved = approved if isinstance(approved, dict) else {}
     if differ := content_differences(approved.get("content"), content):
