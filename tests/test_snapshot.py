@@ -46,6 +46,8 @@ def test_the_fast_snapshot_writes_what_the_python_path_writes(developers, basis)
             geo_database=geo,
         )
     make_developer("quiet-1", "RU")  # in by account alone
+    asleep = make_developer("asleep-1", "US", is_active=False)  # heavy traffic, but the memo is for active ones
+    TrafficObservation.objects.create(developer=asleep, country="CN", day=TODAY, requests=99, source="s0")
     audience_snapshot(memo, fast=False)
     expected = rows(memo)
     audience_snapshot(memo, fast=True)
@@ -53,3 +55,7 @@ def test_the_fast_snapshot_writes_what_the_python_path_writes(developers, basis)
     assert expected  # the test compares something
     if basis != Memo.Basis.ACCOUNT:
         assert len(expected[many.pk][1]) == 300 and expected[many.pk][1].endswith("…")
+    assert asleep.pk not in expected
+    in_by_traffic = {Developer.objects.get(pk=pk).external_id for pk, row in expected.items() if row[2]}
+    if basis == Memo.Basis.TRAFFIC:  # cn-1's 2 requests are under the threshold of 5
+        assert set(Developer.objects.filter(pk__in=expected).values_list("external_id", flat=True)) == in_by_traffic

@@ -82,12 +82,17 @@ def memo_audience(
     regions: Iterable[Region] | None = None,
     traffic_regions: Iterable[Region] | None = None,
     ids: tuple[int, int] | None = None,
+    candidates: bool = False,
 ) -> QuerySet[Developer]:
     """The developers the memo's rules choose now (`ids`: only those whose id is in that
-    range, which bounds the traffic read too)."""
+    range, which bounds the traffic read too). `candidates`: with an audience by traffic
+    (or either), everyone the other rules let in, the basis left for the caller to decide
+    (the snapshot's statement does, as it sums their traffic)."""
     by_account = Q(country__in=list(audience_reasons(memo, regions)))
     if memo.audience_basis == Basis.ACCOUNT:
         who = by_account
+    elif candidates:
+        who = Q()
     elif memo.audience_basis == Basis.TRAFFIC:
         who = _in_by_traffic(memo, traffic_regions, ids)
     else:
@@ -106,18 +111,19 @@ def memo_audience(
     return developers.filter(erased_at__isnull=True)
 
 
-def audience_pages(memo: Memo, size: int, after: int = 0) -> Iterator[QuerySet[Developer]]:
+def audience_pages(memo: Memo, size: int, after: int = 0, candidates: bool = False) -> Iterator[QuerySet[Developer]]:
     """The audience a page at a time, in id order: each page the audience among the next
     `size` developers of the table (so at most `size`), read with its id range bounding
-    the traffic too. Paging the audience itself (`id > last LIMIT size`) would make the
-    database sum the whole window's traffic once per page."""
+    the traffic too (`candidates`: memo_audience's). Paging the audience itself
+    (`id > last LIMIT size`) would make the database sum the whole window's traffic once
+    per page."""
     accounts = Developer.objects.order_by("id").values_list("id", flat=True)
     last = after
     while True:
         ends = list(accounts.filter(id__gt=last)[size - 1 : size]) or list(accounts.filter(id__gt=last).reverse()[:1])
         if not ends:
             return
-        yield memo_audience(memo, ids=(last + 1, ends[0])).order_by("id")
+        yield memo_audience(memo, ids=(last + 1, ends[0]), candidates=candidates).order_by("id")
         last = ends[0]
 
 

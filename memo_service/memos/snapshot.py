@@ -37,7 +37,7 @@ TRAFFIC = TrafficObservation._meta.db_table
 SNAPSHOT = AudienceSnapshot._meta.db_table
 # audience.TrafficFact's text and JSON, and audience.inclusion_reason, in SQL.
 SNAPSHOT_SQL = f"""
-WITH audience AS (
+WITH candidates AS (
   SELECT * FROM unnest(%(ids)s::bigint[], %(countries)s::text[]) AS a(id, country)
 ), facts AS (
   SELECT t.developer_id, t.country, count(DISTINCT t.day) AS days, min(t.day) AS first_day,
@@ -59,12 +59,12 @@ WITH audience AS (
                    ORDER BY requests DESC, country) AS traffic
   FROM facts GROUP BY developer_id
 ), reasons AS (
-  SELECT a.id, a.country,
+  SELECT a.id, a.country, r.reason AS by_account, p.total >= %(min_requests)s AS by_traffic,
          concat_ws('; ',
            CASE WHEN %(by_account)s THEN r.reason END,
            CASE WHEN p.total >= %(min_requests)s THEN p.text END) AS reason,
          coalesce(p.traffic, '[]'::jsonb) AS traffic
-  FROM audience a
+  FROM candidates a
   LEFT JOIN per_developer p ON p.developer_id = a.id
   LEFT JOIN unnest(%(account_codes)s::text[], %(account_reasons)s::text[]) AS r(code, reason) ON r.code = a.country
 )
@@ -74,6 +74,8 @@ SELECT %(memo)s, id, country,
             ELSE left(reason, %(reason_chars)s - 1) || '…' END,
        traffic
 FROM reasons
+-- The candidates passed every rule but the basis, decided here (memo_audience's, in SQL):
+WHERE NOT %(by_traffic)s OR (%(by_account)s AND by_account IS NOT NULL) OR by_traffic
 """
 
 
@@ -84,7 +86,9 @@ def audience_snapshot(memo: Memo, *, fast: bool | None = None) -> None:
     AudienceSnapshot.objects.filter(memo=memo).delete()
     reasons = audience_reasons(memo)
     write = _page_sql if (connection.vendor == "postgresql" if fast is None else fast) else _page_python
-    for audience in audience_pages(memo, SNAPSHOT_PAGE):
+    # The statement decides who is in by traffic as it sums their traffic: it is given the
+    # page's candidates, not its audience, which would sum the same traffic a second time.
+    for audience in audience_pages(memo, SNAPSHOT_PAGE, candidates=write is _page_sql):
         # values_list() gives the stored code, not the Country the model's attribute is typed as.
         if page := cast(list[tuple[int, str]], list(audience.values_list("id", "country"))):
             write(memo, page, reasons)
