@@ -21,30 +21,29 @@ from memo_service.memos.audience import (
     audience_pages,
     audience_reasons,
     inclusion_reason,
+    memo_audience,
     traffic_codes,
     traffic_facts,
     traffic_window,
 )
 from memo_service.memos.models import AudienceSnapshot, Memo
 
-# Developers of the table per page: one statement (or one read and one insert) each; the
-# approval holds one transaction throughout, so pages only bound the memory of one.
+# Developers of the table per page of the Python path (one read, one insert each); the
+# approval holds one transaction throughout, so pages only bound its memory.
 SNAPSHOT_PAGE = 50_000
 # Why a developer is in keeps at most what a Delivery's reason holds.
 REASON_CHARS = 300
 
 TRAFFIC = TrafficObservation._meta.db_table
 SNAPSHOT = AudienceSnapshot._meta.db_table
+CANDIDATES = "snapshot_candidates"  # a temporary table: the developers every rule but the basis lets in
 # audience.TrafficFact's text and JSON, and audience.inclusion_reason, in SQL.
 SNAPSHOT_SQL = f"""
-WITH candidates AS (
-  SELECT * FROM unnest(%(ids)s::bigint[], %(countries)s::text[]) AS a(id, country)
-), facts AS (
+WITH facts AS (
   SELECT t.developer_id, t.country, count(DISTINCT t.day) AS days, min(t.day) AS first_day,
          max(t.day) AS last_day, sum(t.requests) AS requests, coalesce(max(t.geo_database), '') AS geo
-  FROM {TRAFFIC} t
-  WHERE %(by_traffic)s AND t.developer_id = ANY(%(ids)s::bigint[]) AND t.country = ANY(%(codes)s::text[])
-    AND t.day BETWEEN %(first)s AND %(last)s
+  FROM {TRAFFIC} t JOIN {CANDIDATES} c ON c.id = t.developer_id
+  WHERE %(by_traffic)s AND t.country = ANY(%(codes)s::text[]) AND t.day BETWEEN %(first)s AND %(last)s
   GROUP BY t.developer_id, t.country
 ), per_developer AS (
   SELECT developer_id, sum(requests) AS total,
@@ -64,7 +63,7 @@ WITH candidates AS (
            CASE WHEN %(by_account)s THEN r.reason END,
            CASE WHEN p.total >= %(min_requests)s THEN p.text END) AS reason,
          coalesce(p.traffic, '[]'::jsonb) AS traffic
-  FROM candidates a
+  FROM {CANDIDATES} a
   LEFT JOIN per_developer p ON p.developer_id = a.id
   LEFT JOIN unnest(%(account_codes)s::text[], %(account_reasons)s::text[]) AS r(code, reason) ON r.code = a.country
 )
@@ -85,13 +84,13 @@ def audience_snapshot(memo: Memo, *, fast: bool | None = None) -> None:
     default there) or the Python path."""
     AudienceSnapshot.objects.filter(memo=memo).delete()
     reasons = audience_reasons(memo)
-    write = _page_sql if (connection.vendor == "postgresql" if fast is None else fast) else _page_python
-    # The statement decides who is in by traffic as it sums their traffic: it is given the
-    # page's candidates, not its audience, which would sum the same traffic a second time.
-    for audience in audience_pages(memo, SNAPSHOT_PAGE, candidates=write is _page_sql):
-        # values_list() gives the stored code, not the Country the model's attribute is typed as.
-        if page := cast(list[tuple[int, str]], list(audience.values_list("id", "country"))):
-            write(memo, page, reasons)
+    if connection.vendor == "postgresql" if fast is None else fast:
+        _snapshot_sql(memo, reasons)
+    else:
+        for audience in audience_pages(memo, SNAPSHOT_PAGE):
+            # values_list() gives the stored code, not the Country the model's attribute is typed as.
+            if page := cast(list[tuple[int, str]], list(audience.values_list("id", "country"))):
+                _page_python(memo, page, reasons)
     statistics_refresh(AudienceSnapshot)  # audience_changes joins it with the developers
 
 
@@ -128,12 +127,13 @@ def _page_python(memo: Memo, page: list[tuple[int, str]], reasons: dict[str, str
     )
 
 
-def _page_sql(memo: Memo, page: list[tuple[int, str]], reasons: dict[str, str]) -> None:
+def _snapshot_sql(memo: Memo, reasons: dict[str, str]) -> None:
+    """The candidates (every rule but the basis) into a temporary table, then one
+    statement that sums their traffic once, as the hand-written query would, decides who
+    is in by it and writes every row with its reason."""
     first, last = traffic_window(memo)
     params: dict[str, Any] = {
         "memo": memo.pk,
-        "ids": [dev for dev, _ in page],
-        "countries": [country for _, country in page],
         "by_account": memo.audience_basis != Memo.Basis.TRAFFIC,
         "by_traffic": memo.audience_basis != Memo.Basis.ACCOUNT,
         "account_codes": list(reasons),
@@ -145,4 +145,15 @@ def _page_sql(memo: Memo, page: list[tuple[int, str]], reasons: dict[str, str]) 
         "reason_chars": REASON_CHARS,
     }
     with connection.cursor() as cursor:
-        cursor.execute(SNAPSHOT_SQL, params)
+        cursor.execute(f"DROP TABLE IF EXISTS {CANDIDATES}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {CANDIDATES} (id bigint PRIMARY KEY, country varchar(2))")
+        try:
+            # Written by the database from memo_audience's own query: no row travels through Python.
+            select, select_params = (
+                memo_audience(memo, candidates=True).values_list("id", "country").query.sql_with_params()
+            )
+            cursor.execute(f"INSERT INTO {CANDIDATES} (id, country) {select}", select_params)
+            cursor.execute(f"ANALYZE {CANDIDATES}")  # a temporary table has no statistics of its own
+            cursor.execute(SNAPSHOT_SQL, params)
+        finally:
+            cursor.execute(f"DROP TABLE IF EXISTS {CANDIDATES}")
