@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 
 from memo_service.db import in_ids, statistics_refresh
@@ -149,9 +150,11 @@ def _snapshot_sql(memo: Memo, reasons: dict[str, str]) -> None:
         cursor.execute(f"CREATE TEMPORARY TABLE {CANDIDATES} (id bigint PRIMARY KEY, country varchar(2))")
         try:
             # Written by the database from memo_audience's own query: no row travels through Python.
-            select, select_params = (
-                memo_audience(memo, candidates=True).values_list("id", "country").query.sql_with_params()
-            )
+            candidates = memo_audience(memo, candidates=True).values_list("id", "country")
+            try:
+                select, select_params = candidates.query.sql_with_params()
+            except EmptyResultSet:  # rules that can hold nobody (no country at all)
+                return
             cursor.execute(f"INSERT INTO {CANDIDATES} (id, country) {select}", select_params)
             cursor.execute(f"ANALYZE {CANDIDATES}")  # a temporary table has no statistics of its own
             cursor.execute(SNAPSHOT_SQL, params)
