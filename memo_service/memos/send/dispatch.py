@@ -243,6 +243,14 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
     address is not mailed again: its Delivery is failed at once and says why."""
     now = timezone.now()
     reasons = audience_reasons(memo)
+    # Why each is in: by the account's country, the rules say it (the snapshot would say
+    # the same, at the cost of a lookup a row); by traffic, as the snapshot of the approved
+    # (or accepted) audience says, the rules' own reason for anyone who joined since.
+    by_country = Case(*[When(country=code, then=Value(text)) for code, text in reasons.items()], default=Value(""))
+    reason: Case | Coalesce = by_country
+    if memo.audience_basis != Memo.Basis.ACCOUNT:
+        kept = AudienceSnapshot.objects.filter(memo_id=memo.pk, developer_id=OuterRef("id")).values("reason")[:1]
+        reason = Coalesce(Subquery(kept), by_country)
     ok = Q(email_status=Developer.EmailStatus.OK.value)
     # Every column an expression, so the SELECT lists them in this order.
     rows = developers.order_by().values_list(
@@ -253,14 +261,7 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         Case(When(ok, then=Value(Delivery.Status.QUEUED.value)), default=Value(Delivery.Status.FAILED.value)),
         F("language"),
         F("country"),
-        # Why each is in, as the snapshot of the approved (or accepted) audience says;
-        # the rules' own reason for anyone who joined since.
-        Coalesce(
-            Subquery(
-                AudienceSnapshot.objects.filter(memo_id=memo.pk, developer_id=OuterRef("id")).values("reason")[:1]
-            ),
-            Case(*[When(country=code, then=Value(reason)) for code, reason in reasons.items()], default=Value("")),
-        ),
+        reason,
         Value(""),
         Value(0),
         Value(None, output_field=DateTimeField()),
