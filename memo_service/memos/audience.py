@@ -25,6 +25,8 @@ from memo_service.developers.models import Developer, Region, TrafficObservation
 from memo_service.memos.models import AudienceSnapshot, Memo
 
 Basis = Memo.Basis
+# Why a developer is in: at most what the snapshot (and so each delivery) keeps of it.
+REASON_CHARS = AudienceSnapshot._meta.get_field("reason").max_length or 300
 
 
 def audience_reasons(memo: Memo, regions: Iterable[Region] | None = None) -> dict[str, str]:
@@ -186,20 +188,21 @@ def traffic_facts(memo: Memo, developer_ids: list[int]) -> dict[int, list[Traffi
     return facts
 
 
-def _traffic_enough(memo: Memo, facts: list[TrafficFact]) -> bool:
+def traffic_enough(memo: Memo, facts: list[TrafficFact]) -> bool:
+    """Does this traffic put its developer in the memo's audience by itself?"""
     return bool(facts) and sum(f.requests for f in facts) >= memo.traffic_min_requests
 
 
 def inclusion_reason(memo: Memo, country: str, facts: list[TrafficFact], account_reasons: dict[str, str]) -> str:
     """Why a developer of the audience is in it: the account's country, the traffic, or
-    both, as the memo's basis counts them (at most the 300 characters a Delivery keeps)."""
+    both, as the memo's basis counts them (at most REASON_CHARS)."""
     parts = []
     if memo.audience_basis != Basis.TRAFFIC and country in account_reasons:
         parts.append(account_reasons[country])
-    if memo.audience_basis != Basis.ACCOUNT and _traffic_enough(memo, facts):
+    if memo.audience_basis != Basis.ACCOUNT and traffic_enough(memo, facts):
         parts.extend(str(f) for f in facts)
     reason = "; ".join(parts)
-    return reason if len(reason) <= 300 else reason[:299] + "…"
+    return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
 
 
 def audience_explain(memo: Memo, developer: Developer) -> str:
@@ -209,7 +212,7 @@ def audience_explain(memo: Memo, developer: Developer) -> str:
     code = developer.country.code
     facts = traffic_facts(memo, [developer.pk]).get(developer.pk, [])
     by_account = memo.audience_basis != Basis.TRAFFIC and code in reasons
-    by_traffic = memo.audience_basis != Basis.ACCOUNT and _traffic_enough(memo, facts)
+    by_traffic = memo.audience_basis != Basis.ACCOUNT and traffic_enough(memo, facts)
     if not (by_account or by_traffic):
         return f"{who} is not included: " + "; ".join(_not_in(memo, developer, facts))
     if memo.active_only and not developer.is_active:

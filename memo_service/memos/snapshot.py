@@ -18,12 +18,14 @@ from django.db import connection
 from memo_service.db import in_ids, statistics_refresh
 from memo_service.developers.models import TrafficObservation
 from memo_service.memos.audience import (
+    REASON_CHARS,
     TrafficFact,
     audience_pages,
     audience_reasons,
     inclusion_reason,
     memo_audience,
     traffic_codes,
+    traffic_enough,
     traffic_facts,
     traffic_window,
 )
@@ -32,8 +34,6 @@ from memo_service.memos.models import AudienceSnapshot, Memo
 # Developers of the table per page of the Python path (one read, one insert each); the
 # approval holds one transaction throughout, so pages only bound its memory.
 SNAPSHOT_PAGE = 50_000
-# Why a developer is in keeps at most what a Delivery's reason holds.
-REASON_CHARS = 300
 
 TRAFFIC = TrafficObservation._meta.db_table
 SNAPSHOT = AudienceSnapshot._meta.db_table
@@ -102,14 +102,14 @@ def traffic_of(memo: Memo, developer_ids: list[int]) -> dict[int, list[TrafficFa
     for a developer in by the account's country alone. One query."""
     if memo.audience_basis == Memo.Basis.ACCOUNT or not developer_ids:
         return {}
-    kept = AudienceSnapshot.objects.filter(memo=memo, developer_id__in=in_ids(developer_ids)).values_list(
-        "developer_id", "traffic"
-    )
     if memo.approved_rules:
-        found = {dev: [TrafficFact.from_json(f) for f in facts] for dev, facts in kept}
+        kept = AudienceSnapshot.objects.filter(memo=memo, developer_id__in=in_ids(developer_ids))
+        found = {
+            dev: [TrafficFact.from_json(f) for f in facts] for dev, facts in kept.values_list("developer_id", "traffic")
+        }
     else:
         found = traffic_facts(memo, developer_ids)
-    return {dev: facts for dev, facts in found.items() if sum(f.requests for f in facts) >= memo.traffic_min_requests}
+    return {dev: facts for dev, facts in found.items() if traffic_enough(memo, facts)}
 
 
 def _page_python(memo: Memo, page: list[tuple[int, str]], reasons: dict[str, str]) -> None:

@@ -42,12 +42,12 @@ from memo_service.memos.answer.answers import (
     sent_text_of,
 )
 from memo_service.memos.answer.sent_text import ShownText, sent_text
-from memo_service.memos.audience import TrafficFact
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import is_inert_ack_token
 from memo_service.memos.compose.rendering import error_reason
 from memo_service.memos.evidence.approved import NotApproved
-from memo_service.memos.models import Answer, AudienceSnapshot, Memo
+from memo_service.memos.models import Answer
+from memo_service.memos.snapshot import traffic_of
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
 # our own, nor load anything from elsewhere (it shares an origin with the admin).
@@ -199,16 +199,7 @@ def _memo_page(
 def _why_by_traffic(target: AckTarget) -> list[dict[str, object]]:
     """The traffic that put the developer in the memo's audience, as the snapshot of the
     approved audience kept it, a country each, for the page to say in their language."""
-    if target.memo.audience_basis == Memo.Basis.ACCOUNT:
-        return []
-    kept = (
-        AudienceSnapshot.objects.filter(memo=target.memo, developer_id=target.developer.pk)
-        .values_list("traffic", flat=True)
-        .first()
-    )
-    facts = [TrafficFact.from_json(value) for value in kept or []]
-    if not facts or sum(f.requests for f in facts) < target.memo.traffic_min_requests:
-        return []  # in by the account's country alone
+    facts = traffic_of(target.memo, [target.developer.pk]).get(target.developer.pk, [])
     return [
         {"code": f.country, "name": countries.name(f.country), "days": f.days, "first": f.first, "last": f.last}
         for f in facts
