@@ -122,6 +122,8 @@ def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
         "country": "US",
         "country_name": "United States",
         "language": "en",
+        "traffic_countries": "",
+        "traffic_summary": "",
     }
     language, email = MemoRenderer(memo).render(developer, "http://testserver/ack/t/")
     assert email.subject == "Tom & <Jerry>"
@@ -139,6 +141,8 @@ def test_the_developers_language_picks_the_translation_and_english_is_the_fallba
         "external_id": "w",
         "country": "CN",
         "country_name": "中国",
+        "traffic_countries": "",
+        "traffic_summary": "",
     }
     zh, email_zh = renderer.render({**base, "language": "zh-hans"}, "http://testserver/ack/t/")
     fr, email_fr = renderer.render({**base, "language": "fr"}, "http://testserver/ack/t/")
@@ -174,7 +178,15 @@ def test_dates_are_written_in_the_texts_language(memo):
     translation.subject = "自{{ memo.effective_date_text }}起阻止"
     translation.save()
     memo = Memo.objects.get(pk=memo.pk)
-    base = {"name": "W", "organization": "O", "email": "w@example.com", "external_id": "w", "country": "CN"}
+    base = {
+        "name": "W",
+        "organization": "O",
+        "email": "w@example.com",
+        "external_id": "w",
+        "country": "CN",
+        "traffic_countries": "",
+        "traffic_summary": "",
+    }
     renderer = MemoRenderer(memo)
     assert renderer.render({**base, "language": "fr"}, "u")[1].subject == "Blocked from July 9, 2027"
     assert renderer.render({**base, "language": "zh-hans"}, "u")[1].subject == "自2027年7月9日起阻止"

@@ -40,6 +40,8 @@ def context(external_id: str) -> dict[str, str]:
         "country": "CN",
         "country_name": "China",
         "language": "en",
+        "traffic_countries": "",
+        "traffic_summary": "",
     }
 
 

@@ -84,6 +84,17 @@ def test_an_email_whose_values_an_older_send_kept_with_their_keys_still_shows_as
     assert "Olga Renamed" not in shown
 
 
+@pytest.mark.parametrize("form", ["list", "keys"])
+def test_an_email_kept_before_the_traffic_values_existed_still_shows_as_sent(client, memo, sent, developers, form):
+    delivery = Delivery.objects.get(developer=developers["ru"])
+    keyed = values_from_stored(delivery.rendered_with)
+    earlier = {k: v for k, v in keyed.items() if not k.startswith("traffic_")}  # as sends before kept them
+    Delivery.objects.filter(pk=delivery.pk).update(rendered_with=list(earlier.values()) if form == "list" else earlier)
+    Developer.objects.filter(pk=developers["ru"].pk).update(name="Olga Renamed")
+    shown = client.get(open_page(client, memo, developers["ru"])).content.decode()
+    assert "Dear Olga Petrova" in shown and "Olga Renamed" not in shown
+
+
 def test_erasure_blanks_the_values_an_email_was_rendered_with(memo, sent):
     import io
 

@@ -134,11 +134,11 @@ def values_from_stored(stored: Any) -> dict[str, Any] | None:
     """The developer's values from Delivery.rendered_with (stored_values), or None when
     it holds none (not kept, or erased): a list as read back, or the tuple stored_values
     makes. Emails sent before kept them with their keys."""
-    if isinstance(stored, (list, tuple)) and len(stored) == len(DEVELOPER_KEYS):
-        return dict(zip(DEVELOPER_KEYS, stored, strict=True))
-    if isinstance(stored, (list, tuple)) and len(stored) == EARLIER_KEYS:  # kept before the traffic's keys
-        return dict(zip(DEVELOPER_KEYS, [*stored, "", ""], strict=True))
-    return stored if isinstance(stored, dict) and stored else None
+    if isinstance(stored, (list, tuple)) and len(stored) in (EARLIER_KEYS, len(DEVELOPER_KEYS)):
+        stored = dict(zip(DEVELOPER_KEYS, stored, strict=False))  # an earlier email's lacks the traffic's keys
+    if isinstance(stored, dict) and stored:
+        return {**dict.fromkeys(DEVELOPER_KEYS, ""), **stored}  # a key added since it was kept: empty
+    return None
 
 
 def developer_in_language(developer: dict[str, Any], language: str) -> dict[str, Any]:

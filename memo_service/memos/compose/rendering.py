@@ -127,8 +127,6 @@ class MemoRenderer:
 
     def render(self, developer: dict[str, Any], ack_url: str) -> tuple[str, RenderedEmail]:
         """Returns (language used, email in our layout). Raises on a template error."""
-        if "traffic_summary" not in developer:  # values kept, with their keys, before the traffic's existed
-            developer = {"traffic_countries": "", "traffic_summary": "", **developer}
         language = self._templates(developer["language"])[0]
         developer = developer_in_language(developer, language)
         skeleton = self._skeleton(language)
