@@ -97,7 +97,7 @@ def test_a_throttled_batch_waits_for_retry_after_before_anything_more(memo, mail
 
 
 def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, mailgun, later):
-    from memo_service.memos.send.sending import MAX_ATTEMPTS
+    from memo_service.memos.send.failures import MAX_ATTEMPTS
 
     ids = queued(memo)
     Delivery.objects.filter(pk=ids[0]).update(attempts=MAX_ATTEMPTS - 1)

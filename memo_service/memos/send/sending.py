@@ -47,7 +47,6 @@ from memo_service.memos.send.failures import (
     failure_decision,
     http_status,
 )
-from memo_service.memos.send.failures import MAX_ATTEMPTS as MAX_ATTEMPTS  # tests/test_sending.py reads it here
 from memo_service.memos.send.leases import lease_release, lease_take
 from memo_service.memos.send.throttle import throttle_block, throttle_take
 from memo_service.memos.snapshot import traffic_of
