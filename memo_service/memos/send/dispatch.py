@@ -140,6 +140,9 @@ def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[
     checked = 0
     for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
         page = list(audience)
+        if not first and checked + len(page) <= AUDIENCE_CHECK_LIMIT:
+            checked += len(page)  # checked when the send started
+            continue
         if progress and checked > AUDIENCE_CHECK_LIMIT:
             progress(checked - AUDIENCE_CHECK_LIMIT)
         traffic = traffic_of(memo, [developer.pk for developer in page])
