@@ -111,6 +111,15 @@ class Person:
         self.shot("logged-in")
 
 
+def composer_and_approver(django_user_model: Any) -> None:
+    """carol (Composer) and anna (Approver), with the passwords the tests log in with."""
+    for username, group in [("carol", "Composer"), ("anna", "Approver")]:
+        user = django_user_model.objects.create_user(
+            username, f"{username}@example.com", f"pw-{username}-123", is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group))
+
+
 def sent_emails(outbox: Path) -> list[Any]:
     return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in outbox.glob("*.eml")]
 
@@ -126,10 +135,7 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     browser: Any, site: str, worker: Path, django_user_model: Any
 ) -> None:
     errors: list[str] = []
-    composer = django_user_model.objects.create_user("carol", "carol@example.com", "pw-carol-123", is_staff=True)
-    composer.groups.add(Group.objects.get(name="Composer"))
-    approver = django_user_model.objects.create_user("anna", "anna@example.com", "pw-anna-123", is_staff=True)
-    approver.groups.add(Group.objects.get(name="Approver"))
+    composer_and_approver(django_user_model)
     make_developer("cn-1", "CN", "zh-hans", name="Wang Wei")
     make_developer("ru-1", "RU", name="Olga Petrova")
     make_developer("ru-fr", "RU", "fr", name="Amélie Durand")  # no French text: she reads the English one
@@ -348,10 +354,7 @@ def test_a_memo_by_traffic_tells_each_developer_why_and_hears_a_dispute_in_a_bro
     that called from CN is told, says why on its page (phone), disputes it, and the
     composer exempts it; a Chinese-speaking DE account reads why in Chinese."""
     errors: list[str] = []
-    composer = django_user_model.objects.create_user("carol", "carol@example.com", "pw-carol-123", is_staff=True)
-    composer.groups.add(Group.objects.get(name="Composer"))
-    approver = django_user_model.objects.create_user("anna", "anna@example.com", "pw-anna-123", is_staff=True)
-    approver.groups.add(Group.objects.get(name="Approver"))
+    composer_and_approver(django_user_model)
     us = make_developer("us-1", "US", name="John Smith")
     de = make_developer("de-zh", "DE", "zh-hans", name="Li Na")
     make_developer("cn-quiet", "CN", name="No Traffic")  # an account in CN with no traffic: not in
