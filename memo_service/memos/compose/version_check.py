@@ -21,7 +21,7 @@ from typing import Any
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import SAMPLE_DEVELOPER, memo_context
 from memo_service.memos.compose.links import link_placeholder
-from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
+from memo_service.memos.compose.sources import memo_content
 from memo_service.memos.compose.versions import (
     TemplateReader,
     compare_key,
@@ -53,15 +53,10 @@ class VersionCheck:
         self.by_language: dict[str, list[_Condition]] = {}
         if not self.shown:
             return
-        for obj in [memo, *memo.translations.all()]:
-            language = getattr(obj, "language", FALLBACK_LANGUAGE)
+        for language, sources in memo_content(memo)["languages"].items():  # as approved, reminders too
             base = memo_context(memo, SAMPLE_DEVELOPER, link_placeholder(), language)
-            for name in (*sandbox.TEMPLATE_FIELDS, *sandbox.REMINDER_FIELDS):
-                source = getattr(obj, name, "")
-                if source:
-                    self.by_language.setdefault(language, []).extend(
-                        self._conditions(memo, language, name, source, base)
-                    )
+            for name, source in sources.items():
+                self.by_language.setdefault(language, []).extend(self._conditions(memo, language, name, source, base))
 
     def _conditions(self, memo: Memo, language: str, name: str, source: str, base: dict[str, Any]) -> list[_Condition]:
         environment = sandbox.environment_for(name)

@@ -36,7 +36,7 @@ from memo_service.memos.audience import memo_audience
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import SAMPLE_DEVELOPER, developer_in_language, memo_context
 from memo_service.memos.compose.links import link_placeholder
-from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
+from memo_service.memos.compose.sources import memo_content
 from memo_service.memos.models import Memo
 
 # Developer values a template sees that are columns of their own, so a branch's
@@ -434,12 +434,8 @@ def memo_versions(memo: Memo) -> list[Condition]:
     audience = memo_audience(memo)
     conditions: list[Condition] = []
     deadline = time.monotonic() + EVALUATION_SECONDS
-    for obj in [memo, *memo.translations.all()]:
-        language = getattr(obj, "language", FALLBACK_LANGUAGE)
-        for name in (*sandbox.TEMPLATE_FIELDS, *sandbox.REMINDER_FIELDS):
-            source = getattr(obj, name, "")
-            if not source:
-                continue
+    for language, sources in memo_content(memo)["languages"].items():
+        for name, source in sources.items():
             environment = sandbox.environment_for(name)
             try:
                 reader = TemplateReader(environment.parse(source))
