@@ -237,6 +237,13 @@ class _Handler(BaseHTTPRequestHandler):
         release.wait(60)
         return True
 
+    def _body(self) -> bytes | None:
+        """The request's whole body, or None when the client went before sending all of it
+        (a killed worker's half-sent request is no request: a real provider drops it)."""
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
+
     def _client_gone(self) -> bool:
         """Has the client closed its end (a killed process's socket is closed by the kernel)?"""
         self.connection.setblocking(False)
@@ -280,7 +287,9 @@ def mailgun_server() -> Iterator[Provider]:
 
     class Handler(_Handler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = self._body()
+            if body is None:
+                return
             if provider.delay:
                 time.sleep(provider.delay)
             expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
@@ -300,6 +309,9 @@ def mailgun_server() -> Iterator[Provider]:
                 provider.log.append((arrived, 429))
                 return self._answer(429, {"message": "Too many requests"}, {"Retry-After": provider.retry_after})
             fields = _form_fields(self.headers["Content-Type"], body)
+            if not fields.get("to"):
+                provider.log.append((arrived, 400))
+                return self._answer(400, {"message": "'to' parameter is missing"})
             refused = [to for to in fields.get("to", []) if any(a in to for a in provider.refuse)]
             if refused:
                 provider.log.append((arrived, 400))
@@ -374,7 +386,9 @@ def webhook_receiver() -> Iterator[Receiver]:
 
     class Handler(_Handler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = self._body()
+            if body is None:
+                return
             receiver.requests.append((dict(self.headers), body))
             self._answer(receiver.answers.pop(0) if receiver.answers else 200, b"ok")
 
@@ -408,7 +422,9 @@ def resend_server() -> Iterator[ResendProvider]:
 
     class Handler(_Handler):
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = self._body()
+            if body is None:
+                return
             if provider.delay:
                 time.sleep(provider.delay)
             if self.headers.get("Authorization") != f"Bearer {RESEND_KEY}" or self.path.rstrip("/") != "/emails":
