@@ -405,12 +405,12 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # Every handler redacts acknowledgement tokens and Authorization values
-# (memo_service/logredact.py): runserver's access log (django.server) included. Django's
+# (memo_service/lib/logredact.py): runserver's access log (django.server) included. Django's
 # own "django" handlers are replaced, so its messages reach only the redacting console.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "memo_service.logredact.RedactSecrets"}},
+    "filters": {"redact_secrets": {"()": "memo_service.lib.logredact.RedactSecrets"}},
     "formatters": {
         "django.server": {
             "()": "django.utils.log.ServerFormatter",

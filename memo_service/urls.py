@@ -9,7 +9,7 @@ from memo_service.memos.answer import views
 
 admin.site.site_header = "memo-service"
 admin.site.site_title = "memo-service"
-handler403 = "memo_service.refusals.permission_denied"
+handler403 = "memo_service.lib.refusals.permission_denied"
 
 urlpatterns = [
     # The answers' list was /admin/memos/acknowledgement/ before the model became Answer:

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from memo_service import admin_paging
+from memo_service.lib import admin_paging
 from memo_service.memos.models import Delivery
 
 pytestmark = pytest.mark.django_db

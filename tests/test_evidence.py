@@ -956,7 +956,7 @@ def test_a_sequencer_task_does_not_wait_for_another_and_starts_again_later(memo,
         pytest.skip("SQLite lets one connection write at a time: the sequencer's lock is the database's")
     from django.db import transaction
 
-    from memo_service.db import row_lock
+    from memo_service.lib.db import row_lock
     from memo_service.memos.evidence import append as evidence_module
     from memo_service.memos.tasks import evidence_seal as seal_task
 

@@ -1,4 +1,4 @@
-"""No secret in the logs the project writes or configures (memo_service/logredact.py):
+"""No secret in the logs the project writes or configures (memo_service/lib/logredact.py):
 acknowledgement tokens in access-log URLs, API tokens in Authorization headers."""
 
 from __future__ import annotations

@@ -12,13 +12,13 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from memo_service.admin_paging import CappedCountPaginator
 from memo_service.developers.erasure import developer_erase
 from memo_service.developers.exporting import developers_csv
 from memo_service.developers.importing import developers_import
 from memo_service.developers.importing.cells import COLUMNS
 from memo_service.developers.importing.csvfile import ImportFileError
 from memo_service.developers.models import Developer, Region
+from memo_service.lib.admin_paging import CappedCountPaginator
 
 
 class ImportForm(forms.Form):

@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from memo_service.csv_export import csv_lines
 from memo_service.developers.importing.cells import COLUMNS
 from memo_service.developers.models import Developer
+from memo_service.lib.csv_export import csv_lines
 
 # Rows per query: memory stays flat however many accounts there are.
 PAGE = 5_000

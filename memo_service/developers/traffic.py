@@ -22,11 +22,11 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django_countries import countries
 
-from memo_service.db import statistics_refresh
 from memo_service.developers.geo import GeoDatabase, geo_database
 from memo_service.developers.importing import RowError
 from memo_service.developers.models import Developer, TrafficObservation
 from memo_service.developers.traffic_file import read_traffic
+from memo_service.lib.db import statistics_refresh
 
 # Lines cleaned, looked up and staged at a time: one query for their accounts, one
 # insert; small enough that a chunk's rows take a few MB.

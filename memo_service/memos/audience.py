@@ -20,8 +20,8 @@ from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 from django_countries import countries
 
-from memo_service.db import in_ids
 from memo_service.developers.models import Developer, Region, TrafficObservation
+from memo_service.lib.db import in_ids
 from memo_service.memos.models import AudienceSnapshot, Memo
 
 Basis = Memo.Basis

@@ -27,7 +27,7 @@ from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from memo_service.db import in_ids
+from memo_service.lib.db import in_ids
 from memo_service.memos.evidence.append import evidence_record_handover
 from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, Memo
 

@@ -15,8 +15,8 @@ from typing import Any, cast
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
 
-from memo_service.db import in_ids, statistics_refresh
 from memo_service.developers.models import TrafficObservation
+from memo_service.lib.db import in_ids, statistics_refresh
 from memo_service.memos.audience import (
     REASON_CHARS,
     TrafficFact,

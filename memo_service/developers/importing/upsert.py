@@ -10,8 +10,8 @@ from typing import Any
 
 from django.db import connection
 
-from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
+from memo_service.lib.db import statistics_refresh
 
 # Rows per ORM upsert (SQLite): one SELECT and one INSERT … ON CONFLICT per chunk;
 # 2,000 rows keep each statement well under SQLite's parameter limit.

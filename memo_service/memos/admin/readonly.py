@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from memo_service.admin_paging import CappedCountPaginator
+from memo_service.lib.admin_paging import CappedCountPaginator
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -25,8 +25,8 @@ from django.utils.encoding import force_bytes
 from django_countries import countries
 
 from memo_service.api.models import ApiClient, Scope
-from memo_service.db import row_lock
 from memo_service.developers.models import Developer
+from memo_service.lib.db import row_lock
 from memo_service.memos.answer.sent_text import sent_memo
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import answer_payload

@@ -18,7 +18,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from memo_service.db import in_ids
+from memo_service.lib.db import in_ids
 from memo_service.memos.evidence.payloads import (
     DELIVERY_FIELDS,
     HANDOVER_FIELDS,

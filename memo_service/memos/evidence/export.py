@@ -12,8 +12,8 @@ from typing import Any
 from django.db.models import Count
 from django.utils import timezone
 
-from memo_service.csv_export import csv_lines
-from memo_service.db import snapshot
+from memo_service.lib.csv_export import csv_lines
+from memo_service.lib.db import snapshot
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_key, public_keys
 from memo_service.memos.evidence.verify import chained_pages
 from memo_service.memos.models import Answer, Delivery, EvidenceCheckpoint, Memo

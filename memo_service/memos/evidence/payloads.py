@@ -16,7 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from memo_service.db import in_ids
+from memo_service.lib.db import in_ids
 from memo_service.memos.models import Answer, Delivery, DeliveryEvent, EvidenceRecord, Memo
 
 Kind = EvidenceRecord.Kind

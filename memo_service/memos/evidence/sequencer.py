@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from memo_service.db import in_ids, row_lock
+from memo_service.lib.db import in_ids, row_lock
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
 from memo_service.memos.evidence.tags import record_authentic

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from memo_service.db import snapshot
+from memo_service.lib.db import snapshot
 from memo_service.memos.compose.sources import memo_content
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.approved import content_mismatch

@@ -10,7 +10,7 @@ from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.db.models.functions import TruncHour, TruncMinute
 from django.utils import timezone
 
-from memo_service.csv_export import csv_lines
+from memo_service.lib.csv_export import csv_lines
 from memo_service.memos.evidence.export import EVIDENCE_PAGE, answers_by_channel
 from memo_service.memos.models import (
     DELIVERY_ARRIVED,

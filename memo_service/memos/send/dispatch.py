@@ -18,8 +18,8 @@ from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities
-from memo_service.db import statistics_refresh
 from memo_service.developers.models import Developer
+from memo_service.lib.db import statistics_refresh
 from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record

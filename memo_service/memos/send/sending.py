@@ -16,7 +16,7 @@ from django.core.mail import get_connection
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities, reports_acceptance
-from memo_service.db import in_ids
+from memo_service.lib.db import in_ids
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose.context import Recipient, developer_context, stored_values
 from memo_service.memos.compose.emails import email_text_hash
