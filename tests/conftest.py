@@ -14,18 +14,31 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from anymail.signals import AnymailTrackingEvent
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from memo_service.celery import app
 from memo_service.developers.models import Developer, Region
-from memo_service.memos.models import Memo, MemoTranslation
+from memo_service.memos.answer.answers import ack_target, answer_record
+from memo_service.memos.delivery_status import (
+    DeliveryStatus,
+    delivery_claim,
+    delivery_record_failure,
+    delivery_record_skipped,
+)
+from memo_service.memos.memo_status import memo_mark_sent_if_done
+from memo_service.memos.models import DELIVERY_HANDED_OVER, Answer, Delivery, Memo, MemoTranslation
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.send.sending import delivery_send_batch
+from memo_service.memos.tracking import delivery_record_event
 from tests.loopback_provider import API_KEY, Provider, mailgun_server
 
 
@@ -85,10 +98,10 @@ def developers(db: None) -> dict[str, Developer]:
     }
 
 
-def make_memo(**extra: Any) -> Memo:
-    region = Region.objects.get_or_create(
-        name="Unsupported regions", defaults={"countries": ["CN", "RU"], "source": "policy v1"}
-    )[0]
+def make_memo(countries: Sequence[str] = ("CN", "RU"), **extra: Any) -> Memo:
+    """A draft memo to the developers in `countries` (the "Unsupported regions", CN and RU)."""
+    name = "Unsupported regions" if list(countries) == ["CN", "RU"] else f"Regions {' '.join(countries)}"
+    region = Region.objects.get_or_create(name=name, defaults={"countries": list(countries), "source": "policy v1"})[0]
     memo = Memo.objects.create(
         title=extra.pop("title", "Regions blocked"),
         slug=extra.pop("slug", "regions-blocked"),
@@ -144,12 +157,9 @@ def eager(settings: Any) -> Iterator[None]:
         app.conf.task_always_eager = False
 
 
-def approve(memo: Memo) -> Memo:
-    """Have the memo approved the way the admin does: its author asks, a second person approves."""
+def _author_and_approver() -> tuple[Any, Any]:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-
-    from memo_service.memos.approval import memo_approve, memo_request_approval
 
     User = get_user_model()
     author = User.objects.filter(username="composer").first() or User.objects.create_user(
@@ -159,10 +169,54 @@ def approve(memo: Memo) -> Memo:
     if approver is None:
         approver = User.objects.create_user("approver", "approver@example.com", "pw-approver-1", is_staff=True)
         approver.groups.add(Group.objects.get(name="Approver"))
+    return author, approver
+
+
+def approval_requested(memo: Memo) -> Memo:
+    """The memo's author asks for its approval, as the admin's button does."""
+    from memo_service.memos.approval import memo_request_approval
+
+    author, _ = _author_and_approver()
     Memo.objects.filter(pk=memo.pk).update(author=author)
     memo_request_approval(memo=memo, by=author)
-    memo_approve(memo=memo, by=approver)
     memo.refresh_from_db()
+    return memo
+
+
+def approve(memo: Memo) -> Memo:
+    """Have the memo approved the way the admin does: its author asks, a second person approves."""
+    from memo_service.memos.approval import memo_approve
+
+    approval_requested(memo)
+    memo_approve(memo=memo, by=_author_and_approver()[1])
+    memo.refresh_from_db()
+    return memo
+
+
+def memo_in(memo: Memo, status: str) -> Memo:
+    """The draft memo brought to `status` by the steps that bring it there: asked for
+    approval, approved, scheduled (for tomorrow), sending (dispatched, its emails
+    queued), paused or cancelled by an admin while sending, sent (sent_memo)."""
+    from memo_service.memos.approval import memo_schedule
+    from memo_service.memos.send.control import memo_cancel, memo_pause
+
+    S = Memo.Status
+    if status == S.AWAITING_APPROVAL:
+        approval_requested(memo)
+    elif status in (S.APPROVED, S.SCHEDULED):
+        approve(memo)
+        if status == S.SCHEDULED:
+            memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(days=1), by=None)
+    elif status in (S.SENDING, S.PAUSED, S.CANCELLED):
+        dispatched(memo)
+        if status == S.PAUSED:
+            memo_pause(memo=memo, by=None)
+        elif status == S.CANCELLED:
+            memo_cancel(memo=memo, by=None)
+    elif status == S.SENT:
+        sent_memo(memo)
+    memo.refresh_from_db()
+    assert memo.status == status, f"memo {memo.slug} is {memo.status}, not {status}"
     return memo
 
 
@@ -174,6 +228,143 @@ def mark_sent(memo: Memo, **fields: Any) -> Memo:
     Memo.objects.filter(pk=memo.pk).update(status="sent", **fields)
     memo.refresh_from_db()
     return memo
+
+
+@contextlib.contextmanager
+def clock_at(when: dt.datetime) -> Iterator[None]:
+    """Django's clock (timezone.now, which the service and auto_now fields read) set to
+    `when` and running on from there: for what happened some time ago."""
+    real_now = timezone.now
+    offset = when - real_now()
+    with mock.patch.object(timezone, "now", lambda: real_now() + offset):
+        yield
+
+
+def dispatched(memo: Memo) -> Memo:
+    """The memo approved (if it is a draft), its send started and dispatched as
+    `send_memo` does it: a queued Delivery for everyone in its audience."""
+    if memo.status == Memo.Status.DRAFT:
+        approve(memo)
+    memo_send_start(memo=memo, dispatch_in_worker=False)
+    memo_dispatch(memo_id=memo.pk)
+    memo.refresh_from_db()
+    return memo
+
+
+# How a delivery reaches each status: claimed for the provider's call, then what the call
+# said; or handed over by the send, then the provider's tracking event.
+_CALL_ENDED = {
+    Delivery.Status.FAILED: "the provider refused it",
+    Delivery.Status.OUTCOME_UNKNOWN: "the provider's answer was lost",
+    Delivery.Status.SKIPPED: "not sent: the developer answered first",
+}
+
+
+def _settle(delivery: Delivery, status: str, reason: str) -> None:
+    """Move a queued delivery to `status` the way a send and the provider do."""
+    S = Delivery.Status
+    if status == S.QUEUED:
+        return
+    if status in DELIVERY_HANDED_OVER:
+        delivery_send_batch(delivery_ids=[delivery.pk])
+        if status != S.SENT:
+            tracking_event(delivery, status, reason)
+        return
+    if status not in (S.SENDING, *_CALL_ENDED):
+        raise ValueError(f"no delivery becomes {status} by being sent")
+    delivery_claim(delivery_id=delivery.pk)
+    if status == S.SKIPPED:
+        delivery_record_skipped(delivery_id=delivery.pk, reason=reason or _CALL_ENDED[status])
+    elif status != S.SENDING:
+        outcome_unknown = status == S.OUTCOME_UNKNOWN
+        error = reason or _CALL_ENDED[DeliveryStatus(status)]
+        delivery_record_failure(delivery_id=delivery.pk, error=error, outcome_unknown=outcome_unknown)
+
+
+def tracking_event(delivery: Delivery, status: str, reason: str = "") -> None:
+    """The provider's tracking event that moves a handed-over delivery to `status`
+    (delivered, bounced, complained, failed), as its webhook records it."""
+    delivery_record_event(
+        provider="mailgun",
+        event=AnymailTrackingEvent(
+            event_type=status,
+            event_id=f"evt-{delivery.pk}-{status}",
+            metadata={"delivery_id": str(delivery.pk)},
+            timestamp=timezone.now(),
+            description=reason or None,
+        ),
+    )
+
+
+def sent_delivery(
+    memo: Memo, developer: Developer, status: str = "sent", *, reason: str = "", at: dt.datetime | None = None
+) -> Delivery:
+    """The developer's email of the memo, brought to `status` through the send and the
+    delivery's state machine (the memo dispatched first if it is not yet): sent by the
+    send task, delivered/bounced/complained by a tracking event after it; failed,
+    outcome unknown or skipped when its provider call ended so (with `reason`); sending
+    while the call is on its way. `at`: when it was sent (Django's clock set back)."""
+    with clock_at(at) if at else contextlib.nullcontext():
+        if memo.status in (Memo.Status.DRAFT, Memo.Status.APPROVED):
+            dispatched(memo)
+        delivery = Delivery.objects.get(memo=memo, developer=developer, kind=Delivery.Kind.INITIAL)
+        _settle(delivery, status, reason)
+        memo_mark_sent_if_done(memo_id=memo.pk)
+    delivery.refresh_from_db()
+    memo.refresh_from_db()
+    assert delivery.status == status, f"{developer.external_id}'s delivery is {delivery.status}, not {status}"
+    return delivery
+
+
+def sent_memo(
+    memo: Memo,
+    outcomes: Mapping[Developer, str] | None = None,
+    *,
+    reasons: Mapping[Developer, str] | None = None,
+    at: dt.datetime | None = None,
+) -> Memo:
+    """The memo approved, dispatched and sent to its whole audience through the send
+    (the test's email backend, the outbox by default), as a worker sends it; then each
+    developer's email moved on to its status in `outcomes` (sent if not named; see
+    sent_delivery). The memo is sent once no email is left queued or sending. `at`:
+    when all that happened (Django's clock set back)."""
+    outcomes, reasons = outcomes or {}, reasons or {}
+    with clock_at(at) if at else contextlib.nullcontext():
+        dispatched(memo)
+        deliveries = list(Delivery.objects.filter(memo=memo).select_related("developer").order_by("id"))
+        named = {developer.pk: status for developer, status in outcomes.items()}
+        handed_over = [d for d in deliveries if named.get(d.developer_id, "sent") in DELIVERY_HANDED_OVER]
+        for delivery in deliveries:  # the calls that ended otherwise are made first
+            if delivery not in handed_over:
+                _settle(delivery, named[delivery.developer_id], reasons.get(delivery.developer, ""))
+        delivery_send_batch(delivery_ids=[d.pk for d in handed_over])
+        for delivery in handed_over:
+            if (status := named.get(delivery.developer_id, "sent")) != "sent":
+                tracking_event(delivery, status, reasons.get(delivery.developer, ""))
+        memo_mark_sent_if_done(memo_id=memo.pk)
+    missing = {d.external_id for d in outcomes} - {d.developer.external_id for d in deliveries}
+    assert not missing, f"not in the memo's audience: {sorted(missing)}"
+    actual = dict(Delivery.objects.filter(memo=memo).values_list("developer_id", "status"))
+    wrong = {d.external_id: actual[d.pk] for d in outcomes if actual[d.pk] != outcomes[d]}
+    assert not wrong, f"deliveries not in the status asked for: {wrong}"
+    memo.refresh_from_db()
+    return memo
+
+
+def answered(memo: Memo, developer: Developer, response: str = "acknowledged", **fields: Any) -> Answer:
+    """The developer's answer to the memo, recorded as their page records it (a person
+    on a phone, an hour after the email); `fields`: comment, country."""
+    target = ack_target(memo_id=memo.pk, developer_id=developer.pk)
+    assert target is not None, f"the memo was not sent to {developer.external_id}"
+    answer, _ = answer_record(
+        target=target,
+        response=response,
+        ip_address="203.0.113.9",
+        user_agent="Mozilla/5.0 (Linux; Android 15; Pixel 9) Mobile Safari/537.36",
+        interacted=True,
+        **fields,
+    )
+    return answer
 
 
 def database_url() -> str:

@@ -6,21 +6,16 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from memo_service.api.models import ApiClient
-from memo_service.memos.models import Answer, AuditEvent, Delivery, DeliveryEvent, Memo, WebhookEndpoint
-from tests.conftest import approve
+from memo_service.memos.models import AuditEvent, WebhookEndpoint
+from tests.conftest import answered, sent_memo
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def everything(memo, developers):
-    approve(memo)
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
-    delivery = Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
-    DeliveryEvent.objects.create(provider="Mailgun", event_id="e1", event_type="delivered", delivery=delivery)
-    Answer.objects.create(
-        memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
-    )
+    sent_memo(memo, {developers["cn"]: "delivered"})  # its tracking event too
+    answered(memo, developers["ru"], "disputes_region", country="KZ")
     WebhookEndpoint.objects.create(url="https://platform.example/hooks", events=["memo.acknowledged"])
     client = ApiClient(name="sync")
     client.token_rotate()

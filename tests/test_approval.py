@@ -12,6 +12,7 @@ from django.utils import timezone
 from memo_service.memos import approval
 from memo_service.memos.models import AuditEvent, Delivery, Memo
 from memo_service.memos.send import dispatch
+from tests.conftest import answered, memo_in, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +151,7 @@ def test_a_viewer_cannot_export_evidence_or_send_tests(people, memo):
 
 
 def test_a_viewer_is_offered_only_what_they_may_do_and_a_refusal_explains_itself(people, memo):
-    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at=timezone.now())
+    sent_memo(memo)
     page = people["viewer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
     assert "Dashboard" in page and "Evidence CSV" not in page and "Evidence JSON" not in page
     preview = people["viewer"].get(reverse("admin:memos_memo_preview", args=[memo.pk])).content.decode()
@@ -168,7 +169,7 @@ def test_a_viewer_is_offered_only_what_they_may_do_and_a_refusal_explains_itself
 
 @pytest.mark.parametrize("state", ["sending", "paused", "sent", "cancelled"])
 def test_a_memo_that_can_no_longer_change_is_shown_read_only(people, memo, state):
-    Memo.objects.filter(pk=memo.pk).update(status=state, dispatched_at=timezone.now())
+    memo_in(memo, state)
     page = people["composer"].get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
     assert 'name="_save"' not in page and 'name="_continue"' not in page and "Change memo" not in page
     assert f"View memo ({state})" in page and 'id="memo-readonly"' in page
@@ -225,15 +226,13 @@ def test_a_composer_approver_who_rewrote_the_body_cannot_approve_after_someone_e
 
 def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_can(people, memo, developers):
     from memo_service.developers.models import Region
-    from memo_service.memos.models import Answer
 
     response = people["composer"].post(
         reverse("admin:developers_region_add"), {"name": "Sanctioned", "countries": ["IR", "RU"], "source": "policy v2"}
     )
     assert response.status_code == 302 and Region.objects.filter(name="Sanctioned").exists()
-    answer = Answer.objects.create(
-        memo=memo, developer=developers["ru"], response="disputes_region", country_claimed="KZ", content_hash="c"
-    )
+    sent_memo(memo)
+    answer = answered(memo, developers["ru"], "disputes_region", country="KZ")
     people["composer"].post(
         reverse("admin:memos_dispute_changelist"), {"action": "confirm_region", "_selected_action": [answer.pk]}
     )
