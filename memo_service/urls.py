@@ -2,8 +2,9 @@ from django.contrib import admin
 from django.urls import path, re_path
 from django.views.generic import RedirectView
 
-from memo_service import health, outbox
+from memo_service import health
 from memo_service.api.views import api
+from memo_service.backends import outbox
 from memo_service.memos import tracking
 from memo_service.memos.answer import views
 

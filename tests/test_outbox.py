@@ -3,7 +3,7 @@
 import pytest
 from django.core.mail import EmailMultiAlternatives
 
-from memo_service.outbox import OutboxEmailBackend
+from memo_service.backends.outbox import OutboxEmailBackend
 
 pytestmark = pytest.mark.django_db
 
@@ -68,7 +68,7 @@ def test_a_viewer_cannot_open_the_outbox_and_answer_as_a_developer(client, djang
 
 
 def test_the_outbox_list_is_an_admin_page_paged_and_searchable(admin_client, settings):
-    from memo_service import outbox
+    from memo_service.backends import outbox
 
     for n in range(outbox.PAGE_SIZE + 5):
         EmailMultiAlternatives(
@@ -82,3 +82,11 @@ def test_the_outbox_list_is_an_admin_page_paged_and_searchable(admin_client, set
     found = admin_client.get("/outbox/", {"q": "DEV-007@"}).content.decode()
     assert found.count("<tr><td>") == 1 and "Memo 007" in found and "1 found" in found
     assert admin_client.get("/outbox/", {"q": "memo 01"}).content.decode().count("<tr><td>") == 10
+
+
+def test_the_default_email_backend_path_still_names_the_outbox():
+    """EMAIL_BACKEND's default is memo_service.outbox.OutboxEmailBackend: deployments
+    name that path, wherever the backend's code lives."""
+    from django.utils.module_loading import import_string
+
+    assert import_string("memo_service.outbox.OutboxEmailBackend") is OutboxEmailBackend
