@@ -349,7 +349,7 @@ CELERY_BEAT_SCHEDULE = {
     "recover-leases": {"task": "memos.recover_leases", "schedule": 15.0},
     # Reminders before deadlines (memos/reminders.py).
     "remind": {"task": "memos.remind", "schedule": 60.0},
-    # Outbound webhook retries and deadline_passed events (memos/report/webhooks.py).
+    # Outbound webhook retries and deadline_passed events (memos/webhooks/: delivery.py, events.py).
     "webhooks": {"task": "memos.webhooks_due", "schedule": 60.0},
     # Chains evidence records a lost sequencer task left pending (memos/evidence/sequencer.py).
     "evidence": {"task": "memos.evidence_seal_due", "schedule": 60.0},
@@ -388,7 +388,7 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 # (or this long after sending when a memo has no deadline).
 ACK_GRACE_DAYS = env.int("ACK_GRACE_DAYS", default=30)
 ACK_TOKEN_MAX_AGE_DAYS = env.int("ACK_TOKEN_MAX_AGE_DAYS", default=180)
-# Outbound webhooks go to public addresses only (memo_service/netguard.py); true lets
+# Outbound webhooks go to public addresses only (memos/webhooks/netguard.py); true lets
 # them reach loopback, private and link-local ones too (tests, a closed network).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
 

@@ -12,7 +12,8 @@ from django.utils import timezone
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.evidence.sequencer import checkpoint_dict
 from memo_service.memos.models import Delivery, EvidenceCheckpoint, Memo, WebhookEndpoint, WebhookMessage
-from memo_service.memos.report import webhooks
+from memo_service.memos.webhooks import delivery, events
+from memo_service.memos.webhooks.messages import webhooks_enqueue
 from tests.conftest import mark_sent
 from tests.loopback_provider import webhook_receiver
 
@@ -79,35 +80,35 @@ def test_an_acknowledgement_is_posted_to_the_platform_signed(
 
 def test_a_failed_delivery_is_retried_with_backoff_and_each_attempt_is_logged(sent, platform):
     platform.answers = [500, 503]
-    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("pending", 1)
     first_wait = (message.next_attempt_at - timezone.now()).total_seconds()
     assert 40 < first_wait < 80
-    assert webhooks.webhooks_retry_due() == 0  # not due yet
-    webhooks.webhook_deliver(message_id=message.pk)  # not due: nothing is sent
+    assert delivery.webhooks_retry_due() == 0  # not due yet
+    delivery.webhook_deliver(message_id=message.pk)  # not due: nothing is sent
     assert len(platform.requests) == 1
     due_now(message)
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.next_attempt_at - timezone.now()).total_seconds() > first_wait
     due_now(message)
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.status, message.attempts) == ("delivered", 3)
     assert list(message.attempt_log.order_by("id").values_list("status_code", flat=True)) == [500, 503, 200]
 
 
 def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
-    monkeypatch.setattr(webhooks, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(delivery, "MAX_ATTEMPTS", 2)
     platform.answers = [500, 500]
-    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     due_now(message)
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     message.refresh_from_db()
     assert (message.status, message.next_attempt_at) == ("failed", None)
 
@@ -115,9 +116,9 @@ def test_it_gives_up_after_the_last_attempt(sent, platform, monkeypatch):
 def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
     platform.endpoint.url = "http://127.0.0.1:9/hooks"
     platform.endpoint.save()
-    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     assert "ConnectionError" in message.attempt_log.get().error
 
 
@@ -126,12 +127,12 @@ def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowl
 ):
     from memo_service.memos.models import Answer
 
-    monkeypatch.setattr(webhooks, "PAGE", 1)
+    monkeypatch.setattr(events, "PAGE", 1)
     Answer.objects.create(memo=sent, developer=developers["cn"], response="acknowledged", content_hash="c")
     Memo.objects.filter(pk=sent.pk).update(ack_deadline=timezone.now() - dt.timedelta(minutes=1))
     with django_capture_on_commit_callbacks(execute=True):
-        assert webhooks.memos_deadline_notify() == 1
-        assert webhooks.memos_deadline_notify() == 0  # once per memo
+        assert events.memos_deadline_notify() == 1
+        assert events.memos_deadline_notify() == 0  # once per memo
     bodies = [json.loads(b) for _, b in platform.requests]
     assert [b["event"] for b in bodies] == ["memo.deadline_passed"]
     assert bodies[0]["data"]["not_acknowledged"] == ["ru-1"] and bodies[0]["data"]["pages"] == 1
@@ -140,7 +141,7 @@ def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowl
 def test_endpoints_only_get_the_events_they_asked_for(sent, platform):
     platform.endpoint.events = ["memo.deadline_passed"]
     platform.endpoint.save()
-    webhooks.webhooks_enqueue("memo.acknowledged", [{}])
+    webhooks_enqueue("memo.acknowledged", [{}])
     assert not WebhookMessage.objects.exists()
 
 
@@ -205,9 +206,9 @@ def test_an_endpoint_that_resolves_to_a_private_address_at_send_time_is_not_post
     # send resolves it again, sees loopback (the decimal and hex spellings too) and stops.
     platform.endpoint.url = platform.url.replace("127.0.0.1", host)
     platform.endpoint.save()
-    webhooks.webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
+    webhooks_enqueue("memo.disputed", [{"memo": sent.slug}])
     message = WebhookMessage.objects.get()
-    webhooks.webhook_deliver(message_id=message.pk)
+    delivery.webhook_deliver(message_id=message.pk)
     assert platform.requests == []
     assert "not sent: " in message.attempt_log.get().error
     assert "resolves to 127.0.0.1 is a loopback address" in message.attempt_log.get().error
@@ -221,7 +222,7 @@ def test_a_send_connects_to_the_address_it_checked_not_to_a_fresh_lookup(platfor
     travels in the Host header (and would be the TLS server name)."""
     import requests
 
-    from memo_service.netguard import PinnedAdapter
+    from memo_service.memos.webhooks.netguard import PinnedAdapter
 
     port = platform.url.split(":")[2].split("/")[0]
     with requests.Session() as session:

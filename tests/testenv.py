@@ -13,7 +13,7 @@ os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", "-".join(filter(None, ["memos
 # A fixed key for the tests' evidence checkpoints (never used outside them): 32 bytes of 0x07.
 os.environ.setdefault("EVIDENCE_SIGNING_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
 # The tests' webhook receiver listens on loopback, which the service refuses by default
-# (memo_service/netguard.py); the tests of that refusal turn this back off.
+# (memo_service/memos/webhooks/netguard.py); the tests of that refusal turn this back off.
 os.environ.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
 # As `make run`: DEBUG on, so settings.py keeps a random SECRET_KEY under VAR_DIR.
 os.environ.setdefault("DEBUG", "true")

@@ -6,8 +6,8 @@ from django.db import OperationalError
 
 from memo_service.memos import reminders
 from memo_service.memos.evidence import append, sequencer
-from memo_service.memos.report import webhooks
 from memo_service.memos.send import dispatch, reconcile, sending, sweeper
+from memo_service.memos.webhooks import delivery, events
 
 RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_jitter": True, "max_retries": 6}
 
@@ -51,14 +51,14 @@ def remind() -> None:
 
 @shared_task(name="memos.webhook_deliver", **RETRY)
 def webhook_deliver(message_id: int) -> None:
-    webhooks.webhook_deliver(message_id=message_id)
+    delivery.webhook_deliver(message_id=message_id)
 
 
 @shared_task(name="memos.webhooks_due")
 def webhooks_due() -> None:
     """Retries that are due, and each passed deadline, once."""
-    webhooks.webhooks_retry_due()
-    webhooks.memos_deadline_notify()
+    delivery.webhooks_retry_due()
+    events.memos_deadline_notify()
 
 
 @shared_task(name="memos.evidence_seal", **RETRY)

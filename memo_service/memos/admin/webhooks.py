@@ -14,7 +14,7 @@ from memo_service.memos.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from memo_service.netguard import TargetRefused, target_address
+from memo_service.memos.webhooks.netguard import TargetRefused, target_address
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -28,7 +28,7 @@ class WebhookEndpointForm(forms.ModelForm):
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
         try:
-            target_address(url)  # only public targets (memo_service/netguard.py)
+            target_address(url)  # only public targets (memos/webhooks/netguard.py)
         except TargetRefused as exc:
             raise forms.ValidationError(f"Refused: {exc}.") from None
         return url

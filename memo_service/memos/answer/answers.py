@@ -37,7 +37,7 @@ from memo_service.memos.models import (
     EvidenceRecord,
     Memo,
 )
-from memo_service.memos.report.webhooks import notify_answer
+from memo_service.memos.webhooks.events import notify_answer
 
 ACK_SALT = "memo_service.memos.ack"
 # A console's link (the notices API's ack_url): bound to the API client that asked for it,

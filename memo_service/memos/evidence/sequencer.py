@@ -26,7 +26,7 @@ from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.checkpoints import GENESIS, canonical, record_hash
 from memo_service.memos.evidence.tags import record_authentic
 from memo_service.memos.models import EvidenceCheckpoint, EvidenceRecord, Memo
-from memo_service.memos.outbound import webhooks_enqueue
+from memo_service.memos.webhooks.messages import webhooks_enqueue
 
 log = logging.getLogger(__name__)
 # Emails or other records chained per sealing step (one transaction, one checkpoint):

@@ -1,9 +1,9 @@
-"""Telling the platform: signed outbound webhooks for answers and passed deadlines.
+"""Posting outbound webhooks' messages, signed, and retrying them.
 
-Each event becomes a WebhookMessage per subscribed endpoint, sent by a task after the
-transaction commits. Failures are retried by beat (`webhooks_retry_due`) with
-exponential backoff and jitter, not by Celery countdowns, which would outlive a
-Redis visibility timeout; every attempt is logged.
+A message is sent by a task after the transaction that queued it commits. Failures are
+retried by beat (`webhooks_retry_due`) with exponential backoff and jitter, not by
+Celery countdowns, which would outlive a Redis visibility timeout; every attempt is
+logged.
 """
 
 from __future__ import annotations
@@ -16,29 +16,16 @@ import time
 from datetime import timedelta
 
 import requests
-from django.db import transaction
-from django.db.models import OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from memo_service.memos.models import (
-    MEMO_OUT,
-    Answer,
-    Delivery,
-    Memo,
-    WebhookAttempt,
-    WebhookEndpoint,
-    WebhookMessage,
-)
-from memo_service.memos.outbound import webhooks_enqueue
+from memo_service.memos.models import WebhookAttempt, WebhookMessage
 from memo_service.memos.queue import enqueue
-from memo_service.memos.reminders import not_acknowledged
-from memo_service.netguard import PinnedAdapter, TargetRefused, target_address
+from memo_service.memos.webhooks.netguard import PinnedAdapter, TargetRefused, target_address
 
-E = WebhookEndpoint.Event
 TIMEOUT_S = 10  # the platform's receiver should answer at once and work later
 MAX_ATTEMPTS = 8  # with doubling from a minute: the last try about four hours after the first
 FIRST_RETRY = timedelta(minutes=1)
-PAGE = 1_000  # developer ids per deadline_passed message
 LOST_AFTER = timedelta(minutes=10)  # a first attempt not made by then lost its task
 LEASE = timedelta(seconds=TIMEOUT_S * 3)  # longer than one attempt can take
 
@@ -46,77 +33,6 @@ LEASE = timedelta(seconds=TIMEOUT_S * 3)  # longer than one attempt can take
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def notify_answer(answer: Answer) -> None:
-    # Keyed by str: answer.response is the stored value, which equals its Response member.
-    events: dict[str, WebhookEndpoint.Event] = {
-        Answer.Response.ACKNOWLEDGED: E.ACKNOWLEDGED,
-        Answer.Response.DISPUTES_REGION: E.DISPUTED,
-        Answer.Response.DISPUTES_TRAFFIC: E.DISPUTED,
-    }
-    event = events.get(answer.response)
-    if event is None:
-        return
-    webhooks_enqueue(
-        event,
-        [
-            {
-                "memo": answer.memo.slug,
-                "memo_id": answer.memo_id,
-                "developer": answer.developer.external_id,
-                "response": answer.response,
-                "answered_at": answer.created_at.isoformat(),
-                "content_hash": answer.content_hash,
-                "suspected_automation": answer.suspected_automation,
-                "country_claimed": str(answer.country_claimed or ""),
-                "channel": answer.channel,
-            }
-        ],
-    )
-
-
-def memos_deadline_notify() -> int:
-    """Tell the platform, once per memo, which developers had not acknowledged by the
-    deadline (exempted ones excepted), in pages of PAGE ids. Returns memos notified."""
-    notified = 0
-    due = Memo.objects.filter(
-        status__in=MEMO_OUT,
-        ack_deadline__lt=timezone.now(),
-        deadline_notified_at__isnull=True,
-    )
-    if not any(E.DEADLINE_PASSED in e.events for e in WebhookEndpoint.objects.filter(is_active=True)):
-        return 0  # nobody to tell yet: an endpoint added later still hears of these
-    for memo in due:
-        with transaction.atomic():
-            if not Memo.objects.filter(pk=memo.pk, deadline_notified_at__isnull=True).update(
-                deadline_notified_at=timezone.now()
-            ):
-                continue  # another beat got there first
-            missing = list(
-                Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)
-                .filter(not_acknowledged(memo, OuterRef("developer")))
-                .order_by("developer_id")
-                .values_list("developer__external_id", flat=True)
-            )
-            pages = max(1, -(-len(missing) // PAGE))
-            assert memo.ack_deadline is not None  # `due` holds only memos whose deadline passed
-            webhooks_enqueue(
-                E.DEADLINE_PASSED,
-                [
-                    {
-                        "memo": memo.slug,
-                        "memo_id": memo.pk,
-                        "deadline": memo.ack_deadline.isoformat(),
-                        "page": n + 1,
-                        "pages": pages,
-                        "not_acknowledged": missing[n * PAGE : (n + 1) * PAGE],
-                    }
-                    for n in range(pages)
-                ],
-            )
-        notified += 1
-    return notified
 
 
 def webhook_claim(*, message_id: int) -> bool:

@@ -1,5 +1,5 @@
 """Outbound webhooks' messages: one per subscribed endpoint and event, sent by a task after
-the transaction commits (report/webhooks.py sends and retries them)."""
+the transaction commits (delivery.py sends and retries them)."""
 
 from __future__ import annotations
 
