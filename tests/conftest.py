@@ -195,18 +195,15 @@ def approve(memo: Memo) -> Memo:
 
 def memo_in(memo: Memo, status: str) -> Memo:
     """The draft memo brought to `status` by the steps that bring it there: asked for
-    approval, approved, scheduled (for tomorrow), sending (dispatched, its emails
-    queued), paused or cancelled by an admin while sending, sent (sent_memo)."""
-    from memo_service.memos.approval import memo_schedule
+    approval, approved, sending (dispatched, its emails queued), paused or cancelled by
+    an admin while sending, sent (sent_memo)."""
     from memo_service.memos.send.control import memo_cancel, memo_pause
 
     S = Memo.Status
     if status == S.AWAITING_APPROVAL:
         approval_requested(memo)
-    elif status in (S.APPROVED, S.SCHEDULED):
+    elif status == S.APPROVED:
         approve(memo)
-        if status == S.SCHEDULED:
-            memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(days=1), by=None)
     elif status in (S.SENDING, S.PAUSED, S.CANCELLED):
         dispatched(memo)
         if status == S.PAUSED:

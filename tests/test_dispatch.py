@@ -8,7 +8,7 @@ from memo_service.developers.models import Developer
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send import dispatch
 from memo_service.memos.tasks import send_batch
-from tests.conftest import approve, make_developer
+from tests.conftest import approve, make_developer, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -61,13 +61,14 @@ def test_nothing_is_enqueued_when_the_transaction_rolls_back(memo, enqueued, dja
 def test_a_rerun_resumes_an_interrupted_dispatch_without_duplicates(memo, enqueued):
     approve(memo)
     dispatch.memo_send_start(memo=memo)
-    Delivery.objects.create(memo=memo, developer=Developer.objects.get(external_id="cn-1"))
+    # Interrupted after writing its first page: CN's delivery.
+    dispatch.deliveries_create(memo=memo, developers=Developer.objects.filter(external_id="cn-1"))
     call_command("send_memo", memo.slug)  # dispatched_at was never set: it resumes
     assert Delivery.objects.filter(memo=memo).count() == 2
 
 
 def test_a_memo_already_sent_is_refused(memo):
-    Memo.objects.filter(pk=memo.pk).update(status="sent", dispatched_at="2026-01-01T00:00Z")
+    sent_memo(memo)
     with pytest.raises(CommandError, match="is sent"):
         call_command("send_memo", str(memo.pk))
 

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import pytest
-from anymail.signals import AnymailTrackingEvent
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -20,10 +19,6 @@ from django.utils import timezone
 from memo_service.api.models import ApiClient, Scope
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.notices import developer_notices, notices_sql
-from memo_service.memos.compose.context import developer_context, stored_values
-from memo_service.memos.compose.emails import email_text_hash
-from memo_service.memos.compose.rendering import MemoRenderer
-from memo_service.memos.evidence.append import evidence_record_handover
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import (
@@ -33,8 +28,7 @@ from memo_service.memos.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
-from memo_service.memos.tracking import delivery_record_event
-from tests.conftest import make_memo, mark_sent
+from tests.conftest import make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -54,36 +48,9 @@ def console() -> str:
 
 
 def sent(memo: Memo, *developers: Any, hours_ago: float = 1, status: str = "delivered") -> Memo:
-    """Sent as a send task hands over: each email rendered, its values and text hash kept."""
-    started = timezone.now() - dt.timedelta(hours=hours_ago)
-    mark_sent(memo, send_started_at=started)
-    renderer, handed_over = MemoRenderer(memo), []
-    for developer in developers:
-        values = developer_context(developer)
-        delivery = Delivery.objects.create(
-            memo=memo,
-            developer=developer,
-            status="sent",
-            sent_at=started,
-            country=developer.country.code,
-            language=developer.language,
-            rendered_with=stored_values(values),
-            text_hash=email_text_hash(renderer.render(values, ack_url(memo.pk, developer.pk))[1]),
-        )
-        handed_over.append(delivery.pk)
-    evidence_record_handover(delivery_ids=handed_over)
-    for delivery_id in handed_over if status != "sent" else []:  # the provider's tracking event moves it on
-        delivery_record_event(
-            provider="mailgun",
-            event=AnymailTrackingEvent(
-                event_type=status,
-                event_id=f"evt-{delivery_id}",
-                metadata={"delivery_id": str(delivery_id)},
-                timestamp=started,
-            ),
-        )
-    memo.refresh_from_db()
-    return memo
+    """Sent `hours_ago` to its audience (`developers`) by the send task, each email then
+    moved to `status` by the provider's tracking event."""
+    return sent_memo(memo, {d: status for d in developers}, at=timezone.now() - dt.timedelta(hours=hours_ago))
 
 
 def text_hash(memo: Memo, external_id: str) -> str:
@@ -97,17 +64,19 @@ def text_hash(memo: Memo, external_id: str) -> str:
 def two_memos(memo: Memo, developers: dict[str, Any]) -> tuple[Memo, Memo]:
     """The regions memo went to CN and RU two days ago; a newer one to CN an hour ago."""
     older = sent(memo, developers["cn"], developers["ru"], hours_ago=48)
-    newer = sent(
-        make_memo(
-            title="Key rotation",
-            slug="key-rotation",
-            subject="Rotate your keys, {{ developer.name }}",
-            text_body="Hello {{ developer.name }}, rotate keys before {{ memo.effective_date }}.",
-        ),
-        developers["cn"],
-        hours_ago=1,
-    )
+    newer = sent(key_rotation(), developers["cn"], hours_ago=1)
     return older, newer
+
+
+def key_rotation() -> Memo:
+    """A memo to CN only."""
+    return make_memo(
+        ["CN"],
+        title="Key rotation",
+        slug="key-rotation",
+        subject="Rotate your keys, {{ developer.name }}",
+        text_body="Hello {{ developer.name }}, rotate keys before {{ memo.effective_date }}.",
+    )
 
 
 def get(client: Any, path: str, token: str | None) -> Any:
@@ -245,13 +214,14 @@ def test_bad_answers_get_422_and_record_nothing(client, console, two_memos, body
     assert not Answer.objects.exists()
 
 
-def test_nothing_is_taken_after_the_deadlines_grace(client, console, two_memos, settings):
-    older, _ = two_memos
-    Memo.objects.filter(pk=older.pk).update(
-        ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1), status="draft"
+def test_nothing_is_taken_after_the_deadlines_grace(client, console, memo, developers, settings):
+    # The regions memo went out long ago, its deadline the day after: its grace is over.
+    long_ago = timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 2)
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=long_ago + dt.timedelta(days=1))  # the draft's deadline
+    older = sent(
+        memo, developers["cn"], developers["ru"], hours_ago=(timezone.now() - long_ago) / dt.timedelta(hours=1)
     )
-    older.refresh_from_db()
-    mark_sent(older)  # approved with that deadline: time has passed
+    sent(key_rotation(), developers["cn"], hours_ago=1)
     assert answer(client, console, "cn-1", older).status_code == 410
     assert not Answer.objects.exists()
     # Closed memos leave the banner; the record keeps them.
@@ -305,8 +275,7 @@ def test_reading_notices_is_one_indexed_query(two_memos, developers):
 
 
 def test_a_bounced_email_still_shows_but_a_queued_one_does_not(client, console, memo, developers):
-    sent(memo, developers["cn"], status="bounced")
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="queued")
+    sent_memo(memo, {developers["cn"]: "bounced", developers["ru"]: "queued"})
     assert len(get(client, "/developers/cn-1/notices", console).json()["items"]) == 1
     assert get(client, "/developers/ru-1/notices", console).json()["items"] == []
 
@@ -433,8 +402,7 @@ def test_a_console_link_answers_as_relayed_by_its_client_and_only_while_it_may(c
 
 
 def test_an_email_that_was_never_sent_opens_no_page_and_takes_no_answer(client, memo, developers):
-    mark_sent(memo)
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="failed", country="RU")
+    sent_memo(memo, {developers["ru"]: "failed"})
     link = ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver")
     assert client.get(link).status_code == 400
     response = client.post(link, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE)
