@@ -8,9 +8,9 @@ from django_countries import countries
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import developer_in_language
 from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.compose.sandbox import budget
 from memo_service.memos.models import Memo
 from tests.conftest import make_memo
 
@@ -134,7 +134,7 @@ def test_a_placeholder_lookalike_in_the_memo_is_text_not_a_value():
 def test_the_output_limit_holds_for_the_values_not_the_placeholders(monkeypatch):
     # 170,000 iterations below: about the render deadline on a loaded machine, and the
     # deadline is not what this test is about.
-    monkeypatch.setattr(sandbox, "RENDER_SECONDS", 30.0)
+    monkeypatch.setattr(budget, "RENDER_SECONDS", 30.0)
     long_output = MemoRenderer(memo(text_body="{% for i in range(10000) %}{{ developer.name }}{% endfor %}"))
     both(long_output, developer(name="Ada"))
     with pytest.raises(Exception, match="longer than"):

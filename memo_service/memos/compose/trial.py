@@ -1,7 +1,7 @@
-"""Trial renders in a child process: `sandbox.py --serve`, started once per process with
-no environment (`-I`, `env={}`: a template cannot find a secret there) and kept; it forks
-a child for each request, which renders under a memory limit and a deadline. Starting
-Python and importing Jinja2 for every trial cost about 180 ms of CPU; a fork costs a few.
+"""Trial renders in a child process: the sandbox's trial server (sandbox/trial_server.py),
+started once per process with no environment (`-I`, `env={}`: a template cannot find a
+secret there) and kept, so that Python and Jinja2 start once, not at every trial; it
+forks a child for each request, which renders under a memory limit and a deadline.
 
 A process that forks after starting one (a Celery prefork child) starts its own; a
 server that dies or overruns its deadline is killed and the next trial starts another.
@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from memo_service.memos.compose import sandbox
+from memo_service.memos.compose.sandbox import trial_server
 
 # Past the child's own deadline (which the server enforces), how long the caller waits
 # before it gives up on the server itself.
@@ -34,7 +34,7 @@ class _Server:
     def _started(self) -> subprocess.Popen[bytes]:
         if self.process is None or self.owner != os.getpid() or self.process.poll() is not None:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", sandbox.__file__, "--serve"],
+                [sys.executable, "-I", "-c", trial_server.SERVE, os.path.dirname(trial_server.__file__)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -71,7 +71,7 @@ class _Server:
                     pending += chunk
                     while b"\n" in pending:
                         line, pending = pending.split(b"\n", 1)
-                        if line.decode() == sandbox.DONE:
+                        if line.decode() == trial_server.DONE:
                             return lines
                         lines.append(line.decode())
             except (OSError, TimeoutError, EOFError):
@@ -83,6 +83,6 @@ _server = _Server()
 
 
 def trial_run(request: dict[str, Any]) -> list[str]:
-    """Run a trial request ({jobs, seconds, memory_bytes}, see sandbox.trial_render);
+    """Run a trial request ({jobs, seconds, memory_bytes}, see trial_server.trial_render);
     one JSON result line per job that finished."""
     return _server.run(request, request["seconds"] * len(request["jobs"]) + SLACK_S)
