@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.evidence.sequencer import checkpoint_dict
-from memo_service.memos.models import Delivery, EvidenceCheckpoint, Memo, WebhookEndpoint, WebhookMessage
+from memo_service.memos.models import EvidenceCheckpoint, WebhookEndpoint, WebhookMessage
 from memo_service.memos.webhooks import delivery, events
 from memo_service.memos.webhooks.messages import webhooks_enqueue
-from tests.conftest import mark_sent
+from tests.conftest import answered, clock_at, sent_memo
 from tests.loopback_provider import webhook_receiver
 
 pytestmark = pytest.mark.django_db
@@ -31,12 +31,9 @@ def platform(db):
 
 @pytest.fixture
 def sent(memo, developers):
-    mark_sent(memo, dispatched_at=timezone.now())
-    for key in ("cn", "ru"):
-        Delivery.objects.create(
-            memo=memo, developer=developers[key], status="delivered", sent_at=timezone.now() - dt.timedelta(hours=1)
-        )
-    return memo
+    """Delivered to CN and RU an hour ago."""
+    outcomes = {developers["cn"]: "delivered", developers["ru"]: "delivered"}
+    return sent_memo(memo, outcomes, at=timezone.now() - dt.timedelta(hours=1))
 
 
 def due_now(message):
@@ -125,12 +122,10 @@ def test_an_unreachable_endpoint_is_an_attempt_with_the_error(sent, platform):
 def test_after_the_deadline_the_platform_gets_the_developers_who_did_not_acknowledge(
     sent, developers, platform, monkeypatch, eager, django_capture_on_commit_callbacks
 ):
-    from memo_service.memos.models import Answer
-
     monkeypatch.setattr(events, "PAGE", 1)
-    Answer.objects.create(memo=sent, developer=developers["cn"], response="acknowledged", content_hash="c")
-    Memo.objects.filter(pk=sent.pk).update(ack_deadline=timezone.now() - dt.timedelta(minutes=1))
-    with django_capture_on_commit_callbacks(execute=True):
+    answered(sent, developers["cn"])
+    deadline_passed = clock_at(sent.ack_deadline + dt.timedelta(minutes=1))
+    with deadline_passed, django_capture_on_commit_callbacks(execute=True):
         assert events.memos_deadline_notify() == 1
         assert events.memos_deadline_notify() == 0  # once per memo
     bodies = [json.loads(b) for _, b in platform.requests]
