@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from memo_service.memos import approval
 from memo_service.memos.models import AuditEvent, Delivery, Memo
-from memo_service.memos.send import dispatch
+from memo_service.memos.send import dispatch, schedule
 from tests.conftest import answered, memo_in, sent_memo
 
 pytestmark = pytest.mark.django_db
@@ -119,7 +119,7 @@ def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(
     post(people["composer"], "unschedule", memo)
     assert status(memo) == "approved"
 
-    approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
+    schedule.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
     Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
     with django_capture_on_commit_callbacks(execute=True):
         assert dispatch.memos_send_scheduled() == [memo.pk]
@@ -130,7 +130,7 @@ def test_a_time_in_the_past_cannot_be_scheduled(people, memo):
     post(people["composer"], "request_approval", memo)
     post(people["approver"], "approve", memo)
     with pytest.raises(approval.ApprovalRefused, match="in the future"):
-        approval.memo_schedule(memo=memo, at=timezone.now() - dt.timedelta(minutes=1), by=None)
+        schedule.memo_schedule(memo=memo, at=timezone.now() - dt.timedelta(minutes=1), by=None)
 
 
 def test_someone_who_edited_or_submitted_the_memo_cannot_approve_it(people, memo, django_user_model):
@@ -193,7 +193,7 @@ def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
 
     post(people["composer"], "request_approval", memo)
     post(people["approver"], "approve", memo)
-    approval.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
+    schedule.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
     Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
     make_developer("cn-late", "CN")
     assert dispatch.memos_send_scheduled() == []

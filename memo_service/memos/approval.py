@@ -1,5 +1,6 @@
-"""Two-person approval and scheduling: who may ask, approve and schedule, and what each
-step records (the status changes themselves are memo_status.py's).
+"""Two-person approval: who may ask for it and approve, and what each step records (the
+status changes themselves are memo_status.py's; scheduling an approved memo is
+send/schedule.py's).
 
 Approval freezes the content (its hash) and the audience rules, and snapshots who the
 audience held, so the sender sees what changed since. Any edit voids an approval.
@@ -7,11 +8,9 @@ audience held, so the sender sees what changed since. Any edit voids an approval
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import audit_record
@@ -23,8 +22,6 @@ from memo_service.memos.evidence.payloads import approval_payload
 from memo_service.memos.memo_status import (
     memo_mark_approved,
     memo_mark_awaiting_approval,
-    memo_mark_scheduled,
-    memo_mark_unscheduled,
     memo_void_approval,
 )
 from memo_service.memos.models import AudienceSnapshot, AuditEvent, EvidenceRecord, Memo
@@ -37,7 +34,7 @@ class ApprovalRefused(Exception):
     pass
 
 
-def _moved(memo: Memo, moved: bool) -> None:
+def refuse_unless_moved(memo: Memo, moved: bool) -> None:
     """Refuse, naming the memo's status, a transition its status did not allow."""
     if not moved:
         current = Memo.objects.values_list("status", flat=True).get(pk=memo.pk)
@@ -77,7 +74,9 @@ def audience_rules(memo: Memo) -> dict[str, Any]:
 
 def memo_request_approval(*, memo: Memo, by: Any) -> None:
     _renders(memo)
-    _moved(memo, memo_mark_awaiting_approval(memo=memo, requested_by=by if getattr(by, "pk", None) else None))
+    refuse_unless_moved(
+        memo, memo_mark_awaiting_approval(memo=memo, requested_by=by if getattr(by, "pk", None) else None)
+    )
     audit_record(actor=by, action="memo.approval_requested", obj=memo)
 
 
@@ -97,7 +96,7 @@ def memo_approve(*, memo: Memo, by: Any) -> None:
     content = memo_content(memo)
     content_hash, rules = content_hash_of(content), audience_rules(memo)
     with transaction.atomic():
-        _moved(
+        refuse_unless_moved(
             memo,
             memo_mark_approved(memo=memo, approver=by, content_hash=content_hash, approved_rules=rules),
         )
@@ -135,21 +134,3 @@ def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
         AudienceSnapshot.objects.filter(memo=memo).delete()
         audit_record(actor=by, action="memo.approval_voided", obj=memo, fields=fields)
     audit_record(actor=by, action="memo.edited", obj=memo, fields=fields)
-
-
-def memo_schedule(*, memo: Memo, at: dt.datetime, by: Any) -> None:
-    if at <= timezone.now():
-        raise ApprovalRefused("the time to send must be in the future")
-    _moved(memo, memo_mark_scheduled(memo=memo, at=at))
-    audit_record(actor=by, action="memo.scheduled", obj=memo, at=at.isoformat())
-
-
-def memo_unschedule(*, memo: Memo, by: Any) -> None:
-    _moved(memo, memo_mark_unscheduled(memo=memo))
-    audit_record(actor=by, action="memo.schedule_cancelled", obj=memo)
-
-
-def memo_schedule_failed(*, memo: Memo, reason: str) -> None:
-    """A scheduled send that could not start goes back to approved, saying why."""
-    memo_mark_unscheduled(memo=memo, reason=f"the scheduled send did not start: {reason}")
-    audit_record(actor=None, action="memo.schedule_failed", obj=memo, reason=reason)

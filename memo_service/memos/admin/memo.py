@@ -31,8 +31,6 @@ from memo_service.memos.approval import (
     memo_approve,
     memo_edited,
     memo_request_approval,
-    memo_schedule,
-    memo_unschedule,
 )
 from memo_service.memos.audience import (
     audience_changes,
@@ -67,6 +65,7 @@ from memo_service.memos.report.reports import (
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.send.reconcile import memo_unknown_resend
+from memo_service.memos.send.schedule import memo_schedule, memo_unschedule
 from memo_service.memos.snapshot import traffic_of
 
 # What a refused button says (refusals.py shows it inside the admin): who may do it.

@@ -20,7 +20,6 @@ from django.utils import timezone
 from memo_service.backends.base import capabilities
 from memo_service.developers.models import Developer
 from memo_service.lib.db import statistics_refresh
-from memo_service.memos.approval import memo_schedule_failed
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
 from memo_service.memos.audit import audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
@@ -33,6 +32,7 @@ from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.memo_status import memo_mark_paused, memo_mark_sending, memo_mark_sent_if_done
 from memo_service.memos.models import MEMO_STARTABLE, AudienceSnapshot, Delivery, Memo
 from memo_service.memos.queue import enqueue_on_commit
+from memo_service.memos.send.schedule import memo_schedule_failed
 from memo_service.memos.snapshot import audience_snapshot, traffic_of
 
 # Developers per transaction. Each page's commit waits for the disk, so pages are big:
