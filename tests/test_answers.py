@@ -7,9 +7,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.models import Answer, Delivery
+from memo_service.memos.models import Answer
 from memo_service.memos.report.reports import memo_funnel
-from tests.conftest import mark_sent
+from tests.conftest import sent_memo
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -22,15 +22,8 @@ def _fresh_rate_limit():
 
 @pytest.fixture
 def opened(client, memo, developers):
-    """The RU developer has the memo's page open, an hour after it was sent."""
-    mark_sent(memo)
-    Delivery.objects.create(
-        memo=memo,
-        developer=developers["ru"],
-        status="delivered",
-        country="RU",
-        sent_at=timezone.now() - dt.timedelta(hours=1),
-    )
+    """The RU developer has the memo's page open, an hour after it was delivered."""
+    sent_memo(memo, {developers["ru"]: "delivered"}, at=timezone.now() - dt.timedelta(hours=1))
     client.get(ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver"))
     return f"/ack/memo/{memo.pk}/"
 
@@ -99,14 +92,7 @@ def test_a_form_filled_in_wrongly_gets_a_clear_error_and_records_nothing(client,
 def test_answers_that_look_automated_are_flagged_with_the_reason(
     client, memo, developers, user_agent, interacted, sent_ago, reason
 ):
-    mark_sent(memo)
-    Delivery.objects.create(
-        memo=memo,
-        developer=developers["cn"],
-        status="sent",
-        country="CN",
-        sent_at=timezone.now() - dt.timedelta(seconds=sent_ago),
-    )
+    sent_memo(memo, at=timezone.now() - dt.timedelta(seconds=sent_ago))
     link = ack_url(memo.pk, developers["cn"].pk).removeprefix("http://testserver")
     client.post(link, {"response": "acknowledged", "interacted": interacted}, HTTP_USER_AGENT=user_agent)
     ack = Answer.objects.get()
@@ -133,14 +119,7 @@ def test_an_erased_developers_link_answers_410_and_records_nothing(client, memo,
 
     from django.core.management import call_command
 
-    mark_sent(memo)
-    Delivery.objects.create(
-        memo=memo,
-        developer=developers["ru"],
-        status="delivered",
-        country="RU",
-        sent_at=timezone.now() - dt.timedelta(hours=1),
-    )
+    sent_memo(memo, {developers["ru"]: "delivered"}, at=timezone.now() - dt.timedelta(hours=1))
     link = ack_url(memo.pk, developers["ru"].pk).removeprefix("http://testserver")
     call_command("erase_developer", "ru-1", stdout=io.StringIO())
     assert client.get(link).status_code == 410
@@ -159,16 +138,8 @@ def test_answers_posted_at_once_record_what_they_would_one_after_the_other(live_
 
     from tests.conftest import make_developer
 
-    mark_sent(memo)
     people = [make_developer(f"racer-{n}", "RU") for n in range(8)]
-    for developer in people:
-        Delivery.objects.create(
-            memo=memo,
-            developer=developer,
-            status="delivered",
-            country="RU",
-            sent_at=timezone.now() - dt.timedelta(hours=1),
-        )
+    sent_memo(memo, {developer: "delivered" for developer in people}, at=timezone.now() - dt.timedelta(hours=1))
     posts = [
         (
             ack_url(memo.pk, developer.pk).replace("http://testserver", live_server.url),
