@@ -18,8 +18,8 @@ from memo_service.developers.models import Region
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.checks import templates_check
 from memo_service.memos.compose.context import TEMPLATE_VARIABLES
+from memo_service.memos.compose.decisions import template_unlisted
 from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
-from memo_service.memos.compose.versions import template_unlisted
 from memo_service.memos.models import MEMO_EDITABLE, Memo, MemoTranslation
 
 VARIABLES_HELP = format_html(

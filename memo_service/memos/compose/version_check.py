@@ -20,16 +20,16 @@ from typing import Any
 
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import SAMPLE_DEVELOPER, memo_context
+from memo_service.memos.compose.decisions import template_decisions
 from memo_service.memos.compose.links import link_placeholder
 from memo_service.memos.compose.sources import memo_content
-from memo_service.memos.compose.versions import (
-    TemplateReader,
+from memo_service.memos.compose.template_reader import TemplateReader
+from memo_service.memos.compose.version_keys import (
     compare_key,
     condition_id,
     evaluate_key,
     render_key,
-    template_decisions,
-    test_template,
+    template_of_test,
 )
 from memo_service.memos.evidence.approved import approval_record
 from memo_service.memos.models import Memo
@@ -72,7 +72,7 @@ class VersionCheck:
             if decision.how == "compare" and decision.simple:
                 found.append(_Condition(cid, where, tuple(decision.simple), partial(_compared, decision.simple)))
             elif decision.how == "evaluate":
-                test = test_template(environment, decision.test)
+                test = template_of_test(environment, decision.test)
                 found.append(_Condition(cid, where, (field,), partial(_evaluated, memo, test, field)))
             elif decision.how == "render":
                 template = sandbox.template_for(name, source)
