@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from memo_service.memos.models import AuditEvent, Delivery, Memo
-from tests.conftest import approve, make_developer, make_memo
+from tests.conftest import approve, make_developer, make_memo, memo_in, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -109,18 +109,19 @@ def test_the_send_page_shows_audience_changes_and_needs_them_confirmed(admin_cli
 
 
 def test_the_send_action_refuses_a_memo_already_sent(admin_client, memo):
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    sent_memo(memo)
+    deliveries = list(Delivery.objects.values_list("id", "status"))
     response = admin_client.post(
         reverse("admin:memos_memo_changelist"),
         {"action": "send_selected", "_selected_action": [memo.pk]},
         follow=True,
     )
     assert "only an approved memo can be sent" in response.content.decode()
-    assert not Delivery.objects.exists()
+    assert list(Delivery.objects.values_list("id", "status")) == deliveries  # nothing more, nothing sent again
 
 
 def test_a_sent_memo_cannot_be_edited(admin_client, memo):
-    Memo.objects.filter(pk=memo.pk).update(status="sent")
+    sent_memo(memo)
     url = reverse("admin:memos_memo_change", args=[memo.pk])
     admin_client.post(url, memo_form(subject="changed"))
     memo.refresh_from_db()
@@ -131,7 +132,7 @@ def test_a_sent_memo_cannot_be_edited(admin_client, memo):
 def test_an_edit_saved_after_the_send_started_is_refused(admin_client, memo):
     url = reverse("admin:memos_memo_change", args=[memo.pk])
     admin_client.get(url)
-    Memo.objects.filter(pk=memo.pk).update(status="sending")  # another admin pressed Send
+    memo_in(memo, "sending")  # another admin had it approved and pressed Send
     response = admin_client.post(url, memo_form(title=memo.title, slug=memo.slug, subject="changed"))
     assert "it can no longer change" in response.content.decode()
     memo.refresh_from_db()
