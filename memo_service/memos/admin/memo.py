@@ -45,7 +45,7 @@ from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import inert_ack_url
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
-from memo_service.memos.compose.test_email import memo_send_test
+from memo_service.memos.compose.trial_email import memo_send_test
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.verify import evidence_verify_published

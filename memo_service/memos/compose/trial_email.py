@@ -1,5 +1,5 @@
-"""A test email: the memo as one developer would get it, sent to the composer, its
-links inert (they are refused with the page that says so)."""
+"""A composer's test email, a trial of the memo: the memo as one developer would get it,
+sent to the composer, its links inert (they are refused with the page that says so)."""
 
 from __future__ import annotations
 
