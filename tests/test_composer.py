@@ -29,7 +29,7 @@ def set_bodies(memo, text):
 
 def test_a_time_bomb_in_the_link_is_seen_at_preview_exactly_as_at_send(memo, developers, mailgun):
     """The signing time inside the link, compared with a time just after approval: off
-    at preview, check and approval, on at send, once. Templates now see one constant
+    at preview, check and approval, on at send, once. Templates see one constant
     placeholder for the link, whenever and for whomever they render."""
     soon = signing.b62_encode(int(time.time()) + 2)
     set_bodies(

@@ -12,8 +12,8 @@ from memo_service.memos.compose.template_errors import explain_undefined
 from memo_service.memos.compose.trial import trial_run
 from memo_service.memos.models import Memo
 
-# What a trial render may use. A real memo renders in well under a millisecond; two
-# seconds only trips on a runaway loop. An honest template needs a few MB on top of
+# What a trial render may use. Two seconds is far more than a real memo takes to
+# render: only a runaway loop trips it. An honest template needs a few MB on top of
 # the interpreter; 64 MB more stops a render that builds a huge value in C code.
 TRIAL_SECONDS = 2.0
 TRIAL_MEMORY_BYTES = 64 * 1024 * 1024

@@ -4,9 +4,8 @@ Most memos only print the developer's values ("Dear {{ developer.name }}") and n
 test or transform them. Such a template's output is fixed text with each value put in
 at fixed places, so it is rendered once per language with a placeholder for every value
 (the skeleton), and each recipient's email is the skeleton with their values joined in:
-the same text as a full render, for a few microseconds instead of a few hundred. A
-batching provider can then be handed the skeleton once and only the values per
-recipient (sending.py).
+the same text as a full render, for a small part of its cost. A batching provider can
+then be handed the skeleton once and only the values per recipient (sending.py).
 
 Which templates qualify is decided from Jinja's syntax tree, not guessed from output:
 every use of `developer` and `ack_url` must print a value as it is, outside any macro,
@@ -37,7 +36,8 @@ DEVELOPER_KEYS = (
     "traffic_countries",
     "traffic_summary",
 )
-# The keys a Delivery's stored values had before the traffic's were added (context.values_from_stored).
+# How many values a Delivery's stored values hold when they lack the traffic's: the
+# first of DEVELOPER_KEYS (context.values_from_stored).
 EARLIER_KEYS = 7
 SLOTS = (*DEVELOPER_KEYS, "ack_url")
 # Placeholders: private-use characters around a random nonce and the slot, so that no
@@ -149,8 +149,9 @@ class Skeleton:
 
     def escape(self, values: tuple[str, ...]) -> tuple[str, ...]:
         """The values as the HTML prints them, escaped as Jinja's autoescape does; one the
-        HTML does not print is left as it is. Once per recipient: fill, text_hash and
-        merge_values take it, and escaping every value for each cost more than the hash."""
+        HTML does not print is left as it is. Once per recipient, for fill, text_hash and
+        merge_values alike: escaping every value for each of them would cost more than
+        the hash."""
         return tuple(html_escape(v) if n in self._html_slots else v for n, v in enumerate(values))
 
     def fill(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> tuple[str, str, str]:
@@ -161,8 +162,7 @@ class Skeleton:
     def text_hash(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> str:
         """emails.email_text_hash of fill(values, escaped), from the three fields
         joined as one string (a send hashes every recipient's): one encode and one
-        digest update: a tenth less than an update per part (4.1 → 3.7 µs for the
-        bench's memo)."""
+        digest update, not one per part."""
         filled = values + escaped
         hashed = "".join([filled[part] if isinstance(part, int) else part for part in self._hashed])
         return hashlib.sha256(hashed.encode()).hexdigest()

@@ -45,8 +45,8 @@ class _Condition:
 
 class VersionCheck:
     """The conditions of a memo's templates, each with the versions its approver could
-    preview (`shown`, the approval record's; None for an approval recorded before
-    versions were: nothing is checked)."""
+    preview (`shown`, the approval record's; None for an approval record that keeps
+    none: nothing is checked)."""
 
     def __init__(self, memo: Memo, shown: dict[str, list[str]] | None) -> None:
         self.shown = {cid: set(keys) for cid, keys in (shown or {}).items()}
