@@ -35,7 +35,7 @@ from memo_service.memos.delivery_status import (
     delivery_record_skipped,
 )
 from memo_service.memos.memo_status import memo_mark_sent_if_done
-from memo_service.memos.models import DELIVERY_HANDED_OVER, Answer, Delivery, Memo, MemoTranslation
+from memo_service.memos.models import DELIVERY_HANDED_OVER, MEMO_STARTABLE, Answer, Delivery, Memo, MemoTranslation
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.tracking import delivery_record_event
@@ -238,12 +238,15 @@ def clock_at(when: dt.datetime) -> Iterator[None]:
 
 
 def dispatched(memo: Memo) -> Memo:
-    """The memo approved (if it is a draft), its send started and dispatched as
-    `send_memo` does it: a queued Delivery for everyone in its audience."""
+    """The memo approved (if it is a draft), its send started (if it is not yet) and
+    dispatched as `send_memo` does it: a queued Delivery for everyone in its audience."""
     if memo.status == Memo.Status.DRAFT:
         approve(memo)
-    memo_send_start(memo=memo, dispatch_in_worker=False)
-    memo_dispatch(memo_id=memo.pk)
+    if memo.status in MEMO_STARTABLE:
+        memo_send_start(memo=memo, dispatch_in_worker=False)
+    memo.refresh_from_db()
+    if memo.dispatched_at is None:
+        memo_dispatch(memo_id=memo.pk)
     memo.refresh_from_db()
     return memo
 
@@ -302,7 +305,8 @@ def sent_delivery(
     outcome unknown or skipped when its provider call ended so (with `reason`); sending
     while the call is on its way. `at`: when it was sent (Django's clock set back)."""
     with clock_at(at) if at else contextlib.nullcontext():
-        if memo.status in (Memo.Status.DRAFT, Memo.Status.APPROVED):
+        memo.refresh_from_db()
+        if memo.dispatched_at is None:
             dispatched(memo)
         delivery = Delivery.objects.get(memo=memo, developer=developer, kind=Delivery.Kind.INITIAL)
         _settle(delivery, status, reason)
