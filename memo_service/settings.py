@@ -6,12 +6,11 @@ The README lists every variable.
 
 import os
 import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
 
+from memo_service.config import keys, logs, security
 from memo_service.memos.evidence import checkpoints
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,102 +28,32 @@ VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 VAR_DIR.chmod(0o700)
 
 
-def _var_secret(name: str, make: Callable[[], str]) -> str:
-    """A secret the embedded default keeps in VAR_DIR/<name> (mode 0600), made by `make()`
-    on first use and read back ever after, so web, worker and beat share it. Processes
-    starting at once all end with the first one's: the file appears whole or not at all."""
-    path = VAR_DIR / name
-    if not path.exists():
-        draft = VAR_DIR / f".{name}.{os.getpid()}"
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(make())
-        try:
-            os.link(draft, path)  # refused if another process got there first: theirs stays
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    return path.read_text().strip()
-
-
-def _keys_in_repository(keys: list[str]) -> list[str]:
-    """Those of `keys` written anywhere in the project's own files (code, docs, tests,
-    benchmarks): a key anyone can read signs links anyone can forge."""
-    found: set[str] = set()
-    skip = {".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".hypothesis", ".pytest_cache"}
-    for folder, dirs, files in os.walk(BASE_DIR):
-        dirs[:] = [d for d in dirs if d not in skip]
-        for file in files:
-            try:
-                text = (Path(folder) / file).read_text(errors="ignore")
-            except OSError:
-                continue
-            found.update(key for key in keys if key in text)
-    return [key for key in keys if key in found]
-
-
-# Keys memo-service once shipped as a fallback: the repository's history keeps them.
-_PUBLISHED_KEYS = frozenset({"insecure-development-key-do-not-use-in-production"})
-# Django's deployment check asks for at least 50 characters (security.W009).
-_MIN_SECRET_KEY_CHARS = 50
-
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY and DEBUG:
-    SECRET_KEY = _var_secret("secret_key", lambda: secrets.token_urlsafe(50))
+    SECRET_KEY = keys.var_secret(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
 # Old keys go here when SECRET_KEY rotates, so links already emailed keep working.
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 if not DEBUG:
-    if not SECRET_KEY:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. With DEBUG off memo-service refuses to start "
-            "without it: set SECRET_KEY to a long random string, e.g. the output of "
-            "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
-        )
-    _keys = [SECRET_KEY, *SECRET_KEY_FALLBACKS]
-    if _PUBLISHED_KEYS.intersection(_keys) or _keys_in_repository(_keys):
-        raise ImproperlyConfigured(
-            "SECRET_KEY or SECRET_KEY_FALLBACKS holds a key written in memo-service's "
-            "repository: anyone could sign acknowledgement links with it. Set a new random key."
-        )
-    if len(SECRET_KEY) < _MIN_SECRET_KEY_CHARS:
-        raise ImproperlyConfigured(
-            f"SECRET_KEY is shorter than {_MIN_SECRET_KEY_CHARS} characters: set a long random string."
-        )
-
-
-def _embedded_secret(name: str, filename: str, make: Callable[[], str]) -> str:
-    """A secret from the environment; unset, one made once under VAR_DIR while DEBUG is
-    on (the embedded default), and a refusal to start while it is off."""
-    value = env.str(name, default="")
-    if value:
-        return value
-    if not DEBUG:
-        raise ImproperlyConfigured(f"{name} is not set. With DEBUG off memo-service refuses to start without it.")
-    return _var_secret(filename, make)
-
+    # None, one written in the repository, or a short one (memo_service/config/keys.py).
+    keys.refuse_unsafe_secret_key(SECRET_KEY, SECRET_KEY_FALLBACKS, BASE_DIR)
 
 # Signs the evidence chain's checkpoints (memos/evidence/checkpoints.py): base64 of a raw 32-byte
 # Ed25519 private key. Kept out of the database, so whoever can write the database
 # cannot sign a rewritten chain.
-EVIDENCE_SIGNING_KEY = _embedded_secret("EVIDENCE_SIGNING_KEY", "evidence-signing-key", checkpoints.new_private_key)
-if not checkpoints.is_raw_key(EVIDENCE_SIGNING_KEY):
-    raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be base64 of a raw 32-byte Ed25519 private key.")
-if not DEBUG and _keys_in_repository([EVIDENCE_SIGNING_KEY]):
-    raise ImproperlyConfigured(
-        "EVIDENCE_SIGNING_KEY is written in memo-service's repository: anyone could sign a forged "
-        "evidence chain with it. Make a new one (see the README)."
-    )
+EVIDENCE_SIGNING_KEY = keys.embedded_secret(
+    "EVIDENCE_SIGNING_KEY",
+    env.str("EVIDENCE_SIGNING_KEY", default=""),
+    debug=DEBUG,
+    path=VAR_DIR / "evidence-signing-key",
+    make=checkpoints.new_private_key,
+)
+keys.refuse_unsafe_evidence_signing_key(EVIDENCE_SIGNING_KEY, debug=DEBUG, base_dir=BASE_DIR)
 
 # Public keys (base64, raw 32 bytes) of signing keys no longer in use: checkpoints they
 # signed still verify after EVIDENCE_SIGNING_KEY is rotated. `manage.py evidence_key`
 # prints the current key's public half, to put here before replacing it.
 EVIDENCE_RETIRED_KEYS = env.list("EVIDENCE_RETIRED_KEYS", default=[])
-for _n, _retired in enumerate(EVIDENCE_RETIRED_KEYS, start=1):
-    if not checkpoints.is_raw_key(_retired):
-        raise ImproperlyConfigured(
-            f"EVIDENCE_RETIRED_KEYS: entry {_n} is not base64 of a raw 32-byte Ed25519 public key."
-        )
+keys.refuse_bad_retired_keys(EVIDENCE_RETIRED_KEYS)
 
 # Every signed checkpoint is also appended here as it is sealed (a JSON line), outside
 # the database (memos/evidence/heads.py): verify_evidence reads it, so a chain cut short,
@@ -179,22 +108,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "memo_service.memos.answer.views.client_ip"
 
-# Every page but the developer's (which sets its own, stricter one) gets this policy:
-# scripts and styles from our own static files only (style attributes allowed: the
-# admin and the email preview use them), images also as data: URIs, no framing, forms
-# posted back to us alone.
-CONTENT_SECURITY_POLICY = {
-    "DIRECTIVES": {
-        "default-src": ["'self'"],
-        "script-src": ["'self'"],
-        "style-src": ["'self'", "'unsafe-inline'"],
-        "img-src": ["'self'", "data:"],
-        "object-src": ["'none'"],
-        "base-uri": ["'none'"],
-        "frame-ancestors": ["'none'"],
-        "form-action": ["'self'"],
-    }
-}
+# Every page but the developer's gets this policy (memo_service/config/security.py).
+CONTENT_SECURITY_POLICY = security.CONTENT_SECURITY_POLICY
 
 ROOT_URLCONF = "memo_service.urls"
 WSGI_APPLICATION = "memo_service.wsgi.application"
@@ -286,8 +201,12 @@ ANYMAIL = {
 # default makes one under VAR_DIR (`make run` prints where). With DEBUG off it must be set
 # for events to be accepted, but its absence does not stop the rest of the service.
 if not ANYMAIL.get("WEBHOOK_SECRET") and DEBUG:
-    ANYMAIL["WEBHOOK_SECRET"] = _embedded_secret(
-        "ANYMAIL_WEBHOOK_SECRET", "anymail-webhook-secret", lambda: "hook:" + secrets.token_urlsafe(24)
+    ANYMAIL["WEBHOOK_SECRET"] = keys.embedded_secret(
+        "ANYMAIL_WEBHOOK_SECRET",
+        env.str("ANYMAIL_WEBHOOK_SECRET", default=""),
+        debug=DEBUG,
+        path=VAR_DIR / "anymail-webhook-secret",
+        make=lambda: "hook:" + secrets.token_urlsafe(24),
     )
 
 # --- Celery --------------------------------------------------------------------------
@@ -405,31 +324,5 @@ SECURE_REFERRER_POLICY = "same-origin"
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # Every handler redacts acknowledgement tokens and Authorization values
-# (memo_service/lib/logredact.py): runserver's access log (django.server) included. Django's
-# own "django" handlers are replaced, so its messages reach only the redacting console.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"redact_secrets": {"()": "memo_service.lib.logredact.RedactSecrets"}},
-    "formatters": {
-        "django.server": {
-            "()": "django.utils.log.ServerFormatter",
-            "format": "[{server_time}] {message}",
-            "style": "{",
-        },
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact_secrets"]},
-        "django.server": {
-            "class": "logging.StreamHandler",
-            "formatter": "django.server",
-            "filters": ["redact_secrets"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
-        "django.db.backends": {"level": "WARNING"},
-    },
-}
+# (memo_service/lib/logredact.py; the handlers in memo_service/config/logs.py).
+LOGGING = logs.logging_config(level=env.str("LOG_LEVEL", default="INFO"))
