@@ -281,9 +281,10 @@ def _settle(delivery: Delivery, status: str, reason: str) -> None:
         delivery_record_failure(delivery_id=delivery.pk, error=error, outcome_unknown=outcome_unknown)
 
 
-def tracking_event(delivery: Delivery, status: str, reason: str = "") -> None:
+def tracking_event(delivery: Delivery, status: str, reason: str = "", payload: dict[str, Any] | None = None) -> None:
     """The provider's tracking event that moves a handed-over delivery to `status`
-    (delivered, bounced, complained, failed), as its webhook records it."""
+    (delivered, bounced, complained, failed), as its webhook records it; `payload`:
+    the provider's own body of the event, as it is kept."""
     delivery_record_event(
         provider="mailgun",
         event=AnymailTrackingEvent(
@@ -292,6 +293,7 @@ def tracking_event(delivery: Delivery, status: str, reason: str = "") -> None:
             metadata={"delivery_id": str(delivery.pk)},
             timestamp=timezone.now(),
             description=reason or None,
+            esp_event=payload,
         ),
     )
 

@@ -8,21 +8,17 @@ from django.core.management import CommandError, call_command
 
 from memo_service.developers.models import Developer
 from memo_service.memos.models import Answer, Delivery, DeliveryEvent
+from tests.conftest import answered, sent_delivery, tracking_event
 
 pytestmark = pytest.mark.django_db
 
 
 def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers):
     cn = developers["cn"]
-    delivery = Delivery.objects.create(memo=memo, developer=cn, status="delivered")
-    DeliveryEvent.objects.create(
-        provider="Mailgun",
-        event_id="e1",
-        event_type="delivered",
-        delivery=delivery,
-        payload={"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}},
-    )
-    Answer.objects.create(memo=memo, developer=cn, content_hash="h" * 64)
+    delivery = sent_delivery(memo, cn)
+    payload = {"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}}
+    tracking_event(delivery, "delivered", payload=payload)
+    approved_hash = answered(memo, cn).content_hash
     out = io.StringIO()
     call_command("erase_developer", "cn-1", stdout=out)
 
@@ -33,8 +29,8 @@ def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers)
     payload = json.dumps(DeliveryEvent.objects.get().payload)
     assert "cn-1@example.com" not in payload and "Wang Wei" not in payload
     assert DeliveryEvent.objects.get().payload["event-data"]["event"] == "delivered"
-    assert Answer.objects.get().content_hash == "h" * 64
-    assert Delivery.objects.get().status == "delivered"
+    assert Answer.objects.get().content_hash == approved_hash
+    assert Delivery.objects.get(pk=delivery.pk).status == "delivered"
 
     call_command("erase_developer", "cn-1", stdout=out)
     assert "already erased" in out.getvalue()

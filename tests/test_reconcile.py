@@ -11,13 +11,14 @@ import pytest
 from django.utils import timezone
 
 from memo_service.backends import mailgun as mailgun_backend
+from memo_service.memos.delivery_status import delivery_claim
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, SendLease
 from memo_service.memos.send import reconcile, sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
-from tests.conftest import approve, wait_for
+from tests.conftest import approve, sent_delivery, sent_memo, wait_for
 from tests.test_evidence import emails
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +54,9 @@ def dispatched(memo: Memo) -> dict[str, int]:
 
 def died_holding(memo: Memo, ids: list[int], renewed_ago: float = 60) -> SendLease:
     """A worker process that took a lease on `ids`, claimed them and died: its lease
-    was last renewed `renewed_ago` seconds ago and has expired."""
+    was last renewed `renewed_ago` seconds ago and has expired. Its rows are written as
+    the killed process left them (claimed, the answers of its calls never recorded), its
+    lease as it left it: a state only a SIGKILL makes (tests/test_faults.py makes it so)."""
     Delivery.objects.filter(pk__in=ids).update(status="sending", status_changed_at=timezone.now())
     then = timezone.now() - dt.timedelta(seconds=renewed_ago)
     return SendLease.objects.create(
@@ -192,9 +195,9 @@ def test_deliveries_left_sending_under_no_lease_are_reconciled_too(sweep, memo, 
     ids = dispatched(memo)
     delivery_send_batch(delivery_ids=[ids["CN"]])
     long_ago = timezone.now() - sweeper.SENDING_GRACE - dt.timedelta(seconds=1)
+    # As a worker without leases left it, long ago, the answer of its call never recorded.
     Delivery.objects.filter(pk=ids["CN"]).update(status="sending", status_changed_at=long_ago)
-    fresh = Delivery.objects.get(pk=ids["RU"])
-    Delivery.objects.filter(pk=fresh.pk).update(status="sending", status_changed_at=timezone.now())
+    assert delivery_claim(delivery_id=ids["RU"])  # a worker's call on its way now
     result = sweep()
     assert result["abandoned"] == 1
     assert Delivery.objects.get(pk=ids["CN"]).status == "sent" and per_recipient(batched) == {"cn-1@example.com": 1}
@@ -202,14 +205,15 @@ def test_deliveries_left_sending_under_no_lease_are_reconciled_too(sweep, memo, 
 
 
 def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(
-    memo, batched, admin_user, django_capture_on_commit_callbacks
+    memo, developers, batched, admin_user, django_capture_on_commit_callbacks
 ):
     ids = dispatched(memo)
-    Delivery.objects.filter(pk=ids["CN"]).update(status="outcome_unknown", status_reason="the worker stopped")
-    Delivery.objects.filter(pk=ids["RU"]).update(status="sent")
+    sent_delivery(memo, developers["cn"], "outcome_unknown", reason="the worker stopped")
+    sent_delivery(memo, developers["ru"], "sent")
+    before = per_recipient(batched)
     with django_capture_on_commit_callbacks(execute=True):
         assert reconcile.memo_unknown_resend(memo=memo, by=admin_user) == 1
-    assert per_recipient(batched) == {"cn-1@example.com": 1}
+    assert per_recipient(batched) - before == {"cn-1@example.com": 1}  # CN's alone, once
     cn = Delivery.objects.get(pk=ids["CN"])
     assert cn.status == "sent"
     audit = AuditEvent.objects.get(action="memo.unknown_resent")
@@ -218,7 +222,7 @@ def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(
 
 
 def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_them(
-    memo, batched, django_user_model, django_capture_on_commit_callbacks
+    memo, developers, batched, django_user_model, django_capture_on_commit_callbacks
 ):
     """The memo page links "N outcome unknown…" to a page with the reasons and the
     duplicate risk; a Viewer cannot resend, a Composer can, audited."""
@@ -233,10 +237,9 @@ def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_
         client.force_login(user)
         return client
 
-    ids = dispatched(memo)
-    Delivery.objects.filter(pk__in=ids.values()).update(
-        status="outcome_unknown", status_reason=reconcile.UNKNOWN_REASON
-    )
+    audience = [developers["cn"], developers["ru"]]
+    unknown = {d: "outcome_unknown" for d in audience}
+    sent_memo(memo, unknown, reasons={d: reconcile.UNKNOWN_REASON for d in audience})
     composer, viewer = login("carol", "Composer"), login("victor", "Viewer")
     page = composer.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
     assert 'id="outcome-unknown">2 outcome unknown…' in page
