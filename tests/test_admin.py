@@ -80,6 +80,19 @@ def test_the_change_page_lists_template_variables_and_the_audience(admin_client,
     assert "CN China" in page and "RU Russia" in page
 
 
+def test_the_change_page_boxes_name_the_pages_their_script_asks(admin_client, memo):
+    page = admin_client.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    audience, explain = (reverse(f"admin:memos_memo_{name}", args=[memo.pk]) for name in ("audience", "explain"))
+    assert f'<div id="audience-summary" data-url="{audience}" data-saved="1"><strong>2 developers</strong>' in page
+    assert "<tr><td>CN China</td><td>1</td><td>1</td><td>0</td></tr>" in page
+    assert f'<input id="explain-id" placeholder="external id" data-url="{explain}">' in page
+    assert 'id="send-progress"' not in page  # not sent: "Not sent yet."
+    sent_memo(memo)
+    page = admin_client.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    progress = reverse("admin:memos_memo_progress", args=[memo.pk])
+    assert f'<div id="send-progress" data-url="{progress}"><progress max="100" value="0"' in page
+
+
 def test_the_send_button_confirms_then_queues_every_developer_in_the_audience(
     admin_client, memo, django_capture_on_commit_callbacks, eager
 ):

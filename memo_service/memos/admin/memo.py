@@ -1,7 +1,7 @@
 """The memo's admin: its configuration and change page. Its own pages come in groups by
 job, each a base class of MemoAdmin: from draft to sent (memo_send_pages.py), the preview
 (memo_preview.py), after the send (memo_report_pages.py) and the audience while it is
-edited (memo_audience_pages.py); get_urls routes to them. Their templates are in
+edited (memo_audience_pages.py); get_urls routes to them. The HTML is in
 templates/admin/memos/memo/."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any, cast
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
 from memo_service.memos.admin.memo_audience_pages import MemoAudiencePages
 from memo_service.memos.admin.memo_forms import VARIABLES_HELP, MemoForm, TranslationInline, error_places
@@ -166,35 +167,17 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
 
     @admin.display(description="audience now")
     def audience_summary(self, memo: Memo) -> str:
-        if memo.pk is None:  # counted by the page's script from the rules as they are typed
-            return format_html(
-                '<div id="audience-summary" data-url="{}"><strong>…</strong></div>',
-                reverse("admin:memos_memo_audience_rules"),
-            )
-        total, by_country = audience_counts(memo)
-        rows = format_html_join("", "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>", by_country)
-        explain = reverse("admin:memos_memo_explain", args=[memo.pk])
-        return format_html(
-            '<div id="audience-summary" data-url="{}" data-saved="1"><strong>{} developers</strong>'
-            "<table><tr><th>account country</th><th>developers</th><th>in by account</th><th>in by traffic</th>"
-            "</tr>{}</table></div>"
-            '<p><label>Why is a developer included? <input id="explain-id" placeholder="external id" data-url="{}"></label>'
-            ' <span id="explain-result"></span></p>',
-            reverse("admin:memos_memo_audience", args=[memo.pk]),
-            total,
-            rows,
-            explain,
+        # A new memo's is counted by the page's script from the rules as they are typed.
+        total, by_country = audience_counts(memo) if memo.pk is not None else (0, [])
+        return render_to_string(
+            "admin/memos/memo/_audience_summary.html", {"memo": memo, "total": total, "by_country": by_country}
         )
 
     @admin.display(description="progress")
     def progress(self, memo: Memo) -> str:
         if memo.pk is None or memo.is_editable:
             return "Not sent yet."
-        return format_html(
-            '<div id="send-progress" data-url="{}"><progress max="100" value="0" style="width: 24em"></progress> '
-            '<span class="percent">…</span><div class="counts"></div></div>',
-            reverse("admin:memos_memo_progress", args=[memo.pk]),
-        )
+        return render_to_string("admin/memos/memo/_send_progress.html", {"memo": memo})
 
     @admin.display(description="funnel")
     def funnel_table(self, memo: Memo) -> str:
