@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-from collections import defaultdict
 from datetime import timedelta
 
 import pytest
@@ -14,9 +13,10 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
+from memo_service.developers.models import Region
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose.context import developer_context, stored_values
-from memo_service.memos.delivery_status import EmailText, deliveries_record_sent
+from memo_service.memos.delivery_status import EmailText, deliveries_record_sent, delivery_claim
 from memo_service.memos.evidence import checkpoints
 from memo_service.memos.evidence.append import pending_record
 from memo_service.memos.evidence.checkpoints import GENESIS, record_hash
@@ -30,7 +30,7 @@ from memo_service.memos.models import (
     EvidenceRecord,
     Memo,
 )
-from tests.conftest import mark_sent
+from tests.conftest import dispatched, sent_memo, tracking_event
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
 pytestmark = pytest.mark.django_db
@@ -39,39 +39,18 @@ PHONE = "Mozilla/5.0 (iPhone) Mobile Safari"
 
 @pytest.fixture
 def evidence(client, memo, developers, mailgun):
-    """Approved, then CN: handed over, delivered and acknowledged; RU: handed over,
-    bounced, then disputed its region. The sequencer runs after each step, as it would a
-    second later: record 1 the approval, 2-3 handovers, 4-5 CN's event and status change,
-    6-7 RU's, 8 CN's answer, 9 RU's, each step sealed by its own checkpoint."""
+    """Approved and sent an hour ago, then CN: delivered and acknowledged; RU: bounced,
+    then disputed its region. The sequencer runs after each step, as it would a second
+    later: record 1 the approval, 2-3 handovers (anymail's Mailgun backend makes a call
+    per email), 4-5 CN's event and status change, 6-7 RU's, 8 CN's answer, 9 RU's, each
+    step sealed by its own checkpoint."""
     cache.clear()
-    mark_sent(memo)
-    cn = Delivery.objects.create(
-        memo=memo,
-        developer=developers["cn"],
-        status="sent",
-        country="CN",
-        language="zh-hans",
-        sent_at=timezone.now() - timedelta(hours=1),
-        provider_message_id="<cn@x>",
-        reason="CN is in region X",
-    )
-    ru = Delivery.objects.create(
-        memo=memo,
-        developer=developers["ru"],
-        status="sent",
-        country="RU",
-        language="en",
-        sent_at=timezone.now() - timedelta(hours=1),
-        provider_message_id="<ru@x>",
-        reason="RU is in region X",
-    )
-    # Two provider calls (one per language): a handover record each.
-    hand_over([(cn.pk, "a" * 64)])
-    hand_over([(ru.pk, "b" * 64)])
+    sent_memo(memo, at=timezone.now() - timedelta(hours=1))
+    cn, ru = (Delivery.objects.get(memo=memo, country=country) for country in ("CN", "RU"))
     seal(memo)
-    post(client, mailgun_event("delivered", cn, message_id="<cn@x>"))
+    post(client, mailgun_event("delivered", cn, message_id=cn.provider_message_id))
     seal(memo)
-    post(client, mailgun_event("failed", ru, message_id="<ru@x>", **BOUNCE))
+    post(client, mailgun_event("failed", ru, message_id=ru.provider_message_id, **BOUNCE))
     seal(memo)
     for developer, data in [
         (developers["cn"], {"response": "acknowledged"}),
@@ -125,18 +104,25 @@ def record(memo, seq):
     return EvidenceRecord.objects.get(memo=memo, seq=seq)
 
 
-def hand_over(sent):
-    """What a send records of (delivery id, text hash) the provider took, as
-    `BatchSender.send` does: a call per message id (the one the test gave the row), each
-    email's text (in the row's language, with its developer's values) kept with its
-    acceptance and the call's handover record."""
-    calls = defaultdict(dict)
+def claimed(memo):
+    """The memo approved and dispatched, and each of its emails claimed for a provider
+    call as a send task claims them (sending), in the audience's order."""
+    dispatched(memo)
+    for delivery_id in Delivery.objects.filter(memo=memo).values_list("id", flat=True):
+        assert delivery_claim(delivery_id=delivery_id)
+    return list(Delivery.objects.filter(memo=memo).select_related("developer").order_by("id"))
+
+
+def hand_over(sent, message_id, accepted_at=None):
+    """What a send records of one provider call that took (delivery id, text hash), as
+    `BatchSender.send` does: each email's text (in the row's language, with its
+    developer's values) kept with its acceptance and the call's handover record."""
+    texts = {}
     for delivery_id, text_hash in sent:
         delivery = Delivery.objects.select_related("developer").get(pk=delivery_id)
         values = stored_values(developer_context(delivery.developer))
-        calls[delivery.provider_message_id][delivery_id] = EmailText(delivery.language, values, text_hash)
-    for message_id, texts in calls.items():
-        deliveries_record_sent(delivery_ids=list(texts), message_id=message_id, texts=texts)
+        texts[delivery_id] = EmailText(delivery.language, values, text_hash)
+    deliveries_record_sent(delivery_ids=list(texts), message_id=message_id, texts=texts, accepted_at=accepted_at)
 
 
 def emails(handover):
@@ -195,9 +181,9 @@ def test_every_answer_event_handover_and_status_change_is_chained_and_sealed(evi
             "developer": cn.developer_id,
             "country": "CN",
             "language": "zh-hans",
-            "message_id": "<cn@x>",
+            "message_id": cn.provider_message_id,
             "sent_at": cn.sent_at.isoformat(),
-            "text_hash": "a" * 64,
+            "text_hash": cn.text_hash,
             "reason": cn.reason,
         }
     ]
@@ -543,7 +529,7 @@ def test_the_csv_export_has_one_row_per_recipient_with_their_answer(evidence):
         "cn-1@example.com",
         "CN",
         "delivered",
-        "<cn@x>",
+        Delivery.objects.get(memo=evidence, country="CN").provider_message_id,
     )
     assert (cn["answer"], cn["content_hash"], cn["suspected_automation"], cn["user_agent"]) == (
         "acknowledged",
@@ -631,7 +617,7 @@ def test_a_flood_of_events_starts_one_sequencer_a_second_and_it_chains_them_all(
     cn = Delivery.objects.get(memo=evidence, developer__country="CN")
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(20):
-            assert post(client, mailgun_event("opened", cn, message_id="<cn@x>")).status_code == 200
+            assert post(client, mailgun_event("opened", cn, message_id=cn.provider_message_id)).status_code == 200
     assert started == [(evidence.pk, evidence_module.SEAL_DELAY_S)]
     assert asked == [f"evidence-seal:{evidence.pk}"]  # the shared cache too, once, not per event
     assert EvidenceRecord.objects.filter(memo=evidence, seq__isnull=True).count() == 20
@@ -640,7 +626,7 @@ def test_a_flood_of_events_starts_one_sequencer_a_second_and_it_chains_them_all(
     clock[0] += evidence_module.SEAL_DELAY_S
     cache.clear()  # the shared cache's key has expired too
     with django_capture_on_commit_callbacks(execute=True):
-        post(client, mailgun_event("opened", cn, message_id="<cn@x>"))
+        post(client, mailgun_event("opened", cn, message_id=cn.provider_message_id))
     assert len(started) == 2
     evidence_seal(memo_id=evidence.pk)
     assert "evidence verifies: 30 records, chain intact" in verify(evidence, "--no-seal")
@@ -717,8 +703,7 @@ def test_a_delivery_sent_again_keeps_its_last_text_and_the_chain_verifies(eviden
     """The idempotent backend sends a delivery whose outcome was unknown again: a second
     handover, and the row matches the last one."""
     cn = Delivery.objects.get(country="CN")
-    Delivery.objects.filter(pk=cn.pk).update(provider_message_id="<cn-again@x>")
-    hand_over([(cn.pk, "d" * 64)])
+    hand_over([(cn.pk, "d" * 64)], "<cn-again@x>")
     evidence_seal(memo_id=evidence.pk)
     assert Delivery.objects.get(pk=cn.pk).text_hash == "d" * 64
     assert emails(record(evidence, 10))[0]["message_id"] == "<cn-again@x>"
@@ -793,20 +778,9 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
 @pytest.fixture
 def one_call(memo, developers):
     """CN, RU and US handed over in one provider call (one message id): one record."""
-    mark_sent(memo)
-    deliveries = [
-        Delivery.objects.create(
-            memo=memo,
-            developer=developer,
-            status="sent",
-            country=developer.country.code,
-            language=developer.language,
-            sent_at=timezone.now(),
-            provider_message_id="<call-1@x>",
-        )
-        for developer in developers.values()
-    ]
-    hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(deliveries)])
+    memo.include_regions.add(Region.objects.create(name="US", countries=["US"], source="policy v1"))  # the draft's
+    deliveries = claimed(memo)
+    hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(deliveries)], "<call-1@x>")
     evidence_seal(memo_id=memo.pk)
     return deliveries
 
@@ -837,8 +811,7 @@ def test_an_email_of_a_call_sent_again_verifies_by_its_last_handover(memo, one_c
     """The second handover changed the row (a new message id): the first one no longer
     matches it, and need not; a change after the second is found, naming the second."""
     first, middle, last = one_call
-    Delivery.objects.filter(pk=middle.pk).update(provider_message_id="<call-2@x>")
-    hand_over([(middle.pk, "d" * 64)])
+    hand_over([(middle.pk, "d" * 64)], "<call-2@x>")
     evidence_seal(memo_id=memo.pk)
     assert record(memo, 3).object_id == middle.pk
     assert "evidence verifies: 3 records, chain intact" in verify(memo, "--no-seal")
@@ -880,18 +853,20 @@ def test_a_record_of_an_earlier_form_is_never_chained_nor_trusted(memo, one_call
     )
 
 
-def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chains_back(memo, one_call):
+def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chains_back(memo, developers):
     """What verification reads of the pending handovers: their emails are on their way
     into the chain, and a status change of theirs too."""
     from tests.conftest import make_developer
 
-    developer = make_developer("us-2", "US", name="Jane Smith")
-    delivery = Delivery.objects.create(
-        memo=memo, developer=developer, status="delivered", country="US", sent_at=timezone.now()
-    )
-    hand_over([(delivery.pk, "e" * 64)])
+    make_developer("us-2", "US", name="Jane Smith")
+    memo.include_regions.add(Region.objects.create(name="US", countries=["US"], source="policy v1"))  # the draft's
+    *first_call, late = claimed(memo)  # us-2, the last in the audience, waits for a second call
+    hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(first_call)], "<call-1@x>")
+    evidence_seal(memo_id=memo.pk)
+    hand_over([(late.pk, "e" * 64)], "<call-2@x>")
+    tracking_event(late, "delivered")  # its event and status change, pending too
     result = evidence_verify(memo)
-    assert result.ok and (result.records, result.pending) == (2, 1), result.summary()
+    assert result.ok and (result.records, result.pending) == (2, 3), result.summary()
 
 
 def test_a_sequencer_step_is_bounded_by_the_emails_it_chains_not_its_records(memo):
@@ -927,16 +902,9 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
     from memo_service.memos.evidence.payloads import DELIVERY_FIELDS, delivery_payload
 
     sent_at = timezone.now().replace(microsecond=microsecond)
-    delivery = Delivery.objects.create(
-        memo=memo,
-        developer=developers["cn"],
-        status="sent",
-        country="CN",
-        language="en",
-        sent_at=sent_at,
-        provider_message_id="<m@x>",
-    )
-    hand_over([(delivery.pk, "f" * 64)])
+    delivery, _ = claimed(memo)
+    evidence_seal(memo_id=memo.pk)  # the approval, chained as record 1
+    hand_over([(delivery.pk, "f" * 64)], "<m@x>", accepted_at=sent_at)
     (pending,) = EvidenceRecord.objects.filter(memo=memo, seq__isnull=True)
     row = Delivery.objects.filter(pk=delivery.pk).values(*DELIVERY_FIELDS).get()
     assert emails(pending) == [delivery_payload(row)]
@@ -944,7 +912,7 @@ def test_a_handover_records_each_email_as_its_row_was_when_handed_over(memo, dev
     sql("UPDATE memos_delivery SET country = 'KZ' WHERE id = %s", delivery.pk)
     evidence_seal(memo_id=memo.pk)
     assert evidence_verify(memo).problem == (
-        f"record 1 (handover {delivery.pk}): delivery {delivery.pk} was altered after it was recorded (country)"
+        f"record 2 (handover {delivery.pk}): delivery {delivery.pk} was altered after it was recorded (country)"
     )
 
 
@@ -989,10 +957,7 @@ def test_a_sequencer_running_while_a_handover_is_written_never_sees_it_untagged(
         pytest.skip("SQLite lets one connection write at a time: no sequencer runs beside a writer there")
     from memo_service.memos.evidence import append
 
-    mark_sent(memo)
-    delivery = Delivery.objects.create(
-        memo=memo, developer=developers["cn"], status="sending", country="CN", language="zh-hans"
-    )
+    delivery, _ = claimed(memo)
     tag = append.record_tag
 
     def tag_while_a_sequencer_runs(**kwargs):
@@ -1000,7 +965,7 @@ def test_a_sequencer_running_while_a_handover_is_written_never_sees_it_untagged(
         return tag(**kwargs)
 
     monkeypatch.setattr(append, "record_tag", tag_while_a_sequencer_runs)
-    hand_over([(delivery.pk, "a" * 64)])
+    hand_over([(delivery.pk, "a" * 64)], "<cn@x>")
     monkeypatch.undo()
     assert not EvidenceRecord.objects.filter(memo=memo, refused=True).exists()
     evidence_seal(memo_id=memo.pk)
