@@ -185,7 +185,7 @@ def test_an_address_that_bounced_before_is_not_mailed_and_its_delivery_says_why(
 def test_the_send_time_is_kept_when_the_providers_event_arrives_first(memo, developers, with_text):
     """As a send records it (with each email's text: one statement on PostgreSQL) and as
     reconciliation does (no text)."""
-    from memo_service.memos.send.sending import EmailText, deliveries_record_sent, delivery_claim
+    from memo_service.memos.delivery_status import EmailText, deliveries_record_sent, delivery_claim
 
     ids = queued(memo)
     delivery_claim(delivery_id=ids[0])
@@ -209,7 +209,7 @@ def test_two_workers_claiming_the_same_delivery_at_once_only_one_wins(memo, deve
 
     from django.db import connection, transaction
 
-    from memo_service.memos.send.sending import delivery_claim
+    from memo_service.memos.delivery_status import delivery_claim
 
     Memo.objects.filter(pk=memo.pk).update(status="sending")
     delivery = Delivery.objects.create(memo=memo, developer=developers["cn"])
@@ -440,7 +440,7 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
     from anymail.message import AnymailMessage
 
     from memo_service.backends.mailgun import EmailBackend
-    from memo_service.memos.send.sending import recipient_address
+    from memo_service.memos.send.addresses import recipient_address
 
     addresses = [recipient_address(name, email) for name, email in recipients]
     assert [a.addr_spec for a in addresses] == [EmailAddress(addr_spec=email).addr_spec for _, email in recipients]
@@ -461,6 +461,83 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
             backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/v3/")
         )
     assert requests[0] == requests[1]
+
+
+def address_parts(address):
+    return (address.address, address.display_name, address.username, address.domain)
+
+
+@pytest.mark.parametrize(
+    "name, email, fast",
+    [
+        ("Wang Wei", "cn-1@example.com", True),
+        ("", "x@example.com", True),
+        ("O'Brien-Smith Jr.", "o'brien+memo@example.com", True),
+        ("Zoë Ünal", "zoe.unal@sub.example.co", True),  # a name's letters may be any script's
+        ("王伟", "{x}|~@a-b.example", True),
+        (" ".join(["Ünïcødé-Nâme"] * 10), "long@example.com", True),  # folded when encoded
+        ('Smith, "Pat"', "pat@example.com", False),
+        ("Ann <admin@evil.example>", "ann@example.com", False),
+        ("Two\nlines", "x@example.com", False),
+        ("Two  spaces", "x@example.com", False),
+        (" Leading", "x@example.com", False),
+        ("=?utf-8?q?Pat?=", "x@example.com", False),
+        ("Zoë", "zoë@bücher.example", False),
+        ("Pat", '"pat smith"@example.com', False),
+        ("Pat", "pat@localhost", False),
+    ],
+)
+def test_plain_names_and_addresses_take_the_fast_path_and_come_out_as_anymail_parses_them(name, email, fast):
+    from memo_service.memos.send.addresses import fast_address, parsed_address, recipient_address
+
+    made = fast_address(name, email)
+    assert (made is not None) == fast
+    if fast:
+        assert address_parts(made) == address_parts(parsed_address(name, email))
+    else:
+        assert address_parts(recipient_address(name, email)) == address_parts(parsed_address(name, email))
+
+
+# Built from pieces, so that plain names and addresses come up as often as odd ones.
+ATEXT = "abcxyzABCXYZ0189!#$%&'*+/=?^_`{|}~-"
+PLAIN_EMAILS = st.builds(
+    "{}@{}".format,
+    st.lists(st.text(ATEXT, min_size=1, max_size=8), min_size=1, max_size=3).map(".".join),
+    st.lists(st.text("abcxyzABC019-", min_size=1, max_size=8), min_size=2, max_size=4).map(".".join),
+)
+ODD_EMAILS = ADDRESSES | st.builds(
+    "{}@{}".format, st.text(ATEXT + ' ."\\,(ü', min_size=1, max_size=10), st.text("abc019-.ü_", min_size=1, max_size=12)
+)
+WORDS = st.text(st.characters(categories=["L", "Nd"]) | st.sampled_from("'._-"), min_size=1, max_size=8)
+PLAIN_NAMES = st.just("") | st.lists(WORDS, min_size=1, max_size=4).map(" ".join)
+ODD_NAMES = NAMES | st.lists(
+    WORDS
+    | st.sampled_from([",", '"', " <x@y.example>", "  ", "\n", "\r", "(c)", ";", "\\", "=?utf-8?q?x?=", "²", "é"]),
+    min_size=1,
+    max_size=5,
+).map("".join)
+
+
+@settings_(max_examples=500, deadline=None)
+@given(name=PLAIN_NAMES, email=PLAIN_EMAILS)
+def test_the_fast_path_takes_every_plain_name_and_address_as_anymail_parses_them(name, email):
+    from memo_service.memos.send.addresses import fast_address, parsed_address
+
+    made = fast_address(name, email)
+    assert made is not None
+    assert address_parts(made) == address_parts(parsed_address(name, email))
+
+
+@settings_(max_examples=1000, deadline=None)
+@given(name=PLAIN_NAMES | ODD_NAMES, email=PLAIN_EMAILS | ODD_EMAILS)
+def test_the_fast_path_gives_what_anymails_parser_gives_or_leaves_the_address_to_it(name, email):
+    """`fast_address` is a shortcut past anymail's parse_address_list: for any name and
+    address it takes, the EmailAddress must be the parser's, field by field."""
+    from memo_service.memos.send.addresses import fast_address, parsed_address
+
+    made = fast_address(name, email)
+    if made is not None:
+        assert address_parts(made) == address_parts(parsed_address(name, email))
 
 
 def test_a_developer_at_an_international_address_gets_the_memo(memo, developers, mailgun, settings):

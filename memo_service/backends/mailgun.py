@@ -10,7 +10,7 @@ own rendered subject, text and HTML. One call instead of one per email.
 
 anymail re-parses every address and copies every merge value of a message; at 1,000
 recipients that was a fifth of a send task's time. Recipients given as anymail's own
-`EmailAddress` objects (sending.recipient_address makes them) are taken as they are,
+`EmailAddress` objects (send/addresses.py makes them) are taken as they are,
 and merge data whose values are all plain strings is taken without a copy per value.
 Anything else goes through anymail's own conversion, so the request is the same
 either way (tests/test_sending.py).

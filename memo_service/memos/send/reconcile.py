@@ -43,10 +43,8 @@ from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo, SendLease
 from memo_service.memos.send.dispatch import send_batches_enqueue
 from memo_service.memos.send.leases import holder_name, lease_duration, lease_hold, lease_release
-from memo_service.memos.send.sending import (
-    backend_is_idempotent,
-    memo_tag,
-)
+from memo_service.memos.send.payload import memo_tag
+from memo_service.memos.send.sending import backend_is_idempotent
 
 log = logging.getLogger(__name__)
 DeliveryStatus = Delivery.Status

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from anymail.exceptions import AnymailInvalidAddress
 from anymail.message import AnymailMessage
-from anymail.utils import EmailAddress, parse_address_list
 from django.core.cache import cache
 from django.core.mail import get_connection
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities, reports_acceptance
-from memo_service.lib.db import in_ids
 from memo_service.memos.answer.answers import ack_url
-from memo_service.memos.compose.context import Recipient, developer_context, stored_values
+from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.compose.emails import email_text_hash
-from memo_service.memos.compose.rendering import MemoRenderer, approved_renderer, error_reason
-from memo_service.memos.compose.sources import memo_content_hash
+from memo_service.memos.compose.rendering import MemoRenderer, error_reason
 from memo_service.memos.compose.version_check import VersionCheck, version_check
 from memo_service.memos.delivery_status import (
     EmailText,
@@ -37,6 +32,7 @@ from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.queue import enqueue_later
 from memo_service.memos.reminders import contact_copy, still_to_answer
+from memo_service.memos.send.addresses import recipient_address
 from memo_service.memos.send.control import ControlRefused, memo_pause
 from memo_service.memos.send.failures import (
     AUTH_ERRORS_BEFORE_PAUSE,
@@ -48,6 +44,9 @@ from memo_service.memos.send.failures import (
     http_status,
 )
 from memo_service.memos.send.leases import lease_release, lease_take
+from memo_service.memos.send.payload import merged_message, provider_message_id, single_message
+from memo_service.memos.send.queued import Prepared, Queued, queued_deliveries
+from memo_service.memos.send.renderers import renderer_for
 from memo_service.memos.send.throttle import throttle_block, throttle_take
 from memo_service.memos.snapshot import traffic_of
 
@@ -71,68 +70,6 @@ def backend_is_idempotent() -> bool:
     return capabilities().idempotent
 
 
-# A worker process keeps the renderers of the memos it sends: compiling the templates and
-# making the skeleton costs milliseconds, a task's hundred emails a few more. The key
-# is the hash of what the templates say now, so an edited memo never renders stale.
-_renderers: dict[tuple[int, str, bool], MemoRenderer] = {}
-
-
-def renderer_for(memo: Memo, reminder: bool) -> MemoRenderer:
-    """The memo's renderer, once its templates are shown to be the approved ones
-    (raises NotApproved otherwise)."""
-    key = (memo.pk, memo_content_hash(memo), reminder)
-    if key not in _renderers:
-        if len(_renderers) >= 16:
-            _renderers.clear()
-        _renderers[key] = approved_renderer(memo, reminder=reminder)
-    return _renderers[key]
-
-
-# An address that needs no quoting (ASCII, a dot-atom local part, a plain domain) and a
-# name of words and single spaces: made into anymail's EmailAddress without its parser.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
-)
-_PLAIN_NAME = re.compile(r"[\w'.-]+(?: [\w'.-]+)*")
-
-
-def recipient_address(name: str, email: str) -> EmailAddress:
-    """The developer's name and address (from the database, never from what a template
-    saw) as anymail makes them from the text "name <address>". Its parser cost more than
-    the rest of a batch call, so a plain name and address are taken apart without it."""
-    if _PLAIN_ADDRESS.fullmatch(email) and (not name or _PLAIN_NAME.fullmatch(name)):
-        username, domain = email.rsplit("@", 1)
-        return EmailAddress(display_name=name, username=username, domain=domain)
-    # Quoted, international or odd: what anymail makes of the text (a line break in a name is a space).
-    text = str(EmailAddress(display_name=name.replace("\r", " ").replace("\n", " "), addr_spec=email))
-    return parse_address_list([text])[0]
-
-
-@dataclass(slots=True)
-class Queued:
-    """What a send reads of a queued Delivery. Rows, not model instances: a task loads a
-    thousand, and making two models per row cost more than the rest of loading them."""
-
-    pk: int
-    memo_id: int
-    kind: str
-    sequence: int
-    attempts: int
-    not_before: dt.datetime | None
-    developer: Recipient
-    memo: Memo
-
-
-@dataclass
-class Prepared:
-    delivery: Queued
-    language: str
-    email: Any  # emails.RenderedEmail
-    to: EmailAddress
-    rendered_with: dict[str, Any]  # the developer's values, kept with the email (Delivery.rendered_with)
-
-
 class _Stop(Exception):
     """Nothing more goes out in this batch (throttled without a shared limiter, or paused)."""
 
@@ -141,7 +78,7 @@ class BatchSender:
     """Sends one task's deliveries over one connection: anymail reuses its HTTP session.
 
     With a backend that sends many recipients in one API call (`merge_batch_size`, e.g.
-    memo_service.backends.mailgun), the rendered emails go out together (merged_message).
+    memo_service.backends.mailgun), the rendered emails go out together (payload.merged_message).
 
     A delivery is claimed (queued → sending) just before the call that sends it, never
     earlier: a worker killed while it renders leaves its rows queued for the task's
@@ -268,19 +205,9 @@ class BatchSender:
 
     def send(self, group: list[Prepared], rest: list[Queued]) -> None:
         if len(group) == 1:
-            first = group[0]
-            message = AnymailMessage(
-                subject=first.email.subject,
-                body=first.email.text,
-                to=[str(first.to)],  # text, for any backend
-                connection=self.connection,
-                # Our id, never personal data: tracking events carry it back to us.
-                metadata={"delivery_id": str(first.delivery.pk)},
-                tags=[memo_tag(first.delivery.memo_id)],
-            )
-            message.attach_alternative(first.email.html, "text/html")
+            message = single_message(group[0], self.connection)
         else:
-            message = self.merged_message(group)
+            message = merged_message(group, self.connection, self.can.merge_field_format)
         throttle_take(self.provider)
         try:
             message.send()
@@ -292,7 +219,7 @@ class BatchSender:
             p.delivery.pk: EmailText(p.language, stored_values(p.rendered_with), email_text_hash(p.email))
             for p in group
         }
-        deliveries_record_sent(delivery_ids=list(texts), message_id=_message_id(message), texts=texts)
+        deliveries_record_sent(delivery_ids=list(texts), message_id=provider_message_id(message), texts=texts)
         for prepared in group:
             if contact := _org_contact(prepared.delivery):
                 self.send_contact_copy(prepared.delivery, contact)
@@ -312,37 +239,6 @@ class BatchSender:
             log.warning(
                 "delivery %s: the copy to the organisation contact was not sent: %s", delivery.pk, type(exc).__name__
             )
-
-    def merged_message(self, group: list[Prepared]) -> AnymailMessage:
-        """One message for many recipients: the skeleton once with the provider's merge
-        fields and each recipient's values, or else each one's whole rendered email."""
-        skeleton = group[0].email.skeleton
-        merge_field = self.can.merge_field_format
-        template = skeleton.merge_template(merge_field) if skeleton is not None else None
-        if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
-            template = None  # a value that looks like a merge field travels inside a whole email
-        if template is not None:
-            (subject, html, text), merge_data = (
-                template,
-                {p.to.addr_spec: skeleton.merge_values(p.email.values, p.email.escaped) for p in group},
-            )
-        else:
-            subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
-            merge_data = {
-                p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html} for p in group
-            }
-        message = AnymailMessage(
-            subject=subject,
-            body=text,
-            connection=self.connection,
-            merge_data=merge_data,
-            # Addresses as anymail's parser makes them: a batching backend (ours) takes them as they are.
-            to=[p.to for p in group],
-            merge_metadata={p.to.addr_spec: {"delivery_id": str(p.delivery.pk)} for p in group},
-            tags=[memo_tag(group[0].delivery.memo_id)],
-        )
-        message.attach_alternative(html, "text/html")
-        return message
 
     def failed(self, exc: Exception, group: list[Prepared], rest: list[Queued]) -> None:
         """Carry out the failure policy's decision (failures.py) for a call that raised."""
@@ -416,29 +312,7 @@ class BatchSender:
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:
-    rows = list(
-        Delivery.objects.filter(id__in=in_ids(delivery_ids), status=DeliveryStatus.QUEUED)
-        .order_by("id")
-        .values_list(
-            "id",
-            "memo_id",
-            "kind",
-            "sequence",
-            "attempts",
-            "not_before",
-            "developer_id",
-            *(
-                f"developer__{name}"
-                for name in ["name", "organization", "email", "external_id", "country", "language", "org_contact_email"]
-            ),
-        )
-    )
-    # Each memo read once, not once per row: a memo carries all its templates.
-    memos = Memo.objects.in_bulk({row[1] for row in rows})
-    deliveries = [
-        Queued(row[0], row[1], row[2], row[3], row[4], row[5], developer=Recipient(*row[6:]), memo=memos[row[1]])
-        for row in rows
-    ]
+    deliveries = queued_deliveries(delivery_ids)
     if not deliveries:
         return
     # Held (and renewed by this process) until every delivery it claims is settled; if
@@ -472,11 +346,6 @@ def _pause(memo: Memo, reason: str) -> None:
         pass  # already paused
 
 
-def memo_tag(memo_id: int) -> str:
-    """The provider's tag on a memo's emails: reconciliation asks for that memo's events."""
-    return f"memo-{memo_id}"
-
-
 def _org_contact(delivery: Queued) -> list[str]:
     """The organisation's contact, on the memo's last reminder only."""
     last = len(delivery.memo.reminder_days or [])
@@ -484,10 +353,3 @@ def _org_contact(delivery: Queued) -> list[str]:
     if delivery.kind == Delivery.Kind.REMINDER and delivery.sequence == last and contact:
         return [contact]
     return []
-
-
-def _message_id(message: AnymailMessage) -> str:
-    status = getattr(message, "anymail_status", None)
-    if status is not None and status.message_id:
-        return str(status.message_id)
-    return str(message.extra_headers.get("Message-ID", ""))

@@ -1,0 +1,69 @@
+"""What one call to the provider carries: one rendered email, or a batch of them merged
+into one message for a backend that sends many recipients per call (merge_batch_size)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anymail.message import AnymailMessage
+
+from memo_service.memos.send.queued import Prepared
+
+
+def memo_tag(memo_id: int) -> str:
+    """The provider's tag on a memo's emails: reconciliation asks for that memo's events."""
+    return f"memo-{memo_id}"
+
+
+def single_message(prepared: Prepared, connection: Any) -> AnymailMessage:
+    message = AnymailMessage(
+        subject=prepared.email.subject,
+        body=prepared.email.text,
+        to=[str(prepared.to)],  # text, for any backend
+        connection=connection,
+        # Our id, never personal data: tracking events carry it back to us.
+        metadata={"delivery_id": str(prepared.delivery.pk)},
+        tags=[memo_tag(prepared.delivery.memo_id)],
+    )
+    message.attach_alternative(prepared.email.html, "text/html")
+    return message
+
+
+def merged_message(group: list[Prepared], connection: Any, merge_field: str) -> AnymailMessage:
+    """One message for many recipients: the skeleton once with the provider's merge
+    fields (`merge_field`, e.g. "%recipient.{}%") and each recipient's values, or else
+    each one's whole rendered email."""
+    skeleton = group[0].email.skeleton
+    template = skeleton.merge_template(merge_field) if skeleton is not None else None
+    if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
+        template = None  # a value that looks like a merge field travels inside a whole email
+    if template is not None:
+        (subject, html, text), merge_data = (
+            template,
+            {p.to.addr_spec: skeleton.merge_values(p.email.values, p.email.escaped) for p in group},
+        )
+    else:
+        subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
+        merge_data = {
+            p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html} for p in group
+        }
+    message = AnymailMessage(
+        subject=subject,
+        body=text,
+        connection=connection,
+        merge_data=merge_data,
+        # Addresses as anymail's parser makes them: a batching backend (ours) takes them as they are.
+        to=[p.to for p in group],
+        merge_metadata={p.to.addr_spec: {"delivery_id": str(p.delivery.pk)} for p in group},
+        tags=[memo_tag(group[0].delivery.memo_id)],
+    )
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+def provider_message_id(message: AnymailMessage) -> str:
+    """The message id the provider gave the sent message, or else the one it was sent with."""
+    status = getattr(message, "anymail_status", None)
+    if status is not None and status.message_id:
+        return str(status.message_id)
+    return str(message.extra_headers.get("Message-ID", ""))
