@@ -239,8 +239,8 @@ CELERY_TASK_IGNORE_RESULT = True
 # Several deployments (or test runs) can share one broker, each on its own queue.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # Celery's Django fixup closes the database connection before and after every task
-# unless this is set, and a new PostgreSQL connection per send task cost the machine
-# more CPU than the task's own queries. Set, the fixup leaves connections open (it
+# unless this is set, and a new PostgreSQL connection per send task costs more CPU
+# than the task's own queries. Set, the fixup leaves connections open (it
 # would close them every this-many tasks), and memo_service/celery.py applies
 # Django's own rule around each task instead, as after a web request: close a
 # connection that is broken or older than CONN_MAX_AGE.

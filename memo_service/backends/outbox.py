@@ -78,7 +78,7 @@ def _read(name: str) -> ParsedMessage:
 
 def _headers(name: str) -> dict[str, str]:
     # compat32 and decoding only these three: policy.default parses every header into
-    # objects, about 1.5 ms a file, which a search over thousands of files notices.
+    # objects, too slow for a search over thousands of files.
     with (Path(settings.OUTBOX_DIR) / name).open("rb") as f:
         head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(f.read(HEADER_BYTES))
 

@@ -25,7 +25,7 @@ def statistics_refresh(*tables: type[models.Model]) -> None:
 
 def in_ids(ids: Sequence[int]) -> Any:
     """For `id__in=`: on PostgreSQL the ids travel as one array. psycopg composes a
-    query in Python, placeholder by placeholder, and with a thousand of them that cost
+    query in Python, placeholder by placeholder, and with a thousand of them that costs
     more than the rest of a send task's claim; one array parameter costs nothing."""
     if connection.vendor != "postgresql":
         return list(ids)
