@@ -100,8 +100,6 @@ def developers(db: None) -> dict[str, Developer]:
 
 def make_memo(countries: Sequence[str] = ("CN", "RU"), **extra: Any) -> Memo:
     """A draft memo to the developers in `countries` (the "Unsupported regions", CN and RU)."""
-    name = "Unsupported regions" if list(countries) == ["CN", "RU"] else f"Regions {' '.join(countries)}"
-    region = Region.objects.get_or_create(name=name, defaults={"countries": list(countries), "source": "policy v1"})[0]
     memo = Memo.objects.create(
         title=extra.pop("title", "Regions blocked"),
         slug=extra.pop("slug", "regions-blocked"),
@@ -117,7 +115,7 @@ def make_memo(countries: Sequence[str] = ("CN", "RU"), **extra: Any) -> Memo:
         ack_deadline=extra.pop("ack_deadline", timezone.now() + dt.timedelta(days=30)),
         **extra,
     )
-    memo.include_regions.add(region)
+    add_region(memo, *countries)
     MemoTranslation.objects.create(
         memo=memo,
         language="zh-hans",
@@ -125,6 +123,15 @@ def make_memo(countries: Sequence[str] = ("CN", "RU"), **extra: Any) -> Memo:
         html_body="<p>{{ developer.name }}，您好：</p><p>来自{{ developer.country_name }}的流量将被阻止。</p>",
         text_body="{{ developer.name }}，您好：\n来自{{ developer.country_name }}的流量将被阻止。",
     )
+    return memo
+
+
+def add_region(memo: Memo, *countries: str) -> Memo:
+    """The draft memo's audience widened to developers in `countries`, as its composer
+    adds a region of them."""
+    name = "Unsupported regions" if countries == ("CN", "RU") else f"Regions {' '.join(countries)}"
+    region = Region.objects.get_or_create(name=name, defaults={"countries": list(countries), "source": "policy v1"})[0]
+    memo.include_regions.add(region)
     return memo
 
 

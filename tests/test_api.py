@@ -7,7 +7,7 @@ import pytest
 
 from memo_service.api.models import ApiClient
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Answer, Delivery
+from tests.conftest import answered, make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -67,9 +67,9 @@ def test_deactivate_takes_an_account_out_of_active_audiences(client, token, deve
     assert call(client, "post", "/developers/ghost/deactivate", token, {}).status_code == 404
 
 
-def test_a_memos_funnel_and_answers_can_be_read(client, token, memo, developers):
-    Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered")
-    ack = Answer.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
+def test_a_memos_funnel_and_answers_can_be_read(client, token, developers):
+    memo = sent_memo(make_memo(["CN"]), {developers["cn"]: "delivered"})
+    ack = answered(memo, developers["cn"])
     funnel = call(client, "get", f"/memos/{memo.slug}/funnel", token).json()
     assert (funnel["targeted"], funnel["delivered"], funnel["acknowledged"]) == (1, 1, 1)
     answers = call(client, "get", f"/memos/{memo.pk}/answers", token).json()
@@ -77,7 +77,7 @@ def test_a_memos_funnel_and_answers_can_be_read(client, token, memo, developers)
         "id": ack.pk,
         "external_id": "cn-1",
         "response": "acknowledged",
-        "content_hash": "h" * 64,
+        "content_hash": memo.content_hash,
         "created_at": None,
     }
     assert answers["next_after"] is None

@@ -4,24 +4,16 @@ import pytest
 from django.urls import reverse
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Answer, AuditEvent, Delivery, DisputeResolution
-from tests.conftest import mark_sent
+from memo_service.memos.models import Answer, AuditEvent, DisputeResolution
+from tests.conftest import answered, sent_memo
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def dispute(memo, developers):
-    mark_sent(memo)
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="delivered", country="RU")
-    return Answer.objects.create(
-        memo=memo,
-        developer=developers["ru"],
-        response="disputes_region",
-        country_claimed="KZ",
-        comment="We moved",
-        content_hash="c",
-    )
+    sent_memo(memo, {developers["ru"]: "delivered"})
+    return answered(memo, developers["ru"], "disputes_region", country="KZ", comment="We moved")
 
 
 def act(admin_client, action, answer):

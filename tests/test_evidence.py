@@ -13,7 +13,6 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.developers.models import Region
 from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.delivery_status import EmailText, deliveries_record_sent, delivery_claim
@@ -30,7 +29,7 @@ from memo_service.memos.models import (
     EvidenceRecord,
     Memo,
 )
-from tests.conftest import dispatched, sent_memo, tracking_event
+from tests.conftest import add_region, dispatched, sent_memo, tracking_event
 from tests.test_tracking import BOUNCE, mailgun_event, post
 
 pytestmark = pytest.mark.django_db
@@ -778,7 +777,7 @@ def test_what_is_sealed_while_verifying_or_exporting_is_pending_for_them_not_a_g
 @pytest.fixture
 def one_call(memo, developers):
     """CN, RU and US handed over in one provider call (one message id): one record."""
-    memo.include_regions.add(Region.objects.create(name="US", countries=["US"], source="policy v1"))  # the draft's
+    add_region(memo, "US")
     deliveries = claimed(memo)
     hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(deliveries)], "<call-1@x>")
     evidence_seal(memo_id=memo.pk)
@@ -859,7 +858,7 @@ def test_an_email_handed_over_but_not_yet_chained_is_pending_not_behind_the_chai
     from tests.conftest import make_developer
 
     make_developer("us-2", "US", name="Jane Smith")
-    memo.include_regions.add(Region.objects.create(name="US", countries=["US"], source="policy v1"))  # the draft's
+    add_region(memo, "US")
     *first_call, late = claimed(memo)  # us-2, the last in the audience, waits for a second call
     hand_over([(d.pk, f"{n}" * 64) for n, d in enumerate(first_call)], "<call-1@x>")
     evidence_seal(memo_id=memo.pk)
