@@ -363,7 +363,9 @@ def sent_memo(
 
 def answered(memo: Memo, developer: Developer, response: str = "acknowledged", **fields: Any) -> Answer:
     """The developer's answer to the memo, recorded as their page records it (a person
-    on a phone, an hour after the email); `fields`: comment, country."""
+    on a phone, who touched the page); `fields`: comment, country. An answer within
+    seconds of the email is flagged as possibly automated: send it earlier (`at`) to
+    have it read as a person's."""
     target = ack_target(memo_id=memo.pk, developer_id=developer.pk)
     assert target is not None, f"the memo was not sent to {developer.external_id}"
     answer, _ = answer_record(

@@ -1,29 +1,37 @@
 """The funnel an admin and `memo_status --json` show."""
 
+import datetime as dt
 import json
 
 import pytest
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
-from memo_service.memos.models import Answer, Delivery, Memo
-from tests.conftest import make_developer
+from memo_service.memos.models import Memo
+from memo_service.memos.send.control import memo_cancel
+from memo_service.memos.send.dispatch import memo_send_start
+from tests.conftest import answered, approve, make_developer, sent_memo
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def funnel_memo(memo, developers):
-    """CN: delivered + acknowledged, bounced; RU: sent, failed."""
-    Memo.objects.filter(pk=memo.pk).update(status="sending", content_hash="h" * 64)
+def send_funnel(memo, developers, *, ru="sent", late=0, at=None):
+    """Sent `at` (an hour ago by default): CN: delivered + acknowledged (now), bounced;
+    RU: `ru`, failed (the provider refused it: 400); `late` more developers in CN,
+    delivered."""
     cn2 = make_developer("cn-2", "CN")
     ru2 = make_developer("ru-2", "RU")
-    Delivery.objects.create(memo=memo, developer=developers["cn"], status="delivered", country="CN")
-    Delivery.objects.create(memo=memo, developer=cn2, status="bounced", country="CN")
-    Delivery.objects.create(memo=memo, developer=developers["ru"], status="sent", country="RU")
-    Delivery.objects.create(memo=memo, developer=ru2, status="failed", status_reason="400", country="RU")
-    Answer.objects.create(memo=memo, developer=developers["cn"], content_hash="h" * 64)
+    outcomes = {developers["cn"]: "delivered", cn2: "bounced", developers["ru"]: ru, ru2: "failed"}
+    outcomes |= {make_developer(f"late-{n:02d}", "CN"): "delivered" for n in range(late)}
+    sent_memo(memo, outcomes, reasons={ru2: "400"}, at=at or timezone.now() - dt.timedelta(hours=1))
+    answered(memo, developers["cn"])
     return memo
+
+
+@pytest.fixture
+def funnel_memo(memo, developers):
+    return send_funnel(memo, developers)
 
 
 def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo, capsys):
@@ -58,7 +66,7 @@ def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo
 def test_memo_status_prints_a_table_by_id(funnel_memo, capsys):
     call_command("memo_status", str(funnel_memo.pk))
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "regions-blocked (sending)"
+    assert out.splitlines()[0] == "regions-blocked (sent)"
     assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "0", "1", "0", "0", "0", "0"]
 
 
@@ -75,16 +83,11 @@ def test_the_dashboard_shows_the_funnel_per_country_and_a_chart(admin_client, fu
     assert "<svg" in page and "1 acknowledged of 4" in page and "deadline" in page
 
 
-def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge(funnel_memo):
-    import datetime as dt
-
-    from django.utils import timezone
-
+def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge(memo, developers):
     from memo_service.memos.report.reports import ack_chart_svg
 
-    Memo.objects.filter(pk=funnel_memo.pk).update(
-        send_started_at=timezone.now() - dt.timedelta(days=2), ack_deadline=timezone.now() + dt.timedelta(days=210)
-    )
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=210))  # the draft's
+    funnel_memo = send_funnel(memo, developers, at=timezone.now() - dt.timedelta(days=2))
     svg = ack_chart_svg(Memo.objects.get(pk=funnel_memo.pk))
     assert "(in 209 days) →" in svg and ">now</text>" in svg
     # the acknowledgement (just now) is drawn at the right edge, not a sliver from the left
@@ -92,13 +95,11 @@ def test_the_chart_spans_the_time_elapsed_and_marks_a_later_deadline_at_its_edge
     assert float(polyline[-2].split(",")[0]) > 600
 
 
-def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client, funnel_memo, developers, settings):
+def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client, memo, developers, settings):
     from memo_service.memos.report import reports
 
-    for n in range(60):
-        developer = make_developer(f"late-{n:02d}", "CN")
-        Delivery.objects.create(memo=funnel_memo, developer=developer, status="delivered", country="CN")
-    Answer.objects.create(memo=funnel_memo, developer=developers["ru"], response="needs_help", content_hash="h")
+    funnel_memo = send_funnel(memo, developers, late=60)
+    answered(funnel_memo, developers["ru"], "needs_help", comment="Which regions?")
     url = reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])
     first = admin_client.get(url).content.decode()
     # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer
@@ -111,9 +112,9 @@ def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client,
     assert not any(line.startswith(("cn-1,", "ru-1,")) for line in lines)
 
 
-def test_a_cancelled_send_says_so_in_its_progress(admin_client, funnel_memo, developers):
-    Delivery.objects.filter(memo=funnel_memo, status="sent").update(status="cancelled")
-    Memo.objects.filter(pk=funnel_memo.pk).update(status="cancelled", dispatched_at=funnel_memo.created_at)
+def test_a_cancelled_send_says_so_in_its_progress(admin_client, memo, developers):
+    funnel_memo = send_funnel(memo, developers, ru="queued")
+    memo_cancel(memo=funnel_memo, by=None)  # RU's still queued
     progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
     assert progress["cancelled"] == 1 and progress["finished"]
     assert progress["summary"] == "Cancelled: 2 of 4 were sent before the cancel, 1 never will be, 1 failed."
@@ -121,9 +122,10 @@ def test_a_cancelled_send_says_so_in_its_progress(admin_client, funnel_memo, dev
     assert "Cancelled: 2 of 4" in page and "never sent (cancelled)" in page
 
 
-def test_just_after_confirming_a_send_the_progress_says_it_is_being_prepared(admin_client, funnel_memo):
-    Delivery.objects.all().delete()
-    progress = admin_client.get(reverse("admin:memos_memo_progress", args=[funnel_memo.pk])).json()
+def test_just_after_confirming_a_send_the_progress_says_it_is_being_prepared(admin_client, memo):
+    approve(memo)
+    memo_send_start(memo=memo, dispatch_in_worker=False)  # its dispatch not yet begun
+    progress = admin_client.get(reverse("admin:memos_memo_progress", args=[memo.pk])).json()
     assert progress["summary"] == "Preparing the send: 0 emails queued so far." and not progress["finished"]
 
 
