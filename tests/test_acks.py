@@ -181,9 +181,9 @@ def test_the_token_carries_no_personal_data(sent):
 
 
 def test_links_in_emails_already_sent_keep_working_and_new_ones_are_signed_the_same(client, sent, settings):
-    """Links are signed with the HMAC key derived once (acks._Signer): a link Django's
-    own signer made, as in every email sent before, must open, and new links must be
-    exactly what it would make, with the current key and with a fallback key."""
+    """ack_token writes the payload out itself: its links must be exactly what Django's
+    TimestampSigner.sign_object makes, before and after a key rotation, and a link
+    sign_object made must open, also once its key is a fallback."""
     memo, developer = sent
     django_token = signing.TimestampSigner(salt=ACK_SALT).sign_object([memo.pk, developer.pk])
     assert ack_token(memo.pk, developer.pk) == django_token

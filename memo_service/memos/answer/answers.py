@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
-import hmac
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core import signing
@@ -21,7 +18,6 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
-from django.utils.encoding import force_bytes
 from django_countries import countries
 
 from memo_service.api.models import ApiClient, Scope
@@ -61,28 +57,10 @@ def _signer() -> signing.TimestampSigner:
     return _signer_for(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS))
 
 
-class _Signer(signing.TimestampSigner):
-    """Django's TimestampSigner, with the key derivation (a hash per signature) and the
-    HMAC key schedule done once: the same tokens, the signature in a third of the time
-    (a send signs a link per recipient)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        derived = hashlib.sha256(force_bytes(self.salt) + b"signer" + force_bytes(self.key)).digest()
-        self._mac = hmac.new(derived, digestmod=hashlib.sha256)
-
-    def signature(self, value: bytes | str, key: Any = None) -> str:
-        if self.algorithm != "sha256" or (key is not None and key != self.key):
-            return super().signature(value, key)  # a fallback key, when a token is checked
-        mac = self._mac.copy()
-        mac.update(force_bytes(value))
-        return signing.b64_encode(mac.digest()).decode()
-
-
 @functools.lru_cache(maxsize=8)
 def _signer_for(key: str, fallbacks: tuple[str, ...], salt: str = ACK_SALT) -> signing.TimestampSigner:
-    """One signer per key: making one reads the settings and derives its key."""
-    return _Signer(key=key, fallback_keys=list(fallbacks), salt=salt)
+    """One signer per key and salt, made once and reused: a send signs a link per recipient."""
+    return signing.TimestampSigner(key=key, fallback_keys=list(fallbacks), salt=salt)
 
 
 def _console_signer() -> signing.TimestampSigner:
@@ -98,7 +76,8 @@ def console_url(memo_id: int, developer_id: int, client_id: int) -> str:
 
 
 def ack_token(memo_id: int, developer_id: int) -> str:
-    # What sign_object([memo_id, developer_id]) makes, without a JSON encoder per link.
+    """The token sign_object([memo_id, developer_id]) makes (unsign_object reads it), its
+    payload written out rather than by a JSON encoder a link."""
     return _signer().sign(signing.b64_encode(b"[%d,%d]" % (memo_id, developer_id)).decode())
 
 
