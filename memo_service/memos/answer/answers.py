@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core import signing
@@ -297,64 +298,80 @@ def answer_record(
     The page's answers come through the email link; the console's (channel "console")
     are relayed by an API client, with the hash of the text the console showed
     (`shown_hash`): one that is not the text sent raises ContentHashMismatch."""
-    R = Answer.Response
     comment = comment.strip()
+    _refuse_invalid(target, response, comment, country)
+    shown = _text_answered(target, shown_hash)
+    sent_at = target.delivery.sent_at
+    seconds = (timezone.now() - sent_at).total_seconds() if sent_at else None
+    user_agent = user_agent[:1000]
+    reasons = automation_reasons(seconds_since_delivery=seconds, user_agent=user_agent, interacted=interacted)
+    fields = {
+        "response": response,
+        "comment": comment,
+        "country_claimed": country if response == Answer.Response.DISPUTES_REGION else "",
+        "content_hash": target.memo.content_hash,
+        "text_hash": shown.text_hash if shown is not None else "",
+        "ip_address": ip_address,
+        "user_agent": user_agent,
+        "seconds_since_delivery": seconds,
+        "suspected_automation": bool(reasons),
+        "automation_reasons": reasons,
+        "channel": channel,
+        "api_client": api_client,
+    }
+    try:
+        return _answer_save(target, fields)
+    except IntegrityError:  # the same answer, posted twice at once
+        return Answer.objects.get(memo=target.memo, developer=target.developer, response=response), False
+
+
+def _refuse_invalid(target: AckTarget, response: str, comment: str, country: str) -> None:
+    """Raises AnswerInvalid for a form that is not filled in correctly, then
+    DeveloperErased for a developer whose personal data was erased."""
     errors = _clean_answer(response, comment, country)
-    if response == R.DISPUTES_TRAFFIC and target.memo.audience_basis == Memo.Basis.ACCOUNT:
+    if response == Answer.Response.DISPUTES_TRAFFIC and target.memo.audience_basis == Memo.Basis.ACCOUNT:
         errors["response"] = "This memo's audience is not chosen by API traffic: there is no traffic to dispute."
     if errors:
         raise AnswerInvalid(errors)
     if target.developer.erased_at is not None:
         raise DeveloperErased
-    # The text the answer is given on must be the approved one (raises NotApproved).
+
+
+def _text_answered(target: AckTarget, shown_hash: str | None) -> Delivery | None:
+    """The email whose text the answer is given on (sent_text_of). The text must be the
+    approved one (raises NotApproved), and the one the console showed (`shown_hash`,
+    raises ContentHashMismatch)."""
     sent_memo(target.memo)
     shown = sent_text_of(target)
     expected_hash = shown.text_hash if shown is not None else target.memo.content_hash
     if shown_hash is not None and shown_hash != expected_hash:
         raise ContentHashMismatch(expected_hash)
-    now = timezone.now()
-    sent_at = target.delivery.sent_at
-    seconds = (now - sent_at).total_seconds() if sent_at else None
-    user_agent = user_agent[:1000]
-    reasons = automation_reasons(seconds_since_delivery=seconds, user_agent=user_agent, interacted=interacted)
-    try:
-        with transaction.atomic():
-            # One developer's answers one at a time, so two at once record what they would
-            # one after the other (never a dispute after an acknowledgement). The lock is
-            # the developer's row, not the memo's: other developers do not wait.
-            row_lock(Developer.objects.filter(pk=target.developer.pk))
-            existing = answers_of(target)
-            if R.ACKNOWLEDGED in existing:
-                return existing[R.ACKNOWLEDGED], False
-            if response in existing:
-                return existing[response], False
-            if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
-                raise AnswerInvalid(
-                    {"response": "This memo no longer applies to you: there is nothing to acknowledge."}
-                )
-            answer = Answer.objects.create(
-                memo=target.memo,
-                developer=target.developer,
-                response=response,
-                comment=comment,
-                country_claimed=country if response == R.DISPUTES_REGION else "",
-                content_hash=target.memo.content_hash,
-                text_hash=shown.text_hash if shown is not None else "",
-                ip_address=ip_address,
-                user_agent=user_agent,
-                seconds_since_delivery=seconds,
-                suspected_automation=bool(reasons),
-                automation_reasons=reasons,
-                channel=channel,
-                api_client=api_client,
-            )
-            evidence_append(
-                memo_id=target.memo.pk,
-                kind=EvidenceRecord.Kind.ANSWER,
-                object_id=answer.pk,
-                payload=answer_payload(answer),
-            )
-            notify_answer(answer)
-    except IntegrityError:  # the same answer, posted twice at once
-        return Answer.objects.get(memo=target.memo, developer=target.developer, response=response), False
+    return shown
+
+
+def _answer_save(target: AckTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
+    """Create the answer (`fields`) unless one already stands in its way, with its
+    evidence record and webhook: (the answer, whether it was created now)."""
+    R = Answer.Response
+    response = fields["response"]
+    with transaction.atomic():
+        # One developer's answers one at a time, so two at once record what they would
+        # one after the other (never a dispute after an acknowledgement). The lock is
+        # the developer's row, not the memo's: other developers do not wait.
+        row_lock(Developer.objects.filter(pk=target.developer.pk))
+        existing = answers_of(target)
+        if R.ACKNOWLEDGED in existing:
+            return existing[R.ACKNOWLEDGED], False
+        if response in existing:
+            return existing[response], False
+        if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
+            raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
+        answer = Answer.objects.create(memo=target.memo, developer=target.developer, **fields)
+        evidence_append(
+            memo_id=target.memo.pk,
+            kind=EvidenceRecord.Kind.ANSWER,
+            object_id=answer.pk,
+            payload=answer_payload(answer),
+        )
+        notify_answer(answer)
     return answer, True
