@@ -164,20 +164,34 @@ def _verify(memo: Memo, published: list[dict[str, Any]] | None) -> Verification:
         result.problem = problem
         return result
     walk = _Walk(heads={c["seq"]: c for c in stored}, wanted={h["seq"] for h in published or []})
-    for page in chained_pages(memo, _VERIFIED_FIELDS):
-        if problem := walk.page(page):
-            break
-    else:
-        problem = (
-            walk.end(stored[-1] if stored else None)
-            or _forged_pending(memo)
-            or _heads_problem(published, walk)
-            or _approval_problem(memo, walk.approval)
-            or _unchained(memo, walk.seen, walk.final_status)
-        )
+    problem = _chain_problem(memo, walk) or _after_chain_problem(memo, walk, stored, published)
     result.heads = None if published is None else len(published)
     result.records, result.problem, result.ok = walk.records, problem, not problem
     return result
+
+
+def _chain_problem(memo: Memo, walk: _Walk) -> str:
+    """The first problem along the memo's chain, walked a page at a time."""
+    for page in chained_pages(memo, _VERIFIED_FIELDS):
+        if problem := walk.page(page):
+            return problem
+    return ""
+
+
+def _after_chain_problem(
+    memo: Memo, walk: _Walk, stored: list[dict[str, Any]], published: list[dict[str, Any]] | None
+) -> str:
+    """Once the whole chain is walked, in this order: every delivery matches its last
+    handover and the newest checkpoint covers the chain (walk.end), the pending records
+    are memo-service's, the chain holds the published heads, the approval holds, and
+    every row is in the chain."""
+    return (
+        walk.end(stored[-1] if stored else None)
+        or _forged_pending(memo)
+        or _heads_problem(published, walk)
+        or _approval_problem(memo, walk.approval)
+        or _unchained(memo, walk.seen, walk.final_status)
+    )
 
 
 def _heads_problem(published: list[dict[str, Any]] | None, walk: _Walk) -> str:
@@ -299,8 +313,8 @@ class _Walk:
             current = live[Kind.HANDOVER].get(delivery_id)
             if current is None or delivery_id is None:
                 return f"{where}: delivery {delivery_id} it proves no longer exists"
-            # Against the fields the record lists: a handover written before a field was
-            # added proves what it listed (its tag covers the list).
+            # Against the fields the record lists (its tag covers the list): a field the
+            # row has and the record does not list is not compared.
             listed = {k: current[k] for k in proved if k in current} if isinstance(proved, dict) else None
             if listed == proved:
                 self.altered.pop(delivery_id, None)
