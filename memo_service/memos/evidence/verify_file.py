@@ -14,7 +14,7 @@ import argparse
 import binascii
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from memo_service.memos.evidence import checkpoints, heads
 from memo_service.memos.evidence.export_file import ExportError, members
@@ -26,36 +26,8 @@ class Unreadable(Exception):
 
 def export_problem(path: Path, heads_path: Path | None = None) -> tuple[str, str]:
     """(problem, summary): problem is "" when the export verifies. Raises Unreadable."""
-    known: dict[str, Any] = {}
-    outcome: tuple[str, int] | None = None
-    chain: heads.HashesAt | None = None
     published = _published(heads_path)
-    try:
-        with path.open(encoding="utf-8") as f:
-            for key, value in members(f):
-                if key == "chain" and not {"checkpoints", "public_keys"} <= known.keys():
-                    for _ in value:  # read to its end: a file that is not JSON says so first
-                        pass
-                    raise KeyError("its checkpoints and public keys must come before its chain")
-                if key == "chain":
-                    memo_id = known.get("memo_id")
-                    wanted = [h["seq"] for h in published if h["memo"] == memo_id]
-                    chain = heads.HashesAt(value, wanted)
-                    outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
-                elif key != "recipients":
-                    known[key] = value
-    except OSError as exc:
-        raise Unreadable(f"{path}: cannot read it: {exc}") from None
-    except (ExportError, UnicodeDecodeError) as exc:
-        raise Unreadable(f"{path}: cannot read it as JSON: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-        raise Unreadable(
-            f"{path}: not a well-formed evidence export with its chain, checkpoints and public key "
-            f"({type(exc).__name__}: {exc})"
-        ) from None
-    if outcome is None or chain is None:
-        raise Unreadable(f"{path}: not a well-formed evidence export: it holds no chain")
-    problem, records = outcome
+    known, chain, (problem, records) = _export_read(path, published)
     if not problem and heads_path is not None:
         mine = [h for h in published if h["memo"] == known.get("memo_id")]
         problem = heads.heads_problem(_keys(known), mine, chain.hashes.get, chain.length)
@@ -70,6 +42,50 @@ def export_problem(path: Path, heads_path: Path | None = None) -> tuple[str, str
         "(compare with the ones the operator published)"
     )
     return problem, summary
+
+
+def _export_read(path: Path, published: list[dict[str, Any]]) -> tuple[dict[str, Any], heads.HashesAt, tuple[str, int]]:
+    """The export read in one pass, its chain checked as it goes: (its members other than
+    the chain and recipients, the chain's hashes at the heads `published` for the memo,
+    the chain's (problem, records)). Raises Unreadable."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            known, chain, outcome = _members_read(f, published)
+    except OSError as exc:
+        raise Unreadable(f"{path}: cannot read it: {exc}") from None
+    except (ExportError, UnicodeDecodeError) as exc:
+        raise Unreadable(f"{path}: cannot read it as JSON: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise Unreadable(
+            f"{path}: not a well-formed evidence export with its chain, checkpoints and public key "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if outcome is None or chain is None:
+        raise Unreadable(f"{path}: not a well-formed evidence export: it holds no chain")
+    return known, chain, outcome
+
+
+def _members_read(
+    f: IO[str], published: list[dict[str, Any]]
+) -> tuple[dict[str, Any], heads.HashesAt | None, tuple[str, int] | None]:
+    """One pass over the export's members: the chain is checked against the checkpoints
+    and public keys, which must come before it; recipients are skipped."""
+    known: dict[str, Any] = {}
+    outcome: tuple[str, int] | None = None
+    chain: heads.HashesAt | None = None
+    for key, value in members(f):
+        if key == "chain":
+            if not {"checkpoints", "public_keys"} <= known.keys():
+                for _ in value:  # read to its end: a file that is not JSON says so first
+                    pass
+                raise KeyError("its checkpoints and public keys must come before its chain")
+            memo_id = known.get("memo_id")
+            wanted = [h["seq"] for h in published if h["memo"] == memo_id]
+            chain = heads.HashesAt(value, wanted)
+            outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
+        elif key != "recipients":
+            known[key] = value
+    return known, chain, outcome
 
 
 def _published(path: Path | None) -> list[dict[str, Any]]:
