@@ -215,20 +215,33 @@ def audience_explain(memo: Memo, developer: Developer) -> str:
     by_traffic = memo.audience_basis != Basis.ACCOUNT and traffic_enough(memo, facts)
     if not (by_account or by_traffic):
         return f"{who} is not included: " + "; ".join(_not_in(memo, developer, facts))
+    if filtered_out := _filtered_out(memo, developer):
+        return f"{who} is not included: {filtered_out}"
+    extra = _filters(memo)
+    reason = inclusion_reason(memo, code, facts, reasons)
+    return f"{who} is included: {reason}" + (f"; {', '.join(extra)}" if extra else "")
+
+
+def _filtered_out(memo: Memo, developer: Developer) -> str:
+    """Why the memo's filters leave out a developer its countries or traffic take in
+    ("" when they do not): activity, then its attributes in the memo's order."""
     if memo.active_only and not developer.is_active:
-        return f"{who} is not included: the account is inactive"
+        return "the account is inactive"
     if memo.active_since and (developer.last_active_at is None or developer.last_active_at.date() < memo.active_since):
-        return f"{who} is not included: not active since {memo.active_since}"
+        return f"not active since {memo.active_since}"
     for key, value in (memo.attribute_filters or {}).items():
         if (developer.attributes or {}).get(key) != value:
-            return f"{who} is not included: attribute {key} is not {value!r}"
-    extra = [
+            return f"attribute {key} is not {value!r}"
+    return ""
+
+
+def _filters(memo: Memo) -> list[str]:
+    """The memo's filters, as an included developer's line names them."""
+    return [
         *(["active"] if memo.active_only else []),
         *([f"active since {memo.active_since}"] if memo.active_since else []),
         *(f"{k} = {v!r}" for k, v in (memo.attribute_filters or {}).items()),
     ]
-    reason = inclusion_reason(memo, code, facts, reasons)
-    return f"{who} is included: {reason}" + (f"; {', '.join(extra)}" if extra else "")
 
 
 def _not_in(memo: Memo, developer: Developer, facts: list[TrafficFact]) -> list[str]:
