@@ -169,8 +169,20 @@ def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     # PostgreSQL cannot store NUL in text or JSON; nobody means to send one.
     if any(isinstance(v, str) and "\x00" in v for v in raw.values()) or "\x00" in "".join(raw):
         return {}, ["contains a NUL character"]
+    missing = [f"{name} is required" for name in REQUIRED if not text_cell(raw.get(name))]
+    values, errors = _columns_convert(raw)
+    extra = {k: text_cell(v) for k, v in raw.items() if k not in CONVERTERS and k}
+    if extra:
+        values["attributes"] = {**values.get("attributes", {}), **extra}
+    return values, missing + errors
+
+
+def _columns_convert(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(the values of `raw`'s columns, what is wrong with them) in `raw`'s order. A
+    required column left empty is skipped (it is reported missing); a value over its
+    length limit is kept, and reported."""
     values: dict[str, Any] = {}
-    errors = [f"{name} is required" for name in REQUIRED if not text_cell(raw.get(name))]
+    errors: list[str] = []
     for name, value in raw.items():
         convert = CONVERTERS.get(name)
         if convert is None or (name in REQUIRED and not text_cell(value)):
@@ -183,7 +195,4 @@ def developer_clean(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         limit = MAX_TEXT.get(name)
         if limit and len(values[name]) > limit:
             errors.append(f"{name} is longer than {limit} characters")
-    extra = {k: text_cell(v) for k, v in raw.items() if k not in CONVERTERS and k}
-    if extra:
-        values["attributes"] = {**values.get("attributes", {}), **extra}
     return values, errors
