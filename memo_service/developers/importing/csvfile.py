@@ -11,8 +11,8 @@ from typing import IO
 from memo_service.developers.importing.cells import REQUIRED
 
 # A header names a dozen columns; 64 KiB is far past any real one, and a file whose first
-# line is longer is not a CSV with a header (read whole, a 50 MB line took the process's
-# memory and then failed in the csv module).
+# line is longer is not a CSV with a header: it is refused once that much is read, never
+# read whole into memory.
 MAX_HEADER_CHARS = 65_536
 
 

@@ -25,7 +25,7 @@ def developers_upsert(rows: Iterable[dict[str, Any]]) -> tuple[int, int, int]:
     Returns (created, updated, unchanged).
 
     Rows are streamed: on PostgreSQL through COPY into a temporary table and one
-    INSERT … ON CONFLICT (a million rows in seconds, memory flat); elsewhere in chunks
+    INSERT … ON CONFLICT (memory flat); elsewhere in chunks
     through the ORM.
     """
     iterator = iter(rows)

@@ -45,9 +45,9 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -
     it from. The memo's templates cannot change once sent; rendered with the values the
     email was rendered with (`rendered_with`, Delivery.rendered_with as stored_values
     keeps them), it is the text that was sent, whatever became of the developer's
-    record since. An email sent before texts were kept, or one the
-    provider reported taking after its worker died (reconcile.py), has none: the
-    developer's record stands in, and the memo's content hash for the text's.
+    record since. An email without them (no `rendered_with`: one the provider reported
+    taking after its worker died, reconcile.py, say) has the developer's record stand
+    in, and the memo's content hash for the text's.
     `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
     memo = delivery.memo
     renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else approved_renderer(memo)
