@@ -234,14 +234,36 @@ def mark_sent(memo: Memo, **fields: Any) -> Memo:
     return memo
 
 
+class Clock:
+    """Django's clock (timezone.now, which the service and auto_now fields read) as a
+    test sets it: moved to a time, and running on from there."""
+
+    def __init__(self) -> None:
+        self._real_now = timezone.now
+        self._offset = dt.timedelta(0)
+
+    def now(self) -> dt.datetime:
+        return self._real_now() + self._offset
+
+    def move_to(self, when: dt.datetime) -> None:
+        self._offset = when - self._real_now()
+
+
 @contextlib.contextmanager
-def clock_at(when: dt.datetime) -> Iterator[None]:
-    """Django's clock (timezone.now, which the service and auto_now fields read) set to
-    `when` and running on from there: for what happened some time ago."""
-    real_now = timezone.now
-    offset = when - real_now()
-    with mock.patch.object(timezone, "now", lambda: real_now() + offset):
-        yield
+def clock_at(when: dt.datetime) -> Iterator[Clock]:
+    """Django's clock set to `when` and running on from there: for what happened some
+    time ago (or will, some time from now)."""
+    clock = Clock()
+    clock.move_to(when)
+    with mock.patch.object(timezone, "now", clock.now):
+        yield clock
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """Django's clock for the test to move on (days pass), until the test ends."""
+    with clock_at(timezone.now()) as clock:
+        yield clock
 
 
 def dispatched(memo: Memo) -> Memo:
