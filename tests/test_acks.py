@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
 from memo_service.memos.compose.links import inert_ack_url
-from memo_service.memos.models import Answer, Delivery, Memo
-from tests.conftest import make_memo, mark_sent
+from memo_service.memos.models import Answer, Memo
+from tests.conftest import make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 HUMAN = {"interacted": "1"}
@@ -25,16 +25,8 @@ def _fresh_rate_limit():
 
 @pytest.fixture
 def sent(memo, developers):
-    """The memo as sent to the CN developer five minutes ago."""
-    mark_sent(memo)
-    Delivery.objects.create(
-        memo=memo,
-        developer=developers["cn"],
-        status="sent",
-        country="CN",
-        sent_at=timezone.now() - dt.timedelta(minutes=5),
-    )
-    memo.refresh_from_db()
+    """The memo as sent to the CN developer (and RU) five minutes ago."""
+    sent_memo(memo, at=timezone.now() - dt.timedelta(minutes=5))
     return memo, developers["cn"]
 
 
@@ -155,17 +147,17 @@ def test_a_token_for_a_memo_the_developer_never_got_is_refused(client, sent, dev
     assert not Answer.objects.exists()
 
 
-def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, settings):
+def test_a_link_past_the_deadline_and_grace_period_has_expired(client, sent, settings, clock):
     memo, developer = sent
-    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() - dt.timedelta(days=settings.ACK_GRACE_DAYS + 1))
+    clock.move_to(memo.ack_deadline + dt.timedelta(days=settings.ACK_GRACE_DAYS + 1))
     response = client.post(link(memo, developer), {"response": "acknowledged"})
     assert response.status_code == 410 and "expired" in response.content.decode()
     assert not Answer.objects.exists()
 
 
-def test_without_a_deadline_a_link_expires_after_the_maximum_age(client, sent, settings):
-    memo, developer = sent
-    Memo.objects.filter(pk=memo.pk).update(ack_deadline=None)
+def test_without_a_deadline_a_link_expires_after_the_maximum_age(client, memo, developers, settings):
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=None)  # the draft's
+    memo, developer = sent_memo(memo), developers["cn"]
     url = link(memo, developer)
     assert client.get(url).status_code == 303
     settings.ACK_TOKEN_MAX_AGE_DAYS = -1
