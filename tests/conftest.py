@@ -224,16 +224,6 @@ def memo_in(memo: Memo, status: str) -> Memo:
     return memo
 
 
-def mark_sent(memo: Memo, **fields: Any) -> Memo:
-    """A memo approved through the front door (its approval in the evidence), then
-    marked sent: for tests about what comes after a send."""
-    if memo.status == Memo.Status.DRAFT:
-        approve(memo)
-    Memo.objects.filter(pk=memo.pk).update(status="sent", **fields)
-    memo.refresh_from_db()
-    return memo
-
-
 class Clock:
     """Django's clock (timezone.now, which the service and auto_now fields read) as a
     test sets it: moved to a time, and running on from there."""
