@@ -1,12 +1,13 @@
 """In-app notices: the memos a developer was sent, for the platform's console to show
-until they answer (its answers come back through acks.answer_record, channel "console").
+until they answer (its answers come back through answers.answer_record, channel "console").
 
 A console asks on every page load, so a developer's notices are one indexed query: the
 developer by external_id, their initial deliveries, each memo, and their answers with a
-dispute's resolution, joined and grouped per memo. It is written out in SQL: built by
-the ORM (six correlated subqueries), composing it cost twice what running it did. What
-a notice says of the memo (title, dates) and the text sent come from the memo's
-compiled templates, kept per process under its frozen content hash (answer/sent_text.py).
+dispute's resolution, joined and grouped per memo. It is written out in SQL, composed
+once: the ORM would build it of six correlated subqueries, composed again on every
+call. What a notice says of the memo (title, dates) and the text sent come from the
+memo's compiled templates, kept per process under its frozen content hash
+(answer/sent_text.py).
 """
 
 from __future__ import annotations
@@ -146,18 +147,25 @@ def notice_rows(*, external_id: str, state: str = "unanswered") -> list[NoticeRo
 
 
 def _prepared_cursor() -> Any:
-    """On PostgreSQL, a cursor whose statements are prepared once per connection:
-    planning the query's five joins took 0.7–1.4 ms a call, running it 0.15–0.25 ms,
-    and from its sixth run a prepared statement keeps one generic plan (planning
-    0.02 ms). Django leaves prepared statements off for poolers that cannot carry
-    them; PgBouncer does from 1.21 (`max_prepared_statements`). Elsewhere Django's own
-    cursor."""
+    """connection.cursor(), but on PostgreSQL one whose psycopg cursor binds the
+    parameters on the server and asks psycopg to prepare each statement (the cursor
+    connection.cursor() holds binds them on the client and never prepares). It is in
+    Django's wrapper as connection.cursor()'s is (query logging, error wrapping, execute
+    wrappers), on Django's connection, opened if need be, without connection.cursor()'s
+    once-a-request health check.
+
+    psycopg prepares only on a connection whose `prepare_threshold` is set; Django sets
+    None, for poolers that cannot carry prepared statements (PgBouncer can from 1.21,
+    with `max_prepared_statements`), unless the database's OPTIONS give one
+    (DATABASE_URL's `?prepare_threshold=5`). With one, the notices query is prepared on
+    its first run on a connection, and PostgreSQL may then keep one generic plan for it
+    rather than plan every call."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
-    # As connection.cursor() makes it (with Django's wrappers: query logging, checks),
-    # from a cursor class that binds on the server and prepares.
-    return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
+    connection.validate_thread_sharing()
+    cursor = _preparing_cursor_class()(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 @functools.cache
