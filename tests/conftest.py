@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import pytest
@@ -49,6 +49,7 @@ def pytest_configure(config: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
 
 
+T = TypeVar("T")
 WEBHOOK_SIGNING_KEY = "whsec-loopback"
 WEBHOOK_SECRET = "hook:secret"
 
@@ -463,12 +464,16 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
         process.wait()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 90, what: str = "") -> None:
+def wait_for(predicate: Callable[[], T], timeout: float = 90, what: str = "", interval: float = 0.25) -> T:
+    """Ask `predicate` every `interval` seconds until it answers something true, and
+    return that; after `timeout` seconds fail, saying what was waited for. What a test
+    waits for, instead of a sleep long enough on the machine it was written on."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (answer := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return answer
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from memo_service.memos.compose.links import LINK_MARK, inert_ack_url, link_plac
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.sending import delivery_send_batch
-from tests.conftest import approve
+from tests.conftest import approve, wait_for
 from tests.test_sending import queued
 
 pytestmark = pytest.mark.django_db
@@ -31,13 +31,15 @@ def test_a_time_bomb_in_the_link_is_seen_at_preview_exactly_as_at_send(memo, dev
     """The signing time inside the link, compared with a time just after approval: off
     at preview, check and approval, on at send, once. Templates see one constant
     placeholder for the link, whenever and for whomever they render."""
-    soon = signing.b62_encode(int(time.time()) + 2)
+    bomb = int(time.time()) + 2
+    soon = signing.b62_encode(bomb)
     set_bodies(
         memo, "{% set ns = namespace(u=ack_url) %}{% if ns.u.split(':')[-2] > '" + soon + "' %}TIMEBOMB{% endif %}."
     )
     ids = queued(memo)
     preview = MemoRenderer(memo).render(developer_context(developers["cn"]), inert_ack_url(memo.pk, 0))[1].text
-    time.sleep(2.5)  # past the bomb's time: the real links are signed later than it
+    # Past the bomb's time (a link's signing time is in whole seconds): the real links are signed later than it.
+    wait_for(lambda: int(time.time()) > bomb, timeout=10, what="the clock to pass the bomb's time", interval=0.05)
     delivery_send_batch(delivery_ids=ids)
     sent = [m.first("text") for m in mailgun.accepted]
     assert sent and all(("TIMEBOMB" in text) == ("TIMEBOMB" in preview) for text in sent)

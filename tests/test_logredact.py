@@ -11,13 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from memo_service.memos.answer.answers import ack_token
+from tests.conftest import wait_for
 from tests.test_api import call, token  # noqa: F401  (the fixture)
 
 
@@ -50,22 +50,28 @@ def serve_and_log(command: list[str], tmp_path: Path, paths: list[str]) -> str:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the server stopped:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise AssertionError(f"the server did not start:\n{log.read_text()}") from None
-                time.sleep(0.2)
+        try:
+            wait_for(listening, timeout=60, what="the server to listen", interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{log.read_text()}") from None
         for path in paths:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             connection.request("GET", path, headers={"Authorization": "Bearer api-secret-in-a-header"})
             connection.getresponse().read()
             connection.close()
-        time.sleep(0.5)  # the access line is written after the response
+        # The access line of a request is written after its response.
+        wait_for(lambda: log.read_text().count('"GET ') >= len(paths), timeout=30, what="an access line per request")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
