@@ -255,44 +255,32 @@ def deliveries_create(*, memo: Memo, developers: QuerySet[Developer]) -> None:
         kept = AudienceSnapshot.objects.filter(memo_id=memo.pk, developer_id=OuterRef("id")).values("reason")[:1]
         reason = Coalesce(Subquery(kept), by_country)
     ok = Q(email_status=Developer.EmailStatus.OK.value)
-    # Every column an expression, so the SELECT lists them in this order.
-    rows = developers.order_by().values_list(
-        Value(memo.pk),
-        F("id"),
-        Value(Delivery.Kind.INITIAL.value),
-        Value(0),
-        Case(When(ok, then=Value(Delivery.Status.QUEUED.value)), default=Value(Delivery.Status.FAILED.value)),
-        F("language"),
-        F("country"),
-        reason,
-        Value(""),
-        Value(0),
-        Value(None, output_field=DateTimeField()),
-        Case(
-            When(ok, then=Value("")),
-            default=Concat(Value("suppressed: the address "), F("email_status"), Value(" on an earlier email")),
+    suppressed = Concat(Value("suppressed: the address "), F("email_status"), Value(" on an earlier email"))
+    # Each column with its value, an expression over the developer's row: the INSERT's
+    # column list and its SELECT are both made from this.
+    row = (
+        ("memo_id", Value(memo.pk)),
+        ("developer_id", F("id")),
+        ("kind", Value(Delivery.Kind.INITIAL.value)),
+        ("sequence", Value(0)),
+        (
+            "status",
+            Case(When(ok, then=Value(Delivery.Status.QUEUED.value)), default=Value(Delivery.Status.FAILED.value)),
         ),
-        Value(now, output_field=DateTimeField()),
-        Value(None, output_field=DateTimeField()),
-        Case(When(ok, then=Value(None)), default=Value(now), output_field=DateTimeField()),
+        ("language", F("language")),
+        ("country", F("country")),
+        ("reason", reason),
+        ("provider_message_id", Value("")),
+        ("attempts", Value(0)),
+        ("not_before", Value(None, output_field=DateTimeField())),
+        ("status_reason", Case(When(ok, then=Value("")), default=suppressed)),
+        ("created_at", Value(now, output_field=DateTimeField())),
+        ("sent_at", Value(None, output_field=DateTimeField())),
+        ("status_changed_at", Case(When(ok, then=Value(None)), default=Value(now), output_field=DateTimeField())),
     )
-    columns = [
-        "memo_id",
-        "developer_id",
-        "kind",
-        "sequence",
-        "status",
-        "language",
-        "country",
-        "reason",
-        "provider_message_id",
-        "attempts",
-        "not_before",
-        "status_reason",
-        "created_at",
-        "sent_at",
-        "status_changed_at",
-    ]
+    columns = [column for column, _ in row]
+    # Every column an expression, so the SELECT lists them in this order.
+    rows = developers.order_by().values_list(*(value for _, value in row))
     select, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         # The SELECT always has a WHERE, so SQLite reads ON CONFLICT as the upsert clause.
