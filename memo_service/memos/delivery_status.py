@@ -13,6 +13,12 @@ in the status its transition starts from, in the statement that writes them, so 
 the sweeper and a tracking event racing for one row cannot both move it. Tracking events
 move a delivery only up DELIVERY_RANK. `status_reason` says why a row is where it is (a
 retry's error, a failure, a skip), cleared once the provider takes it.
+
+Two writes have a PostgreSQL statement of their own beside the ORM path, each one round
+trip with what goes with it: the send's record with its handover's evidence records
+(_RECORD_SENT_SQL), and a tracking event's move with the event and its evidence records
+(_ADVANCE_BY_EVENT_SQL). `fast=` chooses (the statement, by default, on PostgreSQL);
+tests/test_fast_paths.py holds each to its ORM path, column by column.
 """
 
 from __future__ import annotations
@@ -27,9 +33,19 @@ from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from memo_service.developers.models import Developer
 from memo_service.lib.db import in_ids
-from memo_service.memos.evidence.append import evidence_record_handover
-from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, Memo
+from memo_service.memos.evidence.append import (
+    EVENT_RECORDS_SQL,
+    HANDOVER_RECORDS_SQL,
+    HANDOVER_ROW_COLUMNS,
+    event_records_params,
+    evidence_record_handover,
+    evidence_seal_soon,
+    handover_records_params,
+    handover_records_tag,
+)
+from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, DeliveryEvent, Memo
 
 DeliveryStatus = Delivery.Status
 STATUS_REASON_MAX = 2000
@@ -87,6 +103,34 @@ class EmailText(NamedTuple):
     text_hash: str
 
 
+# Delivery's columns for what an email said, by EmailText's field: (the column, how the
+# JSON of the send's record gives it). Both paths write them from this.
+_TEXT_COLUMNS = {
+    "language": ("language", "->>"),
+    "values": ("rendered_with", "->"),
+    "text_hash": ("text_hash", "->>"),
+}
+# The ORM path's second statement, a row per email.
+_TEXTS_SQL = (
+    f"UPDATE {Delivery._meta.db_table} "
+    f"SET {', '.join(f'{column} = %({field})s' for field, (column, _) in _TEXT_COLUMNS.items())} WHERE id = %(id)s"
+)
+# PostgreSQL: the send's record as one statement. The UPDATE takes the texts as one JSON
+# parameter of arrays, [id, *EmailText] (psycopg quotes parameters in Python, and a
+# thousand placeholders or array elements cost more than the rest), and the handover's
+# records are built from the rows it returns (evidence/append.py's HANDOVER_RECORDS_SQL).
+_RECORD_SENT_SQL = f"""
+WITH d AS (
+    UPDATE {Delivery._meta.db_table} d SET
+        status = CASE WHEN d.status = %(sending)s THEN %(sent)s ELSE d.status END,
+        provider_message_id = %(message_id)s, sent_at = coalesce(d.sent_at, %(sent_at)s),
+        status_changed_at = %(now)s, status_reason = '',
+        {", ".join(f"{_TEXT_COLUMNS[f][0]} = v.value {_TEXT_COLUMNS[f][1]} {n}" for n, f in enumerate(EmailText._fields, 1))}
+    FROM jsonb_array_elements(%(texts)s::jsonb) AS v WHERE d.id = (v.value ->> 0)::bigint
+    RETURNING {HANDOVER_ROW_COLUMNS}
+){HANDOVER_RECORDS_SQL}"""
+
+
 def deliveries_record_sent(
     *,
     delivery_ids: list[int],
@@ -94,16 +138,18 @@ def deliveries_record_sent(
     language: str = "",
     accepted_at: dt.datetime | None = None,
     texts: Mapping[int, EmailText] | None = None,
+    fast: bool | None = None,
 ) -> None:
     """Record the provider's acceptance of the emails one API call handed over (at
     `accepted_at` when the provider says when, reconciling a lost answer), what each
     said (`texts`, by delivery id: the send knows; reconciliation does not, and gives
     the `language` they were in), and their handover's evidence record
-    (chain.evidence_record_handover), together. A tracking event may have moved a
+    (append.evidence_record_handover), together. A tracking event may have moved a
     status on already; the send time and message id are recorded all the same. An
-    email sent again keeps the text sent last."""
+    email sent again keeps the text sent last. `fast`: with `texts`, the PostgreSQL
+    statement (the default there) or the ORM path."""
     now = timezone.now()
-    if texts and connection.vendor == "postgresql":
+    if texts and (connection.vendor == "postgresql" if fast is None else fast):
         _record_sent_postgresql(delivery_ids, message_id[:255], accepted_at or now, now, texts)
         return
     with transaction.atomic(savepoint=False):
@@ -117,35 +163,34 @@ def deliveries_record_sent(
         )
         if texts:
             with connection.cursor() as cursor:
-                cursor.executemany(
-                    f"UPDATE {Delivery._meta.db_table} SET language = %s, rendered_with = %s, text_hash = %s "
-                    "WHERE id = %s",
-                    [(*_text_row(texts[i]), i) for i in delivery_ids],
-                )
-        evidence_record_handover(delivery_ids=delivery_ids)
+                cursor.executemany(_TEXTS_SQL, [{"id": i, **_text_row(texts[i])} for i in delivery_ids])
+        evidence_record_handover(delivery_ids=delivery_ids, fast=fast)
 
 
-def _text_row(text: EmailText) -> tuple[str, str, str]:
-    return text.language, json.dumps(text.values, ensure_ascii=False), text.text_hash
+def _text_row(text: EmailText) -> dict[str, str]:
+    return {**text._asdict(), "values": json.dumps(text.values, ensure_ascii=False)}
 
 
 def _record_sent_postgresql(
     delivery_ids: list[int], message_id: str, sent_at: dt.datetime, now: dt.datetime, texts: Mapping[int, EmailText]
 ) -> None:
-    """The same in one statement: the UPDATE, with the texts as one JSON parameter of
-    arrays (psycopg quotes parameters in Python, and a thousand placeholders or array
-    elements cost more than the rest), runs inside the handover's INSERT, which builds
-    its lines from the rows the UPDATE returns."""
-    update = (
-        f"UPDATE {Delivery._meta.db_table} d SET "
-        "status = CASE WHEN d.status = %s THEN %s ELSE d.status END, provider_message_id = %s, "
-        "sent_at = coalesce(d.sent_at, %s), status_changed_at = %s, status_reason = '', "
-        "language = v.value ->> 1, rendered_with = v.value -> 2, text_hash = v.value ->> 3 "
-        "FROM jsonb_array_elements(%s::jsonb) AS v WHERE d.id = (v.value ->> 0)::bigint"
-    )
-    rows = json.dumps([[i, *texts[i]] for i in delivery_ids], ensure_ascii=False)
-    params = [DeliveryStatus.SENDING, DeliveryStatus.SENT, message_id, sent_at, now, rows]
-    evidence_record_handover(delivery_ids=delivery_ids, written_by=(update, params))
+    """_RECORD_SENT_SQL, and the tags of the handover records it wrote, in one
+    transaction (the send's record runs in autocommit): a sequencer must never see a
+    record before its tag, or it would refuse a genuine handover."""
+    params: dict[str, Any] = {
+        "sending": DeliveryStatus.SENDING,
+        "sent": DeliveryStatus.SENT,
+        "message_id": message_id,
+        "sent_at": sent_at,
+        "now": now,
+        "texts": json.dumps([[i, *texts[i]] for i in delivery_ids], ensure_ascii=False),
+    }
+    created_at = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_RECORD_SENT_SQL, params | handover_records_params(created_at))
+        memo_ids = handover_records_tag(cursor, cursor.fetchall(), created_at)
+    for memo_id in memo_ids:
+        evidence_seal_soon(memo_id)
 
 
 def deliveries_record_unsent(
@@ -257,16 +302,74 @@ def delivery_advance(*, delivery: Any, to: str, reason: str = "", message_id: st
     return bool(Delivery.objects.filter(pk=delivery.id, status__in=_below(to)).update(**changes))
 
 
-def delivery_advance_sql(*, delivery: Any, to: str, reason: str = "", message_id: str = "") -> tuple[str, list[Any]]:
-    """delivery_advance as the SQL of its UPDATE ("UPDATE … SET … WHERE id = %s AND status
-    IN (…)", the same guard) and its parameters, for a caller that runs it inside a
-    statement of its own and adds conditions and RETURNING: tracking's one statement per
-    event on PostgreSQL, where PostgreSQL re-checks the guard on a row a concurrent event
-    just moved."""
-    changes = _advance_changes(delivery, to, reason, message_id)
-    below = _below(to)
-    sql = (
-        f"UPDATE {Delivery._meta.db_table} SET {', '.join(f'{column} = %s' for column in changes)} "
-        f"WHERE id = %s AND status IN ({', '.join(['%s'] * len(below))})"
-    )
-    return sql, [*changes.values(), delivery.id, *below]
+# The columns delivery_advance writes (_advance_changes's keys); the statement below
+# leaves one _advance_changes does not give as it is.
+_ADVANCE_COLUMNS = ("status", "status_changed_at", "status_reason", "provider_message_id")
+# A tracking event's row: its columns, each with its parameter.
+_EVENT_VALUES = {
+    column: f"%(event_{column})s"
+    for column in ("provider", "event_id", "event_type", "delivery_id", "message_id", "description", "occurred_at")
+} | {"received_at": "%(event_received_at)s", "payload": "%(event_payload)s::jsonb"}
+# PostgreSQL: a tracking event stored once and applied, in one statement: the event (ON
+# CONFLICT DO NOTHING where the ORM path catches the IntegrityError); its delivery
+# moved as delivery_advance moves it, only if the event is new (PostgreSQL re-checks
+# the guard on a row a concurrent event just moved); the developer's address marked
+# after a bounce or complaint it moved; and the evidence records (evidence/append.py's
+# EVENT_RECORDS_SQL). Each part does nothing when its parameters are NULL: no delivery of
+# ours, no status for that event, no address to mark.
+_ADVANCE_BY_EVENT_SQL = f"""
+WITH event AS (
+    INSERT INTO {DeliveryEvent._meta.db_table} ({", ".join(_EVENT_VALUES)})
+    VALUES ({", ".join(_EVENT_VALUES.values())})
+    ON CONFLICT (provider, event_id) DO NOTHING RETURNING id
+), moved AS (
+    UPDATE {Delivery._meta.db_table}
+    SET {", ".join(f"{column} = coalesce(%(set_{column})s, {column})" for column in _ADVANCE_COLUMNS)}
+    WHERE id = %(delivery_id)s AND status = ANY(%(below)s) AND EXISTS (SELECT FROM event)
+    RETURNING developer_id
+), address AS (
+    UPDATE {Developer._meta.db_table} SET email_status = %(address)s
+    WHERE %(address)s::text IS NOT NULL AND id IN (SELECT developer_id FROM moved)
+), records AS ({EVENT_RECORDS_SQL}
+)
+SELECT id FROM event"""
+
+
+def delivery_advance_by_event(
+    *,
+    event: DeliveryEvent,
+    delivery: Any | None,
+    to: str | None,
+    address: str | None = None,
+    reason: str = "",
+    message_id: str = "",
+) -> bool:
+    """PostgreSQL: tracking.delivery_record_event's transaction as one statement
+    (_ADVANCE_BY_EVENT_SQL): `event` stored (its pk set) unless it was seen before, its
+    `delivery` (anything with the row's id, memo_id and provider_message_id; None: none
+    of ours) moved to `to` as delivery_advance moves it, the developer's email status
+    set to `address` if it moved, and the evidence records. One round trip for the writes
+    instead of five or six (BEGIN, three or four statements, COMMIT), and no ORM to
+    compose them: on two cores the ORM and the round trips were most of the webhook's
+    cost. False for an event seen before."""
+    changes, below = {}, []
+    if delivery is not None and to is not None:
+        changes, below = _advance_changes(delivery, to, reason, message_id), _below(to)
+    assert changes.keys() <= set(_ADVANCE_COLUMNS), changes.keys()
+    params = {f"event_{column}": getattr(event, column) for column in _EVENT_VALUES} | {
+        "event_payload": json.dumps(event.payload),
+        **{f"set_{column}": changes.get(column) for column in _ADVANCE_COLUMNS},
+        "delivery_id": delivery.id if delivery is not None else None,
+        "below": below,
+        "address": address,
+        **event_records_params(event=event, memo_id=delivery.memo_id if delivery else None, status=to),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ADVANCE_BY_EVENT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False  # seen before: the provider retried or replayed it
+    event.pk = row[0]
+    if delivery is not None:
+        evidence_seal_soon(delivery.memo_id)
+    return True

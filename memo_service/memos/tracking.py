@@ -25,9 +25,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from memo_service.developers.models import Developer
-from memo_service.memos.delivery_status import delivery_advance, delivery_advance_sql
-from memo_service.memos.evidence.append import event_records, evidence_record_event, evidence_seal_soon
-from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord
+from memo_service.memos.delivery_status import delivery_advance, delivery_advance_by_event
+from memo_service.memos.evidence.append import evidence_record_event
+from memo_service.memos.models import Delivery, DeliveryEvent
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,36 @@ def _find_delivery(event: AnymailTrackingEvent) -> Target | None:
     return Target(*row) if row else None
 
 
-def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> DeliveryEvent | None:
-    """Store a tracking event once and apply it; returns None for a replayed event."""
+def delivery_record_event(
+    *, event: AnymailTrackingEvent, provider: str, fast: bool | None = None
+) -> DeliveryEvent | None:
+    """Store a tracking event once and apply it; returns None for a replayed event.
+    `fast`: the PostgreSQL statement (the default there: delivery_advance_by_event, the
+    transaction below as one statement) or the ORM path."""
+    delivery = _find_delivery(event)
+    stored = _event_row(event, provider, delivery)
+    new_status = STATUS_FOR_EVENT.get(event.event_type or "") if delivery else None
+    if connection.vendor == "postgresql" if fast is None else fast:
+        address = EMAIL_STATUS_FOR.get(new_status) if new_status is not None else None
+        details = _advance_details(event)
+        new = delivery_advance_by_event(event=stored, delivery=delivery, to=new_status, address=address, **details)
+        return stored if new else None
+    try:
+        with transaction.atomic():
+            stored.save(force_insert=True)
+            if delivery is not None:
+                moved = new_status is not None and _advance(delivery, new_status, event)
+                evidence_record_event(event=stored, memo_id=delivery.memo_id, status=new_status if moved else None)
+    except IntegrityError:
+        return None  # seen before: the provider retried or replayed it
+    return stored
+
+
+def _event_row(event: AnymailTrackingEvent, provider: str, delivery: Target | None) -> DeliveryEvent:
+    """The event as it is stored, not yet saved."""
     payload = _payload(event)
     event_id = event.event_id or hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    delivery = _find_delivery(event)
-    stored = DeliveryEvent(
+    return DeliveryEvent(
         provider=provider[:30],
         event_id=str(event_id)[:255],
         event_type=event.event_type or "unknown",
@@ -104,18 +128,6 @@ def delivery_record_event(*, event: AnymailTrackingEvent, provider: str) -> Deli
         received_at=timezone.now(),
         payload=payload,
     )
-    new_status = STATUS_FOR_EVENT.get(event.event_type or "") if delivery else None
-    if connection.vendor == "postgresql":
-        return _record_in_one_statement(stored, delivery, new_status, event)
-    try:
-        with transaction.atomic():
-            stored.save(force_insert=True)
-            if delivery is not None:
-                moved = new_status is not None and _advance(delivery, new_status, event)
-                evidence_record_event(event=stored, memo_id=delivery.memo_id, status=new_status if moved else None)
-    except IntegrityError:
-        return None  # seen before: the provider retried or replayed it
-    return stored
 
 
 def _advance(delivery: Target, new_status: Delivery.Status, event: AnymailTrackingEvent) -> bool:
@@ -129,66 +141,6 @@ def _advance(delivery: Target, new_status: Delivery.Status, event: AnymailTracki
 
 def _advance_details(event: AnymailTrackingEvent) -> dict[str, str]:
     return {"reason": str(event.description or event.reject_reason or ""), "message_id": str(event.message_id or "")}
-
-
-def _record_in_one_statement(
-    stored: DeliveryEvent, delivery: Target | None, new_status: Delivery.Status | None, event: AnymailTrackingEvent
-) -> DeliveryEvent | None:
-    """PostgreSQL: what the transaction above does, as one statement (its own
-    transaction): the event once (ON CONFLICT DO NOTHING where the other path catches
-    the IntegrityError), the delivery moved only up by rank (the guard is re-checked on
-    the row a concurrent event just moved), the developer's address, and the pending
-    evidence records. One round trip for the writes instead of five or six (BEGIN, three
-    or four statements, COMMIT) and no ORM to compose them: on two cores the ORM and the
-    round trips were most of the webhook's cost."""
-    fields = ["provider", "event_id", "event_type", "delivery_id", "message_id", "description", "occurred_at"]
-    fields += ["received_at", "payload"]
-    params: list[Any] = [getattr(stored, f) for f in fields[:-1]] + [json.dumps(stored.payload)]
-    sql = [
-        f"WITH event AS (INSERT INTO {DeliveryEvent._meta.db_table} ({', '.join(fields)}) "
-        f"VALUES ({', '.join(['%s'] * (len(fields) - 1))}, %s::jsonb) "
-        "ON CONFLICT (provider, event_id) DO NOTHING RETURNING id)"
-    ]
-    if delivery is not None:
-        # Tagged here (tags.py), before the event has its id: an event's record names it
-        # by the provider's id for it, which is unique.
-        if new_status is not None:
-            update, update_params = delivery_advance_sql(delivery=delivery, to=new_status, **_advance_details(event))
-            sql.append(f", moved AS ({update} AND EXISTS (SELECT FROM event) RETURNING developer_id)")
-            params += update_params
-            if new_status in EMAIL_STATUS_FOR:
-                sql.append(
-                    f", address AS (UPDATE {Developer._meta.db_table} SET email_status = %s "
-                    "WHERE id IN (SELECT developer_id FROM moved))"
-                )
-                params.append(EMAIL_STATUS_FOR[new_status])
-        event_record, *status_record = event_records(event=stored, memo_id=delivery.memo_id, status=new_status)
-        record = (
-            f"INSERT INTO {EvidenceRecord._meta.db_table} "
-            "(memo_id, kind, object_id, payload, size, prev_hash, hash, created_at, tag, refused) "
-        )
-        # The event's record takes the event's id; the status change's is written only
-        # if the event moved its delivery.
-        selects = [_record_select(event_record, "event.id", "event")]
-        selects += [_record_select(r, str(int(r.object_id)), "event, moved") for r in status_record]
-        sql.append(f", records AS ({record}{' UNION ALL '.join(text for text, _ in selects)})")
-        params += [value for _, values in selects for value in values]
-    sql.append(" SELECT id FROM event")
-    with connection.cursor() as cursor:
-        cursor.execute("".join(sql), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None  # seen before: the provider retried or replayed it
-    stored.pk = row[0]
-    if delivery is not None:
-        evidence_seal_soon(delivery.memo_id)
-    return stored
-
-
-def _record_select(record: EvidenceRecord, object_id: str, rows: str) -> tuple[str, list[Any]]:
-    """A pending record as a SELECT over `rows`, its object's id an SQL expression."""
-    text = f"SELECT %s, %s, {object_id}, %s::jsonb, 1, '', '', %s, %s, false FROM {rows}"
-    return text, [record.memo_id, record.kind, json.dumps(record.payload), record.created_at, record.tag]
 
 
 @receiver(tracking)

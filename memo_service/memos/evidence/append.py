@@ -8,6 +8,7 @@ chains them later, off the request path.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -103,22 +104,70 @@ def event_records(*, event: DeliveryEvent, memo_id: int, status: str | None) -> 
     return records
 
 
-def evidence_record_handover(*, delivery_ids: list[int], written_by: tuple[str, list[Any]] | None = None) -> None:
+# A tracking event's pending records as a statement's CTE over `event` (the stored
+# event's id; no row for an event seen before) and `moved` (a row when the event moved
+# its delivery on): the event's record, and the status change's when it moved. Tagged
+# before the event has its row id (tags.py): an event's record names it by the
+# provider's id for it. No records for an event of no delivery of ours. Its parameters
+# are event_records_params's.
+EVENT_RECORDS_SQL = f"""
+INSERT INTO {EvidenceRecord._meta.db_table}
+    (memo_id, kind, object_id, payload, size, prev_hash, hash, created_at, tag, refused)
+SELECT %(records_memo_id)s::bigint, %(event_record_kind)s, event.id, %(event_record_payload)s::jsonb,
+       1, '', '', %(event_record_created_at)s::timestamptz, %(event_record_tag)s, false
+FROM event WHERE %(records_memo_id)s::bigint IS NOT NULL
+UNION ALL
+SELECT %(records_memo_id)s::bigint, %(status_record_kind)s, %(status_record_object_id)s::bigint,
+       %(status_record_payload)s::jsonb, 1, '', '', %(status_record_created_at)s::timestamptz,
+       %(status_record_tag)s, false
+FROM event, moved"""
+
+
+def event_records_params(*, event: DeliveryEvent, memo_id: int | None, status: str | None) -> dict[str, Any]:
+    """EVENT_RECORDS_SQL's parameters: the records event_records makes of the event of
+    a delivery of memo `memo_id` (None: no delivery of ours), and of its move to
+    `status` (None: no status for that event)."""
+    records = event_records(event=event, memo_id=memo_id, status=status) if memo_id is not None else []
+    params: dict[str, Any] = {"records_memo_id": memo_id}
+    for prefix, record in zip(("event_record", "status_record"), [*records, None, None], strict=False):
+        params |= _record_params(prefix, record)
+    return params
+
+
+def _record_params(prefix: str, record: EvidenceRecord | None) -> dict[str, Any]:
+    values: dict[str, Any] = dict.fromkeys(("kind", "object_id", "payload", "created_at", "tag"))
+    if record is not None:
+        values = {
+            "kind": record.kind,
+            "object_id": record.object_id,
+            "payload": json.dumps(record.payload),
+            "created_at": record.created_at,
+            "tag": record.tag,
+        }
+    return {f"{prefix}_{name}": value for name, value in values.items()}
+
+
+def evidence_record_handover(*, delivery_ids: list[int], fast: bool | None = None) -> None:
     """What the provider just accepted in one call: one pending handover record per
     memo listing what each of the call's Delivery rows says (developer, country,
-    language, message id, time, text hash, why they were told: `delivery_payload`). deliveries_record_sent
-    calls it, in the transaction that records the rows sent; on PostgreSQL it hands over
-    `written_by`, its UPDATE of the rows (aliased d) and that UPDATE's parameters, which
-    then runs inside this statement, and the lines are built from the rows it returns
-    rather than read again. One record per call, not per email: at a thousand emails a
-    call the chain, the sequencer and the verification handle a thousandth of the rows.
-    Emails the provider reported taking after their worker died (reconcile.py) are
-    recorded the same way, with no text hash: the text sent is not known, and the
-    developer's page says nothing it cannot prove."""
+    language, message id, time, text hash, why they were told: `delivery_payload`), as
+    the rows are now. deliveries_record_sent calls it in the transaction that records the
+    rows sent, when it has no statement of its own that writes the records (it has one
+    on PostgreSQL: HANDOVER_RECORDS_SQL). One record per call, not per email: at a
+    thousand emails a call the chain, the sequencer and the verification handle a
+    thousandth of the rows. Emails the provider reported taking after their worker died
+    (reconcile.py) are recorded the same way, with no text hash: the text sent is not
+    known, and the developer's page says nothing it cannot prove. `fast`: the
+    PostgreSQL statement (the default there) or the Python path."""
     if not delivery_ids:
         return
-    if connection.vendor == "postgresql":
-        memo_ids = _handover_postgresql(delivery_ids, written_by)
+    if connection.vendor == "postgresql" if fast is None else fast:
+        now = timezone.now()
+        # One transaction (a send's record runs in autocommit): a sequencer must never
+        # see the record before its tag, or it would refuse a genuine handover.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_HANDOVER_OF_ROWS_SQL, {"delivery_ids": delivery_ids, **handover_records_params(now)})
+            memo_ids = handover_records_tag(cursor, cursor.fetchall(), now)
     else:
         memo_ids = _handover(delivery_ids)
     for memo_id in memo_ids:
@@ -127,56 +176,65 @@ def evidence_record_handover(*, delivery_ids: list[int], written_by: tuple[str, 
 
 # handover_payload's line in SQL, over a Delivery row `d` (HANDOVER_FIELDS in order):
 # sent_at as Python's isoformat of the UTC time the database gives back (no fraction
-# when it is zero). A test holds the two to each other (test_evidence.py).
+# when it is zero). A test holds the two to each other (test_fast_paths.py).
 _HANDOVER_LINE_SQL = """json_build_array(
     d.id, d.developer_id, d.country, d.language, d.provider_message_id,
     to_char(d.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
         || CASE to_char(d.sent_at, 'US') WHEN '000000' THEN '' ELSE to_char(d.sent_at, '.US') END || '+00:00',
     d.text_hash, d.reason)::text"""
-_HANDOVER_COLUMNS = (
+# What HANDOVER_RECORDS_SQL reads of each row `d`: a statement that writes the rows
+# returns these (RETURNING), or one that reads them selects them.
+HANDOVER_ROW_COLUMNS = (
     "d.id, d.memo_id, d.developer_id, d.country, d.language, d.provider_message_id, d.sent_at, d.text_hash, d.reason"
 )
+# The handover records of the Delivery rows `d` (a statement's CTE): one a memo, its
+# lines built by the database from the rows, not read back to build them. Its RETURNING
+# rows go to handover_records_tag; its parameters are handover_records_params's.
+HANDOVER_RECORDS_SQL = f"""
+INSERT INTO {EvidenceRecord._meta.db_table}
+    (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at, tag, refused)
+SELECT d.memo_id, min(d.id), %(handover_kind)s,
+       jsonb_build_object('fields', %(handover_fields)s::jsonb,
+                          'lines', string_agg({_HANDOVER_LINE_SQL}, E'\\n' ORDER BY d.id)),
+       count(*), '', '', %(handover_created_at)s, '', false
+FROM d GROUP BY d.memo_id
+RETURNING id, memo_id, object_id, payload ->> 'lines'"""
+# The handovers of the rows as they are now (the ids as in_ids passes them).
+_HANDOVER_OF_ROWS_SQL = f"""
+WITH d AS (
+    SELECT {HANDOVER_ROW_COLUMNS} FROM {Delivery._meta.db_table} d
+    WHERE d.id IN (SELECT unnest(%(delivery_ids)s::bigint[]))
+){HANDOVER_RECORDS_SQL}"""
 
 
-def _handover_postgresql(delivery_ids: list[int], written_by: tuple[str, list[Any]] | None) -> set[int]:
-    """The handover's lines are built by the database from the rows, in the statement
-    that stores them (and, given the UPDATE that records them sent, that writes them):
-    no round trip to read them. The statement gives the lines back, and the worker tags
-    the record in the same transaction: the database never holds the tag's key."""
-    records, deliveries = EvidenceRecord._meta.db_table, Delivery._meta.db_table
-    if written_by is None:  # the rows as they are now (the ids as in_ids passes them)
-        rows = f"SELECT {_HANDOVER_COLUMNS} FROM {deliveries} d WHERE d.id IN (SELECT unnest(%s::bigint[]))"
-        params: list[Any] = [delivery_ids]
-    else:
-        rows, params = f"{written_by[0]} RETURNING {_HANDOVER_COLUMNS}", written_by[1]
-    now = timezone.now()
-    # One transaction (the send's record runs in autocommit): a sequencer must never see
-    # the record before its tag, or it would refuse a genuine handover.
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH d AS ({rows}) "
-            f"INSERT INTO {records} (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at, tag, refused) "
-            "SELECT d.memo_id, min(d.id), %s, "
-            f"jsonb_build_object('fields', %s::jsonb, 'lines', string_agg({_HANDOVER_LINE_SQL}, E'\\n' ORDER BY d.id)), "
-            "count(*), '', '', %s, '', false FROM d GROUP BY d.memo_id "
-            "RETURNING id, memo_id, object_id, payload ->> 'lines'",
-            [*params, Kind.HANDOVER, json.dumps(HANDOVER_FIELDS), now],
-        )
-        written = cursor.fetchall()
-        tags = [
-            (
-                record_tag(
-                    memo_id=memo_id,
-                    kind=Kind.HANDOVER,
-                    object_id=object_id,
-                    payload={"fields": list(HANDOVER_FIELDS), "lines": lines},
-                    created_at=now,
-                ),
-                record_id,
-            )
-            for record_id, memo_id, object_id, lines in written
-        ]
-        cursor.executemany(f"UPDATE {records} SET tag = %s WHERE id = %s", tags)
+def handover_records_params(created_at: dt.datetime) -> dict[str, Any]:
+    """HANDOVER_RECORDS_SQL's parameters: its records are created at `created_at`."""
+    return {
+        "handover_kind": Kind.HANDOVER,
+        "handover_fields": json.dumps(HANDOVER_FIELDS),
+        "handover_created_at": created_at,
+    }
+
+
+def handover_records_tag(cursor: Any, written: list[tuple[Any, ...]], created_at: dt.datetime) -> set[int]:
+    """Tag the records HANDOVER_RECORDS_SQL wrote (`written`, the rows it returned), in
+    its transaction: the database built their lines, the worker tags them, so the
+    database never holds the tag's key. Returns their memos, whose sequencers the caller
+    starts (evidence_seal_soon) once the transaction is done."""
+    tags = [
+        {
+            "id": record_id,
+            "tag": record_tag(
+                memo_id=memo_id,
+                kind=Kind.HANDOVER,
+                object_id=object_id,
+                payload={"fields": list(HANDOVER_FIELDS), "lines": lines},
+                created_at=created_at,
+            ),
+        }
+        for record_id, memo_id, object_id, lines in written
+    ]
+    cursor.executemany(f"UPDATE {EvidenceRecord._meta.db_table} SET tag = %(tag)s WHERE id = %(id)s", tags)
     return {row[1] for row in written}
 
 
