@@ -45,7 +45,7 @@ from memo_service.memos.evidence.append import (
     handover_records_params,
     handover_records_tag,
 )
-from memo_service.memos.models import DELIVERY_RANK, MEMO_OUT, Delivery, DeliveryEvent, Memo
+from memo_service.memos.models import DELIVERY_RANK, MEMO_MAY_SEND, Delivery, DeliveryEvent, Memo
 
 DeliveryStatus = Delivery.Status
 STATUS_REASON_MAX = 2000
@@ -54,7 +54,7 @@ STATUS_REASON_MAX = 2000
 def _claimable(now: dt.datetime) -> Q:
     """Queued, past any retry delay, of a memo whose emails may go out (a paused or
     cancelled memo's cannot be claimed: the check is in the claim's own statement)."""
-    memo_out = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=MEMO_OUT))
+    memo_out = Exists(Memo.objects.filter(pk=OuterRef("memo_id"), status__in=MEMO_MAY_SEND))
     return Q(status=DeliveryStatus.QUEUED) & (Q(not_before__isnull=True) | Q(not_before__lte=now)) & Q(memo_out)
 
 

@@ -26,7 +26,7 @@ from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audit import audit_record
-from memo_service.memos.models import MEMO_OUT, Answer, Delivery, DisputeResolution, Memo
+from memo_service.memos.models import MEMO_MAY_SEND, Answer, Delivery, DisputeResolution, Memo
 from memo_service.memos.send.dispatch import PAGE_SIZE, send_batches_enqueue
 
 
@@ -47,7 +47,7 @@ def reminders_send_due() -> int:
     how many reminder emails were queued."""
     now = timezone.now()
     queued = 0
-    for memo in Memo.objects.filter(status__in=MEMO_OUT, ack_deadline__gt=now):
+    for memo in Memo.objects.filter(status__in=MEMO_MAY_SEND, ack_deadline__gt=now):
         n = reminder_due(memo, now)
         if n > memo.reminders_sent and Memo.objects.filter(pk=memo.pk, reminders_sent=memo.reminders_sent).update(
             reminders_sent=n
@@ -111,7 +111,7 @@ def memo_remind_now(*, memo: Memo, by: Any) -> int:
     """A reminder now, outside the schedule, to those who still have to answer (a
     Composer's button on the dashboard); returns how many emails were queued."""
     now = timezone.now()
-    if memo.status not in MEMO_OUT or memo.dispatched_at is None:
+    if memo.status not in MEMO_MAY_SEND or memo.dispatched_at is None:
         raise RemindRefused(f"“{memo.title}” is {memo.get_status_display()}: only a memo sent in full has reminders.")
     if memo.ack_deadline is not None and now >= memo.ack_deadline:
         raise RemindRefused(f"The deadline of “{memo.title}” has passed: no more reminders.")

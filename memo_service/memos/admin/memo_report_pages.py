@@ -12,7 +12,7 @@ from django.utils.safestring import mark_safe
 from memo_service.memos.admin.memo_pages import MemoPages, memo_url
 from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.verify import evidence_verify_published
-from memo_service.memos.models import MEMO_OUT, Memo
+from memo_service.memos.models import MEMO_MAY_SEND, Memo
 from memo_service.memos.reminders import RemindRefused, memo_remind_now
 from memo_service.memos.report.reports import (
     DASHBOARD_COLUMNS,
@@ -44,7 +44,7 @@ class MemoReportPages(MemoPages):
             unanswered=unanswered,
             can_export=self.has_export_permission(request, memo),
             can_remind=self.has_send_permission(request, memo)
-            and memo.status in MEMO_OUT
+            and memo.status in MEMO_MAY_SEND
             and memo.dispatched_at is not None,
         )
 

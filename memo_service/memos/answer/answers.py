@@ -235,7 +235,7 @@ def answers_of(target: AckTarget) -> dict[str, Answer]:
     }
 
 
-def sent_text_of(target: AckTarget) -> Delivery | None:
+def delivery_shown(target: AckTarget) -> Delivery | None:
     """The email whose text the developer's page shows (its `rendered_with` and
     `text_hash`): the first email's (the memo itself), else the latest one's; None when
     no email of theirs kept its text."""
@@ -263,17 +263,17 @@ DISPUTES = (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
 
 
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
-    R = Answer.Response
+    Response = Answer.Response
     errors = {}
-    if response not in R.values:
+    if response not in Response.values:
         errors["response"] = "Choose one of the answers."
     if len(comment) > MAX_COMMENT:
         errors["comment"] = f"Please keep the comment under {MAX_COMMENT} characters."
     if "\x00" in comment:
         errors["comment"] = "The comment contains a character that cannot be stored."
-    if response == R.DISPUTES_REGION and country not in dict(countries):
+    if response == Response.DISPUTES_REGION and country not in dict(countries):
         errors["country"] = "Choose the country you are in."
-    if response == R.NEEDS_HELP and not comment.strip():
+    if response == Response.NEEDS_HELP and not comment.strip():
         errors["comment"] = "Tell us what you need help with."
     return errors
 
@@ -338,11 +338,11 @@ def _refuse_invalid(target: AckTarget, response: str, comment: str, country: str
 
 
 def _text_answered(target: AckTarget, shown_hash: str | None) -> Delivery | None:
-    """The email whose text the answer is given on (sent_text_of). The text must be the
+    """The email whose text the answer is given on (delivery_shown). The text must be the
     approved one (raises NotApproved), and the one the console showed (`shown_hash`,
     raises ContentHashMismatch)."""
     sent_memo(target.memo)
-    shown = sent_text_of(target)
+    shown = delivery_shown(target)
     expected_hash = shown.text_hash if shown is not None else target.memo.content_hash
     if shown_hash is not None and shown_hash != expected_hash:
         raise ContentHashMismatch(expected_hash)
@@ -352,7 +352,7 @@ def _text_answered(target: AckTarget, shown_hash: str | None) -> Delivery | None
 def _answer_save(target: AckTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
     """Create the answer (`fields`) unless one already stands in its way, with its
     evidence record and webhook: (the answer, whether it was created now)."""
-    R = Answer.Response
+    Response = Answer.Response
     response = fields["response"]
     with transaction.atomic():
         # One developer's answers one at a time, so two at once record what they would
@@ -360,11 +360,11 @@ def _answer_save(target: AckTarget, fields: dict[str, Any]) -> tuple[Answer, boo
         # the developer's row, not the memo's: other developers do not wait.
         row_lock(Developer.objects.filter(pk=target.developer.pk))
         existing = answers_of(target)
-        if R.ACKNOWLEDGED in existing:
-            return existing[R.ACKNOWLEDGED], False
+        if Response.ACKNOWLEDGED in existing:
+            return existing[Response.ACKNOWLEDGED], False
         if response in existing:
             return existing[response], False
-        if response == R.ACKNOWLEDGED and memo_no_longer_applies(existing):
+        if response == Response.ACKNOWLEDGED and memo_no_longer_applies(existing):
             raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
         answer = Answer.objects.create(memo=target.memo, developer=target.developer, **fields)
         evidence_append(

@@ -29,8 +29,8 @@ from memo_service.memos.answer.answers import ack_url, console_url
 from memo_service.memos.answer.sent_text import sent_memo, sent_text
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import (
-    DELIVERY_GIVEN_UP,
     DELIVERY_HANDED_OVER,
+    DELIVERY_UNCONFIRMED,
     MEMO_SHOWN,
     Answer,
     Delivery,
@@ -38,12 +38,12 @@ from memo_service.memos.models import (
     Memo,
 )
 
-R = Answer.Response
+Response = Answer.Response
 DeliveryStatus = Delivery.Status
 # A notice for every memo whose first email was handed over or given up on: the console
 # is there for the emails that bounced, failed or were never read. Not for one still
 # queued or sending (a paused send holds them back), nor a cancelled one.
-SHOWN_STATUSES = DELIVERY_HANDED_OVER + DELIVERY_GIVEN_UP
+SHOWN_STATUSES = DELIVERY_HANDED_OVER + DELIVERY_UNCONFIRMED
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,11 @@ def _in(values: Sequence[str]) -> str:
 NOTICES_SQL = f"""
 SELECT dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash,
        dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language,
-       MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END),
-       MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN 1 ELSE 0 END),
-       MAX(CASE WHEN a.response = '{R.NEEDS_HELP}' THEN 1 ELSE 0 END),
-       MAX(CASE WHEN a.response = '{R.DISPUTES_REGION}' THEN a.country_claimed END),
-       MAX(CASE WHEN a.response = '{R.DISPUTES_TRAFFIC}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{Response.ACKNOWLEDGED}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{Response.DISPUTES_REGION}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{Response.NEEDS_HELP}' THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{Response.DISPUTES_REGION}' THEN a.country_claimed END),
+       MAX(CASE WHEN a.response = '{Response.DISPUTES_TRAFFIC}' THEN 1 ELSE 0 END),
        MAX(r.outcome),
        MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END)
 FROM {Developer._meta.db_table} dev
@@ -79,7 +79,7 @@ ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
 # waiting is no acknowledgement), not exempted, and the memo still takes answers.
 OPEN = "AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s)"
 UNANSWERED = (
-    f"HAVING MAX(CASE WHEN a.response = '{R.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 "
+    f"HAVING MAX(CASE WHEN a.response = '{Response.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 "
     "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"
 )
 
@@ -183,13 +183,13 @@ def _preparing_cursor_class() -> type:
 
 def _state(row: NoticeRow) -> str:
     if row.acknowledged:
-        return R.ACKNOWLEDGED
+        return Response.ACKNOWLEDGED
     if row.disputed:
-        return R.DISPUTES_REGION
+        return Response.DISPUTES_REGION
     if row.disputed_traffic:
-        return R.DISPUTES_TRAFFIC
+        return Response.DISPUTES_TRAFFIC
     if row.needs_help:
-        return R.NEEDS_HELP
+        return Response.NEEDS_HELP
     return "unanswered"
 
 

@@ -38,8 +38,8 @@ from memo_service.memos.answer.answers import (
     ack_url,
     answer_record,
     answers_of,
+    delivery_shown,
     memo_no_longer_applies,
-    sent_text_of,
 )
 from memo_service.memos.answer.sent_text import ShownText, sent_text
 from memo_service.memos.compose.context import developer_context
@@ -148,7 +148,7 @@ def _shown(target: AckTarget) -> ShownText | None:
     """The memo as sent to the developer, as their page shows it; None when it cannot be
     shown (the admin's template over its render budget, the templates not the approved
     ones): then nothing may be answered on it either."""
-    shown = sent_text_of(target)
+    shown = delivery_shown(target)
     try:
         return sent_text(
             target.delivery,

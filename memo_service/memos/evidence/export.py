@@ -18,7 +18,7 @@ from memo_service.memos.evidence.sequencer import checkpoint_dict, public_key, p
 from memo_service.memos.evidence.verify import chained_pages
 from memo_service.memos.models import Answer, Delivery, EvidenceCheckpoint, Memo
 
-R = Answer.Response
+Response = Answer.Response
 
 # The export's head carries the answers by channel, and so does the funnel
 # (report/reports.py): they live here, in the module the report imports, not the other
@@ -29,7 +29,7 @@ CHANNELS = [c.value for c in Answer.Channel]
 def answers_by_channel(memo: Memo) -> dict[str, dict[str, int]]:
     """Answers of each kind, by where they were given: the emailed link's page or the
     platform's console. Every answer counts (a dispute later acknowledged counts twice)."""
-    counts = {channel: {**dict.fromkeys(R.values, 0), "total": 0} for channel in CHANNELS}
+    counts = {channel: {**dict.fromkeys(Response.values, 0), "total": 0} for channel in CHANNELS}
     for row in Answer.objects.filter(memo=memo).values("channel", "response").annotate(n=Count("id")):
         counts[row["channel"]][row["response"]] = row["n"]
         counts[row["channel"]]["total"] += row["n"]
@@ -131,7 +131,7 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
     first, *reminders = record["deliveries"]
     answers = record["answers"]
     # The answer that counts: the acknowledgement if there is one, else the latest.
-    final = next((a for a in answers if a["response"] == R.ACKNOWLEDGED), answers[-1] if answers else None)
+    final = next((a for a in answers if a["response"] == Response.ACKNOWLEDGED), answers[-1] if answers else None)
     earlier = [a for a in answers if a is not final]
     final = final or {}
     yes_no: dict[bool | None, str] = {True: "yes", False: "no"}

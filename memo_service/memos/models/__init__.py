@@ -25,10 +25,10 @@ from memo_service.memos.models.answer import Answer, Dispute, DisputeResolution
 from memo_service.memos.models.audit import AuditEvent
 from memo_service.memos.models.delivery import (
     DELIVERY_ARRIVED,
-    DELIVERY_GIVEN_UP,
     DELIVERY_HANDED_OVER,
     DELIVERY_PENDING,
     DELIVERY_RANK,
+    DELIVERY_UNCONFIRMED,
     Delivery,
     DeliveryEvent,
     ProviderThrottle,
@@ -39,7 +39,7 @@ from memo_service.memos.models.memo import (
     MEMO_CANCELLABLE,
     MEMO_EDITABLE,
     MEMO_FINISHED,
-    MEMO_OUT,
+    MEMO_MAY_SEND,
     MEMO_SHOWN,
     MEMO_STARTABLE,
     MEMO_STARTED,
@@ -62,7 +62,7 @@ __all__ = [
     "MEMO_EDITABLE",
     "MEMO_STARTABLE",
     "MEMO_STARTED",
-    "MEMO_OUT",
+    "MEMO_MAY_SEND",
     "MEMO_SHOWN",
     "MEMO_CANCELLABLE",
     "MEMO_FINISHED",
@@ -74,7 +74,7 @@ __all__ = [
     "DELIVERY_PENDING",
     "DELIVERY_HANDED_OVER",
     "DELIVERY_ARRIVED",
-    "DELIVERY_GIVEN_UP",
+    "DELIVERY_UNCONFIRMED",
     "DELIVERY_RANK",
     # answer
     "Answer",

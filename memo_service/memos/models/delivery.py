@@ -76,22 +76,22 @@ class Delivery(models.Model):
 
 # The sets of delivery statuses the code asks about, each named once (delivery_status.py
 # writes the status itself).
-_D = Delivery.Status
-DELIVERY_PENDING = (_D.QUEUED, _D.SENDING)  # not yet settled with the provider
-DELIVERY_HANDED_OVER = (_D.SENT, _D.DELIVERED, _D.BOUNCED, _D.COMPLAINED)  # the provider took it
-DELIVERY_ARRIVED = (_D.DELIVERED, _D.COMPLAINED)  # in the developer's mailbox
-DELIVERY_GIVEN_UP = (_D.FAILED, _D.OUTCOME_UNKNOWN)  # a send that ended without a handover we know of
+_Status = Delivery.Status
+DELIVERY_PENDING = (_Status.QUEUED, _Status.SENDING)  # not yet settled with the provider
+DELIVERY_HANDED_OVER = (_Status.SENT, _Status.DELIVERED, _Status.BOUNCED, _Status.COMPLAINED)  # the provider took it
+DELIVERY_ARRIVED = (_Status.DELIVERED, _Status.COMPLAINED)  # in the developer's mailbox
+DELIVERY_UNCONFIRMED = (_Status.FAILED, _Status.OUTCOME_UNKNOWN)  # a send that ended without a handover we know of
 # How far along a delivery is; a tracking event only ever moves it to a higher rank, so
 # a late or replayed "delivered" cannot undo a "bounced".
 DELIVERY_RANK = {
-    _D.QUEUED: 0,
-    _D.SENDING: 1,
-    _D.OUTCOME_UNKNOWN: 1,
-    _D.SENT: 2,
-    _D.FAILED: 3,
-    _D.DELIVERED: 4,
-    _D.BOUNCED: 5,
-    _D.COMPLAINED: 6,
+    _Status.QUEUED: 0,
+    _Status.SENDING: 1,
+    _Status.OUTCOME_UNKNOWN: 1,
+    _Status.SENT: 2,
+    _Status.FAILED: 3,
+    _Status.DELIVERED: 4,
+    _Status.BOUNCED: 5,
+    _Status.COMPLAINED: 6,
 }
 
 

@@ -147,15 +147,15 @@ class Memo(models.Model):
 
 # The sets of memo statuses the code asks about, each named once (memo_status.py writes
 # the status itself).
-_M = Memo.Status
+_Status = Memo.Status
 # Its content may still change; an edit to an approved or scheduled memo voids the approval.
-MEMO_EDITABLE = (_M.DRAFT, _M.AWAITING_APPROVAL, _M.APPROVED, _M.SCHEDULED)
-MEMO_STARTABLE = (_M.APPROVED, _M.SCHEDULED)  # a send may start
-MEMO_STARTED = (_M.SENDING, _M.PAUSED)  # a send started and not finished
-MEMO_OUT = (_M.SENDING, _M.SENT)  # its emails (and reminders) may go out
-MEMO_SHOWN = (_M.SENDING, _M.PAUSED, _M.SENT)  # its page and notices are shown to developers
+MEMO_EDITABLE = (_Status.DRAFT, _Status.AWAITING_APPROVAL, _Status.APPROVED, _Status.SCHEDULED)
+MEMO_STARTABLE = (_Status.APPROVED, _Status.SCHEDULED)  # a send may start
+MEMO_STARTED = (_Status.SENDING, _Status.PAUSED)  # a send started and not finished
+MEMO_MAY_SEND = (_Status.SENDING, _Status.SENT)  # its emails (and reminders) may go out
+MEMO_SHOWN = (_Status.SENDING, _Status.PAUSED, _Status.SENT)  # its page and notices are shown to developers
 MEMO_CANCELLABLE = MEMO_EDITABLE + MEMO_STARTED
-MEMO_FINISHED = (_M.SENT, _M.CANCELLED)
+MEMO_FINISHED = (_Status.SENT, _Status.CANCELLED)
 
 
 class AudienceSnapshot(models.Model):

@@ -14,9 +14,9 @@ from memo_service.lib.csv_export import csv_lines
 from memo_service.memos.evidence.export import EVIDENCE_PAGE, answers_by_channel
 from memo_service.memos.models import (
     DELIVERY_ARRIVED,
-    DELIVERY_GIVEN_UP,
     DELIVERY_HANDED_OVER,
     DELIVERY_PENDING,
+    DELIVERY_UNCONFIRMED,
     MEMO_FINISHED,
     MEMO_STARTED,
     Answer,
@@ -38,7 +38,7 @@ FUNNEL_COUNTS = {
     "pending": Q(status__in=DELIVERY_PENDING),
     "cancelled": Q(status=DeliveryStatus.CANCELLED),
 }
-R = Answer.Response
+Response = Answer.Response
 ANSWER_COUNTS = [
     "acknowledged",
     "acknowledged_suspected",
@@ -53,7 +53,7 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
     """Per country: developers who acknowledged (and of them, suspected automated ones),
     who disputed their region or asked for help without acknowledging, and who were
     exempted after a dispute. One row per developer, whatever they answered."""
-    acked = Answer.objects.filter(memo=memo, developer=OuterRef("developer"), response=R.ACKNOWLEDGED)
+    acked = Answer.objects.filter(memo=memo, developer=OuterRef("developer"), response=Response.ACKNOWLEDGED)
     country_at_send = Delivery.objects.filter(
         memo=memo, developer=OuterRef("developer"), kind=Delivery.Kind.INITIAL
     ).values("country")[:1]
@@ -62,10 +62,12 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
         .annotate(has_ack=Exists(acked), country_at_send=Subquery(country_at_send))
         .values("country_at_send")
         .annotate(
-            acknowledged=Count("id", filter=Q(response=R.ACKNOWLEDGED)),
-            acknowledged_suspected=Count("id", filter=Q(response=R.ACKNOWLEDGED, suspected_automation=True)),
-            disputed=Count("id", filter=Q(response__in=(R.DISPUTES_REGION, R.DISPUTES_TRAFFIC), has_ack=False)),
-            needs_help=Count("id", filter=Q(response=R.NEEDS_HELP, has_ack=False)),
+            acknowledged=Count("id", filter=Q(response=Response.ACKNOWLEDGED)),
+            acknowledged_suspected=Count("id", filter=Q(response=Response.ACKNOWLEDGED, suspected_automation=True)),
+            disputed=Count(
+                "id", filter=Q(response__in=(Response.DISPUTES_REGION, Response.DISPUTES_TRAFFIC), has_ack=False)
+            ),
+            needs_help=Count("id", filter=Q(response=Response.NEEDS_HELP, has_ack=False)),
             exempt=Count("id", filter=Q(resolution__exempt=True)),
         )
     )
@@ -181,7 +183,7 @@ def memo_progress(memo: Memo) -> dict[str, Any]:
         queued=Count("id", filter=Q(status__in=DELIVERY_PENDING)),
         sent=Count("id", filter=Q(status__in=DELIVERY_HANDED_OVER)),
         delivered=Count("id", filter=Q(status__in=DELIVERY_ARRIVED)),
-        failed=Count("id", filter=Q(status__in=DELIVERY_GIVEN_UP)),
+        failed=Count("id", filter=Q(status__in=DELIVERY_UNCONFIRMED)),
         cancelled=Count("id", filter=Q(status=DeliveryStatus.CANCELLED)),
     )
     total = counts["total"]
@@ -233,7 +235,7 @@ def ack_chart_svg(memo: Memo, width: int = 720, height: int = 260) -> str:
     # Steps per hour, per minute in the first two days (an hour would be a tenth of the chart).
     trunc = TruncMinute if end - start < dt.timedelta(days=2) else TruncHour
     hours = (
-        Answer.objects.filter(memo=memo, response=R.ACKNOWLEDGED)
+        Answer.objects.filter(memo=memo, response=Response.ACKNOWLEDGED)
         .annotate(hour=trunc("created_at"))
         .values("hour")
         .annotate(n=Count("id"))

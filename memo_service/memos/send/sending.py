@@ -70,7 +70,7 @@ def backend_is_idempotent() -> bool:
     return capabilities().idempotent
 
 
-class _Stop(Exception):
+class _BatchStopped(Exception):
     """Nothing more goes out in this batch (throttled without a shared limiter, or paused)."""
 
 
@@ -122,7 +122,7 @@ class BatchSender:
                 elif delivery_claim(delivery_id=delivery.pk):
                     self.send([prepared], rest=self.deliveries[index + 1 :])
             self.send_merged(pending)
-        except _Stop:
+        except _BatchStopped:
             # Throttled without a shared limiter: all of the task not yet sent waits too.
             self.later += (
                 Delivery.objects.filter(pk__in=[d.pk for d in self.deliveries], status=DeliveryStatus.QUEUED)
@@ -148,7 +148,7 @@ class BatchSender:
                 log.error("send: %s", exc)
                 _pause(delivery.memo, f"not sent: {exc}")
                 self.paused = True
-                raise _Stop from None
+                raise _BatchStopped from None
         developer = delivery.developer
         if (
             reminder
@@ -178,7 +178,7 @@ class BatchSender:
             # Not the text approved: nothing more of this memo goes out until someone looks.
             _pause(delivery.memo, f"not sent to developer {developer.external_id}: {unseen}")
             self.paused = True
-            raise _Stop
+            raise _BatchStopped
         return Prepared(delivery, language, email, to, values)
 
     def send_merged(self, pending: list[Prepared]) -> None:
@@ -279,7 +279,7 @@ class BatchSender:
         if credentials_pause(_auth_errors(self.provider, True)):
             _pause_for_auth(group[0].delivery.memo, http_status(exc), error)
             self.paused = True
-            raise _Stop
+            raise _BatchStopped
 
     def send_halves(self, group: list[Prepared], error: str) -> None:
         """A batch call refused whole for one recipient accepted nothing: halves are sent
@@ -308,7 +308,7 @@ class BatchSender:
         self.delay = max(self.delay, decision.wait)
         if decision.action is Action.THROTTLE and not throttle_block(self.provider, decision.wait):
             self.later += [d.pk for d in rest]
-            raise _Stop  # no shared limiter: the rest of the batch waits too
+            raise _BatchStopped  # no shared limiter: the rest of the batch waits too
 
 
 def delivery_send_batch(*, delivery_ids: list[int]) -> None:

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from memo_service.memos.models import MEMO_OUT, Delivery, Memo, SendLease
+from memo_service.memos.models import MEMO_MAY_SEND, Delivery, Memo, SendLease
 from memo_service.memos.queue import enqueue, enqueue_later
 from memo_service.memos.send.dispatch import send_batch_size
 from memo_service.memos.send.reconcile import SWEEPER, leases_expired_take_over
@@ -39,7 +39,7 @@ DISPATCH_GRACE = dt.timedelta(minutes=30)
 
 def deliveries_sweep() -> dict[str, int]:
     now = timezone.now()
-    abandoned = deliveries_unleased_lease(now=now)
+    abandoned = deliveries_stuck_lease(now=now)
     leases = leases_recover()
     requeued = 0
     last_id = 0
@@ -51,7 +51,7 @@ def deliveries_sweep() -> dict[str, int]:
         Delivery.objects.filter(
             status=DeliveryStatus.QUEUED,
             created_at__lt=now - QUEUED_GRACE,
-            memo__status__in=MEMO_OUT,
+            memo__status__in=MEMO_MAY_SEND,
         )
         .filter(Q(not_before__isnull=True) | Q(not_before__lt=now - QUEUED_GRACE))
         .exclude(memo_id__in=progressing)
@@ -79,7 +79,7 @@ def leases_recover() -> list[tuple[int, float]]:
     return leases
 
 
-def deliveries_unleased_lease(*, now: dt.datetime) -> int:
+def deliveries_stuck_lease(*, now: dt.datetime) -> int:
     """Put deliveries stuck in `sending` under no lease into an expired one (one per
     memo), so that they are reconciled like a dead worker's; returns how many."""
     stuck = {

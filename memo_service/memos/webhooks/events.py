@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import OuterRef
 from django.utils import timezone
 
-from memo_service.memos.models import MEMO_OUT, Answer, Delivery, Memo, WebhookEndpoint
+from memo_service.memos.models import MEMO_MAY_SEND, Answer, Delivery, Memo, WebhookEndpoint
 from memo_service.memos.reminders import not_acknowledged
 from memo_service.memos.webhooks.messages import webhooks_enqueue
 
@@ -48,7 +48,7 @@ def memos_deadline_notify() -> int:
     deadline (exempted ones excepted), in pages of PAGE ids. Returns memos notified."""
     notified = 0
     due = Memo.objects.filter(
-        status__in=MEMO_OUT,
+        status__in=MEMO_MAY_SEND,
         ack_deadline__lt=timezone.now(),
         deadline_notified_at__isnull=True,
     )
