@@ -107,14 +107,13 @@ def start_worker(
 
 
 def pool_children(pid: int) -> list[int]:
-    """The worker's pool processes (not one just killed and not yet reaped)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    """The worker's pool processes (not one just killed and not yet reaped), once it has one."""
+
+    def live_children() -> list[int]:
         out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-        if children := [int(p) for p, stat in (line.split() for line in out.splitlines()) if "Z" not in stat]:
-            return children
-        time.sleep(0.05)
-    raise AssertionError("the worker has no pool process")
+        return [int(p) for p, stat in (line.split() for line in out.splitlines()) if "Z" not in stat]
+
+    return wait_for(live_children, timeout=30, what="a pool process of the worker", interval=0.05)
 
 
 def kill_a_pool_process(pid: int, rng: random.Random) -> None:
@@ -126,12 +125,38 @@ def kill_a_pool_process(pid: int, rng: random.Random) -> None:
             os.kill(rng.choice(pool_children(pid)), signal.SIGKILL)
             return
         except ProcessLookupError:
-            time.sleep(0.05)
+            continue  # gone from the process table: the next listing leaves it out
 
 
 def received_tasks(log: Path) -> list[tuple[str, str]]:
     """(task name, task id) of each task the worker took from the broker (its INFO log)."""
     return re.findall(r"Task (\S+)\[([0-9a-f-]+)\] received", log.read_text())
+
+
+def queued_messages() -> int:
+    """Messages waiting in the tests' queue on the broker."""
+    with app.connection_for_read() as connection:
+        try:
+            return connection.default_channel.queue_declare(app.conf.task_default_queue, passive=True).message_count
+        except connection.channel_errors:  # no such queue (Redis keeps none that is empty)
+            return 0
+
+
+def wait_until_idle(log: Path, timeout: float = 60) -> None:
+    """Until the broker's queue is empty and the worker (logging at INFO) has finished
+    every task it took, on two looks in a row half a second apart (a task taken from the
+    queue and not yet logged is caught by the second): whatever was enqueued has been
+    done, without a sleep long enough to guess it."""
+    finished = re.compile(r"Task \S+\[([0-9a-f-]+)\] (?:succeeded|raised|failed|retry)")
+    looks: list[bool] = []
+
+    def idle() -> bool:
+        received = collections.Counter(task_id for _, task_id in received_tasks(log))
+        done = collections.Counter(finished.findall(log.read_text()))
+        looks.append(not received - done and queued_messages() == 0)
+        return looks[-2:] == [True, True]
+
+    wait_for(idle, timeout, what="the worker to finish every task and its queue to be empty", interval=0.5)
 
 
 def audience(n: int, **memo: Any) -> Memo:
@@ -173,14 +198,16 @@ def settle(memo: Memo, monkeypatch: Any) -> None:
     monkeypatch.setattr(sweeper, "QUEUED_GRACE", sweeper.dt.timedelta(seconds=5))
     for name, value in QUICK_LEASES.items():  # as the workers have them
         monkeypatch.setattr(settings, name, int(value))
-    deadline = time.monotonic() + 180
-    before = None
-    while (left := pending(memo).count()) and time.monotonic() < deadline:
-        if left == before:
+    looked: list[int] = []
+
+    def settled() -> bool:
+        left = pending(memo).count()
+        if left and looked[-1:] == [left]:  # nothing moved since the last look, 3 s ago
             sweeper.deliveries_sweep()
-        before = left
-        time.sleep(3)
-    assert not pending(memo).exists(), "deliveries still pending"
+        looked.append(left)
+        return not left
+
+    wait_for(settled, timeout=180, what="every delivery to be settled", interval=3)
 
 
 def client_pid(port: int, server_port: int, pids: list[int]) -> int | None:
@@ -225,7 +252,9 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
                 if provider.held.empty():
                     return False
             port, release = provider.held.get()
-        pid = client_pid(port, urlsplit(provider.url).port, pool_children(worker.pid))
+        server_port = urlsplit(provider.url).port
+        assert server_port is not None
+        pid = client_pid(port, server_port, pool_children(worker.pid))
         try:
             if pid is None:
                 raise ProcessLookupError
@@ -266,13 +295,20 @@ def send_while_killing_workers(
         total = Delivery.objects.filter(memo=memo).count()
         started = time.monotonic()
         for kill, share in enumerate(moments):
-            while queued.count() > total * (1 - share):
-                assert time.monotonic() - started < 300, f"the send stalled after {made.made} kills"
-                time.sleep(0.05)
+
+            def taken_up(share: float = share) -> bool:
+                return queued.count() <= total * (1 - share)
+
+            wait_for(
+                taken_up,
+                timeout=max(started + 300 - time.monotonic(), 0),
+                what=f"the send to take up {share:.0%} (it stalled after {made.made} kills)",
+                interval=0.05,
+            )
             if kill in after_acceptance and kill_after_acceptance(provider, worker):
                 made.between_acceptance_and_commit += 1
             else:
-                time.sleep(rng.uniform(0, 0.3))
+                time.sleep(rng.uniform(0, 0.3))  # the scenario: a kill at a random moment of a send
                 kill_a_pool_process(worker.pid, rng)
             made.made += 1
         print(
@@ -439,7 +475,7 @@ def test_a_send_whose_transaction_rolls_back_sends_nothing(provider, tmp_path):
             raise RuntimeError("the request failed after the send started")
         call_command("send_memo", after.slug, stdout=io.StringIO())
         wait_for(lambda: Memo.objects.get(pk=after.pk).status == "sent", timeout=90, what="the later memo to be sent")
-        time.sleep(2)  # anything enqueued before it has long been taken
+        wait_until_idle(log)  # and anything enqueued before it taken and done
     finally:
         stop_process(worker)
     assert collections.Counter(m.first("subject") for m in provider.accepted) == {"Sent after the rollback": 30}
@@ -457,13 +493,16 @@ def test_a_send_paused_half_way_and_resumed_reaches_everyone_once(provider, tmp_
     recipients = 400
     memo = audience(recipients)
     app.control.purge()
-    worker = start_worker(provider, tmp_path / "worker.log")
+    log = tmp_path / "worker.log"
+    worker = start_worker(provider, log, loglevel="INFO")
     try:
         call_command("send_memo", memo.slug, stdout=io.StringIO())
-        deadline = time.monotonic() + 90
-        while len(provider.accepted) < recipients / 2:
-            assert time.monotonic() < deadline, "the send did not reach half-way"
-            time.sleep(0.01)
+        wait_for(
+            lambda: len(provider.accepted) >= recipients / 2,
+            timeout=90,
+            what="the send to reach half-way",
+            interval=0.01,
+        )
         call_command("send_memo", memo.slug, "--pause", stdout=io.StringIO())
         at_pause = len(provider.accepted)
         wait_for(
@@ -471,7 +510,7 @@ def test_a_send_paused_half_way_and_resumed_reaches_everyone_once(provider, tmp_
             timeout=30,
             what="the emails in flight",
         )
-        time.sleep(3)  # the batches still in the queue are taken, and send nothing
+        wait_until_idle(log)  # the batches still in the queue are taken, and send nothing
         while_paused = len(provider.accepted)
         assert while_paused - at_pause <= 2  # at most the email each worker process was on
         assert while_paused < recipients * 0.7 and Memo.objects.get(pk=memo.pk).status == "paused"
@@ -629,10 +668,8 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
         restarted = None
         try:
             call_command("send_memo", memo.slug, stdout=io.StringIO())
-            deadline = time.monotonic() + 60
-            while provider.calls < 2:  # a third: the next calls are still waiting
-                assert time.monotonic() < deadline, "the send did not start"
-                time.sleep(0.01)
+            # A third: the next calls are still waiting.
+            wait_for(lambda: provider.calls >= 2, timeout=60, what="the send to make two calls", interval=0.01)
             provider.hold_unrecorded, provider.hold = 1, 1
             wait_for(lambda: provider.held.qsize() == 2, timeout=30, what="both processes to be in a call")
             os.killpg(worker.pid, signal.SIGKILL)  # the machine dies
@@ -649,7 +686,7 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
             wait_for(lambda: provider.dropped == 1, timeout=10, what="the unrecorded call to be dropped")
             accepted_before = len(provider.accepted)
             assert accepted_before < recipients * 2 / 3  # one held call accepted, the other never got
-            time.sleep(3)
+            time.sleep(3)  # the scenario: the machine's replacement starts 3 s after the crash
             restarted = start_worker(provider, log, BATCHED, loglevel="INFO", machine=True, **production)
             wait_for(lambda: len(provider.accepted) >= recipients * 2 / 3, timeout=60, what="two thirds to be sent")
             terminated = workers_connections_terminate()
