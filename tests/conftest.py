@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,6 @@ from memo_service.celery import app
 from memo_service.developers.models import Developer, Region
 from memo_service.memos.answer.answers import ack_target, answer_record
 from memo_service.memos.delivery_status import (
-    DeliveryStatus,
     delivery_claim,
     delivery_record_failure,
     delivery_record_skipped,
@@ -273,7 +273,7 @@ def dispatched(memo: Memo) -> Memo:
 
 # How a delivery reaches each status: claimed for the provider's call, then what the call
 # said; or handed over by the send, then the provider's tracking event.
-_CALL_ENDED = {
+_CALL_ENDED: dict[str, str] = {
     Delivery.Status.FAILED: "the provider refused it",
     Delivery.Status.OUTCOME_UNKNOWN: "the provider's answer was lost",
     Delivery.Status.SKIPPED: "not sent: the developer answered first",
@@ -297,7 +297,7 @@ def _settle(delivery: Delivery, status: str, reason: str) -> None:
         delivery_record_skipped(delivery_id=delivery.pk, reason=reason or _CALL_ENDED[status])
     elif status != S.SENDING:
         outcome_unknown = status == S.OUTCOME_UNKNOWN
-        error = reason or _CALL_ENDED[DeliveryStatus(status)]
+        error = reason or _CALL_ENDED[status]
         delivery_record_failure(delivery_id=delivery.pk, error=error, outcome_unknown=outcome_unknown)
 
 
@@ -372,6 +372,14 @@ def sent_memo(
     assert not wrong, f"deliveries not in the status asked for: {wrong}"
     memo.refresh_from_db()
     return memo
+
+
+def found(pattern: str, text: str, group: int = 0) -> str:
+    """What `pattern`'s first match in `text` (its `group`) says; the test fails naming
+    the pattern when there is none."""
+    match = re.search(pattern, text)
+    assert match is not None, f"no {pattern!r} in {text[:1000]!r}"
+    return match.group(group)
 
 
 def answered(memo: Memo, developer: Developer, response: str = "acknowledged", **fields: Any) -> Answer:

@@ -173,8 +173,10 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for part in parsed.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True) or b""
-        fields.setdefault(str(name), []).append(payload.decode("utf-8", "replace"))
+        payload = part.get_payload(decode=True)  # bytes: each part is a leaf
+        fields.setdefault(str(name), []).append(
+            payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        )
     return fields
 
 

@@ -1,12 +1,10 @@
 """What a platform admin does in Django admin: compose, see the audience, send, watch."""
 
-import re
-
 import pytest
 from django.urls import reverse
 
 from memo_service.memos.models import AuditEvent, Delivery, Memo
-from tests.conftest import approve, make_developer, make_memo, memo_in, sent_memo
+from tests.conftest import approve, found, make_developer, make_memo, memo_in, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -206,7 +204,7 @@ def test_the_preview_shows_each_language_for_a_chosen_developer_and_sends_a_test
     [test] = mailoutbox
     assert test.to == ["alice@example.com"] and test.subject.startswith("[TEST] Access from")
     # A dead link of the real one's shape: nobody can answer for the developer with it.
-    link = re.search(r"http://testserver/ack/[^/\s]+/", test.body).group()
+    link = found(r"http://testserver/ack/[^/\s]+/", test.body)
     assert admin_client.get(link).status_code == 400
     assert not Delivery.objects.exists()
 
@@ -217,6 +215,7 @@ def test_every_change_is_in_the_read_only_audit_log(admin_client, memo):
     page = admin_client.get(reverse("admin:memos_auditevent_changelist")).content.decode()
     assert "memo.created" in page
     event = AuditEvent.objects.first()
+    assert event is not None
     admin_client.post(reverse("admin:memos_auditevent_change", args=[event.pk]), {"action": "forged"})
     event.refresh_from_db()
     assert event.action == "memo.created"

@@ -1,13 +1,12 @@
 """The sync API as the platform's systems call it."""
 
 import json
-import re
 
 import pytest
 
 from memo_service.api.models import ApiClient
 from memo_service.developers.models import Developer
-from tests.conftest import answered, make_memo, sent_memo
+from tests.conftest import answered, found, make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +100,7 @@ def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_c
         "/admin/api/apiclient/add/", {"name": "billing", "is_active": "on", "scopes": ["sync"]}
     )
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
-    token = re.search(r"<code>([\w-]{40,})</code>", response.content.decode()).group(1)
+    token = found(r"<code>([\w-]{40,})</code>", response.content.decode(), 1)
     client = ApiClient.objects.get(name="billing")
     assert token not in client.token_digest and client.token_prefix == token[:8]
     assert call(admin_client, "get", "/memos/x/funnel", token).status_code == 404  # it works
@@ -110,7 +109,7 @@ def test_a_new_token_is_shown_once_on_a_page_and_never_travels_in_the_messages_c
     assert token not in admin_client.get(f"/admin/api/apiclient/{client.pk}/change/").content.decode()
 
     rotated = admin_client.post("/admin/api/apiclient/", {"action": "rotate_tokens", "_selected_action": [client.pk]})
-    new_token = re.search(r"<code>([\w-]{40,})</code>", rotated.content.decode()).group(1)
+    new_token = found(r"<code>([\w-]{40,})</code>", rotated.content.decode(), 1)
     assert new_token != token and call(admin_client, "get", "/memos/x/funnel", token).status_code == 401
     stored = "".join(c.value for c in admin_client.cookies.values()) + str(dict(admin_client.session))
     assert new_token not in stored

@@ -18,7 +18,6 @@ import datetime as dt
 import email
 import email.policy
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ from django.utils import timezone
 
 from memo_service.developers.models import Region, TrafficObservation
 from memo_service.memos.models import Answer, Memo
-from tests.conftest import make_developer
+from tests.conftest import found, make_developer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -93,10 +92,18 @@ class Person:
     def __init__(self, browser: Any, site: str, name: str, errors: list[str], **context: Any) -> None:
         self.page = browser.new_context(**context).new_page()
         self.site, self.name, self.errors = site, name, errors
-        self.page.on("console", lambda m: m.type == "error" and errors.append(f"{name}: {m.text}"))
+
+        def console(message: Any) -> None:
+            if message.type == "error":
+                errors.append(f"{name}: {message.text}")
+
+        def failed_load(response: Any) -> None:  # the console names no URL for a failed load; this does
+            if response.status >= 400:
+                errors.append(f"{name}: {response.status} {response.url}")
+
+        self.page.on("console", console)
         self.page.on("pageerror", lambda e: errors.append(f"{name}: {e}"))
-        # The console names no URL for a failed load; this does.
-        self.page.on("response", lambda r: r.status >= 400 and errors.append(f"{name}: {r.status} {r.url}"))
+        self.page.on("response", failed_load)
 
     def shot(self, step: str) -> None:
         Person.shots += 1
@@ -202,7 +209,7 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     page.locator("#send-test").scroll_into_view_if_needed()
     page.click("#send-test")
     page.wait_for_selector(".messagelist .success")
-    test_link = re.search(r"(http://\S+/ack/\S+/)", mail.outbox[-1].body).group(1)
+    test_link = found(r"(http://\S+/ack/\S+/)", str(mail.outbox[-1].body), 1)
     before = len(errors)
     assert page.goto(test_link).status == 400  # refused (it belongs to nobody), saying what it is
     assert "The link of a test email" in page.inner_text("h1")
@@ -255,7 +262,7 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
 
     # The developer opens the link from the outbox, on a phone, and acknowledges.
     link = next(
-        re.search(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content()).group(1)
+        found(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content(), 1)
         for m in sent_emails(worker)
         if "cn-1@example.com" in str(m["To"])
     )
@@ -414,7 +421,7 @@ def test_a_memo_by_traffic_tells_each_developer_why_and_hears_a_dispute_in_a_bro
 
     def link_of(external_id: str) -> str:
         return next(
-            re.search(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content()).group(1)
+            found(r"(http://\S+/ack/\S+/)", m.get_body(preferencelist=("plain",)).get_content(), 1)
             for m in sent_emails(worker)
             if f"{external_id}@example.com" in str(m["To"])
         )

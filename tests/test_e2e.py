@@ -9,7 +9,6 @@ import datetime as dt
 import email
 import email.policy
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.memos.models import Answer, Delivery, Memo
-from tests.conftest import approve, make_developer, make_memo, wait_for
+from tests.conftest import approve, found, make_developer, make_memo, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -27,8 +26,9 @@ def ack_link(outbox: Path, address: str) -> str:
     for path in outbox.glob("*.eml"):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         if address in str(message["To"]):
-            text = message.get_body(preferencelist=("plain",)).get_content()
-            return re.search(r"http://testserver(/ack/\S+/)", text).group(1)
+            body = message.get_body(preferencelist=("plain",))
+            assert body is not None, f"no text part in the email to {address}"
+            return found(r"http://testserver(/ack/\S+/)", body.get_content(), 1)
     raise AssertionError(f"no email to {address}")
 
 
@@ -84,5 +84,6 @@ def test_a_memo_scheduled_a_few_seconds_ahead_is_sent_by_beat(client, django_use
     assert not list(worker.glob("*.eml")), "nothing goes out before its time"
 
     wait_for(lambda: Memo.objects.get(pk=memo.pk).status == "sent", timeout=60, what="beat to start the scheduled send")
-    assert Memo.objects.get(pk=memo.pk).send_started_at >= at.replace(microsecond=0)
+    started = Memo.objects.get(pk=memo.pk).send_started_at
+    assert started is not None and started >= at.replace(microsecond=0)
     assert len(list(worker.glob("*.eml"))) == 2

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.django_db
 def test_it_pseudonymises_the_developer_and_keeps_the_evidence(memo, developers):
     cn = developers["cn"]
     delivery = sent_delivery(memo, cn)
-    payload = {"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}}
-    tracking_event(delivery, "delivered", payload=payload)
+    event_body = {"event-data": {"recipient": cn.email, "to": f"{cn.name} <{cn.email}>", "event": "delivered"}}
+    tracking_event(delivery, "delivered", payload=event_body)
     approved_hash = answered(memo, cn).content_hash
     out = io.StringIO()
     call_command("erase_developer", "cn-1", stdout=out)

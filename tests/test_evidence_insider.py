@@ -117,7 +117,7 @@ def test_why_a_developer_was_told_rewritten_in_the_database_is_named(evidence):
 def test_a_handover_written_before_it_listed_the_reason_still_verifies(evidence):
     from memo_service.memos.evidence.tags import record_tag
 
-    handover = EvidenceRecord.objects.filter(memo=evidence, kind="handover").order_by("id").first()
+    handover = EvidenceRecord.objects.filter(memo=evidence, kind="handover").earliest("id")
     lines = [json.loads(line)[:-1] for line in handover.payload["lines"].split("\n")]  # as written before
     payload = {"fields": handover.payload["fields"][:-1], "lines": "\n".join(json.dumps(x) for x in lines)}
     assert "reason" not in payload["fields"]

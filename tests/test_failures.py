@@ -4,6 +4,8 @@ import pytest
 import requests
 from anymail.exceptions import AnymailRecipientsRefused, AnymailRequestsAPIError
 from celery.exceptions import SoftTimeLimitExceeded
+from urllib3.connection import HTTPSConnection
+from urllib3.connectionpool import HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from memo_service.backends import mailgun, resend
@@ -45,7 +47,11 @@ REFUSED_TO = "'to' parameter is not a valid address. please check documentation"
 CONNECT_TIMEOUT = unanswered(requests.ConnectTimeout("Connection to api.mailgun.net timed out"))
 CONNECTION_REFUSED = unanswered(
     requests.ConnectionError(
-        MaxRetryError(None, "/v3/example.com/messages", NewConnectionError(None, "Connection refused"))
+        MaxRetryError(
+            HTTPSConnectionPool("api.mailgun.net"),
+            "/v3/example.com/messages",
+            NewConnectionError(HTTPSConnection("api.mailgun.net"), "Connection refused"),
+        )
     )
 )
 READ_TIMEOUT = unanswered(requests.ReadTimeout("Read timed out. (read timeout=10)"))

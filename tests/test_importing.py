@@ -31,8 +31,9 @@ def test_it_imports_accounts_and_normalizes_country_language_and_dates(tmp_path)
     assert "3 rows: 3 created, 0 updated, 0 unchanged, 0 invalid" in out
     ann = Developer.objects.get(external_id="p-1")
     assert (ann.country.code, ann.language, ann.is_active, ann.attributes) == ("CN", "zh-hans", True, {"plan": "pro"})
-    assert ann.last_active_at.isoformat() == "2026-05-01T02:00:00+00:00"
+    assert ann.last_active_at is not None and ann.last_active_at.isoformat() == "2026-05-01T02:00:00+00:00"
     bob = Developer.objects.get(external_id="p-2")
+    assert bob.last_active_at is not None
     assert (bob.country.code, bob.is_active, bob.last_active_at.isoformat()) == (
         "RU",
         False,

@@ -141,6 +141,7 @@ def test_an_answer_in_the_console_is_evidence_like_one_on_the_page(client, conso
         "content_hash": text_hash(older, "ru-1"),
     }
     ack = Answer.objects.get()
+    assert ack.api_client is not None
     assert (ack.channel, ack.api_client.name, ack.ip_address, ack.user_agent) == (
         "console",
         "console",
@@ -260,8 +261,8 @@ def test_the_admin_grants_scopes(admin_client, client):
 def test_reading_notices_is_one_indexed_query(two_memos, developers):
     developer_notices(external_id="cn-1")  # compiles each memo's templates once per process
     with CaptureQueriesContext(connection) as queries:
-        assert len(developer_notices(external_id="cn-1", state="all")) == 2
-        assert len(developer_notices(external_id="cn-1")) == 2
+        assert len(developer_notices(external_id="cn-1", state="all") or ()) == 2
+        assert len(developer_notices(external_id="cn-1") or ()) == 2
     assert len(queries) == 2
     sql, params = notices_sql(external_id="cn-1")
     with connection.cursor() as cursor:
@@ -394,6 +395,7 @@ def test_a_console_link_answers_as_relayed_by_its_client_and_only_while_it_may(c
     page = f"/ack/memo/{older.pk}/"
     assert client.post(page, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE).status_code == 303
     answer_ = Answer.objects.get(memo=older)
+    assert answer_.api_client is not None
     assert answer_.channel == "console" and answer_.api_client.name == "console"
     # Its relay taken away, the client's links open nothing.
     ApiClient.objects.filter(name="console").update(scopes=[Scope.NOTICES_READ.value])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from memo_service.memos.compose.sandbox import environments, trial_server
 from memo_service.memos.compose.sandbox.budget import RENDER_SECONDS
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
-from tests.conftest import approve, make_developer, sent_delivery, sent_memo
+from tests.conftest import approve, found, make_developer, sent_delivery, sent_memo
 
 pytestmark = pytest.mark.django_db
 
@@ -214,7 +213,7 @@ def test_a_template_cannot_tell_the_save_preview_test_send_or_check_from_the_sen
     admin_client.post(preview, {"developer": "cn-1", "language": "en"})  # the test send
     approve(memo)
     call_command("send_memo", memo.slug)  # the check before the send renders the whole audience
-    link = re.search(r"Reply to (\S+)", mailoutbox[0].body).group(1)
+    link = found(r"Reply to (\S+)", mailoutbox[0].body, 1)
     real = ack_url(memo.pk, developers["cn"].pk)
     assert len(link) == len(real) and link.count(":") == real.count(":")
     # The test email's link is refused even though the developer now has a delivery.

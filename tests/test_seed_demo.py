@@ -20,6 +20,7 @@ def test_seed_demo_loads_a_demo_that_shows_the_whole_flow():
     assert region.source and {c.code for c in region.countries} == {"CN", "HK", "MO", "RU", "IR", "KP", "SY", "CU"}
     memo = Memo.objects.get(slug="demo-restriction-notice")
     assert memo.status == "approved" and memo.translations.get().language == "zh-hans"
+    assert memo.approver is not None and memo.author is not None
     assert memo.approver.username == "approver" and memo.author.username == "admin"
     assert memo_check(memo) == {}
     total, by_country = audience_counts(memo)

@@ -135,7 +135,7 @@ def test_all_or_nothing_keeps_the_whole_file_out_for_one_bad_line(tmp_path, deve
 
 
 def test_json_lines_gzipped_from_standard_input(developers):
-    lines = [
+    lines: list[dict[str, object] | str] = [
         {"external_id": "us-1", "day": str(D1), "country": "CN", "requests": 12},
         {"external_id": "ru-1", "timestamp": f"{D2}T08:00:00Z", "ip": RU_IP},
         "not json",
@@ -458,17 +458,20 @@ def test_templates_print_the_traffic_that_put_the_developer_in_and_cannot_branch
     texts = []
     for path in settings.OUTBOX_DIR.glob("*.eml"):
         for part in email.message_from_bytes(path.read_bytes()).walk():
-            if part.get_content_type() == "text/plain":
-                texts.append(part.get_payload(decode=True).decode())
+            if part.get_content_type() == "text/plain" and isinstance(text := part.get_payload(decode=True), bytes):
+                texts.append(text.decode())
     assert any(
         f"Your calls came from CN, HK: China (CN): 2 days, {D1} to {D2}; Hong Kong (HK): {D3}." in t for t in texts
     )
     assert any(f"您的调用来自 MO：澳门（MO）：{D2}。" in t for t in texts)
     # The page shows the text that was sent, from the values kept with the delivery.
     us = Delivery.objects.get(memo=by_traffic, developer=developers["us"])
-    assert us.rendered_with[-2:] == ["CN, HK", f"China (CN): 2 days, {D1} to {D2}; Hong Kong (HK): {D3}"]
+    assert us.rendered_with is not None and us.rendered_with[-2:] == [
+        "CN, HK",
+        f"China (CN): 2 days, {D1} to {D2}; Hong Kong (HK): {D3}",
+    ]
     cn = Delivery.objects.get(memo=by_traffic, developer=developers["cn"])
-    assert cn.rendered_with[-1] == f"澳门（MO）：{D2}"
+    assert cn.rendered_with is not None and cn.rendered_with[-1] == f"澳门（MO）：{D2}"
     page = client.get(ack_url(by_traffic.pk, developers["us"].pk).removeprefix("http://testserver"), follow=True)
     assert page.status_code == 200  # rendered again from the kept values: the text hash holds
     # A condition on them cannot be shown to the approver as versions: refused at save.

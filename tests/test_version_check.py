@@ -34,7 +34,9 @@ def hidden(memo, developers):
 
 
 def test_the_approval_record_keeps_the_versions_its_approver_could_preview(hidden):
-    versions = approval_record(hidden.pk).payload["versions"]
+    record = approval_record(hidden.pk)
+    assert record is not None
+    versions = record.payload["versions"]
     assert versions == {
         "en html_body 1 developer.country": ["country: everything else"],
         "en text_body 1 developer.country": ["country: everything else"],
