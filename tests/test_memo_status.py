@@ -5,7 +5,7 @@ leaves the row as it was, every column, and says False."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -122,7 +122,7 @@ PATHS: dict[str, list[str]] = {
 }
 
 
-def row(memo: Memo) -> dict[str, Any]:
+def row(memo: Memo) -> Mapping[str, Any]:
     return Memo.objects.filter(pk=memo.pk).values().get()
 
 
