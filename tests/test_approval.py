@@ -103,7 +103,7 @@ def test_editing_an_approved_memo_returns_it_to_draft(people, memo):
 
 
 def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(
-    people, memo, eager, django_capture_on_commit_callbacks
+    people, memo, eager, django_capture_on_commit_callbacks, clock
 ):
     post(people["composer"], "request_approval", memo)
     post(people["approver"], "approve", memo)
@@ -120,7 +120,7 @@ def test_a_scheduled_send_fires_when_due_and_can_be_cancelled_before(
     assert status(memo) == "approved"
 
     schedule.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
-    Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
+    clock.move_to(timezone.now() + dt.timedelta(seconds=2))  # its time has come
     with django_capture_on_commit_callbacks(execute=True):
         assert dispatch.memos_send_scheduled() == [memo.pk]
     assert status(memo) == "sent" and Delivery.objects.count() == 2
@@ -188,13 +188,13 @@ def test_the_preview_finds_a_developer_by_name_email_or_id(people, memo, develop
     assert "Nobody in the audience matches" in people["composer"].get(url, {"q": "nobody"}).content.decode()
 
 
-def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo):
+def test_a_scheduled_send_whose_audience_changed_does_not_go_out(people, memo, clock):
     from tests.conftest import make_developer
 
     post(people["composer"], "request_approval", memo)
     post(people["approver"], "approve", memo)
     schedule.memo_schedule(memo=memo, at=timezone.now() + dt.timedelta(seconds=1), by=None)
-    Memo.objects.filter(pk=memo.pk).update(scheduled_at=timezone.now() - dt.timedelta(seconds=1))
+    clock.move_to(timezone.now() + dt.timedelta(seconds=2))  # its time has come
     make_developer("cn-late", "CN")
     assert dispatch.memos_send_scheduled() == []
     memo.refresh_from_db()

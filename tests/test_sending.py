@@ -71,7 +71,7 @@ def test_a_permanent_provider_error_fails_the_delivery_with_its_reason(memo, mai
     assert len(mailgun.accepted) == 1 and later == []
 
 
-def test_a_provider_fault_is_retried_later_with_backoff(memo, mailgun, later):
+def test_a_provider_fault_is_retried_later_with_backoff(memo, mailgun, later, clock):
     ids = queued(memo)
     mailgun.failures.append((503, {"message": "Service unavailable"}))
     delivery_send_batch(delivery_ids=ids)
@@ -80,7 +80,7 @@ def test_a_provider_fault_is_retried_later_with_backoff(memo, mailgun, later):
     assert "503" in retried.status_reason and retried.not_before > timezone.now()
     [(retry_ids, countdown)] = later
     assert retry_ids == [retried.pk] and 4 <= countdown <= 16
-    Delivery.objects.filter(pk=retried.pk).update(not_before=timezone.now())
+    clock.move_to(retried.not_before)  # the backoff waited out
     delivery_send_batch(delivery_ids=retry_ids)
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     assert len(mailgun.accepted) == 2  # nobody twice
@@ -96,11 +96,16 @@ def test_a_throttled_batch_waits_for_retry_after_before_anything_more(memo, mail
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
 
 
-def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, mailgun, later):
+def test_a_fault_that_persists_fails_the_delivery_after_the_last_attempt(memo, mailgun, later, clock):
     from memo_service.memos.send.failures import MAX_ATTEMPTS
 
     ids = queued(memo)
-    Delivery.objects.filter(pk=ids[0]).update(attempts=MAX_ATTEMPTS - 1)
+    for _ in range(MAX_ATTEMPTS - 1):  # each attempt but the last: the fault, retried after its backoff
+        mailgun.failures.append((500, {"message": "Internal error"}))
+        delivery_send_batch(delivery_ids=[ids[0]])
+        retried = Delivery.objects.get(pk=ids[0])
+        assert retried.status == "queued" and retried.not_before is not None
+        clock.move_to(retried.not_before)
     mailgun.failures.append((500, {"message": "Internal error"}))
     delivery_send_batch(delivery_ids=ids)
     failed = Delivery.objects.get(pk=ids[0])
