@@ -2,6 +2,13 @@
 
 Personas: `admin` (a platform admin), developers in CN (zh-hans), RU and US (en), and the
 demo-style memo `memo` addressed to CN and RU.
+
+Builders reach a state the way production reaches it, never by writing a status:
+approve and memo_in (the admin's steps), dispatched, sent_memo and sent_delivery (the
+send, its claims and the provider's answers), tracking_event (the provider's webhook),
+answered (the developer's page). What happened some time ago happens on Django's clock
+set back (clock_at, or the `clock` fixture a test moves on); a test waits for a
+condition (wait_for), not for a fixed time.
 """
 
 from __future__ import annotations
