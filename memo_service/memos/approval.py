@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
 from memo_service.memos.compose.sources import content_hash_of, memo_content
 from memo_service.memos.compose.versions import memo_versions, versions_problem, versions_shown
@@ -72,15 +73,15 @@ def audience_rules(memo: Memo) -> dict[str, Any]:
     return rules
 
 
-def memo_request_approval(*, memo: Memo, by: Any) -> None:
+def memo_request_approval(*, memo: Memo, by: Actor) -> None:
     _renders(memo)
     refuse_unless_moved(
-        memo, memo_mark_awaiting_approval(memo=memo, requested_by=by if getattr(by, "pk", None) else None)
+        memo, memo_mark_awaiting_approval(memo=memo, requested_by=by if by is not None and by.pk else None)
     )
     audit_record(actor=by, action="memo.approval_requested", obj=memo)
 
 
-def memo_approve(*, memo: Memo, by: Any) -> None:
+def memo_approve(*, memo: Memo, by: User) -> None:
     memo = Memo.objects.get(pk=memo.pk)
     if not by.has_perm("memos.approve_memo"):
         raise ApprovalRefused("you may not approve memos")
@@ -127,7 +128,7 @@ def memo_editors_since_approval(memo: Memo) -> set[int]:
     )
 
 
-def memo_edited(*, memo: Memo, by: Any, fields: list[str]) -> None:
+def memo_edited(*, memo: Memo, by: Actor, fields: list[str]) -> None:
     """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
     Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if getattr(by, "pk", None) else None)
     if memo_void_approval(memo=memo):

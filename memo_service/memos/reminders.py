@@ -25,7 +25,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.models import MEMO_MAY_SEND, Answer, Delivery, DisputeResolution, Memo
 from memo_service.memos.send.dispatch import PAGE_SIZE, send_batches_enqueue
 
@@ -107,7 +107,7 @@ class RemindRefused(Exception):
     pass
 
 
-def memo_remind_now(*, memo: Memo, by: Any) -> int:
+def memo_remind_now(*, memo: Memo, by: Actor) -> int:
     """A reminder now, outside the schedule, to those who still have to answer (a
     Composer's button on the dashboard); returns how many emails were queued."""
     now = timezone.now()

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
 from memo_service.memos.answer.answers import DISPUTES
 from memo_service.memos.answer.disputes import DisputeInvalid, dispute_resolve
+from memo_service.memos.audit import signed_in
 from memo_service.memos.models import (
     Answer,
     Delivery,
@@ -122,7 +123,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         done = 0
         for answer in queryset:
             try:
-                dispute_resolve(answer=answer, outcome=outcome, by=request.user)
+                dispute_resolve(answer=answer, outcome=outcome, by=signed_in(request))
                 done += 1
             except DisputeInvalid as exc:
                 messages.warning(request, str(exc))

@@ -22,7 +22,7 @@ from memo_service.memos.admin.memo_report_pages import MemoReportPages
 from memo_service.memos.admin.memo_send_pages import MemoSendPages, start_send
 from memo_service.memos.approval import memo_edited
 from memo_service.memos.audience import audience_counts
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import audit_record, signed_in
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.models import Memo
 from memo_service.memos.report.reports import memo_outcome_unknown
@@ -157,13 +157,13 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
             obj.author = obj.last_edited_by = request.user
         super().save_model(request, obj, form, change)
         if not change:
-            audit_record(actor=request.user, action="memo.created", obj=obj)
+            audit_record(actor=signed_in(request), action="memo.created", obj=obj)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         changed = list(form.changed_data) + [f"{fs.prefix}" for fs in formsets if fs.has_changed()]
         if change and changed:
-            memo_edited(memo=form.instance, by=request.user, fields=changed)
+            memo_edited(memo=form.instance, by=signed_in(request), fields=changed)
 
     @admin.display(description="audience now")
     def audience_summary(self, memo: Memo) -> str:

@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from memo_service.developers.models import Developer
 from memo_service.memos.admin.memo_pages import MemoPages
 from memo_service.memos.audience import audience_explain, audience_reasons, memo_audience
+from memo_service.memos.audit import signed_in
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.emails import RenderedEmail
@@ -141,7 +142,7 @@ class MemoPreviewPage(MemoPages):
             memo=memo,
             email=email,
             to=request.user.email,
-            by=request.user,
+            by=signed_in(request),
             developer=developer.external_id,
             language=language,
         )

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 
 from memo_service.memos.admin.memo_pages import MemoPages, memo_url
+from memo_service.memos.audit import signed_in
 from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.models import MEMO_MAY_SEND, Memo
@@ -53,7 +54,7 @@ class MemoReportPages(MemoPages):
         memo = self._memo(request, object_id, "send")
         if request.method == "POST":
             try:
-                n = memo_remind_now(memo=memo, by=request.user)
+                n = memo_remind_now(memo=memo, by=signed_in(request))
                 messages.success(
                     request, f"A reminder of “{memo.title}” is going to {n} developers who have not answered."
                 )

@@ -18,6 +18,7 @@ from memo_service.memos.approval import (
     memo_request_approval,
 )
 from memo_service.memos.audience import audience_changes, audience_counts
+from memo_service.memos.audit import signed_in
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.models import MEMO_STARTABLE, Memo
 from memo_service.memos.report.reports import memo_outcome_unknown
@@ -30,7 +31,7 @@ from memo_service.memos.send.schedule import memo_schedule, memo_unschedule
 def start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool = False) -> bool:
     """Start a send and queue its dispatch; tells the admin what happened."""
     try:
-        memo_send_start(memo=memo, by=request.user, accept_audience_changes=accept_audience_changes)
+        memo_send_start(memo=memo, by=signed_in(request), accept_audience_changes=accept_audience_changes)
     except AudienceChanged as exc:
         messages.error(request, f"{memo.title}: {exc} on its Send page.")
         return False
@@ -51,7 +52,7 @@ def _button(
         memo = self._memo(request, object_id, permission)
         if request.method == "POST":
             try:
-                result = action(memo=memo, by=request.user)
+                result = action(memo=memo, by=signed_in(request))
                 messages.success(request, done.format(memo=memo, n=result))
             except (ApprovalRefused, ControlRefused) as exc:
                 messages.error(request, str(exc))
@@ -84,7 +85,7 @@ class MemoSendPages(MemoPages):
         form = ScheduleForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                memo_schedule(memo=memo, at=form.cleaned_data["send_at"], by=request.user)
+                memo_schedule(memo=memo, at=form.cleaned_data["send_at"], by=signed_in(request))
                 messages.success(
                     request, f"“{memo.title}” will be sent at {form.cleaned_data['send_at']:%Y-%m-%d %H:%M %Z}."
                 )
@@ -112,7 +113,7 @@ class MemoSendPages(MemoPages):
         if request.method == "POST":
             if not self.has_send_permission(request, memo):
                 raise PermissionDenied
-            n = memo_unknown_resend(memo=memo, by=request.user)
+            n = memo_unknown_resend(memo=memo, by=signed_in(request))
             messages.success(request, f"{n} deliveries whose outcome was unknown are being sent again.")
             return HttpResponseRedirect(memo_url(memo))
         reasons = memo_outcome_unknown(memo)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import IntegrityError, transaction
 
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import DISPUTES
 from memo_service.memos.audience import audience_reasons
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.models import Answer, DisputeResolution
 
 Outcome = DisputeResolution.Outcome
@@ -19,7 +17,7 @@ class DisputeInvalid(Exception):
     pass
 
 
-def dispute_resolve(*, answer: Answer, outcome: str, by: Any, note: str = "") -> DisputeResolution:
+def dispute_resolve(*, answer: Answer, outcome: str, by: Actor, note: str = "") -> DisputeResolution:
     """Decide a dispute. For a region: "corrected" moves the developer to the country
     they claimed (audited) and, if that country is outside the memo's audience, exempts
     them from the memo. For either kind: "confirmed" keeps what was recorded, "exempted"
@@ -35,7 +33,7 @@ def dispute_resolve(*, answer: Answer, outcome: str, by: Any, note: str = "") ->
         raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved") from None
 
 
-def _resolve(answer: Answer, outcome: str, by: Any, note: str) -> DisputeResolution:
+def _resolve(answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResolution:
     with transaction.atomic():
         if DisputeResolution.objects.filter(answer=answer).exists():
             raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")

@@ -3,17 +3,15 @@ sent to the composer, its links inert (they are refused with the page that says 
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.mail import EmailMultiAlternatives
 
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.emails import RenderedEmail
 from memo_service.memos.models import Memo
 
 
 def memo_send_test(
-    *, memo: Memo, email: RenderedEmail, to: str, by: Any, developer: str | None, language: str | None
+    *, memo: Memo, email: RenderedEmail, to: str, by: Actor, developer: str | None, language: str | None
 ) -> None:
     EmailMultiAlternatives(
         subject=f"[TEST] {email.subject}",

@@ -8,11 +8,9 @@ re-enqueues what is still queued; cancel gives every queued delivery its final s
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.delivery_status import deliveries_cancel_queued
 from memo_service.memos.memo_status import memo_mark_cancelled, memo_mark_paused, memo_mark_resumed
 from memo_service.memos.models import Delivery, Memo
@@ -24,13 +22,13 @@ class ControlRefused(Exception):
     pass
 
 
-def memo_pause(*, memo: Memo, by: Any, reason: str = "paused by an admin") -> None:
+def memo_pause(*, memo: Memo, by: Actor, reason: str = "paused by an admin") -> None:
     if not memo_mark_paused(memo=memo, reason=reason):
         raise ControlRefused(f"memo {memo.slug} is not sending")
     audit_record(actor=by, action="memo.paused", obj=memo, reason=reason)
 
 
-def memo_resume(*, memo: Memo, by: Any) -> int:
+def memo_resume(*, memo: Memo, by: Actor) -> int:
     """Continue where it stopped; returns how many queued deliveries were enqueued again."""
     with transaction.atomic():
         if not memo_mark_resumed(memo=memo):
@@ -48,7 +46,7 @@ def memo_resume(*, memo: Memo, by: Any) -> int:
     return len(queued)
 
 
-def memo_cancel(*, memo: Memo, by: Any) -> int:
+def memo_cancel(*, memo: Memo, by: Actor) -> int:
     """Stop for good: queued deliveries end as cancelled (those already handed to the
     provider keep their status). Returns how many deliveries were cancelled."""
     with transaction.atomic():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, F, OuterRef, Q, QuerySet, Subquery, Value, When
@@ -21,7 +20,7 @@ from memo_service.backends.base import capabilities
 from memo_service.developers.models import Developer
 from memo_service.lib.db import statistics_refresh
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import inert_ack_url
@@ -70,7 +69,7 @@ class DispatchResult:
 
 
 def memo_send_start(
-    *, memo: Memo, by: Any = None, accept_audience_changes: bool = False, dispatch_in_worker: bool = True
+    *, memo: Memo, by: Actor = None, accept_audience_changes: bool = False, dispatch_in_worker: bool = True
 ) -> None:
     """The one way a send starts (the admin, `send_memo`, beat's scheduled sends): check
     the approved memo renders for its whole audience and that its audience is what was

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
-from typing import Any
 
 from django.conf import settings
 from django.core.mail import get_connection
@@ -31,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
-from memo_service.memos.audit import audit_record
+from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.delivery_status import (
     deliveries_record_sent,
@@ -205,7 +204,7 @@ def _languages(memo_ids: set[int]) -> dict[int, set[str]]:
     return languages
 
 
-def memo_unknown_resend(*, memo: Memo, by: Any) -> int:
+def memo_unknown_resend(*, memo: Memo, by: Actor) -> int:
     """A Composer's explicit choice: send again every delivery of the memo whose outcome
     nobody can know, accepting that a developer whose email did arrive gets it twice.
     Audited with the deliveries it sent again (their evidence records show the second
