@@ -82,7 +82,7 @@ def delivery_in_status(status: str, clock: Clock) -> Delivery:
 
 
 def row(delivery: Delivery) -> dict[str, Any]:
-    return Delivery.objects.filter(pk=delivery.pk).values().get()
+    return dict(Delivery.objects.filter(pk=delivery.pk).values().get())
 
 
 class Transition:
@@ -122,7 +122,7 @@ def _recorded_sent(language: str, text: EmailText | None) -> Callable[[dict[str,
 
 # A tracking event's status moves a delivery only up DELIVERY_RANK; skipped and cancelled
 # deliveries have no rank and never move.
-RANK_BELOW = {
+RANK_BELOW: dict[str, set[str]] = {
     D.SENT: {D.QUEUED, D.SENDING, D.OUTCOME_UNKNOWN},
     D.FAILED: {D.QUEUED, D.SENDING, D.OUTCOME_UNKNOWN, D.SENT},
     D.DELIVERED: {D.QUEUED, D.SENDING, D.OUTCOME_UNKNOWN, D.SENT, D.FAILED},
