@@ -62,11 +62,12 @@ test-pg: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not e2e" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-# ruff (lint and format) and mypy with django-stubs; configured in pyproject.toml.
+# ruff (lint and format) and mypy with django-stubs, over the service and its tests;
+# configured in pyproject.toml.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	DEBUG=true $(BIN)/mypy memo_service  # the plugin loads the settings: the development ones
+	DEBUG=true $(BIN)/mypy memo_service tests  # the plugin loads the settings: the development ones
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not e2e and not process" $(PYTEST_ARGS)
