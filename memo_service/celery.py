@@ -26,7 +26,6 @@ def connections_tidy(task: Any = None, **kwargs: Any) -> None:
 def startup_objects_frozen(**kwargs: Any) -> None:
     """A worker process's objects from before its first task (Django, Celery, our
     modules: about 150,000) are kept for its life, so the garbage collector's full
-    collections need not look at them again. They did (150 ms each, about 14 times in
-    each of three workers sending 300,000 emails, a quarter of their CPU; frozen, 50 ms
-    in all)."""
+    collections need not look at them again: otherwise each full collection walks them
+    all, a large share of a sending worker's CPU (bench/RESULTS.md)."""
     gc.freeze()
