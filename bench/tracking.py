@@ -288,11 +288,11 @@ def main() -> None:
         f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging"
     )
     memo_id, developers = setup()
-    from memo_service.memos.answer.answers import ack_token
+    from memo_service.memos.answer.answers import answer_token
 
     # The first N developers' deliveries get the events; each flood's acknowledgements
     # come from N others of their own (a second answer is not recorded again).
-    ack_paths = [f"/ack/{ack_token(memo_id, d)}/" for d in developers[N:]]
+    ack_paths = [f"/ack/{answer_token(memo_id, d)}/" for d in developers[N:]]
     from memo_service.memos.models import Delivery
 
     ids = list(Delivery.objects.filter(memo_id=memo_id).order_by("id").values_list("id", flat=True))[:N]

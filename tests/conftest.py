@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from memo_service.celery import app
 from memo_service.developers.models import Developer, Region
-from memo_service.memos.answer.answers import ack_target, answer_record
+from memo_service.memos.answer.answers import answer_record, answer_target
 from memo_service.memos.delivery_status import (
     delivery_claim,
     delivery_record_failure,
@@ -394,7 +394,7 @@ def answered(memo: Memo, developer: Developer, response: str = "acknowledged", *
     on a phone, who touched the page); `fields`: comment, country. An answer within
     seconds of the email is flagged as possibly automated: send it earlier (`at`) to
     have it read as a person's."""
-    target = ack_target(memo_id=memo.pk, developer_id=developer.pk)
+    target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
     assert target is not None, f"the memo was not sent to {developer.external_id}"
     answer, _ = answer_record(
         target=target,

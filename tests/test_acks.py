@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from memo_service.memos.answer.answers import ACK_SALT, ack_token, ack_url
+from memo_service.memos.answer.answers import ACK_SALT, ack_url, answer_token
 from memo_service.memos.compose.links import inert_ack_url
 from memo_service.memos.models import Answer, Memo
 from tests.conftest import make_memo, sent_memo
@@ -112,7 +112,7 @@ def test_the_memo_page_may_run_only_our_own_script(client, sent):
 )
 def test_a_tampered_link_gets_a_clear_page_and_writes_nothing(client, sent, mangle):
     memo, developer = sent
-    token = ack_token(memo.pk, developer.pk)
+    token = answer_token(memo.pk, developer.pk)
     for method in (client.get, client.post):
         response = method(f"/ack/{mangle(token)}/", {"response": "acknowledged"} if method == client.post else None)
         assert response.status_code == 400
@@ -138,7 +138,7 @@ def test_invalid_links_from_one_address_are_rate_limited_and_valid_ones_never(cl
 def test_a_token_for_a_memo_the_developer_never_got_is_refused(client, sent, developers):
     memo, developer = sent
     other = make_memo(slug="other-memo")
-    assert client.post(f"/ack/{ack_token(other.pk, developer.pk)}/").status_code == 400
+    assert client.post(f"/ack/{answer_token(other.pk, developer.pk)}/").status_code == 400
     foreign = signing.TimestampSigner(salt="something-else").sign_object([memo.pk, developer.pk])
     assert client.post(f"/ack/{foreign}/").status_code == 400
     # A cookie for one memo does not open another memo's page.
@@ -166,22 +166,22 @@ def test_without_a_deadline_a_link_expires_after_the_maximum_age(client, memo, d
 
 def test_the_token_carries_no_personal_data(sent):
     memo, developer = sent
-    token = ack_token(memo.pk, developer.pk)
+    token = answer_token(memo.pk, developer.pk)
     payload = signing.TimestampSigner(salt=ACK_SALT).unsign_object(token)
     assert payload == [memo.pk, developer.pk]
     assert developer.email not in token and developer.external_id not in token
 
 
 def test_links_in_emails_already_sent_keep_working_and_new_ones_are_signed_the_same(client, sent, settings):
-    """ack_token writes the payload out itself: its links must be exactly what Django's
+    """answer_token writes the payload out itself: its links must be exactly what Django's
     TimestampSigner.sign_object makes, before and after a key rotation, and a link
     sign_object made must open, also once its key is a fallback."""
     memo, developer = sent
     django_token = signing.TimestampSigner(salt=ACK_SALT).sign_object([memo.pk, developer.pk])
-    assert ack_token(memo.pk, developer.pk) == django_token
+    assert answer_token(memo.pk, developer.pk) == django_token
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "another-secret-key-after-rotation-0123456789abcdef"
-    assert ack_token(memo.pk, developer.pk) == signing.TimestampSigner(salt=ACK_SALT).sign_object(
+    assert answer_token(memo.pk, developer.pk) == signing.TimestampSigner(salt=ACK_SALT).sign_object(
         [memo.pk, developer.pk]
     )
     response = client.get(f"/ack/{django_token}/")

@@ -9,7 +9,7 @@ import pytest
 from django.core import signing
 from django.core.management import CommandError, call_command
 
-from memo_service.memos.answer.answers import ack_token, ack_url
+from memo_service.memos.answer.answers import ack_url, answer_token
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import LINK_MARK, inert_ack_url, link_placeholder
 from memo_service.memos.compose.rendering import MemoRenderer
@@ -78,7 +78,7 @@ def test_a_render_error_on_the_link_names_the_template_not_the_link(memo, develo
     failed = failed_at_send(memo, developers, "{% if developer.name == '' %}{{ {}[ack_url] }}{% endif %}Hello")
     assert failed.status == "failed" and failed.status_reason.startswith("template error")
     assert ack_url(memo.pk, developers["ru"].pk) not in failed.status_reason
-    assert ack_token(memo.pk, developers["ru"].pk) not in failed.status_reason
+    assert answer_token(memo.pk, developers["ru"].pk) not in failed.status_reason
 
 
 def test_a_render_error_names_the_line_and_none_of_the_developers_values(memo, developers, mailgun):

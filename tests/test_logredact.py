@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from memo_service.memos.answer.answers import ack_token
+from memo_service.memos.answer.answers import answer_token
 from tests.conftest import wait_for
 from tests.test_api import call, token  # noqa: F401  (the fixture)
 
@@ -79,7 +79,7 @@ def serve_and_log(command: list[str], tmp_path: Path, paths: list[str]) -> str:
 
 
 def ack_paths() -> tuple[str, list[str]]:
-    token = ack_token(4, 2)
+    token = answer_token(4, 2)
     return token, [f"/ack/{token}/", f"/ack/{token}/?utm=x", f"/ack/{token}"]
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from memo_service.memos.answer.answers import ack_token_read
+from memo_service.memos.answer.answers import answer_token_read
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, EvidenceRecord, Memo
@@ -294,7 +294,7 @@ def test_a_batching_backend_sends_a_task_in_one_call_per_language_with_each_reci
         developer = delivery.developer
         got = by_to[formataddr((developer.name, developer.email))]
         link = found(r"http://testserver/ack/[^/]+/", got.first("text"))
-        assert ack_token_read(link.split("/")[-2]).developer == developer  # their own link
+        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
         _, expected = renderer._render_full(developer_context(developer), link)
         assert (got.first("subject"), got.first("html"), got.first("text")) == (
             expected.subject,

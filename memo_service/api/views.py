@@ -38,8 +38,8 @@ from memo_service.developers.traffic import traffic_sync
 from memo_service.memos.answer.answers import (
     AnswerInvalid,
     ContentHashMismatch,
-    ack_target,
     answer_record,
+    answer_target,
     answers_open,
 )
 from memo_service.memos.answer.notices import developer_notices
@@ -196,7 +196,7 @@ def developer_answer(
     request: HttpRequest, external_id: str, memo: str, payload: ConsoleAnswerIn
 ) -> Status[dict[str, Any]]:
     developer = get_object_or_404(Developer, external_id=_no_nul(external_id), erased_at__isnull=True)
-    target = ack_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
+    target = answer_target(memo_id=_memo(memo).pk, developer_id=developer.pk)
     if target is None or target.memo.status not in MEMO_SHOWN:
         raise HttpError(404, "this memo was not sent to this developer")
     if not answers_open(target.memo):

@@ -76,7 +76,7 @@ def console_url(memo_id: int, developer_id: int, client_id: int) -> str:
     return before + token + after
 
 
-def ack_token(memo_id: int, developer_id: int) -> str:
+def answer_token(memo_id: int, developer_id: int) -> str:
     """The token sign_object([memo_id, developer_id]) makes (unsign_object reads it), its
     payload written out rather than by a JSON encoder a link."""
     return _signer().sign(signing.b64_encode(b"[%d,%d]" % (memo_id, developer_id)).decode())
@@ -84,7 +84,7 @@ def ack_token(memo_id: int, developer_id: int) -> str:
 
 def ack_url(memo_id: int, developer_id: int) -> str:
     before, after = _ack_url_around_token(settings.SITE_URL, get_script_prefix())
-    return before + ack_token(memo_id, developer_id) + after
+    return before + answer_token(memo_id, developer_id) + after
 
 
 @functools.lru_cache(maxsize=16)
@@ -96,7 +96,7 @@ def _ack_url_around_token(site_url: str, script_prefix: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class AckTarget:
+class AnswerTarget:
     memo: Memo
     developer: Developer
     delivery: Delivery
@@ -121,10 +121,10 @@ def _read(token: str) -> tuple[signing.TimestampSigner, int, int, ApiClient | No
     raise TokenInvalid
 
 
-def ack_token_read(token: str) -> AckTarget:
+def answer_token_read(token: str) -> AnswerTarget:
     """The memo, developer and delivery a token stands for; raises TokenInvalid/TokenExpired."""
     signer, memo_id, developer_id, client = _read(token)
-    target = ack_target(memo_id=memo_id, developer_id=developer_id, relayed_by=client)
+    target = answer_target(memo_id=memo_id, developer_id=developer_id, relayed_by=client)
     if target is None:
         raise TokenInvalid
     if target.developer.erased_at is not None:
@@ -145,7 +145,7 @@ def ack_token_read(token: str) -> AckTarget:
 _MAY_HAVE_ARRIVED = (*DELIVERY_HANDED_OVER, Delivery.Status.OUTCOME_UNKNOWN)
 
 
-def ack_target(*, memo_id: int, developer_id: int, relayed_by: ApiClient | None = None) -> AckTarget | None:
+def answer_target(*, memo_id: int, developer_id: int, relayed_by: ApiClient | None = None) -> AnswerTarget | None:
     """The memo as sent to the developer, or None if it never was."""
     # The latest email that went out (a reminder, say): "seconds since delivery" counts from it.
     delivery = (
@@ -156,7 +156,7 @@ def ack_target(*, memo_id: int, developer_id: int, relayed_by: ApiClient | None 
     )
     if delivery is None:
         return None
-    return AckTarget(memo=delivery.memo, developer=delivery.developer, delivery=delivery, relayed_by=relayed_by)
+    return AnswerTarget(memo=delivery.memo, developer=delivery.developer, delivery=delivery, relayed_by=relayed_by)
 
 
 def answers_open(memo: Memo) -> bool:
@@ -227,7 +227,7 @@ def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str,
     return reasons
 
 
-def answers_of(target: AckTarget) -> dict[str, Answer]:
+def answers_of(target: AnswerTarget) -> dict[str, Answer]:
     """The developer's answers to the memo so far, by response."""
     return {
         a.response: a
@@ -235,7 +235,7 @@ def answers_of(target: AckTarget) -> dict[str, Answer]:
     }
 
 
-def delivery_shown(target: AckTarget) -> Delivery | None:
+def delivery_shown(target: AnswerTarget) -> Delivery | None:
     """The email whose text the developer's page shows (its `rendered_with` and
     `text_hash`): the first email's (the memo itself), else the latest one's; None when
     no email of theirs kept its text."""
@@ -280,7 +280,7 @@ def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
 
 def answer_record(
     *,
-    target: AckTarget,
+    target: AnswerTarget,
     response: str,
     ip_address: str | None,
     user_agent: str,
@@ -325,7 +325,7 @@ def answer_record(
         return Answer.objects.get(memo=target.memo, developer=target.developer, response=response), False
 
 
-def _refuse_invalid(target: AckTarget, response: str, comment: str, country: str) -> None:
+def _refuse_invalid(target: AnswerTarget, response: str, comment: str, country: str) -> None:
     """Raises AnswerInvalid for a form that is not filled in correctly, then
     DeveloperErased for a developer whose personal data was erased."""
     errors = _clean_answer(response, comment, country)
@@ -337,7 +337,7 @@ def _refuse_invalid(target: AckTarget, response: str, comment: str, country: str
         raise DeveloperErased
 
 
-def _text_answered(target: AckTarget, shown_hash: str | None) -> Delivery | None:
+def _text_answered(target: AnswerTarget, shown_hash: str | None) -> Delivery | None:
     """The email whose text the answer is given on (delivery_shown). The text must be the
     approved one (raises NotApproved), and the one the console showed (`shown_hash`,
     raises ContentHashMismatch)."""
@@ -349,7 +349,7 @@ def _text_answered(target: AckTarget, shown_hash: str | None) -> Delivery | None
     return shown
 
 
-def _answer_save(target: AckTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
+def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
     """Create the answer (`fields`) unless one already stands in its way, with its
     evidence record and webhook: (the answer, whether it was created now)."""
     Response = Answer.Response

@@ -29,14 +29,14 @@ from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
 from memo_service.memos.answer.answers import (
-    AckTarget,
     AnswerInvalid,
+    AnswerTarget,
     DeveloperErased,
     TokenExpired,
     TokenInvalid,
-    ack_token_read,
     ack_url,
     answer_record,
+    answer_token_read,
     answers_of,
     delivery_shown,
     memo_no_longer_applies,
@@ -104,14 +104,14 @@ def _error_page(request: HttpRequest, template: str, status: int) -> HttpRespons
     return _private(render(request, template, status=status))
 
 
-def _read(request: HttpRequest, token: str | None) -> AckTarget | HttpResponse:
+def _read(request: HttpRequest, token: str | None) -> AnswerTarget | HttpResponse:
     """The link's developer and memo, or the page that says why not. Only invalid links
     count against their address, and only they are refused once it has sent too many: a
     valid link always opens, whoever shares the address (a NAT, a proxy)."""
     if not token:
         return _error_page(request, "ack/reopen.html", 400)
     try:
-        return ack_token_read(token)
+        return answer_token_read(token)
     except TokenInvalid:
         if is_inert_ack_token(token):  # a preview's or test email's link: refused, saying so
             return _error_page(request, "ack/preview_link.html", 400)
@@ -129,7 +129,7 @@ def _cookie(memo_id: int) -> str:
     return f"memo_ack_{memo_id}"
 
 
-def _to_page(target: AckTarget, token: str) -> HttpResponse:
+def _to_page(target: AnswerTarget, token: str) -> HttpResponse:
     response = redirect(reverse("ack-page", args=[target.memo.pk]))
     response.status_code = 303
     response.set_cookie(
@@ -144,7 +144,7 @@ def _to_page(target: AckTarget, token: str) -> HttpResponse:
     return _private(response)
 
 
-def _shown(target: AckTarget) -> ShownText | None:
+def _shown(target: AnswerTarget) -> ShownText | None:
     """The memo as sent to the developer, as their page shows it; None when it cannot be
     shown (the admin's template over its render budget, the templates not the approved
     ones): then nothing may be answered on it either."""
@@ -163,7 +163,7 @@ def _shown(target: AckTarget) -> ShownText | None:
 
 
 def _memo_page(
-    request: HttpRequest, target: AckTarget, errors: dict[str, str] | None = None, status: int = 200
+    request: HttpRequest, target: AnswerTarget, errors: dict[str, str] | None = None, status: int = 200
 ) -> HttpResponse:
     answers = answers_of(target)
     sent = _shown(target)
@@ -196,7 +196,7 @@ def _memo_page(
         )
 
 
-def _why_by_traffic(target: AckTarget) -> list[dict[str, object]]:
+def _why_by_traffic(target: AnswerTarget) -> list[dict[str, object]]:
     """The traffic that put the developer in the memo's audience, as the snapshot of the
     approved audience kept it, a country each, for the page to say in their language."""
     facts = traffic_of(target.memo, [target.developer.pk]).get(target.developer.pk, [])
@@ -206,7 +206,7 @@ def _why_by_traffic(target: AckTarget) -> list[dict[str, object]]:
     ]
 
 
-def _answer(request: HttpRequest, target: AckTarget, token: str) -> HttpResponse:
+def _answer(request: HttpRequest, target: AnswerTarget, token: str) -> HttpResponse:
     if _shown(target) is None:  # an answer needs a page that can be shown
         return _error_page(request, "ack/unavailable.html", 503)
     try:
