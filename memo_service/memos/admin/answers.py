@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
@@ -88,7 +88,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         ).values("reason")[:1]
         return super().get_queryset(request).filter(response__in=DISPUTES).annotate(included_for=Subquery(reasons))
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         # Deciding changes the developer's country, never the answer itself: its own
         # permission, which the Composer role holds (migration 0010).
         return request.user.has_perm("memos.change_dispute")
@@ -101,7 +101,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         )
         return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         return [f.name for f in Answer._meta.fields]
 
     @admin.display(description="recorded country")

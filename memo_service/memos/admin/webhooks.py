@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
@@ -46,7 +45,7 @@ class WebhookAttemptInline(admin.TabularInline):
     can_delete = False
     readonly_fields = ["at", "status_code", "error", "duration_ms"]
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 

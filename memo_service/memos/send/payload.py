@@ -3,9 +3,8 @@ into one message for a backend that sends many recipients per call (merge_batch_
 
 from __future__ import annotations
 
-from typing import Any
-
 from anymail.message import AnymailMessage
+from django.core.mail.backends.base import BaseEmailBackend
 
 from memo_service.memos.send.queued import Prepared
 
@@ -15,7 +14,7 @@ def memo_tag(memo_id: int) -> str:
     return f"memo-{memo_id}"
 
 
-def single_message(prepared: Prepared, connection: Any) -> AnymailMessage:
+def single_message(prepared: Prepared, connection: BaseEmailBackend) -> AnymailMessage:
     message = AnymailMessage(
         subject=prepared.email.subject,
         body=prepared.email.text,
@@ -29,7 +28,7 @@ def single_message(prepared: Prepared, connection: Any) -> AnymailMessage:
     return message
 
 
-def merged_message(group: list[Prepared], connection: Any, merge_field: str) -> AnymailMessage:
+def merged_message(group: list[Prepared], connection: BaseEmailBackend, merge_field: str) -> AnymailMessage:
     """One message for many recipients: the skeleton once with the provider's merge
     fields (`merge_field`, e.g. "%recipient.{}%") and each recipient's values, or else
     each one's whole rendered email."""

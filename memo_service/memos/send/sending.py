@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
 from anymail.exceptions import AnymailInvalidAddress
 from anymail.message import AnymailMessage
 from django.core.cache import cache
 from django.core.mail import get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities, reports_acceptance
@@ -86,7 +86,7 @@ class BatchSender:
     unknown.
     """
 
-    def __init__(self, connection: Any, deliveries: list[Queued]) -> None:
+    def __init__(self, connection: BaseEmailBackend, deliveries: list[Queued]) -> None:
         self.connection = connection
         self.deliveries = deliveries
         # With an audience by traffic, the traffic templates see (one query a memo).
