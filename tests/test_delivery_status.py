@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -85,22 +86,18 @@ def row(delivery: Delivery) -> dict[str, Any]:
     return dict(Delivery.objects.filter(pk=delivery.pk).values().get())
 
 
+@dataclass(frozen=True)
 class Transition:
     """A transition as the table tries it: `call` runs it on the delivery; `sources` are
     the statuses it moves a delivery from (written out here, not read from models.py);
     `changes(row)` what it writes to a row it moves; `answers(moved, delivery)` what it
     returns. `recorded_anyway`: written to a row it does not move (all but the status)."""
 
-    def __init__(
-        self,
-        call: Callable[[Delivery], Any],
-        sources: set[str],
-        changes: Callable[[dict[str, Any]], dict[str, Any]],
-        answers: Callable[[bool, Delivery], Any] = lambda moved, d: None,
-        recorded_anyway: bool = False,
-    ) -> None:
-        self.call, self.sources, self.changes, self.answers = call, sources, changes, answers
-        self.recorded_anyway = recorded_anyway
+    call: Callable[[Delivery], Any]
+    sources: set[str]
+    changes: Callable[[dict[str, Any]], dict[str, Any]]
+    answers: Callable[[bool, Delivery], Any] = lambda moved, d: None
+    recorded_anyway: bool = False
 
 
 def _recorded_sent(language: str, text: EmailText | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
