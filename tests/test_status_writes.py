@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,41 +38,72 @@ def _name(func: ast.expr) -> str:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
 
 
+def _is_status(node: ast.AST | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value == "status"
+
+
 def _has_status_key(node: ast.AST) -> bool:
-    return isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "status" for k in node.keys)
+    return isinstance(node, ast.Dict) and any(_is_status(k) for k in node.keys)
 
 
-def _writes(node: ast.AST, parent: ast.AST | None, splatted: set[str]) -> str | None:
-    """What about `node` writes a status, if anything does. `splatted`: the names its
-    function passes as **changes to a write."""
-    if isinstance(node, ast.Call) and _name(node.func) in _WRITES:
-        if any(k.arg == "status" or (k.arg is None and _has_status_key(k.value)) for k in node.keywords):
-            return f"{_name(node.func)}(status=…)"
-    if isinstance(node, ast.Call) and _name(node.func) == "save":
-        fields = [k.value for k in node.keywords if k.arg == "update_fields"]
-        if any(isinstance(c, ast.Constant) and c.value == "status" for f in fields for c in ast.walk(f)):
-            return 'save(update_fields=["status", …])'
-    if isinstance(node, ast.Call) and _name(node.func) == "setattr":
-        if any(isinstance(a, ast.Constant) and a.value == "status" for a in node.args[1:2]):
-            return 'setattr(…, "status", …)'
-    if isinstance(node, ast.Attribute) and node.attr == "status" and isinstance(node.ctx, ast.Store):
-        return ".status = …"
-    if isinstance(node, ast.Assign) and _has_status_key(node.value):
-        if any(isinstance(t, ast.Name) and t.id in splatted for t in node.targets):
-            return '{"status": …} passed as **changes to a write'
-    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name):
-        if node.value.id in splatted and isinstance(node.slice, ast.Constant) and node.slice.value == "status":
-            return 'changes["status"] = … passed to a write'
-    if isinstance(node, ast.Tuple) and isinstance(parent, ast.Tuple | ast.List) and len(node.elts) == 2:
-        if isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "status":
-            return '("status", …), a column and its value'
-    if isinstance(node, ast.Constant) and isinstance(node.value, str) and _SQL.search(node.value):
-        return "SQL writing status"
-    if isinstance(node, ast.JoinedStr):
-        text = "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
-        if _SQL.search(text):
-            return "SQL writing status"
-    return None
+# Each reads one kind of node: (the node, its parent, the names its function passes as
+# **changes to a write) -> what about it writes a status, or None.
+Reader = Callable[[Any, ast.AST | None, set[str]], str | None]
+
+
+def _call(node: ast.Call, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    name = _name(node.func)
+    if name in _WRITES and any(
+        k.arg == "status" or (k.arg is None and _has_status_key(k.value)) for k in node.keywords
+    ):
+        return f"{name}(status=…)"
+    if name == "setattr" and any(_is_status(a) for a in node.args[1:2]):
+        return 'setattr(…, "status", …)'
+    return _saved_fields(node) if name == "save" else None
+
+
+def _saved_fields(node: ast.Call) -> str | None:
+    fields = [k.value for k in node.keywords if k.arg == "update_fields"]
+    return 'save(update_fields=["status", …])' if any(_is_status(c) for f in fields for c in ast.walk(f)) else None
+
+
+def _attribute(node: ast.Attribute, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    return ".status = …" if node.attr == "status" and isinstance(node.ctx, ast.Store) else None
+
+
+def _assign(node: ast.Assign, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    changes = _has_status_key(node.value) and any(isinstance(t, ast.Name) and t.id in splatted for t in node.targets)
+    return '{"status": …} passed as **changes to a write' if changes else None
+
+
+def _subscript(node: ast.Subscript, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    stored = isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name) and node.value.id in splatted
+    return 'changes["status"] = … passed to a write' if stored and _is_status(node.slice) else None
+
+
+def _pair(node: ast.Tuple, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    in_row = isinstance(parent, ast.Tuple | ast.List) and len(node.elts) == 2
+    return '("status", …), a column and its value' if in_row and _is_status(node.elts[0]) else None
+
+
+def _text(node: ast.Constant, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    return "SQL writing status" if isinstance(node.value, str) and _SQL.search(node.value) else None
+
+
+def _formatted(node: ast.JoinedStr, parent: ast.AST | None, splatted: set[str]) -> str | None:
+    text = "".join(str(v.value) if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    return "SQL writing status" if _SQL.search(text) else None
+
+
+_READERS: dict[type[ast.AST], Reader] = {
+    ast.Call: _call,
+    ast.Attribute: _attribute,
+    ast.Assign: _assign,
+    ast.Subscript: _subscript,
+    ast.Tuple: _pair,
+    ast.Constant: _text,
+    ast.JoinedStr: _formatted,
+}
 
 
 def _splatted(function: ast.AST) -> set[str]:
@@ -91,7 +124,8 @@ def status_writes(source: str) -> list[tuple[str, int, str]]:
     def visit(node: ast.AST, parent: ast.AST | None, function: str, splatted: set[str]) -> None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             function, splatted = node.name, _splatted(node)
-        if (what := _writes(node, parent, splatted)) is not None:
+        reader = _READERS.get(type(node))
+        if reader and (what := reader(node, parent, splatted)) is not None:
             found.append((function, getattr(node, "lineno", 0), what))
         if isinstance(node, ast.JoinedStr):
             return  # its parts were read as one text
