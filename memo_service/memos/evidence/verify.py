@@ -38,14 +38,7 @@ from memo_service.memos.evidence.payloads import (
 )
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_keys
 from memo_service.memos.evidence.tags import record_authentic
-from memo_service.memos.models import (
-    Answer,
-    Delivery,
-    DeliveryEvent,
-    EvidenceCheckpoint,
-    EvidenceRecord,
-    Memo,
-)
+from memo_service.memos.models import Answer, Delivery, DeliveryEvent, EvidenceCheckpoint, EvidenceRecord, Memo
 
 Kind = EvidenceRecord.Kind
 PAGE = 2_000  # records (or deliveries in handovers) per query while verifying: memory stays flat
