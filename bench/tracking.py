@@ -288,7 +288,7 @@ def main() -> None:
         f"{EVENT_PROCESSES * EVENT_THREADS} event connections + {ACK_THREADS} acknowledging"
     )
     memo_id, developers = setup()
-    from memo_service.memos.answer.answers import answer_token
+    from memo_service.memos.answer.tokens import answer_token
 
     # The first N developers' deliveries get the events; each flood's acknowledgements
     # come from N others of their own (a second answer is not recorded again).

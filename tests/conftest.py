@@ -35,7 +35,8 @@ from django.utils import timezone
 
 from memo_service.celery import app
 from memo_service.developers.models import Developer, Region
-from memo_service.memos.answer.answers import answer_record, answer_target
+from memo_service.memos.answer.answers import answer_record
+from memo_service.memos.answer.tokens import answer_target
 from memo_service.memos.delivery_status import (
     delivery_claim,
     delivery_record_failure,

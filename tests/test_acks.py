@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from memo_service.memos.answer.answers import ACK_SALT, ack_url, answer_token
+from memo_service.memos.answer.tokens import ACK_SALT, ack_url, answer_token
 from memo_service.memos.compose.links import inert_ack_url
 from memo_service.memos.models import Answer, Memo
 from tests.conftest import make_memo, sent_memo

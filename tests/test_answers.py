@@ -6,7 +6,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.models import Answer
 from memo_service.memos.report.reports import memo_funnel
 from tests.conftest import sent_memo

@@ -9,7 +9,7 @@ import pytest
 from django.core import signing
 from django.core.management import CommandError, call_command
 
-from memo_service.memos.answer.answers import ack_url, answer_token
+from memo_service.memos.answer.tokens import ack_url, answer_token
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import LINK_MARK, inert_ack_url, link_placeholder
 from memo_service.memos.compose.rendering import MemoRenderer

@@ -43,7 +43,7 @@ def test_correcting_the_region_moves_the_developer_audits_it_and_exempts_them(
 
 
 def test_the_developer_sees_the_outcome_on_their_page(admin_client, dispute, client):
-    from memo_service.memos.answer.answers import ack_url
+    from memo_service.memos.answer.tokens import ack_url
 
     act(admin_client, "correct_region", dispute)
     page = client.get(ack_url(dispute.memo_id, dispute.developer_id).removeprefix("http://testserver"), follow=True)

@@ -13,7 +13,7 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.delivery_status import EmailText, deliveries_record_sent, delivery_claim
 from memo_service.memos.evidence import checkpoints

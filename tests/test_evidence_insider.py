@@ -18,8 +18,8 @@ from django.conf import settings as conf
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.sent_text import _sent_renderer
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import Answer, Delivery, EvidenceRecord

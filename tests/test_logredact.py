@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from memo_service.memos.answer.answers import answer_token
+from memo_service.memos.answer.tokens import answer_token
 from tests.conftest import wait_for
 from tests.test_api import call, token  # noqa: F401  (the fixture)
 

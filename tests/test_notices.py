@@ -17,8 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.api.models import ApiClient, Scope
-from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.notices import developer_notices, notices_sql
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import (

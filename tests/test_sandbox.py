@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.checks import memo_check, problems_text
 from memo_service.memos.compose.context import developer_context

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from memo_service.memos.answer.answers import answer_token_read
+from memo_service.memos.answer.tokens import answer_token_read
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, EvidenceRecord, Memo

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.answers import ack_url
 from memo_service.memos.answer.disputes import dispute_resolve
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.compose.context import values_from_stored
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify

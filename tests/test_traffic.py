@@ -19,7 +19,7 @@ from memo_service.api.models import ApiClient, Scope
 from memo_service.developers import geo
 from memo_service.developers.erasure import developer_erase
 from memo_service.developers.models import TrafficObservation
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.audience import audience_counts, audience_explain, memo_audience
 from memo_service.memos.evidence.export import evidence_records
 from memo_service.memos.models import Delivery, Memo

@@ -9,7 +9,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.evidence.sequencer import checkpoint_dict
 from memo_service.memos.models import EvidenceCheckpoint, WebhookEndpoint, WebhookMessage
 from memo_service.memos.webhooks import delivery, events

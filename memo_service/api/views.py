@@ -35,14 +35,9 @@ from memo_service.developers.deactivation import developer_deactivate
 from memo_service.developers.importing import developers_sync
 from memo_service.developers.models import Developer
 from memo_service.developers.traffic import traffic_sync
-from memo_service.memos.answer.answers import (
-    AnswerInvalid,
-    ContentHashMismatch,
-    answer_record,
-    answer_target,
-    answers_open,
-)
+from memo_service.memos.answer.answers import AnswerInvalid, ContentHashMismatch, answer_record
 from memo_service.memos.answer.notices import developer_notices
+from memo_service.memos.answer.tokens import answer_target, answers_open
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import MEMO_SHOWN, Answer, Memo
 from memo_service.memos.report.reports import memo_funnel

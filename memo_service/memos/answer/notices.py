@@ -25,8 +25,8 @@ from django.db import connection
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.answers import ack_url, console_url
 from memo_service.memos.answer.sent_text import sent_memo, sent_text
+from memo_service.memos.answer.tokens import ack_url, console_url
 from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import (
     DELIVERY_HANDED_OVER,

@@ -30,18 +30,20 @@ from django_countries import countries
 
 from memo_service.memos.answer.answers import (
     AnswerInvalid,
-    AnswerTarget,
-    DeveloperErased,
-    TokenExpired,
-    TokenInvalid,
-    ack_url,
     answer_record,
-    answer_token_read,
     answers_of,
     delivery_shown,
     memo_no_longer_applies,
 )
 from memo_service.memos.answer.sent_text import ShownText, sent_text
+from memo_service.memos.answer.tokens import (
+    AnswerTarget,
+    DeveloperErased,
+    TokenExpired,
+    TokenInvalid,
+    ack_url,
+    answer_token_read,
+)
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import is_inert_ack_token
 from memo_service.memos.compose.rendering import error_reason

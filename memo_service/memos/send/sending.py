@@ -13,7 +13,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
 from memo_service.backends.base import capabilities, reports_acceptance
-from memo_service.memos.answer.answers import ack_url
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.compose.emails import email_text_hash
 from memo_service.memos.compose.rendering import MemoRenderer, error_reason
