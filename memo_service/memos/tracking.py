@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, cast
 
 from anymail.exceptions import AnymailConfigurationError
 from anymail.signals import AnymailTrackingEvent, tracking
 from anymail.utils import get_anymail_setting
+from anymail.webhooks.base import AnymailCoreWebhookView
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.dispatch import receiver
@@ -160,6 +161,14 @@ def provider_configured(esp: str) -> bool:
     return esp == backend_esp or any(key.startswith(prefix) for key in settings.ANYMAIL)
 
 
+class _ClassBasedView(Protocol):
+    """What View.as_view() returns, as Django documents it: the view function carries
+    its class and the keyword arguments it makes each instance with."""
+
+    view_class: type[AnymailCoreWebhookView]
+    view_initkwargs: dict[str, Any]
+
+
 @csrf_exempt
 def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
     """/anymail/<esp>/tracking/: anymail's own webhook view, step by step (its
@@ -174,13 +183,14 @@ def tracking_webhook(request: HttpRequest, esp: str) -> HttpResponse:
         raise Http404("no tracking webhook for that provider") from None
     if not get_anymail_setting("webhook_secret", default=None):
         return _refused(403, "refused: ANYMAIL_WEBHOOK_SECRET is not set, so no event can be authenticated")
-    view_class = match.func.view_class  # type: ignore[attr-defined]
+    anymail_view = cast(_ClassBasedView, match.func)
+    view_class = anymail_view.view_class
     try:
-        view = view_class(**match.func.view_initkwargs)  # type: ignore[attr-defined]
+        view = view_class(**anymail_view.view_initkwargs)
     except AnymailConfigurationError as exc:
         return _refused(400, f"refused: {esp} is not configured for tracking webhooks: {str(exc).splitlines()[0]}")
     if request.method != "POST":
-        return view_class.as_view(**match.func.view_initkwargs)(request)  # type: ignore[attr-defined]
+        return view_class.as_view(**anymail_view.view_initkwargs)(request)
     view.setup(request)
     view.run_validators(request)  # a bad password or signature: anymail's 400
     try:
