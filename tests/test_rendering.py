@@ -3,7 +3,7 @@
 import pytest
 
 from memo_service.memos.compose.checks import templates_check
-from memo_service.memos.compose.context import TEMPLATE_VARIABLES, developer_context
+from memo_service.memos.compose.context import SAMPLE_DEVELOPER, TEMPLATE_VARIABLES, developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.models import Memo
@@ -114,17 +114,7 @@ def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
     memo.subject = "{{ developer.organization }}"
     memo.html_body = "<p>{{ developer.organization }}</p>"
     memo.text_body = "{{ developer.organization }}"
-    developer = {
-        "name": "X",
-        "organization": "Tom & <Jerry>",
-        "email": "x@example.com",
-        "external_id": "x",
-        "country": "US",
-        "country_name": "United States",
-        "language": "en",
-        "traffic_countries": "",
-        "traffic_summary": "",
-    }
+    developer = {**SAMPLE_DEVELOPER, "organization": "Tom & <Jerry>", "country": "US", "country_name": "United States"}
     language, email = MemoRenderer(memo).render(developer, "http://testserver/ack/t/")
     assert email.subject == "Tom & <Jerry>"
     assert "<p>Tom &amp; &lt;Jerry&gt;</p>" in email.html
@@ -134,16 +124,7 @@ def test_html_is_escaped_and_text_and_subject_are_not(memo, developers):
 
 def test_the_developers_language_picks_the_translation_and_english_is_the_fallback(memo):
     renderer = MemoRenderer(memo)
-    base = {
-        "name": "W",
-        "organization": "O",
-        "email": "w@example.com",
-        "external_id": "w",
-        "country": "CN",
-        "country_name": "中国",
-        "traffic_countries": "",
-        "traffic_summary": "",
-    }
+    base = {**SAMPLE_DEVELOPER, "country": "CN", "country_name": "中国"}
     zh, email_zh = renderer.render({**base, "language": "zh-hans"}, "http://testserver/ack/t/")
     fr, email_fr = renderer.render({**base, "language": "fr"}, "http://testserver/ack/t/")
     assert (zh, email_zh.subject) == ("zh-hans", "来自中国的访问将被阻止")
@@ -178,15 +159,7 @@ def test_dates_are_written_in_the_texts_language(memo):
     translation.subject = "自{{ memo.effective_date_text }}起阻止"
     translation.save()
     memo = Memo.objects.get(pk=memo.pk)
-    base = {
-        "name": "W",
-        "organization": "O",
-        "email": "w@example.com",
-        "external_id": "w",
-        "country": "CN",
-        "traffic_countries": "",
-        "traffic_summary": "",
-    }
+    base = {**SAMPLE_DEVELOPER, "country": "CN"}
     renderer = MemoRenderer(memo)
     assert renderer.render({**base, "language": "fr"}, "u")[1].subject == "Blocked from July 9, 2027"
     assert renderer.render({**base, "language": "zh-hans"}, "u")[1].subject == "自2027年7月9日起阻止"
