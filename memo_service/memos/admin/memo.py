@@ -153,11 +153,10 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
 
     def save_model(self, request: HttpRequest, obj: Memo, form: Any, change: bool) -> None:
         if not change:
-            assert request.user.is_authenticated  # the admin lets in only signed-in staff
-            obj.author = obj.last_edited_by = request.user
+            obj.author = obj.last_edited_by = signed_in(request)
         super().save_model(request, obj, form, change)
         if not change:
-            audit_record(actor=signed_in(request), action="memo.created", obj=obj)
+            audit_record(actor=obj.author, action="memo.created", obj=obj)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
