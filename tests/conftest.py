@@ -393,8 +393,8 @@ def found(pattern: str, text: str, group: int = 0) -> str:
 def answered(memo: Memo, developer: Developer, response: str = "acknowledged", **fields: Any) -> Answer:
     """The developer's answer to the memo, recorded as their page records it (a person
     on a phone, who touched the page); `fields`: comment, country. An answer within
-    seconds of the email is flagged as possibly automated: send it earlier (`at`) to
-    have it read as a person's."""
+    seconds of the email is flagged as possibly automated: send the memo earlier
+    (`sent_memo(..., at=...)`) to have it read as a person's."""
     target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
     assert target is not None, f"the memo was not sent to {developer.external_id}"
     answer, _ = answer_record(

@@ -6,6 +6,8 @@ out."""
 from __future__ import annotations
 
 import datetime as dt
+import inspect
+from types import ModuleType
 
 import pytest
 from django.utils import timezone
@@ -20,17 +22,17 @@ STOPPED_AT = dt.datetime(2026, 11, 2, 9, 0, 0, 250_000, tzinfo=dt.UTC)
 MOVED_AT = dt.datetime(2026, 11, 3, 10, 30, tzinfo=dt.UTC)
 
 
-class Clock:
+class StoppedClock:
     """Django's clock (timezone.now), stopped at `now`; a test moves it by setting it."""
 
     now = STOPPED_AT
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(timezone, "now", lambda: clock.now)
-    return clock
+def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> StoppedClock:
+    stopped_clock = StoppedClock()
+    monkeypatch.setattr(timezone, "now", lambda: stopped_clock.now)
+    return stopped_clock
 
 
 def sending_memo(slug: str = "regions-blocked") -> Memo:
@@ -40,3 +42,12 @@ def sending_memo(slug: str = "regions-blocked") -> Memo:
     assert memo_mark_approved(memo=memo, approver=None, content_hash="c" * 64, approved_rules={})
     assert memo_mark_sending(memo=memo)
     return memo
+
+
+def state_machine_functions(module: ModuleType) -> set[str]:
+    """The transitions a state-machine module offers: its own public functions."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value.__module__ == module.__name__ and not name.startswith("_")
+    }

@@ -29,7 +29,7 @@ from memo_service.memos.models import Delivery, DeliveryEvent, EvidenceRecord, M
 from memo_service.memos.send.dispatch import deliveries_create
 from memo_service.memos.tracking import STATUS_FOR_EVENT, delivery_record_event
 from tests.conftest import make_developer, make_memo
-from tests.statuses import MOVED_AT, STOPPED_AT, Clock, clock, sending_memo  # noqa: F401  (clock: a fixture)
+from tests.statuses import MOVED_AT, STOPPED_AT, StoppedClock, sending_memo, stopped_clock  # noqa: F401  (stopped_clock: a fixture)
 
 pytestmark = pytest.mark.django_db
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="the fast paths are PostgreSQL's")
@@ -78,12 +78,12 @@ def state() -> dict[str, Any]:
     }
 
 
-def both_ways(run: Callable[[bool], Any], clock: Clock, started: list[int]) -> tuple[Any, Any]:
+def both_ways(run: Callable[[bool], Any], stopped_clock: StoppedClock, started: list[int]) -> tuple[Any, Any]:
     """(the fast path's outcome, the twin's): what `run(fast)` returns and starts and the
     state it leaves, each run on the same rows (the first rolled back) at NOW."""
     outcomes = []
     for fast in (True, False):
-        clock.now = NOW
+        stopped_clock.now = NOW
         started.clear()
         with transaction.atomic():
             result = run(fast)
@@ -101,7 +101,7 @@ TEXTS = [
 
 
 @postgresql_only
-def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, clock, sequencers_started):
+def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, stopped_clock, sequencers_started):
     """One call's emails, of two memos: two claimed, one recorded sent before (its
     status and first send time stay; its text is the one sent last) and one a tracking
     event moved on before this record."""
@@ -119,7 +119,7 @@ def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, c
 
     fast, orm = both_ways(
         lambda fast: deliveries_record_sent(delivery_ids=ids, message_id="<call@mg>", texts=texts, fast=fast),
-        clock,
+        stopped_clock,
         sequencers_started,
     )
     assert fast == orm
@@ -131,18 +131,20 @@ def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, c
 
 
 @postgresql_only
-def test_the_handover_statement_writes_what_the_python_path_writes(developers, clock, sequencers_started):
+def test_the_handover_statement_writes_what_the_python_path_writes(developers, stopped_clock, sequencers_started):
     """The records of rows as they are (a reconciled call: no text hash), their times
     with and without a fraction of a second, the reasons' quotes and accents kept."""
     memo = sending_memo("handover")
     deliveries = claimed(memo, developers["cn"], developers["ru"], developers["us"])
     Delivery.objects.filter(pk=deliveries[0].pk).update(reason='CN is in region "Unsupported", café')
     for delivery, at in zip(deliveries, [EARLIER, NOW, NOW.replace(microsecond=7)], strict=True):
-        clock.now = at
+        stopped_clock.now = at
         deliveries_record_sent(delivery_ids=[delivery.pk], message_id=f"<{delivery.pk}@mg>", language="en")
     ids = [d.pk for d in deliveries]
 
-    fast, orm = both_ways(lambda fast: evidence_record_handover(delivery_ids=ids, fast=fast), clock, sequencers_started)
+    fast, orm = both_ways(
+        lambda fast: evidence_record_handover(delivery_ids=ids, fast=fast), stopped_clock, sequencers_started
+    )
     assert fast == orm
     assert fast[1] == [memo.pk]
 
@@ -182,7 +184,7 @@ def _stored(event: DeliveryEvent | None) -> dict[str, Any] | None:
 @pytest.mark.parametrize("start", [D.SENDING, D.SENT, D.DELIVERED, D.BOUNCED])
 @pytest.mark.parametrize("event_type", [*STATUS_FOR_EVENT, "opened"])
 def test_the_tracking_statement_writes_what_the_orm_path_writes(
-    developers, clock, sequencers_started, event_type, start
+    developers, stopped_clock, sequencers_started, event_type, start
 ):
     """Every event type anymail normalizes to a status, and one with none, on a delivery
     it moves on and on one already as far or further: the event stored, the delivery
@@ -192,7 +194,7 @@ def test_the_tracking_statement_writes_what_the_orm_path_writes(
 
     fast, orm = both_ways(
         lambda fast: _stored(delivery_record_event(event=event, provider="mailgun", fast=fast)),
-        clock,
+        stopped_clock,
         sequencers_started,
     )
     assert fast == orm
@@ -201,13 +203,13 @@ def test_the_tracking_statement_writes_what_the_orm_path_writes(
 
 @postgresql_only
 def test_the_tracking_statement_stores_an_event_of_no_delivery_of_ours_and_ignores_a_replay(
-    developers, clock, sequencers_started
+    developers, stopped_clock, sequencers_started
 ):
     delivery = _delivery_in(D.SENT, sending_memo("tracked"), developers["cn"])
     stranger = _event("delivered", 10**9, event_id="evt-stranger")
     fast, orm = both_ways(
         lambda fast: _stored(delivery_record_event(event=stranger, provider="mailgun", fast=fast)),
-        clock,
+        stopped_clock,
         sequencers_started,
     )
     assert fast == orm
@@ -218,14 +220,14 @@ def test_the_tracking_statement_stores_an_event_of_no_delivery_of_ours_and_ignor
     delivery_record_event(event=replayed, provider="mailgun", fast=False)
     fast, orm = both_ways(
         lambda fast: _stored(delivery_record_event(event=replayed, provider="mailgun", fast=fast)),
-        clock,
+        stopped_clock,
         sequencers_started,
     )
     assert fast == orm
     assert fast[0] is None and fast[1] == []
 
 
-def test_dispatch_writes_each_column_from_its_own_source(developers, clock):
+def test_dispatch_writes_each_column_from_its_own_source(developers, stopped_clock):
     """deliveries_create's INSERT … SELECT (one statement on either database), against
     the row each column's source gives: a developer's own language and country, the
     rules' reason, and for an address that bounced, failed at once and why."""

@@ -17,7 +17,7 @@ from memo_service.memos.delivery_status import delivery_claim, delivery_record_f
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.dispatch import deliveries_create
 from tests.conftest import make_developer, make_memo
-from tests.statuses import MOVED_AT, STOPPED_AT, Clock, clock  # noqa: F401  (clock: a fixture)
+from tests.statuses import MOVED_AT, STOPPED_AT, StoppedClock, state_machine_functions, stopped_clock  # noqa: F401  (stopped_clock: a fixture)
 
 pytestmark = pytest.mark.django_db
 S = Memo.Status
@@ -126,31 +126,32 @@ def row(memo: Memo) -> Mapping[str, Any]:
     return Memo.objects.filter(pk=memo.pk).values().get()
 
 
-def memo_in_status(status: str, person: Any, clock: Clock) -> Memo:
+def memo_in_status(status: str, person: Any, stopped_clock: StoppedClock) -> Memo:
     """A memo brought to `status` by the state machine's moves, at STOPPED_AT. Every memo
     here counts as dispatched (what memo_dispatch writes once every delivery exists), so
     memo_mark_sent_if_done's only guard in the table is the status."""
-    clock.now = STOPPED_AT
+    stopped_clock.now = STOPPED_AT
     memo = make_memo(slug=f"memo-{status}")
     Memo.objects.filter(pk=memo.pk).update(dispatched_at=STOPPED_AT)
     for step in PATHS[status]:
         assert TRANSITIONS[step][0](memo, person), f"{step} refused on the way to {status}"
     memo.refresh_from_db()
     assert memo.status == status
-    clock.now = MOVED_AT
+    stopped_clock.now = MOVED_AT
     return memo
 
 
-def test_the_table_covers_every_status() -> None:
+def test_the_table_covers_every_status_and_every_transition() -> None:
     assert set(PATHS) == set(S)
     assert set().union(*(sources for _, sources, _ in TRANSITIONS.values())) <= set(S)
+    assert state_machine_functions(memo_status) == set(TRANSITIONS)  # a new transition joins the table
 
 
 @pytest.mark.parametrize("name", list(TRANSITIONS))
 @pytest.mark.parametrize("start", list(S))
-def test_each_transition_from_each_status(start: str, name: str, person: Any, clock: Clock) -> None:
+def test_each_transition_from_each_status(start: str, name: str, person: Any, stopped_clock: StoppedClock) -> None:
     call, sources, changes = TRANSITIONS[name]
-    memo = memo_in_status(start, person, clock)
+    memo = memo_in_status(start, person, stopped_clock)
     before = row(memo)
     moved = call(memo, person)
     if start in sources:
@@ -161,17 +162,17 @@ def test_each_transition_from_each_status(start: str, name: str, person: Any, cl
         assert row(memo) == before
 
 
-def test_a_reason_is_cut_to_what_the_column_holds(person: Any, clock: Clock) -> None:
-    memo = memo_in_status(S.SENDING, person, clock)
+def test_a_reason_is_cut_to_what_the_column_holds(person: Any, stopped_clock: StoppedClock) -> None:
+    memo = memo_in_status(S.SENDING, person, stopped_clock)
     assert memo_status.memo_mark_paused(memo=memo, reason="x" * 400)
     assert row(memo)["status_reason"] == "x" * 300
-    memo = memo_in_status(S.SCHEDULED, person, clock)
+    memo = memo_in_status(S.SCHEDULED, person, stopped_clock)
     assert memo_status.memo_mark_unscheduled(memo=memo, reason="y" * 400)
     assert row(memo)["status_reason"] == "y" * 300
 
 
-def test_a_memo_is_sent_only_once_dispatched_and_no_email_is_pending(person: Any, clock: Clock) -> None:
-    memo = memo_in_status(S.SENDING, person, clock)
+def test_a_memo_is_sent_only_once_dispatched_and_no_email_is_pending(person: Any, stopped_clock: StoppedClock) -> None:
+    memo = memo_in_status(S.SENDING, person, stopped_clock)
     Memo.objects.filter(pk=memo.pk).update(dispatched_at=None)  # its dispatch still paging
     assert memo_status.memo_mark_sent_if_done(memo_id=memo.pk) is False
     Memo.objects.filter(pk=memo.pk).update(dispatched_at=MOVED_AT)

@@ -16,9 +16,8 @@ from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, SendLease
 from memo_service.memos.send import reconcile, sweeper
-from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
-from tests.conftest import approve, sent_delivery, sent_memo, wait_for
+from tests.conftest import dispatched, sent_delivery, sent_memo, wait_for
 from tests.test_evidence import emails
 
 pytestmark = pytest.mark.django_db
@@ -44,12 +43,10 @@ def batched(mailgun: Any, settings: Any, eager: None) -> Any:
     return mailgun
 
 
-def dispatched(memo: Memo) -> dict[str, int]:
-    """The memo approved and its deliveries queued: {country: delivery id}."""
-    approve(memo)
-    memo_send_start(memo=memo)
-    memo_dispatch(memo_id=memo.pk)
-    return {d.developer.country.code: d.pk for d in Delivery.objects.filter(memo=memo).select_related("developer")}
+def queued_ids(memo: Memo) -> dict[str, int]:
+    """The memo approved and its deliveries queued (conftest's dispatched): {country: delivery id}."""
+    deliveries = Delivery.objects.filter(memo=dispatched(memo)).select_related("developer")
+    return {d.developer.country.code: d.pk for d in deliveries}
 
 
 def died_holding(memo: Memo, ids: list[int], renewed_ago: float = 60) -> SendLease:
@@ -77,7 +74,7 @@ def test_it_marks_sent_what_mailgun_accepted_and_sends_again_exactly_what_it_nev
     """The dead worker's call reached Mailgun for the developer in CN and not for the one
     in RU: the CN delivery is recorded sent from Mailgun's event, the RU one is sent
     again, and each developer has exactly one email at Mailgun."""
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     delivery_send_batch(delivery_ids=[ids["CN"]])  # Mailgun accepted it...
     message_id, sent_at = Delivery.objects.values_list("provider_message_id", "sent_at").get(pk=ids["CN"])
     Delivery.objects.filter(pk=ids["CN"]).update(provider_message_id="", sent_at=None)  # ...the answer was lost
@@ -97,7 +94,7 @@ def test_it_marks_sent_what_mailgun_accepted_and_sends_again_exactly_what_it_nev
 def test_it_follows_the_events_api_pages_to_the_end(sweep, memo, developers, batched, monkeypatch):
     """One event per page: every page is read, and nothing is sent twice."""
     monkeypatch.setattr(mailgun_backend, "EVENTS_PAGE_LIMIT", 1)
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     delivery_send_batch(delivery_ids=list(ids.values()))
     died_holding(memo, list(ids.values()))
     sweep()
@@ -111,7 +108,7 @@ def test_it_waits_for_the_providers_events_before_it_asks(memo, batched, setting
     than PROVIDER_EVENTS_LAG_SECONDS after the dead holder's last sign of life, so an
     accepted email is never taken for a missing one."""
     settings.PROVIDER_EVENTS_LAG_SECONDS = 45
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     lease = died_holding(memo, [ids["CN"]], renewed_ago=40)
     [(lease_id, wait)] = reconcile.leases_expired_take_over(now=timezone.now())
     assert lease_id == lease.pk
@@ -121,7 +118,7 @@ def test_it_waits_for_the_providers_events_before_it_asks(memo, batched, setting
 
 
 def test_a_live_workers_lease_is_left_alone(sweep, memo, batched):
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     lease = died_holding(memo, [ids["CN"]], renewed_ago=0)
     assert sweep()["leases"] == 0
     assert SendLease.objects.get(pk=lease.pk).holder == "gone-host:4242"
@@ -131,7 +128,7 @@ def test_a_live_workers_lease_is_left_alone(sweep, memo, batched):
 def test_queued_deliveries_of_a_dead_workers_task_are_sent_without_waiting_for_the_broker(sweep, memo, batched):
     """Redis would return the dead worker's task after an hour: the lease returns its
     unsent deliveries at the sweeper's next run."""
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     died_holding(memo, [])
     SendLease.objects.update(delivery_ids=list(ids.values()))
     assert sweep()["leases"] == 1
@@ -143,7 +140,7 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
     reconciliation, which finds them accepted: sent once, never "outcome unknown"."""
     settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.3}
     batched.delay = 1.0
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     delivery_send_batch(delivery_ids=list(ids.values()))
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sending"}
     lease = SendLease.objects.get()
@@ -165,7 +162,7 @@ def test_a_lost_answer_is_settled_from_the_providers_events_not_left_unknown(swe
 
 
 def test_a_provider_that_cannot_be_asked_now_is_asked_at_the_next_run(sweep, memo, batched, settings):
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     died_holding(memo, [ids["CN"]])
     good = settings.ANYMAIL
     settings.ANYMAIL = {**good, "MAILGUN_API_URL": "http://127.0.0.1:9/v3"}
@@ -183,7 +180,7 @@ def test_without_a_provider_to_ask_the_deliveries_are_outcome_unknown_and_say_wh
 ):
     """anymail's own Mailgun backend cannot ask Mailgun: nobody can know."""
     settings.PROVIDER_EVENTS_LAG_SECONDS = 0
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     died_holding(memo, [ids["CN"]])
     sweep()
     cn = Delivery.objects.get(pk=ids["CN"])
@@ -193,7 +190,7 @@ def test_without_a_provider_to_ask_the_deliveries_are_outcome_unknown_and_say_wh
 
 def test_deliveries_left_sending_under_no_lease_are_reconciled_too(sweep, memo, batched):
     """Claimed before leases existed (or their lease lost): past the hard time limit."""
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     delivery_send_batch(delivery_ids=[ids["CN"]])
     long_ago = timezone.now() - sweeper.SENDING_GRACE - dt.timedelta(seconds=1)
     # As a worker without leases left it, long ago, the answer of its call never recorded.
@@ -208,7 +205,7 @@ def test_deliveries_left_sending_under_no_lease_are_reconciled_too(sweep, memo, 
 def test_a_composer_sends_the_unknown_ones_again_knowing_the_risk(
     memo, developers, batched, admin_user, django_capture_on_commit_callbacks
 ):
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     sent_delivery(memo, developers["cn"], "outcome_unknown", reason="the worker stopped")
     sent_delivery(memo, developers["ru"], "sent")
     before = per_recipient(batched)
@@ -263,7 +260,7 @@ def test_the_memo_page_says_how_many_are_unknown_and_why_and_a_composer_resends_
 def test_deliveries_a_live_lease_also_holds_wait_for_it(sweep, memo, batched):
     """RabbitMQ hands the dead worker's task to a live one at once: while that one holds
     the same deliveries, they are left alone; once it is gone, they are settled."""
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     dead = died_holding(memo, [ids["CN"], ids["RU"]])
     now = timezone.now()
     live = SendLease.objects.create(
@@ -287,7 +284,7 @@ def test_deliveries_a_live_lease_also_holds_wait_for_it(sweep, memo, batched):
 def test_two_dead_leases_on_the_same_deliveries_do_not_wait_for_each_other(sweep, memo, batched):
     """A task, and its redelivery, both killed: both leases are reconciled and the
     deliveries they share settled once."""
-    ids = dispatched(memo)
+    ids = queued_ids(memo)
     died_holding(memo, [ids["CN"], ids["RU"]])
     died_holding(memo, [ids["CN"], ids["RU"]], renewed_ago=45)
     sweep()
