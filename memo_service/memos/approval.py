@@ -130,7 +130,7 @@ def memo_editors_since_approval(memo: Memo) -> set[int]:
 
 def memo_edited(*, memo: Memo, by: Actor, fields: list[str]) -> None:
     """An edit returns an approved (or awaiting, or scheduled) memo to draft."""
-    Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if getattr(by, "pk", None) else None)
+    Memo.objects.filter(pk=memo.pk).update(last_edited_by=by if by is not None and by.pk else None)
     if memo_void_approval(memo=memo):
         AudienceSnapshot.objects.filter(memo=memo).delete()
         audit_record(actor=by, action="memo.approval_voided", obj=memo, fields=fields)

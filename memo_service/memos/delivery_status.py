@@ -42,8 +42,7 @@ from memo_service.memos.evidence.append import (
     event_records_params,
     evidence_record_handover,
     evidence_seal_soon,
-    handover_records_params,
-    handover_records_tag,
+    handover_records_write,
 )
 from memo_service.memos.models import DELIVERY_RANK, MEMO_MAY_SEND, Delivery, DeliveryEvent, Memo
 
@@ -174,9 +173,8 @@ def _text_row(text: EmailText) -> dict[str, str]:
 def _record_sent_postgresql(
     delivery_ids: list[int], message_id: str, sent_at: dt.datetime, now: dt.datetime, texts: Mapping[int, EmailText]
 ) -> None:
-    """_RECORD_SENT_SQL, and the tags of the handover records it wrote, in one
-    transaction (the send's record runs in autocommit): a sequencer must never see a
-    record before its tag, or it would refuse a genuine handover."""
+    """_RECORD_SENT_SQL: the rows recorded sent and their handover records written, in
+    one statement (evidence/append.py tags the records in its transaction)."""
     params: dict[str, Any] = {
         "sending": DeliveryStatus.SENDING,
         "sent": DeliveryStatus.SENT,
@@ -185,12 +183,7 @@ def _record_sent_postgresql(
         "now": now,
         "texts": json.dumps([[i, *texts[i]] for i in delivery_ids], ensure_ascii=False),
     }
-    created_at = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_RECORD_SENT_SQL, params | handover_records_params(created_at))
-        memo_ids = handover_records_tag(cursor, cursor.fetchall(), created_at)
-    for memo_id in memo_ids:
-        evidence_seal_soon(memo_id)
+    handover_records_write(_RECORD_SENT_SQL, params)
 
 
 def deliveries_record_unsent(
@@ -308,8 +301,17 @@ _ADVANCE_COLUMNS = ("status", "status_changed_at", "status_reason", "provider_me
 # A tracking event's row: its columns, each with its parameter.
 _EVENT_VALUES = {
     column: f"%(event_{column})s"
-    for column in ("provider", "event_id", "event_type", "delivery_id", "message_id", "description", "occurred_at")
-} | {"received_at": "%(event_received_at)s", "payload": "%(event_payload)s::jsonb"}
+    for column in (
+        "provider",
+        "event_id",
+        "event_type",
+        "delivery_id",
+        "message_id",
+        "description",
+        "occurred_at",
+        "received_at",
+    )
+} | {"payload": "%(event_payload)s::jsonb"}
 # After a bounce or complaint it moved, the developer's address is marked, so no later
 # memo is mailed to it: in the statement of such events alone, since planned into every
 # event's statement it made each one's planning a quarter slower.

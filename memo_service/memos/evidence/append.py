@@ -162,15 +162,9 @@ def evidence_record_handover(*, delivery_ids: list[int], fast: bool | None = Non
     if not delivery_ids:
         return
     if connection.vendor == "postgresql" if fast is None else fast:
-        now = timezone.now()
-        # One transaction (a send's record runs in autocommit): a sequencer must never
-        # see the record before its tag, or it would refuse a genuine handover.
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_HANDOVER_OF_ROWS_SQL, {"delivery_ids": delivery_ids, **handover_records_params(now)})
-            memo_ids = handover_records_tag(cursor, cursor.fetchall(), now)
-    else:
-        memo_ids = _handover(delivery_ids)
-    for memo_id in memo_ids:
+        handover_records_write(_HANDOVER_OF_ROWS_SQL, {"delivery_ids": delivery_ids})
+        return
+    for memo_id in _handover(delivery_ids):
         evidence_seal_soon(memo_id)
 
 
@@ -189,7 +183,7 @@ HANDOVER_ROW_COLUMNS = (
 )
 # The handover records of the Delivery rows `d` (a statement's CTE): one a memo, its
 # lines built by the database from the rows, not read back to build them. Its RETURNING
-# rows go to handover_records_tag; its parameters are handover_records_params's.
+# rows are tagged, and its parameters given, by handover_records_write.
 HANDOVER_RECORDS_SQL = f"""
 INSERT INTO {EvidenceRecord._meta.db_table}
     (memo_id, object_id, kind, payload, size, prev_hash, hash, created_at, tag, refused)
@@ -207,20 +201,31 @@ WITH d AS (
 ){HANDOVER_RECORDS_SQL}"""
 
 
-def handover_records_params(created_at: dt.datetime) -> dict[str, Any]:
-    """HANDOVER_RECORDS_SQL's parameters: its records are created at `created_at`."""
-    return {
-        "handover_kind": Kind.HANDOVER,
-        "handover_fields": json.dumps(HANDOVER_FIELDS),
-        "handover_created_at": created_at,
-    }
+def handover_records_write(sql: str, params: dict[str, Any]) -> None:
+    """Run `sql`, a statement ending in HANDOVER_RECORDS_SQL, with `params`; tag the
+    records it wrote and start their memos' sequencers. One transaction (a send's record
+    runs in autocommit): a sequencer must never see a record before its tag, or it would
+    refuse a genuine handover."""
+    created_at = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            params
+            | {
+                "handover_kind": Kind.HANDOVER,
+                "handover_fields": json.dumps(HANDOVER_FIELDS),
+                "handover_created_at": created_at,
+            },
+        )
+        memo_ids = _handover_records_tag(cursor, cursor.fetchall(), created_at)
+    for memo_id in memo_ids:
+        evidence_seal_soon(memo_id)
 
 
-def handover_records_tag(cursor: Any, written: list[tuple[Any, ...]], created_at: dt.datetime) -> set[int]:
+def _handover_records_tag(cursor: Any, written: list[tuple[Any, ...]], created_at: dt.datetime) -> set[int]:
     """Tag the records HANDOVER_RECORDS_SQL wrote (`written`, the rows it returned), in
     its transaction: the database built their lines, the worker tags them, so the
-    database never holds the tag's key. Returns their memos, whose sequencers the caller
-    starts (evidence_seal_soon) once the transaction is done."""
+    database never holds the tag's key. Returns their memos."""
     tags = [
         {
             "id": record_id,
