@@ -16,17 +16,78 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 
+class MergeField(NamedTuple):
+    """A provider's mark for a merge field, around the field's name: Mailgun's
+    ("%recipient.", "%"), Mustache's unescaped ("{{{", "}}}")."""
+
+    before: str
+    after: str
+
+    def format(self, name: str) -> str:
+        return f"{self.before}{name}{self.after}"
+
+
+class MergeFields(NamedTuple):
+    subject: MergeField
+    html: MergeField
+    text: MergeField
+
+    @classmethod
+    def same(cls, field: MergeField) -> MergeFields:
+        return cls(field, field, field)
+
+
+# A recipient's status (anymail's AnymailRecipientStatus.status) that means the provider
+# refused that recipient while it took the call's others.
+REFUSED = frozenset({"rejected", "failed", "invalid"})
+
+
+class Outcome(NamedTuple):
+    """What the provider said of one recipient of a call it took."""
+
+    message_id: str  # the recipient's own id, or else the call's
+    refused: str  # why the provider refused this recipient; "" if it took the email
+
+
+def recipient_outcomes(message: Any) -> dict[str, Outcome]:
+    """{address: Outcome} for a sent message, from anymail's per-recipient status;
+    the reason for a refusal is what our backend found in the provider's answer
+    (`message.anymail_refusals`, {address: reason}), else anymail's status."""
+    status = getattr(message, "anymail_status", None)
+    if status is None:
+        return {}  # not an anymail backend
+    reasons: dict[str, str] = getattr(message, "anymail_refusals", None) or {}
+    call_id = str(status.message_id) if isinstance(status.message_id, str) else ""
+    return {
+        address: Outcome(
+            str(recipient.message_id or call_id),
+            (reasons.get(address) or f"refused by the provider ({recipient.status})")
+            if recipient.status in REFUSED
+            else "",
+        )
+        for address, recipient in (status.recipients or {}).items()
+    }
+
+
 class Capabilities:
     """Mixed into our backends (memo_service/backends/); class attributes, no state."""
 
     # A repeated send of one delivery is deduplicated by the provider (an idempotency
     # key): a lost answer or a dead worker's call is simply sent again.
     idempotent: ClassVar[bool] = False
+    # How long the provider keeps an idempotency key (None: as long as we could ask
+    # again). A call repeated after that would be a second email: it is reconciled or
+    # marked unknown instead (memos/send/reconcile.py).
+    idempotency_window: ClassVar[dt.timedelta | None] = None
     # Recipients the provider takes in one batch call (0: one call per email); a send
-    # task carries that many deliveries.
+    # task carries at least that many deliveries.
     merge_batch_size: ClassVar[int] = 0
-    # How a batch call marks a per-recipient value in subject and bodies ("{}": the key).
-    merge_field_format: ClassVar[str] = ""
+    # How a batch call marks a per-recipient value in the subject, the HTML and the text,
+    # each inserted as it is (never escaped by the provider: our values come escaped for
+    # HTML already). None: the provider takes each recipient's whole email in one call
+    # (a message per recipient), and the backend fills it from the merge data's
+    # "subject", "html" and "text".
+    merge_fields: ClassVar[MergeFields | None] = None
 
     @staticmethod
     def refuses_a_recipient(error: Exception) -> bool:

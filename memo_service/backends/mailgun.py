@@ -26,7 +26,7 @@ from anymail.backends import mailgun
 from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
 from django.conf import settings
 
-from memo_service.backends.base import Acceptance, Capabilities, ReportsAcceptance
+from memo_service.backends.base import Acceptance, Capabilities, MergeField, MergeFields, ReportsAcceptance
 
 # The most events Mailgun's events API returns in one page.
 EVENTS_PAGE_LIMIT = 300
@@ -61,7 +61,7 @@ class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
     # deliveries (dispatch.send_batch_size), so a task is one call.
     merge_batch_size = 1000
     # How Mailgun's batch sending marks a per-recipient value in subject and bodies.
-    merge_field_format = "%recipient.{}%"
+    merge_fields = MergeFields.same(MergeField("%recipient.", "%"))
 
     def build_message_payload(self, message: Any, defaults: Any) -> Any:
         return MailgunPayload(message, defaults, self)

@@ -122,7 +122,7 @@ _RECORD_SENT_SQL = f"""
 WITH d AS (
     UPDATE {Delivery._meta.db_table} d SET
         status = CASE WHEN d.status = %(sending)s THEN %(sent)s ELSE d.status END,
-        provider_message_id = %(message_id)s, sent_at = coalesce(d.sent_at, %(sent_at)s),
+        provider_message_id = coalesce(v.value ->> 4, %(message_id)s), sent_at = coalesce(d.sent_at, %(sent_at)s),
         status_changed_at = %(now)s, status_reason = '',
         {", ".join(f"{_TEXT_COLUMNS[f][0]} = v.value {_TEXT_COLUMNS[f][1]} {n}" for n, f in enumerate(EmailText._fields, 1))}
     FROM jsonb_array_elements(%(texts)s::jsonb) AS v WHERE d.id = (v.value ->> 0)::bigint
@@ -133,7 +133,7 @@ WITH d AS (
 def deliveries_record_sent(
     *,
     delivery_ids: list[int],
-    message_id: str,
+    message_id: str | Mapping[int, str],
     language: str = "",
     accepted_at: dt.datetime | None = None,
     texts: Mapping[int, EmailText] | None = None,
@@ -145,16 +145,21 @@ def deliveries_record_sent(
     the `language` they were in), and their handover's evidence record
     (append.evidence_record_handover), together. A tracking event may have moved a
     status on already; the send time and message id are recorded all the same. An
-    email sent again keeps the text sent last. `fast`: with `texts`, the PostgreSQL
-    statement (the default there) or the ORM path."""
+    email sent again keeps the text sent last. `message_id`: the call's, or each
+    delivery's own (a provider that gives each recipient an id). `fast`: with `texts`,
+    the PostgreSQL statement (the default there) or the ORM path."""
     now = timezone.now()
     if texts and (connection.vendor == "postgresql" if fast is None else fast):
-        _record_sent_postgresql(delivery_ids, message_id[:255], accepted_at or now, now, texts)
+        _record_sent_postgresql(delivery_ids, message_id, accepted_at or now, now, texts)
         return
     with transaction.atomic(savepoint=False):
         Delivery.objects.filter(pk__in=in_ids(delivery_ids)).update(
             status=Case(When(status=DeliveryStatus.SENDING, then=Value(DeliveryStatus.SENT)), default=F("status")),
-            provider_message_id=message_id[:255],
+            provider_message_id=(
+                message_id[:255]
+                if isinstance(message_id, str)
+                else Case(*(When(pk=i, then=Value(message_id[i][:255])) for i in delivery_ids), default=Value(""))
+            ),
             language=language,
             sent_at=Coalesce(F("sent_at"), Value(accepted_at or now)),
             status_changed_at=now,
@@ -171,17 +176,26 @@ def _text_row(text: EmailText) -> dict[str, str]:
 
 
 def _record_sent_postgresql(
-    delivery_ids: list[int], message_id: str, sent_at: dt.datetime, now: dt.datetime, texts: Mapping[int, EmailText]
+    delivery_ids: list[int],
+    message_id: str | Mapping[int, str],
+    sent_at: dt.datetime,
+    now: dt.datetime,
+    texts: Mapping[int, EmailText],
 ) -> None:
     """_RECORD_SENT_SQL: the rows recorded sent and their handover records written, in
-    one statement (evidence/append.py tags the records in its transaction)."""
+    one statement (evidence/append.py tags the records in its transaction). Each row's
+    own message id, if any, rides in its texts element."""
+    own = None if isinstance(message_id, str) else message_id
     params: dict[str, Any] = {
         "sending": DeliveryStatus.SENDING,
         "sent": DeliveryStatus.SENT,
-        "message_id": message_id,
+        "message_id": message_id[:255] if isinstance(message_id, str) else "",
         "sent_at": sent_at,
         "now": now,
-        "texts": json.dumps([[i, *texts[i]] for i in delivery_ids], ensure_ascii=False),
+        "texts": json.dumps(
+            [[i, *texts[i], own[i][:255]] if own is not None else [i, *texts[i]] for i in delivery_ids],
+            ensure_ascii=False,
+        ),
     }
     handover_records_write(_RECORD_SENT_SQL, params)
 

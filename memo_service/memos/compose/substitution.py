@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from jinja2 import nodes
 from markupsafe import escape
 
+from memo_service.backends.base import MergeFields
+
 # What a template sees of a developer (context.developer_context), then the link.
 DEVELOPER_KEYS = (
     "name",
@@ -183,16 +185,19 @@ class Skeleton:
                     hashed.append(part)
         return tuple(hashed)
 
-    def merge_template(self, merge_field: str) -> tuple[str, str, str] | None:
+    def merge_template(self, fields: MergeFields) -> tuple[str, str, str] | None:
         """(subject, html, text) with the provider's merge field for each value
-        (`merge_field` like Mailgun's "%recipient.{}%"): HTML's are named h<n>, the others
-        v<n>. None when the memo's own text already looks like a merge field."""
-        marker = merge_field.split("{}")[0]
-        if any(isinstance(p, str) and marker in p for p in (*self.subject, *self.html, *self.text)):
-            return None
-        plain = tuple(merge_field.format(f"v{n}") for n in range(len(SLOTS)))
-        html = tuple(merge_field.format(f"h{n}") for n in range(len(SLOTS)))
-        return join(self.subject, plain), join(self.html, html), join(self.text, plain)
+        (`fields`, e.g. Mailgun's "%recipient.X%" in all three): HTML's are named h<n>, the
+        others v<n>. None when the memo's own text already looks like a merge field."""
+        for parts, field in ((self.subject, fields.subject), (self.html, fields.html), (self.text, fields.text)):
+            if any(isinstance(p, str) and field.before in p for p in parts):
+                return None
+        slots = range(len(SLOTS))
+        return (
+            join(self.subject, tuple(fields.subject.format(f"v{n}") for n in slots)),
+            join(self.html, tuple(fields.html.format(f"h{n}") for n in slots)),
+            join(self.text, tuple(fields.text.format(f"v{n}") for n in slots)),
+        )
 
     def merge_values(self, values: tuple[str, ...], escaped: tuple[str, ...]) -> dict[str, str]:
         """One recipient's values under the names merge_template gave them."""

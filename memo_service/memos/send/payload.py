@@ -6,6 +6,7 @@ from __future__ import annotations
 from anymail.message import AnymailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
+from memo_service.backends.base import MergeFields
 from memo_service.memos.send.queued import Prepared
 
 
@@ -28,21 +29,29 @@ def single_message(prepared: Prepared, connection: BaseEmailBackend) -> AnymailM
     return message
 
 
-def merged_message(group: list[Prepared], connection: BaseEmailBackend, merge_field: str) -> AnymailMessage:
+def merged_message(group: list[Prepared], connection: BaseEmailBackend, fields: MergeFields | None) -> AnymailMessage:
     """One message for many recipients: the skeleton once with the provider's merge
-    fields (`merge_field`, e.g. "%recipient.{}%") and each recipient's values, or else
-    each one's whole rendered email."""
+    fields (`fields`, e.g. Mailgun's "%recipient.X%") and each recipient's values, or
+    else each one's whole rendered email as the values "subject", "html" and "text"
+    (under those merge fields, or for a backend that takes a message per recipient,
+    `fields` None, to fill each message with)."""
     skeleton = group[0].email.skeleton
-    template = skeleton.merge_template(merge_field) if skeleton is not None else None
-    if any(merge_field.split("{}")[0] in value for p in group for value in p.email.values):
-        template = None  # a value that looks like a merge field travels inside a whole email
-    if template is not None:
+    template = skeleton.merge_template(fields) if skeleton is not None and fields is not None else None
+    if template is not None and fields is not None:
+        markers = {field.before for field in fields}
+        if any(marker in value for p in group for value in p.email.values for marker in markers):
+            template = None  # a value that looks like a merge field travels inside a whole email
+    if template is not None and skeleton is not None:
         (subject, html, text), merge_data = (
             template,
             {p.to.addr_spec: skeleton.merge_values(p.email.values, p.email.escaped) for p in group},
         )
     else:
-        subject, html, text = (merge_field.format(name) for name in ("subject", "html", "text"))
+        subject, html, text = (
+            (fields.subject.format("subject"), fields.html.format("html"), fields.text.format("text"))
+            if fields is not None
+            else ("", "", "")
+        )
         merge_data = {
             p.to.addr_spec: {"subject": p.email.subject, "text": p.email.text, "html": p.email.html} for p in group
         }

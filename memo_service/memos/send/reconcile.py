@@ -29,7 +29,7 @@ from django.core.mail import get_connection
 from django.db import transaction
 from django.utils import timezone
 
-from memo_service.backends.base import Acceptance, ReportsAcceptance, reports_acceptance
+from memo_service.backends.base import Acceptance, ReportsAcceptance, capabilities, reports_acceptance
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
 from memo_service.memos.delivery_status import (
@@ -152,7 +152,9 @@ def _lease_settle(lease: SendLease, now: dt.datetime) -> tuple[dict[str, int], l
 
 def _settle_unknown(unknown: list[tuple[int, int, str]], *, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
     ids = [row[0] for row in unknown]
-    if backend_is_idempotent():
+    window = capabilities().idempotency_window
+    # The provider still holds the calls' idempotency keys (they were made after `since`).
+    if backend_is_idempotent() and (window is None or timezone.now() - since < window):
         resent = deliveries_record_unsent(
             delivery_ids=ids,
             claimed_before=until,

@@ -12,7 +12,7 @@ from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
-from memo_service.backends.base import capabilities, reports_acceptance
+from memo_service.backends.base import capabilities, recipient_outcomes, reports_acceptance
 from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.compose.context import developer_context, stored_values
 from memo_service.memos.compose.emails import email_text_hash
@@ -207,7 +207,7 @@ class BatchSender:
         if len(group) == 1:
             message = single_message(group[0], self.connection)
         else:
-            message = merged_message(group, self.connection, self.can.merge_field_format)
+            message = merged_message(group, self.connection, self.can.merge_fields)
         throttle_take(self.provider)
         try:
             message.send()
@@ -215,12 +215,23 @@ class BatchSender:
             self.failed(exc, group, rest)
             return
         _auth_errors(self.provider, False)
-        texts = {
-            p.delivery.pk: EmailText(p.language, stored_values(p.rendered_with), email_text_hash(p.email))
-            for p in group
-        }
-        deliveries_record_sent(delivery_ids=list(texts), message_id=provider_message_id(message), texts=texts)
-        for prepared in group:
+        outcomes = recipient_outcomes(message)
+        call_id = provider_message_id(message)
+        texts: dict[int, EmailText] = {}
+        message_ids: dict[int, str] = {}
+        sent: list[Prepared] = []
+        for p in group:
+            outcome = outcomes.get(p.to.addr_spec)
+            if outcome is not None and outcome.refused:
+                # Refused alone while the provider took the call's others.
+                delivery_record_failure(delivery_id=p.delivery.pk, error=outcome.refused)
+                continue
+            texts[p.delivery.pk] = EmailText(p.language, stored_values(p.rendered_with), email_text_hash(p.email))
+            message_ids[p.delivery.pk] = outcome.message_id if outcome is not None and outcome.message_id else call_id
+            sent.append(p)
+        if texts:
+            deliveries_record_sent(delivery_ids=list(texts), message_id=message_ids, texts=texts)
+        for prepared in sent:
             if contact := _org_contact(prepared.delivery):
                 self.send_contact_copy(prepared.delivery, contact)
 
