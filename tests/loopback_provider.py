@@ -29,9 +29,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 API_KEY = "key-loopback"
+
+
+class Loopback(Protocol):
+    """What the fault tests need of a provider's loopback server: where it listens, and
+    holding a call's answer (`hold` calls; each held one's client port and release event
+    are put in `held`). A server that also has `env()` (the worker's EMAIL_BACKEND and
+    ANYMAIL_* variables) can be sent to by test_faults.start_worker."""
+
+    url: str
+    hold: int
+    held: queue.Queue[tuple[int, threading.Event]]
+    lock: threading.Lock
 
 
 @dataclass

@@ -33,7 +33,7 @@ from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.send import sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from tests.conftest import approve, database_url, make_memo, stop_process, wait_for
-from tests.loopback_provider import API_KEY, RESEND_KEY, Provider, ResendProvider, mailgun_server, resend_server
+from tests.loopback_provider import API_KEY, RESEND_KEY, Loopback, Provider, ResendProvider, mailgun_server, resend_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -61,7 +61,7 @@ QUICK_LEASES = {"DELIVERY_LEASE_SECONDS": "3", "DELIVERY_LEASE_RENEW_SECONDS": "
 
 
 def start_worker(
-    provider: Provider | ResendProvider,
+    provider: Loopback,
     log: Path,
     backend: str = ONE_CALL_PER_EMAIL,
     loglevel: str = "WARNING",
@@ -70,7 +70,10 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """A `celery worker` with two pool processes, sending through `backend` to `provider`.
     `machine`: in a process group of its own, to be killed whole as a machine dies."""
-    if isinstance(provider, ResendProvider):
+    env_of = getattr(provider, "env", None)  # another provider's loopback: its backend and settings
+    if env_of is not None:
+        email = env_of()
+    elif isinstance(provider, ResendProvider):
         email = {"EMAIL_BACKEND": RESEND, "ANYMAIL_RESEND_API_KEY": RESEND_KEY, "ANYMAIL_RESEND_API_URL": provider.url}
     else:
         email = {"EMAIL_BACKEND": backend, "ANYMAIL_MAILGUN_API_KEY": API_KEY, "ANYMAIL_MAILGUN_API_URL": provider.url}
@@ -237,7 +240,7 @@ class Kills:
     between_acceptance_and_commit: int = 0  # chosen to land there; others may by chance
 
 
-def kill_after_acceptance(provider: Provider | ResendProvider, worker: subprocess.Popen[bytes]) -> bool:
+def kill_after_acceptance(provider: Loopback, worker: subprocess.Popen[bytes]) -> bool:
     """Have the provider record the next call and hold its answer, SIGKILL the pool
     process waiting for that answer, then let the answer go (to nobody). A held call whose
     process an earlier kill has already ended (its request was on the wire) is let go and
@@ -268,7 +271,7 @@ def kill_after_acceptance(provider: Provider | ResendProvider, worker: subproces
 
 def send_while_killing_workers(
     memo: Memo,
-    provider: Provider | ResendProvider,
+    provider: Loopback,
     tmp_path: Path,
     monkeypatch: Any,
     kills: int = 20,
