@@ -33,7 +33,15 @@ from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.send import sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from tests.conftest import approve, database_url, make_memo, stop_process, wait_for
-from tests.loopback_provider import API_KEY, RESEND_KEY, Loopback, Provider, ResendProvider, mailgun_server, resend_server
+from tests.loopback_provider import (
+    API_KEY,
+    RESEND_KEY,
+    Loopback,
+    Provider,
+    ResendProvider,
+    mailgun_server,
+    resend_server,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
