@@ -90,6 +90,12 @@ class Capabilities:
     merge_fields: ClassVar[MergeFields | None] = None
 
     @staticmethod
+    def throttled(error: Exception) -> bool:
+        """Does the provider say "too fast" in an answer other than HTTP 429 (SES's
+        Throttling, for one)? It is then waited out as a 429 is."""
+        return False
+
+    @staticmethod
     def refuses_a_recipient(error: Exception) -> bool:
         """Was a batch call refused whole for one recipient it will not take? (It is
         then halved until the refusal is down to that recipient.)"""

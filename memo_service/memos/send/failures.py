@@ -68,7 +68,7 @@ def failure_decision(
     `attempts`-th try (counting this one), with a backend that can do `can` and can or
     cannot say what its provider accepted. `jitter` (from `backoff_jitter`) spreads the
     backoff of many failed calls."""
-    status = http_status(exc)
+    status = 429 if can.throttled(exc) else http_status(exc)
     if status in AUTH_STATUS:
         return Decision(Action.CREDENTIALS)
     if batch_size > 1 and can.refuses_a_recipient(exc):
