@@ -101,10 +101,14 @@ TEXTS = [
 
 
 @postgresql_only
-def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, stopped_clock, sequencers_started):
+@pytest.mark.parametrize("own_ids", [False, True], ids=["the-calls-message-id", "each-recipients-own-id"])
+def test_the_send_record_statement_writes_what_the_orm_path_writes(
+    own_ids, developers, stopped_clock, sequencers_started
+):
     """One call's emails, of two memos: two claimed, one recorded sent before (its
     status and first send time stay; its text is the one sent last) and one a tracking
-    event moved on before this record."""
+    event moved on before this record. The call's message id, or (SES, Postmark, …)
+    each recipient's own."""
     memo, other = sending_memo("first"), sending_memo("second")
     deliveries = claimed(memo, developers["cn"], developers["ru"]) + claimed(other, developers["us"])
     deliveries += claimed(other, make_developer("kr-1", "KR"))
@@ -116,9 +120,10 @@ def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, s
     assert delivery_advance(delivery=moved_on, to=D.DELIVERED)
     ids = [d.pk for d in deliveries]
     texts = dict(zip(ids, TEXTS, strict=True))
+    message_id: str | dict[int, str] = {i: f"<own-{i}@p>" for i in ids} if own_ids else "<call@mg>"
 
     fast, orm = both_ways(
-        lambda fast: deliveries_record_sent(delivery_ids=ids, message_id="<call@mg>", texts=texts, fast=fast),
+        lambda fast: deliveries_record_sent(delivery_ids=ids, message_id=message_id, texts=texts, fast=fast),
         stopped_clock,
         sequencers_started,
     )
@@ -127,6 +132,8 @@ def test_the_send_record_statement_writes_what_the_orm_path_writes(developers, s
     assert sorted(started) == sorted([memo.pk, other.pk])
     assert [d["status"] for d in written["deliveries"]] == [D.SENT, D.SENT, D.SENT, D.DELIVERED]
     assert [d["sent_at"] for d in written["deliveries"]] == [NOW, EARLIER, NOW, EARLIER]
+    expected_ids = [f"<own-{i}@p>" for i in ids] if own_ids else ["<call@mg>"] * len(ids)
+    assert [d["provider_message_id"] for d in written["deliveries"]] == expected_ids
     assert len([r for r in written["records"] if r["created_at"] == NOW]) == 2  # a handover a memo
 
 
