@@ -82,6 +82,7 @@ $(VENV)/.installed-bench: requirements-bench.txt $(VENV)/.installed-dev
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/import_developers.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/sink.py
 	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/notices.py
 	$(BIN)/python bench/verify_export.py
