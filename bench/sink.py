@@ -56,7 +56,20 @@ from bench import send  # noqa: E402
 N = int(os.environ.get("N", "1000000"))
 FLOOR_PROCESSES = int(os.environ.get("BENCH_FLOOR_PROCESSES", "2"))
 BATCH = 1000  # Mailgun's recipients a call, the product's and the floor's
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def nginx_binary() -> str:
+    """Debian's nginx, installed first when it is missing and we may (root)."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("bench/sink.py needs nginx: apt-get install nginx-light")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], check=True, env=env, stdout=subprocess.DEVNULL)
+    return "/usr/sbin/nginx"
+
+
 ANSWER = '{"id": "<sink.1@example.com>", "message": "Queued. Thank you."}'
 CONFIG = """
 worker_processes 1;
@@ -115,7 +128,7 @@ def nginx_sink() -> Iterator[Sink]:
     os.chmod(directory, 0o755)  # nginx's workers (nobody, when run as root) read nothing here but may need to
     port = free_port()
     (directory / "nginx.conf").write_text(CONFIG.format(dir=directory, port=port, answer=ANSWER))
-    process = subprocess.Popen([NGINX, "-c", str(directory / "nginx.conf"), "-g", "daemon off;"])
+    process = subprocess.Popen([nginx_binary(), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"])
     url = f"http://127.0.0.1:{port}/v3"
     try:
         send_wait = time.monotonic() + 10
