@@ -6,7 +6,10 @@ Mailgun's tracking webhooks for what it accepted back to us. It also serves Mail
 events API (GET /v3/<domain>/events, `accepted` events) as the real one does: filtered
 by event, tags, recipient and time range, oldest first, paged by `paging.next` URLs,
 and each event visible only `events_lag` seconds after it happened (an early page
-misses it for good, as Mailgun's polling guide warns).
+misses it for good, as Mailgun's polling guide warns). Its Logs API (POST
+/v1/analytics/logs, which Mailgun offers instead of the deprecated events API) serves
+the same events with the same lag, filtered and paged by token as the real one;
+`logs_unavailable` makes it answer as an account without it.
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class Provider:
     events_lag: float = 0.0
     dropped: int = 0  # held unrecorded calls dropped because their client was gone
     event_requests: int = 0
+    # The Logs API (POST /v1/analytics/logs) serves the same events; answered with this
+    # status instead when set (404: an account without it; 403: a plan without it).
+    logs_unavailable: int = 0
+    log_requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -174,6 +181,72 @@ def _events_page(provider: Provider, base: str, domain: str, query: dict[str, An
             "first": f"{base}/v3/{domain}/events/{first}",
             "previous": f"{base}/v3/{domain}/events/{first}",
             "last": f"{base}/v3/{domain}/events/{token}",
+        },
+    }
+
+
+def _logs_page(provider: Provider, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(status, answer) of the Logs API for one request: the events visible now whose
+    event is in `events`, that pass every `filter.AND` condition (domain, tags or
+    recipient, comparator "="), within start..end (RFC 2822, whole seconds; by default
+    the day before now), after the `pagination.token`'s cursor, oldest first."""
+    now = time.time()
+    try:
+        end = email.utils.parsedate_to_datetime(body["end"]).timestamp() if body.get("end") else now
+        start = email.utils.parsedate_to_datetime(body["start"]).timestamp() if body.get("start") else end - 86400
+        conditions = [
+            (c["attribute"], {v["value"] for v in c["values"]}, c["comparator"])
+            for c in (body.get("filter") or {}).get("AND", [])
+        ]
+        if any(name not in ("domain", "tags", "recipient") or comparator != "=" for name, _, comparator in conditions):
+            raise ValueError("only domain, tags and recipient, with '=', are served here")
+        paging = body.get("pagination") or {}
+        limit = int(paging.get("limit", 10))
+        if not 0 < limit <= 100 or paging.get("sort", "timestamp:asc") != "timestamp:asc":
+            raise ValueError("limit is 1 to 100; sort is timestamp:asc")
+        after = tuple(json.loads(base64.urlsafe_b64decode(paging["token"]))) if paging.get("token") else (0.0, -1)
+    except (KeyError, TypeError, ValueError) as error:
+        return 400, {"message": f"invalid request: {error}"}
+    wanted = set(body.get("events") or ())
+    with provider.lock:
+        events = list(provider.events)
+
+    def passes(e: dict[str, Any]) -> bool:
+        values = {"domain": {e["domain"]}, "tags": set(e["tags"]), "recipient": {e["recipient"]}}
+        return all(values[name] & allowed for name, allowed, _ in conditions)
+
+    items = [
+        e
+        for e in events
+        if e["timestamp"] + provider.events_lag <= now
+        and start <= e["timestamp"] <= end
+        and (e["timestamp"], e["seq"]) > after
+        and (not wanted or e["event"] in wanted)
+        and passes(e)
+    ][:limit]
+    cursor = [items[-1]["timestamp"], items[-1]["seq"]] if items else list(after)
+    return 200, {
+        "start": email.utils.formatdate(start),
+        "end": email.utils.formatdate(end),
+        "items": [
+            {
+                "id": e["id"],
+                "event": e["event"],
+                "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(e["timestamp"]))
+                + f".{int(e['timestamp'] % 1 * 1000):03d}Z",
+                "account": {"id": "loopback"},
+                "domain": {"name": e["domain"]},
+                "recipient": e["recipient"],
+                "recipient-domain": e["recipient"].rsplit("@", 1)[-1],
+                "tags": e["tags"],
+                "message": e["message"],
+                "user-variables": json.dumps(e["user-variables"]),  # a JSON string, as Mailgun gives it
+            }
+            for e in items
+        ],
+        "pagination": {
+            "next": base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode(),
+            "first": base64.urlsafe_b64encode(json.dumps([0.0, -1]).encode()).decode(),
         },
     }
 
@@ -304,9 +377,11 @@ def mailgun_server() -> Iterator[Provider]:
             body = self._body()
             if body is None:
                 return
+            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+            if self.path.rstrip("/") == "/v1/analytics/logs":
+                return self._logs(body, expected)
             if provider.delay:
                 time.sleep(provider.delay)
-            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
             with provider.lock:
                 provider.requests += 1
                 failure = provider.failures.pop(0) if provider.failures else None
@@ -360,6 +435,22 @@ def mailgun_server() -> Iterator[Provider]:
                     ]
             self._hold(provider)
             self._answer(200, {"id": message_id, "message": "Queued. Thank you."})
+
+        def _logs(self, body: bytes, expected: str) -> None:
+            if self.headers.get("Authorization") != expected:
+                return self._answer(401, {"message": "Invalid private key"})
+            with provider.lock:
+                provider.log_requests += 1
+            if provider.logs_unavailable:
+                return self._answer(
+                    provider.logs_unavailable,
+                    {"message": "forbidden" if provider.logs_unavailable == 403 else "not found"},
+                )
+            try:
+                query = json.loads(body)
+            except ValueError:
+                return self._answer(400, {"message": "invalid JSON"})
+            self._answer(*_logs_page(provider, query))
 
         def do_GET(self) -> None:
             expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()

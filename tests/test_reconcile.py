@@ -1,5 +1,6 @@
 """A dead worker's deliveries are settled by asking the provider what it accepted
-(the loopback Mailgun's events API), judged by what the provider recorded."""
+(the loopback Mailgun's Logs API, or its events API on an account without it), judged
+by what the provider recorded."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from memo_service.memos.send import reconcile, sweeper
 from memo_service.memos.send.sending import delivery_send_batch
 from tests.conftest import dispatched, sent_delivery, sent_memo, wait_for
 from tests.test_evidence import emails
+from tests.test_faults import audience
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +94,9 @@ def test_it_marks_sent_what_mailgun_accepted_and_sends_again_exactly_what_it_nev
 
 
 def test_it_follows_the_events_api_pages_to_the_end(sweep, memo, developers, batched, monkeypatch):
-    """One event per page: every page is read, and nothing is sent twice."""
+    """An account with only the events API, one event per page: every page is read, and
+    nothing is sent twice."""
+    batched.logs_unavailable = 404
     monkeypatch.setattr(mailgun_backend, "EVENTS_PAGE_LIMIT", 1)
     ids = queued_ids(memo)
     delivery_send_batch(delivery_ids=list(ids.values()))
@@ -101,6 +105,62 @@ def test_it_follows_the_events_api_pages_to_the_end(sweep, memo, developers, bat
     assert batched.event_requests == 3  # two events, then the empty page that ends it
     assert set(per_recipient(batched).values()) == {1}
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def answers_lost(memo: Memo, accepted: list[int], never_sent: list[int]) -> dict[int, str]:
+    """A worker whose call Mailgun took for `accepted` (its answer lost) and that died
+    before it called for `never_sent`; returns the message id Mailgun gave each accepted one."""
+    delivery_send_batch(delivery_ids=accepted)
+    given = dict(Delivery.objects.filter(pk__in=accepted).values_list("pk", "provider_message_id"))
+    Delivery.objects.filter(pk__in=accepted).update(provider_message_id="", sent_at=None)
+    died_holding(memo, accepted + never_sent)
+    return given
+
+
+def test_what_mailgun_accepted_is_found_in_its_logs_api_and_everyone_gets_it_once(sweep, batched):
+    """250 developers; the dead worker's call reached Mailgun for 130 of them and not for
+    the other 120. Mailgun's Logs API (100 a page) shows the 130: they are recorded sent
+    with the message id Mailgun gave them, the 120 are sent again, and every developer
+    has exactly one email at Mailgun. The deprecated events API is never asked."""
+    memo = dispatched(audience(250))
+    ids = sorted(Delivery.objects.filter(memo=memo).values_list("pk", flat=True))
+    given = answers_lost(memo, ids[:130], ids[130:])
+    sweep()
+    assert batched.log_requests == 3 and batched.event_requests == 0  # two pages, then the empty one
+    assert len(per_recipient(batched)) == 250 and set(per_recipient(batched).values()) == {1}
+    deliveries = Delivery.objects.filter(memo=memo)
+    assert set(deliveries.values_list("status", flat=True)) == {"sent"}
+    assert {d.pk: d.provider_message_id for d in deliveries if d.pk in given} == given
+    assert {d.attempts for d in deliveries if d.pk not in given} == {1}  # sent again once
+    assert Memo.objects.get(pk=memo.pk).status == "sent"
+
+
+@pytest.mark.parametrize("status", [404, 403], ids=["no-logs-api", "plan-without-logs-api"])
+def test_an_account_without_the_logs_api_is_asked_through_the_events_api(sweep, memo, batched, status):
+    """Mailgun answers 404 (or 403 on a plan without it) for the Logs API: the same
+    question goes to the events API, with the same outcome."""
+    batched.logs_unavailable = status
+    ids = queued_ids(memo)
+    given = answers_lost(memo, [ids["CN"]], [ids["RU"]])
+    sweep()
+    assert batched.log_requests == 1 and batched.event_requests >= 1
+    assert per_recipient(batched) == {"cn-1@example.com": 1, "ru-1@example.com": 1}
+    cn, ru = Delivery.objects.get(pk=ids["CN"]), Delivery.objects.get(pk=ids["RU"])
+    assert (cn.status, cn.provider_message_id, ru.status) == ("sent", given[ids["CN"]], "sent")
+
+
+def test_a_logs_api_failing_for_a_while_is_asked_again_not_taken_for_an_account_without_it(sweep, memo, batched):
+    """A 503 from the Logs API is an outage, not an account without it: nothing is
+    settled from a guess, and the next run asks again."""
+    batched.logs_unavailable = 503
+    ids = queued_ids(memo)
+    answers_lost(memo, [ids["CN"]], [])
+    sweep()
+    assert "asking the provider failed" in SendLease.objects.get().note and batched.event_requests == 0
+    assert Delivery.objects.get(pk=ids["CN"]).status == "sending"
+    batched.logs_unavailable = 0
+    sweep()
+    assert Delivery.objects.get(pk=ids["CN"]).status == "sent" and per_recipient(batched) == {"cn-1@example.com": 1}
 
 
 def test_it_waits_for_the_providers_events_before_it_asks(memo, batched, settings):

@@ -19,6 +19,10 @@ either way (tests/test_sending.py).
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import json
+import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -28,8 +32,12 @@ from django.conf import settings
 
 from memo_service.backends.base import Acceptance, Capabilities, MergeField, MergeFields, ReportsAcceptance
 
-# The most events Mailgun's events API returns in one page.
+# The most events Mailgun's events API returns in one page, and its Logs API.
 EVENTS_PAGE_LIMIT = 300
+LOGS_PAGE_LIMIT = 100
+# How Mailgun answers an account that has no Logs API: 404 (not there), 403 (a plan
+# without it); such an account is asked through the events API.
+LOGS_API_ABSENT = frozenset({403, 404})
 
 
 def _addresses(value: Any) -> list[EmailAddress]:
@@ -75,13 +83,72 @@ class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
     def accepted_delivery_ids(
         self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
     ) -> dict[int, Acceptance]:
-        """Mailgun's events API: every `accepted` event of the tag in the time range,
-        oldest first, page by page (`paging.next` until a page comes back empty); each
-        event carries our delivery id in its user-variables (sending.py puts it in each
-        recipient's metadata)."""
+        """Every `accepted` event of the tag in the time range, from Mailgun's Logs API, or
+        from its events API on an account without the Logs API (Mailgun marks the events
+        API deprecated, yet older plans have only it); each event carries our delivery id
+        in its user-variables (sending.py puts it in each recipient's metadata)."""
         domain = self.sender_domain or settings.DEFAULT_FROM_EMAIL.rsplit("@", 1)[-1].strip(">")
-        session = requests.Session()
-        session.auth = ("api", self.api_key)
+        found: dict[int, Acceptance] = {}
+        with requests.Session() as session:
+            session.auth = ("api", self.api_key)
+            try:
+                events = list(self._logs(session, domain=domain, tag=tag, begin=begin, end=end))
+            except requests.HTTPError as error:
+                if error.response is None or error.response.status_code not in LOGS_API_ABSENT:
+                    raise
+                events = list(self._events(session, domain=domain, tag=tag, begin=begin, end=end))
+        for variables, message_id, at in events:
+            try:
+                delivery_id = int(variables.get("delivery_id", ""))
+            except ValueError:
+                continue  # not one of ours
+            if delivery_id in delivery_ids:
+                # As the send call's answer gives it (anymail's message_id).
+                found[delivery_id] = Acceptance(f"<{message_id.strip('<>')}>" if message_id else "", at)
+        return found
+
+    def _logs(
+        self, session: requests.Session, *, domain: str, tag: str, begin: dt.datetime, end: dt.datetime
+    ) -> Iterator[tuple[dict[str, Any], str, dt.datetime]]:
+        """(user-variables, message id, when) of each event from the Logs API (POST
+        /v1/analytics/logs, account-wide, so filtered on the domain too), oldest first,
+        page by page (`pagination.next` until a page comes back empty). Its range is in
+        whole seconds (RFC 2822): widened to the seconds around `begin` and `end`."""
+        url = urllib.parse.urljoin(self.api_url, "../v1/analytics/logs")  # the API's root, not /v3
+        query: dict[str, Any] = {
+            "start": email.utils.format_datetime(begin.astimezone(dt.UTC).replace(microsecond=0)),
+            "end": email.utils.format_datetime(
+                (end.astimezone(dt.UTC) + dt.timedelta(seconds=1)).replace(microsecond=0)
+            ),
+            "events": ["accepted"],
+            "filter": {"AND": [_equals("domain", domain), _equals("tags", tag)]},
+            "include_subaccounts": False,
+            "pagination": {"sort": "timestamp:asc", "limit": LOGS_PAGE_LIMIT},
+        }
+        while True:
+            response = session.post(url, json=query, timeout=self.timeout)
+            response.raise_for_status()
+            page = response.json()
+            items = page.get("items") or []
+            for item in items:
+                variables = item.get("user-variables") or {}
+                if isinstance(variables, str):  # the Logs API gives them as a JSON string
+                    variables = json.loads(variables or "{}")
+                yield (
+                    variables,
+                    (item.get("message") or {}).get("headers", {}).get("message-id", ""),
+                    dt.datetime.fromisoformat(item["@timestamp"]),
+                )
+            token = (page.get("pagination") or {}).get("next")
+            if not items or not token:
+                return  # an empty page is the end
+            query["pagination"] = {**query["pagination"], "token": token}
+
+    def _events(
+        self, session: requests.Session, *, domain: str, tag: str, begin: dt.datetime, end: dt.datetime
+    ) -> Iterator[tuple[dict[str, Any], str, dt.datetime]]:
+        """The same from the events API (GET /v3/<domain>/events), oldest first, page by
+        page (`paging.next` until a page comes back empty)."""
         url: str | None = f"{self.api_url}{domain}/events"
         params: dict[str, Any] | None = {
             "event": "accepted",
@@ -91,24 +158,20 @@ class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):
             "ascending": "yes",
             "limit": EVENTS_PAGE_LIMIT,
         }
-        found: dict[int, Acceptance] = {}
-        with session:
-            while url:
-                response = session.get(url, params=params, timeout=self.timeout)
-                response.raise_for_status()
-                page = response.json()
-                for event in page.get("items", []):
-                    try:
-                        delivery_id = int((event.get("user-variables") or {}).get("delivery_id", ""))
-                    except ValueError:
-                        continue  # not one of ours
-                    if delivery_id in delivery_ids:
-                        message_id = (event.get("message") or {}).get("headers", {}).get("message-id", "")
-                        # As the send call's answer gives it (anymail's message_id).
-                        found[delivery_id] = Acceptance(
-                            f"<{message_id.strip('<>')}>" if message_id else "",
-                            dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.UTC),
-                        )
-                # The next page's URL carries the query; an empty page is the end.
-                url, params = (page.get("paging") or {}).get("next") if page.get("items") else None, None
-        return found
+        while url:
+            response = session.get(url, params=params, timeout=self.timeout)
+            response.raise_for_status()
+            page = response.json()
+            for event in page.get("items", []):
+                yield (
+                    event.get("user-variables") or {},
+                    (event.get("message") or {}).get("headers", {}).get("message-id", ""),
+                    dt.datetime.fromtimestamp(float(event["timestamp"]), tz=dt.UTC),
+                )
+            # The next page's URL carries the query on; an empty page is the end.
+            url, params = (page.get("paging") or {}).get("next") if page.get("items") else None, None
+
+
+def _equals(attribute: str, value: str) -> dict[str, Any]:
+    """A Logs API filter condition: `attribute` is `value`."""
+    return {"attribute": attribute, "comparator": "=", "values": [{"label": value, "value": value}]}
