@@ -1,0 +1,225 @@
+"""Sending through Brevo: anymail's real Brevo backend (ours, memo_service.backends.brevo)
+talking HTTP to a loopback Brevo (tests/loopback_brevo.py), judged by the emails Brevo
+would deliver and by what each delivery records."""
+
+from __future__ import annotations
+
+import collections
+import io
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from memo_service.backends.brevo import EmailBackend
+from memo_service.developers.models import Developer
+from memo_service.memos.answer.tokens import answer_token_read
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
+from memo_service.memos.send.sending import delivery_send_batch
+from memo_service.memos.tasks import send_batch
+from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo
+from tests.loopback_brevo import BREVO_KEY, BrevoProvider, brevo_events_post, brevo_server
+
+pytestmark = pytest.mark.django_db
+
+BACKEND = "memo_service.backends.brevo.EmailBackend"
+TRACKING_URL = "/anymail/brevo/tracking/"
+# Every character HTML escapes: escaped twice, "&amp;amp;" would show.
+AWKWARD = "& < > \" '"
+
+
+@pytest.fixture
+def brevo(settings: Any) -> Iterator[BrevoProvider]:
+    with brevo_server() as provider:
+        settings.EMAIL_BACKEND = BACKEND
+        settings.ANYMAIL = {"BREVO_API_KEY": BREVO_KEY, "BREVO_API_URL": provider.url, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        yield provider
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
+    """Batches the sender put off for later: (ids, countdown)."""
+    calls: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
+    return calls
+
+
+def queued(memo: Memo) -> list[int]:
+    approve(memo)
+    memo_send_start(memo=memo)
+    memo_dispatch(memo_id=memo.pk)
+    return list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
+
+
+def russians(n: int) -> None:
+    """n developers in RU (English), each named with every character HTML escapes."""
+    Developer.objects.bulk_create(
+        [
+            Developer(
+                external_id=f"ru-{i:05d}",
+                email=f"ru-{i:05d}@example.com",
+                name=f"Dev {i} {AWKWARD}",
+                organization="Acme",
+                country="RU",
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def assert_each_email_is_the_full_render(memo: Memo, provider: BrevoProvider) -> None:
+    """Every email Brevo would deliver is, to the character, a full render of the memo for
+    its developer, with their own link and their own delivery id for the webhooks."""
+    by_to = {email.to: email for email in provider.delivered}
+    renderer = MemoRenderer(memo)
+    for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
+        developer = delivery.developer
+        got = by_to[developer.email]
+        assert got.name == developer.name
+        link = found(r"http://testserver/ack/[^/]+/", got.text)
+        assert answer_token_read(link.split("/")[-2]).developer == developer
+        _, expected = renderer._render_full(developer_context(developer), link)
+        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        assert got.headers["X-Mailin-custom"] == f'{{"delivery_id": "{delivery.pk}"}}'
+        assert delivery.provider_message_id == got.message_id  # its own, not the call's
+
+
+@pytest.mark.parametrize(
+    "text_body",
+    [
+        "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} will be blocked.",
+        "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}",
+    ],
+    ids=["substitutable", "tests-a-value"],
+)
+def test_a_memo_reaches_each_developer_once_in_calls_of_a_thousand_each_their_own_full_email(
+    brevo, text_body, eager, django_capture_on_commit_callbacks
+):
+    recipients = 2_500  # two and a half calls
+    russians(recipients)
+    memo = approve(make_memo(text_body=text_body))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("send_memo", memo.slug, stdout=io.StringIO())
+
+    per_recipient = collections.Counter(email.to for email in brevo.delivered)
+    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
+    assert len(brevo.calls) == math.ceil(recipients / EmailBackend.merge_batch_size) == 3
+    assert sorted(map(len, brevo.calls)) == [500, 1000, 1000]
+    assert_each_email_is_the_full_render(memo, brevo)
+    # Escaped once, as the render escapes it, and no more.
+    assert "Dev 7 &amp; &lt; &gt; &#34; &#39;" in next(
+        e.html for e in brevo.delivered if e.to == "ru-00007@example.com"
+    )
+    # Nothing for Brevo's template language to fill: each version is a whole email.
+    assert not any("params" in v for call in brevo.bodies for v in call["messageVersions"])
+    memo.refresh_from_db()
+    assert memo.status == "sent"
+    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
+
+
+def test_addresses_brevo_refuses_fail_with_its_reason_and_everybody_else_gets_it_once(brevo, later):
+    """Brevo refuses a whole call for one address: it is halved until each refusal is
+    down to its own recipient."""
+    memo = make_memo()
+    for i in range(9):
+        make_developer(f"ru-ok{i}", "RU", name=f"Ok {i} {AWKWARD}")
+    refused = {f"ru-bad{i}@example.com" for i in range(3)}
+    for address in refused:
+        make_developer(address.split("@")[0], "RU")
+    brevo.refuse = refused
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+
+    failed = Delivery.objects.filter(memo=memo, status="failed").select_related("developer")
+    assert {d.developer.email for d in failed} == refused
+    assert all("email is not valid" in d.status_reason and "400" in d.status_reason for d in failed)
+    per_recipient = collections.Counter(email.to for email in brevo.delivered)
+    assert len(per_recipient) == 9 and set(per_recipient.values()) == {1} and refused.isdisjoint(per_recipient)
+    sent = Delivery.objects.filter(memo=memo, status="sent").select_related("developer")
+    message_ids = {email.to: email.message_id for email in brevo.delivered}
+    assert {d.developer.email: d.provider_message_id for d in sent} == message_ids
+    assert len(set(message_ids.values())) == 9  # each its own
+    assert later == []
+
+
+def test_brevos_delivered_and_bounced_webhooks_move_the_right_deliveries(brevo, client: Client):
+    memo = make_memo()
+    for i in range(4):
+        make_developer(f"ru-{i}", "RU")
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    assert len(brevo.calls) == 1
+
+    def post(body: bytes, auth: str) -> int:
+        return client.post(TRACKING_URL, body, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
+
+    assert brevo_events_post(brevo, post, WEBHOOK_SECRET, "delivered", to={"ru-0@example.com"}) == [200]
+    assert brevo_events_post(brevo, post, WEBHOOK_SECRET, "hard_bounce", to={"ru-1@example.com"}) == [200]
+    assert brevo_events_post(brevo, post, "hook:wrong", "delivered", to={"ru-2@example.com"}) == [400]
+    statuses = dict(Delivery.objects.filter(memo=memo).values_list("developer__external_id", "status"))
+    assert statuses == {"ru-0": "delivered", "ru-1": "bounced", "ru-2": "sent", "ru-3": "sent"}
+    assert Developer.objects.get(external_id="ru-1").email_status == "bounced"
+
+
+def test_a_webhook_without_our_metadata_finds_its_delivery_by_brevos_message_id(brevo, client: Client):
+    memo = make_memo()
+    for i in range(3):
+        make_developer(f"ru-{i}", "RU")
+    delivery_send_batch(delivery_ids=queued(memo))
+    for email in brevo.delivered:
+        del email.headers["X-Mailin-custom"]  # as if the header had been lost on the way
+
+    def post(body: bytes, auth: str) -> int:
+        return client.post(TRACKING_URL, body, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
+
+    brevo_events_post(brevo, post, WEBHOOK_SECRET, "delivered", to={"ru-1@example.com"})
+    statuses = dict(Delivery.objects.filter(memo=memo).values_list("developer__external_id", "status"))
+    assert statuses == {"ru-0": "sent", "ru-1": "delivered", "ru-2": "sent"}
+
+
+def test_brevos_429_makes_the_call_wait_its_reset_and_then_everyone_is_sent(brevo, later, clock: Clock):
+    memo = make_memo()
+    for i in range(5):
+        make_developer(f"ru-{i}", "RU")
+    brevo.throttle, brevo.reset = 1, 30
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    assert brevo.delivered == [] and brevo.requests == 1
+    [(retry_ids, countdown)] = later
+    assert sorted(retry_ids) == sorted(ids) and countdown >= 30  # Brevo's x-sib-ratelimit-reset
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}  # nothing failed
+    not_before = Delivery.objects.values_list("not_before", flat=True).first()
+    assert not_before is not None
+    clock.move_to(not_before)
+    delivery_send_batch(delivery_ids=retry_ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert len(brevo.delivered) == 5 and brevo.requests == 2
+
+
+def test_a_lost_answer_is_sent_again_under_the_same_key_and_nobody_gets_it_twice(brevo, later, settings, clock):
+    """Brevo took the call but its answer never came (read timeout): the call is made
+    again with the same idempotency key, and Brevo answers with the first call's ids."""
+    memo = make_memo()
+    for i in range(5):
+        make_developer(f"ru-{i}", "RU")
+    ids = queued(memo)
+    settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
+    brevo.hold = 1
+    delivery_send_batch(delivery_ids=ids)
+    brevo.held.get(timeout=5)[1].set()  # the answer goes, to nobody
+    assert len(brevo.delivered) == 5 and set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+    [(retry_ids, _)] = later
+    clock.move_to(max(d for d in Delivery.objects.values_list("not_before", flat=True) if d))
+    delivery_send_batch(delivery_ids=retry_ids)
+    assert len(brevo.delivered) == 5 and len(brevo.repeated) == 1
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    message_ids = {email.to: email.message_id for email in brevo.delivered}
+    sent = Delivery.objects.select_related("developer")
+    assert {d.developer.email: d.provider_message_id for d in sent} == message_ids
