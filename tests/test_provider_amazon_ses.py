@@ -1,0 +1,260 @@
+"""Sending through Amazon SES: our backend (anymail's, batched with SendBulkEmail) and
+boto3 talking HTTP to a loopback SES (tests/loopback_amazon_ses.py), judged by the emails
+SES would deliver and by each developer's delivery."""
+
+from __future__ import annotations
+
+import collections
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.answer.tokens import answer_token_read
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.models import Delivery, Memo
+from memo_service.memos.send.dispatch import send_batch_size
+from memo_service.memos.send.sending import delivery_send_batch
+from memo_service.memos.tasks import send_batch
+from tests.conftest import WEBHOOK_SECRET, Clock, approve, dispatched, found, make_developer, make_memo
+from tests.loopback_amazon_ses import Delivered, SESProvider, ses_notifications, ses_server
+
+pytestmark = pytest.mark.django_db
+
+BACKEND = "memo_service.backends.amazon_ses.EmailBackend"
+BATCH = 50  # SES's destinations per SendBulkEmail call
+URL = "/anymail/amazon_ses/tracking/"
+# A name with every character HTML escapes: escaped twice, it would show as "&amp;amp;".
+TRICKY = 'O\'Neil & <Sons> "{}"'
+SUBSTITUTABLE: dict[str, str] = {}
+TESTS_A_VALUE = {
+    "text_body": "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}"
+}
+
+
+@pytest.fixture
+def ses(settings: Any) -> Iterator[SESProvider]:
+    """Our SES backend, boto3 pointed at a loopback SES."""
+    with ses_server() as provider:
+        settings.EMAIL_BACKEND = BACKEND
+        settings.ANYMAIL = {"AMAZON_SES_CLIENT_PARAMS": provider.client_params(), "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        yield provider
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
+    """Batches the sender put off for later: (ids, countdown)."""
+    calls: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
+    return calls
+
+
+def developers_named_trickily(n: int, country: str = "RU") -> None:
+    Developer.objects.bulk_create(
+        [
+            Developer(
+                external_id=f"ses-{i:05d}",
+                email=f"ses-{i:05d}@example.com",
+                name=TRICKY.format(i),
+                organization="Acme & Co",
+                country=country,
+            )
+            for i in range(n)
+        ]
+    )
+
+
+def queued(memo: Memo) -> list[int]:
+    return list(Delivery.objects.filter(memo=dispatched(memo)).order_by("id").values_list("id", flat=True))
+
+
+def by_recipient(ses: SESProvider) -> dict[str, Delivered]:
+    emails = {e.address: e for e in ses.accepted}
+    assert len(emails) == len(ses.accepted), "somebody got the memo twice"
+    return emails
+
+
+def header(email: Delivered, name: str) -> list[str]:
+    return [h["value"] for h in email.headers if h["name"].lower() == name.lower()]
+
+
+@pytest.mark.parametrize("template", [SUBSTITUTABLE, TESTS_A_VALUE], ids=["substitutable", "tests-a-value"])
+def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exactly_as_rendered(
+    ses: SESProvider, template: dict[str, str], eager: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    developers_named_trickily(125)
+    memo = approve(make_memo(**template))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("send_memo", memo.slug, stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert len(ses.calls) == math.ceil(125 / BATCH) and max(map(len, ses.calls)) == BATCH
+    emails = by_recipient(ses)
+    assert len(emails) == 125
+    renderer = MemoRenderer(memo)
+    for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
+        developer = delivery.developer
+        got = emails[developer.email]
+        link = found(r"http://testserver/ack/[^/]+/", got.text)
+        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
+        _, expected = renderer._render_full(developer_context(developer), link)
+        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        assert header(got, "X-Metadata") == [f'{{"delivery_id": "{delivery.pk}"}}']
+        assert header(got, "X-Tag") == [f"memo-{memo.pk}"]
+        assert (delivery.status, delivery.provider_message_id) == ("sent", got.message_id)
+    some = emails["ses-00007@example.com"]
+    assert "&amp; &lt;Sons&gt;" in some.html and "&amp;amp;" not in some.html
+    assert 'O\'Neil & <Sons> "7"' in some.text
+    if template is TESTS_A_VALUE:
+        assert some.text.startswith("Not China, O'Neil")
+    assert Memo.objects.get(pk=memo.pk).status == "sent"
+
+
+def test_recipients_ses_refuses_fail_with_its_reason_and_the_others_are_sent_once_with_their_own_ids(
+    ses: SESProvider,
+) -> None:
+    memo = make_memo()
+    for i in range(9):
+        make_developer(f"ru-ok{i}", "RU")
+    for i in range(3):
+        make_developer(f"ru-bad{i}", "RU")
+    ses.refuse = {"ru-bad0@", "ru-bad1@", "ru-bad2@"}
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+
+    assert len(ses.calls) == 1 and len(ses.calls[0]) == 12  # one call took all twelve
+    failed = Delivery.objects.filter(status="failed").select_related("developer")
+    assert sorted(d.developer.external_id for d in failed) == ["ru-bad0", "ru-bad1", "ru-bad2"]
+    for delivery in failed:
+        assert "Email address is not verified" in delivery.status_reason
+        assert delivery.developer.email in delivery.status_reason
+    emails = by_recipient(ses)
+    sent = Delivery.objects.filter(status="sent").select_related("developer")
+    assert len(emails) == 9 and {d.developer.email for d in sent} == set(emails)
+    assert all(d.provider_message_id == emails[d.developer.email].message_id for d in sent)
+    assert len({d.provider_message_id for d in sent}) == 9  # each its own
+
+
+def test_a_call_ses_refuses_for_every_recipient_fails_each_with_its_reason(ses: SESProvider, later: list[Any]) -> None:
+    memo = make_memo()
+    for i in range(3):
+        make_developer(f"ru-bad{i}", "RU")
+    ses.refuse = {"ru-bad"}
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert len(ses.calls) == 1 and ses.accepted == [] and later == []
+    failed = Delivery.objects.filter(status="failed")
+    assert failed.count() == 3 and all("Email address is not verified" in d.status_reason for d in failed)
+
+
+def post(client: Client, body: bytes, headers: dict[str, str]) -> int:
+    return client.post(URL, body, content_type=headers.pop("Content-Type"), headers=headers).status_code
+
+
+def test_ses_delivery_and_bounce_notifications_move_the_right_deliveries(ses: SESProvider, client: Client) -> None:
+    memo = make_memo()
+    for i in range(4):
+        make_developer(f"ru-{i}", "RU")
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert [post(client, *p) for p in ses_notifications(ses, WEBHOOK_SECRET, "Delivery")] == [200] * 4
+    assert [post(client, *p) for p in ses_notifications(ses, WEBHOOK_SECRET, "Bounce", only="ru-2@")] == [200]
+
+    statuses = dict(Delivery.objects.values_list("developer__external_id", "status"))
+    assert statuses == {"ru-0": "delivered", "ru-1": "delivered", "ru-2": "bounced", "ru-3": "delivered"}
+    assert Developer.objects.get(external_id="ru-2").email_status == "bounced"
+
+
+def test_a_notification_without_our_metadata_finds_its_delivery_by_its_own_message_id(
+    ses: SESProvider, client: Client
+) -> None:
+    memo = make_memo()
+    for i in range(3):
+        make_developer(f"ru-{i}", "RU")
+    delivery_send_batch(delivery_ids=queued(memo))
+    for email in ses.accepted:
+        email.headers = [h for h in email.headers if h["name"] != "X-Metadata"]
+    assert [post(client, *p) for p in ses_notifications(ses, WEBHOOK_SECRET, "Bounce", only="ru-1@")] == [200]
+    statuses = dict(Delivery.objects.values_list("developer__external_id", "status"))
+    assert statuses == {"ru-0": "sent", "ru-1": "bounced", "ru-2": "sent"}
+
+
+def test_a_notification_without_the_webhook_secret_is_refused_and_changes_nothing(
+    ses: SESProvider, client: Client
+) -> None:
+    memo = make_memo()
+    make_developer("ru-0", "RU")
+    make_developer("ru-1", "RU")
+    delivery_send_batch(delivery_ids=queued(memo))
+    [(body, headers)] = ses_notifications(ses, "hook:wrong", "Delivery", only="ru-0@")
+    assert post(client, body, headers) in (400, 401, 403)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (429, "TooManyRequestsException", "Too Many Requests"),
+        (400, "Throttling", "Maximum sending rate exceeded."),
+    ],
+    ids=["sesv2-429", "throttling"],
+)
+def test_ses_saying_too_fast_makes_the_call_wait_and_then_everyone_is_sent_once(
+    ses: SESProvider, later: list[tuple[list[int], float]], clock: Clock, answer: tuple[int, str, str]
+) -> None:
+    memo = make_memo()
+    for i in range(5):
+        make_developer(f"ru-{i}", "RU")
+    ses.failures.append(answer)
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+
+    assert ses.accepted == [] and set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+    [(retry_ids, countdown)] = later
+    assert sorted(retry_ids) == sorted(ids) and countdown > 0
+    waiting = Delivery.objects.filter(pk__in=ids)
+    assert all(d.not_before is not None and d.not_before > timezone.now() for d in waiting)
+    clock.move_to(max(d.not_before for d in waiting if d.not_before is not None))  # the wait waited out
+    delivery_send_batch(delivery_ids=retry_ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert len(by_recipient(ses)) == 5 and len(ses.calls) == 1  # nobody twice, in one call
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_workers_killed_mid_send_through_ses_lose_nobody_and_flag_whom_ses_may_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """SES can neither be asked what it took nor deduplicate a call: what a killed worker
+    left is flagged outcome_unknown, never sent again, and nobody is lost."""
+    from tests.test_faults import BROKER, audience, send_while_killing_workers
+
+    if BROKER.startswith("filesystem://"):
+        pytest.skip("killed workers need Redis or RabbitMQ (see test_faults.ON_FILESYSTEM_BROKER)")
+    recipients = 1_000
+    memo = audience(recipients)
+    settings.EMAIL_BACKEND = BACKEND  # send_memo sizes the send tasks for it, as in production
+    with ses_server() as ses:
+        settings.ANYMAIL = {"AMAZON_SES_CLIENT_PARAMS": ses.client_params()}
+        kills = send_while_killing_workers(memo, ses, tmp_path, monkeypatch, kills=6, backend=BACKEND)
+
+    per_recipient = collections.Counter(e.address for e in ses.accepted)
+    ids = {e.address: e.message_id for e in ses.accepted}
+    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
+    assert len(deliveries) == recipients
+    assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}  # nobody lost
+    for address, delivery in deliveries.items():
+        if delivery.status == "sent":
+            assert per_recipient[address] == 1 and delivery.provider_message_id == ids[address], address
+        else:
+            assert per_recipient[address] <= 2, address  # flagged; at most one extra copy
+    unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
+    assert kills.between_acceptance_and_commit and unknown  # a killed call's recipients, flagged
+    assert len(unknown) <= kills.made * send_batch_size()  # at most a send task's worth per kill
+    assert set(per_recipient) <= set(deliveries)
