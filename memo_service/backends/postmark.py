@@ -1,0 +1,146 @@
+"""anymail's Postmark backend, sending up to 500 emails in one call to /email/batch.
+
+With EMAIL_BACKEND=memo_service.backends.postmark.EmailBackend a send task hands its
+emails to Postmark's batch endpoint: one message per recipient, each with its own
+Subject, HtmlBody and TextBody (the recipient's whole rendered email: Postmark's own
+merge fields live only in its stored templates, and its Mustache would escape our
+already-escaped HTML again), its own To, and our delivery id in its Metadata so
+Postmark's tracking webhooks find the delivery.
+
+Postmark answers a batch with HTTP 200 and one entry per message, in order: a
+MessageID, or an ErrorCode and a Message for that recipient alone. anymail's own parser
+raises for the whole call on any error it does not recognise, although Postmark sent the
+others (a retry would send them twice), and with every recipient refused it raises one
+error for all instead of each one's reason; so each entry is read here, and a refused
+recipient fails with Postmark's Message while the others are sent with their own ids.
+
+A worker that dies during a call is reconciled by asking Postmark's Messages API which
+of our delivery ids (in Metadata) it took, so nobody is flagged "outcome unknown".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from typing import Any
+
+import requests
+from anymail.backends import postmark
+from anymail.message import AnymailRecipientStatus
+
+from memo_service.backends.base import Acceptance, Capabilities, ReportsAcceptance
+
+# Postmark's limit on messages in one /email/batch call.
+BATCH_LIMIT = 500
+# The Messages API's page limit, and how far its offset reaches (count + offset).
+SEARCH_PAGE = 500
+SEARCH_REACH = 10_000
+# The Messages API reads fromdate/todate in Eastern Time, to the second.
+POSTMARK_TIME = zoneinfo.ZoneInfo("America/New_York")
+# Postmark's ErrorCode for a recipient it will not take: an invalid address (300),
+# an address inactive after a bounce or complaint (406); any other code in a batch entry
+# is also that message's alone.
+ANYMAIL_STATUS_FOR = {300: "invalid", 406: "rejected"}
+
+
+class PostmarkPayload(postmark.PostmarkPayload):
+    """Each batch message filled from its recipient's merge data ("subject", "html",
+    "text"), kept apart from anymail's merge_data, which Postmark reads as a template
+    model (and anymail refuses without a template)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.emails: dict[str, dict[str, str]] = {}
+        super().__init__(*args, **kwargs)
+
+    def set_merge_data(self, merge_data: dict[str, dict[str, str]]) -> None:
+        self.emails = merge_data
+
+    def data_for_recipient(self, to: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super().data_for_recipient(to)
+        email = self.emails.get(to.addr_spec)
+        if email is not None:
+            data["Subject"], data["HtmlBody"], data["TextBody"] = email["subject"], email["html"], email["text"]
+        return data
+
+
+class EmailBackend(Capabilities, postmark.EmailBackend, ReportsAcceptance):
+    # A send task carries this many deliveries (dispatch.send_batch_size): one call.
+    merge_batch_size = BATCH_LIMIT
+    merge_fields = None  # a message per recipient, each its whole email
+
+    def build_message_payload(self, message: Any, defaults: Any) -> Any:
+        return PostmarkPayload(message, defaults, self)
+
+    def parse_recipient_status(self, response: Any, payload: Any, message: Any) -> dict[str, Any]:
+        answer = self.deserialize_json_response(response, payload, message)
+        entries = answer if isinstance(answer, list) else [answer]
+        if payload.cc_and_bcc_emails or len(entries) != len(payload.to_emails):
+            return dict(super().parse_recipient_status(response, payload, message))  # not one of our calls
+        statuses: dict[str, AnymailRecipientStatus] = {}
+        refusals: dict[str, str] = {}
+        for to, entry in zip(payload.to_emails, entries, strict=True):
+            code = entry.get("ErrorCode", 0) if isinstance(entry, dict) else None
+            if code == 0 and entry.get("MessageID"):
+                delayed = "delivery may be delayed" in str(entry.get("Message", ""))
+                statuses[to.addr_spec] = AnymailRecipientStatus(
+                    message_id=entry["MessageID"], status="queued" if delayed else "sent"
+                )
+            elif isinstance(code, int) and code:
+                statuses[to.addr_spec] = AnymailRecipientStatus(
+                    message_id=None, status=ANYMAIL_STATUS_FOR.get(code, "failed")
+                )
+                refusals[to.addr_spec] = f"refused by Postmark (ErrorCode {code}): {entry.get('Message', '')}"
+            else:
+                return dict(super().parse_recipient_status(response, payload, message))  # raises: not Postmark's shape
+        message.anymail_refusals = refusals
+        return statuses
+
+    def raise_for_recipient_status(self, anymail_status: Any, response: Any, payload: Any, message: Any) -> None:
+        """A batch call whose every recipient was refused is not an error of the call:
+        each refused delivery fails with its own reason (sending.py)."""
+        if not payload.is_batch():
+            super().raise_for_recipient_status(anymail_status, response, payload, message)
+
+    def accepted_delivery_ids(
+        self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
+    ) -> dict[int, Acceptance]:
+        """Postmark's Messages API: the tag's outbound messages between `begin` and `end`
+        (a minute wider each side: its times are whole seconds in Eastern Time), newest
+        first, page by page until a short page; each carries our delivery id in Metadata.
+        A range with more than the API's reach (10,000) cannot be read whole: that raises,
+        and the caller asks again later."""
+        params: dict[str, Any] = {
+            "tag": tag,
+            "count": SEARCH_PAGE,
+            "fromdate": _postmark_time(begin - dt.timedelta(minutes=1)),
+            "todate": _postmark_time(end + dt.timedelta(minutes=1)),
+        }
+        headers = {"Accept": "application/json", "X-Postmark-Server-Token": self.server_token}
+        found: dict[int, Acceptance] = {}
+        with requests.Session() as session:
+            for offset in range(0, SEARCH_REACH, SEARCH_PAGE):
+                response = session.get(
+                    f"{self.api_url}messages/outbound",
+                    params={**params, "offset": offset},
+                    headers=headers,
+                    timeout=self.timeout,
+                )
+                response.raise_for_status()
+                page = response.json()
+                messages = page.get("Messages") or []
+                for sent in messages:
+                    try:
+                        delivery_id = int((sent.get("Metadata") or {}).get("delivery_id", ""))
+                    except ValueError:
+                        continue  # not one of ours
+                    if delivery_id in delivery_ids:
+                        found[delivery_id] = Acceptance(
+                            str(sent["MessageID"]), dt.datetime.fromisoformat(sent["ReceivedAt"])
+                        )
+                if len(messages) < SEARCH_PAGE or offset + len(messages) >= int(page.get("TotalCount", 0)):
+                    return found
+        raise RuntimeError(f"Postmark's Messages API holds more than {SEARCH_REACH} of {tag}'s messages in the range")
+
+
+def _postmark_time(moment: dt.datetime) -> str:
+    return moment.astimezone(POSTMARK_TIME).strftime("%Y-%m-%dT%H:%M:%S")
