@@ -211,6 +211,37 @@ def test_postmarks_429_makes_the_call_wait_and_then_everyone_is_sent_once(postma
     assert len(by_recipient(postmark)) == 5 and len(postmark.calls) == 1
 
 
+def test_what_a_dead_worker_handed_postmark_is_found_in_its_messages_api_and_everyone_gets_it_once(
+    postmark, settings, eager, django_capture_on_commit_callbacks, monkeypatch
+):
+    """250 developers; the dead worker's call reached Postmark for 130 of them (its answer
+    lost) and it died before calling for the other 120. Postmark's Messages API (100 a
+    page here) shows the 130: they are recorded sent with the MessageID Postmark gave
+    each, the 120 are sent again, and every developer has exactly one email."""
+    from memo_service.backends import postmark as backend
+    from memo_service.memos.send import sweeper
+    from tests.test_faults import audience
+    from tests.test_reconcile import died_holding
+
+    settings.PROVIDER_EVENTS_LAG_SECONDS = 0
+    monkeypatch.setattr(backend, "SEARCH_PAGE", 100)
+    memo = dispatched(audience(250))
+    ids = sorted(Delivery.objects.filter(memo=memo).values_list("pk", flat=True))
+    delivery_send_batch(delivery_ids=ids[:130])
+    given = dict(Delivery.objects.filter(pk__in=ids[:130]).values_list("pk", "provider_message_id"))
+    Delivery.objects.filter(pk__in=ids[:130]).update(provider_message_id="", sent_at=None)  # the answer was lost
+    died_holding(memo, ids)
+    with django_capture_on_commit_callbacks(execute=True):
+        sweeper.deliveries_sweep()
+    assert postmark.search_requests == 2  # a full page, then the last
+    assert len(by_recipient(postmark)) == 250
+    deliveries = Delivery.objects.filter(memo=memo)
+    assert set(deliveries.values_list("status", flat=True)) == {"sent"}
+    assert {d.pk: d.provider_message_id for d in deliveries if d.pk in given} == given
+    assert {d.attempts for d in deliveries if d.pk not in given} == {1}  # sent again once
+    assert Memo.objects.get(pk=memo.pk).status == "sent"
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_workers_killed_mid_send_through_postmark_are_reconciled_and_everyone_gets_it_once(
