@@ -1,0 +1,220 @@
+"""Sending through Resend in batches (memo_service.backends.resend over anymail's real
+Resend backend), judged by what a loopback Resend (tests/loopback_resend.py) delivered."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from anymail.utils import parse_single_address
+from django.test import Client
+
+from memo_service.developers.models import Developer
+from memo_service.memos.answer.tokens import answer_token_read
+from memo_service.memos.compose.context import developer_context
+from memo_service.memos.compose.rendering import MemoRenderer
+from memo_service.memos.models import Delivery, DeliveryEvent, Memo
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
+from memo_service.memos.tasks import send_batch
+from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo
+from tests.loopback_resend import ResendBatchProvider, recipient, resend_batch_server, resend_webhook
+from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
+
+BACKEND = "memo_service.backends.resend.EmailBackend"
+# Names a double escape (or none) would show in the HTML.
+AWKWARD = "Zoë & <Co> \"Q\" 'Dev'"
+
+
+@pytest.fixture
+def resend(settings: Any) -> Iterator[ResendBatchProvider]:
+    """Our Resend backend, talking HTTP to a loopback Resend."""
+    with resend_batch_server() as provider:
+        settings.EMAIL_BACKEND = BACKEND
+        settings.ANYMAIL = {**provider.settings(), "WEBHOOK_SECRET": WEBHOOK_SECRET}
+        yield provider
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
+    """Send tasks the sender put off for later: (ids, countdown)."""
+    calls: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
+    return calls
+
+
+def audience_in_france(n: int, **memo: Any) -> Memo:
+    for i in range(n):
+        make_developer(f"fr-{i:03d}", "FR", name=f"{AWKWARD} {i}")
+    return make_memo(countries=("FR",), **memo)
+
+
+def sent(memo: Memo) -> list[int]:
+    """The memo approved, started and dispatched, and its send tasks run as a worker
+    runs them (one per send_batch_size deliveries, as dispatch enqueues them)."""
+    approve(memo)
+    memo_send_start(memo=memo)
+    memo_dispatch(memo_id=memo.pk)
+    ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
+    size = send_batch_size()
+    for start in range(0, len(ids), size):
+        send_batch(ids[start : start + size])
+    return ids
+
+
+def metadata(email: dict[str, Any]) -> str:
+    return str(email["headers"]["X-Metadata"])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "text_body",
+    [None, "{% if developer.country == 'FR' %}France, {{ developer.name }}{% else %}Elsewhere{% endif %}"],
+    ids=["substitutable", "tests-a-value"],
+)
+def test_a_memo_to_two_and_a_half_batches_arrives_once_per_developer_each_a_full_render(
+    resend: ResendBatchProvider, text_body: str | None
+) -> None:
+    n = 250
+    memo = audience_in_france(n, **({"text_body": text_body} if text_body else {}))
+    sent(memo)
+    assert [len(call) for call in resend.calls] == [100, 100, 50]  # ceil(250 / 100) calls
+    assert len(resend.calls) == math.ceil(n / 100)
+    by_address = {recipient(email): email for email in resend.emails}
+    assert len(resend.emails) == n and len(by_address) == n
+    renderer = MemoRenderer(memo)
+    for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
+        developer = delivery.developer
+        email = by_address[developer.email]
+        [to] = email["to"]
+        assert (parse_single_address(to).display_name, parse_single_address(to).addr_spec) == (
+            developer.name,
+            developer.email,
+        )
+        link = found(r"http://testserver/ack/[^/]+/", email["text"])
+        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
+        _, expected = renderer._render_full(developer_context(developer), link)
+        assert (email["subject"], email["html"], email["text"]) == (expected.subject, expected.html, expected.text)
+        # Their own delivery id, for the tracking webhooks; their own id from Resend.
+        assert f'"delivery_id": "{delivery.pk}"' in metadata(email)
+        assert (delivery.status, delivery.provider_message_id) == ("sent", email["id"])
+    assert "Zoë &amp; &lt;Co&gt; &#34;Q&#34; &#39;Dev&#39; 7" in by_address["fr-007@example.com"]["html"]
+    assert len({d.provider_message_id for d in Delivery.objects.all()}) == n
+    assert Memo.objects.get(pk=memo.pk).status == "sent"
+
+
+@pytest.mark.django_db
+def test_refused_recipients_fail_with_resends_reason_and_the_others_are_sent_once_with_their_own_ids(
+    resend: ResendBatchProvider,
+) -> None:
+    memo = audience_in_france(7)
+    resend.refuse = {"fr-001@example.com", "fr-004@example.com", "fr-005@example.com"}
+    ids = sent(memo)
+    send_batch(ids)  # a rerun changes nothing
+    failed = Delivery.objects.filter(status="failed").select_related("developer")
+    assert sorted(d.developer.email for d in failed) == sorted(resend.refuse)
+    assert all(d.status_reason.startswith("refused by Resend: Invalid `to` field") for d in failed)
+    assert [sorted(call) for call in resend.calls] == [
+        [f"fr-00{i}@example.com" for i in (0, 2, 3, 6)]
+    ]  # one call, the refused left out
+    ids_by_address = {recipient(email): email["id"] for email in resend.emails}
+    for delivery in Delivery.objects.filter(status="sent").select_related("developer"):
+        assert delivery.provider_message_id == ids_by_address[delivery.developer.email]
+    assert Delivery.objects.filter(status="sent").count() == 4
+
+
+@pytest.mark.django_db
+def test_resends_tracking_webhook_moves_the_delivery_it_is_about(resend: ResendBatchProvider, client: Client) -> None:
+    memo = audience_in_france(3)
+    sent(memo)
+    by_address = {recipient(email): email for email in resend.emails}
+    auth = "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()
+
+    def post(email: dict[str, Any], event: str, forged: bool = False) -> int:
+        body, headers = resend_webhook(email, event)
+        if forged:
+            headers["svix-signature"] = "v1," + base64.b64encode(b"\0" * 32).decode()
+        response = client.post(
+            "/anymail/resend/tracking/",
+            body,
+            content_type="application/json",
+            headers={"Authorization": auth, **headers},
+        )
+        return response.status_code
+
+    assert post(by_address["fr-000@example.com"], "email.delivered", forged=True) == 400
+    assert post(by_address["fr-000@example.com"], "email.delivered") == 200
+    assert post(by_address["fr-001@example.com"], "email.bounced") == 200
+    statuses = dict(Delivery.objects.values_list("developer__external_id", "status"))
+    assert statuses == {"fr-000": "delivered", "fr-001": "bounced", "fr-002": "sent"}
+    bounced = Developer.objects.get(external_id="fr-001")
+    assert bounced.email_status == "bounced"
+    # Resend's words kept with the event (anymail reads no reason code out of them).
+    assert "hard bounce" in DeliveryEvent.objects.get(delivery__developer=bounced, event_type="bounced").description
+
+
+@pytest.mark.django_db
+def test_resends_rate_limit_makes_the_call_wait_and_go_again_and_nothing_fails(
+    resend: ResendBatchProvider, later: list[tuple[list[int], float]], clock: Clock
+) -> None:
+    memo = audience_in_france(5)
+    resend.throttle, resend.retry_after = 1, "30"
+    ids = sent(memo)
+    [(retry_ids, countdown)] = later
+    assert sorted(retry_ids) == ids and countdown >= 30
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"} and resend.emails == []
+    waited = Delivery.objects.get(pk=ids[0]).not_before
+    assert waited is not None
+    clock.move_to(waited)  # Retry-After waited out
+    send_batch(retry_ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert [len(call) for call in resend.calls] == [5]
+
+
+@pytest.mark.django_db
+def test_a_call_whose_answer_was_lost_is_sent_again_as_the_same_call_and_nobody_gets_it_twice(
+    resend: ResendBatchProvider, settings: Any, later: list[tuple[list[int], float]], clock: Clock
+) -> None:
+    """Resend took the call, its answer never came (a read timeout): the call goes
+    again under its key, and Resend answers with the first call's emails."""
+    settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
+    memo = audience_in_france(4)
+    resend.hold = 1
+    ids = sent(memo)
+    resend.held.get(timeout=5)[1].set()  # the answer goes to nobody
+    [(retry_ids, _)] = later
+    waited = Delivery.objects.get(pk=ids[0]).not_before
+    assert sorted(retry_ids) == ids and waited is not None
+    clock.move_to(waited)
+    send_batch(retry_ids)
+    assert len(resend.emails) == 4 and len(resend.calls) == 1  # nobody twice
+    [key] = {email["idempotency_key"] for email in resend.emails}
+    assert resend.repeated + resend.conflicts == [key]  # presented again, sent nothing
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.e2e
+@ON_FILESYSTEM_BROKER
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_workers_killed_mid_send_through_resend_send_everyone_exactly_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """1,000 recipients in calls of 100, a worker process SIGKILLed 6 times, the first
+    just after Resend took a call and before we recorded it: within the keys' 24 hours
+    what a killed worker left is sent again under the same key, so everyone gets the
+    memo exactly once and every delivery is sent."""
+    recipients = 1_000
+    memo = audience(recipients)
+    settings.EMAIL_BACKEND = BACKEND  # send_memo sizes the tasks for it; the sweeper knows it deduplicates
+    with resend_batch_server() as server:
+        kills = send_while_killing_workers(memo, server, tmp_path, monkeypatch, kills=6)
+    per_recipient = collections.Counter(recipient(email) for email in server.emails)
+    again = set(server.repeated + server.conflicts)
+    print(f"{len(again)} calls sent again under their key; {len(server.calls)} calls taken")
+    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
+    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
+    assert kills.between_acceptance_and_commit <= len(again) <= kills.made
+    assert all(len(call) <= 100 for call in server.calls)
