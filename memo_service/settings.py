@@ -9,6 +9,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from memo_service.config import keys, logs, security
 from memo_service.memos.evidence import checkpoints
@@ -285,6 +286,17 @@ GEOIP_DATABASE = env.str("GEOIP_DATABASE", default="")
 # --- memos ---------------------------------------------------------------------------
 # Emails per second to the provider, shared by all workers (memos/send/throttle.py); 0: none.
 SEND_RATE_LIMIT = env.float("SEND_RATE_LIMIT", default=0.0)
+# Recipients in any 24 hours, shared by all workers (memos/send/quota.py): an SES account's
+# "Max send in 24 hours". A send that reaches it waits for the window to move; 0: none.
+try:
+    SEND_DAILY_QUOTA = int(env.str("SEND_DAILY_QUOTA", default="0").replace("_", "") or "0")
+except ValueError:
+    SEND_DAILY_QUOTA = -1
+if SEND_DAILY_QUOTA < 0:
+    raise ImproperlyConfigured(
+        f"SEND_DAILY_QUOTA must be a whole number of recipients per 24 hours (0: no quota), "
+        f"not {env.str('SEND_DAILY_QUOTA')!r}"
+    )
 # A send task's lease on its deliveries (memos/send/leases.py): its worker process renews it
 # every DELIVERY_LEASE_RENEW_SECONDS; one not renewed for DELIVERY_LEASE_SECONDS belongs
 # to a dead process, and beat's sweeper (every minute) reconciles its deliveries. 10 s

@@ -24,6 +24,7 @@ from memo_service.memos.models import (
     Memo,
 )
 from memo_service.memos.reminders import memo_awaiting_answer
+from memo_service.memos.send.quota import provider_of_settings, quota_free_at
 
 DeliveryStatus = Delivery.Status
 # Handed to the provider: every status a provider's acceptance can lead to.
@@ -193,8 +194,25 @@ def memo_progress(memo: Memo) -> dict[str, Any]:
         counts["percent"] = memo.audience_checked * 100 // memo.audience_to_check
     counts["status"] = memo.status
     counts["finished"] = memo.status in MEMO_FINISHED or counts["percent"] == 100
+    # Not a pause anyone resumes: the send goes on by itself once the window has room.
+    free_at = quota_free_at(provider_of_settings()) if memo.status == Memo.Status.SENDING and counts["queued"] else None
+    counts["quota_until"] = free_at.isoformat() if free_at else None
     counts["summary"] = _progress_summary(memo, counts)
+    if free_at:
+        counts["summary"] = (
+            f"Paused for the provider's daily quota until {_utc_minute(free_at)}, {counts['queued']:,} to go. "
+            + counts["summary"]
+        )
     return counts
+
+
+def _utc_minute(when: dt.datetime) -> str:
+    """14:05 UTC (rounded up: nothing goes before it), with the day when it is not today."""
+    when = when.astimezone(dt.UTC)
+    if when.second or when.microsecond:
+        when = when.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    today = timezone.now().astimezone(dt.UTC).date()
+    return f"{when:%H:%M} UTC" if when.date() == today else f"{when:%-d %b %H:%M} UTC"
 
 
 def _checking(memo: Memo, queued_so_far: int) -> bool:

@@ -36,6 +36,7 @@ from memo_service.memos.send.addresses import recipient_address
 from memo_service.memos.send.control import ControlRefused, memo_pause
 from memo_service.memos.send.failures import (
     AUTH_ERRORS_BEFORE_PAUSE,
+    MAX_DELAY_S,
     Action,
     Decision,
     backoff_jitter,
@@ -46,6 +47,7 @@ from memo_service.memos.send.failures import (
 from memo_service.memos.send.leases import lease_release, lease_take
 from memo_service.memos.send.payload import merged_message, provider_message_id, single_message
 from memo_service.memos.send.queued import Prepared, Queued, queued_deliveries
+from memo_service.memos.send.quota import quota_claim, quota_free_at, quota_give_back
 from memo_service.memos.send.renderers import renderer_for
 from memo_service.memos.send.throttle import throttle_block, throttle_take
 from memo_service.memos.snapshot import traffic_of
@@ -71,7 +73,8 @@ def backend_is_idempotent() -> bool:
 
 
 class _BatchStopped(Exception):
-    """Nothing more goes out in this batch (throttled without a shared limiter, or paused)."""
+    """Nothing more goes out in this batch (throttled without a shared limiter, paused, or
+    the daily quota is reached)."""
 
 
 class BatchSender:
@@ -106,10 +109,17 @@ class BatchSender:
         # Deliveries left `sending` after a lost answer, for reconciliation to settle.
         self.unsettled = False
         self.reports_acceptance = reports_acceptance(connection)
+        # Where the last claim was counted, and when the quota has room again if it
+        # had none for all of it (quota.py).
+        self.quota_minute: int | None = None
+        self.quota_free_at: dt.datetime | None = None
 
     def run(self) -> None:
         pending: list[Prepared] = []
         try:
+            if free_at := quota_free_at(self.provider):
+                # The daily quota is reached: nothing is rendered before the window moves.
+                self.wait_for_quota(free_at)
             for index, delivery in enumerate(self.deliveries):
                 prepared = self.prepare(delivery)
                 if prepared is None:
@@ -119,11 +129,14 @@ class BatchSender:
                 # IDNA-encoded, so the two would not meet.
                 if self.merge_size and prepared.to.addr_spec.isascii():
                     pending.append(prepared)
-                elif delivery_claim(delivery_id=delivery.pk):
-                    self.send([prepared], rest=self.deliveries[index + 1 :])
+                else:
+                    if self.claim([prepared]):
+                        self.send([prepared], rest=self.deliveries[index + 1 :])
+                    self.stop_at_quota()
             self.send_merged(pending)
         except _BatchStopped:
-            # Throttled without a shared limiter: all of the task not yet sent waits too.
+            # Throttled without a shared limiter, or the daily quota reached: all of the
+            # task not yet sent waits too.
             self.later += (
                 Delivery.objects.filter(pk__in=[d.pk for d in self.deliveries], status=DeliveryStatus.QUEUED)
                 .exclude(pk__in=self.later)
@@ -199,9 +212,28 @@ class BatchSender:
         for group in groups.values():
             calls += [group[start : start + self.merge_size] for start in range(0, len(group), self.merge_size)]
         for call in calls:
-            claimed = deliveries_claim(delivery_ids=[p.delivery.pk for p in call])
-            if call := [p for p in call if p.delivery.pk in claimed]:
+            if call := self.claim(call):
                 self.send(call, rest=[])
+            self.stop_at_quota()
+
+    def claim(self, call: list[Prepared]) -> list[Prepared]:
+        """Claim the call's deliveries that the daily quota has room for (all of them
+        without one), just before the call; those it had none for stay queued."""
+        taken = quota_claim(provider=self.provider, delivery_ids=[p.delivery.pk for p in call], claim=_claim)
+        self.quota_minute, self.quota_free_at = taken.minute, taken.free_at
+        return [p for p in call if p.delivery.pk in taken.claimed]
+
+    def stop_at_quota(self) -> None:
+        """After a call that filled the daily quota, the rest of the task waits for it."""
+        if self.quota_free_at is not None:
+            self.wait_for_quota(self.quota_free_at)
+
+    def wait_for_quota(self, free_at: dt.datetime) -> None:
+        """Stop here; what is still queued comes back when the window has room, or in
+        MAX_DELAY_S to look again (a task held longer would outlive Redis's visibility
+        timeout and be delivered twice)."""
+        self.delay = max(self.delay, min((free_at - timezone.now()).total_seconds(), MAX_DELAY_S), 1.0)
+        raise _BatchStopped
 
     def send(self, group: list[Prepared], rest: list[Queued]) -> None:
         if len(group) == 1:
@@ -225,6 +257,7 @@ class BatchSender:
             if outcome is not None and outcome.refused:
                 # Refused alone while the provider took the call's others.
                 delivery_record_failure(delivery_id=p.delivery.pk, error=outcome.refused)
+                quota_give_back(provider=self.provider, count=1, minute=self.quota_minute)
                 continue
             texts[p.delivery.pk] = EmailText(p.language, stored_values(p.rendered_with), email_text_hash(p.email))
             message_ids[p.delivery.pk] = outcome.message_id if outcome is not None and outcome.message_id else call_id
@@ -264,6 +297,10 @@ class BatchSender:
             reports_acceptance=self.reports_acceptance,
             jitter=backoff_jitter(),
         )
+        if decision.action not in (Action.HALVE, Action.RECONCILE) and not decision.outcome_unknown:
+            # The provider took none of them: not counted against the daily quota (the
+            # halves of a split call are the same recipients, still counted once).
+            quota_give_back(provider=self.provider, count=len(group), minute=self.quota_minute)
         match decision.action:
             case Action.CREDENTIALS:
                 self.credentials_refused(exc, group, error)
@@ -339,6 +376,12 @@ def delivery_send_batch(*, delivery_ids: list[int]) -> None:
     lease_release(lease_id=lease.pk, done=not sender.unsettled)
     for memo_id in {memo_id for memo_id, _ in sender.renderers}:
         memo_mark_sent_if_done(memo_id=memo_id)
+
+
+def _claim(delivery_ids: list[int]) -> set[int]:
+    if len(delivery_ids) == 1:
+        return set(delivery_ids) if delivery_claim(delivery_id=delivery_ids[0]) else set()
+    return deliveries_claim(delivery_ids=delivery_ids)
 
 
 def _pause_for_auth(memo: Memo, status: int | None, error: str) -> None:
