@@ -5,6 +5,7 @@ would deliver and by what each delivery records."""
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import io
 import math
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.tasks import send_batch
 from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo
-from tests.loopback_brevo import BREVO_KEY, BrevoProvider, brevo_events_post, brevo_server
+from tests.loopback_brevo import BREVO_KEY, BrevoProvider, TenCallsAThousand, brevo_events_post, brevo_server
+from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
 pytestmark = pytest.mark.django_db
 
@@ -223,3 +225,53 @@ def test_a_lost_answer_is_sent_again_under_the_same_key_and_nobody_gets_it_twice
     message_ids = {email.to: email.message_id for email in brevo.delivered}
     sent = Delivery.objects.select_related("developer")
     assert {d.developer.email: d.provider_message_id for d in sent} == message_ids
+
+
+def test_a_call_left_unanswered_past_brevos_fifteen_minutes_is_not_sent_again_but_flagged(brevo, eager, clock):
+    """Brevo forgets an idempotency key after 15 minutes: a delivery left mid-call longer
+    than that could be sent twice, so it is flagged "outcome unknown" (Brevo cannot be
+    asked what it took) and nothing goes to Brevo."""
+    from memo_service.memos.send.reconcile import UNKNOWN_REASON
+    from memo_service.memos.send.sweeper import SENDING_GRACE, deliveries_sweep
+    from tests.conftest import sent_delivery
+
+    memo = make_memo()
+    developer = make_developer("ru-1", "RU")
+    delivery = sent_delivery(memo, developer, "sending")  # claimed for its call, which never ended
+    assert SENDING_GRACE > EmailBackend.idempotency_window
+    claimed = delivery.status_changed_at
+    assert claimed is not None
+    clock.move_to(claimed + SENDING_GRACE + dt.timedelta(seconds=1))
+    deliveries_sweep()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.status_reason) == ("outcome_unknown", UNKNOWN_REASON)
+    assert brevo.requests == 0
+
+
+@pytest.mark.e2e
+@ON_FILESYSTEM_BROKER
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_workers_killed_mid_send_through_brevo_leave_everyone_with_exactly_one_email(tmp_path, monkeypatch, settings):
+    """1,000 recipients in calls of 100, a worker process SIGKILLed 6 times, some of them
+    after Brevo took a call and before we recorded it. Within Brevo's 15 minutes a dead
+    worker's call is made again under the same idempotency key: Brevo answers it with
+    the first call's ids, so everyone gets exactly one email and every delivery is sent."""
+    recipients = 1_000
+    memo = audience(recipients)
+    backend = f"{TenCallsAThousand.__module__}.{TenCallsAThousand.__name__}"
+    settings.EMAIL_BACKEND = backend  # send_memo sizes the tasks, the sweeper trusts the key
+    with brevo_server() as provider:
+        provider.backend = backend
+        kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, kills=6)
+
+    per_recipient = collections.Counter(email.to for email in provider.delivered)
+    print(
+        f"{len(set(provider.repeated))} calls repeated under their key after {kills.made} kills "
+        f"({kills.between_acceptance_and_commit} between acceptance and commit)"
+    )
+    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
+    deliveries = Delivery.objects.filter(memo=memo).select_related("developer")
+    assert {d.status for d in deliveries} == {"sent"}
+    message_ids = {email.to: email.message_id for email in provider.delivered}
+    assert all(d.provider_message_id == message_ids[d.developer.email] for d in deliveries)
+    assert kills.between_acceptance_and_commit <= len(set(provider.repeated)) <= kills.made
