@@ -146,6 +146,24 @@ def test_a_batch_postmark_refuses_whole_fails_each_recipient_with_its_own_reason
     assert all(d.developer.email in d.status_reason and "ErrorCode 406" in d.status_reason for d in failed)
 
 
+def test_an_email_sent_alone_arrives_and_one_postmark_refuses_alone_fails_with_its_reason(postmark, later):
+    """An international address goes in a call of its own (POST /email); Postmark refuses
+    an inactive one with HTTP 422 and its reason, which the delivery keeps."""
+    memo = make_memo()
+    make_developer("cn-idn", "CN", "zh-hans", email="zoë@bücher.example", name="Zoë & <Ünal>")
+    make_developer("ru-bad", "RU", email="ru-bad@bücher.example")
+    postmark.refuse = {"ru-bad@"}
+    delivery_send_batch(delivery_ids=queued(memo))
+    assert postmark.calls == [["zoë@xn--bcher-kva.example"], ["ru-bad@xn--bcher-kva.example"]]
+    (email,) = postmark.accepted
+    zoe = Delivery.objects.get(developer__external_id="cn-idn")
+    assert (zoe.status, zoe.provider_message_id) == ("sent", email["MessageID"])
+    assert "Zoë &amp; &lt;Ünal&gt;" in email["HtmlBody"] and email["Metadata"] == {"delivery_id": str(zoe.pk)}
+    refused = Delivery.objects.get(developer__external_id="ru-bad")
+    assert refused.status == "failed" and later == []
+    assert "ErrorCode 406" in refused.status_reason and "marked as inactive" in refused.status_reason
+
+
 def post_webhook(client: Client, event: dict[str, Any], secret: str = WEBHOOK_SECRET) -> int:
     auth = "Basic " + base64.b64encode(secret.encode()).decode()
     response = client.post(

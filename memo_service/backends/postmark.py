@@ -96,9 +96,12 @@ class EmailBackend(Capabilities, postmark.EmailBackend, ReportsAcceptance):
         return statuses
 
     def raise_for_recipient_status(self, anymail_status: Any, response: Any, payload: Any, message: Any) -> None:
-        """A batch call whose every recipient was refused is not an error of the call:
-        each refused delivery fails with its own reason (sending.py)."""
-        if not payload.is_batch():
+        """A memo's email (our delivery id in its metadata) whose every recipient was
+        refused is not an error of the call: each delivery fails with Postmark's reason
+        for it (sending.py reads anymail_refusals), where anymail's one error would say
+        only "all rejected". Other mail (an organisation contact's copy) still raises."""
+        ours = payload.is_batch() or "delivery_id" in (getattr(message, "metadata", None) or {})
+        if not ours:
             super().raise_for_recipient_status(anymail_status, response, payload, message)
 
     def accepted_delivery_ids(
