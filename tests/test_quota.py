@@ -151,6 +151,23 @@ def test_a_call_the_provider_refused_does_not_use_up_the_quota(memo, developers,
     assert len(mailgun.accepted) == 4 and later == []  # the quota had room for all four
 
 
+def test_a_recipient_the_provider_refused_does_not_use_up_the_quota(memo, developers, mailgun, settings, clock, later):
+    """Mailgun refuses a call for one bad address; its halves go until the refusal is
+    down to its recipient: only the three sent count, so the fourth fits today."""
+    settings.EMAIL_BACKEND, settings.SEND_DAILY_QUOTA = BATCHING, 4
+    ids = sending(memo, developers=3)  # cn-1, then ru-1, ru-q0, ru-q1, ru-q2 in English
+    mailgun.refuse = {"ru-q0@"}
+    half_past_a_minute(clock)
+
+    send_batch(ids)  # Chinese: 1; English: 3 of 4 (room for 3), one of them refused
+    assert len(mailgun.accepted) == 3 and len(later) == 1
+    assert Delivery.objects.get(status="failed").developer.external_id == "ru-q0"
+    clock.move_to(timezone.now() + dt.timedelta(seconds=later[0][1]))  # the task looks again, the same day
+    run_later(later)
+    assert len(mailgun.accepted) == 4 and later == []
+    assert Delivery.objects.filter(status="sent").count() == 4
+
+
 def test_a_quota_of_zero_is_no_quota(memo, developers, mailgun, settings, later, admin_client):
     settings.EMAIL_BACKEND = BATCHING
     assert settings.SEND_DAILY_QUOTA == 0  # the default
