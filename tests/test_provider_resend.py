@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import collections
 import math
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from anymail.utils import parse_single_address
+from django.core import signing
 from django.test import Client
 
 from memo_service.developers.models import Developer
@@ -174,12 +176,32 @@ def test_resends_rate_limit_makes_the_call_wait_and_go_again_and_nothing_fails(
     assert [len(call) for call in resend.calls] == [5]
 
 
+class SigningClock:
+    """The clock Django's signer stamps links with (the seconds it signs at)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        return self.now
+
+
 @pytest.mark.django_db
+@pytest.mark.parametrize("links_signed_later", [False, True], ids=["same-second", "links-re-signed"])
 def test_a_call_whose_answer_was_lost_is_sent_again_as_the_same_call_and_nobody_gets_it_twice(
-    resend: ResendBatchProvider, settings: Any, later: list[tuple[list[int], float]], clock: Clock
+    resend: ResendBatchProvider,
+    settings: Any,
+    later: list[tuple[list[int], float]],
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    links_signed_later: bool,
 ) -> None:
-    """Resend took the call, its answer never came (a read timeout): the call goes
-    again under its key, and Resend answers with the first call's emails."""
+    """Resend took the call, its answer never came (a read timeout): the call goes again
+    under its key. Rendered in the same second it is the same request, answered with the
+    first call's ids; rendered later its links are signed anew, Resend answers 409 for
+    the key, and its recipients are still recorded sent (without ids: Resend gives none)."""
+    signing_clock = SigningClock(time.time())
+    monkeypatch.setattr(signing, "time", signing_clock)
     settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
     memo = audience_in_france(4)
     resend.hold = 1
@@ -189,11 +211,16 @@ def test_a_call_whose_answer_was_lost_is_sent_again_as_the_same_call_and_nobody_
     waited = Delivery.objects.get(pk=ids[0]).not_before
     assert sorted(retry_ids) == ids and waited is not None
     clock.move_to(waited)
+    if links_signed_later:
+        signing_clock.now += 30
     send_batch(retry_ids)
     assert len(resend.emails) == 4 and len(resend.calls) == 1  # nobody twice
     [key] = {email["idempotency_key"] for email in resend.emails}
-    assert resend.repeated + resend.conflicts == [key]  # presented again, sent nothing
+    assert (resend.conflicts if links_signed_later else resend.repeated) == [key]  # sent nothing
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    given = {d.developer.email: d.provider_message_id for d in Delivery.objects.select_related("developer")}
+    first_ids = {recipient(email): email["id"] for email in resend.emails}
+    assert given == ({address: "" for address in first_ids} if links_signed_later else first_ids)
 
 
 @pytest.mark.e2e
@@ -213,7 +240,10 @@ def test_workers_killed_mid_send_through_resend_send_everyone_exactly_once(
         kills = send_while_killing_workers(memo, server, tmp_path, monkeypatch, kills=6)
     per_recipient = collections.Counter(recipient(email) for email in server.emails)
     again = set(server.repeated + server.conflicts)
-    print(f"{len(again)} calls sent again under their key; {len(server.calls)} calls taken")
+    print(
+        f"{len(again)} calls sent again under their key ({len(server.conflicts)} with links signed anew); "
+        f"{len(server.calls)} calls taken"
+    )
     assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
     assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
     assert kills.between_acceptance_and_commit <= len(again) <= kills.made
