@@ -65,6 +65,10 @@ class SESProvider:
     # Errors to answer with before accepting normally, popped in order:
     # (HTTP status, error name, message), e.g. (429, "TooManyRequestsException", "…").
     failures: list[tuple[int, str, str]] = field(default_factory=list)
+    # (Status, Error) SES gives every entry of a bulk call instead of accepting it, popped
+    # one per call: e.g. ("ACCOUNT_THROTTLED", "…") is SES pacing the account in an HTTP 200.
+    entry_failures: list[tuple[str, str]] = field(default_factory=list)
+    delay: float = 0.0  # seconds to wait before answering a call it took (client timeouts)
     requests: int = 0
     # Addresses (or parts of them) SES refuses in an entry of its own.
     refuse: set[str] = field(default_factory=set)
@@ -136,6 +140,12 @@ def _bulk(
     content = template["TemplateContent"]
     defaults = json.loads(template.get("TemplateData") or "{}")
     results, delivered = [], []
+    with provider.lock:
+        whole = provider.entry_failures.pop(0) if provider.entry_failures else None
+    if whole is not None:
+        return {
+            "BulkEmailEntryResults": [{"Status": whole[0], "Error": whole[1]} for _ in request["BulkEmailEntries"]]
+        }, []
     for entry in request["BulkEmailEntries"]:
         to = entry["Destination"]["ToAddresses"][0]
         if _refused(provider, to):
@@ -228,6 +238,7 @@ def ses_server() -> Iterator[SESProvider]:
             with provider.lock:
                 provider.calls.append(recipients)
                 provider.accepted += delivered
+            time.sleep(provider.delay)
             self._hold(provider)
             self._answer(200, answer, {"x-amzn-RequestId": str(uuid.uuid4())})
 

@@ -226,6 +226,46 @@ def test_ses_saying_too_fast_makes_the_call_wait_and_then_everyone_is_sent_once(
     assert len(by_recipient(ses)) == 5 and len(ses.calls) == 1  # nobody twice, in one call
 
 
+def test_ses_pacing_the_account_in_every_entry_of_a_call_makes_the_call_wait_too(
+    ses: SESProvider, later: list[tuple[list[int], float]], clock: Clock
+) -> None:
+    """An HTTP 200 whose every entry says ACCOUNT_THROTTLED refuses no recipient."""
+    memo = make_memo()
+    for i in range(5):
+        make_developer(f"ru-{i}", "RU")
+    ses.entry_failures.append(("ACCOUNT_THROTTLED", "Maximum sending rate exceeded."))
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+
+    assert ses.accepted == [] and set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+    [(retry_ids, _)] = later
+    clock.move_to(max(d.not_before for d in Delivery.objects.all() if d.not_before is not None))
+    delivery_send_batch(delivery_ids=retry_ids)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"} and len(by_recipient(ses)) == 5
+
+
+def test_an_answer_ses_never_gave_leaves_the_call_outcome_unknown_and_nobody_is_sent_twice(
+    ses: SESProvider, settings: Any, later: list[Any]
+) -> None:
+    """SES may have taken a call whose answer timed out, and it cannot be asked or
+    deduplicate a second one: each recipient is flagged, not failed and not resent
+    (boto3's own retries would have sent it again)."""
+    settings.ANYMAIL = {
+        **settings.ANYMAIL,
+        "AMAZON_SES_CLIENT_PARAMS": {**ses.client_params(), "config": {"read_timeout": 0.3}},
+    }
+    memo = make_memo()
+    for i in range(3):
+        make_developer(f"ru-{i}", "RU")
+    ses.delay = 1.0
+    ids = queued(memo)
+    delivery_send_batch(delivery_ids=ids)
+    delivery_send_batch(delivery_ids=ids)  # a rerun sends nothing
+
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"outcome_unknown"} and later == []
+    assert ses.requests == 1 and len(ses.calls) == 1  # the one call, recorded by SES; never repeated
+
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_workers_killed_mid_send_through_ses_lose_nobody_and_flag_whom_ses_may_have(

@@ -38,6 +38,18 @@ from memo_service.backends.base import Capabilities, MergeField, MergeFields
 # SES's ways of saying "too fast": v2's HTTP 429, and the older Throttling answer whose
 # message says which limit ("Maximum sending rate exceeded.").
 THROTTLING_CODES = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException", "MaxSendRateExceeded"})
+# A bulk call's entries all refused with one of these (HTTP 200) is SES pacing the
+# account, not refusing the recipients: waited out as a 429 is.
+THROTTLING_STATUSES = frozenset({"ACCOUNT_THROTTLED", "ACCOUNT_DAILY_QUOTA_EXCEEDED"})
+
+
+class BulkRefused(AnymailAPIError):
+    """SES refused every entry of a bulk call for one reason (`status`): the call failed
+    whole (as anymail says), and the reason may be SES pacing us."""
+
+    def __init__(self, *args: Any, status: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.status = status
 
 
 class BulkEmailPayload(amazon_ses.AmazonSESV2SendBulkEmailPayload):
@@ -65,7 +77,17 @@ class BulkEmailPayload(amazon_ses.AmazonSESV2SendBulkEmailPayload):
 
     def parse_recipient_status(self, response: Any) -> Any:
         """anymail's per-recipient status, and each refused entry's reason in SES's words."""
-        statuses = super().parse_recipient_status(response)
+        try:
+            statuses = super().parse_recipient_status(response)
+        except AnymailAPIError as exc:
+            results = response.get("BulkEmailEntryResults") if isinstance(response, dict) else None
+            if not results or len({result.get("Status") for result in results}) != 1:
+                raise
+            # Without SES's parsed answer as `response`: the failure policy reads an
+            # error's response as an HTTP answer.
+            raise BulkRefused(
+                *exc.args, status=results[0]["Status"], backend=self.backend, email_message=self.message, payload=self
+            ) from None
         self.message.anymail_refusals = {
             address: result.get("Error") or result["Status"]
             for address, result in zip(statuses, response["BulkEmailEntryResults"], strict=True)
@@ -124,6 +146,8 @@ class EmailBackend(Capabilities, amazon_ses.EmailBackend):
 
     @staticmethod
     def throttled(error: Exception) -> bool:
+        if isinstance(error, BulkRefused):
+            return error.status in THROTTLING_STATUSES
         cause = error.__cause__
         if not isinstance(cause, ClientError):
             return False
