@@ -21,7 +21,6 @@ of our delivery ids (in Metadata) it took, so nobody is flagged "outcome unknown
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from typing import Any
 
 import requests
@@ -35,8 +34,11 @@ BATCH_LIMIT = 500
 # The Messages API's page limit, and how far its offset reaches (count + offset).
 SEARCH_PAGE = 500
 SEARCH_REACH = 10_000
-# The Messages API reads fromdate/todate in Eastern Time, to the second.
-POSTMARK_TIME = zoneinfo.ZoneInfo("America/New_York")
+# The Messages API reads fromdate/todate as Eastern Time (UTC-5, or UTC-4 in summer),
+# to the second: a range's start written at UTC-5 and its end at UTC-4 covers it in
+# either season, without a time zone database.
+EASTERN_WINTER = dt.timezone(dt.timedelta(hours=-5))
+EASTERN_SUMMER = dt.timezone(dt.timedelta(hours=-4))
 # Postmark's ErrorCode for a recipient it will not take: an invalid address (300),
 # an address inactive after a bounce or complaint (406); any other code in a batch entry
 # is also that message's alone.
@@ -108,15 +110,15 @@ class EmailBackend(Capabilities, postmark.EmailBackend, ReportsAcceptance):
         self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
     ) -> dict[int, Acceptance]:
         """Postmark's Messages API: the tag's outbound messages between `begin` and `end`
-        (a minute wider each side: its times are whole seconds in Eastern Time), newest
+        (a minute wider each side, in either season's Eastern Time), newest
         first, page by page until a short page; each carries our delivery id in Metadata.
         A range with more than the API's reach (10,000) cannot be read whole: that raises,
         and the caller asks again later."""
         params: dict[str, Any] = {
             "tag": tag,
             "count": SEARCH_PAGE,
-            "fromdate": _postmark_time(begin - dt.timedelta(minutes=1)),
-            "todate": _postmark_time(end + dt.timedelta(minutes=1)),
+            "fromdate": _postmark_time(begin - dt.timedelta(minutes=1), EASTERN_WINTER),
+            "todate": _postmark_time(end + dt.timedelta(minutes=1), EASTERN_SUMMER),
         }
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self.server_token}
         found: dict[int, Acceptance] = {}
@@ -137,13 +139,17 @@ class EmailBackend(Capabilities, postmark.EmailBackend, ReportsAcceptance):
                     except ValueError:
                         continue  # not one of ours
                     if delivery_id in delivery_ids:
-                        found[delivery_id] = Acceptance(
-                            str(sent["MessageID"]), dt.datetime.fromisoformat(sent["ReceivedAt"])
-                        )
+                        found[delivery_id] = Acceptance(str(sent["MessageID"]), _received_at(sent["ReceivedAt"]))
                 if len(messages) < SEARCH_PAGE or offset + len(messages) >= int(page.get("TotalCount", 0)):
                     return found
         raise RuntimeError(f"Postmark's Messages API holds more than {SEARCH_REACH} of {tag}'s messages in the range")
 
 
-def _postmark_time(moment: dt.datetime) -> str:
-    return moment.astimezone(POSTMARK_TIME).strftime("%Y-%m-%dT%H:%M:%S")
+def _postmark_time(moment: dt.datetime, offset: dt.timezone) -> str:
+    return moment.astimezone(offset).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _received_at(value: str) -> dt.datetime:
+    """Postmark's ReceivedAt ("2026-12-07T15:04:05.1234567-05:00"); Eastern if it has no offset."""
+    at = dt.datetime.fromisoformat(value)
+    return at if at.tzinfo is not None else at.replace(tzinfo=EASTERN_WINTER)
