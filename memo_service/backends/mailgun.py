@@ -32,7 +32,7 @@ from django.conf import settings
 
 from memo_service.backends.base import Acceptance, Capabilities, MergeField, MergeFields, ReportsAcceptance
 
-# The most events Mailgun's events API returns in one page, and its Logs API.
+# The most events one page holds: Mailgun's events API gives up to 300, its Logs API 100.
 EVENTS_PAGE_LIMIT = 300
 LOGS_PAGE_LIMIT = 100
 # How Mailgun answers an account that has no Logs API: 404 (not there), 403 (a plan
