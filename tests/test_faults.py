@@ -343,7 +343,7 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     accepted an email and before we recorded it. One call per email (anymail's backend,
     which cannot ask Mailgun): everyone the provider has was sent it once, and every
     recipient we cannot vouch for is flagged "outcome unknown", never silently lost.
-    Batched (ours, which asks Mailgun's events API): everyone exactly once, all sent."""
+    Batched (ours, which asks Mailgun's Logs API): everyone exactly once, all sent."""
     recipients = 10_000
     memo = audience(recipients)
     settings.EMAIL_BACKEND = backend  # send_memo sizes the send tasks for it, as in production
@@ -355,10 +355,10 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
     assert len(deliveries) == recipients  # one Delivery each
     if backend == BATCHED:
-        # Our Mailgun backend can ask Mailgun (its events API): what a killed worker left
+        # Our Mailgun backend can ask Mailgun (its Logs API): what a killed worker left
         # is recorded sent where Mailgun has it and sent again exactly where it has not.
         print(
-            f"{provider.event_requests} events API requests; "
+            f"{provider.log_requests} Logs API and {provider.event_requests} events API requests; "
             f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again"
         )
         assert {d.status for d in deliveries.values()} == {"sent"}
@@ -710,7 +710,7 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
         print(
             f"Mailgun had {accepted_before} at the crash; "
             f"finished {finished:.1f} s after the crash; {terminated} database sessions terminated; "
-            f"{provider.event_requests} events API requests"
+            f"{provider.log_requests} Logs API and {provider.event_requests} events API requests"
         )
     per_recipient = collections.Counter(mailgun_recipient(m) for m in provider.accepted)
     statuses = collections.Counter(Delivery.objects.filter(memo=memo).values_list("status", flat=True))

@@ -8,7 +8,8 @@ not have reached the provider:
 - a backend that sends with an idempotency key (memo_service.backends.resend): sent
   again, harmlessly;
 - a backend that can say what its provider accepted (backends.base.ReportsAcceptance,
-  e.g. memo_service.backends.mailgun through Mailgun's events API): those the provider
+  e.g. memo_service.backends.mailgun through Mailgun's Logs API, or its events API on an
+  account without it): those the provider
   accepted are recorded sent, the others are sent again, exactly those;
 - any other: "outcome unknown", with why; the memo page counts them and a Composer can
   send them again, knowing some may get it twice (memo_unknown_resend).
