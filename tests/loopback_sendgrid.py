@@ -68,6 +68,8 @@ class SendGridProvider:
     delivered: list[Delivered] = field(default_factory=list)
     # The recipients of each accepted API call, in order.
     calls: list[list[str]] = field(default_factory=list)
+    # The JSON body of each accepted call, as it came (when `expand`).
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     delay: float = 0.0
     # Addresses (or parts of them) SendGrid refuses: the whole call is answered 400.
@@ -214,6 +216,7 @@ def sendgrid_server() -> Iterator[SendGridProvider]:
             with provider.lock:
                 provider.calls.append([r["email"] for p in body["personalizations"] for r in p["to"]])
                 if provider.expand:
+                    provider.bodies.append(body)
                     provider.delivered += _emails(body, message_id)
             self._hold(provider)
             self._reply(arrived, 202, b"", {"X-Message-Id": message_id})

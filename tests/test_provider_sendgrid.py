@@ -130,8 +130,12 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
     some = emails["sg-00007@example.com"]
     assert "&amp; &lt;Sons&gt;" in some.html and "&amp;amp;" not in some.html
     assert 'O\'Neil & <Sons> "7"' in some.text and some.name == 'O\'Neil & <Sons> "7"'
+    texts = [next(c["value"] for c in body["content"] if c["type"] == "text/plain") for body in sendgrid.bodies]
     if template is TESTS_A_VALUE:
         assert some.text.startswith("Not China, O'Neil")
+        assert set(texts) == {"[[memo:text]]"}  # each one's whole text, in their substitutions
+    else:
+        assert all(t.count("will be blocked") == 1 and "[[memo:v0]]" in t for t in texts)  # the memo once a call
     assert len({d.provider_message_id for d in Delivery.objects.all()}) == 2_500  # each its own
     assert Memo.objects.get(pk=memo.pk).status == "sent"
 
