@@ -5,7 +5,9 @@ itself. Sent through anymail's real Mailgun backend to the loopback Mailgun."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,16 +16,19 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from memo_service.celery import app
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send import quota
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.tasks import send_batch
-from tests.conftest import Clock, approve, make_developer
-from tests.loopback_provider import Provider
+from tests.conftest import Clock, approve, make_developer, stop_process, wait_for
+from tests.loopback_provider import Provider, mailgun_server
+from tests.test_faults import ON_FILESYSTEM_BROKER, ONE_CALL_PER_EMAIL, audience, received_tasks, start_worker
 
 pytestmark = pytest.mark.django_db
 BATCHING = "memo_service.backends.mailgun.EmailBackend"
@@ -175,6 +180,42 @@ def test_a_quota_of_zero_is_no_quota(memo, developers, mailgun, settings, later,
     assert len(mailgun.accepted) == 12 and later == []
     shown = progress(admin_client, memo)
     assert shown["quota_until"] is None and "quota" not in shown["summary"]
+
+
+@pytest.mark.e2e
+@ON_FILESYSTEM_BROKER
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_workers_together_send_exactly_the_quota_and_leave_the_rest_waiting(tmp_path, admin_client, settings):
+    """Four send tasks of 100, one call per email, in four pool processes of two worker
+    processes at once: they race for the window's last room, and none is taken twice."""
+    daily, recipients = 150, 400
+    memo = audience(recipients)
+    app.control.purge()
+    with mailgun_server() as provider:
+        logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
+        workers = [start_worker(provider, log, loglevel="INFO", SEND_DAILY_QUOTA=str(daily)) for log in logs]
+        try:
+            call_command("send_memo", memo.slug, stdout=io.StringIO())
+
+            def finished_send_tasks() -> int:
+                done = re.compile(r"Task memos\.send_batch\[[0-9a-f-]+\] succeeded")
+                return sum(len(done.findall(log.read_text())) for log in logs)
+
+            # Each task sent what it could and put the rest off (for ten minutes: the window
+            # stays full for a day).
+            wait_for(lambda: finished_send_tasks() >= recipients // 100, timeout=120, what="the four tasks to run")
+            assert sum(len(received_tasks(log)) for log in logs) > recipients // 100  # the put-off ones
+        finally:
+            for worker in workers:
+                stop_process(worker)
+            app.control.purge()
+    addresses = [message.first("to") for message in provider.accepted]
+    assert len(addresses) == daily and len(set(addresses)) == daily
+    statuses = list(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
+    assert statuses.count("sent") == daily and statuses.count("queued") == recipients - daily
+    # The admin's page, served with the workers' settings, says so.
+    settings.EMAIL_BACKEND, settings.SEND_DAILY_QUOTA = ONE_CALL_PER_EMAIL, daily
+    assert f", {recipients - daily} to go." in progress(admin_client, memo)["summary"]
 
 
 @pytest.mark.process
