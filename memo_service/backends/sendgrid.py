@@ -16,8 +16,9 @@ What SendGrid does not do, and what that means here:
   substitutes inside substituted values too. A memo whose template tests a value
   travels as each recipient's whole email under three merge fields, which a long memo
   overflows; and a value carrying one of our merge fields would be substituted again.
-  Such a call is refused here before it goes (`NotBatchable`, a refusal like the 400),
-  so it is halved down to one email per call, each sent whole without substitutions.
+  Such a call is refused here before it goes (`NotBatchable`, a refusal like the 400)
+  and halved until each part fits: at worst one email per call, sent whole without
+  substitutions.
 - It has no idempotency key and nothing we can ask what it accepted: a worker that
   died mid-call leaves its deliveries outcome_unknown (memos/send/reconcile.py).
 - Its throttling answer (429) says when the window resets in X-RateLimit-Reset, not
