@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from requests.structures import CaseInsensitiveDict
 
-from memo_service.backends.base import Capabilities, MergeField, MergeFields
+from memo_service.backends.base import Capabilities, MergeField, MergeFields, TransientRefusal
 
 # SES's ways of saying "too fast": v2's HTTP 429, and the older Throttling answer whose
 # message says which limit ("Maximum sending rate exceeded.").
@@ -88,8 +88,11 @@ class BulkEmailPayload(amazon_ses.AmazonSESV2SendBulkEmailPayload):
             raise BulkRefused(
                 *exc.args, status=results[0]["Status"], backend=self.backend, email_message=self.message, payload=self
             ) from None
+        # An entry refused because the account is throttled is refused for now: tried again.
         self.message.anymail_refusals = {
-            address: result.get("Error") or result["Status"]
+            address: (TransientRefusal if result["Status"] in THROTTLING_STATUSES else str)(
+                result.get("Error") or result["Status"]
+            )
             for address, result in zip(statuses, response["BulkEmailEntryResults"], strict=True)
             if result["Status"] != "SUCCESS"
         }
@@ -113,7 +116,8 @@ class EmailBackend(Capabilities, amazon_ses.EmailBackend):
     merge_batch_size = 50
     # SES templates are Handlebars: {{x}} HTML-escapes a value, {{{x}}} inserts it as it
     # is (our HTML values come escaped already, and subject and text must stay plain).
-    merge_fields = MergeFields.same(MergeField("{{{", "}}}"))
+    # Any "{{" in the memo's own text is Handlebars to SES: such a memo goes as whole emails.
+    merge_fields = MergeFields.same(MergeField("{{{", "}}}", reserved="{{"))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

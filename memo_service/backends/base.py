@@ -18,10 +18,13 @@ from django.utils.module_loading import import_string
 
 class MergeField(NamedTuple):
     """A provider's mark for a merge field, around the field's name: Mailgun's
-    ("%recipient.", "%"), Mustache's unescaped ("{{{", "}}}")."""
+    ("%recipient.", "%"), Mustache's unescaped ("{{{", "}}}"). `reserved`: what the
+    provider reads as its markup anywhere in the text (Mustache: any "{{"), if more than
+    `before`; a memo whose own text has it travels as whole emails."""
 
     before: str
     after: str
+    reserved: str = ""
 
     def format(self, name: str) -> str:
         return f"{self.before}{name}{self.after}"
@@ -42,11 +45,17 @@ class MergeFields(NamedTuple):
 REFUSED = frozenset({"rejected", "failed", "invalid"})
 
 
+class TransientRefusal(str):
+    """A reason in `message.anymail_refusals` for a recipient the provider refused only
+    for now (SES's ACCOUNT_THROTTLED for one entry): tried again later, not failed."""
+
+
 class Outcome(NamedTuple):
     """What the provider said of one recipient of a call it took."""
 
     message_id: str  # the recipient's own id, or else the call's
     refused: str  # why the provider refused this recipient; "" if it took the email
+    transient: bool = False  # refused for now (TransientRefusal): to be tried again
 
 
 def recipient_outcomes(message: Any) -> dict[str, Outcome]:
@@ -58,15 +67,16 @@ def recipient_outcomes(message: Any) -> dict[str, Outcome]:
         return {}  # not an anymail backend
     reasons: dict[str, str] = getattr(message, "anymail_refusals", None) or {}
     call_id = str(status.message_id) if isinstance(status.message_id, str) else ""
-    return {
-        address: Outcome(
+    outcomes = {}
+    for address, recipient in (status.recipients or {}).items():
+        refused = recipient.status in REFUSED
+        reason = reasons.get(address) or f"refused by the provider ({recipient.status})"
+        outcomes[address] = Outcome(
             str(recipient.message_id or call_id),
-            (reasons.get(address) or f"refused by the provider ({recipient.status})")
-            if recipient.status in REFUSED
-            else "",
+            reason if refused else "",
+            refused and isinstance(reason, TransientRefusal),
         )
-        for address, recipient in (status.recipients or {}).items()
-    }
+    return outcomes
 
 
 class Capabilities:

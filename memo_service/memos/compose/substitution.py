@@ -190,7 +190,7 @@ class Skeleton:
         (`fields`, e.g. Mailgun's "%recipient.X%" in all three): HTML's are named h<n>, the
         others v<n>. None when the memo's own text already looks like a merge field."""
         for parts, field in ((self.subject, fields.subject), (self.html, fields.html), (self.text, fields.text)):
-            if any(isinstance(p, str) and field.before in p for p in parts):
+            if any(isinstance(p, str) and (field.reserved or field.before) in p for p in parts):
                 return None
         slots = range(len(SLOTS))
         return (

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import requests
 from anymail.exceptions import AnymailRequestsAPIError
+from botocore.exceptions import EndpointConnectionError
 from celery.exceptions import SoftTimeLimitExceeded
 from urllib3.exceptions import NewConnectionError
 
@@ -130,7 +131,8 @@ def _retry_after(exc: BaseException) -> float | None:
 def _connect_failed(exc: BaseException) -> bool:
     """The request never reached the provider: safe to send again."""
     cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, requests.ConnectTimeout):
+    # boto3's (Amazon SES) "connection refused"; its connect timeout is a requests one.
+    if isinstance(cause, (requests.ConnectTimeout, EndpointConnectionError)):
         return True
     reason = getattr(cause.args[0], "reason", None) if cause is not None and cause.args else None
     return isinstance(reason, NewConnectionError)
