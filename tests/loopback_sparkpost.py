@@ -76,11 +76,13 @@ class SparkPostProvider:
     # (arrival time, status) of every request.
     log: list[tuple[float, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The backend a worker sends here with (env()).
+    backend: str = BACKEND
 
-    def env(self, backend: str = BACKEND) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         """A worker's EMAIL_BACKEND and ANYMAIL_* variables to send here."""
         return {
-            "EMAIL_BACKEND": backend,
+            "EMAIL_BACKEND": self.backend,
             "ANYMAIL_SPARKPOST_API_KEY": SPARKPOST_KEY,
             "ANYMAIL_SPARKPOST_API_URL": self.url,
         }

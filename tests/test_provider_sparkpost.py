@@ -139,16 +139,23 @@ def test_a_memo_that_tests_a_value_reaches_each_developer_as_their_whole_email(s
     assert json.loads(sparkpost.bodies[0])["content"]["html"] == "{{{html}}}"
 
 
-def test_a_memo_whose_own_text_shows_double_braces_arrives_as_written(sparkpost):
+@pytest.mark.parametrize(
+    "shown",
+    ["{{token}} and {{ name }}", "{{{h0}}} and {{{html}}}"],
+    ids=["in-the-memo-sent-once", "in-each-whole-email"],
+)
+def test_a_memo_whose_own_text_shows_braces_arrives_as_written(sparkpost, shown):
+    """SparkPost would read "{{x}}" in the memo's own text as its template language."""
     developers_named(6)
+    quoted = "{{ '" + shown.replace("'", "") + "' }}"
     memo = make_memo(
         countries=("RU",),
-        text_body="Dear {{ developer.name }},\nset {{ '{{' }}token}} and {{ '{{{' }}h0}}} in your config.",
-        html_body="<p>Dear {{ developer.name }}: set {{ '{{' }}token}} {{ '{' }}</p>",
+        text_body="Dear {{ developer.name }},\nset " + quoted + " in your config {",
+        html_body="<p>Dear {{ developer.name }}: set " + quoted + " {</p><p>{{ developer.name }}</p>",
     )
     sent(memo)
     assert_each_got_their_full_render(memo, sparkpost)
-    assert "set {{token}} and {{{h0}}} in your config." in sparkpost.accepted[0].text
+    assert f"set {shown} in your config {{" in sparkpost.accepted[0].text
 
 
 def test_recipients_sparkpost_refuses_fail_with_its_reason_and_the_others_are_sent_once(sparkpost, later):
@@ -259,7 +266,7 @@ def test_workers_killed_mid_send_through_sparkpost_lose_nobody_and_flag_every_po
     settings.EMAIL_BACKEND = small  # send_memo sizes the send tasks for it, as in production
     with sparkpost_server() as provider:
         settings.ANYMAIL = {**settings.ANYMAIL, **provider.settings()}
-        monkeypatch.setattr(provider, "env", lambda: type(provider).env(provider, small))
+        provider.backend = small
         kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, kills=6)
     per_recipient = collections.Counter(e.address for e in provider.accepted)
     deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
