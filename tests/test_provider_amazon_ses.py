@@ -38,6 +38,9 @@ SUBSTITUTABLE: dict[str, str] = {}
 TESTS_A_VALUE = {
     "text_body": "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}"
 }
+# The memo's own text has what SES reads as a merge field: sent as a template, SES would
+# fill "{{token}}" with nothing.
+LITERAL_BRACES = {"text_body": "Put {{ '{{' }}token}} in your config, {{ developer.name }}"}
 
 
 @pytest.fixture
@@ -86,7 +89,11 @@ def header(email: Delivered, name: str) -> list[str]:
     return [h["value"] for h in email.headers if h["name"].lower() == name.lower()]
 
 
-@pytest.mark.parametrize("template", [SUBSTITUTABLE, TESTS_A_VALUE], ids=["substitutable", "tests-a-value"])
+@pytest.mark.parametrize(
+    "template",
+    [SUBSTITUTABLE, TESTS_A_VALUE, LITERAL_BRACES],
+    ids=["substitutable", "tests-a-value", "literal-braces-in-the-memo"],
+)
 def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exactly_as_rendered(
     ses: SESProvider, template: dict[str, str], eager: None, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -114,6 +121,8 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
     assert 'O\'Neil & <Sons> "7"' in some.text
     if template is TESTS_A_VALUE:
         assert some.text.startswith("Not China, O'Neil")
+    if template is LITERAL_BRACES:
+        assert some.text.startswith("Put {{token}} in your config, O'Neil")
     assert Memo.objects.get(pk=memo.pk).status == "sent"
 
 
