@@ -199,6 +199,36 @@ def test_a_transmission_taken_with_unnamed_rejections_is_outcome_unknown_until_s
     assert Delivery.objects.get(memo=memo, status="outcome_unknown").developer.email == "dev-00003@example.com"
 
 
+@pytest.mark.parametrize(
+    "name, email",
+    [("Wang Wei", "cn-1@example.com"), ('Smith, "Pat"', "pat@example.com"), ("Zoë", "o'brien+memo@example.com")],
+)
+def test_a_transmission_is_what_anymail_itself_makes_of_the_addresses_as_text(name, email):
+    """Ours takes anymail's EmailAddress objects as they are (no second parse): the
+    request must be the one anymail's own backend makes from the addresses as text."""
+    from anymail.backends import sparkpost as anymails
+    from anymail.message import AnymailMessage
+
+    from memo_service.memos.send.addresses import recipient_address
+
+    addresses = [recipient_address(name, email), recipient_address("Other", "other@example.com")]
+    requests = []
+    for backend, to in [
+        (EmailBackend(api_key="k"), addresses),
+        (anymails.EmailBackend(api_key="k"), list(map(str, addresses))),
+    ]:
+        message = AnymailMessage(
+            subject="{{{v0}}}",
+            body="{{{v1}}}",
+            to=to,
+            from_email="Notices <n@example.com>",
+            merge_data={a.addr_spec: {"v0": f"Hi {a.display_name}", "v1": "x"} for a in addresses},
+            merge_metadata={a.addr_spec: {"delivery_id": str(i)} for i, a in enumerate(addresses)},
+        )
+        requests.append(backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/"))
+    assert requests[0] == requests[1]
+
+
 def post_events(client: Any, delivered: list[Delivered], event: str, **fields: Any) -> Any:
     """SparkPost's webhook, through anymail's own tracking view for SparkPost."""
     auth = "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()
