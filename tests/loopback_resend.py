@@ -9,7 +9,8 @@ validation modes, idempotency keys, rate limits, errors):
   its index while the others are sent; otherwise (strict, or a single email) the whole
   request is answered 422 and nothing is sent;
 - an Idempotency-Key seen before, with the same body, is answered with the first
-  answer and sends nothing; with another body, 409 `invalid_idempotent_request`;
+  answer and sends nothing; with another body, 409 `invalid_idempotent_request`; while
+  its first call is not yet answered, 409 `concurrent_idempotent_requests`;
 - `throttle` requests are answered 429 `rate_limit_exceeded` with Retry-After.
 Resend has no merge fields: each email is delivered as it came, so `emails` (what each
 recipient gets) are the accepted emails themselves. `resend_webhook` signs one of
@@ -52,6 +53,7 @@ class ResendBatchProvider:
     keys: dict[str, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)  # key -> (body, answer)
     repeated: list[str] = field(default_factory=list)  # keys presented again with the same body
     conflicts: list[str] = field(default_factory=list)  # keys presented again with another body (409)
+    busy: set[str] = field(default_factory=set)  # keys whose first call is not yet answered
     refuse: set[str] = field(default_factory=set)  # addresses whose emails are invalid
     throttle: int = 0  # answer this many next requests 429
     retry_after: str = "1"
@@ -101,6 +103,11 @@ def _answer(provider: ResendBatchProvider, path: str, body: bytes, headers: Any)
             provider.throttle -= 1
             message = "Too many requests. You can only make 2 requests per second."
             return 429, _error(429, "rate_limit_exceeded", message), False
+        if key and key in provider.busy:
+            message = (
+                "Same idempotency key used while original request is still in progress. Try the request again later."
+            )
+            return 409, _error(409, "concurrent_idempotent_requests", message), False
         if key and key in provider.keys:
             first_body, first_answer = provider.keys[key]
             if first_body != body:
@@ -137,6 +144,7 @@ def _answer(provider: ResendBatchProvider, path: str, body: bytes, headers: Any)
             answer = {"id": taken[0]["id"]}
         if key:
             provider.keys[key] = (body, answer)
+            provider.busy.add(key)  # until its answer has gone
         return 200, answer, True
 
 
@@ -156,7 +164,11 @@ def resend_batch_server() -> Iterator[ResendBatchProvider]:
             if taken:
                 self._hold(provider)  # the fault tests' kill between acceptance and commit
             headers = {"Retry-After": provider.retry_after, "ratelimit-limit": "2"} if status == 429 else {}
-            self._answer(status, answer, headers)
+            try:
+                self._answer(status, answer, headers)
+            finally:
+                with provider.lock:
+                    provider.busy.discard(self.headers.get("Idempotency-Key", "") if taken else "")
 
     provider = ResendBatchProvider(url="")
     with _serving(Handler) as base:

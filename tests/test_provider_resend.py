@@ -23,7 +23,7 @@ from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, DeliveryEvent, Memo
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo, wait_for
 from tests.loopback_resend import ResendBatchProvider, recipient, resend_batch_server, resend_webhook
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
@@ -179,13 +179,21 @@ def test_resends_rate_limit_makes_the_call_wait_and_go_again_and_nothing_fails(
 
 
 class SigningClock:
-    """The clock Django's signer stamps links with (the seconds it signs at)."""
+    """The clock Django's signer stamps links with (the seconds it signs at), stopped:
+    a render in the same second makes the same links."""
 
     def __init__(self, start: float) -> None:
         self.now = start
 
     def time(self) -> float:
         return self.now
+
+
+@pytest.fixture
+def signing_clock(monkeypatch: pytest.MonkeyPatch) -> SigningClock:
+    stopped = SigningClock(time.time())
+    monkeypatch.setattr(signing, "time", stopped)
+    return stopped
 
 
 @pytest.mark.django_db
@@ -195,15 +203,13 @@ def test_a_call_whose_answer_was_lost_is_sent_again_as_the_same_call_and_nobody_
     settings: Any,
     later: list[tuple[list[int], float]],
     clock: Clock,
-    monkeypatch: pytest.MonkeyPatch,
+    signing_clock: SigningClock,
     links_signed_later: bool,
 ) -> None:
     """Resend took the call, its answer never came (a read timeout): the call goes again
     under its key. Rendered in the same second it is the same request, answered with the
     first call's ids; rendered later its links are signed anew, Resend answers 409 for
     the key, and its recipients are still recorded sent (without ids: Resend gives none)."""
-    signing_clock = SigningClock(time.time())
-    monkeypatch.setattr(signing, "time", signing_clock)
     settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
     memo = audience_in_france(4)
     resend.hold = 1
@@ -224,6 +230,41 @@ def test_a_call_whose_answer_was_lost_is_sent_again_as_the_same_call_and_nobody_
     given = {d.developer.email: d.provider_message_id for d in Delivery.objects.select_related("developer")}
     first_ids = {recipient(email): email["id"] for email in resend.emails}
     assert given == ({address: "" for address in first_ids} if links_signed_later else first_ids)
+
+
+@pytest.mark.django_db
+def test_a_call_sent_again_while_resend_still_answers_the_first_waits_and_then_gets_the_first_calls_ids(
+    resend: ResendBatchProvider,
+    settings: Any,
+    later: list[tuple[list[int], float]],
+    clock: Clock,
+    signing_clock: SigningClock,
+) -> None:
+    """Resend is still answering the first call (our side timed out) when it comes again:
+    409 `concurrent_idempotent_requests`, waited out as throttling; the next try gets the
+    first call's answer. Nobody gets it twice, nobody fails."""
+    settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
+    memo = audience_in_france(3)
+    resend.hold = 1
+    sent(memo)
+    _, release = resend.held.get(timeout=5)  # Resend has it, and has not answered yet
+
+    def try_again() -> None:
+        [(retry_ids, _)] = later
+        later.clear()
+        clock.move_to(Delivery.objects.aggregate(last=Max("not_before"))["last"])
+        send_batch(retry_ids)
+
+    try_again()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}  # waiting, not failed
+    release.set()  # the first answer goes, to nobody
+    wait_for(lambda: not resend.busy, timeout=5, what="Resend to finish the first call")
+    try_again()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"} and later == []
+    assert [status for _, status in sorted(resend.log)] == [200, 409, 200]
+    assert len(resend.emails) == 3 and {d.provider_message_id for d in Delivery.objects.all()} == {
+        email["id"] for email in resend.emails
+    }
 
 
 @pytest.mark.e2e
