@@ -5,6 +5,7 @@ SES would deliver and by each developer's delivery."""
 from __future__ import annotations
 
 import collections
+import datetime as dt
 import io
 import math
 from collections.abc import Iterator
@@ -150,6 +151,32 @@ def test_recipients_ses_refuses_fail_with_its_reason_and_the_others_are_sent_onc
     assert len(emails) == 9 and {d.developer.email for d in sent} == set(emails)
     assert all(d.provider_message_id == emails[d.developer.email].message_id for d in sent)
     assert len({d.provider_message_id for d in sent}) == 9  # each its own
+
+
+def test_recipients_ses_refuses_for_now_in_a_call_it_took_are_sent_later_not_failed(
+    ses: SESProvider, later: list[Any], clock: Clock
+) -> None:
+    """SES paces the account per entry (ACCOUNT_THROTTLED for some, HTTP 200): those wait
+    and go on the next try; the others went at once; nobody fails or gets it twice."""
+    memo = make_memo()
+    for i in range(4):
+        make_developer(f"ru-ok{i}", "RU")
+    for i in range(2):
+        make_developer(f"ru-busy{i}", "RU")
+    ses.busy = {"ru-busy"}
+    delivery_send_batch(delivery_ids=queued(memo))
+
+    waiting = Delivery.objects.filter(status="queued").select_related("developer")
+    assert sorted(d.developer.external_id for d in waiting) == ["ru-busy0", "ru-busy1"]
+    assert all("Maximum sending rate exceeded" in d.status_reason and d.not_before for d in waiting)
+    assert [sorted(ids) for ids, _ in later] == [sorted(d.pk for d in waiting)] and later[0][1] > 0
+    assert len(by_recipient(ses)) == 4
+
+    ses.busy = set()
+    clock.move_to(timezone.now() + dt.timedelta(seconds=later[0][1] + 1))
+    delivery_send_batch(delivery_ids=later[0][0])
+    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
+    assert len(by_recipient(ses)) == 6  # each exactly once
 
 
 def test_a_call_ses_refuses_for_every_recipient_fails_each_with_its_reason(ses: SESProvider, later: list[Any]) -> None:

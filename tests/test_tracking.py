@@ -87,6 +87,21 @@ def test_an_event_without_our_metadata_is_matched_by_message_id(client, delivery
     assert status(delivery) == "delivered"
 
 
+def test_an_event_without_our_metadata_for_a_batch_calls_id_moves_only_its_recipients_delivery(
+    client, delivery, developers
+):
+    """A batch call's one id (Mailgun's, SparkPost's transmission) names many deliveries:
+    the event's recipient says whose it is, and without one nobody's is guessed."""
+    other = sent_delivery(delivery.memo, developers["ru"])
+    Delivery.objects.filter(pk=other.pk).update(provider_message_id=delivery.provider_message_id)
+    post(
+        client, mailgun_event("delivered", None, message_id=delivery.provider_message_id, recipient="RU-1@example.com")
+    )
+    assert (status(delivery), status(other)) == ("sent", "delivered")
+    post(client, mailgun_event("failed", None, message_id=delivery.provider_message_id, recipient="", **BOUNCE))
+    assert (status(delivery), status(other)) == ("sent", "delivered")
+
+
 def test_a_replayed_event_is_stored_and_applied_once(client, delivery):
     payload = mailgun_event("failed", delivery, **BOUNCE)
     for _ in range(3):

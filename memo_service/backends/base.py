@@ -98,6 +98,10 @@ class Capabilities:
     # (a message per recipient), and the backend fills it from the merge data's
     # "subject", "html" and "text".
     merge_fields: ClassVar[MergeFields | None] = None
+    # The most bytes (UTF-8) of one recipient's whole email a batch call carries in its merge
+    # data (0: no limit); a bigger one goes in a call of its own (SendGrid caps a
+    # personalization's substitutions).
+    merge_email_limit: ClassVar[int] = 0
 
     @staticmethod
     def throttled(error: Exception) -> bool:

@@ -16,9 +16,10 @@ What SendGrid does not do, and what that means here:
   substitutes inside substituted values too. A memo whose template tests a value
   travels as each recipient's whole email under three merge fields, which a long memo
   overflows; and a value carrying one of our merge fields would be substituted again.
-  Such a call is refused here before it goes (`NotBatchable`, a refusal like the 400)
-  and halved until each part fits: at worst one email per call, sent whole without
-  substitutions.
+  A whole email over the cap goes in a call of its own (`merge_email_limit`: sending.py
+  never batches it); any other call that would overflow, or whose values carry our
+  merge field, is refused here before it goes (`NotBatchable`, a refusal like the 400)
+  and halved until each part fits.
 - It has no idempotency key and nothing we can ask what it accepted: a worker that
   died mid-call leaves its deliveries outcome_unknown (memos/send/reconcile.py).
 - Its throttling answer (429) says when the window resets in X-RateLimit-Reset, not
@@ -65,6 +66,8 @@ class EmailBackend(Capabilities, sendgrid.EmailBackend):
     # SendGrid's limit on personalizations (and on recipients) in one call; a send task
     # carries this many deliveries (dispatch.send_batch_size), so a task is one call.
     merge_batch_size = 1000
+    # A whole email this long in UTF-8 (with room for JSON's escapes) never goes in a batch.
+    merge_email_limit = SUBSTITUTIONS_LIMIT * 9 // 10
     # Substitution keys are matched as plain text anywhere in subject and bodies, so the
     # marks are ones a memo does not contain by accident (a memo that does goes whole).
     merge_fields = MergeFields.same(MergeField("[[memo:", "]]"))

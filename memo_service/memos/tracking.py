@@ -82,11 +82,28 @@ def _find_delivery(event: AnymailTrackingEvent) -> Target | None:
         if delivery_id and str(delivery_id).isascii() and str(delivery_id).isdigit():
             cursor.execute(f"{select} WHERE id = %s", [int(delivery_id)])
         elif event.message_id:
-            cursor.execute(f"{select} WHERE provider_message_id = %s ORDER BY id LIMIT 1", [event.message_id])
+            cursor.execute(f"{select} WHERE provider_message_id = %s ORDER BY id LIMIT 2", [event.message_id])
+            rows = cursor.fetchall()
+            if len(rows) > 1:
+                # A whole call's id (SparkPost's transmission, Mailgun's batch): its recipient's.
+                rows = _by_recipient(cursor, event) if event.recipient else []
+            return Target(*rows[0]) if len(rows) == 1 else None
         else:
             return None
         row = cursor.fetchone()
     return Target(*row) if row else None
+
+
+def _by_recipient(cursor: Any, event: AnymailTrackingEvent) -> list[tuple[Any, ...]]:
+    """The deliveries of the event's call to its recipient (two if a memo's reminder
+    shared the call: then none is named)."""
+    cursor.execute(
+        f"SELECT d.id, d.memo_id, d.developer_id, d.provider_message_id FROM {Delivery._meta.db_table} d "
+        f"JOIN {Developer._meta.db_table} v ON v.id = d.developer_id "
+        "WHERE d.provider_message_id = %s AND lower(v.email) = lower(%s) ORDER BY d.id LIMIT 2",
+        [event.message_id, event.recipient],
+    )
+    return list(cursor.fetchall())
 
 
 def delivery_record_event(

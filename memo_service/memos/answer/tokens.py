@@ -63,15 +63,23 @@ def console_url(memo_id: int, developer_id: int, client_id: int) -> str:
     return before + token + after
 
 
-def answer_token(memo_id: int, developer_id: int) -> str:
+def answer_token(memo_id: int, developer_id: int, signed_at: dt.datetime | None = None) -> str:
     """The token sign_object([memo_id, developer_id]) makes (unsign_object reads it), its
-    payload written out rather than by a JSON encoder a link."""
-    return _signer().sign(signing.b64_encode(b"[%d,%d]" % (memo_id, developer_id)).decode())
+    payload written out rather than by a JSON encoder a link. `signed_at`: the time it
+    carries (default now), as TimestampSigner.sign writes it."""
+    signer = _signer()
+    value = signing.b64_encode(b"[%d,%d]" % (memo_id, developer_id)).decode()
+    if signed_at is None:
+        return signer.sign(value)
+    return signing.Signer.sign(signer, f"{value}{signer.sep}{signing.b62_encode(int(signed_at.timestamp()))}")
 
 
-def ack_url(memo_id: int, developer_id: int) -> str:
+def ack_url(memo_id: int, developer_id: int, signed_at: dt.datetime | None = None) -> str:
+    """The developer's link. A send signs it at the delivery's creation, so every render
+    of one email is the same to the byte: a call sent again (an idempotency key's retry)
+    is the same call, and the text hash recorded is the one delivered."""
     before, after = _ack_url_around_token(settings.SITE_URL, get_script_prefix())
-    return before + answer_token(memo_id, developer_id) + after
+    return before + answer_token(memo_id, developer_id, signed_at) + after
 
 
 @functools.lru_cache(maxsize=16)

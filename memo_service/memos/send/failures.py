@@ -110,10 +110,10 @@ def _wait_s(status: int | None, attempts: int, retry_after: float | None, jitter
     # Throttled: wait what the provider asked; a fault: back off.
     if status == 429 and retry_after:
         return min(retry_after, MAX_DELAY_S)
-    return _backoff_s(attempts, retry_after, jitter)
+    return backoff_s(attempts, retry_after, jitter)
 
 
-def _backoff_s(attempts: int, retry_after: float | None, jitter: float) -> float:
+def backoff_s(attempts: int, retry_after: float | None, jitter: float) -> float:
     """Exponential backoff with jitter, never sooner than the provider's Retry-After."""
     delay = BACKOFF_BASE_S * 2 ** (attempts - 1) * jitter
     return min(max(delay, retry_after or 0), MAX_DELAY_S)

@@ -29,6 +29,7 @@ class Queued:
     sequence: int
     attempts: int
     not_before: dt.datetime | None
+    created_at: dt.datetime  # its link is signed at this time (answer/tokens.ack_url)
     developer: Recipient
     memo: Memo
 
@@ -54,6 +55,7 @@ def queued_deliveries(delivery_ids: list[int]) -> list[Queued]:
             "sequence",
             "attempts",
             "not_before",
+            "created_at",
             "developer_id",
             *(f"developer__{name}" for name in RECIPIENT_FIELDS),
         )
@@ -61,6 +63,8 @@ def queued_deliveries(delivery_ids: list[int]) -> list[Queued]:
     # Each memo read once, not once per row: a memo carries all its templates.
     memos = Memo.objects.in_bulk({row[1] for row in rows})
     return [
-        Queued(row[0], row[1], row[2], row[3], row[4], row[5], developer=Recipient(*row[6:]), memo=memos[row[1]])
+        Queued(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], developer=Recipient(*row[7:]), memo=memos[row[1]]
+        )
         for row in rows
     ]

@@ -37,9 +37,11 @@ from memo_service.memos.send.control import ControlRefused, memo_pause
 from memo_service.memos.send.failures import (
     AUTH_ERRORS_BEFORE_PAUSE,
     MAX_DELAY_S,
+    MAX_THROTTLED_ATTEMPTS,
     Action,
     Decision,
     backoff_jitter,
+    backoff_s,
     credentials_pause,
     failure_decision,
     http_status,
@@ -180,7 +182,7 @@ class BatchSender:
             return None
         values = developer_context(developer, self.traffic.get((delivery.memo_id, developer.pk), ()))
         try:
-            language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk))
+            language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk, delivery.created_at))
         except Exception as exc:  # the admin's template: recorded, never raised
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {error_reason(exc, values)}")
@@ -199,9 +201,15 @@ class BatchSender:
         # second goes in a call of its own.
         by_address: dict[str, Prepared] = {}
         calls: list[list[Prepared]] = []
+        limit = self.can.merge_email_limit
         for prepared in pending:
             address = prepared.to.addr_spec.lower()  # the merge data's key: two stored spellings may share it
-            if address in by_address:
+            email = prepared.email
+            # A whole email over what the provider takes in a batch's merge data goes alone.
+            too_big = (
+                limit and email.skeleton is None and len(f"{email.subject}{email.html}{email.text}".encode()) > limit
+            )
+            if address in by_address or too_big:
                 calls.append([prepared])
             else:
                 by_address[address] = prepared
@@ -254,6 +262,12 @@ class BatchSender:
         sent: list[Prepared] = []
         for p in group:
             outcome = outcomes.get(p.to.addr_spec)
+            if outcome is not None and outcome.transient and p.delivery.attempts + 1 < MAX_THROTTLED_ATTEMPTS:
+                # Refused for now (the provider too busy for this one): tried again later.
+                retry = Decision(Action.RETRY, wait=backoff_s(p.delivery.attempts + 1, None, backoff_jitter()))
+                self.retry_later(retry, [p.delivery.pk], outcome.refused, rest=[])
+                quota_give_back(provider=self.provider, count=1, minute=self.quota_minute)
+                continue
             if outcome is not None and outcome.refused:
                 # Refused alone while the provider took the call's others.
                 delivery_record_failure(delivery_id=p.delivery.pk, error=outcome.refused)
@@ -352,6 +366,11 @@ class BatchSender:
             delivery_record_retry(
                 delivery_id=delivery_id, error=error, not_before=timezone.now() + dt.timedelta(seconds=decision.wait)
             )
+        if self.can.idempotent and decision.action is Action.RETRY and len(ids) > 1:
+            # The same call again, alone: its idempotency key is made of exactly these
+            # deliveries, so the provider answers it with the first call's.
+            enqueue_later("memos.send_batch", ids, countdown=decision.wait)
+            return
         self.later += ids
         self.delay = max(self.delay, decision.wait)
         if decision.action is Action.THROTTLE and not throttle_block(self.provider, decision.wait):
