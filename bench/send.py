@@ -1,19 +1,22 @@
 """Benchmark: a memo sent end to end through the real pipeline, against a floor.
 
-N developers (env N, default 1,000,000) are loaded into PostgreSQL, a memo is approved
-and sent with `send_memo`; three real Celery worker processes (Redis broker) render each
-email and hand it through anymail's Mailgun backend to a loopback Mailgun in this
+N developers (env N, default 1,000,000 for Mailgun, 200,000 for another provider) are
+loaded into PostgreSQL, a memo is approved and sent with `send_memo`; three real Celery
+worker processes (Redis broker) render each email and hand it through our backend for
+PROVIDER (mailgun, amazon_ses, postmark, sendgrid, brevo, resend, sparkpost:
+bench/providers.py; default mailgun) to that provider's loopback server (tests/) in this
 process. The clock runs from `send_memo` until the memo is marked sent (none of its
 deliveries queued or sending). In the same run, against the same server:
 
   floor        a script with no framework: raw SQL, an HMAC token and one Jinja2 render
-               per recipient, each recipient's rendered email in Mailgun's
-               recipient-variables, 1,000 recipients per call (Mailgun's limit),
-               http.client, one process per core (BENCH_FLOOR_PROCESSES, default 2);
-  post_office  django-post_office sending the same memo (bench/post_office_send.py) to
-               the first POST_OFFICE_N recipients (default 10,000: it manages a few
-               hundred a second, so a million would take an hour). Its rate is
-               per-recipient, so the ratio compares like with like.
+               per recipient, each recipient's rendered email in the provider's batch
+               call as bench/providers.py builds it by hand, the provider's batch size
+               per call (Mailgun 1,000, SES 50, ...), http.client, one process per core
+               (BENCH_FLOOR_PROCESSES, default 2);
+  post_office  (Mailgun only) django-post_office sending the same memo
+               (bench/post_office_send.py) to the first POST_OFFICE_N recipients (default
+               10,000: it manages a few hundred a second, so a million would take an
+               hour). Its rate is per-recipient, so the ratio compares like with like.
 
 Prints recipients per second, microseconds per recipient, provider API calls per 1,000
 recipients and each worker's peak RSS for each, and the ratios; for the pipeline also
@@ -23,6 +26,7 @@ object. Not part of the tests. Needs requirements-bench.txt (`make bench` instal
 
     make bench                      # both benchmarks, N=1,000,000
     N=100000 .venv/bin/python bench/send.py
+    PROVIDER=amazon_ses .venv/bin/python bench/send.py    # N=200,000 through SES's loopback
     BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
     BENCH_BROKER_URL (default redis://127.0.0.1:6379/5), POST_OFFICE_N (default 10,000),
     BENCH_WORKERS (worker processes, default 3), BENCH_FLOOR_PROCESSES (default 2)
@@ -51,11 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.import_developers import PRODUCTION  # noqa: E402  (run as deployed: DEBUG off)
 from bench.post_office_send import post_office_run  # noqa: E402
-from tests.loopback_provider import API_KEY, mailgun_server  # noqa: E402
+from bench.providers import BenchProvider, Email, bench_provider  # noqa: E402
 
-N = int(os.environ.get("N", "1000000"))
+PROVIDER = os.environ.get("PROVIDER", "mailgun")
+N = int(os.environ.get("N", "1000000" if PROVIDER == "mailgun" else "200000"))
 POST_OFFICE_N = min(N, int(os.environ.get("POST_OFFICE_N", "10000")))
-FLOOR_BATCH = 1000
 # Floor processes: one per core. With one, the floor had one core against the pipeline's
 # two (and shared its interpreter lock with the loopback provider): the pipeline ran at
 # 2.1 times it, which by our rule made it a straw man.
@@ -66,9 +70,9 @@ DB = os.environ.get("BENCH_SEND_DB", "memo_bench_send")  # another name lets two
 # Worker processes: each waits for PostgreSQL and the provider for part of every task,
 # and with three the two cores stay busy (two: 48-53 s for 200,000, three: 44-46 s).
 WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
-# The batching Mailgun backend (one API call per send task); BENCH_BACKEND overrides it,
-# e.g. anymail.backends.mailgun.EmailBackend for one call per email.
-BACKEND = os.environ.get("BENCH_BACKEND", "memo_service.backends.mailgun.EmailBackend")
+# Our backend for PROVIDER (one API call per send task for Mailgun); BENCH_BACKEND
+# overrides it, e.g. anymail.backends.mailgun.EmailBackend for one call per email.
+BACKEND = os.environ.get("BENCH_BACKEND", "")
 HTML = (
     "<p>Dear {{ developer.name }},</p><p>API traffic from {{ developer.country_name }} will be blocked from "
     "{{ memo.effective_date }}.</p>" + "<p>Details of the restriction and what to do next.</p>" * 40
@@ -174,17 +178,21 @@ SENT = "SELECT status = 'sent' FROM memos_memo WHERE id = %s"
 PENDING = "SELECT EXISTS (SELECT FROM memos_delivery WHERE memo_id = %s AND status IN ('queued', 'sending'))"
 
 
-def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str = "memo_service") -> dict[str, float]:
+def pipeline(
+    provider_url: str,
+    env: dict[str, str],
+    provider: Any,
+    app: str = "memo_service",
+    bench: BenchProvider | None = None,
+) -> dict[str, float]:
     """The send through `app`'s workers (bench/no_evidence.py's for evidence_cost.py's
-    baseline). Also counts the CPU the workers, PostgreSQL and Redis spend from
-    `send_memo` until the memo's evidence is chained, and how long that took after the
-    last email."""
-    worker_env = {
-        **env,
-        "EMAIL_BACKEND": BACKEND,
-        "ANYMAIL_MAILGUN_API_KEY": API_KEY,
-        "ANYMAIL_MAILGUN_API_URL": provider_url,
-    }
+    baseline) to `provider`, the loopback server of `bench` (default Mailgun's). Also
+    counts the CPU the workers, PostgreSQL and Redis spend from `send_memo` until the
+    memo's evidence is chained, and how long that took after the last email."""
+    bench = bench or bench_provider("mailgun")
+    worker_env = {**env, **bench.env(provider)}
+    if BACKEND:
+        worker_env["EMAIL_BACKEND"] = BACKEND
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -205,7 +213,7 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str 
         stderr=subprocess.DEVNULL,
     )
     time.sleep(4)  # the worker starts before the clock does
-    requests_before = provider.requests  # type: ignore[attr-defined]
+    calls_before, recipients_before = bench.calls(provider), bench.recipients(provider)
     peaks: dict[int, float] = {}
     ticks: dict[int, int] = {}
 
@@ -267,23 +275,24 @@ def pipeline(provider_url: str, env: dict[str, str], provider: object, app: str 
         "seal_lag_seconds": sealed - elapsed,
         "worker_cpu_seconds": worker_cpu,
         "services_cpu_seconds": services_cpu,
-        "calls": provider.requests - requests_before,  # type: ignore[attr-defined]
-        "messages": len(provider.accepted),  # type: ignore[attr-defined]
+        "calls": bench.calls(provider) - calls_before,
+        "messages": bench.recipients(provider) - recipients_before,
         "peak_rss_mb": max(peaks.values() or [0.0]),
     }
 
 
-def floor(provider_url: str) -> dict[str, float]:
+def floor(provider_url: str, bench: BenchProvider) -> dict[str, float]:
     """No framework: FLOOR_PROCESSES processes (one per core: the pipeline has the same
     two cores, and the loopback provider in this process holds its own interpreter lock),
     each sending its share of the developers (by id) with raw SQL, an HMAC token, one
-    Jinja2 render per recipient, each recipient's email in Mailgun's recipient-variables
-    and http.client."""
+    Jinja2 render per recipient, the provider's batch call as bench/providers.py builds it
+    by hand and http.client."""
     ctx = multiprocessing.get_context("fork")
     done = ctx.Queue()
     start = time.perf_counter()
     shares = [
-        ctx.Process(target=floor_share, args=(provider_url, n, FLOOR_PROCESSES, done)) for n in range(FLOOR_PROCESSES)
+        ctx.Process(target=floor_share, args=(provider_url, bench, n, FLOOR_PROCESSES, done))
+        for n in range(FLOOR_PROCESSES)
     ]
     for process in shares:
         process.start()
@@ -299,50 +308,40 @@ def floor(provider_url: str) -> dict[str, float]:
     }
 
 
-def floor_share(provider_url: str, share: int, shares: int, done: Any) -> None:
+def floor_share(provider_url: str, bench: BenchProvider, share: int, shares: int, done: Any) -> None:
     """One floor process: the developers whose id leaves `share` modulo `shares`."""
     env = jinja2.Environment(autoescape=True)
     html, text = env.from_string(HTML), jinja2.Environment().from_string(TEXT)
     url = urllib.parse.urlsplit(provider_url)
     conn = http.client.HTTPConnection(url.hostname, url.port)
-    auth = "Basic " + __import__("base64").b64encode(f"api:{API_KEY}".encode()).decode()
     key = b"floor-secret"
     calls = sent = 0
     with psycopg.connect(db_url(DB)) as db:
         cursor = db.cursor(name="developers")  # server-side: memory stays flat
-        cursor.itersize = FLOOR_BATCH
+        cursor.itersize = bench.batch
         cursor.execute(
             "SELECT id, email, name, country FROM developers_developer WHERE id %% %s = %s ORDER BY id", [shares, share]
         )
-        while rows := cursor.fetchmany(FLOOR_BATCH):
-            variables, to = {}, []
+        while rows := cursor.fetchmany(bench.batch):
+            emails = []
             for dev_id, email, name, country in rows:
                 token = hmac.new(key, f"1:{dev_id}".encode(), hashlib.sha256).hexdigest()
                 ctx = {"developer": {"name": name, "country_name": country}, "memo": {"effective_date": "2027-07-09"}}
-                variables[email] = {
-                    "subject": f"Access from {country} ends",
-                    "html": html.render(ctx),
-                    "text": text.render(ctx) + f"\nhttps://example.com/ack/{token}/",
-                }
-                to.append(f"{name} <{email}>")
-            body = urllib.parse.urlencode(
-                {
-                    "from": "notices@example.com",
-                    "to": to,
-                    "subject": "%recipient.subject%",
-                    "text": "%recipient.text%",
-                    "html": "%recipient.html%",
-                    "recipient-variables": json.dumps(variables),
-                },
-                doseq=True,
-            )
-            conn.request(
-                "POST",
-                f"{url.path}/example.com/messages",
-                body,
-                {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"},
-            )
-            conn.getresponse().read()
+                emails.append(
+                    Email(
+                        email,
+                        name,
+                        f"Access from {country} ends",
+                        html.render(ctx),
+                        text.render(ctx) + f"\nhttps://example.com/ack/{token}/",
+                        str(dev_id),
+                    )
+                )
+            path, headers, body = bench.floor_request(provider_url, emails)
+            conn.request("POST", path, body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status < 300, f"the floor's call was answered {answer.status}"
             calls += 1
             sent += len(rows)
     done.put({"calls": calls, "messages": sent, "peak_rss_mb": peak_rss_mb(os.getpid())})
@@ -372,48 +371,60 @@ def bench_env() -> dict[str, str]:
 
 def main() -> None:
     env = bench_env()
-    print(f"{N:,} recipients; PostgreSQL, Redis, {WORKERS} worker processes, loopback Mailgun, {BACKEND}")
+    bench = bench_provider(PROVIDER)
+    print(
+        f"{N:,} recipients; PostgreSQL, Redis, {WORKERS} worker processes, loopback {bench.name}, "
+        f"{BACKEND or bench.backend}"
+    )
     setup(env)
-    with mailgun_server() as provider:
-        provider.expand = False  # count messages; a million substituted bodies would not fit
-        ours = pipeline(provider.url, env, provider)
-        assert len(provider.accepted) == N, f"{len(provider.accepted)} emails reached the provider, not {N}"
-        assert len({a.first("to") for a in provider.accepted}) == N, "someone got the memo twice"
-        accepted = len(provider.accepted)
-        base = floor(provider.url)
-        assert len(provider.accepted) - accepted == N
-        post_office = post_office_run(db_url(DB), provider.url, provider, POST_OFFICE_N)
+    with bench.server() as provider:
+        ours = pipeline(provider.url, env, provider, bench=bench)
+        taken = bench.recipients(provider)
+        assert taken == N, f"{taken} emails reached the provider, not {N}"
+        assert len(set(bench.addresses(provider))) == N, "someone got the memo twice"
+        base = floor(provider.url, bench)
+        assert bench.recipients(provider) - taken == N
+        # django-post_office sends through anymail's Mailgun backend only.
+        post_office = (
+            post_office_run(db_url(DB), provider.url, provider, POST_OFFICE_N) if PROVIDER == "mailgun" else None
+        )
     rate, us, calls = rates(ours, N)
     floor_rate, floor_us, floor_calls = rates(base, N)
-    po_rate, po_us, po_calls = rates(post_office, POST_OFFICE_N)
     print(
-        f"pipeline:    {rate:10,.0f} recipients/s {us:8.0f} µs/recipient {calls:6.0f} API calls/1,000  "
+        f"pipeline:    {rate:10,.0f} recipients/s {us:8.0f} µs/recipient {calls:6.1f} API calls/1,000  "
         f"{ours['seconds']:7.1f} s  worker peak RSS {ours['peak_rss_mb']:.0f} MB  "
         f"(send_memo returned after {ours['dispatch_seconds']:.1f} s)"
     )
     print(
-        f"floor:       {floor_rate:10,.0f} recipients/s {floor_us:8.0f} µs/recipient {floor_calls:6.0f} API calls/1,000  "
+        f"floor:       {floor_rate:10,.0f} recipients/s {floor_us:8.0f} µs/recipient {floor_calls:6.1f} API calls/1,000  "
         f"{base['seconds']:7.1f} s  peak RSS {base['peak_rss_mb']:.0f} MB"
     )
-    print(
-        f"post_office: {po_rate:10,.0f} recipients/s {po_us:8.0f} µs/recipient {po_calls:6.0f} API calls/1,000  "
-        f"{post_office['seconds']:7.1f} s for {POST_OFFICE_N:,}  peak RSS {post_office['peak_rss_mb']:.0f} MB"
-    )
+    po_rate = 0.0
+    if post_office is not None:
+        po_rate, po_us, po_calls = rates(post_office, POST_OFFICE_N)
+        print(
+            f"post_office: {po_rate:10,.0f} recipients/s {po_us:8.0f} µs/recipient {po_calls:6.0f} API calls/1,000  "
+            f"{post_office['seconds']:7.1f} s for {POST_OFFICE_N:,}  peak RSS {post_office['peak_rss_mb']:.0f} MB"
+        )
     print(
         f"pipeline CPU: workers {ours['worker_cpu_seconds'] * 1e6 / N:.0f} µs/recipient, PostgreSQL and Redis "
         f"{ours['services_cpu_seconds'] * 1e6 / N:.0f} (until its evidence was chained, "
         f"{ours['seal_lag_seconds']:.1f} s after the last email)"
     )
-    print(f"ratio to the floor: {rate / floor_rate:.2f}   to django-post_office: {rate / po_rate:.1f}")
+    print(
+        f"ratio to the floor: {rate / floor_rate:.2f}"
+        + (f"   to django-post_office: {rate / po_rate:.1f}" if po_rate else "")
+    )
     print(
         json.dumps(
             {
+                "provider": bench.name,
                 "recipients": N,
                 "seconds": round(ours["seconds"], 1),
                 "recipients_per_s": round(rate),
                 "us_per_recipient": round(us),
                 "floor_ratio": round(rate / floor_rate, 3),
-                "post_office_ratio": round(rate / po_rate, 1),
+                **({"post_office_ratio": round(rate / po_rate, 1)} if po_rate else {}),
                 "api_calls_per_1000": round(calls, 1),
                 "peak_rss_mb": round(ours["peak_rss_mb"], 1),
                 "cpu_us_per_recipient": round(cpu_us(ours, N)),

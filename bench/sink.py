@@ -97,13 +97,13 @@ http {{
 
 class Sink:
     """The running nginx: its URL, and the calls it has answered (stub_status), as
-    bench/send.py's pipeline asks a provider for `requests` and `accepted`."""
+    bench/send.py's pipeline asks Mailgun's loopback for `calls` and `accepted`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
 
     @property
-    def requests(self) -> int:
+    def calls(self) -> int:
         status = urllib.request.urlopen(self.url.removesuffix("/v3") + "/status", timeout=5).read().decode()
         # "Active connections: 1\nserver accepts handled requests\n 5 5 9\n..."; minus this request.
         return int(status.splitlines()[2].split()[2]) - 1
@@ -134,7 +134,7 @@ def nginx_sink() -> Iterator[Sink]:
         send_wait = time.monotonic() + 10
         while True:
             try:
-                if Sink(url).requests >= 0:
+                if Sink(url).calls >= 0:
                     break
             except OSError:
                 if time.monotonic() > send_wait or process.poll() is not None:
