@@ -1,5 +1,6 @@
 """Workers hand each email to the provider through anymail's real Mailgun backend."""
 
+import time
 from email.utils import formataddr
 
 import pytest
@@ -306,6 +307,23 @@ def test_a_batching_backend_sends_a_task_in_one_call_per_language_with_each_reci
     assert "Batch &lt;3&gt; &amp; Co" in by_to['"Batch <3> & Co" <cn-b3@example.com>'].first("html")
     assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
     assert len({d.provider_message_id for d in Delivery.objects.all()}) == 2
+
+
+def test_the_send_rate_counts_a_batch_calls_recipients_not_its_calls(memo, developers, mailgun, settings):
+    """SEND_RATE_LIMIT is emails a second, as providers count theirs: after a call to nine
+    recipients at five a second, the next call waits 1.8 seconds."""
+    for i in range(8):
+        make_developer(f"ru-r{i}", "RU")
+    settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
+    settings.SEND_RATE_LIMIT = 5
+    deliveries = Delivery.objects.filter(memo=dispatched(memo))
+    russia = list(deliveries.filter(developer__country="RU").values_list("id", flat=True))
+    china = list(deliveries.filter(developer__country="CN").values_list("id", flat=True))
+    started = time.monotonic()
+    delivery_send_batch(delivery_ids=russia)  # one call, to nine
+    delivery_send_batch(delivery_ids=china)  # waits for the nine's slots
+    waited = time.monotonic() - started
+    assert mailgun.calls >= 2 and 9 / 5 - 0.2 <= waited < 9 / 5 + 1.5
 
 
 def test_a_batch_call_carries_a_substitutable_memo_once_and_only_values_per_recipient(memo, mailgun, settings):

@@ -79,7 +79,7 @@ def _memo(ref: str) -> Memo:
 
 @api.post(
     "/developers/bulk",
-    response={200: BulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem},
+    response={200: BulkOut, 400: Problem, 401: Problem, 403: Problem, 413: Problem, 422: ValidationProblem},
     summary="Upsert up to 1,000 developers by external_id",
 )
 def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def developers_bulk(request: HttpRequest, payload: BulkIn) -> dict[str, Any]:
 @api.post(
     "/traffic/bulk",
     auth=ClientToken(Scope.TRAFFIC_WRITE),
-    response={200: TrafficBulkOut, 400: Problem, 401: Problem, 403: Problem, 422: ValidationProblem},
+    response={200: TrafficBulkOut, 400: Problem, 401: Problem, 403: Problem, 413: Problem, 422: ValidationProblem},
     summary="Observed API traffic: up to 10,000 daily rollups per developer and country",
     description=(
         "Each observation is a developer's requests from one country (or one IP address, resolved "

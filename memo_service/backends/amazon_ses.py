@@ -55,7 +55,7 @@ class BulkRefused(AnymailAPIError):
 
     def __init__(self, *args: Any, status: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.status = status
+        self.ses_status = status
 
 
 class BulkEmailPayload(amazon_ses.AmazonSESV2SendBulkEmailPayload):
@@ -190,7 +190,7 @@ class EmailBackend(Capabilities, amazon_ses.EmailBackend):
     @staticmethod
     def throttled(error: Exception) -> bool:
         if isinstance(error, BulkRefused):
-            return error.status in THROTTLING_STATUSES
+            return error.ses_status in THROTTLING_STATUSES
         cause = error.__cause__
         if not isinstance(cause, ClientError):
             return False

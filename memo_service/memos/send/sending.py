@@ -182,7 +182,9 @@ class BatchSender:
             return None
         values = developer_context(developer, self.traffic.get((delivery.memo_id, developer.pk), ()))
         try:
-            language, email = self.renderers[key].render(values, ack_url(delivery.memo_id, developer.pk, delivery.created_at))
+            language, email = self.renderers[key].render(
+                values, ack_url(delivery.memo_id, developer.pk, delivery.created_at)
+            )
         except Exception as exc:  # the admin's template: recorded, never raised
             if delivery_claim(delivery_id=delivery.pk):
                 delivery_record_failure(delivery_id=delivery.pk, error=f"template error: {error_reason(exc, values)}")
@@ -248,7 +250,7 @@ class BatchSender:
             message = single_message(group[0], self.connection)
         else:
             message = merged_message(group, self.connection, self.can.merge_fields)
-        throttle_take(self.provider)
+        throttle_take(self.provider, len(group))
         try:
             message.send()
         except Exception as exc:
@@ -362,10 +364,10 @@ class BatchSender:
                 raise
 
     def retry_later(self, decision: Decision, ids: list[int], error: str, rest: list[Queued]) -> None:
+        # One time for the call: its rows are due together when the task comes back.
+        not_before = timezone.now() + dt.timedelta(seconds=decision.wait)
         for delivery_id in ids:
-            delivery_record_retry(
-                delivery_id=delivery_id, error=error, not_before=timezone.now() + dt.timedelta(seconds=decision.wait)
-            )
+            delivery_record_retry(delivery_id=delivery_id, error=error, not_before=not_before)
         if self.can.idempotent and decision.action is Action.RETRY and len(ids) > 1:
             # The same call again, alone: its idempotency key is made of exactly these
             # deliveries, so the provider answers it with the first call's.

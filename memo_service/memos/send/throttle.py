@@ -1,7 +1,7 @@
 """One send rate per provider, shared by every worker on every machine.
 
-SEND_RATE_LIMIT emails per second (0: no limit). Each send first takes the next free
-slot, one 1/rate apart; a 429's Retry-After moves every worker's next slot past it. The
+SEND_RATE_LIMIT emails per second (0: no limit). Each call first takes the next free
+slot, the slots a call's recipients apart (1/rate each); a 429's Retry-After moves every worker's next slot past it. The
 state lives in Redis when Redis is the broker (one Lua script, atomic), otherwise in the
 database (one locked row). Workers sleep until their slot, so the provider sees a steady
 rate however many workers there are.
@@ -45,13 +45,15 @@ def _keys(provider: str) -> list[str]:
     return [f"memo:throttle:{provider}:next", f"memo:throttle:{provider}:blocked"]
 
 
-def throttle_take(provider: str) -> float:
-    """Wait for this provider's next send slot; returns the seconds waited."""
+def throttle_take(provider: str, recipients: int = 1) -> float:
+    """Wait for this provider's next send slot, for a call to `recipients` (the next
+    call's slot comes that many intervals later: the rate is of emails, as providers
+    count theirs); returns the seconds waited."""
     rate = settings.SEND_RATE_LIMIT
     if rate <= 0:
         return 0.0
     now = time.time()
-    interval = 1.0 / rate
+    interval = recipients / rate
     client = _redis()
     if client is not None:
         slot = float(client.eval(TAKE_SLOT, 2, *_keys(provider), now, interval))
