@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from django.utils import formats, timezone, translation
@@ -71,6 +71,11 @@ class Recipient:
     country: str
     language: str
     org_contact_email: str
+
+
+# A Developer's columns a Recipient holds, after its id, in order: a read of many
+# developers reads these as rows (values_list), not as model instances.
+RECIPIENT_FIELDS = [f.name for f in fields(Recipient)][1:]
 
 
 def developer_context(developer: Developer | Recipient, traffic: Sequence[TrafficFact] = ()) -> dict[str, Any]:

@@ -3,10 +3,13 @@ replaces in what they produced, and inert links for previews, test sends and che
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jinja2
 from django.conf import settings
 from django.core import signing
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 # Previews, test sends and the checks before a send give templates a link of the same
 # shape as a developer's own (SITE_URL/ack/<token>/, a token of the same form and
@@ -44,6 +47,27 @@ def inert_ack_url(memo_id: int | None, developer_id: int | None) -> str:
     payload = signing.b64_encode(b"[%d,%d]" % (memo_id or 0, developer_id or 0)).decode()
     token = signing.TimestampSigner(salt=INERT_ACK_SALT).sign(payload)
     return settings.SITE_URL + reverse("ack", args=[token])
+
+
+def check_ack_urls(memo_id: int) -> Callable[[int], str]:
+    """For the check of a whole audience before a send: a developer's link (by id) of
+    the length and shape of their own (SITE_URL/ack/<payload>:<time>:<signature>/),
+    unsigned. That output is compared and thrown away, never shown or sent, and signing
+    each link and reversing its URL took half of a 200,000-developer check."""
+    before, after = _around_token(settings.SITE_URL, get_script_prefix())
+    after = f":{'0' * 6}:{'0' * 43}{after}"
+
+    def url(developer_id: int) -> str:
+        return before + signing.b64_encode(b"[%d,%d]" % (memo_id, developer_id)).decode() + after
+
+    return url
+
+
+@functools.lru_cache(maxsize=16)
+def _around_token(site_url: str, script_prefix: str) -> tuple[str, str]:
+    """The ack link's text before and after its token."""
+    before, after = reverse("ack", args=["TOKEN"]).split("TOKEN")
+    return site_url + before, after
 
 
 def is_inert_ack_token(token: str) -> bool:

@@ -22,8 +22,8 @@ from memo_service.lib.db import statistics_refresh
 from memo_service.memos.audience import audience_changes, audience_pages, audience_reasons, memo_audience
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
-from memo_service.memos.compose.context import developer_context
-from memo_service.memos.compose.links import inert_ack_url
+from memo_service.memos.compose.context import RECIPIENT_FIELDS, Recipient, developer_context
+from memo_service.memos.compose.links import check_ack_urls
 from memo_service.memos.compose.rendering import approved_renderer, error_reason
 from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.compose.version_check import version_check
@@ -41,6 +41,8 @@ PAGE_SIZE = 10_000
 # Deliveries per send task: big enough to amortize the claim query and the provider
 # connection, small enough that one task finishes in seconds and a crash redoes little.
 BATCH_SIZE = 100
+# Deliveries per send task with a batching backend (send_batch_size).
+BATCHED_TASK_SIZE = 1000
 
 # About a second of rendering, checked before the send starts, so the admin hears at once
 # of a template that fails for someone; the rest of a larger audience is checked by the
@@ -136,9 +138,10 @@ def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[
     except NotApproved as exc:
         raise DispatchRefused(f"memo {memo.slug} is not sent: {exc}") from None
     versions = version_check(memo)
+    link = check_ack_urls(memo.pk)
     checked = 0
     for audience in audience_pages(memo, min(PAGE_SIZE, AUDIENCE_CHECK_LIMIT)):
-        page = list(audience)
+        page = [Recipient(*row) for row in audience.values_list("id", *RECIPIENT_FIELDS)]
         if not first and checked + len(page) <= AUDIENCE_CHECK_LIMIT:
             checked += len(page)  # checked when the send started
             continue
@@ -153,7 +156,7 @@ def _render_for_audience(memo: Memo, *, first: bool = True, progress: Callable[[
                 continue  # checked when the send started
             values = developer_context(developer, traffic.get(developer.pk, ()))
             try:
-                language, _ = renderer.render(values, inert_ack_url(memo.pk, developer.pk))
+                language, _ = renderer.render(values, link(developer.pk))
             except Exception as exc:  # the admin's template, reported with whom it failed for
                 raise DispatchRefused(
                     f"memo {memo.slug} does not render for developer {developer.external_id}: "
@@ -185,11 +188,15 @@ def _check_the_rest(memo: Memo) -> bool:
 
 def send_batch_size() -> int:
     """Deliveries per send task: BATCH_SIZE, or with a backend that hands many recipients
-    to the provider in one API call (`merge_batch_size`), that many: one call per task.
-    Per-task costs (a claim, a connection, a record) then weigh a tenth as much; the
-    price is that a worker killed while it waits for the answer leaves the whole call's
-    deliveries for the sweeper to settle."""
-    return max(BATCH_SIZE, capabilities().merge_batch_size)
+    to the provider in one API call (`merge_batch_size`), BATCHED_TASK_SIZE or one call's
+    worth where a call takes more (Mailgun, SendGrid, Brevo: one call per task; SES's 50
+    a call: twenty). Per-task costs (the task's broker messages, its lease, loading its
+    rows, a connection) then weigh a tenth as much; the price is that a worker killed
+    while it waits for an answer leaves that call's deliveries for the sweeper to settle,
+    and a task redelivered after a crash redoes the rest of its calls (each claimed just
+    before it goes: nobody twice)."""
+    batch = capabilities().merge_batch_size
+    return max(BATCHED_TASK_SIZE, batch) if batch else BATCH_SIZE
 
 
 def send_batches_enqueue(delivery_ids: list[int]) -> None:

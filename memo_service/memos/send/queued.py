@@ -10,11 +10,8 @@ from typing import Any
 from anymail.utils import EmailAddress
 
 from memo_service.lib.db import in_ids
-from memo_service.memos.compose.context import Recipient
+from memo_service.memos.compose.context import RECIPIENT_FIELDS, Recipient
 from memo_service.memos.models import Delivery, Memo
-
-# What a send reads of each delivery's developer, in Recipient's order after its id.
-RECIPIENT_FIELDS = ["name", "organization", "email", "external_id", "country", "language", "org_contact_email"]
 
 
 @dataclass(slots=True)
