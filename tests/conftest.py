@@ -8,7 +8,8 @@ approve and memo_in (the admin's steps), dispatched, sent_memo and sent_delivery
 send, its claims and the provider's answers), tracking_event (the provider's webhook),
 answered (the developer's page). What happened some time ago happens on Django's clock
 set back (clock_at, or the `clock` fixture a test moves on); a test waits for a
-condition (wait_for), not for a fixed time.
+condition (wait_for), not for a fixed time. The `later` fixture catches the send tasks
+put off for later (tests/provider_cases.py has what the provider tests share besides).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from memo_service.memos.memo_status import memo_mark_sent_if_done
 from memo_service.memos.models import DELIVERY_HANDED_OVER, MEMO_STARTABLE, Answer, Delivery, Memo, MemoTranslation
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
+from memo_service.memos.tasks import send_batch
 from memo_service.memos.tracking import delivery_record_event
 from tests.loopback_provider import API_KEY, Provider, mailgun_server
 
@@ -161,6 +163,14 @@ def mailgun(settings: Any) -> Iterator[Provider]:
             "WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
         yield provider
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
+    """Send tasks the sender put off for later, instead of enqueued: (ids, countdown)."""
+    calls: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
+    return calls
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
-from tests.loopback_provider import _Handler, _serving
+from tests.loopback_provider import _Handler, _serving, basic_auth
 
 ACCESS_KEY = "AKIALOOPBACK"
 SECRET_KEY = "loopback-secret"
@@ -217,10 +217,7 @@ def ses_server() -> Iterator[SESProvider]:
                 status, {"message": message}, {"x-amzn-ErrorType": name, "x-amzn-RequestId": str(uuid.uuid4())}
             )
 
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return  # a killed worker's half-sent request is no request
+        def _post(self, body: bytes) -> None:
             with provider.lock:
                 provider.requests += 1
                 failure = provider.failures.pop(0) if provider.failures else None
@@ -332,7 +329,7 @@ def ses_notifications(
             "x-amz-sns-message-type": "Notification",
             "x-amz-sns-message-id": sns_id,
             "x-amz-sns-topic-arn": TOPIC_ARN,
-            "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
+            "Authorization": basic_auth(auth),
         }
         posts.append((json.dumps(envelope).encode(), headers))
     return posts

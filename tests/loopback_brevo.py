@@ -15,7 +15,6 @@ deliver (`delivered`), and `brevo_events_post` posts Brevo's tracking webhook fo
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import queue
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memo_service.backends import brevo
-from tests.loopback_provider import _Handler, _serving
+from tests.loopback_provider import _Handler, _serving, basic_auth
 
 BREVO_KEY = "xkeysib-loopback"
 # Brevo's documented limit on message versions in one call.
@@ -140,10 +139,7 @@ def brevo_server() -> Iterator[BrevoProvider]:
     counter = itertools.count(1)
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return
+        def _post(self, body: bytes) -> None:
             arrived = time.time()
             with provider.lock:
                 provider.requests += 1
@@ -205,7 +201,7 @@ def brevo_events_post(
     email delivered (to the addresses `to`, by default all), as Brevo posts it: one JSON
     event a request, basic auth with the webhook's user and password (`secret`,
     "user:password"). `post(body, authorization)` sends it; returns what each post returned."""
-    auth = "Basic " + base64.b64encode(secret.encode()).decode()
+    auth = basic_auth(secret)
     answers = []
     for number, email in enumerate(provider.delivered):
         if to is not None and email.to not in to:

@@ -19,7 +19,6 @@ calls it. Test tooling, not product code.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import itertools
 import json
@@ -27,7 +26,6 @@ import queue
 import threading
 import time
 import urllib.parse
-import urllib.request
 import uuid
 import zoneinfo
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
-from tests.loopback_provider import _Handler, _serving
+from tests.loopback_provider import _Handler, _serving, post_json
 
 SERVER_TOKEN = "postmark-loopback-token"
 BACKEND = "memo_service.backends.postmark.EmailBackend"
@@ -147,10 +145,7 @@ def postmark_server() -> Iterator[PostmarkProvider]:
     counter = itertools.count(1)
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return  # a killed worker's half-sent request: no request
+        def _post(self, body: bytes) -> None:
             if provider.delay:
                 time.sleep(provider.delay)
             with provider.lock:
@@ -262,14 +257,5 @@ def postmark_events_post(
     is configured to post to anymail's tracking view; returns how many were posted."""
     events = postmark_events(provider, record_type, to)
     for event in events:
-        request = urllib.request.Request(
-            url,
-            json.dumps(event).encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-            },
-        )
-        urllib.request.urlopen(request, timeout=10).read()
+        post_json(url, event, auth)
     return len(events)

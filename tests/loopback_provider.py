@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,13 +102,31 @@ class Provider:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def basic_auth(credentials: str) -> str:
+    """The Authorization header of basic auth with `credentials` ("user:password")."""
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
+def post_json(url: str, payload: Any, auth: str) -> int:
+    """POST `payload` as JSON to `url` with basic auth `auth` ("user:password"), as a
+    provider posts its webhook; returns the HTTP status (an error status raises)."""
+    request = urllib.request.Request(
+        url,
+        json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": basic_auth(auth)},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+        return int(response.status)
+
+
 def mailgun_events_post(provider: Provider, url: str, auth: str, signing_key: str, event: str = "delivered") -> int:
     """Post a tracking event for every message the provider accepted to `url`, as Mailgun
     posts its webhooks (signed JSON with the message's user-variables); returns how many
     were posted."""
     import hashlib
     import hmac
-    import urllib.request
     import uuid
 
     for message in provider.accepted:
@@ -129,16 +148,7 @@ def mailgun_events_post(provider: Provider, url: str, auth: str, signing_key: st
                 },
             },
         }
-        request = urllib.request.Request(
-            url,
-            json.dumps(payload).encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-            },
-        )
-        urllib.request.urlopen(request, timeout=10).read()
+        post_json(url, payload, auth)
     return len(provider.accepted)
 
 
@@ -324,12 +334,17 @@ class _Handler(BaseHTTPRequestHandler):
         release.wait(60)
         return True
 
-    def _body(self) -> bytes | None:
-        """The request's whole body, or None when the client went before sending all of it
-        (a killed worker's half-sent request is no request: a real provider drops it)."""
+    def do_POST(self) -> None:
+        """The request's whole body to `_post`; none when the client went before sending all
+        of it (a killed worker's half-sent request is no request: a real provider drops it)."""
         length = int(self.headers.get("Content-Length", 0))
         body = self.rfile.read(length)
-        return body if len(body) == length else None
+        if len(body) == length:
+            self._post(body)
+
+    def _post(self, body: bytes) -> None:
+        """What the server does with a POST request and its whole body."""
+        self._answer(405, {"message": "method not allowed"})
 
     def _client_gone(self) -> bool:
         """Has the client closed its end (a killed process's socket is closed by the kernel)?"""
@@ -373,11 +388,8 @@ def mailgun_server() -> Iterator[Provider]:
     throttle_rng = random.Random(7)  # the same 429s on every run
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return
-            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+        def _post(self, body: bytes) -> None:
+            expected = basic_auth(f"api:{API_KEY}")
             if self.path.rstrip("/") == "/v1/analytics/logs":
                 return self._logs(body, expected)
             if provider.delay:
@@ -453,7 +465,7 @@ def mailgun_server() -> Iterator[Provider]:
             self._answer(*_logs_page(provider, query))
 
         def do_GET(self) -> None:
-            expected = "Basic " + base64.b64encode(f"api:{API_KEY}".encode()).decode()
+            expected = basic_auth(f"api:{API_KEY}")
             if self.headers.get("Authorization") != expected:
                 return self._answer(401, {"message": "Invalid private key"})
             url = urllib.parse.urlsplit(self.path)
@@ -490,10 +502,7 @@ def webhook_receiver() -> Iterator[Receiver]:
     """A loopback HTTP server standing in for the platform's webhook endpoint."""
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return
+        def _post(self, body: bytes) -> None:
             receiver.requests.append((dict(self.headers), body))
             self._answer(receiver.answers.pop(0) if receiver.answers else 200, b"ok")
 
@@ -526,10 +535,7 @@ def resend_server() -> Iterator[ResendProvider]:
     counter = itertools.count(1)
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return
+        def _post(self, body: bytes) -> None:
             if provider.delay:
                 time.sleep(provider.delay)
             if self.headers.get("Authorization") != f"Bearer {RESEND_KEY}" or self.path.rstrip("/") != "/emails":

@@ -12,7 +12,6 @@ sendgrid_events_post then posts SendGrid's Event Webhook for them back to us.
 
 from __future__ import annotations
 
-import base64
 import functools
 import itertools
 import json
@@ -20,7 +19,6 @@ import queue
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +27,7 @@ from typing import Any
 
 from memo_service.backends import sendgrid
 from memo_service.backends.sendgrid import SUBSTITUTIONS_LIMIT
-from tests.loopback_provider import _Handler, _serving
+from tests.loopback_provider import _Handler, _serving, post_json
 
 API_KEY = "SG.loopback"
 BACKEND = "memo_service.backends.sendgrid.EmailBackend"
@@ -186,10 +184,7 @@ def sendgrid_server() -> Iterator[SendGridProvider]:
     counter = itertools.count(1)
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            raw = self._body()
-            if raw is None:
-                return  # a killed worker's half-sent request: no request
+        def _post(self, raw: bytes) -> None:
             if provider.delay:
                 time.sleep(provider.delay)
             arrived = time.time()
@@ -263,14 +258,4 @@ def sendgrid_events(
 def sendgrid_events_post(url: str, events: list[dict[str, Any]], auth: str) -> int:
     """Post `events` to `url` as SendGrid posts its Event Webhook (a JSON array, with the
     basic auth of the webhook URL's user:password); returns the HTTP status."""
-    request = urllib.request.Request(
-        url,
-        json.dumps(events).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(response.status)
+    return post_json(url, events, auth)

@@ -15,7 +15,6 @@ errors"); 429 when throttled. sparkpost_events_post posts SparkPost's tracking w
 
 from __future__ import annotations
 
-import base64
 import html
 import itertools
 import json
@@ -24,7 +23,6 @@ import random
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memo_service.backends import sparkpost
-from tests.loopback_provider import _Handler, _serving
+from tests.loopback_provider import _Handler, _serving, post_json
 
 SPARKPOST_KEY = "sparkpost-loopback-key"
 BACKEND = "memo_service.backends.sparkpost.EmailBackend"
@@ -156,10 +154,7 @@ def sparkpost_server() -> Iterator[SparkPostProvider]:
     throttle_rng = random.Random(7)  # the same 429s on every run
 
     class Handler(_Handler):
-        def do_POST(self) -> None:
-            body = self._body()
-            if body is None:
-                return
+        def _post(self, body: bytes) -> None:
             with provider.lock:
                 provider.requests += 1
                 failure = provider.failures.pop(0) if provider.failures else None
@@ -242,14 +237,5 @@ def sparkpost_events_post(
     """Post SparkPost's tracking webhook for `delivered` to `url` as SparkPost posts it
     (sparkpost_events, with basic auth `auth`: user:password); returns how many events."""
     events = sparkpost_events(delivered, event, **fields)
-    request = urllib.request.Request(
-        url,
-        json.dumps(events).encode(),
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(auth.encode()).decode(),
-        },
-    )
-    urllib.request.urlopen(request, timeout=10).read()
+    post_json(url, events, auth)
     return len(events)

@@ -28,7 +28,6 @@ from django.core.management import call_command
 from django.db import transaction
 
 from memo_service.celery import app
-from memo_service.developers.models import Developer
 from memo_service.memos.models import Delivery, Memo, SendLease
 from memo_service.memos.send import sweeper
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
@@ -42,6 +41,11 @@ from tests.loopback_provider import (
     mailgun_server,
 )
 from tests.loopback_resend import resend_batch_server
+from tests.provider_cases import (
+    assert_everyone_got_it_exactly_once,
+    assert_nobody_lost_and_sent_means_once,
+    developers_in_bulk,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -173,19 +177,7 @@ def wait_until_idle(log: Path, timeout: float = 60) -> None:
 def audience(n: int, **memo: Any) -> Memo:
     """n developers in CN, inserted in bulk (10,000 in about a second), and a memo to
     them, approved."""
-    Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"cn-{i:05d}",
-                email=f"cn-{i:05d}@example.com",
-                name=f"Dev cn-{i:05d}",
-                organization="Acme",
-                country="CN",
-            )
-            for i in range(n)
-        ],
-        batch_size=2_000,
-    )
+    developers_in_bulk(n, "cn", lambda i: f"Dev cn-{i:05d}", country="CN")
     return approve(make_memo(**memo))
 
 
@@ -350,32 +342,25 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
     with mailgun_server() as provider:
         kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, backend=backend)
 
-    per_recipient = collections.Counter(mailgun_recipient(m) for m in provider.accepted)
+    addresses = [mailgun_recipient(m) for m in provider.accepted]
     calls = {mailgun_recipient(m): m.message_id for m in provider.accepted}
-    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
-    assert len(deliveries) == recipients  # one Delivery each
     if backend == BATCHED:
         # Our Mailgun backend can ask Mailgun (its Logs API): what a killed worker left
         # is recorded sent where Mailgun has it and sent again exactly where it has not.
         print(
             f"{provider.log_requests} Logs API and {provider.event_requests} events API requests; "
-            f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again"
+            f"{Delivery.objects.filter(memo=memo, attempts__gt=1).count()} deliveries sent again"
         )
-        assert {d.status for d in deliveries.values()} == {"sent"}
-        assert set(per_recipient) == set(deliveries) and set(per_recipient.values()) == {1}
-        assert all(d.provider_message_id == calls[a] for a, d in deliveries.items())
+        outcome = assert_everyone_got_it_exactly_once(memo, recipients, addresses)
+        assert len(outcome.deliveries) == recipients  # one Delivery each
+        assert set(outcome.per_recipient) == set(outcome.deliveries)
+        assert all(d.provider_message_id == calls[a] for a, d in outcome.deliveries.items())
         return
-    assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}
-    unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
-    for address, delivery in deliveries.items():
-        if delivery.status == "sent":
-            assert per_recipient[address] == 1, address  # sent means: exactly once
-        else:
-            assert per_recipient[address] <= 2, address  # flagged; at most one extra copy
+    outcome = assert_nobody_lost_and_sent_means_once(memo, recipients, addresses)
+    per_recipient, unknown, duplicates = outcome.per_recipient, outcome.unknown, outcome.duplicates
     # A kill between the provider's acceptance and our commit leaves its call's
     # deliveries flagged although the provider has them.
     hit_window = {calls[a] for a in unknown if per_recipient[a]}
-    duplicates = [a for a, n in per_recipient.items() if n > 1]
     print(
         f"{len(hit_window)} of {kills.made} kills landed between the provider's acceptance and our commit "
         f"({kills.between_acceptance_and_commit} chosen to); {len(unknown)} deliveries flagged, "
@@ -383,10 +368,10 @@ def test_workers_killed_mid_send_lose_nobody_and_flag_every_possible_duplicate(
         f"{len(duplicates)} duplicates"
     )
     assert kills.between_acceptance_and_commit <= len(hit_window) <= kills.made
-    assert len(duplicates) <= len(hit_window) and all(deliveries[a].status == "outcome_unknown" for a in duplicates)
+    assert len(duplicates) <= len(hit_window)
+    assert all(outcome.deliveries[a].status == "outcome_unknown" for a in duplicates)
     per_kill = 1 if backend == ONE_CALL_PER_EMAIL else send_batch_size()  # a batch call's rows are claimed at once
     assert len(unknown) <= kills.made * per_kill
-    assert set(per_recipient) <= set(deliveries)  # the provider sent nobody outside the audience
 
 
 @ON_FILESYSTEM_BROKER
@@ -400,14 +385,12 @@ def test_with_an_idempotency_key_killed_workers_cause_no_duplicate_at_all(tmp_pa
     settings.EMAIL_BACKEND = RESEND
     with resend_batch_server() as resend:
         kills = send_while_killing_workers(memo, resend, tmp_path, monkeypatch)
-    per_recipient = collections.Counter(resend_recipient(e) for e in resend.emails)
     again = set(resend.repeated + resend.conflicts)
     print(
         f"{len(again)} of {kills.made} kills landed between Resend's acceptance and our commit "
         f"({kills.between_acceptance_and_commit} chosen to)"
     )
-    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
-    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
+    assert_everyone_got_it_exactly_once(memo, recipients, map(resend_recipient, resend.emails))
     # Sent again after a kill, and answered with the first email instead of a second.
     assert kills.between_acceptance_and_commit <= len(again) <= kills.made
 

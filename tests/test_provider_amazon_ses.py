@@ -4,41 +4,42 @@ SES would deliver and by each developer's delivery."""
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
-import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.dispatch import send_batch_size
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, dispatched, found, make_developer, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, make_developer, make_memo
 from tests.loopback_amazon_ses import Delivered, SESProvider, ses_notifications, ses_server
+from tests.provider_cases import (
+    SUBSTITUTABLE,
+    TESTS_A_VALUE,
+    assert_full_render,
+    assert_nobody_lost_and_sent_means_once,
+    assert_the_refused_failed_and_the_others_have_their_own_ids,
+    developers_named_trickily,
+    make_developers,
+    one_each,
+    queued,
+    sent_with_send_memo,
+    sent_with_three_refused,
+)
 
 pytestmark = pytest.mark.django_db
 
 BACKEND = "memo_service.backends.amazon_ses.EmailBackend"
 BATCH = 50  # SES's destinations per SendBulkEmail call
 URL = "/anymail/amazon_ses/tracking/"
-# A name with every character HTML escapes: escaped twice, it would show as "&amp;amp;".
-TRICKY = 'O\'Neil & <Sons> "{}"'
-SUBSTITUTABLE: dict[str, str] = {}
-TESTS_A_VALUE = {
-    "text_body": "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}"
-}
 # The memo's own text has what SES reads as a merge field: sent as a template, SES would
 # fill "{{token}}" with nothing.
 LITERAL_BRACES = {"text_body": "Put {{ '{{' }}token}} in your config, {{ developer.name }}"}
@@ -53,37 +54,8 @@ def ses(settings: Any) -> Iterator[SESProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
-def developers_named_trickily(n: int, country: str = "RU") -> None:
-    Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"ses-{i:05d}",
-                email=f"ses-{i:05d}@example.com",
-                name=TRICKY.format(i),
-                organization="Acme & Co",
-                country=country,
-            )
-            for i in range(n)
-        ]
-    )
-
-
-def queued(memo: Memo) -> list[int]:
-    return list(Delivery.objects.filter(memo=dispatched(memo)).order_by("id").values_list("id", flat=True))
-
-
 def by_recipient(ses: SESProvider) -> dict[str, Delivered]:
-    emails = {e.address: e for e in ses.accepted}
-    assert len(emails) == len(ses.accepted), "somebody got the memo twice"
-    return emails
+    return one_each(ses.accepted, lambda e: e.address)
 
 
 def header(email: Delivered, name: str) -> list[str]:
@@ -98,22 +70,16 @@ def header(email: Delivered, name: str) -> list[str]:
 def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exactly_as_rendered(
     ses: SESProvider, template: dict[str, str], eager: None, django_capture_on_commit_callbacks: Any
 ) -> None:
-    developers_named_trickily(125)
-    memo = approve(make_memo(**template))
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("send_memo", memo.slug, stdout=io.StringIO(), stderr=io.StringIO())
+    developers_named_trickily(125, "ses")
+    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(ses.calls) == math.ceil(125 / BATCH) and max(map(len, ses.calls)) == BATCH
     emails = by_recipient(ses)
     assert len(emails) == 125
     renderer = MemoRenderer(memo)
     for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
-        developer = delivery.developer
-        got = emails[developer.email]
-        link = found(r"http://testserver/ack/[^/]+/", got.text)
-        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        got = emails[delivery.developer.email]
+        assert_full_render(renderer, delivery.developer, got.subject, got.html, got.text)
         assert header(got, "X-Metadata") == [f'{{"delivery_id": "{delivery.pk}"}}']
         assert header(got, "X-Tag") == [f"memo-{memo.pk}"]
         assert (delivery.status, delivery.provider_message_id) == ("sent", got.message_id)
@@ -130,27 +96,13 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
 def test_recipients_ses_refuses_fail_with_its_reason_and_the_others_are_sent_once_with_their_own_ids(
     ses: SESProvider,
 ) -> None:
-    memo = make_memo()
-    for i in range(9):
-        make_developer(f"ru-ok{i}", "RU")
-    for i in range(3):
-        make_developer(f"ru-bad{i}", "RU")
-    ses.refuse = {"ru-bad0@", "ru-bad1@", "ru-bad2@"}
-    ids = queued(memo)
-    delivery_send_batch(delivery_ids=ids)
-    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+    sent_with_three_refused(make_memo(), ses)
 
     assert len(ses.calls) == 1 and len(ses.calls[0]) == 12  # one call took all twelve
-    failed = Delivery.objects.filter(status="failed").select_related("developer")
-    assert sorted(d.developer.external_id for d in failed) == ["ru-bad0", "ru-bad1", "ru-bad2"]
+    failed = assert_the_refused_failed_and_the_others_have_their_own_ids(by_recipient(ses), lambda e: e.message_id)
     for delivery in failed:
         assert "Email address is not verified" in delivery.status_reason
         assert delivery.developer.email in delivery.status_reason
-    emails = by_recipient(ses)
-    sent = Delivery.objects.filter(status="sent").select_related("developer")
-    assert len(emails) == 9 and {d.developer.email for d in sent} == set(emails)
-    assert all(d.provider_message_id == emails[d.developer.email].message_id for d in sent)
-    assert len({d.provider_message_id for d in sent}) == 9  # each its own
 
 
 def test_recipients_ses_refuses_for_now_in_a_call_it_took_are_sent_later_not_failed(
@@ -159,10 +111,8 @@ def test_recipients_ses_refuses_for_now_in_a_call_it_took_are_sent_later_not_fai
     """SES paces the account per entry (ACCOUNT_THROTTLED for some, HTTP 200): those wait
     and go on the next try; the others went at once; nobody fails or gets it twice."""
     memo = make_memo()
-    for i in range(4):
-        make_developer(f"ru-ok{i}", "RU")
-    for i in range(2):
-        make_developer(f"ru-busy{i}", "RU")
+    make_developers("ru-ok", 4)
+    make_developers("ru-busy", 2)
     ses.busy = {"ru-busy"}
     delivery_send_batch(delivery_ids=queued(memo))
 
@@ -181,8 +131,7 @@ def test_recipients_ses_refuses_for_now_in_a_call_it_took_are_sent_later_not_fai
 
 def test_a_call_ses_refuses_for_every_recipient_fails_each_with_its_reason(ses: SESProvider, later: list[Any]) -> None:
     memo = make_memo()
-    for i in range(3):
-        make_developer(f"ru-bad{i}", "RU")
+    make_developers("ru-bad", 3)
     ses.refuse = {"ru-bad"}
     delivery_send_batch(delivery_ids=queued(memo))
     assert len(ses.calls) == 1 and ses.accepted == [] and later == []
@@ -196,8 +145,7 @@ def post(client: Client, body: bytes, headers: dict[str, str]) -> int:
 
 def test_ses_delivery_and_bounce_notifications_move_the_right_deliveries(ses: SESProvider, client: Client) -> None:
     memo = make_memo()
-    for i in range(4):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 4)
     delivery_send_batch(delivery_ids=queued(memo))
     assert [post(client, *p) for p in ses_notifications(ses, WEBHOOK_SECRET, "Delivery")] == [200] * 4
     assert [post(client, *p) for p in ses_notifications(ses, WEBHOOK_SECRET, "Bounce", only="ru-2@")] == [200]
@@ -211,8 +159,7 @@ def test_a_notification_without_our_metadata_finds_its_delivery_by_its_own_messa
     ses: SESProvider, client: Client
 ) -> None:
     memo = make_memo()
-    for i in range(3):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 3)
     delivery_send_batch(delivery_ids=queued(memo))
     for email in ses.accepted:
         email.headers = [h for h in email.headers if h["name"] != "X-Metadata"]
@@ -245,8 +192,7 @@ def test_ses_saying_too_fast_makes_the_call_wait_and_then_everyone_is_sent_once(
     ses: SESProvider, later: list[tuple[list[int], float]], clock: Clock, answer: tuple[int, str, str]
 ) -> None:
     memo = make_memo()
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     ses.failures.append(answer)
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -267,8 +213,7 @@ def test_ses_pacing_the_account_in_every_entry_of_a_call_makes_the_call_wait_too
 ) -> None:
     """An HTTP 200 whose every entry says ACCOUNT_THROTTLED refuses no recipient."""
     memo = make_memo()
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     ses.entry_failures.append(("ACCOUNT_THROTTLED", "Maximum sending rate exceeded."))
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -291,8 +236,7 @@ def test_an_answer_ses_never_gave_leaves_the_call_outcome_unknown_and_nobody_is_
         "AMAZON_SES_CLIENT_PARAMS": {**ses.client_params(), "config": {"read_timeout": 0.3}},
     }
     memo = make_memo()
-    for i in range(3):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 3)
     ses.delay = 1.0
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -320,17 +264,8 @@ def test_workers_killed_mid_send_through_ses_lose_nobody_and_flag_whom_ses_may_h
         settings.ANYMAIL = {"AMAZON_SES_CLIENT_PARAMS": ses.client_params()}
         kills = send_while_killing_workers(memo, ses, tmp_path, monkeypatch, kills=6, backend=BACKEND)
 
-    per_recipient = collections.Counter(e.address for e in ses.accepted)
+    outcome = assert_nobody_lost_and_sent_means_once(memo, recipients, (e.address for e in ses.accepted))
     ids = {e.address: e.message_id for e in ses.accepted}
-    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
-    assert len(deliveries) == recipients
-    assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}  # nobody lost
-    for address, delivery in deliveries.items():
-        if delivery.status == "sent":
-            assert per_recipient[address] == 1 and delivery.provider_message_id == ids[address], address
-        else:
-            assert per_recipient[address] <= 2, address  # flagged; at most one extra copy
-    unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
-    assert kills.between_acceptance_and_commit and unknown  # a killed call's recipients, flagged
-    assert len(unknown) <= kills.made * send_batch_size()  # at most a send task's worth per kill
-    assert set(per_recipient) <= set(deliveries)
+    assert all(d.provider_message_id == ids[a] for a, d in outcome.deliveries.items() if d.status == "sent")
+    assert kills.between_acceptance_and_commit and outcome.unknown  # a killed call's recipients, flagged
+    assert len(outcome.unknown) <= kills.made * send_batch_size()  # at most a send task's worth per kill

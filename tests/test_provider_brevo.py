@@ -6,26 +6,28 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.test import Client
 
 from memo_service.backends.brevo import EmailBackend
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, make_developer, make_memo
 from tests.loopback_brevo import BREVO_KEY, BrevoProvider, TenCallsAThousand, brevo_events_post, brevo_server
+from tests.provider_cases import (
+    assert_everyone_got_it_exactly_once,
+    assert_full_render,
+    developers_in_bulk,
+    make_developers,
+    queued,
+    sent_with_send_memo,
+)
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
 pytestmark = pytest.mark.django_db
@@ -44,35 +46,19 @@ def brevo(settings: Any) -> Iterator[BrevoProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
-def queued(memo: Memo) -> list[int]:
-    approve(memo)
-    memo_send_start(memo=memo)
-    memo_dispatch(memo_id=memo.pk)
-    return list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
-
-
 def russians(n: int) -> None:
     """n developers in RU (English), each named with every character HTML escapes."""
-    Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"ru-{i:05d}",
-                email=f"ru-{i:05d}@example.com",
-                name=f"Dev {i} {AWKWARD}",
-                organization="Acme",
-                country="RU",
-            )
-            for i in range(n)
-        ]
-    )
+    developers_in_bulk(n, "ru", lambda i: f"Dev {i} {AWKWARD}")
+
+
+def tracking_post(client: Client) -> Callable[[bytes, str], int]:
+    """What brevo_events_post posts with: a body to anymail's Brevo tracking view, its
+    status code."""
+
+    def post(body: bytes, auth: str) -> int:
+        return client.post(TRACKING_URL, body, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
+
+    return post
 
 
 def assert_each_email_is_the_full_render(memo: Memo, provider: BrevoProvider) -> None:
@@ -81,13 +67,9 @@ def assert_each_email_is_the_full_render(memo: Memo, provider: BrevoProvider) ->
     by_to = {email.to: email for email in provider.delivered}
     renderer = MemoRenderer(memo)
     for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
-        developer = delivery.developer
-        got = by_to[developer.email]
-        assert got.name == developer.name
-        link = found(r"http://testserver/ack/[^/]+/", got.text)
-        assert answer_token_read(link.split("/")[-2]).developer == developer
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        got = by_to[delivery.developer.email]
+        assert got.name == delivery.developer.name
+        assert_full_render(renderer, delivery.developer, got.subject, got.html, got.text)
         assert got.headers["X-Mailin-custom"] == f'{{"delivery_id": "{delivery.pk}"}}'
         assert delivery.provider_message_id == got.message_id  # its own, not the call's
 
@@ -105,9 +87,7 @@ def test_a_memo_reaches_each_developer_once_in_calls_of_a_thousand_each_their_ow
 ):
     recipients = 2_500  # two and a half calls
     russians(recipients)
-    memo = approve(make_memo(text_body=text_body))
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("send_memo", memo.slug, stdout=io.StringIO())
+    memo = sent_with_send_memo(make_memo(text_body=text_body), django_capture_on_commit_callbacks)
 
     per_recipient = collections.Counter(email.to for email in brevo.delivered)
     assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
@@ -153,15 +133,12 @@ def test_addresses_brevo_refuses_fail_with_its_reason_and_everybody_else_gets_it
 
 def test_brevos_delivered_and_bounced_webhooks_move_the_right_deliveries(brevo, client: Client):
     memo = make_memo()
-    for i in range(4):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 4)
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
     assert len(brevo.calls) == 1
 
-    def post(body: bytes, auth: str) -> int:
-        return client.post(TRACKING_URL, body, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
-
+    post = tracking_post(client)
     assert brevo_events_post(brevo, post, WEBHOOK_SECRET, "delivered", to={"ru-0@example.com"}) == [200]
     assert brevo_events_post(brevo, post, WEBHOOK_SECRET, "hard_bounce", to={"ru-1@example.com"}) == [200]
     assert brevo_events_post(brevo, post, "hook:wrong", "delivered", to={"ru-2@example.com"}) == [400]
@@ -172,15 +149,12 @@ def test_brevos_delivered_and_bounced_webhooks_move_the_right_deliveries(brevo, 
 
 def test_a_webhook_without_our_metadata_finds_its_delivery_by_brevos_message_id(brevo, client: Client):
     memo = make_memo()
-    for i in range(3):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 3)
     delivery_send_batch(delivery_ids=queued(memo))
     for email in brevo.delivered:
         del email.headers["X-Mailin-custom"]  # as if the header had been lost on the way
 
-    def post(body: bytes, auth: str) -> int:
-        return client.post(TRACKING_URL, body, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
-
+    post = tracking_post(client)
     brevo_events_post(brevo, post, WEBHOOK_SECRET, "delivered", to={"ru-1@example.com"})
     statuses = dict(Delivery.objects.filter(memo=memo).values_list("developer__external_id", "status"))
     assert statuses == {"ru-0": "sent", "ru-1": "delivered", "ru-2": "sent"}
@@ -188,8 +162,7 @@ def test_a_webhook_without_our_metadata_finds_its_delivery_by_brevos_message_id(
 
 def test_brevos_429_makes_the_call_wait_its_reset_and_then_everyone_is_sent(brevo, later, clock: Clock):
     memo = make_memo()
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     brevo.throttle, brevo.reset = 1, 30
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -209,8 +182,7 @@ def test_a_lost_answer_is_sent_again_under_the_same_key_and_nobody_gets_it_twice
     """Brevo took the call but its answer never came (read timeout): the call is made
     again with the same idempotency key, and Brevo answers with the first call's ids."""
     memo = make_memo()
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     ids = queued(memo)
     settings.ANYMAIL = {**settings.ANYMAIL, "REQUESTS_TIMEOUT": 0.5}
     brevo.hold = 1
@@ -264,14 +236,11 @@ def test_workers_killed_mid_send_through_brevo_leave_everyone_with_exactly_one_e
         provider.backend = backend
         kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, kills=6)
 
-    per_recipient = collections.Counter(email.to for email in provider.delivered)
     print(
         f"{len(set(provider.repeated))} calls repeated under their key after {kills.made} kills "
         f"({kills.between_acceptance_and_commit} between acceptance and commit)"
     )
-    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
-    deliveries = Delivery.objects.filter(memo=memo).select_related("developer")
-    assert {d.status for d in deliveries} == {"sent"}
+    outcome = assert_everyone_got_it_exactly_once(memo, recipients, (email.to for email in provider.delivered))
     message_ids = {email.to: email.message_id for email in provider.delivered}
-    assert all(d.provider_message_id == message_ids[d.developer.email] for d in deliveries)
+    assert all(d.provider_message_id == message_ids[a] for a, d in outcome.deliveries.items())
     assert kills.between_acceptance_and_commit <= len(set(provider.repeated)) <= kills.made

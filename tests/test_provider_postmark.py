@@ -4,9 +4,6 @@ deliver and by each developer's delivery."""
 
 from __future__ import annotations
 
-import base64
-import collections
-import io
 import json
 import math
 from collections.abc import Iterator
@@ -14,29 +11,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, DeliveryEvent, Memo
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, dispatched, found, make_developer, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, dispatched, make_developer, make_memo
 from tests.loopback_postmark import BACKEND, PostmarkProvider, postmark_events, postmark_server, recipient
+from tests.loopback_provider import basic_auth
+from tests.provider_cases import (
+    SUBSTITUTABLE,
+    TESTS_A_VALUE,
+    assert_everyone_got_it_exactly_once,
+    assert_full_render,
+    assert_the_refused_failed_and_the_others_have_their_own_ids,
+    developers_named_trickily,
+    make_developers,
+    one_each,
+    queued,
+    sent_with_send_memo,
+    sent_with_three_refused,
+)
 
 pytestmark = pytest.mark.django_db
 
 BATCH = 500  # Postmark's /email/batch limit
-# A name with every character HTML escapes: escaped twice, it would show as "&amp;amp;".
-TRICKY = 'O\'Neil & <Sons> "{}"'
-SUBSTITUTABLE: dict[str, str] = {}
-TESTS_A_VALUE: dict[str, str] = {
-    "text_body": "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}"
-}
 
 
 @pytest.fixture
@@ -48,59 +49,24 @@ def postmark(settings: Any) -> Iterator[PostmarkProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
-def developers_named_trickily(n: int, country: str = "RU") -> None:
-    Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"pm-{i:05d}",
-                email=f"pm-{i:05d}@example.com",
-                name=TRICKY.format(i),
-                organization="Acme & Co",
-                country=country,
-            )
-            for i in range(n)
-        ]
-    )
-
-
-def queued(memo: Memo) -> list[int]:
-    return list(Delivery.objects.filter(memo=dispatched(memo)).order_by("id").values_list("id", flat=True))
-
-
 def by_recipient(postmark: PostmarkProvider) -> dict[str, dict[str, Any]]:
-    emails = {recipient(e): e for e in postmark.accepted}
-    assert len(emails) == len(postmark.accepted), "somebody got the memo twice"
-    return emails
+    return one_each(postmark.accepted, recipient)
 
 
 @pytest.mark.parametrize("template", [SUBSTITUTABLE, TESTS_A_VALUE], ids=["substitutable", "tests-a-value"])
 def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exactly_as_rendered(
     postmark, template, eager, django_capture_on_commit_callbacks
 ):
-    developers_named_trickily(1_250)
-    memo = approve(make_memo(**template))
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("send_memo", memo.slug, stdout=io.StringIO(), stderr=io.StringIO())
+    developers_named_trickily(1_250, "pm")
+    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(postmark.calls) == math.ceil(1_250 / BATCH) and max(map(len, postmark.calls)) == BATCH
     emails = by_recipient(postmark)
     assert len(emails) == 1_250
     renderer = MemoRenderer(memo)
     for delivery in Delivery.objects.filter(memo=memo).select_related("developer"):
-        developer = delivery.developer
-        got = emails[developer.email]
-        link = found(r"http://testserver/ack/[^/]+/", got["TextBody"])
-        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (got["Subject"], got["HtmlBody"], got["TextBody"]) == (expected.subject, expected.html, expected.text)
+        got = emails[delivery.developer.email]
+        assert_full_render(renderer, delivery.developer, got["Subject"], got["HtmlBody"], got["TextBody"])
         assert got["Metadata"] == {"delivery_id": str(delivery.pk)} and got["Tag"] == f"memo-{memo.pk}"
         assert (delivery.status, delivery.provider_message_id) == ("sent", got["MessageID"])
     some = emails["pm-00007@example.com"]
@@ -112,33 +78,19 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
 
 
 def test_recipients_postmark_refuses_fail_with_its_reason_and_the_others_are_sent_once_with_their_own_ids(postmark):
-    memo = make_memo()
-    for i in range(9):
-        make_developer(f"ru-ok{i}", "RU")
-    for i in range(3):
-        make_developer(f"ru-bad{i}", "RU")
-    postmark.refuse = {"ru-bad0@", "ru-bad1@", "ru-bad2@"}
-    ids = queued(memo)
-    delivery_send_batch(delivery_ids=ids)
-    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+    sent_with_three_refused(make_memo(), postmark)
 
     assert len(postmark.calls) == 1 and len(postmark.calls[0]) == 12  # one call took all twelve
-    failed = Delivery.objects.filter(status="failed").select_related("developer")
-    assert sorted(d.developer.external_id for d in failed) == ["ru-bad0", "ru-bad1", "ru-bad2"]
+    emails = by_recipient(postmark)
+    failed = assert_the_refused_failed_and_the_others_have_their_own_ids(emails, lambda e: e["MessageID"])
     for delivery in failed:
         assert "ErrorCode 406" in delivery.status_reason and "marked as inactive" in delivery.status_reason
         assert delivery.developer.email in delivery.status_reason
-    emails = by_recipient(postmark)
-    sent = Delivery.objects.filter(status="sent").select_related("developer")
-    assert len(emails) == 9 and {d.developer.email for d in sent} == set(emails)
-    assert all(d.provider_message_id == emails[d.developer.email]["MessageID"] for d in sent)
-    assert len({d.provider_message_id for d in sent}) == 9  # each its own
 
 
 def test_a_batch_postmark_refuses_whole_fails_each_recipient_with_its_own_reason(postmark, later):
     memo = make_memo()
-    for i in range(3):
-        make_developer(f"ru-bad{i}", "RU")
+    make_developers("ru-bad", 3)
     postmark.refuse = {"ru-bad"}
     delivery_send_batch(delivery_ids=queued(memo))
     failed = Delivery.objects.filter(memo=memo).select_related("developer")
@@ -165,17 +117,18 @@ def test_an_email_sent_alone_arrives_and_one_postmark_refuses_alone_fails_with_i
 
 
 def post_webhook(client: Client, event: dict[str, Any], secret: str = WEBHOOK_SECRET) -> int:
-    auth = "Basic " + base64.b64encode(secret.encode()).decode()
     response = client.post(
-        "/anymail/postmark/tracking/", json.dumps(event), content_type="application/json", HTTP_AUTHORIZATION=auth
+        "/anymail/postmark/tracking/",
+        json.dumps(event),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic_auth(secret),
     )
     return response.status_code
 
 
 def test_postmarks_delivery_and_bounce_webhooks_move_the_right_deliveries(postmark, client):
     memo = make_memo()
-    for i in range(4):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 4)
     delivery_send_batch(delivery_ids=queued(memo))
     delivered, bounced = "ru-1@example.com", "ru-2@example.com"
 
@@ -212,8 +165,7 @@ def test_an_event_without_our_metadata_finds_its_delivery_by_postmarks_message_i
 
 def test_postmarks_429_makes_the_call_wait_and_then_everyone_is_sent_once(postmark, later, clock: Clock):
     memo = make_memo()
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     postmark.throttle = 1
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -281,14 +233,12 @@ def test_workers_killed_mid_send_through_postmark_are_reconciled_and_everyone_ge
         settings.ANYMAIL = {**settings.ANYMAIL, **postmark.settings()}
         kills = send_while_killing_workers(memo, postmark, tmp_path, monkeypatch, kills=6, backend=BACKEND)
 
-    per_recipient = collections.Counter(recipient(e) for e in postmark.accepted)
-    ids = {recipient(e): e["MessageID"] for e in postmark.accepted}
-    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
     print(
         f"{kills.made} kills; {postmark.search_requests} Messages API requests; "
-        f"{sum(1 for d in deliveries.values() if d.attempts > 1)} deliveries sent again"
+        f"{Delivery.objects.filter(memo=memo, attempts__gt=1).count()} deliveries sent again"
     )
-    assert len(deliveries) == recipients and postmark.search_requests  # reconciliation asked Postmark
-    assert {d.status for d in deliveries.values()} == {"sent"}
-    assert set(per_recipient) == set(deliveries) and set(per_recipient.values()) == {1}
-    assert all(d.provider_message_id == ids[a] for a, d in deliveries.items())
+    outcome = assert_everyone_got_it_exactly_once(memo, recipients, map(recipient, postmark.accepted))
+    ids = {recipient(e): e["MessageID"] for e in postmark.accepted}
+    assert len(outcome.deliveries) == recipients and postmark.search_requests  # reconciliation asked Postmark
+    assert set(outcome.per_recipient) == set(outcome.deliveries)
+    assert all(d.provider_message_id == ids[a] for a, d in outcome.deliveries.items())

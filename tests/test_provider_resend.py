@@ -4,7 +4,6 @@ Resend backend), judged by what a loopback Resend (tests/loopback_resend.py) del
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import math
 import time
@@ -18,14 +17,13 @@ from django.db.models import Max
 from django.test import Client
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, DeliveryEvent, Memo
-from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_developer, make_memo, wait_for
+from tests.conftest import WEBHOOK_SECRET, Clock, make_developer, make_memo, wait_for
+from tests.loopback_provider import basic_auth
 from tests.loopback_resend import ResendBatchProvider, recipient, resend_batch_server, resend_webhook
+from tests.provider_cases import assert_everyone_got_it_exactly_once, assert_full_render, sent_in_send_tasks
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
 BACKEND = "memo_service.backends.resend.EmailBackend"
@@ -42,14 +40,6 @@ def resend(settings: Any) -> Iterator[ResendBatchProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Send tasks the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
 def audience_in_france(n: int, **memo: Any) -> Memo:
     for i in range(n):
         make_developer(f"fr-{i:03d}", "FR", name=f"{AWKWARD} {i}")
@@ -57,16 +47,8 @@ def audience_in_france(n: int, **memo: Any) -> Memo:
 
 
 def sent(memo: Memo) -> list[int]:
-    """The memo approved, started and dispatched, and its send tasks run as a worker
-    runs them (one per send_batch_size deliveries, as dispatch enqueues them)."""
-    approve(memo)
-    memo_send_start(memo=memo)
-    memo_dispatch(memo_id=memo.pk)
-    ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
-    size = send_batch_size()
-    for start in range(0, len(ids), size):
-        send_batch(ids[start : start + size])
-    return ids
+    """The memo dispatched, and its send tasks run as a worker runs them."""
+    return sent_in_send_tasks(memo, send_batch)
 
 
 def metadata(email: dict[str, Any]) -> dict[str, str]:
@@ -99,10 +81,7 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_per_developer_each_a_full
             developer.name,
             developer.email,
         )
-        link = found(r"http://testserver/ack/[^/]+/", email["text"])
-        assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (email["subject"], email["html"], email["text"]) == (expected.subject, expected.html, expected.text)
+        assert_full_render(renderer, developer, email["subject"], email["html"], email["text"])
         # Their own delivery id, for the tracking webhooks; their own id from Resend.
         assert metadata(email) == {"delivery_id": str(delivery.pk)}
         assert (delivery.status, delivery.provider_message_id) == ("sent", email["id"])
@@ -136,7 +115,6 @@ def test_resends_tracking_webhook_moves_the_delivery_it_is_about(resend: ResendB
     memo = audience_in_france(3)
     sent(memo)
     by_address = {recipient(email): email for email in resend.emails}
-    auth = "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()
 
     def post(email: dict[str, Any], event: str, forged: bool = False) -> int:
         body, headers = resend_webhook(email, event)
@@ -146,7 +124,7 @@ def test_resends_tracking_webhook_moves_the_delivery_it_is_about(resend: ResendB
             "/anymail/resend/tracking/",
             body,
             content_type="application/json",
-            headers={"Authorization": auth, **headers},
+            headers={"Authorization": basic_auth(WEBHOOK_SECRET), **headers},
         )
         return response.status_code
 
@@ -284,13 +262,11 @@ def test_workers_killed_mid_send_through_resend_send_everyone_exactly_once(
     settings.EMAIL_BACKEND = BACKEND  # send_memo sizes the tasks for it; the sweeper knows it deduplicates
     with resend_batch_server() as server:
         kills = send_while_killing_workers(memo, server, tmp_path, monkeypatch, kills=6)
-    per_recipient = collections.Counter(recipient(email) for email in server.emails)
     again = set(server.repeated + server.conflicts)
     print(
         f"{len(again)} calls sent again under their key ({len(server.conflicts)} with links signed anew); "
         f"{len(server.calls)} calls taken"
     )
-    assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
-    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"sent"}
+    assert_everyone_got_it_exactly_once(memo, recipients, map(recipient, server.emails))
     assert kills.between_acceptance_and_commit <= len(again) <= kills.made
     assert all(len(call) <= 100 for call in server.calls)

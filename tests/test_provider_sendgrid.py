@@ -4,24 +4,18 @@ deliver and by each developer's delivery."""
 
 from __future__ import annotations
 
-import collections
-import io
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, dispatched, found, make_developer, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, make_developer, make_memo
 from tests.loopback_sendgrid import (
     API_KEY,
     BACKEND,
@@ -32,6 +26,20 @@ from tests.loopback_sendgrid import (
     sendgrid_events_post,
     sendgrid_server,
 )
+from tests.provider_cases import (
+    SUBSTITUTABLE,
+    TESTS_A_VALUE,
+    TRICKY,
+    assert_full_render,
+    assert_nobody_lost_and_sent_means_once,
+    assert_the_refused_failed_and_the_others_have_their_own_ids,
+    developers_named_trickily,
+    make_developers,
+    one_each,
+    queued,
+    sent_with_send_memo,
+    sent_with_three_refused,
+)
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
 pytestmark = [
@@ -41,12 +49,6 @@ pytestmark = [
 ]
 
 BATCH = 1000  # SendGrid's personalizations in one call
-# A name with every character HTML escapes: escaped twice, it would show as "&amp;amp;".
-TRICKY = 'O\'Neil & <Sons> "{}"'
-SUBSTITUTABLE: dict[str, str] = {}
-TESTS_A_VALUE = {
-    "text_body": "{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}, {{ developer.name }}"
-}
 
 
 @pytest.fixture
@@ -62,37 +64,8 @@ def sendgrid(settings: Any) -> Iterator[SendGridProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
-def developers_named_trickily(n: int, country: str = "RU") -> None:
-    Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"sg-{i:05d}",
-                email=f"sg-{i:05d}@example.com",
-                name=TRICKY.format(i),
-                organization="Acme & Co",
-                country=country,
-            )
-            for i in range(n)
-        ]
-    )
-
-
-def queued(memo: Memo) -> list[int]:
-    return list(Delivery.objects.filter(memo=dispatched(memo)).order_by("id").values_list("id", flat=True))
-
-
 def by_recipient(sendgrid: SendGridProvider) -> dict[str, Delivered]:
-    emails = {e.to: e for e in sendgrid.delivered}
-    assert len(emails) == len(sendgrid.delivered), "somebody got the memo twice"
-    return emails
+    return one_each(sendgrid.delivered, lambda e: e.to)
 
 
 def assert_each_got_their_full_render(memo: Memo, emails: dict[str, Delivered]) -> None:
@@ -101,14 +74,9 @@ def assert_each_got_their_full_render(memo: Memo, emails: dict[str, Delivered]) 
     renderer = MemoRenderer(memo)
     links: set[str] = set()
     for n, delivery in enumerate(Delivery.objects.filter(memo=memo).select_related("developer").order_by("id")):
-        developer = delivery.developer
-        got = emails[developer.email]
-        link = found(r"http://testserver/ack/[^/]+/", got.text)
-        links.add(link)
-        if n % 50 == 0:  # reading a link costs a few queries: every 50th is read, all are distinct
-            assert answer_token_read(link.split("/")[-2]).developer == developer  # their own link
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        got = emails[delivery.developer.email]
+        # Reading a link costs a few queries: every 50th is read, all are distinct.
+        links.add(assert_full_render(renderer, delivery.developer, got.subject, got.html, got.text, n % 50 == 0))
         assert got.custom_args["delivery_id"] == str(delivery.pk) and got.categories == [f"memo-{memo.pk}"]
         assert (delivery.status, delivery.provider_message_id) == ("sent", got.custom_args["anymail_id"])
     assert len(links) == len(emails)
@@ -118,10 +86,8 @@ def assert_each_got_their_full_render(memo: Memo, emails: dict[str, Delivered]) 
 def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exactly_as_rendered(
     sendgrid, template, eager, django_capture_on_commit_callbacks
 ):
-    developers_named_trickily(2_500)
-    memo = approve(make_memo(**template))
-    with django_capture_on_commit_callbacks(execute=True):
-        call_command("send_memo", memo.slug, stdout=io.StringIO(), stderr=io.StringIO())
+    developers_named_trickily(2_500, "sg")
+    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(sendgrid.calls) == math.ceil(2_500 / BATCH) and max(map(len, sendgrid.calls)) == BATCH
     emails = by_recipient(sendgrid)
@@ -159,8 +125,7 @@ def test_a_name_that_looks_like_a_merge_field_reaches_its_developer_as_written(s
     """SendGrid substitutes inside substituted values too: the one whose value carries
     our merge field's mark goes alone, without substitutions; the others still batch."""
     memo = make_memo(countries=("RU",))
-    for i in range(7):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 7)
     make_developer("ru-odd", "RU", name="[[memo:html]] [[memo:v0]]")
     delivery_send_batch(delivery_ids=queued(memo))
     emails = by_recipient(sendgrid)
@@ -186,24 +151,12 @@ def test_recipients_sendgrid_refuses_fail_with_its_reason_and_the_others_are_sen
 ):
     """SendGrid refuses a whole call for one address: halved until each refusal is its
     recipient's alone, the rest sent once, each with its own message id."""
-    memo = make_memo(countries=("RU",))
-    for i in range(9):
-        make_developer(f"ru-ok{i}", "RU")
-    for i in range(3):
-        make_developer(f"ru-bad{i}", "RU")
-    sendgrid.refuse = {"ru-bad0@", "ru-bad1@", "ru-bad2@"}
-    ids = queued(memo)
-    delivery_send_batch(delivery_ids=ids)
-    delivery_send_batch(delivery_ids=ids)  # a rerun changes nothing
+    sent_with_three_refused(make_memo(countries=("RU",)), sendgrid)
 
-    failed = Delivery.objects.filter(status="failed").select_related("developer")
-    assert sorted(d.developer.external_id for d in failed) == ["ru-bad0", "ru-bad1", "ru-bad2"]
-    assert all("Does not contain a valid address" in d.status_reason and "400" in d.status_reason for d in failed)
     emails = by_recipient(sendgrid)
-    sent = Delivery.objects.filter(status="sent").select_related("developer")
-    assert len(emails) == 9 and {d.developer.email for d in sent} == set(emails)
-    assert all(d.provider_message_id == emails[d.developer.email].custom_args["anymail_id"] for d in sent)
-    assert len({d.provider_message_id for d in sent}) == 9 and later == []
+    failed = assert_the_refused_failed_and_the_others_have_their_own_ids(emails, lambda e: e.custom_args["anymail_id"])
+    assert all("Does not contain a valid address" in d.status_reason and "400" in d.status_reason for d in failed)
+    assert later == []
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -211,8 +164,7 @@ def test_sendgrids_tracking_events_move_each_developers_own_delivery(live_server
     """SendGrid's Event Webhook, through anymail's own tracking view: each event finds its
     delivery by our id in custom_args, or else by anymail's message id for the recipient."""
     memo = make_memo(countries=("RU",))
-    for i in range(4):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 4)
     delivery_send_batch(delivery_ids=queued(memo))
     assert len(sendgrid.calls) == 1
     url = live_server.url + "/anymail/sendgrid/tracking/"
@@ -236,8 +188,7 @@ def test_sendgrids_tracking_events_move_each_developers_own_delivery(live_server
 
 def test_sendgrids_throttling_answer_is_waited_out_and_then_everyone_is_sent_once(sendgrid, later, clock: Clock):
     memo = make_memo(countries=("RU",))
-    for i in range(5):
-        make_developer(f"ru-{i}", "RU")
+    make_developers("ru-", 5)
     sendgrid.throttle, sendgrid.reset_in = 1, 30
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -269,20 +220,13 @@ def test_workers_killed_mid_send_through_sendgrid_lose_nobody_and_flag_every_pos
         settings.EMAIL_BACKEND = provider.backend  # send_memo and the sweeper size and judge as the workers
         kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, kills=6)
 
-    per_recipient = collections.Counter(e.to for e in provider.delivered)
-    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
-    assert len(deliveries) == recipients and set(per_recipient) <= set(deliveries)
-    assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}
-    unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
-    for address, delivery in deliveries.items():
-        if delivery.status == "sent":
-            assert per_recipient[address] == 1, address  # sent means: exactly once
-        else:
-            assert per_recipient[address] <= 2, address  # flagged; at most one extra copy
-    duplicates = [a for a, n in per_recipient.items() if n > 1]
-    print(f"{len(unknown)} flagged, {len(duplicates)} duplicates, {len(provider.calls)} calls, {kills.made} kills")
-    assert all(deliveries[a].status == "outcome_unknown" for a in duplicates)
+    outcome = assert_nobody_lost_and_sent_means_once(memo, recipients, (e.to for e in provider.delivered))
+    print(
+        f"{len(outcome.unknown)} flagged, {len(outcome.duplicates)} duplicates, {len(provider.calls)} calls, "
+        f"{kills.made} kills"
+    )
+    assert all(outcome.deliveries[a].status == "outcome_unknown" for a in outcome.duplicates)
     # A call's deliveries are claimed with it: a kill leaves at most one call's unknown.
-    assert len(unknown) <= kills.made * FiftyAtATime.merge_batch_size
+    assert len(outcome.unknown) <= kills.made * FiftyAtATime.merge_batch_size
     # The kill that landed between SendGrid's acceptance and our commit left its call flagged.
-    assert any(per_recipient[a] for a in unknown)
+    assert any(outcome.per_recipient[a] for a in outcome.unknown)

@@ -5,7 +5,6 @@ documents it, so each email it would deliver is compared with a full render."""
 
 from __future__ import annotations
 
-import base64
 import collections
 import json
 import math
@@ -17,14 +16,11 @@ from django.utils import timezone
 
 from memo_service.backends.sparkpost import EmailBackend
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_token_read
-from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, Memo
-from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start, send_batch_size
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import WEBHOOK_SECRET, Clock, approve, found, make_memo
+from tests.conftest import WEBHOOK_SECRET, Clock, make_memo
+from tests.loopback_provider import basic_auth
 from tests.loopback_sparkpost import (
     BACKEND,
     Delivered,
@@ -32,6 +28,13 @@ from tests.loopback_sparkpost import (
     SparkPostProvider,
     sparkpost_events,
     sparkpost_server,
+)
+from tests.provider_cases import (
+    assert_full_render,
+    assert_nobody_lost_and_sent_means_once,
+    developers_in_bulk,
+    requests_of,
+    sent_in_send_tasks,
 )
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
@@ -50,42 +53,15 @@ def sparkpost(settings: Any) -> Iterator[SparkPostProvider]:
         yield provider
 
 
-@pytest.fixture
-def later(monkeypatch: Any) -> list[tuple[list[int], float]]:
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls: list[tuple[list[int], float]] = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
-
-
 def developers_named(n: int, prefix: str = "dev") -> list[Developer]:
     """n developers in RU (English), each with one of NAMES and a number."""
-    return Developer.objects.bulk_create(
-        [
-            Developer(
-                external_id=f"{prefix}-{i:05d}",
-                email=f"{prefix}-{i:05d}@example.com",
-                name=f"{NAMES[i % len(NAMES)]} {i}",
-                organization="Acme",
-                country="RU",
-                language="en",
-            )
-            for i in range(n)
-        ]
-    )
+    return developers_in_bulk(n, prefix, lambda i: f"{NAMES[i % len(NAMES)]} {i}", language="en")
 
 
 def sent(memo: Memo) -> list[int]:
-    """The memo approved, dispatched and sent as the workers send it: one send task
+    """The memo dispatched and sent as the workers send it: one send task
     (delivery_send_batch) per send_batch_size() deliveries."""
-    approve(memo)
-    memo_send_start(memo=memo)
-    memo_dispatch(memo_id=memo.pk)
-    ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
-    size = send_batch_size()
-    for start in range(0, len(ids), size):
-        delivery_send_batch(delivery_ids=ids[start : start + size])
-    return ids
+    return sent_in_send_tasks(memo, lambda ids: delivery_send_batch(delivery_ids=ids))
 
 
 def statuses(memo: Memo) -> dict[str, int]:
@@ -102,12 +78,8 @@ def assert_each_got_their_full_render(memo: Memo, sparkpost: SparkPostProvider) 
     deliveries = Delivery.objects.filter(memo=memo).select_related("developer")
     assert sorted(by_address) == sorted(d.developer.email for d in deliveries)
     for delivery in deliveries:
-        developer = delivery.developer
-        [got] = by_address[developer.email]
-        link = found(r"http://testserver/ack/[^/]+/", got.text)
-        assert answer_token_read(link.split("/")[-2]).developer == developer
-        _, expected = renderer._render_full(developer_context(developer), link)
-        assert (got.subject, got.html, got.text) == (expected.subject, expected.html, expected.text)
+        [got] = by_address[delivery.developer.email]
+        assert_full_render(renderer, delivery.developer, got.subject, got.html, got.text)
         assert got.metadata == {"delivery_id": str(delivery.pk)}
         assert delivery.status == "sent" and delivery.provider_message_id == got.transmission_id
 
@@ -207,33 +179,31 @@ def test_a_transmission_is_what_anymail_itself_makes_of_the_addresses_as_text(na
     """Ours takes anymail's EmailAddress objects as they are (no second parse): the
     request must be the one anymail's own backend makes from the addresses as text."""
     from anymail.backends import sparkpost as anymails
-    from anymail.message import AnymailMessage
 
     from memo_service.memos.send.addresses import recipient_address
 
     addresses = [recipient_address(name, email), recipient_address("Other", "other@example.com")]
-    requests = []
-    for backend, to in [
-        (EmailBackend(api_key="k"), addresses),
-        (anymails.EmailBackend(api_key="k"), list(map(str, addresses))),
-    ]:
-        message = AnymailMessage(
-            subject="{{{v0}}}",
-            body="{{{v1}}}",
-            to=to,
-            from_email="Notices <n@example.com>",
-            merge_data={a.addr_spec: {"v0": f"Hi {a.display_name}", "v1": "x"} for a in addresses},
-            merge_metadata={a.addr_spec: {"delivery_id": str(i)} for i, a in enumerate(addresses)},
-        )
-        requests.append(backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/"))
-    assert requests[0] == requests[1]
+    ours, anymails_own = requests_of(
+        EmailBackend(api_key="k"),
+        anymails.EmailBackend(api_key="k"),
+        addresses,
+        "https://x/",
+        lambda a: {"v0": f"Hi {a.display_name}", "v1": "x"},
+        subject="{{{v0}}}",
+        body="{{{v1}}}",
+    )
+    assert ours == anymails_own
 
 
 def post_events(client: Any, delivered: list[Delivered], event: str, **fields: Any) -> Any:
     """SparkPost's webhook, through anymail's own tracking view for SparkPost."""
-    auth = "Basic " + base64.b64encode(WEBHOOK_SECRET.encode()).decode()
     body = json.dumps(sparkpost_events(delivered, event, **fields))
-    return client.post("/anymail/sparkpost/tracking/", body, content_type="application/json", HTTP_AUTHORIZATION=auth)
+    return client.post(
+        "/anymail/sparkpost/tracking/",
+        body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=basic_auth(WEBHOOK_SECRET),
+    )
 
 
 def test_sparkpost_tracking_events_move_the_delivery_they_name(sparkpost, client):
@@ -298,19 +268,8 @@ def test_workers_killed_mid_send_through_sparkpost_lose_nobody_and_flag_every_po
         settings.ANYMAIL = {**settings.ANYMAIL, **provider.settings()}
         provider.backend = small
         kills = send_while_killing_workers(memo, provider, tmp_path, monkeypatch, kills=6)
-    per_recipient = collections.Counter(e.address for e in provider.accepted)
-    deliveries = {d.developer.email: d for d in Delivery.objects.filter(memo=memo).select_related("developer")}
-    assert len(deliveries) == recipients
-    assert {d.status for d in deliveries.values()} <= {"sent", "outcome_unknown"}
-    for address, delivery in deliveries.items():
-        if delivery.status == "sent":
-            assert per_recipient[address] == 1, address  # sent means: exactly once
-        else:
-            assert per_recipient[address] <= 2, address  # flagged; at most one extra copy
-    unknown = [a for a, d in deliveries.items() if d.status == "outcome_unknown"]
-    duplicates = [a for a, n in per_recipient.items() if n > 1]
-    print(f"{kills.made} kills; {len(unknown)} deliveries flagged; {len(duplicates)} duplicates")
-    assert unknown, "a kill between SparkPost's acceptance and our commit leaves its call unknown"
-    assert all(deliveries[a].status == "outcome_unknown" for a in duplicates)
-    assert len(unknown) <= kills.made * SmallBatches.merge_batch_size
-    assert set(per_recipient) <= set(deliveries)
+    outcome = assert_nobody_lost_and_sent_means_once(memo, recipients, (e.address for e in provider.accepted))
+    print(f"{kills.made} kills; {len(outcome.unknown)} deliveries flagged; {len(outcome.duplicates)} duplicates")
+    assert outcome.unknown, "a kill between SparkPost's acceptance and our commit leaves its call unknown"
+    assert all(outcome.deliveries[a].status == "outcome_unknown" for a in outcome.duplicates)
+    assert len(outcome.unknown) <= kills.made * SmallBatches.merge_batch_size

@@ -14,19 +14,11 @@ from memo_service.memos.answer.tokens import answer_token_read
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.rendering import MemoRenderer
 from memo_service.memos.models import Delivery, EvidenceRecord, Memo
-from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
-from memo_service.memos.tasks import send_batch
-from tests.conftest import approve, dispatched, found, make_developer, make_memo, tracking_event
+from tests.conftest import dispatched, found, make_developer, make_memo, tracking_event
+from tests.provider_cases import make_developers, queued, requests_of
 
 pytestmark = pytest.mark.django_db
-
-
-def queued(memo):
-    approve(memo)
-    memo_send_start(memo=memo)
-    memo_dispatch(memo_id=memo.pk)
-    return list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
 
 
 def test_each_developer_gets_one_email_in_their_language_with_their_link(memo, mailgun):
@@ -52,14 +44,6 @@ def test_a_batch_run_twice_sends_nobody_twice(memo, mailgun):
     delivery_send_batch(delivery_ids=ids)
     delivery_send_batch(delivery_ids=ids)
     assert len(mailgun.accepted) == 2
-
-
-@pytest.fixture
-def later(monkeypatch):
-    """Batches the sender put off for later: (ids, countdown)."""
-    calls = []
-    monkeypatch.setattr(send_batch, "apply_async", lambda args, countdown=0, **kw: calls.append((args[0], countdown)))
-    return calls
 
 
 def test_a_permanent_provider_error_fails_the_delivery_with_its_reason(memo, mailgun, later):
@@ -245,10 +229,8 @@ def test_refused_recipients_fail_with_the_reason_and_the_others_are_sent_once(
     """Batched, Mailgun refuses the whole call for one address: the call is halved until
     each refusal is down to its own recipient."""
     settings.EMAIL_BACKEND = backend
-    for i in range(5):
-        make_developer(f"cn-ok{i}", "CN")
-    for i in range(3):
-        make_developer(f"cn-bad{i}", "CN")
+    make_developers("cn-ok", 5, "CN")
+    make_developers("cn-bad", 3, "CN")
     mailgun.refuse = {"cn-bad0@", "cn-bad1@", "cn-bad2@"}
     ids = queued(memo)
     delivery_send_batch(delivery_ids=ids)
@@ -312,8 +294,7 @@ def test_a_batching_backend_sends_a_task_in_one_call_per_language_with_each_reci
 def test_the_send_rate_counts_a_batch_calls_recipients_not_its_calls(memo, developers, mailgun, settings):
     """SEND_RATE_LIMIT is emails a second, as providers count theirs: after a call to nine
     recipients at five a second, the next call waits 1.8 seconds."""
-    for i in range(8):
-        make_developer(f"ru-r{i}", "RU")
+    make_developers("ru-r", 8)
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     settings.SEND_RATE_LIMIT = 5
     deliveries = Delivery.objects.filter(memo=dispatched(memo))
@@ -327,8 +308,7 @@ def test_the_send_rate_counts_a_batch_calls_recipients_not_its_calls(memo, devel
 
 
 def test_a_batch_call_carries_a_substitutable_memo_once_and_only_values_per_recipient(memo, mailgun, settings):
-    for i in range(50):
-        make_developer(f"ru-b{i}", "RU")
+    make_developers("ru-b", 50)
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     delivery_send_batch(delivery_ids=queued(memo))
     english = [m for m in mailgun.accepted if "ru-b" in m.first("to")]
@@ -339,8 +319,7 @@ def test_a_batch_call_carries_a_substitutable_memo_once_and_only_values_per_reci
 
 def test_a_memo_that_tests_a_value_goes_in_a_batch_call_with_each_recipients_whole_email(developers, mailgun, settings):
     memo = make_memo(text_body="{% if developer.country == 'CN' %}China{% else %}Not China{% endif %}")
-    for i in range(5):
-        make_developer(f"ru-b{i}", "RU")
+    make_developers("ru-b", 5)
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     delivery_send_batch(delivery_ids=queued(memo))
     by_to = {m.first("to"): m.first("text") for m in mailgun.accepted}
@@ -364,8 +343,7 @@ def test_a_worker_killed_while_it_renders_a_batch_leaves_every_row_queued_for_th
 ):
     """Rows are claimed with their call, not before: a batch interrupted before its call
     has nothing whose outcome is unknown, and the redelivered task sends it all."""
-    for i in range(6):
-        make_developer(f"cn-k{i}", "CN")
+    make_developers("cn-k", 6, "CN")
     settings.EMAIL_BACKEND = "memo_service.backends.mailgun.EmailBackend"
     ids = queued(memo)
     render, calls = MemoRenderer.render, []
@@ -460,30 +438,22 @@ def test_the_batching_backend_hands_mailgun_what_anymail_would_for_any_name_and_
     takes them and the merge values as they are: the request must be the one anymail
     itself makes from the addresses as text."""
     from anymail.backends import mailgun
-    from anymail.message import AnymailMessage
 
     from memo_service.backends.mailgun import EmailBackend
     from memo_service.memos.send.addresses import recipient_address
 
     addresses = [recipient_address(name, email) for name, email in recipients]
     assert [a.addr_spec for a in addresses] == [EmailAddress(addr_spec=email).addr_spec for _, email in recipients]
-    requests = []
-    for backend, to in [
-        (EmailBackend(api_key="k"), addresses),
-        (mailgun.EmailBackend(api_key="k"), list(map(str, addresses))),
-    ]:
-        message = AnymailMessage(
-            subject="%recipient.subject%",
-            body="%recipient.text%",
-            to=to,
-            from_email="Notices <n@example.com>",
-            merge_data={a.addr_spec: {"subject": f"Hi {a.display_name}", "text": "x"} for a in addresses},
-            merge_metadata={a.addr_spec: {"delivery_id": str(i)} for i, a in enumerate(addresses)},
-        )
-        requests.append(
-            backend.build_message_payload(message, backend.send_defaults).get_request_params("https://x/v3/")
-        )
-    assert requests[0] == requests[1]
+    ours, anymails_own = requests_of(
+        EmailBackend(api_key="k"),
+        mailgun.EmailBackend(api_key="k"),
+        addresses,
+        "https://x/v3/",
+        lambda a: {"subject": f"Hi {a.display_name}", "text": "x"},
+        subject="%recipient.subject%",
+        body="%recipient.text%",
+    )
+    assert ours == anymails_own
 
 
 def address_parts(address):
