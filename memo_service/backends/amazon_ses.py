@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from requests.structures import CaseInsensitiveDict
 
-from memo_service.backends.base import Capabilities, MergeField, MergeFields, TransientRefusal
+from memo_service.backends.base import Capabilities, MergeField, MergeFields, TakesOurValues, TransientRefusal
 
 # SES's ways of saying "too fast": v2's HTTP 429, and the older Throttling answer whose
 # message says which limit ("Maximum sending rate exceeded.").
@@ -58,7 +58,7 @@ class BulkRefused(AnymailAPIError):
         self.ses_status = status
 
 
-class BulkEmailPayload(amazon_ses.AmazonSESV2SendBulkEmailPayload):
+class BulkEmailPayload(TakesOurValues, amazon_ses.AmazonSESV2SendBulkEmailPayload):
     """SendBulkEmail with the message's subject and bodies as an inline template."""
 
     def init_payload(self) -> None:

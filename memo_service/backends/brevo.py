@@ -29,7 +29,7 @@ from typing import Any
 
 from anymail.backends import brevo
 
-from memo_service.backends.base import Capabilities
+from memo_service.backends.base import Capabilities, TakesOurValues
 
 # Our own namespace for the calls' keys (Brevo takes a UUID): a version-5 UUID of the
 # call's sorted delivery ids is the same for the same deliveries, on any worker.
@@ -50,7 +50,7 @@ def call_key(delivery_ids: list[str]) -> str:
     return str(uuid.uuid5(CALL_KEYS, ",".join(sorted(delivery_ids, key=lambda i: (len(i), i)))))
 
 
-class BrevoPayload(brevo.BrevoPayload):
+class BrevoPayload(TakesOurValues, brevo.BrevoPayload):
     def serialize_data(self) -> str:
         """anymail's request, with each version's own subject and bodies instead of
         params, and the call's idempotency key."""

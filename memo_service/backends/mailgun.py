@@ -27,10 +27,16 @@ from typing import Any
 
 import requests
 from anymail.backends import mailgun
-from anymail.utils import EmailAddress, force_non_lazy_dict, parse_address_list
 from django.conf import settings
 
-from memo_service.backends.base import Acceptance, Capabilities, MergeField, MergeFields, ReportsAcceptance
+from memo_service.backends.base import (
+    Acceptance,
+    Capabilities,
+    MergeField,
+    MergeFields,
+    ReportsAcceptance,
+    TakesOurValues,
+)
 
 # The most events one page holds: Mailgun's events API gives up to 300, its Logs API 100.
 EVENTS_PAGE_LIMIT = 300
@@ -40,28 +46,8 @@ LOGS_PAGE_LIMIT = 100
 LOGS_API_ABSENT = frozenset({403, 404})
 
 
-def _addresses(value: Any) -> list[EmailAddress]:
-    """The `to` list (the only field it converts)."""
-    if all(isinstance(item, EmailAddress) for item in value):
-        return list(value)
-    return parse_address_list(value, field="to")
-
-
-def _plain_dicts(value: dict[str, Any]) -> dict[str, Any]:
-    if all(type(values) is dict and all(type(v) is str for v in values.values()) for values in value.values()):
-        return value
-    return force_non_lazy_dict(value)
-
-
-def _converted(attrs: tuple, replacements: dict[str, Any]) -> tuple:
-    return tuple((attr, combiner, replacements.get(attr, converter)) for attr, combiner, converter in attrs)
-
-
-class MailgunPayload(mailgun.MailgunPayload):
-    base_message_attrs = _converted(mailgun.MailgunPayload.base_message_attrs, {"to": _addresses})
-    anymail_message_attrs = _converted(
-        mailgun.MailgunPayload.anymail_message_attrs, {"merge_data": _plain_dicts, "merge_metadata": _plain_dicts}
-    )
+class MailgunPayload(TakesOurValues, mailgun.MailgunPayload):
+    pass
 
 
 class EmailBackend(Capabilities, mailgun.EmailBackend, ReportsAcceptance):

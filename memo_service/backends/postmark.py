@@ -27,7 +27,7 @@ import requests
 from anymail.backends import postmark
 from anymail.message import AnymailRecipientStatus
 
-from memo_service.backends.base import Acceptance, Capabilities, ReportsAcceptance
+from memo_service.backends.base import Acceptance, Capabilities, ReportsAcceptance, TakesOurValues
 
 # Postmark's limit on messages in one /email/batch call.
 BATCH_LIMIT = 500
@@ -45,7 +45,7 @@ EASTERN_SUMMER = dt.timezone(dt.timedelta(hours=-4))
 ANYMAIL_STATUS_FOR = {300: "invalid", 406: "rejected"}
 
 
-class PostmarkPayload(postmark.PostmarkPayload):
+class PostmarkPayload(TakesOurValues, postmark.PostmarkPayload):
     """Each batch message filled from its recipient's merge data ("subject", "html",
     "text"), kept apart from anymail's merge_data, which Postmark reads as a template
     model (and anymail refuses without a template)."""

@@ -30,7 +30,7 @@ from anymail.backends import resend
 from anymail.exceptions import AnymailRequestsAPIError
 from anymail.message import AnymailRecipientStatus
 
-from memo_service.backends.base import Capabilities
+from memo_service.backends.base import Capabilities, TakesOurValues
 
 # Resend's names for its 409 answers (its API's error reference).
 KEY_REUSED = "invalid_idempotent_request"  # the key's first request differs from this one
@@ -45,7 +45,7 @@ def _error_name(response: Any) -> str:
         return ""
 
 
-class ResendPayload(resend.ResendPayload):
+class ResendPayload(TakesOurValues, resend.ResendPayload):
     def __init__(self, message: Any, defaults: Any, backend: Any, *args: Any, **kwargs: Any) -> None:
         self.merge_data: dict[str, dict[str, str]] = {}
         super().__init__(message, defaults, backend, *args, **kwargs)

@@ -38,7 +38,7 @@ from anymail.backends import sendgrid
 from anymail.exceptions import AnymailError
 from anymail.utils import EmailAddress
 
-from memo_service.backends.base import Capabilities, MergeField, MergeFields
+from memo_service.backends.base import Capabilities, MergeField, MergeFields, TakesOurValues
 
 # SendGrid's cap on one personalization's substitutions (keys and values), in bytes.
 SUBSTITUTIONS_LIMIT = 10_000
@@ -53,7 +53,7 @@ class NotBatchable(AnymailError):
     recipients can, alone (a message of one recipient carries no merge data)."""
 
 
-class SendGridPayload(sendgrid.SendGridPayload):
+class SendGridPayload(TakesOurValues, sendgrid.SendGridPayload):
     def email_object(self, email: EmailAddress) -> Any:
         """SendGrid refuses a recipient whose name has a comma or a semicolon ("Smith,
         John"): the name goes without them rather than the memo not at all."""

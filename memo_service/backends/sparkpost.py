@@ -34,9 +34,8 @@ from typing import Any
 
 from anymail.backends import sparkpost
 from anymail.exceptions import AnymailRequestsAPIError
-from anymail.utils import EmailAddress, parse_address_list
 
-from memo_service.backends.base import Capabilities, MergeField, MergeFields
+from memo_service.backends.base import Capabilities, MergeField, MergeFields, TakesOurValues
 
 # The global substitution value that stands for a "{" of the memo's own text where
 # SparkPost would read it as the start of an expression.
@@ -71,21 +70,7 @@ def _literal(text: str, before_field: bool) -> str:
     return text
 
 
-def _addresses(value: Any) -> list[EmailAddress]:
-    """The `to` list: anymail's own EmailAddress objects (send/addresses.py makes them
-    as its parser would) taken as they are; parsing 2,000 again was most of the time
-    spent building a call."""
-    if all(isinstance(item, EmailAddress) for item in value):
-        return list(value)
-    return parse_address_list(value, field="to")
-
-
-class SparkPostPayload(sparkpost.SparkPostPayload):
-    base_message_attrs = tuple(
-        (attr, combiner, _addresses if attr == "to" else converter)
-        for attr, combiner, converter in sparkpost.SparkPostPayload.base_message_attrs
-    )
-
+class SparkPostPayload(TakesOurValues, sparkpost.SparkPostPayload):
     def serialize_data(self) -> str:
         content = self.data["content"]
         literal = False
