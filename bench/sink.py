@@ -52,6 +52,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import send  # noqa: E402
+from tests.loopback_provider import API_KEY  # noqa: E402
 
 N = int(os.environ.get("N", "1000000"))
 FLOOR_PROCESSES = int(os.environ.get("BENCH_FLOOR_PROCESSES", "2"))
@@ -206,7 +207,7 @@ def floor_share(url: str, memo_id: int, share: int, shares: int, done: Any) -> N
     skeleton_text = text_t.render(developer=names, memo=memo) + "\n%recipient.v2%"
     target = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(target.hostname, target.port)
-    auth = "Basic " + __import__("base64").b64encode(f"api:{send.API_KEY}".encode()).decode()
+    auth = "Basic " + __import__("base64").b64encode(f"api:{API_KEY}".encode()).decode()
     key = b"floor-secret"
     calls = sent = 0
     with psycopg.connect(send.db_url(send.DB), autocommit=True) as db:
@@ -269,7 +270,9 @@ def floor_share(url: str, memo_id: int, share: int, shares: int, done: Any) -> N
 def main() -> None:
     send.N = N  # bench/send.py's setup imports this many developers
     env = send.bench_env()
-    print(f"{N:,} recipients; PostgreSQL, Redis, {send.WORKERS} worker processes, an nginx sink, {send.BACKEND}")
+    print(
+        f"{N:,} recipients; PostgreSQL, Redis, {send.WORKERS} worker processes, an nginx sink, {send.BACKEND or send.bench_provider('mailgun').backend}"
+    )
     send.setup(env)
     with nginx_sink() as sink:
         ours = send.pipeline(sink.url, env, sink)

@@ -10,10 +10,13 @@ Every call carries an Idempotency-Key made from its deliveries: a delivery's id 
 for a batch a digest of the call's sorted delivery ids. Resend keeps a key for 24 hours,
 and within them a call sent again (a lost answer, a worker killed mid-call and its rows
 sent again by reconciliation) is answered with the first call's emails instead of
-sending them twice. Resend compares the repeated request with the first and answers 409
-`invalid_idempotent_request` when they differ; ours differ only in the links' signing
-time (a render signs each link anew), so that answer means Resend took the call the
-first time: its recipients are recorded sent, without the ids Resend does not repeat.
+sending them twice. A call sent again is the same to the byte (each link is signed at
+its delivery's creation), and Resend answers it with the first call's ids. Resend
+answers 409 `invalid_idempotent_request` when a repeated request differs from the
+first: ours can only if a developer's record changed between the call and its retry
+(an import renamed them), and that answer still means Resend took the call the first
+time: its recipients are recorded sent, without the ids Resend does not repeat (the
+text hash kept is then the retry's).
 
 Batches are sent in Resend's permissive validation mode (`x-batch-validation`): an
 email Resend will not take comes back in the answer's `errors` (by its index in the

@@ -279,7 +279,9 @@ class BatchSender:
             message_ids[p.delivery.pk] = outcome.message_id if outcome is not None and outcome.message_id else call_id
             sent.append(p)
         if texts:
-            deliveries_record_sent(delivery_ids=list(texts), message_id=message_ids, texts=texts)
+            # One id for the call (Mailgun's, SparkPost's), else each recipient's own.
+            one_id = set(message_ids.values()) == {call_id}
+            deliveries_record_sent(delivery_ids=list(texts), message_id=call_id if one_id else message_ids, texts=texts)
         for prepared in sent:
             if contact := _org_contact(prepared.delivery):
                 self.send_contact_copy(prepared.delivery, contact)
