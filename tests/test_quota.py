@@ -47,18 +47,6 @@ def _empty_window() -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-def later(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[int], float]]:
-    """Send tasks put off for later, as (delivery ids, countdown): run by `run_later`."""
-    calls: list[tuple[list[int], float]] = []
-
-    def apply_async(args: list[Any], countdown: float = 0, **kw: Any) -> None:
-        calls.append((args[0], countdown))
-
-    monkeypatch.setattr(send_batch, "apply_async", apply_async)
-    return calls
-
-
 def run_later(later: list[tuple[list[int], float]]) -> None:
     """The tasks put off run now (their countdown is up), as a worker runs them."""
     due, later[:] = list(later), []
