@@ -111,6 +111,11 @@ def _search(provider: PostmarkProvider, query: dict[str, str]) -> tuple[int, dic
         for e in reversed(emails)  # newest first
         if query.get("tag", e.get("Tag")) == e.get("Tag")
         and query.get("recipient", recipient(e)) == recipient(e)
+        and all(
+            str((e.get("Metadata") or {}).get(name.removeprefix("metadata_"))) == value
+            for name, value in query.items()
+            if name.startswith("metadata_")
+        )
         and (begin is None or e["ReceivedAt"].replace(microsecond=0) >= begin)
         and (end is None or e["ReceivedAt"].replace(microsecond=0) <= end)
     ]

@@ -21,6 +21,8 @@ of our delivery ids (in Metadata) it took, so nobody is flagged "outcome unknown
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+from collections.abc import Iterable
 from typing import Any
 
 import requests
@@ -110,39 +112,47 @@ class EmailBackend(Capabilities, postmark.EmailBackend, ReportsAcceptance):
         self, *, tag: str, delivery_ids: set[int], begin: dt.datetime, end: dt.datetime
     ) -> dict[int, Acceptance]:
         """Postmark's Messages API: the tag's outbound messages between `begin` and `end`
-        (a minute wider each side, in either season's Eastern Time), newest
-        first, page by page until a short page; each carries our delivery id in Metadata.
-        A range with more than the API's reach (10,000) cannot be read whole: that raises,
-        and the caller asks again later."""
+        (a minute wider each side, in either season's Eastern Time), newest first, page by
+        page; each carries our delivery id in Metadata. When the range holds more than the
+        search reaches (10,000: a big send's other workers fill it), each delivery is asked
+        for by its id in Metadata instead (`metadata_delivery_id`), one request each."""
         params: dict[str, Any] = {
             "tag": tag,
             "count": SEARCH_PAGE,
+            "offset": 0,
             "fromdate": _postmark_time(begin - dt.timedelta(minutes=1), EASTERN_WINTER),
             "todate": _postmark_time(end + dt.timedelta(minutes=1), EASTERN_SUMMER),
         }
         headers = {"Accept": "application/json", "X-Postmark-Server-Token": self.server_token}
-        found: dict[int, Acceptance] = {}
         with requests.Session() as session:
-            for offset in range(0, SEARCH_REACH, SEARCH_PAGE):
+
+            def search(**query: Any) -> dict[str, Any]:
                 response = session.get(
                     f"{self.api_url}messages/outbound",
-                    params={**params, "offset": offset},
+                    params={**params, **query},
                     headers=headers,
                     timeout=self.timeout,
                 )
                 response.raise_for_status()
-                page = response.json()
-                messages = page.get("Messages") or []
-                for sent in messages:
+                return dict(response.json())
+
+            first = search()
+            total = int(first.get("TotalCount", 0))
+            pages: Iterable[dict[str, Any]]
+            if total <= SEARCH_REACH:
+                pages = itertools.chain([first], (search(offset=o) for o in range(SEARCH_PAGE, total, SEARCH_PAGE)))
+            else:
+                pages = (search(count=1, metadata_delivery_id=str(i)) for i in sorted(delivery_ids))
+            found: dict[int, Acceptance] = {}
+            for page in pages:
+                for sent in page.get("Messages") or []:
                     try:
                         delivery_id = int((sent.get("Metadata") or {}).get("delivery_id", ""))
                     except ValueError:
                         continue  # not one of ours
                     if delivery_id in delivery_ids:
                         found[delivery_id] = Acceptance(str(sent["MessageID"]), _received_at(sent["ReceivedAt"]))
-                if len(messages) < SEARCH_PAGE or offset + len(messages) >= int(page.get("TotalCount", 0)):
-                    return found
-        raise RuntimeError(f"Postmark's Messages API holds more than {SEARCH_REACH} of {tag}'s messages in the range")
+            return found
 
 
 def _postmark_time(moment: dt.datetime, offset: dt.timezone) -> str:
