@@ -8,12 +8,13 @@ gone wrong, and the judgement of a kill test. The `later` fixture is in conftest
 from __future__ import annotations
 
 import collections
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.core.management import call_command
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
 
 from memo_service.developers.models import Developer
 from memo_service.memos.answer.tokens import answer_token_read
@@ -73,13 +74,20 @@ def queued(memo: Memo) -> list[int]:
     return list(Delivery.objects.filter(memo=dispatched(memo)).order_by("id").values_list("id", flat=True))
 
 
-def sent_with_send_memo(memo: Memo, capture_on_commit: Any) -> Memo:
-    """The memo approved and sent with `send_memo`, what it enqueues run once its
-    transactions commit (`capture_on_commit`: pytest-django's
-    django_capture_on_commit_callbacks; tasks run in-process with the `eager` fixture)."""
+def sent_through_the_admin(memo: Memo, capture_on_commit: Any) -> Memo:
+    """The memo approved and sent as a platform admin sends it, with the memo page's
+    Send button, what that enqueues run once its transactions commit
+    (`capture_on_commit`: pytest-django's django_capture_on_commit_callbacks; tasks run
+    in-process with the `eager` fixture)."""
     memo = approve(memo)
+    admin = User.objects.filter(is_superuser=True).first() or User.objects.create_superuser(
+        "sender", "sender@example.com", "not-used"
+    )
+    client = Client()
+    client.force_login(admin)
     with capture_on_commit(execute=True):
-        call_command("send_memo", memo.slug, stdout=io.StringIO(), stderr=io.StringIO())
+        page = client.post(reverse("admin:memos_memo_send", args=[memo.pk]), follow=True)
+    assert page.status_code == 200 and "being queued" in page.content.decode()
     return memo
 
 

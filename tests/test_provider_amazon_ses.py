@@ -31,7 +31,7 @@ from tests.provider_cases import (
     make_developers,
     one_each,
     queued,
-    sent_with_send_memo,
+    sent_through_the_admin,
     sent_with_three_refused,
 )
 
@@ -71,7 +71,7 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
     ses: SESProvider, template: dict[str, str], eager: None, django_capture_on_commit_callbacks: Any
 ) -> None:
     developers_named_trickily(125, "ses")
-    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
+    memo = sent_through_the_admin(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(ses.calls) == math.ceil(125 / BATCH) and max(map(len, ses.calls)) == BATCH
     emails = by_recipient(ses)

@@ -26,7 +26,7 @@ from tests.provider_cases import (
     developers_in_bulk,
     make_developers,
     queued,
-    sent_with_send_memo,
+    sent_through_the_admin,
 )
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
 
@@ -87,7 +87,7 @@ def test_a_memo_reaches_each_developer_once_in_calls_of_a_thousand_each_their_ow
 ):
     recipients = 2_500  # two and a half calls
     russians(recipients)
-    memo = sent_with_send_memo(make_memo(text_body=text_body), django_capture_on_commit_callbacks)
+    memo = sent_through_the_admin(make_memo(text_body=text_body), django_capture_on_commit_callbacks)
 
     per_recipient = collections.Counter(email.to for email in brevo.delivered)
     assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}

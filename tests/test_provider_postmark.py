@@ -31,7 +31,7 @@ from tests.provider_cases import (
     make_developers,
     one_each,
     queued,
-    sent_with_send_memo,
+    sent_through_the_admin,
     sent_with_three_refused,
 )
 
@@ -58,7 +58,7 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
     postmark, template, eager, django_capture_on_commit_callbacks
 ):
     developers_named_trickily(1_250, "pm")
-    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
+    memo = sent_through_the_admin(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(postmark.calls) == math.ceil(1_250 / BATCH) and max(map(len, postmark.calls)) == BATCH
     emails = by_recipient(postmark)

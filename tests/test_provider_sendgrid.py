@@ -37,7 +37,7 @@ from tests.provider_cases import (
     make_developers,
     one_each,
     queued,
-    sent_with_send_memo,
+    sent_through_the_admin,
     sent_with_three_refused,
 )
 from tests.test_faults import ON_FILESYSTEM_BROKER, audience, send_while_killing_workers
@@ -87,7 +87,7 @@ def test_a_memo_to_two_and_a_half_batches_arrives_once_each_in_three_calls_exact
     sendgrid, template, eager, django_capture_on_commit_callbacks
 ):
     developers_named_trickily(2_500, "sg")
-    memo = sent_with_send_memo(make_memo(**template), django_capture_on_commit_callbacks)
+    memo = sent_through_the_admin(make_memo(**template), django_capture_on_commit_callbacks)
 
     assert len(sendgrid.calls) == math.ceil(2_500 / BATCH) and max(map(len, sendgrid.calls)) == BATCH
     emails = by_recipient(sendgrid)
