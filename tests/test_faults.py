@@ -701,5 +701,5 @@ def test_a_worker_machine_dying_mid_send_is_recovered_within_two_minutes_and_eve
     assert statuses == {"sent": recipients}, statuses
     assert len(per_recipient) == recipients and set(per_recipient.values()) == {1}
     assert finished < 120
-    assert provider.event_requests, "Mailgun was never asked"
+    assert provider.log_requests + provider.event_requests, "Mailgun was never asked"
     assert not SendLease.objects.exists()
