@@ -68,6 +68,27 @@ def _quiet(server: Callable[[], AbstractContextManager[Any]]) -> Callable[[], Ab
     return quiet
 
 
+def _recording_calls(
+    name: str,
+    batch: int,
+    server: Callable[[], AbstractContextManager[Any]],
+    request: Callable[[str, list[Email]], Request],
+) -> BenchProvider:
+    """A provider whose loopback records each call's recipients (`calls`) and says how a
+    worker reaches it (`env()`): every one but Mailgun's."""
+    return BenchProvider(
+        name=name,
+        backend=f"memo_service.backends.{name}.EmailBackend",
+        batch=batch,
+        server=_quiet(server),
+        env=lambda p: p.env(),
+        recipients=lambda p: sum(map(len, p.calls)),
+        addresses=lambda p: (r for call in p.calls for r in call),
+        calls=lambda p: len(p.calls),
+        floor_request=request,
+    )
+
+
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -179,17 +200,7 @@ def _ses_request(url: str, emails: list[Email]) -> Request:
 def _amazon_ses() -> BenchProvider:
     from tests.loopback_amazon_ses import ses_server
 
-    return BenchProvider(
-        name="amazon_ses",
-        backend="memo_service.backends.amazon_ses.EmailBackend",
-        batch=50,
-        server=_quiet(ses_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_ses_request,
-    )
+    return _recording_calls("amazon_ses", 50, ses_server, _ses_request)
 
 
 # -- Postmark ------------------------------------------------------------------------
@@ -223,17 +234,7 @@ def _postmark_request(url: str, emails: list[Email]) -> Request:
 def _postmark() -> BenchProvider:
     from tests.loopback_postmark import postmark_server
 
-    return BenchProvider(
-        name="postmark",
-        backend="memo_service.backends.postmark.EmailBackend",
-        batch=500,
-        server=_quiet(postmark_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_postmark_request,
-    )
+    return _recording_calls("postmark", 500, postmark_server, _postmark_request)
 
 
 # -- Brevo ---------------------------------------------------------------------------
@@ -269,17 +270,7 @@ def _brevo_request(url: str, emails: list[Email]) -> Request:
 def _brevo() -> BenchProvider:
     from tests.loopback_brevo import brevo_server
 
-    return BenchProvider(
-        name="brevo",
-        backend="memo_service.backends.brevo.EmailBackend",
-        batch=1000,
-        server=_quiet(brevo_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_brevo_request,
-    )
+    return _recording_calls("brevo", 1000, brevo_server, _brevo_request)
 
 
 # -- SendGrid ------------------------------------------------------------------------
@@ -320,17 +311,7 @@ def _sendgrid_request(url: str, emails: list[Email]) -> Request:
 def _sendgrid() -> BenchProvider:
     from tests.loopback_sendgrid import sendgrid_server
 
-    return BenchProvider(
-        name="sendgrid",
-        backend="memo_service.backends.sendgrid.EmailBackend",
-        batch=1000,
-        server=_quiet(sendgrid_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_sendgrid_request,
-    )
+    return _recording_calls("sendgrid", 1000, sendgrid_server, _sendgrid_request)
 
 
 # -- Resend --------------------------------------------------------------------------
@@ -366,17 +347,7 @@ def _resend_request(url: str, emails: list[Email]) -> Request:
 def _resend() -> BenchProvider:
     from tests.loopback_resend import resend_batch_server
 
-    return BenchProvider(
-        name="resend",
-        backend="memo_service.backends.resend.EmailBackend",
-        batch=100,
-        server=_quiet(resend_batch_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_resend_request,
-    )
+    return _recording_calls("resend", 100, resend_batch_server, _resend_request)
 
 
 # -- SparkPost -----------------------------------------------------------------------
@@ -406,17 +377,7 @@ def _sparkpost_request(url: str, emails: list[Email]) -> Request:
 def _sparkpost() -> BenchProvider:
     from tests.loopback_sparkpost import sparkpost_server
 
-    return BenchProvider(
-        name="sparkpost",
-        backend="memo_service.backends.sparkpost.EmailBackend",
-        batch=2000,
-        server=_quiet(sparkpost_server),
-        env=lambda p: p.env(),
-        recipients=lambda p: sum(map(len, p.calls)),
-        addresses=lambda p: (r for call in p.calls for r in call),
-        calls=lambda p: len(p.calls),
-        floor_request=_sparkpost_request,
-    )
+    return _recording_calls("sparkpost", 2000, sparkpost_server, _sparkpost_request)
 
 
 PROVIDERS: dict[str, Callable[[], BenchProvider]] = {
