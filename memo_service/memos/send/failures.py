@@ -11,6 +11,7 @@ import requests
 from anymail.exceptions import AnymailRequestsAPIError
 from botocore.exceptions import EndpointConnectionError
 from celery.exceptions import SoftTimeLimitExceeded
+from django.core.cache import cache
 from urllib3.exceptions import NewConnectionError
 
 from memo_service.backends.base import Capabilities
@@ -83,6 +84,17 @@ def failure_decision(
     if reports_acceptance and unknown:
         return Decision(Action.RECONCILE, reraise=reraise)
     return Decision(Action.FAIL, outcome_unknown=unknown, reraise=reraise)
+
+
+def auth_errors_count(provider: str, failed: bool) -> int:
+    """Consecutive credential errors for this provider, across all workers (the cache)."""
+    key = f"auth-errors:{provider}"
+    if not failed:
+        cache.delete(key)
+        return 0
+    if cache.add(key, 1, 3600):
+        return 1
+    return cache.incr(key)
 
 
 def credentials_pause(consecutive: int) -> bool:

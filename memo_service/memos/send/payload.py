@@ -29,6 +29,34 @@ def single_message(prepared: Prepared, connection: BaseEmailBackend) -> AnymailM
     return message
 
 
+def batch_calls(pending: list[Prepared], size: int, email_limit: int) -> list[list[Prepared]]:
+    """The calls `pending` goes in, each of at most `size` recipients. One address twice in
+    a call would share one recipient's merge data, and a whole email over what the
+    provider takes in a batch's merge data (`email_limit` bytes, 0: no limit) does not
+    fit: each goes in a call of its own. Emails rendered from one skeleton go together,
+    as that skeleton plus each one's values."""
+    by_address: dict[str, Prepared] = {}
+    calls: list[list[Prepared]] = []
+    for prepared in pending:
+        address = prepared.to.addr_spec.lower()  # the merge data's key: two stored spellings may share it
+        email = prepared.email
+        too_big = (
+            email_limit
+            and email.skeleton is None
+            and len(f"{email.subject}{email.html}{email.text}".encode()) > email_limit
+        )
+        if address in by_address or too_big:
+            calls.append([prepared])
+        else:
+            by_address[address] = prepared
+    groups: dict[int, list[Prepared]] = {}
+    for prepared in by_address.values():
+        groups.setdefault(id(prepared.email.skeleton), []).append(prepared)
+    for group in groups.values():
+        calls += [group[start : start + size] for start in range(0, len(group), size)]
+    return calls
+
+
 def merged_message(group: list[Prepared], connection: BaseEmailBackend, fields: MergeFields | None) -> AnymailMessage:
     """One message for many recipients: the skeleton once with the provider's merge
     fields (`fields`, e.g. Mailgun's "%recipient.X%") and each recipient's values, or

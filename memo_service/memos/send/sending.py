@@ -7,7 +7,6 @@ import logging
 
 from anymail.exceptions import AnymailInvalidAddress
 from anymail.message import AnymailMessage
-from django.core.cache import cache
 from django.core.mail import get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
@@ -40,6 +39,7 @@ from memo_service.memos.send.failures import (
     MAX_THROTTLED_ATTEMPTS,
     Action,
     Decision,
+    auth_errors_count,
     backoff_jitter,
     backoff_s,
     credentials_pause,
@@ -47,7 +47,7 @@ from memo_service.memos.send.failures import (
     http_status,
 )
 from memo_service.memos.send.leases import lease_release, lease_take
-from memo_service.memos.send.payload import merged_message, provider_message_id, single_message
+from memo_service.memos.send.payload import batch_calls, merged_message, provider_message_id, single_message
 from memo_service.memos.send.queued import Prepared, Queued, queued_deliveries
 from memo_service.memos.send.quota import quota_claim, quota_free_at, quota_give_back
 from memo_service.memos.send.renderers import renderer_for
@@ -56,17 +56,6 @@ from memo_service.memos.snapshot import traffic_of
 
 log = logging.getLogger(__name__)
 DeliveryStatus = Delivery.Status
-
-
-def _auth_errors(provider: str, failed: bool) -> int:
-    """Consecutive credential errors for this provider, across all workers."""
-    key = f"auth-errors:{provider}"
-    if not failed:
-        cache.delete(key)
-        return 0
-    if cache.add(key, 1, 3600):
-        return 1
-    return cache.incr(key)
 
 
 def backend_is_idempotent() -> bool:
@@ -199,29 +188,7 @@ class BatchSender:
         return Prepared(delivery, language, email, to, values)
 
     def send_merged(self, pending: list[Prepared]) -> None:
-        # One address twice in a call would share one recipient's merge data: the
-        # second goes in a call of its own.
-        by_address: dict[str, Prepared] = {}
-        calls: list[list[Prepared]] = []
-        limit = self.can.merge_email_limit
-        for prepared in pending:
-            address = prepared.to.addr_spec.lower()  # the merge data's key: two stored spellings may share it
-            email = prepared.email
-            # A whole email over what the provider takes in a batch's merge data goes alone.
-            too_big = (
-                limit and email.skeleton is None and len(f"{email.subject}{email.html}{email.text}".encode()) > limit
-            )
-            if address in by_address or too_big:
-                calls.append([prepared])
-            else:
-                by_address[address] = prepared
-        # Emails rendered from one skeleton go out as that skeleton plus each one's values.
-        groups: dict[int, list[Prepared]] = {}
-        for prepared in by_address.values():
-            groups.setdefault(id(prepared.email.skeleton), []).append(prepared)
-        for group in groups.values():
-            calls += [group[start : start + self.merge_size] for start in range(0, len(group), self.merge_size)]
-        for call in calls:
+        for call in batch_calls(pending, self.merge_size, self.can.merge_email_limit):
             if call := self.claim(call):
                 self.send(call, rest=[])
             self.stop_at_quota()
@@ -256,7 +223,7 @@ class BatchSender:
         except Exception as exc:
             self.failed(exc, group, rest)
             return
-        _auth_errors(self.provider, False)
+        auth_errors_count(self.provider, False)
         outcomes = recipient_outcomes(message)
         call_id = provider_message_id(message)
         texts: dict[int, EmailText] = {}
@@ -342,7 +309,7 @@ class BatchSender:
         # Our credentials, not the recipients: they stay queued for after the fix.
         for prepared in group:
             delivery_record_retry(delivery_id=prepared.delivery.pk, error=error, not_before=timezone.now())
-        if credentials_pause(_auth_errors(self.provider, True)):
+        if credentials_pause(auth_errors_count(self.provider, True)):
             _pause_for_auth(group[0].delivery.memo, http_status(exc), error)
             self.paused = True
             raise _BatchStopped
