@@ -6,6 +6,7 @@ from django.db import OperationalError
 
 from memo_service.memos import reminders
 from memo_service.memos.evidence import append, sequencer
+from memo_service.memos.notify import notifications
 from memo_service.memos.send import dispatch, reconcile, sending, sweeper
 from memo_service.memos.webhooks import delivery, events
 
@@ -72,3 +73,8 @@ def evidence_seal(memo_id: int) -> None:
 @shared_task(name="memos.evidence_seal_due")
 def evidence_seal_due() -> None:
     sequencer.evidence_seal_due()
+
+
+@shared_task(name="memos.notifications_send", **RETRY)
+def notifications_send(notification_ids: list[int]) -> None:
+    notifications.notifications_send(notification_ids=notification_ids)

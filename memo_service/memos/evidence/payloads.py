@@ -5,7 +5,11 @@ email, name or organisation (erasure does not break it).
   the audience rules and who wrote, asked for and gave the approval;
 - answer: the answer as recorded; event: the provider's event (not its raw payload);
 - status: a delivery's change of status, naming the event that moved it;
-- handover: one provider call, a line per email (handover_payload).
+- handover: one provider call, a line per email (handover_payload);
+- case: a step of a case that the developer is told of or that decides it: a reply, a
+  decision, its resolution (internal notes and assignments stay out: the audit log has them);
+- withdrawal: the memo taken back, by whom, why, and the notice's text hash per language;
+- notice: an email to one developer outside the send (a receipt), by its text hash.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 from django.utils import timezone
 
 from memo_service.lib.db import in_ids
-from memo_service.memos.models import Answer, Delivery, DeliveryEvent, EvidenceRecord, Memo
+from memo_service.memos.models import Answer, CaseEntry, Delivery, DeliveryEvent, EvidenceRecord, Memo, Notification
 
 Kind = EvidenceRecord.Kind
 
@@ -47,7 +51,7 @@ def approval_payload(
 
 
 def answer_payload(answer: Answer) -> dict[str, Any]:
-    return {
+    payload = {
         "developer": answer.developer.external_id,
         "response": answer.response,
         "comment": answer.comment,
@@ -62,6 +66,62 @@ def answer_payload(answer: Answer) -> dict[str, Any]:
         "text_hash": answer.text_hash,
         "channel": answer.channel,
         "api_client": answer.api_client_id,
+    }
+    # What the page said the click means, and the page itself (answer/statement.py);
+    # absent from the records of answers given before pages kept them.
+    if answer.statement_hash or answer.page_hash:
+        payload |= {"statement_hash": answer.statement_hash, "page_hash": answer.page_hash}
+    return payload
+
+
+def _utc(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value else None
+
+
+def case_payload(entry: CaseEntry) -> dict[str, Any]:
+    """A case's reply, decision or resolution (`entry`, its case loaded with its
+    developer); the email that told the developer is named by its text hash."""
+    case = entry.case
+    notification = entry.notification
+    return {
+        "case": case.pk,
+        "answer": case.answer_id,
+        "developer": case.developer.external_id,
+        "case_kind": case.kind,
+        "entry": entry.kind,
+        "status": case.status,
+        "outcome": case.outcome,
+        "rationale": case.rationale if entry.kind != CaseEntry.Kind.REPLY else "",
+        "text": entry.text,
+        "by": entry.author_id,
+        "at": _utc(entry.created_at),
+        "notification": notification.pk if notification is not None else None,
+        "notification_hash": notification.text_hash if notification is not None else "",
+        "carried_from": case.carried_from_id,
+    }
+
+
+def withdrawal_payload(memo: Memo, *, notice_hashes: dict[str, str], notified: int) -> dict[str, Any]:
+    """The memo withdrawn (its withdrawn_at, _by and reason set); `notice_hashes`: the
+    notice's text hash in each language it was written in; `notified`: to how many."""
+    return {
+        "withdrawn_at": _utc(memo.withdrawn_at),
+        "by": memo.withdrawn_by_id,
+        "reason": memo.withdrawal_reason,
+        "notice_hashes": notice_hashes,
+        "notified": notified,
+    }
+
+
+def notice_payload(notification: Notification) -> dict[str, Any]:
+    """An email to one developer outside the send (its developer loaded)."""
+    return {
+        "notification": notification.pk,
+        "kind": notification.kind,
+        "developer": notification.developer.external_id if notification.developer is not None else None,
+        "language": notification.language,
+        "text_hash": notification.text_hash,
+        "at": _utc(notification.created_at),
     }
 
 

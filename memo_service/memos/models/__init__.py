@@ -1,6 +1,6 @@
 """The memos app's models, a module per step of the flow: memo (the text, its audience,
 its status), delivery (the send and its emails), answer (the developer's answers and
-the disputes), evidence (the chain), audit (the admin's log), webhooks (the platform's).
+the disputes), case (what happens after an answer), notification (one-off emails), evidence (the chain), audit (the admin's log), webhooks (the platform's).
 
 The words the models use:
 - answer: a developer's press of a button on the memo's page (or in the console, through
@@ -23,6 +23,7 @@ The words the models use:
 
 from memo_service.memos.models.answer import Answer, Dispute, DisputeResolution
 from memo_service.memos.models.audit import AuditEvent
+from memo_service.memos.models.case import Case, CaseEntry
 from memo_service.memos.models.delivery import (
     DELIVERY_ARRIVED,
     DELIVERY_HANDED_OVER,
@@ -43,12 +44,14 @@ from memo_service.memos.models.memo import (
     MEMO_SHOWN,
     MEMO_STARTABLE,
     MEMO_STARTED,
+    MEMO_WITHDRAWABLE,
     AudienceSnapshot,
     Memo,
     MemoQuerySet,
     MemoTranslation,
     default_reminder_days,
 )
+from memo_service.memos.models.notification import Notification
 from memo_service.memos.models.webhooks import WebhookAttempt, WebhookEndpoint, WebhookMessage, webhook_secret
 
 # default_reminder_days and webhook_secret: the migrations name them here, as field defaults.
@@ -66,6 +69,7 @@ __all__ = [
     "MEMO_SHOWN",
     "MEMO_CANCELLABLE",
     "MEMO_FINISHED",
+    "MEMO_WITHDRAWABLE",
     # delivery
     "Delivery",
     "DeliveryEvent",
@@ -80,6 +84,11 @@ __all__ = [
     "Answer",
     "DisputeResolution",
     "Dispute",
+    # case
+    "Case",
+    "CaseEntry",
+    # notification
+    "Notification",
     # evidence
     "EvidenceRecord",
     "EvidenceCheckpoint",

@@ -23,6 +23,8 @@ class Answer(models.Model):
         # audience by traffic put them in.
         DISPUTES_TRAFFIC = "disputes_traffic", "disputes traffic"
         NEEDS_HELP = "needs_help", "needs help"
+        # "I object", with a required reason: recorded, and a case for a person to read.
+        OBJECTS = "objects", "objects"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="answers")
     developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="answers")
@@ -40,6 +42,10 @@ class Answer(models.Model):
     content_hash = models.CharField(max_length=64)
     # The hash of the email whose text the page showed (Delivery.text_hash).
     text_hash = models.CharField(max_length=64, blank=True)
+    # The SHA-256 of the statement of assent the page showed beside the button, and of the
+    # page itself (its template and the language's catalog): answer/statement.py.
+    statement_hash = models.CharField(max_length=64, blank=True)
+    page_hash = models.CharField(max_length=64, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     seconds_since_delivery = models.FloatField(null=True, blank=True)
@@ -67,9 +73,11 @@ class DisputeResolution(models.Model):
     answer = models.OneToOneField(Answer, on_delete=models.PROTECT, related_name="resolution")
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     new_country: "OneCountry" = CountryField(blank=True)
+    # The developer's country before a correction: the original stays visible beside it.
+    previous_country: "OneCountry" = CountryField(blank=True)
     # True when, with the corrected country, the developer is outside the memo's audience.
     exempt = models.BooleanField(default=False)
-    note = models.TextField(blank=True, help_text="Shown to the developer.")
+    note = models.TextField(blank=True, help_text="The rationale, shown to the developer.")
     resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     resolved_at = models.DateTimeField(auto_now_add=True)
 

@@ -22,6 +22,9 @@ class EvidenceRecord(models.Model):
         EVENT = "event", "delivery event"
         HANDOVER = "handover", "handover to the provider, one call"
         STATUS = "status", "delivery status change"
+        CASE = "case", "a case's opening, reply, decision or resolution"
+        WITHDRAWAL = "withdrawal", "withdrawal of the memo"
+        NOTICE = "notice", "an email to one developer outside the send (a receipt, a withdrawal notice)"
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="evidence")
     seq = models.PositiveIntegerField(null=True, blank=True)  # null: pending, not chained yet

@@ -36,6 +36,8 @@ class Memo(models.Model):
         PAUSED = "paused", "paused"
         SENT = "sent", "sent"
         CANCELLED = "cancelled", "cancelled"
+        # Sent, then taken back: its page says so and takes no new answers (withdrawal.py).
+        WITHDRAWN = "withdrawn", "withdrawn"
 
     title = models.CharField(max_length=200, help_text="Internal name, shown to admins.")
     slug = models.SlugField(max_length=100, unique=True)
@@ -93,6 +95,31 @@ class Memo(models.Model):
     reminders_sent = models.PositiveSmallIntegerField(default=0, editable=False)
     # The last reminder whose deliveries were all created; behind reminders_sent after a crash.
     reminders_dispatched = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    # What pressing Acknowledge means, shown beside the button and hashed into each
+    # answer; blank: the default statement (answer/statement.py), in the page's language.
+    statement = models.TextField(
+        blank=True,
+        help_text="What the developer agrees to by pressing Acknowledge, e.g. “I have read this notice and "
+        "understand that API traffic from … will be blocked from …”. Blank: a default statement.",
+    )
+    email_receipt = models.BooleanField(
+        default=False, help_text="Email each developer a receipt of their answer (they can always download one)."
+    )
+    # A correction: the earlier memo this one corrects (correction.py).
+    supersedes = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
+        help_text="The earlier memo this one corrects.",
+    )
+    withdrawn_at = models.DateTimeField(null=True, blank=True, editable=False)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    withdrawal_reason = models.TextField(blank=True, editable=False)
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     author = models.ForeignKey(
@@ -153,9 +180,11 @@ MEMO_EDITABLE = (_Status.DRAFT, _Status.AWAITING_APPROVAL, _Status.APPROVED, _St
 MEMO_STARTABLE = (_Status.APPROVED, _Status.SCHEDULED)  # a send may start
 MEMO_STARTED = (_Status.SENDING, _Status.PAUSED)  # a send started and not finished
 MEMO_MAY_SEND = (_Status.SENDING, _Status.SENT)  # its emails (and reminders) may go out
-MEMO_SHOWN = (_Status.SENDING, _Status.PAUSED, _Status.SENT)  # its page and notices are shown to developers
+# its page and notices are shown to developers (a withdrawn memo's page says so, and takes no answers)
+MEMO_SHOWN = (_Status.SENDING, _Status.PAUSED, _Status.SENT, _Status.WITHDRAWN)
 MEMO_CANCELLABLE = MEMO_EDITABLE + MEMO_STARTED
-MEMO_FINISHED = (_Status.SENT, _Status.CANCELLED)
+MEMO_WITHDRAWABLE = (*MEMO_STARTED, _Status.SENT)  # some of its emails may have gone out
+MEMO_FINISHED = (_Status.SENT, _Status.CANCELLED, _Status.WITHDRAWN)
 
 
 class AudienceSnapshot(models.Model):
@@ -183,6 +212,7 @@ class MemoTranslation(models.Model):
     reminder_subject = models.TextField(blank=True)
     reminder_html = models.TextField(blank=True)
     reminder_text = models.TextField(blank=True)
+    statement = models.TextField(blank=True, help_text="The statement of assent in this language; blank: the default.")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["memo", "language"], name="one_translation_per_language")]
