@@ -24,7 +24,9 @@ class Case(models.Model):
 
     memo = models.ForeignKey(Memo, on_delete=models.PROTECT, related_name="cases")
     developer = models.ForeignKey(Developer, on_delete=models.PROTECT, related_name="cases")
-    answer = models.OneToOneField(Answer, on_delete=models.PROTECT, related_name="case")
+    # The answer that opened it; a case carried to a correction keeps the answer given
+    # to the earlier memo (one case per answer and memo).
+    answer = models.ForeignKey(Answer, on_delete=models.PROTECT, related_name="cases")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     assignee = models.ForeignKey(
@@ -46,6 +48,7 @@ class Case(models.Model):
 
     class Meta:
         ordering = ["-opened_at"]
+        constraints = [models.UniqueConstraint(fields=["answer", "memo"], name="one_case_per_answer_and_memo")]
         indexes = [models.Index(fields=["status", "opened_at"], name="memos_case_queue")]
 
     def __str__(self) -> str:
