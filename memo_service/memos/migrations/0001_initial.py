@@ -7,233 +7,122 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("developers", "0001_initial"),
+        ('developers', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Memo",
+            name='Memo',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("title", models.CharField(help_text="Internal name, shown to admins.", max_length=200)),
-                ("slug", models.SlugField(max_length=100, unique=True)),
-                ("subject", models.TextField(help_text="Jinja2 template, one line.")),
-                ("html_body", models.TextField(help_text="Jinja2 template, HTML (autoescaped).")),
-                ("text_body", models.TextField(help_text="Jinja2 template, plain text.")),
-                ("effective_date", models.DateField(blank=True, null=True)),
-                ("ack_deadline", models.DateTimeField(blank=True, null=True, verbose_name="acknowledgement deadline")),
-                ("include_countries", django_countries.fields.CountryField(blank=True, max_length=746, multiple=True)),
-                ("exclude_countries", django_countries.fields.CountryField(blank=True, max_length=746, multiple=True)),
-                (
-                    "active_only",
-                    models.BooleanField(default=True, help_text="Only developers whose account is active."),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("draft", "draft"),
-                            ("approved", "approved"),
-                            ("scheduled", "scheduled"),
-                            ("sending", "sending"),
-                            ("sent", "sent"),
-                            ("cancelled", "cancelled"),
-                        ],
-                        default="draft",
-                        max_length=12,
-                    ),
-                ),
-                ("content_hash", models.CharField(blank=True, editable=False, max_length=64)),
-                ("dispatched_at", models.DateTimeField(blank=True, editable=False, null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "approver",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "author",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                ("include_regions", models.ManyToManyField(blank=True, to="developers.region")),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('title', models.CharField(help_text='Internal name, shown to admins.', max_length=200)),
+                ('slug', models.SlugField(max_length=100, unique=True)),
+                ('subject', models.TextField(help_text='Jinja2 template, one line.')),
+                ('html_body', models.TextField(help_text='Jinja2 template, HTML (autoescaped).')),
+                ('text_body', models.TextField(help_text='Jinja2 template, plain text.')),
+                ('effective_date', models.DateField(blank=True, null=True)),
+                ('ack_deadline', models.DateTimeField(blank=True, null=True, verbose_name='acknowledgement deadline')),
+                ('include_countries', django_countries.fields.CountryField(blank=True, max_length=746, multiple=True)),
+                ('exclude_countries', django_countries.fields.CountryField(blank=True, max_length=746, multiple=True)),
+                ('active_only', models.BooleanField(default=True, help_text='Only developers whose account is active.')),
+                ('status', models.CharField(choices=[('draft', 'draft'), ('approved', 'approved'), ('scheduled', 'scheduled'), ('sending', 'sending'), ('sent', 'sent'), ('cancelled', 'cancelled')], default='draft', max_length=12)),
+                ('content_hash', models.CharField(blank=True, editable=False, max_length=64)),
+                ('dispatched_at', models.DateTimeField(blank=True, editable=False, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('approver', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('author', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('include_regions', models.ManyToManyField(blank=True, to='developers.region')),
             ],
             options={
-                "ordering": ["-id"],
+                'ordering': ['-id'],
             },
         ),
         migrations.CreateModel(
-            name="Delivery",
+            name='Delivery',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("initial", "initial"), ("reminder", "reminder")], default="initial", max_length=10
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("queued", "queued"),
-                            ("sending", "sending"),
-                            ("sent", "sent"),
-                            ("delivered", "delivered"),
-                            ("bounced", "bounced"),
-                            ("complained", "complained"),
-                            ("failed", "failed"),
-                            ("outcome_unknown", "outcome unknown"),
-                        ],
-                        default="queued",
-                        max_length=16,
-                    ),
-                ),
-                ("language", models.CharField(blank=True, max_length=10)),
-                (
-                    "reason",
-                    models.CharField(blank=True, help_text="Why this developer is in the cohort.", max_length=200),
-                ),
-                ("provider_message_id", models.CharField(blank=True, db_index=True, max_length=255)),
-                ("attempts", models.PositiveSmallIntegerField(default=0)),
-                ("last_error", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("sent_at", models.DateTimeField(blank=True, null=True)),
-                ("status_changed_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "developer",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="deliveries",
-                        to="developers.developer",
-                    ),
-                ),
-                (
-                    "memo",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT, related_name="deliveries", to="memos.memo"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('kind', models.CharField(choices=[('initial', 'initial'), ('reminder', 'reminder')], default='initial', max_length=10)),
+                ('status', models.CharField(choices=[('queued', 'queued'), ('sending', 'sending'), ('sent', 'sent'), ('delivered', 'delivered'), ('bounced', 'bounced'), ('complained', 'complained'), ('failed', 'failed'), ('outcome_unknown', 'outcome unknown')], default='queued', max_length=16)),
+                ('language', models.CharField(blank=True, max_length=10)),
+                ('reason', models.CharField(blank=True, help_text='Why this developer is in the cohort.', max_length=200)),
+                ('provider_message_id', models.CharField(blank=True, db_index=True, max_length=255)),
+                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                ('last_error', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('sent_at', models.DateTimeField(blank=True, null=True)),
+                ('status_changed_at', models.DateTimeField(blank=True, null=True)),
+                ('developer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deliveries', to='developers.developer')),
+                ('memo', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='deliveries', to='memos.memo')),
             ],
             options={
-                "verbose_name_plural": "deliveries",
+                'verbose_name_plural': 'deliveries',
             },
         ),
         migrations.CreateModel(
-            name="Acknowledgement",
+            name='Acknowledgement',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "response",
-                    models.CharField(
-                        choices=[
-                            ("acknowledged", "acknowledged"),
-                            ("disputes_region", "disputes region"),
-                            ("needs_help", "needs help"),
-                        ],
-                        default="acknowledged",
-                        max_length=20,
-                    ),
-                ),
-                ("comment", models.TextField(blank=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("content_hash", models.CharField(max_length=64)),
-                ("ip_address", models.GenericIPAddressField(blank=True, null=True)),
-                ("user_agent", models.TextField(blank=True)),
-                ("seconds_since_delivery", models.FloatField(blank=True, null=True)),
-                ("suspected_automation", models.BooleanField(default=False)),
-                (
-                    "developer",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="acknowledgements",
-                        to="developers.developer",
-                    ),
-                ),
-                (
-                    "memo",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT, related_name="acknowledgements", to="memos.memo"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('response', models.CharField(choices=[('acknowledged', 'acknowledged'), ('disputes_region', 'disputes region'), ('needs_help', 'needs help')], default='acknowledged', max_length=20)),
+                ('comment', models.TextField(blank=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('content_hash', models.CharField(max_length=64)),
+                ('ip_address', models.GenericIPAddressField(blank=True, null=True)),
+                ('user_agent', models.TextField(blank=True)),
+                ('seconds_since_delivery', models.FloatField(blank=True, null=True)),
+                ('suspected_automation', models.BooleanField(default=False)),
+                ('developer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='acknowledgements', to='developers.developer')),
+                ('memo', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='acknowledgements', to='memos.memo')),
             ],
         ),
         migrations.CreateModel(
-            name="MemoTranslation",
+            name='MemoTranslation',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("language", models.CharField(choices=[("en", "English"), ("zh-hans", "简体中文")], max_length=10)),
-                ("subject", models.TextField()),
-                ("html_body", models.TextField()),
-                ("text_body", models.TextField()),
-                (
-                    "memo",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="translations", to="memos.memo"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('language', models.CharField(choices=[('en', 'English'), ('zh-hans', '简体中文')], max_length=10)),
+                ('subject', models.TextField()),
+                ('html_body', models.TextField()),
+                ('text_body', models.TextField()),
+                ('memo', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='translations', to='memos.memo')),
             ],
         ),
         migrations.CreateModel(
-            name="DeliveryEvent",
+            name='DeliveryEvent',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("provider", models.CharField(max_length=30)),
-                ("event_id", models.CharField(max_length=255)),
-                ("event_type", models.CharField(max_length=30)),
-                ("message_id", models.CharField(blank=True, max_length=255)),
-                ("description", models.TextField(blank=True)),
-                ("occurred_at", models.DateTimeField(blank=True, null=True)),
-                ("received_at", models.DateTimeField(auto_now_add=True)),
-                ("payload", models.JSONField(default=dict)),
-                (
-                    "delivery",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="events",
-                        to="memos.delivery",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('provider', models.CharField(max_length=30)),
+                ('event_id', models.CharField(max_length=255)),
+                ('event_type', models.CharField(max_length=30)),
+                ('message_id', models.CharField(blank=True, max_length=255)),
+                ('description', models.TextField(blank=True)),
+                ('occurred_at', models.DateTimeField(blank=True, null=True)),
+                ('received_at', models.DateTimeField(auto_now_add=True)),
+                ('payload', models.JSONField(default=dict)),
+                ('delivery', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='memos.delivery')),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(fields=("provider", "event_id"), name="one_event_per_provider_id")
-                ],
+                'constraints': [models.UniqueConstraint(fields=('provider', 'event_id'), name='one_event_per_provider_id')],
             },
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["memo", "status"], name="memos_deliv_memo_id_feef97_idx"),
+            model_name='delivery',
+            index=models.Index(fields=['memo', 'status'], name='memos_deliv_memo_id_feef97_idx'),
         ),
         migrations.AddConstraint(
-            model_name="delivery",
-            constraint=models.UniqueConstraint(
-                fields=("memo", "developer", "kind"), name="one_delivery_per_memo_developer_kind"
-            ),
+            model_name='delivery',
+            constraint=models.UniqueConstraint(fields=('memo', 'developer', 'kind'), name='one_delivery_per_memo_developer_kind'),
         ),
         migrations.AddConstraint(
-            model_name="acknowledgement",
-            constraint=models.UniqueConstraint(fields=("memo", "developer"), name="one_ack_per_memo_developer"),
+            model_name='acknowledgement',
+            constraint=models.UniqueConstraint(fields=('memo', 'developer'), name='one_ack_per_memo_developer'),
         ),
         migrations.AddConstraint(
-            model_name="memotranslation",
-            constraint=models.UniqueConstraint(fields=("memo", "language"), name="one_translation_per_language"),
+            model_name='memotranslation',
+            constraint=models.UniqueConstraint(fields=('memo', 'language'), name='one_translation_per_language'),
         ),
     ]

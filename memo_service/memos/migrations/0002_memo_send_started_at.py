@@ -4,14 +4,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0001_initial"),
+        ('memos', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="memo",
-            name="send_started_at",
+            model_name='memo',
+            name='send_started_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
     ]

@@ -8,264 +8,204 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("developers", "0005_org_contact_email"),
-        ("memos", "0002_memo_send_started_at"),
+        ('developers', '0005_org_contact_email'),
+        ('memos', '0002_memo_send_started_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="AuditEvent",
+            name='AuditEvent',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("action", models.CharField(max_length=50)),
-                ("object_type", models.CharField(max_length=50)),
-                ("object_id", models.CharField(max_length=50)),
-                ("detail", models.JSONField(default=dict)),
-                ("at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('action', models.CharField(max_length=50)),
+                ('object_type', models.CharField(max_length=50)),
+                ('object_id', models.CharField(max_length=50)),
+                ('detail', models.JSONField(default=dict)),
+                ('at', models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                "ordering": ["-at"],
+                'ordering': ['-at'],
             },
         ),
         migrations.CreateModel(
-            name="DisputeResolution",
+            name='DisputeResolution',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                (
-                    "outcome",
-                    models.CharField(
-                        choices=[("corrected", "region corrected"), ("confirmed", "region confirmed as recorded")],
-                        max_length=10,
-                    ),
-                ),
-                ("new_country", django_countries.fields.CountryField(blank=True, max_length=2)),
-                ("exempt", models.BooleanField(default=False)),
-                ("note", models.TextField(blank=True, help_text="Shown to the developer.")),
-                ("resolved_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('outcome', models.CharField(choices=[('corrected', 'region corrected'), ('confirmed', 'region confirmed as recorded')], max_length=10)),
+                ('new_country', django_countries.fields.CountryField(blank=True, max_length=2)),
+                ('exempt', models.BooleanField(default=False)),
+                ('note', models.TextField(blank=True, help_text='Shown to the developer.')),
+                ('resolved_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name="EvidenceRecord",
+            name='EvidenceRecord',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("seq", models.PositiveIntegerField()),
-                ("kind", models.CharField(choices=[("answer", "answer"), ("event", "delivery event")], max_length=10)),
-                ("object_id", models.BigIntegerField()),
-                ("payload", models.JSONField()),
-                ("prev_hash", models.CharField(max_length=64)),
-                ("hash", models.CharField(max_length=64)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('seq', models.PositiveIntegerField()),
+                ('kind', models.CharField(choices=[('answer', 'answer'), ('event', 'delivery event')], max_length=10)),
+                ('object_id', models.BigIntegerField()),
+                ('payload', models.JSONField()),
+                ('prev_hash', models.CharField(max_length=64)),
+                ('hash', models.CharField(max_length=64)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name="WebhookAttempt",
+            name='WebhookAttempt',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("at", models.DateTimeField(auto_now_add=True)),
-                ("status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
-                ("error", models.TextField(blank=True)),
-                ("duration_ms", models.PositiveIntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('at', models.DateTimeField(auto_now_add=True)),
+                ('status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
+                ('error', models.TextField(blank=True)),
+                ('duration_ms', models.PositiveIntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name="WebhookEndpoint",
+            name='WebhookEndpoint',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("url", models.URLField(max_length=500)),
-                (
-                    "secret",
-                    models.CharField(
-                        default=memo_service.memos.models.webhook_secret,
-                        help_text='Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">.',
-                        max_length=100,
-                    ),
-                ),
-                (
-                    "events",
-                    models.JSONField(
-                        default=list, help_text="Any of memo.acknowledged, memo.disputed, memo.deadline_passed."
-                    ),
-                ),
-                ("is_active", models.BooleanField(default=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('url', models.URLField(max_length=500)),
+                ('secret', models.CharField(default=memo_service.memos.models.webhook_secret, help_text='Signs each request: X-Memo-Signature: t=<unix time>,v1=<HMAC-SHA256 of "t.body">.', max_length=100)),
+                ('events', models.JSONField(default=list, help_text='Any of memo.acknowledged, memo.disputed, memo.deadline_passed.')),
+                ('is_active', models.BooleanField(default=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name="WebhookMessage",
+            name='WebhookMessage',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("event", models.CharField(max_length=40)),
-                ("payload", models.JSONField()),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[("pending", "pending"), ("delivered", "delivered"), ("failed", "failed")],
-                        default="pending",
-                        max_length=10,
-                    ),
-                ),
-                ("attempts", models.PositiveSmallIntegerField(default=0)),
-                ("next_attempt_at", models.DateTimeField(blank=True, db_index=True, null=True)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('event', models.CharField(max_length=40)),
+                ('payload', models.JSONField()),
+                ('status', models.CharField(choices=[('pending', 'pending'), ('delivered', 'delivered'), ('failed', 'failed')], default='pending', max_length=10)),
+                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                ('next_attempt_at', models.DateTimeField(blank=True, db_index=True, null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('delivered_at', models.DateTimeField(blank=True, null=True)),
             ],
         ),
         migrations.RemoveConstraint(
-            model_name="acknowledgement",
-            name="one_ack_per_memo_developer",
+            model_name='acknowledgement',
+            name='one_ack_per_memo_developer',
         ),
         migrations.RemoveConstraint(
-            model_name="delivery",
-            name="one_delivery_per_memo_developer_kind",
+            model_name='delivery',
+            name='one_delivery_per_memo_developer_kind',
         ),
         migrations.AddField(
-            model_name="acknowledgement",
-            name="automation_reasons",
+            model_name='acknowledgement',
+            name='automation_reasons',
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name="acknowledgement",
-            name="country_claimed",
-            field=django_countries.fields.CountryField(
-                blank=True, help_text="With a dispute: where the developer says they are.", max_length=2
-            ),
+            model_name='acknowledgement',
+            name='country_claimed',
+            field=django_countries.fields.CountryField(blank=True, help_text='With a dispute: where the developer says they are.', max_length=2),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="country",
-            field=models.CharField(
-                blank=True, help_text="The developer's country when the memo was sent.", max_length=2
-            ),
+            model_name='delivery',
+            name='country',
+            field=models.CharField(blank=True, help_text="The developer's country when the memo was sent.", max_length=2),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="sequence",
+            model_name='delivery',
+            name='sequence',
             field=models.PositiveSmallIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="deadline_notified_at",
+            model_name='memo',
+            name='deadline_notified_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="reminder_days",
-            field=models.JSONField(
-                blank=True,
-                default=memo_service.memos.models.default_reminder_days,
-                help_text="Days before the deadline to remind those who have not answered, e.g. [7, 1].",
-            ),
+            model_name='memo',
+            name='reminder_days',
+            field=models.JSONField(blank=True, default=memo_service.memos.models.default_reminder_days, help_text='Days before the deadline to remind those who have not answered, e.g. [7, 1].'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="reminder_html",
-            field=models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo."),
+            model_name='memo',
+            name='reminder_html',
+            field=models.TextField(blank=True, help_text='Jinja2 template; blank: a short reminder, then the memo.'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="reminder_subject",
+            model_name='memo',
+            name='reminder_subject',
             field=models.TextField(blank=True, help_text="Jinja2 template; blank: “Reminder: ” + the memo's subject."),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="reminder_text",
-            field=models.TextField(blank=True, help_text="Jinja2 template; blank: a short reminder, then the memo."),
+            model_name='memo',
+            name='reminder_text',
+            field=models.TextField(blank=True, help_text='Jinja2 template; blank: a short reminder, then the memo.'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="reminders_sent",
+            model_name='memo',
+            name='reminders_sent',
             field=models.PositiveSmallIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
-            model_name="memotranslation",
-            name="reminder_html",
+            model_name='memotranslation',
+            name='reminder_html',
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name="memotranslation",
-            name="reminder_subject",
+            model_name='memotranslation',
+            name='reminder_subject',
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name="memotranslation",
-            name="reminder_text",
+            model_name='memotranslation',
+            name='reminder_text',
             field=models.TextField(blank=True),
         ),
         migrations.AlterField(
-            model_name="delivery",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "queued"),
-                    ("sending", "sending"),
-                    ("sent", "sent"),
-                    ("delivered", "delivered"),
-                    ("bounced", "bounced"),
-                    ("complained", "complained"),
-                    ("failed", "failed"),
-                    ("outcome_unknown", "outcome unknown"),
-                    ("skipped", "skipped"),
-                ],
-                default="queued",
-                max_length=16,
-            ),
+            model_name='delivery',
+            name='status',
+            field=models.CharField(choices=[('queued', 'queued'), ('sending', 'sending'), ('sent', 'sent'), ('delivered', 'delivered'), ('bounced', 'bounced'), ('complained', 'complained'), ('failed', 'failed'), ('outcome_unknown', 'outcome unknown'), ('skipped', 'skipped')], default='queued', max_length=16),
         ),
         migrations.AddConstraint(
-            model_name="acknowledgement",
-            constraint=models.UniqueConstraint(fields=("memo", "developer", "response"), name="one_answer_per_kind"),
+            model_name='acknowledgement',
+            constraint=models.UniqueConstraint(fields=('memo', 'developer', 'response'), name='one_answer_per_kind'),
         ),
         migrations.AddConstraint(
-            model_name="delivery",
-            constraint=models.UniqueConstraint(
-                fields=("memo", "developer", "kind", "sequence"), name="one_delivery_per_memo_developer_kind"
-            ),
+            model_name='delivery',
+            constraint=models.UniqueConstraint(fields=('memo', 'developer', 'kind', 'sequence'), name='one_delivery_per_memo_developer_kind'),
         ),
         migrations.AddField(
-            model_name="auditevent",
-            name="actor",
-            field=models.ForeignKey(
-                null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to=settings.AUTH_USER_MODEL
-            ),
+            model_name='auditevent',
+            name='actor',
+            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name="disputeresolution",
-            name="answer",
-            field=models.OneToOneField(
-                on_delete=django.db.models.deletion.PROTECT, related_name="resolution", to="memos.acknowledgement"
-            ),
+            model_name='disputeresolution',
+            name='answer',
+            field=models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='resolution', to='memos.acknowledgement'),
         ),
         migrations.AddField(
-            model_name="disputeresolution",
-            name="resolved_by",
-            field=models.ForeignKey(
-                null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to=settings.AUTH_USER_MODEL
-            ),
+            model_name='disputeresolution',
+            name='resolved_by',
+            field=models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
         ),
         migrations.AddField(
-            model_name="evidencerecord",
-            name="memo",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT, related_name="evidence", to="memos.memo"
-            ),
+            model_name='evidencerecord',
+            name='memo',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evidence', to='memos.memo'),
         ),
         migrations.AddField(
-            model_name="webhookmessage",
-            name="endpoint",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="messages", to="memos.webhookendpoint"
-            ),
+            model_name='webhookmessage',
+            name='endpoint',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='memos.webhookendpoint'),
         ),
         migrations.AddField(
-            model_name="webhookattempt",
-            name="message",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="attempt_log", to="memos.webhookmessage"
-            ),
+            model_name='webhookattempt',
+            name='message',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attempt_log', to='memos.webhookmessage'),
         ),
         migrations.AddConstraint(
-            model_name="evidencerecord",
-            constraint=models.UniqueConstraint(fields=("memo", "seq"), name="one_record_per_seq"),
+            model_name='evidencerecord',
+            constraint=models.UniqueConstraint(fields=('memo', 'seq'), name='one_record_per_seq'),
         ),
     ]

@@ -5,90 +5,68 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0003_answers_evidence_reminders_webhooks"),
+        ('memos', '0003_answers_evidence_reminders_webhooks'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Dispute",
-            fields=[],
+            name='Dispute',
+            fields=[
+            ],
             options={
-                "verbose_name": "region dispute",
-                "proxy": True,
-                "indexes": [],
-                "constraints": [],
+                'verbose_name': 'region dispute',
+                'proxy': True,
+                'indexes': [],
+                'constraints': [],
             },
-            bases=("memos.acknowledgement",),
+            bases=('memos.acknowledgement',),
         ),
         migrations.AlterModelOptions(
-            name="memo",
-            options={
-                "ordering": ["-id"],
-                "permissions": [("approve_memo", "Can approve memos"), ("send_memo", "Can send and schedule memos")],
-            },
+            name='memo',
+            options={'ordering': ['-id'], 'permissions': [('approve_memo', 'Can approve memos'), ('send_memo', 'Can send and schedule memos')]},
         ),
         migrations.AddField(
-            model_name="memo",
-            name="active_since",
-            field=models.DateField(
-                blank=True, help_text="Only developers active on the platform since this day.", null=True
-            ),
+            model_name='memo',
+            name='active_since',
+            field=models.DateField(blank=True, help_text='Only developers active on the platform since this day.', null=True),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="approved_at",
+            model_name='memo',
+            name='approved_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="approved_rules",
+            model_name='memo',
+            name='approved_rules',
             field=models.JSONField(blank=True, default=dict, editable=False),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="attribute_filters",
-            field=models.JSONField(
-                blank=True,
-                default=dict,
-                help_text='Only developers whose attributes have these values, e.g. {"plan": "pro"}.',
-            ),
+            model_name='memo',
+            name='attribute_filters',
+            field=models.JSONField(blank=True, default=dict, help_text='Only developers whose attributes have these values, e.g. {"plan": "pro"}.'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="scheduled_at",
+            model_name='memo',
+            name='scheduled_at',
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AlterField(
-            model_name="memo",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("draft", "draft"),
-                    ("awaiting_approval", "awaiting approval"),
-                    ("approved", "approved"),
-                    ("scheduled", "scheduled"),
-                    ("sending", "sending"),
-                    ("sent", "sent"),
-                    ("cancelled", "cancelled"),
-                ],
-                default="draft",
-                max_length=20,
-            ),
+            model_name='memo',
+            name='status',
+            field=models.CharField(choices=[('draft', 'draft'), ('awaiting_approval', 'awaiting approval'), ('approved', 'approved'), ('scheduled', 'scheduled'), ('sending', 'sending'), ('sent', 'sent'), ('cancelled', 'cancelled')], default='draft', max_length=20),
         ),
         migrations.CreateModel(
-            name="AudienceSnapshot",
+            name='AudienceSnapshot',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("developer_id", models.BigIntegerField()),
-                ("country", models.CharField(max_length=2)),
-                (
-                    "memo",
-                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="memos.memo"),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('developer_id', models.BigIntegerField()),
+                ('country', models.CharField(max_length=2)),
+                ('memo', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='memos.memo')),
             ],
             options={
-                "constraints": [models.UniqueConstraint(fields=("memo", "developer_id"), name="one_snapshot_row")],
+                'constraints': [models.UniqueConstraint(fields=('memo', 'developer_id'), name='one_snapshot_row')],
             },
         ),
     ]

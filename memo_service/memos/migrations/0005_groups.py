@@ -4,25 +4,14 @@ from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 VIEW = [
-    "memos.view_memo",
-    "memos.view_memotranslation",
-    "memos.view_delivery",
-    "memos.view_deliveryevent",
-    "memos.view_acknowledgement",
-    "memos.view_dispute",
-    "memos.view_auditevent",
-    "developers.view_developer",
-    "developers.view_region",
+    "memos.view_memo", "memos.view_memotranslation", "memos.view_delivery", "memos.view_deliveryevent",
+    "memos.view_acknowledgement", "memos.view_dispute", "memos.view_auditevent",
+    "developers.view_developer", "developers.view_region",
 ]
 GROUPS = {
-    "Composer": VIEW
-    + [
-        "memos.add_memo",
-        "memos.change_memo",
-        "memos.send_memo",
-        "memos.add_memotranslation",
-        "memos.change_memotranslation",
-        "memos.delete_memotranslation",
+    "Composer": VIEW + [
+        "memos.add_memo", "memos.change_memo", "memos.send_memo",
+        "memos.add_memotranslation", "memos.change_memotranslation", "memos.delete_memotranslation",
     ],
     "Approver": VIEW + ["memos.approve_memo"],
     "Viewer": VIEW,

@@ -4,57 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0005_groups"),
+        ('memos', '0005_groups'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="delivery",
-            name="not_before",
+            model_name='delivery',
+            name='not_before',
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="pause_reason",
+            model_name='memo',
+            name='pause_reason',
             field=models.CharField(blank=True, editable=False, max_length=300),
         ),
         migrations.AlterField(
-            model_name="delivery",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("queued", "queued"),
-                    ("sending", "sending"),
-                    ("sent", "sent"),
-                    ("delivered", "delivered"),
-                    ("bounced", "bounced"),
-                    ("complained", "complained"),
-                    ("failed", "failed"),
-                    ("outcome_unknown", "outcome unknown"),
-                    ("skipped", "skipped"),
-                    ("cancelled", "cancelled"),
-                ],
-                default="queued",
-                max_length=16,
-            ),
+            model_name='delivery',
+            name='status',
+            field=models.CharField(choices=[('queued', 'queued'), ('sending', 'sending'), ('sent', 'sent'), ('delivered', 'delivered'), ('bounced', 'bounced'), ('complained', 'complained'), ('failed', 'failed'), ('outcome_unknown', 'outcome unknown'), ('skipped', 'skipped'), ('cancelled', 'cancelled')], default='queued', max_length=16),
         ),
         migrations.AlterField(
-            model_name="memo",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("draft", "draft"),
-                    ("awaiting_approval", "awaiting approval"),
-                    ("approved", "approved"),
-                    ("scheduled", "scheduled"),
-                    ("sending", "sending"),
-                    ("paused", "paused"),
-                    ("sent", "sent"),
-                    ("cancelled", "cancelled"),
-                ],
-                default="draft",
-                max_length=20,
-            ),
+            model_name='memo',
+            name='status',
+            field=models.CharField(choices=[('draft', 'draft'), ('awaiting_approval', 'awaiting approval'), ('approved', 'approved'), ('scheduled', 'scheduled'), ('sending', 'sending'), ('paused', 'paused'), ('sent', 'sent'), ('cancelled', 'cancelled')], default='draft', max_length=20),
         ),
     ]

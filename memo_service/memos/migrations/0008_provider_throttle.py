@@ -4,17 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0007_approval_people_reminder_cursor"),
+        ('memos', '0007_approval_people_reminder_cursor'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="ProviderThrottle",
+            name='ProviderThrottle',
             fields=[
-                ("provider", models.CharField(max_length=100, primary_key=True, serialize=False)),
-                ("next_slot", models.FloatField(default=0.0)),
-                ("blocked_until", models.FloatField(default=0.0)),
+                ('provider', models.CharField(max_length=100, primary_key=True, serialize=False)),
+                ('next_slot', models.FloatField(default=0.0)),
+                ('blocked_until', models.FloatField(default=0.0)),
             ],
         ),
     ]

@@ -5,26 +5,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("developers", "0005_org_contact_email"),
-        ("memos", "0008_provider_throttle"),
+        ('developers', '0005_org_contact_email'),
+        ('memos', '0008_provider_throttle'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="delivery",
-            name="memo",
-            field=models.ForeignKey(
-                db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name="deliveries", to="memos.memo"
-            ),
+            model_name='delivery',
+            name='memo',
+            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='deliveries', to='memos.memo'),
         ),
         migrations.AlterField(
-            model_name="delivery",
-            name="provider_message_id",
+            model_name='delivery',
+            name='provider_message_id',
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddIndex(
-            model_name="delivery",
-            index=models.Index(fields=["provider_message_id"], name="memos_delivery_message_id"),
+            model_name='delivery',
+            index=models.Index(fields=['provider_message_id'], name='memos_delivery_message_id'),
         ),
     ]

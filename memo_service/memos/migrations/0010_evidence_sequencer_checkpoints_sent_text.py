@@ -5,94 +5,74 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0009_delivery_fewer_indexes"),
+        ('memos', '0009_delivery_fewer_indexes'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="EvidenceCheckpoint",
+            name='EvidenceCheckpoint',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("seq", models.PositiveIntegerField()),
-                ("head_hash", models.CharField(max_length=64)),
-                ("count", models.PositiveIntegerField()),
-                ("prev", models.CharField(max_length=64)),
-                ("at", models.DateTimeField()),
-                ("key_id", models.CharField(max_length=64)),
-                ("signature", models.CharField(max_length=100)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('seq', models.PositiveIntegerField()),
+                ('head_hash', models.CharField(max_length=64)),
+                ('count', models.PositiveIntegerField()),
+                ('prev', models.CharField(max_length=64)),
+                ('at', models.DateTimeField()),
+                ('key_id', models.CharField(max_length=64)),
+                ('signature', models.CharField(max_length=100)),
             ],
         ),
         migrations.CreateModel(
-            name="SentText",
+            name='SentText',
             fields=[
-                (
-                    "delivery",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        primary_key=True,
-                        related_name="sent_text",
-                        serialize=False,
-                        to="memos.delivery",
-                    ),
-                ),
-                ("rendered_with", models.JSONField()),
-                ("text_hash", models.CharField(max_length=64)),
+                ('delivery', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='sent_text', serialize=False, to='memos.delivery')),
+                ('rendered_with', models.JSONField()),
+                ('text_hash', models.CharField(max_length=64)),
             ],
         ),
         migrations.AddField(
-            model_name="acknowledgement",
-            name="text_hash",
+            model_name='acknowledgement',
+            name='text_hash',
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="hash",
+            model_name='evidencerecord',
+            name='hash',
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="kind",
-            field=models.CharField(
-                choices=[
-                    ("answer", "answer"),
-                    ("event", "delivery event"),
-                    ("delivery", "handover to the provider"),
-                    ("status", "delivery status change"),
-                ],
-                max_length=10,
-            ),
+            model_name='evidencerecord',
+            name='kind',
+            field=models.CharField(choices=[('answer', 'answer'), ('event', 'delivery event'), ('delivery', 'handover to the provider'), ('status', 'delivery status change')], max_length=10),
         ),
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="payload",
+            model_name='evidencerecord',
+            name='payload',
             field=models.JSONField(default=dict),
         ),
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="prev_hash",
+            model_name='evidencerecord',
+            name='prev_hash',
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="seq",
+            model_name='evidencerecord',
+            name='seq',
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name="evidencerecord",
-            index=models.Index(
-                condition=models.Q(("seq__isnull", True)), fields=["memo", "id"], name="memos_evidence_pending"
-            ),
+            model_name='evidencerecord',
+            index=models.Index(condition=models.Q(('seq__isnull', True)), fields=['memo', 'id'], name='memos_evidence_pending'),
         ),
         migrations.AddField(
-            model_name="evidencecheckpoint",
-            name="memo",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT, related_name="checkpoints", to="memos.memo"
-            ),
+            model_name='evidencecheckpoint',
+            name='memo',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='checkpoints', to='memos.memo'),
         ),
         migrations.AddConstraint(
-            model_name="evidencecheckpoint",
-            constraint=models.UniqueConstraint(fields=("memo", "seq"), name="one_checkpoint_per_seq"),
+            model_name='evidencecheckpoint',
+            constraint=models.UniqueConstraint(fields=('memo', 'seq'), name='one_checkpoint_per_seq'),
         ),
     ]

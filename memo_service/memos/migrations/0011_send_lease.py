@@ -5,25 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0010_evidence_sequencer_checkpoints_sent_text"),
+        ('memos', '0010_evidence_sequencer_checkpoints_sent_text'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="SendLease",
+            name='SendLease',
             fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("holder", models.CharField(help_text="host:pid of the worker process holding it.", max_length=200)),
-                ("delivery_ids", models.JSONField(default=list)),
-                ("created_at", models.DateTimeField()),
-                ("expires_at", models.DateTimeField(db_index=True)),
-                ("last_renewed_at", models.DateTimeField()),
-                ("note", models.CharField(blank=True, max_length=300)),
-                (
-                    "memo",
-                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="memos.memo"),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('holder', models.CharField(help_text='host:pid of the worker process holding it.', max_length=200)),
+                ('delivery_ids', models.JSONField(default=list)),
+                ('created_at', models.DateTimeField()),
+                ('expires_at', models.DateTimeField(db_index=True)),
+                ('last_renewed_at', models.DateTimeField()),
+                ('note', models.CharField(blank=True, max_length=300)),
+                ('memo', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='memos.memo')),
             ],
         ),
     ]

@@ -5,24 +5,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("api", "0002_client_scopes"),
-        ("memos", "0011_send_lease"),
+        ('api', '0002_client_scopes'),
+        ('memos', '0011_send_lease'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="acknowledgement",
-            name="api_client",
-            field=models.ForeignKey(
-                blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name="+", to="api.apiclient"
-            ),
+            model_name='acknowledgement',
+            name='api_client',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='api.apiclient'),
         ),
         migrations.AddField(
-            model_name="acknowledgement",
-            name="channel",
-            field=models.CharField(
-                choices=[("email_link", "email link"), ("console", "console")], default="email_link", max_length=12
-            ),
+            model_name='acknowledgement',
+            name='channel',
+            field=models.CharField(choices=[('email_link', 'email link'), ('console', 'console')], default='email_link', max_length=12),
         ),
     ]

@@ -59,8 +59,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="answer",
             name="memo",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT, related_name="answers", to="memos.memo"
-            ),
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name="answers", to="memos.memo"),
         ),
     ]

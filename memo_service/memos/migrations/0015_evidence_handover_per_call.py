@@ -6,23 +6,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0014_answer_status_reason"),
+        ('memos', '0014_answer_status_reason'),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name="evidencerecord",
-            name="kind",
-            field=models.CharField(
-                choices=[
-                    ("answer", "answer"),
-                    ("event", "delivery event"),
-                    ("delivery", "handover of one email (before handovers were per call)"),
-                    ("handover", "handover to the provider, one call"),
-                    ("status", "delivery status change"),
-                ],
-                max_length=10,
-            ),
+            model_name='evidencerecord',
+            name='kind',
+            field=models.CharField(choices=[('answer', 'answer'), ('event', 'delivery event'), ('delivery', 'handover of one email (before handovers were per call)'), ('handover', 'handover to the provider, one call'), ('status', 'delivery status change')], max_length=10),
         ),
     ]

@@ -19,14 +19,15 @@ def handover_sizes(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0015_evidence_handover_per_call"),
+        ('memos', '0015_evidence_handover_per_call'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="evidencerecord",
-            name="size",
+            model_name='evidencerecord',
+            name='size',
             field=models.PositiveIntegerField(db_default=1, default=1),
         ),
         migrations.RunPython(handover_sizes, migrations.RunPython.noop),

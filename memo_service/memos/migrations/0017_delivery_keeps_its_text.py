@@ -19,23 +19,24 @@ SELECT id, coalesce(rendered_with, '{}'), text_hash FROM memos_delivery WHERE te
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0016_evidence_record_size"),
+        ('memos', '0016_evidence_record_size'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="delivery",
-            name="rendered_with",
+            model_name='delivery',
+            name='rendered_with',
             field=models.JSONField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name="delivery",
-            name="text_hash",
-            field=models.CharField(blank=True, db_default="", default="", editable=False, max_length=64),
+            model_name='delivery',
+            name='text_hash',
+            field=models.CharField(blank=True, db_default='', default='', editable=False, max_length=64),
         ),
         migrations.RunSQL(TO_DELIVERY, TO_SENTTEXT),
         migrations.DeleteModel(
-            name="SentText",
+            name='SentText',
         ),
     ]

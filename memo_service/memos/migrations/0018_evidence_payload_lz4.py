@@ -26,6 +26,7 @@ def compress_with(method):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
         ("memos", "0017_delivery_keeps_its_text"),
     ]

@@ -5,64 +5,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("developers", "0006_traffic_observations"),
-        ("memos", "0019_evidence_records_authenticated"),
+        ('developers', '0006_traffic_observations'),
+        ('memos', '0019_evidence_records_authenticated'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="audiencesnapshot",
-            name="reason",
+            model_name='audiencesnapshot',
+            name='reason',
             field=models.CharField(blank=True, max_length=300),
         ),
         migrations.AddField(
-            model_name="audiencesnapshot",
-            name="traffic",
+            model_name='audiencesnapshot',
+            name='traffic',
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="audience_basis",
-            field=models.CharField(
-                choices=[
-                    ("account", "the account's country"),
-                    ("traffic", "where its API traffic came from"),
-                    ("either", "either"),
-                ],
-                default="account",
-                help_text="Who is in: by the account's country, by the countries its API traffic came from, or either.",
-                max_length=10,
-            ),
+            model_name='memo',
+            name='audience_basis',
+            field=models.CharField(choices=[('account', "the account's country"), ('traffic', 'where its API traffic came from'), ('either', 'either')], default='account', help_text="Who is in: by the account's country, by the countries its API traffic came from, or either.", max_length=10),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="traffic_countries",
+            model_name='memo',
+            name='traffic_countries',
             field=django_countries.fields.CountryField(blank=True, max_length=746, multiple=True),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="traffic_days",
-            field=models.PositiveSmallIntegerField(
-                default=30, help_text="Traffic of this many days, up to the day of approval, counts."
-            ),
+            model_name='memo',
+            name='traffic_days',
+            field=models.PositiveSmallIntegerField(default=30, help_text='Traffic of this many days, up to the day of approval, counts.'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="traffic_min_requests",
-            field=models.PositiveIntegerField(
-                default=1,
-                help_text="In by traffic: at least this many requests from those countries within the window.",
-            ),
+            model_name='memo',
+            name='traffic_min_requests',
+            field=models.PositiveIntegerField(default=1, help_text='In by traffic: at least this many requests from those countries within the window.'),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="traffic_regions",
-            field=models.ManyToManyField(blank=True, related_name="+", to="developers.region"),
+            model_name='memo',
+            name='traffic_regions',
+            field=models.ManyToManyField(blank=True, related_name='+', to='developers.region'),
         ),
         migrations.AlterField(
-            model_name="delivery",
-            name="reason",
-            field=models.CharField(blank=True, help_text="Why this developer is in the cohort.", max_length=300),
+            model_name='delivery',
+            name='reason',
+            field=models.CharField(blank=True, help_text='Why this developer is in the cohort.', max_length=300),
         ),
     ]

@@ -4,39 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0020_audience_by_traffic"),
+        ('memos', '0020_audience_by_traffic'),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name="dispute",
-            options={"verbose_name": "dispute"},
+            name='dispute',
+            options={'verbose_name': 'dispute'},
         ),
         migrations.AlterField(
-            model_name="answer",
-            name="response",
-            field=models.CharField(
-                choices=[
-                    ("acknowledged", "acknowledged"),
-                    ("disputes_region", "disputes region"),
-                    ("disputes_traffic", "disputes traffic"),
-                    ("needs_help", "needs help"),
-                ],
-                default="acknowledged",
-                max_length=20,
-            ),
+            model_name='answer',
+            name='response',
+            field=models.CharField(choices=[('acknowledged', 'acknowledged'), ('disputes_region', 'disputes region'), ('disputes_traffic', 'disputes traffic'), ('needs_help', 'needs help')], default='acknowledged', max_length=20),
         ),
         migrations.AlterField(
-            model_name="disputeresolution",
-            name="outcome",
-            field=models.CharField(
-                choices=[
-                    ("corrected", "region corrected"),
-                    ("confirmed", "confirmed as recorded"),
-                    ("exempted", "exempted from the memo"),
-                ],
-                max_length=10,
-            ),
+            model_name='disputeresolution',
+            name='outcome',
+            field=models.CharField(choices=[('corrected', 'region corrected'), ('confirmed', 'confirmed as recorded'), ('exempted', 'exempted from the memo')], max_length=10),
         ),
     ]

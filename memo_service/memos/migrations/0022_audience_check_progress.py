@@ -4,19 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("memos", "0021_traffic_disputes"),
+        ('memos', '0021_traffic_disputes'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="memo",
-            name="audience_checked",
+            model_name='memo',
+            name='audience_checked',
             field=models.PositiveIntegerField(default=0, editable=False),
         ),
         migrations.AddField(
-            model_name="memo",
-            name="audience_to_check",
+            model_name='memo',
+            name='audience_to_check',
             field=models.PositiveIntegerField(default=0, editable=False),
         ),
     ]
