@@ -161,13 +161,15 @@ class TrafficFact:
         return cls(country, days, dt.date.fromisoformat(first), dt.date.fromisoformat(last), requests, geo)
 
 
-def traffic_facts(memo: Memo, developer_ids: list[int]) -> dict[int, list[TrafficFact]]:
+def traffic_facts(
+    memo: Memo, developer_ids: list[int], regions: Iterable[Region] | None = None
+) -> dict[int, list[TrafficFact]]:
     """{developer id: their traffic from the memo's traffic countries within its window,
-    a fact per country, most requests first}: one query."""
+    a fact per country, most requests first}: one query (`regions`: traffic_codes')."""
     if memo.audience_basis == Basis.ACCOUNT or not developer_ids:
         return {}
     rows = (
-        _traffic(memo)
+        _traffic(memo, regions)
         .filter(developer_id__in=in_ids(developer_ids))
         .values("developer_id", "country")
         .annotate(
@@ -205,16 +207,22 @@ def inclusion_reason(memo: Memo, country: str, facts: list[TrafficFact], account
     return reason if len(reason) <= REASON_CHARS else reason[: REASON_CHARS - 1] + "…"
 
 
-def audience_explain(memo: Memo, developer: Developer) -> str:
-    """One line: why this developer is, or is not, in the memo's audience."""
+def audience_explain(
+    memo: Memo,
+    developer: Developer,
+    regions: Iterable[Region] | None = None,
+    traffic_regions: Iterable[Region] | None = None,
+) -> str:
+    """One line: why this developer is, or is not, in the memo's audience (`regions` and
+    `traffic_regions` stand in for the memo's, for rules not saved yet)."""
     who = developer.external_id
-    reasons = audience_reasons(memo)
+    reasons = audience_reasons(memo, regions)
     code = developer.country.code
-    facts = traffic_facts(memo, [developer.pk]).get(developer.pk, [])
+    facts = traffic_facts(memo, [developer.pk], traffic_regions).get(developer.pk, [])
     by_account = memo.audience_basis != Basis.TRAFFIC and code in reasons
     by_traffic = memo.audience_basis != Basis.ACCOUNT and traffic_enough(memo, facts)
     if not (by_account or by_traffic):
-        return f"{who} is not included: " + "; ".join(_not_in(memo, developer, facts))
+        return f"{who} is not included: " + "; ".join(_not_in(memo, developer, facts, traffic_regions))
     if filtered_out := _filtered_out(memo, developer):
         return f"{who} is not included: {filtered_out}"
     extra = _filters(memo)
@@ -244,7 +252,9 @@ def _filters(memo: Memo) -> list[str]:
     ]
 
 
-def _not_in(memo: Memo, developer: Developer, facts: list[TrafficFact]) -> list[str]:
+def _not_in(
+    memo: Memo, developer: Developer, facts: list[TrafficFact], traffic_regions: Iterable[Region] | None
+) -> list[str]:
     why = []
     code = developer.country.code
     if memo.audience_basis != Basis.TRAFFIC:
@@ -254,7 +264,7 @@ def _not_in(memo: Memo, developer: Developer, facts: list[TrafficFact]) -> list[
         first, last = traffic_window(memo)
         total = sum(f.requests for f in facts)
         why.append(
-            f"{total:,} requests from {', '.join(traffic_codes(memo)) or 'no traffic country'} between "
+            f"{total:,} requests from {', '.join(traffic_codes(memo, traffic_regions)) or 'no traffic country'} between "
             f"{first} and {last}, fewer than {memo.traffic_min_requests:,}"
         )
     return why
