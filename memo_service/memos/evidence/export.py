@@ -1,6 +1,7 @@
 """The evidence export: one record per recipient (who, why, every email and what became
-of it, every answer), as CSV or as a JSON document that also carries the hash chain, its
-signed checkpoints and the public keys (`export_evidence`, the admin's export buttons).
+of it, every answer, where they stand in the end), as CSV or as a JSON document that
+also carries the approval, the cases, the withdrawal (export_sections.py), the hash
+chain, its signed checkpoints and the public keys (`export_evidence`, the admin's export buttons).
 `verify_evidence --file` reads the JSON with no database (verify_file.py, export_file.py)."""
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from django.utils import timezone
 
 from memo_service.lib.csv_export import csv_lines
 from memo_service.lib.db import snapshot
+from memo_service.memos.evidence.export_sections import (
+    approval_section,
+    cases_section,
+    links_section,
+    withdrawal_section,
+)
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_key, public_keys
 from memo_service.memos.evidence.verify import chained_pages
-from memo_service.memos.models import Answer, Delivery, EvidenceCheckpoint, Memo
+from memo_service.memos.models import DELIVERY_HANDED_OVER, Answer, Case, Delivery, EvidenceCheckpoint, Memo
 
 Response = Answer.Response
 
@@ -59,6 +66,9 @@ EVIDENCE_COLUMNS = [
     "earlier_answers",
     "channel",
     "api_client",
+    "standing",
+    "statement_hash",
+    "page_hash",
 ]
 EVIDENCE_PAGE = 2_000  # recipients per query: memory stays flat at any size
 
@@ -67,8 +77,49 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value else None
 
 
+class Standing:
+    """Where each recipient stands in the end, the first that holds, in this order."""
+
+    EXEMPTED = "exempted"  # a dispute decided so: the memo no longer applies to them
+    ACKNOWLEDGED = "acknowledged"
+    OBJECTED = "objected"  # answered "I object"
+    NOT_SENT = "not sent"  # their email never reached the provider (queued, failed, cancelled...)
+    WITHDRAWN = "withdrawn"  # the memo was taken back before they acknowledged it
+    DISPUTE_PENDING = "dispute pending"  # a dispute not decided yet
+    HELP_PENDING = "help pending"  # asked for help, their case not resolved yet
+    NOT_ANSWERED = "not answered"  # handed over, and nothing that settles it since
+
+
+_DISPUTES = (Response.DISPUTES_REGION, Response.DISPUTES_TRAFFIC)
+
+
+def standing(*, status: str, answers: list[Answer], open_cases: set[str], withdrawn: bool) -> str:
+    """A recipient's final standing (Standing) from their first email's `status`, their
+    answers (with their resolutions loaded), the kinds of their cases not resolved yet
+    and whether the memo was withdrawn."""
+    responses = {a.response for a in answers}
+    resolutions = [getattr(a, "resolution", None) for a in answers if a.response in _DISPUTES]
+    decided = [r for r in resolutions if r is not None]
+    if any(r.exempt or r.outcome == r.Outcome.EXEMPTED for r in decided):
+        return Standing.EXEMPTED
+    if Response.ACKNOWLEDGED in responses:
+        return Standing.ACKNOWLEDGED
+    if Response.OBJECTS in responses:
+        return Standing.OBJECTED
+    if status not in DELIVERY_HANDED_OVER:
+        return Standing.NOT_SENT
+    if withdrawn:
+        return Standing.WITHDRAWN
+    if Case.Kind.DISPUTE in open_cases or len(decided) < len(resolutions):
+        return Standing.DISPUTE_PENDING
+    if Case.Kind.HELP in open_cases:
+        return Standing.HELP_PENDING
+    return Standing.NOT_ANSWERED
+
+
 def _answer_row(answer: Answer) -> dict[str, Any]:
     return {
+        "id": answer.pk,  # the chain's answer record names it so
         "response": answer.response,
         "at": _iso(answer.created_at),
         "content_hash": answer.content_hash,
@@ -81,11 +132,16 @@ def _answer_row(answer: Answer) -> dict[str, Any]:
         "country_claimed": str(answer.country_claimed or ""),
         "channel": answer.channel,
         "api_client": answer.api_client.name if answer.api_client else None,
+        "text_hash": answer.text_hash,
+        "statement_hash": answer.statement_hash,
+        "page_hash": answer.page_hash,
     }
 
 
 def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
-    """One record per recipient: who, why, every email and what became of it, every answer."""
+    """One record per recipient: who, why, every email and what became of it, every
+    answer, and where they stand in the end."""
+    withdrawn = memo.status == Memo.Status.WITHDRAWN
     # Without the values each email was rendered with: the export shows none of them.
     deliveries = Delivery.objects.defer("rendered_with")
     initial = deliveries.filter(memo=memo, kind=Delivery.Kind.INITIAL).select_related("developer").order_by("id")
@@ -101,10 +157,17 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
         answers: dict[int, list[Answer]] = {}
         for answer in (
             Answer.objects.filter(memo=memo, developer_id__in=developer_ids)
-            .select_related("api_client")
+            .select_related("api_client", "resolution")
             .order_by("created_at", "id")
         ):
             answers.setdefault(answer.developer_id, []).append(answer)
+        open_cases: dict[int, set[str]] = {}
+        for developer_id, kind in (
+            Case.objects.filter(memo=memo, developer_id__in=developer_ids)
+            .exclude(status=Case.Status.RESOLVED)
+            .values_list("developer_id", "kind")
+        ):
+            open_cases.setdefault(developer_id, set()).add(kind)
         for delivery in page:
             yield {
                 "developer": delivery.developer.external_id,
@@ -124,6 +187,12 @@ def evidence_records(memo: Memo) -> Iterator[dict[str, Any]]:
                     for d in [delivery, *reminders.get(delivery.developer_id, [])]
                 ],
                 "answers": [_answer_row(a) for a in answers.get(delivery.developer_id, [])],
+                "standing": standing(
+                    status=delivery.status,
+                    answers=answers.get(delivery.developer_id, []),
+                    open_cases=open_cases.get(delivery.developer_id, set()),
+                    withdrawn=withdrawn,
+                ),
             }
 
 
@@ -158,6 +227,9 @@ def _csv_row(record: dict[str, Any]) -> list[Any]:
         "; ".join(f"{a['response']} {a['at']}" for a in earlier),
         final.get("channel", ""),
         final.get("api_client") or "",
+        record["standing"],
+        final.get("statement_hash", ""),
+        final.get("page_hash", ""),
     ]
 
 
@@ -192,8 +264,14 @@ def _evidence_json(memo: Memo) -> Iterator[str]:
         "checkpoints": signed,
         "public_key": public_key(),
         "public_keys": [known[k] for k in dict.fromkeys(c["key_id"] for c in signed) if k in known],
+        "approval": approval_section(memo),
+        "withdrawal": withdrawal_section(memo),
+        **links_section(memo),
     }
-    yield json.dumps(head, ensure_ascii=False)[:-1] + ', "recipients": [\n'
+    yield json.dumps(head, ensure_ascii=False)[:-1] + ', "cases": [\n'
+    for n, case in enumerate(cases_section(memo)):
+        yield ("" if n == 0 else ",\n") + json.dumps(case, ensure_ascii=False)
+    yield '\n], "recipients": [\n'
     for n, record in enumerate(evidence_records(memo)):
         yield ("" if n == 0 else ",\n") + json.dumps(record, ensure_ascii=False)
     # The chain the checkpoints sign: `verify_evidence --file` verifies it with nothing

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import IO, Any
 
-STREAMED = frozenset({"recipients", "chain"})
+STREAMED = frozenset({"cases", "recipients", "chain"})
 CHUNK = 1 << 20
 LARGEST_VALUE = 64 << 20  # one element of an export is a few kilobytes; stop well before memory runs out
 _decoder = json.JSONDecoder()

@@ -33,19 +33,35 @@ def approval_payload(
     content_hash: str,
     rules: dict[str, Any],
     versions: dict[str, list[str]] | None = None,
+    rendered: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`memo` as approved, its approver and approval time set; `versions`: for each
     condition on developer values, the versions its approver could preview (the send
-    sends no other: compose/version_check.py)."""
+    sends no other: compose/version_check.py); `rendered`: those versions' hashes, in
+    each language (compose/rendered_versions.py)."""
     assert memo.approved_at is not None  # written in the transaction that approves it
+    # A correction names the memo it corrects (correction.py).
+    supersedes = {"supersedes": {"id": memo.supersedes.pk, "slug": memo.supersedes.slug}} if memo.supersedes else {}
     return {
+        **supersedes,
         "content_hash": content_hash,
         "content": content,
         "rules": rules,
         "versions": versions or {},
+        "rendered": rendered or [],
         "author": memo.author_id,
         "requested_by": memo.requested_by_id,
         "approver": memo.approver_id,
+        # The names the export shows beside those ids (export_sections.approval_section).
+        "usernames": {
+            role: user.username
+            for role, user in [
+                ("author", memo.author),
+                ("requested_by", memo.requested_by),
+                ("approver", memo.approver),
+            ]
+            if user is not None
+        },
         "approved_at": memo.approved_at.astimezone(dt.UTC).isoformat(),
     }
 

@@ -38,6 +38,7 @@ from memo_service.memos.evidence.payloads import (
 )
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_keys
 from memo_service.memos.evidence.tags import record_authentic
+from memo_service.memos.evidence.verify_after import after_send_problem
 from memo_service.memos.models import Answer, Delivery, DeliveryEvent, EvidenceCheckpoint, EvidenceRecord, Memo
 
 Kind = EvidenceRecord.Kind
@@ -184,6 +185,7 @@ def _after_chain_problem(
         or _heads_problem(published, walk)
         or _approval_problem(memo, walk.approval)
         or _unchained(memo, walk.seen, walk.final_status)
+        or after_send_problem(memo)
     )
 
 

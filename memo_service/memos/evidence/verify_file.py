@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import binascii
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from memo_service.memos.evidence import checkpoints, heads
+from memo_service.memos.evidence.export_claims import ExportClaims
 from memo_service.memos.evidence.export_file import ExportError, members
 
 
@@ -27,13 +29,15 @@ class Unreadable(Exception):
 def export_problem(path: Path, heads_path: Path | None = None) -> tuple[str, str]:
     """(problem, summary): problem is "" when the export verifies. Raises Unreadable."""
     published = _published(heads_path)
-    known, chain, (problem, records) = _export_read(path, published)
+    known, chain, (problem, records), claimed = _export_read(path, published)
     if not problem and heads_path is not None:
         mine = [h for h in published if h["memo"] == known.get("memo_id")]
         problem = heads.heads_problem(_keys(known), mine, chain.hashes.get, chain.length)
         checked = f"holding all {len(mine)} heads published for it in {heads_path}"
     else:
         checked = "no published heads given (--heads), so an export cut short could not be ruled out"
+    # Once the chain holds: what the export says beside it (approval, cases, answers).
+    problem = problem or claimed
     public = list(_keys(known).values())
     summary = (
         f"evidence of {known.get('memo')} verifies: {records} records, chain intact, "
@@ -44,13 +48,16 @@ def export_problem(path: Path, heads_path: Path | None = None) -> tuple[str, str
     return problem, summary
 
 
-def _export_read(path: Path, published: list[dict[str, Any]]) -> tuple[dict[str, Any], heads.HashesAt, tuple[str, int]]:
+def _export_read(
+    path: Path, published: list[dict[str, Any]]
+) -> tuple[dict[str, Any], heads.HashesAt, tuple[str, int], str]:
     """The export read in one pass, its chain checked as it goes: (its members other than
-    the chain and recipients, the chain's hashes at the heads `published` for the memo,
-    the chain's (problem, records)). Raises Unreadable."""
+    the chain, cases and recipients, the chain's hashes at the heads `published` for the
+    memo, the chain's (problem, records), what the export claims beside the chain that
+    the chain does not hold). Raises Unreadable."""
     try:
         with path.open(encoding="utf-8") as f:
-            known, chain, outcome = _members_read(f, published)
+            known, chain, outcome, claims = _members_read(f, published)
     except OSError as exc:
         raise Unreadable(f"{path}: cannot read it: {exc}") from None
     except (ExportError, UnicodeDecodeError) as exc:
@@ -62,17 +69,19 @@ def _export_read(path: Path, published: list[dict[str, Any]]) -> tuple[dict[str,
         ) from None
     if outcome is None or chain is None:
         raise Unreadable(f"{path}: not a well-formed evidence export: it holds no chain")
-    return known, chain, outcome
+    return known, chain, outcome, claims.problem()
 
 
 def _members_read(
     f: IO[str], published: list[dict[str, Any]]
-) -> tuple[dict[str, Any], heads.HashesAt | None, tuple[str, int] | None]:
+) -> tuple[dict[str, Any], heads.HashesAt | None, tuple[str, int] | None, ExportClaims]:
     """One pass over the export's members: the chain is checked against the checkpoints
-    and public keys, which must come before it; recipients are skipped."""
+    and public keys, which must come before it, and against what the approval, cases,
+    recipients and withdrawal before it claim (export_claims.py)."""
     known: dict[str, Any] = {}
     outcome: tuple[str, int] | None = None
     chain: heads.HashesAt | None = None
+    claims = ExportClaims(members=known)
     for key, value in members(f):
         if key == "chain":
             if not {"checkpoints", "public_keys"} <= known.keys():
@@ -81,11 +90,25 @@ def _members_read(
                 raise KeyError("its checkpoints and public keys must come before its chain")
             memo_id = known.get("memo_id")
             wanted = [h["seq"] for h in published if h["memo"] == memo_id]
-            chain = heads.HashesAt(value, wanted)
+            chain = heads.HashesAt(_claimed(value, claims), wanted)
             outcome = checkpoints.chain_problem(_keys(known), chain, known["checkpoints"])
-        elif key != "recipients":
+        elif key == "cases":
+            for case in value:
+                claims.case(case)
+        elif key == "recipients":
+            for recipient in value:
+                claims.recipient(recipient)
+        else:
             known[key] = value
-    return known, chain, outcome
+    return known, chain, outcome, claims
+
+
+def _claimed(chain: Iterator[dict[str, Any]], claims: ExportClaims) -> Iterator[dict[str, Any]]:
+    """The chain's records passed through, each shown to `claims` as it goes by."""
+    for record in chain:
+        if isinstance(record, dict):
+            claims.record(record)
+        yield record
 
 
 def _published(path: Path | None) -> list[dict[str, Any]]:
