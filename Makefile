@@ -36,10 +36,7 @@ run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	@echo
-	@echo "  memo-service is starting on $(SITE_URL)"
-	@echo "  admin:  $(SITE_URL)/admin/   (login admin / admin; a second admin: approver / approver)"
-	@echo "  outbox: $(SITE_URL)/outbox/"
-	@echo "  tracking webhook's user:password in var/anymail-webhook-secret; evidence signing key in var/evidence-signing-key"
+	@echo "  memo-service is starting on $(SITE_URL); its addresses follow once the web server and a worker answer."
 	@echo "  Ctrl-C stops the web server, the worker and beat."
 	@echo
 	WEB_PORT=$(PORT) PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile

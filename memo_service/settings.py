@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.humanize",  # intcomma: counts in the admin read 1,692 (ids stay bare)
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "anymail",
@@ -89,6 +90,9 @@ MIDDLEWARE = [
     # The sync API's bodies: too large (413) or unreadable JSON (400), with the reason.
     "memo_service.api.limits.ApiBodyLimits",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The browser's language for the developer's pages and the error pages; English in
+    # the admin, the outbox and the API (memo_service/lib/site_language.py says why).
+    "memo_service.lib.site_language.SiteLanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

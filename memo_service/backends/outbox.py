@@ -22,13 +22,14 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
-from django.core.exceptions import PermissionDenied
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 NAME_RE = re.compile(r"^[0-9T]{15}-[0-9a-f]{32}\.eml$")
 # Newest first, a page at a time: each row parses its file's headers.
@@ -57,10 +58,22 @@ SEND_PERMISSION = "memos.send_memo"
 
 
 def senders_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Staff who may send memos open the view; other staff get a page that says who may,
+    with a way to sign in as someone else; anyone else the admin's login."""
+
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.has_perm(SEND_PERMISSION):
-            raise PermissionDenied("the outbox holds live acknowledgement links: only those who may send memos see it")
+            return render(
+                request,
+                "outbox/refused.html",
+                {
+                    **admin.site.each_context(request),
+                    "title": "The outbox is for those who send memos",
+                    "login_url": f"{reverse('admin:login')}?{urlencode({'next': request.path})}",
+                },
+                status=403,
+            )
         return view(request, *args, **kwargs)
 
     return staff_member_required(wrapped)

@@ -51,8 +51,28 @@ class DeveloperAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        # Every developer's personal data: for those who may change developers, not viewers.
+        return self.has_change_permission(request)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        can_import, can_export = self.has_import_permission(request), self.has_export_permission(request)
+        hint = (
+            None
+            if can_import and can_export
+            else "You may read the developers; importing and exporting them (their personal data) take the "
+            "permission to change developers, which no role but a superuser's has."
+        )
+        return super().changelist_view(
+            request,
+            {**(extra_context or {}), "can_import": can_import, "can_export": can_export, "role_hint": hint},
+        )
+
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        if not (self.has_add_permission(request) and self.has_change_permission(request)):
+        if not self.has_import_permission(request):
             raise PermissionDenied
         report = None
         form = ImportForm(request.POST or None, request.FILES or None)
@@ -76,8 +96,7 @@ class DeveloperAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/developers/developer/import.html", context)
 
     def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
-        # Every developer's personal data: for those who may change developers, not viewers.
-        if not self.has_change_permission(request):
+        if not self.has_export_permission(request):
             raise PermissionDenied
         response = StreamingHttpResponse(developers_csv(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="developers-{timezone.now():%Y%m%d-%H%M}.csv"'

@@ -21,7 +21,6 @@ from memo_service.memos.admin.memo_preview import MemoPreviewPage
 from memo_service.memos.admin.memo_report_pages import MemoReportPages
 from memo_service.memos.admin.memo_send_pages import MemoSendPages, start_send
 from memo_service.memos.approval import memo_edited
-from memo_service.memos.audience import audience_counts
 from memo_service.memos.audit import audit_record, signed_in
 from memo_service.memos.compose.versions import memo_versions
 from memo_service.memos.models import Memo
@@ -163,14 +162,6 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
         changed = list(form.changed_data) + [f"{fs.prefix}" for fs in formsets if fs.has_changed()]
         if change and changed:
             memo_edited(memo=form.instance, by=signed_in(request), fields=changed)
-
-    @admin.display(description="audience now")
-    def audience_summary(self, memo: Memo) -> str:
-        # A new memo's is counted by the page's script from the rules as they are typed.
-        total, by_country = audience_counts(memo) if memo.pk is not None else (0, [])
-        return render_to_string(
-            "admin/memos/memo/_audience_summary.html", {"memo": memo, "total": total, "by_country": by_country}
-        )
 
     @admin.display(description="progress")
     def progress(self, memo: Memo) -> str:

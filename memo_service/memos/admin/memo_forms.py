@@ -3,6 +3,7 @@ rules, schedule)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django import forms
@@ -11,6 +12,7 @@ from django.contrib import admin
 from django.contrib.admin.widgets import AdminSplitDateTime, FilteredSelectMultiple
 from django.db.models import Field
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_countries import countries
 
@@ -73,11 +75,24 @@ class MemoForm(forms.ModelForm):
         model = Memo
         fields = "__all__"
         # 249 countries: the two-list picker with its filter box, not a Ctrl-click list.
+        # The include and exclude pickers are named apart (their headings too) and styled
+        # apart (memos/memo_page.css): side by side they would otherwise look the same.
         widgets = {
-            "include_countries": FilteredSelectMultiple("countries", is_stacked=False),
-            "exclude_countries": FilteredSelectMultiple("countries", is_stacked=False),
+            "include_countries": FilteredSelectMultiple("countries to send to", is_stacked=False),
+            "exclude_countries": FilteredSelectMultiple("countries to leave out", is_stacked=False),
             "traffic_countries": FilteredSelectMultiple("traffic countries", is_stacked=False),
             "ack_deadline": LabelledSplitDateTime("Acknowledgement deadline"),
+        }
+        labels = {
+            "include_countries": "Send to these countries",
+            "exclude_countries": "Leave out these countries",
+        }
+        help_texts = {
+            "include_countries": "Developers whose account is in one of these countries (or in a region below) "
+            "get the memo.",
+            "exclude_countries": "Developers in these countries never get it, whatever else includes them.",
+            "active_since": "Only developers active on the platform since this day; those with no activity date "
+            "are left out too (the audience box says how many).",
         }
 
     # Left out of a post (a script's, a form older than these fields): the model's default.
@@ -228,8 +243,91 @@ class AudienceRulesForm(forms.Form):
         return _attribute_filters(self.cleaned_data.get("attribute_filters"))
 
 
+# The schedule's time reads one way only: 01/02/2027 is 1 February in most of the world
+# and 2 January in the United States.
+SCHEDULE_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+
+
+class ScheduleTimeInput(forms.DateTimeInput):
+    """The browser's date and time picker (datetime-local). A script may post the date and
+    the time apart, as send_at_0 and send_at_1."""
+
+    input_type = "datetime-local"
+
+    def __init__(self) -> None:
+        super().__init__(format="%Y-%m-%dT%H:%M")
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        if name not in data and f"{name}_0" in data:
+            return f"{data.get(f'{name}_0', '')} {data.get(f'{name}_1', '')}".strip()
+        return super().value_from_datadict(data, files, name)
+
+
+class ScheduleTimeField(forms.DateTimeField):
+    """A time in the service's time zone (TIME_ZONE), written year first; a time the zone's
+    clocks pass twice or skip is refused, saying which."""
+
+    def to_python(self, value: Any) -> dt.datetime | None:
+        if isinstance(value, str) and value.strip():
+            value = value.strip()
+            for fmt in SCHEDULE_FORMATS:
+                try:
+                    naive = dt.datetime.strptime(value, fmt)
+                    break
+                except ValueError:
+                    continue
+            else:
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            return _in_zone(naive)
+        return super().to_python(value)
+
+
+def _in_zone(naive: dt.datetime) -> dt.datetime:
+    zone = timezone.get_current_timezone()
+    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        if first.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) != naive:
+            raise forms.ValidationError(
+                f"{naive:%Y-%m-%d %H:%M} does not exist in {zone}: the clocks skip it. Choose a time outside the jump.",
+                code="nonexistent",
+            )
+        raise forms.ValidationError(
+            f"{naive:%Y-%m-%d %H:%M} happens twice in {zone}: the clocks go back over it. Choose a time outside "
+            "the repeated hour.",
+            code="ambiguous",
+        )
+    return first
+
+
 class ScheduleForm(forms.Form):
-    send_at = forms.SplitDateTimeField(
-        widget=LabelledSplitDateTime("Send at"),
-        help_text=f"In {settings.TIME_ZONE}. Kept in the database: restarts do not lose it.",
+    send_at = ScheduleTimeField(
+        widget=ScheduleTimeInput(),
+        error_messages={
+            "invalid": "Enter the date and time year first, as the picker does: 2027-07-09 14:00. "
+            "A date like 01/02/2027 reads as two different days."
+        },
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        zone = timezone.get_current_timezone()
+        now = timezone.localtime(timezone.now(), zone)
+        field = self.fields["send_at"]
+        field.label = f"Send at ({zone})"
+        field.help_text = (
+            f"A time in {zone}, the service's time zone (TIME_ZONE); it is {now:%Y-%m-%d %H:%M} there now. "
+            "Kept in the database: restarts do not lose it."
+        )
+        field.widget.attrs["min"] = f"{now:%Y-%m-%dT%H:%M}"
+
+    def clean_send_at(self) -> dt.datetime:
+        at: dt.datetime = self.cleaned_data["send_at"]
+        now = timezone.now()
+        if at <= now:
+            zone = timezone.get_current_timezone()
+            raise forms.ValidationError(
+                f"{timezone.localtime(at, zone):%Y-%m-%d %H:%M} {zone} has passed (it is "
+                f"{timezone.localtime(now, zone):%Y-%m-%d %H:%M} now): choose a later time.",
+                code="past",
+            )
+        return at

@@ -225,8 +225,8 @@ def _checking(memo: Memo, queued_so_far: int) -> bool:
 def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
     if memo.status == Memo.Status.CANCELLED:
         return (
-            f"Cancelled: {c['sent']} of {c['total']} were sent before the cancel, "
-            f"{c['cancelled']} never will be" + (f", {c['failed']} failed" if c["failed"] else "") + "."
+            f"Cancelled: {c['sent']:,} of {c['total']:,} were sent before the cancel, "
+            f"{c['cancelled']:,} never will be" + (f", {c['failed']:,} failed" if c["failed"] else "") + "."
         )
     if _checking(memo, c["total"]):
         return (
@@ -235,11 +235,11 @@ def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
         )
     if memo.dispatched_at is None and memo.status in MEMO_STARTED:
         # Between the confirmation and the end of dispatch the total is still growing.
-        return f"Preparing the send: {c['total']} emails queued so far."
+        return f"Preparing the send: {c['total']:,} emails queued so far."
     prefix = "Paused: " if memo.status == Memo.Status.PAUSED else ""
     return (
-        f"{prefix}{c['percent']} %: sent {c['sent']}, delivered {c['delivered']}, failed {c['failed']}, "
-        f"waiting {c['queued']}, of {c['total']}."
+        f"{prefix}{c['percent']} %: sent {c['sent']:,}, delivered {c['delivered']:,}, failed {c['failed']:,}, "
+        f"waiting {c['queued']:,}, of {c['total']:,}."
     )
 
 

@@ -1,5 +1,5 @@
 // The memo's admin page: live audience count while the rules are edited, live send
-// progress, and "why is this developer included".
+// progress, and "why is this developer included" asked of the same rules, saved or not.
 (function () {
   function ready(fn) { document.readyState !== "loading" ? fn() : document.addEventListener("DOMContentLoaded", fn); }
   function getJSON(url) { return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.json(); }); }
@@ -45,7 +45,7 @@
     return params.toString();
   }
 
-  function liveAudience(box) {
+  function liveAudience(box, onChange) {
     // A saved memo's count is on the page already; a new memo's is asked for at once.
     var last = box.dataset.saved ? rules() : null;
     function refresh() {
@@ -54,34 +54,65 @@
       last = now;
       fetch(box.dataset.url + "?" + now, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (j) {
         if (j.errors) { box.querySelector("strong").textContent = "(the rules are not valid yet)"; return; }
+        var n = new Intl.NumberFormat("en").format;
         var table = document.createElement("table");
-        [["account country", "developers", "in by account", "in by traffic"]].concat(j.by_country.map(function (c) { return [c[0] + " " + c[1], String(c[2]), String(c[3]), String(c[4])]; }))
+        [["account country", "developers", "in by account", "in by traffic"]].concat(j.by_country.map(function (c) { return [c[0] + " " + c[1], n(c[2]), n(c[3]), n(c[4])]; }))
           .forEach(function (cells, i) {
             var tr = table.insertRow();
             cells.forEach(function (text) { var td = document.createElement(i ? "td" : "th"); td.textContent = text; tr.appendChild(td); });
           });
+        var scroller = document.createElement("div");
+        scroller.className = "audience-table";
+        scroller.appendChild(table);
         var total = document.createElement("strong");
-        total.textContent = j.total + " developers";
-        box.replaceChildren(total, document.createTextNode(" (not saved yet)"), table);
+        total.textContent = n(j.total) + " developers";
+        var parts = [total, document.createTextNode(" (not saved yet)")];
+        if (j.no_activity_date) {
+          var warning = document.createElement("p");
+          warning.className = "audience-warning";
+          warning.id = "no-activity-date";
+          warning.textContent = n(j.no_activity_date) + " developer" + (j.no_activity_date === 1 ? "" : "s") +
+            " left out for having no activity date: \u201cActive since\u201d takes only those with a last activity on or after that day.";
+          parts.push(warning);
+        }
+        parts.push(scroller);
+        box.replaceChildren.apply(box, parts);
+        if (onChange) { onChange(); }
       });
     }
     refresh();
     setInterval(refresh, 1500);
   }
 
+  // Asks of the rules as the form has them now (an editable memo) or as saved (a memo
+  // that can no longer change shows no rule fields). Enter asks; it does not save the memo.
   function explain(input) {
-    var out = document.getElementById("explain-result");
-    input.addEventListener("change", function () {
-      getJSON(input.dataset.url + "?developer=" + encodeURIComponent(input.value)).then(function (j) { out.textContent = j.explanation; });
+    var out = document.getElementById("explain-result"), asked = null;
+    function ask(force) {
+      var id = input.value.trim();
+      if (!id) { out.textContent = ""; asked = null; return; }
+      var editable = document.querySelector("[name=include_countries]");
+      var query = "developer=" + encodeURIComponent(id) + (editable ? "&" + rules() : "");
+      if (query === asked && !force) { return; }
+      asked = query;
+      getJSON(input.dataset.url + "?" + query).then(function (j) { out.textContent = j.explanation; });
+    }
+    input.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); ask(true); }
     });
+    input.addEventListener("change", function () { ask(false); });
+    var button = document.getElementById("explain-ask");
+    if (button) { button.addEventListener("click", function () { ask(true); }); }
+    return function () { if (asked !== null) { ask(false); } };
   }
 
   ready(function () {
+    var again = null;
+    var input = document.getElementById("explain-id");
+    if (input) { again = explain(input); }
     var box = document.getElementById("send-progress");
     if (box) { pollProgress(box); }
     var audience = document.getElementById("audience-summary");
-    if (audience && document.querySelector("[name=include_countries]")) { liveAudience(audience); }
-    var input = document.getElementById("explain-id");
-    if (input) { explain(input); }
+    if (audience && document.querySelector("[name=include_countries]")) { liveAudience(audience, again); }
   });
 })();
