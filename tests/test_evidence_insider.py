@@ -24,6 +24,7 @@ from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.evidence.verify import evidence_verify
 from memo_service.memos.models import Answer, Delivery, EvidenceRecord
 from tests.test_evidence import PHONE, evidence, export, record, sql, verify  # noqa: F401  (evidence: a fixture)
+from tests.test_evidence_export import after_send, staff, withdrawn  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db
 
@@ -144,6 +145,7 @@ def test_the_tail_cut_off_fails_against_the_published_heads(evidence, settings):
     last = record(evidence, 9)
     sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 9", evidence.pk)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
+    sql("DELETE FROM memos_case WHERE answer_id = %s", last.object_id)  # the case it opened goes with it
     sql("DELETE FROM memos_answer WHERE id = %s", last.object_id)
     with pytest.raises(CommandError, match="the chain holds 8 records, but a head was published at .* over 9 "):
         verify(evidence)
@@ -236,7 +238,7 @@ def test_the_approval_record_rewritten_to_match_is_not_written_by_memo_service(e
 
 
 def test_an_erased_memo_fails_with_or_without_its_heads(evidence, settings):
-    for table in ("memos_evidencerecord", "memos_evidencecheckpoint", "memos_answer"):
+    for table in ("memos_evidencerecord", "memos_evidencecheckpoint", "memos_case", "memos_answer"):
         sql(f"DELETE FROM {table} WHERE memo_id = %s", evidence.pk)
     sql(
         "DELETE FROM memos_deliveryevent WHERE delivery_id IN (SELECT id FROM memos_delivery WHERE memo_id = %s)",
@@ -289,3 +291,70 @@ def test_a_checkpoint_head_in_the_file_that_is_not_signed_is_named(evidence):
     heads_file().write_text("not json\n")
     with pytest.raises(CommandError, match="line 1: not a published head"):
         verify(evidence)
+
+
+# After the send: the memo of tests/test_evidence_export.py's `after_send` (an approval,
+# a decided dispute, a help case replied to, an objection), edited by the insider in
+# the database. Each edit is named; none needs the export.
+
+
+def _dispute_case(memo):
+    from memo_service.memos.models import Case
+
+    return Case.objects.get(memo=memo, developer__external_id="ru-1")
+
+
+def test_a_cases_rationale_rewritten_in_the_database_is_named(after_send):
+    case = _dispute_case(after_send)
+    sql("UPDATE memos_case SET rationale = 'Nobody asked.' WHERE id = %s", case.pk)
+    assert (
+        f"case {case.pk}'s rationale differs from it (altered after it was recorded)"
+        in evidence_verify(after_send).problem
+    )
+
+
+def test_a_disputes_outcome_rewritten_in_the_database_is_named(after_send):
+    case = _dispute_case(after_send)
+    sql("UPDATE memos_disputeresolution SET outcome = 'confirmed' WHERE answer_id = %s", case.answer_id)
+    problem = evidence_verify(after_send).problem
+    assert f"the decision on case {case.pk}'s dispute has another outcome (altered after it was recorded)" in problem
+
+
+def test_a_reply_rewritten_in_the_database_is_named(after_send):
+    from memo_service.memos.models import CaseEntry
+
+    reply = CaseEntry.objects.get(case__memo=after_send, kind="reply")
+    sql("UPDATE memos_caseentry SET text = 'We will call you.' WHERE id = %s", reply.pk)
+    assert (
+        f"case {reply.case_id}'s reply was altered after it was recorded (text)" in evidence_verify(after_send).problem
+    )
+
+
+def test_a_reply_added_behind_the_chains_back_is_named(after_send):
+    from memo_service.memos.models import CaseEntry
+
+    reply = CaseEntry.objects.get(case__memo=after_send, kind="reply")
+    forged = copy_row(CaseEntry, reply.pk, notification_id=None, text="Ignore the memo.")
+    assert evidence_verify(after_send).problem == (
+        f"case {reply.case_id}'s reply {forged} is not in the chain (added behind its back)"
+    )
+
+
+def test_an_answers_statement_hash_rewritten_in_the_database_is_named(after_send):
+    answer = Answer.objects.get(memo=after_send, developer__external_id="cn-1")
+    sql("UPDATE memos_answer SET statement_hash = %s WHERE id = %s", "0" * 64, answer.pk)
+    assert "the answer was altered after it was recorded (statement_hash)" in evidence_verify(after_send).problem
+
+
+def test_another_approver_written_into_the_memo_is_named(after_send):
+    sql("UPDATE memos_memo SET approver_id = author_id WHERE id = %s", after_send.pk)
+    after_send.refresh_from_db()
+    assert "the memo's approver differs from it (altered after approval)" in evidence_verify(after_send).problem
+
+
+def test_a_withdrawal_reason_rewritten_in_the_database_is_named(after_send, staff):
+    memo = withdrawn(after_send, staff)
+    assert evidence_verify(memo).ok
+    sql("UPDATE memos_memo SET withdrawal_reason = 'Sent in error.' WHERE id = %s", memo.pk)
+    memo.refresh_from_db()
+    assert "the memo's reason differs from it (altered after it)" in evidence_verify(memo).problem

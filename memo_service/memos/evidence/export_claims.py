@@ -34,6 +34,10 @@ def _differing(claimed: bytes, actual: dict[str, Any]) -> list[str]:
     return [name for n, name in enumerate(actual) if claimed[16 + 4 * n : 20 + 4 * n] != mine[16 + 4 * n : 20 + 4 * n]]
 
 
+def _named(names: list[str]) -> str:
+    return f"{', '.join(names)} {'differs' if len(names) == 1 else 'differ'}"
+
+
 def _id(person: Any) -> Any:
     return person.get("id") if isinstance(person, dict) else person
 
@@ -152,8 +156,8 @@ class ExportClaims:
             actual = answer_record_fields(payload)
             if claim != _digest(actual):
                 self._problem(
-                    f"the export's answer {object_id} of {developer}: its {', '.join(_differing(claim, actual))} "
-                    f"differ from {where}"
+                    f"the export's answer {object_id} of {developer}: its {_named(_differing(claim, actual))} "
+                    f"from {where}"
                 )
         elif kind == CASE:
             self._case_record(where, object_id, payload)
@@ -174,8 +178,7 @@ class ExportClaims:
         actual = entry_record_fields(payload)
         if claim != _digest(actual):
             self._problem(
-                f"the export's case {case_id}'s {kind} {entry_id}: its {', '.join(_differing(claim, actual))} "
-                f"differ from {where}"
+                f"the export's case {case_id}'s {kind} {entry_id}: its {_named(_differing(claim, actual))} from {where}"
             )
 
     def problem(self) -> str:
@@ -187,8 +190,8 @@ class ExportClaims:
             if actual is None:
                 self._problem(f"the export's case {case_id}: says it was decided, and no record of the chain says so")
             elif claim != _digest(actual):
-                differ = ", ".join(_differing(claim, actual))
-                self._problem(f"the export's case {case_id}: its {differ} differ from the chain's last record of it")
+                differ = _named(_differing(claim, actual))
+                self._problem(f"the export's case {case_id}: its {differ} from the chain's last record of it")
         for answer_id, (_, developer) in self.answers.items():
             self._problem(f"the export's answer {answer_id} of {developer}: no record of the chain proves it")
         return self.found or self._approval_problem() or self._withdrawal_problem()
@@ -223,7 +226,7 @@ class ExportClaims:
             if (exported.get("id"), exported.get("slug")) != (earlier.get("id"), earlier.get("slug")):
                 differ.append("supersedes")
         if differ:
-            return f"the export's approval: its {', '.join(differ)} differ from the chain's approval record"
+            return f"the export's approval: its {_named(differ)} from the chain's approval record"
         return ""
 
     def _withdrawal_problem(self) -> str:
@@ -244,8 +247,4 @@ class ExportClaims:
             ]
             if mine != theirs
         ]
-        return (
-            f"the export's withdrawal: its {', '.join(differ)} differ from the chain's withdrawal record"
-            if differ
-            else ""
-        )
+        return f"the export's withdrawal: its {_named(differ)} from the chain's withdrawal record" if differ else ""

@@ -50,6 +50,10 @@ def _utc(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat() if value else None
 
 
+def _named(names: list[str]) -> str:
+    return f"{', '.join(names)} {'differs' if len(names) == 1 else 'differ'}"
+
+
 def _where(record: dict[str, Any], kind: str) -> str:
     return f"record {record['seq']} ({kind} {record['object_id']})"
 
@@ -67,9 +71,7 @@ def approvers_problem(memo: Memo) -> str:
         "approved_at": _utc(memo.approved_at),
     }
     if differ := [name for name, value in row.items() if payload.get(name) != value]:
-        return (
-            f"{_where(record, Kind.APPROVAL)}: the memo's {', '.join(differ)} differ from it (altered after approval)"
-        )
+        return f"{_where(record, Kind.APPROVAL)}: the memo's {_named(differ)} from it (altered after approval)"
     return ""
 
 
@@ -89,7 +91,7 @@ def withdrawal_problem(memo: Memo) -> str:
         "reason": memo.withdrawal_reason,
     }
     if differ := [name for name, value in row.items() if payload.get(name) != value]:
-        return f"{_where(record, Kind.WITHDRAWAL)}: the memo's {', '.join(differ)} differ from it (altered after it)"
+        return f"{_where(record, Kind.WITHDRAWAL)}: the memo's {_named(differ)} from it (altered after it)"
     return ""
 
 
@@ -132,9 +134,7 @@ def _decisions_problem(memo: Memo, decided: dict[int, dict[str, Any]]) -> str:
         if last is None or not (status == Case.Status.RESOLVED or outcome):
             continue
         if differ := [n for n, v in (("outcome", outcome), ("rationale", rationale)) if last.get(n) != v]:
-            return (
-                f"{last['where']}: case {case_id}'s {', '.join(differ)} differ from it (altered after it was recorded)"
-            )
+            return f"{last['where']}: case {case_id}'s {_named(differ)} from it (altered after it was recorded)"
         if kind != Case.Kind.DISPUTE:
             continue
         resolution = DisputeResolution.objects.filter(answer_id=answer_id).values_list("outcome", "note").first()

@@ -1,0 +1,369 @@
+"""The evidence export is self-contained: an auditor holding only the JSON file sees who
+approved what (and the hashes of every version approved), every case with its replies
+and decisions, the withdrawal, the corrections, and where each recipient stands; and
+`verify_evidence --file` catches any of it edited in the file.
+
+The memo (the `after_send` fixture) went to seven developers an hour ago: cn-1
+acknowledged; ru-1 disputed their region and an admin corrected it to KZ (outside the
+audience: exempted); cn-2 asked for help and was replied to; ru-2 objected; cn-3 said
+nothing; ru-3's email failed; cn-4 disputed their region, not decided yet. Cases, their
+entries and the answers' page hashes are written here as their writers write them:
+the row, and in the same transaction its evidence record (case_payload, answer_payload).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.answer.disputes import dispute_resolve
+from memo_service.memos.answer.tokens import answer_target
+from memo_service.memos.evidence.append import evidence_append
+from memo_service.memos.evidence.payloads import answer_payload, case_payload, withdrawal_payload
+from memo_service.memos.evidence.sequencer import evidence_seal
+from memo_service.memos.models import Answer, Case, CaseEntry, EvidenceRecord, Memo, Notification
+from memo_service.memos.notify.notifications import notification_hash
+from tests.conftest import approve, make_developer, make_memo, sent_memo
+
+pytestmark = pytest.mark.django_db
+Kind = EvidenceRecord.Kind
+HASH = "ab" * 32
+
+
+def _answer(memo: Memo, developer: Developer, response: str, **fields: Any) -> Answer:
+    """The developer's answer as their page records it: the row, with the statement and
+    page hashes the page showed, and its answer record in the same transaction."""
+    target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
+    assert target is not None
+    with transaction.atomic():
+        answer = Answer.objects.create(
+            memo=memo,
+            developer=developer,
+            response=response,
+            content_hash=memo.content_hash,
+            text_hash=target.delivery.text_hash,
+            statement_hash=hashlib.sha256(f"statement {response}".encode()).hexdigest(),
+            page_hash=hashlib.sha256(b"the page").hexdigest(),
+            ip_address="203.0.113.9",
+            user_agent="Mozilla/5.0 (iPhone) Mobile Safari",
+            seconds_since_delivery=3600.0,
+            **fields,
+        )
+        evidence_append(memo_id=memo.pk, kind=Kind.ANSWER, object_id=answer.pk, payload=answer_payload(answer))
+    return answer
+
+
+def _entry(case: Case, kind: str, by: Any, text: str, *, told: str | None = None) -> CaseEntry:
+    """A line of the case, as the case's write adds it (the case row already updated):
+    a reply or a decision is emailed to the developer (`told`: the notification's kind)
+    and recorded in the chain."""
+    developer = case.developer
+    notification = None
+    if told is not None:
+        subject, body = f"About your answer to {case.memo.title}", f"{text}\n"
+        notification = Notification.objects.create(
+            kind=told,
+            memo=case.memo,
+            developer=developer,
+            language=developer.language,
+            subject=subject,
+            text=body,
+            text_hash=notification_hash(subject, body),
+        )
+    entry = CaseEntry.objects.create(case=case, kind=kind, author=by, text=text, notification=notification)
+    if kind in (CaseEntry.Kind.REPLY, CaseEntry.Kind.DECISION):
+        entry = CaseEntry.objects.select_related("case__developer", "notification").get(pk=entry.pk)
+        evidence_append(memo_id=case.memo_id, kind=Kind.CASE, object_id=entry.pk, payload=case_payload(entry))
+    return entry
+
+
+def _case(answer: Answer, kind: str) -> Case:
+    return Case.objects.create(memo=answer.memo, developer=answer.developer, answer=answer, kind=kind)
+
+
+@pytest.fixture
+def staff(db: None) -> Any:
+    return get_user_model().objects.create_user("case-handler", "handler@example.com", "pw-handler-1", is_staff=True)
+
+
+@pytest.fixture
+def after_send(developers: dict[str, Developer], staff: Any) -> Memo:
+    people = {
+        **developers,
+        "cn-2": make_developer("cn-2", "CN"),
+        "ru-2": make_developer("ru-2", "RU"),
+        "cn-3": make_developer("cn-3", "CN"),
+        "ru-3": make_developer("ru-3", "RU"),
+        "cn-4": make_developer("cn-4", "CN"),
+    }
+    memo = sent_memo(
+        approve(make_memo()),
+        {people["ru-3"]: "failed"},
+        reasons={people["ru-3"]: "the provider refused it"},
+        at=timezone.now() - timedelta(hours=1),
+    )
+    _answer(memo, people["cn"], Answer.Response.ACKNOWLEDGED)
+    with transaction.atomic():
+        dispute = _case(_answer(memo, people["ru"], Answer.Response.DISPUTES_REGION, country_claimed="KZ"), "dispute")
+        dispute_resolve(answer=dispute.answer, outcome="corrected", by=staff, note="Our records show Kazakhstan.")
+        Case.objects.filter(pk=dispute.pk).update(
+            status=Case.Status.RESOLVED,
+            outcome="corrected",
+            rationale="Our records show Kazakhstan.",
+            resolved_by=staff,
+            resolved_at=timezone.now(),
+        )
+        dispute.refresh_from_db()
+        _entry(dispute, CaseEntry.Kind.DECISION, staff, "Region corrected to KZ.", told="dispute_outcome")
+    with transaction.atomic():
+        help_case = _case(_answer(memo, people["cn-2"], Answer.Response.NEEDS_HELP, comment="Which API?"), "help")
+        Case.objects.filter(pk=help_case.pk).update(assignee=staff, status=Case.Status.WAITING)
+        help_case.refresh_from_db()
+        _entry(help_case, CaseEntry.Kind.NOTE, staff, "Internal: check their keys first.")
+        _entry(help_case, CaseEntry.Kind.REPLY, staff, "The v2 API only.", told="case_reply")
+    _case(_answer(memo, people["ru-2"], Answer.Response.OBJECTS, comment="We were never told."), "objection")
+    _case(_answer(memo, people["cn-4"], Answer.Response.DISPUTES_REGION, country_claimed="US"), "dispute")
+    evidence_seal(memo_id=memo.pk)
+    return memo
+
+
+def withdrawn(memo: Memo, by: Any) -> Memo:
+    """The memo withdrawn as withdrawal.py's write does: the row, and its record."""
+    with transaction.atomic():
+        Memo.objects.filter(pk=memo.pk).update(
+            status=Memo.Status.WITHDRAWN,
+            withdrawn_at=timezone.now(),
+            withdrawn_by=by,
+            withdrawal_reason="The date was wrong.",
+        )
+        memo.refresh_from_db()
+        payload = withdrawal_payload(memo, notice_hashes={"en": HASH, "zh-hans": "cd" * 32}, notified=6)
+        evidence_append(memo_id=memo.pk, kind=Kind.WITHDRAWAL, object_id=memo.pk, payload=payload)
+    evidence_seal(memo_id=memo.pk)
+    return memo
+
+
+def exported(memo: Memo, path: Path | None = None) -> dict[str, Any]:
+    out = io.StringIO()
+    call_command("export_evidence", memo.slug, "--format", "json", stdout=out)
+    if path is not None:
+        path.write_text(out.getvalue())
+    return json.loads(out.getvalue())
+
+
+def verify_file(path: Path) -> str:
+    out = io.StringIO()
+    call_command("verify_evidence", "--file", str(path), stdout=out)
+    return out.getvalue()
+
+
+def tampered(path: Path, document: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> Path:
+    copy = json.loads(json.dumps(document))
+    change(copy)
+    edited = path.with_name("edited.json")
+    edited.write_text(json.dumps(copy, ensure_ascii=False))
+    return edited
+
+
+def case_of(document: dict[str, Any], developer: str) -> dict[str, Any]:
+    return next(c for c in document["cases"] if c["developer"] == developer)
+
+
+def test_it_names_who_approved_what_with_the_hashes_of_every_version_approved(after_send, tmp_path):
+    document = exported(after_send)
+    approval = document["approval"]
+    assert approval["author"]["username"] == "composer" and approval["requested_by"]["username"] == "composer"
+    assert approval["approver"] == {"id": after_send.approver_id, "username": "approver"}
+    assert approval["approved_at"] and approval["content_hash"] == after_send.content_hash
+    record = EvidenceRecord.objects.get(memo=after_send, seq=approval["record"])
+    assert record.kind == Kind.APPROVAL and record.payload["rendered"] == approval["rendered"]
+    # No template here depends on anyone's values: one version, the audience's first
+    # developer's (the preview's), in each language, in our layout.
+    assert [(v["developer"], v["language"]) for v in approval["rendered"]] == [("cn-1", "en"), ("cn-1", "zh-hans")]
+    assert all(len(v[part]) == 64 for v in approval["rendered"] for part in ("subject", "text", "html"))
+    # The subject cn-1 was sent is the approved one, by its hash (the bodies hold their own link).
+    subject = next(m.subject for m in mail.outbox if m.to == ["Wang Wei <cn-1@example.com>"])
+    chinese = next(v for v in approval["rendered"] if v["language"] == "zh-hans")
+    assert hashlib.sha256(subject.encode()).hexdigest() == chinese["subject"]
+
+
+def test_a_version_for_each_branch_of_the_templates_is_hashed(developers):
+    memo = approve(
+        make_memo(subject="{% if developer.country == 'CN' %}China{% else %}Elsewhere{% endif %}: blocked soon")
+    )
+    rendered = EvidenceRecord.objects.get(memo=memo, kind=Kind.APPROVAL).payload["rendered"]
+    assert {v["developer"] for v in rendered} == {"cn-1", "ru-1"}  # CN's branch and everyone else's
+    subjects = {(v["developer"], v["language"]): v["subject"] for v in rendered}
+    assert subjects[("cn-1", "en")] != subjects[("ru-1", "en")]
+
+
+def test_it_lists_every_case_with_its_replies_and_decisions(after_send, staff):
+    document = exported(after_send)
+    assert [c["kind"] for c in document["cases"]] == ["dispute", "help", "objection", "dispute"]
+    dispute = case_of(document, "ru-1")
+    assert dispute["status"] == "resolved" and dispute["outcome"] == "corrected"
+    assert dispute["rationale"] == "Our records show Kazakhstan."
+    assert dispute["resolved_by"] == {"id": staff.pk, "username": "case-handler"} and dispute["resolved_at"]
+    assert dispute["resolution"] | {"resolved_at": None} == {
+        "outcome": "corrected",
+        "rationale": "Our records show Kazakhstan.",
+        "previous_country": "RU",
+        "new_country": "KZ",
+        "exempt": True,
+        "resolved_by": staff.pk,
+        "resolved_at": None,
+    }
+    [decision] = dispute["entries"]
+    assert decision["kind"] == "decision" and decision["outcome"] == "corrected" and decision["record"]
+    assert decision["notification"]["status"] == "queued" and len(decision["notification"]["text_hash"]) == 64
+    help_case = case_of(document, "cn-2")
+    assert help_case["status"] == "waiting" and help_case["assignee"]["username"] == "case-handler"
+    [reply] = help_case["entries"]  # the internal note stays out
+    assert reply["kind"] == "reply" and reply["text"] == "The v2 API only." and reply["by"]["id"] == staff.pk
+    chained = EvidenceRecord.objects.get(memo=after_send, seq=reply["record"])
+    assert chained.kind == Kind.CASE and chained.payload["notification_hash"] == reply["notification"]["text_hash"]
+    assert case_of(document, "ru-2")["entries"] == [] and case_of(document, "ru-2")["status"] == "open"
+    assert "Internal" not in json.dumps(document)
+
+
+def test_each_recipient_has_a_final_standing_and_each_answer_its_page_hashes(after_send):
+    document = exported(after_send)
+    standing = {r["developer"]: r["standing"] for r in document["recipients"]}
+    assert standing == {
+        "cn-1": "acknowledged",
+        "ru-1": "exempted",
+        "cn-2": "help pending",
+        "ru-2": "objected",
+        "cn-3": "not answered",
+        "ru-3": "not sent",
+        "cn-4": "dispute pending",
+    }
+    answer = next(r for r in document["recipients"] if r["developer"] == "cn-1")["answers"][0]
+    assert answer["statement_hash"] == hashlib.sha256(b"statement acknowledged").hexdigest()
+    assert answer["page_hash"] == hashlib.sha256(b"the page").hexdigest()
+    assert document["withdrawal"] is None and document["supersedes"] is None and document["corrections"] == []
+
+
+def test_the_csv_gives_the_standing_and_the_answers_hashes(after_send):
+    out = io.StringIO()
+    call_command("export_evidence", after_send.slug, "--format", "csv", stdout=out)
+    rows = {r["developer"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
+    assert rows["cn-1"]["standing"] == "acknowledged" and rows["ru-3"]["standing"] == "not sent"
+    assert rows["cn-1"]["statement_hash"] == hashlib.sha256(b"statement acknowledged").hexdigest()
+    assert rows["ru-2"]["page_hash"] == hashlib.sha256(b"the page").hexdigest()
+    assert rows["cn-3"]["statement_hash"] == ""
+
+
+def test_a_withdrawn_memo_says_so_and_who_had_not_acknowledged_stands_withdrawn(after_send, staff, tmp_path):
+    memo = withdrawn(after_send, staff)
+    document = exported(memo, tmp_path / "evidence.json")
+    withdrawal = document["withdrawal"]
+    assert withdrawal["reason"] == "The date was wrong." and withdrawal["by"]["username"] == "case-handler"
+    assert withdrawal["notified"] == 6 and withdrawal["notice_hashes"]["en"] == HASH and withdrawal["record"]
+    standing = {r["developer"]: r["standing"] for r in document["recipients"]}
+    assert standing["cn-1"] == "acknowledged" and standing["ru-1"] == "exempted"
+    assert standing["cn-3"] == standing["cn-2"] == standing["cn-4"] == "withdrawn"
+    assert standing["ru-3"] == "not sent"
+    assert "evidence of regions-blocked verifies" in verify_file(tmp_path / "evidence.json")
+    # Its reason edited in the file:
+    edited = tampered(tmp_path / "evidence.json", document, lambda d: d["withdrawal"].update(reason="Sent in error."))
+    with pytest.raises(
+        CommandError, match="the export's withdrawal: its reason differs from the chain's withdrawal record"
+    ):
+        verify_file(edited)
+
+
+def test_a_correction_and_the_memo_it_corrects_name_each_other(after_send, tmp_path):
+    correction = approve(make_memo(slug="regions-blocked-corrected", supersedes=after_send))
+    assert exported(after_send)["corrections"] == [
+        {"id": correction.pk, "slug": "regions-blocked-corrected", "status": "approved"}
+    ]
+    document = exported(correction, tmp_path / "correction.json")
+    assert document["supersedes"] == {"id": after_send.pk, "slug": "regions-blocked"}
+    assert "verifies" in verify_file(tmp_path / "correction.json")
+    edited = tampered(tmp_path / "correction.json", document, lambda d: d.update(supersedes=None))
+    with pytest.raises(CommandError, match="the export's approval: its supersedes differs"):
+        verify_file(edited)
+
+
+def test_the_export_verifies_in_the_database_and_alone(after_send, tmp_path):
+    out = io.StringIO()
+    call_command("verify_evidence", after_send.slug, stdout=out)
+    assert "evidence verifies" in out.getvalue()
+    exported(after_send, tmp_path / "evidence.json")
+    assert "evidence of regions-blocked verifies" in verify_file(tmp_path / "evidence.json")
+
+
+def _reply(document: dict[str, Any]) -> dict[str, Any]:
+    return case_of(document, "cn-2")["entries"][0]
+
+
+def _cn1_answer(document: dict[str, Any]) -> dict[str, Any]:
+    return next(r for r in document["recipients"] if r["developer"] == "cn-1")["answers"][0]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            lambda d: d["approval"].update(approver={"id": d["approval"]["author"]["id"], "username": "composer"}),
+            "the export's approval: its approver, approver's username differ from the chain's approval record",
+        ),
+        (
+            lambda d: d["approval"]["approver"].update(username="someone-else"),
+            "the export's approval: its approver's username differs",
+        ),
+        (
+            lambda d: d["approval"].update(content_hash="0" * 64),
+            "the export's approval: its content_hash differs from the chain's approval record",
+        ),
+        (lambda d: d["approval"]["rendered"][0].update(text="0" * 64), "the export's approval: its rendered differs"),
+        (
+            lambda d: case_of(d, "ru-1").update(rationale="Nobody asked."),
+            r"the export's case \d+: its rationale differs from the chain's last record of it",
+        ),
+        (
+            lambda d: case_of(d, "ru-1")["entries"][0].update(rationale="Nobody asked."),
+            r"the export's case \d+'s decision \d+: its rationale differs from record \d+ \(case \d+\)",
+        ),
+        (
+            lambda d: case_of(d, "ru-1")["resolution"].update(outcome="confirmed"),
+            r"the export's case \d+: its decision outcome differs",
+        ),
+        (
+            lambda d: _reply(d).update(text="We will call you."),
+            r"the export's case \d+'s reply \d+: its text differs from record \d+ \(case \d+\)",
+        ),
+        (
+            lambda d: case_of(d, "cn-2").update(entries=[]),
+            r"record \d+ \(case \d+\): the export's cases leave out the case entry it proves",
+        ),
+        (
+            lambda d: _cn1_answer(d).update(statement_hash="0" * 64),
+            r"the export's answer \d+ of cn-1: its statement_hash differs from record \d+ \(answer \d+\)",
+        ),
+        (
+            lambda d: _cn1_answer(d).update(page_hash="0" * 64),
+            r"the export's answer \d+ of cn-1: its page_hash differs",
+        ),
+        (lambda d: d.update(approval=None), "the export leaves out the approval its chain records"),
+    ],
+)
+def test_an_export_edited_after_it_was_made_fails_naming_what_differs(after_send, tmp_path, change, named):
+    document = exported(after_send, tmp_path / "evidence.json")
+    with pytest.raises(CommandError, match=named):
+        verify_file(tampered(tmp_path / "evidence.json", document, change))
