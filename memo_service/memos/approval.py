@@ -16,6 +16,7 @@ from django.db import transaction
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
+from memo_service.memos.compose.rendered_versions import versions_rendered
 from memo_service.memos.compose.sources import content_hash_of, memo_content
 from memo_service.memos.compose.versions import memo_versions, versions_problem, versions_shown
 from memo_service.memos.evidence.append import evidence_append
@@ -108,7 +109,12 @@ def memo_approve(*, memo: Memo, by: User) -> None:
             kind=EvidenceRecord.Kind.APPROVAL,
             object_id=memo.pk,
             payload=approval_payload(
-                approved, content=content, content_hash=content_hash, rules=rules, versions=versions
+                approved,
+                content=content,
+                content_hash=content_hash,
+                rules=rules,
+                versions=versions,
+                rendered=versions_rendered(approved),
             ),
         )
         audience_snapshot(approved)
