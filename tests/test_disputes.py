@@ -1,10 +1,11 @@
-"""The admin's queue of "my region is wrong" answers."""
+"""The admin's queue of "my region is wrong" answers; each is decided on its case
+(tests/test_cases.py has the case's own tests)."""
 
 import pytest
 from django.urls import reverse
 
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Answer, AuditEvent, DisputeResolution
+from memo_service.memos.models import Answer, AuditEvent, Case, DisputeResolution
 from tests.conftest import answered, sent_memo
 
 pytestmark = pytest.mark.django_db
@@ -16,9 +17,16 @@ def dispute(memo, developers):
     return answered(memo, developers["ru"], "disputes_region", country="KZ", comment="We moved")
 
 
+OUTCOMES = {"correct_region": "corrected", "confirm_region": "confirmed", "exempt_developer": "exempted"}
+
+
 def act(admin_client, action, answer):
+    """The decision made on the dispute's case page, through its confirmation."""
+    case = Case.objects.get(answer=answer)
     return admin_client.post(
-        reverse("admin:memos_dispute_changelist"), {"action": action, "_selected_action": [answer.pk]}, follow=True
+        reverse("admin:memos_case_decide", args=[case.pk]),
+        {"outcome": OUTCOMES[action], "rationale": "Checked the invoices", "confirmed": "1"},
+        follow=True,
     )
 
 
@@ -31,7 +39,7 @@ def test_correcting_the_region_moves_the_developer_audits_it_and_exempts_them(
     admin_client, dispute, admin_user, client
 ):
     response = act(admin_client, "correct_region", dispute)
-    assert "Resolved 1 dispute." in response.content.decode()
+    assert "Decided: region corrected." in response.content.decode()
     assert Developer.objects.get(external_id="ru-1").country.code == "KZ"
     resolution = DisputeResolution.objects.get()
     assert (resolution.outcome, resolution.exempt, resolution.resolved_by) == ("corrected", True, admin_user)
@@ -54,7 +62,7 @@ def test_the_developer_sees_the_outcome_on_their_page(admin_client, dispute, cli
 def test_confirming_keeps_the_country_and_a_dispute_is_resolved_once(admin_client, dispute):
     act(admin_client, "confirm_region", dispute)
     again = act(admin_client, "correct_region", dispute)
-    assert "already resolved" in again.content.decode()
+    assert "This case is resolved (confirmed as recorded)" in again.content.decode()
     assert Developer.objects.get(external_id="ru-1").country.code == "RU"
     assert DisputeResolution.objects.get().outcome == "confirmed"
 

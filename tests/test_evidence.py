@@ -284,6 +284,7 @@ def test_a_deleted_delivery_is_found(evidence):
 def test_the_last_answer_deleted_with_its_record_is_found(evidence):
     last = record(evidence, 9)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
+    sql("DELETE FROM memos_case WHERE answer_id = %s", last.object_id)  # the case it opened goes with it
     sql("DELETE FROM memos_answer WHERE id = %s", last.object_id)
     problem = evidence_verify(evidence).problem
     assert problem.startswith("record 9 is missing: the checkpoint signed at ")
@@ -486,6 +487,7 @@ def test_the_last_answer_deleted_with_its_checkpoint_is_found_against_an_earlier
     last = record(evidence, 9)
     sql("DELETE FROM memos_evidencecheckpoint WHERE memo_id = %s AND seq = 9", evidence.pk)
     sql("DELETE FROM memos_evidencerecord WHERE id = %s", last.pk)
+    sql("DELETE FROM memos_case WHERE answer_id = %s", last.object_id)  # the case it opened goes with it
     sql("DELETE FROM memos_answer WHERE id = %s", last.object_id)
     with pytest.raises(
         CommandError, match=f"record 9 \\(answer {last.object_id}\\): in the export, gone from the database"

@@ -153,7 +153,7 @@ def test_who_is_reminded_after_asking_for_help_or_disputing(memo, developers, ad
     for key, developer in more.items():
         answer = answered(sent, developer, "disputes_region", country="RU")
         if key != "open":
-            dispute_resolve(answer=answer, outcome=key, by=admin_user)
+            dispute_resolve(answer=answer, outcome=key, by=admin_user, note="Checked")
     assert {d.developer.external_id for d in reminders.memo_awaiting_answer(sent)} == {"ru-1", "us-1", "confirmed-1"}
     move_deadline(clock, sent, 6)
     assert reminders.reminders_send_due() == 3

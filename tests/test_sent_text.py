@@ -63,7 +63,7 @@ def test_after_a_region_correction_the_page_shows_the_text_sent_the_outcome_and_
     dispute = Answer.objects.get(response="disputes_region")
     assert dispute.text_hash == Delivery.objects.get(developer=developers["ru"]).text_hash
     admin = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw-boss-123")
-    dispute_resolve(answer=dispute, outcome="corrected", by=admin)
+    dispute_resolve(answer=dispute, outcome="corrected", by=admin, note="Checked")
     Developer.objects.filter(pk=developers["ru"].pk).update(name="Olga Renamed")
     shown = client.get(page).content.decode()
     assert "Dear Olga Petrova" in shown and "Traffic from Russia will be blocked" in shown  # as sent

@@ -1,3 +1,3 @@
 """The admin, split by what it administers; importing the package registers every page."""
 
-from memo_service.memos.admin import answers, audit, deliveries, memo, users, webhooks  # noqa: F401
+from memo_service.memos.admin import answers, audit, cases, deliveries, memo, users, webhooks  # noqa: F401

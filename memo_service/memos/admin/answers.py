@@ -1,23 +1,36 @@
-"""Answers and disputes: read-only but for deciding a dispute."""
+"""Answers and disputes, read-only: a help request, a dispute or an objection is handled
+on its case (admin/cases.py), which each row links to."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import Model, OuterRef, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html
 
 from memo_service.memos.admin.readonly import ReadOnlyAdmin
 from memo_service.memos.answer.answers import DISPUTES
-from memo_service.memos.answer.disputes import DisputeInvalid, dispute_resolve
-from memo_service.memos.audit import signed_in
-from memo_service.memos.models import (
-    Answer,
-    Delivery,
-    Dispute,
-    DisputeResolution,
-)
+from memo_service.memos.models import Answer, Case, Delivery, Dispute
+
+
+def case_of(answer: Answer) -> Case | None:
+    """The case the answer opened on its own memo (a carried one lives on the correction)."""
+    return Case.objects.filter(answer=answer, memo_id=answer.memo_id).first()
+
+
+def case_link(answer: Answer) -> str:
+    case = case_of(answer)
+    if case is None:
+        return ""
+    url = reverse("admin:memos_case_change", args=[case.pk])
+    return format_html('<a href="{}">{} ({})</a>', url, str(case), case.get_status_display())
+
+
+def answer_title(answer: Answer) -> str:
+    return f"{answer.get_response_display().capitalize()}: {answer.developer.external_id} on “{answer.memo.title}”"
 
 
 @admin.register(Answer)
@@ -31,10 +44,27 @@ class AnswerAdmin(ReadOnlyAdmin):
         "created_at",
         "suspected_automation",
         "ip_address",
+        "case",
     ]
     list_filter = ["response", "channel", "suspected_automation", "memo"]
     list_select_related = ["memo", "developer"]
     search_fields = ["=developer__external_id"]
+    readonly_fields = ["case"]
+
+    @admin.display(description="case")
+    def case(self, answer: Answer) -> str:
+        return case_link(answer)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        answer = (
+            Answer.objects.select_related("memo", "developer").filter(pk=object_id).first()
+            if str(object_id).isdigit()
+            else None
+        )
+        title = {"title": answer_title(answer)} if answer is not None else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **title})
 
 
 class DisputeStateFilter(admin.SimpleListFilter):
@@ -63,8 +93,9 @@ class DisputeKindFilter(admin.SimpleListFilter):
 
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
-    """The queue of "my region is wrong" and "this traffic is not mine" answers, each
-    beside the evidence that put the developer in; resolve them with the actions."""
+    """The "my region is wrong" and "this traffic is not mine" answers, each beside the
+    evidence that put the developer in; each is decided on its case (with a rationale
+    and a confirmation), which a row and the old dispute page lead to."""
 
     list_display = [
         "developer",
@@ -76,11 +107,11 @@ class DisputeAdmin(ReadOnlyAdmin):
         "comment",
         "created_at",
         "outcome",
+        "case",
     ]
     change_list_template = "admin/role_hint_change_list.html"
     list_filter = [DisputeStateFilter, DisputeKindFilter, "memo"]
     list_select_related = ["memo", "developer", "resolution"]
-    actions = ["correct_region", "confirm_region", "exempt_developer"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         reasons = Delivery.objects.filter(
@@ -88,24 +119,27 @@ class DisputeAdmin(ReadOnlyAdmin):
         ).values("reason")[:1]
         return super().get_queryset(request).filter(response__in=DISPUTES).annotate(included_for=Subquery(reasons))
 
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        # Deciding changes the developer's country, never the answer itself: its own
-        # permission, which the Composer role holds (migration 0010).
-        return request.user.has_perm("memos.change_dispute")
-
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        hint = (
-            None
-            if self.has_change_permission(request)
-            else ("You may read the disputes; deciding them (correct or confirm the region) takes the Composer role.")
-        )
+        hint = "Each dispute is decided on its case: follow the link in its row (Memos → Cases)."
         return super().changelist_view(request, {**(extra_context or {}), "role_hint": hint})
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        answer = Answer.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        case = case_of(answer) if answer is not None else None
+        if case is not None and self.has_view_permission(request, answer):
+            return HttpResponseRedirect(reverse("admin:memos_case_change", args=[case.pk]))
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
         return [f.name for f in Answer._meta.fields]
 
     @admin.display(description="recorded country")
     def recorded_country(self, answer: Answer) -> str:
+        resolution = getattr(answer, "resolution", None)
+        if resolution is not None and resolution.previous_country:
+            return f"{resolution.previous_country.code} → {resolution.new_country.code}"
         return answer.developer.country.code
 
     @admin.display(description="why they were told")
@@ -119,25 +153,6 @@ class DisputeAdmin(ReadOnlyAdmin):
             return "open"
         return resolution.get_outcome_display() + (" (exempt from the memo)" if resolution.exempt else "")
 
-    def _resolve(self, request: HttpRequest, queryset: QuerySet[Any], outcome: str) -> None:
-        done = 0
-        for answer in queryset:
-            try:
-                dispute_resolve(answer=answer, outcome=outcome, by=signed_in(request))
-                done += 1
-            except DisputeInvalid as exc:
-                messages.warning(request, str(exc))
-        if done:
-            messages.success(request, f"Resolved {done} dispute{'s' if done != 1 else ''}.")
-
-    @admin.action(description="Correct the region to the claimed country", permissions=["change"])
-    def correct_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self._resolve(request, queryset, DisputeResolution.Outcome.CORRECTED)
-
-    @admin.action(description="Confirm the recorded region or traffic", permissions=["change"])
-    def confirm_region(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self._resolve(request, queryset, DisputeResolution.Outcome.CONFIRMED)
-
-    @admin.action(description="Exempt the developer from the memo", permissions=["change"])
-    def exempt_developer(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self._resolve(request, queryset, DisputeResolution.Outcome.EXEMPTED)
+    @admin.display(description="case")
+    def case(self, answer: Answer) -> str:
+        return case_link(answer)

@@ -7,10 +7,12 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from memo_service.memos.admin.memo_pages import MemoPages, memo_url
 from memo_service.memos.audit import signed_in
+from memo_service.memos.cases.opening import cases_open_of
 from memo_service.memos.evidence.export import evidence_csv, evidence_json
 from memo_service.memos.evidence.verify import evidence_verify_published
 from memo_service.memos.models import MEMO_MAY_SEND, Memo
@@ -42,6 +44,8 @@ class MemoReportPages(MemoPages):
             chart=mark_safe(ack_chart_svg(memo)),
             columns=DASHBOARD_COLUMNS,
             progress=memo_progress(memo),
+            open_cases=cases_open_of(memo),
+            now=timezone.now(),
             unanswered=unanswered,
             can_export=self.has_export_permission(request, memo),
             can_remind=self.has_send_permission(request, memo)

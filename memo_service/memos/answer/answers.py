@@ -14,6 +14,7 @@ from memo_service.developers.models import Developer
 from memo_service.lib.db import row_lock
 from memo_service.memos.answer.sent_text import sent_memo
 from memo_service.memos.answer.tokens import AnswerTarget, DeveloperErased
+from memo_service.memos.cases.opening import case_open
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.models import (
@@ -226,6 +227,7 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
         if response == Response.ACKNOWLEDGED and memo_no_longer_applies(existing):
             raise AnswerInvalid({"response": "This memo no longer applies to you: there is nothing to acknowledge."})
         answer = Answer.objects.create(memo=target.memo, developer=target.developer, **fields)
+        case_open(answer)  # help, a dispute or an objection needs a person: its case
         evidence_append(
             memo_id=target.memo.pk,
             kind=EvidenceRecord.Kind.ANSWER,

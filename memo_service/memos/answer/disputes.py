@@ -17,12 +17,16 @@ class DisputeInvalid(Exception):
     pass
 
 
-def dispute_resolve(*, answer: Answer, outcome: str, by: Actor, note: str = "") -> DisputeResolution:
-    """Decide a dispute. For a region: "corrected" moves the developer to the country
-    they claimed (audited) and, if that country is outside the memo's audience, exempts
-    them from the memo. For either kind: "confirmed" keeps what was recorded, "exempted"
-    takes the developer out of the memo (the traffic was a proxy's, say). The developer's
-    page shows it."""
+def dispute_resolve(*, answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResolution:
+    """Decide a dispute, with `note` the rationale the developer reads (required): the
+    dispute's case calls it (cases/cases.py case_decide_dispute). For a region:
+    "corrected" moves the developer to the country they claimed (audited), keeps the
+    country they had as previous_country and, if the new one is outside the memo's
+    audience, exempts them from the memo. For either kind: "confirmed" keeps what was
+    recorded, "exempted" takes the developer out of the memo (the traffic was a proxy's,
+    say). The developer's page shows it."""
+    if not note.strip():
+        raise DisputeInvalid("a decision needs its rationale")
     if answer.response not in DISPUTES:
         raise DisputeInvalid("only a 'my region is wrong' or 'this traffic is not mine' answer can be resolved")
     if outcome == Outcome.CORRECTED and answer.response != Answer.Response.DISPUTES_REGION:
@@ -38,17 +42,17 @@ def _resolve(answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResol
         if DisputeResolution.objects.filter(answer=answer).exists():
             raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")
         exempt = False
-        new_country = ""
+        new_country = previous_country = ""
         if outcome == Outcome.CORRECTED:
             new_country = answer.country_claimed.code
             developer = Developer.objects.select_for_update().get(pk=answer.developer_id)
-            old_country = developer.country.code
+            previous_country = developer.country.code
             Developer.objects.filter(pk=developer.pk).update(country=new_country)
             audit_record(
                 actor=by,
                 action="developer.country_changed",
                 obj=developer,
-                old=old_country,
+                old=previous_country,
                 new=new_country,
                 memo=answer.memo.slug,
                 dispute=answer.pk,
@@ -62,8 +66,9 @@ def _resolve(answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResol
             answer=answer,
             outcome=outcome,
             new_country=new_country,
+            previous_country=previous_country,
             exempt=exempt,
-            note=note,
+            note=note.strip(),
             resolved_by=by,
         )
         audit_record(actor=by, action="dispute.resolved", obj=answer, outcome=outcome, exempt=exempt)

@@ -3,7 +3,58 @@
 import django.db.models.deletion
 import django_countries.fields
 from django.conf import settings
+from django.contrib.auth.management import create_permissions
 from django.db import migrations, models
+
+
+# Cases: Composers handle them (as they decided disputes); every role reads them.
+CASE_GRANTS = {
+    "Composer": ["memos.view_case", "memos.change_case"],
+    "Approver": ["memos.view_case"],
+    "Viewer": ["memos.view_case"],
+}
+CASE_KINDS = {"needs_help": "help", "disputes_region": "dispute", "disputes_traffic": "dispute", "objects": "objection"}
+
+
+def cases_grant(apps, schema_editor, remove=False):
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, verbosity=0, apps=apps)  # the models as of this migration
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, codes in CASE_GRANTS.items():
+        group = Group.objects.filter(name=name).first()
+        for code in codes if group is not None else []:
+            app_label, codename = code.split(".")
+            permission = Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            (group.permissions.remove if remove else group.permissions.add)(permission)
+
+
+def cases_revoke(apps, schema_editor):
+    cases_grant(apps, schema_editor, remove=True)
+
+
+def cases_for_earlier_answers(apps, schema_editor):
+    """A case for every help request, dispute and objection answered before cases were
+    kept: open, or resolved with the dispute's decision."""
+    Answer = apps.get_model("memos", "Answer")
+    Case = apps.get_model("memos", "Case")
+    for answer in Answer.objects.filter(response__in=list(CASE_KINDS)).select_related("resolution").iterator():
+        resolution = getattr(answer, "resolution", None)
+        Case.objects.get_or_create(
+            answer=answer,
+            memo_id=answer.memo_id,
+            defaults={
+                "developer_id": answer.developer_id,
+                "kind": CASE_KINDS[answer.response],
+                "status": "resolved" if resolution is not None else "open",
+                "outcome": resolution.outcome if resolution is not None else "",
+                "rationale": resolution.note if resolution is not None else "",
+                "resolved_by_id": resolution.resolved_by_id if resolution is not None else None,
+                "resolved_at": resolution.resolved_at if resolution is not None else None,
+            },
+        )
 
 
 class Migration(migrations.Migration):
@@ -354,4 +405,6 @@ class Migration(migrations.Migration):
                 name="notification_one_recipient",
             ),
         ),
+        migrations.RunPython(cases_grant, cases_revoke),
+        migrations.RunPython(cases_for_earlier_answers, migrations.RunPython.noop),
     ]
