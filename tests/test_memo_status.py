@@ -107,6 +107,17 @@ TRANSITIONS: dict[str, tuple[Call, set[str], Callable[[Any], dict[str, Any]]]] =
         {S.DRAFT, S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED, S.SENDING, S.PAUSED},
         lambda person: {"status": S.CANCELLED, "scheduled_at": None},
     ),
+    "memo_mark_withdrawn": (
+        lambda memo, person: memo_status.memo_mark_withdrawn(memo=memo, by=person, reason="the date was wrong"),
+        {S.SENDING, S.PAUSED, S.SENT},
+        lambda person: {
+            "status": S.WITHDRAWN,
+            "withdrawn_at": MOVED_AT,
+            "withdrawn_by_id": person.pk,
+            "withdrawal_reason": "the date was wrong",
+            "scheduled_at": None,
+        },
+    ),
 }
 
 # How a new draft reaches each status: the state machine's own moves.
@@ -119,6 +130,13 @@ PATHS: dict[str, list[str]] = {
     S.PAUSED: ["memo_mark_awaiting_approval", "memo_mark_approved", "memo_mark_sending", "memo_mark_paused"],
     S.SENT: ["memo_mark_awaiting_approval", "memo_mark_approved", "memo_mark_sending", "memo_mark_sent_if_done"],
     S.CANCELLED: ["memo_mark_cancelled"],
+    S.WITHDRAWN: [
+        "memo_mark_awaiting_approval",
+        "memo_mark_approved",
+        "memo_mark_sending",
+        "memo_mark_sent_if_done",
+        "memo_mark_withdrawn",
+    ],
 }
 
 

@@ -58,6 +58,7 @@ def test_memo_status_json_prints_the_funnel_in_total_and_per_country(funnel_memo
         "acknowledged_suspected": 0,
         "disputed": 0,
         "needs_help": 0,
+        "objects": 0,
         "exempt": 0,
     }
     assert funnel["by_country"]["RU"]["failed"] == 1 and funnel["by_country"]["RU"]["acknowledged"] == 0
@@ -67,19 +68,24 @@ def test_memo_status_prints_a_table_by_id(funnel_memo, capsys):
     call_command("memo_status", str(funnel_memo.pk))
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "regions-blocked (sent)"
-    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "0", "1", "0", "0", "0", "0"]
+    assert out.splitlines()[2].split() == ["all", "4", "3", "1", "1", "1", "0", "0", "0", "1", "0", "0", "0", "0", "0"]
 
 
 def test_the_dashboard_shows_the_funnel_per_country_and_a_chart(admin_client, funnel_memo):
     page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])).content.decode()
     assert '<th data-key="acknowledged_suspected">of which possibly automated</th>' in page
     assert ">needs_help<" not in page and ">asked for help</th>" in page
-    # CN: 2 targeted, 2 sent, 1 delivered, 1 bounced, 0 failed, 0 cancelled, 1 acknowledged, …, 1 of 2 answered
+    # CN: 2 targeted, 2 sent, 1 delivered, 1 bounced, 0 failed, 0 cancelled, 1 acknowledged, …, 0 objected,
+    # 1 not answered (bounced: the provider took it), 0 not sent, 1 of 2 answered
     assert (
         "<tr><td>CN</td><td>2</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td>"
-        "<td>0</td><td>0</td><td>1 (50 %)</td></tr>"
+        "<td>0</td><td>0</td><td>0</td><td>1</td><td>0</td><td>1 (50 %)</td></tr>"
     ) in page
-    assert "<td>RU</td>" in page and "<td>0 (0 %)</td></tr>" in page
+    # RU: 2 targeted, 1 sent, 1 failed; the failed one is not sent, not "not answered": 0 of the 1 sent answered
+    assert (
+        "<tr><td>RU</td><td>2</td><td>1</td><td>0</td><td>0</td><td>1</td><td>0</td><td>0</td><td>0</td>"
+        "<td>0</td><td>0</td><td>0</td><td>1</td><td>1</td><td>0 (0 %)</td></tr>"
+    ) in page
     assert "<svg" in page and "1 acknowledged of 4" in page and "deadline" in page
 
 
@@ -102,9 +108,12 @@ def test_the_dashboard_lists_who_has_not_answered_paged_and_as_csv(admin_client,
     answered(funnel_memo, developers["ru"], "needs_help", comment="Which regions?")
     url = reverse("admin:memos_memo_dashboard", args=[funnel_memo.pk])
     first = admin_client.get(url).content.decode()
-    # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer
-    assert "Not answered yet (62)" in first and "page 1 of 2" in first
-    assert first.count("<td>late-") == reports.UNANSWERED_PAGE - 2  # cn-2 and ru-2 come first
+    # 64 targeted: cn-1 acknowledged, ru-1 asked for help; 62 still owe an answer, of whom
+    # ru-2 was never sent the memo (the provider refused it): "not sent", not "not answered"
+    assert "Not answered yet (61)" in first and "page 1 of 2" in first
+    assert first.count("<td>late-") == reports.UNANSWERED_PAGE - 1  # cn-2 comes first
+    assert "Not sent (1)" in first and "<td>ru-2</td>" in first.split('id="not-sent-list"')[1]
+    assert "<td>ru-2</td>" not in first.split('id="unanswered-list"')[1].split("</table>")[0]
     assert "<td>late-59</td>" in admin_client.get(url, {"page": 2}).content.decode()
     csv = b"".join(admin_client.get(reverse("admin:memos_memo_unanswered", args=[funnel_memo.pk])).streaming_content)
     lines = csv.decode().splitlines()

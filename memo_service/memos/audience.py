@@ -3,7 +3,8 @@
 By the account's country (included countries and regions, minus excluded countries), by
 where the account's API traffic came from (traffic countries and regions, minus the same
 exclusions: at least `traffic_min_requests` requests from them in the `traffic_days` up
-to approval), or either; activity and attribute filters apply to all three. The traffic
+to approval), or either; activity and attribute filters apply to all three, and a
+correction leaves out whoever a dispute exempted from a memo it corrects. The traffic
 window is fixed when the memo is approved, so new traffic never moves an approved
 audience.
 """
@@ -22,7 +23,7 @@ from django_countries import countries
 
 from memo_service.developers.models import Developer, Region, TrafficObservation
 from memo_service.lib.db import in_ids
-from memo_service.memos.models import AudienceSnapshot, Memo
+from memo_service.memos.models import AudienceSnapshot, DisputeResolution, Memo
 
 Basis = Memo.Basis
 # Why a developer is in: at most what the snapshot (and so each delivery) keeps of it.
@@ -110,7 +111,24 @@ def memo_audience(
         # A key transform, not "attributes__<key>": a key named like a lookup
         # ("isnull", "contains") must stay a key.
         developers = developers.alias(**{f"_attr{n}": KeyTransform(key, "attributes")}).filter(**{f"_attr{n}": value})
+    if earlier := superseded_ids(memo):
+        developers = developers.exclude(Exists(_exempted(earlier, OuterRef("pk"))))
     return developers.filter(erased_at__isnull=True)
+
+
+def superseded_ids(memo: Memo) -> list[int]:
+    """The memos a correction corrects: the one it supersedes, and that one's, and so on."""
+    ids: list[int] = []
+    earlier = memo.supersedes_id
+    while earlier is not None and earlier not in ids:
+        ids.append(earlier)
+        earlier = Memo.objects.filter(pk=earlier).values_list("supersedes_id", flat=True).first()
+    return ids
+
+
+def _exempted(memo_ids: list[int], developer: OuterRef | int) -> QuerySet[DisputeResolution]:
+    """A dispute of this developer's on one of these memos that exempted them."""
+    return DisputeResolution.objects.filter(answer__memo_id__in=memo_ids, answer__developer=developer, exempt=True)
 
 
 def audience_pages(memo: Memo, size: int, after: int = 0, candidates: bool = False) -> Iterator[QuerySet[Developer]]:
@@ -235,6 +253,8 @@ def _filtered_out(memo: Memo, developer: Developer) -> str:
     ("" when they do not): activity, then its attributes in the memo's order."""
     if memo.active_only and not developer.is_active:
         return "the account is inactive"
+    if (earlier := superseded_ids(memo)) and _exempted(earlier, developer.pk).exists():
+        return "exempted from the memo this one corrects, after a dispute"
     if memo.active_since and (developer.last_active_at is None or developer.last_active_at.date() < memo.active_since):
         return f"not active since {memo.active_since}"
     for key, value in (memo.attribute_filters or {}).items():

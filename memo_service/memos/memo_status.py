@@ -6,6 +6,7 @@
     approved | scheduled ─start─► sending ─pause─► paused ─resume─► sending
     sending (every delivery dispatched and settled) ─► sent
     anything not yet sent ─cancel─► cancelled
+    sending | paused | sent ─withdraw (with a reason)─► withdrawn
 
 Each function changes the row only if it is still in a status the transition starts
 from (one UPDATE with the status in its WHERE, so two admins or workers racing cannot
@@ -27,6 +28,7 @@ from memo_service.memos.models import (
     MEMO_CANCELLABLE,
     MEMO_EDITABLE,
     MEMO_STARTABLE,
+    MEMO_WITHDRAWABLE,
     Delivery,
     Memo,
 )
@@ -111,3 +113,16 @@ def memo_mark_resumed(*, memo: Memo) -> bool:
 
 def memo_mark_cancelled(*, memo: Memo) -> bool:
     return _move(memo.pk, MEMO_CANCELLABLE, status=MemoStatus.CANCELLED, scheduled_at=None)
+
+
+def memo_mark_withdrawn(*, memo: Memo, by: Any, reason: str) -> bool:
+    """Taken back after (some of) its emails went out: who, when and why."""
+    return _move(
+        memo.pk,
+        MEMO_WITHDRAWABLE,
+        status=MemoStatus.WITHDRAWN,
+        withdrawn_at=timezone.now(),
+        withdrawn_by=by if by is not None and by.pk else None,
+        withdrawal_reason=reason,
+        scheduled_at=None,
+    )

@@ -11,7 +11,8 @@ Delivery of kind reminder, sequence n, sent, tracked and exported like the first
 When the last reminder goes out, the developer's organisation contact (when one is
 recorded) is told so in a notice of its own (`contact_copy`), which carries no link: the
 link answers as the developer, and the contact may not answer for them, so the notice
-asks them to have the developer answer.
+asks them to have the developer answer. A withdrawn memo has no reminders (only a memo in
+MEMO_MAY_SEND has), and neither has one whose correction started sending (`corrected`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.utils.translation import gettext
 
 from memo_service.developers.models import Developer
 from memo_service.memos.audit import Actor, audit_record
-from memo_service.memos.models import MEMO_MAY_SEND, Answer, Delivery, DisputeResolution, Memo
+from memo_service.memos.models import MEMO_MAY_SEND, MEMO_SHOWN, Answer, Delivery, DisputeResolution, Memo
 from memo_service.memos.send.dispatch import PAGE_SIZE, send_batches_enqueue
 
 
@@ -47,7 +48,7 @@ def reminders_send_due() -> int:
     how many reminder emails were queued."""
     now = timezone.now()
     queued = 0
-    for memo in Memo.objects.filter(status__in=MEMO_MAY_SEND, ack_deadline__gt=now):
+    for memo in Memo.objects.filter(status__in=MEMO_MAY_SEND, ack_deadline__gt=now).exclude(corrected()):
         n = reminder_due(memo, now)
         if n > memo.reminders_sent and Memo.objects.filter(pk=memo.pk, reminders_sent=memo.reminders_sent).update(
             reminders_sent=n
@@ -58,6 +59,12 @@ def reminders_send_due() -> int:
             queued += memo_remind(memo=memo, sequence=memo.reminders_sent)
             Memo.objects.filter(pk=memo.pk).update(reminders_dispatched=memo.reminders_sent)
     return queued
+
+
+def corrected() -> Exists:
+    """A memo whose correction started sending: the correction asks for the answers now,
+    and the earlier memo sends no more reminders."""
+    return Exists(Memo.objects.filter(supersedes=OuterRef("pk"), status__in=MEMO_SHOWN))
 
 
 def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
@@ -113,6 +120,8 @@ def memo_remind_now(*, memo: Memo, by: Actor) -> int:
     now = timezone.now()
     if memo.status not in MEMO_MAY_SEND or memo.dispatched_at is None:
         raise RemindRefused(f"“{memo.title}” is {memo.get_status_display()}: only a memo sent in full has reminders.")
+    if Memo.objects.filter(pk=memo.pk).filter(corrected()).exists():
+        raise RemindRefused(f"“{memo.title}” has a correction that is being sent: its developers answer that one.")
     if memo.ack_deadline is not None and now >= memo.ack_deadline:
         raise RemindRefused(f"The deadline of “{memo.title}” has passed: no more reminders.")
     last = (

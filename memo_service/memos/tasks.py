@@ -4,7 +4,7 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import reminders
+from memo_service.memos import correction, reminders
 from memo_service.memos.evidence import append, sequencer
 from memo_service.memos.notify import notifications
 from memo_service.memos.send import dispatch, reconcile, sending, sweeper
@@ -78,3 +78,8 @@ def evidence_seal_due() -> None:
 @shared_task(name="memos.notifications_send", **RETRY)
 def notifications_send(notification_ids: list[int]) -> None:
     notifications.notifications_send(notification_ids=notification_ids)
+
+
+@shared_task(name="memos.correction_started", **RETRY)
+def correction_started(memo_id: int) -> None:
+    correction.correction_started(memo_id=memo_id)

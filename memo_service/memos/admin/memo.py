@@ -215,6 +215,8 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
             "resend-unknown": self.resend_unknown_view,
             "unanswered": self.unanswered_view,
             "remind": self.remind_view,
+            "withdraw": self.withdraw_view,
+            "correct": self.correct_view,
         }
         return [
             *(

@@ -331,3 +331,15 @@ class ScheduleForm(forms.Form):
                 code="past",
             )
         return at
+
+
+class WithdrawForm(forms.Form):
+    """The Withdraw… page's one field: why, in words the developers who received it read."""
+
+    reason = forms.CharField(
+        label="Reason",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80}),
+        help_text="Required. Those who received the memo are emailed this, as you write it, with the notice that "
+        "it was withdrawn; it is also in the evidence.",
+        error_messages={"required": "A withdrawal needs a reason: the developers who received the memo are told it."},
+    )

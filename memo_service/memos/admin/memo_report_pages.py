@@ -47,6 +47,7 @@ class MemoReportPages(MemoPages):
             open_cases=cases_open_of(memo),
             now=timezone.now(),
             unanswered=unanswered,
+            not_sent=Paginator(unanswered_rows(memo, sent=False), UNANSWERED_PAGE).get_page(1),
             can_export=self.has_export_permission(request, memo),
             can_remind=self.has_send_permission(request, memo)
             and memo.status in MEMO_MAY_SEND

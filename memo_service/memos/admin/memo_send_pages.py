@@ -1,5 +1,6 @@
-"""The memo's pages and buttons from draft to sent: ask for approval, approve, send,
-schedule, pause, resume, cancel, and send again what has an unknown outcome."""
+"""The memo's pages and buttons from draft to sent and after: ask for approval, approve,
+send, schedule, pause, resume, cancel, send again what has an unknown outcome, withdraw
+(a page that asks why), and start a correction."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Any
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
 
-from memo_service.memos.admin.memo_forms import ScheduleForm
+from memo_service.memos.admin.memo_forms import ScheduleForm, WithdrawForm
 from memo_service.memos.admin.memo_pages import MemoPages, memo_url
 from memo_service.memos.approval import (
     ApprovalRefused,
@@ -20,12 +23,14 @@ from memo_service.memos.approval import (
 from memo_service.memos.audience import audience_changes, audience_counts
 from memo_service.memos.audit import signed_in
 from memo_service.memos.compose.versions import memo_versions
-from memo_service.memos.models import MEMO_STARTABLE, Memo
+from memo_service.memos.correction import CorrectionRefused, memo_correction_create
+from memo_service.memos.models import MEMO_STARTABLE, MEMO_WITHDRAWABLE, Memo
 from memo_service.memos.report.reports import memo_outcome_unknown
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import AudienceChanged, DispatchRefused, memo_send_start
 from memo_service.memos.send.reconcile import memo_unknown_resend
 from memo_service.memos.send.schedule import memo_schedule, memo_unschedule
+from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw, withdrawal_recipients
 
 
 def start_send(request: HttpRequest, memo: Memo, accept_audience_changes: bool = False) -> bool:
@@ -126,3 +131,51 @@ class MemoSendPages(MemoPages):
             total=sum(n for _, n in reasons),
             can_send=self.has_send_permission(request, memo),
         )
+
+    def withdraw_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Withdraw… : the page says what a withdrawal does and asks why; POST withdraws."""
+        memo = self._memo(request, object_id, "send")
+        if memo.status not in MEMO_WITHDRAWABLE:
+            messages.error(
+                request,
+                f"“{memo.title}” is {memo.get_status_display()}: only a memo whose send started (sending, paused "
+                "or sent) can be withdrawn.",
+            )
+            return HttpResponseRedirect(memo_url(memo))
+        form = WithdrawForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                done = memo_withdraw(memo=memo, by=signed_in(request), reason=form.cleaned_data["reason"])
+            except WithdrawalRefused as exc:
+                form.add_error("reason", str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Withdrew “{memo.title}”: {done.cancelled} queued emails will not be sent, and the "
+                    f"{done.notified} developers who received it are told why.",
+                )
+                return HttpResponseRedirect(memo_url(memo))
+        return self._page(
+            request,
+            memo,
+            "admin/memos/memo/withdraw.html",
+            f"Withdraw “{memo.title}”?",
+            form=form,
+            recipients=withdrawal_recipients(memo).count(),
+        )
+
+    @method_decorator(require_POST)
+    def correct_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Send a correction (POST): a new draft prefilled from this memo, opened at once."""
+        memo = self._memo(request, object_id, "change")
+        try:
+            correction = memo_correction_create(memo=memo, by=signed_in(request))
+        except CorrectionRefused as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(memo_url(memo))
+        messages.success(
+            request,
+            f"A correction of “{memo.title}”, prefilled from it: edit what was wrong, then ask for approval. "
+            "Once it is sent, those who acknowledged the earlier memo are asked to acknowledge this one.",
+        )
+        return HttpResponseRedirect(memo_url(correction))

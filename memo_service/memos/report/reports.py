@@ -1,4 +1,8 @@
-"""The funnel of a memo: targeted → sent → delivered → acknowledged, per country."""
+"""The funnel of a memo: targeted → sent → delivered → acknowledged, per country.
+
+A developer whose email never reached the provider (still queued, failed, cancelled,
+its outcome unknown) and who has not answered is "not sent", never "not answered": the
+dashboard counts and lists the two apart, and its response rate is of those sent."""
 
 from __future__ import annotations
 
@@ -39,12 +43,15 @@ FUNNEL_COUNTS = {
     "pending": Q(status__in=DELIVERY_PENDING),
     "cancelled": Q(status=DeliveryStatus.CANCELLED),
 }
+# Of a memo's initial delivery: the provider took it (those without are "not sent").
+HANDED_OVER = Q(status__in=DELIVERY_HANDED_OVER)
 Response = Answer.Response
 ANSWER_COUNTS = [
     "acknowledged",
     "acknowledged_suspected",
     "disputed",
     "needs_help",
+    "objects",
     "exempt",
 ]
 FIELDS = [*FUNNEL_COUNTS, *ANSWER_COUNTS]
@@ -52,8 +59,8 @@ FIELDS = [*FUNNEL_COUNTS, *ANSWER_COUNTS]
 
 def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
     """Per country: developers who acknowledged (and of them, suspected automated ones),
-    who disputed their region or asked for help without acknowledging, and who were
-    exempted after a dispute. One row per developer, whatever they answered."""
+    who disputed their region, asked for help or objected without acknowledging, and who
+    were exempted after a dispute."""
     acked = Answer.objects.filter(memo=memo, developer=OuterRef("developer"), response=Response.ACKNOWLEDGED)
     country_at_send = Delivery.objects.filter(
         memo=memo, developer=OuterRef("developer"), kind=Delivery.Kind.INITIAL
@@ -69,6 +76,8 @@ def _answer_counts(memo: Memo) -> dict[str, dict[str, int]]:
                 "id", filter=Q(response__in=(Response.DISPUTES_REGION, Response.DISPUTES_TRAFFIC), has_ack=False)
             ),
             needs_help=Count("id", filter=Q(response=Response.NEEDS_HELP, has_ack=False)),
+            # Spelled as a mapping: "objects" is also the name of a model's manager.
+            **{"objects": Count("id", filter=Q(response=Response.OBJECTS, has_ack=False))},
             exempt=Count("id", filter=Q(resolution__exempt=True)),
         )
     )
@@ -116,50 +125,66 @@ DASHBOARD_COLUMNS = {
     "acknowledged_suspected": "of which possibly automated",
     "disputed": "say their region is wrong",
     "needs_help": "asked for help",
-    "answered": "answered (response rate)",
+    "objects": "object",
+    "not_answered": "not answered yet",
+    "not_sent": "not sent, no answer",
+    "answered": "answered (response rate of those sent)",
 }
+# Computed per row by dashboard_rows, not read from the funnel.
+DASHBOARD_OWN = ("not_answered", "not_sent", "answered")
 UNANSWERED_PAGE = 50  # developers per page of the dashboard's "not answered yet" list
 
 
 def dashboard_rows(memo: Memo, funnel: dict[str, Any]) -> list[tuple[str, list[str]]]:
-    """The funnel's rows as the dashboard shows them, "all" first, each with its response
-    rate: those who no longer owe an answer (reminders.still_to_answer) of those targeted."""
-    awaiting = dict(
-        memo_awaiting_answer(memo).order_by().values("country").annotate(n=Count("id")).values_list("country", "n")
+    """The funnel's rows as the dashboard shows them, "all" first: who still owes an
+    answer (reminders.still_to_answer), apart by whether their email was sent, and the
+    response rate: those who no longer owe one, of those targeted less the not sent."""
+    awaiting: dict[str, dict[str, int]] = {}
+    rows_awaiting = (
+        memo_awaiting_answer(memo)
+        .order_by()
+        .values("country")
+        .annotate(not_answered=Count("id", filter=HANDED_OVER), not_sent=Count("id", filter=~HANDED_OVER))
     )
+    for r in rows_awaiting:
+        awaiting[r["country"]] = {"not_answered": r["not_answered"], "not_sent": r["not_sent"]}
+    nobody = {"not_answered": 0, "not_sent": 0}
 
-    def cells(row: dict[str, Any], waiting: int) -> list[str]:
-        answered = row["targeted"] - waiting
-        rate = f"{answered} ({answered * 100 // row['targeted']} %)" if row["targeted"] else "0"
-        return [str(row[key]) for key in DASHBOARD_COLUMNS if key != "answered"] + [rate]
+    def cells(row: dict[str, Any], waiting: dict[str, int]) -> list[str]:
+        answered = row["targeted"] - waiting["not_answered"] - waiting["not_sent"]
+        reached = row["targeted"] - waiting["not_sent"]
+        rate = f"{answered} ({answered * 100 // reached} %)" if reached else "0"
+        own = {**waiting, "answered": rate}
+        return [str(own[key] if key in DASHBOARD_OWN else row[key]) for key in DASHBOARD_COLUMNS]
 
-    rows = [("all", cells(funnel, sum(awaiting.values())))]
-    rows += [(code or "?", cells(row, awaiting.get(code, 0))) for code, row in funnel["by_country"].items()]
+    total = {key: sum(w[key] for w in awaiting.values()) for key in nobody}
+    rows = [("all", cells(funnel, total))]
+    rows += [(code or "?", cells(row, awaiting.get(code, nobody))) for code, row in funnel["by_country"].items()]
     return rows
 
 
-def unanswered_rows(memo: Memo) -> Any:
-    """Who has not answered yet, with what became of their email (for the dashboard's
-    paged list and its CSV export)."""
-    return (
-        memo_awaiting_answer(memo)
-        .select_related("developer")
-        .only(
-            "id",
-            "status",
-            "country",
-            "developer__external_id",
-            "developer__name",
-            "developer__email",
-            "developer__email_status",
-        )
+def unanswered_rows(memo: Memo, *, sent: bool | None = True) -> Any:
+    """Who has not answered yet, with what became of their email: whose email the
+    provider took (the dashboard's "not answered yet"), whose it never did (`sent=False`,
+    its "not sent"), or both (None: the CSV export, which says which)."""
+    awaiting = memo_awaiting_answer(memo)
+    if sent is not None:
+        awaiting = awaiting.filter(HANDED_OVER if sent else ~HANDED_OVER)
+    return awaiting.select_related("developer").only(
+        "id",
+        "status",
+        "country",
+        "developer__external_id",
+        "developer__name",
+        "developer__email",
+        "developer__email_status",
     )
 
 
 def unanswered_csv(memo: Memo) -> Iterator[str]:
     def rows() -> Iterator[list[Any]]:
         last_id = 0
-        while page := list(unanswered_rows(memo).filter(developer_id__gt=last_id)[:EVIDENCE_PAGE]):
+        while page := list(unanswered_rows(memo, sent=None).filter(developer_id__gt=last_id)[:EVIDENCE_PAGE]):
             last_id = page[-1].developer_id
             for d in page:
                 yield [
@@ -223,6 +248,13 @@ def _checking(memo: Memo, queued_so_far: int) -> bool:
 
 
 def _progress_summary(memo: Memo, c: dict[str, Any]) -> str:
+    if memo.status == Memo.Status.WITHDRAWN:
+        return (
+            f"Withdrawn{f' on {memo.withdrawn_at:%Y-%m-%d}' if memo.withdrawn_at else ''}: {c['sent']:,} of "
+            f"{c['total']:,} were sent before the withdrawal, {c['cancelled']:,} never will be"
+            + (f", {c['failed']:,} failed" if c["failed"] else "")
+            + "."
+        )
     if memo.status == Memo.Status.CANCELLED:
         return (
             f"Cancelled: {c['sent']:,} of {c['total']:,} were sent before the cancel, "

@@ -106,6 +106,8 @@ def memo_send_start(
         if changes["any"]:  # accepted: who is in now, and why, is what the deliveries say
             audience_snapshot(locked)
         memo_mark_sending(memo=memo)
+        if locked.supersedes_id is not None:  # a correction: the earlier memo's open cases are its now
+            enqueue_on_commit("memos.correction_started", memo.pk)
         audit_record(actor=by, action="memo.sent", obj=memo, audience_changes=changes)
         if dispatch_in_worker:
             enqueue_on_commit("memos.dispatch_memo", memo.pk)

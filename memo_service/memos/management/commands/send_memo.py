@@ -8,6 +8,7 @@ from memo_service.memos.management.commands._memo_ref import memo_by_ref
 from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import DispatchRefused, memo_dispatch, memo_send_start
+from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw
 
 POLL_S = 1.0
 
@@ -28,9 +29,20 @@ class Command(BaseCommand):
         control.add_argument("--pause", action="store_true", help="pause a memo that is sending")
         control.add_argument("--resume", action="store_true", help="resume a paused memo where it stopped")
         control.add_argument("--cancel", action="store_true", help="cancel the memo: queued emails are not sent")
+        control.add_argument(
+            "--withdraw",
+            action="store_true",
+            help="withdraw a memo whose send started: queued emails are not sent, those who received it are told "
+            "why (--reason), and its page takes no more answers",
+        )
+        parser.add_argument("--reason", default="", help="with --withdraw: why, in a sentence the developers read")
 
     def handle(self, *args: Any, memo: str, **options: Any) -> None:
         target = memo_by_ref(memo)
+        if options["withdraw"]:
+            return self._withdraw(target, options["reason"])
+        if options["reason"]:
+            raise CommandError("--reason goes with --withdraw")
         if options["pause"] or options["resume"] or options["cancel"]:
             return self._control(target, options)
         try:
@@ -65,6 +77,16 @@ class Command(BaseCommand):
                 self.stdout.write(f"{memo.slug}: cancelled, {n} queued deliveries will not be sent.")
         except ControlRefused as exc:
             raise CommandError(str(exc)) from None
+
+    def _withdraw(self, memo: Memo, reason: str) -> None:
+        try:
+            done = memo_withdraw(memo=memo, by=None, reason=reason)
+        except WithdrawalRefused as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"{memo.slug}: withdrawn, {done.cancelled} queued deliveries will not be sent, "
+            f"{done.notified} developers who received it are told."
+        )
 
     def _wait(self, memo: Memo, total: int) -> None:
         initial = Delivery.objects.filter(memo=memo, kind=Delivery.Kind.INITIAL)

@@ -1,0 +1,213 @@
+"""Withdrawing a memo whose send started: the send stops for good, those who received it
+are told why in their language, the evidence records it, reminders stop; from the memo
+page (a confirmation that asks why), and from `send_memo --withdraw`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core import mail
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from memo_service.developers.models import Developer
+from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, Notification
+from memo_service.memos.notify.notifications import notification_hash
+from memo_service.memos.reminders import RemindRefused, memo_remind_now, reminders_send_due
+from memo_service.memos.send.control import memo_pause
+from memo_service.memos.send.sending import delivery_send_batch
+from memo_service.memos.send.sweeper import deliveries_sweep
+from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw
+from tests.conftest import Provider, answered, dispatched, make_developer, memo_in, sent_memo
+
+# Committed transactions (the notices go after commit); the roles' groups kept.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+REASON = "The date in it was wrong & a corrected notice follows."
+
+
+def staff(username: str, group: str) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", f"pw-{username}-123", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+def client_of(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def notices() -> dict[str, Notification]:
+    rows = Notification.objects.filter(kind=Notification.Kind.WITHDRAWAL).select_related("developer")
+    return {n.developer.external_id: n for n in rows if n.developer is not None}
+
+
+def test_a_sent_memo_withdrawn_tells_exactly_those_who_received_it_in_their_language(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+) -> None:
+    failed = make_developer("ru-failed", "RU")
+    bounced = make_developer("cn-bounced", "CN")
+    sent_memo(memo, {developers["cn"]: "delivered", failed: "failed", bounced: "bounced"})
+    answered(memo, developers["cn"])
+    mail.outbox.clear()
+    carol = staff("carol", "Composer")
+
+    done = memo_withdraw(memo=memo, by=carol, reason=f"  {REASON}  ")
+
+    memo.refresh_from_db()
+    assert memo.status == Memo.Status.WITHDRAWN and memo.withdrawn_by == carol and memo.withdrawn_at
+    assert memo.withdrawal_reason == REASON
+    # Handed over (delivered, sent, bounced) are told; the failed one never got it.
+    assert sorted(notices()) == ["cn-1", "cn-bounced", "ru-1"] and done.notified == 3 and done.cancelled == 0
+    by_address = {m.to[0]: m for m in mail.outbox}
+    assert set(by_address) == {"cn-1@example.com", "cn-bounced@example.com", "ru-1@example.com"}
+    english = by_address["ru-1@example.com"]
+    assert english.subject == f"Withdrawn: {memo.title}"
+    assert f"The notice “{memo.title}” that we sent you on {memo.send_started_at:%Y-%m-%d} has been withdrawn" in (
+        english.body
+    )
+    assert REASON in english.body  # as written: plain text, no HTML escaping
+    chinese = by_address["cn-1@example.com"]
+    assert chinese.subject == f"已撤回：{memo.title}" and "已被撤回" in chinese.body and REASON in chinese.body
+    # The evidence: who, why, and the notice's text hash in each language.
+    record = EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL)
+    cn, ru = notices()["cn-1"], notices()["ru-1"]
+    assert record.payload["reason"] == REASON and record.payload["by"] == carol.pk and record.payload["notified"] == 3
+    assert record.payload["notice_hashes"] == {"zh-hans": cn.text_hash, "en": ru.text_hash}
+    assert cn.text_hash == notification_hash(str(chinese.subject), str(chinese.body))
+    assert AuditEvent.objects.filter(action="memo.withdrawn", actor=carol, object_id=str(memo.pk)).exists()
+
+
+def test_withdrawing_while_sending_stops_the_send_for_good(
+    memo: Memo, developers: dict[str, Developer], mailgun: Provider, later: list[Any], eager: None
+) -> None:
+    for n in range(4):
+        make_developer(f"cn-x{n}", "CN")
+    dispatched(memo)  # its batches caught (`later`): the test sends them itself
+    ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
+    delivery_send_batch(delivery_ids=ids[:2])
+    assert len(memo_emails(mailgun)) == 2
+
+    done = memo_withdraw(memo=memo, by=None, reason=REASON)
+
+    assert done.cancelled == 4 and done.notified == 2
+    delivery_send_batch(delivery_ids=ids)  # a batch still in the queue sends nothing
+    deliveries_sweep()
+    statuses = sorted(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
+    assert statuses == ["cancelled"] * 4 + ["sent"] * 2
+    # The provider took the two memo emails, then the two notices: nothing else.
+    notice_ids = {str(n.pk) for n in notices().values()}
+    withdrawals = [a for a in mailgun.accepted if a.first("h:X-Memo-Notification") in notice_ids]
+    assert len(memo_emails(mailgun)) == 2 and len(withdrawals) == 2
+    received = Delivery.objects.filter(memo=memo, status="sent").values_list("developer__external_id", flat=True)
+    assert sorted(notices()) == sorted(received)
+    assert all(n.status == Notification.Status.SENT for n in notices().values())
+
+
+def memo_emails(provider: Provider) -> list[Any]:
+    """What the provider took of the memo's own send (the admins' notices aside)."""
+    return [a for a in provider.accepted if a.first("v:delivery_id")]
+
+
+def test_a_paused_memo_can_be_withdrawn_and_nobody_is_told_when_nothing_went_out(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+) -> None:
+    dispatched(memo)
+    memo_pause(memo=memo, by=None)
+    done = memo_withdraw(memo=memo, by=None, reason=REASON)
+    assert done.notified == 0 and done.cancelled == 2
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.WITHDRAWN and not notices()
+    record = EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL)
+    assert record.payload["notified"] == 0 and record.payload["notice_hashes"] == {}
+
+
+@pytest.mark.parametrize("status", ["draft", "approved", "cancelled"])
+def test_a_memo_that_was_never_sent_is_not_withdrawn(memo: Memo, status: str) -> None:
+    memo_in(memo, status)
+    with pytest.raises(WithdrawalRefused, match="only a memo whose send started"):
+        memo_withdraw(memo=memo, by=None, reason=REASON)
+    memo.refresh_from_db()
+    assert memo.status == status and memo.withdrawn_at is None and not memo.withdrawal_reason
+    assert not EvidenceRecord.objects.filter(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL).exists()
+
+
+def test_a_withdrawal_needs_a_reason_and_happens_once(memo: Memo, developers: dict[str, Developer]) -> None:
+    sent_memo(memo)
+    for reason in ["", "   ", "x" * 501]:
+        with pytest.raises(WithdrawalRefused):
+            memo_withdraw(memo=memo, by=None, reason=reason)
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.SENT and not notices()
+    memo_withdraw(memo=memo, by=None, reason=REASON)
+    with pytest.raises(WithdrawalRefused, match="is withdrawn"):
+        memo_withdraw(memo=memo, by=None, reason="again")
+    assert len(notices()) == 2
+
+
+def test_a_withdrawn_memo_sends_no_more_reminders(memo: Memo, developers: dict[str, Developer], clock: Any) -> None:
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=10), reminder_days=[7])
+    memo.refresh_from_db()
+    sent_memo(memo)
+    memo_withdraw(memo=memo, by=None, reason=REASON)
+    clock.move_to(timezone.now() + dt.timedelta(days=4))  # the 7-day reminder is due
+    assert reminders_send_due() == 0
+    with pytest.raises(RemindRefused):
+        memo_remind_now(memo=Memo.objects.get(pk=memo.pk), by=None)
+    assert not Delivery.objects.filter(memo=memo, kind=Delivery.Kind.REMINDER).exists()
+
+
+def test_send_memo_withdraw_needs_a_reason(memo: Memo, developers: dict[str, Developer]) -> None:
+    sent_memo(memo)
+    with pytest.raises(CommandError, match="needs a reason"):
+        call_command("send_memo", memo.slug, "--withdraw")
+    with pytest.raises(CommandError, match="--reason goes with --withdraw"):
+        call_command("send_memo", memo.slug, "--reason", REASON)
+    out = io.StringIO()
+    call_command("send_memo", memo.slug, "--withdraw", "--reason", REASON, stdout=out)
+    assert out.getvalue().strip() == (
+        f"{memo.slug}: withdrawn, 0 queued deliveries will not be sent, 2 developers who received it are told."
+    )
+    assert Memo.objects.get(pk=memo.pk).withdrawal_reason == REASON
+    with pytest.raises(CommandError, match="is withdrawn"):
+        call_command("send_memo", memo.slug, "--withdraw", "--reason", REASON)
+
+
+def test_the_withdraw_page_asks_why_and_withdraws(memo: Memo, developers: dict[str, Developer]) -> None:
+    sent_memo(memo)
+    carol = client_of(staff("carol", "Composer"))
+    page = carol.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    assert 'id="withdraw"' in page and 'id="send-correction"' in page
+    url = reverse("admin:memos_memo_withdraw", args=[memo.pk])
+    form = carol.get(url).content.decode()
+    assert 'id="withdraw-form"' in form and "the 2 developers who received it are emailed" in form
+
+    refused = carol.post(url, {"reason": "  "}).content.decode()
+    assert "A withdrawal needs a reason" in refused and 'id="reason-error"' in refused
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.SENT
+
+    done = carol.post(url, {"reason": REASON}, follow=True).content.decode()
+    assert "Withdrew “Regions blocked”: 0 queued emails will not be sent, and the 2 developers" in done
+    assert 'id="memo-withdrawn"' in done and "a corrected notice follows" in done
+    assert 'id="withdraw"' not in done  # nothing left to withdraw
+    dashboard = carol.get(reverse("admin:memos_memo_dashboard", args=[memo.pk])).content.decode()
+    assert "Withdrawn on " in dashboard and "2 of 2 were sent before the withdrawal" in dashboard
+
+
+def test_a_viewer_may_not_withdraw_and_a_draft_cannot_be(memo: Memo, developers: dict[str, Developer]) -> None:
+    victor = client_of(staff("victor", "Viewer"))
+    carol = client_of(staff("carol", "Composer"))
+    draft_url = reverse("admin:memos_memo_withdraw", args=[memo.pk])
+    page = carol.post(draft_url, {"reason": REASON}, follow=True).content.decode()
+    assert "is draft: only a memo whose send started" in page
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.DRAFT
+
+    sent_memo(memo)
+    assert 'id="withdraw"' not in victor.get(reverse("admin:memos_memo_change", args=[memo.pk])).content.decode()
+    for response in [victor.get(draft_url), victor.post(draft_url, {"reason": REASON})]:
+        assert response.status_code == 403
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.SENT and not notices()
