@@ -21,6 +21,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("ack/memo/<int:memo_id>/", views.ack_page, name="ack-page"),
+    path("ack/memo/<int:memo_id>/receipt/", views.ack_receipt, name="ack-receipt"),
     path("ack/<str:token>/", views.ack, name="ack"),
     # anymail's tracking webhooks of the configured providers, through our wrapper (basic
     # auth: ANYMAIL_WEBHOOK_SECRET); nothing else of anymail's (inbound mail, combined

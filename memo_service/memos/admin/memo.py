@@ -60,6 +60,15 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
         ),
         ("Dates", {"fields": ["effective_date", "ack_deadline"]}),
         (
+            "What Acknowledge means",
+            {
+                "fields": ["statement", "email_receipt"],
+                "description": "Shown beside the Acknowledge button and recorded (hashed) with each "
+                "acknowledgement; blank: a default naming the effective date and the audience's countries, in "
+                "the developer's language. Write each language's in its translation below.",
+            },
+        ),
+        (
             "Audience",
             {
                 "fields": [

@@ -188,7 +188,16 @@ class TranslationForm(forms.ModelForm):
 
     class Meta:
         model = MemoTranslation
-        fields = ["language", "subject", "html_body", "text_body", "reminder_subject", "reminder_html", "reminder_text"]
+        fields = [
+            "language",
+            "subject",
+            "html_body",
+            "text_body",
+            "reminder_subject",
+            "reminder_html",
+            "reminder_text",
+            "statement",
+        ]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

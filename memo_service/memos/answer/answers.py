@@ -7,12 +7,15 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 from django_countries import countries
 
 from memo_service.api.models import ApiClient
 from memo_service.developers.models import Developer
 from memo_service.lib.db import row_lock
-from memo_service.memos.answer.sent_text import sent_memo
+from memo_service.memos.answer.receipt import receipt_email
+from memo_service.memos.answer.sent_text import delivery_shown, sent_memo
+from memo_service.memos.answer.statement import assent_shown
 from memo_service.memos.answer.tokens import AnswerTarget, DeveloperErased
 from memo_service.memos.cases.opening import case_open
 from memo_service.memos.evidence.append import evidence_append
@@ -70,6 +73,9 @@ SCANNER_AGENTS = (
     "preview",
 )
 MAX_COMMENT = 2_000
+# Memos that take no answers whatever the link: taken back after the send, or cancelled
+# while some of its emails had already gone out. Their pages say so.
+ANSWERS_CLOSED = (Memo.Status.WITHDRAWN, Memo.Status.CANCELLED)
 
 
 def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str, interacted: bool) -> list[str]:
@@ -95,19 +101,6 @@ def answers_of(target: AnswerTarget) -> dict[str, Answer]:
     }
 
 
-def delivery_shown(target: AnswerTarget) -> Delivery | None:
-    """The email whose text the developer's page shows (its `rendered_with` and
-    `text_hash`): the first email's (the memo itself), else the latest one's; None when
-    no email of theirs kept its text."""
-    return (
-        Delivery.objects.filter(memo=target.memo, developer=target.developer)
-        .exclude(text_hash="")
-        .only("rendered_with", "text_hash")
-        .order_by("sequence", "-sent_at")
-        .first()
-    )
-
-
 def memo_no_longer_applies(answers: dict[str, Answer]) -> bool:
     """An admin decided a dispute of the developer's (region or traffic) by exempting
     them from the memo."""
@@ -122,20 +115,37 @@ def memo_no_longer_applies(answers: dict[str, Answer]) -> bool:
 DISPUTES = (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
 
 
+# The errors a developer reads, in English here; their page shows them in its language
+# (the catalog's msgids are these strings).
+NO_ANSWERS_WITHDRAWN = gettext_noop("This memo was withdrawn: it takes no answers.")
+NO_ANSWERS_CANCELLED = gettext_noop("This memo was cancelled: it takes no answers.")
+
+
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
     Response = Answer.Response
     errors = {}
     if response not in Response.values:
-        errors["response"] = "Choose one of the answers."
+        errors["response"] = gettext_noop("Choose one of the answers.")
     if len(comment) > MAX_COMMENT:
-        errors["comment"] = f"Please keep the comment under {MAX_COMMENT} characters."
+        errors["comment"] = gettext_noop("Please keep the comment under 2000 characters.")
     if "\x00" in comment:
-        errors["comment"] = "The comment contains a character that cannot be stored."
+        errors["comment"] = gettext_noop("The comment contains a character that cannot be stored.")
     if response == Response.DISPUTES_REGION and country not in dict(countries):
-        errors["country"] = "Choose the country you are in."
+        errors["country"] = gettext_noop("Choose the country you are in.")
     if response == Response.NEEDS_HELP and not comment.strip():
-        errors["comment"] = "Tell us what you need help with."
+        errors["comment"] = gettext_noop("Tell us what you need help with.")
+    if response == Response.OBJECTS and not comment.strip():
+        errors["comment"] = gettext_noop("Tell us why you object.")
     return errors
+
+
+def answers_closed_error(status: str) -> dict[str, str] | None:
+    """Why a memo in `status` takes no answers, or None when it takes them."""
+    if status == Memo.Status.WITHDRAWN:
+        return {"response": NO_ANSWERS_WITHDRAWN}
+    if status == Memo.Status.CANCELLED:
+        return {"response": NO_ANSWERS_CANCELLED}
+    return None
 
 
 def answer_record(
@@ -150,17 +160,23 @@ def answer_record(
     channel: str = Answer.Channel.EMAIL_LINK,
     api_client: ApiClient | None = None,
     shown_hash: str | None = None,
+    page_language: str | None = None,
 ) -> tuple[Answer, bool]:
     """Record the developer's answer, once per kind; after an acknowledgement nothing
     more is recorded. Returns (the answer, whether it was recorded now). Raises
-    AnswerInvalid for a form that is not filled in correctly, recording nothing.
+    AnswerInvalid for a form that is not filled in correctly, or for a memo that takes
+    no answers (withdrawn, cancelled), recording nothing.
 
-    The page's answers come through the email link; the console's (channel "console")
-    are relayed by an API client, with the hash of the text the console showed
-    (`shown_hash`): one that is not the text sent raises ContentHashMismatch."""
+    The page's answers come through the email link, given on the page in
+    `page_language`: they record the page's hash and, an acknowledgement, the hash of
+    the statement of assent shown beside its button (statement.py). The console's
+    (channel "console") are relayed by an API client, with the hash of the text the
+    console showed (`shown_hash`): one that is not the text sent raises
+    ContentHashMismatch."""
     comment = comment.strip()
     _refuse_invalid(target, response, comment, country)
-    shown = _text_answered(target, shown_hash)
+    memo, shown = _text_answered(target, shown_hash)
+    assent = assent_shown(memo, page_language) if page_language is not None else None
     sent_at = target.delivery.sent_at
     seconds = (timezone.now() - sent_at).total_seconds() if sent_at else None
     user_agent = user_agent[:1000]
@@ -171,6 +187,8 @@ def answer_record(
         "country_claimed": country if response == Answer.Response.DISPUTES_REGION else "",
         "content_hash": target.memo.content_hash,
         "text_hash": shown.text_hash if shown is not None else "",
+        "statement_hash": assent.statement_hash if assent and response == Answer.Response.ACKNOWLEDGED else "",
+        "page_hash": assent.page_hash if assent else "",
         "ip_address": ip_address,
         "user_agent": user_agent,
         "seconds_since_delivery": seconds,
@@ -186,8 +204,11 @@ def answer_record(
 
 
 def _refuse_invalid(target: AnswerTarget, response: str, comment: str, country: str) -> None:
-    """Raises AnswerInvalid for a form that is not filled in correctly, then
-    DeveloperErased for a developer whose personal data was erased."""
+    """Raises AnswerInvalid for a memo that takes no answers or a form that is not
+    filled in correctly, then DeveloperErased for a developer whose personal data was
+    erased."""
+    if closed := answers_closed_error(target.memo.status):
+        raise AnswerInvalid(closed)
     errors = _clean_answer(response, comment, country)
     if response == Answer.Response.DISPUTES_TRAFFIC and target.memo.audience_basis == Memo.Basis.ACCOUNT:
         errors["response"] = "This memo's audience is not chosen by API traffic: there is no traffic to dispute."
@@ -197,16 +218,16 @@ def _refuse_invalid(target: AnswerTarget, response: str, comment: str, country: 
         raise DeveloperErased
 
 
-def _text_answered(target: AnswerTarget, shown_hash: str | None) -> Delivery | None:
-    """The email whose text the answer is given on (delivery_shown). The text must be the
-    approved one (raises NotApproved), and the one the console showed (`shown_hash`,
-    raises ContentHashMismatch)."""
-    sent_memo(target.memo)
+def _text_answered(target: AnswerTarget, shown_hash: str | None) -> tuple[Memo, Delivery | None]:
+    """The memo as approved (sent_memo), and the email whose text the answer is given
+    on (delivery_shown). The text must be the approved one (raises NotApproved), and the
+    one the console showed (`shown_hash`, raises ContentHashMismatch)."""
+    memo = sent_memo(target.memo)
     shown = delivery_shown(target)
     expected_hash = shown.text_hash if shown is not None else target.memo.content_hash
     if shown_hash is not None and shown_hash != expected_hash:
         raise ContentHashMismatch(expected_hash)
-    return shown
+    return memo, shown
 
 
 def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
@@ -219,6 +240,10 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
         # one after the other (never a dispute after an acknowledgement). The lock is
         # the developer's row, not the memo's: other developers do not wait.
         row_lock(Developer.objects.filter(pk=target.developer.pk))
+        # Withdrawn or cancelled since the page was opened (the status as committed now).
+        status = Memo.objects.filter(pk=target.memo.pk).values_list("status", flat=True).get()
+        if closed := answers_closed_error(status):
+            raise AnswerInvalid(closed)
         existing = answers_of(target)
         if Response.ACKNOWLEDGED in existing:
             return existing[Response.ACKNOWLEDGED], False
@@ -235,4 +260,6 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
             payload=answer_payload(answer),
         )
         notify_answer(answer)
+        if target.memo.email_receipt:
+            receipt_email(target, answer)
     return answer, True

@@ -7,9 +7,10 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from memo_service.memos.answer.tokens import AnswerTarget
 from memo_service.memos.compose.context import developer_context, values_from_stored
 from memo_service.memos.compose.rendering import MemoRenderer, approved_renderer
-from memo_service.memos.models import Memo
+from memo_service.memos.models import Delivery, Memo
 
 RENDERERS_CACHED = 64  # memos whose templates stay compiled: far more than are open at once
 
@@ -55,3 +56,28 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -
         values_from_stored(rendered_with) or developer_context(delivery.developer), ack_url
     )
     return ShownText(language=language, subject=subject, html=html, text=text, text_hash=text_hash or memo.content_hash)
+
+
+def delivery_shown(target: AnswerTarget) -> Delivery | None:
+    """The email whose text the developer's page shows (its `rendered_with` and
+    `text_hash`): the first email's (the memo itself), else the latest one's; None when
+    no email of theirs kept its text."""
+    return (
+        Delivery.objects.filter(memo=target.memo, developer=target.developer)
+        .exclude(text_hash="")
+        .only("rendered_with", "text_hash", "sent_at")
+        .order_by("sequence", "-sent_at")
+        .first()
+    )
+
+
+def target_text(target: AnswerTarget, link: str) -> ShownText:
+    """The memo as sent to the target's developer (delivery_shown's email), with `link`
+    where the email had theirs. Raises what a render raises (NotApproved among them)."""
+    shown = delivery_shown(target)
+    return sent_text(
+        target.delivery,
+        link,
+        shown.rendered_with if shown is not None else None,
+        shown.text_hash if shown is not None else "",
+    )

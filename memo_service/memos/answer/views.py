@@ -23,6 +23,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -32,23 +33,25 @@ from memo_service.memos.answer.answers import (
     AnswerInvalid,
     answer_record,
     answers_of,
-    delivery_shown,
     memo_no_longer_applies,
 )
-from memo_service.memos.answer.sent_text import ShownText, sent_text
+from memo_service.memos.answer.receipt import receipt_text
+from memo_service.memos.answer.sent_text import ShownText, sent_memo, target_text
+from memo_service.memos.answer.statement import assent_shown, name_order
 from memo_service.memos.answer.tokens import (
     AnswerTarget,
     DeveloperErased,
     TokenExpired,
     TokenInvalid,
     ack_url,
+    answer_target,
     answer_token_read,
 )
 from memo_service.memos.compose.context import developer_context
 from memo_service.memos.compose.links import is_inert_ack_token
 from memo_service.memos.compose.rendering import error_reason
 from memo_service.memos.evidence.approved import NotApproved
-from memo_service.memos.models import Answer
+from memo_service.memos.models import Answer, AuditEvent, Memo
 from memo_service.memos.snapshot import traffic_of
 
 # The memo's HTML is written by admins; on this page it may not run scripts other than
@@ -150,14 +153,8 @@ def _shown(target: AnswerTarget) -> ShownText | None:
     """The memo as sent to the developer, as their page shows it; None when it cannot be
     shown (the admin's template over its render budget, the templates not the approved
     ones): then nothing may be answered on it either."""
-    shown = delivery_shown(target)
     try:
-        return sent_text(
-            target.delivery,
-            ack_url(target.memo.pk, target.developer.pk),
-            shown.rendered_with if shown is not None else None,
-            shown.text_hash if shown is not None else "",
-        )
+        return target_text(target, ack_url(target.memo.pk, target.developer.pk))
     except Exception as exc:  # noqa: BLE001  (this page only; the reason goes to the log, by ids)
         reason = error_reason(exc, developer_context(target.developer))
         log.error("memo %s does not render for developer %s: %s", target.memo.pk, target.developer.pk, reason)
@@ -172,23 +169,32 @@ def _memo_page(
     if sent is None:
         return _error_page(request, "ack/unavailable.html", 503)
     language, subject, html = sent.language, sent.subject, sent.html
+    memo = target.memo
     with translation.override(language):
         return _private(
             render(
                 request,
                 "ack/memo.html",
                 {
-                    "memo": target.memo,
+                    "memo": memo,
                     "subject": subject,
                     "body": mark_safe(html),
                     "language": language,
-                    "acknowledged": answers.get("acknowledged"),
-                    "dispute": answers.get("disputes_region"),
-                    "traffic_dispute": answers.get("disputes_traffic"),
-                    "help": answers.get("needs_help"),
-                    "errors": errors or {},
+                    "assent": assent_shown(sent_memo(memo), language),
+                    "acknowledged": answers.get(Answer.Response.ACKNOWLEDGED),
+                    "dispute": answers.get(Answer.Response.DISPUTES_REGION),
+                    "traffic_dispute": answers.get(Answer.Response.DISPUTES_TRAFFIC),
+                    "help": answers.get(Answer.Response.NEEDS_HELP),
+                    "objection": answers.get(Answer.Response.OBJECTS),
+                    "answered": bool(answers),
+                    "withdrawn": memo.status == Memo.Status.WITHDRAWN,
+                    "cancelled_at": _cancelled_at(memo),
+                    "closed": memo.status in (Memo.Status.WITHDRAWN, Memo.Status.CANCELLED),
+                    "corrects": _corrects(target),
+                    # The messages are English msgids (answers.py): shown in the page's language.
+                    "errors": {field: gettext(message) for field, message in (errors or {}).items()},
                     "posted": request.POST,
-                    "countries": list(countries),
+                    "countries": sorted(countries, key=lambda c: name_order(str(c.name))),
                     "country": target.developer.country,
                     "no_longer_applies": memo_no_longer_applies(answers),
                     "traffic": _why_by_traffic(target),
@@ -196,6 +202,32 @@ def _memo_page(
                 status=status,
             )
         )
+
+
+def _cancelled_at(memo: Memo) -> object:
+    """When a cancelled memo was cancelled (its audit event), else None."""
+    if memo.status != Memo.Status.CANCELLED:
+        return None
+    return (
+        AuditEvent.objects.filter(action="memo.cancelled", object_type="memos.memo", object_id=str(memo.pk))
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
+    )
+
+
+def _corrects(target: AnswerTarget) -> dict[str, object] | None:
+    """For a correction: the earlier memo it corrects, as sent to this developer (its
+    subject and when it went), or only when it was sent if they were not sent it."""
+    earlier_id = target.memo.supersedes_id
+    if earlier_id is None:
+        return None
+    earlier = answer_target(memo_id=earlier_id, developer_id=target.developer.pk)
+    if earlier is None:
+        sent_at = Memo.objects.filter(pk=earlier_id).values_list("send_started_at", flat=True).first()
+        return {"subject": "", "sent_at": sent_at}
+    shown = _shown(earlier)
+    return {"subject": shown.subject if shown is not None else "", "sent_at": earlier.delivery.sent_at}
 
 
 def _why_by_traffic(target: AnswerTarget) -> list[dict[str, object]]:
@@ -209,7 +241,8 @@ def _why_by_traffic(target: AnswerTarget) -> list[dict[str, object]]:
 
 
 def _answer(request: HttpRequest, target: AnswerTarget, token: str) -> HttpResponse:
-    if _shown(target) is None:  # an answer needs a page that can be shown
+    shown = _shown(target)
+    if shown is None:  # an answer needs a page that can be shown
         return _error_page(request, "ack/unavailable.html", 503)
     try:
         answer_record(
@@ -223,6 +256,7 @@ def _answer(request: HttpRequest, target: AnswerTarget, token: str) -> HttpRespo
             # A console's link answers as relayed by its client, never as the email's.
             channel=Answer.Channel.CONSOLE if target.relayed_by else Answer.Channel.EMAIL_LINK,
             api_client=target.relayed_by,
+            page_language=shown.language,
         )
     except AnswerInvalid as exc:
         return _memo_page(request, target, errors=exc.errors, status=400)
@@ -262,3 +296,28 @@ def ack_page(request: HttpRequest, memo_id: int) -> HttpResponse:
     if request.method == "POST":
         return _answer(request, target, token or "")
     return _memo_page(request, target)
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def ack_receipt(request: HttpRequest, memo_id: int) -> HttpResponse:
+    """/ack/memo/<id>/receipt/: the receipt of the developer's answers, a UTF-8 text file,
+    for the holder of the page's cookie once they have answered."""
+    token = request.COOKIES.get(_cookie(memo_id))
+    target = _read(request, token)
+    if isinstance(target, HttpResponse):
+        return target
+    if target.memo.pk != memo_id:
+        return _error_page(request, "ack/reopen.html", 400)
+    try:
+        receipt = receipt_text(target)
+    except NotApproved as exc:
+        log.error("receipt refused: %s", exc)
+        return _error_page(request, "ack/unavailable.html", 503)
+    if receipt is None:
+        with translation.override(target.developer.language or settings.LANGUAGE_CODE):
+            message = gettext("There is no answer to give a receipt for yet: answer on the memo's page first.")
+        return _private(HttpResponse(message + "\n", status=404, content_type="text/plain; charset=utf-8"))
+    response = HttpResponse(receipt[1], content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="receipt-memo-{memo_id}.txt"'
+    return _private(response)

@@ -46,16 +46,27 @@ def reminder_sources(obj: Any) -> dict[str, str]:
 
 def memo_content(memo: Memo) -> dict[str, Any]:
     """Everything a recipient reads: every language's templates, reminders included,
-    and the dates. Approval keeps it whole in the evidence (approval.py)."""
+    its statement of assent when written, and the dates. Approval keeps it whole in the
+    evidence (approval.py)."""
     return {
         "title": memo.title,
         "effective_date": str(memo.effective_date),
         "ack_deadline": str(memo.ack_deadline),
         "languages": {
-            getattr(obj, "language", FALLBACK_LANGUAGE): {**template_sources(obj), **reminder_sources(obj)}
+            getattr(obj, "language", FALLBACK_LANGUAGE): {
+                **template_sources(obj),
+                **reminder_sources(obj),
+                **statement_source(obj),
+            }
             for obj in [memo, *memo.translations.all()]
         },
     }
+
+
+def statement_source(obj: Any) -> dict[str, str]:
+    """The statement of assent the composer wrote, if any: a blank one is left out, so
+    the content (and hash) of a memo without one is what it always was."""
+    return {"statement": obj.statement} if obj.statement else {}
 
 
 def content_hash_of(content: dict[str, Any]) -> str:
