@@ -17,7 +17,7 @@ from django.conf import settings as django_settings
 
 from memo_service.celery import app
 from memo_service.developers.models import Developer
-from memo_service.memos.models import Case, DisputeResolution
+from memo_service.memos.models import Case, DisputeResolution, Notification
 from tests.browsing import BROWSER_MARKS, IPHONE, Person, browser, composer_and_approver, sent_emails, site  # noqa: F401  (fixtures)
 from tests.conftest import answered, make_developer, make_memo, sent_memo
 
@@ -37,8 +37,10 @@ def outbox(settings: Any) -> Iterator[Path]:
 
 
 def notifications(outbox: Path) -> dict[str, Any]:
-    """The emails sent outside the memo's send, by recipient."""
-    return {str(m["To"]): m for m in sent_emails(outbox) if m["X-Memo-Notification"]}
+    """The cases' emails (replies and outcomes), by recipient."""
+    kinds = [Notification.Kind.CASE_REPLY, Notification.Kind.DISPUTE_OUTCOME]
+    ids = {str(pk) for pk in Notification.objects.filter(kind__in=kinds).values_list("pk", flat=True)}
+    return {str(m["To"]): m for m in sent_emails(outbox) if m["X-Memo-Notification"] in ids}
 
 
 def text_of(message: Any) -> str:
