@@ -19,14 +19,15 @@ UP_TIMEOUT_S = 120
 
 
 def addresses(site: str) -> str:
+    var = os.environ.get("VAR_DIR") or "var"
     return "\n".join(
         [
             "",
             f"  memo-service is up on {site}",
             f"  admin:  {site}/admin/   (login admin / admin; a second admin: approver / approver)",
             f"  outbox: {site}/outbox/",
-            "  tracking webhook's user:password in var/anymail-webhook-secret; evidence signing key in "
-            "var/evidence-signing-key",
+            f"  tracking webhook's user:password in {var}/anymail-webhook-secret; evidence signing key in "
+            f"{var}/evidence-signing-key",
             "  Ctrl-C stops the web server, the worker and beat.",
             "",
         ]
