@@ -54,6 +54,11 @@ TRANSITIONS: dict[str, tuple[Call, set[str], Callable[[Any], dict[str, Any]]]] =
             "approved_rules": RULES,
         },
     ),
+    "memo_mark_changes_requested": (
+        lambda memo, person: memo_status.memo_mark_changes_requested(memo=memo),
+        {S.AWAITING_APPROVAL},
+        lambda person: {"status": S.DRAFT},
+    ),
     "memo_void_approval": (
         lambda memo, person: memo_status.memo_void_approval(memo=memo),
         {S.AWAITING_APPROVAL, S.APPROVED, S.SCHEDULED},

@@ -3,6 +3,7 @@
     draft ─request─► awaiting_approval ─approve (not the author)─► approved ◄─unschedule─┐
       ▲                                                              │  └─schedule─► scheduled
       └──────────── an edit voids the approval ◄─────────────────────┴───────────────────┘
+    awaiting_approval ─request changes (with a comment)─► draft
     approved | scheduled ─start─► sending ─pause─► paused ─resume─► sending
     sending (every delivery dispatched and settled) ─► sent
     anything not yet sent ─cancel─► cancelled
@@ -57,6 +58,11 @@ def memo_mark_approved(*, memo: Memo, approver: Any, content_hash: str, approved
         content_hash=content_hash,
         approved_rules=approved_rules,
     )
+
+
+def memo_mark_changes_requested(*, memo: Memo) -> bool:
+    """Back to draft: its approver asked for changes instead of approving."""
+    return _move(memo.pk, (MemoStatus.AWAITING_APPROVAL,), status=MemoStatus.DRAFT)
 
 
 def memo_void_approval(*, memo: Memo) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
@@ -19,6 +19,7 @@ from memo_service.memos.admin.memo_audience_pages import MemoAudiencePages
 from memo_service.memos.admin.memo_forms import VARIABLES_HELP, MemoForm, TranslationInline, error_places
 from memo_service.memos.admin.memo_preview import MemoPreviewPage
 from memo_service.memos.admin.memo_report_pages import MemoReportPages
+from memo_service.memos.admin.memo_review_pages import MemoReviewPages, memo_page_context, voided_message
 from memo_service.memos.admin.memo_send_pages import MemoSendPages, start_send
 from memo_service.memos.approval import memo_edited
 from memo_service.memos.audit import audit_record, signed_in
@@ -28,7 +29,7 @@ from memo_service.memos.report.reports import memo_outcome_unknown
 
 
 @admin.register(Memo)
-class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePages):
+class MemoAdmin(MemoReviewPages, MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePages):
     form = MemoForm
     inlines = [TranslationInline]
     list_display = ["title", "slug", "status", "effective_date", "ack_deadline", "scheduled_at", "updated_at"]
@@ -169,8 +170,8 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         changed = list(form.changed_data) + [f"{fs.prefix}" for fs in formsets if fs.has_changed()]
-        if change and changed:
-            memo_edited(memo=form.instance, by=signed_in(request), fields=changed)
+        if change and changed and memo_edited(memo=form.instance, by=signed_in(request), fields=changed):
+            messages.warning(request, voided_message(form.instance))
 
     @admin.display(description="progress")
     def progress(self, memo: Memo) -> str:
@@ -199,6 +200,7 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
         if memo is not None:
             # How many deliveries nobody can know the fate of (their page offers a resend).
             extra_context = {**(extra_context or {}), "outcome_unknown": sum(n for _, n in memo_outcome_unknown(memo))}
+            extra_context.update(memo_page_context(request, memo))  # the review's comment, the void warning
             if request.method == "GET":
                 # Every version the templates can produce, for whoever approves or sends it.
                 extra_context["template_versions"] = memo_versions(memo)
@@ -208,7 +210,9 @@ class MemoAdmin(MemoSendPages, MemoPreviewPage, MemoReportPages, MemoAudiencePag
         view = self.admin_site.admin_view
         routes = {
             "send": self.send_view,
-            "approve": self.approve_view,
+            "review": self.review_view,
+            "approve": self.approve_confirm_view,
+            "request-changes": self.request_changes_view,
             "request-approval": self.request_approval_view,
             "schedule": self.schedule_view,
             "unschedule": self.unschedule_view,

@@ -70,7 +70,31 @@ class LabelledSplitDateTime(AdminSplitDateTime):
         return context
 
 
+class ConfirmField(forms.BooleanField):
+    """A box ticked to confirm a save, not a change of the memo (the admin's changed_data,
+    which an edit is audited by, never lists it)."""
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return False
+
+
+# The statuses in which a change voids an approval (or a request for one), and what to
+# tick to save it anyway (the box is the memo page's warning, review_memo_notes.html).
+VOIDS_APPROVAL = (Memo.Status.AWAITING_APPROVAL, Memo.Status.APPROVED, Memo.Status.SCHEDULED)
+VOID_UNCONFIRMED = (
+    "Saving this change voids the memo's approval (or its request for one): tick the box in the warning above "
+    "to save it anyway."
+)
+
+
+def void_unconfirmed(status: str | None, data: Any) -> bool:
+    """Whether a change to a memo in `status` is posted without the box that confirms it."""
+    return status in VOIDS_APPROVAL and data.get("void_approval") not in ("on", "true", "1")
+
+
 class MemoForm(forms.ModelForm):
+    void_approval = ConfirmField(required=False)
+
     class Meta:
         model = Memo
         fields = "__all__"
@@ -143,6 +167,8 @@ class MemoForm(forms.ModelForm):
                 raise forms.ValidationError(
                     f"This memo is {status} now (it started while you were editing): it can no longer change."
                 )
+            if self.has_changed() and void_unconfirmed(status, self.data):
+                raise forms.ValidationError(VOID_UNCONFIRMED)
         basis = cleaned.get("audience_basis")
         if (
             basis
@@ -211,6 +237,13 @@ class TranslationForm(forms.ModelForm):
 
 
 class TranslationFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        if self.instance.pk is not None and self.has_changed():
+            status = Memo.objects.filter(pk=self.instance.pk).values_list("status", flat=True).first()
+            if void_unconfirmed(status, self.data):
+                raise forms.ValidationError(VOID_UNCONFIRMED)
+
     def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
         form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # BaseFormSet's, missing from django-stubs
         form.parent_memo = self.instance

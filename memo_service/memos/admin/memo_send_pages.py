@@ -1,6 +1,7 @@
-"""The memo's pages and buttons from draft to sent and after: ask for approval, approve,
-send, schedule, pause, resume, cancel, send again what has an unknown outcome, withdraw
-(a page that asks why), and start a correction."""
+"""The memo's pages and buttons from draft to sent and after: ask for approval (the
+review and approval are memo_review_pages.py's), send, schedule, pause, resume, cancel,
+send again what has an unknown outcome, withdraw (a page that asks why), and start a
+correction."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from memo_service.memos.admin.memo_forms import ScheduleForm, WithdrawForm
 from memo_service.memos.admin.memo_pages import MemoPages, memo_url
 from memo_service.memos.approval import (
     ApprovalRefused,
-    memo_approve,
     memo_request_approval,
 )
 from memo_service.memos.audience import audience_changes, audience_counts
@@ -103,7 +103,6 @@ class MemoSendPages(MemoPages):
     request_approval_view = _button(
         "change", memo_request_approval, "“{memo.title}” now awaits a second person's approval."
     )
-    approve_view = _button("approve", memo_approve, "Approved “{memo.title}”: its content and audience are frozen.")
     unschedule_view = _button(
         "send", memo_unschedule, "The scheduled send of “{memo.title}” is cancelled; it stays approved."
     )
