@@ -6,9 +6,9 @@ and decisions, the withdrawal, the corrections, and where each recipient stands;
 The memo (the `after_send` fixture) went to seven developers an hour ago: cn-1
 acknowledged; ru-1 disputed their region and an admin corrected it to KZ (outside the
 audience: exempted); cn-2 asked for help and was replied to; ru-2 objected; cn-3 said
-nothing; ru-3's email failed; cn-4 disputed their region, not decided yet. Cases, their
-entries and the answers' page hashes are written here as their writers write them:
-the row, and in the same transaction its evidence record (case_payload, answer_payload).
+nothing; ru-3's email failed; cn-4 disputed their region, not decided yet. Cases and
+the withdrawal go through their writes (memos/cases/, withdrawal.py); the answers are
+written here as their page writes them, with the statement and page hashes it showed.
 """
 
 from __future__ import annotations
@@ -24,29 +24,32 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.disputes import dispute_resolve
 from memo_service.memos.answer.tokens import answer_target
+from memo_service.memos.cases.cases import case_assign, case_decide_dispute, case_note, case_reply
+from memo_service.memos.cases.opening import case_open
+from memo_service.memos.correction import memo_correction_create
 from memo_service.memos.evidence.append import evidence_append
-from memo_service.memos.evidence.payloads import answer_payload, case_payload, withdrawal_payload
+from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.evidence.sequencer import evidence_seal
-from memo_service.memos.models import Answer, Case, CaseEntry, EvidenceRecord, Memo, Notification
-from memo_service.memos.notify.notifications import notification_hash
+from memo_service.memos.models import Answer, Case, EvidenceRecord, Memo
+from memo_service.memos.withdrawal import memo_withdraw
 from tests.conftest import approve, make_developer, make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 Kind = EvidenceRecord.Kind
-HASH = "ab" * 32
+RATIONALE = "Our records show Kazakhstan."
 
 
 def _answer(memo: Memo, developer: Developer, response: str, **fields: Any) -> Answer:
     """The developer's answer as their page records it: the row, with the statement and
-    page hashes the page showed, and its answer record in the same transaction."""
+    page hashes the page showed, its case, and its answer record, in one transaction."""
     target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
     assert target is not None
     with transaction.atomic():
@@ -64,40 +67,19 @@ def _answer(memo: Memo, developer: Developer, response: str, **fields: Any) -> A
             **fields,
         )
         evidence_append(memo_id=memo.pk, kind=Kind.ANSWER, object_id=answer.pk, payload=answer_payload(answer))
+        case_open(answer)
     return answer
 
 
-def _entry(case: Case, kind: str, by: Any, text: str, *, told: str | None = None) -> CaseEntry:
-    """A line of the case, as the case's write adds it (the case row already updated):
-    a reply or a decision is emailed to the developer (`told`: the notification's kind)
-    and recorded in the chain."""
-    developer = case.developer
-    notification = None
-    if told is not None:
-        subject, body = f"About your answer to {case.memo.title}", f"{text}\n"
-        notification = Notification.objects.create(
-            kind=told,
-            memo=case.memo,
-            developer=developer,
-            language=developer.language,
-            subject=subject,
-            text=body,
-            text_hash=notification_hash(subject, body),
-        )
-    entry = CaseEntry.objects.create(case=case, kind=kind, author=by, text=text, notification=notification)
-    if kind in (CaseEntry.Kind.REPLY, CaseEntry.Kind.DECISION):
-        entry = CaseEntry.objects.select_related("case__developer", "notification").get(pk=entry.pk)
-        evidence_append(memo_id=case.memo_id, kind=Kind.CASE, object_id=entry.pk, payload=case_payload(entry))
-    return entry
-
-
-def _case(answer: Answer, kind: str) -> Case:
-    return Case.objects.create(memo=answer.memo, developer=answer.developer, answer=answer, kind=kind)
+def _case(answer: Answer) -> Case:
+    return Case.objects.get(answer=answer, memo=answer.memo)
 
 
 @pytest.fixture
 def staff(db: None) -> Any:
-    return get_user_model().objects.create_user("case-handler", "handler@example.com", "pw-handler-1", is_staff=True)
+    user = get_user_model().objects.create_user("case-handler", "handler@example.com", "pw-handler-1", is_staff=True)
+    user.groups.add(Group.objects.get(name="Composer"))  # who handles cases
+    return user
 
 
 @pytest.fixture
@@ -117,43 +99,22 @@ def after_send(developers: dict[str, Developer], staff: Any) -> Memo:
         at=timezone.now() - timedelta(hours=1),
     )
     _answer(memo, people["cn"], Answer.Response.ACKNOWLEDGED)
-    with transaction.atomic():
-        dispute = _case(_answer(memo, people["ru"], Answer.Response.DISPUTES_REGION, country_claimed="KZ"), "dispute")
-        dispute_resolve(answer=dispute.answer, outcome="corrected", by=staff, note="Our records show Kazakhstan.")
-        Case.objects.filter(pk=dispute.pk).update(
-            status=Case.Status.RESOLVED,
-            outcome="corrected",
-            rationale="Our records show Kazakhstan.",
-            resolved_by=staff,
-            resolved_at=timezone.now(),
-        )
-        dispute.refresh_from_db()
-        _entry(dispute, CaseEntry.Kind.DECISION, staff, "Region corrected to KZ.", told="dispute_outcome")
-    with transaction.atomic():
-        help_case = _case(_answer(memo, people["cn-2"], Answer.Response.NEEDS_HELP, comment="Which API?"), "help")
-        Case.objects.filter(pk=help_case.pk).update(assignee=staff, status=Case.Status.WAITING)
-        help_case.refresh_from_db()
-        _entry(help_case, CaseEntry.Kind.NOTE, staff, "Internal: check their keys first.")
-        _entry(help_case, CaseEntry.Kind.REPLY, staff, "The v2 API only.", told="case_reply")
-    _case(_answer(memo, people["ru-2"], Answer.Response.OBJECTS, comment="We were never told."), "objection")
-    _case(_answer(memo, people["cn-4"], Answer.Response.DISPUTES_REGION, country_claimed="US"), "dispute")
+    disputed = _answer(memo, people["ru"], Answer.Response.DISPUTES_REGION, country_claimed="KZ")
+    case_decide_dispute(case=_case(disputed), by=staff, outcome="corrected", rationale=RATIONALE)
+    help_case = _case(_answer(memo, people["cn-2"], Answer.Response.NEEDS_HELP, comment="Which API?"))
+    case_assign(case=help_case, by=staff, assignee=staff)
+    case_note(case=help_case, by=staff, text="Internal: check their keys first.")
+    case_reply(case=help_case, by=staff, text="The v2 API only.")
+    _answer(memo, people["ru-2"], Answer.Response.OBJECTS, comment="We were never told.")
+    _answer(memo, people["cn-4"], Answer.Response.DISPUTES_REGION, country_claimed="US")
     evidence_seal(memo_id=memo.pk)
     return memo
 
 
 def withdrawn(memo: Memo, by: Any) -> Memo:
-    """The memo withdrawn as withdrawal.py's write does: the row, and its record."""
-    with transaction.atomic():
-        Memo.objects.filter(pk=memo.pk).update(
-            status=Memo.Status.WITHDRAWN,
-            withdrawn_at=timezone.now(),
-            withdrawn_by=by,
-            withdrawal_reason="The date was wrong.",
-        )
-        memo.refresh_from_db()
-        payload = withdrawal_payload(memo, notice_hashes={"en": HASH, "zh-hans": "cd" * 32}, notified=6)
-        evidence_append(memo_id=memo.pk, kind=Kind.WITHDRAWAL, object_id=memo.pk, payload=payload)
+    memo_withdraw(memo=memo, by=by, reason="The date was wrong.")
     evidence_seal(memo_id=memo.pk)
+    memo.refresh_from_db()
     return memo
 
 
@@ -216,11 +177,11 @@ def test_it_lists_every_case_with_its_replies_and_decisions(after_send, staff):
     assert [c["kind"] for c in document["cases"]] == ["dispute", "help", "objection", "dispute"]
     dispute = case_of(document, "ru-1")
     assert dispute["status"] == "resolved" and dispute["outcome"] == "corrected"
-    assert dispute["rationale"] == "Our records show Kazakhstan."
+    assert dispute["rationale"] == RATIONALE
     assert dispute["resolved_by"] == {"id": staff.pk, "username": "case-handler"} and dispute["resolved_at"]
     assert dispute["resolution"] | {"resolved_at": None} == {
         "outcome": "corrected",
-        "rationale": "Our records show Kazakhstan.",
+        "rationale": RATIONALE,
         "previous_country": "RU",
         "new_country": "KZ",
         "exempt": True,
@@ -229,6 +190,7 @@ def test_it_lists_every_case_with_its_replies_and_decisions(after_send, staff):
     }
     [decision] = dispute["entries"]
     assert decision["kind"] == "decision" and decision["outcome"] == "corrected" and decision["record"]
+    assert decision["text"] == RATIONALE and decision["status"] == "resolved"
     assert decision["notification"]["status"] == "queued" and len(decision["notification"]["text_hash"]) == 64
     help_case = case_of(document, "cn-2")
     assert help_case["status"] == "waiting" and help_case["assignee"]["username"] == "case-handler"
@@ -273,7 +235,8 @@ def test_a_withdrawn_memo_says_so_and_who_had_not_acknowledged_stands_withdrawn(
     document = exported(memo, tmp_path / "evidence.json")
     withdrawal = document["withdrawal"]
     assert withdrawal["reason"] == "The date was wrong." and withdrawal["by"]["username"] == "case-handler"
-    assert withdrawal["notified"] == 6 and withdrawal["notice_hashes"]["en"] == HASH and withdrawal["record"]
+    assert withdrawal["notified"] == 6 and withdrawal["record"]  # all but ru-3, whose email failed
+    assert sorted(withdrawal["notice_hashes"]) == ["en", "zh-hans"]
     standing = {r["developer"]: r["standing"] for r in document["recipients"]}
     assert standing["cn-1"] == "acknowledged" and standing["ru-1"] == "exempted"
     assert standing["cn-3"] == standing["cn-2"] == standing["cn-4"] == "withdrawn"
@@ -288,10 +251,8 @@ def test_a_withdrawn_memo_says_so_and_who_had_not_acknowledged_stands_withdrawn(
 
 
 def test_a_correction_and_the_memo_it_corrects_name_each_other(after_send, tmp_path):
-    correction = approve(make_memo(slug="regions-blocked-corrected", supersedes=after_send))
-    assert exported(after_send)["corrections"] == [
-        {"id": correction.pk, "slug": "regions-blocked-corrected", "status": "approved"}
-    ]
+    correction = approve(memo_correction_create(memo=after_send, by=after_send.author))
+    assert exported(after_send)["corrections"] == [{"id": correction.pk, "slug": correction.slug, "status": "approved"}]
     document = exported(correction, tmp_path / "correction.json")
     assert document["supersedes"] == {"id": after_send.pk, "slug": "regions-blocked"}
     assert "verifies" in verify_file(tmp_path / "correction.json")

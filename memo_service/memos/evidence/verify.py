@@ -6,7 +6,8 @@ newest one; compares each record with the row it stands for (a handover each del
 lists: the last handover of a delivery sent twice is the one its row must match) and the
 memo's templates with the approval record; checks that what the rows claim is covered
 (every sent delivery handed over, every answer and event recorded, a sent memo approved);
-and that the chain holds every head published outside the database (heads.py).
+what came after the send (verify_after.py: approvers, cases, the withdrawal); and that
+the chain holds every head published outside the database (heads.py).
 `evidence_verify_against` checks that the chain still begins with the one an earlier
 export recorded.
 """

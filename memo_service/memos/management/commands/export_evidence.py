@@ -10,8 +10,9 @@ from memo_service.memos.management.commands._memo_ref import memo_by_ref
 
 class Command(BaseCommand):
     help = (
-        "Write a memo's evidence to standard output, one record per recipient (CSV or JSON); the JSON "
-        "also carries the hash chain, its signed checkpoints and the public key."
+        "Write a memo's evidence to standard output, one record per recipient with their final standing "
+        "(CSV or JSON); the JSON also carries the approval, the cases, the withdrawal, the hash chain, its "
+        "signed checkpoints and the public key."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
