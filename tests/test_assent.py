@@ -19,11 +19,13 @@ from django.utils import timezone
 
 from memo_service.memos.answer.statement import name_order, page_hash
 from memo_service.memos.answer.tokens import ack_url
+from memo_service.memos.approval import memo_edited
 from memo_service.memos.compose.sources import memo_content, memo_content_hash
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.models import Answer, EvidenceRecord, Memo, MemoTranslation
 from memo_service.memos.send.control import memo_cancel
-from tests.conftest import found, make_memo, sent_delivery, sent_memo
+from memo_service.memos.withdrawal import memo_withdraw
+from tests.conftest import approve, found, make_memo, sent_delivery, sent_memo
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -117,14 +119,10 @@ def test_a_written_statement_is_approved_content_and_a_blank_one_changes_no_old_
 
 
 def test_editing_the_statement_after_approval_voids_it(admin_client: Client, memo: Memo) -> None:
-    from tests.conftest import approve
-
     approve(memo)
     page = admin_client.get(f"/admin/memos/memo/{memo.pk}/change/")
     assert 'name="statement"' in page.content.decode() and 'name="email_receipt"' in page.content.decode()
     assert 'name="translations-0-statement"' in page.content.decode()
-    from memo_service.memos.approval import memo_edited
-
     memo.statement = "I understand."
     Memo.objects.filter(pk=memo.pk).update(statement=memo.statement)
     memo_edited(memo=memo, by=None, fields=["statement"])
@@ -273,7 +271,5 @@ def test_verify_evidence_passes_with_the_statement_and_page_hashes(
 
 
 def withdrawn(memo: Memo, reason: str) -> None:
-    """The memo withdrawn by an admin, as withdrawal.py records it."""
-    Memo.objects.filter(pk=memo.pk).update(
-        status=Memo.Status.WITHDRAWN, withdrawn_at=timezone.now(), withdrawal_reason=reason
-    )
+    """The memo withdrawn by an admin."""
+    memo_withdraw(memo=memo, by=None, reason=reason)
