@@ -352,3 +352,14 @@ def test_the_old_dispute_page_sends_people_to_the_case(admin_client: Any, disput
     response = admin_client.get(reverse("admin:memos_dispute_change", args=[answer.pk]))
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:memos_case_change", args=[dispute_case.pk])
+
+
+def test_the_answer_and_dispute_lists_link_each_row_to_its_case(admin_client: Any, dispute_case: Case) -> None:
+    link = reverse("admin:memos_case_change", args=[dispute_case.pk])
+    for name in ("answer", "dispute"):
+        page = admin_client.get(reverse(f"admin:memos_{name}_changelist")).content.decode()
+        assert f'href="{link}"' in page and "(open)" in page, name
+    answer_page = admin_client.get(reverse("admin:memos_answer_change", args=[dispute_case.answer_id]))
+    assert "Disputes region: ru-1 on “Regions blocked”" in answer_page.content.decode()
+    title = answer_page.content.decode().split("<title>")[1].split("</title>")[0]
+    assert title == "Disputes region: ru-1 on “Regions blocked” | memo-service"

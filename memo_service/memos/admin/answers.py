@@ -21,12 +21,17 @@ def case_of(answer: Answer) -> Case | None:
     return Case.objects.filter(answer=answer, memo_id=answer.memo_id).first()
 
 
-def case_link(answer: Answer) -> str:
-    case = case_of(answer)
-    if case is None:
+def with_case(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """Each answer with its case's id and status (case_pk, case_status): one query a page."""
+    cases = Case.objects.filter(answer_id=OuterRef("pk"), memo_id=OuterRef("memo_id"))
+    return queryset.annotate(case_pk=Subquery(cases.values("pk")[:1]), case_status=Subquery(cases.values("status")[:1]))
+
+
+def case_link(answer: Any) -> str:
+    if getattr(answer, "case_pk", None) is None:
         return ""
-    url = reverse("admin:memos_case_change", args=[case.pk])
-    return format_html('<a href="{}">{} ({})</a>', url, str(case), case.get_status_display())
+    url = reverse("admin:memos_case_change", args=[answer.case_pk])
+    return format_html('<a href="{}">case #{} ({})</a>', url, answer.case_pk, Case.Status(answer.case_status).label)
 
 
 def answer_title(answer: Answer) -> str:
@@ -51,6 +56,9 @@ class AnswerAdmin(ReadOnlyAdmin):
     search_fields = ["=developer__external_id"]
     readonly_fields = ["case"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return with_case(super().get_queryset(request))
+
     @admin.display(description="case")
     def case(self, answer: Answer) -> str:
         return case_link(answer)
@@ -63,7 +71,7 @@ class AnswerAdmin(ReadOnlyAdmin):
             if str(object_id).isdigit()
             else None
         )
-        title = {"title": answer_title(answer)} if answer is not None else {}
+        title = {"title": answer_title(answer), "subtitle": None} if answer is not None else {}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **title})
 
 
@@ -117,7 +125,8 @@ class DisputeAdmin(ReadOnlyAdmin):
         reasons = Delivery.objects.filter(
             memo_id=OuterRef("memo_id"), developer_id=OuterRef("developer_id"), kind=Delivery.Kind.INITIAL
         ).values("reason")[:1]
-        return super().get_queryset(request).filter(response__in=DISPUTES).annotate(included_for=Subquery(reasons))
+        disputes = super().get_queryset(request).filter(response__in=DISPUTES)
+        return with_case(disputes).annotate(included_for=Subquery(reasons))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         hint = "Each dispute is decided on its case: follow the link in its row (Memos → Cases)."
