@@ -37,6 +37,7 @@ from memo_service.memos.models import (
     Notification,
 )
 from tests.conftest import Provider, answered, sent_memo
+from tests.test_migrations import installation
 
 pytestmark = pytest.mark.django_db
 
@@ -363,3 +364,43 @@ def test_the_answer_and_dispute_lists_link_each_row_to_its_case(admin_client: An
     assert "Disputes region: ru-1 on “Regions blocked”" in answer_page.content.decode()
     title = answer_page.content.decode().split("<title>")[1].split("</title>")[0]
     assert title == "Disputes region: ru-1 on “Regions blocked” | memo-service"
+
+
+CASES_BEFORE = """
+import django
+django.setup()
+from memo_service.memos.models import Memo  # noqa: F401  (the app is loaded)
+from django.db.migrations.executor import MigrationExecutor
+from django.db import connection
+old = MigrationExecutor(connection).loader.project_state([("memos", "0022_audience_check_progress")]).apps
+Developer, Answer = old.get_model("developers", "Developer"), old.get_model("memos", "Answer")
+memo = old.get_model("memos", "Memo").objects.create(title="Regions", slug="regions", status="sent")
+cn, ru, us = (Developer.objects.create(external_id=c, email=f"{c}@example.com", country=c[:2].upper()) for c in ("cn-1", "ru-1", "us-1"))
+Answer.objects.create(memo=memo, developer=cn, response="needs_help", comment="help", content_hash="h" * 64)
+Answer.objects.create(memo=memo, developer=us, response="acknowledged", content_hash="h" * 64)
+dispute = Answer.objects.create(memo=memo, developer=ru, response="disputes_region", country_claimed="KZ", content_hash="h" * 64)
+old.get_model("memos", "DisputeResolution").objects.create(answer=dispute, outcome="confirmed", note="Moscow traffic")
+"""
+CASES_AFTER = """
+import django
+django.setup()
+from django.contrib.auth.models import Group
+from memo_service.memos.models import Case
+print(sorted(Case.objects.values_list("developer__external_id", "kind", "status", "outcome", "rationale")))
+for name in ("Composer", "Approver", "Viewer"):
+    print(name, sorted(Group.objects.get(name=name).permissions.filter(codename__endswith="_case").values_list("codename", flat=True)))
+"""
+
+
+@pytest.mark.process
+def test_answers_given_before_cases_get_theirs_and_composers_handle_them(tmp_path: Any) -> None:
+    run = installation(tmp_path)
+    run("manage.py", "migrate", "-v0", "memos", "0022_audience_check_progress")
+    run("-c", CASES_BEFORE)
+    run("manage.py", "migrate", "-v0")
+    assert run("-c", CASES_AFTER).splitlines() == [
+        "[('cn-1', 'help', 'open', '', ''), ('ru-1', 'dispute', 'resolved', 'confirmed', 'Moscow traffic')]",
+        "Composer ['change_case', 'view_case']",
+        "Approver ['view_case']",
+        "Viewer ['view_case']",
+    ]
