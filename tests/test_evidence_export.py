@@ -28,6 +28,7 @@ from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
@@ -328,3 +329,13 @@ def test_an_export_edited_after_it_was_made_fails_naming_what_differs(after_send
     document = exported(after_send, tmp_path / "evidence.json")
     with pytest.raises(CommandError, match=named):
         verify_file(tampered(tmp_path / "evidence.json", document, change))
+
+
+def test_the_memo_pages_evidence_json_button_gives_the_same_self_contained_file(after_send, admin_client, tmp_path):
+    response = admin_client.get(reverse("admin:memos_memo_evidence", args=[after_send.pk, "json"]))
+    assert response.status_code == 200
+    path = tmp_path / "from-the-admin.json"
+    path.write_bytes(b"".join(response.streaming_content))
+    document = json.loads(path.read_text())
+    assert document["approval"]["approver"]["username"] == "approver" and len(document["cases"]) == 4
+    assert "evidence of regions-blocked verifies" in verify_file(path)
