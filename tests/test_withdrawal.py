@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -21,10 +23,12 @@ from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo
 from memo_service.memos.notify.notifications import notification_hash
 from memo_service.memos.reminders import RemindRefused, memo_remind_now, reminders_send_due
 from memo_service.memos.send.control import memo_pause
+from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.send.sweeper import deliveries_sweep
 from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw
-from tests.conftest import Provider, answered, dispatched, make_developer, memo_in, sent_memo
+from tests.browsing import sent_emails
+from tests.conftest import Provider, answered, approve, dispatched, make_developer, memo_in, sent_memo, wait_for
 
 # Committed transactions (the notices go after commit); the roles' groups kept.
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -211,3 +215,34 @@ def test_a_viewer_may_not_withdraw_and_a_draft_cannot_be(memo: Memo, developers:
     for response in [victor.get(draft_url), victor.post(draft_url, {"reason": REASON})]:
         assert response.status_code == 403
     assert Memo.objects.get(pk=memo.pk).status == Memo.Status.SENT and not notices()
+
+
+@pytest.mark.e2e
+def test_with_a_real_worker_nothing_queued_goes_out_after_a_withdrawal(
+    memo: Memo, developers: dict[str, Developer], worker: Path
+) -> None:
+    """The send's batches reach a real worker only after the withdrawal: it sends none of
+    them, and sends the notices to the two who had already received the memo."""
+    for n in range(4):
+        make_developer(f"cn-x{n}", "CN")
+    approve(memo)
+    memo_send_start(memo=memo, dispatch_in_worker=False)
+    with transaction.atomic():
+        memo_dispatch(memo_id=memo.pk)  # its batches are enqueued when this commits
+        first = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True)[:2])
+        delivery_send_batch(delivery_ids=first)  # handed over here, before the withdrawal
+        memo_withdraw(memo=memo, by=None, reason=REASON)
+    wait_for(lambda: len(notices()) == 2 and not notices_waiting(), what="the worker to send the two notices")
+    statuses = sorted(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
+    assert statuses == ["cancelled"] * 4 + ["sent"] * 2
+    received = set(Delivery.objects.filter(pk__in=first).values_list("developer__email", flat=True))
+    # Of what the worker sent developers (the admins' approval notices aside): the two notices only.
+    addresses = set(Developer.objects.values_list("email", flat=True))
+    to_developers = [m for m in sent_emails(worker) if str(m["To"]) in addresses]
+    assert sorted(str(m["To"]) for m in to_developers) == sorted(received)
+    assert all(str(m["Subject"]).startswith(("Withdrawn", "已撤回")) for m in to_developers)
+
+
+def notices_waiting() -> bool:
+    waiting = [Notification.Status.QUEUED, Notification.Status.SENDING]
+    return Notification.objects.filter(kind=Notification.Kind.WITHDRAWAL, status__in=waiting).exists()
