@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.models import Answer
+from memo_service.memos.withdrawal import memo_withdraw
 from tests.browsing import BROWSER_MARKS, IPHONE, Person, browser, site  # noqa: F401  (fixtures)
 from tests.conftest import make_developer, make_memo, sent_memo
 
@@ -58,14 +59,25 @@ def test_a_developer_on_a_phone_reads_the_statement_acknowledges_and_keeps_a_rec
     memo = make_memo()
     sent_memo(memo, at=timezone.now() - dt.timedelta(hours=1))
     errors: list[str] = []
-    for language, (reader, objector) in people.items():
-        read_acknowledge_and_object(browser, site, memo, language, reader, objector, errors)
+    readers = {
+        language: read_acknowledge_and_object(browser, site, memo, language, reader, objector, errors)
+        for language, (reader, objector) in people.items()
+    }
+    # Withdrawn later: the page says so above the text as sent, and offers no answer.
+    memo_withdraw(memo=memo, by=None, reason="The list of regions was wrong.")
+    for language, banner in [("en", "This memo was withdrawn on"), ("zh-hans", "此备忘录已于")]:
+        page = readers[language].page
+        page.reload()
+        assert banner in page.inner_text("#closed") and "The list of regions was wrong." in page.inner_text("#closed")
+        assert page.locator("button[value=acknowledged]").count() == 0
+        readers[language].shot("withdrawn")
     assert errors == []
 
 
 def read_acknowledge_and_object(
     browser: Any, site: str, memo: Any, language: str, reader: Any, objector: Any, errors: list[str]
-) -> None:
+) -> Person:
+    """The reader acknowledges and keeps the receipt, the objector objects: the reader's window."""
     words = WORDS[language]
     short = "en" if language == "en" else "zh"
 
@@ -108,3 +120,4 @@ def read_acknowledge_and_object(
     wang.shot("objected")
     objection = Answer.objects.get(developer=objector)
     assert (objection.response, objection.comment) == ("objects", words["reason"])
+    return olga
