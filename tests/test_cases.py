@@ -404,3 +404,11 @@ def test_answers_given_before_cases_get_theirs_and_composers_handle_them(tmp_pat
         "Approver ['view_case']",
         "Viewer ['view_case']",
     ]
+
+
+def test_the_admin_index_counts_open_cases(admin_client: Any, help_case: Case, dispute_case: Case) -> None:
+    assert "Cases (2 open)" in admin_client.get(reverse("admin:index")).content.decode()
+    case_resolve(case=help_case, by=None, outcome="answered", rationale="Answered by phone")
+    assert "Cases (1 open)" in admin_client.get(reverse("admin:index")).content.decode()
+    memos_index = admin_client.get(reverse("admin:app_list", args=["memos"])).content.decode()
+    assert "Cases (1 open)" in memos_index

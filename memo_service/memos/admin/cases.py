@@ -37,6 +37,7 @@ from memo_service.memos.cases.cases import (
     decision_outcomes,
     outcome_label,
 )
+from memo_service.memos.cases.opening import CASES_OPEN
 from memo_service.memos.models import Answer, Case, Delivery, DisputeResolution
 
 ROLE_NEEDED = "Handling cases (assigning, notes, replies, decisions) takes the Composer role."
@@ -332,3 +333,25 @@ class CaseAdmin(admin.ModelAdmin):
                 **context,
             },
         )
+
+
+def _app_list_with_open_cases(get_app_list: Any) -> Any:
+    """The admin's app list with Cases named by how many are open or waiting, on the
+    admin's index pages only (the sidebar of every other page stays free of counts): one
+    count on the status index, for those who may read cases."""
+
+    def app_list(request: HttpRequest, app_label: str | None = None) -> list[Any]:
+        apps = get_app_list(request, app_label)
+        match = request.resolver_match
+        if match is None or match.url_name not in ("index", "app_list"):
+            return apps
+        for app in apps:
+            for model in app["models"]:
+                if model["model"] is Case:
+                    model["name"] = f"Cases ({Case.objects.filter(status__in=CASES_OPEN).count()} open)"
+        return apps
+
+    return app_list
+
+
+admin.site.get_app_list = _app_list_with_open_cases(admin.site.get_app_list)  # type: ignore[method-assign]
