@@ -412,3 +412,15 @@ def test_the_admin_index_counts_open_cases(admin_client: Any, help_case: Case, d
     assert "Cases (1 open)" in admin_client.get(reverse("admin:index")).content.decode()
     memos_index = admin_client.get(reverse("admin:app_list", args=["memos"])).content.decode()
     assert "Cases (1 open)" in memos_index
+
+
+@pytest.mark.parametrize("assignee", ["nobody?", "999999", "-1"])
+def test_assigning_someone_not_on_the_list_is_refused_and_changes_nothing(
+    client: Any, help_case: Case, carol: User, assignee: str
+) -> None:
+    case_assign(case=help_case, by=carol, assignee=carol)
+    login(client, carol)
+    response = client.post(reverse("admin:memos_case_assign", args=[help_case.pk]), {"assignee": assignee}, follow=True)
+    assert "Choose someone from the list." in response.content.decode()
+    help_case.refresh_from_db()
+    assert help_case.assignee == carol and help_case.entries.count() == 1

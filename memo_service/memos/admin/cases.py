@@ -152,15 +152,14 @@ class CaseAdmin(admin.ModelAdmin):
     def assign_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         case = self._writable(request, object_id)
         chosen = request.POST.get("assignee", "")
+        assignee: User | None = None
         if chosen == "me":
-            assignee: User | None = signed_in(request)
-        elif chosen.isdigit():
-            assignee = User.objects.filter(pk=int(chosen)).first()
+            assignee = signed_in(request)
+        elif chosen:  # "" is nobody
+            assignee = User.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
             if assignee is None:
                 messages.error(request, "Choose someone from the list.")
                 return HttpResponseRedirect(self._url(case))
-        else:
-            assignee = None
         return self._do(
             request,
             case,
