@@ -192,6 +192,7 @@ def test_it_lists_every_case_with_its_replies_and_decisions(after_send, staff):
     [decision] = dispute["entries"]
     assert decision["kind"] == "decision" and decision["outcome"] == "corrected" and decision["record"]
     assert decision["text"] == RATIONALE and decision["status"] == "resolved"
+    assert (decision["previous_country"], decision["new_country"], decision["exempt"]) == ("RU", "KZ", True)
     assert decision["notification"]["status"] == "queued" and len(decision["notification"]["text_hash"]) == 64
     help_case = case_of(document, "cn-2")
     assert help_case["status"] == "waiting" and help_case["assignee"]["username"] == "case-handler"
@@ -305,6 +306,14 @@ def _cn1_answer(document: dict[str, Any]) -> dict[str, Any]:
         (
             lambda d: case_of(d, "ru-1")["resolution"].update(outcome="confirmed"),
             r"the export's case \d+: its decision outcome differs",
+        ),
+        (
+            lambda d: case_of(d, "ru-1")["resolution"].update(new_country="US"),
+            r"the export's case \d+: its new_country differs from the chain's last record of it",
+        ),
+        (
+            lambda d: case_of(d, "ru-1")["entries"][0].update(previous_country="KZ"),
+            r"the export's case \d+'s decision \d+: its previous_country differs from record \d+",
         ),
         (
             lambda d: _reply(d).update(text="We will call you."),

@@ -320,6 +320,13 @@ def test_a_disputes_outcome_rewritten_in_the_database_is_named(after_send):
     assert f"the decision on case {case.pk}'s dispute has another outcome (altered after it was recorded)" in problem
 
 
+def test_a_corrected_country_rewritten_in_the_database_is_named(after_send):
+    case = _dispute_case(after_send)
+    sql("UPDATE memos_disputeresolution SET new_country = 'US' WHERE answer_id = %s", case.answer_id)
+    problem = evidence_verify(after_send).problem
+    assert f"case {case.pk}'s decision was altered after it was recorded (new_country)" in problem
+
+
 def test_a_reply_rewritten_in_the_database_is_named(after_send):
     from memo_service.memos.models import CaseEntry
 

@@ -22,6 +22,7 @@ from memo_service.memos.evidence.checkpoints import canonical
 # The chain's kinds, as EvidenceRecord.Kind names them (this module reads no model).
 APPROVAL, ANSWER, CASE, WITHDRAWAL = "approval", "answer", "case", "withdrawal"
 _REPLY, _DECISION = "reply", "decision"
+_COUNTRIES = ("previous_country", "new_country", "exempt")  # a dispute's decision's, when it has them
 
 
 def _digest(fields: dict[str, Any]) -> bytes:
@@ -79,6 +80,7 @@ def entry_fields(case: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     }
     if entry.get("kind") != _REPLY:
         fields |= {"status": entry.get("status"), "outcome": entry.get("outcome"), "rationale": entry.get("rationale")}
+        fields |= {key: entry.get(key) for key in _COUNTRIES}
     return fields
 
 
@@ -89,7 +91,7 @@ def entry_record_fields(payload: dict[str, Any]) -> dict[str, Any]:
     }
     fields |= {"notification": payload.get("notification"), "notification_hash": payload.get("notification_hash") or ""}
     if payload.get("entry") != _REPLY:
-        fields |= {key: payload.get(key) for key in ("status", "outcome", "rationale")}
+        fields |= {key: payload.get(key) for key in ("status", "outcome", "rationale", *_COUNTRIES)}
     return fields
 
 
@@ -101,6 +103,7 @@ def _decided(case: dict[str, Any]) -> dict[str, Any]:
         "rationale": case.get("rationale"),
         "decision outcome": resolution.get("outcome", case.get("outcome")),
         "decision rationale": resolution.get("rationale", case.get("rationale")),
+        **{key: resolution.get(key) for key in _COUNTRIES},
     }
 
 
@@ -169,6 +172,7 @@ class ExportClaims:
                 "rationale": payload.get("rationale"),
                 "decision outcome": payload.get("outcome"),
                 "decision rationale": payload.get("rationale"),
+                **{key: payload.get(key) for key in _COUNTRIES},
             }
         claimed = self.entries.pop(entry_id, None)
         if claimed is None:

@@ -16,6 +16,8 @@ from memo_service.lib.db import in_ids
 from memo_service.memos.models import Case, CaseEntry, DisputeResolution, EvidenceRecord, Memo
 
 Kind = EvidenceRecord.Kind
+# What a dispute's decision record holds beside its outcome (payloads.case_payload).
+DECISION_COUNTRIES = ("previous_country", "new_country", "exempt")
 CASES_PAGE = 500  # cases per query, their entries and records with them: memory stays flat
 # The entries of a case an export lists: what the developer was told and what decided
 # it. Internal notes and assignments stay out (the audit log has them).
@@ -127,6 +129,7 @@ def _entry(entry: CaseEntry, record: dict[str, Any] | None, people: dict[int, di
             "outcome": payload.get("outcome"),
             "rationale": payload.get("rationale"),
         }
+        row |= {key: payload[key] for key in DECISION_COUNTRIES if key in payload}
     if notification is not None:
         row["notification"] = {
             "id": notification.pk,

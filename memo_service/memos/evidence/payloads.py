@@ -21,7 +21,17 @@ from typing import Any
 from django.utils import timezone
 
 from memo_service.lib.db import in_ids
-from memo_service.memos.models import Answer, CaseEntry, Delivery, DeliveryEvent, EvidenceRecord, Memo, Notification
+from memo_service.memos.models import (
+    Answer,
+    Case,
+    CaseEntry,
+    Delivery,
+    DeliveryEvent,
+    DisputeResolution,
+    EvidenceRecord,
+    Memo,
+    Notification,
+)
 
 Kind = EvidenceRecord.Kind
 
@@ -96,10 +106,11 @@ def _utc(value: dt.datetime | None) -> str | None:
 
 def case_payload(entry: CaseEntry) -> dict[str, Any]:
     """A case's reply, decision or resolution (`entry`, its case loaded with its
-    developer); the email that told the developer is named by its text hash."""
+    developer); the email that told the developer is named by its text hash. A dispute's
+    decision also holds the countries before and after and whether it exempts them."""
     case = entry.case
     notification = entry.notification
-    return {
+    payload = {
         "case": case.pk,
         "answer": case.answer_id,
         "developer": case.developer.external_id,
@@ -115,6 +126,15 @@ def case_payload(entry: CaseEntry) -> dict[str, Any]:
         "notification_hash": notification.text_hash if notification is not None else "",
         "carried_from": case.carried_from_id,
     }
+    if entry.kind == CaseEntry.Kind.DECISION and case.kind == Case.Kind.DISPUTE:
+        resolution = DisputeResolution.objects.filter(answer_id=case.answer_id).first()
+        if resolution is not None:
+            payload |= {
+                "previous_country": str(resolution.previous_country or ""),
+                "new_country": str(resolution.new_country or ""),
+                "exempt": resolution.exempt,
+            }
+    return payload
 
 
 def withdrawal_payload(memo: Memo, *, notice_hashes: dict[str, str], notified: int) -> dict[str, Any]:

@@ -32,6 +32,10 @@ ENTRY_FIELDS = (
     "notification",
     "notification_hash",
     "carried_from",
+    # A dispute's decision: the countries before and after, and whether it exempts them.
+    "previous_country",
+    "new_country",
+    "exempt",
 )
 _CHAINED_ENTRIES = (CaseEntry.Kind.REPLY, CaseEntry.Kind.DECISION)
 
