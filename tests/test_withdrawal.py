@@ -5,6 +5,8 @@ page (a confirmation that asks why), and from `send_memo --withdraw`."""
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import io
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
+from memo_service.memos import withdrawal
 from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, Notification
 from memo_service.memos.notify.notifications import notification_hash
 from memo_service.memos.reminders import RemindRefused, memo_remind_now, reminders_send_due
@@ -27,7 +30,6 @@ from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.send.sweeper import deliveries_sweep
 from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw
-from tests.browsing import sent_emails
 from tests.conftest import Provider, answered, approve, dispatched, make_developer, memo_in, sent_memo, wait_for
 
 # Committed transactions (the notices go after commit); the roles' groups kept.
@@ -53,8 +55,9 @@ def notices() -> dict[str, Notification]:
 
 
 def test_a_sent_memo_withdrawn_tells_exactly_those_who_received_it_in_their_language(
-    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(withdrawal, "NOTICE_PAGE", 2)  # three recipients: two pages
     failed = make_developer("ru-failed", "RU")
     bounced = make_developer("cn-bounced", "CN")
     sent_memo(memo, {developers["cn"]: "delivered", failed: "failed", bounced: "bounced"})
@@ -241,6 +244,11 @@ def test_with_a_real_worker_nothing_queued_goes_out_after_a_withdrawal(
     to_developers = [m for m in sent_emails(worker) if str(m["To"]) in addresses]
     assert sorted(str(m["To"]) for m in to_developers) == sorted(received)
     assert all(str(m["Subject"]).startswith(("Withdrawn", "已撤回")) for m in to_developers)
+
+
+def sent_emails(outbox: Path) -> list[Any]:
+    """The emails the worker wrote to the outbox (tests/browsing.py has the same, behind Playwright)."""
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in outbox.glob("*.eml")]
 
 
 def notices_waiting() -> bool:

@@ -26,6 +26,8 @@ from memo_service.memos.notify.notifications import notifications_create
 
 # A reason is a sentence or two for the developers' notice and the evidence, not a letter.
 REASON_MAX = 500
+# Recipients whose notices are made per query and insert: memory stays flat however many.
+NOTICE_PAGE = 5_000
 
 
 class WithdrawalRefused(Exception):
@@ -72,19 +74,24 @@ def memo_withdraw(*, memo: Memo, by: Actor, reason: str) -> Withdrawal:
         cancelled = deliveries_cancel_queued(memo=memo)
         withdrawn = Memo.objects.get(pk=memo.pk)
         sent_on = withdrawn.send_started_at or withdrawn.approved_at or withdrawn.created_at
-        notices = notifications_create(
-            kind=Notification.Kind.WITHDRAWAL,
-            memo=withdrawn,
-            developers=withdrawal_recipients(withdrawn),
-            context={"reason": reason, "sent_on": f"{sent_on:%Y-%m-%d}"},
-        )
+        notice_hashes: dict[str, str] = {}
+        notified = last = 0
+        # A page of recipients at a time: a memo's audience may be a million developers.
+        while page := list(withdrawal_recipients(withdrawn).filter(pk__gt=last)[:NOTICE_PAGE]):
+            notices = notifications_create(
+                kind=Notification.Kind.WITHDRAWAL,
+                memo=withdrawn,
+                developers=page,
+                context={"reason": reason, "sent_on": f"{sent_on:%Y-%m-%d}"},
+            )
+            notice_hashes |= {n.language: n.text_hash for n in notices}
+            notified += len(notices)
+            last = page[-1].pk
         evidence_append(
             memo_id=memo.pk,
             kind=EvidenceRecord.Kind.WITHDRAWAL,
             object_id=memo.pk,
-            payload=withdrawal_payload(
-                withdrawn, notice_hashes={n.language: n.text_hash for n in notices}, notified=len(notices)
-            ),
+            payload=withdrawal_payload(withdrawn, notice_hashes=notice_hashes, notified=notified),
         )
         audit_record(
             actor=by,
@@ -92,6 +99,6 @@ def memo_withdraw(*, memo: Memo, by: Actor, reason: str) -> Withdrawal:
             obj=memo,
             reason=reason,
             deliveries_cancelled=cancelled,
-            notified=len(notices),
+            notified=notified,
         )
-    return Withdrawal(cancelled=cancelled, notified=len(notices))
+    return Withdrawal(cancelled=cancelled, notified=notified)
