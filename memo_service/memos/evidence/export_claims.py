@@ -22,6 +22,7 @@ from memo_service.memos.evidence.checkpoints import canonical
 # The chain's kinds, as EvidenceRecord.Kind names them (this module reads no model).
 APPROVAL, ANSWER, CASE, WITHDRAWAL = "approval", "answer", "case", "withdrawal"
 _REPLY, _DECISION = "reply", "decision"
+_ANSWER_CLAIM = 16 + 4 * 5  # the length of an answer's claim (_digest of answer_fields' five fields)
 _COUNTRIES = ("previous_country", "new_country", "exempt")  # a dispute's decision's, when it has them
 
 
@@ -113,7 +114,8 @@ class ExportClaims:
     says the first thing the export claims that its chain does not."""
 
     members: dict[str, Any] = field(default_factory=dict)  # approval, withdrawal, supersedes
-    answers: dict[Any, tuple[bytes, str]] = field(default_factory=dict)  # answer id -> (claim, developer)
+    # Answer id -> its claim, then its developer's external id: one bytes object each.
+    answers: dict[Any, bytes] = field(default_factory=dict)
     entries: dict[Any, tuple[bytes, Any, str]] = field(default_factory=dict)  # entry id -> (claim, case, kind)
     cases: dict[Any, bytes] = field(default_factory=dict)  # case id -> what it says it ended with
     last_decided: dict[Any, dict[str, Any]] = field(default_factory=dict)  # case id -> its last deciding record's
@@ -145,7 +147,7 @@ class ExportClaims:
         for answer in recipient.get("answers") or []:
             answer = _dict(answer)
             if "id" in answer:
-                self.answers[answer["id"]] = (_digest(answer_fields(developer, answer)), str(developer))
+                self.answers[answer["id"]] = _digest(answer_fields(developer, answer)) + str(developer).encode()
 
     def record(self, record: dict[str, Any]) -> None:
         kind, object_id, payload = record.get("kind"), record.get("object_id"), _dict(record.get("payload"))
@@ -155,7 +157,8 @@ class ExportClaims:
         elif kind == WITHDRAWAL:
             self.withdrawal = payload
         elif kind == ANSWER and object_id in self.answers:
-            claim, developer = self.answers.pop(object_id)
+            claimed = self.answers.pop(object_id)
+            claim, developer = claimed[:_ANSWER_CLAIM], claimed[_ANSWER_CLAIM:].decode()
             actual = answer_record_fields(payload)
             if claim != _digest(actual):
                 self._problem(
@@ -196,7 +199,8 @@ class ExportClaims:
             elif claim != _digest(actual):
                 differ = _named(_differing(claim, actual))
                 self._problem(f"the export's case {case_id}: its {differ} from the chain's last record of it")
-        for answer_id, (_, developer) in self.answers.items():
+        for answer_id, claimed in self.answers.items():
+            developer = claimed[_ANSWER_CLAIM:].decode()
             self._problem(f"the export's answer {answer_id} of {developer}: no record of the chain proves it")
         return self.found or self._approval_problem() or self._withdrawal_problem()
 
