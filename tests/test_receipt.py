@@ -134,5 +134,5 @@ def test_a_memo_that_asks_for_it_emails_the_receipt_in_the_developers_language(
 def test_no_receipt_email_unless_the_memo_asks_for_it(client: Client, memo: Memo, developers: dict[str, Any]) -> None:
     sent_memo(memo, at=timezone.now() - AN_HOUR_AGO)
     answer(client, open_page(client, memo, developers["ru"]), response="acknowledged")
-    assert not Notification.objects.exists()
+    assert not Notification.objects.filter(kind=Notification.Kind.RECEIPT).exists()
     assert not EvidenceRecord.objects.filter(kind=EvidenceRecord.Kind.NOTICE).exists()
