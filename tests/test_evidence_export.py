@@ -7,8 +7,8 @@ The memo (the `after_send` fixture) went to seven developers an hour ago: cn-1
 acknowledged; ru-1 disputed their region and an admin corrected it to KZ (outside the
 audience: exempted); cn-2 asked for help and was replied to; ru-2 objected; cn-3 said
 nothing; ru-3's email failed; cn-4 disputed their region, not decided yet. Cases and
-the withdrawal go through their writes (memos/cases/, withdrawal.py); the answers are
-written here as their page writes them, with the statement and page hashes it showed.
+the withdrawal go through their writes (memos/cases/, withdrawal.py), the answers
+through the page's (answer_record, with the statement and page hashes it showed).
 """
 
 from __future__ import annotations
@@ -27,21 +27,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import CommandError, call_command
-from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
-from memo_service.memos.answer.tokens import answer_target
 from memo_service.memos.cases.cases import case_assign, case_decide_dispute, case_note, case_reply
-from memo_service.memos.cases.opening import case_open
 from memo_service.memos.correction import memo_correction_create
-from memo_service.memos.evidence.append import evidence_append
-from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.models import Answer, Case, EvidenceRecord, Memo
 from memo_service.memos.withdrawal import memo_withdraw
-from tests.conftest import approve, make_developer, make_memo, sent_memo
+from tests.conftest import answered, approve, make_developer, make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
 Kind = EvidenceRecord.Kind
@@ -49,27 +44,9 @@ RATIONALE = "Our records show Kazakhstan."
 
 
 def _answer(memo: Memo, developer: Developer, response: str, **fields: Any) -> Answer:
-    """The developer's answer as their page records it: the row, with the statement and
-    page hashes the page showed, its case, and its answer record, in one transaction."""
-    target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
-    assert target is not None
-    with transaction.atomic():
-        answer = Answer.objects.create(
-            memo=memo,
-            developer=developer,
-            response=response,
-            content_hash=memo.content_hash,
-            text_hash=target.delivery.text_hash,
-            statement_hash=hashlib.sha256(f"statement {response}".encode()).hexdigest(),
-            page_hash=hashlib.sha256(b"the page").hexdigest(),
-            ip_address="203.0.113.9",
-            user_agent="Mozilla/5.0 (iPhone) Mobile Safari",
-            seconds_since_delivery=3600.0,
-            **fields,
-        )
-        evidence_append(memo_id=memo.pk, kind=Kind.ANSWER, object_id=answer.pk, payload=answer_payload(answer))
-        case_open(answer)
-    return answer
+    """The developer's answer as their page records it (with the statement and page it
+    showed, and the case it opens)."""
+    return answered(memo, developer, response, page_language=developer.language, **fields)
 
 
 def _case(answer: Answer) -> Case:
@@ -100,14 +77,14 @@ def after_send(developers: dict[str, Developer], staff: Any) -> Memo:
         at=timezone.now() - timedelta(hours=1),
     )
     _answer(memo, people["cn"], Answer.Response.ACKNOWLEDGED)
-    disputed = _answer(memo, people["ru"], Answer.Response.DISPUTES_REGION, country_claimed="KZ")
+    disputed = _answer(memo, people["ru"], Answer.Response.DISPUTES_REGION, country="KZ")
     case_decide_dispute(case=_case(disputed), by=staff, outcome="corrected", rationale=RATIONALE)
     help_case = _case(_answer(memo, people["cn-2"], Answer.Response.NEEDS_HELP, comment="Which API?"))
     case_assign(case=help_case, by=staff, assignee=staff)
     case_note(case=help_case, by=staff, text="Internal: check their keys first.")
     case_reply(case=help_case, by=staff, text="The v2 API only.")
     _answer(memo, people["ru-2"], Answer.Response.OBJECTS, comment="We were never told.")
-    _answer(memo, people["cn-4"], Answer.Response.DISPUTES_REGION, country_claimed="US")
+    _answer(memo, people["cn-4"], Answer.Response.DISPUTES_REGION, country="US")
     evidence_seal(memo_id=memo.pk)
     return memo
 
@@ -217,8 +194,11 @@ def test_each_recipient_has_a_final_standing_and_each_answer_its_page_hashes(aft
         "cn-4": "dispute pending",
     }
     answer = next(r for r in document["recipients"] if r["developer"] == "cn-1")["answers"][0]
-    assert answer["statement_hash"] == hashlib.sha256(b"statement acknowledged").hexdigest()
-    assert answer["page_hash"] == hashlib.sha256(b"the page").hexdigest()
+    row = Answer.objects.get(pk=answer["id"])
+    assert len(answer["statement_hash"]) == len(answer["page_hash"]) == 64
+    assert (answer["statement_hash"], answer["page_hash"]) == (row.statement_hash, row.page_hash)
+    chained = EvidenceRecord.objects.get(memo=after_send, kind=Kind.ANSWER, object_id=answer["id"]).payload
+    assert (chained["statement_hash"], chained["page_hash"]) == (row.statement_hash, row.page_hash)
     assert document["withdrawal"] is None and document["supersedes"] is None and document["corrections"] == []
 
 
@@ -227,8 +207,9 @@ def test_the_csv_gives_the_standing_and_the_answers_hashes(after_send):
     call_command("export_evidence", after_send.slug, "--format", "csv", stdout=out)
     rows = {r["developer"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
     assert rows["cn-1"]["standing"] == "acknowledged" and rows["ru-3"]["standing"] == "not sent"
-    assert rows["cn-1"]["statement_hash"] == hashlib.sha256(b"statement acknowledged").hexdigest()
-    assert rows["ru-2"]["page_hash"] == hashlib.sha256(b"the page").hexdigest()
+    hashes = {a.developer.external_id: a for a in Answer.objects.filter(memo=after_send).select_related("developer")}
+    assert rows["cn-1"]["statement_hash"] == hashes["cn-1"].statement_hash != ""
+    assert rows["ru-2"]["page_hash"] == hashes["ru-2"].page_hash != ""
     assert rows["cn-3"]["statement_hash"] == ""
 
 
