@@ -125,7 +125,7 @@ def test_an_approver_asks_for_changes_and_the_composer_is_told_and_sees_the_comm
     assert "is a draft again" in response.content.decode()
     assert Memo.objects.get(pk=memo.pk).status == "draft"
     event = AuditEvent.objects.get(action="memo.changes_requested")
-    assert event.actor == team["anna"][0] and event.detail == {"comment": comment}
+    assert event.actor == team["anna"][0] and event.detail["comment"] == comment
     sent = inbox(Notification.Kind.CHANGES_REQUESTED)
     assert set(sent) == {"carol@example.com", "dave@example.com"}  # the author and who asked
     assert sent["carol@example.com"].subject == f"Changes requested: {memo.title}"
@@ -133,9 +133,12 @@ def test_an_approver_asks_for_changes_and_the_composer_is_told_and_sees_the_comm
     page = team["carol"][1].get(url("change", memo)).content.decode()
     assert 'id="changes-requested"' in page and "Changes requested by Anna" in page
     assert "link the policy &lt;b&gt;page&lt;/b&gt;" in page  # shown as text, never as HTML
-    # Asked again, the approver sees the earlier comment on the review.
+    # Asked again, the approver sees the earlier comment on the review, and that nothing changed.
     ask(team, memo, "carol")
-    assert "Changes asked for before" in team["bob"][1].get(url("review", memo)).content.decode()
+    review = team["bob"][1].get(url("review", memo)).content.decode()
+    assert "Changes asked for before" in review and 'id="review-unchanged"' in review
+    Memo.objects.filter(pk=memo.pk).update(subject="Access ends")
+    assert 'id="review-unchanged"' not in team["bob"][1].get(url("review", memo)).content.decode()
 
 
 @pytest.mark.parametrize("comment", ["", "   \n "])
@@ -272,3 +275,25 @@ def test_a_save_with_no_change_voids_nothing_and_asks_nothing(team: dict[str, An
     response = team["carol"][1].post(url("change", memo), _change_form(memo), follow=True)
     assert response.status_code == 200 and "tick the box" not in response.content.decode()
     assert Memo.objects.get(pk=memo.pk).status == "approved"
+
+
+def test_a_change_to_a_translation_alone_is_confirmed_too(team: dict[str, Any], memo: Memo) -> None:
+    ask(team, memo)
+    team["anna"][1].post(url("approve", memo))
+    memo.refresh_from_db()
+    zh = memo.translations.get()
+    translation = {
+        "translations-TOTAL_FORMS": "1",
+        "translations-INITIAL_FORMS": "1",
+        "translations-0-id": str(zh.pk),
+        "translations-0-memo": str(memo.pk),
+        "translations-0-language": "zh-hans",
+        "translations-0-subject": "访问将于七月终止",
+        "translations-0-html_body": zh.html_body,
+        "translations-0-text_body": zh.text_body,
+    }
+    response = team["carol"][1].post(url("change", memo), _change_form(memo) | translation)
+    assert "tick the box in the warning above" in response.content.decode()
+    assert memo.translations.get().subject == zh.subject and Memo.objects.get(pk=memo.pk).status == "approved"
+    team["carol"][1].post(url("change", memo), _change_form(memo, void_approval="on") | translation)
+    assert memo.translations.get().subject == "访问将于七月终止" and Memo.objects.get(pk=memo.pk).status == "draft"

@@ -21,7 +21,7 @@ from memo_service.memos.audience import audience_reasons, traffic_codes, traffic
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.compose.checks import memo_check, problems_text
 from memo_service.memos.compose.rendered_versions import versions_rendered
-from memo_service.memos.compose.sources import content_hash_of, memo_content
+from memo_service.memos.compose.sources import content_hash_of, memo_content, memo_content_hash
 from memo_service.memos.compose.versions import memo_versions, versions_problem, versions_shown
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import approval_payload
@@ -163,7 +163,9 @@ def memo_request_changes(*, memo: Memo, by: User, comment: str) -> None:
     _refuse_unless_reviewer(memo, by)
     with transaction.atomic():
         refuse_unless_moved(memo, memo_mark_changes_requested(memo=memo))
-        audit_record(actor=by, action="memo.changes_requested", obj=memo, comment=comment)
+        audit_record(
+            actor=by, action="memo.changes_requested", obj=memo, comment=comment, content_hash=memo_content_hash(memo)
+        )
         context = {"reviewer": person_name(by), "comment": comment, **_links(memo)}
         for composer in _composers(memo, but=by):
             notification_create(kind=Notification.Kind.CHANGES_REQUESTED, memo=memo, user=composer, context=context)
