@@ -49,20 +49,31 @@ def _chained(memo: Memo, kind: str, object_ids: list[int] | None = None) -> list
 def approval_section(memo: Memo) -> dict[str, Any] | None:
     """Who wrote, asked for and gave the approval, when, the content hash, and the
     hashes of every version the approver could see (from the newest approval record,
-    where they are kept); None for a memo never approved."""
-    if memo.approved_at is None and memo.approver_id is None:
+    where they are kept); as the memo's row says while it is approved, as the record
+    says once an edit voided it; None for a memo never approved."""
+    newest = (
+        EvidenceRecord.objects.filter(memo=memo, kind=Kind.APPROVAL, seq__isnull=False)
+        .order_by("-seq")
+        .values("seq", "payload")
+        .first()
+    )
+    payload = newest["payload"] if newest is not None and isinstance(newest["payload"], dict) else {}
+    approved_at: str | None
+    content_hash: str | None
+    if memo.approved_at is not None:
+        ids = {"author": memo.author_id, "requested_by": memo.requested_by_id, "approver": memo.approver_id}
+        approved_at, content_hash = _utc(memo.approved_at), memo.content_hash
+    elif newest is not None:
+        ids = {role: payload.get(role) for role in ("author", "requested_by", "approver")}
+        approved_at, content_hash = payload.get("approved_at"), payload.get("content_hash")
+    else:
         return None
-    records = _chained(memo, Kind.APPROVAL)
-    newest = records[-1] if records else None
-    payload = newest["payload"] if newest and isinstance(newest["payload"], dict) else {}
-    people = _people({memo.author_id, memo.requested_by_id, memo.approver_id})
+    people = _people(set(ids.values()))
     return {
-        "record": newest["seq"] if newest else None,
-        "author": _person(people, memo.author_id),
-        "requested_by": _person(people, memo.requested_by_id),
-        "approver": _person(people, memo.approver_id),
-        "approved_at": _utc(memo.approved_at),
-        "content_hash": memo.content_hash,
+        "record": newest["seq"] if newest is not None else None,
+        **{role: _person(people, user_id) for role, user_id in ids.items()},
+        "approved_at": approved_at,
+        "content_hash": content_hash,
         "versions": payload.get("versions", {}),
         "rendered": payload.get("rendered", []),
     }
