@@ -33,6 +33,7 @@ from django.utils import timezone
 from memo_service.developers.models import Developer
 from memo_service.memos.cases.cases import case_assign, case_decide_dispute, case_note, case_reply
 from memo_service.memos.correction import memo_correction_create
+from memo_service.memos.evidence import export_sections
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.models import Answer, Case, EvidenceRecord, Memo
 from memo_service.memos.withdrawal import memo_withdraw
@@ -329,3 +330,9 @@ def test_the_memo_pages_evidence_json_button_gives_the_same_self_contained_file(
     document = json.loads(path.read_text())
     assert document["approval"]["approver"]["username"] == "approver" and len(document["cases"]) == 4
     assert "evidence of regions-blocked verifies" in verify_file(path)
+
+
+def test_cases_come_a_page_at_a_time_and_none_is_left_out(after_send, monkeypatch):
+    whole = exported(after_send)["cases"]
+    monkeypatch.setattr(export_sections, "CASES_PAGE", 1)
+    assert exported(after_send)["cases"] == whole and len(whole) == 4
