@@ -92,6 +92,7 @@ def test_an_approver_reviews_asks_for_changes_and_approves_what_changed_in_a_bro
     carol.page.goto(memo_page)
     assert "voids the approval by anna" in carol.page.inner_text("#void-warning")
     carol.shot("void-warning")
+    carol.page.locator("#void-warning").screenshot(path=str(Person.artifacts / "void-warning-close-up.png"))
     carol.page.fill("#id_text_body", "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} ends soon.")
     carol.page.click("input[name=_continue]")
     carol.page.wait_for_selector(".errornote")
@@ -121,6 +122,7 @@ def test_an_approver_reviews_asks_for_changes_and_approves_what_changed_in_a_bro
     carol.page.goto(memo_page)
     assert "is not a date & it must be" in carol.page.inner_text("#changes-requested")
     carol.shot("changes-requested-comment")
+    carol.page.locator("#changes-requested").screenshot(path=str(Person.artifacts / "comment-close-up.png"))
     carol.page.fill(
         "#id_text_body", "Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} ends on 9 July 2027."
     )
