@@ -297,3 +297,15 @@ def test_a_change_to_a_translation_alone_is_confirmed_too(team: dict[str, Any], 
     assert memo.translations.get().subject == zh.subject and Memo.objects.get(pk=memo.pk).status == "approved"
     team["carol"][1].post(url("change", memo), _change_form(memo, void_approval="on") | translation)
     assert memo.translations.get().subject == "访问将于七月终止" and Memo.objects.get(pk=memo.pk).status == "draft"
+
+
+def test_the_approved_text_is_rendered_from_the_record_dates_unset_included(memo: Memo) -> None:
+    from memo_service.memos.admin.memo_review import approved_memo
+    from memo_service.memos.compose.sources import memo_content
+
+    content = memo_content(memo) | {"effective_date": "None", "ack_deadline": "None", "title": "Before"}
+    content["languages"]["zh-hans"]["subject"] = "旧的主题"
+    shadow = approved_memo(memo, content)
+    assert (shadow.title, shadow.effective_date, shadow.ack_deadline) == ("Before", None, None)
+    assert [t.subject for t in shadow.translations.all()] == ["旧的主题"]
+    assert memo.translations.get().subject != "旧的主题"  # the memo itself is untouched

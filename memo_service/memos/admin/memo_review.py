@@ -95,8 +95,10 @@ def approved_memo(memo: Memo, content: dict[str, Any]) -> Memo:
     approval record keeps it), to render the approved text as the memo's own renders."""
     shadow = copy.copy(memo)
     shadow.title = str(content.get("title", memo.title))
-    shadow.effective_date = dt.date.fromisoformat(str(content.get("effective_date")))
-    shadow.ack_deadline = dt.datetime.fromisoformat(str(content.get("ack_deadline")))
+    # memo_content keeps them as str() of the values: "None" for a date not set.
+    effective, deadline = (str(content.get(name)) for name in ("effective_date", "ack_deadline"))
+    shadow.effective_date = None if effective == "None" else dt.date.fromisoformat(effective)
+    shadow.ack_deadline = None if deadline == "None" else dt.datetime.fromisoformat(deadline)
     languages = content.get("languages") or {}
     for name, source in (languages.get(FALLBACK_LANGUAGE) or {}).items():
         setattr(shadow, name, source)
@@ -142,8 +144,14 @@ def memo_review(memo: Memo, conditions: list[Condition]) -> Review:
     record = approval_record(memo.pk)
     problem = approval_problem(record) if record is not None else ""
     approved = record.payload.get("content") if record is not None and not problem else None
-    shadow = approved_memo(memo, approved) if isinstance(approved, dict) else None
-    was_languages = set((approved or {}).get("languages") or {})
+    was: dict[str, Any] = approved if isinstance(approved, dict) else {}
+    shadow = None
+    if isinstance(approved, dict):
+        try:
+            shadow = approved_memo(memo, approved)
+        except (ValueError, TypeError, AttributeError) as exc:  # a record of another shape
+            problem = f"its content cannot be read ({type(exc).__name__})"
+    was_languages = set(was.get("languages") or {})
     for version in versions:
         developer = developers.get(version.developer) or developers[None]
         version.shown = preview_render(memo, developer, version.language)
@@ -151,7 +159,6 @@ def memo_review(memo: Memo, conditions: list[Condition]) -> Review:
             version.approved = preview_render(shadow, developer, version.language)
             _compare(version)
     current = memo_content(memo)
-    was = approved if isinstance(approved, dict) else {}
     return Review(
         versions=versions,
         left_out=left_out,
