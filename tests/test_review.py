@@ -309,3 +309,27 @@ def test_the_approved_text_is_rendered_from_the_record_dates_unset_included(memo
     assert (shadow.title, shadow.effective_date, shadow.ack_deadline) == ("Before", None, None)
     assert [t.subject for t in shadow.translations.all()] == ["旧的主题"]
     assert memo.translations.get().subject != "旧的主题"  # the memo itself is untouched
+
+
+def test_past_its_limit_the_review_says_how_many_versions_it_left_to_the_preview(
+    team: dict[str, Any], memo: Memo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memo_service.memos.admin import memo_review
+
+    monkeypatch.setattr(memo_review, "MAX_VERSIONS", 1)
+    ask(team, memo)
+    page = team["anna"][1].get(url("review", memo)).content.decode()
+    assert page.count('class="review-version"') == 1
+    assert "1 more version not shown here" in page
+
+
+def test_a_viewer_may_read_the_review_but_neither_approve_nor_see_the_confirmation(
+    team: dict[str, Any], memo: Memo
+) -> None:
+    ask(team, memo)
+    victor = team["victor"][1]
+    assert victor.get(url("review", memo)).status_code == 200
+    refused = victor.get(url("approve", memo))
+    assert refused.status_code == 403 and "takes the Approver role" in refused.content.decode()
+    assert victor.post(url("approve", memo)).status_code == 403
+    assert Memo.objects.get(pk=memo.pk).status == "awaiting_approval"
