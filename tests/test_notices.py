@@ -289,15 +289,29 @@ def test_reports_count_and_show_answers_by_channel(client, admin_client, console
     answer(client, console, "cn-1", older, response="needs_help", comment="Which regions?")
     answer(client, console, "cn-1", older)
     expected = {
-        "email_link": {"acknowledged": 1, "disputes_region": 0, "disputes_traffic": 0, "needs_help": 0, "total": 1},
-        "console": {"acknowledged": 1, "disputes_region": 0, "disputes_traffic": 0, "needs_help": 1, "total": 2},
+        "email_link": {
+            "acknowledged": 1,
+            "disputes_region": 0,
+            "disputes_traffic": 0,
+            "needs_help": 0,
+            "objects": 0,
+            "total": 1,
+        },
+        "console": {
+            "acknowledged": 1,
+            "disputes_region": 0,
+            "disputes_traffic": 0,
+            "needs_help": 1,
+            "objects": 0,
+            "total": 2,
+        },
     }
     call_command("memo_status", older.slug, "--json")
     assert json.loads(capsys.readouterr().out)["answers_by_channel"] == expected
     call_command("memo_status", older.slug)
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "answers by channel: email link 1 (acknowledged 1, disputes region 0, disputes traffic 0, needs help 0); "
-        "console 2 (acknowledged 1, disputes region 0, disputes traffic 0, needs help 1)"
+        "answers by channel: email link 1 (acknowledged 1, disputes region 0, disputes traffic 0, needs help 0, "
+        "objects 0); console 2 (acknowledged 1, disputes region 0, disputes traffic 0, needs help 1, objects 0)"
     )
     page = admin_client.get(reverse("admin:memos_memo_dashboard", args=[older.pk])).content.decode()
     assert "<tr><td>console (through the sync API)</td><td>1</td><td>0</td><td>1</td><td>2</td></tr>" in page
