@@ -15,7 +15,7 @@ from memo_service.memos.models import Notification
 from memo_service.memos.notify.notifications import notification_create, notification_hash, notifications_send
 from tests.conftest import Provider, make_developer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 def test_a_notification_is_sent_once_after_its_transaction_commits(memo: Any, eager: None) -> None:
