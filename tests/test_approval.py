@@ -234,14 +234,15 @@ def test_a_composer_makes_regions_and_decides_disputes_and_a_viewer_is_told_who_
     sent_memo(memo)
     answer = answered(memo, developers["ru"], "disputes_region", country="KZ")
     people["composer"].post(
-        reverse("admin:memos_dispute_changelist"), {"action": "confirm_region", "_selected_action": [answer.pk]}
+        reverse("admin:memos_case_decide", args=[answer.cases.get().pk]),
+        {"outcome": "confirmed", "rationale": "The invoices say Moscow", "confirmed": "1"},
     )
     assert answer.__class__.objects.get(pk=answer.pk).resolution.outcome == "confirmed"
     regions = people["viewer"].get(reverse("admin:developers_region_changelist")).content.decode()
     assert "making or changing one takes the Composer role" in regions
-    disputes = people["viewer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
-    assert "deciding them (correct or confirm the region) takes the Composer role" in disputes
-    assert 'id="role-hint"' not in people["composer"].get(reverse("admin:memos_dispute_changelist")).content.decode()
+    cases = people["viewer"].get(reverse("admin:memos_case_changelist")).content.decode()
+    assert "Handling cases (assigning, notes, replies, decisions) takes the Composer role" in cases
+    assert 'id="role-hint"' not in people["composer"].get(reverse("admin:memos_case_changelist")).content.decode()
 
 
 def test_a_new_users_staff_status_and_roles_are_set_on_the_add_page(admin_client, django_user_model):

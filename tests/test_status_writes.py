@@ -24,6 +24,14 @@ ALLOWED = {
     ("memo_service/memos/webhooks/delivery.py", "webhook_attempt_record"): (
         "an outbound webhook message's own status (WebhookMessage), not a memo's or a delivery's"
     ),
+    # A case's status (open, waiting, resolved) is written by cases.py alone, under the
+    # case's row lock, with the history entry that says why.
+    ("memo_service/memos/cases/cases.py", "case_reply"): "a reply leaves the case waiting for the developer",
+    ("memo_service/memos/cases/cases.py", "case_set_status"): "open or waiting, as staff set it",
+    ("memo_service/memos/cases/cases.py", "_close"): "a case resolved, with its outcome and rationale",
+    # A notification's own status (Notification: queued, sending, sent, failed).
+    ("memo_service/memos/notify/notifications.py", "notifications_send"): "the claim before its call",
+    ("memo_service/memos/notify/notifications.py", "_record"): "the call's outcome",
 }
 
 # Calls whose `status=` writes a row (filter, exclude, Q and When only read it).

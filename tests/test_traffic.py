@@ -401,7 +401,9 @@ def test_a_developer_disputes_the_traffic_and_an_admin_exempts_them(sent_by_traf
     queue = admin_client.get("/admin/memos/dispute/?state=open")
     assert "traffic from CN on 2 days" in queue.content.decode()  # the evidence beside the claim
     decided = admin_client.post(
-        "/admin/memos/dispute/", {"action": "exempt_developer", "_selected_action": [dispute.pk]}, follow=True
+        f"/admin/memos/case/{dispute.cases.get().pk}/decide/",
+        {"outcome": "exempted", "rationale": "A proxy's egress, not theirs", "confirmed": "1"},
+        follow=True,
     )
     assert decided.status_code == 200 and dispute.__class__.objects.get(pk=dispute.pk).resolution.exempt
     shown = client.get(f"/ack/memo/{memo.pk}/").content.decode()
