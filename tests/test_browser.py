@@ -207,7 +207,7 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     assert "1 acknowledged of 3" in page.inner_text("#ack-chart")
     assert "deadline 2027-06-30 (in" in page.text_content("#chart-deadline")  # marked at the edge
     headings = page.locator("#funnel th").all_text_contents()
-    assert "asked for help" in headings and "answered (response rate)" in headings
+    assert "asked for help" in headings and "answered (response rate of those sent)" in headings
     assert page.locator("#funnel tbody tr").first.locator("td").last.inner_text() == "1 (33 %)"
     assert page.locator("#unanswered-list tbody tr").count() == 2 and page.locator("#unanswered-csv").count() == 1
     carol.shot("dashboard")
@@ -249,9 +249,9 @@ def test_a_memo_from_composer_to_approver_to_developer_in_a_browser(
     assert victor.page.locator("#user-tools").count() == 1  # inside the admin
     victor.shot("refusal")
     errors[:] = [e for e in errors if not (e.startswith("viewer:") and "403" in e)]  # that refusal was the point
-    victor.page.goto(f"{site}/admin/memos/dispute/")
+    victor.page.goto(f"{site}/admin/memos/case/")
     assert "takes the Composer role" in victor.page.inner_text("#role-hint")
-    victor.shot("dispute-role-hint")
+    victor.shot("case-role-hint")
     assert errors == []
 
 
@@ -354,9 +354,11 @@ def test_a_memo_by_traffic_tells_each_developer_why_and_hears_a_dispute_in_a_bro
 
     page.goto(f"{site}/admin/memos/dispute/?state=open")
     assert "traffic from CN on 2 days" in page.inner_text("#result_list")
-    page.check("input[name=_selected_action]")
-    page.select_option("select[name=action]", "exempt_developer")
-    page.click("button[name=index]")
+    page.click("#result_list a[href*='/case/']")  # each dispute is decided on its case
+    page.check("input[name=outcome][value=exempted]")
+    page.fill("#rationale", "The traffic is a CDN's egress, not the developer's servers.")
+    page.click("#decide")
+    page.click("#confirm-decide")
     page.wait_for_selector(".messagelist .success")
     carol.shot("traffic-dispute-exempted")
     john.page.reload()
