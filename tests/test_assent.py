@@ -26,6 +26,7 @@ from memo_service.memos.models import Answer, EvidenceRecord, Memo, MemoTranslat
 from memo_service.memos.send.control import memo_cancel
 from memo_service.memos.withdrawal import memo_withdraw
 from tests.conftest import approve, found, make_memo, sent_delivery, sent_memo
+from tests.test_admin import memo_form
 
 pytestmark = pytest.mark.django_db
 PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
@@ -273,3 +274,23 @@ def test_verify_evidence_passes_with_the_statement_and_page_hashes(
 def withdrawn(memo: Memo, reason: str) -> None:
     """The memo withdrawn by an admin."""
     memo_withdraw(memo=memo, by=None, reason=reason)
+
+
+def test_a_memo_with_its_own_statement_is_refused_with_a_translation_without_one(admin_client: Client) -> None:
+    translation = {
+        "translations-TOTAL_FORMS": "1",
+        "translations-0-language": "zh-hans",
+        "translations-0-subject": "通知",
+        "translations-0-html_body": "<p>好</p>",
+        "translations-0-text_body": "好",
+    }
+    response = admin_client.post("/admin/memos/memo/add/", memo_form(statement="I understand.", **translation))
+    assert response.status_code == 200
+    errors = response.context["inline_admin_formsets"][0].formset.errors
+    assert "write this translation's" in errors[0]["statement"][0]
+    assert not Memo.objects.exists()
+
+    translation["translations-0-statement"] = "我明白。"
+    response = admin_client.post("/admin/memos/memo/add/", memo_form(statement="I understand.", **translation))
+    assert response.status_code == 302
+    assert Memo.objects.get().translations.get().statement == "我明白。"

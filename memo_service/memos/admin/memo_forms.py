@@ -239,10 +239,26 @@ class TranslationForm(forms.ModelForm):
 class TranslationFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
+        self._statement_in_every_language()
         if self.instance.pk is not None and self.has_changed():
             status = Memo.objects.filter(pk=self.instance.pk).values_list("status", flat=True).first()
             if void_unconfirmed(status, self.data):
                 raise forms.ValidationError(VOID_UNCONFIRMED)
+
+    def _statement_in_every_language(self) -> None:
+        """A memo with its own statement has one in each translation: a blank one would show
+        the generic default there (answer/statement.py), not what the composer wrote."""
+        if not (self.instance.statement or "").strip():
+            return
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or self._should_delete_form(form):
+                continue
+            if not (data.get("statement") or "").strip():
+                form.add_error(
+                    "statement",
+                    "The memo has its own statement: write this translation's, or its page shows the default one.",
+                )
 
     def _construct_form(self, i: int, **kwargs: Any) -> forms.Form:
         form = super()._construct_form(i, **kwargs)  # type: ignore[misc]  # BaseFormSet's, missing from django-stubs
