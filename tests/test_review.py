@@ -16,6 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from memo_service.memos.approval import ApprovalRefused, memo_edited, memo_request_changes
+from memo_service.memos.compose.sources import memo_content_hash
 from memo_service.memos.models import AuditEvent, Memo, Notification
 
 # transaction: the emails go once a commit happens; serialized_rollback: the roles (Groups) a
@@ -185,6 +186,9 @@ def test_approval_is_confirmed_then_the_composer_is_emailed(team: dict[str, Any]
     confirm = anna.get(url("approve", memo), {"reviewed": reviewed}).content.decode()
     assert 'id="confirm-approve"' in confirm and "Carol and Dave will be emailed" in confirm
     assert Memo.objects.get(pk=memo.pk).status == "awaiting_approval"  # a GET approves nothing
+    bare = anna.post(url("approve", memo), follow=True)  # a post that names no text, not from that page
+    assert "Approve from the confirmation page" in bare.content.decode()
+    assert Memo.objects.get(pk=memo.pk).status == "awaiting_approval"
     anna.post(url("approve", memo), {"content_hash": reviewed})
     assert Memo.objects.get(pk=memo.pk).status == "approved"
     sent = inbox(Notification.Kind.APPROVED)
@@ -206,7 +210,7 @@ def test_an_approval_of_text_that_changed_since_the_review_is_refused(team: dict
 
 def test_a_reapproval_shows_what_changed_since_the_last_approval(team: dict[str, Any], memo: Memo) -> None:
     ask(team, memo)
-    team["anna"][1].post(url("approve", memo))
+    team["anna"][1].post(url("approve", memo), {"content_hash": memo_content_hash(memo)})
     assert Memo.objects.get(pk=memo.pk).status == "approved"
     Memo.objects.filter(pk=memo.pk).update(
         text_body="Dear {{ developer.name }},\nTraffic from {{ developer.country_name }} will be blocked on 9 July.",
@@ -248,7 +252,7 @@ def _change_form(memo: Memo, **overrides: Any) -> dict[str, Any]:
 
 def test_an_edit_that_voids_an_approval_warns_asks_and_says_so_after(team: dict[str, Any], memo: Memo) -> None:
     ask(team, memo)
-    team["anna"][1].post(url("approve", memo))
+    team["anna"][1].post(url("approve", memo), {"content_hash": memo_content_hash(memo)})
     carol = team["carol"][1]
     page = carol.get(url("change", memo)).content.decode()
     assert 'id="void-warning"' in page and "Saving a change voids the approval by Anna" in page
@@ -270,7 +274,7 @@ def test_an_edit_that_voids_an_approval_warns_asks_and_says_so_after(team: dict[
 
 def test_a_save_with_no_change_voids_nothing_and_asks_nothing(team: dict[str, Any], memo: Memo) -> None:
     ask(team, memo)
-    team["anna"][1].post(url("approve", memo))
+    team["anna"][1].post(url("approve", memo), {"content_hash": memo_content_hash(memo)})
     memo.refresh_from_db()
     response = team["carol"][1].post(url("change", memo), _change_form(memo), follow=True)
     assert response.status_code == 200 and "tick the box" not in response.content.decode()
@@ -279,7 +283,7 @@ def test_a_save_with_no_change_voids_nothing_and_asks_nothing(team: dict[str, An
 
 def test_a_change_to_a_translation_alone_is_confirmed_too(team: dict[str, Any], memo: Memo) -> None:
     ask(team, memo)
-    team["anna"][1].post(url("approve", memo))
+    team["anna"][1].post(url("approve", memo), {"content_hash": memo_content_hash(memo)})
     memo.refresh_from_db()
     zh = memo.translations.get()
     translation = {

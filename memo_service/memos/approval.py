@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.urls import reverse
 
 from memo_service.memos.audience import audience_reasons, traffic_codes, traffic_window
 from memo_service.memos.audit import Actor, audit_record
@@ -178,8 +179,12 @@ def person_name(user: Actor) -> str:
 
 
 def _links(memo: Memo) -> dict[str, str]:
-    base = f"{settings.SITE_URL.rstrip('/')}/admin/memos/memo/{memo.pk}"
-    return {"site_url": settings.SITE_URL.rstrip("/"), "memo_url": f"{base}/change/", "review_url": f"{base}/review/"}
+    site = settings.SITE_URL.rstrip("/")
+    return {
+        "site_url": site,
+        "memo_url": site + reverse("admin:memos_memo_change", args=[memo.pk]),
+        "review_url": site + reverse("admin:memos_memo_review", args=[memo.pk]),
+    }
 
 
 def _composers(memo: Memo, but: User) -> list[User]:

@@ -136,8 +136,14 @@ class MemoReviewPages(MemoPages):
         refused if the memo changed since the confirmation was shown."""
         memo = self._memo(request, object_id, "approve")
         if request.method == "POST":
+            # The hash of the text the confirmation showed: an approval names what its
+            # approver saw, and a post without it (not from that page) approves nothing.
+            reviewed = request.POST.get("content_hash", "")
+            if not reviewed:
+                messages.error(request, "Approve from the confirmation page: it names the text you approve.")
+                return HttpResponseRedirect(review_url(memo) if memo.is_editable else memo_url(memo))
             try:
-                memo_approve(memo=memo, by=signed_in(request), reviewed_hash=request.POST.get("content_hash") or None)
+                memo_approve(memo=memo, by=signed_in(request), reviewed_hash=reviewed)
             except ApprovalRefused as exc:
                 messages.error(request, str(exc))
                 return HttpResponseRedirect(review_url(memo) if memo.is_editable else memo_url(memo))
