@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
+from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.audience import audience_explain
 from memo_service.memos.cases.cases import case_decide_dispute
 from memo_service.memos.correction import (
@@ -205,3 +206,30 @@ def test_a_withdrawn_memo_can_be_corrected_and_a_viewer_cannot(memo: Memo, devel
     assert not Memo.objects.filter(supersedes=memo).exists()
     composer.post(url)
     assert Memo.objects.get(supersedes=memo).status == Memo.Status.DRAFT
+
+
+def test_a_dispute_carried_to_the_correction_and_exempted_there_exempts_from_the_correction(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None, clock: Any
+) -> None:
+    proxied = make_developer("ru-proxy", "RU")
+    Memo.objects.filter(pk=memo.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=10), reminder_days=[7])
+    sent_memo(Memo.objects.get(pk=memo.pk), at=timezone.now() - dt.timedelta(hours=2))
+    answered(memo, proxied, "disputes_region", country="RU")  # still open when the correction goes out
+    correction = memo_correction_create(memo=memo, by=None)
+    Memo.objects.filter(pk=correction.pk).update(ack_deadline=timezone.now() + dt.timedelta(days=10))
+    approve(Memo.objects.get(pk=correction.pk))
+    sent_memo(Memo.objects.get(pk=correction.pk), at=timezone.now() - dt.timedelta(hours=1))
+    carried = Case.objects.get(memo=correction, developer=proxied)
+
+    case_decide_dispute(case=carried, by=staff("anna", "Composer"), outcome="exempted", rationale="A proxy's traffic.")
+
+    clock.move_to(timezone.now() + dt.timedelta(days=4))  # the correction's 7-day reminder is due
+    reminders_send_due()
+    reminded = Delivery.objects.filter(memo=correction, kind=Delivery.Kind.REMINDER)
+    assert reminded.exists() and not reminded.filter(developer=proxied).exists()
+    client = Client()
+    client.get(ack_url(correction.pk, proxied.pk).removeprefix("http://testserver"))
+    page = client.get(f"/ack/memo/{correction.pk}/").content.decode()
+    assert "This memo no longer applies to you" in page and 'value="acknowledged"' not in page
+    refused = client.post(f"/ack/memo/{correction.pk}/", {"interacted": "1", "response": "acknowledged"})
+    assert refused.status_code == 400 and not Answer.objects.filter(memo=correction, developer=proxied).exists()

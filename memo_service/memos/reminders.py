@@ -70,22 +70,30 @@ def corrected() -> Exists:
 def still_to_answer(memo: Memo, developer: OuterRef | int) -> Any:
     """Does this developer still owe the memo an answer? Yes with no answer at all, or
     when their only answer is a dispute decided "confirmed" (the memo does apply to them).
-    An acknowledgement, a request for help, an open, corrected or exempted dispute: no."""
+    An acknowledgement, a request for help, an open, corrected or exempted dispute, or
+    one carried from the memo this one corrects and exempted on its case here: no."""
     answered = Answer.objects.filter(memo=memo, developer=developer).exclude(
         response__in=(Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC),
         resolution__outcome=DisputeResolution.Outcome.CONFIRMED,
     )
-    return ~Exists(answered)
+    return ~Exists(answered) & ~Exists(exempted_on_case(memo, developer))
+
+
+def exempted_on_case(memo: Memo, developer: OuterRef | int) -> Any:
+    """The exempting decisions of the developer's disputes carried to `memo` (a
+    correction) and decided on its case: the answer is the earlier memo's, the
+    exemption this memo's."""
+    return DisputeResolution.objects.filter(answer__cases__memo=memo, answer__developer=developer, exempt=True)
 
 
 def not_acknowledged(memo: Memo, developer: OuterRef | int) -> Any:
     """Has this developer not acknowledged the memo, and not been exempted from it (a
-    dispute corrected to a country outside its audience, or exempted)? The deadline's rule (the platform hears of them
-    when it passes), stricter than still_to_answer's: a request for help or an open
+    dispute corrected to a country outside its audience, or exempted, here or on its case
+    carried here)? The deadline's rule (the platform hears of them when it passes), stricter than still_to_answer's: a request for help or an open
     dispute is an answer, not an acknowledgement."""
     acknowledged = Answer.objects.filter(memo=memo, developer=developer, response=Answer.Response.ACKNOWLEDGED)
     exempt = DisputeResolution.objects.filter(answer__memo=memo, answer__developer=developer, exempt=True)
-    return ~Exists(acknowledged) & ~Exists(exempt)
+    return ~Exists(acknowledged) & ~Exists(exempt) & ~Exists(exempted_on_case(memo, developer))
 
 
 def memo_awaiting_answer(memo: Memo) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 from django_countries import countries
@@ -22,6 +23,7 @@ from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.models import (
     Answer,
+    Case,
     Delivery,
     EvidenceRecord,
     Memo,
@@ -94,11 +96,18 @@ def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str,
 
 
 def answers_of(target: AnswerTarget) -> dict[str, Answer]:
-    """The developer's answers to the memo so far, by response."""
-    return {
-        a.response: a
-        for a in Answer.objects.filter(memo=target.memo, developer=target.developer).select_related("resolution")
-    }
+    """The developer's answers to the memo so far, by response; with a dispute of the
+    memo this one corrects that was carried here and decided exempting the developer on
+    its case here (the memo no longer applies to them: memo_no_longer_applies), unless
+    they answered the same here."""
+    carried = Answer.objects.filter(
+        Exists(Case.objects.filter(answer=OuterRef("pk"), memo=target.memo)),
+        developer=target.developer,
+        response__in=DISPUTES,
+        resolution__exempt=True,
+    ).exclude(memo=target.memo)
+    own = Answer.objects.filter(memo=target.memo, developer=target.developer)
+    return {a.response: a for a in [*carried.select_related("resolution"), *own.select_related("resolution")]}
 
 
 def memo_no_longer_applies(answers: dict[str, Answer]) -> bool:
@@ -188,6 +197,7 @@ def answer_record(
         "content_hash": target.memo.content_hash,
         "text_hash": shown.text_hash if shown is not None else "",
         "statement_hash": assent.statement_hash if assent and response == Answer.Response.ACKNOWLEDGED else "",
+        "statement": assent.text if assent and response == Answer.Response.ACKNOWLEDGED else "",
         "page_hash": assent.page_hash if assent else "",
         "ip_address": ip_address,
         "user_agent": user_agent,

@@ -8,7 +8,7 @@ from memo_service.developers.models import Developer
 from memo_service.memos.answer.answers import DISPUTES
 from memo_service.memos.audience import audience_reasons
 from memo_service.memos.audit import Actor, audit_record
-from memo_service.memos.models import Answer, DisputeResolution
+from memo_service.memos.models import Answer, DisputeResolution, Memo
 
 Outcome = DisputeResolution.Outcome
 
@@ -17,12 +17,15 @@ class DisputeInvalid(Exception):
     pass
 
 
-def dispute_resolve(*, answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResolution:
-    """Decide a dispute, with `note` the rationale the developer reads (required): the
-    dispute's case calls it (cases/cases.py case_decide_dispute). For a region:
-    "corrected" moves the developer to the country they claimed (audited), keeps the
-    country they had as previous_country and, if the new one is outside the memo's
-    audience, exempts them from the memo. For either kind: "confirmed" keeps what was
+def dispute_resolve(
+    *, answer: Answer, outcome: str, by: Actor, note: str, memo: Memo | None = None
+) -> DisputeResolution:
+    """Decide a dispute on `memo`, the memo its case is on (the answer's own by default,
+    or a correction it was carried to), with `note` the rationale the developer reads
+    (required): the dispute's case calls it (cases/cases.py case_decide_dispute). For a
+    region: "corrected" moves the developer to the country they claimed (audited), keeps
+    the country they had as previous_country and, if the new one is outside `memo`'s
+    audience, exempts them from it. For either kind: "confirmed" keeps what was
     recorded, "exempted" takes the developer out of the memo (the traffic was a proxy's,
     say). The developer's page shows it."""
     if not note.strip():
@@ -32,12 +35,12 @@ def dispute_resolve(*, answer: Answer, outcome: str, by: Actor, note: str) -> Di
     if outcome == Outcome.CORRECTED and answer.response != Answer.Response.DISPUTES_REGION:
         raise DisputeInvalid("a traffic dispute is confirmed or exempted; there is no country to correct")
     try:
-        return _resolve(answer, outcome, by, note)
+        return _resolve(answer, memo or answer.memo, outcome, by, note)
     except IntegrityError:  # another admin resolved it at the same moment
         raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved") from None
 
 
-def _resolve(answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResolution:
+def _resolve(answer: Answer, memo: Memo, outcome: str, by: Actor, note: str) -> DisputeResolution:
     with transaction.atomic():
         if DisputeResolution.objects.filter(answer=answer).exists():
             raise DisputeInvalid(f"the dispute of {answer.developer.external_id} is already resolved")
@@ -54,10 +57,10 @@ def _resolve(answer: Answer, outcome: str, by: Actor, note: str) -> DisputeResol
                 obj=developer,
                 old=previous_country,
                 new=new_country,
-                memo=answer.memo.slug,
+                memo=memo.slug,
                 dispute=answer.pk,
             )
-            exempt = new_country not in audience_reasons(answer.memo)
+            exempt = new_country not in audience_reasons(memo)
         elif outcome == Outcome.EXEMPTED:
             exempt = True
         elif outcome != Outcome.CONFIRMED:

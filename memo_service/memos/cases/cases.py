@@ -137,7 +137,7 @@ def case_decide_dispute(*, case: Case, by: Actor, outcome: str, rationale: str) 
         case = _locked(case)
         rationale = case_decision_check(case=case, outcome=outcome, rationale=rationale)
         try:
-            resolution = dispute_resolve(answer=case.answer, outcome=outcome, by=by, note=rationale)
+            resolution = dispute_resolve(answer=case.answer, memo=case.memo, outcome=outcome, by=by, note=rationale)
         except DisputeInvalid as exc:
             raise CaseInvalid(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
         _close(case, by, outcome, rationale)
