@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import json
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test.client import Client
 from django.utils import timezone
 
@@ -136,3 +139,33 @@ def test_no_receipt_email_unless_the_memo_asks_for_it(client: Client, memo: Memo
     answer(client, open_page(client, memo, developers["ru"]), response="acknowledged")
     assert not Notification.objects.filter(kind=Notification.Kind.RECEIPT).exists()
     assert not EvidenceRecord.objects.filter(kind=EvidenceRecord.Kind.NOTICE).exists()
+
+
+def test_the_statement_acknowledged_is_kept_with_the_answer_when_an_upgrade_rewords_the_default(
+    client: Client, memo: Memo, developers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent_memo(memo, at=timezone.now() - AN_HOUR_AGO)
+    page = open_page(client, memo, developers["ru"])
+    answer(client, page, response="acknowledged")
+    ack = Answer.objects.get()
+    # A later release words the default statement (or names a country) differently.
+    monkeypatch.setattr("memo_service.memos.answer.statement.default_statement", lambda memo, language: "Reworded.")
+
+    receipt = client.get(f"{page}receipt/").content.decode("utf-8")
+    statement = found(r"== The statement beside the Acknowledge button ==\n\n(.*)\n", receipt, 1)
+    assert statement == ack.statement != "Reworded."
+    assert hashlib.sha256(statement.encode()).hexdigest() == ack.statement_hash
+    record = EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.ANSWER)
+    assert record.payload["statement"] == ack.statement  # the chain holds the text itself
+    out = io.StringIO()
+    call_command("export_evidence", memo.slug, "--format", "json", stdout=out)
+    exported = [a for r in json.loads(out.getvalue())["recipients"] for a in r["answers"]]
+    assert [a["statement"] for a in exported] == [ack.statement]
+
+
+def test_an_answer_without_a_statement_keeps_none(client: Client, memo: Memo, developers: dict[str, Any]) -> None:
+    sent_memo(memo, at=timezone.now() - AN_HOUR_AGO)
+    answer(client, open_page(client, memo, developers["ru"]), response="needs_help", comment="Which endpoints?")
+    help_request = Answer.objects.get()
+    assert help_request.statement == help_request.statement_hash == ""
+    assert "statement" not in EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.ANSWER).payload

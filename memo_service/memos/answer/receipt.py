@@ -45,14 +45,16 @@ def receipt_context(target: AnswerTarget) -> dict[str, Any] | None:
     memo = sent_memo(target.memo)
     shown = target_text(target, page_url(memo.pk))
     delivery = delivery_shown(target)
-    assent = assent_shown(memo, shown.language)
+    # The statement as the developer acknowledged it, kept with their answer: rebuilt, a
+    # default one could differ after an upgrade. The page's own before an acknowledgement.
+    kept = next((a.statement for a in reversed(answers) if a.statement), "")
     return {
         "memo_id": memo.pk,
         "external_id": target.developer.external_id,
         "language": shown.language,
         "subject": shown.subject,
         "text": shown.text.strip(),
-        "statement": assent.text,
+        "statement": kept or assent_shown(memo, shown.language).text,
         "content_hash": memo.content_hash,
         "text_hash": delivery.text_hash if delivery is not None else "",
         "answers": [

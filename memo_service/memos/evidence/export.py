@@ -134,6 +134,7 @@ def _answer_row(answer: Answer) -> dict[str, Any]:
         "api_client": answer.api_client.name if answer.api_client else None,
         "text_hash": answer.text_hash,
         "statement_hash": answer.statement_hash,
+        "statement": answer.statement,
         "page_hash": answer.page_hash,
     }
 

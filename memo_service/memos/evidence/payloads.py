@@ -97,6 +97,8 @@ def answer_payload(answer: Answer) -> dict[str, Any]:
     # absent from the records of answers given before pages kept them.
     if answer.statement_hash or answer.page_hash:
         payload |= {"statement_hash": answer.statement_hash, "page_hash": answer.page_hash}
+    if answer.statement:
+        payload["statement"] = answer.statement
     return payload
 
 

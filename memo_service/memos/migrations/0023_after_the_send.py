@@ -407,4 +407,9 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(cases_grant, cases_revoke),
         migrations.RunPython(cases_for_earlier_answers, migrations.RunPython.noop),
+        migrations.AddField(
+            model_name="answer",
+            name="statement",
+            field=models.TextField(blank=True),
+        ),
     ]

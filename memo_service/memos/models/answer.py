@@ -46,6 +46,9 @@ class Answer(models.Model):
     # page itself (its template and the language's catalog): answer/statement.py.
     statement_hash = models.CharField(max_length=64, blank=True)
     page_hash = models.CharField(max_length=64, blank=True)
+    # The statement itself, as hashed: a default one is built from code, country names and
+    # date formats that an upgrade may change. Blank for an answer without one.
+    statement = models.TextField(blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.TextField(blank=True)
     seconds_since_delivery = models.FloatField(null=True, blank=True)
