@@ -8,6 +8,7 @@ import datetime as dt
 import email
 import email.policy
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,15 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core import mail
 from django.core.management import CommandError, call_command
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
 from memo_service.memos import withdrawal
-from memo_service.memos.models import AuditEvent, Delivery, EvidenceRecord, Memo, Notification
+from memo_service.memos.answer.answers import AnswerInvalid
+from memo_service.memos.models import Answer, AuditEvent, Delivery, EvidenceRecord, Memo, Notification
 from memo_service.memos.notify.notifications import notification_hash
 from memo_service.memos.reminders import RemindRefused, memo_remind_now, reminders_send_due
 from memo_service.memos.send.control import memo_pause
@@ -254,3 +256,53 @@ def sent_emails(outbox: Path) -> list[Any]:
 def notices_waiting() -> bool:
     waiting = [Notification.Status.QUEUED, Notification.Status.SENDING]
     return Notification.objects.filter(kind=Notification.Kind.WITHDRAWAL, status__in=waiting).exists()
+
+
+def test_an_answer_pressed_while_a_withdrawal_commits_waits_for_it_and_is_refused(
+    memo: Memo, developers: dict[str, Developer]
+) -> None:
+    """On PostgreSQL the page's POST and the withdrawal run at once: the answer waits for
+    the withdrawal's transaction and is refused, never recorded after withdrawn_at."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's writers take turns: there is no such race")
+    sent_memo(memo)
+    withdrawn, commit = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def withdraw() -> None:
+        try:
+            with transaction.atomic():
+                memo_withdraw(memo=memo, by=None, reason=REASON)
+                withdrawn.set()
+                commit.wait(timeout=60)
+        finally:
+            connection.close()
+
+    def press() -> None:
+        try:
+            answered(memo, developers["cn"])
+            outcome["answered"] = True
+        except AnswerInvalid as exc:
+            outcome["refused"] = exc.errors
+        finally:
+            connection.close()
+
+    withdrawer, presser = threading.Thread(target=withdraw), threading.Thread(target=press)
+    withdrawer.start()
+    assert withdrawn.wait(timeout=60)
+    presser.start()
+    wait_for(lambda: outcome or waiting_on_a_lock(), timeout=30, what="the answer to finish or wait")
+    commit.set()
+    withdrawer.join(timeout=60)
+    presser.join(timeout=60)
+    assert outcome == {"refused": {"response": "This memo was withdrawn: it takes no answers."}}
+    assert not Answer.objects.filter(memo=memo).exists()
+
+
+def waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])

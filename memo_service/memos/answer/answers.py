@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -240,6 +240,20 @@ def _text_answered(target: AnswerTarget, shown_hash: str | None) -> tuple[Memo, 
     return memo, shown
 
 
+def _memo_status_shared(memo_id: int) -> str:
+    """The memo's status, its row locked FOR SHARE until the transaction ends (call inside
+    one): answers share it with each other, not with a change of the memo's status.
+    SQLite's IMMEDIATE transactions serialize writers already."""
+    if connection.vendor != "postgresql":
+        return Memo.objects.filter(pk=memo_id).values_list("status", flat=True).get()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT status FROM {Memo._meta.db_table} WHERE id = %(id)s FOR SHARE", {"id": memo_id})
+        row = cursor.fetchone()
+    if row is None:
+        raise Memo.DoesNotExist
+    return str(row[0])
+
+
 def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, bool]:
     """Create the answer (`fields`) unless one already stands in its way, with its
     evidence record and webhook: (the answer, whether it was created now)."""
@@ -250,8 +264,10 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
         # one after the other (never a dispute after an acknowledgement). The lock is
         # the developer's row, not the memo's: other developers do not wait.
         row_lock(Developer.objects.filter(pk=target.developer.pk))
-        # Withdrawn or cancelled since the page was opened (the status as committed now).
-        status = Memo.objects.filter(pk=target.memo.pk).values_list("status", flat=True).get()
+        # Withdrawn or cancelled since the page was opened: the status as committed now,
+        # read under a share lock that a withdrawal's status change (an UPDATE) waits
+        # for and that waits for it, so no answer is recorded after withdrawn_at.
+        status = _memo_status_shared(target.memo.pk)
         if closed := answers_closed_error(status):
             raise AnswerInvalid(closed)
         existing = answers_of(target)
