@@ -28,6 +28,7 @@ from memo_service.memos.models import (
     WebhookEndpoint,
     WebhookMessage,
 )
+from memo_service.memos.withdrawal import memo_withdraw
 from tests.conftest import make_memo, sent_memo
 
 pytestmark = pytest.mark.django_db
@@ -423,3 +424,31 @@ def test_an_email_that_was_never_sent_opens_no_page_and_takes_no_answer(client, 
     assert client.get(link).status_code == 400
     response = client.post(link, {"response": "acknowledged", "interacted": "1"}, HTTP_USER_AGENT=PHONE)
     assert response.status_code == 400 and not Answer.objects.exists()
+
+
+def test_an_objection_is_relayed_with_its_reason_and_the_notice_says_so(client, console, two_memos):
+    older, _ = two_memos
+    response = answer(client, console, "cn-1", older, response="objects", comment="  ")
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"loc": ["body", "comment"], "msg": "Tell us why you object.", "type": "value_error"}
+    ]
+    assert not Answer.objects.exists()
+
+    assert answer(client, console, "cn-1", older, response="objects", comment="我们不在中国").status_code == 201
+    notices = {n["memo"]: n for n in get(client, "/developers/cn-1/notices", console).json()["items"]}
+    assert notices["regions-blocked"]["state"] == "objects"  # still to acknowledge, and said so
+    funnel = get(client, f"/memos/{older.slug}/funnel", make_client("sync", Scope.SYNC)).json()
+    assert funnel["objects"] == funnel["by_country"]["CN"]["objects"] == 1
+    assert funnel["answers_by_channel"]["console"]["objects"] == 1
+
+
+def test_a_withdrawn_memo_is_no_unanswered_notice_and_offers_no_link(client, console, two_memos):
+    older, _ = two_memos
+    memo_withdraw(memo=older, by=None, reason="Sent to the wrong audience.")
+    assert [n["memo"] for n in get(client, "/developers/cn-1/notices", console).json()["items"]] == ["key-rotation"]
+    listed = {n["memo"]: n for n in get(client, "/developers/cn-1/notices?state=all", console).json()["items"]}
+    assert listed["regions-blocked"]["ack_url"] is None and listed["key-rotation"]["ack_url"]
+    response = answer(client, console, "cn-1", older)
+    assert response.status_code == 422 and "withdrawn" in response.json()["detail"][0]["msg"]
+    assert not Answer.objects.exists()

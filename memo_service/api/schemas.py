@@ -83,6 +83,7 @@ class CountryFunnel(Schema):
     acknowledged_suspected: int
     disputed: int
     needs_help: int
+    objects: int = Field(..., description="objected (with a reason) and did not acknowledge")
     exempt: int
 
 
@@ -91,6 +92,7 @@ class ChannelAnswers(Schema):
     disputes_region: int
     disputes_traffic: int
     needs_help: int
+    objects: int
     total: int
 
 
@@ -166,7 +168,7 @@ class NoticeOut(Schema):
     content_hash: str = Field(..., description="what an answer must send back as content_hash")
     effective_date: dt.date | None
     ack_deadline: dt.datetime | None
-    state: Literal["unanswered", "acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
+    state: Literal["unanswered", "acknowledged", "disputes_region", "disputes_traffic", "needs_help", "objects"]
     dispute: DisputeOut | None
     ack_url: str | None = Field(
         ...,
@@ -183,11 +185,13 @@ class NoticesOut(Schema):
 class ConsoleAnswerIn(Schema):
     model_config = ConfigDict(strict=True)
 
-    response: Literal["acknowledged", "disputes_region", "disputes_traffic", "needs_help"]
+    response: Literal["acknowledged", "disputes_region", "disputes_traffic", "needs_help", "objects"]
     content_hash: str = Field(..., pattern=HASH_PATTERN, description="the hash of the text the console showed")
     country: str = Field("", max_length=2, description="with disputes_region: ISO alpha-2 of where the developer is")
     # No NUL: PostgreSQL refuses it in text.
-    comment: str = Field("", max_length=2_000, pattern=NO_NUL, description="required with needs_help")
+    comment: str = Field(
+        "", max_length=2_000, pattern=NO_NUL, description="required with needs_help and objects (the reason)"
+    )
     # Not strict: an address arrives as a JSON string.
     ip_address: Annotated[IPv4Address, Strict(False)] | Annotated[IPv6Address, Strict(False)] | None = Field(
         ..., description="the developer's address as the console saw it"

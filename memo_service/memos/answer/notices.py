@@ -25,6 +25,7 @@ from django.db import connection
 from django.utils import timezone
 
 from memo_service.developers.models import Developer
+from memo_service.memos.answer.answers import ANSWERS_CLOSED
 from memo_service.memos.answer.sent_text import sent_memo, sent_text
 from memo_service.memos.answer.tokens import ack_url, console_url
 from memo_service.memos.evidence.approved import NotApproved
@@ -61,7 +62,9 @@ SELECT dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash,
        MAX(CASE WHEN a.response = '{Response.DISPUTES_REGION}' THEN a.country_claimed END),
        MAX(CASE WHEN a.response = '{Response.DISPUTES_TRAFFIC}' THEN 1 ELSE 0 END),
        MAX(r.outcome),
-       MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END)
+       MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END),
+       MAX(CASE WHEN a.response = '{Response.OBJECTS}' THEN 1 ELSE 0 END),
+       m.status
 FROM {Developer._meta.db_table} dev
 JOIN {Delivery._meta.db_table} dl ON dl.developer_id = dev.id
 JOIN {Memo._meta.db_table} m ON m.id = dl.memo_id
@@ -70,14 +73,15 @@ LEFT JOIN {DisputeResolution._meta.db_table} r ON r.answer_id = a.id
 WHERE dev.external_id = %s AND dev.erased_at IS NULL AND dl.kind = '{Delivery.Kind.INITIAL}'
   AND dl.status IN {_in(SHOWN_STATUSES)} AND m.status IN {_in(MEMO_SHOWN)}
   {{open}}
-GROUP BY dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash, m.send_started_at,
+GROUP BY dl.id, dl.memo_id, m.content_hash, dl.rendered_with, dl.text_hash, m.send_started_at, m.status,
          dev.id, dev.external_id, dev.name, dev.organization, dev.email, dev.country, dev.language
 {{unanswered}}
 ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
 """
 # "unanswered": still to acknowledge (as reminders count it: a question or a dispute
-# waiting is no acknowledgement), not exempted, and the memo still takes answers.
-OPEN = "AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s)"
+# waiting is no acknowledgement), not exempted, and the memo still takes answers (its
+# deadline has not passed, and it was not withdrawn or cancelled).
+OPEN = f"AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s) AND m.status NOT IN {_in(ANSWERS_CLOSED)}"
 UNANSWERED = (
     f"HAVING MAX(CASE WHEN a.response = '{Response.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 "
     "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"
@@ -106,12 +110,15 @@ class NoticeRow:
     disputed_traffic: bool
     dispute_outcome: str | None
     exempt: bool
+    objected: bool
+    memo_status: str
 
 
 def _row(values: tuple[Any, ...]) -> NoticeRow:
     delivery_id, memo_id, content_hash, rendered_with, text_hash = values[:5]
     dev_id, external_id, name, organization, email, country, language = values[5:12]
-    acknowledged, disputed, needs_help, country_claimed, disputed_traffic, outcome, exempt = values[12:]
+    acknowledged, disputed, needs_help, country_claimed, disputed_traffic, outcome, exempt, objected = values[12:20]
+    memo_status = values[20]
     if isinstance(rendered_with, str):  # SQLite hands JSON back as text
         rendered_with = json.loads(rendered_with)
     developer = Developer(
@@ -135,6 +142,8 @@ def _row(values: tuple[Any, ...]) -> NoticeRow:
         disputed_traffic=bool(disputed_traffic),
         dispute_outcome=outcome,
         exempt=bool(exempt),
+        objected=bool(objected),
+        memo_status=memo_status,
     )
 
 
@@ -188,6 +197,8 @@ def _state(row: NoticeRow) -> str:
         return Response.DISPUTES_REGION
     if row.disputed_traffic:
         return Response.DISPUTES_TRAFFIC
+    if row.objected:
+        return Response.OBJECTS
     if row.needs_help:
         return Response.NEEDS_HELP
     return "unanswered"
@@ -198,6 +209,8 @@ def notice(row: NoticeRow, relay_by: int | None = None) -> dict[str, Any]:
     client that may relay answers (`relay_by`, its id) a fresh link bound to it."""
     delivery = row.delivery
     memo = sent_memo(delivery.memo)
+    # No link to a memo that takes no answers (withdrawn, cancelled): state=all lists it.
+    relay_by = relay_by if row.memo_status not in ANSWERS_CLOSED else None
     link = console_url(memo.pk, delivery.developer.pk, relay_by) if relay_by is not None else None
     sent = sent_text(delivery, link or ack_url(memo.pk, delivery.developer.pk), row.rendered_with, row.text_hash)
     return {
