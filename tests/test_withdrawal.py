@@ -24,6 +24,12 @@ from django.utils import timezone
 from memo_service.developers.models import Developer
 from memo_service.memos import withdrawal
 from memo_service.memos.answer.answers import AnswerInvalid
+from memo_service.memos.delivery_status import (
+    deliveries_claim,
+    deliveries_record_sent,
+    deliveries_record_unknown,
+    deliveries_record_unsent,
+)
 from memo_service.memos.models import Answer, AuditEvent, Delivery, EvidenceRecord, Memo, Notification
 from memo_service.memos.notify.notifications import notification_hash
 from memo_service.memos.reminders import RemindRefused, memo_remind_now, reminders_send_due
@@ -31,7 +37,7 @@ from memo_service.memos.send.control import memo_pause
 from memo_service.memos.send.dispatch import memo_dispatch, memo_send_start
 from memo_service.memos.send.sending import delivery_send_batch
 from memo_service.memos.send.sweeper import deliveries_sweep
-from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw
+from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw, withdrawal_notify
 from tests.conftest import Provider, answered, approve, dispatched, make_developer, memo_in, sent_memo, wait_for
 
 # Committed transactions (the notices go after commit); the roles' groups kept.
@@ -77,13 +83,13 @@ def test_a_sent_memo_withdrawn_tells_exactly_those_who_received_it_in_their_lang
     by_address = {m.to[0]: m for m in mail.outbox}
     assert set(by_address) == {"cn-1@example.com", "cn-bounced@example.com", "ru-1@example.com"}
     english = by_address["ru-1@example.com"]
-    assert english.subject == f"Withdrawn: {memo.title}"
-    assert f"The notice “{memo.title}” that we sent you on {memo.send_started_at:%Y-%m-%d} has been withdrawn" in (
-        english.body
-    )
+    # The memo's subject names each developer's country: one notice per language names it by its date.
+    sent_on = f"{memo.send_started_at:%Y-%m-%d}"
+    assert english.subject == f"Withdrawn: our notice of {sent_on}" and memo.title not in english.body
+    assert f"The notice that we sent you on {sent_on} has been withdrawn" in english.body
     assert REASON in english.body  # as written: plain text, no HTML escaping
     chinese = by_address["cn-1@example.com"]
-    assert chinese.subject == f"已撤回：{memo.title}" and "已被撤回" in chinese.body and REASON in chinese.body
+    assert chinese.subject == f"已撤回：我们于 {sent_on} 发送的通知" and "已被撤回" in chinese.body and REASON in chinese.body
     # The evidence: who, why, and the notice's text hash in each language.
     record = EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL)
     cn, ru = notices()["cn-1"], notices()["ru-1"]
@@ -106,6 +112,8 @@ def test_withdrawing_while_sending_stops_the_send_for_good(
     done = memo_withdraw(memo=memo, by=None, reason=REASON)
 
     assert done.cancelled == 4 and done.notified == 2
+    cancelled = Delivery.objects.filter(memo=memo, status=Delivery.Status.CANCELLED)
+    assert set(cancelled.values_list("status_reason", flat=True)) == {"not sent: the memo was withdrawn"}
     delivery_send_batch(delivery_ids=ids)  # a batch still in the queue sends nothing
     deliveries_sweep()
     statuses = sorted(Delivery.objects.filter(memo=memo).values_list("status", flat=True))
@@ -146,7 +154,9 @@ def test_a_memo_that_was_never_sent_is_not_withdrawn(memo: Memo, status: str) ->
     assert not EvidenceRecord.objects.filter(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL).exists()
 
 
-def test_a_withdrawal_needs_a_reason_and_happens_once(memo: Memo, developers: dict[str, Developer]) -> None:
+def test_a_withdrawal_needs_a_reason_and_happens_once(
+    memo: Memo, developers: dict[str, Developer], eager: None
+) -> None:
     sent_memo(memo)
     for reason in ["", "   ", "x" * 501]:
         with pytest.raises(WithdrawalRefused):
@@ -306,3 +316,64 @@ def waiting_on_a_lock() -> bool:
         )
         row = cursor.fetchone()
     return bool(row and row[0])
+
+
+def test_the_withdrawal_commits_first_and_its_notices_follow_in_pages_that_a_rerun_does_not_repeat(
+    memo: Memo, developers: dict[str, Developer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(withdrawal, "NOTICE_PAGE", 1)
+    sent_memo(memo)
+    done = memo_withdraw(memo=memo, by=None, reason=REASON)  # its task waits in the broker
+
+    assert done.notified == 2 and not notices()  # the notices are not in the withdrawal's transaction
+    record = EvidenceRecord.objects.get(memo=memo, kind=EvidenceRecord.Kind.WITHDRAWAL)
+    assert Memo.objects.get(pk=memo.pk).status == Memo.Status.WITHDRAWN and record.payload["notified"] == 2
+    assert withdrawal_notify(memo_id=memo.pk) == 2  # the task, a page of one at a time
+    assert withdrawal_notify(memo_id=memo.pk) == 0  # delivered twice: nobody is told twice
+    assert sorted(notices()) == ["cn-1", "ru-1"]
+    # The evidence named the texts the notices then had, without making them first.
+    assert record.payload["notice_hashes"] == {n.language: n.text_hash for n in notices().values()}
+
+
+def test_an_email_in_flight_at_the_withdrawal_is_told_and_what_recovery_requeues_is_cancelled(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+) -> None:
+    for n in range(2):
+        make_developer(f"cn-x{n}", "CN")
+    dispatched(memo)
+    ids = list(Delivery.objects.filter(memo=memo).order_by("id").values_list("id", flat=True))
+    in_flight, crashed = ids[:2], ids[2:3]
+    assert deliveries_claim(delivery_ids=in_flight + crashed) == set(in_flight + crashed)  # a worker's calls
+
+    done = memo_withdraw(memo=memo, by=None, reason=REASON)
+    assert done.cancelled == 1 and done.notified == 0 and not notices()  # nothing handed over yet
+
+    # The provider took the first two after all; the worker of the third died, and its
+    # reconciliation found the provider never got it, so puts it back in the queue.
+    deliveries_record_sent(delivery_ids=in_flight, message_id="<call-1@loopback>", language="en")
+    assert deliveries_record_unsent(delivery_ids=crashed, reason="the worker sending it stopped") == crashed
+    deliveries_sweep()
+
+    told = Delivery.objects.filter(pk__in=in_flight).values_list("developer__external_id", flat=True)
+    assert sorted(notices()) == sorted(told)
+    rows = Delivery.objects.filter(memo=memo).exclude(pk__in=in_flight)
+    assert {(d.status, d.status_reason) for d in rows} == {("cancelled", "not sent: the memo was withdrawn")}
+    deliveries_sweep()  # the next minute's: nobody is told twice
+    assert Notification.objects.filter(kind=Notification.Kind.WITHDRAWAL).count() == 2
+
+
+def test_emails_of_unknown_outcome_are_not_sent_again_once_the_memo_is_withdrawn(
+    memo: Memo, developers: dict[str, Developer], later: list[Any]
+) -> None:
+    dispatched(memo)
+    ids = list(Delivery.objects.filter(memo=memo).values_list("id", flat=True))
+    deliveries_claim(delivery_ids=ids)
+    deliveries_record_unknown(delivery_ids=ids, reason="the worker sending it stopped mid-call")
+    memo_withdraw(memo=memo, by=None, reason=REASON)
+    carol = client_of(staff("carol", "Composer"))
+
+    page = carol.post(reverse("admin:memos_memo_resend_unknown", args=[memo.pk]), follow=True).content.decode()
+
+    assert "“Regions blocked” is withdrawn: its emails are sent again only while it is sending or sent." in page
+    assert set(Delivery.objects.filter(memo=memo).values_list("status", flat=True)) == {"outcome_unknown"}
+    assert not AuditEvent.objects.filter(action="memo.unknown_resent").exists()

@@ -260,11 +260,17 @@ def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
     )
 
 
-def deliveries_cancel_queued(*, memo: Memo) -> int:
-    """The memo was cancelled: what is still queued will never be sent. Returns how many."""
+# Why a queued delivery of a memo that stopped for good was never sent.
+CANCELLED_REASON = "not sent: the memo was cancelled"
+WITHDRAWN_REASON = "not sent: the memo was withdrawn"
+
+
+def deliveries_cancel_queued(*, memo: Memo, reason: str = CANCELLED_REASON) -> int:
+    """The memo was cancelled or withdrawn (`reason` says which): what is still queued
+    will never be sent. Returns how many."""
     return Delivery.objects.filter(memo=memo, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.CANCELLED,
-        status_reason="not sent: the memo was cancelled",
+        status_reason=reason[:STATUS_REASON_MAX],
         status_changed_at=timezone.now(),
     )
 

@@ -4,7 +4,7 @@ briefly unreachable database is retried here (every step is safe to repeat)."""
 from celery import shared_task
 from django.db import OperationalError
 
-from memo_service.memos import correction, reminders
+from memo_service.memos import correction, reminders, withdrawal
 from memo_service.memos.evidence import append, sequencer
 from memo_service.memos.notify import notifications
 from memo_service.memos.send import dispatch, reconcile, sending, sweeper
@@ -83,3 +83,8 @@ def notifications_send(notification_ids: list[int]) -> None:
 @shared_task(name="memos.correction_started", **RETRY)
 def correction_started(memo_id: int) -> None:
     correction.correction_started(memo_id=memo_id)
+
+
+@shared_task(name="memos.withdrawal_notify", **RETRY)
+def withdrawal_notify(memo_id: int) -> None:
+    withdrawal.withdrawal_notify(memo_id=memo_id)

@@ -28,7 +28,7 @@ from memo_service.memos.models import MEMO_STARTABLE, MEMO_WITHDRAWABLE, Memo
 from memo_service.memos.report.reports import memo_outcome_unknown
 from memo_service.memos.send.control import ControlRefused, memo_cancel, memo_pause, memo_resume
 from memo_service.memos.send.dispatch import AudienceChanged, DispatchRefused, memo_send_start
-from memo_service.memos.send.reconcile import memo_unknown_resend
+from memo_service.memos.send.reconcile import ResendRefused, memo_unknown_resend
 from memo_service.memos.send.schedule import memo_schedule, memo_unschedule
 from memo_service.memos.withdrawal import WithdrawalRefused, memo_withdraw, withdrawal_recipients
 
@@ -117,7 +117,11 @@ class MemoSendPages(MemoPages):
         if request.method == "POST":
             if not self.has_send_permission(request, memo):
                 raise PermissionDenied
-            n = memo_unknown_resend(memo=memo, by=signed_in(request))
+            try:
+                n = memo_unknown_resend(memo=memo, by=signed_in(request))
+            except ResendRefused as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(memo_url(memo))
             messages.success(request, f"{n} deliveries whose outcome was unknown are being sent again.")
             return HttpResponseRedirect(memo_url(memo))
         reasons = memo_outcome_unknown(memo)

@@ -40,7 +40,7 @@ from memo_service.memos.delivery_status import (
     deliveries_requeue_unknown,
 )
 from memo_service.memos.memo_status import memo_mark_sent_if_done
-from memo_service.memos.models import DELIVERY_PENDING, Delivery, Memo, SendLease
+from memo_service.memos.models import DELIVERY_PENDING, MEMO_MAY_SEND, Delivery, Memo, SendLease
 from memo_service.memos.send.dispatch import send_batches_enqueue
 from memo_service.memos.send.leases import holder_name, lease_duration, lease_hold, lease_release
 from memo_service.memos.send.payload import memo_tag
@@ -207,12 +207,24 @@ def _languages(memo_ids: set[int]) -> dict[int, set[str]]:
     return languages
 
 
+class ResendRefused(Exception):
+    pass
+
+
 def memo_unknown_resend(*, memo: Memo, by: Actor) -> int:
     """A Composer's explicit choice: send again every delivery of the memo whose outcome
     nobody can know, accepting that a developer whose email did arrive gets it twice.
     Audited with the deliveries it sent again (their evidence records show the second
-    attempt); until each is sent its record says why it was queued again."""
+    attempt); until each is sent its record says why it was queued again. Refused
+    (ResendRefused, changing nothing) for a memo that may not send: nothing would claim
+    what it queued."""
     with transaction.atomic():
+        current = Memo.objects.select_for_update().get(pk=memo.pk)
+        if current.status not in MEMO_MAY_SEND:
+            raise ResendRefused(
+                f"“{current.title}” is {current.get_status_display()}: its emails are sent again only while it "
+                "is sending or sent." + (" Resume it first." if current.status == Memo.Status.PAUSED else "")
+            )
         ids = deliveries_requeue_unknown(
             memo=memo, reason="outcome unknown; sent again by a Composer's choice, knowing it may arrive twice"
         )

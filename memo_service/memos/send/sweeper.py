@@ -12,6 +12,10 @@
 - A delivery left in `sending` under no lease (sent before leases existed) is given
   one past the hard time limit, and reconciled the same way.
 - A memo whose dispatch was interrupted is dispatched again (it resumes).
+- A withdrawn or cancelled memo's deliveries that a recovery put back in the queue (a
+  dead worker's, reconciled; a retry after a transient failure) end cancelled, and a
+  recently withdrawn memo's recipients whose email was recorded sent after the
+  withdrawal (it was being sent) are told of it (withdrawal.py).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import datetime as dt
 from typing import cast
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from memo_service.memos.delivery_status import CANCELLED_REASON, WITHDRAWN_REASON, deliveries_cancel_queued
 from memo_service.memos.models import MEMO_MAY_SEND, Delivery, Memo, SendLease
 from memo_service.memos.queue import enqueue, enqueue_later
 from memo_service.memos.send.dispatch import send_batch_size
-from memo_service.memos.send.reconcile import SWEEPER, leases_expired_take_over
+from memo_service.memos.send.reconcile import GIVE_UP_AFTER, SWEEPER, leases_expired_take_over
+from memo_service.memos.withdrawal import withdrawal_unnotified
 
 DeliveryStatus = Delivery.Status
 # A send moves some delivery on every few seconds; ten minutes without means its tasks are gone.
@@ -35,6 +41,9 @@ QUEUED_GRACE = dt.timedelta(minutes=10)
 SENDING_GRACE = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
 # A dispatch task pages through even a million developers in a few minutes.
 DISPATCH_GRACE = dt.timedelta(minutes=30)
+# An email being sent at the withdrawal is recorded sent by its call, or by the
+# reconciliation of its dead worker's lease, which gives up a day after it began.
+WITHDRAWN_WATCH = GIVE_UP_AFTER + SENDING_GRACE + dt.timedelta(hours=1)
 
 
 def deliveries_sweep() -> dict[str, int]:
@@ -67,7 +76,36 @@ def deliveries_sweep() -> dict[str, int]:
     ).values_list("id", flat=True)
     for memo_id in interrupted:
         enqueue("memos.dispatch_memo", memo_id)
-    return {"abandoned": abandoned, "leases": len(leases), "requeued": requeued, "redispatched": len(interrupted)}
+    return {
+        "abandoned": abandoned,
+        "leases": len(leases),
+        "requeued": requeued,
+        "redispatched": len(interrupted),
+        "cancelled": deliveries_of_stopped_memos_cancel(),
+        "withdrawals_told": len(withdrawals_tell_late(now=now)),
+    }
+
+
+def deliveries_of_stopped_memos_cancel() -> int:
+    """Queued deliveries of a withdrawn or cancelled memo will never be claimed: cancelled,
+    saying which it was. Returns how many."""
+    queued = Delivery.objects.filter(memo=OuterRef("pk"), status=DeliveryStatus.QUEUED)
+    cancelled = 0
+    stopped = Memo.objects.filter(Exists(queued), status__in=(Memo.Status.WITHDRAWN, Memo.Status.CANCELLED))
+    for memo in stopped.only("id", "status"):
+        reason = WITHDRAWN_REASON if memo.status == Memo.Status.WITHDRAWN else CANCELLED_REASON
+        cancelled += deliveries_cancel_queued(memo=memo, reason=reason)
+    return cancelled
+
+
+def withdrawals_tell_late(*, now: dt.datetime) -> list[int]:
+    """Memos withdrawn lately that a recipient has no notice of yet (their email was
+    recorded sent after the withdrawal): their notices are made; returns the memos'."""
+    recent = Memo.objects.filter(status=Memo.Status.WITHDRAWN, withdrawn_at__gte=now - WITHDRAWN_WATCH)
+    late = [memo.pk for memo in recent.only("id") if withdrawal_unnotified(memo).exists()]
+    for memo_id in late:
+        enqueue("memos.withdrawal_notify", memo_id)
+    return late
 
 
 def leases_recover() -> list[tuple[int, float]]:
