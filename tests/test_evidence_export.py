@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from memo_service.developers.models import Developer
 from memo_service.memos.cases.cases import case_assign, case_decide_dispute, case_note, case_reply
-from memo_service.memos.correction import memo_correction_create
+from memo_service.memos.correction import cases_carry_over, memo_correction_create
 from memo_service.memos.evidence import export_sections
 from memo_service.memos.evidence.sequencer import evidence_seal
 from memo_service.memos.models import Answer, Case, EvidenceRecord, Memo
@@ -336,3 +336,28 @@ def test_cases_come_a_page_at_a_time_and_none_is_left_out(after_send, monkeypatc
     whole = exported(after_send)["cases"]
     monkeypatch.setattr(export_sections, "CASES_PAGE", 1)
     assert exported(after_send)["cases"] == whole and len(whole) == 4
+
+
+def test_a_dispute_carried_to_a_correction_and_decided_there_verifies_on_both_memos(after_send, staff, tmp_path):
+    """cn-4's dispute, still open, is carried to the correction (its case on the earlier
+    memo ends "carried") and decided there: both memos verify, in the database and alone,
+    and only the correction's case holds the decision."""
+    correction = approve(memo_correction_create(memo=after_send, by=after_send.author))
+    correction = sent_memo(correction, at=timezone.now() - timedelta(minutes=30))
+    cases_carry_over(from_memo=after_send, to_memo=correction)  # as the correction's send starts
+    carried = Case.objects.get(memo=correction, developer__external_id="cn-4")
+    assert carried.carried_from is not None and carried.carried_from.outcome == "carried"
+    case_decide_dispute(case=carried, by=staff, outcome="exempted", rationale="A proxy's traffic.")
+    for memo in (after_send, correction):
+        evidence_seal(memo_id=memo.pk)
+        out = io.StringIO()
+        call_command("verify_evidence", memo.slug, stdout=out)
+        assert "evidence verifies" in out.getvalue()
+        document = exported(memo, tmp_path / f"{memo.slug}.json")
+        assert f"evidence of {memo.slug} verifies" in verify_file(tmp_path / f"{memo.slug}.json")
+        case = case_of(document, "cn-4")
+        if memo == after_send:
+            assert case["outcome"] == "carried" and case["resolution"] is None
+            assert "exempt" not in case["entries"][-1]
+        else:
+            assert case["resolution"]["outcome"] == "exempted" and case["entries"][-1]["exempt"] is True

@@ -365,3 +365,149 @@ def test_a_withdrawal_reason_rewritten_in_the_database_is_named(after_send, staf
     sql("UPDATE memos_memo SET withdrawal_reason = 'Sent in error.' WHERE id = %s", memo.pk)
     memo.refresh_from_db()
     assert "the memo's reason differs from it (altered after it)" in evidence_verify(memo).problem
+
+
+# Decided behind the chain's back: a case or dispute marked decided, a decision undone,
+# a withdrawal undone, by SQL. Each is named.
+
+
+def _case_of(memo, developer):
+    from memo_service.memos.models import Case
+
+    return Case.objects.get(memo=memo, developer__external_id=developer)
+
+
+def test_a_help_case_marked_resolved_in_the_database_is_named(after_send):
+    case = _case_of(after_send, "cn-2")
+    sql("UPDATE memos_case SET status = 'resolved', outcome = 'answered', rationale = 'Done.' WHERE id = %s", case.pk)
+    assert evidence_verify(after_send).problem == (
+        f"case {case.pk} says it was decided (answered) and no record of the chain decides it"
+    )
+
+
+def _dispute_decided_by_sql(case, outcome="exempted", note="A proxy.", at="2020-01-01 00:00:00+00:00"):
+    sql(
+        "INSERT INTO memos_disputeresolution (answer_id, outcome, new_country, previous_country, exempt, note, "
+        "resolved_by_id, resolved_at) VALUES (%s, %s, '', '', true, %s, NULL, %s)",
+        case.answer_id,
+        outcome,
+        note,
+        at,
+    )
+
+
+def test_an_exemption_inserted_on_an_undecided_dispute_is_named(after_send):
+    case = _case_of(after_send, "cn-4")  # disputed, not decided: an exemption would stop their reminders
+    _dispute_decided_by_sql(case)
+    assert evidence_verify(after_send).problem == (
+        f"the decision (exempted) on answer {case.answer_id}'s dispute is in no record of the chain "
+        "(added behind its back)"
+    )
+
+
+def test_a_dispute_forged_to_look_decided_before_cases_were_kept_is_named(after_send):
+    """Migration 0023's rule for the disputes decided before cases were kept, used by an
+    insider on a dispute answered since: the resolution backdated, the case made to match."""
+    case = _case_of(after_send, "cn-4")
+    _dispute_decided_by_sql(case)
+    sql(
+        "UPDATE memos_case SET status = 'resolved', outcome = 'exempted', rationale = 'A proxy.' WHERE id = %s",
+        case.pk,
+    )
+    assert evidence_verify(after_send).problem == (
+        f"case {case.pk} says it was decided (exempted) and no record of the chain decides it"
+    )
+
+
+def test_a_dispute_decided_before_cases_were_kept_still_verifies(evidence):
+    """As migration 0023 left it: the case resolved with the decision, and no record of
+    either (the chain held no case record then)."""
+    from memo_service.memos.models import Case
+
+    disputed = Answer.objects.get(memo=evidence, response="disputes_region")
+    case, _ = Case.objects.get_or_create(
+        answer=disputed, memo=evidence, defaults={"developer_id": disputed.developer_id, "kind": "dispute"}
+    )
+    _dispute_decided_by_sql(case, outcome="confirmed", note="As recorded.", at=record(evidence, 9).created_at)
+    sql(
+        "UPDATE memos_case SET status = 'resolved', outcome = 'confirmed', rationale = 'As recorded.' WHERE id = %s",
+        case.pk,
+    )
+    assert evidence_verify(evidence).ok
+
+
+def test_a_decided_case_reopened_in_the_database_is_named(after_send):
+    case = _case_of(after_send, "ru-1")
+    sql("UPDATE memos_case SET status = 'open', outcome = '' WHERE id = %s", case.pk)
+    assert f"case {case.pk}'s outcome differs from it (altered after it was recorded)" in (
+        evidence_verify(after_send).problem
+    )
+
+
+def test_a_withdrawn_memo_made_sent_again_in_the_database_is_named(after_send, staff):
+    memo = withdrawn(after_send, staff)
+    sql("UPDATE memos_memo SET status = 'sent' WHERE id = %s", memo.pk)
+    memo.refresh_from_db()
+    assert "the memo is sent, and this record withdrew it (altered after it)" in evidence_verify(memo).problem
+
+
+# The emails outside the send: a text edited in its row is named, its hash recomputed or not.
+
+
+def _rehashed_text(notification_id, text):
+    from memo_service.memos.models import Notification
+    from memo_service.memos.notify.notifications import notification_hash
+
+    subject = Notification.objects.get(pk=notification_id).subject
+    sql(
+        "UPDATE memos_notification SET text = %s, text_hash = %s WHERE id = %s",
+        text,
+        notification_hash(subject, text),
+        notification_id,
+    )
+
+
+def test_a_replys_email_edited_in_the_database_is_named(after_send):
+    from memo_service.memos.models import CaseEntry
+
+    reply = CaseEntry.objects.get(case__memo=after_send, kind="reply")
+    sql("UPDATE memos_notification SET text = 'Ignore the memo.' WHERE id = %s", reply.notification_id)
+    assert evidence_verify(after_send).problem == (
+        f"notification {reply.notification_id} (case_reply): its subject or text was altered after it was made "
+        "(its hash no longer matches)"
+    )
+
+
+def test_a_withdrawal_notice_rewritten_with_its_hash_is_named(
+    after_send, staff, eager, django_capture_on_commit_callbacks
+):
+    from memo_service.memos.models import Notification
+
+    with django_capture_on_commit_callbacks(execute=True):  # the notices, if they are made after commit
+        memo = withdrawn(after_send, staff)
+    assert evidence_verify(memo).ok
+    notice = Notification.objects.filter(memo=memo, kind="withdrawal").earliest("pk")
+    _rehashed_text(notice.pk, "Nothing was withdrawn; carry on.")
+    assert evidence_verify(memo).problem == (
+        f"notification {notice.pk} (withdrawal): the withdrawal record names no such notice in {notice.language}"
+    )
+
+
+def test_a_receipt_rewritten_with_its_hash_is_named(after_send):
+    from memo_service.developers.models import Developer
+    from memo_service.memos.models import Memo, Notification
+    from tests.conftest import answered
+
+    Memo.objects.filter(pk=after_send.pk).update(email_receipt=True)
+    memo = Memo.objects.get(pk=after_send.pk)
+    cn3 = Developer.objects.get(external_id="cn-3")
+    answered(memo, cn3, "acknowledged", page_language=cn3.language)
+    evidence_seal(memo_id=memo.pk)
+    assert evidence_verify(memo).ok
+    receipt = Notification.objects.get(memo=memo, kind="receipt")
+    sql("UPDATE memos_notification SET subject = 'Nothing' WHERE id = %s", receipt.pk)
+    assert "(receipt): its subject or text was altered after it was made" in evidence_verify(memo).problem
+    _rehashed_text(receipt.pk, "You objected.")
+    assert f"(notice {receipt.pk}): notification {receipt.pk} (receipt)'s text_hash differs from it" in (
+        evidence_verify(memo).problem
+    )

@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from memo_service.lib.db import in_ids
+from memo_service.memos.evidence.payloads import CARRIED
 from memo_service.memos.models import Case, CaseEntry, DisputeResolution, EvidenceRecord, Memo
 
 Kind = EvidenceRecord.Kind
@@ -152,7 +153,9 @@ def _entry(entry: CaseEntry, record: dict[str, Any] | None, people: dict[int, di
 
 
 def _case(case: Case, entries: list[dict[str, Any]], people: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    resolution = getattr(case.answer, "resolution", None) if case.kind == Case.Kind.DISPUTE else None
+    # A carried dispute is decided on the correction: its resolution is the correction's.
+    disputed = case.kind == Case.Kind.DISPUTE and case.outcome != CARRIED
+    resolution = getattr(case.answer, "resolution", None) if disputed else None
     return {
         "id": case.pk,
         "kind": case.kind,

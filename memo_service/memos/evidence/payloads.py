@@ -34,6 +34,9 @@ from memo_service.memos.models import (
 )
 
 Kind = EvidenceRecord.Kind
+# A case's outcome when a correction's case continues it (cases/cases.py's CARRIED): a
+# carried dispute is decided on the correction, and its decision is proven there.
+CARRIED = "carried"
 
 
 def approval_payload(
@@ -109,7 +112,8 @@ def _utc(value: dt.datetime | None) -> str | None:
 def case_payload(entry: CaseEntry) -> dict[str, Any]:
     """A case's reply, decision or resolution (`entry`, its case loaded with its
     developer); the email that told the developer is named by its text hash. A dispute's
-    decision also holds the countries before and after and whether it exempts them."""
+    decision also holds the countries before and after and whether it exempts them
+    (not a carried one's: the decision on the correction has them)."""
     case = entry.case
     notification = entry.notification
     payload = {
@@ -128,7 +132,7 @@ def case_payload(entry: CaseEntry) -> dict[str, Any]:
         "notification_hash": notification.text_hash if notification is not None else "",
         "carried_from": case.carried_from_id,
     }
-    if entry.kind == CaseEntry.Kind.DECISION and case.kind == Case.Kind.DISPUTE:
+    if entry.kind == CaseEntry.Kind.DECISION and case.kind == Case.Kind.DISPUTE and case.outcome != CARRIED:
         resolution = DisputeResolution.objects.filter(answer_id=case.answer_id).first()
         if resolution is not None:
             payload |= {
