@@ -233,3 +233,31 @@ def test_a_dispute_carried_to_the_correction_and_exempted_there_exempts_from_the
     assert "This memo no longer applies to you" in page and 'value="acknowledged"' not in page
     refused = client.post(f"/ack/memo/{correction.pk}/", {"interacted": "1", "response": "acknowledged"})
     assert refused.status_code == 400 and not Answer.objects.filter(memo=correction, developer=proxied).exists()
+
+
+def test_once_its_correction_is_sent_the_earlier_memo_says_so_and_takes_no_new_answers(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+) -> None:
+    reader = make_developer("cn-zh", "CN", language="zh-hans")
+    sent_memo(memo, at=timezone.now() - dt.timedelta(hours=2))
+    correction = memo_correction_create(memo=memo, by=None)
+    approve(Memo.objects.get(pk=correction.pk))
+    sent_memo(Memo.objects.get(pk=correction.pk), at=timezone.now() - dt.timedelta(hours=1))
+    day = f"{Memo.objects.get(pk=correction.pk).send_started_at:%Y-%m-%d}"
+
+    for developer, notice, refusal in [
+        (developers["ru"], f"This notice was corrected on {day}", "This memo was corrected: answer the corrected"),
+        (reader, f"本通知已于 {day} 更正", "此备忘录已更正"),
+    ]:
+        client = Client()
+        client.get(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
+        page = f"/ack/memo/{memo.pk}/"
+        assert notice in client.get(page).content.decode()
+        for answer in [{"response": "acknowledged"}, {"response": "needs_help", "comment": "Which regions?"}]:
+            refused = client.post(page, {"interacted": "1", **answer})
+            assert refused.status_code == 400 and refusal in refused.content.decode()
+    assert not Answer.objects.filter(memo=memo).exists() and not Case.objects.filter(memo=memo).exists()
+    # The correction's own page says nothing of the kind, and takes answers.
+    client = Client()
+    client.get(ack_url(correction.pk, developers["ru"].pk).removeprefix("http://testserver"))
+    assert "was corrected on" not in client.get(f"/ack/memo/{correction.pk}/").content.decode()

@@ -6,13 +6,15 @@ approved and sent like any other memo. Its audience is its own rules' (so those 
 acknowledged the earlier memo are asked again), less the developers exempted from the
 earlier memo after a dispute (audience.py). When its send starts, the earlier memo's
 open cases move to it (correction_started, the task dispatch.memo_send_start enqueues
-once the send has started) and the earlier memo's reminders stop (reminders.py).
+once the send has started), the earlier memo's reminders stop (reminders.py), and its
+page says it was corrected and takes no more answers (answer/answers.py).
 """
 
 from __future__ import annotations
 
 from django.db import transaction
 
+from memo_service.lib.db import row_lock
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.cases.cases import CARRIED, case_resolve
 from memo_service.memos.cases.opening import CASES_OPEN
@@ -116,6 +118,9 @@ def cases_carry_over(*, from_memo: Memo, to_memo: Memo) -> int:
     resolved "carried" (cases/cases.py). Both steps are in the evidence of their memo.
     A rerun carries nothing twice (a carried case is resolved); returns how many."""
     with transaction.atomic():
+        # An answer to the earlier memo reads it FOR SHARE and refuses once a correction
+        # is being sent (answer/answers.py): one that began before waits to be carried.
+        row_lock(Memo.objects.filter(pk=from_memo.pk))
         return _carry(from_memo, to_memo)
 
 

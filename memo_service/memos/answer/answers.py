@@ -22,6 +22,7 @@ from memo_service.memos.cases.opening import case_open
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import answer_payload
 from memo_service.memos.models import (
+    MEMO_SHOWN,
     Answer,
     Case,
     Delivery,
@@ -128,6 +129,7 @@ DISPUTES = (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
 # (the catalog's msgids are these strings).
 NO_ANSWERS_WITHDRAWN = gettext_noop("This memo was withdrawn: it takes no answers.")
 NO_ANSWERS_CANCELLED = gettext_noop("This memo was cancelled: it takes no answers.")
+NO_ANSWERS_CORRECTED = gettext_noop("This memo was corrected: answer the corrected notice instead.")
 
 
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
@@ -270,6 +272,10 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
         status = _memo_status_shared(target.memo.pk)
         if closed := answers_closed_error(status):
             raise AnswerInvalid(closed)
+        # A correction of it is being sent: its open cases moved there (correction.py,
+        # which takes this row FOR UPDATE first), and a new one would be left behind.
+        if Memo.objects.filter(supersedes=target.memo.pk, status__in=MEMO_SHOWN).exists():
+            raise AnswerInvalid({"response": NO_ANSWERS_CORRECTED})
         existing = answers_of(target)
         if Response.ACKNOWLEDGED in existing:
             return existing[Response.ACKNOWLEDGED], False
