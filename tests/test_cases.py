@@ -166,9 +166,9 @@ def test_a_reply_is_emailed_in_the_developers_language_and_waits_for_them(
     assert help_case.status == "waiting"
     [email] = notifications_sent()
     assert email.to == ["cn-1@example.com"]
-    assert email.subject == "回复：您对“Regions blocked”的答复"
+    assert email.subject == "回复：您对“来自中国的访问将被阻止”的答复"  # the subject they were sent
     assert "Route your traffic through Singapore.\nThanks & regards" in email.body  # no HTML escaping
-    assert "这是我们对您就通知“Regions blocked”所提内容的回复。" in email.body
+    assert "这是我们对您就通知“来自中国的访问将被阻止”所提内容的回复。" in email.body
     assert entry.notification.status == "sent"
 
 
@@ -197,7 +197,10 @@ def test_correcting_a_region_keeps_both_countries_and_emails_the_outcome(
     assert resolution.note == "Your invoices are from Almaty."
     assert Developer.objects.get(external_id="ru-1").country.code == "KZ"
     [email] = notifications_sent()
-    assert email.to == ["ru-1@example.com"] and email.subject == "Your dispute about “Regions blocked” is decided"
+    assert (
+        email.to == ["ru-1@example.com"]
+        and email.subject == "Your dispute about “Access from Russia ends 2027-07-09” is decided"
+    )
     assert "We corrected your region from Russia to Kazakhstan. This memo no longer applies to you." in email.body
     assert "Why: Your invoices are from Almaty." in email.body
     decision = dispute_case.entries.get()
@@ -227,9 +230,9 @@ def test_a_dispute_decided_in_chinese_through_mailgun(
     case = Case.objects.get(developer=developers["cn"])
     with TestCase.captureOnCommitCallbacks(execute=True):
         case_decide_dispute(case=case, by=carol, outcome="corrected", rationale="发票地址在新加坡。")
-    [call] = [a for a in mailgun.accepted if a.first("subject") == "您对“Regions blocked”的申诉已有决定"]
+    [call] = [a for a in mailgun.accepted if a.first("subject") == "您对“来自中国的访问将被阻止”的申诉已有决定"]
     assert call.first("to") == "cn-1@example.com"
-    assert call.first("subject") == "您对“Regions blocked”的申诉已有决定"
+    assert call.first("subject") == "您对“来自中国的访问将被阻止”的申诉已有决定"
     assert "我们已将您的地区从中国更正为新加坡。" in call.first("text") and "理由： 发票地址在新加坡。" in call.first(
         "text"
     )

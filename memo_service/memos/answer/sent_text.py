@@ -7,9 +7,16 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from memo_service.memos.answer.tokens import AnswerTarget
+from django.utils import translation
+from jinja2 import meta
+
+from memo_service.developers.models import Developer
+from memo_service.memos.answer.tokens import AnswerTarget, answer_target
+from memo_service.memos.compose import sandbox
 from memo_service.memos.compose.context import developer_context, values_from_stored
 from memo_service.memos.compose.rendering import MemoRenderer, approved_renderer
+from memo_service.memos.compose.sources import memo_sources
+from memo_service.memos.evidence.approved import NotApproved
 from memo_service.memos.models import Delivery, Memo
 
 RENDERERS_CACHED = 64  # memos whose templates stay compiled: far more than are open at once
@@ -21,6 +28,10 @@ def _sent_renderer(memo_id: int, content_hash: str) -> MemoRenderer:
     which covers every language's templates and the dates: they cannot change under it."""
     memo = Memo.objects.prefetch_related("translations").get(pk=memo_id)
     return approved_renderer(memo)
+
+
+def _renderer(memo: Memo) -> MemoRenderer:
+    return _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else approved_renderer(memo)
 
 
 def sent_memo(memo: Memo) -> Memo:
@@ -51,7 +62,7 @@ def sent_text(delivery: Any, ack_url: str, rendered_with: Any, text_hash: str) -
     in, and the memo's content hash for the text's.
     `delivery` needs its memo (id, content hash) and, without `rendered_with`, its developer."""
     memo = delivery.memo
-    renderer = _sent_renderer(memo.pk, memo.content_hash) if memo.content_hash else approved_renderer(memo)
+    renderer = _renderer(memo)
     language, subject, html, text = renderer.render_parts(
         values_from_stored(rendered_with) or developer_context(delivery.developer), ack_url
     )
@@ -81,3 +92,45 @@ def target_text(target: AnswerTarget, link: str) -> ShownText:
         shown.rendered_with if shown is not None else None,
         shown.text_hash if shown is not None else "",
     )
+
+
+def subject_sent(memo: Memo, developer: Developer) -> str:
+    """How an email to `developer` about `memo` names it: the subject of the memo as sent
+    to them (delivery_shown's email), else the memo's subject rendered for them; "" when
+    the memo's templates cannot be shown (not the approved ones). Never the memo's title,
+    an internal name in the admins' language."""
+    target = answer_target(memo_id=memo.pk, developer_id=developer.pk)
+    try:
+        if target is not None:
+            return target_text(target, "").subject
+        return sent_text(Delivery(memo=memo, developer=developer), "", None, "").subject
+    except NotApproved:
+        return ""
+
+
+class SubjectInLanguage:
+    """The memo's subject in the language a notification is being rendered in (the active
+    one), for a notice rendered once per language (a withdrawal's): the subject of that
+    language's version, or false (a template then names the notice by its date) when it
+    has values of each developer's, which no one text for all of them can show."""
+
+    def __init__(self, memo: Memo) -> None:
+        self.memo = sent_memo(memo)
+
+    def _subject(self) -> str:
+        language, sources = memo_sources(self.memo, translation.get_language() or "en")
+        source = sources["subject"]
+        names = meta.find_undeclared_variables(sandbox.environment_for("subject").parse(source))
+        if names - {"memo"}:
+            return ""
+        anyone = developer_context(Developer(language=language))
+        try:
+            return _renderer(self.memo).render_parts(anyone, "", language)[1]
+        except NotApproved:
+            return ""
+
+    def __str__(self) -> str:
+        return self._subject()
+
+    def __bool__(self) -> bool:
+        return bool(self._subject())

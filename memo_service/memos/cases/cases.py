@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from memo_service.lib.db import row_lock
 from memo_service.memos.answer.disputes import DisputeInvalid, dispute_resolve
+from memo_service.memos.answer.sent_text import subject_sent
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import case_payload
@@ -87,7 +88,7 @@ def case_reply(*, case: Case, by: Actor, text: str) -> CaseEntry:
             kind=Notification.Kind.CASE_REPLY,
             memo=case.memo,
             developer=case.developer,
-            context={"text": text, "case": case},
+            context={"text": text, "case": case, "subject": subject_sent(case.memo, case.developer)},
         )
         case.status = Status.WAITING
         case.save(update_fields=["status", "updated_at"])
@@ -147,7 +148,12 @@ def case_decide_dispute(*, case: Case, by: Actor, outcome: str, rationale: str) 
                 kind=Notification.Kind.DISPUTE_OUTCOME,
                 memo=case.memo,
                 developer=case.developer,
-                context={"case": case, "resolution": resolution, "rationale": rationale},
+                context={
+                    "case": case,
+                    "resolution": resolution,
+                    "rationale": rationale,
+                    "subject": subject_sent(case.memo, case.developer),
+                },
             )
         _prove(_entry(case, Entry.DECISION, by, rationale, notification))
     return case
