@@ -261,3 +261,25 @@ def test_once_its_correction_is_sent_the_earlier_memo_says_so_and_takes_no_new_a
     client = Client()
     client.get(ack_url(correction.pk, developers["ru"].pk).removeprefix("http://testserver"))
     assert "was corrected on" not in client.get(f"/ack/memo/{correction.pk}/").content.decode()
+
+
+def test_a_carried_region_dispute_is_corrected_against_the_correction_s_audience(
+    memo: Memo, developers: dict[str, Developer], later: list[Any], eager: None
+) -> None:
+    moved = make_developer("ru-moved", "RU")
+    sent_memo(memo, at=timezone.now() - dt.timedelta(hours=2))
+    answered(memo, moved, "disputes_region", country="KZ")
+    correction = memo_correction_create(memo=memo, by=None)
+    Memo.objects.filter(pk=correction.pk).update(include_countries=["CN", "RU", "KZ"])  # what was wrong
+    approve(Memo.objects.get(pk=correction.pk))
+    sent_memo(Memo.objects.get(pk=correction.pk), at=timezone.now() - dt.timedelta(hours=1))
+
+    carried = Case.objects.get(memo=correction, developer=moved)
+    case_decide_dispute(case=carried, by=staff("anna", "Composer"), outcome="corrected", rationale="They moved.")
+
+    # Kazakhstan is in the correction's audience: it still applies, and asks for an acknowledgement.
+    client = Client()
+    client.get(ack_url(correction.pk, moved.pk).removeprefix("http://testserver"))
+    page = client.get(f"/ack/memo/{correction.pk}/").content.decode()
+    assert 'value="acknowledged"' in page and "This memo no longer applies to you" not in page
+    assert Developer.objects.get(pk=moved.pk).country.code == "KZ"
