@@ -33,9 +33,10 @@ from django.utils import timezone
 from memo_service.developers.models import Developer
 from memo_service.memos.cases.cases import case_assign, case_decide_dispute, case_note, case_reply
 from memo_service.memos.correction import cases_carry_over, memo_correction_create
-from memo_service.memos.evidence import export_sections
+from memo_service.memos.evidence import export_claims, export_sections
+from memo_service.memos.evidence.export import Standing
 from memo_service.memos.evidence.sequencer import evidence_seal
-from memo_service.memos.models import Answer, Case, EvidenceRecord, Memo
+from memo_service.memos.models import DELIVERY_HANDED_OVER, Answer, Case, EvidenceRecord, Memo
 from memo_service.memos.withdrawal import memo_withdraw
 from tests.conftest import answered, approve, make_developer, make_memo, sent_memo
 
@@ -257,8 +258,18 @@ def _reply(document: dict[str, Any]) -> dict[str, Any]:
     return case_of(document, "cn-2")["entries"][0]
 
 
+def _recipient(document: dict[str, Any], developer: str) -> dict[str, Any]:
+    return next(r for r in document["recipients"] if r["developer"] == developer)
+
+
+def _reopened(document: dict[str, Any], developer: str) -> None:
+    """A decided dispute made to look open throughout the file, its standing too."""
+    case_of(document, developer).update(status="open", outcome="", rationale="", resolution=None)
+    _recipient(document, developer).update(standing="dispute pending")
+
+
 def _cn1_answer(document: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in document["recipients"] if r["developer"] == "cn-1")["answers"][0]
+    return _recipient(document, "cn-1")["answers"][0]
 
 
 @pytest.mark.parametrize(
@@ -314,6 +325,34 @@ def _cn1_answer(document: dict[str, Any]) -> dict[str, Any]:
             r"the export's answer \d+ of cn-1: its page_hash differs",
         ),
         (lambda d: d.update(approval=None), "the export leaves out the approval its chain records"),
+        (
+            lambda d: _recipient(d, "cn-3")["answers"].append({"response": "acknowledged"}),
+            "the export's answers of cn-3: one has no id",
+        ),
+        (
+            lambda d: _cn1_answer(d).update(at="2020-01-01T00:00:00+00:00"),
+            r"the export's answer \d+ of cn-1: its at differs from record \d+ \(answer \d+\)",
+        ),
+        (
+            lambda d: _recipient(d, "cn-2")["answers"][0].update(comment="Nothing, thanks."),
+            r"the export's answer \d+ of cn-2: its comment differs",
+        ),
+        (
+            lambda d: _recipient(d, "ru-1")["answers"][0].update(country_claimed="RU"),
+            r"the export's answer \d+ of ru-1: its country_claimed differs",
+        ),
+        (
+            lambda d: _recipient(d, "cn-3").update(standing="acknowledged"),
+            "the export's standing of cn-3: 'acknowledged', and its answers and cases say 'not answered'",
+        ),
+        (
+            lambda d: _recipient(d, "cn-4").update(standing="not answered"),
+            "the export's standing of cn-4: 'not answered', and its answers and cases say 'dispute pending'",
+        ),
+        (
+            lambda d: _reopened(d, "ru-1"),
+            r"the export's case \d+: its resolved, outcome, .* differ from the chain's last record of it",
+        ),
     ],
 )
 def test_an_export_edited_after_it_was_made_fails_naming_what_differs(after_send, tmp_path, change, named):
@@ -361,3 +400,24 @@ def test_a_dispute_carried_to_a_correction_and_decided_there_verifies_on_both_me
             assert "exempt" not in case["entries"][-1]
         else:
             assert case["resolution"]["outcome"] == "exempted" and case["entries"][-1]["exempt"] is True
+
+
+def test_verify_file_recomputes_standing_as_the_export_decides_it():
+    """export_claims.standing_of is the export's decision (export.standing asks it), read
+    with no Django: its names for statuses, answers and cases are the models'."""
+    assert export_claims._HANDED_OVER == DELIVERY_HANDED_OVER
+    assert (export_claims._ACKNOWLEDGED, export_claims._OBJECTS) == (
+        Answer.Response.ACKNOWLEDGED,
+        Answer.Response.OBJECTS,
+    )
+    assert export_claims._DISPUTES == (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
+    assert (export_claims._DISPUTE, export_claims._HELP) == (Case.Kind.DISPUTE, Case.Kind.HELP)
+    assert {v for k, v in vars(Standing).items() if k.isupper()} == {
+        export_claims.standing_of(status=s, responses=r, exempted=e, undecided=u, open_cases=o, withdrawn=w)
+        for s in ("sent", "failed")
+        for r in (set(), {"acknowledged"}, {"objects"})
+        for e in (False, True)
+        for u in (False, True)
+        for o in (set(), {"help"})
+        for w in (False, True)
+    }

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from memo_service.lib.csv_export import csv_lines
 from memo_service.lib.db import snapshot
+from memo_service.memos.evidence.export_claims import standing_of
 from memo_service.memos.evidence.export_sections import (
     approval_section,
     cases_section,
@@ -23,7 +24,7 @@ from memo_service.memos.evidence.export_sections import (
 )
 from memo_service.memos.evidence.sequencer import checkpoint_dict, public_key, public_keys
 from memo_service.memos.evidence.verify import chained_pages
-from memo_service.memos.models import DELIVERY_HANDED_OVER, Answer, Case, Delivery, EvidenceCheckpoint, Memo
+from memo_service.memos.models import Answer, Case, Delivery, EvidenceCheckpoint, Memo
 
 Response = Answer.Response
 
@@ -96,25 +97,17 @@ _DISPUTES = (Response.DISPUTES_REGION, Response.DISPUTES_TRAFFIC)
 def standing(*, status: str, answers: list[Answer], open_cases: set[str], withdrawn: bool) -> str:
     """A recipient's final standing (Standing) from their first email's `status`, their
     answers (with their resolutions loaded), the kinds of their cases not resolved yet
-    and whether the memo was withdrawn."""
-    responses = {a.response for a in answers}
+    and whether the memo was withdrawn (export_claims.standing_of: `--file` recomputes it)."""
     resolutions = [getattr(a, "resolution", None) for a in answers if a.response in _DISPUTES]
     decided = [r for r in resolutions if r is not None]
-    if any(r.exempt or r.outcome == r.Outcome.EXEMPTED for r in decided):
-        return Standing.EXEMPTED
-    if Response.ACKNOWLEDGED in responses:
-        return Standing.ACKNOWLEDGED
-    if Response.OBJECTS in responses:
-        return Standing.OBJECTED
-    if status not in DELIVERY_HANDED_OVER:
-        return Standing.NOT_SENT
-    if withdrawn:
-        return Standing.WITHDRAWN
-    if Case.Kind.DISPUTE in open_cases or len(decided) < len(resolutions):
-        return Standing.DISPUTE_PENDING
-    if Case.Kind.HELP in open_cases:
-        return Standing.HELP_PENDING
-    return Standing.NOT_ANSWERED
+    return standing_of(
+        status=status,
+        responses={a.response for a in answers},
+        exempted=any(r.exempt or r.outcome == r.Outcome.EXEMPTED for r in decided),
+        undecided=len(decided) < len(resolutions),
+        open_cases=open_cases,
+        withdrawn=withdrawn,
+    )
 
 
 def _answer_row(answer: Answer) -> dict[str, Any]:

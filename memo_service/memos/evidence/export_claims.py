@@ -2,8 +2,10 @@
 database (`verify_evidence --file`, verify_file.py): its `approval` against the newest
 approval record, each case entry it lists against the case record that proves it (and
 every case record listed), each case's outcome and rationale and each dispute's decision
-against its case's last deciding record, each answer's hashes against its answer
-record, its `withdrawal` against the withdrawal record.
+against its case's last deciding record (and a case with none says it is open), each
+answer (which must have an id) against its answer record, each recipient's standing
+against the one its answers and cases give (standing_of), its `withdrawal` against the
+withdrawal record.
 
 The export lists cases and recipients before its chain. What they claim is kept as a
 digest (16 bytes of SHA-256 over all the fields compared, and 4 per field to name the one
@@ -22,8 +24,37 @@ from memo_service.memos.evidence.checkpoints import canonical
 # The chain's kinds, as EvidenceRecord.Kind names them (this module reads no model).
 APPROVAL, ANSWER, CASE, WITHDRAWAL = "approval", "answer", "case", "withdrawal"
 _REPLY, _DECISION = "reply", "decision"
-_ANSWER_CLAIM = 16 + 4 * 5  # the length of an answer's claim (_digest of answer_fields' five fields)
+_ANSWER_CLAIM = 16 + 4 * 8  # the length of an answer's claim (_digest of answer_fields' eight fields)
 _COUNTRIES = ("previous_country", "new_country", "exempt")  # a dispute's decision's, when it has them
+_CARRIED = "carried"  # a case continued on a correction (cases/cases.py): decided, and proven, there
+# Answer.Response, Case.Kind and DELIVERY_HANDED_OVER's values, as the export writes them.
+_ACKNOWLEDGED, _OBJECTS, _DISPUTES = "acknowledged", "objects", ("disputes_region", "disputes_traffic")
+_DISPUTE, _HELP = "dispute", "help"
+_HANDED_OVER = ("sent", "delivered", "bounced", "complained")
+
+
+def standing_of(
+    *, status: str, responses: set[str], exempted: bool, undecided: bool, open_cases: set[str], withdrawn: bool
+) -> str:
+    """A recipient's final standing (export.Standing), the first that holds: from their
+    first email's `status`, their answers' `responses`, whether a decision on a dispute
+    of theirs exempts them and whether one is `undecided`, the kinds of their cases not
+    resolved and whether the memo was withdrawn. The export and `--file` both ask it."""
+    if exempted:
+        return "exempted"
+    if _ACKNOWLEDGED in responses:
+        return "acknowledged"
+    if _OBJECTS in responses:
+        return "objected"
+    if status not in _HANDED_OVER:
+        return "not sent"
+    if withdrawn:
+        return "withdrawn"
+    if _DISPUTE in open_cases or undecided:
+        return "dispute pending"
+    if _HELP in open_cases:
+        return "help pending"
+    return "not answered"
 
 
 def _digest(fields: dict[str, Any]) -> bytes:
@@ -53,6 +84,9 @@ def answer_fields(developer: Any, answer: dict[str, Any]) -> dict[str, Any]:
     return {
         "developer": developer,
         "response": answer.get("response"),
+        "at": answer.get("at"),
+        "comment": answer.get("comment"),
+        "country_claimed": answer.get("country_claimed"),
         "content_hash": answer.get("content_hash"),
         "statement_hash": answer.get("statement_hash") or "",
         "page_hash": answer.get("page_hash") or "",
@@ -60,7 +94,7 @@ def answer_fields(developer: Any, answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_record_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    return answer_fields(payload.get("developer"), payload)
+    return answer_fields(payload.get("developer"), {**payload, "at": payload.get("created_at")})
 
 
 def entry_fields(case: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +131,11 @@ def entry_record_fields(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decided(case: dict[str, Any]) -> dict[str, Any]:
-    """The outcome and rationale a case (and its dispute's decision) says it ended with."""
+    """Whether a case says it was resolved, and the outcome and rationale it (and its
+    dispute's decision) says it ended with."""
     resolution = _dict(case.get("resolution"))
     return {
+        "resolved": case.get("status") == "resolved",
         "outcome": case.get("outcome"),
         "rationale": case.get("rationale"),
         "decision outcome": resolution.get("outcome", case.get("outcome")),
@@ -118,6 +154,9 @@ class ExportClaims:
     answers: dict[Any, bytes] = field(default_factory=dict)
     entries: dict[Any, tuple[bytes, Any, str]] = field(default_factory=dict)  # entry id -> (claim, case, kind)
     cases: dict[Any, bytes] = field(default_factory=dict)  # case id -> what it says it ended with
+    # Developer -> their cases as the export lists them: (answer, kind, resolved, outcome,
+    # the resolution's exemption); a case's claims are checked against its records.
+    developer_cases: dict[Any, list[tuple[Any, Any, bool, Any, bool]]] = field(default_factory=dict)
     last_decided: dict[Any, dict[str, Any]] = field(default_factory=dict)  # case id -> its last deciding record's
     approval: dict[str, Any] | None = None  # the newest approval record's payload
     withdrawal: dict[str, Any] | None = None
@@ -130,8 +169,18 @@ class ExportClaims:
         if not isinstance(case, dict):
             self._problem("a case in the export is not an object")
             return
-        if case.get("status") == "resolved" or case.get("outcome"):
-            self.cases[case.get("id")] = _digest(_decided(case))
+        # Every case: one its chain decided must say so, even if it claims to be open.
+        self.cases[case.get("id")] = _digest(_decided(case))
+        resolution = _dict(case.get("resolution"))
+        self.developer_cases.setdefault(case.get("developer"), []).append(
+            (
+                case.get("answer"),
+                case.get("kind"),
+                case.get("status") == "resolved",
+                case.get("outcome"),
+                bool(resolution.get("exempt")) or resolution.get("outcome") == "exempted",
+            )
+        )
         for entry in case.get("entries") or []:
             entry = _dict(entry)
             where = f"case {case.get('id')}'s {entry.get('kind')} {entry.get('id')}"
@@ -144,10 +193,41 @@ class ExportClaims:
     def recipient(self, recipient: Any) -> None:
         recipient = _dict(recipient)
         developer = recipient.get("developer")
-        for answer in recipient.get("answers") or []:
-            answer = _dict(answer)
-            if "id" in answer:
-                self.answers[answer["id"]] = _digest(answer_fields(developer, answer)) + str(developer).encode()
+        answers = [_dict(answer) for answer in recipient.get("answers") or []]
+        for answer in answers:
+            if answer.get("id") is None:
+                self._problem(f"the export's answers of {developer}: one has no id (no record of the chain proves it)")
+                continue
+            self.answers[answer["id"]] = _digest(answer_fields(developer, answer)) + str(developer).encode()
+        if (claimed := recipient.get("standing")) not in (standings := self._standings(recipient, answers)):
+            self._problem(
+                f"the export's standing of {developer}: {claimed!r}, and its answers and cases say "
+                + " or ".join(repr(s) for s in sorted(standings))
+            )
+
+    def _standings(self, recipient: dict[str, Any], answers: list[dict[str, Any]]) -> set[str]:
+        """What the recipient's standing can be, from their answers (each checked against
+        its record), their cases (each checked against their records), the first email's
+        status and the withdrawal. A dispute carried to a correction was decided there:
+        whether it exempts them is the correction's export's to prove."""
+        cases = {c[0]: c for c in self.developer_cases.get(recipient.get("developer"), [])}
+        open_cases = {kind for (_, kind, resolved, _, _) in cases.values() if not resolved}
+        disputes = [cases.get(a.get("id")) for a in answers if a.get("response") in _DISPUTES]
+        carried = any(c is not None and c[3] == _CARRIED for c in disputes)
+        decided = [c for c in disputes if c is not None and c[2] and c[3] != _CARRIED]
+        deliveries = recipient.get("deliveries") or [{}]
+        exempted = any(c[4] for c in decided)
+        return {
+            standing_of(
+                status=str(_dict(deliveries[0]).get("status")),
+                responses={str(a.get("response")) for a in answers},
+                exempted=exempted or option,
+                undecided=len(decided) + carried < len(disputes),
+                open_cases={str(kind) for kind in open_cases},
+                withdrawn=bool(self.members.get("withdrawal")),
+            )
+            for option in ({False, True} if carried else {False})
+        }
 
     def record(self, record: dict[str, Any]) -> None:
         kind, object_id, payload = record.get("kind"), record.get("object_id"), _dict(record.get("payload"))
@@ -171,6 +251,7 @@ class ExportClaims:
     def _case_record(self, where: str, entry_id: Any, payload: dict[str, Any]) -> None:
         if payload.get("entry") != _REPLY:
             self.last_decided[payload.get("case")] = {
+                "resolved": payload.get("status") == "resolved",
                 "outcome": payload.get("outcome"),
                 "rationale": payload.get("rationale"),
                 "decision outcome": payload.get("outcome"),
@@ -192,11 +273,12 @@ class ExportClaims:
         """After the chain: what the export claims that the chain does not hold."""
         for entry_id, (_, case_id, kind) in self.entries.items():
             self._problem(f"the export's case {case_id}'s {kind} {entry_id}: no record of the chain proves it")
+        undecided = _digest(_decided({"outcome": "", "rationale": ""}))  # open, no outcome, rationale or resolution
         for case_id, claim in self.cases.items():
             actual = self.last_decided.get(case_id)
-            if actual is None:
+            if actual is None and claim[:16] != undecided[:16]:
                 self._problem(f"the export's case {case_id}: says it was decided, and no record of the chain says so")
-            elif claim != _digest(actual):
+            elif actual is not None and claim != _digest(actual):
                 differ = _named(_differing(claim, actual))
                 self._problem(f"the export's case {case_id}: its {differ} from the chain's last record of it")
         for answer_id, claimed in self.answers.items():
