@@ -408,4 +408,4 @@ def test_a_withdrawal_names_the_memo_by_the_subject_each_language_was_sent(
     assert english.subject == "Withdrawn: Regions blocked from 2027-07-09"
     assert "The notice “Regions blocked from 2027-07-09” that we sent you on" in english.body
     assert chinese.subject == "已撤回：部分地区的访问将被阻止" and "通知“部分地区的访问将被阻止”" in chinese.body
-    assert not any("INTERNAL" in m.subject + m.body for m in mail.outbox)
+    assert not any("INTERNAL" in f"{m.subject}{m.body}" for m in mail.outbox)
