@@ -17,6 +17,7 @@ from django.test import TestCase
 from django.test.client import Client
 from django.utils import timezone
 
+from memo_service.memos.answer.answers import ANSWERS_CLOSED, answers_closed_error
 from memo_service.memos.answer.statement import name_order, page_hash
 from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.approval import memo_edited
@@ -294,3 +295,27 @@ def test_a_memo_with_its_own_statement_is_refused_with_a_translation_without_one
     response = admin_client.post("/admin/memos/memo/add/", memo_form(statement="I understand.", **translation))
     assert response.status_code == 302
     assert Memo.objects.get().translations.get().statement == "我明白。"
+
+
+@pytest.mark.parametrize("status", Memo.Status.values)
+def test_one_list_says_which_memos_take_no_answers(status: str) -> None:
+    closed = answers_closed_error(status)
+    assert (closed is not None) == (status in ANSWERS_CLOSED) == (status in ("withdrawn", "cancelled"))
+    assert closed is None or status in closed["response"]
+
+
+def test_a_cookie_moved_to_another_memos_page_opens_neither_its_page_nor_its_receipt(
+    client: Client, memo: Memo, developers: dict[str, Any]
+) -> None:
+    sent_memo(memo, at=timezone.now() - AN_HOUR_AGO)
+    page = open_page(client, memo, developers["ru"])
+    post(client, page, response="acknowledged")
+    other = make_memo(slug="another-memo")
+    client.cookies[f"memo_ack_{other.pk}"] = client.cookies[f"memo_ack_{memo.pk}"].value
+    for response in (
+        client.get(f"/ack/memo/{other.pk}/"),
+        client.post(f"/ack/memo/{other.pk}/", {"response": "acknowledged"}),
+        client.get(f"/ack/memo/{other.pk}/receipt/"),
+    ):
+        assert response.status_code == 400 and "ack/reopen.html" in [t.name for t in response.templates]
+    assert Answer.objects.filter(memo=other).count() == 0

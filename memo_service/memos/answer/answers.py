@@ -76,9 +76,6 @@ SCANNER_AGENTS = (
     "preview",
 )
 MAX_COMMENT = 2_000
-# Memos that take no answers whatever the link: taken back after the send, or cancelled
-# while some of its emails had already gone out. Their pages say so.
-ANSWERS_CLOSED = (Memo.Status.WITHDRAWN, Memo.Status.CANCELLED)
 
 
 def automation_reasons(*, seconds_since_delivery: float | None, user_agent: str, interacted: bool) -> list[str]:
@@ -130,6 +127,9 @@ DISPUTES = (Answer.Response.DISPUTES_REGION, Answer.Response.DISPUTES_TRAFFIC)
 NO_ANSWERS_WITHDRAWN = gettext_noop("This memo was withdrawn: it takes no answers.")
 NO_ANSWERS_CANCELLED = gettext_noop("This memo was cancelled: it takes no answers.")
 NO_ANSWERS_CORRECTED = gettext_noop("This memo was corrected: answer the corrected notice instead.")
+# The statuses of memos that take no answers whatever the link, and why: taken back after
+# the send, or cancelled while some of its emails had already gone out. Their pages say so.
+ANSWERS_CLOSED = {Memo.Status.WITHDRAWN: NO_ANSWERS_WITHDRAWN, Memo.Status.CANCELLED: NO_ANSWERS_CANCELLED}
 
 
 def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
@@ -152,11 +152,8 @@ def _clean_answer(response: str, comment: str, country: str) -> dict[str, str]:
 
 def answers_closed_error(status: str) -> dict[str, str] | None:
     """Why a memo in `status` takes no answers, or None when it takes them."""
-    if status == Memo.Status.WITHDRAWN:
-        return {"response": NO_ANSWERS_WITHDRAWN}
-    if status == Memo.Status.CANCELLED:
-        return {"response": NO_ANSWERS_CANCELLED}
-    return None
+    reason = ANSWERS_CLOSED.get(status)  # type: ignore[call-overload]  # a status is one of Memo.Status's values
+    return {"response": reason} if reason is not None else None
 
 
 def answer_record(

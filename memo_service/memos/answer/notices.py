@@ -81,7 +81,7 @@ ORDER BY m.send_started_at DESC NULLS LAST, dl.memo_id DESC
 # "unanswered": still to acknowledge (as reminders count it: a question or a dispute
 # waiting is no acknowledgement), not exempted, and the memo still takes answers (its
 # deadline has not passed, and it was not withdrawn or cancelled).
-OPEN = f"AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s) AND m.status NOT IN {_in(ANSWERS_CLOSED)}"
+OPEN = f"AND (m.ack_deadline IS NULL OR m.ack_deadline >= %s) AND m.status NOT IN {_in(list(ANSWERS_CLOSED))}"
 UNANSWERED = (
     f"HAVING MAX(CASE WHEN a.response = '{Response.ACKNOWLEDGED}' THEN 1 ELSE 0 END) = 0 "
     "AND MAX(CASE WHEN r.exempt THEN 1 ELSE 0 END) = 0"

@@ -30,6 +30,7 @@ from django.views.decorators.http import require_http_methods
 from django_countries import countries
 
 from memo_service.memos.answer.answers import (
+    ANSWERS_CLOSED,
     AnswerInvalid,
     answer_record,
     answers_of,
@@ -189,7 +190,7 @@ def _memo_page(
                     "answered": bool(answers),
                     "withdrawn": memo.status == Memo.Status.WITHDRAWN,
                     "cancelled_at": _cancelled_at(memo),
-                    "closed": memo.status in (Memo.Status.WITHDRAWN, Memo.Status.CANCELLED),
+                    "closed": memo.status in ANSWERS_CLOSED,
                     "corrects": _corrects(target),
                     # The messages are English msgids (answers.py): shown in the page's language.
                     "errors": {field: gettext(message) for field, message in (errors or {}).items()},
@@ -287,15 +288,23 @@ def ack(request: HttpRequest, token: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def ack_page(request: HttpRequest, memo_id: int) -> HttpResponse:
     """/ack/memo/<id>/, the same page with the token in a cookie instead of the URL."""
-    token = request.COOKIES.get(_cookie(memo_id))
-    target = _read(request, token)
+    target = _cookie_target(request, memo_id)
+    if isinstance(target, HttpResponse):
+        return target
+    if request.method == "POST":
+        return _answer(request, target, request.COOKIES.get(_cookie(memo_id), ""))
+    return _memo_page(request, target)
+
+
+def _cookie_target(request: HttpRequest, memo_id: int) -> AnswerTarget | HttpResponse:
+    """What the cookie of memo `memo_id`'s page stands for, or the page saying why it
+    stands for nothing here (one for another memo: the link must be opened again)."""
+    target = _read(request, request.COOKIES.get(_cookie(memo_id)))
     if isinstance(target, HttpResponse):
         return target
     if target.memo.pk != memo_id:
         return _error_page(request, "ack/reopen.html", 400)
-    if request.method == "POST":
-        return _answer(request, target, token or "")
-    return _memo_page(request, target)
+    return target
 
 
 @never_cache
@@ -303,12 +312,9 @@ def ack_page(request: HttpRequest, memo_id: int) -> HttpResponse:
 def ack_receipt(request: HttpRequest, memo_id: int) -> HttpResponse:
     """/ack/memo/<id>/receipt/: the receipt of the developer's answers, a UTF-8 text file,
     for the holder of the page's cookie once they have answered."""
-    token = request.COOKIES.get(_cookie(memo_id))
-    target = _read(request, token)
+    target = _cookie_target(request, memo_id)
     if isinstance(target, HttpResponse):
         return target
-    if target.memo.pk != memo_id:
-        return _error_page(request, "ack/reopen.html", 400)
     try:
         receipt = receipt_text(target)
     except NotApproved as exc:
