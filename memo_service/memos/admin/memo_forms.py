@@ -252,7 +252,7 @@ class TranslationFormSet(forms.BaseInlineFormSet):
             return
         for form in self.forms:
             data = getattr(form, "cleaned_data", None)
-            if not data or self._should_delete_form(form):
+            if not data or data.get("DELETE"):
                 continue
             if not (data.get("statement") or "").strip():
                 form.add_error(
