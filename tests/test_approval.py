@@ -44,7 +44,7 @@ def people(django_user_model, memo):
 def post(client, name, memo):
     """Press the button `name` of the memo's page; approving, as an approver does, from the
     confirmation page (which names the text approved by its hash)."""
-    data = {}
+    data: dict[str, str] = {}
     if name == "approve":
         page = client.get(reverse("admin:memos_memo_approve", args=[memo.pk]))
         found = re.search(r'name="content_hash" value="([0-9a-f]*)"', page.content.decode())
