@@ -252,7 +252,8 @@ def test_once_its_correction_is_sent_the_earlier_memo_says_so_and_takes_no_new_a
         client = Client()
         client.get(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
         page = f"/ack/memo/{memo.pk}/"
-        assert notice in client.get(page).content.decode()
+        shown = client.get(page).content.decode()
+        assert notice in shown and 'value="acknowledged"' not in shown  # no button to press in vain
         for answer in [{"response": "acknowledged"}, {"response": "needs_help", "comment": "Which regions?"}]:
             refused = client.post(page, {"interacted": "1", **answer})
             assert refused.status_code == 400 and refusal in refused.content.decode()

@@ -20,7 +20,15 @@ from memo_service.memos.cases.cases import CARRIED, case_resolve
 from memo_service.memos.cases.opening import CASES_OPEN
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import case_payload
-from memo_service.memos.models import MEMO_SHOWN, Case, CaseEntry, EvidenceRecord, Memo, MemoTranslation
+from memo_service.memos.models import (
+    MEMO_SHOWN,
+    TRANSLATION_FIELDS,
+    Case,
+    CaseEntry,
+    EvidenceRecord,
+    Memo,
+    MemoTranslation,
+)
 
 MemoStatus = Memo.Status
 # A memo a correction can supersede: its emails went out and its send is over.
@@ -52,16 +60,6 @@ COPIED_FIELDS = (
     "email_receipt",
 )
 COPIED_RELATIONS = ("include_regions", "traffic_regions")
-TRANSLATION_FIELDS = (
-    "language",
-    "subject",
-    "html_body",
-    "text_body",
-    "reminder_subject",
-    "reminder_html",
-    "reminder_text",
-    "statement",
-)
 SUFFIX = "-correction"
 TITLE_MAX = Memo._meta.get_field("title").max_length or 200
 SLUG_MAX = Memo._meta.get_field("slug").max_length or 100

@@ -22,7 +22,7 @@ from memo_service.memos.compose.checks import templates_check
 from memo_service.memos.compose.context import TEMPLATE_VARIABLES
 from memo_service.memos.compose.decisions import template_unlisted
 from memo_service.memos.compose.sources import FALLBACK_LANGUAGE
-from memo_service.memos.models import MEMO_EDITABLE, Memo, MemoTranslation
+from memo_service.memos.models import MEMO_EDITABLE, TRANSLATION_FIELDS, Memo, MemoTranslation
 
 VARIABLES_HELP = format_html(
     "Jinja2 templates. The subject and text are plain text; the HTML is autoescaped. "
@@ -214,16 +214,7 @@ class TranslationForm(forms.ModelForm):
 
     class Meta:
         model = MemoTranslation
-        fields = [
-            "language",
-            "subject",
-            "html_body",
-            "text_body",
-            "reminder_subject",
-            "reminder_html",
-            "reminder_text",
-            "statement",
-        ]
+        fields = list(TRANSLATION_FIELDS)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

@@ -239,6 +239,12 @@ def _text_answered(target: AnswerTarget, shown_hash: str | None) -> tuple[Memo, 
     return memo, shown
 
 
+def correction_sent(memo_id: int) -> Memo | None:
+    """The correction of the memo that is being (or was) sent, if any: the answers that
+    count are to it now, and the memo's own page takes none."""
+    return Memo.objects.filter(supersedes=memo_id, status__in=MEMO_SHOWN).order_by("-id").first()
+
+
 def _memo_status_shared(memo_id: int) -> str:
     """The memo's status, its row locked FOR SHARE until the transaction ends (call inside
     one): answers share it with each other, not with a change of the memo's status.
@@ -271,7 +277,7 @@ def _answer_save(target: AnswerTarget, fields: dict[str, Any]) -> tuple[Answer, 
             raise AnswerInvalid(closed)
         # A correction of it is being sent: its open cases moved there (correction.py,
         # which takes this row FOR UPDATE first), and a new one would be left behind.
-        if Memo.objects.filter(supersedes=target.memo.pk, status__in=MEMO_SHOWN).exists():
+        if correction_sent(target.memo.pk) is not None:
             raise AnswerInvalid({"response": NO_ANSWERS_CORRECTED})
         existing = answers_of(target)
         if Response.ACKNOWLEDGED in existing:

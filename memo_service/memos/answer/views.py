@@ -34,6 +34,7 @@ from memo_service.memos.answer.answers import (
     AnswerInvalid,
     answer_record,
     answers_of,
+    correction_sent,
     memo_no_longer_applies,
 )
 from memo_service.memos.answer.receipt import receipt_text
@@ -171,6 +172,7 @@ def _memo_page(
         return _error_page(request, "ack/unavailable.html", 503)
     language, subject, html = sent.language, sent.subject, sent.html
     memo = target.memo
+    corrected_by = correction_sent(memo.pk)
     with translation.override(language):
         return _private(
             render(
@@ -190,7 +192,8 @@ def _memo_page(
                     "answered": bool(answers),
                     "withdrawn": memo.status == Memo.Status.WITHDRAWN,
                     "cancelled_at": _cancelled_at(memo),
-                    "closed": memo.status in ANSWERS_CLOSED,
+                    "corrected_by": corrected_by,
+                    "closed": memo.status in ANSWERS_CLOSED or corrected_by is not None,
                     "corrects": _corrects(target),
                     # The messages are English msgids (answers.py): shown in the page's language.
                     "errors": {field: gettext(message) for field, message in (errors or {}).items()},

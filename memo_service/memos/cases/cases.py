@@ -17,7 +17,15 @@ from memo_service.memos.answer.sent_text import subject_sent
 from memo_service.memos.audit import Actor, audit_record
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import case_payload
-from memo_service.memos.models import Answer, Case, CaseEntry, DisputeResolution, EvidenceRecord, Notification
+from memo_service.memos.models import (
+    CASE_CARRIED,
+    Answer,
+    Case,
+    CaseEntry,
+    DisputeResolution,
+    EvidenceRecord,
+    Notification,
+)
 from memo_service.memos.notify.notifications import notification_create
 
 Status = Case.Status
@@ -31,7 +39,7 @@ CASE_OUTCOMES = {
     "withdrawn": "withdrawn by the developer",
     "carried": "carried to the correction",
 }
-CARRIED = "carried"
+CARRIED = CASE_CARRIED
 # Who may handle cases (assignees, writers): the permission the Composer role holds.
 CASE_PERMISSION = "memos.change_case"
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from memo_service.lib.db import in_ids
 from memo_service.memos.models import (
+    CASE_CARRIED,
     Answer,
     Case,
     CaseEntry,
@@ -34,9 +35,7 @@ from memo_service.memos.models import (
 )
 
 Kind = EvidenceRecord.Kind
-# A case's outcome when a correction's case continues it (cases/cases.py's CARRIED): a
-# carried dispute is decided on the correction, and its decision is proven there.
-CARRIED = "carried"
+CARRIED = CASE_CARRIED
 
 
 def approval_payload(

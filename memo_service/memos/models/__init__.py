@@ -23,7 +23,7 @@ The words the models use:
 
 from memo_service.memos.models.answer import Answer, Dispute, DisputeResolution
 from memo_service.memos.models.audit import AuditEvent
-from memo_service.memos.models.case import Case, CaseEntry
+from memo_service.memos.models.case import CASE_CARRIED, Case, CaseEntry
 from memo_service.memos.models.delivery import (
     DELIVERY_ARRIVED,
     DELIVERY_HANDED_OVER,
@@ -45,6 +45,7 @@ from memo_service.memos.models.memo import (
     MEMO_STARTABLE,
     MEMO_STARTED,
     MEMO_WITHDRAWABLE,
+    TRANSLATION_FIELDS,
     AudienceSnapshot,
     Memo,
     MemoQuerySet,
@@ -70,6 +71,7 @@ __all__ = [
     "MEMO_CANCELLABLE",
     "MEMO_FINISHED",
     "MEMO_WITHDRAWABLE",
+    "TRANSLATION_FIELDS",
     # delivery
     "Delivery",
     "DeliveryEvent",
@@ -87,6 +89,7 @@ __all__ = [
     # case
     "Case",
     "CaseEntry",
+    "CASE_CARRIED",
     # notification
     "Notification",
     # evidence

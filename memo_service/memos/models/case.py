@@ -8,6 +8,10 @@ from memo_service.developers.models import Developer
 from memo_service.memos.models.answer import Answer
 from memo_service.memos.models.memo import Memo
 
+# A case's outcome when a correction's case continues it (correction.cases_carry_over): a
+# carried dispute is decided on the correction, and its decision is proven there.
+CASE_CARRIED = "carried"
+
 
 class Case(models.Model):
     """One answer that needs a person: its status, who owns it, and how it ended."""

@@ -203,6 +203,20 @@ class AudienceSnapshot(models.Model):
         constraints = [models.UniqueConstraint(fields=["memo", "developer_id"], name="one_snapshot_row")]
 
 
+# A translation's own texts, in the order the form shows them (the admin's form, a
+# correction's copy).
+TRANSLATION_FIELDS = (
+    "language",
+    "subject",
+    "html_body",
+    "text_body",
+    "reminder_subject",
+    "reminder_html",
+    "reminder_text",
+    "statement",
+)
+
+
 class MemoTranslation(models.Model):
     memo = models.ForeignKey(Memo, on_delete=models.CASCADE, related_name="translations")
     language = models.CharField(max_length=10, choices=settings.LANGUAGES)
