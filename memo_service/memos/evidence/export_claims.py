@@ -20,14 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memo_service.memos.evidence.checkpoints import canonical
-from memo_service.memos.models import CASE_CARRIED
 
 # The chain's kinds, as EvidenceRecord.Kind names them (this module reads no model).
 APPROVAL, ANSWER, CASE, WITHDRAWAL = "approval", "answer", "case", "withdrawal"
 _REPLY, _DECISION = "reply", "decision"
 _ANSWER_CLAIM = 16 + 4 * 8  # the length of an answer's claim (_digest of answer_fields' eight fields)
 _COUNTRIES = ("previous_country", "new_country", "exempt")  # a dispute's decision's, when it has them
-_CARRIED = CASE_CARRIED  # a case continued on a correction: decided, and proven, there
+# A case continued on a correction: decided, and proven, there. models.CASE_CARRIED, spelled
+# again: `verify_evidence --file` runs with no Django, and so imports no model.
+_CARRIED = "carried"
 # Answer.Response, Case.Kind and DELIVERY_HANDED_OVER's values, as the export writes them.
 _ACKNOWLEDGED, _OBJECTS, _DISPUTES = "acknowledged", "objects", ("disputes_region", "disputes_traffic")
 _DISPUTE, _HELP = "dispute", "help"
