@@ -124,9 +124,10 @@ def test_a_composer_handles_a_help_request_and_decides_a_dispute_in_a_browser(
     sent = notifications(outbox)
     assert set(sent) == {"cn-1@example.com", "ru-1@example.com"}
     reply, outcome = sent["cn-1@example.com"], sent["ru-1@example.com"]
-    assert reply["Subject"].strip() == "回复：您对“Regions blocked”的答复"
+    # Each names the memo by the subject the developer was sent, never by its internal title.
+    assert reply["Subject"].strip() == "回复：您对“来自中国的访问将被阻止”的答复"
     assert "请通过新加坡区域访问 API。" in text_of(reply) and "这是我们对您就通知" in text_of(reply)
-    assert outcome["Subject"].strip() == "Your dispute about “Regions blocked” is decided"
+    assert outcome["Subject"].strip().startswith("Your dispute about “Access from Russia ends ")
     assert "We corrected your region from Russia to Kazakhstan." in text_of(outcome)
     assert "Why: Your company's invoices are addressed in Almaty." in text_of(outcome)
     page.goto(f"{site}/outbox/")
