@@ -20,19 +20,13 @@ from memo_service.memos.answer.tokens import ack_url
 from memo_service.memos.models import Answer, Delivery, EvidenceRecord, Memo, Notification
 from memo_service.memos.notify.notifications import notification_hash
 from tests.conftest import Provider, found, make_memo, sent_memo
+from tests.test_assent import AN_HOUR_AGO, open_page, post
 
 pytestmark = pytest.mark.django_db
-PHONE = "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/131.0 Mobile Safari/537.36"
-AN_HOUR_AGO = dt.timedelta(hours=1)
-
-
-def open_page(client: Client, memo: Memo, developer: Any) -> str:
-    client.get(ack_url(memo.pk, developer.pk).removeprefix("http://testserver"))
-    return f"/ack/memo/{memo.pk}/"
 
 
 def answer(client: Client, page: str, **data: str) -> None:
-    response = client.post(page, {"interacted": "1", **data}, HTTP_USER_AGENT=PHONE)
+    response = post(client, page, **data)
     assert response.status_code == 303, response.content.decode()[:500]
 
 

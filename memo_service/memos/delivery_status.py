@@ -260,17 +260,12 @@ def delivery_record_skipped(*, delivery_id: int, reason: str) -> None:
     )
 
 
-# Why a queued delivery of a memo that stopped for good was never sent.
-CANCELLED_REASON = "not sent: the memo was cancelled"
-WITHDRAWN_REASON = "not sent: the memo was withdrawn"
-
-
-def deliveries_cancel_queued(*, memo: Memo, reason: str = CANCELLED_REASON) -> int:
-    """The memo was cancelled or withdrawn (`reason` says which): what is still queued
-    will never be sent. Returns how many."""
+def deliveries_cancel_queued(*, memo: Memo, withdrawn: bool = False) -> int:
+    """The memo was cancelled or withdrawn: what is still queued will never be sent, and
+    its reason says which. Returns how many."""
     return Delivery.objects.filter(memo=memo, status=DeliveryStatus.QUEUED).update(
         status=DeliveryStatus.CANCELLED,
-        status_reason=reason[:STATUS_REASON_MAX],
+        status_reason=f"not sent: the memo was {'withdrawn' if withdrawn else 'cancelled'}",
         status_changed_at=timezone.now(),
     )
 

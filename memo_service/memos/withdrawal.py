@@ -24,7 +24,7 @@ from memo_service.developers.models import Developer
 from memo_service.lib.db import row_lock
 from memo_service.memos.answer.sent_text import SubjectInLanguage
 from memo_service.memos.audit import Actor, audit_record
-from memo_service.memos.delivery_status import WITHDRAWN_REASON, deliveries_cancel_queued
+from memo_service.memos.delivery_status import deliveries_cancel_queued
 from memo_service.memos.evidence.append import evidence_append
 from memo_service.memos.evidence.payloads import withdrawal_payload
 from memo_service.memos.memo_status import memo_mark_withdrawn
@@ -80,7 +80,7 @@ def memo_withdraw(*, memo: Memo, by: Actor, reason: str) -> Withdrawal:
                 f"“{memo.title}” is {current.get_status_display()}: only a memo whose send started (sending, "
                 "paused or sent) can be withdrawn." + (" Cancel it instead." if current.is_editable else "")
             )
-        cancelled = deliveries_cancel_queued(memo=memo, reason=WITHDRAWN_REASON)
+        cancelled = deliveries_cancel_queued(memo=memo, withdrawn=True)
         withdrawn = Memo.objects.get(pk=memo.pk)
         recipients = withdrawal_recipients(withdrawn)
         notified = recipients.count()

@@ -60,17 +60,9 @@ def notification_create(
     and send it once the caller's transaction commits."""
     assert (developer is None) != (user is None), "a notification has exactly one recipient"
     language = developer.language if developer is not None else settings.LANGUAGE_CODE
-    subject, text = notification_text(kind, language, {"memo": memo, **context})
-    notification = Notification.objects.create(
-        kind=kind,
-        memo=memo,
-        developer=developer,
-        user=user,
-        language=language,
-        subject=subject,
-        text=text,
-        text_hash=notification_hash(subject, text),
-    )
+    text = notification_text(kind, language, {"memo": memo, **context})
+    notification = _notification(kind, memo, language, text, developer=developer, user=user)
+    notification.save()
     enqueue_on_commit("memos.notifications_send", [notification.pk])
     return notification
 
@@ -86,25 +78,36 @@ def notifications_create(
         language = developer.language or settings.LANGUAGE_CODE
         if language not in texts:
             texts[language] = notification_text(kind, language, {"memo": memo, **context})
-        subject, text = texts[language]
-        rows.append(
-            Notification(
-                kind=kind,
-                memo=memo,
-                developer=developer,
-                language=language,
-                subject=subject,
-                text=text,
-                text_hash=notification_hash(subject, text),
-            )
-        )
+        rows.append(_notification(kind, memo, language, texts[language], developer=developer))
+    # PostgreSQL and SQLite (3.35+) give the new rows' ids back from the insert.
     created = Notification.objects.bulk_create(rows, batch_size=1_000)
     ids = [n.pk for n in created]
-    if not all(ids):  # a database that does not return ids from a bulk insert
-        ids = list(Notification.objects.filter(memo=memo, kind=kind, status=Status.QUEUED).values_list("pk", flat=True))
     for start in range(0, len(ids), SEND_CHUNK):
         enqueue_on_commit("memos.notifications_send", ids[start : start + SEND_CHUNK])
     return created
+
+
+def _notification(
+    kind: str,
+    memo: Memo,
+    language: str,
+    text: tuple[str, str],
+    *,
+    developer: Developer | None = None,
+    user: User | None = None,
+) -> Notification:
+    """A notification not saved yet, with its (subject, text) and their hash."""
+    subject, body = text
+    return Notification(
+        kind=kind,
+        memo=memo,
+        developer=developer,
+        user=user,
+        language=language,
+        subject=subject,
+        text=body,
+        text_hash=notification_hash(subject, body),
+    )
 
 
 def _address(notification: Notification) -> str:

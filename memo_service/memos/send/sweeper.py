@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from memo_service.memos.delivery_status import CANCELLED_REASON, WITHDRAWN_REASON, deliveries_cancel_queued
+from memo_service.memos.delivery_status import deliveries_cancel_queued
 from memo_service.memos.models import MEMO_MAY_SEND, Delivery, Memo, SendLease
 from memo_service.memos.queue import enqueue, enqueue_later
 from memo_service.memos.send.dispatch import send_batch_size
@@ -93,8 +93,7 @@ def deliveries_of_stopped_memos_cancel() -> int:
     cancelled = 0
     stopped = Memo.objects.filter(Exists(queued), status__in=(Memo.Status.WITHDRAWN, Memo.Status.CANCELLED))
     for memo in stopped.only("id", "status"):
-        reason = WITHDRAWN_REASON if memo.status == Memo.Status.WITHDRAWN else CANCELLED_REASON
-        cancelled += deliveries_cancel_queued(memo=memo, reason=reason)
+        cancelled += deliveries_cancel_queued(memo=memo, withdrawn=memo.status == Memo.Status.WITHDRAWN)
     return cancelled
 
 
